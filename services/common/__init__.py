@@ -1,0 +1,1 @@
+"""Shared plumbing: event envelope, outbox relay, consumer loop, database and logging setup."""

@@ -1,0 +1,287 @@
+"""The consumer loop: effects and dedupe marks commit together, offsets commit after, poison goes to dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy import Column, DateTime, MetaData, String, Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common import metrics
+from common.db import Database
+from common.envelope import EnvelopeError, Event
+from common.kafka import new_consumer, new_producer, stop_quietly
+from common.logging import bind_correlation_id
+from common.settings import ServiceSettings
+from common.topics import dead_letter_topic
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[AsyncSession, Event], Awaitable[None]]
+Prepare = Callable[[Sequence[Event]], Awaitable[None]]
+
+
+def processed_table(metadata: MetaData) -> Table:
+    """Ids of events whose effects are committed: the consumer's dedupe record, written in the effect's transaction."""
+    return Table(
+        "processed_events",
+        metadata,
+        Column("event_id", String(64), primary_key=True),
+        Column("event_type", String(64), nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+class _Stalled(Exception):
+    pass
+
+
+class ConsumerLoop:
+    """Consumes `topics`, applies `handlers[event.type]` once per event id, and commits offsets after the effect."""
+
+    def __init__(
+        self,
+        *,
+        settings: ServiceSettings,
+        db: Database,
+        processed: Table,
+        topics: Sequence[str],
+        handlers: Mapping[str, Handler],
+        prepare: Prepare | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._processed = processed
+        self._topics = [settings.topic(t) for t in topics]
+        self._handlers = handlers
+        self._prepare = prepare
+        self._clock = clock
+        self._dlq_topic = settings.topic(dead_letter_topic(settings.service_name))
+        self._stopping = False
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dlq_producer: AIOKafkaProducer | None = None
+        self._positions: dict[TopicPartition, int] = {}
+        self._lag: dict[TopicPartition, int] = {}
+        self.last_progress = clock()
+        self.running = False
+
+    # -- health -------------------------------------------------------------------------------------------------
+
+    @property
+    def lag(self) -> int:
+        return sum(self._lag.values())
+
+    def stalled(self) -> bool:
+        """True when there is work waiting and nothing has moved for longer than the stall window."""
+        idle = self._clock() - self.last_progress
+        if not self.running:
+            return idle > self._settings.consumer_stall_s
+        return self.lag > 0 and idle > self._settings.consumer_stall_s
+
+    def health(self) -> dict[str, object]:
+        return {
+            "running": self.running,
+            "lag": self.lag,
+            "seconds_since_progress": round(self._clock() - self.last_progress, 1),
+            "stalled": self.stalled(),
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume until stopped; restarts the Kafka client after broker trouble or a stall."""
+        backoff = 0.5
+        while not self._stopping:
+            consumer = new_consumer(self._settings, [])
+            self._consumer = consumer
+            try:
+                await asyncio.wait_for(consumer.start(), self._settings.kafka_send_timeout_s * 3)
+                consumer.subscribe(self._topics, listener=_Listener(self))
+                self.running = True
+                self.last_progress = self._clock()
+                log.info("consumer_started", topics=self._topics, group=self._settings.consumer_group)
+                backoff = 0.5
+                await self._poll_forever(consumer)
+            except _Stalled:
+                log.warning("consumer_stalled_restarting", lag=self.lag)
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.warning("consumer_kafka_error", error=type(exc).__name__, retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            except Exception:
+                log.exception("consumer_error")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                self.running = False
+                async with self._lock:
+                    await stop_quietly(consumer, 10.0)
+                self._consumer = None
+        await stop_quietly(self._dlq_producer)
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, commit it, and leave the group (SIGTERM drain)."""
+        self._stopping = True
+
+    async def _poll_forever(self, consumer: AIOKafkaConsumer) -> None:
+        last_lag_check = 0.0
+        while not self._stopping:
+            batches = await consumer.getmany(timeout_ms=200, max_records=self._settings.consumer_batch_size)
+            if batches:
+                async with self._lock:
+                    await self._process(consumer, batches)
+            now = self._clock()
+            if now - last_lag_check >= 1.0 or batches:
+                last_lag_check = now
+                await self._update_lag(consumer)
+                if self.lag == 0:
+                    self.last_progress = now
+            if self.stalled():
+                raise _Stalled
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        lag: dict[TopicPartition, int] = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            position = self._positions.get(tp)
+            if position is None:
+                with contextlib.suppress(Exception):
+                    position = await asyncio.wait_for(consumer.position(tp), 1.0)
+            if position is not None:
+                lag[tp] = max(0, high - position)
+        self._lag = lag
+        for topic in {tp.topic for tp in lag}:
+            metrics.CONSUMER_LAG.labels(topic=topic).set(sum(v for tp, v in lag.items() if tp.topic == topic))
+
+    # -- processing ---------------------------------------------------------------------------------------------
+
+    async def _process(self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
+        started = time.perf_counter()
+        events: list[tuple[ConsumerRecord, Event]] = []
+        for records in batches.values():
+            for record in records:
+                try:
+                    events.append((record, Event.from_record(record.key, record.value, record.headers)))
+                except EnvelopeError as exc:
+                    await self._dead_letter(record, "invalid_envelope", str(exc))
+        if events:
+            if self._prepare is not None:
+                try:
+                    await self._prepare([event for _, event in events])
+                except Exception:
+                    log.exception("consumer_prepare_failed")  # handlers fall back to what they know
+            try:
+                async with self._db.transaction() as session:
+                    for record, event in events:
+                        await self._apply(session, record, event)
+            except Exception:
+                # One bad event must not hold the others back: retry them one transaction each.
+                log.warning("consumer_batch_failed_retrying_singly", size=len(events))
+                for record, event in events:
+                    await self._apply_with_retries(record, event)
+        await self._commit(consumer, batches)
+        metrics.CONSUMER_BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _apply(self, session: AsyncSession, record: ConsumerRecord, event: Event) -> None:
+        bind_correlation_id(event.correlation_id)
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            metrics.CONSUMED.labels(topic=record.topic, type=event.type, result="ignored").inc()
+            return
+        insert = sqlite_insert if self._db.is_sqlite else pg_insert
+        result = await session.execute(
+            insert(self._processed)
+            .values(event_id=event.id, event_type=event.type, processed_at=datetime.now(UTC))
+            .on_conflict_do_nothing(index_elements=["event_id"])
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            metrics.CONSUMED.labels(topic=record.topic, type=event.type, result="duplicate").inc()
+            return
+        await handler(session, event)
+        metrics.CONSUMED.labels(topic=record.topic, type=event.type, result="ok").inc()
+
+    async def _apply_with_retries(self, record: ConsumerRecord, event: Event) -> None:
+        attempts = self._settings.consumer_max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self._db.transaction() as session:
+                    await self._apply(session, record, event)
+                return
+            except Exception as exc:
+                if attempt == attempts:
+                    log.exception("consumer_event_failed", event_id=event.id, event_type=event.type)
+                    await self._dead_letter(record, "handler_failed", f"{type(exc).__name__}: {exc}"[:500])
+                    return
+                await asyncio.sleep(self._settings.consumer_retry_backoff_s * 2 ** (attempt - 1))
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        assigned = consumer.assignment()
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records and tp in assigned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took the partition: the next owner redelivers, and the dedupe table absorbs it.
+            log.warning("consumer_commit_failed", error=type(exc).__name__)
+            return
+        self._positions.update(offsets)
+        self.last_progress = self._clock()
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str) -> None:
+        """Park a record that can never succeed, so the partition moves on; raises if the broker is unreachable."""
+        if self._dlq_producer is None:
+            producer = new_producer(self._settings)
+            await asyncio.wait_for(producer.start(), self._settings.kafka_send_timeout_s)
+            self._dlq_producer = producer
+        headers = list(record.headers or []) + [
+            ("dlq_reason", reason.encode()),
+            ("dlq_error", detail.encode("utf-8", "replace")),
+            ("dlq_topic", record.topic.encode()),
+            ("dlq_partition", str(record.partition).encode()),
+            ("dlq_offset", str(record.offset).encode()),
+            ("dlq_consumer", self._settings.consumer_group.encode()),
+        ]
+        try:
+            await asyncio.wait_for(
+                self._dlq_producer.send_and_wait(self._dlq_topic, value=record.value, key=record.key, headers=headers),
+                self._settings.kafka_send_timeout_s,
+            )
+        except BaseException:
+            await stop_quietly(self._dlq_producer)
+            self._dlq_producer = None
+            raise
+        metrics.DEAD_LETTERS.labels(topic=record.topic, reason=reason).inc()
+        log.warning("consumer_dead_lettered", topic=record.topic, offset=record.offset, reason=reason)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Wait for the batch in hand: its offsets are committed before the partitions move.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._loop._lock.acquire(), 30)  # noqa: SLF001
+            self._loop._lock.release()  # noqa: SLF001
+        for tp in revoked:
+            self._loop._positions.pop(tp, None)  # noqa: SLF001
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("consumer_partitions_assigned", count=len(assigned))

@@ -1,0 +1,84 @@
+"""Kafka clients built the same way in every service: durable producers, deliberate consumers, explicit topics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from common.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+
+def new_producer(settings: ServiceSettings) -> AIOKafkaProducer:
+    """acks=all and idempotence: aiokafka's defaults (acks=1, no idempotence) can lose or duplicate on failover."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=f"handoff-{settings.service_name}",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        compression_type=None,
+        request_timeout_ms=int(settings.kafka_send_timeout_s * 1000),
+        retry_backoff_ms=100,
+    )
+
+
+def new_consumer(settings: ServiceSettings, topics: Iterable[str]) -> AIOKafkaConsumer:
+    """Manual commits only; a new group starts from the earliest offset so no backlog is ever skipped."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group,
+        client_id=f"handoff-{settings.service_name}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        # The broker answers as soon as one byte is there; this only bounds an idle poll.
+        fetch_max_wait_ms=100,
+        max_poll_records=settings.consumer_batch_size,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=2_000,
+        max_poll_interval_ms=300_000,
+    )
+
+
+async def stop_quietly(client: AIOKafkaProducer | AIOKafkaConsumer | None, timeout: float = 5.0) -> None:
+    """stop() can hang while the broker is down (aiokafka #773, #1101): bound it and move on."""
+    if client is None:
+        return
+    try:
+        await asyncio.wait_for(client.stop(), timeout)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        log.warning("kafka_client_stop_failed", error=type(exc).__name__)
+
+
+async def ensure_topics(settings: ServiceSettings, names: Iterable[str]) -> None:
+    """Create the topics this service needs if they are missing; safe to run from every process at once."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        wanted = sorted({settings.topic(name) for name in names})
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                name=name,
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication,
+            )
+            for name in wanted
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created it between list and create
+            log.info("kafka_topics_created", topics=[t.name for t in missing])
+    finally:
+        await admin.close()

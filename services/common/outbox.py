@@ -1,0 +1,233 @@
+"""The transactional outbox: events are rows written with the state change, published by a relay after commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from common import metrics
+from common.db import Database
+from common.envelope import Event, dumps, loads
+from common.kafka import stop_quietly
+from common.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+_SESSION_FLAG = "handoff_outbox_written"
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    """The outbox table, declared on the service's own metadata so its migrations own it."""
+    return Table(
+        "outbox",
+        metadata,
+        # BigInteger on PostgreSQL, INTEGER PRIMARY KEY (the rowid) on SQLite: the publish order.
+        Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("event_id", String(64), nullable=False),
+        Column("topic", String(255), nullable=False),
+        Column("key", LargeBinary, nullable=True),
+        Column("headers", Text, nullable=False),
+        Column("value", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+async def add_events(
+    session: AsyncSession, table: Table, settings: ServiceSettings, events: Sequence[Event], topic_of: Callable[[Event], str]
+) -> None:
+    """Write events into the caller's transaction; nothing leaves until that transaction commits."""
+    if not events:
+        return
+    now = datetime.now(UTC)
+    await session.execute(
+        insert(table),
+        [
+            {
+                "event_id": event.id,
+                "topic": settings.topic(topic_of(event)),
+                "key": event.key(),
+                "headers": dumps([[k, v.decode()] for k, v in event.headers()]).decode(),
+                "value": event.value(),
+                "created_at": now,
+            }
+            for event in events
+        ],
+    )
+    session.info[_SESSION_FLAG] = True
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows in order, then deletes them; at-least-once, consumers dedupe by event id."""
+
+    def __init__(
+        self,
+        *,
+        settings: ServiceSettings,
+        db: Database,
+        table: Table,
+        producer_factory: Callable[[], AIOKafkaProducer],
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._table = table
+        self._producer_factory = producer_factory
+        self._producer: AIOKafkaProducer | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.last_publish_monotonic = time.monotonic()
+        db.on_commit(self._after_commit)
+
+    def _after_commit(self, session: AsyncSession) -> None:
+        if session.info.pop(_SESSION_FLAG, False):
+            self._wake.set()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay until stopped; a broker outage only delays publishing, it never loses a row."""
+        backoff = 0.5
+        leader = _Leadership(self._db, self._settings.service_name)
+        try:
+            while not self._stopping:
+                try:
+                    if not await leader.acquire():
+                        await self._sleep(2.0)
+                        continue
+                    if self._producer is None:
+                        producer = self._producer_factory()
+                        await asyncio.wait_for(producer.start(), self._settings.kafka_send_timeout_s)
+                        self._producer = producer
+                        log.info("outbox_relay_connected")
+                    published = await self._publish_batch(self._producer)
+                    backoff = 0.5
+                    if published < self._settings.outbox_batch_size:
+                        await self._sleep(self._settings.outbox_poll_interval_s)
+                except (KafkaError, TimeoutError, OSError) as exc:
+                    # aiokafka's idempotent producer can hang or wedge after a broker outage (#1101): start afresh.
+                    log.warning("outbox_relay_kafka_error", error=type(exc).__name__, retry_in_s=backoff)
+                    metrics.OUTBOX_PUBLISH_FAILURES.inc()
+                    await stop_quietly(self._producer)
+                    self._producer = None
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                except Exception:
+                    log.exception("outbox_relay_error")
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            await leader.release()
+            await stop_quietly(self._producer)
+            self._producer = None
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    async def _publish_batch(self, producer: AIOKafkaProducer) -> int:
+        table = self._table
+        # Read, publish and delete in separate short transactions: a transaction held open across a Kafka round
+        # trip would block SQLite's single writer for that long.
+        async with self._db.read() as session:
+            rows = (
+                await session.execute(
+                    select(table.c.seq, table.c.topic, table.c.key, table.c.headers, table.c.value, table.c.created_at)
+                    .order_by(table.c.seq)
+                    .limit(self._settings.outbox_batch_size)
+                )
+            ).all()
+        metrics.OUTBOX_BACKLOG.set(len(rows))
+        if not rows:
+            return 0
+        timeout = self._settings.kafka_send_timeout_s
+        futures = []
+        for row in rows:
+            headers = [(k, v.encode()) for k, v in loads(row.headers)]
+            futures.append(
+                await asyncio.wait_for(
+                    producer.send(row.topic, value=row.value, key=row.key, headers=headers), timeout
+                )
+            )
+        # Every delivery future is awaited: a bare send() only enqueues.
+        await asyncio.wait_for(asyncio.gather(*futures), timeout)
+        async with self._db.transaction() as session:
+            await session.execute(delete(table).where(table.c.seq <= rows[-1].seq, table.c.seq >= rows[0].seq))
+        now = datetime.now(UTC)
+        for row in rows:
+            created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+            metrics.OUTBOX_PUBLISH_DELAY.observe((now - created).total_seconds())
+        metrics.OUTBOX_PUBLISHED.inc(len(rows))
+        self.last_publish_monotonic = time.monotonic()
+        return len(rows)
+
+
+async def backlog(db: Database, table: Table) -> int:
+    async with db.read() as session:
+        return int((await session.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+class _Leadership:
+    """On PostgreSQL only one relay per service publishes at a time, which keeps each lead's events in order."""
+
+    def __init__(self, db: Database, name: str) -> None:
+        self._db = db
+        self._key = zlib.crc32(f"handoff-outbox-{name}".encode())
+        self._conn: AsyncConnection | None = None
+
+    async def acquire(self) -> bool:
+        if self._db.is_sqlite:
+            return True
+        if self._conn is not None:
+            try:
+                await self._conn.execute(text("SELECT 1"))
+                await self._conn.commit()
+                return True
+            except Exception:
+                # The server went away, and the lock with it: contend again.
+                await self.release()
+        conn = await self._db.engine.connect()
+        got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key})).scalar_one()
+        await conn.commit()
+        if got:
+            self._conn = conn  # held for the process' lifetime; a killed process releases it with its connection
+            log.info("outbox_relay_leader")
+            return True
+        await conn.close()
+        return False
+
+    async def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+

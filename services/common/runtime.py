@@ -1,0 +1,126 @@
+"""The background half of every service: schema, topics, outbox relay and consumer, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import MetaData, Table
+
+from common.consumer import ConsumerLoop, Handler, Prepare
+from common.db import Database, upgrade_schema_async
+from common.kafka import ensure_topics, new_producer
+from common.outbox import OutboxRelay, backlog
+from common.settings import ServiceSettings
+from common.topics import dead_letter_topic
+
+log = structlog.get_logger(__name__)
+
+
+class Runtime:
+    """Owns a service's database, relay and consumer; built in the lifespan, nothing connects at import time."""
+
+    def __init__(
+        self,
+        *,
+        settings: ServiceSettings,
+        metadata: MetaData,
+        migrations: Path,
+        outbox: Table,
+        processed: Table | None = None,
+        produces: Sequence[str] = (),
+        consumes: Sequence[str] = (),
+        handlers: Mapping[str, Handler] | None = None,
+        prepare: Prepare | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metadata = metadata
+        self.migrations = migrations
+        self.db = Database(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
+        self.outbox = outbox
+        self.relay = OutboxRelay(
+            settings=settings, db=self.db, table=outbox, producer_factory=lambda: new_producer(settings)
+        )
+        self.consumer: ConsumerLoop | None = None
+        if consumes:
+            assert processed is not None and handlers is not None
+            self.consumer = ConsumerLoop(
+                settings=settings,
+                db=self.db,
+                processed=processed,
+                topics=consumes,
+                handlers=handlers,
+                prepare=prepare,
+            )
+        topics = {*produces, *consumes}
+        if consumes:
+            topics.add(dead_letter_topic(settings.service_name))
+        self._topics = sorted(topics)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.topics_ready = False
+
+    async def start(self) -> None:
+        """Migrate, then run the Kafka side in the background: a broker outage must not stop HTTP from serving."""
+        if self.settings.migrate_on_start:
+            await upgrade_schema_async(self.db.url, self.migrations, self.metadata)
+        self._tasks.append(asyncio.create_task(self._kafka_side(), name="kafka"))
+
+    async def start_job(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Run another background loop of the service (SLA timers, fetchers), stopped with the rest."""
+        self._tasks.append(asyncio.create_task(job(), name=getattr(job, "__name__", "job")))
+
+    async def _kafka_side(self) -> None:
+        backoff = 0.5
+        while not self._stopping:
+            try:
+                await ensure_topics(self.settings, self._topics)
+                self.topics_ready = True
+                break
+            except Exception as exc:
+                log.warning("kafka_topics_not_ready", error=type(exc).__name__, retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+        if self._stopping:
+            return
+        jobs = [self.relay.run()]
+        if self.consumer is not None:
+            jobs.append(self.consumer.run())
+        await asyncio.gather(*jobs)
+
+    async def stop(self) -> None:
+        """Drain: the consumer finishes and commits its batch, the relay stops, then the database closes."""
+        self._stopping = True
+        if self.consumer is not None:
+            await self.consumer.stop()
+        await self.relay.stop()
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=15)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(BaseException):
+                    await task
+        await self.db.dispose()
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, Any] = {}
+        ready = True
+        try:
+            await asyncio.wait_for(self.db.ping(), 2)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+            ready = False
+        with contextlib.suppress(Exception):
+            checks["outbox_backlog"] = await asyncio.wait_for(backlog(self.db, self.outbox), 2)
+        if self.consumer is not None:
+            health = self.consumer.health()
+            checks["consumer"] = health
+            if health["stalled"]:
+                ready = False
+        return ready, checks

@@ -1,0 +1,67 @@
+"""Settings every service shares, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_ADMIN_TOKEN = "handoff-dev-admin-token"  # noqa: S105 - published on purpose; refused outside development
+
+
+class ServiceSettings(BaseSettings):
+    """Base for each service's settings; subclasses add `database_url` under their own prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="HANDOFF_", extra="ignore", frozen=True)
+
+    service_name: str = "handoff"
+    env: Literal["development", "test", "production"] = "development"
+    admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
+    data_dir: Path = Path(".data")
+    database_url: str = ""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # A prefix for every topic and consumer group, so several stacks (or test runs) can share one cluster.
+    topic_namespace: str = ""
+    topic_partitions: int = Field(default=6, ge=1, le=1000)
+    topic_replication: int = Field(default=1, ge=1, le=5)
+
+    kafka_send_timeout_s: float = Field(default=10.0, gt=0)
+    outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
+    outbox_poll_interval_s: float = Field(default=0.5, gt=0)
+    consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
+    consumer_max_attempts: int = Field(default=4, ge=1, le=50)
+    consumer_retry_backoff_s: float = Field(default=0.2, ge=0)
+    # A consumer with lag that has made no progress for this long is reported not ready and restarted.
+    consumer_stall_s: float = Field(default=30.0, gt=0)
+
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    migrate_on_start: bool = True
+
+    @model_validator(mode="after")
+    def _refuse_dev_token_outside_development(self) -> ServiceSettings:
+        if self.env == "production" and self.admin_token.get_secret_value() == DEV_ADMIN_TOKEN:
+            raise ValueError(
+                "HANDOFF_ADMIN_TOKEN is the published development token; set a secret token in production"
+            )
+        if len(self.admin_token.get_secret_value()) < 16:
+            raise ValueError("HANDOFF_ADMIN_TOKEN must be at least 16 characters")
+        return self
+
+    def resolved_database_url(self) -> str:
+        """The configured URL, or a SQLite file under the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{self.service_name}.db').resolve()}"
+
+    def topic(self, name: str) -> str:
+        """The topic name with this deployment's namespace."""
+        return f"{self.topic_namespace}{name}"
+
+    @property
+    def consumer_group(self) -> str:
+        return f"{self.topic_namespace}handoff-{self.service_name}"

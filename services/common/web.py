@@ -1,0 +1,254 @@
+"""HTTP plumbing every service mounts: correlation ids, body limits, error shapes, auth, health and metrics."""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from common import metrics
+from common.logging import bind_correlation_id
+
+log = structlog.get_logger(__name__)
+
+CORRELATION_HEADER = "x-correlation-id"
+
+
+class CorrelationIdMiddleware:
+    """Carries the caller's correlation id (or a new one) through logs, events and the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cid = None
+        for name, value in scope["headers"]:
+            if name in (b"x-correlation-id", b"x-request-id"):
+                candidate = value.decode("latin-1")[:128]
+                if candidate.isprintable():
+                    cid = candidate
+                break
+        cid = cid or uuid.uuid4().hex
+        scope.setdefault("state", {})["correlation_id"] = cid
+        bind_correlation_id(cid)
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (CORRELATION_HEADER.encode(), cid.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over the limit with 413 while streaming, without buffering them whole (uvicorn has no limit)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _send_json(send, 400, {"error": "bad_request", "detail": "invalid Content-Length"})
+                    return
+                if declared > self.max_bytes:
+                    await _send_json(send, 413, _too_large(self.max_bytes))
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _send_json(send, 413, _too_large(self.max_bytes))
+
+
+def _too_large(limit: int) -> dict[str, Any]:
+    return {"error": "payload_too_large", "detail": f"the body is larger than {limit} bytes"}
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    from common.envelope import dumps
+
+    payload = dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class MetricsMiddleware:
+    """Request counts and latency by route template (not raw path, which would explode label cardinality)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope.get("method", "GET")
+            metrics.HTTP_REQUESTS.labels(method=method, route=template, status=str(status)).inc()
+            metrics.HTTP_LATENCY.labels(method=method, route=template).observe(time.perf_counter() - started)
+
+
+def field_errors_from_validation(exc: RequestValidationError) -> list[dict[str, str]]:
+    errors = []
+    for err in exc.errors():
+        loc = [str(part) for part in err.get("loc", ()) if part not in ("body", "query", "path", "header")]
+        errors.append({"field": ".".join(loc) or "body", "reason": str(err.get("msg", "invalid"))})
+    return errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON that names what went wrong; nothing ever shows a stack trace to a client."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = field_errors_from_validation(exc)
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return JSONResponse({"error": "malformed_json", "detail": errors}, status_code=400)
+        return JSONResponse({"error": "validation_failed", "detail": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = exc.detail if isinstance(exc.detail, dict) else {"error": _error_code(exc.status_code), "detail": exc.detail}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
+        return JSONResponse({"error": "internal_error", "detail": "an unexpected error occurred"}, status_code=500)
+
+
+def _error_code(status: int) -> str:
+    return {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        409: "conflict",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+        422: "validation_failed",
+        429: "too_many_requests",
+        503: "unavailable",
+    }.get(status, "error")
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token.strip()
+
+
+def tokens_equal(given: str | None, expected: str) -> bool:
+    """Constant-time comparison, so response timing reveals nothing about the secret."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def require_admin_token(request: Request) -> None:
+    """Dependency form used by routers: the token lives on app.state.settings."""
+    settings = request.app.state.settings
+    if not tokens_equal(bearer_token(request), settings.admin_token.get_secret_value()):
+        from fastapi import HTTPException
+
+        raise HTTPException(
+            status_code=401,
+            detail={"error": "unauthorized", "detail": "a valid admin bearer token is required"},
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+Admin = Annotated[None, Depends(require_admin_token)]
+
+def health_router(readiness: Callable[[Request], Awaitable[tuple[bool, dict[str, Any]]]]) -> APIRouter:
+    """/healthz says the process is alive; /readyz says it can do its job (database up, consumer progressing)."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Readiness", responses={503: {"description": "Not ready"}})
+    async def readyz(request: Request) -> JSONResponse:
+        ready, checks = await readiness(request)
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def install_common(app: FastAPI, *, max_body_bytes: int = 64 * 1024) -> None:
+    """Middleware and error handlers in the same order in every service."""
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(CorrelationIdMiddleware)

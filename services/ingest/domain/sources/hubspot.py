@@ -1,0 +1,129 @@
+"""HubSpot: v3 request signatures, webhook event batches and workflow contact payloads."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ingest.domain.errors import FieldError, LeadValidationError, SignatureError
+from ingest.domain.sources._common import (
+    PlatformLead,
+    check_base64,
+    check_fresh,
+    hmac_sha256,
+    platform_key,
+    require_secret,
+)
+
+SIGNATURE_HEADER = "X-HubSpot-Signature-v3"
+TIMESTAMP_HEADER = "X-HubSpot-Request-Timestamp"
+
+# HubSpot signs the URI with exactly these percent-escapes decoded (case-insensitively) and every
+# other escape left as sent; a general unquote() would break signatures for e.g. %20 or %3D.
+_URI_DECODES = {
+    "%3a": ":", "%2f": "/", "%3f": "?", "%40": "@", "%21": "!", "%24": "$",
+    "%27": "'", "%28": "(", "%29": ")", "%2a": "*", "%2c": ",", "%3b": ";",
+}  # fmt: skip
+_URI_ESCAPE = re.compile("|".join(_URI_DECODES), re.IGNORECASE)
+_ERASE_TYPES = frozenset(
+    {"contact.deletion", "contact.privacyDeletion", "object.deletion", "object.privacyDeletion"}
+)
+_CONTACT_OBJECT_TYPE = "0-1"
+_ID_KEYS = ("vid", "objectId", "hs_object_id", "id")
+
+
+def hubspot_signed_uri(uri: str) -> str:
+    """The request URI as HubSpot signs it: only its listed percent-escapes decoded."""
+    return _URI_ESCAPE.sub(lambda m: _URI_DECODES[m.group(0).lower()], uri)
+
+
+def verify_hubspot_v3(
+    client_secret: str,
+    method: str,
+    uri: str,
+    body: bytes,
+    timestamp: str | None,
+    signature: str | None,
+    *,
+    now: datetime,
+) -> None:
+    """Check base64 HMAC-SHA256(client_secret, method + uri + body + timestamp), timestamp <= 5 min old.
+
+    ``uri`` is the full URL HubSpot called (``https://host/path?query``) exactly as received.
+    """
+    require_secret(client_secret)
+    if not timestamp or not signature:
+        raise SignatureError(f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER}")
+    ts = timestamp.strip()
+    if not ts.isdigit():
+        raise SignatureError(f"malformed {TIMESTAMP_HEADER}")
+    message = method.upper().encode() + hubspot_signed_uri(uri).encode() + body + ts.encode()
+    check_base64(hmac_sha256(client_secret, message), signature)
+    check_fresh(datetime.fromtimestamp(int(ts) / 1000, tz=UTC), now, label=TIMESTAMP_HEADER)
+
+
+def _is_contact_event(event: Mapping[str, Any]) -> bool:
+    kind = str(event.get("subscriptionType") or "")
+    if kind.startswith("contact."):
+        return True
+    return kind.startswith("object.") and str(event.get("objectTypeId")) == _CONTACT_OBJECT_TYPE
+
+
+def _from_events(events: list[Any]) -> list[PlatformLead]:
+    # A batch can hold several events for one contact (creation + property changes): merge them so
+    # the handler fetches and ingests each contact once.
+    merged: dict[str, dict[str, Any]] = {}
+    erased: set[str] = set()
+    errors: list[FieldError] = []
+    for i, event in enumerate(events):
+        if not isinstance(event, Mapping) or not _is_contact_event(event):
+            continue
+        object_id = event.get("objectId")
+        if object_id is None or isinstance(object_id, bool):
+            errors.append(FieldError(f"{i}.objectId", "required"))
+            continue
+        contact_id = str(object_id)
+        raw = merged.setdefault(contact_id, {"hubspot_contact_id": contact_id})
+        if event.get("subscriptionType") in _ERASE_TYPES:
+            erased.add(contact_id)
+        if event.get("propertyName"):
+            raw[platform_key(str(event["propertyName"]))] = event.get("propertyValue")
+        if event.get("portalId") is not None:
+            raw.setdefault("hubspot_portal_id", str(event["portalId"]))
+        if event.get("occurredAt") is not None:
+            raw.setdefault("submitted_at", event["occurredAt"])
+    if errors:
+        raise LeadValidationError(errors)
+    return [PlatformLead(external_id=cid, raw=raw, erased=cid in erased) for cid, raw in merged.items()]
+
+
+def _from_contact(contact: Mapping[str, Any]) -> PlatformLead:
+    contact_id = next((contact[k] for k in _ID_KEYS if contact.get(k) not in (None, "")), None)
+    properties = contact.get("properties")
+    if contact_id is None and isinstance(properties, Mapping):
+        contact_id = properties.get("hs_object_id")
+    if contact_id is None:
+        raise LeadValidationError([FieldError("objectId", "required")])
+    if isinstance(contact_id, Mapping):  # v1 shape: {"value": ...}
+        contact_id = contact_id.get("value")
+    source = properties if isinstance(properties, Mapping) else contact
+    raw: dict[str, Any] = {"hubspot_contact_id": str(contact_id)}
+    for key, value in source.items():
+        if key in _ID_KEYS:
+            continue
+        # Legacy v1 contact records wrap every property as {"value": ..., "versions": [...]}.
+        raw[platform_key(str(key))] = (
+            value.get("value") if isinstance(value, Mapping) and "value" in value else value
+        )
+    return PlatformLead(external_id=str(contact_id), raw=raw, erased=bool(contact.get("archived")))
+
+
+def parse_hubspot(payload: Any) -> list[PlatformLead]:
+    """Webhook event batch (a JSON array) or one workflow contact object -> leads keyed by contact id."""
+    if isinstance(payload, list):
+        return _from_events(payload)
+    if isinstance(payload, Mapping):
+        return [_from_contact(payload)]
+    raise LeadValidationError([FieldError("body", "expected a JSON array of events or a contact object")])

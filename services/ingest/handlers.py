@@ -1,0 +1,264 @@
+"""Ingest use cases. HTTP routes call these inside the transaction they own; handlers only add and flush."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.envelope import Event
+from common.outbox import add_events
+from common.topics import EVENT_TOPICS
+from ingest.domain import (
+    NormalizedLead,
+    hash_api_key,
+    new_api_key,
+    new_publishable_key,
+    normalize_lead,
+)
+from ingest.settings import IngestSettings
+from ingest.store import IdempotencyRecord, IngestRepository, Lead, LeadIdentity, Source, outbox
+
+EVENT_SOURCE = "/handoff/ingest"
+
+
+class IdempotencyConflict(Exception):
+    """The same Idempotency-Key was used with a different request body."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    lead_id: str
+    status: str  # "accepted" | "duplicate"
+    duplicate_of: str | None
+    is_test: bool
+
+    def body(self, correlation_id: str | None) -> dict[str, Any]:
+        return {
+            "lead_id": self.lead_id,
+            "status": self.status,
+            "duplicate_of": self.duplicate_of,
+            "is_test": self.is_test,
+            "correlation_id": correlation_id,
+        }
+
+
+def _topic(event: Event) -> str:
+    return EVENT_TOPICS[event.type]
+
+
+def identity_hash(identity: str) -> str:
+    """Repeat detection compares hashes, so the identities index holds no email or phone in clear."""
+    return hashlib.sha256(b"handoff-identity:" + identity.encode()).hexdigest()
+
+
+def source_view(source: Source | None) -> dict[str, Any]:
+    if source is None:
+        return {"id": None, "kind": "api", "name": "admin API"}
+    return {"id": source.id, "kind": source.kind, "name": source.name}
+
+
+async def accept_lead(
+    session: AsyncSession,
+    settings: IngestSettings,
+    *,
+    raw: Mapping[str, Any],
+    source: Source | None,
+    now: datetime,
+    correlation_id: str | None,
+    external_id: str | None = None,
+    is_test: bool = False,
+    normalized: NormalizedLead | None = None,
+) -> Accepted:
+    """Normalize, dedupe and store one lead, and put `lead.received` in the outbox of the same transaction."""
+    repo = IngestRepository(session)
+    lead = normalized or normalize_lead(
+        raw,
+        default_region=source.default_region if source else None,
+        field_mapping=source.field_mapping if source else None,
+        now=now,
+    )
+    if external_id and source is not None:
+        existing = await repo.lead_by_external_id(source.id, external_id)
+        if existing is not None:
+            # A platform redelivery: the lead is already ours, nothing new to publish.
+            return Accepted(existing.id, "duplicate", existing.duplicate_of, existing.is_test)
+
+    identities = [identity_hash(key) for key in lead.identity_keys()]
+    duplicate_of = None
+    if settings.repeat_window_hours > 0:
+        duplicate_of = await repo.earlier_lead_for(identities, now - timedelta(hours=settings.repeat_window_hours))
+
+    lead_id = str(uuid.uuid4())
+    data = lead.to_dict()
+    session.add(
+        Lead(
+            id=lead_id,
+            source_id=source.id if source else None,
+            source_kind=source.kind if source else "api",
+            external_id=external_id,
+            is_test=is_test,
+            duplicate_of=duplicate_of,
+            data=data,
+            received_at=now,
+            correlation_id=correlation_id,
+        )
+    )
+    session.add_all(LeadIdentity(identity=i, lead_id=lead_id, seen_at=now) for i in identities)
+    event = Event(
+        type="lead.received",
+        source=EVENT_SOURCE,
+        subject=lead_id,
+        time=now,
+        correlation_id=correlation_id,
+        data={
+            "lead_id": lead_id,
+            "source": source_view(source),
+            "external_id": external_id,
+            "is_test": is_test,
+            "duplicate_of": duplicate_of,
+            "received_at": now.isoformat(),
+            "lead": data,
+        },
+    )
+    await session.flush()
+    await add_events(session, outbox, settings, [event], _topic)
+    return Accepted(lead_id, "accepted", duplicate_of, is_test)
+
+
+def request_fingerprint(body: bytes, content_type: str) -> str:
+    return hashlib.sha256(content_type.encode() + b"\n" + body).hexdigest()
+
+
+def idempotency_scope(principal: str, key: str) -> str:
+    """Keys are scoped to the caller, so two sources cannot collide on the same key."""
+    return hashlib.sha256(f"{principal}\n{key}".encode()).hexdigest()
+
+
+async def replay_idempotent(
+    session: AsyncSession, settings: IngestSettings, scope_key: str, fingerprint: str, now: datetime
+) -> tuple[int, dict[str, Any]] | None:
+    """The stored response for a repeated key, None for a new key; raises IdempotencyConflict on another body."""
+    record = await IngestRepository(session).idempotency(scope_key)
+    if record is None:
+        return None
+    created = record.created_at if record.created_at.tzinfo else record.created_at.replace(tzinfo=UTC)
+    if created < now - timedelta(hours=settings.idempotency_ttl_hours):
+        await session.delete(record)
+        await session.flush()
+        return None
+    if record.request_hash != fingerprint:
+        raise IdempotencyConflict
+    return record.status_code, record.response
+
+
+def remember_idempotent(
+    session: AsyncSession, scope_key: str, fingerprint: str, status: int, body: dict[str, Any], now: datetime
+) -> None:
+    session.add(
+        IdempotencyRecord(
+            scope_key=scope_key, request_hash=fingerprint, status_code=status, response=body, created_at=now
+        )
+    )
+
+
+# -- sources --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewSource:
+    source: Source
+    api_key: str | None
+    publishable_key: str | None
+
+
+async def create_source(session: AsyncSession, fields: Mapping[str, Any], now: datetime) -> NewSource:
+    """A web source gets a secret API key (shown once) and a publishable key for browser forms."""
+    api_key = new_api_key() if fields["kind"] == "web" else None
+    publishable = new_publishable_key() if fields["kind"] == "web" else None
+    source = Source(
+        id=str(uuid.uuid4()),
+        kind=fields["kind"],
+        name=fields["name"],
+        enabled=True,
+        default_region=fields.get("default_region"),
+        field_mapping=dict(fields.get("field_mapping") or {}),
+        config=dict(fields.get("config") or {}),
+        api_key_hash=hash_api_key(api_key) if api_key else None,
+        api_key_prefix=api_key[:12] if api_key else None,
+        publishable_key=publishable,
+        allowed_origins=list(fields.get("allowed_origins") or []),
+        thank_you_url=fields.get("thank_you_url"),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(source)
+    await session.flush()
+    return NewSource(source, api_key, publishable)
+
+
+async def rotate_source_key(session: AsyncSession, source: Source, now: datetime) -> str:
+    api_key = new_api_key()
+    source.api_key_hash = hash_api_key(api_key)
+    source.api_key_prefix = api_key[:12]
+    source.updated_at = now
+    await session.flush()
+    return api_key
+
+
+def update_source(source: Source, changes: Mapping[str, Any], now: datetime) -> None:
+    for name in ("name", "enabled", "default_region", "field_mapping", "allowed_origins", "thank_you_url"):
+        if name in changes:
+            setattr(source, name, changes[name])
+    if "config" in changes and changes["config"] is not None:
+        # Merge, so a PATCH can change one secret without resending the others.
+        source.config = {**(source.config or {}), **changes["config"]}
+    source.updated_at = now
+
+
+# -- erasure --------------------------------------------------------------------------------------------------
+
+
+async def erase_lead(
+    session: AsyncSession, settings: IngestSettings, lead: Lead, now: datetime, correlation_id: str | None
+) -> None:
+    """Remove the personal data and tell the other services to do the same; the anonymous row stays."""
+    if lead.erased_at is not None:
+        return
+    lead.data = None
+    lead.erased_at = now
+    await IngestRepository(session).forget_identities(lead.id)
+    event = Event(
+        type="lead.erased",
+        source=EVENT_SOURCE,
+        subject=lead.id,
+        time=now,
+        correlation_id=correlation_id,
+        data={"lead_id": lead.id, "erased_at": now.isoformat()},
+    )
+    await session.flush()
+    await add_events(session, outbox, settings, [event], _topic)
+
+
+def lead_view(lead: Lead, source: Source | None) -> dict[str, Any]:
+    return {
+        "lead_id": lead.id,
+        "source": source_view(source) if source or lead.source_id is None else {"id": lead.source_id},
+        "external_id": lead.external_id,
+        "is_test": lead.is_test,
+        "duplicate_of": lead.duplicate_of,
+        "received_at": _aware(lead.received_at).isoformat(),
+        "erased_at": _aware(lead.erased_at).isoformat() if lead.erased_at else None,
+        "lead": lead.data,
+    }
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+

@@ -1,0 +1,163 @@
+"""Ingest's tables and the questions handlers ask of them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from common.consumer import processed_table
+from common.db import new_metadata
+from common.outbox import outbox_table
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class Source(Base):
+    __tablename__ = "sources"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    default_region: Mapped[str | None] = mapped_column(String(2))
+    field_mapping: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # Platform secrets under the platforms' own names (app_secret, google_key, client_secret, secret, ...).
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    api_key_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    api_key_prefix: Mapped[str | None] = mapped_column(String(24))
+    publishable_key: Mapped[str | None] = mapped_column(String(80), unique=True)
+    allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
+    thank_you_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    __table_args__ = (
+        Index("uq_leads_source_external", "source_id", "external_id", unique=True),
+        Index("ix_leads_source_received", "source_id", "received_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source_id: Mapped[str | None] = mapped_column(ForeignKey("sources.id"))
+    source_kind: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False)
+    duplicate_of: Mapped[str | None] = mapped_column(String(36))
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LeadIdentity(Base):
+    """Keyed hashes of a lead's normalized email and phone: finds repeats without indexing PII in clear."""
+
+    __tablename__ = "lead_identities"
+    __table_args__ = (Index("ix_lead_identities_key_seen", "identity", "seen_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    identity: Mapped[str] = mapped_column(String(64))
+    lead_id: Mapped[str] = mapped_column(String(36), index=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_keys"
+
+    scope_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class PlatformFetch(Base):
+    """A platform notification acknowledged but whose lead must still be fetched (Meta Graph API, LinkedIn)."""
+
+    __tablename__ = "platform_fetches"
+    __table_args__ = (Index("uq_platform_fetches_source_external", "source_id", "external_id", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    notification: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+outbox = outbox_table(Base.metadata)
+processed = processed_table(Base.metadata)
+
+
+class IngestRepository:
+    """Queries only; the entrypoint owns the transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def source(self, source_id: str) -> Source | None:
+        return await self.session.get(Source, source_id)
+
+    async def source_by_key_hash(self, key_hash: str) -> Source | None:
+        return (await self.session.execute(select(Source).where(Source.api_key_hash == key_hash))).scalar_one_or_none()
+
+    async def source_by_publishable_key(self, key: str) -> Source | None:
+        return (
+            await self.session.execute(select(Source).where(Source.publishable_key == key))
+        ).scalar_one_or_none()
+
+    async def sources(self) -> list[Source]:
+        return list((await self.session.execute(select(Source).order_by(Source.created_at))).scalars())
+
+    async def lead(self, lead_id: str) -> Lead | None:
+        return await self.session.get(Lead, lead_id)
+
+    async def lead_by_external_id(self, source_id: str, external_id: str) -> Lead | None:
+        return (
+            await self.session.execute(
+                select(Lead).where(Lead.source_id == source_id, Lead.external_id == external_id)
+            )
+        ).scalar_one_or_none()
+
+    async def earlier_lead_for(self, identities: list[str], since: datetime) -> str | None:
+        """The first lead with any of these identities seen since `since` (the original of a repeat)."""
+        if not identities:
+            return None
+        row = (
+            await self.session.execute(
+                select(LeadIdentity.lead_id)
+                .where(LeadIdentity.identity.in_(identities), LeadIdentity.seen_at >= since)
+                .order_by(LeadIdentity.seen_at)
+                .limit(1)
+            )
+        ).first()
+        return row[0] if row else None
+
+    async def idempotency(self, scope_key: str) -> IdempotencyRecord | None:
+        return await self.session.get(IdempotencyRecord, scope_key)
+
+    async def leads(
+        self, *, source_id: str | None, since: datetime | None, before: tuple[datetime, str] | None, limit: int
+    ) -> list[Lead]:
+        query = select(Lead).order_by(Lead.received_at.desc(), Lead.id.desc()).limit(limit)
+        if source_id:
+            query = query.where(Lead.source_id == source_id)
+        if since:
+            query = query.where(Lead.received_at >= since)
+        if before:
+            at, lead_id = before
+            query = query.where((Lead.received_at < at) | ((Lead.received_at == at) & (Lead.id < lead_id)))
+        return list((await self.session.execute(query)).scalars())
+
+    async def forget_identities(self, lead_id: str) -> None:
+        await self.session.execute(update(LeadIdentity).where(LeadIdentity.lead_id == lead_id).values(identity="erased"))

@@ -1,0 +1,86 @@
+"""Routing's composition root."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+import yaml
+from fastapi import FastAPI, Request
+
+from common.logging import configure_logging
+from common.runtime import Runtime
+from common.web import health_router, install_common
+from routing import api
+from routing.consumer import CONSUMES, PRODUCES, event_handlers
+from routing.handlers import Router
+from routing.settings import RoutingSettings
+from routing.store import Base, RoutingRepository, outbox, processed
+from routing.timers import TimerLoop
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+log = structlog.get_logger(__name__)
+
+
+async def _seed(runtime: Runtime, router: Router, settings: RoutingSettings) -> None:
+    """Load the seed roster and rules once, when the store has none (a restart keeps what ops changed)."""
+    async with runtime.db.transaction() as session:
+        repo = RoutingRepository(session)
+        if settings.seed_file and not await repo.reps():
+            data = yaml.safe_load(settings.seed_file.read_text(encoding="utf-8")) or {}
+            roster = await router.replace_roster(session, data)
+            log.info("roster_seeded", reps=len(roster.reps), teams=len(roster.teams))
+        if settings.rules_file and await repo.active_ruleset() is None:
+            rules = await router.install_rules(session, settings.rules_file.read_text(encoding="utf-8"))
+            log.info("routing_rules_installed", version=rules.version)
+
+
+def create_app(settings: RoutingSettings | None = None) -> FastAPI:
+    settings = settings or RoutingSettings()
+    configure_logging(settings.service_name, settings.log_level, settings.log_format)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        router = Router(settings)
+        runtime = Runtime(
+            settings=settings,
+            metadata=Base.metadata,
+            migrations=MIGRATIONS,
+            outbox=outbox,
+            processed=processed,
+            produces=PRODUCES,
+            consumes=CONSUMES,
+            handlers=event_handlers(router),
+        )
+        timers = TimerLoop(
+            runtime.db, router, batch_size=settings.timer_batch_size, max_sleep_s=settings.timer_max_sleep_s
+        )
+        app.state.router = router
+        app.state.runtime = runtime
+        app.state.timers = timers
+        await runtime.start()
+        await _seed(runtime, router, settings)
+        await runtime.start_job(timers.run)
+        try:
+            yield
+        finally:
+            await timers.stop()
+            await runtime.stop()
+
+    app = FastAPI(
+        title="Handoff routing",
+        version="1.0.0",
+        summary="Assigns scored leads to reps by rules, runs SLA clocks, escalates and explains every decision.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_common(app, max_body_bytes=settings.max_body_bytes)
+
+    async def readiness(request: Request) -> tuple[bool, dict[str, object]]:
+        return await request.app.state.runtime.readiness()
+
+    app.include_router(health_router(readiness))
+    app.include_router(api.router)
+    return app

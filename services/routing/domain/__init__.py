@@ -1,0 +1,92 @@
+"""Pure routing domain: rules, eligibility, rotation, working hours and SLAs. No I/O, clock passed in."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from routing.domain.engine import (
+    EXCLUSION_REASONS,
+    OUTCOMES,
+    Candidate,
+    Decision,
+    account_domain,
+    check_rep,
+    lead_language,
+    route,
+)
+from routing.domain.geo import REGIONS, covers, territory_problem
+from routing.domain.hours import (
+    WorkingHours,
+    is_working_time,
+    next_working_time,
+    sla_deadline,
+    warning_times,
+    working_minutes_between,
+)
+from routing.domain.reps import Rep, RepLoad, RosterError, Team, parse_hours, parse_reps
+from routing.domain.rotation import rotate, settle, simulate, weighted_pick
+from routing.domain.rules import (
+    Action,
+    RoutingRules,
+    Rule,
+    RuleOptions,
+    RulesError,
+    load_rules,
+    load_yaml,
+)
+from routing.domain.sla import (
+    EscalationPolicy,
+    SlaPolicy,
+    default_sla_policies,
+    manager_for,
+    next_escalation_step,
+    queue_policy,
+    sla_policy_for,
+)
+
+DEFAULT_RULES_YAML: str = files("routing").joinpath("default_rules.yaml").read_text(encoding="utf-8")
+
+__all__ = [
+    "DEFAULT_RULES_YAML",
+    "EXCLUSION_REASONS",
+    "OUTCOMES",
+    "REGIONS",
+    "Action",
+    "Candidate",
+    "Decision",
+    "EscalationPolicy",
+    "Rep",
+    "RepLoad",
+    "RosterError",
+    "RoutingRules",
+    "Rule",
+    "RuleOptions",
+    "RulesError",
+    "SlaPolicy",
+    "Team",
+    "WorkingHours",
+    "account_domain",
+    "check_rep",
+    "covers",
+    "default_sla_policies",
+    "is_working_time",
+    "lead_language",
+    "load_rules",
+    "load_yaml",
+    "manager_for",
+    "next_escalation_step",
+    "next_working_time",
+    "parse_hours",
+    "parse_reps",
+    "queue_policy",
+    "rotate",
+    "route",
+    "settle",
+    "simulate",
+    "sla_deadline",
+    "sla_policy_for",
+    "territory_problem",
+    "warning_times",
+    "weighted_pick",
+    "working_minutes_between",
+]

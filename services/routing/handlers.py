@@ -1,0 +1,679 @@
+"""Routing use cases: assign scored leads, run SLA clocks and escalations, record every decision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.envelope import Event
+from common.outbox import add_events
+from common.topics import EVENT_TOPICS
+from routing.domain import (
+    DEFAULT_RULES_YAML,
+    Decision,
+    EscalationPolicy,
+    Rep,
+    RepLoad,
+    RoutingRules,
+    SlaPolicy,
+    Team,
+    account_domain,
+    default_sla_policies,
+    load_rules,
+    manager_for,
+    next_escalation_step,
+    parse_reps,
+    queue_policy,
+    sla_deadline,
+    sla_policy_for,
+    warning_times,
+)
+from routing.domain.hours import zone
+from routing.settings import RoutingSettings
+from routing.store import (
+    AccountRow,
+    AssignmentRow,
+    ErasedLead,
+    LeadRow,
+    RepLoadRow,
+    RepRow,
+    RotationRow,
+    RoutingRepository,
+    RulesetRow,
+    SlaTimer,
+    TeamRow,
+    TimelineRow,
+    outbox,
+)
+
+log = structlog.get_logger(__name__)
+EVENT_SOURCE = "/handoff/routing"
+OPEN_STATUSES = ("assigned", "queued", "held", "touched", "accepted")
+
+
+def _topic(event: Event) -> str:
+    return EVENT_TOPICS[event.type]
+
+
+def aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return aware(datetime.fromisoformat(str(value)))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Roster:
+    version: int
+    teams: list[Team]
+    reps: list[Rep]
+
+    def rep(self, rep_id: str | None) -> Rep | None:
+        return next((r for r in self.reps if r.id == rep_id), None) if rep_id else None
+
+    def team(self, team_id: str | None) -> Team | None:
+        return next((t for t in self.teams if t.id == team_id), None) if team_id else None
+
+
+class Router:
+    """One per process: caches the parsed roster and rules by version; every write goes through a session."""
+
+    def __init__(self, settings: RoutingSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._roster: Roster | None = None
+        self._rules: dict[str, RoutingRules] = {}
+        policies = default_sla_policies()
+        for grade, minutes in settings.sla_minutes.items():
+            base = policies.get(grade.upper()) or policies["queue"]
+            policies[grade.upper()] = SlaPolicy(
+                base.grade, minutes, settings.sla_business_hours, tuple(settings.sla_warn_fractions)  # type: ignore[arg-type]
+            )
+        for grade, policy in list(policies.items()):
+            policies[grade] = SlaPolicy(
+                policy.grade, policy.minutes, settings.sla_business_hours and policy.business_hours,
+                tuple(settings.sla_warn_fractions),
+            )
+        self.sla_policies = policies
+        self.escalation = EscalationPolicy(settings.escalation_max_reassignments, settings.escalation_then)
+        self.on_timer_written: Callable[[datetime], None] = lambda _due: None
+
+    # -- roster and rules -----------------------------------------------------------------------------------------
+
+    async def roster(self, session: AsyncSession) -> Roster:
+        repo = RoutingRepository(session)
+        version = await repo.roster_version()
+        if self._roster is None or self._roster.version != version:
+            teams = [row.data for row in await repo.teams()]
+            reps = [row.data for row in await repo.reps()]
+            parsed_teams, parsed_reps = parse_reps({"teams": teams, "reps": reps})
+            self._roster = Roster(version, parsed_teams, parsed_reps)
+        return self._roster
+
+    def parse_rules(self, text: str) -> RoutingRules:
+        rules = self._rules.get(text)
+        if rules is None:
+            rules = load_rules(text)
+            self._rules[text] = rules
+        return rules
+
+    async def rules(self, session: AsyncSession) -> RoutingRules:
+        row = await RoutingRepository(session).active_ruleset()
+        return self.parse_rules(row.source_text if row else DEFAULT_RULES_YAML)
+
+    async def install_rules(self, session: AsyncSession, text: str) -> RoutingRules:
+        """Validate (RulesError leaves the old rules in force), check against the roster, activate."""
+        rules = self.parse_rules(text)
+        roster = await self.roster(session)
+        from routing.domain import RulesError
+
+        known_teams = {t.id for t in roster.teams}
+        missing = sorted(rules.referenced_teams() - known_teams)
+        missing_reps = sorted(rules.referenced_reps() - {r.id for r in roster.reps})
+        problems = [f"unknown team {t!r}" for t in missing] + [f"unknown rep {r!r}" for r in missing_reps]
+        if problems:
+            raise RulesError(problems)
+        existing = await session.get(RulesetRow, rules.version)
+        from sqlalchemy import update
+
+        await session.execute(update(RulesetRow).values(active=False))
+        if existing is None:
+            session.add(RulesetRow(version=rules.version, source_text=text, active=True, created_at=self.clock()))
+        else:
+            existing.active = True
+        await session.flush()
+        return rules
+
+    async def replace_roster(self, session: AsyncSession, data: Mapping[str, Any]) -> Roster:
+        """Load teams, reps and accounts from a seed mapping (validated as a whole first)."""
+        parse_reps({"teams": data.get("teams") or [], "reps": data.get("reps") or []})
+        now = self.clock()
+        for raw in data.get("teams") or []:
+            row = await session.get(TeamRow, raw["id"])
+            if row is None:
+                session.add(TeamRow(id=raw["id"], data=dict(raw), updated_at=now))
+            else:
+                row.data, row.updated_at = dict(raw), now
+        for raw in data.get("reps") or []:
+            row = await session.get(RepRow, raw["id"])
+            if row is None:
+                session.add(RepRow(id=raw["id"], data=dict(raw), updated_at=now))
+            else:
+                row.data, row.updated_at = dict(raw), now
+        for raw in data.get("accounts") or []:
+            for domain in raw.get("domains") or [raw.get("domain")]:
+                if not domain:
+                    continue
+                row = await session.get(AccountRow, domain.lower())
+                if row is None:
+                    session.add(AccountRow(domain=domain.lower(), owner_rep_id=raw["owner"], name=raw.get("name")))
+                else:
+                    row.owner_rep_id, row.name = raw["owner"], raw.get("name")
+        await RoutingRepository(session).bump_roster_version()
+        await session.flush()
+        return await self.roster(session)
+
+    # -- assignment -----------------------------------------------------------------------------------------------
+
+    async def on_scored(self, session: AsyncSession, event: Event) -> None:
+        """lead.scored -> one routing decision, stored with its reasons, its SLA clock and lead.assigned."""
+        repo = RoutingRepository(session)
+        lead_id = event.subject
+        if await repo.lead(lead_id) is not None:
+            return  # routed already (a re-published score): a lead is assigned once
+        data = event.data
+        erased = await repo.is_erased(lead_id)
+        view = {
+            "lead": {} if erased else dict(data.get("lead") or {}),
+            "enrichment": dict(data.get("enrichment") or {}),
+            "score": dict(data.get("score") or {}),
+            "source": dict(data.get("source") or {}),
+            "is_test": bool(data.get("is_test")),
+            "duplicate_of": data.get("duplicate_of"),
+        }
+        now = self.clock()
+        lead = LeadRow(
+            lead_id=lead_id,
+            status="new",
+            grade=view["score"].get("grade"),
+            source_kind=view["source"].get("kind"),
+            source_id=view["source"].get("id"),
+            duplicate_of=view["duplicate_of"],
+            is_test=view["is_test"],
+            view=view,
+            received_at=_parse_time(data.get("received_at")),
+            submitted_at=_parse_time((data.get("lead") or {}).get("submitted_at")),
+            routed_at=now,
+            reassignments=0,
+            erased_at=now if erased else None,
+        )
+        session.add(lead)
+        await session.flush()
+        await self.assign(session, lead, now=now, correlation_id=event.correlation_id, event_type="lead.assigned")
+
+    async def assign(
+        self,
+        session: AsyncSession,
+        lead: LeadRow,
+        *,
+        now: datetime,
+        correlation_id: str | None,
+        event_type: str,
+        exclude: frozenset[str] = frozenset(),
+        previous: AssignmentRow | None = None,
+        end_reason: str | None = None,
+        forced: Decision | None = None,
+    ) -> AssignmentRow:
+        """Decide, persist the decision with rotation and load in this transaction, start the clock, emit."""
+        repo = RoutingRepository(session)
+        await repo.lock_routing()
+        roster = await self.roster(session)
+        view = lead.view or {}
+        previous_rep = None
+        if lead.duplicate_of:
+            original = await repo.lead(lead.duplicate_of)
+            previous_rep = original.current_rep_id if original else None
+        load_rows = await repo.loads()
+        today = {rep.id: _local_day(now, rep.timezone) for rep in roster.reps}
+        loads = {
+            rep.id: RepLoad(
+                open_leads=load_rows[rep.id].open_leads if rep.id in load_rows else 0,
+                assigned_today=(
+                    load_rows[rep.id].assigned_today
+                    if rep.id in load_rows and load_rows[rep.id].day == today[rep.id]
+                    else 0
+                ),
+            )
+            for rep in roster.reps
+        }
+        rules = await self.rules(session)
+        decision = forced or _route(
+            view,
+            rules=rules,
+            roster=roster,
+            loads=loads,
+            rotation=await repo.rotation(),
+            accounts=await repo.account_owner(account_domain(view)),
+            previous_rep=previous_rep,
+            exclude=exclude,
+            now=now,
+        )
+        if previous is not None:
+            previous.ended_at = now
+            previous.end_reason = end_reason
+            if previous.rep_id:
+                await _adjust_load(session, previous.rep_id, open_delta=-1, day=None)
+            await session.flush()  # the old assignment ends before the new one starts (unique current index)
+        for team_id, state in decision.rotation.items():
+            for rep_id, current in state.items():
+                row = await session.get(RotationRow, (team_id, rep_id))
+                if row is None:
+                    session.add(RotationRow(team_id=team_id, rep_id=rep_id, current=current))
+                else:
+                    row.current = current
+        policy = self._policy_for(decision, roster, lead.grade)
+        rep = roster.rep(decision.rep_id)
+        due = None
+        if policy is not None and decision.outcome in ("assigned", "queued"):
+            hours, tz = _clock_of(rep, roster.team(decision.team_id))
+            due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
+        attempt = (previous.attempt + 1) if previous else 1
+        assignment = AssignmentRow(
+            lead_id=lead.lead_id,
+            outcome=decision.outcome,
+            rep_id=decision.rep_id,
+            team_id=decision.team_id,
+            rule_id=decision.rule_id,
+            ruleset_version=decision.ruleset_version,
+            method=decision.method,
+            reason=decision.reason,
+            decision=decision.to_dict(),
+            attempt=attempt,
+            assigned_at=now,
+            sla_policy=policy.grade if policy and due else None,
+            sla_minutes=policy.minutes if policy and due else None,
+            sla_business_hours=policy.business_hours if policy and due else None,
+            sla_due_at=due,
+        )
+        session.add(assignment)
+        lead.status = decision.outcome
+        lead.current_rep_id = decision.rep_id
+        lead.team_id = decision.team_id
+        if decision.rep_id:
+            await _adjust_load(session, decision.rep_id, open_delta=1, day=today.get(decision.rep_id))
+        await session.flush()
+        await self._start_clock(session, lead, assignment, policy, rep, roster, decision, now)
+        session.add(
+            TimelineRow(
+                lead_id=lead.lead_id,
+                at=now,
+                kind=event_type.removeprefix("lead."),
+                detail={
+                    "assignment_id": assignment.id,
+                    "attempt": attempt,
+                    "outcome": decision.outcome,
+                    "rep_id": decision.rep_id,
+                    "team_id": decision.team_id,
+                    "rule_id": decision.rule_id,
+                    "ruleset_version": decision.ruleset_version,
+                    "reason": decision.reason,
+                    "previous_rep_id": previous.rep_id if previous else None,
+                    "end_reason": end_reason,
+                    "sla_due_at": due.isoformat() if due else None,
+                    "candidates": [c.to_dict() for c in decision.candidates],
+                },
+            )
+        )
+        event = Event(
+            type=event_type,
+            source=EVENT_SOURCE,
+            subject=lead.lead_id,
+            time=now,
+            correlation_id=correlation_id,
+            data=self._assignment_data(lead, assignment, decision, rep, previous, end_reason),
+        )
+        await session.flush()
+        await add_events(session, outbox, self.settings, [event], _topic)
+        return assignment
+
+    def _policy_for(self, decision: Decision, roster: Roster, grade: str | None) -> SlaPolicy | None:
+        if decision.outcome == "queued":
+            team = roster.team(decision.team_id)
+            return queue_policy(team) if team else sla_policy_for(None, queued=True, policies=self.sla_policies)
+        if decision.outcome == "assigned":
+            return sla_policy_for(grade, policies=self.sla_policies)
+        return None
+
+    async def _start_clock(
+        self,
+        session: AsyncSession,
+        lead: LeadRow,
+        assignment: AssignmentRow,
+        policy: SlaPolicy | None,
+        rep: Rep | None,
+        roster: Roster,
+        decision: Decision,
+        now: datetime,
+    ) -> None:
+        if decision.outcome == "held" and decision.hold_until:
+            session.add(
+                SlaTimer(lead_id=lead.lead_id, assignment_id=assignment.id, kind="hold", due_at=decision.hold_until)
+            )
+            self.on_timer_written(decision.hold_until)
+            return
+        due = aware(assignment.sla_due_at)
+        if policy is None or due is None:
+            return
+        hours, tz = _clock_of(rep, roster.team(decision.team_id))
+        for fraction, at in zip(
+            policy.warn_at,
+            warning_times(now, due, policy.warn_at, business_hours=policy.business_hours, hours=hours, tz=tz),
+            strict=False,
+        ):
+            session.add(
+                SlaTimer(lead_id=lead.lead_id, assignment_id=assignment.id, kind="warning", fraction=fraction, due_at=at)
+            )
+        session.add(SlaTimer(lead_id=lead.lead_id, assignment_id=assignment.id, kind="breach", due_at=due))
+        self.on_timer_written(now if policy.warn_at else due)
+
+    def _assignment_data(
+        self,
+        lead: LeadRow,
+        assignment: AssignmentRow,
+        decision: Decision,
+        rep: Rep | None,
+        previous: AssignmentRow | None,
+        end_reason: str | None,
+    ) -> dict[str, Any]:
+        view = lead.view or {}
+        return {
+            "lead_id": lead.lead_id,
+            "assignment_id": assignment.id,
+            "attempt": assignment.attempt,
+            "outcome": decision.outcome,
+            "rep": {"id": rep.id, "name": rep.name, "email": rep.email} if rep else None,
+            "team_id": decision.team_id,
+            "rule_id": decision.rule_id,
+            "ruleset_version": decision.ruleset_version,
+            "method": decision.method,
+            "reason": decision.reason,
+            "candidates": [c.to_dict() for c in decision.candidates],
+            "hold_until": decision.hold_until.isoformat() if decision.hold_until else None,
+            "assigned_at": aware(assignment.assigned_at).isoformat(),  # type: ignore[union-attr]
+            "sla": (
+                {
+                    "policy": assignment.sla_policy,
+                    "minutes": assignment.sla_minutes,
+                    "business_hours": assignment.sla_business_hours,
+                    "due_at": aware(assignment.sla_due_at).isoformat(),  # type: ignore[union-attr]
+                }
+                if assignment.sla_due_at
+                else None
+            ),
+            "previous_rep_id": previous.rep_id if previous else None,
+            "reassign_reason": end_reason,
+            "source": view.get("source"),
+            "is_test": lead.is_test,
+            "duplicate_of": lead.duplicate_of,
+            "received_at": aware(lead.received_at).isoformat() if lead.received_at else None,  # type: ignore[union-attr]
+            "lead": view.get("lead"),
+            "score": view.get("score"),
+        }
+
+    # -- SLA timers -----------------------------------------------------------------------------------------------
+
+    async def fire_due_timers(self, session: AsyncSession, now: datetime, limit: int) -> int:
+        """Fire what is due: warnings, breaches (then escalate) and holds (then route again). Returns the count."""
+        repo = RoutingRepository(session)
+        timers = await repo.due_timers(now, limit)
+        for timer in timers:
+            timer.fired_at = now
+            current = await repo.current_assignment(timer.lead_id)
+            if current is None or current.id != timer.assignment_id:
+                timer.cancelled = True  # the lead moved on (touched, reassigned): this clock no longer runs
+                continue
+            lead = await repo.lead(timer.lead_id)
+            if lead is None:
+                continue
+            if timer.kind == "hold":
+                await self.assign(
+                    session, lead, now=now, correlation_id=None, event_type="lead.assigned",
+                    previous=current, end_reason="hold_ended",
+                )
+            elif timer.kind == "warning":
+                await self._emit_sla(session, "lead.sla_warning", lead, current, timer, now)
+            else:
+                await self._emit_sla(session, "lead.sla_breached", lead, current, timer, now)
+                await self.escalate(session, lead, current, now)
+        await session.flush()
+        return len(timers)
+
+    async def _emit_sla(
+        self, session: AsyncSession, kind: str, lead: LeadRow, current: AssignmentRow, timer: SlaTimer, now: datetime
+    ) -> None:
+        due = aware(timer.due_at)
+        assert due is not None
+        detail = {
+            "lead_id": lead.lead_id,
+            "assignment_id": current.id,
+            "rep_id": current.rep_id,
+            "team_id": current.team_id,
+            "grade": lead.grade,
+            "source_kind": lead.source_kind,
+            "policy": current.sla_policy,
+            "fraction": timer.fraction,
+            "due_at": due.isoformat(),
+            "sla_due_at": aware(current.sla_due_at).isoformat() if current.sla_due_at else None,  # type: ignore[union-attr]
+            "fired_at": now.isoformat(),
+            "late_ms": max(0, round((now - due).total_seconds() * 1000)),
+        }
+        session.add(TimelineRow(lead_id=lead.lead_id, at=now, kind=kind.removeprefix("lead."), detail=detail))
+        event = Event(type=kind, source=EVENT_SOURCE, subject=lead.lead_id, time=now, data=detail)
+        await add_events(session, outbox, self.settings, [event], _topic)
+
+    async def escalate(self, session: AsyncSession, lead: LeadRow, current: AssignmentRow, now: datetime) -> None:
+        """The ladder: reassign to the next eligible rep with a fresh clock, then the manager or the team queue."""
+        repo = RoutingRepository(session)
+        step = next_escalation_step(lead.reassignments, self.escalation)
+        tried = frozenset(a.rep_id for a in await repo.assignments(lead.lead_id) if a.rep_id)
+        forced: Decision | None = None
+        if step == "manager" and current.rep_id:
+            roster = await self.roster(session)
+            manager = manager_for(current.rep_id, roster.reps, roster.teams)
+            if manager:
+                forced = Decision(
+                    outcome="assigned", rep_id=manager, team_id=current.team_id, rule_id="escalation:manager",
+                    ruleset_version=current.ruleset_version, method=None, candidates=[],
+                    reason=f"SLA missed {lead.reassignments + 1} times; escalated to the manager",
+                )
+            else:
+                step = "queue"
+        if step == "queue":
+            forced = Decision(
+                outcome="queued", rep_id=None, team_id=current.team_id or (await self.rules(session)).fallback_team,
+                rule_id="escalation:queue", ruleset_version=current.ruleset_version, method=None, candidates=[],
+                reason="SLA missed and no one left to escalate to; the lead waits in the team queue",
+            )
+        lead.reassignments += 1
+        await self.assign(
+            session, lead, now=now, correlation_id=None, event_type="lead.reassigned",
+            exclude=tried, previous=current, end_reason="sla_breach", forced=forced,
+        )
+
+    # -- previews and rep actions ---------------------------------------------------------------------------------
+
+    async def preview(self, session: AsyncSession, view: Mapping[str, Any], rules: RoutingRules, *, now: datetime) -> Decision:
+        """The decision the router would make now, from the stored roster, loads and rotation; writes nothing."""
+        repo = RoutingRepository(session)
+        roster = await self.roster(session)
+        load_rows = await repo.loads()
+        loads = {
+            rep.id: RepLoad(
+                open_leads=load_rows[rep.id].open_leads if rep.id in load_rows else 0,
+                assigned_today=load_rows[rep.id].assigned_today
+                if rep.id in load_rows and load_rows[rep.id].day == _local_day(now, rep.timezone) else 0,
+            )
+            for rep in roster.reps
+        }
+        previous_rep = None
+        if view.get("duplicate_of"):
+            original = await repo.lead(str(view["duplicate_of"]))
+            previous_rep = original.current_rep_id if original else None
+        return _route(
+            view, rules=rules, roster=roster, loads=loads, rotation=await repo.rotation(),
+            accounts=await repo.account_owner(account_domain(view)), previous_rep=previous_rep,
+            exclude=frozenset(), now=now,
+        )
+
+    async def act(
+        self, session: AsyncSession, lead_id: str, action: str, *, rep_id: str | None, reason: str | None,
+        correlation_id: str | None,
+    ) -> dict[str, Any]:
+        """A rep's action. touch stops the SLA clock; reject reroutes; convert and disqualify close the lead."""
+        repo = RoutingRepository(session)
+        await repo.lock_routing()
+        lead = await repo.lead(lead_id)
+        if lead is None:
+            raise LookupError("this lead has not been routed (yet)")
+        current = await repo.current_assignment(lead_id)
+        now = self.clock()
+        actor = rep_id or (current.rep_id if current else None)
+        if lead.status in ("converted", "disqualified"):
+            raise ValueError(f"the lead is already {lead.status}")
+        detail: dict[str, Any] = {"lead_id": lead_id, "rep_id": actor, "action": action, "at": now.isoformat()}
+        if action == "touch":
+            if lead.first_touch_at is None:
+                lead.first_touch_at = now
+                await self._stop_clock(session, current, now)
+                detail.update(self._touch_facts(lead, current, now))
+            lead.status = "touched"
+        elif action == "accept":
+            lead.status = "accepted"
+        elif action == "reject":
+            if current is None or current.rep_id is None:
+                raise ValueError("the lead has no rep to reject it")
+            detail["reason"] = reason
+            await self._stop_clock(session, current, now)
+            tried = frozenset(a.rep_id for a in await repo.assignments(lead_id) if a.rep_id)
+            await self._emit(session, "lead.rejected", lead_id, detail, now, correlation_id)
+            session.add(TimelineRow(lead_id=lead_id, at=now, kind="rejected", detail=detail))
+            await self.assign(session, lead, now=now, correlation_id=correlation_id, event_type="lead.reassigned",
+                              exclude=tried, previous=current, end_reason="rejected")
+            return {"lead_id": lead_id, "status": lead.status, "rep_id": lead.current_rep_id}
+        else:  # convert, disqualify: the lead leaves the rep's open load
+            detail["reason"] = reason
+            lead.status = "converted" if action == "convert" else "disqualified"
+            await self._stop_clock(session, current, now)
+            if current is not None:
+                current.ended_at, current.end_reason = now, lead.status
+                if current.rep_id:
+                    await _adjust_load(session, current.rep_id, open_delta=-1, day=None)
+        kind = {"touch": "lead.touched", "accept": "lead.accepted", "convert": "lead.converted",
+                "disqualify": "lead.disqualified"}[action]
+        session.add(TimelineRow(lead_id=lead_id, at=now, kind=kind.removeprefix("lead."), detail=detail))
+        await self._emit(session, kind, lead_id, detail, now, correlation_id)
+        await session.flush()
+        return {"lead_id": lead_id, "status": lead.status, "rep_id": lead.current_rep_id, **{
+            k: v for k, v in detail.items() if k in ("time_to_first_touch_s", "working_minutes", "within_sla")}}
+
+    def _touch_facts(self, lead: LeadRow, current: AssignmentRow | None, now: datetime) -> dict[str, Any]:
+        """Time to first touch, raw and in the rep's working time, and whether it beat the SLA."""
+        start = aware(lead.routed_at) or now
+        facts: dict[str, Any] = {"time_to_first_touch_s": round((now - start).total_seconds(), 3)}
+        roster = self._roster
+        rep = roster.rep(current.rep_id) if roster and current else None
+        if rep is not None:
+            from routing.domain import working_minutes_between
+
+            facts["working_minutes"] = round(working_minutes_between(start, now, hours=rep.hours, tz=rep.timezone), 2)
+        due = aware(current.sla_due_at) if current else None
+        facts["within_sla"] = None if due is None else now <= due
+        return facts
+
+    async def _stop_clock(self, session: AsyncSession, current: AssignmentRow | None, now: datetime) -> None:
+        if current is None:
+            return
+        for timer in await RoutingRepository(session).pending_timers(current.id):
+            timer.fired_at, timer.cancelled = now, True
+
+    async def _emit(
+        self, session: AsyncSession, kind: str, lead_id: str, data: dict[str, Any], now: datetime, correlation_id: str | None
+    ) -> None:
+        event = Event(type=kind, source=EVENT_SOURCE, subject=lead_id, time=now, correlation_id=correlation_id, data=data)
+        await add_events(session, outbox, self.settings, [event], _topic)
+
+    # -- erasure --------------------------------------------------------------------------------------------------
+
+    async def on_erased(self, session: AsyncSession, event: Event) -> None:
+        """Delete the personal data; the anonymous decision record (rules, candidates, times) stays."""
+        now = self.clock()
+        if await session.get(ErasedLead, event.subject) is None:
+            session.add(ErasedLead(lead_id=event.subject, erased_at=now))
+        lead = await RoutingRepository(session).lead(event.subject)
+        if lead is not None and lead.erased_at is None:
+            view = dict(lead.view or {})
+            view["lead"] = {}
+            lead.view = view
+            lead.erased_at = now
+            session.add(TimelineRow(lead_id=lead.lead_id, at=now, kind="erased", detail={}))
+        await session.flush()
+
+
+def _route(
+    view: Mapping[str, Any],
+    *,
+    rules: RoutingRules,
+    roster: Roster,
+    loads: Mapping[str, RepLoad],
+    rotation: Mapping[str, Mapping[str, int]],
+    accounts: Mapping[str, str],
+    previous_rep: str | None,
+    exclude: frozenset[str],
+    now: datetime,
+) -> Decision:
+    from routing.domain import route
+
+    return route(
+        view, rules=rules, teams=roster.teams, reps=roster.reps, loads=loads, rotation=rotation,
+        accounts=accounts, previous_rep=previous_rep, exclude=exclude, now=now,
+    )
+
+
+def _clock_of(rep: Rep | None, team: Team | None) -> tuple[Any, str]:
+    from routing.domain import WorkingHours
+
+    if rep is not None:
+        return rep.hours, rep.timezone
+    if team is not None:
+        return team.hours, team.timezone
+    return WorkingHours(), "UTC"
+
+
+def _local_day(now: datetime, tz: str) -> str:
+    return now.astimezone(zone(tz)).date().isoformat()
+
+
+async def _adjust_load(session: AsyncSession, rep_id: str, *, open_delta: int, day: str | None) -> None:
+    row = await session.get(RepLoadRow, rep_id)
+    if row is None:
+        row = RepLoadRow(rep_id=rep_id, open_leads=0, day="", assigned_today=0)
+        session.add(row)
+    row.open_leads = max(0, row.open_leads + open_delta)
+    if day is not None:
+        if row.day != day:
+            row.day, row.assigned_today = day, 0
+        row.assigned_today += 1
+

@@ -1,0 +1,291 @@
+"""Routing's tables and the questions handlers ask of them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from common.consumer import processed_table
+from common.db import new_metadata
+from common.outbox import outbox_table
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class TeamRow(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RepRow(Base):
+    __tablename__ = "reps"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AccountRow(Base):
+    __tablename__ = "accounts"
+
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner_rep_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+
+
+class Setting(Base):
+    """Small shared values: the roster version (bumped on every change) and the routing lock row."""
+
+    __tablename__ = "routing_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RulesetRow(Base):
+    __tablename__ = "routing_rulesets"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source_text: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RotationRow(Base):
+    """Smooth weighted round robin position, written in the same transaction as each assignment."""
+
+    __tablename__ = "rotation"
+
+    team_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rep_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    current: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RepLoadRow(Base):
+    __tablename__ = "rep_loads"
+
+    rep_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    open_leads: Mapped[int] = mapped_column(Integer, default=0)
+    day: Mapped[str] = mapped_column(String(10), default="")
+    assigned_today: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LeadRow(Base):
+    __tablename__ = "leads"
+    __table_args__ = (Index("ix_leads_status_rep", "status", "current_rep_id"),)
+
+    lead_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(24))  # assigned|queued|held|nurture|touched|converted|disqualified
+    current_rep_id: Mapped[str | None] = mapped_column(String(64))
+    team_id: Mapped[str | None] = mapped_column(String(64))
+    grade: Mapped[str | None] = mapped_column(String(2))
+    source_kind: Mapped[str | None] = mapped_column(String(32))
+    source_id: Mapped[str | None] = mapped_column(String(36))
+    duplicate_of: Mapped[str | None] = mapped_column(String(36))
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The lead view (lead, enrichment, score) used for routing and webhooks; personal data, emptied on erasure.
+    view: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    routed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    first_touch_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reassignments: Mapped[int] = mapped_column(Integer, default=0)
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AssignmentRow(Base):
+    __tablename__ = "assignments"
+    __table_args__ = (
+        # At most one current assignment per lead, enforced by the database itself.
+        Index(
+            "uq_assignments_current",
+            "lead_id",
+            unique=True,
+            sqlite_where=text("ended_at IS NULL"),
+            postgresql_where=text("ended_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(String(36), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    rep_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    team_id: Mapped[str | None] = mapped_column(String(64))
+    rule_id: Mapped[str | None] = mapped_column(String(128))
+    ruleset_version: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    decision: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sla_policy: Mapped[str | None] = mapped_column(String(16))
+    sla_minutes: Mapped[float | None] = mapped_column(Float)
+    sla_business_hours: Mapped[bool | None] = mapped_column(Boolean)
+    sla_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class TimelineRow(Base):
+    __tablename__ = "timeline"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(String(36), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class SlaTimer(Base):
+    """A durable timer: due rows are claimed and fired in one transaction, so each fires once."""
+
+    __tablename__ = "sla_timers"
+    __table_args__ = (
+        Index(
+            "ix_sla_timers_pending_due",
+            "due_at",
+            sqlite_where=text("fired_at IS NULL"),
+            postgresql_where=text("fired_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(String(36), index=True)
+    assignment_id: Mapped[int] = mapped_column(Integer, index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # warning | breach | hold
+    fraction: Mapped[float | None] = mapped_column(Float)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ErasedLead(Base):
+    __tablename__ = "erased_leads"
+
+    lead_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+outbox = outbox_table(Base.metadata)
+processed = processed_table(Base.metadata)
+
+ROSTER_VERSION = "roster_version"
+ROUTING_LOCK = "routing_lock"
+
+
+class RoutingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock_routing(self) -> None:
+        """Serialize routing decisions across processes on PostgreSQL (rotation has no lost updates)."""
+        if self.session.bind.dialect.name == "postgresql":
+            await self.session.execute(
+                select(Setting).where(Setting.key == ROUTING_LOCK).with_for_update()
+            )
+
+    async def roster_version(self) -> int:
+        row = await self.session.get(Setting, ROSTER_VERSION)
+        return row.value if row else 0
+
+    async def bump_roster_version(self) -> None:
+        row = await self.session.get(Setting, ROSTER_VERSION)
+        if row is None:
+            self.session.add(Setting(key=ROSTER_VERSION, value=1))
+        else:
+            row.value += 1
+
+    async def teams(self) -> list[TeamRow]:
+        return list((await self.session.execute(select(TeamRow).order_by(TeamRow.id))).scalars())
+
+    async def reps(self) -> list[RepRow]:
+        return list((await self.session.execute(select(RepRow).order_by(RepRow.id))).scalars())
+
+    async def accounts(self) -> list[AccountRow]:
+        return list((await self.session.execute(select(AccountRow).order_by(AccountRow.domain))).scalars())
+
+    async def account_owner(self, domain: str | None) -> dict[str, str]:
+        if not domain:
+            return {}
+        row = await self.session.get(AccountRow, domain.lower())
+        return {row.domain: row.owner_rep_id} if row else {}
+
+    async def active_ruleset(self) -> RulesetRow | None:
+        return (
+            await self.session.execute(select(RulesetRow).where(RulesetRow.active.is_(True)).limit(1))
+        ).scalar_one_or_none()
+
+    async def rotation(self) -> dict[str, dict[str, int]]:
+        state: dict[str, dict[str, int]] = {}
+        for row in (await self.session.execute(select(RotationRow))).scalars():
+            state.setdefault(row.team_id, {})[row.rep_id] = row.current
+        return state
+
+    async def loads(self) -> dict[str, RepLoadRow]:
+        return {row.rep_id: row for row in (await self.session.execute(select(RepLoadRow))).scalars()}
+
+    async def lead(self, lead_id: str) -> LeadRow | None:
+        return await self.session.get(LeadRow, lead_id)
+
+    async def current_assignment(self, lead_id: str) -> AssignmentRow | None:
+        return (
+            await self.session.execute(
+                select(AssignmentRow).where(AssignmentRow.lead_id == lead_id, AssignmentRow.ended_at.is_(None))
+            )
+        ).scalar_one_or_none()
+
+    async def assignments(self, lead_id: str) -> list[AssignmentRow]:
+        return list(
+            (
+                await self.session.execute(
+                    select(AssignmentRow).where(AssignmentRow.lead_id == lead_id).order_by(AssignmentRow.id)
+                )
+            ).scalars()
+        )
+
+    async def timeline(self, lead_id: str) -> list[TimelineRow]:
+        return list(
+            (
+                await self.session.execute(
+                    select(TimelineRow).where(TimelineRow.lead_id == lead_id).order_by(TimelineRow.id)
+                )
+            ).scalars()
+        )
+
+    async def due_timers(self, now: datetime, limit: int) -> list[SlaTimer]:
+        query = (
+            select(SlaTimer)
+            .where(SlaTimer.fired_at.is_(None), SlaTimer.due_at <= now)
+            .order_by(SlaTimer.due_at)
+            .limit(limit)
+        )
+        if self.session.bind.dialect.name == "postgresql":
+            # Two routing processes never claim the same timer; a killed one's rows unlock with its connection.
+            query = query.with_for_update(skip_locked=True)
+        return list((await self.session.execute(query)).scalars())
+
+    async def next_due(self) -> datetime | None:
+        return (
+            await self.session.execute(select(func.min(SlaTimer.due_at)).where(SlaTimer.fired_at.is_(None)))
+        ).scalar_one_or_none()
+
+    async def pending_timers(self, assignment_id: int) -> list[SlaTimer]:
+        return list(
+            (
+                await self.session.execute(
+                    select(SlaTimer).where(SlaTimer.assignment_id == assignment_id, SlaTimer.fired_at.is_(None))
+                )
+            ).scalars()
+        )
+
+    async def is_erased(self, lead_id: str) -> bool:
+        return await self.session.get(ErasedLead, lead_id) is not None

@@ -1,0 +1,66 @@
+"""The pure domain of the scoring service: enrichment, rule-based scores, outcome learning. No I/O."""
+
+from scoring.domain.bayes import (
+    OUTCOME_FEATURES,
+    Conversion,
+    OutcomeCounts,
+    conversion_probability,
+    outcome_features,
+)
+from scoring.domain.conditions import OPERATORS
+from scoring.domain.emails import EMAIL_TYPES, classify_email, email_domain
+from scoring.domain.enrichment import PROVIDER_STATUSES, Enrichment, enrich, lookup_domain
+from scoring.domain.firmographics import (
+    EMPLOYEE_BANDS,
+    Firmographic,
+    FirmographicsError,
+    normalize_domain,
+    parse_firmographics_csv,
+)
+from scoring.domain.phones import phone_facts
+from scoring.domain.ruleset import (
+    DEFAULT_RULESET_YAML,
+    GRADES,
+    Qualification,
+    Rule,
+    Ruleset,
+    RulesetError,
+    load_ruleset,
+)
+from scoring.domain.score import FiredRule, Score, score_lead
+from scoring.domain.titles import FUNCTIONS, SENIORITIES, parse_title
+
+__all__ = [
+    "DEFAULT_RULESET_YAML",
+    "EMAIL_TYPES",
+    "EMPLOYEE_BANDS",
+    "FUNCTIONS",
+    "GRADES",
+    "OPERATORS",
+    "OUTCOME_FEATURES",
+    "PROVIDER_STATUSES",
+    "SENIORITIES",
+    "Conversion",
+    "Enrichment",
+    "FiredRule",
+    "Firmographic",
+    "FirmographicsError",
+    "OutcomeCounts",
+    "Qualification",
+    "Rule",
+    "Ruleset",
+    "RulesetError",
+    "Score",
+    "classify_email",
+    "conversion_probability",
+    "email_domain",
+    "enrich",
+    "load_ruleset",
+    "lookup_domain",
+    "normalize_domain",
+    "outcome_features",
+    "parse_firmographics_csv",
+    "parse_title",
+    "phone_facts",
+    "score_lead",
+]

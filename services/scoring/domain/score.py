@@ -1,0 +1,119 @@
+"""Scoring a lead against a ruleset: fit and intent points, a grade and the qualified gate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from scoring.domain.conditions import describe, evaluate
+from scoring.domain.enrichment import Enrichment
+from scoring.domain.ruleset import GRADES, Rule, Ruleset
+
+SCORE_MIN = 0
+SCORE_MAX = 100
+
+
+@dataclass(frozen=True)
+class FiredRule:
+    """A rule whose condition held, and what it contributed."""
+
+    id: str
+    score: str
+    points: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"id": self.id, "score": self.score, "points": self.points, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Score:
+    """Fit and intent (each 0..100), the grade, whether the lead is qualified, and why."""
+
+    fit: int
+    intent: int
+    grade: str
+    qualified: bool
+    fired: list[FiredRule]
+    ruleset_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, for the lead.scored event and storage."""
+        return {
+            "fit": self.fit,
+            "intent": self.intent,
+            "grade": self.grade,
+            "qualified": self.qualified,
+            "fired": [rule.to_dict() for rule in self.fired],
+            "ruleset_version": self.ruleset_version,
+        }
+
+
+def _walk(root: Any, parts: list[str]) -> Any:
+    value = root
+    for part in parts:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def field_resolver(lead: Mapping[str, Any], enrichment: Enrichment, context: Mapping[str, Any]) -> Any:
+    """A function mapping a rule's field path ("lead.utm.source", ...) to the lead's value."""
+    fields = enrichment.as_fields()
+    whole = {
+        "enrichment.company": enrichment.company.to_dict() if enrichment.company else None,
+        "enrichment.provider": enrichment.provider,
+    }
+
+    def resolve(path: str) -> Any:
+        root, _, rest = path.partition(".")
+        if root == "lead":
+            return _walk(lead, rest.split("."))
+        if root == "context":
+            return _walk(context, rest.split("."))
+        if path in fields:
+            return fields[path]
+        return whole.get(path)
+
+    return resolve
+
+
+def _clamp(points: int) -> int:
+    return max(SCORE_MIN, min(SCORE_MAX, points))
+
+
+def _reason(rule: Rule) -> str:
+    return rule.description or describe(rule.when)
+
+
+def score_lead(
+    lead: Mapping[str, Any], enrichment: Enrichment, ruleset: Ruleset, *, context: Mapping[str, Any]
+) -> Score:
+    """Apply every enabled rule; sum points per score, clamp each to 0..100, grade and qualify."""
+    resolve = field_resolver(lead, enrichment, context)
+    fired = [
+        FiredRule(id=rule.id, score=rule.score, points=rule.points, reason=_reason(rule))
+        for rule in ruleset.rules
+        if rule.enabled and evaluate(rule.when, resolve)
+    ]
+    fit = _clamp(sum(rule.points for rule in fired if rule.score == "fit"))
+    intent = _clamp(sum(rule.points for rule in fired if rule.score == "intent"))
+    grade = ruleset.grade(fit, intent)
+    gate = ruleset.qualification
+    qualified = (
+        fit >= gate.min_fit
+        and intent >= gate.min_intent
+        and (gate.min_grade is None or GRADES.index(grade) <= GRADES.index(gate.min_grade))
+        and not (gate.unless is not None and evaluate(gate.unless, resolve))
+    )
+    return Score(
+        fit=fit,
+        intent=intent,
+        grade=grade,
+        qualified=qualified,
+        fired=fired,
+        ruleset_version=ruleset.version,
+    )
