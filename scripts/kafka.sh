@@ -47,13 +47,24 @@ die() { log "$*"; exit 1; }
 
 # ---------------------------------------------------------------------------------------------------- fetch
 
+# A fresh machine may lack the build tools; as root, install Debian's package rather than fail.
+ensure_tool() {
+    local tool="$1" package="$2"
+    command -v "$tool" >/dev/null && return 0
+    [[ "$(id -u)" == 0 ]] || die "$tool not found on PATH (apt-get install -y $package)"
+    log "$tool not found; installing Debian's $package"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq "$package" >/dev/null
+    command -v "$tool" >/dev/null || die "$tool still missing after installing $package"
+}
+
 cmd_fetch() {
     if [[ -f "$LIBS_MARKER" ]]; then
         log "broker $KAFKA_VERSION already in $LIBS_DIR"
         return 0
     fi
-    command -v mvn >/dev/null || die "mvn not found on PATH (apt-get install -y maven)"
-    command -v "$JAVA" >/dev/null || die "java not found (apt-get install -y openjdk-17-jre-headless)"
+    ensure_tool mvn maven
+    ensure_tool "$JAVA" openjdk-17-jre-headless
     mkdir -p "$(dirname "$LIBS_DIR")"
     # Copy into a scratch folder and rename at the end, so an interrupted fetch never looks complete.
     local staging
@@ -74,7 +85,7 @@ cmd_fetch() {
     ls "$staging"/log4j-core-*.jar >/dev/null 2>&1 || { rm -rf "$staging"; die "no log4j2 backend after fetch"; }
     rm -rf "$LIBS_DIR"
     mv "$staging" "$LIBS_DIR"
-    (cd "$LIBS_DIR" && ls -1 ./*.jar | sed 's|^\./||') >"$LIBS_MARKER"
+    find "$LIBS_DIR" -maxdepth 1 -name '*.jar' -printf '%f\n' | sort >"$LIBS_MARKER"
     log "fetched $(wc -l <"$LIBS_MARKER") jars for Kafka $KAFKA_VERSION in $((SECONDS - started)) s"
 }
 
@@ -120,6 +131,7 @@ PY
 
 # Without the venv: send an ApiVersions v0 request by hand and check the broker echoes our correlation id.
 bash_ready() {
+    # shellcheck disable=SC2016  # the inner script expands its own $1
     timeout 5 bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
         # length=14, api_key=18 (ApiVersions), api_version=0, correlation_id=0x48414e44 ("HAND"), client_id="hoff"
@@ -130,13 +142,17 @@ bash_ready() {
     ' _ "$KAFKA_PORT" 2>/dev/null
 }
 
+READY_PROBE=""
 broker_ready() {
     port_open || return 1
-    if [[ -x "$VENV_PYTHON" ]] && "$VENV_PYTHON" -c 'import aiokafka' >/dev/null 2>&1; then
-        python_ready
-    else
-        bash_ready
+    if [[ -z "$READY_PROBE" ]]; then
+        # Decided once: importing aiokafka on every poll would double the cost of each probe.
+        READY_PROBE=bash_ready
+        if [[ -x "$VENV_PYTHON" ]] && "$VENV_PYTHON" -c 'import aiokafka' >/dev/null 2>&1; then
+            READY_PROBE=python_ready
+        fi
     fi
+    "$READY_PROBE"
 }
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -287,7 +303,11 @@ cmd_stop() {
     local pid
     if ! pid="$(pid_alive)"; then
         rm -f "$PID_FILE"
-        echo "kafka not running"
+        if port_open; then
+            echo "kafka on 127.0.0.1:$KAFKA_PORT was not started from $KAFKA_DATA_DIR; leaving it alone"
+        else
+            echo "kafka not running"
+        fi
         return 0
     fi
     kill -TERM "$pid" 2>/dev/null || true

@@ -33,7 +33,8 @@ install_server() {
     [[ "$(id -u)" == 0 ]] || die "PostgreSQL is not installed and installing it needs root"
     log "installing PostgreSQL from Debian's packages"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    # needrestart would otherwise ask about restarting services in the middle of a scripted install.
+    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq postgresql >/dev/null
     server_installed || die "apt-get finished but the PostgreSQL server binaries are still missing"
 }
 
@@ -62,8 +63,8 @@ run_as_postgres() {
 }
 
 psql_admin() {
-    # The Unix socket with peer auth as the postgres superuser: works before any password exists.
-    run_as_postgres psql -X -q -v ON_ERROR_STOP=1 -p "$PGPORT" -d postgres "$@"
+    # The Unix socket with peer auth as the postgres superuser: works before any password exists. SQL on stdin.
+    run_as_postgres psql -X -q -v ON_ERROR_STOP=1 -p "$PGPORT" -d postgres
 }
 
 wait_ready() {

@@ -45,6 +45,8 @@ def new_consumer(settings: ServiceSettings, topics: Iterable[str]) -> AIOKafkaCo
         session_timeout_ms=10_000,
         heartbeat_interval_ms=2_000,
         max_poll_interval_ms=300_000,
+        # Notice new partitions and leader moves within seconds rather than the default five minutes.
+        metadata_max_age_ms=15_000,
     )
 
 
@@ -80,5 +82,24 @@ async def ensure_topics(settings: ServiceSettings, names: Iterable[str]) -> None
             except TopicAlreadyExistsError:
                 pass  # another process created it between list and create
             log.info("kafka_topics_created", topics=[t.name for t in missing])
+        # A consumer that subscribes before every partition has a leader is assigned without them and would not
+        # see the topic until its next metadata refresh (minutes): wait until the broker serves them all.
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await _all_led(admin, wanted):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"topics have no leaders yet: {wanted}")
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
+
+
+async def _all_led(admin: AIOKafkaAdminClient, topics: list[str]) -> bool:
+    described = await admin.describe_topics(topics)
+    if len(described) != len(topics):
+        return False
+    for topic in described:
+        if topic.get("error_code", 0) != 0 or not topic.get("partitions"):
+            return False
+        if any(p.get("leader", -1) < 0 for p in topic["partitions"]):
+            return False
+    return True

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.envelope import Event
@@ -22,7 +23,15 @@ from ingest.domain import (
     normalize_lead,
 )
 from ingest.settings import IngestSettings
-from ingest.store import IdempotencyRecord, IngestRepository, Lead, LeadIdentity, Source, outbox
+from ingest.store import (
+    IdempotencyRecord,
+    IngestRepository,
+    Lead,
+    LeadIdentity,
+    PlatformFetch,
+    Source,
+    outbox,
+)
 
 EVENT_SOURCE = "/handoff/ingest"
 
@@ -262,3 +271,140 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+
+
+# -- platform webhooks ---------------------------------------------------------------------------------------
+# These queries belong in IngestRepository; they are here only because this change could not touch store.py.
+
+
+async def queue_platform_fetch(
+    session: AsyncSession, source: Source, external_id: str, notification: Mapping[str, Any], now: datetime
+) -> bool:
+    """Remember a lead to fetch from the platform; False when it is already stored or already queued."""
+    if await IngestRepository(session).lead_by_external_id(source.id, external_id) is not None:
+        return False  # a redelivery of a lead we already have
+    queued = (
+        await session.execute(
+            select(PlatformFetch.id).where(
+                PlatformFetch.source_id == source.id, PlatformFetch.external_id == external_id
+            )
+        )
+    ).first()
+    if queued is not None:
+        return False
+    session.add(
+        PlatformFetch(
+            source_id=source.id,
+            external_id=external_id,
+            notification=dict(notification),
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    await session.flush()
+    return True
+
+
+async def erase_platform_lead(
+    session: AsyncSession,
+    settings: IngestSettings,
+    source: Source,
+    external_id: str,
+    now: datetime,
+    correlation_id: str | None,
+) -> bool:
+    """The platform deleted a lead: erase our copy, forget a pending fetch; False if we had neither."""
+    pending = await session.execute(
+        delete(PlatformFetch).where(
+            PlatformFetch.source_id == source.id, PlatformFetch.external_id == external_id
+        )
+    )
+    lead = await IngestRepository(session).lead_by_external_id(source.id, external_id)
+    if lead is not None:
+        await erase_lead(session, settings, lead, now, correlation_id)
+    return lead is not None or bool(getattr(pending, "rowcount", 0))
+
+
+@dataclass(frozen=True)
+class ClaimedFetch:
+    """A due fetch, leased to one worker until `lease_until`; `source` is a detached snapshot."""
+
+    id: int
+    source: Source
+    external_id: str
+    notification: dict[str, Any]
+    attempts: int
+
+
+async def claim_platform_fetches(
+    session: AsyncSession, now: datetime, *, limit: int, lease_until: datetime
+) -> list[ClaimedFetch]:
+    """Take up to `limit` due fetches and push them past `lease_until`, so no other worker takes them too.
+
+    A worker that dies mid-fetch loses nothing: its rows fall due again when the lease ends.
+    """
+    rows = (
+        await session.execute(
+            select(PlatformFetch, Source)
+            .join(Source, Source.id == PlatformFetch.source_id)
+            .where(PlatformFetch.next_attempt_at <= now)
+            .order_by(PlatformFetch.next_attempt_at, PlatformFetch.id)
+            .limit(limit)
+            # PostgreSQL: concurrent fetchers skip each other's rows; SQLite has one writer and no FOR UPDATE.
+            .with_for_update(of=PlatformFetch, skip_locked=True)
+        )
+    ).all()
+    claimed = []
+    for fetch, source in rows:
+        fetch.next_attempt_at = lease_until
+        claimed.append(
+            ClaimedFetch(fetch.id, source, fetch.external_id, dict(fetch.notification or {}), fetch.attempts)
+        )
+    await session.flush()
+    return claimed
+
+
+async def store_fetched_lead(
+    session: AsyncSession,
+    settings: IngestSettings,
+    fetch_id: int,
+    *,
+    normalized: NormalizedLead,
+    is_test: bool,
+    now: datetime,
+) -> Accepted | None:
+    """Store a fetched lead and drop its fetch row in one transaction; None if the row is gone (erased)."""
+    fetch = await session.get(PlatformFetch, fetch_id)
+    if fetch is None:
+        return None
+    source = await IngestRepository(session).source(fetch.source_id)
+    notification = fetch.notification or {}
+    accepted = await accept_lead(
+        session,
+        settings,
+        raw={},
+        source=source,
+        now=now,
+        correlation_id=notification.get("correlation_id"),
+        external_id=fetch.external_id,
+        is_test=is_test,
+        normalized=normalized,
+    )
+    await session.delete(fetch)
+    await session.flush()
+    return accepted
+
+
+async def record_fetch_failure(
+    session: AsyncSession, fetch_id: int, error: str, retry_at: datetime
+) -> int | None:
+    """Count a failed attempt and schedule the next; the row is kept whatever the count; None if gone."""
+    fetch = await session.get(PlatformFetch, fetch_id)
+    if fetch is None:
+        return None
+    fetch.attempts += 1
+    fetch.next_attempt_at = retry_at
+    fetch.last_error = error[:500]
+    await session.flush()
+    return fetch.attempts

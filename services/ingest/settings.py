@@ -21,3 +21,20 @@ class IngestSettings(ServiceSettings):
     public_rate_limit_per_minute: int = Field(default=30, ge=1)
     platform_fetch_timeout_s: float = Field(default=10.0, gt=0)
     platform_fetch_attempts: int = Field(default=5, ge=1)
+
+    # -- platform webhooks and the lead fetcher -------------------------------------------------------------
+    # Default API origins; a source's config may name its own (`graph_base_url`, `api_base_url`).
+    meta_graph_base_url: str = "https://graph.facebook.com"
+    # Meta retires a Graph API version about two years after its release: keep this current.
+    meta_graph_version: str = Field(default="v21.0", pattern=r"^v\d+\.\d+$")
+    linkedin_api_base_url: str = "https://api.linkedin.com/rest"
+    # LinkedIn's versioned Marketing APIs (header `LinkedIn-Version: YYYYMM`) are sunset after about a year.
+    linkedin_api_version: str = Field(default="202601", pattern=r"^\d{6}$")
+    hubspot_api_base_url: str = "https://api.hubapi.com"
+    # Retries of a failing fetch: base * 2^(attempt-1), capped, with jitter; a row is never dropped.
+    platform_fetch_backoff_s: float = Field(default=2.0, gt=0)
+    platform_fetch_max_backoff_s: float = Field(default=3600.0, gt=0)
+    platform_fetch_poll_interval_s: float = Field(default=1.0, gt=0)
+    platform_fetch_batch_size: int = Field(default=20, ge=1, le=500)
+    # The origin platforms call (https://hooks.example.com) behind a proxy: HubSpot signs the full URL.
+    public_base_url: str = Field(default="", pattern=r"^(https?://[^/?#]+)?$")

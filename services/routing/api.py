@@ -78,8 +78,14 @@ def _assignment_out(a: Any) -> dict[str, Any]:
         "reason": a.reason,
         "candidates": a.decision.get("candidates", []),
         "assigned_at": _iso(a.assigned_at),
-        "sla": {"policy": a.sla_policy, "minutes": a.sla_minutes, "business_hours": a.sla_business_hours,
-                "due_at": _iso(a.sla_due_at)} if a.sla_due_at else None,
+        "sla": {
+            "policy": a.sla_policy,
+            "minutes": a.sla_minutes,
+            "business_hours": a.sla_business_hours,
+            "due_at": _iso(a.sla_due_at),
+        }
+        if a.sla_due_at
+        else None,
         "ended_at": _iso(a.ended_at),
         "end_reason": a.end_reason,
     }
@@ -93,15 +99,27 @@ class ActionIn(BaseModel):
     reason: str | None = Field(default=None, max_length=200, description="Reason code (reject, disqualify)")
 
 
-@router.post("/v1/leads/{lead_id}/actions", summary="A rep acts on a lead: accept, reject, touch, disqualify, convert")
+@router.post(
+    "/v1/leads/{lead_id}/actions", summary="A rep acts on a lead: accept, reject, touch, disqualify, convert"
+)
 async def lead_action(lead_id: str, body: ActionIn, request: Request, _admin: Admin) -> dict[str, Any]:
     router_: h.Router = request.app.state.router
     if body.action in ("reject", "disqualify") and not body.reason:
-        raise _error(422, "validation_failed", [{"field": "reason", "reason": f"a reason code is required to {body.action}"}])
+        raise _error(
+            422,
+            "validation_failed",
+            [{"field": "reason", "reason": f"a reason code is required to {body.action}"}],
+        )
     async with request.app.state.runtime.db.transaction() as session:
         try:
-            result = await router_.act(session, lead_id, body.action, rep_id=body.rep_id, reason=body.reason,
-                                       correlation_id=request.scope.get("state", {}).get("correlation_id"))
+            result = await router_.act(
+                session,
+                lead_id,
+                body.action,
+                rep_id=body.rep_id,
+                reason=body.reason,
+                correlation_id=request.scope.get("state", {}).get("correlation_id"),
+            )
         except LookupError as exc:
             raise _error(404, "not_found", str(exc)) from exc
         except ValueError as exc:
@@ -127,7 +145,11 @@ async def get_rules(request: Request, _admin: Admin) -> dict[str, Any]:
     return {"version": rules.version, "rules": rules.source}
 
 
-@router.put("/v1/routing/rules", summary="Validate and activate routing rules (YAML or JSON)", openapi_extra=_TEXT_BODY)
+@router.put(
+    "/v1/routing/rules",
+    summary="Validate and activate routing rules (YAML or JSON)",
+    openapi_extra=_TEXT_BODY,
+)
 async def put_rules(request: Request, _admin: Admin) -> dict[str, Any]:
     text = await _rules_text(request)
     try:
@@ -159,8 +181,12 @@ async def simulate(body: SimulateIn, request: Request, _admin: Admin) -> dict[st
             rules = router_.parse_rules(body.rules_yaml) if body.rules_yaml else await router_.rules(session)
         except RulesError as exc:
             raise _error(422, "invalid_rules", list(exc.errors)) from exc
-        decision = await router_.preview(session, body.model_dump(exclude={"rules_yaml", "at"}), rules,
-                                         now=h.aware(body.at) or datetime.now(UTC))
+        decision = await router_.preview(
+            session,
+            body.model_dump(exclude={"rules_yaml", "at"}),
+            rules,
+            now=h.aware(body.at) or datetime.now(UTC),
+        )
     return decision.to_dict()
 
 
@@ -172,8 +198,12 @@ async def list_reps(request: Request, _admin: Admin) -> dict[str, Any]:
     async with request.app.state.runtime.db.read() as session:
         repo = RoutingRepository(session)
         loads = await repo.loads()
-        return {"items": [{**r.data, "load": {"open_leads": loads[r.id].open_leads if r.id in loads else 0}}
-                          for r in await repo.reps()]}
+        return {
+            "items": [
+                {**r.data, "load": {"open_leads": loads[r.id].open_leads if r.id in loads else 0}}
+                for r in await repo.reps()
+            ]
+        }
 
 
 @router.get("/v1/teams", summary="Teams")
@@ -205,7 +235,11 @@ async def _merged_roster(request: Request, **changes: Any) -> dict[str, Any]:
         reps = {r.id: r.data for r in await repo.reps()}
     teams.update(changes.get("teams", {}))
     reps.update(changes.get("reps", {}))
-    return {"teams": list(teams.values()), "reps": list(reps.values()), "accounts": changes.get("accounts", [])}
+    return {
+        "teams": list(teams.values()),
+        "reps": list(reps.values()),
+        "accounts": changes.get("accounts", []),
+    }
 
 
 @router.put("/v1/reps/{rep_id}", summary="Create or replace a rep")
@@ -226,7 +260,9 @@ async def patch_rep(rep_id: str, body: dict[str, Any], request: Request, _admin:
 
 @router.put("/v1/teams/{team_id}", summary="Create or replace a team")
 async def put_team(team_id: str, body: dict[str, Any], request: Request, _admin: Admin) -> dict[str, Any]:
-    return await _save_roster(request, await _merged_roster(request, teams={team_id: {**body, "id": team_id}}))
+    return await _save_roster(
+        request, await _merged_roster(request, teams={team_id: {**body, "id": team_id}})
+    )
 
 
 @router.put("/v1/accounts/{domain}", summary="Set the owner of a company domain")
@@ -245,7 +281,11 @@ async def put_account(domain: str, body: dict[str, Any], request: Request, _admi
     return {"domain": domain.lower(), "owner": owner}
 
 
-@router.post("/v1/roster", summary="Load teams, reps and accounts from a YAML or JSON document", openapi_extra=_TEXT_BODY)
+@router.post(
+    "/v1/roster",
+    summary="Load teams, reps and accounts from a YAML or JSON document",
+    openapi_extra=_TEXT_BODY,
+)
 async def load_roster(request: Request, _admin: Admin) -> dict[str, Any]:
     text = await _rules_text(request)
     try:

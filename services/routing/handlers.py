@@ -91,7 +91,9 @@ class Roster:
 class Router:
     """One per process: caches the parsed roster and rules by version; every write goes through a session."""
 
-    def __init__(self, settings: RoutingSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self, settings: RoutingSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self._roster: Roster | None = None
@@ -100,11 +102,16 @@ class Router:
         for grade, minutes in settings.sla_minutes.items():
             base = policies.get(grade.upper()) or policies["queue"]
             policies[grade.upper()] = SlaPolicy(
-                base.grade, minutes, settings.sla_business_hours, tuple(settings.sla_warn_fractions)  # type: ignore[arg-type]
+                base.grade,
+                minutes,
+                settings.sla_business_hours,
+                tuple(settings.sla_warn_fractions),  # type: ignore[arg-type]
             )
         for grade, policy in list(policies.items()):
             policies[grade] = SlaPolicy(
-                policy.grade, policy.minutes, settings.sla_business_hours and policy.business_hours,
+                policy.grade,
+                policy.minutes,
+                settings.sla_business_hours and policy.business_hours,
                 tuple(settings.sla_warn_fractions),
             )
         self.sla_policies = policies
@@ -151,7 +158,9 @@ class Router:
 
         await session.execute(update(RulesetRow).values(active=False))
         if existing is None:
-            session.add(RulesetRow(version=rules.version, source_text=text, active=True, created_at=self.clock()))
+            session.add(
+                RulesetRow(version=rules.version, source_text=text, active=True, created_at=self.clock())
+            )
         else:
             existing.active = True
         await session.flush()
@@ -179,7 +188,9 @@ class Router:
                     continue
                 row = await session.get(AccountRow, domain.lower())
                 if row is None:
-                    session.add(AccountRow(domain=domain.lower(), owner_rep_id=raw["owner"], name=raw.get("name")))
+                    session.add(
+                        AccountRow(domain=domain.lower(), owner_rep_id=raw["owner"], name=raw.get("name"))
+                    )
                 else:
                     row.owner_rep_id, row.name = raw["owner"], raw.get("name")
         await RoutingRepository(session).bump_roster_version()
@@ -222,7 +233,9 @@ class Router:
         )
         session.add(lead)
         await session.flush()
-        await self.assign(session, lead, now=now, correlation_id=event.correlation_id, event_type="lead.assigned")
+        await self.assign(
+            session, lead, now=now, correlation_id=event.correlation_id, event_type="lead.assigned"
+        )
 
     async def assign(
         self,
@@ -352,7 +365,9 @@ class Router:
     def _policy_for(self, decision: Decision, roster: Roster, grade: str | None) -> SlaPolicy | None:
         if decision.outcome == "queued":
             team = roster.team(decision.team_id)
-            return queue_policy(team) if team else sla_policy_for(None, queued=True, policies=self.sla_policies)
+            return (
+                queue_policy(team) if team else sla_policy_for(None, queued=True, policies=self.sla_policies)
+            )
         if decision.outcome == "assigned":
             return sla_policy_for(grade, policies=self.sla_policies)
         return None
@@ -370,7 +385,9 @@ class Router:
     ) -> None:
         if decision.outcome == "held" and decision.hold_until:
             session.add(
-                SlaTimer(lead_id=lead.lead_id, assignment_id=assignment.id, kind="hold", due_at=decision.hold_until)
+                SlaTimer(
+                    lead_id=lead.lead_id, assignment_id=assignment.id, kind="hold", due_at=decision.hold_until
+                )
             )
             self.on_timer_written(decision.hold_until)
             return
@@ -384,7 +401,13 @@ class Router:
             strict=False,
         ):
             session.add(
-                SlaTimer(lead_id=lead.lead_id, assignment_id=assignment.id, kind="warning", fraction=fraction, due_at=at)
+                SlaTimer(
+                    lead_id=lead.lead_id,
+                    assignment_id=assignment.id,
+                    kind="warning",
+                    fraction=fraction,
+                    due_at=at,
+                )
             )
         session.add(SlaTimer(lead_id=lead.lead_id, assignment_id=assignment.id, kind="breach", due_at=due))
         self.on_timer_written(now if policy.warn_at else due)
@@ -450,8 +473,13 @@ class Router:
                 continue
             if timer.kind == "hold":
                 await self.assign(
-                    session, lead, now=now, correlation_id=None, event_type="lead.assigned",
-                    previous=current, end_reason="hold_ended",
+                    session,
+                    lead,
+                    now=now,
+                    correlation_id=None,
+                    event_type="lead.assigned",
+                    previous=current,
+                    end_reason="hold_ended",
                 )
             elif timer.kind == "warning":
                 await self._emit_sla(session, "lead.sla_warning", lead, current, timer, now)
@@ -462,7 +490,13 @@ class Router:
         return len(timers)
 
     async def _emit_sla(
-        self, session: AsyncSession, kind: str, lead: LeadRow, current: AssignmentRow, timer: SlaTimer, now: datetime
+        self,
+        session: AsyncSession,
+        kind: str,
+        lead: LeadRow,
+        current: AssignmentRow,
+        timer: SlaTimer,
+        now: datetime,
     ) -> None:
         due = aware(timer.due_at)
         assert due is not None
@@ -484,7 +518,9 @@ class Router:
         event = Event(type=kind, source=EVENT_SOURCE, subject=lead.lead_id, time=now, data=detail)
         await add_events(session, outbox, self.settings, [event], _topic)
 
-    async def escalate(self, session: AsyncSession, lead: LeadRow, current: AssignmentRow, now: datetime) -> None:
+    async def escalate(
+        self, session: AsyncSession, lead: LeadRow, current: AssignmentRow, now: datetime
+    ) -> None:
         """The ladder: reassign to the next eligible rep with a fresh clock, then the manager or the team queue."""
         repo = RoutingRepository(session)
         step = next_escalation_step(lead.reassignments, self.escalation)
@@ -495,27 +531,46 @@ class Router:
             manager = manager_for(current.rep_id, roster.reps, roster.teams)
             if manager:
                 forced = Decision(
-                    outcome="assigned", rep_id=manager, team_id=current.team_id, rule_id="escalation:manager",
-                    ruleset_version=current.ruleset_version, method=None, candidates=[],
+                    outcome="assigned",
+                    rep_id=manager,
+                    team_id=current.team_id,
+                    rule_id="escalation:manager",
+                    ruleset_version=current.ruleset_version,
+                    method=None,
+                    candidates=[],
                     reason=f"SLA missed {lead.reassignments + 1} times; escalated to the manager",
                 )
             else:
                 step = "queue"
         if step == "queue":
             forced = Decision(
-                outcome="queued", rep_id=None, team_id=current.team_id or (await self.rules(session)).fallback_team,
-                rule_id="escalation:queue", ruleset_version=current.ruleset_version, method=None, candidates=[],
+                outcome="queued",
+                rep_id=None,
+                team_id=current.team_id or (await self.rules(session)).fallback_team,
+                rule_id="escalation:queue",
+                ruleset_version=current.ruleset_version,
+                method=None,
+                candidates=[],
                 reason="SLA missed and no one left to escalate to; the lead waits in the team queue",
             )
         lead.reassignments += 1
         await self.assign(
-            session, lead, now=now, correlation_id=None, event_type="lead.reassigned",
-            exclude=tried, previous=current, end_reason="sla_breach", forced=forced,
+            session,
+            lead,
+            now=now,
+            correlation_id=None,
+            event_type="lead.reassigned",
+            exclude=tried,
+            previous=current,
+            end_reason="sla_breach",
+            forced=forced,
         )
 
     # -- previews and rep actions ---------------------------------------------------------------------------------
 
-    async def preview(self, session: AsyncSession, view: Mapping[str, Any], rules: RoutingRules, *, now: datetime) -> Decision:
+    async def preview(
+        self, session: AsyncSession, view: Mapping[str, Any], rules: RoutingRules, *, now: datetime
+    ) -> Decision:
         """The decision the router would make now, from the stored roster, loads and rotation; writes nothing."""
         repo = RoutingRepository(session)
         roster = await self.roster(session)
@@ -524,7 +579,8 @@ class Router:
             rep.id: RepLoad(
                 open_leads=load_rows[rep.id].open_leads if rep.id in load_rows else 0,
                 assigned_today=load_rows[rep.id].assigned_today
-                if rep.id in load_rows and load_rows[rep.id].day == _local_day(now, rep.timezone) else 0,
+                if rep.id in load_rows and load_rows[rep.id].day == _local_day(now, rep.timezone)
+                else 0,
             )
             for rep in roster.reps
         }
@@ -533,13 +589,25 @@ class Router:
             original = await repo.lead(str(view["duplicate_of"]))
             previous_rep = original.current_rep_id if original else None
         return _route(
-            view, rules=rules, roster=roster, loads=loads, rotation=await repo.rotation(),
-            accounts=await repo.account_owner(account_domain(view)), previous_rep=previous_rep,
-            exclude=frozenset(), now=now,
+            view,
+            rules=rules,
+            roster=roster,
+            loads=loads,
+            rotation=await repo.rotation(),
+            accounts=await repo.account_owner(account_domain(view)),
+            previous_rep=previous_rep,
+            exclude=frozenset(),
+            now=now,
         )
 
     async def act(
-        self, session: AsyncSession, lead_id: str, action: str, *, rep_id: str | None, reason: str | None,
+        self,
+        session: AsyncSession,
+        lead_id: str,
+        action: str,
+        *,
+        rep_id: str | None,
+        reason: str | None,
         correlation_id: str | None,
     ) -> dict[str, Any]:
         """A rep's action. touch stops the SLA clock; reject reroutes; convert and disqualify close the lead."""
@@ -553,7 +621,12 @@ class Router:
         actor = rep_id or (current.rep_id if current else None)
         if lead.status in ("converted", "disqualified"):
             raise ValueError(f"the lead is already {lead.status}")
-        detail: dict[str, Any] = {"lead_id": lead_id, "rep_id": actor, "action": action, "at": now.isoformat()}
+        detail: dict[str, Any] = {
+            "lead_id": lead_id,
+            "rep_id": actor,
+            "action": action,
+            "at": now.isoformat(),
+        }
         if action == "touch":
             if lead.first_touch_at is None:
                 lead.first_touch_at = now
@@ -570,8 +643,16 @@ class Router:
             tried = frozenset(a.rep_id for a in await repo.assignments(lead_id) if a.rep_id)
             await self._emit(session, "lead.rejected", lead_id, detail, now, correlation_id)
             session.add(TimelineRow(lead_id=lead_id, at=now, kind="rejected", detail=detail))
-            await self.assign(session, lead, now=now, correlation_id=correlation_id, event_type="lead.reassigned",
-                              exclude=tried, previous=current, end_reason="rejected")
+            await self.assign(
+                session,
+                lead,
+                now=now,
+                correlation_id=correlation_id,
+                event_type="lead.reassigned",
+                exclude=tried,
+                previous=current,
+                end_reason="rejected",
+            )
             return {"lead_id": lead_id, "status": lead.status, "rep_id": lead.current_rep_id}
         else:  # convert, disqualify: the lead leaves the rep's open load
             detail["reason"] = reason
@@ -581,13 +662,25 @@ class Router:
                 current.ended_at, current.end_reason = now, lead.status
                 if current.rep_id:
                     await _adjust_load(session, current.rep_id, open_delta=-1, day=None)
-        kind = {"touch": "lead.touched", "accept": "lead.accepted", "convert": "lead.converted",
-                "disqualify": "lead.disqualified"}[action]
+        kind = {
+            "touch": "lead.touched",
+            "accept": "lead.accepted",
+            "convert": "lead.converted",
+            "disqualify": "lead.disqualified",
+        }[action]
         session.add(TimelineRow(lead_id=lead_id, at=now, kind=kind.removeprefix("lead."), detail=detail))
         await self._emit(session, kind, lead_id, detail, now, correlation_id)
         await session.flush()
-        return {"lead_id": lead_id, "status": lead.status, "rep_id": lead.current_rep_id, **{
-            k: v for k, v in detail.items() if k in ("time_to_first_touch_s", "working_minutes", "within_sla")}}
+        return {
+            "lead_id": lead_id,
+            "status": lead.status,
+            "rep_id": lead.current_rep_id,
+            **{
+                k: v
+                for k, v in detail.items()
+                if k in ("time_to_first_touch_s", "working_minutes", "within_sla")
+            },
+        }
 
     def _touch_facts(self, lead: LeadRow, current: AssignmentRow | None, now: datetime) -> dict[str, Any]:
         """Time to first touch, raw and in the rep's working time, and whether it beat the SLA."""
@@ -598,7 +691,9 @@ class Router:
         if rep is not None:
             from routing.domain import working_minutes_between
 
-            facts["working_minutes"] = round(working_minutes_between(start, now, hours=rep.hours, tz=rep.timezone), 2)
+            facts["working_minutes"] = round(
+                working_minutes_between(start, now, hours=rep.hours, tz=rep.timezone), 2
+            )
         due = aware(current.sla_due_at) if current else None
         facts["within_sla"] = None if due is None else now <= due
         return facts
@@ -610,9 +705,22 @@ class Router:
             timer.fired_at, timer.cancelled = now, True
 
     async def _emit(
-        self, session: AsyncSession, kind: str, lead_id: str, data: dict[str, Any], now: datetime, correlation_id: str | None
+        self,
+        session: AsyncSession,
+        kind: str,
+        lead_id: str,
+        data: dict[str, Any],
+        now: datetime,
+        correlation_id: str | None,
     ) -> None:
-        event = Event(type=kind, source=EVENT_SOURCE, subject=lead_id, time=now, correlation_id=correlation_id, data=data)
+        event = Event(
+            type=kind,
+            source=EVENT_SOURCE,
+            subject=lead_id,
+            time=now,
+            correlation_id=correlation_id,
+            data=data,
+        )
         await add_events(session, outbox, self.settings, [event], _topic)
 
     # -- erasure --------------------------------------------------------------------------------------------------
@@ -647,8 +755,16 @@ def _route(
     from routing.domain import route
 
     return route(
-        view, rules=rules, teams=roster.teams, reps=roster.reps, loads=loads, rotation=rotation,
-        accounts=accounts, previous_rep=previous_rep, exclude=exclude, now=now,
+        view,
+        rules=rules,
+        teams=roster.teams,
+        reps=roster.reps,
+        loads=loads,
+        rotation=rotation,
+        accounts=accounts,
+        previous_rep=previous_rep,
+        exclude=exclude,
+        now=now,
     )
 
 
@@ -676,4 +792,3 @@ async def _adjust_load(session: AsyncSession, rep_id: str, *, open_delta: int, d
         if row.day != day:
             row.day, row.assigned_today = day, 0
         row.assigned_today += 1
-

@@ -84,7 +84,9 @@ class LeadRow(Base):
     __table_args__ = (Index("ix_leads_status_rep", "status", "current_rep_id"),)
 
     lead_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    status: Mapped[str] = mapped_column(String(24))  # assigned|queued|held|nurture|touched|converted|disqualified
+    status: Mapped[str] = mapped_column(
+        String(24)
+    )  # assigned|queued|held|nurture|touched|converted|disqualified
     current_rep_id: Mapped[str | None] = mapped_column(String(64))
     team_id: Mapped[str | None] = mapped_column(String(64))
     grade: Mapped[str | None] = mapped_column(String(2))
@@ -189,9 +191,7 @@ class RoutingRepository:
     async def lock_routing(self) -> None:
         """Serialize routing decisions across processes on PostgreSQL (rotation has no lost updates)."""
         if self.session.bind.dialect.name == "postgresql":
-            await self.session.execute(
-                select(Setting).where(Setting.key == ROUTING_LOCK).with_for_update()
-            )
+            await self.session.execute(select(Setting).where(Setting.key == ROUTING_LOCK).with_for_update())
 
     async def roster_version(self) -> int:
         row = await self.session.get(Setting, ROSTER_VERSION)
@@ -239,7 +239,9 @@ class RoutingRepository:
     async def current_assignment(self, lead_id: str) -> AssignmentRow | None:
         return (
             await self.session.execute(
-                select(AssignmentRow).where(AssignmentRow.lead_id == lead_id, AssignmentRow.ended_at.is_(None))
+                select(AssignmentRow).where(
+                    AssignmentRow.lead_id == lead_id, AssignmentRow.ended_at.is_(None)
+                )
             )
         ).scalar_one_or_none()
 
@@ -282,7 +284,9 @@ class RoutingRepository:
         return list(
             (
                 await self.session.execute(
-                    select(SlaTimer).where(SlaTimer.assignment_id == assignment_id, SlaTimer.fired_at.is_(None))
+                    select(SlaTimer).where(
+                        SlaTimer.assignment_id == assignment_id, SlaTimer.fired_at.is_(None)
+                    )
                 )
             ).scalars()
         )

@@ -21,7 +21,8 @@ from scoring.domain import (
     OutcomeCounts,
     Ruleset,
     conversion_probability,
-    email_domain,
+    domain_candidates,
+    lookup_domain,
     enrich,
     load_ruleset,
     outcome_features,
@@ -46,16 +47,6 @@ LOST = "lead.disqualified"
 
 def _topic(event: Event) -> str:
     return EVENT_TOPICS[event.type]
-
-
-def lead_domain(lead: Mapping[str, Any]) -> str | None:
-    """The company domain to look up: the work email's domain, else the website's host."""
-    domain = email_domain(lead.get("email"))
-    if domain:
-        return domain
-    website = lead.get("website") or ""
-    host = website.split("://", 1)[-1].split("/", 1)[0].lower()
-    return host.removeprefix("www.") or None
 
 
 @dataclass(frozen=True)
@@ -117,7 +108,7 @@ class Scoring:
         for event in events:
             if event.type != "lead.received":
                 continue
-            domain = lead_domain(event.data.get("lead") or {})
+            domain = lookup_domain(event.data.get("lead") or {})
             if domain:
                 wanted.append((event.subject, domain))
                 if domain not in pending:
@@ -151,8 +142,8 @@ class Scoring:
     ) -> ScoreOutcome:
         """The one scoring path shared by the pipeline and the preview, so both give the same answer."""
         repo = ScoringRepository(session)
-        domain = lead_domain(lead)
-        row = await repo.firmographic(domain)
+        domain = lookup_domain(lead)
+        row = await repo.firmographic(domain_candidates(domain))
         firmographic = (
             Firmographic(
                 domain=row.domain,
@@ -172,7 +163,7 @@ class Scoring:
         repeat_count = await repo.repeat_count(duplicate_of) if duplicate_of else 0
         context = {"source": dict(source), "is_test": is_test, "duplicate_of": duplicate_of, "repeat_count": repeat_count}
         score = score_lead(lead, enrichment, ruleset, context=context)
-        features = outcome_features({**lead, "source_kind": source.get("kind")}, enrichment.as_fields())
+        features = outcome_features(lead, enrichment.as_fields(), context=context)
         counts = await repo.outcome_counts(features)
         won_total, lost_total = counts.pop(TOTAL, (0, 0))
         conversion = conversion_probability(

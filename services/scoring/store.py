@@ -110,10 +110,17 @@ class ScoringRepository:
     async def scored(self, lead_id: str) -> ScoredLead | None:
         return await self.session.get(ScoredLead, lead_id)
 
-    async def firmographic(self, domain: str | None) -> FirmographicRow | None:
-        if not domain:
+    async def firmographic(self, candidates: list[str]) -> FirmographicRow | None:
+        """The most specific match: mail.eu.acme.co.uk finds acme.co.uk."""
+        if not candidates:
             return None
-        return await self.session.get(FirmographicRow, domain.lower())
+        rows = {
+            row.domain: row
+            for row in (
+                await self.session.execute(select(FirmographicRow).where(FirmographicRow.domain.in_(candidates)))
+            ).scalars()
+        }
+        return next((rows[c] for c in candidates if c in rows), None)
 
     async def repeat_count(self, root_lead_id: str) -> int:
         """How many leads of the same person were scored before (the original and its repeats)."""

@@ -10,7 +10,14 @@ from ingest.domain.keys import (
     new_api_key,
     new_publishable_key,
 )
-from ingest.domain.lead import NormalizedLead, lookup_country, normalize_lead, normalize_url, parse_datetime
+from ingest.domain.lead import (
+    NormalizedLead,
+    lookup_country,
+    normalize_lead,
+    normalize_url,
+    parse_datetime,
+    parse_phone,
+)
 from ingest.domain.sources._common import PlatformLead
 from ingest.domain.sources.google_ads import parse_google_ads, verify_google_key
 from ingest.domain.sources.hubspot import hubspot_signed_uri, parse_hubspot, verify_hubspot_v3
@@ -61,6 +68,7 @@ __all__ = [
     "parse_hubspot",
     "parse_linkedin_notification",
     "parse_meta_notification",
+    "parse_phone",
     "parse_typeform",
     "parse_webflow",
     "verify_google_key",

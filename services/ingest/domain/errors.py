@@ -12,7 +12,7 @@ class FieldError(NamedTuple):
     reason: str
 
 
-class LeadValidationError(ValueError):
+class LeadValidationError(Exception):
     """A lead (or a platform payload) was rejected; ``errors`` names every bad field."""
 
     def __init__(self, errors: list[FieldError]) -> None:

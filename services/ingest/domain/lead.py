@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -371,6 +372,7 @@ def parse_datetime(value: Any) -> datetime:
     return dt.astimezone(UTC)
 
 
+@functools.lru_cache(maxsize=1024)
 def lookup_country(value: str) -> str | None:
     """Country name or ISO code (alpha-2, alpha-3, numeric) -> ISO 3166-1 alpha-2, or None."""
     text = value.strip()
@@ -416,6 +418,7 @@ def parse_phone(text: str, region: str | None) -> phonenumbers.PhoneNumber | str
     return reason
 
 
+@functools.lru_cache(maxsize=512)
 def _normalize_language(value: str) -> str | None:
     if _LANGUAGE_TAG.match(value):
         parts = re.split(r"[-_]", value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -10,6 +11,11 @@ import unicodedata
 # Bengali, Arabic, Persian and emoji need them to shape correctly. LRM/RLM are harmless marks and stay.
 _UNSAFE_FORMAT = frozenset("\u200b\u2060\ufeff\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _ASCII_SPACE_RUN = re.compile(r" {2,}")
+# Anything clean_line might change; most input has none of it, and a regex scan is far cheaper
+# than the per-character loop.
+_NEEDS_CLEANING = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b\u2060\ufeff\u202a-\u202e\u2066-\u2069\ud800-\udfff]| {2,}"
+)
 
 
 def _drop_char(ch: str, keep: str) -> bool:
@@ -28,6 +34,8 @@ def clean_line(value: str) -> str:
     No Unicode normalization on purpose: NFC rewrites e.g. Bengali U+09DF into two code points,
     and a name must come back exactly as the person typed it.
     """
+    if not _NEEDS_CLEANING.search(value):
+        return value.strip()
     out = []
     for ch in value:
         if ch in "\t\n\r\v\f\x85\u2028\u2029":
@@ -66,10 +74,13 @@ def is_cjk(ch: str) -> bool:
 
 def is_cjk_text(value: str) -> bool:
     """True when every letter in ``value`` is CJK (spaces and punctuation ignored)."""
+    if value.isascii():
+        return False
     letters = [ch for ch in value if ch.isalpha()]
     return bool(letters) and all(is_cjk(ch) for ch in letters)
 
 
+@functools.lru_cache(maxsize=4096)
 def key_slug(key: str) -> str:
     """Loose form of a field key for alias matching: ``"First Name"``, ``first-name`` -> ``first_name``."""
     slug = re.sub(r"[\s\-.]+", "_", key.strip().lower())

@@ -292,6 +292,20 @@ class _Router:
         why = f"rep '{action.rep}' is not eligible" if rep else f"rep '{action.rep}' is not in the roster"
         return self.queued(team_id, rule, why)
 
+    def prefer_speakers(self, pool: list[Rep]) -> tuple[list[Rep], str]:
+        """Narrow the pool to reps who speak the lead's language, when at least one of them does."""
+        language = lead_language(self.view)
+        speakers = [rep for rep in pool if language and language in rep.languages]
+        if not speakers or len(speakers) == len(pool):
+            return pool, ""
+        speaker_ids = {rep.id for rep in speakers}
+        for rep in pool:
+            if rep.id not in speaker_ids:
+                self.candidates[rep.id] = Candidate(
+                    rep.id, False, [*self.candidates[rep.id].excluded_because, "language"]
+                )
+        return speakers, f" Reps who speak '{language}' were preferred."
+
     def team_rotation(self, action: Action, rule: Rule | None, options: RuleOptions) -> Decision | None:
         team = self.team(action.team or self.rules.fallback_team)
         method = action.method or (self.rules.fallback_method if rule is None else None) or team.method
@@ -322,6 +336,10 @@ class _Router:
             if action.fallback is not None:
                 return self.execute(action.fallback, rule, options)
             return self.queued(team.id, rule, f"no rep in team '{team.id}' can take the lead now")
+        if options.prefer_language:
+            eligible, preferred = self.prefer_speakers(eligible)
+            note += preferred
+            checked = [self.candidates[rep.id] for rep in members]
 
         present = {rep.id: rep.weight for rep in members if rep.is_available(self.now)}
         if method == "least_loaded":

@@ -30,6 +30,9 @@ Seed shape (YAML or JSON, already parsed into a mapping)::
         ooo_until: 2025-08-15T00:00:00Z
         manager_id: m-1
 
+Other top-level keys (such as `accounts`, read by the caller) are ignored; unknown keys inside a
+team or rep are errors, so a typo like `wieght` is caught.
+
 Hours: keys are days (mon..sun), ranges (mon-fri) or lists (sat,sun); values are "HH:MM-HH:MM"
 spans separated by commas, a list of such strings, or null/[] for closed. "24:00" ends at midnight.
 `hours: always` means around the clock. No `hours` key means Monday-Friday 09:00-17:00.
@@ -404,7 +407,8 @@ def parse_reps(data: Mapping[str, Any]) -> tuple[list[Team], list[Rep]]:
     errors = _Errors()
     if not isinstance(data, Mapping):
         raise RosterError(["<root>: expected a mapping with 'teams' and 'reps'"])
-    _known_keys(data, {"teams", "reps"}, "<root>", errors)
+    # `accounts` may sit in the same seed file; the caller reads it, so it is allowed and ignored here.
+    _known_keys(data, {"teams", "reps", "accounts"}, "<root>", errors)
     raw_teams, raw_reps = data.get("teams") or [], data.get("reps") or []
     if not isinstance(raw_teams, Sequence) or isinstance(raw_teams, str):
         errors.add("teams", "expected a list")

@@ -26,7 +26,8 @@ Actions: {team: id, method: round_robin|weighted|least_loaded} | {rep: id} | {nu
 {account_owner: true}. Any action except nurture may carry `fallback: <action>`, used when it names nobody.
 An account_owner action with no owner and no fallback passes the lead on to the next matching rule.
 
-Options: require_language (false), require_territory (true), segment (null: only reps serving it),
+Options: require_language (false: only reps speaking the lead's language), prefer_language (false: speakers
+first, anyone if none is free), require_territory (true), segment (null: only reps serving it),
 outside_hours: assign (nobody working -> pick among reps who are only outside their hours; default) |
 hold (wait for the first of them to start) | queue (to the team queue). `hold_outside_hours: true` is
 shorthand for `outside_hours: hold`.
@@ -220,6 +221,7 @@ class RuleOptions:
     """How strictly reps must fit a lead, and what to do when nobody is working."""
 
     require_language: bool = False
+    prefer_language: bool = False
     require_territory: bool = True
     segment: str | None = None
     outside_hours: str = "assign"
@@ -459,7 +461,7 @@ class _Compiler:
             return RuleOptions(**merged)
         for key, value in raw.items():
             at = f"{where}.{key}"
-            if key in ("require_language", "require_territory"):
+            if key in ("require_language", "prefer_language", "require_territory"):
                 if isinstance(value, bool):
                     merged[key] = value
                 else:

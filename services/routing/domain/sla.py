@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from routing.domain.reps import Rep, Team
 
@@ -81,8 +82,10 @@ def next_escalation_step(reassignments_so_far: int, policy: EscalationPolicy) ->
     return policy.then
 
 
-def manager_for(rep_id: str, reps: Sequence[Rep], teams: Sequence[Team]) -> str | None:
-    """Who a missed lead escalates to: the rep's manager, else the team's; never the rep themself."""
+def manager_for(
+    rep_id: str, reps: Sequence[Rep], teams: Sequence[Team], *, now: datetime | None = None
+) -> str | None:
+    """Who a missed lead escalates to: the rep's manager, else the team's; with `now`, only one present."""
     by_id = {rep.id: rep for rep in reps}
     rep = by_id.get(rep_id)
     if rep is None:
@@ -91,6 +94,9 @@ def manager_for(rep_id: str, reps: Sequence[Rep], teams: Sequence[Team]) -> str 
     for manager in (rep.manager_id, team.manager_id if team else None):
         if manager and manager != rep_id and by_id.get(manager) is not None:
             manager_rep = by_id[manager]
-            if manager_rep.status != "left":
-                return manager
+            if manager_rep.status == "left":
+                continue
+            if now is not None and not manager_rep.is_available(now):
+                continue  # an escalation to someone on leave is a lead nobody will call
+            return manager
     return None

@@ -14,6 +14,7 @@ from scoring.domain.firmographics import (
     EMPLOYEE_BANDS,
     Firmographic,
     FirmographicsError,
+    domain_candidates,
     normalize_domain,
     parse_firmographics_csv,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "Score",
     "classify_email",
     "conversion_probability",
+    "domain_candidates",
     "email_domain",
     "enrich",
     "load_ruleset",

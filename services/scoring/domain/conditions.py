@@ -19,6 +19,10 @@ from scoring.domain.firmographics import EMPLOYEE_BANDS
 from scoring.domain.phones import LINE_TYPES
 from scoring.domain.titles import FUNCTIONS, SENIORITIES
 
+# Lead text is attacker-controlled: text operators only look at the start of huge values, which bounds
+# polynomial matching costs. It does not stop a catastrophically backtracking regex; admins own theirs.
+MAX_MATCH_LENGTH = 10_000
+
 OPERATORS: tuple[str, ...] = ("equals", "one_of", "contains", "regex", "range", "exists")
 COMBINATORS: tuple[str, ...] = ("all", "any", "not")
 
@@ -206,9 +210,9 @@ def _test(test: FieldTest, value: Any) -> bool:
     if test.operator == "one_of":
         return any(_equals(value, option) for option in test.argument)
     if test.operator == "contains":
-        return test.argument.text.strip().casefold() in _as_text(value).casefold()
+        return test.argument.text.strip().casefold() in _as_text(value)[:MAX_MATCH_LENGTH].casefold()
     if test.operator == "regex":
-        return test.argument.search(_as_text(value)) is not None
+        return test.argument.search(_as_text(value)[:MAX_MATCH_LENGTH]) is not None
     if test.operator == "range":
         number = _as_number(value)
         low, high = test.argument

@@ -81,6 +81,18 @@ def is_valid_domain(domain: str) -> bool:
     return bool(_DOMAIN_RE.match(domain))
 
 
+def domain_candidates(domain: str | None) -> list[str]:
+    """The domain and its parents, longest first, to find "acme.co.uk" for "mail.eu.acme.co.uk".
+
+    Pick the first (longest) match in the table; bare suffixes like "co.uk" are never in it.
+    """
+    normalized = normalize_domain(domain)
+    if normalized is None:
+        return []
+    labels = normalized.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
 def parse_firmographics_csv(text: str) -> list[Firmographic]:
     """Parse the firmographics CSV; raise FirmographicsError naming every bad line."""
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))

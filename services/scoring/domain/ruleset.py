@@ -41,6 +41,8 @@ RULE_KEYS: tuple[str, ...] = ("id", "description", "when", "points", "enabled")
 GRADE_KEYS: tuple[str, ...] = ("weights", "thresholds")
 QUALIFIED_KEYS: tuple[str, ...] = ("min_fit", "min_intent", "min_grade", "unless")
 MAX_POINTS = 100
+# Aliases let YAML reuse a node many times; this caps the expanded size (a "billion laughs" file).
+MAX_EXPANDED_NODES = 50_000
 _RULE_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 _STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -487,6 +489,48 @@ class _Parser:
         return Qualification(min_fit=min_fit, min_intent=min_intent, min_grade=min_grade, unless=unless)
 
 
+def _expanded_size(node: Node, memo: dict[int, int]) -> int:
+    """Number of nodes once aliases are expanded, computed without expanding them."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    memo[id(node)] = 1  # a recursive alias counts once instead of looping
+    if isinstance(node, MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
+
+
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
+)
+
+
+def _tag_errors(root: Node) -> list[tuple[int | None, str]]:
+    """Explicit YAML tags (!!python/..., !custom) have no meaning in a ruleset; name where they are."""
+    errors: list[tuple[int | None, str]] = []
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.tag == "tag:yaml.org,2002:merge":
+            errors.append((_line(node), "YAML merge keys (<<) are not supported; repeat the keys"))
+        elif node.tag not in _PLAIN_TAGS:
+            errors.append((_line(node), f"unsupported YAML tag {node.tag!r}"))
+        if isinstance(node, MappingNode):
+            stack.extend(item for pair in node.value for item in pair)
+        elif isinstance(node, SequenceNode):
+            stack.extend(node.value)
+    return errors
+
+
 def _content_version(data: Any) -> str:
     """Hash of the parsed content: comments, layout and key order do not change it."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -505,6 +549,13 @@ def load_ruleset(yaml_text: str) -> Ruleset:
         raise RulesetError([(None, f"not valid YAML: {exc}")]) from exc
     if root is None:
         raise RulesetError([(None, "the ruleset is empty")])
+    if _expanded_size(root, {}) > MAX_EXPANDED_NODES:
+        raise RulesetError(
+            [(None, f"the ruleset is too large (over {MAX_EXPANDED_NODES} values once aliases expand)")]
+        )
+    tag_errors = _tag_errors(root)
+    if tag_errors:
+        raise RulesetError(tag_errors)
     parser = _Parser()
     entries = parser.mapping(root, "the ruleset", TOP_LEVEL_KEYS)
     if entries is None:

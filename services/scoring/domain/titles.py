@@ -29,6 +29,7 @@ FUNCTIONS: tuple[str, ...] = (
 
 def fold(text: str) -> str:
     """Accent-free, case-folded, width-normalised form used for keyword matching."""
+    # Kana lose their voicing marks too (ジ -> シ); harmless, as the patterns are folded the same way.
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
 
@@ -103,7 +104,7 @@ _SENIORITY_RULES: list[tuple[str, re.Pattern[str]]] = [
                 r"\bpdg\b",
                 r"\bmanaging (director|partner)\b",
                 r"gesch(a|ae)ftsf(u|ue)hr",
-                r"geschaftsleitung",
+                r"gesch(a|ae)ftsleitung",
                 r"\bvorstand",
                 r"\bdirect(eur|rice) general(e)?\b",
                 r"\bdirector(a)? general\b",
@@ -225,7 +226,7 @@ _FUNCTION_RULES: list[tuple[str, re.Pattern[str]]] = [
                 r"\btesorer",
                 r"\bfinance(s|ira|iro)?\b",
                 r"\bboekhoud",
-                r"経理|財務|会計|财务|財務|会计|會計",
+                r"経理|財務|会計|财务|会计|會計",
             ]
         ),
     ),
@@ -348,7 +349,6 @@ _FUNCTION_RULES: list[tuple[str, re.Pattern[str]]] = [
                 r"\bict\b",
                 r"\binformatique\b",
                 r"\binformatica\b",
-                r"\binformatica\b",
                 r"\bdsi\b",
                 r"\bsistemas\b",
                 r"\bsistemi informativi\b",
@@ -413,7 +413,7 @@ _FUNCTION_RULES: list[tuple[str, re.Pattern[str]]] = [
                 r"produktion",
                 r"\bproduction\b",
                 r"\bproduccion\b",
-                r"運用|物流|購買|调度|运营|營運|物流|采购|採購",
+                r"運用|物流|購買|调度|运营|營運|采购|採購",
             ]
         ),
     ),
@@ -428,7 +428,7 @@ _FUNCTION_RULES: list[tuple[str, re.Pattern[str]]] = [
                 r"\bmanaging director\b",
                 r"\bgeneral manager\b",
                 r"gesch(a|ae)ftsf(u|ue)hr",
-                r"geschaftsleitung",
+                r"gesch(a|ae)ftsleitung",
                 r"\bvorstand",
                 r"\binhaber",
                 r"\bpdg\b",

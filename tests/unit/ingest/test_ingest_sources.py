@@ -141,6 +141,13 @@ class TestMeta:
         with pytest.raises(SignatureError):
             meta_verify_challenge("tok", {"hub.mode": "subscribe", "hub.challenge": "1"})
 
+    @pytest.mark.parametrize("challenge", ["", "<script>alert(1)</script>", "1" * 257])
+    def test_challenge_that_is_not_a_plain_token_is_not_reflected(self, challenge: str) -> None:
+        with pytest.raises(SignatureError):
+            meta_verify_challenge(
+                "tok", {"hub.mode": "subscribe", "hub.verify_token": "tok", "hub.challenge": challenge}
+            )
+
     def test_batched_notification_yields_every_leadgen_change(self) -> None:
         refs = parse_meta_notification(META_NOTIFICATION)
         assert [r.leadgen_id for r in refs] == ["444444444444", "444444444445"]
@@ -538,7 +545,10 @@ class TestWebflow:
         ts = str(int((NOW - timedelta(minutes=4)).timestamp() * 1000))
         verify_webflow_signature(SECRET, body, ts, self.sign(ts, body), now=NOW)
 
-    @pytest.mark.parametrize(("ts", "sig"), [(None, "ab"), ("123", None), ("", ""), ("12:34", "ab")])
+    @pytest.mark.parametrize(
+        ("ts", "sig"),
+        [(None, "ab"), ("123", None), ("", ""), ("12:34", "ab"), ("9" * 40, "ab"), ("١٧٤١٩٦٤٤٠٠٠٠٠", "ab")],
+    )
     def test_missing_or_malformed_headers_fail(self, ts: str | None, sig: str | None) -> None:
         with pytest.raises(SignatureError):
             verify_webflow_signature(SECRET, body_of(WEBFLOW_EVENT), ts, sig, now=NOW)
@@ -665,7 +675,9 @@ class TestHubSpot:
                 now=NOW,
             )
 
-    @pytest.mark.parametrize(("ts", "sig"), [(None, "abc="), (str(NOW_MS), None), ("", ""), ("soon", "abc=")])
+    @pytest.mark.parametrize(
+        ("ts", "sig"), [(None, "abc="), (str(NOW_MS), None), ("", ""), ("soon", "abc="), ("9" * 40, "abc=")]
+    )
     def test_missing_headers_fail(self, ts: str | None, sig: str | None) -> None:
         with pytest.raises(SignatureError):
             verify_hubspot_v3(SECRET, "POST", HUBSPOT_URI, body_of(HUBSPOT_EVENTS), ts, sig, now=NOW)

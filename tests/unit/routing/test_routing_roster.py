@@ -47,7 +47,11 @@ def test_seed_shape_parses_into_teams_and_reps() -> None:
     teams, reps = parse_reps(load_yaml(SEED))
     sales, sdr = teams
     assert (sales.name, sales.queue_sla_minutes, sales.timezone, sales.manager_id) == (
-        "Account Executives", 30, "Europe/London", "boss")
+        "Account Executives",
+        30,
+        "Europe/London",
+        "boss",
+    )
     assert (sdr.name, sdr.method, sdr.queue_sla_minutes) == ("sdr", "weighted", 60)
     dana, boss, sam = reps
     assert dana.hours.by_weekday[0] == [(time(8), time(12)), (time(13), time(17))]
@@ -83,14 +87,23 @@ def broken(**changes: Any) -> dict[str, Any]:
         (broken(email="not-an-email"), "reps[0].email: is not an email address"),
         (broken(name=None), "reps[0].name: is required"),
         (broken(ooo_from="2025-08-01T00:00:00"), "reps[0].ooo_from: datetime needs a UTC offset"),
-        (broken(ooo_from="2025-08-02T00:00:00Z", ooo_until="2025-08-01T00:00:00Z"), "reps[0].ooo_until: must be after"),
-        (broken(hours={"mon-fri": "17:00-09:00"}), "reps[0].hours.mon-fri: span '17:00-09:00' ends before it starts"),
+        (
+            broken(ooo_from="2025-08-02T00:00:00Z", ooo_until="2025-08-01T00:00:00Z"),
+            "reps[0].ooo_until: must be after",
+        ),
+        (
+            broken(hours={"mon-fri": "17:00-09:00"}),
+            "reps[0].hours.mon-fri: span '17:00-09:00' ends before it starts",
+        ),
         (broken(hours={"weekdays": "09:00-17:00"}), "reps[0].hours.weekdays: unknown day 'weekdays'"),
         (broken(hours={"mon": "9am-5pm"}), "reps[0].hours.mon: bad time '9am'"),
         (broken(hours={"sat": None}), "reps[0].hours: no working time in the week"),
         (broken(closed_on=["christmas"]), "reps[0].closed_on[0]: bad date 'christmas'"),
         (broken(wieght=2), "reps[0].wieght: unknown field"),
-        ({"teams": [{"id": "sales", "method": "random"}], "reps": []}, "teams[0].method: unknown method 'random'"),
+        (
+            {"teams": [{"id": "sales", "method": "random"}], "reps": []},
+            "teams[0].method: unknown method 'random'",
+        ),
         ({"teams": [{"id": "a"}, {"id": "a"}], "reps": []}, "teams[1].id: duplicate id 'a'"),
     ],
 )
@@ -103,3 +116,12 @@ def test_roster_errors_name_the_field(seed: dict[str, Any], error: str) -> None:
 def test_midnight_end_and_24_00_mean_end_of_day() -> None:
     _, [night_owl] = parse_reps(broken(hours={"fri": "18:00-24:00"}))
     assert night_owl.hours.by_weekday[4] == [(time(18), time(0))]
+
+
+def test_accounts_in_the_same_seed_are_left_to_the_caller_but_other_root_keys_are_errors() -> None:
+    seed = broken()
+    seed["accounts"] = [{"domains": ["acme.io"], "owner": "r"}]
+    assert [r.id for r in parse_reps(seed)[1]] == ["r"]
+    seed["team"] = []
+    with pytest.raises(RosterError, match=r"<root>\.team: unknown field"):
+        parse_reps(seed)

@@ -105,14 +105,20 @@ operation = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(ops=st.lists(operation, max_size=40), rounds=st.integers(1, 6), initial=st.lists(st.integers(1, 6), min_size=1, max_size=5))
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(operation, max_size=40),
+    rounds=st.integers(1, 6),
+    initial=st.lists(st.integers(1, 6), min_size=1, max_size=5),
+)
 def test_no_sequence_of_roster_changes_makes_rotation_unfair(ops, rounds, initial) -> None:
     present = {f"r{i}": weight for i, weight in enumerate(initial)}
     away: dict[str, int] = {}
     state: dict[str, int] = {}
+    for _ in range(sum(initial)):  # an established rotation, so everyone has a counter to carry away
+        _, state = rotate(present, present, state)
     serial = len(initial)
-    returned: str | None = None
+    returned: set[str] = set()
     for op in ops:
         kind = op[0]
         if kind == "add":
@@ -128,11 +134,14 @@ def test_no_sequence_of_roster_changes_makes_rotation_unfair(ops, rounds, initia
         elif kind == "back" and away:
             rep_id = sorted(away)[op[1] % len(away)]
             present[rep_id] = away.pop(rep_id)
-            returned = rep_id
+            returned.add(rep_id)
         elif kind == "picks":
             for _ in range(op[1]):
                 _, state = rotate(present, present, state)
-            returned = None
+
+    # Whoever is still away comes back now, straight into the measured window.
+    returned.update(away)
+    present.update(away)
 
     # Now the roster is stable: over whole cycles every rep gets its weight's share, give or take one,
     # and a rep that just came back is no exception.
@@ -145,8 +154,8 @@ def test_no_sequence_of_roster_changes_makes_rotation_unfair(ops, rounds, initia
     for rep_id, weight in present.items():
         fair = window * weight / total
         assert abs(wins[rep_id] - fair) <= 2, (rep_id, wins, present)
-        if rep_id == returned:
-            assert wins[rep_id] <= fair + 1
+        if rep_id in returned:
+            assert wins[rep_id] <= fair + 1, (rep_id, wins, present)
     # And over a long stable stretch the shares converge to the weights.
     long_wins = dict.fromkeys(present, 0)
     for _ in range(total * 50):
@@ -181,7 +190,7 @@ rep_strategy = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     reps=st.lists(rep_strategy, max_size=8, unique_by=lambda r: r.id),
     loads=st.dictionaries(st.sampled_from([f"r{i}" for i in range(10)]), st.integers(0, 5)),

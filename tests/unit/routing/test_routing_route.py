@@ -1,4 +1,4 @@
-"""route(): eligibility (each exclusion reason), affinity, escalation, holds, queues and the Decision shape."""
+"""route(): each exclusion reason, affinity, escalation, holds, queues and the Decision shape."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 from routing_builders import WED_15_UTC, decide, rep, team_rules, view
 
-from routing.domain import RepLoad, Team, WorkingHours, load_rules
+from routing.domain import DEFAULT_RULES_YAML, RepLoad, Team, WorkingHours, load_rules
 
 pytestmark = pytest.mark.unit
 
@@ -29,13 +29,25 @@ def reasons_for(subject, **kwargs) -> list[str]:
     [
         (rep("x", status="away"), {}, "status:away"),
         (rep("x", status="ooo"), {}, "out_of_office"),
-        (rep("x", ooo_from=WED_15_UTC - timedelta(days=1), ooo_until=WED_15_UTC + timedelta(days=1)), {}, "out_of_office"),
+        (
+            rep("x", ooo_from=WED_15_UTC - timedelta(days=1), ooo_until=WED_15_UTC + timedelta(days=1)),
+            {},
+            "out_of_office",
+        ),
         (rep("x", ooo_from=WED_15_UTC - timedelta(hours=1)), {}, "out_of_office"),  # open-ended leave
         (rep("x", status="left"), {}, "left"),
         (rep("x", hours=NINE_TO_FIVE, timezone="America/Los_Angeles"), {}, "outside_hours"),  # 07:00 there
         (rep("x", hours=NINE_TO_FIVE, timezone="Asia/Dhaka"), {}, "outside_hours"),  # 21:00 there
-        (rep("x", max_open=5), {"loads": {"x": RepLoad(open_leads=5, assigned_today=0)}}, "over_capacity:open"),
-        (rep("x", max_per_day=3), {"loads": {"x": RepLoad(open_leads=0, assigned_today=3)}}, "over_capacity:daily"),
+        (
+            rep("x", max_open=5),
+            {"loads": {"x": RepLoad(open_leads=5, assigned_today=0)}},
+            "over_capacity:open",
+        ),
+        (
+            rep("x", max_per_day=3),
+            {"loads": {"x": RepLoad(open_leads=0, assigned_today=3)}},
+            "over_capacity:daily",
+        ),
         (rep("x", languages=frozenset({"de"})), {"rules": team_rules(require_language=True)}, "language"),
         (rep("x", territories=frozenset({"EMEA"})), {}, "territory"),
         (rep("x", territories=frozenset({"US-NY"})), {}, "territory"),  # lead is in US-CA
@@ -50,7 +62,9 @@ def test_each_exclusion_reason(subject, kwargs, reason: str) -> None:
 @pytest.mark.parametrize(
     "subject",
     [
-        rep("x", ooo_from=WED_15_UTC + timedelta(days=1), ooo_until=WED_15_UTC + timedelta(days=3)),  # leave not begun
+        rep(
+            "x", ooo_from=WED_15_UTC + timedelta(days=1), ooo_until=WED_15_UTC + timedelta(days=3)
+        ),  # leave not begun
         rep("x", ooo_from=WED_15_UTC - timedelta(days=3), ooo_until=WED_15_UTC),  # back exactly now
         rep("x", hours=NINE_TO_FIVE, timezone="Europe/London"),  # 15:00 there
         rep("x", max_open=6),  # 5 open of 6
@@ -105,14 +119,20 @@ def test_a_duplicate_skips_an_unavailable_previous_rep_and_nurture_rules_still_a
     reps = [rep("a"), rep("b", status="ooo")]
     assert decide(view(duplicate_of="lead-1"), reps, previous_rep="b").rep_id == "a"
     nurture = load_rules({"fallback_team": "sales", "rules": [{"action": {"nurture": True}}]})
-    assert decide(view(duplicate_of="lead-1"), [rep("a")], previous_rep="a", rules=nurture).outcome == "nurture"
+    assert (
+        decide(view(duplicate_of="lead-1"), [rep("a")], previous_rep="a", rules=nurture).outcome == "nurture"
+    )
     # An escalation away from the previous rep must not bounce the lead straight back.
-    back = decide(view(duplicate_of="lead-1"), [rep("a"), rep("b")], previous_rep="b", exclude=frozenset({"b"}))
+    back = decide(
+        view(duplicate_of="lead-1"), [rep("a"), rep("b")], previous_rep="b", exclude=frozenset({"b"})
+    )
     assert back.rep_id == "a"
 
 
 def test_sticky_duplicates_can_be_switched_off() -> None:
-    rules = load_rules({"fallback_team": "sales", "sticky_duplicates": False, "rules": [{"action": {"team": "sales"}}]})
+    rules = load_rules(
+        {"fallback_team": "sales", "sticky_duplicates": False, "rules": [{"action": {"team": "sales"}}]}
+    )
     reps = [rep("a"), rep("b")]
     picks = {decide(view(duplicate_of="l-1"), reps, rules=rules, previous_rep="b").rep_id}
     assert picks == {"a"}  # fresh rotation picks a (ids sort first), not the previous rep b
@@ -122,7 +142,10 @@ ACCOUNT_RULES = load_rules(
     {
         "fallback_team": "sales",
         "rules": [
-            {"id": "owner", "action": {"account_owner": True, "fallback": {"team": "sdr", "method": "round_robin"}}},
+            {
+                "id": "owner",
+                "action": {"account_owner": True, "fallback": {"team": "sdr", "method": "round_robin"}},
+            },
         ],
     }
 )
@@ -130,7 +153,9 @@ ACCOUNT_RULES = load_rules(
 
 def test_account_owner_wins_even_when_busy_but_not_when_out_of_office() -> None:
     reps = [rep("owner", max_open=1), rep("s1", team="sdr")]
-    busy = decide(view(), reps, rules=ACCOUNT_RULES, accounts={"ACME.io": "owner"}, loads={"owner": RepLoad(9, 9)})
+    busy = decide(
+        view(), reps, rules=ACCOUNT_RULES, accounts={"ACME.io": "owner"}, loads={"owner": RepLoad(9, 9)}
+    )
     assert (busy.rep_id, busy.method) == ("owner", "account_owner")
     reps[0] = rep("owner", status="ooo")
     away = decide(view(), reps, rules=ACCOUNT_RULES, accounts={"acme.io": "owner"})
@@ -140,7 +165,9 @@ def test_account_owner_wins_even_when_busy_but_not_when_out_of_office() -> None:
 
 def test_account_owner_domain_falls_back_to_the_email_domain() -> None:
     lead = view(enrichment={}, lead={"country": "US", "email": "Pat@Initech.com"})
-    decision = decide(lead, [rep("o"), rep("s1", team="sdr")], rules=ACCOUNT_RULES, accounts={"initech.com": "o"})
+    decision = decide(
+        lead, [rep("o"), rep("s1", team="sdr")], rules=ACCOUNT_RULES, accounts={"initech.com": "o"}
+    )
     assert decision.rep_id == "o"
 
 
@@ -148,7 +175,10 @@ def test_account_owner_without_fallback_passes_to_the_next_rule() -> None:
     rules = load_rules(
         {
             "fallback_team": "sales",
-            "rules": [{"id": "owner", "action": {"account_owner": True}}, {"id": "rest", "action": {"team": "sdr"}}],
+            "rules": [
+                {"id": "owner", "action": {"account_owner": True}},
+                {"id": "rest", "action": {"team": "sdr"}},
+            ],
         }
     )
     decision = decide(view(), [rep("s1", team="sdr")], rules=rules, accounts={})
@@ -194,7 +224,10 @@ def test_outside_hours_queue_queues() -> None:
 
 
 def test_in_hours_reps_are_preferred_over_off_hours_reps() -> None:
-    reps = [rep("lon", hours=NINE_TO_FIVE, timezone="Europe/London"), rep("la", hours=NINE_TO_FIVE, timezone="America/Los_Angeles")]
+    reps = [
+        rep("lon", hours=NINE_TO_FIVE, timezone="Europe/London"),
+        rep("la", hours=NINE_TO_FIVE, timezone="America/Los_Angeles"),
+    ]
     picks = set()
     rotation: dict = {}
     for _ in range(6):
@@ -205,7 +238,9 @@ def test_in_hours_reps_are_preferred_over_off_hours_reps() -> None:
 
 
 def test_no_eligible_rep_uses_the_action_fallback_before_queueing() -> None:
-    rules = load_rules({"fallback_team": "sales", "rules": [{"action": {"team": "sales", "fallback": {"team": "sdr"}}}]})
+    rules = load_rules(
+        {"fallback_team": "sales", "rules": [{"action": {"team": "sales", "fallback": {"team": "sdr"}}}]}
+    )
     decision = decide(view(), [rep("a", status="away"), rep("s", team="sdr")], rules=rules)
     assert (decision.rep_id, decision.team_id) == ("s", "sdr")
 
@@ -259,10 +294,33 @@ def test_decision_is_explained_without_pii_and_serialises_to_json() -> None:
 
 def test_now_must_be_aware() -> None:
     with pytest.raises(ValueError, match="aware"):
-        decide(view(), [rep("a")], now=datetime(2025, 3, 5, 12, 0))  # noqa: DTZ001
+        decide(view(), [rep("a")], now=datetime(2025, 3, 5, 12, 0))
 
 
 def test_working_hours_with_lunch_break() -> None:
     lunch = WorkingHours(by_weekday={2: [(time(9), time(12)), (time(13), time(17))]})
     at_lunch = datetime(2025, 3, 5, 12, 30, tzinfo=UTC)
     assert decide(view(), [rep("x", hours=lunch), rep("peer")], now=at_lunch).rep_id == "peer"
+
+
+def test_prefer_language_uses_speakers_first_and_anyone_when_none_is_free() -> None:
+    lead = view(lead={"country": "DE", "language": "de"})
+    reps = [rep("en1", languages=frozenset({"en"})), rep("de1", languages=frozenset({"de", "en"}))]
+    rules = team_rules(prefer_language=True)
+    rotation: dict = {}
+    for _ in range(4):
+        decision = decide(lead, reps, rules=rules, rotation=rotation)
+        rotation = decision.rotation
+        assert decision.rep_id == "de1"
+    assert {c.rep_id: c.excluded_because for c in decision.candidates} == {"en1": ["language"], "de1": []}
+    busy = decide(lead, reps, rules=rules, exclude=frozenset({"de1"}))
+    assert busy.rep_id == "en1"
+    # require_language, by contrast, queues rather than hand a German lead to a non-speaker.
+    strict = decide(lead, reps, rules=team_rules(require_language=True), exclude=frozenset({"de1"}))
+    assert strict.outcome == "queued"
+
+
+def test_default_rules_never_queue_a_hot_lead_for_want_of_a_speaker() -> None:
+    reps = [rep("ae-1", languages=frozenset({"en"})), rep("sdr-1", team="sdr")]
+    french = view(lead={"country": "FR", "language": "fr"})
+    assert decide(french, reps, rules=load_rules(DEFAULT_RULES_YAML)).rep_id == "ae-1"

@@ -14,14 +14,19 @@ pytestmark = pytest.mark.unit
 
 
 def matches(when: Any, lead: dict[str, Any]) -> bool:
-    rules = load_rules({"fallback_team": "sales", "rules": [{"id": "r", "when": when, "action": {"nurture": True}}]})
+    rules = load_rules(
+        {"fallback_team": "sales", "rules": [{"id": "r", "when": when, "action": {"nurture": True}}]}
+    )
     return rules.first_match(lead) is not None
 
 
 LEAD = view(
     lead={"country": "DE", "language": "de-AT", "email": "kim@globex.de", "job_title": "VP Sales", "utm": {}},
-    enrichment={"domain": "globex.de", "company": {"employee_band": "1001-5000", "industry": "Software"},
-                "technologies": ["Salesforce", "HubSpot"]},
+    enrichment={
+        "domain": "globex.de",
+        "company": {"employee_band": "1001-5000", "industry": "Software"},
+        "technologies": ["Salesforce", "HubSpot"],
+    },
     score={"fit": 82.5, "intent": 40, "grade": "B", "qualified": True},
 )
 
@@ -69,7 +74,9 @@ def test_operators(when: Any, expected: bool) -> None:
 
 
 def test_norway_stays_a_country_in_yaml() -> None:
-    rules = load_rules("fallback_team: sales\nrules:\n  - when: {lead.country: NO}\n    action: {nurture: true}\n")
+    rules = load_rules(
+        "fallback_team: sales\nrules:\n  - when: {lead.country: NO}\n    action: {nurture: true}\n"
+    )
     assert rules.first_match(view(lead={"country": "NO"})) is not None
     assert rules.first_match(view(lead={"country": "SE"})) is None
 
@@ -79,7 +86,11 @@ def test_first_match_wins_and_unmatched_leads_use_the_fallback_team() -> None:
         {
             "fallback_team": "sdr",
             "rules": [
-                {"id": "enterprise", "when": {"score.fit": {"range": {"gte": 90}}}, "action": {"rep": "boss"}},
+                {
+                    "id": "enterprise",
+                    "when": {"score.fit": {"range": {"gte": 90}}},
+                    "action": {"rep": "boss"},
+                },
                 {"id": "hot", "when": {"score.grade": "A"}, "action": {"team": "sales"}},
                 {"id": "also-hot", "when": {"score.grade": "A"}, "action": {"nurture": True}},
             ],
@@ -95,8 +106,13 @@ def test_first_match_wins_and_unmatched_leads_use_the_fallback_team() -> None:
 
 
 def test_json_and_yaml_of_the_same_rules_have_the_same_version_and_edits_change_it() -> None:
-    data = {"fallback_team": "sdr", "rules": [{"id": "x", "when": {"score.grade": "A"}, "action": {"team": "s"}}]}
-    from_yaml = load_rules("fallback_team: sdr\nrules:\n- id: x\n  when: {score.grade: A}\n  action: {team: s}\n")
+    data = {
+        "fallback_team": "sdr",
+        "rules": [{"id": "x", "when": {"score.grade": "A"}, "action": {"team": "s"}}],
+    }
+    from_yaml = load_rules(
+        "fallback_team: sdr\nrules:\n- id: x\n  when: {score.grade: A}\n  action: {team: s}\n"
+    )
     assert load_rules(json.dumps(data)).version == load_rules(data).version == from_yaml.version
     data["rules"][0]["when"] = {"score.grade": "B"}
     assert load_rules(data).version != from_yaml.version
@@ -106,35 +122,86 @@ def test_json_and_yaml_of_the_same_rules_have_the_same_version_and_edits_change_
     ("document", "error"),
     [
         (
-            {"fallback_team": "s", "rules": [{}, {}, {"when": {"score.grade": {"equal": "A"}}, "action": {"nurture": True}}]},
+            {
+                "fallback_team": "s",
+                "rules": [{}, {}, {"when": {"score.grade": {"equal": "A"}}, "action": {"nurture": True}}],
+            },
             "rules[2].when.score.grade: unknown operator 'equal'",
         ),
         ({"rules": []}, "fallback_team: is required"),
-        ({"fallback_team": "s", "rules": [{"when": {"scor.grade": "A"}, "action": {"nurture": True}}]},
-         "rules[0].when.scor.grade: unknown field 'scor.grade'"),
-        ({"fallback_team": "s", "rules": [{"when": {"lead.email": {"regex": "(["}}, "action": {"nurture": True}}]},
-         "rules[0].when.lead.email.regex: invalid regex"),
-        ({"fallback_team": "s", "rules": [{"when": {"score.fit": {"range": [9, 1]}}, "action": {"nurture": True}}]},
-         "rules[0].when.score.fit.range: lower bound is above upper bound"),
-        ({"fallback_team": "s", "rules": [{"when": {"score.fit": {"range": {"gte": "x"}}}, "action": {"nurture": True}}]},
-         "rules[0].when.score.fit.range.gte: expected a number"),
-        ({"fallback_team": "s", "rules": [{"when": {"score.grade": {"one_of": []}}, "action": {"nurture": True}}]},
-         "rules[0].when.score.grade.one_of: expected a non-empty list"),
-        ({"fallback_team": "s", "rules": [{"when": {"lead.country": {"exists": "yes"}}, "action": {"nurture": True}}]},
-         "rules[0].when.lead.country.exists: expected true or false"),
-        ({"fallback_team": "s", "rules": [{"when": {"any": []}, "action": {"nurture": True}}]},
-         "rules[0].when.any: expected a non-empty list"),
-        ({"fallback_team": "s", "rules": [{"action": {"team": "s", "method": "random"}}]},
-         "rules[0].action.method: unknown method 'random'"),
-        ({"fallback_team": "s", "rules": [{"action": {"team": "s", "nurture": True}}]},
-         "rules[0].action: needs exactly one of"),
+        (
+            {"fallback_team": "s", "rules": [{"when": {"scor.grade": "A"}, "action": {"nurture": True}}]},
+            "rules[0].when.scor.grade: unknown field 'scor.grade'",
+        ),
+        (
+            {
+                "fallback_team": "s",
+                "rules": [{"when": {"lead.email": {"regex": "(["}}, "action": {"nurture": True}}],
+            },
+            "rules[0].when.lead.email.regex: invalid regex",
+        ),
+        (
+            {
+                "fallback_team": "s",
+                "rules": [{"when": {"score.fit": {"range": [9, 1]}}, "action": {"nurture": True}}],
+            },
+            "rules[0].when.score.fit.range: lower bound is above upper bound",
+        ),
+        (
+            {
+                "fallback_team": "s",
+                "rules": [{"when": {"score.fit": {"range": {"gte": "x"}}}, "action": {"nurture": True}}],
+            },
+            "rules[0].when.score.fit.range.gte: expected a number",
+        ),
+        (
+            {
+                "fallback_team": "s",
+                "rules": [{"when": {"score.grade": {"one_of": []}}, "action": {"nurture": True}}],
+            },
+            "rules[0].when.score.grade.one_of: expected a non-empty list",
+        ),
+        (
+            {
+                "fallback_team": "s",
+                "rules": [{"when": {"lead.country": {"exists": "yes"}}, "action": {"nurture": True}}],
+            },
+            "rules[0].when.lead.country.exists: expected true or false",
+        ),
+        (
+            {"fallback_team": "s", "rules": [{"when": {"any": []}, "action": {"nurture": True}}]},
+            "rules[0].when.any: expected a non-empty list",
+        ),
+        (
+            {"fallback_team": "s", "rules": [{"action": {"team": "s", "method": "random"}}]},
+            "rules[0].action.method: unknown method 'random'",
+        ),
+        (
+            {"fallback_team": "s", "rules": [{"action": {"team": "s", "nurture": True}}]},
+            "rules[0].action: needs exactly one of",
+        ),
         ({"fallback_team": "s", "rules": [{"when": {"score.grade": "A"}}]}, "rules[0].action: is required"),
-        ({"fallback_team": "s", "rules": [{"action": {"nurture": True}, "options": {"outside_hours": "wait"}}]},
-         "rules[0].options.outside_hours: expected one of assign, hold, queue"),
-        ({"fallback_team": "s", "rules": [{"action": {"nurture": True}, "options": {"require_lang": True}}]},
-         "rules[0].options.require_lang: unknown option"),
-        ({"fallback_team": "s", "rules": [{"id": "a", "action": {"nurture": True}}, {"id": "a", "action": {"nurture": True}}]},
-         "rules[1].id: duplicate rule id 'a'"),
+        (
+            {
+                "fallback_team": "s",
+                "rules": [{"action": {"nurture": True}, "options": {"outside_hours": "wait"}}],
+            },
+            "rules[0].options.outside_hours: expected one of assign, hold, queue",
+        ),
+        (
+            {
+                "fallback_team": "s",
+                "rules": [{"action": {"nurture": True}, "options": {"require_lang": True}}],
+            },
+            "rules[0].options.require_lang: unknown option",
+        ),
+        (
+            {
+                "fallback_team": "s",
+                "rules": [{"id": "a", "action": {"nurture": True}}, {"id": "a", "action": {"nurture": True}}],
+            },
+            "rules[1].id: duplicate rule id 'a'",
+        ),
         ({"fallback_team": "s", "rule": []}, "rule: unknown field"),
     ],
 )
@@ -185,5 +252,7 @@ def test_default_rules_send_a_known_account_to_its_owner_first() -> None:
     decision = decide(view(), reps, rules=load_rules(DEFAULT_RULES_YAML), accounts={"acme.io": "owner"})
     assert (decision.rep_id, decision.method, decision.rule_id) == ("owner", "account_owner", "account-owner")
     # Test leads never reach the owner.
-    test_lead = decide(view(is_test=True), reps, rules=load_rules(DEFAULT_RULES_YAML), accounts={"acme.io": "owner"})
+    test_lead = decide(
+        view(is_test=True), reps, rules=load_rules(DEFAULT_RULES_YAML), accounts={"acme.io": "owner"}
+    )
     assert test_lead.outcome == "nurture"

@@ -46,7 +46,9 @@ def test_an_a_lead_at_night_is_due_five_minutes_into_the_reps_morning() -> None:
     policy = sla_policy_for("A")
     la_rep = rep("r", timezone="America/Los_Angeles", hours=WorkingHours())
     start = datetime(2025, 3, 5, 6, 0, tzinfo=UTC)  # Tuesday 22:00 in Los Angeles
-    due = sla_deadline(start, policy.minutes, business_hours=policy.business_hours, hours=la_rep.hours, tz=la_rep.timezone)
+    due = sla_deadline(
+        start, policy.minutes, business_hours=policy.business_hours, hours=la_rep.hours, tz=la_rep.timezone
+    )
     assert due == datetime(2025, 3, 5, 17, 5, tzinfo=UTC)  # Wednesday 09:05 PST
 
 
@@ -81,3 +83,11 @@ def test_manager_is_the_reps_then_the_teams_and_never_someone_who_left() -> None
     reps[3] = rep("head", status="left")
     assert manager_for("b", reps, teams) is None
     assert manager_for("nobody", reps, teams) is None
+
+
+def test_with_a_clock_an_absent_manager_is_skipped_for_the_teams() -> None:
+    teams = [Team("sales", "Sales", manager_id="head")]
+    reps = [rep("a", manager_id="lead"), rep("lead", status="ooo"), rep("head")]
+    now = datetime(2025, 3, 5, 12, 0, tzinfo=UTC)
+    assert manager_for("a", reps, teams) == "lead"
+    assert manager_for("a", reps, teams, now=now) == "head"

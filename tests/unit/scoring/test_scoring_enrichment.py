@@ -10,6 +10,7 @@ import pytest
 from scoring.domain import (
     Firmographic,
     FirmographicsError,
+    domain_candidates,
     enrich,
     lookup_domain,
     parse_firmographics_csv,
@@ -196,3 +197,15 @@ def test_to_dict_round_trips_through_json() -> None:
     assert data["company"]["name"] == "Acme GmbH"
     assert data["partial"] is True
     assert data["steps"][0]["step"] == "email_type"
+
+
+@pytest.mark.parametrize(
+    ("domain", "candidates"),
+    [
+        ("mail.eu.acme.co.uk", ["mail.eu.acme.co.uk", "eu.acme.co.uk", "acme.co.uk", "co.uk"]),
+        ("https://www.Acme.io/pricing", ["acme.io"]),
+        (None, []),
+    ],
+)
+def test_domain_candidates_for_the_table_lookup(domain: str | None, candidates: list[str]) -> None:
+    assert domain_candidates(domain) == candidates

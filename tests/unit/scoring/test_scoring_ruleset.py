@@ -165,3 +165,28 @@ def test_yaml_syntax_error_names_its_line() -> None:
 @pytest.mark.parametrize("text", ["", "just words", "- a\n- list\n"])
 def test_not_a_ruleset_at_all(text: str) -> None:
     assert errors_of(text)
+
+
+def test_yaml_anchors_can_share_a_list_between_rules() -> None:
+    text = VALID.replace(
+        "    when: {enrichment.email_type: corporate}",
+        "    when: {lead.country: {one_of: &markets [DE, AT, CH]}}",
+    ).replace(
+        "    when: {lead.form_id: {regex: demo}}",
+        "    when: {enrichment.company.country: {one_of: *markets}}",
+    )
+    ruleset = load_ruleset(text)
+    assert [rule.id for rule in ruleset.rules] == ["work_email", "demo"]
+
+
+def test_alias_bomb_is_refused_before_it_expands() -> None:
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for previous, name in zip("abcdefg", "bcdefgh", strict=False):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 10)}]")
+    problems = [problem for _, problem in errors_of("\n".join(levels) + "\n")]
+    assert problems == ["the ruleset is too large (over 50000 values once aliases expand)"]
+
+
+def test_explicit_yaml_tags_are_refused_with_their_line() -> None:
+    errors = errors_of(VALID.replace("points: 20", "points: !!python/object:os.system 20"))
+    assert errors == [(7, "unsupported YAML tag 'tag:yaml.org,2002:python/object:os.system'")]

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ingest.domain.errors import FieldError, LeadValidationError, SignatureError
@@ -51,8 +51,19 @@ def check_base64(expected: bytes, given: str) -> None:
         raise SignatureError("signature mismatch")
 
 
+def parse_ms_timestamp(value: str | None, *, label: str) -> tuple[str, datetime]:
+    """A Unix-milliseconds header as (the exact signed text, its time); SignatureError if unusable."""
+    text = (value or "").strip()
+    # isascii(): str.isdigit() also accepts e.g. Arabic-Indic digits, which int() would then read.
+    if not text or not (text.isascii() and text.isdigit()) or len(text) > 16:
+        raise SignatureError(f"missing or malformed {label}")
+    return text, datetime.fromtimestamp(int(text) / 1000, tz=UTC)
+
+
 def check_fresh(sent_at: datetime, now: datetime, *, label: str) -> None:
     """Refuse replays: the signed timestamp must be within 5 minutes of now, either way."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
     if abs(now - sent_at) > MAX_SIGNATURE_AGE:
         raise SignatureError(f"{label} is more than 5 minutes from now")
 

@@ -52,8 +52,8 @@ class LinkedInNotification:
 def linkedin_challenge(client_secret: str, challenge_code: str) -> dict[str, str]:
     """Answer the endpoint validation GET: echo the code with hex HMAC-SHA256(client_secret, code)."""
     require_secret(client_secret)
-    if not challenge_code:
-        raise SignatureError("missing challengeCode")
+    if not challenge_code or len(challenge_code) > 256:
+        raise SignatureError("missing or malformed challengeCode")
     return {
         "challengeCode": challenge_code,
         "challengeResponse": hmac_sha256(client_secret, challenge_code.encode()).hex(),

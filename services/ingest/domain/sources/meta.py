@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,7 @@ from ingest.domain.lead import parse_datetime
 from ingest.domain.sources._common import check_hex, hmac_sha256, platform_key, require_secret
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+_CHALLENGE = re.compile(r"[A-Za-z0-9_\-]{1,256}")
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,11 @@ def meta_verify_challenge(verify_token: str, params: Mapping[str, str]) -> str:
     token = params.get("hub.verify_token") or ""
     if not hmac.compare_digest(token.encode(), verify_token.encode()):
         raise SignatureError("hub.verify_token does not match")
-    challenge = params.get("hub.challenge")
-    if not challenge:
-        raise SignatureError("missing hub.challenge")
+    challenge = params.get("hub.challenge") or ""
+    # Meta sends a number; the API echoes it as the response body, so anything else (markup,
+    # megabytes) is refused rather than reflected.
+    if not _CHALLENGE.fullmatch(challenge):
+        raise SignatureError("missing or malformed hub.challenge")
     return challenge
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ingest.domain.errors import FieldError, LeadValidationError, SignatureError
@@ -13,6 +13,7 @@ from ingest.domain.sources._common import (
     check_fresh,
     check_hex,
     hmac_sha256,
+    parse_ms_timestamp,
     platform_key,
     require_secret,
     require_str,
@@ -27,15 +28,13 @@ def verify_webflow_signature(
 ) -> None:
     """Check hex HMAC-SHA256(secret, f"{timestamp}:{raw body}") and that the ms timestamp is <= 5 min old."""
     require_secret(secret)
-    if not timestamp or not signature:
-        raise SignatureError(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER}")
-    ts = timestamp.strip()
-    if not ts.isdigit():
-        raise SignatureError(f"malformed {TIMESTAMP_HEADER}")
+    if not signature:
+        raise SignatureError(f"missing {SIGNATURE_HEADER}")
+    ts, sent_at = parse_ms_timestamp(timestamp, label=TIMESTAMP_HEADER)
     # Signature first, then freshness: a stale but genuine request and a forged one both fail,
     # and the order leaks nothing an attacker can use.
     check_hex(hmac_sha256(secret, ts.encode() + b":" + body), signature)
-    check_fresh(datetime.fromtimestamp(int(ts) / 1000, tz=UTC), now, label=TIMESTAMP_HEADER)
+    check_fresh(sent_at, now, label=TIMESTAMP_HEADER)
 
 
 def parse_webflow(payload: Mapping[str, Any]) -> PlatformLead:

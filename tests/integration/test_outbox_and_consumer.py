@@ -1,0 +1,203 @@
+"""The shared delivery machinery against the real broker, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import select
+
+from common.consumer import ConsumerLoop
+from common.db import Database, upgrade_schema_async
+from common.envelope import Event
+from common.kafka import ensure_topics, new_producer
+from common.outbox import OutboxRelay, add_events, backlog
+from common.settings import ServiceSettings
+from routing.app import MIGRATIONS
+from routing.store import Base, Setting, outbox, processed
+from tests.support.stack import produce_raw, read_topic, wait_until_async
+
+pytestmark = [pytest.mark.integration, pytest.mark.kafka]
+
+
+def _settings(bootstrap: str, namespace: str, **overrides: object) -> ServiceSettings:
+    values: dict[str, object] = {
+        "service_name": "plumbing",
+        "env": "test",
+        "kafka_bootstrap": bootstrap,
+        "topic_namespace": namespace,
+        "topic_partitions": 2,
+        "outbox_poll_interval_s": 0.05,
+        "consumer_max_attempts": 2,
+        "consumer_retry_backoff_s": 0.01,
+        "kafka_send_timeout_s": 3,
+    }
+    values.update(overrides)
+    return ServiceSettings(**values)  # type: ignore[arg-type]
+
+
+async def _database(url: str) -> Database:
+    db = Database(url)
+    await upgrade_schema_async(url, MIGRATIONS, Base.metadata)
+    return db
+
+
+def _event(subject: str, n: int, **kw: object) -> Event:
+    return Event(type="thing.happened", source="/tests", subject=subject, data={"n": n}, **kw)  # type: ignore[arg-type]
+
+
+async def test_relay_publishes_committed_events_in_order_and_never_rolled_back_ones(
+    database_url: str, kafka_bootstrap: str, namespace: str
+) -> None:
+    settings = _settings(kafka_bootstrap, namespace)
+    await ensure_topics(settings, ["things.v1"])
+    db = await _database(database_url)
+    relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=lambda: new_producer(settings))
+    task = asyncio.create_task(relay.run())
+    try:
+        committed = [_event("lead-1", n, correlation_id="corr-1") for n in range(5)]
+        async with db.transaction() as session:
+            await add_events(session, outbox, settings, committed, lambda _e: "things.v1")
+        with contextlib.suppress(RuntimeError):
+            async with db.transaction() as session:
+                await add_events(session, outbox, settings, [_event("lead-1", 99)], lambda _e: "things.v1")
+                raise RuntimeError("the state change failed, so its events must not leave")
+
+        records = []
+
+        async def all_published() -> bool:
+            records[:] = await read_topic(kafka_bootstrap, settings.topic("things.v1"), timeout=2)
+            return len(records) >= 5
+
+        await wait_until_async(all_published, timeout=20, what="5 records published")
+        values = [Event.from_record(r.key, r.value, r.headers) for r in records]
+        assert [e.data["n"] for e in values] == [0, 1, 2, 3, 4]  # one key, one partition, commit order
+        assert [e.id for e in values] == [e.id for e in committed]
+        assert all(e.correlation_id == "corr-1" and e.subject == "lead-1" for e in values)
+        assert {r.key for r in records} == {b"lead-1"}
+        await wait_until_async(lambda: _is_zero(backlog(db, outbox)), timeout=10, what="outbox emptied")
+    finally:
+        await relay.stop()
+        await task
+        await db.dispose()
+
+
+async def _is_zero(value: object) -> bool:
+    return (await value) == 0  # type: ignore[misc]
+
+
+async def test_relay_keeps_rows_while_the_broker_is_unreachable_then_publishes_them(
+    database_url: str, kafka_bootstrap: str, namespace: str
+) -> None:
+    good = _settings(kafka_bootstrap, namespace)
+    down = _settings("127.0.0.1:1", namespace, kafka_send_timeout_s=1)
+    await ensure_topics(good, ["things.v1"])
+    db = await _database(database_url)
+    async with db.transaction() as session:
+        await add_events(session, outbox, good, [_event(f"lead-{i}", i) for i in range(3)], lambda _e: "things.v1")
+
+    relay = OutboxRelay(settings=down, db=db, table=outbox, producer_factory=lambda: new_producer(down))
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(2.5)  # let it fail a few times against a port where nothing listens
+    await relay.stop()
+    await task
+    assert await backlog(db, outbox) == 3, "nothing may be dropped while Kafka is unreachable"
+
+    relay = OutboxRelay(settings=good, db=db, table=outbox, producer_factory=lambda: new_producer(good))
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until_async(lambda: _is_zero(backlog(db, outbox)), timeout=20, what="backlog published")
+        records = await read_topic(kafka_bootstrap, good.topic("things.v1"))
+        assert sorted(Event.from_record(r.key, r.value, r.headers).data["n"] for r in records) == [0, 1, 2]
+    finally:
+        await relay.stop()
+        await task
+        await db.dispose()
+
+
+async def _count(db: Database, subject: str) -> int:
+    async with db.read() as session:
+        row = (await session.execute(select(Setting).where(Setting.key == f"count:{subject}"))).scalar_one_or_none()
+        return row.value if row else 0
+
+
+async def test_consumer_applies_each_event_once_dead_letters_poison_and_commits_after_effects(
+    database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path
+) -> None:
+    settings = _settings(kafka_bootstrap, namespace)
+    await ensure_topics(settings, ["things.v1", "deadletter.plumbing.v1"])
+    db = await _database(database_url)
+
+    async def count_it(session, event: Event) -> None:  # type: ignore[no-untyped-def]
+        row = await session.get(Setting, f"count:{event.subject}")
+        if row is None:
+            session.add(Setting(key=f"count:{event.subject}", value=1))
+        else:
+            row.value += 1
+        await session.flush()
+        if event.subject == "boom":
+            raise RuntimeError("this handler always fails after writing")
+
+    def loop() -> ConsumerLoop:
+        return ConsumerLoop(
+            settings=settings, db=db, processed=processed, topics=["things.v1"], handlers={"thing.happened": count_it}
+        )
+
+    topic = settings.topic("things.v1")
+    first, second = _event("a", 1), _event("b", 2)
+    producer = new_producer(settings)
+    await producer.start()
+    try:
+        for event in (first, second, first, _event("boom", 3)):  # `first` twice: a redelivery with the same id
+            await producer.send_and_wait(topic, event.value(), key=event.key(), headers=event.headers())
+        await produce_raw(kafka_bootstrap, topic, b"{not json", key=b"a", headers=first.headers())
+        after = _event("c", 4)
+        await producer.send_and_wait(topic, after.value(), key=after.key(), headers=after.headers())
+    finally:
+        await producer.stop()
+
+    consumer = loop()
+    task = asyncio.create_task(consumer.run())
+    try:
+        await wait_until_async(lambda: _count(db, "c"), timeout=30, what="the good event after the poison")
+        assert await _count(db, "a") == 1
+        assert await _count(db, "b") == 1
+        assert await _count(db, "boom") == 0, "a failed handler's partial effect must roll back"
+        dead = await read_topic(kafka_bootstrap, settings.topic("deadletter.plumbing.v1"))
+        reasons = sorted(dict(r.headers)["dlq_reason"].decode() for r in dead)
+        assert reasons == ["handler_failed", "invalid_envelope"]
+        assert any(r.value == b"{not json" for r in dead)
+        await wait_until_async(lambda: consumer.lag == 0, timeout=10, what="consumer caught up")
+    finally:
+        await consumer.stop()
+        await task
+
+    # Offsets were committed after the effects: a new consumer of the group starts past everything.
+    probe = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False)
+    await probe.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in (probe.partitions_for_topic(topic) or {0, 1})]
+        committed = {tp: await probe.committed(tp) for tp in partitions}
+        ends = await probe.end_offsets(partitions)
+        assert all(committed[tp] == ends[tp] for tp in partitions), (committed, ends)
+    finally:
+        await probe.stop()
+
+    # Replaying the topic from the start (a new group) changes nothing: every id is already processed.
+    replay_settings = _settings(kafka_bootstrap, namespace, service_name="plumbing-replay")
+    await ensure_topics(replay_settings, ["deadletter.plumbing-replay.v1"])
+    replay = ConsumerLoop(
+        settings=replay_settings, db=db, processed=processed, topics=["things.v1"], handlers={"thing.happened": count_it}
+    )
+    task = asyncio.create_task(replay.run())
+    try:
+        await wait_until_async(lambda: replay.running and replay.lag == 0 and replay._positions, timeout=30,  # noqa: SLF001
+                               what="replay caught up")
+        assert (await _count(db, "a"), await _count(db, "b"), await _count(db, "c")) == (1, 1, 1)
+    finally:
+        await replay.stop()
+        await task
+        await db.dispose()
