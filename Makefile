@@ -42,7 +42,11 @@ test: venv
 	scripts/kafka.sh fetch
 	scripts/postgres.sh ensure
 	command -v docker-compose >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose)
-	$(PY) -m pytest tests/unit tests/integration tests/e2e
+	@was_running=0; scripts/kafka.sh status >/dev/null 2>&1 && was_running=1; \
+	scripts/kafka.sh start; \
+	$(PY) -m pytest tests/unit tests/integration tests/e2e; status=$$?; \
+	[ $$was_running = 1 ] || scripts/kafka.sh stop; \
+	exit $$status
 
 test-unit: venv
 	$(PY) -m pytest tests/unit -q

@@ -20,16 +20,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[Broker]:
-    """The shared test broker: reused if one answers already, else started (and stopped at the end)."""
+def broker() -> Broker:
+    """The shared test broker: reused if one answers already, else started.
+
+    It is left running: concurrent test sessions share it, and `make test` stops it afterwards if it started it.
+    """
     port = int(os.environ.get("KAFKA_PORT", "9092"))
     broker = Broker(port=port)
     if not broker.running():
         broker.start()
         broker.owned = True
-    yield broker
-    if broker.owned:
-        broker.stop()
+    return broker
 
 
 @pytest.fixture(scope="session")

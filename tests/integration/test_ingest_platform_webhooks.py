@@ -199,7 +199,7 @@ async def ingest(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str)
         platform_fetch_backoff_s=0.05,
         platform_fetch_max_backoff_s=0.3,
         platform_fetch_poll_interval_s=0.05,
-        **{"INGEST_DATABASE_URL": __import__("os").environ.get("XPG") or f"sqlite+aiosqlite:///{db_path}"},
+        **{"INGEST_DATABASE_URL": f"sqlite+aiosqlite:///{db_path}"},
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
