@@ -17,7 +17,7 @@ SERVICES = {"ingest": 8001, "scoring": 8002, "routing": 8003}
 
 def _ready(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
             return response.status == 200
     except OSError:
         return False
@@ -32,7 +32,9 @@ def main() -> int:
     env.setdefault("HANDOFF_LOG_FORMAT", "console")
     env.setdefault("HANDOFF_SEED_FILE", str(ROOT / "services/routing/demo_reps.yaml"))
     token = env.setdefault("HANDOFF_ADMIN_TOKEN", DEV_ADMIN_TOKEN)
-    kafka_was_running = subprocess.run([ROOT / "scripts/kafka.sh", "status"], capture_output=True).returncode == 0
+    kafka_was_running = (
+        subprocess.run([ROOT / "scripts/kafka.sh", "status"], capture_output=True).returncode == 0
+    )
     subprocess.run([ROOT / "scripts/kafka.sh", "start"], check=True)
 
     logs = Path(env["HANDOFF_DATA_DIR"]) / "logs"
@@ -41,7 +43,17 @@ def main() -> int:
     for name, port in SERVICES.items():
         log = (logs / f"{name}.log").open("ab")
         children[name] = subprocess.Popen(
-            [PY, "-m", "uvicorn", f"{name}.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                PY,
+                "-m",
+                "uvicorn",
+                f"{name}.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -61,7 +73,10 @@ def main() -> int:
         while not stopping and not all(_ready(p) for p in SERVICES.values()):
             for name, child in children.items():
                 if child.poll() is not None:
-                    print(f"{name} exited with {child.returncode}; see {logs / (name + '.log')}", file=sys.stderr)
+                    print(
+                        f"{name} exited with {child.returncode}; see {logs / (name + '.log')}",
+                        file=sys.stderr,
+                    )
                     return 1
             if time.monotonic() > deadline:
                 print(f"services did not become ready; see {logs}", file=sys.stderr)

@@ -169,7 +169,9 @@ class ConsumerLoop:
 
     # -- processing ---------------------------------------------------------------------------------------------
 
-    async def _process(self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _process(
+        self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
         started = time.perf_counter()
         events: list[tuple[ConsumerRecord, Event]] = []
         for records in batches.values():
@@ -232,7 +234,9 @@ class ConsumerLoop:
         self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[ConsumerRecord]]
     ) -> None:
         assigned = consumer.assignment()
-        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records and tp in assigned}
+        offsets = {
+            tp: records[-1].offset + 1 for tp, records in batches.items() if records and tp in assigned
+        }
         if not offsets:
             return
         try:
@@ -250,7 +254,8 @@ class ConsumerLoop:
             producer = new_producer(self._settings)
             await asyncio.wait_for(producer.start(), self._settings.kafka_send_timeout_s)
             self._dlq_producer = producer
-        headers = list(record.headers or []) + [
+        headers = [
+            *(record.headers or []),
             ("dlq_reason", reason.encode()),
             ("dlq_error", detail.encode("utf-8", "replace")),
             ("dlq_topic", record.topic.encode()),
@@ -260,7 +265,9 @@ class ConsumerLoop:
         ]
         try:
             await asyncio.wait_for(
-                self._dlq_producer.send_and_wait(self._dlq_topic, value=record.value, key=record.key, headers=headers),
+                self._dlq_producer.send_and_wait(
+                    self._dlq_topic, value=record.value, key=record.key, headers=headers
+                ),
                 self._settings.kafka_send_timeout_s,
             )
         except BaseException:
@@ -271,17 +278,17 @@ class ConsumerLoop:
         log.warning("consumer_dead_lettered", topic=record.topic, offset=record.offset, reason=reason)
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(ConsumerRebalanceListener):
     def __init__(self, loop: ConsumerLoop) -> None:
         self._loop = loop
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Wait for the batch in hand: its offsets are committed before the partitions move.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._loop._lock.acquire(), 30)  # noqa: SLF001
-            self._loop._lock.release()  # noqa: SLF001
+            await asyncio.wait_for(self._loop._lock.acquire(), 30)
+            self._loop._lock.release()
         for tp in revoked:
-            self._loop._positions.pop(tp, None)  # noqa: SLF001
+            self._loop._positions.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("consumer_partitions_assigned", count=len(assigned))

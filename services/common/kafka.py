@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 
 import structlog
@@ -50,12 +51,12 @@ def new_consumer(settings: ServiceSettings, topics: Iterable[str]) -> AIOKafkaCo
     )
 
 
-async def stop_quietly(client: AIOKafkaProducer | AIOKafkaConsumer | None, timeout: float = 5.0) -> None:
+async def stop_quietly(client: AIOKafkaProducer | AIOKafkaConsumer | None, within_s: float = 5.0) -> None:
     """stop() can hang while the broker is down (aiokafka #773, #1101): bound it and move on."""
     if client is None:
         return
     try:
-        await asyncio.wait_for(client.stop(), timeout)
+        await asyncio.wait_for(client.stop(), within_s)
     except (TimeoutError, KafkaError, OSError) as exc:
         log.warning("kafka_client_stop_failed", error=type(exc).__name__)
 
@@ -77,10 +78,9 @@ async def ensure_topics(settings: ServiceSettings, names: Iterable[str]) -> None
             if name not in existing
         ]
         if missing:
-            try:
+            # Another process may create one between our list and create: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created it between list and create
             log.info("kafka_topics_created", topics=[t.name for t in missing])
         # A consumer that subscribes before every partition has a leader is assigned without them and would not
         # see the topic until its next metadata refresh (minutes): wait until the broker serves them all.

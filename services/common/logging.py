@@ -15,7 +15,18 @@ _correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=N
 
 # Keys whose values are personal data wherever they appear in a log event.
 _PII_KEYS = frozenset(
-    {"email", "phone", "first_name", "last_name", "full_name", "name", "message", "ip", "client_ip", "address"}
+    {
+        "email",
+        "phone",
+        "first_name",
+        "last_name",
+        "full_name",
+        "name",
+        "message",
+        "ip",
+        "client_ip",
+        "address",
+    }
 )
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Phones reach logs in E.164 or as typed; a leading "+" keeps timestamps and ids from matching.
@@ -56,7 +67,9 @@ def redact_pii(_logger: Any, _method: str, event_dict: MutableMapping[str, Any])
     return event_dict
 
 
-def _add_correlation_id(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _add_correlation_id(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     cid = _correlation_id.get()
     if cid and "correlation_id" not in event_dict:
         event_dict["correlation_id"] = cid
@@ -66,7 +79,9 @@ def _add_correlation_id(_logger: Any, _method: str, event_dict: MutableMapping[s
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     """Route structlog and the standard library (uvicorn, aiokafka) through one JSON renderer."""
 
-    def add_service(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def add_service(
+        _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         event_dict.setdefault("service", service)
         return event_dict
 

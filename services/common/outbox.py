@@ -58,7 +58,11 @@ def outbox_table(metadata: MetaData) -> Table:
 
 
 async def add_events(
-    session: AsyncSession, table: Table, settings: ServiceSettings, events: Sequence[Event], topic_of: Callable[[Event], str]
+    session: AsyncSession,
+    table: Table,
+    settings: ServiceSettings,
+    events: Sequence[Event],
+    topic_of: Callable[[Event], str],
 ) -> None:
     """Write events into the caller's transaction; nothing leaves until that transaction commits."""
     if not events:
@@ -161,7 +165,14 @@ class OutboxRelay:
         async with self._db.read() as session:
             rows = (
                 await session.execute(
-                    select(table.c.seq, table.c.topic, table.c.key, table.c.headers, table.c.value, table.c.created_at)
+                    select(
+                        table.c.seq,
+                        table.c.topic,
+                        table.c.key,
+                        table.c.headers,
+                        table.c.value,
+                        table.c.created_at,
+                    )
                     .order_by(table.c.seq)
                     .limit(self._settings.outbox_batch_size)
                 )
@@ -181,7 +192,9 @@ class OutboxRelay:
         # Every delivery future is awaited: a bare send() only enqueues.
         await asyncio.wait_for(asyncio.gather(*futures), timeout)
         async with self._db.transaction() as session:
-            await session.execute(delete(table).where(table.c.seq <= rows[-1].seq, table.c.seq >= rows[0].seq))
+            await session.execute(
+                delete(table).where(table.c.seq <= rows[-1].seq, table.c.seq >= rows[0].seq)
+            )
         now = datetime.now(UTC)
         for row in rows:
             created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
@@ -219,7 +232,9 @@ class _Leadership:
         got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key})).scalar_one()
         await conn.commit()
         if got:
-            self._conn = conn  # held for the process' lifetime; a killed process releases it with its connection
+            self._conn = (
+                conn  # held for the process' lifetime; a killed process releases it with its connection
+            )
             log.info("outbox_relay_leader")
             return True
         await conn.close()
@@ -230,4 +245,3 @@ class _Leadership:
             with contextlib.suppress(Exception):
                 await self._conn.close()
             self._conn = None
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ class Runtime:
             await upgrade_schema_async(self.db.url, self.migrations, self.metadata)
         self._tasks.append(asyncio.create_task(self._kafka_side(), name="kafka"))
 
-    async def start_job(self, job: Callable[[], Awaitable[None]]) -> None:
+    async def start_job(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run another background loop of the service (SLA timers, fetchers), stopped with the rest."""
         self._tasks.append(asyncio.create_task(job(), name=getattr(job, "__name__", "job")))
 

@@ -116,7 +116,10 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})
@@ -171,13 +174,19 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        body = exc.detail if isinstance(exc.detail, dict) else {"error": _error_code(exc.status_code), "detail": exc.detail}
+        body = (
+            exc.detail
+            if isinstance(exc.detail, dict)
+            else {"error": _error_code(exc.status_code), "detail": exc.detail}
+        )
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
-        return JSONResponse({"error": "internal_error", "detail": "an unexpected error occurred"}, status_code=500)
+        return JSONResponse(
+            {"error": "internal_error", "detail": "an unexpected error occurred"}, status_code=500
+        )
 
 
 def _error_code(status: int) -> str:
@@ -225,6 +234,7 @@ def require_admin_token(request: Request) -> None:
 
 
 Admin = Annotated[None, Depends(require_admin_token)]
+
 
 def health_router(readiness: Callable[[Request], Awaitable[tuple[bool, dict[str, Any]]]]) -> APIRouter:
     """/healthz says the process is alive; /readyz says it can do its job (database up, consumer progressing)."""

@@ -145,7 +145,8 @@ async def _authenticate(request: Request, fields: dict[str, Any]) -> tuple[Sourc
             source = await repo.source_by_publishable_key(str(publishable))
             if source is not None and source.enabled:
                 origin = request.headers.get("origin")
-                if origin is not None and origin not in (source.allowed_origins or []):
+                # A publishable key is public by design: only the source's own web pages may use it.
+                if origin is None or origin not in (source.allowed_origins or []):
                     raise _error(403, "forbidden", "this origin is not allowed for the publishable key")
                 return source, f"source:{source.id}", True
     raise _error(401, "unauthorized", "a source API key or publishable key is required", {"WWW-Authenticate": "Bearer"})
@@ -236,9 +237,29 @@ async def post_lead(request: Request) -> Response:
             log.error("lead_store_failed", error=type(exc).__name__)
             raise _error(503, "unavailable", "could not store the lead; retry", {"Retry-After": "1"}) from exc
     log.info("lead_accepted", lead_id=accepted.lead_id, status=accepted.status, source_kind=source.kind if source else "api")
-    if is_form and browser:
-        return _thank_you(source)
-    return JSONResponse(body, status_code=status)
+    response = _thank_you(source) if is_form and browser else JSONResponse(body, status_code=status)
+    if browser:
+        response.headers["Access-Control-Allow-Origin"] = request.headers["origin"]
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+@router.options("/v1/leads", include_in_schema=False)
+async def preflight_lead(request: Request) -> Response:
+    """CORS preflight for browser forms; the origin itself is checked against the source on the POST."""
+    origin = request.headers.get("origin")
+    if not origin:
+        return Response(status_code=204)
+    return Response(
+        status_code=204,
+        headers={
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": "POST",
+            "Access-Control-Allow-Headers": "content-type, idempotency-key, x-handoff-key",
+            "Access-Control-Max-Age": "600",
+            "Vary": "Origin",
+        },
+    )
 
 
 def _thank_you(source: Source | None) -> Response:

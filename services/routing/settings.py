@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
@@ -30,3 +31,45 @@ class RoutingSettings(ServiceSettings):
     timer_batch_size: int = Field(default=500, ge=1)
     # The timer loop never sleeps longer than this, so a timer written by another process fires on time.
     timer_max_sleep_s: float = Field(default=0.25, gt=0)
+
+    # -- webhooks to sales tools (Standard Webhooks; retry schedule after Svix's) ------------------------
+    webhook_timeout_s: float = Field(default=15.0, gt=0)
+    # Only this much of a receiver's response body is read and kept with the attempt.
+    webhook_response_max_kib: int = Field(default=4, ge=0, le=1024)
+    # Delays before each retry; the first attempt is immediate, so 1 + len(schedule) attempts in all.
+    webhook_retry_schedule_s: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    # Each delay is spread by up to this fraction either way, so a recovering receiver is not hit all at once.
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, le=0.5)
+    # A receiver's Retry-After is honoured when later than the schedule, up to this bound.
+    webhook_retry_after_max_s: float = Field(default=86_400, gt=0)
+    webhook_disable_after_days: float = Field(default=5, gt=0)
+    webhook_secret_overlap_hours: float = Field(default=24, ge=0)
+    # A claimed delivery whose sender died is claimed again after this; must outlast one attempt.
+    webhook_lease_s: float = Field(default=60, gt=0)
+    webhook_batch_size: int = Field(default=100, ge=1, le=10_000)
+    webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+    webhook_poll_interval_s: float = Field(default=0.5, gt=0)
+    # None means: allowed in development (so `make run` reaches a local receiver), refused otherwise.
+    webhook_allow_loopback: bool | None = None
+    # CIDRs whose addresses, or host names whose resolved addresses, may be private (e.g. an internal CRM).
+    webhook_allow_private_hosts: tuple[str, ...] = ()
+    webhook_user_agent: str = "Handoff-Webhooks/1.0"
+
+    @property
+    def webhook_loopback_allowed(self) -> bool:
+        """Loopback receivers are refused unless allowed explicitly or running in development."""
+        if self.webhook_allow_loopback is None:
+            return self.env == "development"
+        return self.webhook_allow_loopback
+
+    @model_validator(mode="after")
+    def _webhook_lease_outlasts_an_attempt(self) -> RoutingSettings:
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError("HANDOFF_WEBHOOK_LEASE_S must be longer than HANDOFF_WEBHOOK_TIMEOUT_S")
+        for entry in self.webhook_allow_private_hosts:
+            if "/" in entry or entry.replace(".", "").isdigit() or ":" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"HANDOFF_WEBHOOK_ALLOW_PRIVATE_HOSTS: {entry!r} is not a CIDR") from exc
+        return self

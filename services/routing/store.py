@@ -5,7 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, func, select, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -293,3 +307,90 @@ class RoutingRepository:
 
     async def is_erased(self, lead_id: str) -> bool:
         return await self.session.get(ErasedLead, lead_id) is not None
+
+
+# -- webhooks to sales tools -------------------------------------------------------------------------------
+
+
+class WebhookEndpoint(Base):
+    """A receiver of signed lead events; its secret is stored in clear: signing needs it."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(32))  # manual | gone | failing
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    secret: Mapped[str] = mapped_column(String(128))
+    # After a rotation the old secret still signs (a second signature) until this time.
+    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The first failure since the last success: the endpoint is disabled when this gets too old.
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDelivery(Base):
+    """One message to one endpoint, written with its event; retried until it succeeds or the schedule ends."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("uq_webhook_deliveries_endpoint_message", "endpoint_id", "message_id", unique=True),
+        Index("ix_webhook_deliveries_endpoint_status", "endpoint_id", "status", "created_at"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    # The `webhook-id` header: the event id, the same on every retry and replay.
+    message_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    # The exact body, serialized once, so every attempt signs and sends the same bytes.
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # pending | succeeded | failed
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Attempts made in the current round (a replay starts a new round); indexes the retry schedule.
+    schedule_step: Mapped[int] = mapped_column(Integer, default=0)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    replays: Mapped[int] = mapped_column(Integer, default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookAttempt(Base):
+    """One HTTP exchange with a receiver, kept for the delivery log (the body read is capped)."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempt_no: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The `webhook-timestamp` sent (Unix seconds).
+    signed_at: Mapped[int] = mapped_column(BigInteger)
+    # success | http_error | timeout | network_error | refused
+    result: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    # What this attempt's outcome scheduled: the next attempt, or nothing (succeeded or given up).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

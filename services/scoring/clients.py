@@ -23,24 +23,41 @@ class CircuitBreaker:
         self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
+        self._trial_started_at: float | None = None
 
     @property
     def state(self) -> str:
+        """closed, open or half_open."""
         if self._opened_at is None:
             return "closed"
         return "half_open" if self._clock() - self._opened_at >= self.open_s else "open"
 
     def allow(self) -> bool:
-        return self.state != "open"
+        """Whether a call may go out now; in half_open only one trial is let through at a time."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "open":
+            return False
+        now = self._clock()
+        # A trial that never reported back (its caller was cancelled) must not block the provider forever.
+        if self._trial_started_at is not None and now - self._trial_started_at < self.open_s:
+            return False
+        self._trial_started_at = now
+        return True
 
     def success(self) -> None:
+        """The provider answered: close."""
         self._failures = 0
         self._opened_at = None
+        self._trial_started_at = None
 
     def failure(self) -> None:
+        """The provider did not answer: count it, and open (again) at the threshold or after a failed trial."""
         self._failures += 1
         if self._failures >= self.threshold or self.state == "half_open":
             self._opened_at = self._clock()
+            self._trial_started_at = None
 
 
 class TTLCache:
@@ -83,12 +100,14 @@ class EnrichmentClient:
         attempts: int,
         breaker: CircuitBreaker,
         cache: TTLCache,
+        retry_backoff_s: float = 0.05,
     ) -> None:
         self._http = http
         self._base_url = base_url
         self._token = token
-        self._timeout = httpx.Timeout(timeout_s)
+        self._timeout_s = timeout_s
         self._attempts = attempts
+        self._retry_backoff_s = retry_backoff_s
         self.breaker = breaker
         self._cache = cache
 
@@ -103,9 +122,10 @@ class EnrichmentClient:
         status = "unavailable"
         for attempt in range(self._attempts):
             try:
-                response = await self._http.get(
-                    self._base_url, params={"domain": domain}, headers=headers, timeout=self._timeout
-                )
+                # httpx's timeout bounds each phase; this bounds the whole call, so a provider that drips
+                # its answer byte by byte cannot hold a lead longer than the configured timeout either.
+                async with asyncio.timeout(self._timeout_s):
+                    response = await self._http.get(self._base_url, params={"domain": domain}, headers=headers)
                 if response.status_code == 404:
                     self.breaker.success()
                     self._cache.put(domain, None)
@@ -117,12 +137,13 @@ class EnrichmentClient:
                         self._cache.put(domain, facts)
                         return facts, "ok"
                 status = "unavailable"
-            except httpx.TimeoutException:
+            except (TimeoutError, httpx.TimeoutException):
                 status = "timeout"
             except (httpx.HTTPError, ValueError):
                 status = "unavailable"
             if attempt + 1 < self._attempts:
-                await asyncio.sleep(0.05 * 2**attempt)
+                await asyncio.sleep(self._retry_backoff_s * 2**attempt)
         self.breaker.failure()
+        # The domain stays out of the log: for a one-person company it names the person.
         log.warning("enrichment_provider_failed", status=status, breaker=self.breaker.state)
         return None, status

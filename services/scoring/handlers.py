@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.envelope import Event
@@ -18,27 +19,26 @@ from scoring.domain import (
     DEFAULT_RULESET_YAML,
     Enrichment,
     Firmographic,
-    OutcomeCounts,
     Ruleset,
     conversion_probability,
     domain_candidates,
-    lookup_domain,
     enrich,
     load_ruleset,
+    lookup_domain,
     outcome_features,
     score_lead,
 )
 from scoring.settings import ScoringSettings
 from scoring.store import (
-    TOTAL,
     ErasedLead,
     FirmographicRow,
-    OutcomeCount,
     RulesetVersion,
     ScoredLead,
     ScoringRepository,
     outbox,
 )
+
+log = structlog.get_logger(__name__)
 
 EVENT_SOURCE = "/handoff/scoring"
 WON = "lead.converted"
@@ -99,10 +99,21 @@ class Scoring:
     # -- enrichment provider (outside the transaction) -----------------------------------------------------------
 
     async def prepare(self, events: Sequence[Event]) -> None:
-        """Ask the provider for a batch's domains concurrently, before the transaction opens."""
+        """Ask the provider for a batch's domains concurrently, before the transaction opens.
+
+        The whole batch waits at most one lookup's worth of time: whatever the provider has not answered
+        by then is scored as a timeout (partial) rather than holding the other leads back.
+        """
+        self._provider_results.clear()
         if self.provider is None:
             return
         provider = self.provider
+        limit = asyncio.Semaphore(self.settings.enrichment_concurrency)
+
+        async def lookup(domain: str) -> tuple[dict[str, Any] | None, str]:
+            async with limit:
+                return await provider.lookup(domain)
+
         pending: dict[str, asyncio.Task[tuple[dict[str, Any] | None, str]]] = {}
         wanted: list[tuple[str, str]] = []
         for event in events:
@@ -112,19 +123,33 @@ class Scoring:
             if domain:
                 wanted.append((event.subject, domain))
                 if domain not in pending:
-                    pending[domain] = asyncio.create_task(provider.lookup(domain))
+                    pending[domain] = asyncio.create_task(lookup(domain))
         if pending:
-            await asyncio.gather(*pending.values())
+            _done, late = await asyncio.wait(pending.values(), timeout=self._batch_budget_s())
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
+                log.warning("enrichment_batch_budget_exceeded", unanswered=len(late))
         for lead_id, domain in wanted:
-            self._provider_results[lead_id] = pending[domain].result()
+            task = pending[domain]
+            if task.cancelled() or task.exception() is not None:
+                self._provider_results[lead_id] = (None, "timeout")
+            else:
+                self._provider_results[lead_id] = task.result()
+
+    def _batch_budget_s(self) -> float:
+        attempts = self.settings.enrichment_attempts
+        # The client's own bound per lookup (timeouts plus backoff), and a little for the event loop.
+        return attempts * self.settings.enrichment_timeout_s + 0.05 * (2**attempts) + 0.5
 
     async def _provider_for(self, lead_id: str, domain: str | None) -> tuple[dict[str, Any] | None, str]:
         if self.provider is None:
             return None, "disabled"
-        if lead_id in self._provider_results:
-            return self._provider_results.pop(lead_id)
         if not domain:
-            return None, "not_found"
+            return None, "no_domain"
+        if lead_id and lead_id in self._provider_results:
+            return self._provider_results[lead_id]
         return await self.provider.lookup(domain)
 
     # -- scoring --------------------------------------------------------------------------------------------------
@@ -161,14 +186,17 @@ class Scoring:
             lead, firmographic=firmographic, provider_result=provider_result, provider_status=provider_status
         )
         repeat_count = await repo.repeat_count(duplicate_of) if duplicate_of else 0
-        context = {"source": dict(source), "is_test": is_test, "duplicate_of": duplicate_of, "repeat_count": repeat_count}
+        context = {
+            "source": dict(source),
+            "is_test": is_test,
+            "duplicate_of": duplicate_of,
+            "repeat_count": repeat_count,
+        }
         score = score_lead(lead, enrichment, ruleset, context=context)
         features = outcome_features(lead, enrichment.as_fields(), context=context)
-        counts = await repo.outcome_counts(features)
-        won_total, lost_total = counts.pop(TOTAL, (0, 0))
         conversion = conversion_probability(
             features,
-            OutcomeCounts(won_total=won_total, lost_total=lost_total, by_feature=counts),
+            await repo.outcome_counts(features),
             min_outcomes=self.settings.conversion_min_outcomes,
         )
         return ScoreOutcome(enrichment, score.to_dict(), _conversion_dict(conversion), features)
@@ -237,7 +265,7 @@ class Scoring:
         await add_events(session, outbox, self.settings, [scored], _topic)
 
     async def on_erased(self, session: AsyncSession, event: Event) -> None:
-        """Delete the lead's personal data; keep the anonymous score and the outcome counts."""
+        """Delete the lead's personal data; keep the anonymous score, its features and the outcome counts."""
         lead_id = event.subject
         now = self.clock()
         if await session.get(ErasedLead, lead_id) is None:
@@ -245,9 +273,7 @@ class Scoring:
         row = await ScoringRepository(session).scored(lead_id)
         if row is not None and row.erased_at is None:
             row.lead = None
-            if row.enrichment:
-                # The enrichment record is about the company, but the email domain can identify a person.
-                row.enrichment = {k: v for k, v in row.enrichment.items() if k not in ("domain", "provider")}
+            row.enrichment = anonymous_enrichment(row.enrichment)
             row.erased_at = now
         await session.flush()
 
@@ -255,41 +281,67 @@ class Scoring:
         """A sales outcome updates the won/lost counts of the lead's features, once per lead."""
         if event.type not in (WON, LOST):
             return
-        row = await ScoringRepository(session).scored(event.subject)
+        repo = ScoringRepository(session)
+        row = await repo.scored(event.subject)
         if row is None or row.outcome is not None:
             return
         row.outcome = "won" if event.type == WON else "lost"
-        won = 1 if event.type == WON else 0
-        for feature, value in [*(tuple(f) for f in row.features or []), TOTAL]:
-            counter = await session.get(OutcomeCount, (feature, value))
-            if counter is None:
-                counter = OutcomeCount(feature=feature, value=value, won=0, lost=0)
-                session.add(counter)
-            counter.won += won
-            counter.lost += 1 - won
-        await session.flush()
+        await repo.add_outcome([(f, v) for f, v in row.features or []], won=event.type == WON)
 
     # -- firmographics --------------------------------------------------------------------------------------------
 
     async def load_firmographics(self, session: AsyncSession, rows: Sequence[Firmographic]) -> int:
+        """Insert or replace company facts by domain; returns how many rows were loaded."""
         now = self.clock()
-        for item in rows:
-            existing = await session.get(FirmographicRow, item.domain.lower())
-            values = {
-                "name": item.name,
-                "employee_band": item.employee_band,
-                "industry": item.industry,
-                "country": item.country,
-                "revenue_band": item.revenue_band,
-                "updated_at": now,
-            }
-            if existing is None:
-                session.add(FirmographicRow(domain=item.domain.lower(), **values))
-            else:
-                for key, value in values.items():
-                    setattr(existing, key, value)
-        await session.flush()
+        repo = ScoringRepository(session)
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            existing = await repo.firmographics_by_domain([item.domain.lower() for item in chunk])
+            for item in chunk:
+                values = {
+                    "name": item.name,
+                    "employee_band": item.employee_band,
+                    "industry": item.industry,
+                    "country": item.country,
+                    "revenue_band": item.revenue_band,
+                    "updated_at": now,
+                }
+                row = existing.get(item.domain.lower())
+                if row is None:
+                    session.add(FirmographicRow(domain=item.domain.lower(), **values))
+                else:
+                    for key, value in values.items():
+                        setattr(row, key, value)
+            await session.flush()
         return len(rows)
+
+
+# What an erased lead's enrichment keeps: categories shared by many leads, never what names one person or company.
+_ANONYMOUS_ENRICHMENT = ("email_type", "phone_country", "phone_line_type", "seniority", "function", "partial")
+_ANONYMOUS_COMPANY = ("employee_band", "industry", "country", "revenue_band")
+# Steps whose detail is a domain.
+_IDENTIFYING_STEPS = frozenset({"domain", "firmographics"})
+
+
+def anonymous_enrichment(enrichment: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The enrichment record without the domain, company name, provider answer and step details naming them."""
+    if enrichment is None:
+        return None
+    kept: dict[str, Any] = {key: enrichment.get(key) for key in _ANONYMOUS_ENRICHMENT}
+    company = enrichment.get("company")
+    kept["domain"] = None
+    kept["provider"] = None
+    kept["company"] = (
+        {"domain": None, "name": None, **{key: company.get(key) for key in _ANONYMOUS_COMPANY}}
+        if isinstance(company, Mapping)
+        else None
+    )
+    kept["steps"] = [
+        {**step, "detail": None} if step.get("step") in _IDENTIFYING_STEPS else dict(step)
+        for step in enrichment.get("steps") or []
+        if isinstance(step, Mapping)
+    ]
+    return kept
 
 
 def _conversion_dict(conversion: Any) -> dict[str, Any]:

@@ -23,4 +23,6 @@ class ScoringSettings(ServiceSettings):
     # After this many consecutive failures the provider is skipped for `enrichment_open_s` seconds.
     enrichment_breaker_failures: int = Field(default=5, ge=1)
     enrichment_breaker_open_s: float = Field(default=30.0, gt=0)
+    # Lookups in flight at once for one consumer batch (a batch holds up to consumer_batch_size leads).
+    enrichment_concurrency: int = Field(default=20, ge=1, le=200)
     conversion_min_outcomes: int = Field(default=30, ge=1)

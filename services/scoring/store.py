@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, func, select, update
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.consumer import processed_table
 from common.db import new_metadata
 from common.outbox import outbox_table
+from scoring.domain import OutcomeCounts
 
 
 class Base(DeclarativeBase):
@@ -112,15 +113,15 @@ class ScoringRepository:
 
     async def firmographic(self, candidates: list[str]) -> FirmographicRow | None:
         """The most specific match: mail.eu.acme.co.uk finds acme.co.uk."""
-        if not candidates:
-            return None
-        rows = {
-            row.domain: row
-            for row in (
-                await self.session.execute(select(FirmographicRow).where(FirmographicRow.domain.in_(candidates)))
-            ).scalars()
-        }
+        rows = await self.firmographics_by_domain(candidates)
         return next((rows[c] for c in candidates if c in rows), None)
+
+    async def firmographics_by_domain(self, domains: list[str]) -> dict[str, FirmographicRow]:
+        """The stored rows among `domains`, by domain."""
+        if not domains:
+            return {}
+        result = await self.session.execute(select(FirmographicRow).where(FirmographicRow.domain.in_(domains)))
+        return {row.domain: row for row in result.scalars()}
 
     async def repeat_count(self, root_lead_id: str) -> int:
         """How many leads of the same person were scored before (the original and its repeats)."""
@@ -131,14 +132,41 @@ class ScoringRepository:
         )
         return int(result.scalar_one())
 
-    async def outcome_counts(self, features: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
-        wanted = {*features, TOTAL}
+    async def outcome_counts(self, features: list[tuple[str, str]]) -> OutcomeCounts:
+        """The won/lost totals, the counts of the lead's own feature values, and how many values each field has."""
+        fields = {f for f, _ in features}
+        wanted = set(features)
         rows = (
             await self.session.execute(
-                select(OutcomeCount).where(OutcomeCount.feature.in_({f for f, _ in wanted}))
+                select(OutcomeCount).where(tuple_(OutcomeCount.feature, OutcomeCount.value).in_([*wanted, TOTAL]))
             )
         ).scalars()
-        return {(r.feature, r.value): (r.won, r.lost) for r in rows if (r.feature, r.value) in wanted}
+        by_feature = {(r.feature, r.value): (r.won, r.lost) for r in rows}
+        won_total, lost_total = by_feature.pop(TOTAL, (0, 0))
+        distinct: dict[str, int] = {}
+        if fields and by_feature:
+            distinct = {
+                feature: int(count)
+                for feature, count in await self.session.execute(
+                    select(OutcomeCount.feature, func.count())
+                    .where(OutcomeCount.feature.in_(fields))
+                    .group_by(OutcomeCount.feature)
+                )
+            }
+        return OutcomeCounts(
+            won_total=won_total, lost_total=lost_total, by_feature=by_feature, values_per_field=distinct
+        )
+
+    async def add_outcome(self, features: list[tuple[str, str]], *, won: bool) -> None:
+        """Count one won or lost lead under each of its feature values and the total."""
+        for feature, value in dict.fromkeys([*features, TOTAL]):
+            counter = await self.session.get(OutcomeCount, (feature, value))
+            if counter is None:
+                counter = OutcomeCount(feature=feature, value=value, won=0, lost=0)
+                self.session.add(counter)
+            counter.won += 1 if won else 0
+            counter.lost += 0 if won else 1
+        await self.session.flush()
 
     async def is_erased(self, lead_id: str) -> bool:
         return await self.session.get(ErasedLead, lead_id) is not None

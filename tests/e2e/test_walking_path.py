@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from common.envelope import Event
+from common.topics import LEADS_ASSIGNED, LEADS_RECEIVED, LEADS_SCORED
+from tests.support.contracts import validate_record
 from tests.support.stack import (
     ADMIN,
     Broker,
@@ -31,7 +33,9 @@ from tests.support.stack import (
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 
-def _wait_all_routed(client: httpx.Client, stack: Stack, lead_ids: list[str], timeout: float = 120) -> dict[str, dict]:
+def _wait_all_routed(
+    client: httpx.Client, stack: Stack, lead_ids: list[str], timeout: float = 120
+) -> dict[str, dict]:
     found: dict[str, dict] = {}
 
     def done() -> bool:
@@ -42,7 +46,9 @@ def _wait_all_routed(client: httpx.Client, stack: Stack, lead_ids: list[str], ti
     try:
         wait_until(done, timeout=timeout, interval=0.5, what=f"{len(lead_ids)} leads routed")
     except AssertionError:
-        raise AssertionError(f"{len(lead_ids) - len(found)} of {len(lead_ids)} leads were never routed") from None
+        raise AssertionError(
+            f"{len(lead_ids) - len(found)} of {len(lead_ids)} leads were never routed"
+        ) from None
     return found
 
 
@@ -71,6 +77,17 @@ def test_200_leads_each_get_exactly_one_assignment_spread_evenly(make_stack: Cal
     # The decision is explained: the rule, the candidates and why the chosen rep won.
     sample = records[lead_ids[0]]["current_assignment"]
     assert sample["rule_id"] == "everyone" and sample["reason"] and len(sample["candidates"]) == 4
+
+    # Every event this run produced honours the contracts in schemas/.
+    checked: Counter[str] = Counter()
+    for topic in (LEADS_RECEIVED, LEADS_SCORED, LEADS_ASSIGNED):
+        for record in asyncio.run(read_topic(stack.bootstrap, stack.topic(topic))):
+            problems = validate_record(
+                record.topic, record.key, record.value, record.headers, namespace=stack.namespace
+            )
+            assert not problems, (topic, problems)
+            checked[topic] += 1
+    assert checked == {LEADS_RECEIVED: 200, LEADS_SCORED: 200, LEADS_ASSIGNED: 200}
 
 
 def test_scoring_killed_mid_stream_loses_and_duplicates_nothing(make_stack: Callable[..., Stack]) -> None:
@@ -138,7 +155,11 @@ def test_a_record_that_is_not_json_is_dead_lettered_and_the_next_lead_flows(
     stack = make_stack().start()
     poison_id = str(uuid.uuid4())
     headers = Event(type="lead.received", source="/tests", subject="poison", data={}, id=poison_id).headers()
-    asyncio.run(produce_raw(kafka_bootstrap, stack.topic("leads.received.v1"), b"{this is not json", b"poison", headers))
+    asyncio.run(
+        produce_raw(
+            kafka_bootstrap, stack.topic("leads.received.v1"), b"{this is not json", b"poison", headers
+        )
+    )
     with httpx.Client(timeout=10) as client:
         lead_id = post_lead(client, stack["ingest"], sample_lead(1)).json()["lead_id"]
         _wait_all_routed(client, stack, [lead_id])
@@ -166,10 +187,14 @@ def test_the_same_idempotency_key_gives_one_lead_and_the_same_response(
     async def fifty() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30) as client:
             body = sample_lead(8)
-            return await asyncio.gather(*[
-                client.post(f"{ingest.url}/v1/leads", json=body, headers={**ADMIN, "Idempotency-Key": "burst-1"})
-                for _ in range(50)
-            ])
+            return await asyncio.gather(
+                *[
+                    client.post(
+                        f"{ingest.url}/v1/leads", json=body, headers={**ADMIN, "Idempotency-Key": "burst-1"}
+                    )
+                    for _ in range(50)
+                ]
+            )
 
     responses = asyncio.run(fifty())
     assert {r.status_code for r in responses} == {202}

@@ -55,7 +55,9 @@ async def test_relay_publishes_committed_events_in_order_and_never_rolled_back_o
     settings = _settings(kafka_bootstrap, namespace)
     await ensure_topics(settings, ["things.v1"])
     db = await _database(database_url)
-    relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=lambda: new_producer(settings))
+    relay = OutboxRelay(
+        settings=settings, db=db, table=outbox, producer_factory=lambda: new_producer(settings)
+    )
     task = asyncio.create_task(relay.run())
     try:
         committed = [_event("lead-1", n, correlation_id="corr-1") for n in range(5)]
@@ -97,7 +99,9 @@ async def test_relay_keeps_rows_while_the_broker_is_unreachable_then_publishes_t
     await ensure_topics(good, ["things.v1"])
     db = await _database(database_url)
     async with db.transaction() as session:
-        await add_events(session, outbox, good, [_event(f"lead-{i}", i) for i in range(3)], lambda _e: "things.v1")
+        await add_events(
+            session, outbox, good, [_event(f"lead-{i}", i) for i in range(3)], lambda _e: "things.v1"
+        )
 
     relay = OutboxRelay(settings=down, db=db, table=outbox, producer_factory=lambda: new_producer(down))
     task = asyncio.create_task(relay.run())
@@ -120,7 +124,9 @@ async def test_relay_keeps_rows_while_the_broker_is_unreachable_then_publishes_t
 
 async def _count(db: Database, subject: str) -> int:
     async with db.read() as session:
-        row = (await session.execute(select(Setting).where(Setting.key == f"count:{subject}"))).scalar_one_or_none()
+        row = (
+            await session.execute(select(Setting).where(Setting.key == f"count:{subject}"))
+        ).scalar_one_or_none()
         return row.value if row else 0
 
 
@@ -143,7 +149,11 @@ async def test_consumer_applies_each_event_once_dead_letters_poison_and_commits_
 
     def loop() -> ConsumerLoop:
         return ConsumerLoop(
-            settings=settings, db=db, processed=processed, topics=["things.v1"], handlers={"thing.happened": count_it}
+            settings=settings,
+            db=db,
+            processed=processed,
+            topics=["things.v1"],
+            handlers={"thing.happened": count_it},
         )
 
     topic = settings.topic("things.v1")
@@ -151,7 +161,12 @@ async def test_consumer_applies_each_event_once_dead_letters_poison_and_commits_
     producer = new_producer(settings)
     await producer.start()
     try:
-        for event in (first, second, first, _event("boom", 3)):  # `first` twice: a redelivery with the same id
+        for event in (
+            first,
+            second,
+            first,
+            _event("boom", 3),
+        ):  # `first` twice: a redelivery with the same id
             await producer.send_and_wait(topic, event.value(), key=event.key(), headers=event.headers())
         await produce_raw(kafka_bootstrap, topic, b"{not json", key=b"a", headers=first.headers())
         after = _event("c", 4)
@@ -176,7 +191,9 @@ async def test_consumer_applies_each_event_once_dead_letters_poison_and_commits_
         await task
 
     # Offsets were committed after the effects: a new consumer of the group starts past everything.
-    probe = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False)
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
+    )
     await probe.start()
     try:
         partitions = [TopicPartition(topic, p) for p in (probe.partitions_for_topic(topic) or {0, 1})]
@@ -190,12 +207,19 @@ async def test_consumer_applies_each_event_once_dead_letters_poison_and_commits_
     replay_settings = _settings(kafka_bootstrap, namespace, service_name="plumbing-replay")
     await ensure_topics(replay_settings, ["deadletter.plumbing-replay.v1"])
     replay = ConsumerLoop(
-        settings=replay_settings, db=db, processed=processed, topics=["things.v1"], handlers={"thing.happened": count_it}
+        settings=replay_settings,
+        db=db,
+        processed=processed,
+        topics=["things.v1"],
+        handlers={"thing.happened": count_it},
     )
     task = asyncio.create_task(replay.run())
     try:
-        await wait_until_async(lambda: replay.running and replay.lag == 0 and replay._positions, timeout=30,  # noqa: SLF001
-                               what="replay caught up")
+        await wait_until_async(
+            lambda: replay.running and replay.lag == 0 and replay._positions,
+            timeout=30,
+            what="replay caught up",
+        )
         assert (await _count(db, "a"), await _count(db, "b"), await _count(db, "c")) == (1, 1, 1)
     finally:
         await replay.stop()

@@ -29,7 +29,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition"
+) -> Any:
     """Poll with a deadline (never a bare sleep); returns the first truthy value."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -76,7 +78,12 @@ class Broker:
         return env
 
     def running(self) -> bool:
-        return subprocess.run([ROOT / "scripts/kafka.sh", "status"], env=self._env(), capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                [ROOT / "scripts/kafka.sh", "status"], env=self._env(), capture_output=True
+            ).returncode
+            == 0
+        )
 
     def start(self) -> None:
         subprocess.run([ROOT / "scripts/kafka.sh", "start"], env=self._env(), check=True, capture_output=True)
@@ -103,8 +110,18 @@ class Service:
     def start(self, wait: bool = True) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", f"{self.name}.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                f"{self.name}.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *self.extra_args,
+            ],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -165,7 +182,9 @@ class Stack:
         self.bootstrap = bootstrap
         self.namespace = f"t{uuid.uuid4().hex[:10]}."
         base = {
-            k: v for k, v in os.environ.items() if not k.startswith(("HANDOFF_", "INGEST_", "SCORING_", "ROUTING_"))
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("HANDOFF_", "INGEST_", "SCORING_", "ROUTING_"))
         }
         base.update(
             HANDOFF_ENV="test",
@@ -188,7 +207,8 @@ class Stack:
             base[f"{name.upper()}_DATABASE_URL"] = url
         self.env = base
         self.services = {
-            name: Service(name, free_port(), dict(base), tmp / f"{name}.log") for name in ("ingest", "scoring", "routing")
+            name: Service(name, free_port(), dict(base), tmp / f"{name}.log")
+            for name in ("ingest", "scoring", "routing")
         }
 
     def __getitem__(self, name: str) -> Service:
@@ -242,7 +262,11 @@ def routed(client: httpx.Client, routing: Service, lead_ids: Iterable[str]) -> d
 async def read_topic(bootstrap: str, topic: str, *, timeout: float = 5.0) -> list[Any]:
     """Every record on a topic from the beginning (stops when nothing arrives for a moment)."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     records: list[Any] = []
@@ -259,8 +283,13 @@ async def read_topic(bootstrap: str, topic: str, *, timeout: float = 5.0) -> lis
     return records
 
 
-async def produce_raw(bootstrap: str, topic: str, value: bytes, key: bytes | None = None,
-                      headers: list[tuple[str, bytes]] | None = None) -> None:
+async def produce_raw(
+    bootstrap: str,
+    topic: str,
+    value: bytes,
+    key: bytes | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:

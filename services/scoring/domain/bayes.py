@@ -50,6 +50,9 @@ class OutcomeCounts:
     won_total: int = 0
     lost_total: int = 0
     by_feature: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    # V_f per field when `by_feature` holds only the lead's own values (as a store query returns them);
+    # without it V_f is counted from `by_feature`, which then must hold every value seen.
+    values_per_field: dict[str, int] = field(default_factory=dict)
 
     def record(self, features: Iterable[tuple[str, str]], *, won: bool) -> None:
         """Count one outcome: the lead's features were won (True) or lost (False)."""
@@ -154,6 +157,8 @@ def conversion_probability(
     values_per_field: dict[str, int] = {}
     for field_name, _value in counts.by_feature:
         values_per_field[field_name] = values_per_field.get(field_name, 0) + 1
+    for field_name, distinct in counts.values_per_field.items():
+        values_per_field[field_name] = max(distinct, values_per_field.get(field_name, 0))
 
     log_odds = math.log((won_total + alpha) / (lost_total + alpha))
     factors: list[dict[str, Any]] = []

@@ -15,9 +15,18 @@ from scoring.domain.firmographics import EMPLOYEE_BANDS, Firmographic, normalize
 from scoring.domain.phones import phone_facts
 from scoring.domain.titles import FUNCTIONS, SENIORITIES, parse_title
 
-PROVIDER_STATUSES: tuple[str, ...] = ("ok", "disabled", "unavailable", "timeout", "circuit_open")
+# not_found: the provider answered that it knows nothing of the domain; no_domain: there was nothing to ask.
+PROVIDER_STATUSES: tuple[str, ...] = (
+    "ok",
+    "not_found",
+    "no_domain",
+    "disabled",
+    "unavailable",
+    "timeout",
+    "circuit_open",
+)
 # The provider was asked on purpose and did not answer: scores may be lower than they deserve.
-_DEGRADED_STATUSES = frozenset(PROVIDER_STATUSES) - {"ok", "disabled"}
+_DEGRADED_STATUSES = frozenset({"unavailable", "timeout", "circuit_open"})
 
 _SPECIFIC_SENIORITIES = frozenset(SENIORITIES) - {"individual"}
 _SPECIFIC_FUNCTIONS = frozenset(FUNCTIONS) - {"other"}
@@ -108,7 +117,7 @@ def enrich(
     """Combine the lead's own data, the firmographics match and the provider's answer into Enrichment.
 
     `provider_result` may carry `company` (firmographic fields), `seniority` and `function`; values
-    outside our vocabularies are ignored. Any provider status other than ok/disabled marks it partial.
+    outside our vocabularies are ignored. unavailable, timeout and circuit_open mark it partial.
     """
     if provider_status not in PROVIDER_STATUSES:
         raise ValueError(f"unknown provider_status {provider_status!r}, expected one of {PROVIDER_STATUSES}")
