@@ -97,7 +97,9 @@ Admin token: {token}
 Post a lead:
   curl -s -X POST http://127.0.0.1:8001/v1/leads -H 'Authorization: Bearer {token}' \\
        -H 'Content-Type: application/json' \\
-       -d '{{"email":"ada@acme.com","first_name":"Ada","last_name":"Lovelace","company":"Acme","job_title":"VP Sales","country":"DE"}}'
+       -d '{{"email":"ada@acme.com","first_name":"Ada","last_name":"Lovelace","company":"Acme",
+            "job_title":"VP Sales","country":"DE","form_id":"demo-request",
+            "message":"We would like a demo and pricing this quarter"}}'
 See where it went:
   curl -s http://127.0.0.1:8003/v1/leads/<lead_id> -H 'Authorization: Bearer {token}'
 

@@ -74,6 +74,7 @@ class ConsumerLoop:
         self._dlq_producer: AIOKafkaProducer | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._lag: dict[TopicPartition, int] = {}
+        self._inflight = 0
         self.last_progress = clock()
         self.running = False
 
@@ -81,7 +82,8 @@ class ConsumerLoop:
 
     @property
     def lag(self) -> int:
-        return sum(self._lag.values())
+        """Records waiting: behind the high watermark, plus the batch in hand (a hung handler still counts)."""
+        return sum(self._lag.values()) + self._inflight
 
     def stalled(self) -> bool:
         """True when there is work waiting and nothing has moved for longer than the stall window."""
@@ -141,7 +143,11 @@ class ConsumerLoop:
             batches = await consumer.getmany(timeout_ms=200, max_records=self._settings.consumer_batch_size)
             if batches:
                 async with self._lock:
-                    await self._process(consumer, batches)
+                    self._inflight = sum(len(records) for records in batches.values())
+                    try:
+                        await self._process(consumer, batches)
+                    finally:
+                        self._inflight = 0
             now = self._clock()
             if now - last_lag_check >= 1.0 or batches:
                 last_lag_check = now

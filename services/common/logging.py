@@ -41,15 +41,17 @@ def correlation_id() -> str | None:
     return _correlation_id.get()
 
 
-def _scrub_text(text: str) -> str:
+def scrub_text(text: str) -> str:
+    """Replace emails and phone numbers inside free text (error messages, receiver responses)."""
     return _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))
+
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
     if depth > 4:
         return "[…]"
     if isinstance(value, str):
-        return _scrub_text(value)
+        return scrub_text(value)
     if isinstance(value, dict):
         return {k: ("[redacted]" if k in _PII_KEYS and v else _scrub(v, depth + 1)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

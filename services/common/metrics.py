@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import event
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -26,3 +31,29 @@ DEAD_LETTERS = Counter(
 CONSUMER_BATCH_SECONDS = Histogram(
     "handoff_consumer_batch_seconds", "Time to process one batch", buckets=_FAST
 )
+
+# Business counters of ingest and scoring; routing defines its own next to the code that produces them.
+LEADS_RECEIVED = Counter("handoff_leads_received_total", "Leads accepted by ingest", ["source_kind"])
+LEADS_SCORED = Counter("handoff_leads_scored_total", "Leads scored", ["grade"])
+
+# Label values come from a closed vocabulary; anything else is folded so a bad input cannot add a time series.
+_SOURCE_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_GRADE = re.compile(r"[A-Z][A-Z0-9+-]?")
+
+
+def after_commit(session: Any, action: Callable[[], None]) -> None:
+    """Run `action` once the session's transaction commits, so a rolled-back unit of work counts nothing."""
+    sync_session = getattr(session, "sync_session", session)
+    event.listen(sync_session, "after_commit", lambda _session: action(), once=True)
+
+
+def lead_received(session: Any, source_kind: str | None) -> None:
+    """Count one accepted lead by source kind when its transaction commits."""
+    kind = source_kind if source_kind and _SOURCE_KIND.fullmatch(source_kind) else "other"
+    after_commit(session, LEADS_RECEIVED.labels(source_kind=kind).inc)
+
+
+def lead_scored(session: Any, grade: str | None) -> None:
+    """Count one scored lead by grade when its transaction commits."""
+    label = grade if grade and _GRADE.fullmatch(grade) else "none"
+    after_commit(session, LEADS_SCORED.labels(grade=label).inc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_ADMIN_TOKEN = "handoff-dev-admin-token"  # noqa: S105 - published on purpose; refused outside development
@@ -19,6 +19,8 @@ class ServiceSettings(BaseSettings):
     service_name: str = "handoff"
     env: Literal["development", "test", "production"] = "development"
     admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
+    # A read-only token for the ops dashboard and the SLA APIs, so a wall screen need not hold the admin token.
+    ops_token: SecretStr | None = None
     data_dir: Path = Path(".data")
     database_url: str = ""
 
@@ -42,6 +44,12 @@ class ServiceSettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     migrate_on_start: bool = True
 
+    @field_validator("ops_token", mode="before")
+    @classmethod
+    def _empty_ops_token_is_unset(cls, value: object) -> object:
+        # An empty variable (compose's `${HANDOFF_OPS_TOKEN:-}`) means no ops token, not an empty one.
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _refuse_dev_token_outside_development(self) -> ServiceSettings:
         if self.env == "production" and self.admin_token.get_secret_value() == DEV_ADMIN_TOKEN:
@@ -50,6 +58,8 @@ class ServiceSettings(BaseSettings):
             )
         if len(self.admin_token.get_secret_value()) < 16:
             raise ValueError("HANDOFF_ADMIN_TOKEN must be at least 16 characters")
+        if self.ops_token is not None and len(self.ops_token.get_secret_value()) < 16:
+            raise ValueError("HANDOFF_OPS_TOKEN must be at least 16 characters")
         return self
 
     def resolved_database_url(self) -> str:

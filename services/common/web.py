@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 import uuid
@@ -234,6 +235,68 @@ def require_admin_token(request: Request) -> None:
 
 
 Admin = Annotated[None, Depends(require_admin_token)]
+
+OPS_COOKIE = "handoff_ops"
+OPS_COOKIE_MAX_AGE_S = 12 * 3600
+
+
+def ops_tokens(settings: Any) -> list[str]:
+    """Tokens that may read ops data: the admin token always, and the read-only ops token when set."""
+    tokens = [settings.admin_token.get_secret_value()]
+    ops = getattr(settings, "ops_token", None)
+    if ops is not None:
+        tokens.append(ops.get_secret_value())
+    return tokens
+
+
+def is_ops_token(settings: Any, given: str | None) -> bool:
+    """Every candidate is compared (no early exit), so timing tells nothing about which one matched."""
+    matches = [tokens_equal(given, token) for token in ops_tokens(settings)]
+    return any(matches)
+
+
+def _ops_cookie_mac(token: str, expires: int) -> str:
+    return hmac.new(token.encode(), f"handoff-ops-session:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def issue_ops_cookie(token: str, now: float | None = None) -> str:
+    """A cookie value that proves the token was shown, without holding it; it expires on its own."""
+    expires = int((time.time() if now is None else now) + OPS_COOKIE_MAX_AGE_S)
+    return f"{expires}.{_ops_cookie_mac(token, expires)}"
+
+
+def _ops_cookie_valid(settings: Any, value: str, now: float) -> bool:
+    expires_text, _, mac = value.partition(".")
+    if not expires_text.isdigit() or not mac or int(expires_text) < now:
+        return False
+    expires = int(expires_text)
+    matches = [tokens_equal(mac, _ops_cookie_mac(token, expires)) for token in ops_tokens(settings)]
+    return any(matches)
+
+
+def has_ops_access(request: Request) -> bool:
+    """A bearer admin or ops token, or (browsers on /ops) the session cookie that /ops?token= set."""
+    settings = request.app.state.settings
+    bearer = bearer_token(request)
+    if bearer is not None:
+        return is_ops_token(settings, bearer)
+    cookie = request.cookies.get(OPS_COOKIE)
+    return bool(cookie) and _ops_cookie_valid(settings, cookie, time.time())
+
+
+def require_ops_access(request: Request) -> None:
+    """Dependency for read-only ops routes; the cookie is accepted here only, never on routes that change state."""
+    if not has_ops_access(request):
+        from fastapi import HTTPException
+
+        raise HTTPException(
+            status_code=401,
+            detail={"error": "unauthorized", "detail": "a valid admin or ops bearer token is required"},
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+Ops = Annotated[None, Depends(require_ops_access)]
 
 
 def health_router(readiness: Callable[[Request], Awaitable[tuple[bool, dict[str, Any]]]]) -> APIRouter:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.envelope import Event
@@ -271,26 +270,17 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-
-
 # -- platform webhooks ---------------------------------------------------------------------------------------
-# These queries belong in IngestRepository; they are here only because this change could not touch store.py.
 
 
 async def queue_platform_fetch(
     session: AsyncSession, source: Source, external_id: str, notification: Mapping[str, Any], now: datetime
 ) -> bool:
     """Remember a lead to fetch from the platform; False when it is already stored or already queued."""
-    if await IngestRepository(session).lead_by_external_id(source.id, external_id) is not None:
+    repo = IngestRepository(session)
+    if await repo.lead_by_external_id(source.id, external_id) is not None:
         return False  # a redelivery of a lead we already have
-    queued = (
-        await session.execute(
-            select(PlatformFetch.id).where(
-                PlatformFetch.source_id == source.id, PlatformFetch.external_id == external_id
-            )
-        )
-    ).first()
-    if queued is not None:
+    if await repo.platform_fetch_queued(source.id, external_id):
         return False
     session.add(
         PlatformFetch(
@@ -315,15 +305,12 @@ async def erase_platform_lead(
     correlation_id: str | None,
 ) -> bool:
     """The platform deleted a lead: erase our copy, forget a pending fetch; False if we had neither."""
-    pending = await session.execute(
-        delete(PlatformFetch).where(
-            PlatformFetch.source_id == source.id, PlatformFetch.external_id == external_id
-        )
-    )
-    lead = await IngestRepository(session).lead_by_external_id(source.id, external_id)
+    repo = IngestRepository(session)
+    pending = await repo.drop_platform_fetch(source.id, external_id)
+    lead = await repo.lead_by_external_id(source.id, external_id)
     if lead is not None:
         await erase_lead(session, settings, lead, now, correlation_id)
-    return lead is not None or bool(getattr(pending, "rowcount", 0))
+    return lead is not None or bool(pending)
 
 
 @dataclass(frozen=True)
@@ -344,19 +331,8 @@ async def claim_platform_fetches(
 
     A worker that dies mid-fetch loses nothing: its rows fall due again when the lease ends.
     """
-    rows = (
-        await session.execute(
-            select(PlatformFetch, Source)
-            .join(Source, Source.id == PlatformFetch.source_id)
-            .where(PlatformFetch.next_attempt_at <= now)
-            .order_by(PlatformFetch.next_attempt_at, PlatformFetch.id)
-            .limit(limit)
-            # PostgreSQL: concurrent fetchers skip each other's rows; SQLite has one writer and no FOR UPDATE.
-            .with_for_update(of=PlatformFetch, skip_locked=True)
-        )
-    ).all()
     claimed = []
-    for fetch, source in rows:
+    for fetch, source in await IngestRepository(session).due_platform_fetches(now, limit=limit):
         fetch.next_attempt_at = lease_until
         claimed.append(
             ClaimedFetch(fetch.id, source, fetch.external_id, dict(fetch.notification or {}), fetch.attempts)
@@ -375,10 +351,11 @@ async def store_fetched_lead(
     now: datetime,
 ) -> Accepted | None:
     """Store a fetched lead and drop its fetch row in one transaction; None if the row is gone (erased)."""
-    fetch = await session.get(PlatformFetch, fetch_id)
+    repo = IngestRepository(session)
+    fetch = await repo.platform_fetch(fetch_id)
     if fetch is None:
         return None
-    source = await IngestRepository(session).source(fetch.source_id)
+    source = await repo.source(fetch.source_id)
     notification = fetch.notification or {}
     accepted = await accept_lead(
         session,
@@ -400,7 +377,7 @@ async def record_fetch_failure(
     session: AsyncSession, fetch_id: int, error: str, retry_at: datetime
 ) -> int | None:
     """Count a failed attempt and schedule the next; the row is kept whatever the count; None if gone."""
-    fetch = await session.get(PlatformFetch, fetch_id)
+    fetch = await IngestRepository(session).platform_fetch(fetch_id)
     if fetch is None:
         return None
     fetch.attempts += 1

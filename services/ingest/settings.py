@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import ServiceSettings
+from common.settings import DEV_ADMIN_TOKEN, ServiceSettings
 
 
 class IngestSettings(ServiceSettings):
@@ -17,8 +17,10 @@ class IngestSettings(ServiceSettings):
     # The same person (email or phone) again within this window is a repeat of the earlier lead.
     repeat_window_hours: float = Field(default=72.0, ge=0)
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
-    # Browser forms on publishable keys: requests per minute per client address.
+    # Browser forms on publishable keys: requests per minute per client address (a burst of that many, then
+    # a steady refill); the addresses remembered are capped so a flood of spoofed ones cannot grow memory.
     public_rate_limit_per_minute: int = Field(default=30, ge=1)
+    public_rate_limit_max_addresses: int = Field(default=100_000, ge=100)
     platform_fetch_timeout_s: float = Field(default=10.0, gt=0)
     platform_fetch_attempts: int = Field(default=5, ge=1)
 
@@ -38,3 +40,12 @@ class IngestSettings(ServiceSettings):
     platform_fetch_batch_size: int = Field(default=20, ge=1, le=500)
     # The origin platforms call (https://hooks.example.com) behind a proxy: HubSpot signs the full URL.
     public_base_url: str = Field(default="", pattern=r"^(https?://[^/?#]+)?$")
+
+    @model_validator(mode="after")
+    def _refuse_dev_token_outside_development(self) -> IngestSettings:
+        # The issue asks for this in every mode but development; common's check covers production only.
+        if self.env != "development" and self.admin_token.get_secret_value() == DEV_ADMIN_TOKEN:
+            raise ValueError(
+                f"HANDOFF_ADMIN_TOKEN is the published development token; set a secret token in {self.env} mode"
+            )
+        return self

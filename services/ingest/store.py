@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, select, update
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -117,7 +118,14 @@ class IngestRepository:
         ).scalar_one_or_none()
 
     async def sources(self) -> list[Source]:
-        return list((await self.session.execute(select(Source).order_by(Source.created_at))).scalars())
+        return list((await self.session.execute(select(Source).order_by(Source.created_at, Source.id))).scalars())
+
+    async def sources_by_id(self, source_ids: Iterable[str]) -> dict[str, Source]:
+        wanted = {source_id for source_id in source_ids if source_id}
+        if not wanted:
+            return {}
+        rows = await self.session.execute(select(Source).where(Source.id.in_(wanted)))
+        return {source.id: source for source in rows.scalars()}
 
     async def lead(self, lead_id: str) -> Lead | None:
         return await self.session.get(Lead, lead_id)
@@ -160,4 +168,44 @@ class IngestRepository:
         return list((await self.session.execute(query)).scalars())
 
     async def forget_identities(self, lead_id: str) -> None:
-        await self.session.execute(update(LeadIdentity).where(LeadIdentity.lead_id == lead_id).values(identity="erased"))
+        await self.session.execute(
+            update(LeadIdentity).where(LeadIdentity.lead_id == lead_id).values(identity="erased")
+        )
+
+    async def count_leads(self) -> int:
+        return int((await self.session.execute(select(func.count()).select_from(Lead))).scalar_one())
+
+    # -- platform fetches (leads announced by id, fetched later) ------------------------------------------
+
+    async def platform_fetch(self, fetch_id: int) -> PlatformFetch | None:
+        return await self.session.get(PlatformFetch, fetch_id)
+
+    async def platform_fetch_queued(self, source_id: str, external_id: str) -> bool:
+        row = (
+            await self.session.execute(
+                select(PlatformFetch.id).where(
+                    PlatformFetch.source_id == source_id, PlatformFetch.external_id == external_id
+                )
+            )
+        ).first()
+        return row is not None
+
+    async def drop_platform_fetch(self, source_id: str, external_id: str) -> int:
+        """Forget a pending fetch; the number of rows removed (0 or 1)."""
+        result = await self.session.execute(
+            delete(PlatformFetch).where(PlatformFetch.source_id == source_id, PlatformFetch.external_id == external_id)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def due_platform_fetches(self, now: datetime, *, limit: int) -> list[tuple[PlatformFetch, Source]]:
+        """Fetches due by `now`, oldest first, each with its source; locked against other workers on PostgreSQL."""
+        rows = await self.session.execute(
+            select(PlatformFetch, Source)
+            .join(Source, Source.id == PlatformFetch.source_id)
+            .where(PlatformFetch.next_attempt_at <= now)
+            .order_by(PlatformFetch.next_attempt_at, PlatformFetch.id)
+            .limit(limit)
+            # PostgreSQL: concurrent fetchers skip each other's rows; SQLite has one writer and no FOR UPDATE.
+            .with_for_update(of=PlatformFetch, skip_locked=True)
+        )
+        return [(fetch, source) for fetch, source in rows.all()]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import yaml
@@ -10,9 +11,10 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.web import Admin
+from routing import backtest as bt
 from routing import handlers as h
-from routing.domain import RosterError, RulesError
-from routing.store import AccountRow, RepRow, RoutingRepository, TeamRow
+from routing.domain import RosterError, RulesError, load_rules
+from routing.store import AccountRow, RepRow, RoutingRepository
 
 router = APIRouter()
 
@@ -29,6 +31,15 @@ _TEXT_BODY = {
 
 def _error(status: int, code: str, detail: Any) -> HTTPException:
     return HTTPException(status_code=status, detail={"error": code, "detail": detail})
+
+
+def _path_errors(errors: Sequence[str]) -> list[dict[str, str]]:
+    """'rules[2].action.team: unknown team' -> {"path": "rules[2].action.team", "reason": "unknown team"}."""
+    out = []
+    for error in errors:
+        path, separator, reason = error.partition(": ")
+        out.append({"path": path, "reason": reason} if separator else {"path": "<document>", "reason": error})
+    return out
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -49,6 +60,7 @@ async def get_lead(lead_id: str, request: Request, _admin: Admin) -> dict[str, A
         assignments = await repo.assignments(lead_id)
         timeline = await repo.timeline(lead_id)
     current = next((a for a in assignments if a.ended_at is None), None)
+    touch = next((t.detail for t in timeline if t.kind == "touched" and "time_to_first_touch_s" in t.detail), None)
     return {
         "lead_id": lead.lead_id,
         "status": lead.status,
@@ -58,6 +70,13 @@ async def get_lead(lead_id: str, request: Request, _admin: Admin) -> dict[str, A
         "reassignments": lead.reassignments,
         "routed_at": _iso(lead.routed_at),
         "first_touch_at": _iso(lead.first_touch_at),
+        "time_to_first_touch": {
+            "seconds": touch["time_to_first_touch_s"],
+            "working_minutes": touch.get("working_minutes"),
+            "within_sla": touch.get("within_sla"),
+        }
+        if touch
+        else None,
         "erased": lead.erased_at is not None,
         "current_assignment": _assignment_out(current) if current else None,
         "assignments": [_assignment_out(a) for a in assignments],
@@ -156,7 +175,7 @@ async def put_rules(request: Request, _admin: Admin) -> dict[str, Any]:
         async with request.app.state.runtime.db.transaction() as session:
             rules = await request.app.state.router.install_rules(session, text)
     except RulesError as exc:
-        raise _error(422, "invalid_rules", list(exc.errors)) from exc
+        raise _error(422, "invalid_rules", _path_errors(exc.errors)) from exc
     return {"version": rules.version, "status": "active"}
 
 
@@ -180,7 +199,7 @@ async def simulate(body: SimulateIn, request: Request, _admin: Admin) -> dict[st
         try:
             rules = router_.parse_rules(body.rules_yaml) if body.rules_yaml else await router_.rules(session)
         except RulesError as exc:
-            raise _error(422, "invalid_rules", list(exc.errors)) from exc
+            raise _error(422, "invalid_rules", _path_errors(exc.errors)) from exc
         decision = await router_.preview(
             session,
             body.model_dump(exclude={"rules_yaml", "at"}),
@@ -188,6 +207,51 @@ async def simulate(body: SimulateIn, request: Request, _admin: Admin) -> dict[st
             now=h.aware(body.at) or datetime.now(UTC),
         )
     return decision.to_dict()
+
+
+class BacktestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: str | dict[str, Any] = Field(description="The candidate ruleset: YAML or JSON text, or a JSON object")
+    since: datetime | None = Field(default=None, description="Window start (default: 7 days before until)")
+    until: datetime | None = Field(default=None, description="Window end, exclusive (default: now)")
+    changed_limit: int = Field(default=200, ge=0, le=5000, description="At most this many changed leads listed")
+
+
+@router.post(
+    "/v1/routing/backtest",
+    summary="Replay a past window of leads through candidate rules beside the current ones; writes nothing",
+    responses={422: {"description": "Invalid rules (each error names its path), window or window too large"}},
+)
+async def backtest(body: BacktestIn, request: Request, _admin: Admin) -> dict[str, Any]:
+    router_: h.Router = request.app.state.router
+    until = h.aware(body.until) or datetime.now(UTC)
+    since = h.aware(body.since) or until - timedelta(days=7)
+    if since >= until:
+        raise _error(422, "validation_failed", [{"field": "since", "reason": "must be before until"}])
+    async with request.app.state.runtime.db.read() as session:
+        try:
+            candidate = router_.parse_rules(body.rules) if isinstance(body.rules, str) else load_rules(body.rules)
+        except RulesError as exc:
+            raise _error(422, "invalid_rules", _path_errors(exc.errors)) from exc
+        roster = await router_.roster(session)
+        problems = h.roster_problems(candidate, roster)
+        if problems:
+            raise _error(422, "invalid_rules", _path_errors(problems))
+        try:
+            return await bt.backtest(
+                session,
+                current=await router_.rules(session),
+                candidate=candidate,
+                teams=roster.teams,
+                reps=roster.reps,
+                since=since,
+                until=until,
+                max_leads=request.app.state.settings.backtest_max_leads,
+                changed_limit=body.changed_limit,
+            )
+        except bt.WindowTooLarge as exc:
+            raise _error(422, "window_too_large", str(exc)) from exc
 
 
 # -- roster ---------------------------------------------------------------------------------------------------------
@@ -199,10 +263,7 @@ async def list_reps(request: Request, _admin: Admin) -> dict[str, Any]:
         repo = RoutingRepository(session)
         loads = await repo.loads()
         return {
-            "items": [
-                {**r.data, "load": {"open_leads": loads[r.id].open_leads if r.id in loads else 0}}
-                for r in await repo.reps()
-            ]
+            "items": [_rep_out(r, loads) for r in await repo.reps()]
         }
 
 
@@ -219,50 +280,95 @@ async def list_accounts(request: Request, _admin: Admin) -> dict[str, Any]:
     return {"items": [{"domain": a.domain, "owner": a.owner_rep_id, "name": a.name} for a in rows]}
 
 
-async def _save_roster(request: Request, data: dict[str, Any]) -> dict[str, Any]:
+def _roster_errors(errors: Sequence[str], ids: dict[str, list[str]], edited: tuple[str, str] | None) -> Any:
+    """Paths into the merged roster become paths a caller recognises: the body's own fields, or kind[id]."""
+    out = []
+    for item in _path_errors(errors):
+        path = item["path"]
+        for kind, kind_ids in ids.items():
+            for index, item_id in enumerate(kind_ids):
+                prefix = f"{kind}[{index}]"
+                if path == prefix or path.startswith((prefix + ".", prefix + "[")):
+                    if edited == (kind, item_id):
+                        path = path[len(prefix) :].lstrip(".") or "<body>"
+                    else:
+                        path = f"{kind}[{item_id}]" + path[len(prefix) :]
+                    break
+            else:
+                continue
+            break
+        out.append({"path": path, "reason": item["reason"]})
+    return out
+
+
+async def _save_roster(
+    request: Request,
+    *,
+    teams: dict[str, dict[str, Any]] | None = None,
+    reps: dict[str, dict[str, Any]] | None = None,
+    edited: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Merge the changes into the stored roster and save it, validated as a whole, in one transaction."""
+    ids: dict[str, list[str]] = {}
     try:
         async with request.app.state.runtime.db.transaction() as session:
-            roster = await request.app.state.router.replace_roster(session, data)
+            repo = RoutingRepository(session)
+            await repo.lock_routing()  # roster edits serialize with each other and with routing decisions
+            merged_teams = {t.id: t.data for t in await repo.teams()}
+            merged_reps = {r.id: r.data for r in await repo.reps()}
+            merged_teams.update(teams or {})
+            merged_reps.update(reps or {})
+            ids = {"teams": list(merged_teams), "reps": list(merged_reps)}
+            roster = await request.app.state.router.replace_roster(
+                session, {"teams": list(merged_teams.values()), "reps": list(merged_reps.values())}
+            )
     except RosterError as exc:
-        raise _error(422, "invalid_roster", list(exc.args[0]) if exc.args else str(exc)) from exc
+        raise _error(422, "invalid_roster", _roster_errors(exc.errors, ids, edited)) from exc
     return {"roster_version": roster.version, "teams": len(roster.teams), "reps": len(roster.reps)}
 
 
-async def _merged_roster(request: Request, **changes: Any) -> dict[str, Any]:
-    async with request.app.state.runtime.db.read() as session:
-        repo = RoutingRepository(session)
-        teams = {t.id: t.data for t in await repo.teams()}
-        reps = {r.id: r.data for r in await repo.reps()}
-    teams.update(changes.get("teams", {}))
-    reps.update(changes.get("reps", {}))
+def _rep_out(row: RepRow, loads: dict[str, Any]) -> dict[str, Any]:
+    load = loads.get(row.id)
     return {
-        "teams": list(teams.values()),
-        "reps": list(reps.values()),
-        "accounts": changes.get("accounts", []),
+        **row.data,
+        "load": {
+            "open_leads": load.open_leads if load else 0,
+            "assigned_today": load.assigned_today if load else 0,
+            "day": load.day if load else None,
+        },
     }
+
+
+@router.get("/v1/reps/{rep_id}", summary="One rep, with their current load")
+async def get_rep(rep_id: str, request: Request, _admin: Admin) -> dict[str, Any]:
+    async with request.app.state.runtime.db.read() as session:
+        row = await session.get(RepRow, rep_id)
+        if row is None:
+            raise _error(404, "not_found", "no rep with this id")
+        return _rep_out(row, await RoutingRepository(session).loads())
 
 
 @router.put("/v1/reps/{rep_id}", summary="Create or replace a rep")
 async def put_rep(rep_id: str, body: dict[str, Any], request: Request, _admin: Admin) -> dict[str, Any]:
-    data = {**body, "id": rep_id}
-    return await _save_roster(request, await _merged_roster(request, reps={rep_id: data}))
+    return await _save_roster(request, reps={rep_id: {**body, "id": rep_id}}, edited=("reps", rep_id))
 
 
-@router.patch("/v1/reps/{rep_id}", summary="Change a rep (status, out of office, capacity, weight...)")
+@router.patch(
+    "/v1/reps/{rep_id}",
+    summary="Change a rep: status (active, away, ooo, left), out of office from/until, capacity, weight, hours...",
+)
 async def patch_rep(rep_id: str, body: dict[str, Any], request: Request, _admin: Admin) -> dict[str, Any]:
     async with request.app.state.runtime.db.read() as session:
         row = await session.get(RepRow, rep_id)
         if row is None:
             raise _error(404, "not_found", "no rep with this id")
         data = {**row.data, **body, "id": rep_id}
-    return await _save_roster(request, await _merged_roster(request, reps={rep_id: data}))
+    return await _save_roster(request, reps={rep_id: data}, edited=("reps", rep_id))
 
 
 @router.put("/v1/teams/{team_id}", summary="Create or replace a team")
 async def put_team(team_id: str, body: dict[str, Any], request: Request, _admin: Admin) -> dict[str, Any]:
-    return await _save_roster(
-        request, await _merged_roster(request, teams={team_id: {**body, "id": team_id}})
-    )
+    return await _save_roster(request, teams={team_id: {**body, "id": team_id}}, edited=("teams", team_id))
 
 
 @router.put("/v1/accounts/{domain}", summary="Set the owner of a company domain")
@@ -281,6 +387,15 @@ async def put_account(domain: str, body: dict[str, Any], request: Request, _admi
     return {"domain": domain.lower(), "owner": owner}
 
 
+@router.delete("/v1/accounts/{domain}", summary="Forget a company domain's owner", status_code=204)
+async def delete_account(domain: str, request: Request, _admin: Admin) -> None:
+    async with request.app.state.runtime.db.transaction() as session:
+        row = await session.get(AccountRow, domain.lower())
+        if row is None:
+            raise _error(404, "not_found", "no account with this domain")
+        await session.delete(row)
+
+
 @router.post(
     "/v1/roster",
     summary="Load teams, reps and accounts from a YAML or JSON document",
@@ -293,8 +408,12 @@ async def load_roster(request: Request, _admin: Admin) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise _error(400, "bad_request", f"not YAML or JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise _error(422, "invalid_roster", ["<root>: expected a mapping with teams, reps and accounts"])
-    return await _save_roster(request, data)
-
-
-_ = (TeamRow,)
+        reason = "expected a mapping with teams, reps and accounts"
+        raise _error(422, "invalid_roster", [{"path": "<document>", "reason": reason}])
+    try:
+        async with request.app.state.runtime.db.transaction() as session:
+            await RoutingRepository(session).lock_routing()
+            roster = await request.app.state.router.replace_roster(session, data)
+    except RosterError as exc:
+        raise _error(422, "invalid_roster", _path_errors(exc.errors)) from exc
+    return {"roster_version": roster.version, "teams": len(roster.teams), "reps": len(roster.reps)}

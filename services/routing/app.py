@@ -13,7 +13,8 @@ from fastapi import FastAPI, Request
 from common.logging import configure_logging
 from common.runtime import Runtime
 from common.web import health_router, install_common
-from routing import api
+from routing import api, webhooks, webhooks_api
+from routing import metrics as routing_metrics
 from routing.consumer import CONSUMES, PRODUCES, event_handlers
 from routing.handlers import Router
 from routing.settings import RoutingSettings
@@ -28,6 +29,7 @@ async def _seed(runtime: Runtime, router: Router, settings: RoutingSettings) -> 
     """Load the seed roster and rules once, when the store has none (a restart keeps what ops changed)."""
     async with runtime.db.transaction() as session:
         repo = RoutingRepository(session)
+        await repo.lock_routing()  # two processes starting together on PostgreSQL seed once, not twice
         if settings.seed_file and not await repo.reps():
             data = yaml.safe_load(settings.seed_file.read_text(encoding="utf-8")) or {}
             roster = await router.replace_roster(session, data)
@@ -59,14 +61,18 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         )
         app.state.router = router
         app.state.runtime = runtime
+        runtime.db.on_commit(routing_metrics.flush)
         app.state.timers = timers
         await runtime.start()
         await _seed(runtime, router, settings)
         await runtime.start_job(timers.run)
+        app.state.webhook_sender = webhooks.WebhookSender(runtime.db, settings)
+        await runtime.start_job(app.state.webhook_sender.run)
         try:
             yield
         finally:
             await timers.stop()
+            await app.state.webhook_sender.stop()
             await runtime.stop()
 
     app = FastAPI(
@@ -83,4 +89,5 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
 
     app.include_router(health_router(readiness))
     app.include_router(api.router)
+    app.include_router(webhooks_api.router)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -13,13 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.envelope import Event
 from common.outbox import add_events
 from common.topics import EVENT_TOPICS
+from routing import metrics
 from routing.domain import (
     DEFAULT_RULES_YAML,
+    Action,
     Decision,
     EscalationPolicy,
     Rep,
     RepLoad,
+    RosterError,
     RoutingRules,
+    RulesError,
     SlaPolicy,
     Team,
     account_domain,
@@ -32,6 +36,7 @@ from routing.domain import (
     sla_deadline,
     sla_policy_for,
     warning_times,
+    working_minutes_between,
 )
 from routing.domain.hours import zone
 from routing.settings import RoutingSettings
@@ -50,6 +55,7 @@ from routing.store import (
     TimelineRow,
     outbox,
 )
+from routing.webhooks import enqueue_deliveries
 
 log = structlog.get_logger(__name__)
 EVENT_SOURCE = "/handoff/routing"
@@ -100,8 +106,9 @@ class Router:
         self._rules: dict[str, RoutingRules] = {}
         policies = default_sla_policies()
         for grade, minutes in settings.sla_minutes.items():
-            base = policies.get(grade.upper()) or policies["queue"]
-            policies[grade.upper()] = SlaPolicy(
+            key = "queue" if grade.lower() == "queue" else grade.upper()
+            base = policies.get(key) or policies["queue"]
+            policies[key] = SlaPolicy(
                 base.grade,
                 minutes,
                 settings.sla_business_hours,
@@ -145,12 +152,7 @@ class Router:
         """Validate (RulesError leaves the old rules in force), check against the roster, activate."""
         rules = self.parse_rules(text)
         roster = await self.roster(session)
-        from routing.domain import RulesError
-
-        known_teams = {t.id for t in roster.teams}
-        missing = sorted(rules.referenced_teams() - known_teams)
-        missing_reps = sorted(rules.referenced_reps() - {r.id for r in roster.reps})
-        problems = [f"unknown team {t!r}" for t in missing] + [f"unknown rep {r!r}" for r in missing_reps]
+        problems = roster_problems(rules, roster)
         if problems:
             raise RulesError(problems)
         existing = await session.get(RulesetRow, rules.version)
@@ -168,7 +170,11 @@ class Router:
 
     async def replace_roster(self, session: AsyncSession, data: Mapping[str, Any]) -> Roster:
         """Load teams, reps and accounts from a seed mapping (validated as a whole first)."""
-        parse_reps({"teams": data.get("teams") or [], "reps": data.get("reps") or []})
+        _, reps = parse_reps({"teams": data.get("teams") or [], "reps": data.get("reps") or []})
+        known = {rep.id for rep in reps} | {row.id for row in await RoutingRepository(session).reps()}
+        problems = account_problems(data.get("accounts"), known)
+        if problems:
+            raise RosterError(problems)
         now = self.clock()
         for raw in data.get("teams") or []:
             row = await session.get(TeamRow, raw["id"])
@@ -207,9 +213,10 @@ class Router:
             return  # routed already (a re-published score): a lead is assigned once
         data = event.data
         erased = await repo.is_erased(lead_id)
+        enrichment = dict(data.get("enrichment") or {})
         view = {
             "lead": {} if erased else dict(data.get("lead") or {}),
-            "enrichment": dict(data.get("enrichment") or {}),
+            "enrichment": anonymous_enrichment(enrichment) if erased else enrichment,
             "score": dict(data.get("score") or {}),
             "source": dict(data.get("source") or {}),
             "is_test": bool(data.get("is_test")),
@@ -236,6 +243,7 @@ class Router:
         await self.assign(
             session, lead, now=now, correlation_id=event.correlation_id, event_type="lead.assigned"
         )
+        _record_latency(session, lead, now)
 
     async def assign(
         self,
@@ -254,36 +262,12 @@ class Router:
         repo = RoutingRepository(session)
         await repo.lock_routing()
         roster = await self.roster(session)
-        view = lead.view or {}
-        previous_rep = None
-        if lead.duplicate_of:
-            original = await repo.lead(lead.duplicate_of)
-            previous_rep = original.current_rep_id if original else None
-        load_rows = await repo.loads()
-        today = {rep.id: _local_day(now, rep.timezone) for rep in roster.reps}
-        loads = {
-            rep.id: RepLoad(
-                open_leads=load_rows[rep.id].open_leads if rep.id in load_rows else 0,
-                assigned_today=(
-                    load_rows[rep.id].assigned_today
-                    if rep.id in load_rows and load_rows[rep.id].day == today[rep.id]
-                    else 0
-                ),
+        if forced is not None:
+            decision = forced
+        else:
+            decision = await self._decide(
+                session, lead.view or {}, await self.rules(session), now=now, exclude=exclude
             )
-            for rep in roster.reps
-        }
-        rules = await self.rules(session)
-        decision = forced or _route(
-            view,
-            rules=rules,
-            roster=roster,
-            loads=loads,
-            rotation=await repo.rotation(),
-            accounts=await repo.account_owner(account_domain(view)),
-            previous_rep=previous_rep,
-            exclude=exclude,
-            now=now,
-        )
         if previous is not None:
             previous.ended_at = now
             previous.end_reason = end_reason
@@ -326,7 +310,8 @@ class Router:
         lead.current_rep_id = decision.rep_id
         lead.team_id = decision.team_id
         if decision.rep_id:
-            await _adjust_load(session, decision.rep_id, open_delta=1, day=today.get(decision.rep_id))
+            day = _local_day(now, rep.timezone) if rep else None
+            await _adjust_load(session, decision.rep_id, open_delta=1, day=day)
         await session.flush()
         await self._start_clock(session, lead, assignment, policy, rep, roster, decision, now)
         session.add(
@@ -350,6 +335,7 @@ class Router:
                 },
             )
         )
+        metrics.record(session, metrics.LEADS_ASSIGNED.labels(outcome=decision.outcome).inc)
         event = Event(
             type=event_type,
             source=EVENT_SOURCE,
@@ -359,7 +345,7 @@ class Router:
             data=self._assignment_data(lead, assignment, decision, rep, previous, end_reason),
         )
         await session.flush()
-        await add_events(session, outbox, self.settings, [event], _topic)
+        await self._publish(session, [event])
         return assignment
 
     def _policy_for(self, decision: Decision, roster: Roster, grade: str | None) -> SlaPolicy | None:
@@ -461,6 +447,12 @@ class Router:
     async def fire_due_timers(self, session: AsyncSession, now: datetime, limit: int) -> int:
         """Fire what is due: warnings, breaches (then escalate) and holds (then route again). Returns the count."""
         repo = RoutingRepository(session)
+        next_due = aware(await repo.next_due())
+        if next_due is None or next_due > now:
+            return 0  # the idle path takes no lock
+        # Every writer takes the routing lock before any row lock (here: before claiming timers), so a rep's
+        # touch and a breach firing at the same moment serialize instead of deadlocking on each other's rows.
+        await repo.lock_routing()
         timers = await repo.due_timers(now, limit)
         for timer in timers:
             timer.fired_at = now
@@ -471,6 +463,13 @@ class Router:
             lead = await repo.lead(timer.lead_id)
             if lead is None:
                 continue
+            late_s = max(0.0, (now - (aware(timer.due_at) or now)).total_seconds())
+            metrics.record(session, lambda late_s=late_s: metrics.SLA_TIMER_LATENESS.observe(late_s))
+            team = metrics.team_label(current.team_id)
+            if timer.kind == "warning":
+                metrics.record(session, metrics.SLA_WARNINGS.labels(team=team).inc)
+            elif timer.kind == "breach":
+                metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
             if timer.kind == "hold":
                 await self.assign(
                     session,
@@ -516,7 +515,7 @@ class Router:
         }
         session.add(TimelineRow(lead_id=lead.lead_id, at=now, kind=kind.removeprefix("lead."), detail=detail))
         event = Event(type=kind, source=EVENT_SOURCE, subject=lead.lead_id, time=now, data=detail)
-        await add_events(session, outbox, self.settings, [event], _topic)
+        await self._publish(session, [event])
 
     async def escalate(
         self, session: AsyncSession, lead: LeadRow, current: AssignmentRow, now: datetime
@@ -528,7 +527,7 @@ class Router:
         forced: Decision | None = None
         if step == "manager" and current.rep_id:
             roster = await self.roster(session)
-            manager = manager_for(current.rep_id, roster.reps, roster.teams)
+            manager = manager_for(current.rep_id, roster.reps, roster.teams, now=now)
             if manager:
                 forced = Decision(
                     outcome="assigned",
@@ -568,22 +567,20 @@ class Router:
 
     # -- previews and rep actions ---------------------------------------------------------------------------------
 
-    async def preview(
-        self, session: AsyncSession, view: Mapping[str, Any], rules: RoutingRules, *, now: datetime
+    async def _decide(
+        self,
+        session: AsyncSession,
+        view: Mapping[str, Any],
+        rules: RoutingRules,
+        *,
+        now: datetime,
+        exclude: frozenset[str] = frozenset(),
     ) -> Decision:
-        """The decision the router would make now, from the stored roster, loads and rotation; writes nothing."""
+        """The one way a decision is made, shared by assign and preview so a simulation is the real thing."""
         repo = RoutingRepository(session)
         roster = await self.roster(session)
         load_rows = await repo.loads()
-        loads = {
-            rep.id: RepLoad(
-                open_leads=load_rows[rep.id].open_leads if rep.id in load_rows else 0,
-                assigned_today=load_rows[rep.id].assigned_today
-                if rep.id in load_rows and load_rows[rep.id].day == _local_day(now, rep.timezone)
-                else 0,
-            )
-            for rep in roster.reps
-        }
+        loads = {rep.id: _load_of(load_rows.get(rep.id), _local_day(now, rep.timezone)) for rep in roster.reps}
         previous_rep = None
         if view.get("duplicate_of"):
             original = await repo.lead(str(view["duplicate_of"]))
@@ -596,9 +593,15 @@ class Router:
             rotation=await repo.rotation(),
             accounts=await repo.account_owner(account_domain(view)),
             previous_rep=previous_rep,
-            exclude=frozenset(),
+            exclude=exclude,
             now=now,
         )
+
+    async def preview(
+        self, session: AsyncSession, view: Mapping[str, Any], rules: RoutingRules, *, now: datetime
+    ) -> Decision:
+        """The decision the router would make now, from the stored roster, loads and rotation; writes nothing."""
+        return await self._decide(session, view, rules, now=now)
 
     async def act(
         self,
@@ -618,6 +621,7 @@ class Router:
             raise LookupError("this lead has not been routed (yet)")
         current = await repo.current_assignment(lead_id)
         now = self.clock()
+        await self.roster(session)  # the touch facts read the rep's working hours from it
         actor = rep_id or (current.rep_id if current else None)
         if lead.status in ("converted", "disqualified"):
             raise ValueError(f"the lead is already {lead.status}")
@@ -631,7 +635,10 @@ class Router:
             if lead.first_touch_at is None:
                 lead.first_touch_at = now
                 await self._stop_clock(session, current, now)
-                detail.update(self._touch_facts(lead, current, now))
+                facts = self._touch_facts(lead, current, now)
+                detail.update(facts)
+                seconds = facts["time_to_first_touch_s"]
+                metrics.record(session, lambda: metrics.TIME_TO_FIRST_TOUCH.observe(seconds))
             lead.status = "touched"
         elif action == "accept":
             lead.status = "accepted"
@@ -689,8 +696,6 @@ class Router:
         roster = self._roster
         rep = roster.rep(current.rep_id) if roster and current else None
         if rep is not None:
-            from routing.domain import working_minutes_between
-
             facts["working_minutes"] = round(
                 working_minutes_between(start, now, hours=rep.hours, tz=rep.timezone), 2
             )
@@ -721,7 +726,12 @@ class Router:
             correlation_id=correlation_id,
             data=data,
         )
-        await add_events(session, outbox, self.settings, [event], _topic)
+        await self._publish(session, [event])
+
+    async def _publish(self, session: AsyncSession, events: Sequence[Event]) -> None:
+        """Write events to the outbox and queue their webhook deliveries, both in the caller's transaction."""
+        await add_events(session, outbox, self.settings, events, _topic)
+        await enqueue_deliveries(session, events, self.clock())
 
     # -- erasure --------------------------------------------------------------------------------------------------
 
@@ -734,6 +744,7 @@ class Router:
         if lead is not None and lead.erased_at is None:
             view = dict(lead.view or {})
             view["lead"] = {}
+            view["enrichment"] = anonymous_enrichment(view.get("enrichment") or {})
             lead.view = view
             lead.erased_at = now
             session.add(TimelineRow(lead_id=lead.lead_id, at=now, kind="erased", detail={}))
@@ -766,6 +777,71 @@ def _route(
         exclude=exclude,
         now=now,
     )
+
+
+def roster_problems(rules: RoutingRules, roster: Roster) -> list[str]:
+    """Teams and reps the rules name that the roster lacks, each as 'path: problem' like the rules' own errors."""
+    teams = {team.id for team in roster.teams}
+    reps = {rep.id for rep in roster.reps}
+    known = f"(known teams: {', '.join(sorted(teams)) or 'none'})"
+    problems: list[str] = []
+    if rules.fallback_team not in teams:
+        problems.append(f"fallback_team: unknown team {rules.fallback_team!r} {known}")
+    # load_rules keeps every rule of a valid document, in order, so the index is the document's own.
+    for index, rule in enumerate(rules.rules):
+        action: Action | None = rule.action
+        where = f"rules[{index}].action"
+        while action is not None:
+            if action.team and action.team not in teams:
+                problems.append(f"{where}.team: unknown team {action.team!r} {known}")
+            if action.rep and action.rep not in reps:
+                problems.append(f"{where}.rep: unknown rep {action.rep!r}")
+            action, where = action.fallback, f"{where}.fallback"
+    return problems
+
+
+def account_problems(accounts: Any, rep_ids: set[str]) -> list[str]:
+    """What is wrong with a roster's `accounts` list, each as 'path: problem'."""
+    if accounts is None:
+        return []
+    if not isinstance(accounts, list):
+        return ["accounts: expected a list of {name, domains, owner}"]
+    problems: list[str] = []
+    for index, raw in enumerate(accounts):
+        where = f"accounts[{index}]"
+        if not isinstance(raw, Mapping):
+            problems.append(f"{where}: expected a mapping with domains and owner")
+            continue
+        owner = raw.get("owner")
+        if not isinstance(owner, str) or owner not in rep_ids:
+            problems.append(f"{where}.owner: unknown rep {owner!r}")
+        domains = raw.get("domains") or [raw.get("domain")]
+        if not isinstance(domains, list) or not all(isinstance(d, str) and "." in d for d in domains):
+            problems.append(f"{where}.domains: expected a list of company domains like acme.com")
+    return problems
+
+
+def anonymous_enrichment(enrichment: Mapping[str, Any]) -> dict[str, Any]:
+    """The enrichment without what can point at a person: the email's domain, provider data, the steps log."""
+    kept = {k: v for k, v in enrichment.items() if k not in ("domain", "provider", "steps")}
+    if isinstance(kept.get("company"), Mapping):
+        kept["company"] = {k: v for k, v in kept["company"].items() if k != "domain"}
+    return kept
+
+
+def _load_of(row: RepLoadRow | None, today: str) -> RepLoad:
+    if row is None:
+        return RepLoad()
+    return RepLoad(open_leads=row.open_leads, assigned_today=row.assigned_today if row.day == today else 0)
+
+
+def _record_latency(session: AsyncSession, lead: LeadRow, now: datetime) -> None:
+    """Speed of the pipeline itself: source submit and Handoff receipt to the first decision."""
+    for since, at in (("received", aware(lead.received_at)), ("submitted", aware(lead.submitted_at))):
+        if at is not None and at <= now:
+            seconds = (now - at).total_seconds()
+            observe = metrics.ASSIGNMENT_LATENCY.labels(since=since).observe
+            metrics.record(session, lambda observe=observe, seconds=seconds: observe(seconds))
 
 
 def _clock_of(rep: Rep | None, team: Team | None) -> tuple[Any, str]:

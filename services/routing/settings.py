@@ -31,6 +31,8 @@ class RoutingSettings(ServiceSettings):
     timer_batch_size: int = Field(default=500, ge=1)
     # The timer loop never sleeps longer than this, so a timer written by another process fires on time.
     timer_max_sleep_s: float = Field(default=0.25, gt=0)
+    # A backtest replays at most this many leads at once (each is held in memory and decided twice).
+    backtest_max_leads: int = Field(default=50_000, ge=1)
 
     # -- webhooks to sales tools (Standard Webhooks; retry schedule after Svix's) ------------------------
     webhook_timeout_s: float = Field(default=15.0, gt=0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -293,6 +293,58 @@ class RoutingRepository:
         return (
             await self.session.execute(select(func.min(SlaTimer.due_at)).where(SlaTimer.fired_at.is_(None)))
         ).scalar_one_or_none()
+
+    async def open_timers(self) -> int:
+        """Timers waiting to fire (SLA warnings, breaches and holds)."""
+        return int(
+            (await self.session.execute(select(func.count()).where(SlaTimer.fired_at.is_(None)))).scalar_one()
+        )
+
+    async def count_routed_between(self, since: datetime, until: datetime) -> int:
+        return int(
+            (
+                await self.session.execute(
+                    select(func.count()).where(LeadRow.routed_at >= since, LeadRow.routed_at < until)
+                )
+            ).scalar_one()
+        )
+
+    async def routed_between(self, since: datetime, until: datetime) -> list[LeadRow]:
+        """Leads first routed in [since, until), in routing order (a backtest's input)."""
+        query = (
+            select(LeadRow)
+            .where(LeadRow.routed_at >= since, LeadRow.routed_at < until)
+            .order_by(LeadRow.routed_at, LeadRow.lead_id)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def closed_between(self, since: datetime, until: datetime) -> dict[str, datetime]:
+        """When each lead routed in the window was converted or disqualified, if it was."""
+        query = (
+            select(AssignmentRow.lead_id, AssignmentRow.ended_at)
+            .join(LeadRow, LeadRow.lead_id == AssignmentRow.lead_id)
+            .where(
+                LeadRow.routed_at >= since,
+                LeadRow.routed_at < until,
+                AssignmentRow.end_reason.in_(("converted", "disqualified")),
+            )
+        )
+        return {
+            lead_id: ended if ended.tzinfo else ended.replace(tzinfo=UTC)
+            for lead_id, ended in (await self.session.execute(query)).all()
+            if ended is not None
+        }
+
+    async def current_reps(self, lead_ids: set[str]) -> dict[str, str]:
+        """The rep each of these leads is with now (leads with nobody are left out)."""
+        found: dict[str, str] = {}
+        ids = sorted(lead_ids)
+        for start in range(0, len(ids), 500):
+            query = select(LeadRow.lead_id, LeadRow.current_rep_id).where(
+                LeadRow.lead_id.in_(ids[start : start + 500]), LeadRow.current_rep_id.is_not(None)
+            )
+            found.update({lead_id: rep_id for lead_id, rep_id in (await self.session.execute(query)).all()})
+        return found
 
     async def pending_timers(self, assignment_id: int) -> list[SlaTimer]:
         return list(

@@ -225,3 +225,34 @@ async def test_consumer_applies_each_event_once_dead_letters_poison_and_commits_
         await replay.stop()
         await task
         await db.dispose()
+
+
+async def test_a_consumer_stuck_with_work_waiting_reports_itself_stalled(
+    kafka_bootstrap: str, namespace: str, tmp_path: Path
+) -> None:
+    settings = _settings(kafka_bootstrap, namespace, consumer_stall_s=1.5)
+    await ensure_topics(settings, ["things.v1", "deadletter.plumbing.v1"])
+    db = await _database(f"sqlite+aiosqlite:///{tmp_path / 'stuck.db'}")
+    release = asyncio.Event()
+
+    async def hang(session, event: Event) -> None:  # type: ignore[no-untyped-def]
+        await release.wait()  # a handler wedged on something that never answers
+
+    consumer = ConsumerLoop(
+        settings=settings, db=db, processed=processed, topics=["things.v1"], handlers={"thing.happened": hang}
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await wait_until_async(lambda: consumer.running, timeout=30, what="consumer running")
+        assert not consumer.health()["stalled"]
+        event = _event("stuck", 1)
+        await produce_raw(kafka_bootstrap, settings.topic("things.v1"), event.value(), event.key(), event.headers())
+        await wait_until_async(lambda: consumer.health()["stalled"], timeout=30, what="stall detected")
+        assert consumer.health()["lag"] >= 1
+        release.set()
+        await wait_until_async(lambda: not consumer.health()["stalled"], timeout=30, what="recovered")
+    finally:
+        release.set()
+        await consumer.stop()
+        await task
+        await db.dispose()

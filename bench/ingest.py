@@ -1,0 +1,115 @@
+"""Ingest: sustained acknowledged leads/s and latency against a bare FastAPI endpoint with the same request model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from bench.load import WrkResult, run_wrk
+from bench.util import UVICORN_ARGS, children, interleave, log, median, pin, ratio
+from tests.support.stack import ADMIN_TOKEN, ROOT, Service, Stack, free_port
+
+
+def _servers(tmp: Path, bootstrap: str, workers: int) -> tuple[Stack, Service]:
+    stack = Stack(tmp, bootstrap)
+    args = [*UVICORN_ARGS, "--workers", str(workers)] if workers > 1 else list(UVICORN_ARGS)
+    stack["ingest"].extra_args = args
+    bare_env = dict(stack.env, PYTHONPATH=str(ROOT))
+    bare = Service("bench.bare", free_port(), bare_env, tmp / "bare.log", extra_args=args)
+    return stack, bare
+
+
+def _migrate(tmp: Path) -> None:
+    from common.db import upgrade_schema
+    from ingest.app import MIGRATIONS
+    from ingest.store import Base
+
+    db = tmp / "data" / "ingest.db"
+    upgrade_schema(f"sqlite+aiosqlite:///{db}", MIGRATIONS, Base.metadata)
+
+
+def _pin_tree(service: Service, cpus: str) -> None:
+    assert service.process is not None
+    pid = service.process.pid
+    for p in [pid, *children(pid)]:
+        pin(p, cpus)
+
+
+def _mode(
+    tmp: Path, bootstrap: str, *, pinned: bool, workers: int, seconds: float, repeats: int, connections: int
+) -> dict[str, Any]:
+    stack, bare = _servers(tmp, bootstrap, workers)
+    ingest = stack["ingest"]
+    if workers > 1:
+        _migrate(tmp)  # several workers would otherwise race to create the same tables
+    try:
+        ingest.start()
+        bare.start()
+        if pinned:
+            _pin_tree(ingest, "0")
+            _pin_tree(bare, "0")
+        gen_cpus = "1" if pinned else None
+        threads = 1 if pinned else 2
+
+        def measure(service: Service, duration: float) -> WrkResult:
+            return run_wrk(
+                f"{service.url}/v1/leads",
+                token=ADMIN_TOKEN,
+                seconds=duration,
+                connections=connections,
+                threads=threads,
+                cpus=gen_cpus,
+            )
+
+        # Warm both (imports, first connections, SQLite page cache) before anything counts.
+        measure(ingest, 2)
+        measure(bare, 2)
+        handoff, baseline = interleave(
+            repeats, lambda _i: measure(ingest, seconds), lambda _i: measure(bare, seconds)
+        )
+    finally:
+        bare.stop()
+        stack.stop()
+    result: dict[str, Any] = {
+        "pinned": pinned,
+        "workers": workers,
+        "connections": connections,
+        "seconds_per_run": seconds,
+        "handoff_runs": [r.as_dict() for r in handoff],
+        "bare_runs": [r.as_dict() for r in baseline],
+    }
+    for name, runs in (("handoff", handoff), ("bare", baseline)):
+        result[name] = {
+            "accepted_per_s": median([r.accepted_per_s for r in runs]),
+            "p50_ms": median([r.p50_ms for r in runs]),
+            "p99_ms": median([r.p99_ms for r in runs]),
+            "errors": sum(r.errors for r in runs),
+        }
+    result["ratio"] = ratio(result["handoff"]["accepted_per_s"], result["bare"]["accepted_per_s"])
+    log(
+        f"ingest {'pinned' if pinned else 'whole-machine'}: {result['handoff']['accepted_per_s']:.0f}/s vs bare "
+        f"{result['bare']['accepted_per_s']:.0f}/s (ratio {result['ratio']:.2f})"
+    )
+    return result
+
+
+def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
+    """Pinned (server on core 0, wrk on core 1, one worker each) then whole-machine (one worker per core)."""
+    seconds = 5.0 if quick else 15.0
+    repeats = 2 if quick else 3
+    cores = os.cpu_count() or 1
+    return {
+        "pinned": _mode(
+            tmp / "pinned", bootstrap, pinned=True, workers=1, seconds=seconds, repeats=repeats, connections=32
+        ),
+        "whole_machine": _mode(
+            tmp / "whole",
+            bootstrap,
+            pinned=False,
+            workers=cores,
+            seconds=seconds,
+            repeats=repeats,
+            connections=64,
+        ),
+    }

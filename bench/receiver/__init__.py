@@ -1,0 +1,1 @@
+"""A local webhook receiver that only counts and timestamps what arrives."""

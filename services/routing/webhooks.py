@@ -1,0 +1,976 @@
+"""Webhooks to sales tools, after the Standard Webhooks specification: endpoints, signed deliveries, retries, replay.
+
+The path of a message: `enqueue_deliveries` writes one `webhook_deliveries` row per subscribed endpoint in the
+transaction that writes the event (so a committed event always has its deliveries, and a rolled-back one never
+does). `WebhookSender` claims due rows with a lease, POSTs them with one shared httpx client, records each attempt
+and schedules the next one (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, with jitter, or a later `Retry-After`).
+A sender killed mid-attempt leaves a lease that expires; the row is then claimed again, so nothing is lost and a
+receiver may see a message twice (the same `webhook-id`, which is what receivers deduplicate on).
+
+Destinations are checked against private, loopback, link-local, multicast, reserved and cloud-metadata addresses
+when registered and again on every new connection: the check runs inside the HTTP client's connect step on the
+very addresses it connects to, so a DNS answer that changes after registration (rebinding) cannot slip through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import random
+import secrets
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpcore
+import httpx
+import structlog
+from prometheus_client import Counter, Histogram
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.db import Database
+from common.envelope import Event, dumps
+from common.topics import EVENT_TOPICS, LEADS_ASSIGNED, LEADS_OUTCOMES, LEADS_SLA
+from routing.settings import RoutingSettings
+from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+log = structlog.get_logger(__name__)
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix the spec gives secrets, not a secret
+TEST_EVENT_TYPE = "webhook.test"
+# What an endpoint can subscribe to: the events routing itself emits.
+WEBHOOK_EVENT_TYPES = frozenset(
+    t for t, topic in EVENT_TOPICS.items() if topic in (LEADS_ASSIGNED, LEADS_SLA, LEADS_OUTCOMES)
+)
+PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
+DELIVERY_STATUSES = (PENDING, SUCCEEDED, FAILED)
+_ENQUEUED_FLAG = "handoff_webhooks_enqueued"
+_MAX_URL_LENGTH = 2048
+_DNS_TIMEOUT_S = 5.0
+
+ATTEMPTS = Counter("handoff_webhook_attempts_total", "Webhook delivery attempts", ["result"])
+FAILURES = Counter(
+    "handoff_webhook_failures_total", "Webhook deliveries given up on (retries spent, endpoint gone or disabled)"
+)
+DELIVERY_SECONDS = Histogram(
+    "handoff_webhook_delivery_seconds",
+    "Time of one webhook attempt, from the request to the (capped) response body",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything stored here is UTC.
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# -- signing (pure) ----------------------------------------------------------------------------------------
+
+
+def new_secret() -> str:
+    """A signing secret: `whsec_` and the base64 of 32 random bytes (the spec asks for at least 24)."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One `v1,<base64 HMAC-SHA256>` signature of `{id}.{timestamp}.{body}`, keyed by the decoded secret."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def signature_header(secrets_: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value: one signature per secret in force, space-separated."""
+    return " ".join(sign(secret, msg_id, timestamp, body) for secret in secrets_)
+
+
+def webhook_body(event_type: str, timestamp: datetime, data: Mapping[str, Any]) -> str:
+    """The Standard Webhooks payload shape: `{"type", "timestamp", "data"}`."""
+    return dumps({"type": event_type, "timestamp": timestamp, "data": data}).decode("utf-8")
+
+
+# -- the retry schedule (pure) -----------------------------------------------------------------------------
+
+
+def retry_delay(
+    step: int,
+    schedule: Sequence[float],
+    *,
+    jitter: float,
+    rand: float,
+    retry_after: float | None = None,
+    retry_after_max: float = float("inf"),
+) -> float | None:
+    """Seconds from the `step`-th failed attempt of a round to the next, or None once the schedule is spent.
+
+    `rand` in [0, 1) spreads the delay by up to `jitter` either way; a receiver's `Retry-After` wins when later.
+    """
+    if step < 1:
+        raise ValueError("step counts failed attempts and starts at 1")
+    if step > len(schedule):
+        return None
+    delay = schedule[step - 1] * (1 + jitter * (2 * rand - 1))
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, retry_after_max))
+    return delay
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """`Retry-After` as seconds from `now`: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+# -- where webhooks may go (pure) --------------------------------------------------------------------------
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Cloud instance-metadata services: refused even when private ranges are allowed, unless a CIDR names them.
+METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean
+        "fd00:ec2::254",  # AWS over IPv6
+        "169.254.170.2",  # AWS ECS task metadata
+        "100.100.100.200",  # Alibaba Cloud
+        "168.63.129.16",  # Azure wire server (a public address)
+    )
+)
+
+
+class UnsafeUrl(ValueError):
+    """An endpoint URL that webhooks must not be sent to (scheme, syntax or the addresses it resolves to)."""
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which otherwise refused addresses are allowed: loopback, listed networks, listed host names."""
+
+    allow_loopback: bool = False
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    allowed_hosts: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: RoutingSettings) -> AddressPolicy:
+        networks: list[IPNetwork] = []
+        hosts: set[str] = set()
+        for entry in settings.webhook_allow_private_hosts:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                hosts.add(entry.lower().rstrip("."))
+        return cls(settings.webhook_loopback_allowed, tuple(networks), frozenset(hosts))
+
+
+def address_refusal(address: str | IPAddress, policy: AddressPolicy, *, host: str = "") -> str | None:
+    """Why a webhook must not be sent to this address (e.g. "loopback"), or None when it may."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0] if isinstance(address, str) else address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        # IPv6 forms that carry an IPv4 address are judged by it: ::ffff:127.0.0.1 is 127.0.0.1, and NAT64 or
+        # 6to4 gateways would forward 64:ff9b::a00:1 or 2002:a00:1:: to 10.0.0.1.
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+    if any(ip in net for net in policy.allowed_networks):
+        return None
+    if ip in METADATA_ADDRESSES:
+        return "metadata"
+    if ip.is_unspecified or (isinstance(ip, ipaddress.IPv4Address) and ip in _THIS_NETWORK):
+        return "unspecified"  # 0.0.0.0 reaches the local host on Linux
+    if ip.is_loopback:
+        return None if policy.allow_loopback else "loopback"
+    if host and host.lower().rstrip(".") in policy.allowed_hosts:
+        return None
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_reserved:
+        return "reserved"
+    if ip.is_private:
+        return "private"
+    if not ip.is_global:
+        return "non-public"
+    return None
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A syntactically acceptable endpoint URL, with the host (IDNA ASCII) and port it connects to."""
+
+    url: str
+    host: str
+    port: int
+
+
+def parse_endpoint_url(url: str) -> Destination:
+    """Only absolute http(s) URLs with a host and no credentials; raises UnsafeUrl otherwise."""
+    if len(url) > _MAX_URL_LENGTH:
+        raise UnsafeUrl(f"the URL is longer than {_MAX_URL_LENGTH} characters")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise UnsafeUrl(f"not a valid URL: {exc}") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise UnsafeUrl("only http and https URLs are accepted")
+    host = parsed.raw_host.decode("ascii").lower()
+    if not host:
+        raise UnsafeUrl("the URL has no host")
+    if parsed.userinfo:
+        raise UnsafeUrl("credentials in the URL are not supported; put a token in the path or query instead")
+    return Destination(url=str(parsed), host=host, port=parsed.port or (443 if parsed.scheme == "https" else 80))
+
+
+def refuse_addresses(host: str, addresses: Sequence[str], policy: AddressPolicy) -> None:
+    """Raise UnsafeUrl unless every address the host resolves to is allowed (a mixed answer is refused)."""
+    if not addresses:
+        raise UnsafeUrl(f"{host} does not resolve to any address")
+    for address in addresses:
+        reason = address_refusal(address, policy, host=host)
+        if reason:
+            raise UnsafeUrl(f"{host} resolves to a {reason} address ({address})")
+
+
+# -- resolving and connecting ------------------------------------------------------------------------------
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The host's addresses from the system resolver."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def _addresses(resolver: Resolver, host: str, port: int) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host))]  # an IP literal is its own answer
+    except ValueError:
+        return await resolver(host, port)
+
+
+async def vet_url(url: str, policy: AddressPolicy, resolver: Resolver = system_resolver) -> Destination:
+    """Parse the URL and refuse it unless every address its host resolves to is allowed now."""
+    destination = parse_endpoint_url(url)
+    try:
+        addresses = await asyncio.wait_for(
+            _addresses(resolver, destination.host, destination.port), _DNS_TIMEOUT_S
+        )
+    except (OSError, TimeoutError) as exc:
+        raise UnsafeUrl(f"{destination.host} does not resolve") from exc
+    refuse_addresses(destination.host, addresses, policy)
+    return destination
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves, checks and connects in one step, so the address checked is the address connected to."""
+
+    def __init__(self, policy: AddressPolicy, resolver: Resolver) -> None:
+        self._policy = policy
+        self._resolver = resolver
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await _addresses(self._resolver, host, port)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"{host} does not resolve: {exc}") from exc
+        refuse_addresses(host, addresses, self._policy)
+        error: Exception = httpcore.ConnectError(f"{host}: no address to connect to")
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        raise error
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise UnsafeUrl("webhooks are never sent to a Unix socket")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def new_http_client(
+    settings: RoutingSettings, policy: AddressPolicy, resolver: Resolver = system_resolver
+) -> httpx.AsyncClient:
+    """The one client a sender shares across deliveries: no redirects, no proxies from the environment."""
+    limits = httpx.Limits(max_connections=settings.webhook_concurrency * 2, max_keepalive_connections=32)
+    transport = httpx.AsyncHTTPTransport(trust_env=False, limits=limits)
+    # httpx takes no network backend, so its pool is rebuilt with one that vets every new connection (httpcore's
+    # public API). An environment proxy would connect on our behalf and skip that check, hence trust_env=False.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=_GuardedBackend(policy, resolver),
+    )
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=httpx.Timeout(settings.webhook_timeout_s),
+        follow_redirects=False,
+        trust_env=False,
+        headers={"user-agent": settings.webhook_user_agent},
+    )
+
+
+# -- enqueueing, in the event's own transaction ------------------------------------------------------------
+
+
+async def enqueue_deliveries(session: AsyncSession, events: Sequence[Event], now: datetime) -> int:
+    """Queue one delivery per event and subscribed, enabled endpoint in the caller's transaction; returns the count."""
+    if not events:
+        return 0
+    endpoints = (
+        await session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(WebhookEndpoint.enabled.is_(True))
+        )
+    ).all()
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        payload: str | None = None
+        for endpoint_id, event_types in endpoints:
+            if "*" not in event_types and event.type not in event_types:
+                continue
+            payload = payload or webhook_body(event.type, event.time, event.data)
+            rows.append(_new_delivery(endpoint_id, event.id, event.type, payload, now))
+    if rows:
+        await session.execute(insert(WebhookDelivery), rows)
+        session.info[_ENQUEUED_FLAG] = True
+    return len(rows)
+
+
+def _new_delivery(endpoint_id: str, message_id: str, event_type: str, payload: str, now: datetime) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "endpoint_id": endpoint_id,
+        "message_id": message_id,
+        "event_type": event_type,
+        "payload": payload,
+        "status": PENDING,
+        "next_attempt_at": now,
+        "schedule_step": 0,
+        "attempt_count": 0,
+        "replays": 0,
+        "created_at": now,
+    }
+
+
+# -- endpoint and delivery use cases -----------------------------------------------------------------------
+
+
+class WebhookConflict(Exception):
+    """The request does not fit the endpoint's state (e.g. replaying to a disabled endpoint)."""
+
+
+def normalize_event_types(event_types: Sequence[str]) -> list[str]:
+    """`["*"]` or known routing event types, deduplicated; raises ValueError naming the unknown ones."""
+    wanted = list(dict.fromkeys(t.strip() for t in event_types))
+    if not wanted:
+        raise ValueError("subscribe to at least one event type, or to \"*\" for all")
+    if "*" in wanted:
+        return ["*"]
+    unknown = [t for t in wanted if t not in WEBHOOK_EVENT_TYPES]
+    if unknown:
+        raise ValueError(
+            f"unknown event types {unknown}; choose from {sorted(WEBHOOK_EVENT_TYPES)} or \"*\""
+        )
+    return sorted(wanted)
+
+
+@dataclass(frozen=True)
+class DeliveryLog:
+    delivery: WebhookDelivery
+    attempts: list[WebhookAttempt]
+
+
+class Webhooks:
+    """Endpoint and delivery use cases; each takes the caller's session (the entrypoint owns the transaction)."""
+
+    def __init__(
+        self,
+        settings: RoutingSettings,
+        *,
+        resolver: Resolver = system_resolver,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.settings = settings
+        self.policy = AddressPolicy.from_settings(settings)
+        self.resolver = resolver
+        self.clock = clock
+
+    async def vet_url(self, url: str) -> Destination:
+        """Check a URL before storing it (outside any transaction: DNS can be slow)."""
+        return await vet_url(url, self.policy, self.resolver)
+
+    async def create_endpoint(
+        self, session: AsyncSession, *, url: Destination, event_types: Sequence[str], description: str = ""
+    ) -> tuple[WebhookEndpoint, str]:
+        """Store a new endpoint; returns it and its signing secret (the only time the secret is shown)."""
+        now = self.clock()
+        secret = new_secret()
+        endpoint = WebhookEndpoint(
+            id=str(uuid.uuid4()),
+            url=url.url,
+            description=description,
+            event_types=normalize_event_types(event_types),
+            enabled=True,
+            secret=secret,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(endpoint)
+        await session.flush()
+        return endpoint, secret
+
+    async def endpoint(self, session: AsyncSession, endpoint_id: str) -> WebhookEndpoint:
+        endpoint = await session.get(WebhookEndpoint, endpoint_id)
+        if endpoint is None:
+            raise LookupError("no webhook endpoint with this id")
+        return endpoint
+
+    async def endpoints(self, session: AsyncSession) -> list[WebhookEndpoint]:
+        query = select(WebhookEndpoint).order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
+        return list((await session.execute(query)).scalars())
+
+    async def update_endpoint(
+        self,
+        session: AsyncSession,
+        endpoint_id: str,
+        *,
+        url: Destination | None = None,
+        event_types: Sequence[str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> WebhookEndpoint:
+        """Change what is given; disabling fails the pending deliveries, enabling gives the endpoint a clean slate."""
+        endpoint = await self.endpoint(session, endpoint_id)
+        now = self.clock()
+        if url is not None:
+            endpoint.url = url.url
+        if event_types is not None:
+            endpoint.event_types = normalize_event_types(event_types)
+        if description is not None:
+            endpoint.description = description
+        if enabled is True and not endpoint.enabled:
+            endpoint.enabled = True
+            endpoint.disabled_reason = endpoint.disabled_at = endpoint.failing_since = None
+        elif enabled is False and endpoint.enabled:
+            await disable_endpoint(session, endpoint, "manual", now)
+        endpoint.updated_at = now
+        await session.flush()
+        return endpoint
+
+    async def rotate_secret(self, session: AsyncSession, endpoint_id: str) -> tuple[WebhookEndpoint, str]:
+        """A new secret signs from now on; the old one adds a second signature until the overlap ends."""
+        endpoint = await self.endpoint(session, endpoint_id)
+        now = self.clock()
+        secret = new_secret()
+        endpoint.previous_secret = endpoint.secret
+        endpoint.previous_secret_until = now + timedelta(hours=self.settings.webhook_secret_overlap_hours)
+        endpoint.secret = secret
+        endpoint.updated_at = now
+        await session.flush()
+        return endpoint, secret
+
+    async def send_test(self, session: AsyncSession, endpoint_id: str) -> WebhookDelivery:
+        """Queue a `webhook.test` ping to the endpoint (sent by the sender like any delivery)."""
+        endpoint = await self.endpoint(session, endpoint_id)
+        if not endpoint.enabled:
+            raise WebhookConflict("the endpoint is disabled; enable it first")
+        now = self.clock()
+        message_id = str(uuid.uuid4())
+        payload = webhook_body(
+            TEST_EVENT_TYPE, now, {"endpoint_id": endpoint.id, "message": "A test delivery from Handoff."}
+        )
+        delivery = WebhookDelivery(**_new_delivery(endpoint.id, message_id, TEST_EVENT_TYPE, payload, now))
+        session.add(delivery)
+        session.info[_ENQUEUED_FLAG] = True
+        await session.flush()
+        return delivery
+
+    async def replay(self, session: AsyncSession, endpoint_id: str, delivery_id: str) -> WebhookDelivery:
+        """Send one delivery again, now, with a fresh retry schedule and the same `webhook-id`."""
+        endpoint = await self.endpoint(session, endpoint_id)
+        if not endpoint.enabled:
+            raise WebhookConflict("the endpoint is disabled; enable it before replaying")
+        delivery = await session.get(WebhookDelivery, delivery_id)
+        if delivery is None or delivery.endpoint_id != endpoint_id:
+            raise LookupError("no delivery with this id for this endpoint")
+        _restart(delivery, self.clock())
+        session.info[_ENQUEUED_FLAG] = True
+        await session.flush()
+        return delivery
+
+    async def replay_failed_since(self, session: AsyncSession, endpoint_id: str, since: datetime) -> int:
+        """Send again every failed delivery of the endpoint created at or after `since`; returns how many."""
+        endpoint = await self.endpoint(session, endpoint_id)
+        if not endpoint.enabled:
+            raise WebhookConflict("the endpoint is disabled; enable it before replaying")
+        since = (_aware(since) or since).astimezone(UTC)
+        now = self.clock()
+        result = await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.endpoint_id == endpoint_id,
+                WebhookDelivery.status == FAILED,
+                WebhookDelivery.created_at >= since,
+            )
+            .values(
+                status=PENDING,
+                next_attempt_at=now,
+                schedule_step=0,
+                replays=WebhookDelivery.replays + 1,
+                lease_token=None,
+                lease_until=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        count = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        if count:
+            session.info[_ENQUEUED_FLAG] = True
+        return count
+
+    async def deliveries(
+        self, session: AsyncSession, endpoint_id: str, *, status: str | None = None, limit: int = 50
+    ) -> list[DeliveryLog]:
+        """The endpoint's deliveries, newest first, each with its attempts in order."""
+        await self.endpoint(session, endpoint_id)
+        query = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
+        if status is not None:
+            query = query.where(WebhookDelivery.status == status)
+        query = query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id).limit(limit)
+        deliveries = list((await session.execute(query)).scalars())
+        attempts: dict[str, list[WebhookAttempt]] = {d.id: [] for d in deliveries}
+        if deliveries:
+            rows = await session.execute(
+                select(WebhookAttempt)
+                .where(WebhookAttempt.delivery_id.in_(list(attempts)))
+                .order_by(WebhookAttempt.id)
+            )
+            for attempt in rows.scalars():
+                attempts[attempt.delivery_id].append(attempt)
+        return [DeliveryLog(d, attempts[d.id]) for d in deliveries]
+
+
+def _restart(delivery: WebhookDelivery, now: datetime) -> None:
+    delivery.status = PENDING
+    delivery.next_attempt_at = now
+    delivery.schedule_step = 0
+    delivery.replays += 1
+    delivery.lease_token = delivery.lease_until = None
+
+
+async def disable_endpoint(session: AsyncSession, endpoint: WebhookEndpoint, reason: str, now: datetime) -> int:
+    """Disable the endpoint and fail its pending deliveries (they stay listed and can be replayed later)."""
+    endpoint.enabled = False
+    endpoint.disabled_reason = reason
+    endpoint.disabled_at = now
+    endpoint.updated_at = now
+    await session.flush()
+    result = await session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.endpoint_id == endpoint.id, WebhookDelivery.status == PENDING)
+        .values(
+            status=FAILED,
+            next_attempt_at=None,
+            lease_token=None,
+            lease_until=None,
+            last_error=f"endpoint disabled ({reason})",
+        )
+        .execution_options(synchronize_session="fetch")
+    )
+    failed = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    FAILURES.inc(failed)
+    log.warning(
+        "webhook_endpoint_disabled",
+        endpoint_id=endpoint.id,
+        host=httpx.URL(endpoint.url).host,
+        reason=reason,
+        failing_since=_iso(endpoint.failing_since),
+        pending_deliveries_failed=failed,
+    )
+    return failed
+
+
+def _iso(value: datetime | None) -> str | None:
+    value = _aware(value)
+    return value.isoformat() if value else None
+
+
+# -- the sender --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery this sender holds the lease on, with what it needs to send it outside any transaction."""
+
+    delivery_id: str
+    endpoint_id: str
+    message_id: str
+    url: str
+    payload: str
+    secrets: tuple[str, ...]
+    lease_token: str
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    result: str  # success | http_error | timeout | network_error | refused | error
+    status_code: int | None = None
+    latency_s: float = 0.0
+    signed_at: int = 0
+    error: str | None = None
+    response_body: str | None = None
+    retry_after_s: float | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.result == "success"
+
+
+class WebhookSender:
+    """Claims due deliveries, sends them and records every attempt; owns its transactions and its HTTP client.
+
+    `clock` drives the schedule (due times, leases, attempt times); `wall_clock` stamps `webhook-timestamp`,
+    which receivers check against their own clocks. Both default to the system clock; tests inject them.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        settings: RoutingSettings,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        wall_clock: Callable[[], datetime] = _utcnow,
+        resolver: Resolver = system_resolver,
+        rand: Callable[[], float] = random.random,
+        stop_grace_s: float = 5.0,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._resolver = resolver
+        self._rand = rand
+        self._policy = AddressPolicy.from_settings(settings)
+        self._timeout = settings.webhook_timeout_s
+        self._cap = settings.webhook_response_max_kib * 1024
+        self._stop_grace_s = stop_grace_s
+        self._client: httpx.AsyncClient | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        db.on_commit(self._after_commit)
+
+    def _after_commit(self, session: AsyncSession) -> None:
+        if session.info.get(_ENQUEUED_FLAG):
+            self._wake.set()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = new_http_client(self._settings, self._policy, self._resolver)
+        return self._client
+
+    async def run(self) -> None:
+        """Send until stopped, at most `webhook_concurrency` attempts at a time."""
+        settings = self._settings
+        try:
+            while not self._stopping:
+                try:
+                    free = settings.webhook_concurrency - len(self._inflight)
+                    wanted = min(free, settings.webhook_batch_size)
+                    if wanted > 0:
+                        claims = await self.claim(wanted)
+                        for claim in claims:
+                            self._spawn(claim)
+                        if len(claims) == wanted and len(self._inflight) < settings.webhook_concurrency:
+                            continue  # more may be due right now
+                    await self._sleep(settings.webhook_poll_interval_s)
+                except Exception:
+                    log.exception("webhook_sender_error")
+                    await self._sleep(1.0)
+        finally:
+            await self._drain()
+            await self.close()
+
+    async def stop(self) -> None:
+        """Stop claiming; attempts in flight get a short grace, the rest are retried after their lease."""
+        self._stopping = True
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def run_once(self, limit: int | None = None) -> int:
+        """One step: claim what is due now, send it all, record the outcomes; returns how many were sent."""
+        claims = await self.claim(limit or self._settings.webhook_batch_size)
+        await asyncio.gather(*(self.deliver(claim) for claim in claims))
+        return len(claims)
+
+    async def claim(self, limit: int) -> list[Claim]:
+        """Lease up to `limit` due deliveries of enabled endpoints (SKIP LOCKED on PostgreSQL)."""
+        now = self._clock()
+        lease_until = now + timedelta(seconds=self._settings.webhook_lease_s)
+        query = (
+            select(WebhookDelivery, WebhookEndpoint)
+            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+            .where(
+                WebhookDelivery.status == PENDING,
+                WebhookDelivery.next_attempt_at <= now,
+                or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
+                WebhookEndpoint.enabled.is_(True),
+            )
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(limit)
+        )
+        claims: list[Claim] = []
+        async with self._db.transaction() as session:
+            if not self._db.is_sqlite:
+                # Senders in other processes skip rows held here; SQLite has one writer, which is enough.
+                query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
+            for delivery, endpoint in (await session.execute(query)).all():
+                token = str(uuid.uuid4())
+                delivery.lease_token, delivery.lease_until = token, lease_until
+                claims.append(
+                    Claim(
+                        delivery_id=delivery.id,
+                        endpoint_id=endpoint.id,
+                        message_id=delivery.message_id,
+                        url=endpoint.url,
+                        payload=delivery.payload,
+                        secrets=_signing_secrets(endpoint, now),
+                        lease_token=token,
+                    )
+                )
+        return claims
+
+    async def deliver(self, claim: Claim) -> AttemptOutcome:
+        """Send one claimed delivery and record the attempt and what comes next."""
+        started_at = self._clock()
+        outcome = await self.attempt(claim)
+        ATTEMPTS.labels(result=outcome.result).inc()
+        DELIVERY_SECONDS.observe(outcome.latency_s)
+        await self.record(claim, started_at, outcome)
+        return outcome
+
+    async def attempt(self, claim: Claim) -> AttemptOutcome:
+        """One signed POST; only a 2xx within the timeout is a success, redirects are not followed."""
+        body = claim.payload.encode("utf-8")
+        signed_at = int(self._wall_clock().timestamp())
+        headers = {
+            "content-type": "application/json",
+            "accept-encoding": "identity",  # the body read is capped on the wire; no compressed surprises
+            "webhook-id": claim.message_id,
+            "webhook-timestamp": str(signed_at),
+            "webhook-signature": signature_header(claim.secrets, claim.message_id, signed_at, body),
+        }
+        started = time.perf_counter()
+        status: int | None = None
+        error: str | None
+        retry_after: float | None = None
+        response_body: str | None = None
+        try:
+            async with (
+                asyncio.timeout(self._timeout),
+                self._http().stream("POST", claim.url, content=body, headers=headers) as response,
+            ):
+                status = response.status_code
+                retry_after = parse_retry_after(response.headers.get("retry-after"), self._wall_clock())
+                response_body = await _read_capped(response, self._cap)
+        except (TimeoutError, httpx.TimeoutException):
+            result, error = "timeout", f"no complete answer within {self._timeout:g} s"
+        except UnsafeUrl as exc:
+            result, error = "refused", str(exc)
+        except httpx.HTTPError as exc:
+            result, error = "network_error", f"{type(exc).__name__}: {exc}"[:500]
+        except Exception as exc:
+            log.exception("webhook_attempt_error", delivery_id=claim.delivery_id)
+            result, error = "error", f"{type(exc).__name__}: {exc}"[:500]
+        else:
+            assert status is not None
+            ok = 200 <= status < 300
+            result = "success" if ok else "http_error"
+            error = None if ok else f"HTTP {status}"
+        return AttemptOutcome(
+            result=result,
+            status_code=status,
+            latency_s=time.perf_counter() - started,
+            signed_at=signed_at,
+            error=error,
+            response_body=response_body,
+            retry_after_s=retry_after,
+        )
+
+    async def record(self, claim: Claim, started_at: datetime, outcome: AttemptOutcome) -> None:
+        """Store the attempt; schedule the next one or settle the delivery; keep the endpoint's health."""
+        settings = self._settings
+        now = self._clock()
+        async with self._db.transaction() as session:
+            delivery = await session.get(WebhookDelivery, claim.delivery_id, with_for_update=True)
+            endpoint = await session.get(WebhookEndpoint, claim.endpoint_id, with_for_update=True)
+            if delivery is None or endpoint is None:
+                return
+            # After a lease expired another sender owns the row: the attempt is still a fact worth keeping.
+            ours = delivery.lease_token == claim.lease_token
+            delivery.attempt_count += 1
+            attempt = WebhookAttempt(
+                delivery_id=delivery.id,
+                attempt_no=delivery.attempt_count,
+                started_at=started_at,
+                signed_at=outcome.signed_at,
+                result=outcome.result,
+                status_code=outcome.status_code,
+                latency_ms=round(outcome.latency_s * 1000, 3),
+                error=outcome.error,
+                response_body=outcome.response_body,
+            )
+            session.add(attempt)
+            delivery.last_attempt_at = started_at
+            delivery.last_status_code = outcome.status_code
+            delivery.last_error = outcome.error
+            if ours:
+                delivery.lease_token = delivery.lease_until = None
+            if outcome.success:
+                delivery.status, delivery.delivered_at, delivery.next_attempt_at = SUCCEEDED, now, None
+                delivery.lease_token = delivery.lease_until = None
+                endpoint.failing_since, endpoint.last_success_at = None, now
+                return
+            endpoint.failing_since = endpoint.failing_since or now
+            endpoint.last_failure_at = now
+            gone = outcome.status_code == 410
+            if ours and delivery.status == PENDING:
+                delivery.schedule_step += 1
+                delay = None
+                if not gone:
+                    delay = retry_delay(
+                        delivery.schedule_step,
+                        settings.webhook_retry_schedule_s,
+                        jitter=settings.webhook_retry_jitter,
+                        rand=self._rand(),
+                        retry_after=outcome.retry_after_s,
+                        retry_after_max=settings.webhook_retry_after_max_s,
+                    )
+                if delay is None:
+                    delivery.status, delivery.next_attempt_at = FAILED, None
+                    FAILURES.inc()
+                else:
+                    delivery.next_attempt_at = now + timedelta(seconds=delay)
+                attempt.next_attempt_at = delivery.next_attempt_at
+            log.info(
+                "webhook_attempt_failed",
+                endpoint_id=endpoint.id,
+                delivery_id=delivery.id,
+                result=outcome.result,
+                status_code=outcome.status_code,
+                next_attempt_at=_iso(delivery.next_attempt_at),
+            )
+            failing_for = now - (_aware(endpoint.failing_since) or now)
+            if endpoint.enabled and gone:
+                await disable_endpoint(session, endpoint, "gone", now)
+            elif endpoint.enabled and failing_for >= timedelta(days=settings.webhook_disable_after_days):
+                await disable_endpoint(session, endpoint, "failing", now)
+            if delivery.status != PENDING:
+                attempt.next_attempt_at = None
+
+    def _spawn(self, claim: Claim) -> None:
+        task = asyncio.create_task(self._deliver_logged(claim), name=f"webhook-{claim.delivery_id}")
+        self._inflight.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._inflight.discard(finished)
+            self._wake.set()  # a slot is free
+
+        task.add_done_callback(done)
+
+    async def _deliver_logged(self, claim: Claim) -> None:
+        try:
+            await self.deliver(claim)
+        except Exception:
+            # Not recorded: the lease runs out and the delivery is tried again.
+            log.exception("webhook_delivery_error", delivery_id=claim.delivery_id)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    async def _drain(self) -> None:
+        tasks = set(self._inflight)
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=self._stop_grace_s)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def _signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> tuple[str, ...]:
+    until = _aware(endpoint.previous_secret_until)
+    if endpoint.previous_secret and until is not None and until > now:
+        return (endpoint.secret, endpoint.previous_secret)
+    return (endpoint.secret,)
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> str | None:
+    if cap <= 0:
+        return None
+    received = bytearray()
+    async for chunk in response.aiter_raw():
+        received += chunk[: cap - len(received)]
+        if len(received) >= cap:
+            break  # the rest is never read; the connection is closed instead of reused
+    return received.decode("utf-8", "replace")
