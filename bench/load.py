@@ -18,9 +18,12 @@ import orjson
 # Each request gets an email no earlier request had (run id, wrk thread, counter): ingest's dedupe never
 # short-circuits. `response` counts 202s per thread so "acknowledged" means exactly that.
 WRK_SCRIPT = r"""
-local run, id, counter, accepted = "r", 0, 0, 0
+-- `id` and `accepted` are globals on purpose: thread:set/get reach globals only.
+local run, counter = "r", 0
+id, accepted = 0, 0
 local threads = {}
-local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. (os.getenv("BENCH_TOKEN") or "")}
+local token = os.getenv("BENCH_TOKEN") or ""
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}
 
 function setup(thread)
   table.insert(threads, thread)
@@ -233,25 +236,26 @@ async def open_loop(
     return sent, start
 
 
-async def closed_loop(client: RawHttp, *, total: int, concurrency: int) -> tuple[list[Sent], float]:
-    """`total` requests with `concurrency` in flight: the most the server takes, for throughput runs."""
+async def closed_loop(client: RawHttp, *, seconds: float, concurrency: int) -> tuple[list[Sent], float]:
+    """Requests with `concurrency` in flight for `seconds`: the most the server takes, for throughput runs."""
     run = uuid.uuid4().hex[:8]
-    sent = [Sent(0.0) for _ in range(total)]
-    counter = iter(range(total))
+    sent: list[Sent] = []
+    start = time.time()
+    deadline = start + seconds
 
     async def worker() -> None:
-        for i in counter:
-            sent[i].intended = time.time()
+        while time.time() < deadline:
+            item = Sent(time.time())
+            sent.append(item)
             try:
-                status, payload = await client.post("/v1/leads", lead_body(run, i))
+                status, payload = await client.post("/v1/leads", lead_body(run, len(sent)))
             except (OSError, asyncio.IncompleteReadError, ValueError):
-                sent[i].answered = time.time()
+                item.answered = time.time()
                 continue
-            sent[i].answered = time.time()
-            sent[i].status = status
+            item.answered = time.time()
+            item.status = status
             if status in (200, 202) and payload.startswith(b"{"):
-                sent[i].lead_id = orjson.loads(payload).get("lead_id")
+                item.lead_id = orjson.loads(payload).get("lead_id")
 
-    start = time.time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return sent, start

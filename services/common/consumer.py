@@ -15,6 +15,7 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy import Column, DateTime, MetaData, String, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
@@ -44,6 +45,21 @@ def processed_table(metadata: MetaData) -> Table:
 
 class _Stalled(Exception):
     pass
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Infrastructure trouble (the database restarting, a dropped connection): retry later, never dead-letter."""
+    if isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError, ConnectionError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        text = str(exc.orig).lower() if exc.orig is not None else ""
+        return any(
+            marker in text
+            for marker in ("shutting down", "connection", "terminating", "starting up", "recovery", "timeout")
+        )
+    return False
 
 
 class ConsumerLoop:
@@ -139,6 +155,8 @@ class ConsumerLoop:
 
     async def _poll_forever(self, consumer: AIOKafkaConsumer) -> None:
         last_lag_check = 0.0
+        last_report = self._clock()
+        processed_since_report = 0
         while not self._stopping:
             batches = await consumer.getmany(timeout_ms=200, max_records=self._settings.consumer_batch_size)
             if batches:
@@ -147,28 +165,40 @@ class ConsumerLoop:
                     try:
                         await self._process(consumer, batches)
                     finally:
+                        processed_since_report += self._inflight
                         self._inflight = 0
             now = self._clock()
-            if now - last_lag_check >= 1.0 or batches:
+            if now - last_lag_check >= 2.0:
                 last_lag_check = now
                 await self._update_lag(consumer)
                 if self.lag == 0:
                     self.last_progress = now
+            if now - last_report >= 30.0:
+                log.info("consumer_progress", processed=processed_since_report, lag=self.lag)
+                last_report, processed_since_report = now, 0
             if self.stalled():
                 raise _Stalled
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Lag from the broker's end offsets, not the fetcher's cached high watermark, which a wedged fetcher
+        (aiokafka #1154) would never update."""
+        assigned = list(consumer.assignment())
+        if not assigned:
+            self._lag = {}
+            return
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(assigned), 2.0)
+        except Exception:
+            return  # the broker is unreachable: keep the last figure, the stall clock keeps running
         lag: dict[TopicPartition, int] = {}
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
+        for tp in assigned:
             position = self._positions.get(tp)
             if position is None:
                 with contextlib.suppress(Exception):
-                    position = await asyncio.wait_for(consumer.position(tp), 1.0)
+                    position = await asyncio.wait_for(consumer.committed(tp), 2.0)
+            lag[tp] = max(0, ends.get(tp, 0) - (position or 0))
             if position is not None:
-                lag[tp] = max(0, high - position)
+                self._positions.setdefault(tp, position)
         self._lag = lag
         for topic in {tp.topic for tp in lag}:
             metrics.CONSUMER_LAG.labels(topic=topic).set(sum(v for tp, v in lag.items() if tp.topic == topic))
@@ -196,7 +226,9 @@ class ConsumerLoop:
                 async with self._db.transaction() as session:
                     for record, event in events:
                         await self._apply(session, record, event)
-            except Exception:
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # the database is away: nothing committed, the batch is redelivered after a restart
                 # One bad event must not hold the others back: retry them one transaction each.
                 log.warning("consumer_batch_failed_retrying_singly", size=len(events))
                 for record, event in events:
@@ -230,19 +262,17 @@ class ConsumerLoop:
                     await self._apply(session, record, event)
                 return
             except Exception as exc:
+                if is_transient(exc):
+                    raise
                 if attempt == attempts:
                     log.exception("consumer_event_failed", event_id=event.id, event_type=event.type)
                     await self._dead_letter(record, "handler_failed", f"{type(exc).__name__}: {exc}"[:500])
                     return
                 await asyncio.sleep(self._settings.consumer_retry_backoff_s * 2 ** (attempt - 1))
 
-    async def _commit(
-        self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[ConsumerRecord]]
-    ) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
         assigned = consumer.assignment()
-        offsets = {
-            tp: records[-1].offset + 1 for tp, records in batches.items() if records and tp in assigned
-        }
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records and tp in assigned}
         if not offsets:
             return
         try:
@@ -271,9 +301,7 @@ class ConsumerLoop:
         ]
         try:
             await asyncio.wait_for(
-                self._dlq_producer.send_and_wait(
-                    self._dlq_topic, value=record.value, key=record.key, headers=headers
-                ),
+                self._dlq_producer.send_and_wait(self._dlq_topic, value=record.value, key=record.key, headers=headers),
                 self._settings.kafka_send_timeout_s,
             )
         except BaseException:

@@ -28,6 +28,23 @@ _PII_KEYS = frozenset(
         "address",
     }
 )
+# Libraries held at WARNING whatever the level: at DEBUG/INFO they print SQL parameters (names, emails and
+# phones in clear: regexes cannot catch a name), request URLs (a receiver's URL may hold its token) or wire noise.
+_HELD_AT_WARNING = (
+    "aiokafka",
+    "kafka",
+    "alembic",
+    "aiosqlite",
+    "asyncpg",
+    "sqlalchemy.engine",
+    "sqlalchemy.pool",
+    "httpx",
+    "httpcore",
+    "hpack",
+    "multipart",
+    "python_multipart",
+    "asyncio",
+)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Phones reach logs in E.164 or as typed; a leading "+" keeps timestamps and ids from matching.
 _PHONE = re.compile(r"\+\d[\d ().-]{6,}\d")
@@ -119,6 +136,11 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "kafka", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    quiet = max(logging.WARNING, root.level)
+    for name in _HELD_AT_WARNING:
+        logging.getLogger(name).setLevel(quiet)
+    # uvicorn installs its own plain-text handlers; its lines go through the JSON renderer and redaction too.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").setLevel(quiet)

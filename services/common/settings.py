@@ -27,6 +27,8 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     # A prefix for every topic and consumer group, so several stacks (or test runs) can share one cluster.
     topic_namespace: str = ""
+    # Overrides the consumer group (default: namespace + "handoff-" + service); a new group replays every topic.
+    consumer_group_override: str = ""
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     topic_replication: int = Field(default=1, ge=1, le=5)
 
@@ -74,4 +76,4 @@ class ServiceSettings(BaseSettings):
 
     @property
     def consumer_group(self) -> str:
-        return f"{self.topic_namespace}handoff-{self.service_name}"
+        return self.consumer_group_override or f"{self.topic_namespace}handoff-{self.service_name}"

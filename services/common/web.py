@@ -281,7 +281,7 @@ def has_ops_access(request: Request) -> bool:
     if bearer is not None:
         return is_ops_token(settings, bearer)
     cookie = request.cookies.get(OPS_COOKIE)
-    return bool(cookie) and _ops_cookie_valid(settings, cookie, time.time())
+    return cookie is not None and _ops_cookie_valid(settings, cookie, time.time())
 
 
 def require_ops_access(request: Request) -> None:

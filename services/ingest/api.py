@@ -2,44 +2,108 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
-from collections import defaultdict
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import structlog
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from common.web import Admin, bearer_token, tokens_equal
 from ingest import handlers
-from ingest.domain import LeadValidationError, hash_api_key
+from ingest.domain import LeadValidationError, hash_api_key, lookup_country, normalize_url
+from ingest.domain.keys import PUBLISHABLE_PREFIX
+from ingest.settings import IngestSettings
 from ingest.store import IngestRepository, Source
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
 
-SOURCE_KINDS = ("web", "meta", "google_ads", "linkedin", "typeform", "webflow", "hubspot")
+SourceKind = Literal["web", "meta", "google_ads", "linkedin", "typeform", "webflow", "hubspot"]
+SOURCE_KINDS: tuple[str, ...] = SourceKind.__args__  # type: ignore[attr-defined]
 HONEYPOT_FIELDS = ("_gotcha", "_honeypot", "hp_website")
+PUBLISHABLE_KEY_FIELD = "_key"
+IDEMPOTENCY_KEY_MAX = 255
+
+# Each platform's settings under the platform's own names; anything else is a typo that would silently break
+# signature checks, so it is refused when the source is saved rather than discovered at the first webhook.
+CONFIG_KEYS: dict[str, frozenset[str]] = {
+    "web": frozenset(),
+    "meta": frozenset({"app_secret", "verify_token", "access_token", "graph_base_url"}),
+    "google_ads": frozenset({"google_key"}),
+    "linkedin": frozenset({"client_secret", "access_token", "api_base_url"}),
+    "typeform": frozenset({"secret"}),
+    "webflow": frozenset({"secret"}),
+    "hubspot": frozenset({"client_secret", "access_token", "api_base_url", "properties"}),
+}
+URL_CONFIG_KEYS = frozenset({"graph_base_url", "api_base_url"})
+LIST_CONFIG_KEYS = frozenset({"properties"})
+
+ADMIN_SECURITY: dict[str, Any] = {"security": [{"adminToken": []}]}
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _now(request: Request) -> datetime:
+    clock = request.app.state.clock
+    now: datetime = clock()
+    return now
 
 
 def _error(status: int, code: str, detail: Any, headers: dict[str, str] | None = None) -> HTTPException:
     return HTTPException(status_code=status, detail={"error": code, "detail": detail}, headers=headers)
 
 
-def _validation_response(exc: LeadValidationError) -> JSONResponse:
-    return JSONResponse(
-        {"error": "validation_failed", "detail": [{"field": e.field, "reason": e.reason} for e in exc.errors]},
-        status_code=422,
-    )
+def _unavailable(exc: BaseException | None = None) -> HTTPException:
+    if exc is not None:
+        log.error("ingest_store_failed", error=type(exc).__name__)
+    return _error(503, "unavailable", "the store could not commit; retry", {"Retry-After": "1"})
+
+
+# -- documented shapes ------------------------------------------------------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    """Every error: a stable code, and what went wrong (for 422, one {field, reason} per bad field)."""
+
+    error: str
+    detail: Any = None
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Malformed body (not JSON, not UTF-8, empty) or header",
+    401: "No valid key or token",
+    403: "The publishable key was used from an origin the source does not allow",
+    404: "Not found",
+    409: "Idempotency-Key reused with a different body",
+    413: "Body over the limit (64 KiB by default)",
+    415: "Unsupported content type",
+    422: "Invalid fields, each named with the reason",
+    429: "Too many requests from this address",
+    503: "The store could not commit; nothing was kept, retry",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}, "required": True}}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        out[code] = {"model": ErrorOut, "description": _ERROR_DESCRIPTIONS[code]}
+        if code in (429, 503):
+            out[code]["headers"] = _RETRY_AFTER
+    return out
+
+
+def _date_time(description: str | None = None) -> Any:
+    return Field(json_schema_extra={"format": "date-time"}, description=description)
 
 
 class LeadIn(BaseModel):
@@ -49,7 +113,7 @@ class LeadIn(BaseModel):
 
     first_name: str | None = None
     last_name: str | None = None
-    full_name: str | None = None
+    full_name: str | None = Field(default=None, description="Split into first and last when those are missing")
     email: str | None = Field(default=None, description="Required unless phone is given")
     phone: str | None = Field(default=None, description="Any format; normalized to E.164 with the source's region")
     company: str | None = None
@@ -77,78 +141,159 @@ class LeadIn(BaseModel):
 class AcceptedOut(BaseModel):
     lead_id: str
     status: Literal["accepted", "duplicate"]
-    duplicate_of: str | None
+    duplicate_of: str | None = Field(description="The earlier lead of the same person within the repeat window")
     is_test: bool
     correlation_id: str | None
 
 
-class _RateLimiter:
-    """A per-(source, address) token bucket for browser posts on publishable keys (per process)."""
+class LeadData(BaseModel):
+    """A lead after normalization, the same for every source."""
 
-    def __init__(self) -> None:
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = defaultdict(lambda: (0.0, 0.0))
+    model_config = ConfigDict(extra="allow")
 
-    def allow(self, key: tuple[str, str], per_minute: int) -> float:
-        """0 when allowed, else the seconds to wait."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (float(per_minute), now))
-        tokens = min(float(per_minute), tokens + (now - last) * per_minute / 60.0)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) * 60.0 / per_minute
+    first_name: str | None = None
+    last_name: str | None = None
+    full_name: str | None = None
+    email: str | None = None
+    phone: str | None = Field(default=None, description="E.164")
+    company: str | None = None
+    job_title: str | None = None
+    website: str | None = None
+    country: str | None = Field(default=None, description="ISO 3166-1 alpha-2")
+    region: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    language: str | None = None
+    message: str | None = None
+    page_url: str | None = None
+    referrer: str | None = None
+    form_id: str | None = None
+    consent: dict[str, bool] = Field(default_factory=dict)
+    utm: dict[str, str] = Field(default_factory=dict)
+    click_ids: dict[str, str] = Field(default_factory=dict)
+    submitted_at: str | None = _date_time()
+    custom: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
 
 
-_limiter = _RateLimiter()
+class SourceRef(BaseModel):
+    id: str | None
+    kind: str | None = None
+    name: str | None = None
+
+
+class LeadOut(BaseModel):
+    lead_id: str
+    source: SourceRef
+    external_id: str | None
+    is_test: bool
+    duplicate_of: str | None
+    received_at: str = _date_time()
+    erased_at: str | None = _date_time("Set once the personal data was erased; `lead` is then null")
+    lead: LeadData | None
+
+
+class LeadPage(BaseModel):
+    items: list[LeadOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class ErasedOut(BaseModel):
+    lead_id: str
+    status: Literal["erased"]
+
+
+# -- browser forms: rate limit --------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """A token bucket per (source, client address) for browser posts on publishable keys, in this process."""
+
+    def __init__(self, per_minute: int, max_addresses: int) -> None:
+        self.per_minute = per_minute
+        self.max_addresses = max_addresses
+        self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
+
+    def wait(self, key: tuple[str, str], now: float | None = None) -> float:
+        """0 when the request may go ahead (and is counted), else the seconds until it may."""
+        now = time.monotonic() if now is None else now
+        rate = self.per_minute / 60.0
+        tokens, last = self._buckets.pop(key, (float(self.per_minute), now))
+        tokens = min(float(self.per_minute), tokens + (now - last) * rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._buckets) > self.max_addresses:
+            # The least recently seen address goes first; at worst it gets a fresh bucket later.
+            self._buckets.popitem(last=False)
+        return 0.0 if allowed else (1.0 - tokens) / rate
+
+
+# -- POST /v1/leads -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Caller:
+    source: Source | None  # None for the admin token
+    principal: str  # scopes Idempotency-Keys
+    origin: str | None = None  # set for a browser on a publishable key
 
 
 async def _parse_body(request: Request) -> tuple[bytes, str, dict[str, Any]]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()
-    if content_type in ("application/json", "") and body:
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise _error(400, "malformed_json", f"the body is not valid JSON: {exc.msg}") from exc
-        if not isinstance(parsed, dict):
-            raise _error(422, "validation_failed", [{"field": "body", "reason": "must be a JSON object"}])
-        return body, "application/json", parsed
-    if content_type == "application/x-www-form-urlencoded":
-        try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-        except UnicodeDecodeError as exc:
-            raise _error(400, "bad_request", "the form body is not UTF-8") from exc
-        return body, content_type, dict(pairs)
+    if content_type not in ("", "application/json", "application/x-www-form-urlencoded"):
+        raise _error(415, "unsupported_media_type", "send application/json or application/x-www-form-urlencoded")
+    body = await request.body()  # the body limit middleware stops this at the limit, mid-stream
     if not body:
         raise _error(400, "bad_request", "the request has no body")
-    raise _error(415, "unsupported_media_type", "send application/json or application/x-www-form-urlencoded")
+    if content_type == "application/x-www-form-urlencoded":
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _error(400, "bad_request", "the form body is not UTF-8") from None
+        fields: dict[str, Any] = {}
+        for key, value in parse_qsl(text, keep_blank_values=True):
+            # A repeated name (a group of checkboxes) keeps every value.
+            if key in fields:
+                previous = fields[key]
+                fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+            else:
+                fields[key] = value
+        return body, content_type, fields
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _error(400, "malformed_json", f"the body is not valid JSON: {exc.msg}") from None
+    if not isinstance(parsed, dict):
+        raise _error(422, "validation_failed", [{"field": "body", "reason": "must be a JSON object"}])
+    return body, "application/json", parsed
 
 
-async def _authenticate(request: Request, fields: dict[str, Any]) -> tuple[Source | None, str, bool]:
-    """(source, principal, browser). Admin token, a source's secret key, or a publishable key from an allowed origin."""
+async def _authenticate(request: Request, fields: dict[str, Any]) -> _Caller:
+    """The admin token, a source's secret key, or a publishable key used from one of the source's origins."""
     runtime = request.app.state.runtime
-    settings = request.app.state.settings
+    settings: IngestSettings = request.app.state.settings
     token = bearer_token(request)
+    in_body = fields.pop(PUBLISHABLE_KEY_FIELD, None)
     if token and tokens_equal(token, settings.admin_token.get_secret_value()):
-        return None, "admin", False
+        return _Caller(None, "admin")
+    publishable = request.headers.get("x-handoff-key") or in_body
+    if token and token.startswith(PUBLISHABLE_PREFIX + "_"):
+        publishable, token = token, None
     async with runtime.db.read() as session:
         repo = IngestRepository(session)
         if token:
             # The lookup is by hash of the presented key, so no secret is compared byte by byte.
             source = await repo.source_by_key_hash(hash_api_key(token))
             if source is not None and source.enabled:
-                return source, f"source:{source.id}", False
+                return _Caller(source, f"source:{source.id}")
             raise _error(401, "unauthorized", "unknown or revoked API key", {"WWW-Authenticate": "Bearer"})
-        publishable = request.headers.get("x-handoff-key") or fields.pop("_key", None)
-        if publishable:
-            source = await repo.source_by_publishable_key(str(publishable))
+        if isinstance(publishable, str) and publishable:
+            source = await repo.source_by_publishable_key(publishable)
             if source is not None and source.enabled:
                 origin = request.headers.get("origin")
                 # A publishable key is public by design: only the source's own web pages may use it.
-                if origin is None or origin not in (source.allowed_origins or []):
+                if origin is None or origin.lower() not in (source.allowed_origins or []):
                     raise _error(403, "forbidden", "this origin is not allowed for the publishable key")
-                return source, f"source:{source.id}", True
+                return _Caller(source, f"source:{source.id}", origin)
     raise _error(401, "unauthorized", "a source API key or publishable key is required", {"WWW-Authenticate": "Bearer"})
 
 
@@ -157,6 +302,12 @@ async def _authenticate(request: Request, fields: dict[str, Any]) -> tuple[Sourc
     status_code=202,
     response_model=None,
     summary="Submit a lead from a web form or a back end",
+    description=(
+        "Authenticate with `Authorization: Bearer <source API key>` (or the admin token), or from a browser "
+        "with the source's publishable key (`X-Handoff-Key` header or a `_key` form field) on one of its "
+        "allowed origins. A browser form (form-urlencoded, publishable key) is answered with a 303 to the "
+        "source's thank-you page. `Idempotency-Key` makes retries safe."
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -164,84 +315,123 @@ async def _authenticate(request: Request, fields: dict[str, Any]) -> tuple[Sourc
                 "application/json": {"schema": LeadIn.model_json_schema()},
                 "application/x-www-form-urlencoded": {"schema": LeadIn.model_json_schema()},
             },
-        }
+        },
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "The same key and body give the same response; another body gives 409",
+                "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
+            }
+        ],
+        "security": [{"adminToken": []}, {"publishableKey": []}],
     },
     responses={
-        202: {"model": AcceptedOut, "description": "Stored durably; events follow"},
-        200: {"model": AcceptedOut, "description": "Already received (platform redelivery)"},
+        202: {"model": AcceptedOut, "description": "Stored durably; lead.received follows"},
         303: {"description": "Browser form: redirect to the source's thank-you page"},
-        400: {"description": "Malformed body"},
-        401: {"description": "No valid key"},
-        409: {"description": "Idempotency-Key reused with another body"},
-        413: {"description": "Body over the limit"},
-        415: {"description": "Unsupported content type"},
-        422: {"description": "Invalid fields, each named"},
-        429: {"description": "Too many requests"},
-        503: {"description": "The store could not commit; retry"},
+        **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503),
     },
 )
 async def post_lead(request: Request) -> Response:
-    settings = request.app.state.settings
-    runtime = request.app.state.runtime
     raw_body, content_type, fields = await _parse_body(request)
-    source, principal, browser = await _authenticate(request, fields)
-    is_form = content_type == "application/x-www-form-urlencoded"
+    caller = await _authenticate(request, fields)
+    if caller.origin is None:
+        return await _accept_post(request, caller, raw_body, content_type, fields)
+    try:
+        response = await _accept_post(request, caller, raw_body, content_type, fields)
+    except HTTPException as exc:
+        response = JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    # The page may read the answer, errors included, only from the source's own origins (checked above).
+    response.headers["Access-Control-Allow-Origin"] = caller.origin
+    response.headers["Vary"] = "Origin"
+    return response
 
-    if browser:
-        client = request.client.host if request.client else "unknown"
-        wait = _limiter.allow((principal, client), settings.public_rate_limit_per_minute)
+
+async def _accept_post(
+    request: Request, caller: _Caller, raw_body: bytes, content_type: str, fields: dict[str, Any]
+) -> Response:
+    settings: IngestSettings = request.app.state.settings
+    runtime = request.app.state.runtime
+    source = caller.source
+    browser_form = caller.origin is not None and content_type == "application/x-www-form-urlencoded"
+    correlation_id = request.scope.get("state", {}).get("correlation_id")
+
+    if caller.origin is not None:
+        address = request.client.host if request.client else "unknown"
+        wait = request.app.state.rate_limiter.wait((caller.principal, address))
         if wait > 0:
-            raise _error(429, "too_many_requests", "slow down", {"Retry-After": str(max(1, round(wait)))})
+            raise _error(429, "too_many_requests", "slow down", {"Retry-After": str(max(1, round(wait + 0.5)))})
         if any(fields.get(name) for name in HONEYPOT_FIELDS):
-            # A bot filled the hidden field: answer as if accepted, store nothing.
+            # A bot filled the hidden field: answer exactly as if accepted, store nothing.
             log.info("lead_honeypot_triggered", source_id=source.id if source else None)
-            return _thank_you(source) if is_form else JSONResponse({"status": "accepted"}, status_code=202)
+            fake = handlers.Accepted(str(uuid.uuid4()), "accepted", None, False).body(correlation_id)
+            thank_you = _thank_you(source) if browser_form else None
+            return thank_you or JSONResponse(fake, status_code=202)
     for name in HONEYPOT_FIELDS:
         fields.pop(name, None)
 
-    correlation_id = request.scope.get("state", {}).get("correlation_id")
     idem_key = request.headers.get("idempotency-key")
-    if idem_key is not None and not (0 < len(idem_key) <= 255):
-        raise _error(422, "validation_failed", [{"field": "Idempotency-Key", "reason": "must be 1 to 255 characters"}])
-    scope_key = handlers.idempotency_scope(principal, idem_key) if idem_key else None
+    if idem_key is not None and not (0 < len(idem_key) <= IDEMPOTENCY_KEY_MAX):
+        raise _error(
+            422,
+            "validation_failed",
+            [{"field": "Idempotency-Key", "reason": f"must be 1 to {IDEMPOTENCY_KEY_MAX} characters"}],
+        )
+    scope_key = handlers.idempotency_scope(caller.principal, idem_key) if idem_key else None
     fingerprint = handlers.request_fingerprint(raw_body, content_type)
-    now = _now()
+    now = _now(request)
 
+    replayed = False
     for attempt in range(3):
         try:
             async with runtime.db.transaction() as session:
+                replay = None
                 if scope_key:
                     replay = await handlers.replay_idempotent(session, settings, scope_key, fingerprint, now)
-                    if replay is not None:
-                        status, body = replay
-                        return JSONResponse(body, status_code=status, headers={"Idempotent-Replayed": "true"})
-                accepted = await handlers.accept_lead(
-                    session, settings, raw=fields, source=source, now=now, correlation_id=correlation_id
-                )
-                status = 202 if accepted.status == "accepted" else 200
-                body = accepted.body(correlation_id)
-                if scope_key:
-                    handlers.remember_idempotent(session, scope_key, fingerprint, status, body, now)
+                if replay is not None:
+                    status, body = replay
+                    replayed = True
+                else:
+                    accepted = await handlers.accept_lead(
+                        session, settings, raw=fields, source=source, now=now, correlation_id=correlation_id
+                    )
+                    status, body = 202, accepted.body(correlation_id)
+                    if scope_key:
+                        handlers.remember_idempotent(session, scope_key, fingerprint, status, body, now)
             break
-        except handlers.IdempotencyConflict as exc:
+        except handlers.IdempotencyConflict:
             raise _error(
                 409, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
-            ) from exc
+            ) from None
         except LeadValidationError as exc:
-            return _validation_response(exc)
-        except IntegrityError:
+            raise _error(
+                422, "validation_failed", [{"field": e.field, "reason": e.reason} for e in exc.errors]
+            ) from None
+        except IntegrityError as exc:
             # A concurrent request with the same key committed first: the next attempt replays its response.
             if attempt == 2:
-                raise _error(503, "unavailable", "could not store the lead; retry", {"Retry-After": "1"}) from None
-        except (OperationalError, SQLAlchemyError, OSError) as exc:
-            log.error("lead_store_failed", error=type(exc).__name__)
-            raise _error(503, "unavailable", "could not store the lead; retry", {"Retry-After": "1"}) from exc
-    log.info("lead_accepted", lead_id=accepted.lead_id, status=accepted.status, source_kind=source.kind if source else "api")
-    response = _thank_you(source) if is_form and browser else JSONResponse(body, status_code=status)
-    if browser:
-        response.headers["Access-Control-Allow-Origin"] = request.headers["origin"]
-        response.headers["Vary"] = "Origin"
-    return response
+                raise _unavailable(exc) from None
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable(exc) from None
+
+    if replayed:
+        response: Response = JSONResponse(body, status_code=status, headers={"Idempotent-Replayed": "true"})
+    else:
+        log.info(
+            "lead_accepted",
+            lead_id=body["lead_id"],
+            duplicate_of=body["duplicate_of"],
+            source_kind=source.kind if source else "api",
+        )
+        response = JSONResponse(body, status_code=status)
+    return (_thank_you(source) or response) if browser_form else response
+
+
+def _thank_you(source: Source | None) -> Response | None:
+    if source is not None and source.thank_you_url:
+        return RedirectResponse(source.thank_you_url, status_code=303)
+    return None
 
 
 @router.options("/v1/leads", include_in_schema=False)
@@ -262,152 +452,356 @@ async def preflight_lead(request: Request) -> Response:
     )
 
 
-def _thank_you(source: Source | None) -> Response:
-    if source is not None and source.thank_you_url:
-        return RedirectResponse(source.thank_you_url, status_code=303)
-    return JSONResponse({"status": "accepted"}, status_code=202)
+# -- reading and erasing leads ----------------------------------------------------------------------------------
+
+LeadId = Annotated[uuid.UUID, Path(description="The lead_id returned when the lead was accepted")]
 
 
-@router.get("/v1/leads/{lead_id}", summary="A stored lead, normalized")
-async def get_lead(lead_id: str, request: Request, _admin: Admin) -> dict[str, Any]:
+@router.get(
+    "/v1/leads/{lead_id}",
+    summary="A stored lead, normalized, with its source",
+    response_model=LeadOut,
+    responses=_errors(401, 404, 422, 503),
+    openapi_extra=ADMIN_SECURITY,
+)
+async def get_lead(lead_id: LeadId, request: Request, _admin: Admin) -> dict[str, Any]:
     async with request.app.state.runtime.db.read() as session:
         repo = IngestRepository(session)
-        lead = await repo.lead(lead_id)
+        lead = await repo.lead(str(lead_id))
         if lead is None:
             raise _error(404, "not_found", "no lead with this id")
         source = await repo.source(lead.source_id) if lead.source_id else None
         return handlers.lead_view(lead, source)
 
 
-@router.get("/v1/leads", summary="Leads, newest first, paginated")
+def _encode_cursor(received_at: str, lead_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{received_at}|{lead_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, sep, lead_id = text.partition("|")
+        if not sep or not lead_id:
+            raise ValueError(cursor)
+        return _utc(datetime.fromisoformat(at)), lead_id
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
+        raise _error(
+            422, "validation_failed", [{"field": "cursor", "reason": "not a cursor from this API"}]
+        ) from None
+
+
+def _utc(value: datetime) -> datetime:
+    # Naive times are UTC; others are converted, so SQLite (which stores no offset) compares like PostgreSQL.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@router.get(
+    "/v1/leads",
+    summary="Leads, newest first, paginated",
+    response_model=LeadPage,
+    responses=_errors(401, 422, 503),
+    openapi_extra=ADMIN_SECURITY,
+)
 async def list_leads(
     request: Request,
     _admin: Admin,
-    source_id: str | None = None,
-    since: datetime | None = None,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    source_id: Annotated[uuid.UUID | None, Query(description="Only this source's leads")] = None,
+    since: Annotated[datetime | None, Query(description="Only leads received at or after this time")] = None,
+    cursor: Annotated[str | None, Query(max_length=1000, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    before = None
-    if cursor:
-        at, _, lead_id = cursor.partition("|")
-        try:
-            before = (datetime.fromisoformat(at), lead_id)
-        except ValueError as exc:
-            raise _error(422, "validation_failed", [{"field": "cursor", "reason": "not a cursor from this API"}]) from exc
+    before = _decode_cursor(cursor) if cursor else None
+    try:
+        since_utc = _utc(since) if since else None
+    except OverflowError:
+        raise _error(422, "validation_failed", [{"field": "since", "reason": "out of range"}]) from None
     async with request.app.state.runtime.db.read() as session:
         repo = IngestRepository(session)
-        leads = await repo.leads(source_id=source_id, since=since, before=before, limit=limit + 1)
-        items = [handlers.lead_view(lead, None) for lead in leads[:limit]]
+        leads = await repo.leads(
+            source_id=str(source_id) if source_id else None, since=since_utc, before=before, limit=limit + 1
+        )
+        page = leads[:limit]
+        sources = await repo.sources_by_id(lead.source_id for lead in page if lead.source_id)
+        items = [handlers.lead_view(lead, sources.get(lead.source_id or "")) for lead in page]
     next_cursor = None
     if len(leads) > limit:
-        last = leads[limit - 1]
-        next_cursor = f"{handlers.lead_view(last, None)['received_at']}|{last.id}"
+        next_cursor = _encode_cursor(items[-1]["received_at"], items[-1]["lead_id"])
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.delete("/v1/leads/{lead_id}", status_code=202, summary="Erase a lead's personal data everywhere")
-async def delete_lead(lead_id: str, request: Request, _admin: Admin) -> dict[str, Any]:
+@router.delete(
+    "/v1/leads/{lead_id}",
+    status_code=202,
+    summary="Erase a lead's personal data here, and (through lead.erased) in the other services",
+    response_model=ErasedOut,
+    responses=_errors(401, 404, 422, 503),
+    openapi_extra=ADMIN_SECURITY,
+)
+async def delete_lead(lead_id: LeadId, request: Request, _admin: Admin) -> dict[str, Any]:
     runtime = request.app.state.runtime
     async with runtime.db.transaction() as session:
-        lead = await IngestRepository(session).lead(lead_id)
+        lead = await IngestRepository(session).lead(str(lead_id))
         if lead is None:
             raise _error(404, "not_found", "no lead with this id")
         await handlers.erase_lead(
-            session, request.app.state.settings, lead, _now(), request.scope.get("state", {}).get("correlation_id")
+            session,
+            request.app.state.settings,
+            lead,
+            _now(request),
+            request.scope.get("state", {}).get("correlation_id"),
         )
-    return {"lead_id": lead_id, "status": "erased"}
+    log.info("lead_erased", lead_id=lead.id)
+    return {"lead_id": lead.id, "status": "erased"}
 
 
 # -- sources ----------------------------------------------------------------------------------------------------
 
 
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _region(value: str) -> str:
+    if lookup_country(value) != value:
+        raise ValueError("not an ISO 3166-1 alpha-2 country code")
+    return value
+
+
+def _origin(value: str) -> str:
+    parts = urlsplit(value.strip().lower())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError("an origin is scheme://host[:port], e.g. https://www.example.com")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("an origin is scheme://host[:port], e.g. https://www.example.com")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port is not a number") from None
+    # Browsers send the origin without a default port and without a trailing slash.
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port not in (None, default) else "")
+
+
+def _url(value: str) -> str:
+    if "://" not in value:
+        raise ValueError("must be an absolute http or https URL")
+    return normalize_url(value)
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+Region = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2"), AfterValidator(_region)]
+MappingKey = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+MappingTarget = Annotated[
+    str,
+    Field(max_length=200, description="Our field, utm.x, consent.x, click_ids.x or custom.x; '' drops the key"),
+    AfterValidator(_printable),
+]
+Origin = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_origin)]
+Url = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_url)]
+Secret = Annotated[str, Field(max_length=4096), AfterValidator(_printable)]
+PropertyName = Annotated[str, Field(max_length=200), AfterValidator(_printable)]
+ConfigValue = Secret | Annotated[list[PropertyName], Field(max_length=200)]
+
+
+def _config_problems(kind: str, config: dict[str, Any]) -> list[dict[str, str]]:
+    """What is wrong with a source's config for its kind (unknown keys, a URL that is not one)."""
+    problems = []
+    allowed = CONFIG_KEYS[kind]
+    for key, value in config.items():
+        field = f"config.{key}"
+        if key not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            problems.append({"field": field, "reason": f"not a setting of {kind} sources (known: {known})"})
+        elif (key in LIST_CONFIG_KEYS) != isinstance(value, list):
+            problems.append({"field": field, "reason": "must be a list of strings" if key in LIST_CONFIG_KEYS
+                             else "must be a string"})
+        elif key in URL_CONFIG_KEYS:
+            try:
+                config[key] = _url(value)
+            except ValueError as exc:
+                problems.append({"field": field, "reason": str(exc)})
+    return problems
+
+
+def _check_config(kind: str, config: dict[str, Any]) -> None:
+    problems = _config_problems(kind, config)
+    if problems:
+        raise _error(422, "validation_failed", problems)
+
+
 class SourceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["web", "meta", "google_ads", "linkedin", "typeform", "webflow", "hubspot"]
-    name: str = Field(min_length=1, max_length=200)
-    default_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
-    field_mapping: dict[str, str] = Field(default_factory=dict)
-    config: dict[str, Any] = Field(default_factory=dict)
-    allowed_origins: list[str] = Field(default_factory=list)
-    thank_you_url: str | None = Field(default=None, max_length=2000)
+    kind: SourceKind
+    name: Name
+    default_region: Region | None = Field(default=None, description="Region assumed for national phone numbers")
+    field_mapping: dict[MappingKey, MappingTarget] = Field(default_factory=dict, max_length=200)
+    config: dict[str, ConfigValue] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="Platform settings under the platform's own names (write-only: never echoed)",
+    )
+    allowed_origins: list[Origin] = Field(
+        default_factory=list, max_length=50, description="Web pages that may use the publishable key"
+    )
+    thank_you_url: Url | None = Field(default=None, description="Where a browser form is sent after a post")
 
 
 class SourcePatch(BaseModel):
+    """Only the fields sent change; `config` is merged key by key, and a null value removes that key."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    enabled: bool | None = None
-    default_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
-    field_mapping: dict[str, str] | None = None
-    config: dict[str, Any] | None = None
-    allowed_origins: list[str] | None = None
-    thank_you_url: str | None = Field(default=None, max_length=2000)
+    # Left out means unchanged; null is refused where the source must have a value (Field() keeps None out
+    # of the accepted types while still being the default).
+    name: Name = Field(default=None)
+    enabled: bool = Field(default=None)
+    default_region: Region | None = None
+    field_mapping: dict[MappingKey, MappingTarget] = Field(default=None, max_length=200)
+    config: dict[str, ConfigValue | None] = Field(default=None, max_length=20)
+    allowed_origins: list[Origin] = Field(default=None, max_length=50)
+    thank_you_url: Url | None = None
+
+
+class SourceOut(BaseModel):
+    id: str
+    kind: SourceKind
+    name: str
+    enabled: bool
+    default_region: str | None
+    field_mapping: dict[str, str]
+    config_keys: list[str] = Field(description="Which settings are set; their values are never echoed")
+    api_key_prefix: str | None = Field(description="The start of the API key, to recognise it (web sources)")
+    publishable_key: str | None = Field(description="For browser forms on the allowed origins (web sources)")
+    allowed_origins: list[str]
+    thank_you_url: str | None
+    webhook_url: str | None = Field(description="Where the platform posts (platform sources)")
+    created_at: str = _date_time()
+    updated_at: str = _date_time()
+
+
+class SourceWithKeyOut(SourceOut):
+    api_key: str | None = Field(description="Shown only in this answer; only its hash is stored")
+
+
+class SourceList(BaseModel):
+    items: list[SourceOut]
 
 
 def source_out(source: Source, request: Request) -> dict[str, Any]:
+    """A source as the admin API shows it: secrets are write-only, only which ones are set is shown."""
+    webhook_url = None
+    if source.kind != "web":
+        base = request.app.state.settings.public_base_url
+        path = request.app.url_path_for("source_webhook", source_id=source.id)
+        webhook_url = (
+            f"{base.rstrip('/')}{path}" if base else str(request.url_for("source_webhook", source_id=source.id))
+        )
     return {
         "id": source.id,
         "kind": source.kind,
         "name": source.name,
         "enabled": source.enabled,
         "default_region": source.default_region,
-        "field_mapping": source.field_mapping,
-        # Secrets are write-only: say which are set, never echo them.
+        "field_mapping": source.field_mapping or {},
         "config_keys": sorted((source.config or {}).keys()),
         "api_key_prefix": source.api_key_prefix,
         "publishable_key": source.publishable_key,
-        "allowed_origins": source.allowed_origins,
+        "allowed_origins": source.allowed_origins or [],
         "thank_you_url": source.thank_you_url,
-        "webhook_url": str(request.url_for("source_webhook", source_id=source.id)) if source.kind != "web" else None,
-        "created_at": source.created_at.isoformat(),
+        "webhook_url": webhook_url,
+        "created_at": handlers.as_utc(source.created_at).isoformat(),
+        "updated_at": handlers.as_utc(source.updated_at).isoformat(),
     }
 
 
-@router.post("/v1/sources", status_code=201, summary="Create a lead source")
+SourceId = Annotated[uuid.UUID, Path(description="The source's id")]
+
+
+@router.post(
+    "/v1/sources",
+    status_code=201,
+    summary="Create a lead source (a web source's API key is shown once, here)",
+    response_model=SourceWithKeyOut,
+    responses=_errors(400, 401, 413, 422, 503),
+    openapi_extra=ADMIN_SECURITY,
+)
 async def create_source(body: SourceIn, request: Request, _admin: Admin) -> dict[str, Any]:
+    fields = body.model_dump()
+    _check_config(body.kind, fields["config"])
     async with request.app.state.runtime.db.transaction() as session:
-        created = await handlers.create_source(session, body.model_dump(), _now())
+        created = await handlers.create_source(session, fields, _now(request))
         out = source_out(created.source, request)
-    if created.api_key:
-        out["api_key"] = created.api_key  # shown once; only its hash is stored
-    return out
+    log.info("source_created", source_id=created.source.id, kind=created.source.kind)
+    return {**out, "api_key": created.api_key}
 
 
-@router.get("/v1/sources", summary="List lead sources")
+@router.get(
+    "/v1/sources",
+    summary="List lead sources",
+    response_model=SourceList,
+    responses=_errors(401, 503),
+    openapi_extra=ADMIN_SECURITY,
+)
 async def list_sources(request: Request, _admin: Admin) -> dict[str, Any]:
     async with request.app.state.runtime.db.read() as session:
         return {"items": [source_out(s, request) for s in await IngestRepository(session).sources()]}
 
 
-@router.get("/v1/sources/{source_id}", summary="One lead source")
-async def get_source(source_id: str, request: Request, _admin: Admin) -> dict[str, Any]:
+@router.get(
+    "/v1/sources/{source_id}",
+    summary="One lead source",
+    response_model=SourceOut,
+    responses=_errors(401, 404, 422, 503),
+    openapi_extra=ADMIN_SECURITY,
+)
+async def get_source(source_id: SourceId, request: Request, _admin: Admin) -> dict[str, Any]:
     async with request.app.state.runtime.db.read() as session:
-        source = await IngestRepository(session).source(source_id)
+        source = await IngestRepository(session).source(str(source_id))
         if source is None:
             raise _error(404, "not_found", "no source with this id")
         return source_out(source, request)
 
 
-@router.patch("/v1/sources/{source_id}", summary="Change or disable a lead source")
-async def patch_source(source_id: str, body: SourcePatch, request: Request, _admin: Admin) -> dict[str, Any]:
+@router.patch(
+    "/v1/sources/{source_id}",
+    summary="Change or disable a lead source",
+    response_model=SourceOut,
+    responses=_errors(400, 401, 404, 413, 422, 503),
+    openapi_extra=ADMIN_SECURITY,
+)
+async def patch_source(source_id: SourceId, body: SourcePatch, request: Request, _admin: Admin) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True)
     async with request.app.state.runtime.db.transaction() as session:
-        source = await IngestRepository(session).source(source_id)
+        source = await IngestRepository(session).source(str(source_id))
         if source is None:
             raise _error(404, "not_found", "no source with this id")
-        handlers.update_source(source, body.model_dump(exclude_unset=True), _now())
+        if "config" in changes:
+            changes["config"] = handlers.merged_config(source.config, changes["config"])
+            _check_config(source.kind, changes["config"])
+        handlers.update_source(source, changes, _now(request))
         await session.flush()
-        return source_out(source, request)
+        out = source_out(source, request)
+    log.info("source_changed", source_id=out["id"], fields=sorted(changes))
+    return out
 
 
-@router.post("/v1/sources/{source_id}/rotate-key", summary="Issue a new API key; the old one stops working")
-async def rotate_key(source_id: str, request: Request, _admin: Admin) -> dict[str, Any]:
+@router.post(
+    "/v1/sources/{source_id}/rotate-key",
+    summary="Issue a new API key for a web source; the old one stops working at once",
+    response_model=SourceWithKeyOut,
+    responses=_errors(401, 404, 422, 503),
+    openapi_extra=ADMIN_SECURITY,
+)
+async def rotate_key(source_id: SourceId, request: Request, _admin: Admin) -> dict[str, Any]:
     async with request.app.state.runtime.db.transaction() as session:
-        source = await IngestRepository(session).source(source_id)
+        source = await IngestRepository(session).source(str(source_id))
         if source is None or source.kind != "web":
             raise _error(404, "not_found", "no web source with this id")
-        key = await handlers.rotate_source_key(session, source, _now())
+        key = await handlers.rotate_source_key(session, source, _now(request))
         out = source_out(source, request)
-    out["api_key"] = key
-    return out
+    log.info("source_key_rotated", source_id=out["id"])
+    return {**out, "api_key": key}

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from common import web
 from common.logging import configure_logging
 from common.runtime import Runtime
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
@@ -17,9 +25,15 @@ from ingest.settings import IngestSettings
 from ingest.store import Base, outbox
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = structlog.get_logger(__name__)
 
 
-def create_app(settings: IngestSettings | None = None) -> FastAPI:
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], datetime] | None = None) -> FastAPI:
+    """The ingest app; `clock` (UTC now) is a seam for tests of time windows, the system clock otherwise."""
     settings = settings or IngestSettings()
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
 
@@ -50,7 +64,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.clock = clock or _utc_now
+    app.state.rate_limiter = api.RateLimiter(
+        settings.public_rate_limit_per_minute, settings.public_rate_limit_max_addresses
+    )
     install_common(app, max_body_bytes=settings.max_body_bytes)
+    _install_store_errors(app, settings.max_body_bytes)
 
     async def readiness(request: Request) -> tuple[bool, dict[str, object]]:
         return await request.app.state.runtime.readiness()
@@ -58,4 +77,62 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.include_router(health_router(readiness))
     app.include_router(api.router)
     app.include_router(webhooks.router)
+    _document_security(app)
     return app
+
+
+def _install_store_errors(app: FastAPI, max_body_bytes: int) -> None:
+    """A store that cannot answer is a 503 the caller can retry, on every route, never a 500."""
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        log.error("ingest_store_unavailable", path=request.url.path, error=type(exc).__name__)
+        return JSONResponse(
+            {"error": "unavailable", "detail": "the store is unavailable; retry"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    app.add_exception_handler(SQLAlchemyError, unavailable)
+    app.add_exception_handler(OSError, unavailable)  # connection refused/reset, timeouts
+
+    http_errors = app.exception_handlers[StarletteHTTPException]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # FastAPI turns any error while it reads a body for a model into "400 error parsing the body", the body
+        # limit's too; common.web's limit raises a private exception, recognised here until it raises a 413 itself.
+        if isinstance(exc, StarletteHTTPException) and isinstance(exc.__cause__, web._BodyTooLarge):
+            return JSONResponse(
+                {"error": "payload_too_large", "detail": f"the body is larger than {max_body_bytes} bytes"},
+                status_code=413,
+            )
+        response: Response = await http_errors(request, exc)
+        return response
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def _document_security(app: FastAPI) -> None:
+    """Name the bearer token and the publishable key in the OpenAPI document, for clients and fuzzers."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "HANDOFF_ADMIN_TOKEN; on POST /v1/leads also a web source's API key",
+                },
+                "publishableKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Handoff-Key",
+                    "description": "A web source's publishable key, only from its allowed origins",
+                },
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -219,13 +219,17 @@ async def rotate_source_key(session: AsyncSession, source: Source, now: datetime
     return api_key
 
 
+def merged_config(current: Mapping[str, Any] | None, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A PATCH changes one secret without resending the others; a null value removes that setting."""
+    merged = {**(current or {}), **changes}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
 def update_source(source: Source, changes: Mapping[str, Any], now: datetime) -> None:
-    for name in ("name", "enabled", "default_region", "field_mapping", "allowed_origins", "thank_you_url"):
+    """Apply validated changes; `config` here is already the merged whole (see `merged_config`)."""
+    for name in ("name", "enabled", "default_region", "field_mapping", "allowed_origins", "thank_you_url", "config"):
         if name in changes:
             setattr(source, name, changes[name])
-    if "config" in changes and changes["config"] is not None:
-        # Merge, so a PATCH can change one secret without resending the others.
-        source.config = {**(source.config or {}), **changes["config"]}
     source.updated_at = now
 
 
@@ -260,13 +264,14 @@ def lead_view(lead: Lead, source: Source | None) -> dict[str, Any]:
         "external_id": lead.external_id,
         "is_test": lead.is_test,
         "duplicate_of": lead.duplicate_of,
-        "received_at": _aware(lead.received_at).isoformat(),
-        "erased_at": _aware(lead.erased_at).isoformat() if lead.erased_at else None,
+        "received_at": as_utc(lead.received_at).isoformat(),
+        "erased_at": as_utc(lead.erased_at).isoformat() if lead.erased_at else None,
         "lead": lead.data,
     }
 
 
-def _aware(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time this service stores is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

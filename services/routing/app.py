@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from common.logging import configure_logging
 from common.runtime import Runtime
 from common.web import health_router, install_common
-from routing import api, webhooks, webhooks_api
+from routing import api, ops, webhooks, webhooks_api
 from routing import metrics as routing_metrics
 from routing.consumer import CONSUMES, PRODUCES, event_handlers
 from routing.handlers import Router
@@ -90,4 +90,5 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
     app.include_router(health_router(readiness))
     app.include_router(api.router)
     app.include_router(webhooks_api.router)
+    app.include_router(ops.router)
     return app

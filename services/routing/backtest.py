@@ -111,7 +111,7 @@ def replay(
             reps=reps,
             loads=loads,
             rotation=rotation,
-            accounts={domain: accounts[domain]} if domain in accounts else {},
+            accounts={domain: accounts[domain]} if domain is not None and domain in accounts else {},
             previous_rep=previous,
             now=now,
         )
@@ -139,7 +139,9 @@ def replay(
 
 def summarize(results: Mapping[str, Replayed], *, rules: RoutingRules, reps: Sequence[Rep]) -> dict[str, Any]:
     """Per rep: leads received and projected breaches; per outcome and per queue: counts."""
-    per_rep = {rep.id: {"rep_id": rep.id, "team_id": rep.team, "leads": 0, "projected_breaches": 0} for rep in reps}
+    per_rep: dict[str, dict[str, Any]] = {
+        rep.id: {"rep_id": rep.id, "team_id": rep.team, "leads": 0, "projected_breaches": 0} for rep in reps
+    }
     outcomes: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     queues: Counter[str] = Counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -59,6 +60,7 @@ from routing.webhooks import enqueue_deliveries
 
 log = structlog.get_logger(__name__)
 EVENT_SOURCE = "/handoff/routing"
+_ROSTER = "routing_roster"  # session.info key: the roster this transaction reads
 OPEN_STATUSES = ("assigned", "queued", "held", "touched", "accepted")
 
 
@@ -104,6 +106,7 @@ class Router:
         self.clock = clock
         self._roster: Roster | None = None
         self._rules: dict[str, RoutingRules] = {}
+        self._active: tuple[int, RoutingRules] | None = None
         policies = default_sla_policies()
         for grade, minutes in settings.sla_minutes.items():
             key = "queue" if grade.lower() == "queue" else grade.upper()
@@ -112,7 +115,7 @@ class Router:
                 base.grade,
                 minutes,
                 settings.sla_business_hours,
-                tuple(settings.sla_warn_fractions),  # type: ignore[arg-type]
+                tuple(settings.sla_warn_fractions),
             )
         for grade, policy in list(policies.items()):
             policies[grade] = SlaPolicy(
@@ -128,6 +131,10 @@ class Router:
     # -- roster and rules -----------------------------------------------------------------------------------------
 
     async def roster(self, session: AsyncSession) -> Roster:
+        """The parsed roster at the stored version, read once per transaction and parsed once per version."""
+        cached = session.info.get(_ROSTER)
+        if cached is not None:
+            return cached
         repo = RoutingRepository(session)
         version = await repo.roster_version()
         if self._roster is None or self._roster.version != version:
@@ -135,6 +142,7 @@ class Router:
             reps = [row.data for row in await repo.reps()]
             parsed_teams, parsed_reps = parse_reps({"teams": teams, "reps": reps})
             self._roster = Roster(version, parsed_teams, parsed_reps)
+        session.info[_ROSTER] = self._roster
         return self._roster
 
     def parse_rules(self, text: str) -> RoutingRules:
@@ -145,12 +153,19 @@ class Router:
         return rules
 
     async def rules(self, session: AsyncSession) -> RoutingRules:
+        """The active rules; activating rules bumps the roster version, so that version keys this cache too."""
+        version = (await self.roster(session)).version
+        if self._active is not None and self._active[0] == version:
+            return self._active[1]
         row = await RoutingRepository(session).active_ruleset()
-        return self.parse_rules(row.source_text if row else DEFAULT_RULES_YAML)
+        rules = self.parse_rules(row.source_text if row else DEFAULT_RULES_YAML)
+        self._active = (version, rules)
+        return rules
 
     async def install_rules(self, session: AsyncSession, text: str) -> RoutingRules:
         """Validate (RulesError leaves the old rules in force), check against the roster, activate."""
         rules = self.parse_rules(text)
+        await RoutingRepository(session).lock_routing()
         roster = await self.roster(session)
         problems = roster_problems(rules, roster)
         if problems:
@@ -165,11 +180,14 @@ class Router:
             )
         else:
             existing.active = True
+        await RoutingRepository(session).bump_roster_version()  # every process picks the new rules up
+        session.info.pop(_ROSTER, None)
         await session.flush()
         return rules
 
     async def replace_roster(self, session: AsyncSession, data: Mapping[str, Any]) -> Roster:
         """Load teams, reps and accounts from a seed mapping (validated as a whole first)."""
+        await RoutingRepository(session).lock_routing()
         _, reps = parse_reps({"teams": data.get("teams") or [], "reps": data.get("reps") or []})
         known = {rep.id for rep in reps} | {row.id for row in await RoutingRepository(session).reps()}
         problems = account_problems(data.get("accounts"), known)
@@ -177,29 +195,30 @@ class Router:
             raise RosterError(problems)
         now = self.clock()
         for raw in data.get("teams") or []:
-            row = await session.get(TeamRow, raw["id"])
-            if row is None:
+            team_row = await session.get(TeamRow, raw["id"])
+            if team_row is None:
                 session.add(TeamRow(id=raw["id"], data=dict(raw), updated_at=now))
             else:
-                row.data, row.updated_at = dict(raw), now
+                team_row.data, team_row.updated_at = dict(raw), now
         for raw in data.get("reps") or []:
-            row = await session.get(RepRow, raw["id"])
-            if row is None:
+            rep_row = await session.get(RepRow, raw["id"])
+            if rep_row is None:
                 session.add(RepRow(id=raw["id"], data=dict(raw), updated_at=now))
             else:
-                row.data, row.updated_at = dict(raw), now
+                rep_row.data, rep_row.updated_at = dict(raw), now
         for raw in data.get("accounts") or []:
             for domain in raw.get("domains") or [raw.get("domain")]:
                 if not domain:
                     continue
-                row = await session.get(AccountRow, domain.lower())
-                if row is None:
+                account = await session.get(AccountRow, domain.lower())
+                if account is None:
                     session.add(
                         AccountRow(domain=domain.lower(), owner_rep_id=raw["owner"], name=raw.get("name"))
                     )
                 else:
-                    row.owner_rep_id, row.name = raw["owner"], raw.get("name")
+                    account.owner_rep_id, account.name = raw["owner"], raw.get("name")
         await RoutingRepository(session).bump_roster_version()
+        session.info.pop(_ROSTER, None)
         await session.flush()
         return await self.roster(session)
 
@@ -214,7 +233,7 @@ class Router:
         data = event.data
         erased = await repo.is_erased(lead_id)
         enrichment = dict(data.get("enrichment") or {})
-        view = {
+        view: dict[str, Any] = {
             "lead": {} if erased else dict(data.get("lead") or {}),
             "enrichment": anonymous_enrichment(enrichment) if erased else enrichment,
             "score": dict(data.get("score") or {}),
@@ -238,8 +257,7 @@ class Router:
             reassignments=0,
             erased_at=now if erased else None,
         )
-        session.add(lead)
-        await session.flush()
+        session.add(lead)  # inserted with the assignment, already carrying its outcome
         await self.assign(
             session, lead, now=now, correlation_id=event.correlation_id, event_type="lead.assigned"
         )
@@ -262,11 +280,21 @@ class Router:
         repo = RoutingRepository(session)
         await repo.lock_routing()
         roster = await self.roster(session)
+        # Held in locals on purpose: the session's identity map keeps rows only weakly, and the writes below
+        # update these very rows (without them every update would read its row again).
+        load_rows = await repo.loads()
+        rotation_rows = await repo.rotation_rows()
         if forced is not None:
             decision = forced
         else:
             decision = await self._decide(
-                session, lead.view or {}, await self.rules(session), now=now, exclude=exclude
+                session,
+                lead.view or {},
+                await self.rules(session),
+                now=now,
+                exclude=exclude,
+                load_rows=load_rows,
+                rotation=_rotation_state(rotation_rows),
             )
         if previous is not None:
             previous.ended_at = now
@@ -274,13 +302,7 @@ class Router:
             if previous.rep_id:
                 await _adjust_load(session, previous.rep_id, open_delta=-1, day=None)
             await session.flush()  # the old assignment ends before the new one starts (unique current index)
-        for team_id, state in decision.rotation.items():
-            for rep_id, current in state.items():
-                row = await session.get(RotationRow, (team_id, rep_id))
-                if row is None:
-                    session.add(RotationRow(team_id=team_id, rep_id=rep_id, current=current))
-                else:
-                    row.current = current
+        await _save_rotation(session, rotation_rows, decision.rotation)
         policy = self._policy_for(decision, roster, lead.grade)
         rep = roster.rep(decision.rep_id)
         due = None
@@ -454,24 +476,27 @@ class Router:
         # touch and a breach firing at the same moment serialize instead of deadlocking on each other's rows.
         await repo.lock_routing()
         timers = await repo.due_timers(now, limit)
+        lead_ids = {timer.lead_id for timer in timers}
+        currents = await repo.current_assignments(lead_ids)
+        leads = await repo.leads(lead_ids)
         for timer in timers:
             timer.fired_at = now
-            current = await repo.current_assignment(timer.lead_id)
+            current = currents.get(timer.lead_id)
             if current is None or current.id != timer.assignment_id:
                 timer.cancelled = True  # the lead moved on (touched, reassigned): this clock no longer runs
                 continue
-            lead = await repo.lead(timer.lead_id)
+            lead = leads.get(timer.lead_id)
             if lead is None:
                 continue
             late_s = max(0.0, (now - (aware(timer.due_at) or now)).total_seconds())
-            metrics.record(session, lambda late_s=late_s: metrics.SLA_TIMER_LATENESS.observe(late_s))
+            metrics.record(session, partial(metrics.SLA_TIMER_LATENESS.observe, late_s))
             team = metrics.team_label(current.team_id)
             if timer.kind == "warning":
                 metrics.record(session, metrics.SLA_WARNINGS.labels(team=team).inc)
             elif timer.kind == "breach":
                 metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
             if timer.kind == "hold":
-                await self.assign(
+                currents[lead.lead_id] = await self.assign(
                     session,
                     lead,
                     now=now,
@@ -484,7 +509,7 @@ class Router:
                 await self._emit_sla(session, "lead.sla_warning", lead, current, timer, now)
             else:
                 await self._emit_sla(session, "lead.sla_breached", lead, current, timer, now)
-                await self.escalate(session, lead, current, now)
+                currents[lead.lead_id] = await self.escalate(session, lead, current, now)
         await session.flush()
         return len(timers)
 
@@ -519,7 +544,7 @@ class Router:
 
     async def escalate(
         self, session: AsyncSession, lead: LeadRow, current: AssignmentRow, now: datetime
-    ) -> None:
+    ) -> AssignmentRow:
         """The ladder: reassign to the next eligible rep with a fresh clock, then the manager or the team queue."""
         repo = RoutingRepository(session)
         step = next_escalation_step(lead.reassignments, self.escalation)
@@ -553,7 +578,7 @@ class Router:
                 reason="SLA missed and no one left to escalate to; the lead waits in the team queue",
             )
         lead.reassignments += 1
-        await self.assign(
+        return await self.assign(
             session,
             lead,
             now=now,
@@ -575,11 +600,16 @@ class Router:
         *,
         now: datetime,
         exclude: frozenset[str] = frozenset(),
+        load_rows: Mapping[str, RepLoadRow] | None = None,
+        rotation: Mapping[str, Mapping[str, int]] | None = None,
     ) -> Decision:
         """The one way a decision is made, shared by assign and preview so a simulation is the real thing."""
         repo = RoutingRepository(session)
         roster = await self.roster(session)
-        load_rows = await repo.loads()
+        if load_rows is None:
+            load_rows = await repo.loads()
+        if rotation is None:
+            rotation = _rotation_state(await repo.rotation_rows())
         loads = {rep.id: _load_of(load_rows.get(rep.id), _local_day(now, rep.timezone)) for rep in roster.reps}
         previous_rep = None
         if view.get("duplicate_of"):
@@ -590,7 +620,7 @@ class Router:
             rules=rules,
             roster=roster,
             loads=loads,
-            rotation=await repo.rotation(),
+            rotation=rotation,
             accounts=await repo.account_owner(account_domain(view)),
             previous_rep=previous_rep,
             exclude=exclude,
@@ -637,8 +667,7 @@ class Router:
                 await self._stop_clock(session, current, now)
                 facts = self._touch_facts(lead, current, now)
                 detail.update(facts)
-                seconds = facts["time_to_first_touch_s"]
-                metrics.record(session, lambda: metrics.TIME_TO_FIRST_TOUCH.observe(seconds))
+                metrics.record(session, partial(metrics.TIME_TO_FIRST_TOUCH.observe, facts["time_to_first_touch_s"]))
             lead.status = "touched"
         elif action == "accept":
             lead.status = "accepted"
@@ -829,6 +858,31 @@ def anonymous_enrichment(enrichment: Mapping[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def _rotation_state(rows: Sequence[RotationRow]) -> dict[str, dict[str, int]]:
+    state: dict[str, dict[str, int]] = {}
+    for row in rows:
+        state.setdefault(row.team_id, {})[row.rep_id] = row.current
+    return state
+
+
+async def _save_rotation(
+    session: AsyncSession, rows: Sequence[RotationRow], rotation: Mapping[str, Mapping[str, int]]
+) -> None:
+    """Store each rotated team's new state whole: a rep the rotation dropped (left, away) loses their row,
+    so they come back at the neutral position instead of with an old, stale turn."""
+    existing = {(row.team_id, row.rep_id): row for row in rows}
+    for team_id, state in rotation.items():
+        for rep_id, current in state.items():
+            row = existing.get((team_id, rep_id))
+            if row is None:
+                session.add(RotationRow(team_id=team_id, rep_id=rep_id, current=current))
+            elif row.current != current:
+                row.current = current
+        for (row_team, rep_id), row in existing.items():
+            if row_team == team_id and rep_id not in state:
+                await session.delete(row)
+
+
 def _load_of(row: RepLoadRow | None, today: str) -> RepLoad:
     if row is None:
         return RepLoad()
@@ -840,8 +894,7 @@ def _record_latency(session: AsyncSession, lead: LeadRow, now: datetime) -> None
     for since, at in (("received", aware(lead.received_at)), ("submitted", aware(lead.submitted_at))):
         if at is not None and at <= now:
             seconds = (now - at).total_seconds()
-            observe = metrics.ASSIGNMENT_LATENCY.labels(since=since).observe
-            metrics.record(session, lambda observe=observe, seconds=seconds: observe(seconds))
+            metrics.record(session, partial(metrics.ASSIGNMENT_LATENCY.labels(since=since).observe, seconds))
 
 
 def _clock_of(rep: Rep | None, team: Team | None) -> tuple[Any, str]:

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from sqlalchemy import Row, and_, column, exists, func, or_, select, table
+from sqlalchemy import ColumnElement, Row, and_, column, exists, func, or_, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -349,7 +349,7 @@ class OpsRepository:
             "created_at",
         ]
         selected = [d.c[name] for name in wanted if name in deliveries]
-        failing = d.c.status.in_(_WEBHOOK_FAILED)
+        failing: ColumnElement[bool] = d.c.status.in_(_WEBHOOK_FAILED)
         if "attempt_count" in deliveries:
             failing = or_(failing, and_(d.c.status == "pending", d.c.attempt_count > 0))
         query = select(*selected).where(failing)
@@ -517,13 +517,13 @@ def summarize(
             )
             rep_touch = _seconds(clock.assigned_at, lead.first_touch_at) if touched_here else None
             reps.setdefault(clock.rep_id, Tally()).add(clock_result, rep_touch)
-    for clock in open_clocks:
-        risky = clock.at_risk(now, at_risk_within)
+    for running in open_clocks:
+        risky = running.at_risk(now, at_risk_within)
         for tally in (
             overall,
-            teams.setdefault(clock.team_id, Tally()),
-            reps.setdefault(clock.rep_id, Tally()),
-            sources.setdefault((clock.source_kind, clock.source_id), Tally()),
+            teams.setdefault(running.team_id, Tally()),
+            reps.setdefault(running.rep_id, Tally()),
+            sources.setdefault((running.source_kind, running.source_id), Tally()),
         ):
             tally.open += 1
             tally.at_risk += risky
@@ -942,4 +942,3 @@ async def ops_asset(name: str) -> Response:
     if name not in _ASSETS:
         raise _error(404, "not_found", "no such asset")
     return Response(_asset(name), media_type=_ASSETS[name], headers={"Cache-Control": "no-cache"})
-

@@ -202,9 +202,13 @@ class RoutingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    def _on_postgres(self) -> bool:
+        bind = self.session.bind
+        return bind is not None and bind.dialect.name == "postgresql"
+
     async def lock_routing(self) -> None:
         """Serialize routing decisions across processes on PostgreSQL (rotation has no lost updates)."""
-        if self.session.bind.dialect.name == "postgresql":
+        if self._on_postgres():
             await self.session.execute(select(Setting).where(Setting.key == ROUTING_LOCK).with_for_update())
 
     async def roster_version(self) -> int:
@@ -244,11 +248,28 @@ class RoutingRepository:
             state.setdefault(row.team_id, {})[row.rep_id] = row.current
         return state
 
+    async def rotation_rows(self) -> list[RotationRow]:
+        return list((await self.session.execute(select(RotationRow))).scalars())
+
     async def loads(self) -> dict[str, RepLoadRow]:
         return {row.rep_id: row for row in (await self.session.execute(select(RepLoadRow))).scalars()}
 
     async def lead(self, lead_id: str) -> LeadRow | None:
         return await self.session.get(LeadRow, lead_id)
+
+    async def leads(self, lead_ids: set[str]) -> dict[str, LeadRow]:
+        if not lead_ids:
+            return {}
+        rows = await self.session.execute(select(LeadRow).where(LeadRow.lead_id.in_(sorted(lead_ids))))
+        return {row.lead_id: row for row in rows.scalars()}
+
+    async def current_assignments(self, lead_ids: set[str]) -> dict[str, AssignmentRow]:
+        if not lead_ids:
+            return {}
+        query = select(AssignmentRow).where(
+            AssignmentRow.lead_id.in_(sorted(lead_ids)), AssignmentRow.ended_at.is_(None)
+        )
+        return {row.lead_id: row for row in (await self.session.execute(query)).scalars()}
 
     async def current_assignment(self, lead_id: str) -> AssignmentRow | None:
         return (
@@ -284,7 +305,7 @@ class RoutingRepository:
             .order_by(SlaTimer.due_at)
             .limit(limit)
         )
-        if self.session.bind.dialect.name == "postgresql":
+        if self._on_postgres():
             # Two routing processes never claim the same timer; a killed one's rows unlock with its connection.
             query = query.with_for_update(skip_locked=True)
         return list((await self.session.execute(query)).scalars())
@@ -343,7 +364,7 @@ class RoutingRepository:
             query = select(LeadRow.lead_id, LeadRow.current_rep_id).where(
                 LeadRow.lead_id.in_(ids[start : start + 500]), LeadRow.current_rep_id.is_not(None)
             )
-            found.update({lead_id: rep_id for lead_id, rep_id in (await self.session.execute(query)).all()})
+            found.update({lead_id: rep_id for lead_id, rep_id in (await self.session.execute(query)).all() if rep_id})
         return found
 
     async def pending_timers(self, assignment_id: int) -> list[SlaTimer]:

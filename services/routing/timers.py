@@ -59,30 +59,35 @@ class TimerLoop:
         """Fire due timers until stopped; errors are logged and retried, never fatal."""
         while not self._stopping:
             try:
-                delay = await self._round()
+                delay, due_then = await self._round()
                 if delay > 0:
+                    woken = False
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
-                self._wake.clear()
+                        woken = await asyncio.wait_for(self._wake.wait(), delay)
+                    self._wake.clear()
+                    if due_then and not woken and not self._stopping:
+                        await self.tick()  # slept until the earliest due time: fire without looking again
             except Exception:
                 log.exception("sla_timer_loop_error")
                 await asyncio.sleep(1.0)
 
-    async def _round(self) -> float:
-        """One look at the store: fire a batch if anything is due; returns how long to sleep."""
-        now = self._clock()
+    async def _round(self) -> tuple[float, bool]:
+        """One look at the store: fire a batch if anything is due; returns how long to sleep, and whether
+        the earliest timer is due when that sleep ends."""
         async with self._db.read() as session:
             repo = RoutingRepository(session)
             self._next_due = aware(await repo.next_due())
             if time.monotonic() - self._gauge_at >= self._gauge_every:
                 self._gauge_at = time.monotonic()
                 metrics.SLA_OPEN_TIMERS.set(await repo.open_timers())
+        now = self._clock()  # read after the query, so a slow query does not make the sleep overshoot
         if self._next_due is None:
-            return self._max_sleep
+            return self._max_sleep, False
         if self._next_due > now:
-            return min(self._max_sleep, (self._next_due - now).total_seconds())
+            until_due = (self._next_due - now).total_seconds()
+            return min(self._max_sleep, until_due), until_due <= self._max_sleep
         fired = await self.tick()
-        return 0.0 if fired else _CONTENDED_PAUSE_S
+        return (0.0 if fired else _CONTENDED_PAUSE_S), False
 
     async def tick(self) -> int:
         """Fire one batch of due timers; returns how many were claimed."""

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import hmac
 import ipaddress
+import logging
 import random
 import secrets
 import socket
@@ -287,9 +288,7 @@ async def vet_url(url: str, policy: AddressPolicy, resolver: Resolver = system_r
     """Parse the URL and refuse it unless every address its host resolves to is allowed now."""
     destination = parse_endpoint_url(url)
     try:
-        addresses = await asyncio.wait_for(
-            _addresses(resolver, destination.host, destination.port), _DNS_TIMEOUT_S
-        )
+        addresses = await asyncio.wait_for(_addresses(resolver, destination.host, destination.port), _DNS_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:
         raise UnsafeUrl(f"{destination.host} does not resolve") from exc
     refuse_addresses(destination.host, addresses, policy)
@@ -343,10 +342,13 @@ def new_http_client(
     settings: RoutingSettings, policy: AddressPolicy, resolver: Resolver = system_resolver
 ) -> httpx.AsyncClient:
     """The one client a sender shares across deliveries: no redirects, no proxies from the environment."""
+    # httpx logs every request's full URL at INFO; webhook URLs often carry a token (Slack's do), so keep it quiet.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     limits = httpx.Limits(max_connections=settings.webhook_concurrency * 2, max_keepalive_connections=32)
     transport = httpx.AsyncHTTPTransport(trust_env=False, limits=limits)
-    # httpx takes no network backend, so its pool is rebuilt with one that vets every new connection (httpcore's
-    # public API). An environment proxy would connect on our behalf and skip that check, hence trust_env=False.
+    # httpx's transport takes no network backend, so its pool (the private `_pool`; httpcore's `network_backend`
+    # is public) is replaced by one whose every new connection is vetted; the rebinding test fails if this stops
+    # working. An environment proxy would connect on our behalf and skip the check, hence trust_env=False.
     transport._pool = httpcore.AsyncConnectionPool(
         ssl_context=httpx.create_ssl_context(trust_env=False),
         max_connections=limits.max_connections,
@@ -416,14 +418,12 @@ def normalize_event_types(event_types: Sequence[str]) -> list[str]:
     """`["*"]` or known routing event types, deduplicated; raises ValueError naming the unknown ones."""
     wanted = list(dict.fromkeys(t.strip() for t in event_types))
     if not wanted:
-        raise ValueError("subscribe to at least one event type, or to \"*\" for all")
+        raise ValueError('subscribe to at least one event type, or to "*" for all')
     if "*" in wanted:
         return ["*"]
     unknown = [t for t in wanted if t not in WEBHOOK_EVENT_TYPES]
     if unknown:
-        raise ValueError(
-            f"unknown event types {unknown}; choose from {sorted(WEBHOOK_EVENT_TYPES)} or \"*\""
-        )
+        raise ValueError(f'unknown event types {unknown}; choose from {sorted(WEBHOOK_EVENT_TYPES)} or "*"')
     return sorted(wanted)
 
 
@@ -593,9 +593,7 @@ class Webhooks:
         attempts: dict[str, list[WebhookAttempt]] = {d.id: [] for d in deliveries}
         if deliveries:
             rows = await session.execute(
-                select(WebhookAttempt)
-                .where(WebhookAttempt.delivery_id.in_(list(attempts)))
-                .order_by(WebhookAttempt.id)
+                select(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(list(attempts))).order_by(WebhookAttempt.id)
             )
             for attempt in rows.scalars():
                 attempts[attempt.delivery_id].append(attempt)
@@ -816,6 +814,7 @@ class WebhookSender:
             "webhook-timestamp": str(signed_at),
             "webhook-signature": signature_header(claim.secrets, claim.message_id, signed_at, body),
         }
+        client = self._http()
         started = time.perf_counter()
         status: int | None = None
         error: str | None
@@ -824,7 +823,7 @@ class WebhookSender:
         try:
             async with (
                 asyncio.timeout(self._timeout),
-                self._http().stream("POST", claim.url, content=body, headers=headers) as response,
+                client.stream("POST", claim.url, content=body, headers=headers) as response,
             ):
                 status = response.status_code
                 retry_after = parse_retry_after(response.headers.get("retry-after"), self._wall_clock())
@@ -907,22 +906,21 @@ class WebhookSender:
                     FAILURES.inc()
                 else:
                     delivery.next_attempt_at = now + timedelta(seconds=delay)
-                attempt.next_attempt_at = delivery.next_attempt_at
+            failing_for = now - (_aware(endpoint.failing_since) or now)
+            if endpoint.enabled and gone:
+                await disable_endpoint(session, endpoint, "gone", now)
+            elif endpoint.enabled and failing_for >= timedelta(days=settings.webhook_disable_after_days):
+                await disable_endpoint(session, endpoint, "failing", now)
+            if ours:
+                attempt.next_attempt_at = delivery.next_attempt_at if delivery.status == PENDING else None
             log.info(
                 "webhook_attempt_failed",
                 endpoint_id=endpoint.id,
                 delivery_id=delivery.id,
                 result=outcome.result,
                 status_code=outcome.status_code,
-                next_attempt_at=_iso(delivery.next_attempt_at),
+                next_attempt_at=_iso(attempt.next_attempt_at),
             )
-            failing_for = now - (_aware(endpoint.failing_since) or now)
-            if endpoint.enabled and gone:
-                await disable_endpoint(session, endpoint, "gone", now)
-            elif endpoint.enabled and failing_for >= timedelta(days=settings.webhook_disable_after_days):
-                await disable_endpoint(session, endpoint, "failing", now)
-            if delivery.status != PENDING:
-                attempt.next_attempt_at = None
 
     def _spawn(self, claim: Claim) -> None:
         task = asyncio.create_task(self._deliver_logged(claim), name=f"webhook-{claim.delivery_id}")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from scoring.domain import (
     DEFAULT_RULESET_YAML,
     Enrichment,
     Firmographic,
+    OutcomeCounts,
     Ruleset,
     conversion_probability,
     domain_candidates,
@@ -69,21 +71,32 @@ class Scoring:
         self.settings = settings
         self.provider = provider
         self.clock = clock
-        self._rulesets: dict[str, Ruleset] = {}
+        self._rulesets: OrderedDict[str, Ruleset] = OrderedDict()
         self._provider_results: dict[str, tuple[dict[str, Any] | None, str]] = {}
+        # The lead ids of the consumer batch being handled, so their store checks take one query, not one each.
+        self._batch: set[str] = set()
 
     # -- rulesets -------------------------------------------------------------------------------------------------
 
     def parse_ruleset(self, text: str) -> Ruleset:
+        """Validate and compile a ruleset (raises RulesetError); recent ones are kept compiled."""
         ruleset = self._rulesets.get(text)
         if ruleset is None:
             ruleset = load_ruleset(text)
             self._rulesets[text] = ruleset
+            # Previews may try many candidates; only the last few are worth keeping compiled.
+            while len(self._rulesets) > _COMPILED_RULESETS:
+                self._rulesets.popitem(last=False)
+        self._rulesets.move_to_end(text)
         return ruleset
 
     async def active_ruleset(self, session: AsyncSession) -> Ruleset:
-        row = await ScoringRepository(session).active_ruleset()
-        return self.parse_ruleset(row.source_text if row else DEFAULT_RULESET_YAML)
+        """The ruleset in force, read once per transaction (a consumer batch scores with one version)."""
+        facts = _facts(session)
+        if facts.ruleset is None:
+            row = await ScoringRepository(session).active_ruleset()
+            facts.ruleset = self.parse_ruleset(row.source_text if row else DEFAULT_RULESET_YAML)
+        return facts.ruleset
 
     async def install_ruleset(self, session: AsyncSession, text: str) -> Ruleset:
         """Validate (raises RulesetError, leaving the old one in force), store as a new version, make it active."""
@@ -94,6 +107,7 @@ class Scoring:
             session.add(RulesetVersion(version=ruleset.version, source_text=text, created_at=now))
             await session.flush()
         await repo.activate(ruleset.version, now)
+        _facts(session).ruleset = ruleset
         return ruleset
 
     # -- enrichment provider (outside the transaction) -----------------------------------------------------------
@@ -105,6 +119,7 @@ class Scoring:
         by then is scored as a timeout (partial) rather than holding the other leads back.
         """
         self._provider_results.clear()
+        self._batch = {event.subject for event in events if event.type == "lead.received"}
         if self.provider is None:
             return
         provider = self.provider
@@ -167,8 +182,11 @@ class Scoring:
     ) -> ScoreOutcome:
         """The one scoring path shared by the pipeline and the preview, so both give the same answer."""
         repo = ScoringRepository(session)
+        facts = _facts(session)
         domain = lookup_domain(lead)
-        row = await repo.firmographic(domain_candidates(domain))
+        if facts.has_firmographics is None:
+            facts.has_firmographics = await repo.has_firmographics()
+        row = await repo.firmographic(domain_candidates(domain)) if facts.has_firmographics else None
         firmographic = (
             Firmographic(
                 domain=row.domain,
@@ -185,7 +203,10 @@ class Scoring:
         enrichment = enrich(
             lead, firmographic=firmographic, provider_result=provider_result, provider_status=provider_status
         )
-        repeat_count = await repo.repeat_count(duplicate_of) if duplicate_of else 0
+        repeat_count = 0
+        if duplicate_of:
+            await session.flush()  # earlier submissions may still be pending in this batch
+            repeat_count = await repo.repeat_count(duplicate_of)
         context = {
             "source": dict(source),
             "is_test": is_test,
@@ -194,11 +215,14 @@ class Scoring:
         }
         score = score_lead(lead, enrichment, ruleset, context=context)
         features = outcome_features(lead, enrichment.as_fields(), context=context)
-        conversion = conversion_probability(
-            features,
-            await repo.outcome_counts(features),
-            min_outcomes=self.settings.conversion_min_outcomes,
-        )
+        if facts.has_outcomes is None:
+            facts.has_outcomes = await repo.has_outcomes()
+        counts = OutcomeCounts()
+        if facts.has_outcomes:
+            if facts.values_per_field is None:
+                facts.values_per_field = await repo.values_per_field()
+            counts = await repo.outcome_counts(features, values_per_field=facts.values_per_field)
+        conversion = conversion_probability(features, counts, min_outcomes=self.settings.conversion_min_outcomes)
         return ScoreOutcome(enrichment, score.to_dict(), _conversion_dict(conversion), features)
 
     async def on_received(self, session: AsyncSession, event: Event) -> None:
@@ -206,9 +230,17 @@ class Scoring:
         data = event.data
         lead_id = event.subject
         repo = ScoringRepository(session)
-        if await repo.scored(lead_id) is not None:
+        facts = _facts(session)
+        if lead_id not in facts.checked:
+            # The first lead of a consumer batch reads the state of the whole batch.
+            wanted = self._batch if lead_id in self._batch and not facts.checked else {lead_id}
+            known_scored, known_erased = await repo.scored_or_erased(sorted(wanted))
+            facts.scored |= known_scored
+            facts.erased |= known_erased
+            facts.checked |= wanted
+        if lead_id in facts.scored:
             return  # already scored under another event id (a re-published lead): scoring is once per lead
-        erased = await repo.is_erased(lead_id)
+        erased = lead_id in facts.erased
         lead = {} if erased else dict(data.get("lead") or {})
         source = dict(data.get("source") or {})
         ruleset = await self.active_ruleset(session)
@@ -261,13 +293,17 @@ class Scoring:
                 "conversion": outcome.conversion,
             },
         )
-        await session.flush()
+        # The row is flushed with the rest of the batch at commit: one round trip for all of them rather than
+        # one each. Handlers that read scored rows flush first; `facts.scored` covers the batch's repeats.
+        facts.scored.add(lead_id)
         await add_events(session, outbox, self.settings, [scored], _topic)
 
     async def on_erased(self, session: AsyncSession, event: Event) -> None:
         """Delete the lead's personal data; keep the anonymous score, its features and the outcome counts."""
         lead_id = event.subject
         now = self.clock()
+        await session.flush()  # the lead may have been scored earlier in this same batch
+        _facts(session).erased.add(lead_id)
         if await session.get(ErasedLead, lead_id) is None:
             session.add(ErasedLead(lead_id=lead_id, erased_at=now))
         row = await ScoringRepository(session).scored(lead_id)
@@ -282,11 +318,15 @@ class Scoring:
         if event.type not in (WON, LOST):
             return
         repo = ScoringRepository(session)
+        await session.flush()  # the lead may have been scored earlier in this same batch
         row = await repo.scored(event.subject)
         if row is None or row.outcome is not None:
             return
         row.outcome = "won" if event.type == WON else "lost"
         await repo.add_outcome([(f, v) for f, v in row.features or []], won=event.type == WON)
+        facts = _facts(session)
+        facts.has_outcomes = True
+        facts.values_per_field = None  # the outcome may have brought a value not seen before
 
     # -- firmographics --------------------------------------------------------------------------------------------
 
@@ -313,6 +353,7 @@ class Scoring:
                     for key, value in values.items():
                         setattr(row, key, value)
             await session.flush()
+        _facts(session).has_firmographics = None
         return len(rows)
 
 
@@ -342,6 +383,30 @@ def anonymous_enrichment(enrichment: Mapping[str, Any] | None) -> dict[str, Any]
         if isinstance(step, Mapping)
     ]
     return kept
+
+
+_COMPILED_RULESETS = 16
+
+
+@dataclass
+class _TransactionFacts:
+    """What one transaction reads once instead of once per lead; a consumer batch is one transaction."""
+
+    ruleset: Ruleset | None = None
+    has_firmographics: bool | None = None
+    has_outcomes: bool | None = None
+    values_per_field: dict[str, int] | None = None
+    # Leads known to be scored or erased in this transaction, and the ids whose stored state has been read.
+    scored: set[str] = field(default_factory=set)
+    erased: set[str] = field(default_factory=set)
+    checked: set[str] = field(default_factory=set)
+
+
+def _facts(session: AsyncSession) -> _TransactionFacts:
+    facts = session.info.get("scoring_facts")
+    if facts is None:
+        facts = session.info["scoring_facts"] = _TransactionFacts()
+    return facts
 
 
 def _conversion_dict(conversion: Any) -> dict[str, Any]:

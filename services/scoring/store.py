@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, func, select, tuple_, update
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, func, literal_column, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -111,6 +111,14 @@ class ScoringRepository:
     async def scored(self, lead_id: str) -> ScoredLead | None:
         return await self.session.get(ScoredLead, lead_id)
 
+    async def has_firmographics(self) -> bool:
+        """Whether the firmographics table has any row (most lookups are skipped while it is empty)."""
+        return (await self.session.execute(select(FirmographicRow.domain).limit(1))).first() is not None
+
+    async def has_outcomes(self) -> bool:
+        """Whether any sales outcome has been counted yet."""
+        return await self.session.get(OutcomeCount, TOTAL) is not None
+
     async def firmographic(self, candidates: list[str]) -> FirmographicRow | None:
         """The most specific match: mail.eu.acme.co.uk finds acme.co.uk."""
         rows = await self.firmographics_by_domain(candidates)
@@ -132,9 +140,13 @@ class ScoringRepository:
         )
         return int(result.scalar_one())
 
-    async def outcome_counts(self, features: list[tuple[str, str]]) -> OutcomeCounts:
-        """The won/lost totals, the counts of the lead's own feature values, and how many values each field has."""
-        fields = {f for f, _ in features}
+    async def outcome_counts(
+        self, features: list[tuple[str, str]], *, values_per_field: dict[str, int] | None = None
+    ) -> OutcomeCounts:
+        """The won/lost totals, the counts of the lead's own feature values, and how many values each field has.
+
+        `values_per_field` (from `values_per_field()`) saves its query when the caller already has it.
+        """
         wanted = set(features)
         rows = (
             await self.session.execute(
@@ -143,19 +155,20 @@ class ScoringRepository:
         ).scalars()
         by_feature = {(r.feature, r.value): (r.won, r.lost) for r in rows}
         won_total, lost_total = by_feature.pop(TOTAL, (0, 0))
-        distinct: dict[str, int] = {}
-        if fields and by_feature:
-            distinct = {
-                feature: int(count)
-                for feature, count in await self.session.execute(
-                    select(OutcomeCount.feature, func.count())
-                    .where(OutcomeCount.feature.in_(fields))
-                    .group_by(OutcomeCount.feature)
-                )
-            }
+        if values_per_field is None and by_feature:
+            values_per_field = await self.values_per_field()
         return OutcomeCounts(
-            won_total=won_total, lost_total=lost_total, by_feature=by_feature, values_per_field=distinct
+            won_total=won_total, lost_total=lost_total, by_feature=by_feature, values_per_field=values_per_field or {}
         )
+
+    async def values_per_field(self) -> dict[str, int]:
+        """How many distinct values of each feature field have been seen in outcomes."""
+        result = await self.session.execute(
+            select(OutcomeCount.feature, func.count())
+            .where(OutcomeCount.feature != TOTAL[0])
+            .group_by(OutcomeCount.feature)
+        )
+        return {feature: int(count) for feature, count in result}
 
     async def add_outcome(self, features: list[tuple[str, str]], *, won: bool) -> None:
         """Count one won or lost lead under each of its feature values and the total."""
@@ -167,6 +180,23 @@ class ScoringRepository:
             counter.won += 1 if won else 0
             counter.lost += 0 if won else 1
         await self.session.flush()
+
+    async def scored_or_erased(self, lead_ids: list[str]) -> tuple[set[str], set[str]]:
+        """Which of the leads have been scored, and which erased, in one round trip."""
+        if not lead_ids:
+            return set(), set()
+        scored_rows = select(literal_column("'scored'", String), ScoredLead.lead_id).where(
+            ScoredLead.lead_id.in_(lead_ids)
+        )
+        erased_rows = select(literal_column("'erased'", String), ErasedLead.lead_id).where(
+            ErasedLead.lead_id.in_(lead_ids)
+        )
+        rows = await self.session.execute(scored_rows.union_all(erased_rows))
+        scored: set[str] = set()
+        erased: set[str] = set()
+        for which, lead_id in rows:
+            (scored if which == "scored" else erased).add(lead_id)
+        return scored, erased
 
     async def is_erased(self, lead_id: str) -> bool:
         return await self.session.get(ErasedLead, lead_id) is not None

@@ -325,3 +325,53 @@ async def test_the_provider_answer_and_status_are_recorded_and_a_silent_provider
     answered = await _scored(db, events["ok"].subject)
     assert answered.enrichment["company"]["employee_band"] == "51-200"  # type: ignore[union-attr,index]
     assert "company_mid_market" in {r["id"] for r in answered.score["fired"]}  # type: ignore[union-attr]
+
+
+async def test_a_consumer_batch_in_one_transaction_scores_each_lead_once_and_sees_its_own_effects(
+    db: Database,
+) -> None:
+    scoring = Scoring(_settings(), provider=None, clock=lambda: NOW)
+    earlier = _received(_lead())
+    await scoring.prepare([earlier])
+    await _apply(db, scoring.on_received, earlier)
+
+    first = _received(_lead())
+    repeat = _received(_lead(), duplicate_of=first.subject)
+    erased_first = _received(_lead())
+    converted = _received(_lead())
+    batch = [
+        first,
+        _received(first.data["lead"], lead_id=first.subject),
+        repeat,
+        Event(type="lead.erased", source="/t", subject=erased_first.subject, data={}),
+        erased_first,
+        converted,
+        _outcome(converted.subject, won=True),
+        _received(earlier.data["lead"], lead_id=earlier.subject),
+    ]
+    handlers = {
+        "lead.received": scoring.on_received,
+        "lead.erased": scoring.on_erased,
+        "lead.converted": scoring.on_outcome,
+    }
+    # What the consumer loop does: prepare outside the transaction, then every event in one transaction.
+    await scoring.prepare(batch)
+    async with db.transaction() as session:
+        for event in batch:
+            await handlers[event.type](session, event)
+
+    async with db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(ScoredLead)) == 5
+        total = await session.get(OutcomeCount, ("__total__", "__total__"))
+        assert total is not None and (total.won, total.lost) == (1, 0)
+    assert [e.subject for e in await _published(db)] == [
+        earlier.subject,
+        first.subject,
+        repeat.subject,
+        erased_first.subject,
+        converted.subject,
+    ]
+    assert "came_back" in {r["id"] for r in (await _scored(db, repeat.subject)).score["fired"]}  # type: ignore[union-attr]
+    assert (await _scored(db, erased_first.subject)).lead is None  # type: ignore[union-attr]
+    assert (await _scored(db, converted.subject)).outcome == "won"  # type: ignore[union-attr]
+    assert (await _scored(db, first.subject)).lead == first.data["lead"]  # type: ignore[union-attr]

@@ -65,6 +65,8 @@ class Broker:
     port: int
     data_dir: Path | None = None
     owned: bool = False
+    # Chosen once and kept, so a restart binds the same controller port (port + 1 may belong to a client socket).
+    controller_port: int = field(default_factory=lambda: free_port())
 
     @property
     def bootstrap(self) -> str:
@@ -74,7 +76,7 @@ class Broker:
         env = dict(os.environ, KAFKA_PORT=str(self.port))
         if self.data_dir is not None:
             env["KAFKA_DATA_DIR"] = str(self.data_dir)
-            env["KAFKA_CONTROLLER_PORT"] = str(self.port + 1)
+            env["KAFKA_CONTROLLER_PORT"] = str(self.controller_port)
         return env
 
     def running(self) -> bool:

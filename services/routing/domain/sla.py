@@ -28,7 +28,7 @@ class SlaPolicy:
     """How long a rep has to make first contact, and when to nudge."""
 
     grade: str
-    minutes: int
+    minutes: float  # fractional minutes are allowed (short SLAs in drills and tests)
     business_hours: bool
     warn_at: tuple[float, ...] = (0.5,)
 

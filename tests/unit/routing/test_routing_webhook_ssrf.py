@@ -5,9 +5,17 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from pydantic import SecretStr
 
 from routing.settings import RoutingSettings
-from routing.webhooks import AddressPolicy, UnsafeUrl, address_refusal, parse_endpoint_url, vet_url
+from routing.webhooks import (
+    AddressPolicy,
+    Resolver,
+    UnsafeUrl,
+    address_refusal,
+    parse_endpoint_url,
+    vet_url,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -69,7 +77,9 @@ def test_allow_list_opens_exactly_what_it_names() -> None:
 
 def test_settings_allow_loopback_in_development_only_unless_told() -> None:
     assert AddressPolicy.from_settings(RoutingSettings(env="development")).allow_loopback
-    assert not AddressPolicy.from_settings(RoutingSettings(env="production", admin_token="x" * 32)).allow_loopback
+    assert not AddressPolicy.from_settings(
+        RoutingSettings(env="production", admin_token=SecretStr("x" * 32))
+    ).allow_loopback
     assert AddressPolicy.from_settings(RoutingSettings(env="test", webhook_allow_loopback=True)).allow_loopback
     assert not AddressPolicy.from_settings(
         RoutingSettings(env="development", webhook_allow_loopback=False)
@@ -104,7 +114,7 @@ def test_ports_and_idn_hosts_are_understood() -> None:
     assert parse_endpoint_url("https://bücher.example/hook").host == "xn--bcher-kva.example"
 
 
-def _resolver(answers: dict[str, list[str]]):  # type: ignore[no-untyped-def]
+def _resolver(answers: dict[str, list[str]]) -> Resolver:
     async def resolve(host: str, _port: int) -> list[str]:
         if host not in answers:
             raise OSError("Name or service not known")

@@ -66,9 +66,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
     )
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
-        batch_op.create_index(
-            "uq_webhook_deliveries_endpoint_message", ["endpoint_id", "message_id"], unique=True
-        )
+        batch_op.create_index("uq_webhook_deliveries_endpoint_message", ["endpoint_id", "message_id"], unique=True)
         batch_op.create_index(
             "ix_webhook_deliveries_endpoint_status", ["endpoint_id", "status", "created_at"], unique=False
         )

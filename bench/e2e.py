@@ -1,0 +1,285 @@
+"""End to end: leads/s and open-loop latency from the HTTP request to the assignment, against a bare Kafka chain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import uvloop
+from tests.e2e.conftest import EVEN_RULES, EVEN_SEED
+from tests.support.stack import ADMIN, ADMIN_TOKEN, ROOT, Service, Stack, free_port, read_topic
+
+from bench.chain import Stage, create_topics
+from bench.load import RawHttp, Sent, closed_loop, open_loop
+from bench.util import UVICORN_ARGS, interleave, log, median, ratio, summarize
+from common.topics import LEADS_ASSIGNED, LEADS_RECEIVED, LEADS_SCORED
+
+PARTITIONS = 3  # what tests.support.stack.Stack gives every topic
+HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+class Arrivals(Protocol):
+    def wait_count(self, n: int, timeout: float, keys: set[str] | None = None) -> bool: ...
+    def arrival(self, key: str) -> float | None: ...
+
+
+class KafkaArrivals:
+    """The lead.assigned records on Kafka, seen by a bare consumer in its own process."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        self.where = "lead.assigned record consumed from Kafka"
+
+    def wait_count(self, n: int, timeout: float, keys: set[str] | None = None) -> bool:
+        return self.stage.wait_count(n, timeout, keys)
+
+    def arrival(self, key: str) -> float | None:
+        found = self.stage.arrivals.get(key)
+        return found[0] if found else None
+
+
+class WebhookArrivals:
+    """Assignment webhooks at the local receiver (keyed by the lead id in the body)."""
+
+    def __init__(self, receiver: Service) -> None:
+        self.receiver = receiver
+        self.where = "assignment webhook at a local receiver"
+        self.arrivals: dict[str, float] = {}
+
+    def _refresh(self) -> None:
+        self.arrivals = httpx.get(f"{self.receiver.url}/_stats", timeout=10).json()["arrivals"]
+
+    def wait_count(self, n: int, timeout: float, keys: set[str] | None = None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._refresh()
+            have = len(self.arrivals) if keys is None else sum(1 for k in keys if k in self.arrivals)
+            if have >= n:
+                return True
+            time.sleep(0.25)
+        return False
+
+    def arrival(self, key: str) -> float | None:
+        return self.arrivals.get(key)
+
+
+def webhooks_available(routing: Service) -> bool:
+    """Whether routing serves `POST /v1/webhook-endpoints` yet (another change is adding it)."""
+    try:
+        paths = httpx.get(f"{routing.url}/openapi.json", timeout=10).json().get("paths", {})
+    except (httpx.HTTPError, ValueError):
+        return False
+    return "post" in paths.get("/v1/webhook-endpoints", {})
+
+
+def register_webhook(routing: Service, url: str) -> None:
+    response = httpx.post(
+        f"{routing.url}/v1/webhook-endpoints",
+        json={"url": url, "event_types": ["lead.assigned"], "description": "bench receiver"},
+        headers=ADMIN,
+        timeout=10,
+    )
+    response.raise_for_status()
+
+
+def _http(service: Service, connections: int) -> RawHttp:
+    return RawHttp("127.0.0.1", service.port, max_connections=connections, headers=HEADERS)
+
+
+async def closed_load(service: Service, seconds: float, concurrency: int) -> tuple[list[Sent], float]:
+    client = _http(service, concurrency)
+    try:
+        return await closed_loop(client, seconds=seconds, concurrency=concurrency)
+    finally:
+        await client.close()
+
+
+async def open_load(service: Service, rate: float, seconds: float) -> tuple[list[Sent], float]:
+    client = _http(service, 256)
+    try:
+        return await open_loop(client, rate=rate, seconds=seconds)
+    finally:
+        await client.close()
+
+
+def _handoff_max(ingest: Service, arrivals: Arrivals, *, seconds: float, wait_s: float) -> dict[str, Any]:
+    sent, start = uvloop.run(closed_load(ingest, seconds, 32))
+    ids = {s.lead_id for s in sent if s.status == 202 and s.lead_id}
+    complete = arrivals.wait_count(len(ids), wait_s, ids)
+    times = [t for t in (arrivals.arrival(k) for k in ids) if t is not None]
+    answered = [s.answered for s in sent if s.answered]
+    result = {
+        "accepted": len(ids),
+        "assigned": len(times),
+        "complete": complete,
+        "accepted_per_s": len(ids) / (max(answered) - start) if answered else None,
+        "assigned_per_s": len(times) / (max(times) - start) if times else None,
+    }
+    log(f"e2e max: {result['assigned_per_s'] or 0:.0f} leads/s assigned ({len(times)}/{len(ids)})")
+    return result
+
+
+def _chain(bootstrap: str, sizes: list[int], *, n: int, rate: float = 0.0, wait_s: float = 120) -> dict[str, Any]:
+    """source -> forward -> forward -> observe over 3 fresh topics: the same hops as ingest -> scoring -> routing."""
+    ns = f"bench.chain.{uuid.uuid4().hex[:8]}."
+    topics = [f"{ns}{name}" for name in ("received", "scored", "assigned")]
+    create_topics(bootstrap, topics, PARTITIONS)
+    common = ["--bootstrap", bootstrap, "--n", str(n)]
+    observer = Stage("observe", "--bootstrap", bootstrap, "--in", topics[2])
+    hop1 = Stage(
+        "forward", *common, "--in", topics[0], "--out", topics[1], "--size", str(sizes[1]), "--group", f"{ns}1"
+    )
+    hop2 = Stage(
+        "forward", *common, "--in", topics[1], "--out", topics[2], "--size", str(sizes[2]), "--group", f"{ns}2"
+    )
+    try:
+        for stage in (observer, hop1, hop2):
+            stage.wait_ready()
+        source = Stage("source", *common, "--out", topics[0], "--size", str(sizes[0]), "--rate", str(rate))
+        started = source.finish()["start"]
+        complete = observer.wait_count(n, wait_s)
+        arrivals = list(observer.arrivals.values())
+    finally:
+        for stage in (hop1, hop2, observer):
+            stage.stop()
+    last = max((a for a, _ in arrivals), default=None)
+    return {
+        "n": n,
+        "delivered": len(arrivals),
+        "complete": complete,
+        "per_s": len(arrivals) / (last - started) if last else None,
+        "latency_ms": summarize([(a - t0) * 1000 for a, t0 in arrivals if t0 is not None]),
+    }
+
+
+def _pair(summary: dict[str, Any]) -> str:
+    return f"{summary['p50'] or 0:.1f} / {summary['p99'] or 0:.1f} ms"
+
+
+def _sizes(bootstrap: str, stack: Stack) -> list[int]:
+    """Mean record value size on each of Handoff's three topics, so the bare chain carries the same bytes."""
+    sizes = []
+    for topic in (LEADS_RECEIVED, LEADS_SCORED, LEADS_ASSIGNED):
+        records = asyncio.run(read_topic(bootstrap, stack.topic(topic), timeout=10))
+        values = [len(r.value) for r in records[:2000] if r.value]
+        sizes.append(round(sum(values) / len(values)) if values else 1024)
+    return sizes
+
+
+def _latency(ingest: Service, arrivals: Arrivals, *, rate: float, seconds: float, wait_s: float) -> dict[str, Any]:
+    sent, _start = uvloop.run(open_load(ingest, rate, seconds))
+    ids = {s.lead_id for s in sent if s.status == 202 and s.lead_id}
+    complete = arrivals.wait_count(len(ids), wait_s, ids)
+    to_202 = [(s.answered - s.intended) * 1000 for s in sent if s.answered and s.status == 202]
+    to_assigned = []
+    for s in sent:
+        t = arrivals.arrival(s.lead_id) if s.lead_id else None
+        if t is not None and s.answered:
+            to_assigned.append((t - s.answered) * 1000)
+    return {
+        "rate": round(rate, 1),
+        "sent": len(sent),
+        "accepted": len(ids),
+        "assigned": len(to_assigned),
+        "complete": complete,
+        "http_to_202_ms": summarize(to_202),
+        "accepted_to_assigned_ms": summarize(to_assigned),
+    }
+
+
+def _bare_latency(bare: Service, *, rate: float, seconds: float) -> dict[str, Any]:
+    sent, _start = uvloop.run(open_load(bare, rate, seconds))
+    to_202 = [(s.answered - s.intended) * 1000 for s in sent if s.answered and s.status == 202]
+    return {"rate": round(rate, 1), "sent": len(sent), "http_to_202_ms": summarize(to_202)}
+
+
+def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
+    """Throughput (A B A B) then latency at 10%, 50% and 80% of Handoff's measured maximum."""
+    seconds = 10.0 if quick else 30.0
+    repeats = 2 if quick else 3
+    chain_n = 10_000 if quick else 50_000
+    latency_s = 8.0 if quick else 30.0
+    wait_s = 90.0 if quick else 300.0
+    stack = Stack(
+        tmp / "stack", bootstrap, seed=EVEN_SEED, rules=EVEN_RULES, env={"HANDOFF_WEBHOOK_ALLOW_LOOPBACK": "true"}
+    )
+    for service in stack.services.values():
+        service.extra_args = list(UVICORN_ARGS)
+    bare = Service(
+        "bench.bare",
+        free_port(),
+        dict(stack.env, PYTHONPATH=str(ROOT)),
+        tmp / "bare.log",
+        extra_args=list(UVICORN_ARGS),
+    )
+    receiver = Service(
+        "bench.receiver",
+        free_port(),
+        dict(stack.env, PYTHONPATH=str(ROOT)),
+        tmp / "receiver.log",
+        extra_args=list(UVICORN_ARGS),
+    )
+    observer: Stage | None = None
+    result: dict[str, Any] = {"partitions": PARTITIONS}
+    try:
+        stack.start()
+        bare.start()
+        arrivals: KafkaArrivals | WebhookArrivals
+        if webhooks_available(stack["routing"]):
+            receiver.start()
+            register_webhook(stack["routing"], f"{receiver.url}/hook")
+            arrivals = WebhookArrivals(receiver)
+        else:
+            observer = Stage("observe", "--bootstrap", bootstrap, "--in", stack.topic(LEADS_ASSIGNED))
+            observer.wait_ready()
+            arrivals = KafkaArrivals(observer)
+        result["measured_to"] = arrivals.where
+        log(f"e2e: measuring to the {arrivals.where}")
+        # One warm-up pass so imports, caches and consumer groups are settled before anything counts.
+        _latency(stack["ingest"], arrivals, rate=20, seconds=2, wait_s=wait_s)
+        sizes: list[int] = []
+
+        def handoff(_i: int) -> dict[str, Any]:
+            return _handoff_max(stack["ingest"], arrivals, seconds=seconds, wait_s=wait_s)
+
+        def chain(_i: int) -> dict[str, Any]:
+            if not sizes:
+                sizes.extend(_sizes(bootstrap, stack))
+            out = _chain(bootstrap, sizes, n=chain_n, wait_s=wait_s)
+            log(f"e2e bare chain: {out['per_s'] or 0:.0f} msgs/s")
+            return out
+
+        handoff_runs, chain_runs = interleave(repeats, handoff, chain)
+        result["value_bytes"] = dict(zip(("received", "scored", "assigned"), sizes, strict=True))
+        best = median([r["assigned_per_s"] for r in handoff_runs]) or 1.0
+        result["throughput"] = {
+            "handoff_runs": handoff_runs,
+            "chain_runs": chain_runs,
+            "handoff_per_s": best,
+            "handoff_accepted_per_s": median([r["accepted_per_s"] for r in handoff_runs]),
+            "chain_per_s": median([r["per_s"] for r in chain_runs]),
+        }
+        result["throughput"]["ratio"] = ratio(best, result["throughput"]["chain_per_s"])
+        levels = []
+        for fraction in (0.1, 0.5, 0.8):
+            rate = max(1.0, best * fraction)
+            handoff_l = _latency(stack["ingest"], arrivals, rate=rate, seconds=latency_s, wait_s=wait_s)
+            chain_l = _chain(bootstrap, sizes, n=max(1, int(rate * latency_s)), rate=rate, wait_s=wait_s)
+            bare_l = _bare_latency(bare, rate=rate, seconds=latency_s)
+            levels.append({"fraction": fraction, "handoff": handoff_l, "chain": chain_l, "bare_http": bare_l})
+            log(
+                f"e2e latency at {rate:.0f}/s: 202->assigned p50 / p99 "
+                f"{_pair(handoff_l['accepted_to_assigned_ms'])}; bare chain {_pair(chain_l['latency_ms'])}"
+            )
+        result["latency"] = levels
+    finally:
+        if observer is not None:
+            observer.stop()
+        receiver.stop()
+        bare.stop()
+        stack.stop()
+    return result

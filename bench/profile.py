@@ -1,0 +1,194 @@
+"""`python -m bench.profile [--only ingest,e2e] [--seconds S]`: where the services spend their CPU under load.
+
+Samples each service process with py-spy (`pip install py-spy`) while the bench's load runs, and writes the raw
+folded stacks plus a summary (self time by package, top functions by self and by inclusive time) under
+bench/results/profiles/<UTC time>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvloop
+from tests.e2e.conftest import EVEN_RULES, EVEN_SEED
+from tests.support.stack import ADMIN_TOKEN, Service, Stack
+
+from bench.e2e import closed_load
+from bench.load import run_wrk
+from bench.util import RESULTS, UVICORN_ARGS, BenchBroker, log, pin
+
+# Where a sample's innermost frame lives says which layer pays for it; the first match wins.
+CATEGORIES = (
+    ("sqlite (C driver and its thread)", ("sqlite3/", "aiosqlite/")),
+    ("sqlalchemy", ("sqlalchemy/",)),
+    ("aiokafka", ("aiokafka/", "kafka/")),
+    ("logging (structlog, stdlib)", ("structlog/", "logging/")),
+    ("pydantic", ("pydantic/", "pydantic_core/")),
+    ("fastapi / starlette", ("fastapi/", "starlette/")),
+    ("uvicorn / httptools", ("uvicorn/", "httptools/")),
+    ("httpx / httpcore", ("httpx/", "httpcore/")),
+    ("alembic", ("alembic/",)),
+    ("prometheus_client", ("prometheus_client/",)),
+    ("email / phone / country parsing", ("email_validator/", "phonenumbers/", "pycountry/", "idna/")),
+    ("Handoff: common", ("services/common/",)),
+    ("Handoff: ingest", ("services/ingest/",)),
+    ("Handoff: scoring", ("services/scoring/",)),
+    ("Handoff: routing", ("services/routing/",)),
+    ("asyncio / uvloop", ("asyncio/", "uvloop/")),
+    ("json / orjson / yaml", ("json/", "orjson", "yaml/")),
+)
+
+
+def _category(frame: str) -> str:
+    for name, needles in CATEGORIES:
+        if any(needle in frame for needle in needles):
+            return name
+    return "other (stdlib, interpreter)"
+
+
+def _function(frame: str) -> str:
+    """`name (path/to/file.py:line)` -> `name (file.py)`, so lines of one function add up."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = path.split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 1 else path
+    return f"{name} ({short})"
+
+
+def summarize(folded: Path, top: int = 20) -> str:
+    """A Markdown summary of one py-spy raw (folded) profile."""
+    total = 0
+    by_category: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    for line in folded.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        leaf = frames[-1]
+        by_category[_category(leaf)] += count
+        self_time[_function(leaf)] += count
+        for function in {_function(f) for f in frames}:
+            inclusive[function] += count
+    if not total:
+        return f"## {folded.stem}\n\nno samples\n"
+
+    def pct(n: int) -> str:
+        return f"{100 * n / total:.1f}%"
+
+    lines = [f"## {folded.stem} ({total} samples)", "", "| layer (self time) | share |", "|---|---|"]
+    lines += [f"| {name} | {pct(n)} |" for name, n in by_category.most_common()]
+    lines += ["", "| function (self time) | share |", "|---|---|"]
+    lines += [f"| `{name}` | {pct(n)} |" for name, n in self_time.most_common(top)]
+    lines += ["", "| function (inclusive time) | share |", "|---|---|"]
+    lines += [f"| `{name}` | {pct(n)} |" for name, n in inclusive.most_common(top + 10)]
+    return "\n".join(lines) + "\n"
+
+
+def _record(service: Service, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    assert service.process is not None
+    return subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--duration",
+            str(round(seconds)),
+            "--pid",
+            str(service.process.pid),
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def profile_ingest(tmp: Path, bootstrap: str, out: Path, seconds: float) -> list[Path]:
+    """Ingest pinned to core 0 under wrk on core 1, as in the ingest benchmark."""
+    stack = Stack(tmp / "ingest", bootstrap)
+    ingest = stack["ingest"]
+    ingest.extra_args = list(UVICORN_ARGS)
+    try:
+        ingest.start()
+        assert ingest.process is not None
+        pin(ingest.process.pid, "0")
+        run_wrk(f"{ingest.url}/v1/leads", token=ADMIN_TOKEN, seconds=2, connections=32, cpus="1")
+        target = out / "ingest.folded"
+        spy = _record(ingest, target, seconds)
+        run_wrk(f"{ingest.url}/v1/leads", token=ADMIN_TOKEN, seconds=seconds + 1, connections=32, cpus="1")
+        spy.wait(60)
+    finally:
+        stack.stop()
+    return [target]
+
+
+def profile_e2e(tmp: Path, bootstrap: str, out: Path, seconds: float) -> list[Path]:
+    """All three services while the closed-loop generator pushes leads through the whole path."""
+    stack = Stack(tmp / "e2e", bootstrap, seed=EVEN_SEED, rules=EVEN_RULES)
+    for service in stack.services.values():
+        service.extra_args = list(UVICORN_ARGS)
+    targets = [out / f"e2e-{name}.folded" for name in stack.services]
+    try:
+        stack.start()
+        uvloop.run(closed_load(stack["ingest"], 2, 16))
+        load = threading.Thread(target=lambda: uvloop.run(closed_load(stack["ingest"], seconds + 2, 32)))
+        load.start()
+        spies = [_record(s, t, seconds) for s, t in zip(stack.services.values(), targets, strict=True)]
+        for spy in spies:
+            spy.wait(90)
+        load.join()
+    finally:
+        stack.stop()
+    return targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--only", default="ingest,e2e")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--bootstrap", help="use this Kafka broker instead of starting the bench's own")
+    args = parser.parse_args(argv)
+    if shutil.which("py-spy") is None:
+        parser.error("py-spy is missing: .venv/bin/pip install py-spy")
+    out = RESULTS / "profiles" / datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    out.mkdir(parents=True, exist_ok=True)
+    broker = BenchBroker.up(args.bootstrap)
+    folded: list[Path] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="handoff-profile-") as scratch:
+            if "ingest" in args.only:
+                log("profiling ingest")
+                folded += profile_ingest(Path(scratch), broker.bootstrap, out, args.seconds)
+            if "e2e" in args.only:
+                log("profiling the end-to-end path")
+                folded += profile_e2e(Path(scratch), broker.bootstrap, out, args.seconds)
+    finally:
+        broker.down()
+    summary = "# Profiles (py-spy, CPU samples while under the bench's load)\n\n" + "\n".join(
+        summarize(f) for f in folded if f.exists()
+    )
+    (out / "summary.md").write_text(summary)
+    print(summary)
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,374 @@
+"""Turns a results dict into the Markdown table and the PNG charts the README links."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Row = tuple[str, str, str, str, str, str]
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _r(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _met(ok: bool | None) -> str:
+    return "-" if ok is None else ("yes" if ok else "**no**")
+
+
+def _pair(summary: dict[str, Any], unit: str = "ms") -> str:
+    return f"{_n(summary.get('p50'), 1)} / {_n(summary.get('p99'), 1)} {unit}"
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    """(metric, Handoff, baseline, ratio, target, met?) for every figure measured."""
+    out: list[Row] = []
+    ingest = results.get("ingest")
+    if ingest:
+        p = ingest["pinned"]
+        out.append(
+            (
+                "Ingest, pinned (server core 0, wrk core 1): acknowledged leads/s",
+                _n(p["handoff"]["accepted_per_s"]),
+                _n(p["bare"]["accepted_per_s"]),
+                _r(p["ratio"]),
+                ">= 0.8x bare",
+                _met(p["ratio"] is not None and p["ratio"] >= 0.8),
+            )
+        )
+        out.append(
+            (
+                f"Ingest, pinned: latency p50 / p99 at saturation ({p['connections']} connections)",
+                _pair(p["handoff"]),
+                _pair(p["bare"]),
+                _r(p["handoff"]["p50_ms"] / p["bare"]["p50_ms"] if p["bare"]["p50_ms"] else None),
+                "-",
+                "-",
+            )
+        )
+        for key in ("whole_machine", "whole_machine_workers"):
+            w = ingest.get(key)
+            if not w:
+                continue
+            best = max(
+                (ingest[k]["handoff"]["accepted_per_s"] or 0)
+                for k in ("whole_machine", "whole_machine_workers")
+                if k in ingest
+            )
+            out.append(
+                (
+                    f"Ingest, whole machine, {w['workers']} worker(s) each: acknowledged leads/s",
+                    _n(w["handoff"]["accepted_per_s"]),
+                    _n(w["bare"]["accepted_per_s"]),
+                    _r(w["ratio"]),
+                    ">= 2,500/s (best setting)",
+                    _met(best >= 2500),
+                )
+            )
+            out.append(
+                (
+                    f"Ingest, whole machine, {w['workers']} worker(s): latency p50 / p99 ({w['connections']} conns)",
+                    _pair(w["handoff"]),
+                    _pair(w["bare"]),
+                    _r(_div(w["handoff"]["p50_ms"], w["bare"]["p50_ms"])),
+                    "-",
+                    "-",
+                )
+            )
+    e2e = results.get("e2e")
+    if e2e and "throughput" in e2e:
+        t = e2e["throughput"]
+        out.append(
+            (
+                f"End to end, HTTP to {e2e['measured_to']}: leads/s (baseline: bare 3-hop Kafka chain)",
+                _n(t["handoff_per_s"]),
+                _n(t["chain_per_s"]),
+                _r(t["ratio"]),
+                ">= 1,000/s",
+                _met((t["handoff_per_s"] or 0) >= 1000),
+            )
+        )
+        for level in e2e.get("latency", []):
+            h, c, b = level["handoff"], level["chain"], level["bare_http"]
+            label = f"{int(level['fraction'] * 100)}% of max ({h['rate']:g}/s, {h['accepted']} leads)"
+            out.append(
+                (
+                    f"  202 -> assignment p50 / p99 at {label}",
+                    _pair(h["accepted_to_assigned_ms"]),
+                    _pair(c["latency_ms"]),
+                    _r(_div(h["accepted_to_assigned_ms"]["p50"], c["latency_ms"]["p50"])),
+                    "-",
+                    "-",
+                )
+            )
+            out.append(
+                (
+                    f"  HTTP -> 202 p50 / p99 at {label} (baseline: bare endpoint)",
+                    _pair(h["http_to_202_ms"]),
+                    _pair(b["http_to_202_ms"]),
+                    _r(_div(h["http_to_202_ms"]["p50"], b["http_to_202_ms"]["p50"])),
+                    "-",
+                    "-",
+                )
+            )
+        at_500 = [lv for lv in e2e.get("latency", []) if lv["handoff"]["rate"] >= 500]
+        if at_500:
+            s = at_500[0]["handoff"]["accepted_to_assigned_ms"]
+            ok = (s["p50"] or 1e9) < 20 and (s["p99"] or 1e9) < 100
+            out.append(("202 -> assignment at >= 500/s", _pair(s), "-", "-", "p50 < 20, p99 < 100 ms", _met(ok)))
+        else:
+            out.append(
+                (
+                    "202 -> assignment at 500/s",
+                    f"not reachable: max {_n(t['handoff_per_s'])}/s",
+                    "-",
+                    "-",
+                    "p50 < 20, p99 < 100 ms",
+                    _met(False),
+                )
+            )
+    timers = results.get("timers")
+    if timers:
+        for size in timers["sizes"]:
+            n = size["n"]
+            h, heap = size["handoff"], size["heap"]
+            hb, pb = h["burst"], heap["burst"]
+            label = f"{_n(n)} open timers"
+            late_ok = hb["complete"] and (hb["late_ms"]["p99"] or 1e12) <= 250
+            out.append(
+                (
+                    f"SLA, {label}: burst of {hb['expected']:,} breaches, detected late p50 / p99 "
+                    f"({hb['detected']:,}/{hb['expected']:,} detected)",
+                    _pair(hb["late_ms"]),
+                    _pair(pb["late_ms"]),
+                    _r(_div(hb["late_ms"]["p99"], pb["late_ms"]["p99"])),
+                    "p99 <= 250 ms (at 3M)",
+                    _met(late_ok),
+                )
+            )
+            out.append(
+                (
+                    f"SLA, {label}: burst, detected late max",
+                    _n(hb["late_ms"]["max"], 1) + " ms",
+                    _n(pb["late_ms"]["max"], 1) + " ms",
+                    _r(_div(hb["late_ms"]["max"], pb["late_ms"]["max"])),
+                    "-",
+                    "-",
+                )
+            )
+            rec = size["recovery_s"]
+            out.append(
+                (
+                    f"SLA, {label}: restart to first tick that sees them",
+                    _n(rec["handoff"], 2) + " s",
+                    _n(rec["heap"], 2) + " s",
+                    _r(rec["ratio"]),
+                    "1M in <= 5 s" if n == 1_000_000 else "-",
+                    _met((rec["handoff"] or 1e9) <= 5) if n == 1_000_000 else "-",
+                )
+            )
+            out.append(
+                (
+                    f"SLA, {label}: memory (RSS, idle)",
+                    _n(h.get("rss_mb"), 0) + " MB",
+                    _n(heap.get("rss_mb"), 0) + " MB",
+                    _r(_div(h.get("rss_mb"), heap.get("rss_mb"))),
+                    "-",
+                    "-",
+                )
+            )
+            out.append(
+                (
+                    f"SLA, {label}: idle CPU",
+                    _n(h.get("idle_cpu_pct"), 2) + " %",
+                    _n(heap.get("idle_cpu_pct"), 2) + " %",
+                    "-",
+                    "-",
+                    "-",
+                )
+            )
+    webhooks = results.get("webhooks")
+    if webhooks and "skipped" not in webhooks:
+        out.append(
+            (
+                "Webhooks: deliveries/s to a local receiver (baseline: bare httpx, same bodies)",
+                _n(webhooks["handoff_per_s"]),
+                _n(webhooks["bare_per_s"]),
+                _r(webhooks["ratio"]),
+                "reported",
+                "-",
+            )
+        )
+    elif webhooks:
+        out.append(("Webhooks", webhooks["skipped"], "-", "-", "-", "-"))
+    scoring = results.get("scoring")
+    if scoring:
+        out.append(
+            (
+                "Scoring: scored leads/s draining a backlog (baseline: bare consume-and-produce loop)",
+                _n(scoring["handoff_per_s"]),
+                _n(scoring["bare_per_s"]),
+                _r(scoring["ratio"]),
+                "reported",
+                "-",
+            )
+        )
+    return out
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def markdown(results: dict[str, Any], charts: list[str]) -> str:
+    m, v = results["machine"], results["versions"]
+    lines = [
+        f"# Handoff benchmarks, {results['started_at']} ({'quick' if results['quick'] else 'full'} run)",
+        "",
+        f"Machine: {m['cores']} cores, {m['cpu_model']}, {m['memory_gb']} GB; load average at start "
+        f"{m['loadavg_start'][0]:.1f}, at end {m.get('loadavg_end', [0])[0]:.1f}. Calibration loop: "
+        f"{results['calibration_s']['start']} s at start, {results['calibration_s']['end']} s at end "
+        "(higher means a slower or busier machine).",
+        f"Versions: Python {v['python']}, Kafka {v['kafka']}, "
+        + ", ".join(f"{k} {v[k]}" for k in ("fastapi", "uvicorn", "sqlalchemy", "aiokafka", "httpx") if k in v)
+        + ".",
+        "Every Handoff figure is beside a baseline measured in the same run on the same machine; throughput runs "
+        "alternate A B A B and report medians. Latency from open-loop runs counts from the intended send time.",
+        "",
+        "| metric | Handoff | baseline | ratio | target | met? |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {' | '.join(row)} |" for row in rows(results)]
+    if results.get("notes"):
+        lines += ["", *[f"- {note}" for note in results["notes"]]]
+    if charts:
+        lines += ["", *[f"![{Path(c).stem}]({c})" for c in charts]]
+    return "\n".join(lines) + "\n"
+
+
+def charts(results: dict[str, Any], folder: Path, prefix: str) -> list[str]:
+    """PNG charts; returns their file names (relative to `folder`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made: list[str] = []
+
+    def save(name: str, draw: Callable[[Any], None]) -> None:
+        fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+        draw(ax)
+        fig.tight_layout()
+        path = folder / f"{prefix}{name}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        made.append(path.name)
+
+    def bars(ax: Any, labels: list[str], handoff: list[float], base: list[float], ylabel: str, title: str) -> None:
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], handoff, 0.4, label="Handoff")
+        ax.bar([x + 0.2 for x in xs], base, 0.4, label="baseline", color="#999999")
+        ax.set_xticks(list(xs), labels)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
+
+    throughput: list[tuple[str, float, float]] = []
+    if results.get("ingest"):
+        i = results["ingest"]
+        throughput.append(
+            ("ingest pinned", i["pinned"]["handoff"]["accepted_per_s"], i["pinned"]["bare"]["accepted_per_s"])
+        )
+        for key, label in (("whole_machine", "ingest whole"), ("whole_machine_workers", "ingest workers")):
+            if key in i:
+                throughput.append((label, i[key]["handoff"]["accepted_per_s"], i[key]["bare"]["accepted_per_s"]))
+    if results.get("e2e", {}).get("throughput"):
+        t = results["e2e"]["throughput"]
+        throughput.append(("end to end", t["handoff_per_s"], t["chain_per_s"]))
+    if results.get("scoring"):
+        throughput.append(("scoring", results["scoring"]["handoff_per_s"], results["scoring"]["bare_per_s"]))
+    if results.get("webhooks") and "skipped" not in results["webhooks"]:
+        throughput.append(("webhooks", results["webhooks"]["handoff_per_s"], results["webhooks"]["bare_per_s"]))
+    if throughput:
+        save(
+            "throughput",
+            lambda ax: (
+                bars(
+                    ax,
+                    [t[0] for t in throughput],
+                    [t[1] or 0 for t in throughput],
+                    [t[2] or 0 for t in throughput],
+                    "per second (log)",
+                    "Throughput against same-run baselines",
+                ),
+                ax.set_yscale("log"),
+            ),
+        )
+    levels = results.get("e2e", {}).get("latency") or []
+    if levels:
+
+        def draw_latency(ax: Any) -> None:
+            rates = [lv["handoff"]["rate"] for lv in levels]
+            for key, source, style, name in (
+                ("p50", "handoff", "-o", "Handoff p50"),
+                ("p99", "handoff", "-s", "Handoff p99"),
+                ("p50", "chain", "--o", "bare chain p50"),
+                ("p99", "chain", "--s", "bare chain p99"),
+            ):
+                field = "accepted_to_assigned_ms" if source == "handoff" else "latency_ms"
+                ax.plot(rates, [lv[source][field][key] or 0 for lv in levels], style, label=name)
+            ax.set_yscale("log")
+            ax.set_xlabel("offered leads/s (open loop)")
+            ax.set_ylabel("ms (log)")
+            ax.set_title("202 -> assignment latency against a bare 3-hop Kafka chain")
+            ax.legend(fontsize=8)
+
+        save("e2e_latency", draw_latency)
+    sizes = results.get("timers", {}).get("sizes") or []
+    if sizes:
+
+        def draw_timers(ax: Any) -> None:
+            labels = [f"{s['n']:,}" for s in sizes]
+            xs = range(len(sizes))
+            for offset, who, color in ((-0.2, "handoff", None), (0.2, "heap", "#999999")):
+                p99 = [s[who]["burst"]["late_ms"]["p99"] or 0.01 for s in sizes]
+                ax.bar(
+                    [x + offset for x in xs],
+                    p99,
+                    0.4,
+                    label=f"{'Handoff' if who == 'handoff' else 'bare heap'} p99",
+                    color=color,
+                )
+            ax.axhline(250, color="red", linewidth=1, linestyle=":", label="target 250 ms")
+            ax.set_xticks(list(xs), labels)
+            ax.set_yscale("log")
+            ax.set_xlabel("open timers")
+            ax.set_ylabel("ms late (log)")
+            ax.set_title("SLA breach detection, burst of 5,000 due in one second")
+            ax.legend(fontsize=8)
+
+        save("timers", draw_timers)
+    return made
+
+
+def write(results: dict[str, Any], folder: Path, stamp: str) -> tuple[Path, Path]:
+    """bench/results/<stamp>.md with its charts, and latest.md with latest-*.png copies; returns both paths."""
+    made = charts(results, folder, f"{stamp}-")
+    path = folder / f"{stamp}.md"
+    path.write_text(markdown(results, made))
+    latest_charts = []
+    for name in made:
+        target = "latest-" + name.removeprefix(f"{stamp}-")
+        shutil.copyfile(folder / name, folder / target)
+        latest_charts.append(target)
+    latest = folder / "latest.md"
+    latest.write_text(markdown(results, latest_charts))
+    return path, latest

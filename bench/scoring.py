@@ -1,0 +1,144 @@
+"""Scoring: leads/s draining a backlog of lead.received, against a bare consume-and-produce loop on the same broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.support.stack import Stack, sample_lead
+
+from bench.chain import Stage, create_topics
+from bench.e2e import PARTITIONS
+from bench.util import UVICORN_ARGS, interleave, log, median, ratio
+from common.envelope import Event
+from common.kafka import new_producer
+from common.settings import ServiceSettings
+from common.topics import LEADS_RECEIVED, LEADS_SCORED
+from ingest.domain import normalize_lead
+from ingest.handlers import source_view
+
+
+def received_events(n: int) -> list[Event]:
+    """lead.received events as ingest writes them: normalized by ingest's own domain code."""
+    now = datetime.now(UTC)
+    events = []
+    for i in range(n):
+        lead_id = str(uuid.uuid4())
+        lead = normalize_lead(sample_lead(i), default_region=None, field_mapping=None, now=now)
+        events.append(
+            Event(
+                type="lead.received",
+                source="/handoff/ingest",
+                subject=lead_id,
+                time=now,
+                data={
+                    "lead_id": lead_id,
+                    "source": source_view(None),
+                    "external_id": None,
+                    "is_test": False,
+                    "duplicate_of": None,
+                    "received_at": now.isoformat(),
+                    "lead": lead.to_dict(),
+                },
+            )
+        )
+    return events
+
+
+def fill(bootstrap: str, topic: str, events: list[Event]) -> None:
+    """Produce the backlog with the services' producer settings, every delivery awaited."""
+
+    async def produce() -> None:
+        producer = new_producer(ServiceSettings(kafka_bootstrap=bootstrap, service_name="bench-fill"))
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, value=e.value(), key=e.key(), headers=e.headers()) for e in events]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+
+
+def _drain_rate(observer: Stage, n: int, wait_s: float) -> dict[str, Any]:
+    complete = observer.wait_count(n, wait_s)
+    times = sorted(a for a, _ in observer.arrivals.values())
+    per_s = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else None
+    return {"n": n, "done": len(times), "complete": complete, "per_s": per_s}
+
+
+def _handoff(tmp: Path, bootstrap: str, events: list[Event], wait_s: float) -> dict[str, Any]:
+    stack = Stack(tmp, bootstrap)
+    scoring = stack["scoring"]
+    scoring.extra_args = list(UVICORN_ARGS)
+    create_topics(bootstrap, [stack.topic(LEADS_RECEIVED), stack.topic(LEADS_SCORED)], PARTITIONS)
+    fill(bootstrap, stack.topic(LEADS_RECEIVED), events)
+    observer = Stage("observe", "--bootstrap", bootstrap, "--in", stack.topic(LEADS_SCORED))
+    try:
+        observer.wait_ready()
+        scoring.start()
+        result = _drain_rate(observer, len(events), wait_s)
+    finally:
+        observer.stop()
+        scoring.stop()
+    log(f"scoring: {result['per_s'] or 0:.0f} leads/s ({result['done']}/{result['n']})")
+    return result
+
+
+def _bare(bootstrap: str, events: list[Event], out_size: int, wait_s: float) -> dict[str, Any]:
+    ns = f"bench.score.{uuid.uuid4().hex[:8]}."
+    source, sink = f"{ns}in", f"{ns}out"
+    create_topics(bootstrap, [source, sink], PARTITIONS)
+    fill(bootstrap, source, events)
+    observer = Stage("observe", "--bootstrap", bootstrap, "--in", sink)
+    loop: Stage | None = None
+    try:
+        observer.wait_ready()
+        loop = Stage(
+            "forward",
+            "--bootstrap",
+            bootstrap,
+            "--in",
+            source,
+            "--out",
+            sink,
+            "--n",
+            str(len(events)),
+            "--size",
+            str(out_size),
+            "--group",
+            f"{ns}g",
+        )
+        result = _drain_rate(observer, len(events), wait_s)
+    finally:
+        if loop is not None:
+            loop.stop()
+        observer.stop()
+    log(f"scoring bare loop: {result['per_s'] or 0:.0f} msgs/s")
+    return result
+
+
+def run(tmp: Path, bootstrap: str, *, quick: bool, out_size: int = 1900) -> dict[str, Any]:
+    """A B A B over the same backlog contents; the bare loop writes records the size of a lead.scored."""
+    n = 3000 if quick else 20_000
+    repeats = 2 if quick else 3
+    wait_s = 120.0 if quick else 600.0
+    events = received_events(n)
+    handoff, bare = interleave(
+        repeats,
+        lambda i: _handoff(tmp / f"scoring{i}", bootstrap, events, wait_s),
+        lambda _i: _bare(bootstrap, events, out_size, wait_s),
+    )
+    result: dict[str, Any] = {
+        "n": n,
+        "partitions": PARTITIONS,
+        "handoff_runs": handoff,
+        "bare_runs": bare,
+        "handoff_per_s": median([r["per_s"] for r in handoff]),
+        "bare_per_s": median([r["per_s"] for r in bare]),
+    }
+    result["ratio"] = ratio(result["handoff_per_s"], result["bare_per_s"])
+    return result

@@ -1,0 +1,208 @@
+"""One SLA-timer process for bench.timers: routing's real TimerLoop (`handoff`) or a bare heap (`heap`).
+
+    python -m bench.timer_worker handoff|heap --db PATH --spawned T --burst-ids A:B [--idle-s S] [--recover-only]
+
+Prints one JSON line: start-up times (from the parent's spawn time), idle CPU, memory, and for each timer of the
+burst how late its breach was detected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import heapq
+import resource
+import sqlite3
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def _rss_mb(key: str = "VmRSS") -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _burst_due(n: int) -> list[float]:
+    """n deadlines spread evenly over one second, starting at the next whole second plus one."""
+    start = float(int(time.time()) + 2)
+    return [start + k / n for k in range(n)]
+
+
+async def _idle(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    cpu = _cpu_s()
+    await asyncio.sleep(args.idle_s)
+    out["idle_cpu_pct"] = round((_cpu_s() - cpu) / args.idle_s * 100, 2)
+    out["rss_mb"] = _rss_mb()
+
+
+async def _wait(done: asyncio.Event, timeout: float) -> bool:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), timeout)
+    return done.is_set()
+
+
+async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    from sqlalchemy import bindparam, update
+
+    from common.db import Database, upgrade_schema_async
+    from routing.app import MIGRATIONS
+    from routing.handlers import Router
+    from routing.settings import RoutingSettings
+    from routing.store import Base, RoutingRepository, SlaTimer
+    from routing.timers import TimerLoop
+
+    out["imported_s"] = round(time.time() - args.spawned, 3)
+    url = f"sqlite+aiosqlite:///{args.db}"
+    settings = RoutingSettings()
+    db = Database(url, sqlite_synchronous=settings.sqlite_synchronous)
+    await upgrade_schema_async(url, MIGRATIONS, Base.metadata)  # as routing's lifespan does
+    out["migrated_s"] = round(time.time() - args.spawned, 3)
+    router = Router(settings)
+    loop = TimerLoop(db, router, batch_size=settings.timer_batch_size, max_sleep_s=settings.timer_max_sleep_s)
+
+    first, last = args.burst_first, args.burst_last
+    expected = last - first + 1
+    # Per session: (timer id, due, claim time) fired in a transaction not yet committed (a rollback drops them).
+    claimed: dict[int, list[tuple[int, float, float]]] = {}
+    detected: dict[int, tuple[float, float, float]] = {}  # timer id -> (due, claimed, committed)
+    all_detected = asyncio.Event()
+    emit = router._emit_sla
+
+    # The breach counts as detected when the transaction that fires it commits (that is when anyone can see it).
+    async def emit_and_note(session: Any, kind: str, lead: Any, current: Any, timer: Any, now: datetime) -> None:
+        await emit(session, kind, lead, current, timer, now)
+        if kind == "lead.sla_breached" and first <= timer.id <= last:
+            due = timer.due_at if timer.due_at.tzinfo else timer.due_at.replace(tzinfo=UTC)
+            claimed.setdefault(id(session), []).append((timer.id, due.timestamp(), now.timestamp()))
+
+    def on_commit(session: Any) -> None:
+        committed = time.time()
+        for timer_id, due, claim in claimed.pop(id(session), []):
+            detected.setdefault(timer_id, (due, claim, committed))
+        if len(detected) >= expected:
+            all_detected.set()
+
+    router._emit_sla = emit_and_note  # type: ignore[method-assign]
+    db.on_commit(on_commit)
+
+    await loop.tick()
+    async with db.read() as session:
+        next_due = await RoutingRepository(session).next_due()
+    out["ready_s"] = round(time.time() - args.spawned, 3)
+    out["sees_timers"] = next_due is not None
+    out["rss_ready_mb"] = _rss_mb()
+    if args.recover_only:
+        await db.dispose()
+        return
+    task = asyncio.create_task(loop.run())
+    await _idle(args, out)
+
+    table = SlaTimer.__table__
+    due_times = _burst_due(expected)
+    async with db.transaction() as session:
+        await session.execute(
+            update(table).where(table.c.id == bindparam("tid")).values(due_at=bindparam("due")),
+            [{"tid": first + k, "due": datetime.fromtimestamp(due, UTC)} for k, due in enumerate(due_times)],
+        )
+    complete = await _wait(all_detected, args.burst_timeout_s)
+    await loop.stop()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 30)
+    await db.dispose()
+    out["burst"] = {
+        "expected": expected,
+        "detected": len(detected),
+        "complete": complete,
+        "late_ms": [round((c - d) * 1000, 2) for d, _cl, c in detected.values()],
+        "claim_late_ms": [round((cl - d) * 1000, 2) for d, cl, _c in detected.values()],
+    }
+
+
+async def heap(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """The bare baseline: every open timer read into a heap, fired by one sleeping task; no work per timer."""
+    out["imported_s"] = round(time.time() - args.spawned, 3)
+    conn = sqlite3.connect(args.db)
+    rows = conn.execute("SELECT due_at, id FROM sla_timers WHERE fired_at IS NULL").fetchall()
+    conn.close()
+    parse = datetime.fromisoformat
+    timers = [(parse(due).replace(tzinfo=UTC).timestamp(), timer_id) for due, timer_id in rows]
+    del rows
+    heapq.heapify(timers)
+    out["migrated_s"] = out["imported_s"]
+    out["ready_s"] = round(time.time() - args.spawned, 3)
+    out["sees_timers"] = bool(timers)
+    out["rss_ready_mb"] = _rss_mb()
+    if args.recover_only:
+        return
+    first, last = args.burst_first, args.burst_last
+    expected = last - first + 1
+    late: list[float] = []
+    wake = asyncio.Event()
+    all_fired = asyncio.Event()
+
+    async def fire() -> None:
+        while True:
+            delay = timers[0][0] - time.time() if timers else 3600.0
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), delay)
+                wake.clear()
+                continue
+            due, timer_id = heapq.heappop(timers)
+            if timer_id < 0:
+                late.append((time.time() - due) * 1000)
+                if len(late) >= expected:
+                    all_fired.set()
+
+    task = asyncio.create_task(fire())
+    await _idle(args, out)
+    # The burst is rescheduled under negative ids (the old entries stay, due in two hours, as in the store).
+    for k, due in enumerate(_burst_due(expected)):
+        heapq.heappush(timers, (due, -(first + k)))
+    wake.set()
+    complete = await _wait(all_fired, args.burst_timeout_s)
+    task.cancel()
+    out["burst"] = {
+        "expected": expected,
+        "detected": len(late),
+        "complete": complete,
+        "late_ms": [round(x, 2) for x in late],
+        "claim_late_ms": [round(x, 2) for x in late],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.timer_worker")
+    parser.add_argument("mode", choices=["handoff", "heap"])
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--spawned", type=float, required=True)
+    parser.add_argument("--burst-ids", required=True, help="first:last sla_timers ids of the burst")
+    parser.add_argument("--idle-s", type=float, default=5.0)
+    parser.add_argument("--burst-timeout-s", type=float, default=180.0)
+    parser.add_argument("--recover-only", action="store_true")
+    args = parser.parse_args()
+    args.burst_first, args.burst_last = (int(x) for x in args.burst_ids.split(":"))
+    import uvloop
+
+    out: dict[str, Any] = {"mode": args.mode}
+    uvloop.run(handoff(args, out) if args.mode == "handoff" else heap(args, out))
+    out["rss_peak_mb"] = _rss_mb("VmHWM")
+    # Marked: routing's logs also go to stdout.
+    sys.stdout.write("RESULT " + orjson.dumps(out).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""SLA timers: N open timers in routing's store plus a burst of due breaches, against a bare in-memory heap."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from sqlalchemy import create_engine, delete, func, insert, select
+from tests.e2e.conftest import EVEN_RULES, EVEN_SEED
+from tests.support.stack import ROOT
+
+from bench.util import interleave, log, median, ratio, summarize
+
+BURST = 5_000
+CHUNK = 50_000
+
+
+async def _template(url: str) -> str:
+    """Migrate, seed a roster and rules, and route one real lead: its rows are the pattern for the burst."""
+    from common.db import Database, upgrade_schema_async
+    from common.envelope import Event
+    from routing.app import MIGRATIONS
+    from routing.handlers import Router
+    from routing.settings import RoutingSettings
+    from routing.store import Base
+
+    await upgrade_schema_async(url, MIGRATIONS, Base.metadata)
+    db = Database(url)
+    router = Router(RoutingSettings())
+    lead_id = str(uuid.uuid4())
+    try:
+        async with db.transaction() as session:
+            await router.replace_roster(session, yaml.safe_load(EVEN_SEED))
+            await router.install_rules(session, EVEN_RULES)
+        event = Event(
+            type="lead.scored",
+            source="/handoff/scoring",
+            subject=lead_id,
+            data={
+                "lead_id": lead_id,
+                "lead": {"email": "template@example.org", "company": "Example Org", "country": "DE"},
+                "enrichment": {},
+                "score": {"grade": "A", "total": 90},
+                "source": {"id": None, "kind": "api", "name": "admin API"},
+                "is_test": False,
+                "duplicate_of": None,
+                "received_at": datetime.now(UTC).isoformat(),
+            },
+        )
+        async with db.transaction() as session:
+            await router.on_scored(session, event)
+    finally:
+        await db.dispose()
+    return lead_id
+
+
+def prepare(path: Path, n: int) -> dict[str, Any]:
+    """A routing store with BURST routed leads whose breach timers are the burst, and n more open timers."""
+    from routing.store import AssignmentRow, LeadRow, SlaTimer
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    template_id = asyncio.run(_template(f"sqlite+aiosqlite:///{path}"))
+    leads, assignments, timers = LeadRow.__table__, AssignmentRow.__table__, SlaTimer.__table__
+    engine = create_engine(f"sqlite:///{path}")
+    now = datetime.now(UTC)
+    placeholder = now + timedelta(hours=2)  # each worker moves the burst to "now" itself, after start-up
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        lead = dict(conn.execute(select(leads).where(leads.c.lead_id == template_id)).mappings().one())
+        assignment = dict(
+            conn.execute(select(assignments).where(assignments.c.lead_id == template_id)).mappings().one()
+        )
+        conn.execute(delete(timers))  # only the timers below exist
+        next_assignment = int(conn.execute(select(func.max(assignments.c.id))).scalar_one()) + 1
+        lead_rows, assignment_rows, burst_rows = [], [], []
+        for k in range(BURST):
+            lead_id = str(uuid.uuid4())
+            lead_rows.append({**lead, "lead_id": lead_id})
+            assignment_rows.append({**assignment, "id": next_assignment + k, "lead_id": lead_id})
+            burst_rows.append(
+                {
+                    "lead_id": lead_id,
+                    "assignment_id": next_assignment + k,
+                    "kind": "breach",
+                    "fraction": None,
+                    "due_at": placeholder,
+                    "fired_at": None,
+                    "cancelled": False,
+                }
+            )
+        conn.execute(insert(leads), lead_rows)
+        conn.execute(insert(assignments), assignment_rows)
+        conn.execute(insert(timers), burst_rows)
+        first, last = conn.execute(select(func.min(timers.c.id), func.max(timers.c.id))).one()
+        # The open timers: no lead behind them (they never fall due during the run), deadlines over an hour.
+        spread_start = now + timedelta(minutes=10)
+        for offset in range(0, n, CHUNK):
+            conn.execute(
+                insert(timers),
+                [
+                    {
+                        "lead_id": f"00000000-0000-4000-8000-{i:012d}",
+                        "assignment_id": 0,
+                        "kind": "breach",
+                        "fraction": None,
+                        "due_at": spread_start + timedelta(seconds=3600 * i / n),
+                        "fired_at": None,
+                        "cancelled": False,
+                    }
+                    for i in range(offset, min(n, offset + CHUNK))
+                ],
+            )
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return {
+        "open_timers": n + BURST,
+        "burst_ids": f"{first}:{last}",
+        "insert_rows_per_s": round((n + 3 * BURST) / elapsed),
+        "db_mb": round(path.stat().st_size / 1024 / 1024, 1),
+    }
+
+
+def _worker(mode: str, db: Path, burst_ids: str, *, idle_s: float, recover_only: bool) -> dict[str, Any]:
+    spawned = time.time()
+    command = [
+        sys.executable,
+        "-m",
+        "bench.timer_worker",
+        mode,
+        "--db",
+        str(db),
+        "--spawned",
+        repr(spawned),
+        "--burst-ids",
+        burst_ids,
+        "--idle-s",
+        str(idle_s),
+    ]
+    if recover_only:
+        command.append("--recover-only")
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"timer worker failed: {done.stderr[-2000:]} {done.stdout[-2000:]}")
+    return orjson.loads(line[7:])
+
+
+def _burst_summary(result: dict[str, Any]) -> dict[str, Any]:
+    burst = result.pop("burst")
+    return {
+        "expected": burst["expected"],
+        "detected": burst["detected"],
+        "complete": burst["complete"],
+        "late_ms": summarize(burst["late_ms"]),
+        "claim_late_ms": summarize(burst["claim_late_ms"]),
+    }
+
+
+def run(tmp: Path, *, quick: bool) -> dict[str, Any]:
+    """For each N: recovery A B A B (read-only), then the heap's burst, then routing's (which changes the store)."""
+    sizes = [100_000] if quick else [100_000, 1_000_000, 3_000_000]
+    repeats = 2 if quick else 3
+    idle_s = 5.0 if quick else 20.0
+    results = []
+    for n in sizes:
+        db = tmp / f"timers-{n}" / "routing.db"
+        prepared = prepare(db, n)
+        log(f"timers: {prepared['open_timers']} open timers stored ({prepared['insert_rows_per_s']} rows/s)")
+        recover_a, recover_b = interleave(
+            repeats,
+            lambda _i, db=db, p=prepared: _worker("handoff", db, p["burst_ids"], idle_s=idle_s, recover_only=True),
+            lambda _i, db=db, p=prepared: _worker("heap", db, p["burst_ids"], idle_s=idle_s, recover_only=True),
+        )
+        heap = _worker("heap", db, prepared["burst_ids"], idle_s=idle_s, recover_only=False)
+        handoff = _worker("handoff", db, prepared["burst_ids"], idle_s=idle_s, recover_only=False)
+        entry = {
+            "n": n,
+            **prepared,
+            "handoff": {**handoff, "burst": _burst_summary(handoff)},
+            "heap": {**heap, "burst": _burst_summary(heap)},
+            "recovery_s": {
+                "handoff": median([r["ready_s"] for r in recover_a]),
+                "heap": median([r["ready_s"] for r in recover_b]),
+                "handoff_runs": [r["ready_s"] for r in recover_a],
+                "heap_runs": [r["ready_s"] for r in recover_b],
+            },
+        }
+        entry["recovery_s"]["ratio"] = ratio(entry["recovery_s"]["handoff"], entry["recovery_s"]["heap"])
+        p99 = entry["handoff"]["burst"]["late_ms"]["p99"]
+        log(
+            f"timers {n}: breach p99 {p99} ms late (heap {entry['heap']['burst']['late_ms']['p99']} ms), "
+            f"ready in {entry['recovery_s']['handoff']} s (heap {entry['recovery_s']['heap']} s)"
+        )
+        results.append(entry)
+        for leftover in db.parent.glob("routing.db*"):
+            leftover.unlink(missing_ok=True)
+    return {"burst": BURST, "idle_s": idle_s, "sizes": results}

@@ -1,0 +1,780 @@
+"""Webhooks to sales tools against real receivers on loopback, on SQLite and PostgreSQL.
+
+Every captured delivery is checked with `standardwebhooks` (the reference implementation), never with the code
+under test. The schedule is driven by an injected clock and the sender's one-step method; only the receiver's
+own answers (500, a hang, 429, 410, redirects) are real time.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from common.db import Database, upgrade_schema_async
+from common.envelope import Event
+from routing.app import MIGRATIONS, create_app
+from routing.handlers import Router
+from routing.settings import RoutingSettings
+from routing.store import Base, WebhookAttempt, WebhookDelivery, WebhookEndpoint, outbox
+from routing.webhooks import UnsafeUrl, WebhookConflict, Webhooks, WebhookSender, enqueue_deliveries
+from tests.support.stack import ADMIN, ADMIN_TOKEN, ROOT, wait_until_async
+
+pytestmark = pytest.mark.integration
+
+SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
+JITTER = 0.2
+
+
+# -- a receiver on a real socket ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b"ok"
+    hang_s: float = 0.0  # answer only after this long (the sender has given up by then)
+
+
+@dataclass(frozen=True)
+class Captured:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def verify(self, secret: str) -> Any:
+        return Webhook(secret).verify(self.body, self.headers)
+
+
+class Receiver:
+    """Captures every request and answers from a script (then 200)."""
+
+    def __init__(self) -> None:
+        self.captured: list[Captured] = []
+        self._script: list[Reply] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/crm"
+
+    def answer(self, *replies: Reply) -> None:
+        with self._lock:
+            self._script.extend(replies)
+
+    def requests(self) -> list[Captured]:
+        with self._lock:
+            return list(self.captured)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with receiver._lock:
+                    receiver.captured.append(Captured(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    reply = receiver._script.pop(0) if receiver._script else Reply()
+                if reply.hang_s:
+                    time.sleep(reply.hang_s)
+                try:
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("content-length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except OSError:
+                    pass  # the sender hung up (timed out) first
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        return Handler
+
+
+class Clock:
+    """The injected clock: time moves only when the test says so."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+# -- fixtures and helpers ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    await upgrade_schema_async(database_url, MIGRATIONS, Base.metadata)
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+def _settings(**overrides: Any) -> RoutingSettings:
+    values: dict[str, Any] = {
+        "env": "test",
+        "webhook_allow_loopback": True,
+        "webhook_timeout_s": 1.0,
+        "webhook_lease_s": 5,
+        "webhook_retry_jitter": JITTER,
+        "webhook_response_max_kib": 1,
+    }
+    values.update(overrides)
+    return RoutingSettings(**values)
+
+
+@pytest.fixture
+async def senders() -> AsyncIterator[list[WebhookSender]]:
+    made: list[WebhookSender] = []
+    yield made
+    for sender in made:
+        await sender.close()
+
+
+def _sender(
+    made: list[WebhookSender], db: Database, settings: RoutingSettings, clock: Clock, **kw: Any
+) -> WebhookSender:
+    sender = WebhookSender(db, settings, clock=clock, rand=random.Random(7).random, **kw)
+    made.append(sender)
+    return sender
+
+
+async def _register(db: Database, service: Webhooks, url: str, event_types: list[str] | None = None) -> tuple[str, str]:
+    destination = await service.vet_url(url)
+    async with db.transaction() as session:
+        endpoint, secret = await service.create_endpoint(
+            session, url=destination, event_types=event_types or ["*"], description="CRM"
+        )
+    return endpoint.id, secret
+
+
+def _event(event_type: str = "lead.assigned", **data: Any) -> Event:
+    lead_id = str(uuid.uuid4())
+    return Event(
+        type=event_type,
+        source="/handoff/routing",
+        subject=lead_id,
+        data={"lead_id": lead_id, "rep": {"id": "ana", "name": "Ana Souza"}, **data},
+    )
+
+
+async def _enqueue(db: Database, clock: Clock, *events: Event) -> None:
+    async with db.transaction() as session:
+        await enqueue_deliveries(session, events, clock())
+
+
+async def _delivery(db: Database) -> WebhookDelivery:
+    """The oldest delivery."""
+    async with db.read() as session:
+        query = select(WebhookDelivery).order_by(WebhookDelivery.created_at).limit(1)
+        delivery = (await session.execute(query)).scalars().first()
+    assert delivery is not None
+    return delivery
+
+
+async def _endpoint(db: Database, endpoint_id: str) -> WebhookEndpoint:
+    async with db.read() as session:
+        endpoint = await session.get(WebhookEndpoint, endpoint_id)
+    assert endpoint is not None
+    return endpoint
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# -- the tests ---------------------------------------------------------------------------------------------
+
+
+async def test_migrations_build_exactly_the_models(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        diff = await conn.run_sync(
+            lambda c: compare_metadata(MigrationContext.configure(c, opts={"compare_type": True}), Base.metadata)
+        )
+    assert diff == []
+
+
+async def test_every_delivery_verifies_with_the_reference_implementation(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock, settings = Clock(), _settings()
+    service = Webhooks(settings, clock=clock)
+    _, secret = await _register(db, service, receiver.url)
+    await _register(db, service, receiver.url.replace("/crm", "/slack"), ["lead.sla_breached"])
+    events = [
+        _event("lead.assigned", note="Zoë Ñúñez, 東京"),
+        _event("lead.sla_breached", late_ms=1200),
+        _event("lead.touched"),
+    ]
+    await _enqueue(db, clock, *events)
+
+    assert await _sender(senders, db, settings, clock).run_once() == 4  # three for CRM, one for Slack
+    captured = receiver.requests()
+    assert sorted(c.path for c in captured) == ["/hooks/crm"] * 3 + ["/hooks/slack"]
+    by_id = {e.id: e for e in events}
+    for request in (c for c in captured if c.path == "/hooks/crm"):
+        payload = request.verify(secret)
+        event = by_id[request.headers["webhook-id"]]  # the event id is the stable message id
+        assert payload == {
+            "type": event.type,
+            "timestamp": event.time.isoformat().replace("+00:00", "Z"),
+            "data": dict(event.data),
+        }
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["user-agent"].startswith("Handoff-Webhooks/")
+        assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
+        with pytest.raises(WebhookVerificationError):
+            Webhook(secret).verify(request.body.replace(b'"data":{', b'"data":{"x":1,'), request.headers)
+        with pytest.raises(WebhookVerificationError):
+            request.verify(f"whsec_{'A' * 43}=")  # wrong secret
+    slack = next(c for c in captured if c.path == "/hooks/slack")
+    assert slack.headers["webhook-id"] == events[1].id
+    with pytest.raises(WebhookVerificationError):
+        slack.verify(secret)  # each endpoint has its own secret
+
+    # A sender whose clock is 10 minutes behind produces deliveries receivers reject as stale.
+    await _enqueue(db, clock, _event())
+    late = _sender(senders, db, settings, clock, wall_clock=lambda: datetime.now(UTC) - timedelta(minutes=10))
+    assert await late.run_once() == 1
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        receiver.requests()[-1].verify(secret)
+
+
+async def test_500_timeout_429_then_200_lands_on_schedule_with_one_success(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock, settings = Clock(), _settings()
+    endpoint_id, secret = await _register(db, Webhooks(settings, clock=clock), receiver.url)
+    receiver.answer(
+        Reply(500, body=b"boom"),
+        Reply(200, hang_s=2.5),  # answers after the 1 s timeout: a failure
+        Reply(429, headers={"Retry-After": "7200"}),  # later than the 30 min step: it wins
+        Reply(200, body=b"thanks"),
+    )
+    event = _event()
+    await _enqueue(db, clock, event)
+    sender = _sender(senders, db, settings, clock)
+    successes_before = _metric("handoff_webhook_attempts_total", result="success")
+    timeouts_before = _metric("handoff_webhook_attempts_total", result="timeout")
+
+    # (scheduled delay, status code) after each failed attempt
+    expected = [(5, 500), (300, None), (7200, 429)]
+    for step, (base, status) in enumerate(expected, start=1):
+        attempted_at = clock()
+        assert await sender.run_once() == 1
+        delivery = await _delivery(db)
+        assert delivery.status == "pending" and delivery.attempt_count == step
+        assert delivery.last_status_code == status
+        due = _aware(delivery.next_attempt_at)
+        assert due is not None
+        if step == 3:
+            assert due == attempted_at + timedelta(seconds=7200)  # Retry-After, exactly
+        else:
+            assert attempted_at + timedelta(seconds=base * (1 - JITTER)) <= due
+            assert due <= attempted_at + timedelta(seconds=base * (1 + JITTER))
+        # Nothing goes out a second early, and the attempt goes out once due.
+        clock.now = due - timedelta(seconds=1)
+        assert await sender.run_once() == 0
+        assert len(receiver.requests()) == step
+        clock.now = due
+    assert await sender.run_once() == 1
+
+    delivery = await _delivery(db)
+    assert delivery.status == "succeeded" and delivery.next_attempt_at is None
+    async with db.read() as session:
+        logs = await Webhooks(settings).deliveries(session, endpoint_id)
+    attempts = logs[0].attempts
+    assert [(a.attempt_no, a.result, a.status_code) for a in attempts] == [
+        (1, "http_error", 500),
+        (2, "timeout", None),
+        (3, "http_error", 429),
+        (4, "success", 200),
+    ]
+    assert [a.response_body for a in attempts] == ["boom", None, "ok", "thanks"]
+    assert sum(a.result == "success" for a in attempts) == 1
+    assert attempts[1].latency_ms >= 950
+    requests = receiver.requests()
+    assert len(requests) == 4
+    assert {r.headers["webhook-id"] for r in requests} == {event.id}
+    for request in requests:
+        request.verify(secret)
+    assert _metric("handoff_webhook_attempts_total", result="success") == successes_before + 1
+    assert _metric("handoff_webhook_attempts_total", result="timeout") == timeouts_before + 1
+
+
+async def test_spent_retries_leave_a_visible_failed_delivery(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock, settings = Clock(), _settings()
+    service = Webhooks(settings, clock=clock)
+    endpoint_id, _ = await _register(db, service, receiver.url)
+    receiver.answer(*[Reply(503)] * 8)
+    await _enqueue(db, clock, _event())
+    sender = _sender(senders, db, settings, clock)
+    failures_before = _metric("handoff_webhook_failures_total")
+    for _ in range(8):
+        assert await sender.run_once() == 1
+        due = _aware((await _delivery(db)).next_attempt_at)
+        if due is not None:
+            clock.now = due
+    delivery = await _delivery(db)
+    assert (delivery.status, delivery.attempt_count, delivery.next_attempt_at) == ("failed", 8, None)
+    clock.advance(days=3)
+    assert await sender.run_once() == 0
+    assert len(receiver.requests()) == 8
+    assert _metric("handoff_webhook_failures_total") == failures_before + 1
+    async with db.read() as session:
+        failed = await service.deliveries(session, endpoint_id, status="failed")
+        pending = await service.deliveries(session, endpoint_id, status="pending")
+    assert [len(entry.attempts) for entry in failed] == [8] and pending == []
+    # ~27.6 h of schedule, spread by the jitter
+    first, last = _aware(failed[0].attempts[0].started_at), _aware(failed[0].attempts[-1].started_at)
+    assert first is not None and last is not None
+    assert timedelta(seconds=sum(SCHEDULE) * 0.8) <= last - first <= timedelta(seconds=sum(SCHEDULE) * 1.2)
+
+
+async def test_redirects_are_failures_and_response_bodies_are_capped(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock, settings = Clock(), _settings()
+    endpoint_id, _ = await _register(db, Webhooks(settings, clock=clock), receiver.url)
+    receiver.answer(
+        Reply(302, headers={"Location": f"http://127.0.0.1:{receiver.port}/elsewhere"}),
+        Reply(200, body=b"x" * 200_000),
+    )
+    await _enqueue(db, clock, _event())
+    sender = _sender(senders, db, settings, clock)
+    assert await sender.run_once() == 1
+    assert [r.path for r in receiver.requests()] == ["/hooks/crm"]  # the redirect was not followed
+    clock.now = _aware((await _delivery(db)).next_attempt_at)  # type: ignore[assignment]
+    assert await sender.run_once() == 1
+    async with db.read() as session:
+        [entry] = await Webhooks(settings).deliveries(session, endpoint_id)
+    assert [(a.result, a.status_code) for a in entry.attempts] == [("http_error", 302), ("success", 200)]
+    assert entry.attempts[1].response_body == "x" * 1024
+    assert entry.delivery.status == "succeeded"
+
+
+async def test_410_gone_disables_the_endpoint_until_it_is_enabled_again(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock, settings = Clock(), _settings(webhook_concurrency=1)
+    service = Webhooks(settings, clock=clock)
+    endpoint_id, _ = await _register(db, service, receiver.url)
+    receiver.answer(Reply(410))
+    first, second = _event(), _event()
+    await _enqueue(db, clock, first)
+    clock.advance(seconds=1)
+    await _enqueue(db, clock, second)
+    sender = _sender(senders, db, settings, clock)
+    assert await sender.run_once(limit=1) == 1
+
+    endpoint = await _endpoint(db, endpoint_id)
+    assert (endpoint.enabled, endpoint.disabled_reason) == (False, "gone")
+    async with db.read() as session:
+        logs = await service.deliveries(session, endpoint_id)
+    assert {entry.delivery.message_id: entry.delivery.status for entry in logs} == {
+        first.id: "failed",
+        second.id: "failed",  # never sent: the endpoint said it is gone
+    }
+    await _enqueue(db, clock, _event())  # new events skip a disabled endpoint
+    clock.advance(hours=1)
+    assert await sender.run_once() == 0
+    assert len(receiver.requests()) == 1
+    async with db.transaction() as session:
+        with pytest.raises(WebhookConflict):
+            await service.replay(session, endpoint_id, logs[0].delivery.id)
+
+    async with db.transaction() as session:
+        await service.update_endpoint(session, endpoint_id, enabled=True)
+    async with db.transaction() as session:
+        assert await service.replay_failed_since(session, endpoint_id, clock.now - timedelta(days=1)) == 2
+    assert await sender.run_once() == 2
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests()[1:]) == sorted([first.id, second.id])
+    assert (await _endpoint(db, endpoint_id)).enabled
+
+
+async def test_an_endpoint_failing_for_five_days_straight_is_disabled(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock, settings = Clock(), _settings(webhook_retry_schedule_s=(60,))
+    start = clock()
+    endpoint_id, _ = await _register(db, Webhooks(settings, clock=clock), receiver.url)
+    sender = _sender(senders, db, settings, clock)
+
+    async def a_day_of_traffic(status: int) -> None:
+        receiver.answer(Reply(status))
+        await _enqueue(db, clock, _event())
+        assert await sender.run_once() == 1
+        if status >= 300:
+            receiver.answer(Reply(status))
+            clock.advance(seconds=60 * (1 + JITTER))
+            assert await sender.run_once() == 1
+
+    # Failing for three days, one success, then failing again: the clock restarts at the first new failure.
+    for day in range(3):
+        clock.now = start + timedelta(days=day)
+        await a_day_of_traffic(500)
+    clock.now = start + timedelta(days=3)
+    await a_day_of_traffic(200)
+    assert (await _endpoint(db, endpoint_id)).failing_since is None
+    for day in range(4, 9):
+        clock.now = start + timedelta(days=day, hours=1)
+        await a_day_of_traffic(500)
+        assert (await _endpoint(db, endpoint_id)).enabled, f"disabled too early, on day {day}"
+    clock.now = start + timedelta(days=9, hours=2)
+    receiver.answer(Reply(500))
+    await _enqueue(db, clock, _event())
+    assert await sender.run_once() == 1
+    endpoint = await _endpoint(db, endpoint_id)
+    assert (endpoint.enabled, endpoint.disabled_reason) == (False, "failing")
+    assert _aware(endpoint.failing_since) == start + timedelta(days=4, hours=1)
+    assert (await _delivery(db)).status == "failed"  # nothing stays pending for a disabled endpoint
+    clock.advance(days=1)
+    assert await sender.run_once() == 0
+
+
+async def test_sigkilled_sender_loses_no_delivery(
+    db: Database, database_url: str, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    settings = _settings(webhook_timeout_s=30, webhook_lease_s=31)
+    clock = Clock()
+    _, secret = await _register(db, Webhooks(settings, clock=clock), receiver.url)
+    receiver.answer(Reply(200, hang_s=20))  # the first attempt is in flight when the process dies
+    event = _event()
+    await _enqueue(db, clock, event)
+    script = (
+        "import asyncio\n"
+        "from common.db import Database\n"
+        "from routing.settings import RoutingSettings\n"
+        "from routing.webhooks import WebhookSender\n"
+        "async def main():\n"
+        f"    db = Database({database_url!r})\n"
+        "    settings = RoutingSettings(env='test', webhook_allow_loopback=True, webhook_timeout_s=30,"
+        " webhook_lease_s=31, log_format='console')\n"
+        "    await WebhookSender(db, settings).run()\n"
+        "asyncio.run(main())\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "services")}
+    )
+    try:
+        await wait_until_async(lambda: receiver.requests(), timeout=30, what="the doomed attempt")
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    assert process.returncode == -signal.SIGKILL
+
+    delivery = await _delivery(db)
+    assert delivery.status == "pending" and delivery.lease_token is not None and delivery.attempt_count == 0
+    rescuer = _sender(senders, db, settings, Clock(datetime.now(UTC)))
+    assert await rescuer.run_once() == 0  # still leased to the dead sender
+    rescuer = _sender(senders, db, settings, Clock(datetime.now(UTC) + timedelta(seconds=32)))
+    assert await rescuer.run_once() == 1
+    requests = receiver.requests()
+    assert [r.headers["webhook-id"] for r in requests] == [event.id, event.id]
+    requests[1].verify(secret)
+    delivery = await _delivery(db)
+    assert delivery.status == "succeeded" and delivery.attempt_count == 1  # the killed attempt left no record
+
+
+async def test_unsafe_destinations_are_refused_at_registration_and_at_send_time(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock = Clock()
+    strict = _settings(webhook_allow_loopback=False)
+    answers = {"crm.example.com": ["93.184.216.34"], "rebind.example.com": ["93.184.216.34"]}
+
+    async def resolve(host: str, _port: int) -> list[str]:
+        if host not in answers:
+            raise OSError("unknown host")
+        return answers[host]
+
+    service = Webhooks(strict, clock=clock, resolver=resolve)
+    for url in (
+        receiver.url,
+        "http://localhost:8080/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://10.0.0.8/hook",
+        "ftp://crm.example.com/hook",
+    ):
+        with pytest.raises(UnsafeUrl):
+            await Webhooks(strict, clock=clock).vet_url(url)
+    assert (await service.vet_url("https://crm.example.com/hook")).host == "crm.example.com"
+
+    # Registered while the name pointed at a public address; by send time it points at this machine.
+    endpoint_id, secret = await _register(db, service, f"http://rebind.example.com:{receiver.port}/hook")
+    answers["rebind.example.com"] = ["127.0.0.1"]
+    await _enqueue(db, clock, _event())
+    assert await _sender(senders, db, strict, clock, resolver=resolve).run_once() == 1
+    async with db.read() as session:
+        [entry] = await service.deliveries(session, endpoint_id)
+    assert entry.attempts[0].result == "refused"
+    assert "loopback" in (entry.attempts[0].error or "")
+    assert receiver.requests() == []
+
+    # The same sender with loopback allowed reaches it, through the address it vetted (the name is not in DNS).
+    clock.now = _aware(entry.delivery.next_attempt_at)  # type: ignore[assignment]
+    assert await _sender(senders, db, _settings(), clock, resolver=resolve).run_once() == 1
+    [request] = receiver.requests()
+    assert request.headers["host"] == f"rebind.example.com:{receiver.port}"
+    request.verify(secret)
+
+
+async def test_rotation_sends_both_signatures_during_the_overlap_only(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock, settings = Clock(), _settings(webhook_secret_overlap_hours=24)
+    service = Webhooks(settings, clock=clock)
+    endpoint_id, old = await _register(db, service, receiver.url)
+    async with db.transaction() as session:
+        _, new = await service.rotate_secret(session, endpoint_id)
+    assert new != old and new.startswith("whsec_")
+    sender = _sender(senders, db, settings, clock)
+
+    await _enqueue(db, clock, _event())
+    await sender.run_once()
+    request = receiver.requests()[-1]
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    request.verify(new)
+    request.verify(old)
+
+    clock.advance(hours=24, seconds=1)
+    await _enqueue(db, clock, _event())
+    await sender.run_once()
+    request = receiver.requests()[-1]
+    assert len(request.headers["webhook-signature"].split(" ")) == 1
+    request.verify(new)
+    with pytest.raises(WebhookVerificationError):
+        request.verify(old)
+
+
+async def test_replays_keep_the_webhook_id(db: Database, receiver: Receiver, senders: list[WebhookSender]) -> None:
+    clock, settings = Clock(), _settings(webhook_retry_schedule_s=())
+    service = Webhooks(settings, clock=clock)
+    endpoint_id, secret = await _register(db, service, receiver.url)
+    sender = _sender(senders, db, settings, clock)
+    events = []
+    for _ in range(3):  # three deliveries an hour apart, each failing its only attempt
+        receiver.answer(Reply(500))
+        events.append(_event())
+        await _enqueue(db, clock, events[-1])
+        assert await sender.run_once() == 1
+        clock.advance(hours=1)
+    async with db.read() as session:
+        failed = {e.delivery.message_id: e.delivery.id for e in await service.deliveries(session, endpoint_id)}
+    assert len(failed) == 3
+
+    async with db.transaction() as session:
+        await service.replay(session, endpoint_id, failed[events[0].id])
+    assert await sender.run_once() == 1
+    assert receiver.requests()[-1].headers["webhook-id"] == events[0].id
+    receiver.requests()[-1].verify(secret)
+
+    async with db.transaction() as session:
+        replayed = await service.replay_failed_since(session, endpoint_id, clock.now - timedelta(hours=2, minutes=1))
+    assert replayed == 2
+    assert await sender.run_once() == 2
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests()[-2:]) == sorted([events[1].id, events[2].id])
+    async with db.read() as session:
+        logs = await service.deliveries(session, endpoint_id)
+    assert {e.delivery.status for e in logs} == {"succeeded"}
+    assert all(e.delivery.replays == 1 and len(e.attempts) == 2 for e in logs)
+
+
+async def test_deliveries_commit_with_their_event_or_not_at_all(db: Database, receiver: Receiver) -> None:
+    clock, settings = Clock(), _settings()
+    await _register(db, Webhooks(settings, clock=clock), receiver.url, ["lead.touched"])
+    router = Router(settings, clock=clock)
+    touched, assigned, lost = _event("lead.touched"), _event("lead.assigned"), _event("lead.touched")
+    async with db.transaction() as session:
+        await router._publish(session, [touched, assigned])
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as session:
+            await router._publish(session, [lost])
+            raise RuntimeError("the state change failed")
+    async with db.read() as session:
+        deliveries = (await session.execute(select(WebhookDelivery.message_id))).scalars().all()
+        published = (await session.execute(select(outbox.c.event_id))).scalars().all()
+    assert deliveries == [touched.id]  # subscribed to lead.touched only
+    assert sorted(published) == sorted([touched.id, assigned.id])
+
+
+async def _replay_recorded(api: httpx.AsyncClient, endpoint_id: str, delivery_id: str) -> bool:
+    items = (await api.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries")).json()["items"]
+    return any(d["id"] == delivery_id and d["status"] == "succeeded" and len(d["attempts"]) == 2 for d in items)
+
+
+# -- through the routing app: API, the live sender loop, and the Router hook ---------------------------------
+
+
+@pytest.mark.kafka
+async def test_the_api_and_the_live_sender(
+    database_url: str, kafka_bootstrap: str, namespace: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    settings = RoutingSettings.model_validate(
+        {
+            "env": "test",
+            "admin_token": ADMIN_TOKEN,
+            "ROUTING_DATABASE_URL": database_url,  # the field reads only this alias
+            "data_dir": tmp_path,
+            "kafka_bootstrap": kafka_bootstrap,
+            "topic_namespace": namespace,
+            "seed_file": ROOT / "services/routing/demo_reps.yaml",
+            "webhook_allow_loopback": True,
+            "webhook_timeout_s": 2,
+            "webhook_poll_interval_s": 0.05,
+            "log_format": "console",
+        }
+    )
+    assert settings.resolved_database_url() == database_url
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://routing", headers=ADMIN) as api:
+            assert (await api.get("/v1/webhook-endpoints", headers={"Authorization": "Bearer nope"})).status_code == 401
+            refused = await api.post(
+                "/v1/webhook-endpoints", json={"url": "http://169.254.169.254/x", "event_types": ["*"]}
+            )
+            assert refused.status_code == 422 and "metadata" in refused.text
+            unknown = await api.post(
+                "/v1/webhook-endpoints", json={"url": receiver.url, "event_types": ["lead.exploded"]}
+            )
+            assert unknown.status_code == 422 and "lead.exploded" in unknown.text
+
+            created = await api.post(
+                "/v1/webhook-endpoints",
+                json={"url": receiver.url, "event_types": ["lead.assigned"], "description": "HubSpot"},
+            )
+            assert created.status_code == 201, created.text
+            endpoint = created.json()
+            secret = endpoint["secret"]
+            assert secret.startswith("whsec_") and endpoint["enabled"] is True
+            listed = (await api.get("/v1/webhook-endpoints")).json()["items"]
+            assert [e["id"] for e in listed] == [endpoint["id"]]
+            one = await api.get(f"/v1/webhook-endpoints/{endpoint['id']}")
+            assert "secret" not in listed[0] and secret not in one.text  # shown once, at creation
+
+            # A test ping goes out through the running sender loop.
+            ping = await api.post(f"/v1/webhook-endpoints/{endpoint['id']}/test")
+            assert ping.status_code == 202
+            await wait_until_async(lambda: receiver.requests(), timeout=10, what="the test ping")
+            assert receiver.requests()[0].verify(secret)["type"] == "webhook.test"
+
+            # Routing a lead emits lead.assigned; its delivery is written in the same transaction (the hook).
+            lead_id = str(uuid.uuid4())
+            scored = Event(
+                type="lead.scored",
+                source="/handoff/scoring",
+                subject=lead_id,
+                data={
+                    "lead": {"country": "US", "language": "en", "email": "pat@acme.io"},
+                    "score": {"grade": "A", "fit": 80, "intent": 70, "qualified": True},
+                    "source": {"id": "src-1", "kind": "webhook", "name": "Website"},
+                },
+            )
+            async with app.state.runtime.db.transaction() as session:
+                await app.state.router.on_scored(session, scored)
+                event_id = (
+                    await session.execute(select(outbox.c.event_id).order_by(outbox.c.seq.desc()).limit(1))
+                ).scalar_one()
+            await wait_until_async(lambda: len(receiver.requests()) >= 2, timeout=10, what="lead.assigned")
+            delivered = receiver.requests()[1]
+            payload = delivered.verify(secret)
+            assert delivered.headers["webhook-id"] == event_id
+            assert payload["type"] == "lead.assigned" and payload["data"]["lead_id"] == lead_id
+
+            async def succeeded() -> list[dict[str, Any]]:
+                url = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries?status=succeeded"
+                items: list[dict[str, Any]] = (await api.get(url)).json()["items"]
+                return items if len(items) == 2 else []
+
+            # The receiver answers before the sender records the attempt: poll the delivery log.
+            log = {"items": await wait_until_async(succeeded, timeout=10, what="two recorded successes")}
+            assert {d["event_type"] for d in log["items"]} == {"webhook.test", "lead.assigned"}
+            assert all(d["attempts"][0]["status_code"] == 200 for d in log["items"])
+
+            rotated = (await api.post(f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret")).json()
+            assert rotated["secret"] != secret and rotated["previous_secret_valid_until"]
+            patched = await api.patch(
+                f"/v1/webhook-endpoints/{endpoint['id']}", json={"enabled": False, "description": "old CRM"}
+            )
+            assert patched.json()["enabled"] is False and patched.json()["disabled_reason"] == "manual"
+            assert (await api.post(f"/v1/webhook-endpoints/{endpoint['id']}/test")).status_code == 409
+            await api.patch(f"/v1/webhook-endpoints/{endpoint['id']}", json={"enabled": True})
+
+            assignment = next(d for d in log["items"] if d["event_type"] == "lead.assigned")
+            replay = await api.post(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/{assignment['id']}/replay")
+            assert replay.status_code == 202
+            await wait_until_async(lambda: len(receiver.requests()) >= 3, timeout=10, what="the replay")
+            await wait_until_async(
+                lambda: _replay_recorded(api, endpoint["id"], assignment["id"]), timeout=10, what="the replay's record"
+            )
+            again = receiver.requests()[2]
+            assert again.headers["webhook-id"] == event_id
+            again.verify(rotated["secret"])
+            again.verify(secret)  # still inside the overlap
+            since = await api.post(
+                f"/v1/webhook-endpoints/{endpoint['id']}/replay", json={"since": "2020-01-01T00:00:00Z"}
+            )
+            assert since.json()["replayed"] == 0  # nothing failed
+            assert (await api.get("/v1/webhook-endpoints/nope")).status_code == 404
+    check = Database(database_url)
+    try:
+        async with check.read() as session:
+            attempts = (await session.execute(select(func.count()).select_from(WebhookAttempt))).scalar_one()
+    finally:
+        await check.dispose()
+    assert attempts == 3  # the ping, lead.assigned and its replay: all stored in the test's own database
