@@ -199,10 +199,10 @@ def _bare_latency(bare: Service, *, rate: float, seconds: float) -> dict[str, An
 
 def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
     """Throughput (A B A B) then latency at 10%, 50% and 80% of Handoff's measured maximum."""
-    seconds = 10.0 if quick else 30.0
+    seconds = 8.0 if quick else 30.0
     repeats = 2 if quick else 3
-    chain_n = 10_000 if quick else 50_000
-    latency_s = 8.0 if quick else 30.0
+    chain_n = 5_000 if quick else 50_000
+    latency_s = 6.0 if quick else 30.0
     wait_s = 90.0 if quick else 300.0
     stack = Stack(
         tmp / "stack", bootstrap, seed=EVEN_SEED, rules=EVEN_RULES, env={"HANDOFF_WEBHOOK_ALLOW_LOOPBACK": "true"}

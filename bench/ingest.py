@@ -64,8 +64,8 @@ def _mode(
             )
 
         # Warm both (imports, first connections, SQLite page cache) before anything counts.
-        measure(ingest, 2)
-        measure(bare, 2)
+        measure(ingest, 1)
+        measure(bare, 1)
         handoff, baseline = interleave(repeats, lambda _i: measure(ingest, seconds), lambda _i: measure(bare, seconds))
     finally:
         bare.stop()
@@ -96,7 +96,7 @@ def _mode(
 
 def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
     """Pinned (server on core 0, wrk on core 1), then unpinned with one worker and with one worker per core."""
-    seconds = 5.0 if quick else 15.0
+    seconds = 4.0 if quick else 15.0
     repeats = 2 if quick else 3
     cores = os.cpu_count() or 1
     common = {"bootstrap": bootstrap, "seconds": seconds, "repeats": repeats}

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import uvloop
 from tests.e2e.conftest import EVEN_RULES, EVEN_SEED
-from tests.support.stack import ADMIN_TOKEN, Service, Stack
+from tests.support.stack import ADMIN_TOKEN, ROOT, Service, Stack, free_port
 
-from bench.e2e import closed_load
+from bench.e2e import closed_load, register_webhook, webhooks_available
 from bench.load import run_wrk
 from bench.util import RESULTS, UVICORN_ARGS, BenchBroker, log, pin
 
@@ -141,12 +141,23 @@ def profile_ingest(tmp: Path, bootstrap: str, out: Path, seconds: float) -> list
 
 def profile_e2e(tmp: Path, bootstrap: str, out: Path, seconds: float) -> list[Path]:
     """All three services while the closed-loop generator pushes leads through the whole path."""
-    stack = Stack(tmp / "e2e", bootstrap, seed=EVEN_SEED, rules=EVEN_RULES)
+    env = {"HANDOFF_WEBHOOK_ALLOW_LOOPBACK": "true"}
+    stack = Stack(tmp / "e2e", bootstrap, seed=EVEN_SEED, rules=EVEN_RULES, env=env)
     for service in stack.services.values():
         service.extra_args = list(UVICORN_ARGS)
+    receiver = Service(
+        "bench.receiver",
+        free_port(),
+        dict(stack.env, PYTHONPATH=str(ROOT)),
+        tmp / "receiver.log",
+        extra_args=list(UVICORN_ARGS),
+    )
     targets = [out / f"e2e-{name}.folded" for name in stack.services]
     try:
         stack.start()
+        if webhooks_available(stack["routing"]):
+            receiver.start()
+            register_webhook(stack["routing"], f"{receiver.url}/hook")
         uvloop.run(closed_load(stack["ingest"], 2, 16))
         load = threading.Thread(target=lambda: uvloop.run(closed_load(stack["ingest"], seconds + 2, 32)))
         load.start()
@@ -155,6 +166,7 @@ def profile_e2e(tmp: Path, bootstrap: str, out: Path, seconds: float) -> list[Pa
             spy.wait(90)
         load.join()
     finally:
+        receiver.stop()
         stack.stop()
     return targets
 

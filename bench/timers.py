@@ -189,6 +189,8 @@ def run(tmp: Path, *, quick: bool) -> dict[str, Any]:
             "recovery_s": {
                 "handoff": median([r["ready_s"] for r in recover_a]),
                 "heap": median([r["ready_s"] for r in recover_b]),
+                "handoff_after_imports": median([r["ready_s"] - r["imported_s"] for r in recover_a]),
+                "heap_after_imports": median([r["ready_s"] - r["imported_s"] for r in recover_b]),
                 "handoff_runs": [r["ready_s"] for r in recover_a],
                 "heap_runs": [r["ready_s"] for r in recover_b],
             },

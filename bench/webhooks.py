@@ -117,7 +117,7 @@ def _bare(receiver: Service, events: list[Event], wait_s: float) -> dict[str, An
 
 def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
     """Drain N queued deliveries through routing's real sender (A), then N bare posts (B); A B A B."""
-    n = 2000 if quick else 10_000
+    n = 1000 if quick else 10_000
     repeats = 2 if quick else 3
     wait_s = 120.0 if quick else 600.0
     stack = Stack(tmp, bootstrap, env={"HANDOFF_WEBHOOK_ALLOW_LOOPBACK": "true"})

@@ -16,7 +16,7 @@ import orjson
 import structlog
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from common.web import Admin, bearer_token, tokens_equal
@@ -650,20 +650,37 @@ class SourceIn(BaseModel):
     thank_you_url: Url | None = Field(default=None, description="Where a browser form is sent after a post")
 
 
+_NOT_NULL = ("name", "enabled", "field_mapping", "config", "allowed_origins")
+
+
+def _document_not_null(schema: dict[str, Any]) -> None:
+    # Left out means unchanged, but these may not be set to null: the document says so too.
+    for name in _NOT_NULL:
+        prop = schema["properties"][name]
+        options = [option for option in prop.pop("anyOf", []) if option.get("type") != "null"]
+        prop.update(options[0] if options else {})
+        prop.pop("default", None)
+
+
 class SourcePatch(BaseModel):
     """Only the fields sent change; `config` is merged key by key, and a null value removes that key."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_not_null)
 
-    # Left out means unchanged; null is refused where the source must have a value (Field() keeps None out
-    # of the accepted types while still being the default).
-    name: Name = Field(default=None)
-    enabled: bool = Field(default=None)
+    name: Name | None = None
+    enabled: bool | None = None
     default_region: Region | None = None
-    field_mapping: dict[MappingKey, MappingTarget] = Field(default=None, max_length=200)
-    config: dict[str, ConfigValue | None] = Field(default=None, max_length=20)
-    allowed_origins: list[Origin] = Field(default=None, max_length=50)
+    field_mapping: dict[MappingKey, MappingTarget] | None = Field(default=None, max_length=200)
+    config: dict[str, ConfigValue | None] | None = Field(default=None, max_length=20)
+    allowed_origins: list[Origin] | None = Field(default=None, max_length=50)
     thank_you_url: Url | None = None
+
+    @field_validator(*_NOT_NULL)
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
 
 
 class SourceOut(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,8 +106,8 @@ def _install_store_errors(app: FastAPI, max_body_bytes: int) -> None:
                 {"error": "payload_too_large", "detail": f"the body is larger than {max_body_bytes} bytes"},
                 status_code=413,
             )
-        response: Response = await http_errors(request, exc)
-        return response
+        response = http_errors(request, exc)
+        return await response if inspect.isawaitable(response) else response
 
     app.add_exception_handler(StarletteHTTPException, http_error)
 

@@ -366,7 +366,7 @@ class Router:
             correlation_id=correlation_id,
             data=self._assignment_data(lead, assignment, decision, rep, previous, end_reason),
         )
-        await session.flush()
+        # The timers and timeline rows go in with the commit's flush (batched across a consumer batch).
         await self._publish(session, [event])
         return assignment
 

@@ -28,7 +28,10 @@ class RoutingSettings(ServiceSettings):
     sla_warn_fractions: tuple[float, ...] = (0.5,)
     escalation_max_reassignments: int = Field(default=2, ge=0)
     escalation_then: Literal["manager", "queue"] = "manager"
-    timer_batch_size: int = Field(default=500, ge=1)
+    # Routing decisions serialize on one lock (fair rotation across processes), held for a whole consumer batch
+    # or timer batch: small batches keep SLA timers from waiting behind a burst of new leads, and vice versa.
+    consumer_batch_size: int = Field(default=25, ge=1, le=10_000)
+    timer_batch_size: int = Field(default=50, ge=1)
     # The timer loop never sleeps longer than this, so a timer written by another process fires on time.
     timer_max_sleep_s: float = Field(default=0.25, gt=0)
     # A backtest replays at most this many leads at once (each is held in memory and decided twice).

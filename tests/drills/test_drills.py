@@ -8,6 +8,7 @@ disturb anything else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -21,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from common.envelope import Event
 from common.topics import LEADS_ASSIGNED, LEADS_ERASED, LEADS_OUTCOMES, LEADS_RECEIVED, LEADS_SCORED, LEADS_SLA
 from tests.e2e.conftest import EVEN_RULES, EVEN_SEED
+from tests.support.receiver import WebhookReceiver
 from tests.support.stack import ADMIN, ROOT, Broker, Service, Stack, free_port, read_topic, sample_lead, wait_until
 
 pytestmark = [pytest.mark.drill, pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
@@ -38,6 +41,9 @@ SHORT_SLA = {
     "HANDOFF_SLA_WARN_FRACTIONS": "[]",
     "HANDOFF_ESCALATION_MAX_REASSIGNMENTS": "2",
     "HANDOFF_ESCALATION_THEN": "queue",
+    # A receiver that is down for a few seconds must get its deliveries within the drill, not after 5 minutes.
+    "HANDOFF_WEBHOOK_RETRY_SCHEDULE_S": "[1, 2, 2, 2, 2, 2, 2, 2, 2, 2]",
+    "HANDOFF_WEBHOOK_ALLOW_LOOPBACK": "true",
 }
 ALL_TOPICS = (LEADS_RECEIVED, LEADS_ERASED, LEADS_SCORED, LEADS_ASSIGNED, LEADS_SLA, LEADS_OUTCOMES)
 
@@ -78,6 +84,7 @@ class Invariant:
 @dataclass
 class DrillRun:
     stack: Stack
+    receiver: WebhookReceiver = field(default_factory=WebhookReceiver)
     extra_routing: list[Service] = field(default_factory=list)
     acked: list[str] = field(default_factory=list)
     refused: int = 0
@@ -175,7 +182,7 @@ def _end_offsets(stack: Stack) -> dict[str, int]:
                 name = stack.topic(topic)
                 partitions = [TopicPartition(name, p) for p in (consumer.partitions_for_topic(name) or set())]
                 if not partitions:
-                    await consumer._client.force_metadata_update()  # noqa: SLF001 - cold metadata cache
+                    await consumer._client.force_metadata_update()
                     partitions = [TopicPartition(name, p) for p in (consumer.partitions_for_topic(name) or set())]
                 totals[topic] = sum((await consumer.end_offsets(partitions)).values()) if partitions else 0
             return totals
@@ -193,7 +200,9 @@ def _check(run: DrillRun, records: dict[str, dict[str, Any]]) -> list[Invariant]
             i for i in run.acked if client.get(f"{stack['ingest'].url}/v1/leads/{i}", headers=ADMIN).status_code != 200
         ]
         missing_score = [
-            i for i in run.acked if client.get(f"{stack['scoring'].url}/v1/scores/{i}", headers=ADMIN).status_code != 200
+            i
+            for i in run.acked
+            if client.get(f"{stack['scoring'].url}/v1/scores/{i}", headers=ADMIN).status_code != 200
         ]
     invariants.append(Invariant("every 2xx lead is stored", not missing_ingest, f"{len(missing_ingest)} missing"))
     invariants.append(Invariant("every 2xx lead is scored", not missing_score, f"{len(missing_score)} missing"))
@@ -221,6 +230,32 @@ def _check(run: DrillRun, records: dict[str, dict[str, Any]]) -> list[Invariant]
     assigned = Counter(e.subject for e in asyncio.run(_events(stack, LEADS_ASSIGNED)) if e.type == "lead.assigned")
     once = [i for i in run.acked if received[i] < 1 or scored[i] < 1 or assigned[i] < 1]
     invariants.append(Invariant("every lead's events reached Kafka", not once, f"{len(once)} missing"))
+
+    assignment_events = [
+        e for e in asyncio.run(_events(stack, LEADS_ASSIGNED)) if e.type in ("lead.assigned", "lead.reassigned")
+    ]
+    def undelivered_ids() -> list[str]:
+        delivered_now = run.receiver.by_id()
+        return [e.id for e in assignment_events if e.id not in delivered_now]
+
+    # Deliveries retry on their own schedule: give the last retries time to land.
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not undelivered_ids(), timeout=60, interval=1.0, what="deliveries")
+    delivered = run.receiver.by_id()
+    undelivered = undelivered_ids()
+    mismatched = [
+        wid
+        for wid, ds in delivered.items()
+        if any(orjson.loads(d.body)["data"]["lead_id"] != ds[0].json()["data"]["lead_id"] for d in ds)
+    ]
+    invariants.append(
+        Invariant(
+            "every assignment reached the receiver, one webhook-id per event",
+            not undelivered and not mismatched and len(assignment_events) > 0,
+            f"{len(assignment_events)} events, {len(undelivered)} undelivered, "
+            f"{sum(len(d) for d in delivered.values())} deliveries",
+        )
+    )
 
     breaches: dict[int, int] = defaultdict(int)
     # Count distinct breach *decisions*: the same event may be re-published after a crash (same id) and is one.
@@ -322,6 +357,13 @@ def test_faults_while_leads_flow_break_no_promise(
     rng = random.Random(int(time.time()))
     try:
         stack.start()
+        run.receiver.start()
+        response = httpx.post(
+            f"{stack['routing'].url}/v1/webhook-endpoints",
+            json={"url": run.receiver.url, "event_types": ["lead.assigned", "lead.reassigned"], "description": "CRM"},
+            headers=ADMIN,
+        )
+        assert response.status_code == 201, response.text
         if full:
             second = Service("routing", free_port(), dict(stack.env), tmp_path / "routing-2.log")
             second.start()
@@ -343,6 +385,11 @@ def test_faults_while_leads_flow_break_no_promise(
             time.sleep(rng.uniform(1, 3))
             run.faults.append("PostgreSQL restart")
             _pg("restart")
+            time.sleep(rng.uniform(1, 3))
+            run.faults.append("webhook receiver down 5s")
+            run.receiver.stop()
+            time.sleep(5)
+            run.receiver.start()
         time.sleep(3)
         run.stop_stream(stream)
         for service in (*stack.services.values(), *run.extra_routing):
@@ -354,8 +401,8 @@ def test_faults_while_leads_flow_break_no_promise(
         _print_table(run, invariants)
         assert all(inv.holds for inv in invariants), [inv for inv in invariants if not inv.holds]
     finally:
-        run._stop.set()  # noqa: SLF001
+        run._stop.set()
+        run.receiver.stop()
         for service in run.extra_routing:
             service.stop()
         stack.stop()
-

@@ -25,12 +25,14 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import ValidationError
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from common.envelope import Event
 from common.outbox import backlog
+from common.settings import DEV_ADMIN_TOKEN
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
 from ingest.app import create_app
 from ingest.settings import IngestSettings
@@ -173,6 +175,14 @@ async def _events(ingest: Ingest, topic: str) -> list[Event]:
 
 
 # -- sources -----------------------------------------------------------------------------------------------------
+
+
+def test_outside_development_the_published_development_token_is_refused() -> None:
+    for env in ("test", "production"):
+        with pytest.raises(ValidationError, match="development token"):
+            IngestSettings(env=env, admin_token=DEV_ADMIN_TOKEN)
+    assert IngestSettings(env="development", admin_token=DEV_ADMIN_TOKEN).env == "development"
+    assert IngestSettings(env="production", admin_token=ADMIN_TOKEN).env == "production"
 
 
 async def test_a_web_source_shows_its_api_key_once_and_the_store_keeps_only_its_hash(ingest: Ingest) -> None:
@@ -328,7 +338,11 @@ async def test_a_lead_on_a_source_key_is_stored_normalized_and_published(ingest_
         "email": "Ada.Lovelace@EXAMPLE.org",
         "phone": "020 7946 0958",
         "country": "United Kingdom",
-        "utm_source": "newsletter",
+        "company": "Analytical\u0000 Engines\u202e",
+        "page_url": "https://www.example.com/demo?utm_source=newsletter&gclid=Cj0-abc",
+        "fbclid": "IwAR-xyz",
+        "newsletter": "yes",
+        "submitted_at": "2024-05-01T10:00:00+02:00",
         "plan": "enterprise",
     }
     response = await _post(ingest, lead, {**_key(source), "X-Correlation-Id": "corr-ada-1"})
@@ -346,7 +360,10 @@ async def test_a_lead_on_a_source_key_is_stored_normalized_and_published(ingest_
         "+442079460958",
         "GB",
     )
+    assert stored["company"] == "Analytical Engines"  # control and bidi-override characters stripped
     assert stored["utm"] == {"source": "newsletter"} and stored["custom"] == {"plan": "enterprise"}
+    assert stored["click_ids"] == {"fbclid": "IwAR-xyz", "gclid": "Cj0-abc"}
+    assert stored["consent"] == {"marketing": True} and stored["submitted_at"] == "2024-05-01T08:00:00+00:00"
 
     (event,) = [e for e in await _events(ingest, LEADS_RECEIVED) if e.subject == accepted["lead_id"]]
     assert event.correlation_id == "corr-ada-1"
@@ -467,6 +484,8 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
     ("no contact", {"json": {"first_name": "Ann"}}, 422, "validation_failed"),
     ("form not UTF-8", {"content": b"email=%ff", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
      422, "validation_failed"),
+    ("too many custom fields", {"json": {"email": "a@b.co", **{f"extra_{i}": "v" for i in range(51)}}}, 422,
+     "validation_failed"),
     ("bad idempotency key", {"json": {"email": "a@b.co"}, "headers": {"Idempotency-Key": "k" * 256}}, 422,
      "validation_failed"),
 ]  # fmt: skip
@@ -627,7 +646,7 @@ async def test_fifty_concurrent_posts_with_one_idempotency_key_store_and_publish
     responses = await asyncio.gather(*[_post(ingest, lead, headers) for _ in range(50)])
 
     assert {r.status_code for r in responses} == {202}
-    assert len({r.json()["lead_id"] for r in responses}) == 1
+    assert all(r.json() == responses[0].json() for r in responses)  # the same response, not only the same id
     assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 49
     conflict = await _post(ingest, {**lead, "company": "Other"}, headers)
     assert conflict.status_code == 409 and conflict.json()["error"] == "idempotency_key_reused"

@@ -322,6 +322,10 @@ class _Rows:
     def scalar_one_or_none(self) -> None:
         return None
 
+    def all(self) -> list[tuple[Any, ...]]:
+        """No webhook endpoints are registered in these tests."""
+        return [self.row] if self.row is not None else []
+
 
 class RecordingSession:
     """Stands in for AsyncSession where a handler only adds rows and writes the outbox; keeps the outbox rows.
