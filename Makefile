@@ -44,7 +44,7 @@ test: venv
 	command -v docker-compose >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose)
 	@was_running=0; scripts/kafka.sh status >/dev/null 2>&1 && was_running=1; \
 	scripts/kafka.sh start; \
-	$(PY) -m pytest tests/unit tests/integration tests/e2e; status=$$?; \
+	$(PY) -m pytest tests/unit tests/integration tests/e2e tests/drills; status=$$?; \
 	[ $$was_running = 1 ] || scripts/kafka.sh stop; \
 	exit $$status
 

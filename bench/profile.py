@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from collections import Counter
@@ -97,11 +98,17 @@ def summarize(folded: Path, top: int = 20) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _py_spy() -> str | None:
+    """py-spy on PATH, or beside this interpreter (pip installs it into the venv's bin/)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
 def _record(service: Service, out: Path, seconds: float) -> subprocess.Popen[bytes]:
     assert service.process is not None
     return subprocess.Popen(
         [
-            "py-spy",
+            _py_spy() or "py-spy",
             "record",
             "--format",
             "raw",
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--bootstrap", help="use this Kafka broker instead of starting the bench's own")
     args = parser.parse_args(argv)
-    if shutil.which("py-spy") is None:
+    if _py_spy() is None:
         parser.error("py-spy is missing: .venv/bin/pip install py-spy")
     out = RESULTS / "profiles" / datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)

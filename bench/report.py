@@ -212,18 +212,19 @@ def rows(results: dict[str, Any]) -> list[Row]:
         )
     elif webhooks:
         out.append(("Webhooks", webhooks["skipped"], "-", "-", "-", "-"))
-    scoring = results.get("scoring")
-    if scoring:
-        out.append(
-            (
-                "Scoring: scored leads/s draining a backlog (baseline: bare consume-and-produce loop)",
-                _n(scoring["handoff_per_s"]),
-                _n(scoring["bare_per_s"]),
-                _r(scoring["ratio"]),
-                "reported",
-                "-",
+    for key, label in (("scoring", "Scoring: scored"), ("routing", "Routing (no webhooks): assigned")):
+        stage = results.get(key)
+        if stage:
+            out.append(
+                (
+                    f"{label} leads/s draining a backlog (baseline: bare consume-and-produce loop)",
+                    _n(stage["handoff_per_s"]),
+                    _n(stage["bare_per_s"]),
+                    _r(stage["ratio"]),
+                    "reported",
+                    "-",
+                )
             )
-        )
     return out
 
 
@@ -296,8 +297,9 @@ def charts(results: dict[str, Any], folder: Path, prefix: str) -> list[str]:
     if results.get("e2e", {}).get("throughput"):
         t = results["e2e"]["throughput"]
         throughput.append(("end to end", t["handoff_per_s"], t["chain_per_s"]))
-    if results.get("scoring"):
-        throughput.append(("scoring", results["scoring"]["handoff_per_s"], results["scoring"]["bare_per_s"]))
+    for key in ("scoring", "routing"):
+        if results.get(key):
+            throughput.append((key, results[key]["handoff_per_s"], results[key]["bare_per_s"]))
     if results.get("webhooks") and "skipped" not in results["webhooks"]:
         throughput.append(("webhooks", results["webhooks"]["handoff_per_s"], results["webhooks"]["bare_per_s"]))
     if throughput:

@@ -1,4 +1,4 @@
-"""`python -m bench.run [--quick] [--only ingest,e2e,timers,webhooks,scoring]`: measure, then write the results.
+"""`python -m bench.run [--quick] [--only ingest,e2e,timers,webhooks,scoring,routing]`: measure, then write the results.
 
 Writes bench/results/<UTC time>.json, <UTC time>.md and charts, and refreshes latest.md and latest-*.png.
 """
@@ -19,7 +19,7 @@ import orjson
 from bench import report
 from bench.util import RESULTS, BenchBroker, calibrate, ensure_wrk, log, machine, versions
 
-BENCHMARKS = ("ingest", "e2e", "timers", "webhooks", "scoring")
+BENCHMARKS = ("ingest", "e2e", "timers", "webhooks", "scoring", "routing")
 
 
 def _run_one(name: str, tmp: Path, bootstrap: str, quick: bool, results: dict[str, Any]) -> dict[str, Any]:
@@ -39,10 +39,14 @@ def _run_one(name: str, tmp: Path, bootstrap: str, quick: bool, results: dict[st
         from bench import webhooks
 
         return webhooks.run(tmp / "webhooks", bootstrap, quick=quick)
-    from bench import scoring
+    sizes = results.get("e2e", {}).get("value_bytes", {})
+    if name == "scoring":
+        from bench import scoring
 
-    scored = results.get("e2e", {}).get("value_bytes", {}).get("scored")
-    return scoring.run(tmp / "scoring", bootstrap, quick=quick, out_size=scored or 1900)
+        return scoring.run(tmp / "scoring", bootstrap, quick=quick, out_size=sizes.get("scored") or 1900)
+    from bench import routing
+
+    return routing.run(tmp / "routing", bootstrap, quick=quick, out_size=sizes.get("assigned") or 1850)
 
 
 def _notes(results: dict[str, Any]) -> list[str]:
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if "ingest" in selected and ensure_wrk() is None:
         parser.error("wrk is missing and could not be installed (apt-get install -y wrk)")
     results["versions"] = versions()
-    needs_broker = any(name in selected for name in ("ingest", "e2e", "webhooks", "scoring"))
+    needs_broker = any(name != "timers" for name in selected)
     broker = BenchBroker.up(args.bootstrap) if needs_broker else None
     results["broker"] = broker.bootstrap if broker else None
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[1]))

@@ -70,26 +70,31 @@ def _drain_rate(observer: Stage, n: int, wait_s: float) -> dict[str, Any]:
     return {"n": n, "done": len(times), "complete": complete, "per_s": per_s}
 
 
-def _handoff(tmp: Path, bootstrap: str, events: list[Event], wait_s: float) -> dict[str, Any]:
-    stack = Stack(tmp, bootstrap)
-    scoring = stack["scoring"]
-    scoring.extra_args = list(UVICORN_ARGS)
-    create_topics(bootstrap, [stack.topic(LEADS_RECEIVED), stack.topic(LEADS_SCORED)], PARTITIONS)
-    fill(bootstrap, stack.topic(LEADS_RECEIVED), events)
-    observer = Stage("observe", "--bootstrap", bootstrap, "--in", stack.topic(LEADS_SCORED))
+def service_drain(
+    tmp: Path, bootstrap: str, service: str, topics: tuple[str, str], events: list[Event], wait_s: float, **stack: Any
+) -> dict[str, Any]:
+    """Start one service on a prefilled input topic and time its output, first record to last."""
+    handoff = Stack(tmp, bootstrap, **stack)
+    process = handoff[service]
+    process.extra_args = list(UVICORN_ARGS)
+    source, sink = (handoff.topic(t) for t in topics)
+    create_topics(bootstrap, [source, sink], PARTITIONS)
+    fill(bootstrap, source, events)
+    observer = Stage("observe", "--bootstrap", bootstrap, "--in", sink)
     try:
         observer.wait_ready()
-        scoring.start()
+        process.start()
         result = _drain_rate(observer, len(events), wait_s)
     finally:
         observer.stop()
-        scoring.stop()
-    log(f"scoring: {result['per_s'] or 0:.0f} leads/s ({result['done']}/{result['n']})")
+        process.stop()
+    log(f"{service}: {result['per_s'] or 0:.0f} leads/s ({result['done']}/{result['n']})")
     return result
 
 
-def _bare(bootstrap: str, events: list[Event], out_size: int, wait_s: float) -> dict[str, Any]:
-    ns = f"bench.score.{uuid.uuid4().hex[:8]}."
+def bare_drain(bootstrap: str, events: list[Event], out_size: int, wait_s: float) -> dict[str, Any]:
+    """The same backlog through a bare consume-and-produce loop writing records of `out_size` bytes."""
+    ns = f"bench.drain.{uuid.uuid4().hex[:8]}."
     source, sink = f"{ns}in", f"{ns}out"
     create_topics(bootstrap, [source, sink], PARTITIONS)
     fill(bootstrap, source, events)
@@ -99,41 +104,38 @@ def _bare(bootstrap: str, events: list[Event], out_size: int, wait_s: float) -> 
         observer.wait_ready()
         loop = Stage(
             "forward",
-            "--bootstrap",
-            bootstrap,
-            "--in",
-            source,
-            "--out",
-            sink,
-            "--n",
-            str(len(events)),
-            "--size",
-            str(out_size),
-            "--group",
-            f"{ns}g",
+            *("--bootstrap", bootstrap, "--in", source, "--out", sink, "--n", str(len(events))),
+            *("--size", str(out_size), "--group", f"{ns}g"),
         )
         result = _drain_rate(observer, len(events), wait_s)
     finally:
         if loop is not None:
             loop.stop()
         observer.stop()
-    log(f"scoring bare loop: {result['per_s'] or 0:.0f} msgs/s")
+    log(f"bare consume-and-produce loop: {result['per_s'] or 0:.0f} msgs/s")
     return result
 
 
-def run(tmp: Path, bootstrap: str, *, quick: bool, out_size: int = 1900) -> dict[str, Any]:
-    """A B A B over the same backlog contents; the bare loop writes records the size of a lead.scored."""
-    n = 3000 if quick else 20_000
-    repeats = 2 if quick else 3
-    wait_s = 120.0 if quick else 600.0
-    events = received_events(n)
+def compare(
+    tmp: Path,
+    bootstrap: str,
+    *,
+    service: str,
+    topics: tuple[str, str],
+    events: list[Event],
+    out_size: int,
+    repeats: int,
+    wait_s: float,
+    **stack: Any,
+) -> dict[str, Any]:
+    """A B A B over the same backlog contents, medians and their ratio."""
     handoff, bare = interleave(
         repeats,
-        lambda i: _handoff(tmp / f"scoring{i}", bootstrap, events, wait_s),
-        lambda _i: _bare(bootstrap, events, out_size, wait_s),
+        lambda i: service_drain(tmp / f"{service}{i}", bootstrap, service, topics, events, wait_s, **stack),
+        lambda _i: bare_drain(bootstrap, events, out_size, wait_s),
     )
     result: dict[str, Any] = {
-        "n": n,
+        "n": len(events),
         "partitions": PARTITIONS,
         "handoff_runs": handoff,
         "bare_runs": bare,
@@ -142,3 +144,17 @@ def run(tmp: Path, bootstrap: str, *, quick: bool, out_size: int = 1900) -> dict
     }
     result["ratio"] = ratio(result["handoff_per_s"], result["bare_per_s"])
     return result
+
+
+def run(tmp: Path, bootstrap: str, *, quick: bool, out_size: int = 1900) -> dict[str, Any]:
+    """Scoring's drain of a lead.received backlog; the bare loop writes records the size of a lead.scored."""
+    return compare(
+        tmp,
+        bootstrap,
+        service="scoring",
+        topics=(LEADS_RECEIVED, LEADS_SCORED),
+        events=received_events(3000 if quick else 20_000),
+        out_size=out_size,
+        repeats=2 if quick else 3,
+        wait_s=120.0 if quick else 600.0,
+    )

@@ -58,9 +58,7 @@ class Event:
         return self.subject.encode()
 
     @classmethod
-    def from_record(
-        cls, key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]]
-    ) -> Event:
+    def from_record(cls, key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]]) -> Event:
         """Decode a Kafka record; raises EnvelopeError for anything malformed."""
         attrs: dict[str, str] = {}
         try:

@@ -12,9 +12,7 @@ from sqlalchemy import event
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 HTTP_REQUESTS = Counter("handoff_http_requests_total", "HTTP requests", ["method", "route", "status"])
-HTTP_LATENCY = Histogram(
-    "handoff_http_request_seconds", "HTTP request latency", ["method", "route"], buckets=_FAST
-)
+HTTP_LATENCY = Histogram("handoff_http_request_seconds", "HTTP request latency", ["method", "route"], buckets=_FAST)
 
 OUTBOX_BACKLOG = Gauge("handoff_outbox_backlog", "Outbox rows waiting to be published (last batch seen)")
 OUTBOX_PUBLISHED = Counter("handoff_outbox_published_total", "Events published from the outbox")
@@ -25,12 +23,8 @@ OUTBOX_PUBLISH_DELAY = Histogram(
 
 CONSUMED = Counter("handoff_consumer_events_total", "Events consumed", ["topic", "type", "result"])
 CONSUMER_LAG = Gauge("handoff_consumer_lag", "Records behind the high watermark", ["topic"])
-DEAD_LETTERS = Counter(
-    "handoff_dead_letters_total", "Records sent to the dead-letter topic", ["topic", "reason"]
-)
-CONSUMER_BATCH_SECONDS = Histogram(
-    "handoff_consumer_batch_seconds", "Time to process one batch", buckets=_FAST
-)
+DEAD_LETTERS = Counter("handoff_dead_letters_total", "Records sent to the dead-letter topic", ["topic", "reason"])
+CONSUMER_BATCH_SECONDS = Histogram("handoff_consumer_batch_seconds", "Time to process one batch", buckets=_FAST)
 
 # Business counters of ingest and scoring; routing defines its own next to the code that produces them.
 LEADS_RECEIVED = Counter("handoff_leads_received_total", "Leads accepted by ingest", ["source_kind"])

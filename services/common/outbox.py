@@ -185,16 +185,12 @@ class OutboxRelay:
         for row in rows:
             headers = [(k, v.encode()) for k, v in loads(row.headers)]
             futures.append(
-                await asyncio.wait_for(
-                    producer.send(row.topic, value=row.value, key=row.key, headers=headers), timeout
-                )
+                await asyncio.wait_for(producer.send(row.topic, value=row.value, key=row.key, headers=headers), timeout)
             )
         # Every delivery future is awaited: a bare send() only enqueues.
         await asyncio.wait_for(asyncio.gather(*futures), timeout)
         async with self._db.transaction() as session:
-            await session.execute(
-                delete(table).where(table.c.seq <= rows[-1].seq, table.c.seq >= rows[0].seq)
-            )
+            await session.execute(delete(table).where(table.c.seq <= rows[-1].seq, table.c.seq >= rows[0].seq))
         now = datetime.now(UTC)
         for row in rows:
             created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
@@ -232,9 +228,7 @@ class _Leadership:
         got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key})).scalar_one()
         await conn.commit()
         if got:
-            self._conn = (
-                conn  # held for the process' lifetime; a killed process releases it with its connection
-            )
+            self._conn = conn  # held for the process' lifetime; a killed process releases it with its connection
             log.info("outbox_relay_leader")
             return True
         await conn.close()

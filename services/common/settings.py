@@ -55,9 +55,7 @@ class ServiceSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_dev_token_outside_development(self) -> ServiceSettings:
         if self.env == "production" and self.admin_token.get_secret_value() == DEV_ADMIN_TOKEN:
-            raise ValueError(
-                "HANDOFF_ADMIN_TOKEN is the published development token; set a secret token in production"
-            )
+            raise ValueError("HANDOFF_ADMIN_TOKEN is the published development token; set a secret token in production")
         if len(self.admin_token.get_secret_value()) < 16:
             raise ValueError("HANDOFF_ADMIN_TOKEN must be at least 16 characters")
         if self.ops_token is not None and len(self.ops_token.get_secret_value()) < 16:

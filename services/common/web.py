@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -182,12 +183,20 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(SQLAlchemyError)
+    async def _store_unavailable(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # The database is restarting or unreachable: a retry will do; nothing was half-kept (the transaction rolled back).
+        log.error("store_unavailable", path=request.url.path, error=type(exc).__name__)
+        return JSONResponse(
+            {"error": "unavailable", "detail": "the store is unavailable; retry"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
-        return JSONResponse(
-            {"error": "internal_error", "detail": "an unexpected error occurred"}, status_code=500
-        )
+        return JSONResponse({"error": "internal_error", "detail": "an unexpected error occurred"}, status_code=500)
 
 
 def _error_code(status: int) -> str:

@@ -334,6 +334,7 @@ async def _authenticate(request: Request, fields: dict[str, Any]) -> _Caller:
     },
 )
 async def post_lead(request: Request) -> Response:
+    """Parse, authenticate, then store the lead (and its event) in one transaction; 202 only after commit."""
     raw_body, content_type, fields = await _parse_body(request)
     caller = await _authenticate(request, fields)
     if caller.origin is None:
@@ -465,6 +466,7 @@ LeadId = Annotated[uuid.UUID, Path(description="The lead_id returned when the le
     openapi_extra=ADMIN_SECURITY,
 )
 async def get_lead(lead_id: LeadId, request: Request, _admin: Admin) -> dict[str, Any]:
+    """The normalized lead and its source; `lead` is null once erased."""
     async with request.app.state.runtime.db.read() as session:
         repo = IngestRepository(session)
         lead = await repo.lead(str(lead_id))
@@ -511,6 +513,7 @@ async def list_leads(
     cursor: Annotated[str | None, Query(max_length=1000, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
+    """Leads newest first; pass `next_cursor` back as `cursor` for the next page."""
     before = _decode_cursor(cursor) if cursor else None
     try:
         since_utc = _utc(since) if since else None
@@ -539,6 +542,7 @@ async def list_leads(
     openapi_extra=ADMIN_SECURITY,
 )
 async def delete_lead(lead_id: LeadId, request: Request, _admin: Admin) -> dict[str, Any]:
+    """Erase the personal data and emit lead.erased; erasing again changes nothing."""
     runtime = request.app.state.runtime
     async with runtime.db.transaction() as session:
         lead = await IngestRepository(session).lead(str(lead_id))
@@ -747,6 +751,7 @@ SourceId = Annotated[uuid.UUID, Path(description="The source's id")]
     openapi_extra=ADMIN_SECURITY,
 )
 async def create_source(body: SourceIn, request: Request, _admin: Admin) -> dict[str, Any]:
+    """A new source; a web source's API key is in this answer only."""
     fields = body.model_dump()
     _check_config(body.kind, fields["config"])
     async with request.app.state.runtime.db.transaction() as session:
@@ -764,6 +769,7 @@ async def create_source(body: SourceIn, request: Request, _admin: Admin) -> dict
     openapi_extra=ADMIN_SECURITY,
 )
 async def list_sources(request: Request, _admin: Admin) -> dict[str, Any]:
+    """Every source, oldest first, without secrets."""
     async with request.app.state.runtime.db.read() as session:
         return {"items": [source_out(s, request) for s in await IngestRepository(session).sources()]}
 
@@ -776,6 +782,7 @@ async def list_sources(request: Request, _admin: Admin) -> dict[str, Any]:
     openapi_extra=ADMIN_SECURITY,
 )
 async def get_source(source_id: SourceId, request: Request, _admin: Admin) -> dict[str, Any]:
+    """One source, without secrets."""
     async with request.app.state.runtime.db.read() as session:
         source = await IngestRepository(session).source(str(source_id))
         if source is None:
@@ -791,6 +798,7 @@ async def get_source(source_id: SourceId, request: Request, _admin: Admin) -> di
     openapi_extra=ADMIN_SECURITY,
 )
 async def patch_source(source_id: SourceId, body: SourcePatch, request: Request, _admin: Admin) -> dict[str, Any]:
+    """Change the fields sent; config is merged and checked against the source's kind."""
     changes = body.model_dump(exclude_unset=True)
     async with request.app.state.runtime.db.transaction() as session:
         source = await IngestRepository(session).source(str(source_id))
@@ -814,6 +822,7 @@ async def patch_source(source_id: SourceId, body: SourcePatch, request: Request,
     openapi_extra=ADMIN_SECURITY,
 )
 async def rotate_key(source_id: SourceId, request: Request, _admin: Admin) -> dict[str, Any]:
+    """A new API key, shown once; the old key is refused from now on."""
     async with request.app.state.runtime.db.transaction() as session:
         source = await IngestRepository(session).source(str(source_id))
         if source is None or source.kind != "web":

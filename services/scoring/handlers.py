@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common import metrics
 from common.envelope import Event
 from common.outbox import add_events
 from common.topics import EVENT_TOPICS
@@ -297,6 +298,7 @@ class Scoring:
         # one each. Handlers that read scored rows flush first; `facts.scored` covers the batch's repeats.
         facts.scored.add(lead_id)
         await add_events(session, outbox, self.settings, [scored], _topic)
+        metrics.lead_scored(session, outcome.score["grade"])
 
     async def on_erased(self, session: AsyncSession, event: Event) -> None:
         """Delete the lead's personal data; keep the anonymous score, its features and the outcome counts."""

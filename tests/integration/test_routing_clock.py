@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from sqlalchemy import select
 
+from routing import metrics
 from routing.store import AssignmentRow, LeadRow, SlaTimer, TimelineRow
 from routing.timers import TimerLoop
 from tests.support.routing import Clock, Routing, routing_on, scored
@@ -265,3 +266,20 @@ async def test_a_due_timer_fires_within_a_second_of_its_due_time(database_url: s
         late = await _late_ms(routing, "sla_warning") + await _late_ms(routing, "sla_breached")
         print(f"{len(late)} timers: p50 {sorted(late)[len(late) // 2]} ms, max {max(late)} ms")
         assert len(late) == 2 * leads and max(late) < 1000
+
+
+async def test_the_timer_loop_publishes_how_many_timers_are_open(database_url: str) -> None:
+    clock = Clock(real_time())
+    async with routing_on(database_url, clock, sla_minutes={"A": 60}) as routing:
+        routing.router.clock = real_time
+        for _ in range(3):
+            await routing.route(scored(grade="A"))  # each: a warning and a breach timer, an hour away
+        async with routing.db.read() as session:
+            pending = (await session.execute(select(SlaTimer).where(SlaTimer.fired_at.is_(None)))).scalars().all()
+        assert len(pending) == 6
+        metrics.SLA_OPEN_TIMERS.set(-1)  # whatever an earlier test left there
+
+        async def gauge_shows_them() -> bool:
+            return REGISTRY.get_sample_value("handoff_sla_open_timers") == len(pending)
+
+        await _run_loops([routing], gauge_shows_them, timeout=10)
