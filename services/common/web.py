@@ -185,7 +185,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SQLAlchemyError)
     async def _store_unavailable(request: Request, exc: SQLAlchemyError) -> JSONResponse:
-        # The database is restarting or unreachable: a retry will do; nothing was half-kept (the transaction rolled back).
+        # The database is restarting or unreachable: a retry will do; the transaction rolled back, nothing half-kept.
         log.error("store_unavailable", path=request.url.path, error=type(exc).__name__)
         return JSONResponse(
             {"error": "unavailable", "detail": "the store is unavailable; retry"},

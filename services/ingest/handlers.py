@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common import metrics
 from common.envelope import Event
 from common.outbox import add_events
 from common.topics import EVENT_TOPICS
@@ -136,6 +137,7 @@ async def accept_lead(
     )
     await session.flush()
     await add_events(session, outbox, settings, [event], _topic)
+    metrics.lead_received(session, source.kind if source else "api")
     return Accepted(lead_id, "accepted", duplicate_of, is_test)
 
 
