@@ -1,8 +1,10 @@
-"""`python -m bench.profile [--only ingest,e2e] [--seconds S]`: where the services spend their CPU under load.
+"""`python -m bench.profile [--only handlers,ingest,e2e] [--seconds S]`: where the services spend their time.
 
-Samples each service process with py-spy (`pip install py-spy`) while the bench's load runs, and writes the raw
-folded stacks plus a summary (self time by package, top functions by self and by inclusive time) under
-bench/results/profiles/<UTC time>/.
+`handlers` times ingest's accept_lead and routing's on_scored in-process (CPU and SQL statements per lead);
+`ingest` and `e2e` sample the service processes with py-spy (`pip install py-spy`) under the bench's load. Writes
+the folded stacks and summary.md (self time by layer, top functions) under bench/results/profiles/<UTC time>/.
+py-spy samples a runnable thread that is waiting for a CPU as if it ran: on a busy machine, read the layers, not
+single lines.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import uvloop
 from tests.e2e.conftest import EVEN_RULES, EVEN_SEED
@@ -54,6 +57,19 @@ def _category(frame: str) -> str:
     return "other (stdlib, interpreter)"
 
 
+# Frames every sample passes through (process start-up, the event loop's entry): no information in them.
+_SCAFFOLDING = (
+    "click/",
+    "runpy",
+    "uvicorn/main.py",
+    "uvicorn/__main__.py",
+    "uvicorn/server.py",
+    "_compat.py",
+    "asyncio/runners.py",
+    "threading.py",
+)
+
+
 def _function(frame: str) -> str:
     """`name (path/to/file.py:line)` -> `name (file.py)`, so lines of one function add up."""
     name, _, where = frame.partition(" (")
@@ -81,7 +97,7 @@ def summarize(folded: Path, top: int = 20) -> str:
         leaf = frames[-1]
         by_category[_category(leaf)] += count
         self_time[_function(leaf)] += count
-        for function in {_function(f) for f in frames}:
+        for function in {_function(f) for f in frames if not any(x in f for x in _SCAFFOLDING)}:
             inclusive[function] += count
     if not total:
         return f"## {folded.stem}\n\nno samples\n"
@@ -95,6 +111,89 @@ def summarize(folded: Path, top: int = 20) -> str:
     lines += [f"| `{name}` | {pct(n)} |" for name, n in self_time.most_common(top)]
     lines += ["", "| function (inclusive time) | share |", "|---|---|"]
     lines += [f"| `{name}` | {pct(n)} |" for name, n in inclusive.most_common(top + 10)]
+    return "\n".join(lines) + "\n"
+
+
+async def _handler_costs(tmp: Path, n: int) -> str:
+    """CPU and SQL statements per lead of ingest's accept_lead and routing's on_scored, in-process, no HTTP or Kafka.
+
+    Each runs once with a commit per lead (as ingest's route does) and once with n leads in one transaction (as a
+    consumer batch does), so the share of the commit and of the per-statement work can be read apart.
+    """
+    import time
+
+    import yaml
+    from sqlalchemy import event
+    from tests.support.stack import sample_lead
+
+    from bench.routing import scored_events
+    from common.db import Database, upgrade_schema_async
+    from ingest import handlers as ingest_handlers
+    from ingest.app import MIGRATIONS as INGEST_MIGRATIONS
+    from ingest.settings import IngestSettings
+    from ingest.store import Base as IngestBase
+    from routing.app import MIGRATIONS as ROUTING_MIGRATIONS
+    from routing.handlers import Router
+    from routing.settings import RoutingSettings
+    from routing.store import Base as RoutingBase
+
+    lines = [
+        "## Handler cost per lead (in-process)",
+        "",
+        "| handler | mode | wall ms | CPU ms | statements |",
+        "|---|---|---|---|---|",
+    ]
+
+    async def measure(name: str, db: Database, work: Any, per_lead_commit: bool) -> None:
+        statements = [0]
+        event.listen(
+            db.engine.sync_engine, "before_cursor_execute", lambda *_a: statements.__setitem__(0, statements[0] + 1)
+        )
+        wall, cpu = time.perf_counter(), time.process_time()
+        if per_lead_commit:
+            for i in range(n):
+                async with db.transaction() as session:
+                    await work(session, i)
+        else:
+            async with db.transaction() as session:
+                for i in range(n):
+                    await work(session, i)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        mode = "commit per lead" if per_lead_commit else f"{n} leads, one transaction"
+        lines.append(f"| {name} | {mode} | {wall / n * 1000:.2f} | {cpu / n * 1000:.2f} | {statements[0] / n:.1f} |")
+
+    url = f"sqlite+aiosqlite:///{tmp / 'ingest.db'}"
+    await upgrade_schema_async(url, INGEST_MIGRATIONS, IngestBase.metadata)
+    db = Database(url)
+    settings = IngestSettings()
+    offset = [0]
+
+    async def accept(session: Any, i: int) -> None:
+        offset[0] += 1
+        lead = sample_lead(offset[0])
+        await ingest_handlers.accept_lead(
+            session, settings, raw=lead, source=None, now=datetime.now(UTC), correlation_id="c"
+        )
+
+    await measure("ingest accept_lead", db, accept, True)
+    await measure("ingest accept_lead", db, accept, False)
+    await db.dispose()
+
+    url = f"sqlite+aiosqlite:///{tmp / 'routing.db'}"
+    await upgrade_schema_async(url, ROUTING_MIGRATIONS, RoutingBase.metadata)
+    db = Database(url)
+    router = Router(RoutingSettings())
+    async with db.transaction() as session:
+        await router.replace_roster(session, yaml.safe_load(EVEN_SEED))
+        await router.install_rules(session, EVEN_RULES)
+    events = iter(scored_events(2 * n))
+
+    async def route(session: Any, _i: int) -> None:
+        await router.on_scored(session, next(events))
+
+    await measure("routing on_scored", db, route, True)
+    await measure("routing on_scored", db, route, False)
+    await db.dispose()
     return "\n".join(lines) + "\n"
 
 
@@ -180,7 +279,7 @@ def profile_e2e(tmp: Path, bootstrap: str, out: Path, seconds: float) -> list[Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("--only", default="ingest,e2e")
+    parser.add_argument("--only", default="handlers,ingest,e2e", help="comma list of handlers, ingest, e2e")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--bootstrap", help="use this Kafka broker instead of starting the bench's own")
     args = parser.parse_args(argv)
@@ -190,8 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     broker = BenchBroker.up(args.bootstrap)
     folded: list[Path] = []
+    costs = ""
     try:
         with tempfile.TemporaryDirectory(prefix="handoff-profile-") as scratch:
+            if "handlers" in args.only:
+                log("measuring handler costs in-process")
+                costs = uvloop.run(_handler_costs(Path(scratch), 300))
             if "ingest" in args.only:
                 log("profiling ingest")
                 folded += profile_ingest(Path(scratch), broker.bootstrap, out, args.seconds)
@@ -200,8 +303,10 @@ def main(argv: list[str] | None = None) -> int:
                 folded += profile_e2e(Path(scratch), broker.bootstrap, out, args.seconds)
     finally:
         broker.down()
-    summary = "# Profiles (py-spy, CPU samples while under the bench's load)\n\n" + "\n".join(
-        summarize(f) for f in folded if f.exists()
+    summary = (
+        "# Profiles (py-spy samples while under the bench's load)\n\n"
+        + costs
+        + "\n".join(summarize(f) for f in folded if f.exists())
     )
     (out / "summary.md").write_text(summary)
     print(summary)

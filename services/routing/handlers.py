@@ -475,6 +475,8 @@ class Router:
         # Every writer takes the routing lock before any row lock (here: before claiming timers), so a rep's
         # touch and a breach firing at the same moment serialize instead of deadlocking on each other's rows.
         await repo.lock_routing()
+        # The lock may have been waited for (another process's batch): fire, and report lateness, as of now.
+        now = max(now, self.clock())
         timers = await repo.due_timers(now, limit)
         lead_ids = {timer.lead_id for timer in timers}
         currents = await repo.current_assignments(lead_ids)

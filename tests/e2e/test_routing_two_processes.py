@@ -116,13 +116,18 @@ def test_two_routing_processes_one_killed_mid_stream_assign_once_and_breach_once
         assert all(len(ids) == 1 for ids in breach_ids.values()), "one breach (one event id) per missed SLA"
         redelivered = sum(1 for e in events if e.type == "lead.sla_breached") - len(breach_ids)
 
+        # No lost rotation updates between the two processes: the reps' shares stay even.
+        shares = dict(_query(pg_database, "SELECT rep_id, count(*) FROM assignments WHERE rep_id IS NOT NULL "
+                                          "GROUP BY rep_id"))
+        assert set(shares) == {"r1", "r2", "r3", "r4"} and max(shares.values()) - min(shares.values()) <= LEADS // 20
+
         late = sorted(int(row[0]) for row in _query(
             pg_database, "SELECT (detail->>'late_ms')::int FROM timeline WHERE kind = 'sla_breached'"))
         p50, p99 = late[len(late) // 2], late[int(len(late) * 0.99)]
         print(
             f"\n{LEADS} leads, killed at {at_kill[0]} routed / {at_kill[1]} breaches; settled {settle_s:.0f} s after;"
             f" {len(late)} breaches late p50 {p50} ms, p99 {p99} ms, max {late[-1]} ms;"
-            f" {redelivered} breach records re-published by the relay (same event id)"
+            f" {redelivered} breach records re-published by the relay (same event id); rep shares {shares}"
         )
     finally:
         second.stop()

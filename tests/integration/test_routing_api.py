@@ -354,6 +354,8 @@ async def test_backtest_replays_a_window_through_candidate_rules_beside_the_curr
                 "hours": {"mon-fri": "09:00-17:00"}}
         assert (await routing.client.put(f"/v1/reps/{rep_id}", json=body, headers=ADMIN)).status_code == 200
 
+    # These leads are routed in the past; the app's timer loop, on the real clock, would escalate them all now.
+    await routing.app.state.timers.stop()
     clock = Clock(TUESDAY)
     routing.router.clock = clock
     window: dict[str, str] = {}  # lead id -> grade, in routing order

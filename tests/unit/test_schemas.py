@@ -12,6 +12,7 @@ import pytest
 import yaml
 from cloudevents.core.bindings import kafka as ce_kafka
 from jsonschema import Draft202012Validator
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
 from common.envelope import Event, loads
@@ -338,6 +339,8 @@ class RecordingSession:
         self.outbox: list[dict[str, Any]] = []
         self.info: dict[str, Any] = {}
         self._earlier = earlier
+        # Metrics hook "after_commit" on the sync session; an unbound one takes the listener and never commits.
+        self.sync_session = Session()
 
     def add(self, row: Any) -> None:
         self.added.append(row)
