@@ -111,6 +111,8 @@ BEGIN
     END IF;
 END
 \$\$;
+-- Tests drop their databases WITH (FORCE), which must be able to end other roles' sessions in them.
+GRANT pg_signal_backend TO $APP_ROLE;
 SELECT 'CREATE DATABASE $APP_DB OWNER $APP_ROLE'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$APP_DB')\gexec
 SQL

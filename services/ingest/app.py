@@ -24,6 +24,7 @@ from common.web import health_router, install_common
 from ingest import api, webhooks
 from ingest.settings import IngestSettings
 from ingest.store import Base, outbox
+from ingest.writer import IngestWriter
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(__name__)
@@ -49,6 +50,9 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
         )
         app.state.runtime = runtime
         await runtime.start()
+        writer = IngestWriter(runtime.db, settings)
+        app.state.writer = writer
+        await writer.start()
         fetcher = webhooks.PlatformFetcher(settings, runtime)
         app.state.fetcher = fetcher
         await fetcher.start()
@@ -56,6 +60,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
             yield
         finally:
             await fetcher.stop()
+            await writer.stop()
             await runtime.stop()
 
     app = FastAPI(

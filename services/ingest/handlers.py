@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,6 +72,35 @@ def source_view(source: Source | None) -> dict[str, Any]:
     return {"id": source.id, "kind": source.kind, "name": source.name}
 
 
+def received_event(
+    source: Source | None,
+    now: datetime,
+    correlation_id: str | None,
+    lead_id: str,
+    external_id: str | None,
+    is_test: bool,
+    duplicate_of: str | None,
+    data: dict[str, Any],
+) -> Event:
+    """The `lead.received` event of a stored lead."""
+    return Event(
+        type="lead.received",
+        source=EVENT_SOURCE,
+        subject=lead_id,
+        time=now,
+        correlation_id=correlation_id,
+        data={
+            "lead_id": lead_id,
+            "source": source_view(source),
+            "external_id": external_id,
+            "is_test": is_test,
+            "duplicate_of": duplicate_of,
+            "received_at": now.isoformat(),
+            "lead": data,
+        },
+    )
+
+
 async def accept_lead(
     session: AsyncSession,
     settings: IngestSettings,
@@ -119,26 +148,177 @@ async def accept_lead(
         )
     )
     session.add_all(LeadIdentity(identity=i, lead_id=lead_id, seen_at=now) for i in identities)
-    event = Event(
-        type="lead.received",
-        source=EVENT_SOURCE,
-        subject=lead_id,
-        time=now,
-        correlation_id=correlation_id,
-        data={
-            "lead_id": lead_id,
-            "source": source_view(source),
-            "external_id": external_id,
-            "is_test": is_test,
-            "duplicate_of": duplicate_of,
-            "received_at": now.isoformat(),
-            "lead": data,
-        },
-    )
+    event = received_event(source, now, correlation_id, lead_id, external_id, is_test, duplicate_of, data)
     await session.flush()
     await add_events(session, outbox, settings, [event], _topic)
     metrics.lead_received(session, source.kind if source else "api")
     return Accepted(lead_id, "accepted", duplicate_of, is_test)
+
+
+# -- many leads in one transaction (the group-commit writer) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedLead:
+    """A lead normalized outside the writer's transaction, with what it needs to be stored and answered."""
+
+    lead: NormalizedLead
+    source: Source | None
+    now: datetime
+    correlation_id: str | None
+    scope_key: str | None = None  # the caller-scoped Idempotency-Key, if one was sent
+    fingerprint: str = ""
+    external_id: str | None = None
+    is_test: bool = False
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The answer to one prepared lead: a new 202, or the stored response of its Idempotency-Key."""
+
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+def _first_sighting(
+    identities: Sequence[str],
+    since: datetime,
+    stored: Mapping[str, tuple[datetime, str]],
+    batch: Mapping[str, list[tuple[datetime, int, str]]],
+) -> tuple[tuple[datetime, int, str] | None, bool]:
+    """The earliest sighting of any identity since `since`, and whether the stored ones were looked up too early."""
+    found: list[tuple[datetime, int, str]] = []
+    stale = False
+    for identity in identities:
+        first = stored.get(identity)
+        if first is not None:
+            if first[0] >= since:
+                found.append((first[0], -1, first[1]))  # stored before the batch: earlier on a tie
+            else:
+                stale = True
+        found.extend(s for s in batch.get(identity, ()) if s[0] >= since)
+    return (min(found) if found else None), stale
+
+
+async def accept_leads(
+    session: AsyncSession, settings: IngestSettings, items: Sequence[PreparedLead]
+) -> list[Stored | IdempotencyConflict]:
+    """Store a batch of leads as `accept_lead` stores one, with one statement per question for the whole batch.
+
+    Items are decided in order, so a later item sees the earlier ones: the second lead of a person in a batch is a
+    repeat of the first, and the second use of an Idempotency-Key replays (or conflicts with) the first.
+    """
+    repo = IngestRepository(session)
+    records = await repo.idempotency_many({i.scope_key for i in items if i.scope_key})
+    known = await repo.leads_by_external_ids(
+        {(i.source.id, i.external_id) for i in items if i.external_id and i.source is not None}
+    )
+    identities_of = [[identity_hash(key) for key in i.lead.identity_keys()] for i in items]
+    window = timedelta(hours=settings.repeat_window_hours)
+    stored_first: dict[str, tuple[datetime, str]] = {}
+    batch_seen: dict[str, list[tuple[datetime, int, str]]] = {}
+    if settings.repeat_window_hours > 0:
+        since = min(i.now for i in items) - window
+        wanted = {identity for identities in identities_of for identity in identities}
+        for identity, (seen_at, lead_id) in (await repo.first_leads_for(wanted, since)).items():
+            stored_first[identity] = (as_utc(seen_at), lead_id)
+
+    outcomes: list[Stored | IdempotencyConflict] = []
+    claimed: dict[str, tuple[str, Stored]] = {}
+    expired: set[str] = set()
+    leads: list[dict[str, Any]] = []
+    identity_rows: list[dict[str, Any]] = []
+    key_rows: list[dict[str, Any]] = []
+    events: list[Event] = []
+    for item, identities in zip(items, identities_of, strict=True):
+        key = item.scope_key
+        if key is not None:
+            earlier = claimed.get(key)
+            record = records.get(key)
+            if earlier is None and record is not None:
+                if as_utc(record.created_at) < item.now - timedelta(hours=settings.idempotency_ttl_hours):
+                    expired.add(key)
+                else:
+                    earlier = (record.request_hash, Stored(record.status_code, record.response))
+            if earlier is not None:
+                fingerprint, first = earlier
+                same = fingerprint == item.fingerprint
+                outcomes.append(Stored(first.status, first.body, replayed=True) if same else IdempotencyConflict())
+                continue
+
+        source_id = item.source.id if item.source else None
+        external = (source_id, item.external_id) if source_id and item.external_id else None
+        if external is not None and external in known:
+            # A platform redelivery: the lead is already ours, nothing new to publish.
+            lead_id, duplicate_of, is_test = known[external]
+            accepted = Accepted(lead_id, "duplicate", duplicate_of, is_test)
+        else:
+            duplicate_of = None
+            if settings.repeat_window_hours > 0:
+                since = item.now - window
+                first, stale = _first_sighting(identities, since, stored_first, batch_seen)
+                if stale:
+                    # The batch's look-up began at its oldest item's window; this item's starts later, so ask alone.
+                    # A stored lead predates every lead of this batch, so it wins when there is one.
+                    duplicate_of = await repo.earlier_lead_for(identities, since)
+                if duplicate_of is None and first is not None:
+                    duplicate_of = first[2]
+            lead_id = str(uuid.uuid4())
+            accepted = Accepted(lead_id, "accepted", duplicate_of, item.is_test)
+            data = item.lead.to_dict()
+            leads.append(
+                {
+                    "id": lead_id,
+                    "source_id": source_id,
+                    "source_kind": item.source.kind if item.source else "api",
+                    "external_id": item.external_id,
+                    "is_test": item.is_test,
+                    "duplicate_of": duplicate_of,
+                    "data": data,
+                    "received_at": item.now,
+                    "correlation_id": item.correlation_id,
+                    "erased_at": None,
+                }
+            )
+            for identity in identities:
+                identity_rows.append({"identity": identity, "lead_id": lead_id, "seen_at": item.now})
+                batch_seen.setdefault(identity, []).append((item.now, len(leads), lead_id))
+            if external is not None:
+                known[external] = (lead_id, duplicate_of, item.is_test)
+            events.append(
+                received_event(
+                    item.source,
+                    item.now,
+                    item.correlation_id,
+                    lead_id,
+                    item.external_id,
+                    item.is_test,
+                    duplicate_of,
+                    data,
+                )
+            )
+            metrics.lead_received(session, item.source.kind if item.source else "api")
+        stored = Stored(202, accepted.body(item.correlation_id))
+        if key is not None:
+            claimed[key] = (item.fingerprint, stored)
+            key_rows.append(
+                {
+                    "scope_key": key,
+                    "request_hash": item.fingerprint,
+                    "status_code": stored.status,
+                    "response": stored.body,
+                    "created_at": item.now,
+                }
+            )
+        outcomes.append(stored)
+
+    await repo.drop_idempotency(expired)
+    await repo.insert_rows(Lead, leads)
+    await repo.insert_rows(LeadIdentity, identity_rows)
+    await repo.insert_rows(IdempotencyRecord, key_rows)
+    await add_events(session, outbox, settings, events, _topic)
+    return outcomes
 
 
 def request_fingerprint(body: bytes, content_type: str) -> str:

@@ -21,6 +21,9 @@ class IngestSettings(ServiceSettings):
     # a steady refill); the addresses remembered are capped so a flood of spoofed ones cannot grow memory.
     public_rate_limit_per_minute: int = Field(default=30, ge=1)
     public_rate_limit_max_addresses: int = Field(default=100_000, ge=100)
+    # Group commit of web leads: at most this many leads per transaction, and this many waiting for one.
+    writer_max_batch: int = Field(default=128, ge=1, le=1000)
+    writer_max_pending: int = Field(default=10_000, ge=1)
     platform_fetch_timeout_s: float = Field(default=10.0, gt=0)
     platform_fetch_attempts: int = Field(default=5, ge=1)
 

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, delete, func, select, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -153,6 +167,67 @@ class IngestRepository:
 
     async def idempotency(self, scope_key: str) -> IdempotencyRecord | None:
         return await self.session.get(IdempotencyRecord, scope_key)
+
+    # -- batches (the group-commit writer): one statement per question for a whole batch ----------------
+
+    async def idempotency_many(self, scope_keys: Collection[str]) -> dict[str, IdempotencyRecord]:
+        """The stored responses of these scoped keys, by key."""
+        if not scope_keys:
+            return {}
+        rows = await self.session.execute(select(IdempotencyRecord).where(IdempotencyRecord.scope_key.in_(scope_keys)))
+        return {record.scope_key: record for record in rows.scalars()}
+
+    async def drop_idempotency(self, scope_keys: Collection[str]) -> None:
+        """Forget expired keys, so they can be stored afresh in the same transaction."""
+        if scope_keys:
+            await self.session.execute(
+                delete(IdempotencyRecord)
+                .where(IdempotencyRecord.scope_key.in_(scope_keys))
+                .execution_options(synchronize_session=False)
+            )
+
+    async def leads_by_external_ids(
+        self, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, str | None, bool]]:
+        """(lead id, duplicate_of, is_test) of the leads already stored under these (source id, external id)."""
+        if not keys:
+            return {}
+        rows = await self.session.execute(
+            select(Lead.id, Lead.source_id, Lead.external_id, Lead.duplicate_of, Lead.is_test).where(
+                Lead.external_id.in_({external_id for _, external_id in keys})
+            )
+        )
+        wanted = set(keys)
+        return {
+            (source_id, external_id): (lead_id, duplicate_of, bool(is_test))
+            for lead_id, source_id, external_id, duplicate_of, is_test in rows.all()
+            if (source_id, external_id) in wanted
+        }
+
+    async def first_leads_for(self, identities: Collection[str], since: datetime) -> dict[str, tuple[datetime, str]]:
+        """For each identity, (seen_at, lead id) of its earliest sighting since `since`."""
+        if not identities:
+            return {}
+        first = (
+            select(LeadIdentity.identity, func.min(LeadIdentity.seen_at).label("seen_at"))
+            .where(LeadIdentity.identity.in_(identities), LeadIdentity.seen_at >= since)
+            .group_by(LeadIdentity.identity)
+            .subquery()
+        )
+        rows = await self.session.execute(
+            select(LeadIdentity.identity, LeadIdentity.seen_at, LeadIdentity.lead_id)
+            .join(first, (first.c.identity == LeadIdentity.identity) & (first.c.seen_at == LeadIdentity.seen_at))
+            .order_by(LeadIdentity.id)
+        )
+        found: dict[str, tuple[datetime, str]] = {}
+        for identity, seen_at, lead_id in rows.all():
+            found.setdefault(identity, (seen_at, lead_id))
+        return found
+
+    async def insert_rows(self, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
+        """One multi-row Core insert: no ORM unit of work for rows written once and never changed here."""
+        if rows:
+            await self.session.execute(insert(model.__table__), list(rows))  # type: ignore[arg-type]
 
     async def leads(
         self, *, source_id: str | None, since: datetime | None, before: tuple[datetime, str] | None, limit: int

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -61,6 +61,7 @@ from routing.webhooks import enqueue_deliveries
 log = structlog.get_logger(__name__)
 EVENT_SOURCE = "/handoff/routing"
 _ROSTER = "routing_roster"  # session.info key: the roster this transaction reads
+_TX = "routing_tx"  # session.info key: what this transaction has read once and keeps current in memory
 OPEN_STATUSES = ("assigned", "queued", "held", "touched", "accepted")
 
 
@@ -94,6 +95,62 @@ class Roster:
 
     def team(self, team_id: str | None) -> Team | None:
         return next((t for t in self.teams if t.id == team_id), None) if team_id else None
+
+
+@dataclass
+class _TxState:
+    """Rows a transaction reads once and then keeps current itself: within a transaction that holds the routing
+    lock nobody else writes them, so re-reading them for every lead of a consumer batch would only cost time."""
+
+    transaction: Any
+    locked: bool = False
+    loads: dict[str, RepLoadRow] | None = None
+    rotation: list[RotationRow] | None = None
+    accounts: dict[str, str | None] = field(default_factory=dict)
+
+
+def _tx(session: AsyncSession) -> _TxState:
+    """This transaction's cache; a rolled-back or new transaction starts from an empty one."""
+    current = session.sync_session.get_transaction()
+    state: _TxState | None = session.info.get(_TX)
+    if state is None or state.transaction is not current:
+        state = _TxState(current)
+        session.info[_TX] = state
+    return state
+
+
+async def _lock(session: AsyncSession) -> None:
+    """Take the routing lock once per transaction (it is held until the commit)."""
+    state = _tx(session)
+    if not state.locked:
+        await RoutingRepository(session).lock_routing()
+        state.locked = True
+
+
+async def _loads(session: AsyncSession) -> dict[str, RepLoadRow]:
+    state = _tx(session)
+    if state.loads is None:
+        state.loads = await RoutingRepository(session).loads()
+    return state.loads
+
+
+async def _rotation_rows(session: AsyncSession) -> list[RotationRow]:
+    state = _tx(session)
+    if state.rotation is None:
+        state.rotation = await RoutingRepository(session).rotation_rows()
+    return state.rotation
+
+
+async def _account_owner(session: AsyncSession, domain: str | None) -> dict[str, str]:
+    if not domain:
+        return {}
+    accounts = _tx(session).accounts
+    key = domain.lower()
+    if key not in accounts:
+        found = await RoutingRepository(session).account_owner(key)
+        accounts[key] = found.get(key)
+    owner = accounts[key]
+    return {key: owner} if owner else {}
 
 
 class Router:
@@ -165,7 +222,7 @@ class Router:
     async def install_rules(self, session: AsyncSession, text: str) -> RoutingRules:
         """Validate (RulesError leaves the old rules in force), check against the roster, activate."""
         rules = self.parse_rules(text)
-        await RoutingRepository(session).lock_routing()
+        await _lock(session)
         roster = await self.roster(session)
         problems = roster_problems(rules, roster)
         if problems:
@@ -187,7 +244,7 @@ class Router:
 
     async def replace_roster(self, session: AsyncSession, data: Mapping[str, Any]) -> Roster:
         """Load teams, reps and accounts from a seed mapping (validated as a whole first)."""
-        await RoutingRepository(session).lock_routing()
+        await _lock(session)
         _, reps = parse_reps({"teams": data.get("teams") or [], "reps": data.get("reps") or []})
         known = {rep.id for rep in reps} | {row.id for row in await RoutingRepository(session).reps()}
         problems = account_problems(data.get("accounts"), known)
@@ -219,6 +276,7 @@ class Router:
                     account.owner_rep_id, account.name = raw["owner"], raw.get("name")
         await RoutingRepository(session).bump_roster_version()
         session.info.pop(_ROSTER, None)
+        _tx(session).accounts.clear()
         await session.flush()
         return await self.roster(session)
 
@@ -277,13 +335,12 @@ class Router:
         forced: Decision | None = None,
     ) -> AssignmentRow:
         """Decide, persist the decision with rotation and load in this transaction, start the clock, emit."""
-        repo = RoutingRepository(session)
-        await repo.lock_routing()
+        await _lock(session)
         roster = await self.roster(session)
-        # Held in locals on purpose: the session's identity map keeps rows only weakly, and the writes below
-        # update these very rows (without them every update would read its row again).
-        load_rows = await repo.loads()
-        rotation_rows = await repo.rotation_rows()
+        # Held by the transaction's cache on purpose: the session's identity map keeps rows only weakly, and
+        # the writes below update these very rows (without it every update would read its row again).
+        load_rows = await _loads(session)
+        rotation_rows = await _rotation_rows(session)
         if forced is not None:
             decision = forced
         else:
@@ -334,7 +391,7 @@ class Router:
         if decision.rep_id:
             day = _local_day(now, rep.timezone) if rep else None
             await _adjust_load(session, decision.rep_id, open_delta=1, day=day)
-        await session.flush()
+        await session.flush()  # the one flush per decision: the timers and the event carry the assignment's id
         await self._start_clock(session, lead, assignment, policy, rep, roster, decision, now)
         session.add(
             TimelineRow(
@@ -609,9 +666,9 @@ class Router:
         repo = RoutingRepository(session)
         roster = await self.roster(session)
         if load_rows is None:
-            load_rows = await repo.loads()
+            load_rows = await _loads(session)
         if rotation is None:
-            rotation = _rotation_state(await repo.rotation_rows())
+            rotation = _rotation_state(await _rotation_rows(session))
         loads = {rep.id: _load_of(load_rows.get(rep.id), _local_day(now, rep.timezone)) for rep in roster.reps}
         previous_rep = None
         if view.get("duplicate_of"):
@@ -623,7 +680,7 @@ class Router:
             roster=roster,
             loads=loads,
             rotation=rotation,
-            accounts=await repo.account_owner(account_domain(view)),
+            accounts=await _account_owner(session, account_domain(view)),
             previous_rep=previous_rep,
             exclude=exclude,
             now=now,
@@ -647,7 +704,7 @@ class Router:
     ) -> dict[str, Any]:
         """A rep's action. touch stops the SLA clock; reject reroutes; convert and disqualify close the lead."""
         repo = RoutingRepository(session)
-        await repo.lock_routing()
+        await _lock(session)
         lead = await repo.lead(lead_id)
         if lead is None:
             raise LookupError("this lead has not been routed (yet)")
@@ -868,7 +925,7 @@ def _rotation_state(rows: Sequence[RotationRow]) -> dict[str, dict[str, int]]:
 
 
 async def _save_rotation(
-    session: AsyncSession, rows: Sequence[RotationRow], rotation: Mapping[str, Mapping[str, int]]
+    session: AsyncSession, rows: list[RotationRow], rotation: Mapping[str, Mapping[str, int]]
 ) -> None:
     """Store each rotated team's new state whole: a rep the rotation dropped (left, away) loses their row,
     so they come back at the neutral position instead of with an old, stale turn."""
@@ -877,12 +934,18 @@ async def _save_rotation(
         for rep_id, current in state.items():
             row = existing.get((team_id, rep_id))
             if row is None:
-                session.add(RotationRow(team_id=team_id, rep_id=rep_id, current=current))
+                row = RotationRow(team_id=team_id, rep_id=rep_id, current=current)
+                session.add(row)
+                rows.append(row)
             elif row.current != current:
                 row.current = current
         for (row_team, rep_id), row in existing.items():
             if row_team == team_id and rep_id not in state:
-                await session.delete(row)
+                rows.remove(row)
+                if row in session.new:
+                    session.expunge(row)  # added earlier in this transaction and never written
+                else:
+                    await session.delete(row)
 
 
 def _load_of(row: RepLoadRow | None, today: str) -> RepLoad:
@@ -914,10 +977,12 @@ def _local_day(now: datetime, tz: str) -> str:
 
 
 async def _adjust_load(session: AsyncSession, rep_id: str, *, open_delta: int, day: str | None) -> None:
-    row = await session.get(RepLoadRow, rep_id)
+    loads = await _loads(session)
+    row = loads.get(rep_id)
     if row is None:
         row = RepLoadRow(rep_id=rep_id, open_leads=0, day="", assigned_today=0)
         session.add(row)
+        loads[rep_id] = row  # unflushed rows are not in the identity map: the cache is how the next lead finds it
     row.open_leads = max(0, row.open_leads + open_delta)
     if day is not None:
         if row.day != day:

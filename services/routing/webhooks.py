@@ -56,6 +56,7 @@ WEBHOOK_EVENT_TYPES = frozenset(
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 DELIVERY_STATUSES = (PENDING, SUCCEEDED, FAILED)
 _ENQUEUED_FLAG = "handoff_webhooks_enqueued"
+_ENDPOINTS = "handoff_webhook_endpoints"  # session.info key: (transaction, enabled endpoints) read once
 _MAX_URL_LENGTH = 2048
 _DNS_TIMEOUT_S = 5.0
 
@@ -372,11 +373,7 @@ async def enqueue_deliveries(session: AsyncSession, events: Sequence[Event], now
     """Queue one delivery per event and subscribed, enabled endpoint in the caller's transaction; returns the count."""
     if not events:
         return 0
-    endpoints = (
-        await session.execute(
-            select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(WebhookEndpoint.enabled.is_(True))
-        )
-    ).all()
+    endpoints = await _subscribed_endpoints(session)
     rows: list[dict[str, Any]] = []
     for event in events:
         payload: str | None = None
@@ -389,6 +386,23 @@ async def enqueue_deliveries(session: AsyncSession, events: Sequence[Event], now
         await session.execute(insert(WebhookDelivery), rows)
         session.info[_ENQUEUED_FLAG] = True
     return len(rows)
+
+
+async def _subscribed_endpoints(session: AsyncSession) -> list[tuple[str, list[str]]]:
+    """Enabled endpoints and their event types, read once per transaction (a consumer batch writes many events);
+    a rolled-back or new transaction reads them again."""
+    current = session.sync_session.get_transaction()
+    cached = session.info.get(_ENDPOINTS)
+    if cached is not None and cached[0] is current:
+        return cached[1]
+    rows = (
+        await session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(WebhookEndpoint.enabled.is_(True))
+        )
+    ).all()
+    endpoints = [(endpoint_id, list(event_types or [])) for endpoint_id, event_types in rows]
+    session.info[_ENDPOINTS] = (current, endpoints)
+    return endpoints
 
 
 def _new_delivery(endpoint_id: str, message_id: str, event_type: str, payload: str, now: datetime) -> dict[str, Any]:
@@ -469,6 +483,7 @@ class Webhooks:
             updated_at=now,
         )
         session.add(endpoint)
+        session.info.pop(_ENDPOINTS, None)  # this transaction's own events go to the new endpoint too
         await session.flush()
         return endpoint, secret
 
@@ -507,6 +522,7 @@ class Webhooks:
         elif enabled is False and endpoint.enabled:
             await disable_endpoint(session, endpoint, "manual", now)
         endpoint.updated_at = now
+        session.info.pop(_ENDPOINTS, None)
         await session.flush()
         return endpoint
 
@@ -614,6 +630,7 @@ async def disable_endpoint(session: AsyncSession, endpoint: WebhookEndpoint, rea
     endpoint.disabled_reason = reason
     endpoint.disabled_at = now
     endpoint.updated_at = now
+    session.info.pop(_ENDPOINTS, None)
     await session.flush()
     result = await session.execute(
         update(WebhookDelivery)

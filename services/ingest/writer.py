@@ -1,0 +1,161 @@
+"""Group commit for web leads: many requests' leads stored in one transaction, each answered after that commit.
+
+Requests normalize their lead outside any lock and hand it to `IngestWriter.submit`, which waits for the answer.
+One writer task takes whatever is pending (up to `max_batch`), stores it with `handlers.accept_leads` in one
+transaction and resolves every waiter only once that transaction has committed. While it commits, the next batch
+gathers, so batches grow with load and a lone request is written at once.
+
+Failures: a transient store error (locked, disconnected, read-only) fails every waiter of the batch, which the API
+answers with 503, nothing kept. Any other error (a constraint, a bad value) might belong to a single lead, so the
+batch is retried one lead per transaction and only the lead that fails again is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import structlog
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError, StatementError
+
+from common.db import Database
+from ingest import handlers
+from ingest.handlers import IdempotencyConflict, PreparedLead, Stored
+from ingest.settings import IngestSettings
+
+log = structlog.get_logger(__name__)
+
+_Waiter = tuple[PreparedLead, "asyncio.Future[Stored]"]
+
+
+class WriterUnavailable(Exception):
+    """The writer is not running (not started, or shutting down): nothing was stored."""
+
+
+def _is_item_error(exc: BaseException) -> bool:
+    """An error that may come from one lead's data rather than from the store as a whole."""
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    if isinstance(exc, SQLAlchemyError | OSError):
+        # StatementError wraps a value that failed to bind; its DBAPI subclasses are store-wide unless listed above.
+        return type(exc) is StatementError
+    return isinstance(exc, Exception)
+
+
+class IngestWriter:
+    """Queues prepared leads and stores them in batches, one transaction per batch."""
+
+    def __init__(self, db: Database, settings: IngestSettings) -> None:
+        self._db = db
+        self._settings = settings
+        self._max_batch = settings.writer_max_batch
+        self._queue: asyncio.Queue[_Waiter] = asyncio.Queue(maxsize=settings.writer_max_pending)
+        self._task: asyncio.Task[None] | None = None
+        self._accepting = False
+
+    async def start(self) -> None:
+        """Start the writer task."""
+        self._accepting = True
+        self._task = asyncio.create_task(self._run(), name="ingest-writer")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Store what is already queued (within `timeout`), then stop; anything left is refused, never dropped."""
+        self._accepting = False
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained(), timeout)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        while not self._queue.empty():
+            _, future = self._queue.get_nowait()
+            _fail(future, WriterUnavailable("ingest is shutting down"))
+
+    async def _drained(self) -> None:
+        await self._queue.join()
+
+    async def submit(self, item: PreparedLead) -> Stored:
+        """Store one lead; returns after its transaction committed; raises IdempotencyConflict or a store error."""
+        if not self._accepting:
+            raise WriterUnavailable("the ingest writer is not running")
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    _fail(future, WriterUnavailable("ingest is shutting down"))
+                raise
+            except Exception as exc:  # the writer must outlive any one batch
+                log.exception("ingest_writer_failed", error=type(exc).__name__)
+                for _, future in batch:
+                    _fail(future, exc)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write(self, batch: Sequence[_Waiter]) -> None:
+        # A request that gave up (client gone) has no answer to wait for: storing it would only make its retry a
+        # second lead.
+        live = [(item, future) for item, future in batch if not future.done()]
+        if not live:
+            return
+        try:
+            outcomes = await self._commit([item for item, _ in live])
+        except Exception as exc:
+            if len(live) > 1 and _is_item_error(exc):
+                log.warning("ingest_batch_retried_one_by_one", size=len(live), error=type(exc).__name__)
+                for waiter in live:
+                    await self._write_one(waiter)
+                return
+            if not _is_item_error(exc):
+                log.error("ingest_store_failed", size=len(live), error=type(exc).__name__)
+            for _, future in live:
+                _fail(future, exc)
+            return
+        for (_, future), outcome in zip(live, outcomes, strict=True):
+            _resolve(future, outcome)
+
+    async def _write_one(self, waiter: _Waiter) -> None:
+        item, future = waiter
+        for attempt in range(3):
+            try:
+                (outcome,) = await self._commit([item])
+            except IntegrityError as exc:
+                # Another process committed the same Idempotency-Key first: the next attempt replays its answer.
+                if attempt == 2:
+                    _fail(future, exc)
+            except Exception as exc:
+                _fail(future, exc)
+                return
+            else:
+                _resolve(future, outcome)
+                return
+
+    async def _commit(self, items: list[PreparedLead]) -> list[Stored | IdempotencyConflict]:
+        async with self._db.transaction() as session:
+            return await handlers.accept_leads(session, self._settings, items)
+
+
+def _resolve(future: asyncio.Future[Stored], outcome: Stored | IdempotencyConflict) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, IdempotencyConflict):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _fail(future: asyncio.Future[Stored], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
