@@ -17,14 +17,15 @@ import structlog
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from common.web import Admin, bearer_token, tokens_equal
 from ingest import handlers
-from ingest.domain import LeadValidationError, hash_api_key, lookup_country, normalize_url
+from ingest.domain import LeadValidationError, hash_api_key, lookup_country, normalize_lead, normalize_url
 from ingest.domain.keys import PUBLISHABLE_PREFIX
 from ingest.settings import IngestSettings
 from ingest.store import IngestRepository, Source
+from ingest.writer import IngestWriter, WriterUnavailable
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -352,7 +353,6 @@ async def post_lead(request: Request) -> Response:
 async def _accept_post(
     request: Request, caller: _Caller, raw_body: bytes, content_type: str, fields: dict[str, Any]
 ) -> Response:
-    settings: IngestSettings = request.app.state.settings
     runtime = request.app.state.runtime
     source = caller.source
     browser_form = caller.origin is not None and content_type == "application/x-www-form-urlencoded"
@@ -383,38 +383,27 @@ async def _accept_post(
     fingerprint = handlers.request_fingerprint(raw_body, content_type)
     now = _now(request)
 
-    replayed = False
-    for attempt in range(3):
-        try:
-            async with runtime.db.transaction() as session:
-                replay = None
-                if scope_key:
-                    replay = await handlers.replay_idempotent(session, settings, scope_key, fingerprint, now)
-                if replay is not None:
-                    status, body = replay
-                    replayed = True
-                else:
-                    accepted = await handlers.accept_lead(
-                        session, settings, raw=fields, source=source, now=now, correlation_id=correlation_id
-                    )
-                    status, body = 202, accepted.body(correlation_id)
-                    if scope_key:
-                        handlers.remember_idempotent(session, scope_key, fingerprint, status, body, now)
-            break
-        except handlers.IdempotencyConflict:
-            raise _error(
-                409, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
-            ) from None
-        except LeadValidationError as exc:
-            raise _error(
-                422, "validation_failed", [{"field": e.field, "reason": e.reason} for e in exc.errors]
-            ) from None
-        except IntegrityError as exc:
-            # A concurrent request with the same key committed first: the next attempt replays its response.
-            if attempt == 2:
-                raise _unavailable(exc) from None
-        except (SQLAlchemyError, OSError) as exc:
-            raise _unavailable(exc) from None
+    try:
+        lead = normalize_lead(
+            fields,
+            default_region=source.default_region if source else None,
+            field_mapping=source.field_mapping if source else None,
+            now=now,
+        )
+    except LeadValidationError as exc:
+        if scope_key and await _key_used_for_another_body(runtime, scope_key, fingerprint):
+            raise _conflict() from None
+        raise _error(422, "validation_failed", [{"field": e.field, "reason": e.reason} for e in exc.errors]) from None
+    prepared = handlers.PreparedLead(lead, source, now, correlation_id, scope_key=scope_key, fingerprint=fingerprint)
+    writer: IngestWriter = request.app.state.writer
+    try:
+        # Returns only once the lead's own transaction has committed: the 202 below is a durable promise.
+        stored = await writer.submit(prepared)
+    except handlers.IdempotencyConflict:
+        raise _conflict() from None
+    except (SQLAlchemyError, OSError, WriterUnavailable) as exc:
+        raise _unavailable(exc) from None
+    status, body, replayed = stored.status, stored.body, stored.replayed
 
     if replayed:
         response: Response = JSONResponse(body, status_code=status, headers={"Idempotent-Replayed": "true"})
@@ -427,6 +416,20 @@ async def _accept_post(
         )
         response = JSONResponse(body, status_code=status)
     return (_thank_you(source) or response) if browser_form else response
+
+
+def _conflict() -> HTTPException:
+    return _error(409, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
+
+
+async def _key_used_for_another_body(runtime: Any, scope_key: str, fingerprint: str) -> bool:
+    """Whether a stored response holds this key for another body (a reused key is a 409 before it is a 422)."""
+    try:
+        async with runtime.db.read() as session:
+            record = await IngestRepository(session).idempotency(scope_key)
+    except (SQLAlchemyError, OSError):
+        return False  # the 422 stands on its own; the key check is a courtesy
+    return record is not None and record.request_hash != fingerprint
 
 
 def _thank_you(source: Source | None) -> Response | None:

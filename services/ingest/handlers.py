@@ -257,13 +257,13 @@ async def accept_leads(
             duplicate_of = None
             if settings.repeat_window_hours > 0:
                 since = item.now - window
-                first, stale = _first_sighting(identities, since, stored_first, batch_seen)
+                sighting, stale = _first_sighting(identities, since, stored_first, batch_seen)
                 if stale:
                     # The batch's look-up began at its oldest item's window; this item's starts later, so ask alone.
                     # A stored lead predates every lead of this batch, so it wins when there is one.
                     duplicate_of = await repo.earlier_lead_for(identities, since)
-                if duplicate_of is None and first is not None:
-                    duplicate_of = first[2]
+                if duplicate_of is None and sighting is not None:
+                    duplicate_of = sighting[2]
             lead_id = str(uuid.uuid4())
             accepted = Accepted(lead_id, "accepted", duplicate_of, item.is_test)
             data = item.lead.to_dict()

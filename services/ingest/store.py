@@ -198,11 +198,11 @@ class IngestRepository:
             )
         )
         wanted = set(keys)
-        return {
-            (source_id, external_id): (lead_id, duplicate_of, bool(is_test))
-            for lead_id, source_id, external_id, duplicate_of, is_test in rows.all()
-            if (source_id, external_id) in wanted
-        }
+        found: dict[tuple[str, str], tuple[str, str | None, bool]] = {}
+        for lead_id, source_id, external_id, duplicate_of, is_test in rows.all():
+            if source_id is not None and external_id is not None and (source_id, external_id) in wanted:
+                found[(source_id, external_id)] = (lead_id, duplicate_of, bool(is_test))
+        return found
 
     async def first_leads_for(self, identities: Collection[str], since: datetime) -> dict[str, tuple[datetime, str]]:
         """For each identity, (seen_at, lead id) of its earliest sighting since `since`."""

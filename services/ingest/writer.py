@@ -59,13 +59,13 @@ class IngestWriter:
         self._accepting = True
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Store what is already queued (within `timeout`), then stop; anything left is refused, never dropped."""
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Store what is already queued (within `grace_s`), then stop; anything left is refused, never dropped."""
         self._accepting = False
         if self._task is None:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained(), timeout)
+            await asyncio.wait_for(self._queue.join(), grace_s)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -73,9 +73,6 @@ class IngestWriter:
         while not self._queue.empty():
             _, future = self._queue.get_nowait()
             _fail(future, WriterUnavailable("ingest is shutting down"))
-
-    async def _drained(self) -> None:
-        await self._queue.join()
 
     async def submit(self, item: PreparedLead) -> Stored:
         """Store one lead; returns after its transaction committed; raises IdempotencyConflict or a store error."""
