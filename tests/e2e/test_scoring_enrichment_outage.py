@@ -126,7 +126,7 @@ class Scores:
         self.latency[lead_id] = -started
         return lead_id
 
-    def wait(self, lead_id: str, timeout: float = 30) -> dict[str, Any]:
+    def wait(self, lead_id: str, timeout: float = 120) -> dict[str, Any]:
         def scored() -> dict[str, Any] | None:
             response = self.client.get(f"{self.stack['scoring'].url}/v1/scores/{lead_id}", headers=ADMIN)
             return response.json() if response.status_code == 200 else None
