@@ -42,6 +42,7 @@ from routing.domain import (
 from routing.domain.hours import zone
 from routing.settings import RoutingSettings
 from routing.store import (
+    ESCALATE,
     AccountRow,
     AssignmentRow,
     ErasedLead,
@@ -333,6 +334,7 @@ class Router:
         previous: AssignmentRow | None = None,
         end_reason: str | None = None,
         forced: Decision | None = None,
+        note: Mapping[str, Any] | None = None,
     ) -> AssignmentRow:
         """Decide, persist the decision with rotation and load in this transaction, start the clock, emit."""
         await _lock(session)
@@ -411,6 +413,7 @@ class Router:
                     "end_reason": end_reason,
                     "sla_due_at": due.isoformat() if due else None,
                     "candidates": [c.to_dict() for c in decision.candidates],
+                    **(note or {}),
                 },
             )
         )
@@ -524,14 +527,24 @@ class Router:
     # -- SLA timers -----------------------------------------------------------------------------------------------
 
     async def fire_due_timers(self, session: AsyncSession, now: datetime, limit: int) -> int:
-        """Fire what is due: warnings, breaches (then escalate) and holds (then route again). Returns the count."""
+        """Detect what is due and make the escalations it calls for, all in this transaction; returns how many
+        timers were due (the timer loop uses detect_due_timers and escalate_due in separate transactions)."""
+        fired = await self.detect_due_timers(session, now, limit)
+        while await self.escalate_due(session, now, limit):
+            pass
+        return fired
+
+    async def detect_due_timers(self, session: AsyncSession, now: datetime, limit: int) -> int:
+        """Fire what is due: warnings, breaches and holds (then route again). A breach is recorded and leaves a
+        durable escalation marker, so the slow part (a reassignment) never holds back the next breach's
+        detection. Returns how many timers fired."""
         repo = RoutingRepository(session)
         next_due = aware(await repo.next_due())
         if next_due is None or next_due > now:
             return 0  # the idle path takes no lock
         # Every writer takes the routing lock before any row lock (here: before claiming timers), so a rep's
         # touch and a breach firing at the same moment serialize instead of deadlocking on each other's rows.
-        await repo.lock_routing()
+        await _lock(session)
         # The lock may have been waited for (another process's batch): fire, and report lateness, as of now.
         now = max(now, self.clock())
         timers = await repo.due_timers(now, limit)
@@ -568,9 +581,58 @@ class Router:
                 await self._emit_sla(session, "lead.sla_warning", lead, current, timer, now)
             else:
                 await self._emit_sla(session, "lead.sla_breached", lead, current, timer, now)
-                currents[lead.lead_id] = await self.escalate(session, lead, current, now)
+                # Due at detection: its lateness when claimed is the escalation's own delay.
+                session.add(SlaTimer(lead_id=lead.lead_id, assignment_id=current.id, kind=ESCALATE, due_at=now))
+                self.on_timer_written(now)
         await session.flush()
         return len(timers)
+
+    async def escalate_due(self, session: AsyncSession, now: datetime, limit: int) -> int:
+        """Make the reassignments of detected breaches, each once: a marker is claimed and fired in the
+        transaction that escalates, so a crash retries it and two processes never both take it."""
+        repo = RoutingRepository(session)
+        if not await repo.escalation_due(max(now, self.clock())):
+            return 0  # nothing waits: take no lock
+        await _lock(session)
+        now = max(now, self.clock())
+        markers = await repo.due_timers(now, limit, escalations=True)
+        if not markers:
+            return 0
+        lead_ids = {marker.lead_id for marker in markers}
+        currents = await repo.current_assignments(lead_ids)
+        leads = await repo.leads(lead_ids)
+        for marker in markers:
+            await self._escalate_marker(session, marker, leads.get(marker.lead_id), currents, now)
+        await session.flush()
+        return len(markers)
+
+    async def _escalate_marker(
+        self,
+        session: AsyncSession,
+        marker: SlaTimer,
+        lead: LeadRow | None,
+        currents: dict[str, AssignmentRow],
+        now: datetime,
+    ) -> None:
+        marker.fired_at = now
+        current = currents.get(marker.lead_id)
+        if lead is None or current is None or current.id != marker.assignment_id:
+            marker.cancelled = True  # the lead moved on before the escalation (a manual reassignment)
+            return
+        detected = aware(marker.due_at) or now
+        late_ms = max(0, round((now - detected).total_seconds() * 1000))
+        note = {"breach_detected_at": detected.isoformat(), "escalation_late_ms": late_ms}
+        currents[lead.lead_id] = await self.escalate(session, lead, current, now, note=note)
+
+    async def _escalate_pending(self, session: AsyncSession, lead: LeadRow, now: datetime) -> None:
+        """A breach detected but not yet escalated happened first: escalate before anything else changes the lead."""
+        markers = await RoutingRepository(session).pending_escalations(lead.lead_id)
+        if not markers:
+            return
+        currents = await RoutingRepository(session).current_assignments({lead.lead_id})
+        for marker in markers:
+            await self._escalate_marker(session, marker, lead, currents, now)
+        await session.flush()
 
     async def _emit_sla(
         self,
@@ -602,7 +664,13 @@ class Router:
         await self._publish(session, [event])
 
     async def escalate(
-        self, session: AsyncSession, lead: LeadRow, current: AssignmentRow, now: datetime
+        self,
+        session: AsyncSession,
+        lead: LeadRow,
+        current: AssignmentRow,
+        now: datetime,
+        *,
+        note: Mapping[str, Any] | None = None,
     ) -> AssignmentRow:
         """The ladder: reassign to the next eligible rep with a fresh clock, then the manager or the team queue."""
         repo = RoutingRepository(session)
@@ -647,6 +715,7 @@ class Router:
             previous=current,
             end_reason="sla_breach",
             forced=forced,
+            note=note,
         )
 
     # -- previews and rep actions ---------------------------------------------------------------------------------
@@ -708,8 +777,9 @@ class Router:
         lead = await repo.lead(lead_id)
         if lead is None:
             raise LookupError("this lead has not been routed (yet)")
-        current = await repo.current_assignment(lead_id)
         now = self.clock()
+        await self._escalate_pending(session, lead, now)
+        current = await repo.current_assignment(lead_id)
         await self.roster(session)  # the touch facts read the rep's working hours from it
         actor = rep_id or (current.rep_id if current else None)
         if lead.status in ("converted", "disqualified"):

@@ -32,8 +32,14 @@ class RoutingSettings(ServiceSettings):
     # or timer batch: small batches keep SLA timers from waiting behind a burst of new leads, and vice versa.
     consumer_batch_size: int = Field(default=25, ge=1, le=10_000)
     timer_batch_size: int = Field(default=50, ge=1)
-    # The timer loop never sleeps longer than this, so a timer written by another process fires on time.
+    # The timer loop never sleeps longer than this between looks at its next due time.
     timer_max_sleep_s: float = Field(default=0.25, gt=0)
+    # The loop caches its next due time (its own new timers wake it) and reads the store again at least this
+    # often, which is how a timer written by another process, or one that died, is found.
+    timer_refresh_s: float = Field(default=1.0, gt=0)
+    # Breaches are detected in batches of timer_batch_size; their reassignments run in smaller transactions
+    # in between, so escalating one burst never delays detecting the next breach by more than one such batch.
+    timer_escalation_batch_size: int = Field(default=10, ge=1)
     # A backtest replays at most this many leads at once (each is held in memory and decided twice).
     backtest_max_leads: int = Field(default=50_000, ge=1)
 

@@ -177,7 +177,8 @@ class SlaTimer(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     lead_id: Mapped[str] = mapped_column(String(36), index=True)
     assignment_id: Mapped[int] = mapped_column(Integer, index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # warning | breach | hold
+    # warning | breach | hold | escalate (a detected breach whose reassignment is still to be made)
+    kind: Mapped[str] = mapped_column(String(16))
     fraction: Mapped[float | None] = mapped_column(Float)
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -195,6 +196,7 @@ outbox = outbox_table(Base.metadata)
 processed = processed_table(Base.metadata)
 
 ROSTER_VERSION = "roster_version"
+ESCALATE = "escalate"
 ROUTING_LOCK = "routing_lock"
 
 
@@ -298,10 +300,12 @@ class RoutingRepository:
             ).scalars()
         )
 
-    async def due_timers(self, now: datetime, limit: int) -> list[SlaTimer]:
+    async def due_timers(self, now: datetime, limit: int, *, escalations: bool = False) -> list[SlaTimer]:
+        """Due clock timers (warnings, breaches, holds), or with `escalations` the pending escalation markers."""
+        kind = SlaTimer.kind == ESCALATE if escalations else SlaTimer.kind != ESCALATE
         query = (
             select(SlaTimer)
-            .where(SlaTimer.fired_at.is_(None), SlaTimer.due_at <= now)
+            .where(SlaTimer.fired_at.is_(None), SlaTimer.due_at <= now, kind)
             .order_by(SlaTimer.due_at)
             .limit(limit)
         )
@@ -377,6 +381,20 @@ class RoutingRepository:
                 )
             ).scalars()
         )
+
+    async def escalation_due(self, now: datetime) -> bool:
+        """Whether any detected breach waits for its escalation (read before taking the routing lock)."""
+        query = select(SlaTimer.id).where(
+            SlaTimer.fired_at.is_(None), SlaTimer.due_at <= now, SlaTimer.kind == ESCALATE
+        )
+        return (await self.session.execute(query.limit(1))).first() is not None
+
+    async def pending_escalations(self, lead_id: str) -> list[SlaTimer]:
+        """This lead's breaches detected but not yet escalated."""
+        query = select(SlaTimer).where(
+            SlaTimer.lead_id == lead_id, SlaTimer.kind == ESCALATE, SlaTimer.fired_at.is_(None)
+        )
+        return list((await self.session.execute(query)).scalars())
 
     async def is_erased(self, lead_id: str) -> bool:
         return await self.session.get(ErasedLead, lead_id) is not None
