@@ -364,11 +364,16 @@ def charts(results: dict[str, Any], folder: Path, prefix: str) -> list[str]:
     return made
 
 
-def write(results: dict[str, Any], folder: Path, stamp: str) -> tuple[Path, Path]:
-    """bench/results/<stamp>.md with its charts, and latest.md with latest-*.png copies; returns both paths."""
+def write(results: dict[str, Any], folder: Path, stamp: str, *, complete: bool = True) -> tuple[Path, Path | None]:
+    """bench/results/<stamp>.md with its charts, and (for a run of every benchmark) latest.md with latest-*.png.
+
+    A partial run (`--only`) never replaces latest.md: the README's table must come from one run of everything.
+    """
     made = charts(results, folder, f"{stamp}-")
     path = folder / f"{stamp}.md"
     path.write_text(markdown(results, made))
+    if not complete:
+        return path, None
     latest_charts = []
     for name in made:
         target = "latest-" + name.removeprefix(f"{stamp}-")

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"{stamp}.json"
     json_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    md_path, latest = report.write(results, args.out, stamp)
+    md_path, latest = report.write(results, args.out, stamp, complete=set(selected) == set(BENCHMARKS))
     log(f"wrote {json_path}, {md_path} and {latest}")
     print(md_path.read_text())
     return 1 if results["errors"] else 0
