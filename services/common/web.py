@@ -57,7 +57,11 @@ class CorrelationIdMiddleware:
 
 
 class _BodyTooLarge(Exception):
-    pass
+    """Raised by the body limit while streaming; carries the limit for the 413 it becomes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 class BodyLimitMiddleware:
@@ -90,7 +94,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -176,6 +180,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, _BodyTooLarge):
+            # FastAPI reports any error while it reads a model's body as "400 error parsing the body"; the body
+            # limit is one of them, and it is a 413.
+            return JSONResponse(_too_large(exc.__cause__.limit), status_code=413)
         body = (
             exc.detail
             if isinstance(exc.detail, dict)

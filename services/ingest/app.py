@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,9 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common import web
 from common.logging import configure_logging
 from common.runtime import Runtime
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
@@ -75,7 +72,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
         settings.public_rate_limit_per_minute, settings.public_rate_limit_max_addresses
     )
     install_common(app, max_body_bytes=settings.max_body_bytes)
-    _install_store_errors(app, settings.max_body_bytes)
+    _install_store_errors(app)
 
     async def readiness(request: Request) -> tuple[bool, dict[str, object]]:
         return await request.app.state.runtime.readiness()
@@ -87,7 +84,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
     return app
 
 
-def _install_store_errors(app: FastAPI, max_body_bytes: int) -> None:
+def _install_store_errors(app: FastAPI) -> None:
     """A store that cannot answer is a 503 the caller can retry, on every route, never a 500."""
 
     async def unavailable(request: Request, exc: Exception) -> Response:
@@ -100,21 +97,6 @@ def _install_store_errors(app: FastAPI, max_body_bytes: int) -> None:
 
     app.add_exception_handler(SQLAlchemyError, unavailable)
     app.add_exception_handler(OSError, unavailable)  # connection refused/reset, timeouts
-
-    http_errors = app.exception_handlers[StarletteHTTPException]
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        # FastAPI turns any error while it reads a body for a model into "400 error parsing the body", the body
-        # limit's too; common.web's limit raises a private exception, recognised here until it raises a 413 itself.
-        if isinstance(exc, StarletteHTTPException) and isinstance(exc.__cause__, web._BodyTooLarge):
-            return JSONResponse(
-                {"error": "payload_too_large", "detail": f"the body is larger than {max_body_bytes} bytes"},
-                status_code=413,
-            )
-        response = http_errors(request, exc)
-        return await response if inspect.isawaitable(response) else response
-
-    app.add_exception_handler(StarletteHTTPException, http_error)
 
 
 def _document_security(app: FastAPI) -> None:
