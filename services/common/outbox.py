@@ -124,9 +124,9 @@ class OutboxRelay:
                         await self._sleep(2.0)
                         continue
                     if self._producer is None:
-                        producer = self._producer_factory()
-                        await asyncio.wait_for(producer.start(), self._settings.kafka_send_timeout_s)
-                        self._producer = producer
+                        # Kept before start() so that a start which fails or times out is still stopped below.
+                        self._producer = self._producer_factory()
+                        await asyncio.wait_for(self._producer.start(), self._settings.kafka_send_timeout_s)
                         log.info("outbox_relay_connected")
                     published = await self._publish_batch(self._producer)
                     backoff = 0.5
@@ -235,7 +235,16 @@ class _Leadership:
         return False
 
     async def release(self) -> None:
-        if self._conn is not None:
+        if self._conn is None:
+            return
+        conn, self._conn = self._conn, None
+        try:
+            # close() only hands the connection back to the pool, and a session-level lock stays with it:
+            # unlock explicitly, or the next relay in this process could find the lock taken by nobody.
+            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            await conn.commit()
+            await conn.close()
+        except Exception:
             with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
+                await conn.invalidate()  # drop the server session itself, which releases the lock
+                await conn.close()

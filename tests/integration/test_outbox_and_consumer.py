@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from common.consumer import ConsumerLoop
 from common.db import Database, upgrade_schema_async
@@ -55,9 +55,7 @@ async def test_relay_publishes_committed_events_in_order_and_never_rolled_back_o
     settings = _settings(kafka_bootstrap, namespace)
     await ensure_topics(settings, ["things.v1"])
     db = await _database(database_url)
-    relay = OutboxRelay(
-        settings=settings, db=db, table=outbox, producer_factory=lambda: new_producer(settings)
-    )
+    relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=lambda: new_producer(settings))
     task = asyncio.create_task(relay.run())
     try:
         committed = [_event("lead-1", n, correlation_id="corr-1") for n in range(5)]
@@ -99,9 +97,7 @@ async def test_relay_keeps_rows_while_the_broker_is_unreachable_then_publishes_t
     await ensure_topics(good, ["things.v1"])
     db = await _database(database_url)
     async with db.transaction() as session:
-        await add_events(
-            session, outbox, good, [_event(f"lead-{i}", i) for i in range(3)], lambda _e: "things.v1"
-        )
+        await add_events(session, outbox, good, [_event(f"lead-{i}", i) for i in range(3)], lambda _e: "things.v1")
 
     relay = OutboxRelay(settings=down, db=db, table=outbox, producer_factory=lambda: new_producer(down))
     task = asyncio.create_task(relay.run())
@@ -122,11 +118,49 @@ async def test_relay_keeps_rows_while_the_broker_is_unreachable_then_publishes_t
         await db.dispose()
 
 
+async def test_one_relay_publishes_per_service_on_postgres_and_a_stopped_one_hands_over(
+    pg_database: str, kafka_bootstrap: str, namespace: str
+) -> None:
+    settings = _settings(kafka_bootstrap, namespace)
+    await ensure_topics(settings, ["things.v1"])
+    first_db = await _database(pg_database)
+    second_db = Database(pg_database)  # another process's engine, with its own connections
+
+    first = OutboxRelay(settings=settings, db=first_db, table=outbox, producer_factory=lambda: new_producer(settings))
+    first_task = asyncio.create_task(first.run())
+    await wait_until_async(lambda: _holds_lock(first_db), timeout=10, what="first relay leads")
+    await first.stop()
+    await first_task
+    assert not await _holds_lock(second_db), "a stopped relay must not leave its lock on a pooled connection"
+
+    # The first engine stays open with its pooled connections, as a process whose relay stopped on shutdown would.
+    second = OutboxRelay(settings=settings, db=second_db, table=outbox, producer_factory=lambda: new_producer(settings))
+    second_task = asyncio.create_task(second.run())
+    try:
+        async with first_db.transaction() as session:
+            await add_events(session, outbox, settings, [_event("lead-h", 1)], lambda _e: "things.v1")
+        await wait_until_async(lambda: _is_zero(backlog(first_db, outbox)), timeout=10, what="handed-over publish")
+    finally:
+        await second.stop()
+        await second_task
+        await first_db.dispose()
+        await second_db.dispose()
+
+
+async def _holds_lock(db: Database) -> bool:
+    async with db.read() as session:
+        held = await session.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        )
+        return bool(held.scalar_one())
+
+
 async def _count(db: Database, subject: str) -> int:
     async with db.read() as session:
-        row = (
-            await session.execute(select(Setting).where(Setting.key == f"count:{subject}"))
-        ).scalar_one_or_none()
+        row = (await session.execute(select(Setting).where(Setting.key == f"count:{subject}"))).scalar_one_or_none()
         return row.value if row else 0
 
 
