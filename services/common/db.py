@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import MetaData, event, pool
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_
 
 # Stable constraint names, so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -26,6 +30,54 @@ def new_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class _Cursor(sqlite3.Cursor):
+    async def _async_soft_close(self) -> None:
+        """AsyncSession calls this on async drivers' cursors; rows here are read synchronously, so: nothing."""
+
+
+class _Connection(sqlite3.Connection):
+    def cursor(self, factory: Any = _Cursor) -> Any:
+        return super().cursor(factory)
+
+
+class InlineSQLiteDialect(SQLiteDialect_pysqlite):
+    """SQLite for the async engine without a thread hop per call: statements run on the event loop's thread.
+
+    aiosqlite sends every cursor call (cursor, execute, fetch, close) to a worker thread and back, four event-loop
+    wake-ups per statement, which cost more than the statement itself on a local file. Here only COMMIT, the one
+    call that waits for the disk (fsync), goes to a thread, so the loop keeps serving while it waits. Writers never
+    wait on each other inside SQLite: Database queues them on an asyncio lock, and WAL readers do not block.
+    """
+
+    driver = "handoff"
+    is_async = True
+    supports_statement_cache = True
+
+    @classmethod
+    def get_pool_class(cls, url: URL) -> type[pool.Pool]:
+        return pool.AsyncAdaptedQueuePool
+
+    def create_connect_args(self, url: URL) -> Any:
+        args, kwargs = super().create_connect_args(url)
+        kwargs["check_same_thread"] = False  # COMMIT runs in a worker thread, never concurrently with anything
+        kwargs["factory"] = _Connection
+        return args, kwargs
+
+    def do_commit(self, dbapi_connection: Any) -> None:
+        await_(asyncio.to_thread(dbapi_connection.commit))
+
+
+registry.register("sqlite.handoff", __name__, "InlineSQLiteDialect")
+
+
+def _engine_url(url: str) -> str:
+    """SQLite URLs (any driver) run on the inline dialect; everything else as given."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.set(drivername="sqlite+handoff").render_as_string(hide_password=False)
+    return url
+
+
 class Database:
     """The engine and session factory of one service, built in the lifespan and disposed on shutdown."""
 
@@ -38,12 +90,12 @@ class Database:
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.engine: AsyncEngine = create_async_engine(_engine_url(url), **kwargs)
         self.read_engine = self.engine
         if self.is_sqlite:
             _configure_sqlite(self.engine, sqlite_synchronous, begin="BEGIN IMMEDIATE")
             # Readers get their own engine with deferred transactions: on WAL they never wait for the writer.
-            self.read_engine = create_async_engine(url, **kwargs)
+            self.read_engine = create_async_engine(_engine_url(url), **kwargs)
             _configure_sqlite(self.read_engine, sqlite_synchronous, begin="BEGIN")
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
@@ -74,8 +126,8 @@ class Database:
     async def ping(self) -> None:
         from sqlalchemy import text
 
-        async with self.read_engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with self.read() as session:
+            await session.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
