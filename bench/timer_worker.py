@@ -58,6 +58,7 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
     from sqlalchemy import bindparam, update
 
     from common.db import Database, upgrade_schema_async
+    from common.runtime import tune_gc
     from routing.app import MIGRATIONS
     from routing.handlers import Router
     from routing.settings import RoutingSettings
@@ -69,6 +70,7 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
     settings = RoutingSettings()
     db = Database(url, sqlite_synchronous=settings.sqlite_synchronous)
     await upgrade_schema_async(url, MIGRATIONS, Base.metadata)  # as routing's lifespan does
+    tune_gc()  # as Runtime.start does
     out["migrated_s"] = round(time.time() - args.spawned, 3)
     router = Router(settings)
     loop = TimerLoop(db, router, batch_size=settings.timer_batch_size, max_sleep_s=settings.timer_max_sleep_s)
@@ -79,14 +81,20 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
     claimed: dict[int, list[tuple[int, float, float]]] = {}
     detected: dict[int, tuple[float, float, float]] = {}  # timer id -> (due, claimed, committed)
     all_detected = asyncio.Event()
-    emit = router._emit_sla
+    build = router._sla_event
+    current_session: list[Any] = [None]
+    detect = router.detect_due_timers
+
+    async def detect_and_note(session: Any, now: datetime, limit: int) -> int:
+        current_session[0] = session
+        return await detect(session, now, limit)
 
     # The breach counts as detected when the transaction that fires it commits (that is when anyone can see it).
-    async def emit_and_note(session: Any, kind: str, lead: Any, current: Any, timer: Any, now: datetime) -> None:
-        await emit(session, kind, lead, current, timer, now)
+    def build_and_note(kind: str, lead: Any, current: Any, timer: Any, now: datetime) -> Any:
         if kind == "lead.sla_breached" and first <= timer.id <= last:
             due = timer.due_at if timer.due_at.tzinfo else timer.due_at.replace(tzinfo=UTC)
-            claimed.setdefault(id(session), []).append((timer.id, due.timestamp(), now.timestamp()))
+            claimed.setdefault(id(current_session[0]), []).append((timer.id, due.timestamp(), now.timestamp()))
+        return build(kind, lead, current, timer, now)
 
     def on_commit(session: Any) -> None:
         committed = time.time()
@@ -95,7 +103,8 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
         if len(detected) >= expected:
             all_detected.set()
 
-    router._emit_sla = emit_and_note  # type: ignore[method-assign]
+    router._sla_event = build_and_note  # type: ignore[method-assign]
+    router.detect_due_timers = detect_and_note  # type: ignore[method-assign]
     db.on_commit(on_commit)
 
     await loop.tick()

@@ -6,9 +6,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, Protocol, cast
 
 import structlog
+from sqlalchemy import Row, Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.envelope import Event
@@ -154,12 +155,34 @@ async def _account_owner(session: AsyncSession, domain: str | None) -> dict[str,
     return {key: owner} if owner else {}
 
 
+class _LeadFacts(Protocol):
+    """What an SLA notice reads of a lead: a LeadRow, or a row of RoutingRepository.clock_facts."""
+
+    lead_id: str
+    grade: str | None
+    source_kind: str | None
+
+
+class _ClockFacts(Protocol):
+    """What an SLA notice reads of the running assignment: an AssignmentRow, or a row of clock_facts."""
+
+    id: int
+    rep_id: str | None
+    team_id: str | None
+    sla_policy: str | None
+    sla_due_at: datetime | None
+
+
+class _TimerFacts(Protocol):
+    id: int
+    fraction: float | None
+    due_at: datetime
+
+
 class Router:
     """One per process: caches the parsed roster and rules by version; every write goes through a session."""
 
-    def __init__(
-        self, settings: RoutingSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    ) -> None:
+    def __init__(self, settings: RoutingSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
         self.clock = clock
         self._roster: Roster | None = None
@@ -233,9 +256,7 @@ class Router:
 
         await session.execute(update(RulesetRow).values(active=False))
         if existing is None:
-            session.add(
-                RulesetRow(version=rules.version, source_text=text, active=True, created_at=self.clock())
-            )
+            session.add(RulesetRow(version=rules.version, source_text=text, active=True, created_at=self.clock()))
         else:
             existing.active = True
         await RoutingRepository(session).bump_roster_version()  # every process picks the new rules up
@@ -270,9 +291,7 @@ class Router:
                     continue
                 account = await session.get(AccountRow, domain.lower())
                 if account is None:
-                    session.add(
-                        AccountRow(domain=domain.lower(), owner_rep_id=raw["owner"], name=raw.get("name"))
-                    )
+                    session.add(AccountRow(domain=domain.lower(), owner_rep_id=raw["owner"], name=raw.get("name")))
                 else:
                     account.owner_rep_id, account.name = raw["owner"], raw.get("name")
         await RoutingRepository(session).bump_roster_version()
@@ -317,9 +336,7 @@ class Router:
             erased_at=now if erased else None,
         )
         session.add(lead)  # inserted with the assignment, already carrying its outcome
-        await self.assign(
-            session, lead, now=now, correlation_id=event.correlation_id, event_type="lead.assigned"
-        )
+        await self.assign(session, lead, now=now, correlation_id=event.correlation_id, event_type="lead.assigned")
         _record_latency(session, lead, now)
 
     async def assign(
@@ -433,9 +450,7 @@ class Router:
     def _policy_for(self, decision: Decision, roster: Roster, grade: str | None) -> SlaPolicy | None:
         if decision.outcome == "queued":
             team = roster.team(decision.team_id)
-            return (
-                queue_policy(team) if team else sla_policy_for(None, queued=True, policies=self.sla_policies)
-            )
+            return queue_policy(team) if team else sla_policy_for(None, queued=True, policies=self.sla_policies)
         if decision.outcome == "assigned":
             return sla_policy_for(grade, policies=self.sla_policies)
         return None
@@ -453,9 +468,7 @@ class Router:
     ) -> None:
         if decision.outcome == "held" and decision.hold_until:
             session.add(
-                SlaTimer(
-                    lead_id=lead.lead_id, assignment_id=assignment.id, kind="hold", due_at=decision.hold_until
-                )
+                SlaTimer(lead_id=lead.lead_id, assignment_id=assignment.id, kind="hold", due_at=decision.hold_until)
             )
             self.on_timer_written(decision.hold_until)
             return
@@ -547,45 +560,65 @@ class Router:
         await _lock(session)
         # The lock may have been waited for (another process's batch): fire, and report lateness, as of now.
         now = max(now, self.clock())
-        timers = await repo.due_timers(now, limit)
-        lead_ids = {timer.lead_id for timer in timers}
-        currents = await repo.current_assignments(lead_ids)
-        leads = await repo.leads(lead_ids)
+        timers = await repo.claim_due_timers(now, limit)
+        if not timers:
+            return 0
+        facts = await repo.clock_facts({timer.lead_id for timer in timers})
+        # A burst fires thousands of timers in the same second: they are claimed, and their notices, timeline
+        # rows and escalation markers written, with one statement each per batch, never one per timer.
+        notices: list[Event] = []
+        markers: list[dict[str, Any]] = []
+        lateness: list[float] = []
+        cancelled: list[int] = []
+        holds: list[Row[Any]] = []
         for timer in timers:
-            timer.fired_at = now
-            current = currents.get(timer.lead_id)
-            if current is None or current.id != timer.assignment_id:
-                timer.cancelled = True  # the lead moved on (touched, reassigned): this clock no longer runs
+            clock = facts.get(timer.lead_id)
+            if clock is None or clock.id != timer.assignment_id:
+                cancelled.append(timer.id)  # the lead moved on (touched, reassigned): this clock no longer runs
                 continue
-            lead = leads.get(timer.lead_id)
-            if lead is None:
-                continue
-            late_s = max(0.0, (now - (aware(timer.due_at) or now)).total_seconds())
-            metrics.record(session, partial(metrics.SLA_TIMER_LATENESS.observe, late_s))
-            team = metrics.team_label(current.team_id)
-            if timer.kind == "warning":
-                metrics.record(session, metrics.SLA_WARNINGS.labels(team=team).inc)
-            elif timer.kind == "breach":
-                metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
+            lateness.append(max(0.0, (now - (aware(timer.due_at) or now)).total_seconds()))
+            team = metrics.team_label(clock.team_id)
             if timer.kind == "hold":
-                currents[lead.lead_id] = await self.assign(
-                    session,
-                    lead,
-                    now=now,
-                    correlation_id=None,
-                    event_type="lead.assigned",
-                    previous=current,
-                    end_reason="hold_ended",
-                )
+                holds.append(timer)
             elif timer.kind == "warning":
-                await self._emit_sla(session, "lead.sla_warning", lead, current, timer, now)
+                metrics.record(session, metrics.SLA_WARNINGS.labels(team=team).inc)
+                notices.append(self._sla_event("lead.sla_warning", clock, clock, timer, now))
             else:
-                await self._emit_sla(session, "lead.sla_breached", lead, current, timer, now)
+                metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
+                notices.append(self._sla_event("lead.sla_breached", clock, clock, timer, now))
                 # Due at detection: its lateness when claimed is the escalation's own delay.
-                session.add(SlaTimer(lead_id=lead.lead_id, assignment_id=current.id, kind=ESCALATE, due_at=now))
-                self.on_timer_written(now)
+                markers.append({"lead_id": clock.lead_id, "assignment_id": clock.id, "kind": ESCALATE, "due_at": now})
+        await repo.cancel_timers(cancelled)
+        if lateness:
+            metrics.record(session, partial(_observe_all, metrics.SLA_TIMER_LATENESS, lateness))
+        await self._emit_sla(session, notices)
+        if markers:
+            await session.execute(insert(cast(Table, SlaTimer.__table__)), markers)
+            self.on_timer_written(now)
+        if holds:
+            await self._end_holds(session, holds, now)
         await session.flush()
         return len(timers)
+
+    async def _end_holds(self, session: AsyncSession, holds: Sequence[Row[Any]], now: datetime) -> None:
+        """A lead held for its rep's working hours is routed again when the hold ends."""
+        repo = RoutingRepository(session)
+        lead_ids = {timer.lead_id for timer in holds}
+        currents = await repo.current_assignments(lead_ids)
+        leads = await repo.leads(lead_ids)
+        for timer in holds:
+            lead, current = leads.get(timer.lead_id), currents.get(timer.lead_id)
+            if lead is None or current is None:
+                continue
+            currents[lead.lead_id] = await self.assign(
+                session,
+                lead,
+                now=now,
+                correlation_id=None,
+                event_type="lead.assigned",
+                previous=current,
+                end_reason="hold_ended",
+            )
 
     async def escalate_due(self, session: AsyncSession, now: datetime, limit: int) -> int:
         """Make the reassignments of detected breaches, each once: a marker is claimed and fired in the
@@ -634,15 +667,7 @@ class Router:
             await self._escalate_marker(session, marker, lead, currents, now)
         await session.flush()
 
-    async def _emit_sla(
-        self,
-        session: AsyncSession,
-        kind: str,
-        lead: LeadRow,
-        current: AssignmentRow,
-        timer: SlaTimer,
-        now: datetime,
-    ) -> None:
+    def _sla_event(self, kind: str, lead: _LeadFacts, current: _ClockFacts, timer: _TimerFacts, now: datetime) -> Event:
         due = aware(timer.due_at)
         assert due is not None
         detail = {
@@ -659,9 +684,20 @@ class Router:
             "fired_at": now.isoformat(),
             "late_ms": max(0, round((now - due).total_seconds() * 1000)),
         }
-        session.add(TimelineRow(lead_id=lead.lead_id, at=now, kind=kind.removeprefix("lead."), detail=detail))
-        event = Event(type=kind, source=EVENT_SOURCE, subject=lead.lead_id, time=now, data=detail)
-        await self._publish(session, [event])
+        return Event(type=kind, source=EVENT_SOURCE, subject=lead.lead_id, time=now, data=detail)
+
+    async def _emit_sla(self, session: AsyncSession, events: Sequence[Event]) -> None:
+        """SLA warnings and breaches: a timeline row each, the events and their webhook deliveries."""
+        if not events:
+            return
+        await session.execute(
+            insert(cast(Table, TimelineRow.__table__)),
+            [
+                {"lead_id": e.subject, "at": e.time, "kind": e.type.removeprefix("lead."), "detail": e.data}
+                for e in events
+            ],
+        )
+        await self._publish(session, events)
 
     async def escalate(
         self,
@@ -840,11 +876,7 @@ class Router:
             "lead_id": lead_id,
             "status": lead.status,
             "rep_id": lead.current_rep_id,
-            **{
-                k: v
-                for k, v in detail.items()
-                if k in ("time_to_first_touch_s", "working_minutes", "within_sla")
-            },
+            **{k: v for k, v in detail.items() if k in ("time_to_first_touch_s", "working_minutes", "within_sla")},
         }
 
     def _touch_facts(self, lead: LeadRow, current: AssignmentRow | None, now: datetime) -> dict[str, Any]:
@@ -854,9 +886,7 @@ class Router:
         roster = self._roster
         rep = roster.rep(current.rep_id) if roster and current else None
         if rep is not None:
-            facts["working_minutes"] = round(
-                working_minutes_between(start, now, hours=rep.hours, tz=rep.timezone), 2
-            )
+            facts["working_minutes"] = round(working_minutes_between(start, now, hours=rep.hours, tz=rep.timezone), 2)
         due = aware(current.sla_due_at) if current else None
         facts["within_sla"] = None if due is None else now <= due
         return facts
@@ -1022,6 +1052,11 @@ def _load_of(row: RepLoadRow | None, today: str) -> RepLoad:
     if row is None:
         return RepLoad()
     return RepLoad(open_leads=row.open_leads, assigned_today=row.assigned_today if row.day == today else 0)
+
+
+def _observe_all(histogram: Any, values: Sequence[float]) -> None:
+    for value in values:
+        histogram.observe(value)
 
 
 def _record_latency(session: AsyncSession, lead: LeadRow, now: datetime) -> None:

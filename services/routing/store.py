@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import (
     func,
     select,
     text,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -98,9 +100,7 @@ class LeadRow(Base):
     __table_args__ = (Index("ix_leads_status_rep", "status", "current_rep_id"),)
 
     lead_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    status: Mapped[str] = mapped_column(
-        String(24)
-    )  # assigned|queued|held|nurture|touched|converted|disqualified
+    status: Mapped[str] = mapped_column(String(24))  # assigned|queued|held|nurture|touched|converted|disqualified
     current_rep_id: Mapped[str | None] = mapped_column(String(64))
     team_id: Mapped[str | None] = mapped_column(String(64))
     grade: Mapped[str | None] = mapped_column(String(2))
@@ -276,9 +276,7 @@ class RoutingRepository:
     async def current_assignment(self, lead_id: str) -> AssignmentRow | None:
         return (
             await self.session.execute(
-                select(AssignmentRow).where(
-                    AssignmentRow.lead_id == lead_id, AssignmentRow.ended_at.is_(None)
-                )
+                select(AssignmentRow).where(AssignmentRow.lead_id == lead_id, AssignmentRow.ended_at.is_(None))
             )
         ).scalar_one_or_none()
 
@@ -314,6 +312,60 @@ class RoutingRepository:
             query = query.with_for_update(skip_locked=True)
         return list((await self.session.execute(query)).scalars())
 
+    async def claim_due_timers(self, now: datetime, limit: int) -> list[Any]:
+        """Mark up to `limit` due clock timers fired and return them, in one statement: a burst of thousands is
+        claimed without loading a row object each. Columns: id, lead_id, assignment_id, kind, fraction, due_at."""
+        due = (
+            select(SlaTimer.id)
+            .where(SlaTimer.fired_at.is_(None), SlaTimer.due_at <= now, SlaTimer.kind != ESCALATE)
+            .order_by(SlaTimer.due_at)
+            .limit(limit)
+        )
+        if self._on_postgres():
+            # Two routing processes never claim the same timer; a killed one's rows unlock with its connection.
+            due = due.with_for_update(skip_locked=True)
+        claimed = await self.session.execute(
+            update(SlaTimer)
+            .where(SlaTimer.id.in_(due.scalar_subquery()))
+            .values(fired_at=now)
+            .returning(
+                SlaTimer.id, SlaTimer.lead_id, SlaTimer.assignment_id, SlaTimer.kind, SlaTimer.fraction, SlaTimer.due_at
+            )
+            .execution_options(synchronize_session=False)
+        )
+        # RETURNING keeps no order: fire in due order, so notices and timeline rows follow the clock.
+        return sorted(claimed.all(), key=lambda row: (row.due_at, row.id))
+
+    async def cancel_timers(self, timer_ids: Collection[int]) -> None:
+        if timer_ids:
+            await self.session.execute(
+                update(SlaTimer)
+                .where(SlaTimer.id.in_(timer_ids))
+                .values(cancelled=True)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def clock_facts(self, lead_ids: Collection[str]) -> dict[str, Any]:
+        """What an SLA notice says of each lead's running assignment, by lead id (no row objects, no JSON)."""
+        if not lead_ids:
+            return {}
+        a, lead = AssignmentRow.__table__, LeadRow.__table__
+        rows = await self.session.execute(
+            select(
+                a.c.lead_id,
+                a.c.id,
+                a.c.rep_id,
+                a.c.team_id,
+                a.c.sla_policy,
+                a.c.sla_due_at,
+                lead.c.grade,
+                lead.c.source_kind,
+            )
+            .join(lead, lead.c.lead_id == a.c.lead_id)
+            .where(a.c.lead_id.in_(sorted(lead_ids)), a.c.ended_at.is_(None))
+        )
+        return {row.lead_id: row for row in rows}
+
     async def next_due(self) -> datetime | None:
         return (
             await self.session.execute(select(func.min(SlaTimer.due_at)).where(SlaTimer.fired_at.is_(None)))
@@ -321,9 +373,7 @@ class RoutingRepository:
 
     async def open_timers(self) -> int:
         """Timers waiting to fire (SLA warnings, breaches and holds)."""
-        return int(
-            (await self.session.execute(select(func.count()).where(SlaTimer.fired_at.is_(None)))).scalar_one()
-        )
+        return int((await self.session.execute(select(func.count()).where(SlaTimer.fired_at.is_(None)))).scalar_one())
 
     async def count_routed_between(self, since: datetime, until: datetime) -> int:
         return int(
@@ -375,9 +425,7 @@ class RoutingRepository:
         return list(
             (
                 await self.session.execute(
-                    select(SlaTimer).where(
-                        SlaTimer.assignment_id == assignment_id, SlaTimer.fired_at.is_(None)
-                    )
+                    select(SlaTimer).where(SlaTimer.assignment_id == assignment_id, SlaTimer.fired_at.is_(None))
                 )
             ).scalars()
         )
@@ -470,9 +518,7 @@ class WebhookAttempt(Base):
     __tablename__ = "webhook_attempts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    delivery_id: Mapped[str] = mapped_column(
-        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
-    )
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True)
     attempt_no: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The `webhook-timestamp` sent (Unix seconds).

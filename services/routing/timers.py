@@ -40,7 +40,7 @@ class TimerLoop:
         *,
         batch_size: int,
         max_sleep_s: float,
-        gauge_every_s: float = 1.0,
+        gauge_every_s: float = 15.0,
         escalation_batch_size: int | None = None,
         refresh_s: float | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -69,12 +69,49 @@ async def test_a_breach_reassigns_to_another_rep_with_a_fresh_clock_then_goes_to
 
         async with routing.db.read() as session:
             assignments = (
-                await session.execute(select(AssignmentRow).where(AssignmentRow.lead_id == lead.subject))
-            ).scalars().all()
+                (await session.execute(select(AssignmentRow).where(AssignmentRow.lead_id == lead.subject)))
+                .scalars()
+                .all()
+            )
         assert [a.rep_id for a in assignments] == ["r1", "r2", "r3", "m"]
         assert [a.end_reason for a in assignments] == ["sla_breach", "sla_breach", "sla_breach", None]
         breaches = Counter(e.data["assignment_id"] for e in await routing.events("lead.sla_breached"))
         assert sorted(breaches.values()) == [1, 1, 1]
+
+
+async def test_breaches_due_together_fire_in_batches_each_once_and_a_touched_lead_not_at_all(
+    database_url: str,
+) -> None:
+    clock = Clock(T0)
+    async with routing_on(database_url, clock, sla_minutes=FIVE_MINUTES) as routing:
+        leads = [scored(grade="A") for _ in range(9)]
+        for lead in leads:
+            await routing.route(lead)
+        assigned = {e.subject: e.data["assignment_id"] for e in await routing.events("lead.assigned")}
+        await routing.act(leads[0].subject, "touch")
+
+        clock.advance(minutes=5)  # every warning and every breach is due now
+        assert await routing.fire(limit=4) == 4  # a batch smaller than what is due: the rest waits its turn
+        while await routing.fire(limit=4):
+            pass
+
+        warned = Counter(e.subject for e in await routing.events("lead.sla_warning"))
+        breached = Counter(e.subject for e in await routing.events("lead.sla_breached"))
+        waiting = {lead.subject for lead in leads[1:]}
+        assert warned == dict.fromkeys(waiting, 1) and breached == dict.fromkeys(waiting, 1)
+        assert {e.subject: e.data["assignment_id"] for e in await routing.events("lead.sla_breached")} == {
+            lead_id: assigned[lead_id] for lead_id in waiting
+        }
+        reassigned = Counter(e.subject for e in await routing.events("lead.reassigned"))
+        assert reassigned == dict.fromkeys(waiting, 1)
+        async with routing.db.read() as session:
+            timeline = (await session.execute(select(TimelineRow.lead_id, TimelineRow.kind))).all()
+            touched_timers = (
+                (await session.execute(select(SlaTimer).where(SlaTimer.lead_id == leads[0].subject))).scalars().all()
+            )
+        kinds = Counter((lead_id, kind) for lead_id, kind in timeline if kind.startswith("sla_"))
+        assert kinds == {(lead_id, kind): 1 for lead_id in waiting for kind in ("sla_warning", "sla_breached")}
+        assert touched_timers and all(t.cancelled for t in touched_timers)
 
 
 async def test_a_touch_stops_the_clock_and_records_time_to_first_touch_raw_and_in_working_time(
@@ -156,7 +193,7 @@ async def test_metrics_count_decisions_and_never_carry_personal_data(database_ur
         clock.advance(minutes=5)
         await routing.fire()
         text = generate_latest().decode()
-        assert "handoff_sla_breaches_total{team=\"t\"}" in text
+        assert 'handoff_sla_breaches_total{team="t"}' in text
         assert "secret.person" not in text and "private-domain" not in text and lead.subject not in text
 
 

@@ -293,9 +293,7 @@ def test_asyncapi_operations_match_what_each_service_consumes_and_produces(async
         assert set().union(*received.values()) == set(handled), service
         sent = _operations(asyncapi, service, "send")
         assert set(sent) == {*module.PRODUCES, dead_letter_topic(service)}, service
-    ingest_topics = (
-        set(EVENT_TOPICS.values()) - set(scoring_consumer.PRODUCES) - set(routing_consumer.PRODUCES)
-    )
+    ingest_topics = set(EVENT_TOPICS.values()) - set(scoring_consumer.PRODUCES) - set(routing_consumer.PRODUCES)
     assert set(_operations(asyncapi, "ingest", "send")) == ingest_topics
     assert _operations(asyncapi, "ingest", "receive") == {}
 
@@ -420,9 +418,7 @@ async def test_lead_received_from_accept_lead_fits_its_contract() -> None:
 
 
 async def test_lead_received_for_an_api_lead_that_repeats_an_earlier_one_fits_its_contract() -> None:
-    record, _ = await _accept(
-        source=None, raw={"email": "a@b.co"}, repeat_window_hours=72, earlier=(EARLIER_LEAD_ID,)
-    )
+    record, _ = await _accept(source=None, raw={"email": "a@b.co"}, repeat_window_hours=72, earlier=(EARLIER_LEAD_ID,))
     assert record.problems() == []
     assert record.data["duplicate_of"] == EARLIER_LEAD_ID
     assert record.data["source"]["id"] is None
@@ -489,9 +485,7 @@ def _scored_data(lead: dict[str, Any], *, provider_status: str, outcomes: int) -
 )
 def test_lead_scored_fits_its_contract(provider_status: str, outcomes: int) -> None:
     data = _scored_data(_normalized(), provider_status=provider_status, outcomes=outcomes)
-    event = Event(
-        type="lead.scored", source=scoring_handlers.EVENT_SOURCE, subject=LEAD_ID, time=NOW, data=data
-    )
+    event = Event(type="lead.scored", source=scoring_handlers.EVENT_SOURCE, subject=LEAD_ID, time=NOW, data=data)
     assert _from_event(event).problems() == []
 
 
@@ -526,9 +520,7 @@ def _view() -> dict[str, Any]:
     return {key: scored[key] for key in ("lead", "enrichment", "score", "source", "is_test", "duplicate_of")}
 
 
-def _decide(
-    reps: list[Rep], options: dict[str, Any] | None = None, exclude: frozenset[str] = frozenset()
-) -> Decision:
+def _decide(reps: list[Rep], options: dict[str, Any] | None = None, exclude: frozenset[str] = frozenset()) -> Decision:
     rule: dict[str, Any] = {"id": "everyone", "action": {"team": "sales", "method": "round_robin"}}
     if options:
         rule["options"] = options
@@ -562,9 +554,7 @@ def _lead_row(view: dict[str, Any]) -> LeadRow:
     )
 
 
-def _assignment(
-    lead: LeadRow, decision: Decision, *, id: int, previous: AssignmentRow | None = None
-) -> AssignmentRow:
+def _assignment(lead: LeadRow, decision: Decision, *, id: int, previous: AssignmentRow | None = None) -> AssignmentRow:
     """The assignment row Router.assign writes for a decision, SLA clock included."""
     policy = ROUTER._policy_for(decision, ROSTER, lead.grade)
     rep, team = ROSTER.rep(decision.rep_id), ROSTER.team(decision.team_id)
@@ -622,9 +612,7 @@ def _assignment_event(
     ],
     ids=["assigned", "queued", "held"],
 )
-def test_lead_assigned_fits_its_contract(
-    reps: list[Rep], options: dict[str, Any] | None, outcome: str
-) -> None:
+def test_lead_assigned_fits_its_contract(reps: list[Rep], options: dict[str, Any] | None, outcome: str) -> None:
     decision = _decide(reps, options)
     assert decision.outcome == outcome
     event, _, _ = _assignment_event("lead.assigned", decision)
@@ -659,7 +647,8 @@ async def test_sla_notices_from_the_router_fit_their_contract(kind: str, fractio
         due_at=due,
     )
     session = RecordingSession()
-    await ROUTER._emit_sla(session, kind, lead, assignment, timer, due + timedelta(milliseconds=40))  # type: ignore[arg-type]
+    notice = ROUTER._sla_event(kind, lead, assignment, timer, due + timedelta(milliseconds=40))  # type: ignore[arg-type]
+    await ROUTER._emit_sla(session, [notice])  # type: ignore[arg-type]
     (row,) = session.outbox
     record = _from_outbox(row)
     assert record.problems() == []
@@ -799,9 +788,7 @@ async def test_a_record_on_the_wrong_topic_or_key_is_refused() -> None:
     assert any(p.startswith("(topic):") for p in wrong_topic)
     wrong_key = validate_record(record.topic, b"another-lead", record.value, record.headers)
     assert any(p.startswith("(key):") for p in wrong_key)
-    namespaced = validate_record(
-        "ci-7." + record.topic, record.key, record.value, record.headers, namespace="ci-7."
-    )
+    namespaced = validate_record("ci-7." + record.topic, record.key, record.value, record.headers, namespace="ci-7.")
     assert namespaced == []
 
 
