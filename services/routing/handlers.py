@@ -109,6 +109,11 @@ class _TxState:
     loads: dict[str, RepLoadRow] | None = None
     rotation: list[RotationRow] | None = None
     accounts: dict[str, str | None] = field(default_factory=dict)
+    # Assignment ids are handed out here, not by the database, so a consumer batch needs no flush per decision
+    # (the timers, timeline and event all carry the id). Safe under the routing lock: every assignment is made
+    # by Router.assign, which holds it, so no other writer can take the same id before this transaction ends.
+    next_assignment_id: int | None = None
+    routed: set[str] = field(default_factory=set)  # leads routed in this transaction, not yet flushed
 
 
 def _tx(session: AsyncSession) -> _TxState:
@@ -119,6 +124,15 @@ def _tx(session: AsyncSession) -> _TxState:
         state = _TxState(current)
         session.info[_TX] = state
     return state
+
+
+async def _next_assignment_id(session: AsyncSession) -> int:
+    state = _tx(session)
+    if state.next_assignment_id is None:
+        state.next_assignment_id = await RoutingRepository(session).max_assignment_id() + 1
+    assignment_id = state.next_assignment_id
+    state.next_assignment_id += 1
+    return assignment_id
 
 
 async def _lock(session: AsyncSession) -> None:
@@ -306,10 +320,12 @@ class Router:
         """lead.scored -> one routing decision, stored with its reasons, its SLA clock and lead.assigned."""
         repo = RoutingRepository(session)
         lead_id = event.subject
-        if await repo.lead(lead_id) is not None:
-            return  # routed already (a re-published score): a lead is assigned once
+        if lead_id in _tx(session).routed:
+            return  # routed already in this very batch (a re-published score): a lead is assigned once
+        routed, erased = await repo.seen(lead_id)
+        if routed:
+            return
         data = event.data
-        erased = await repo.is_erased(lead_id)
         enrichment = dict(data.get("enrichment") or {})
         view: dict[str, Any] = {
             "lead": {} if erased else dict(data.get("lead") or {}),
@@ -336,6 +352,7 @@ class Router:
             erased_at=now if erased else None,
         )
         session.add(lead)  # inserted with the assignment, already carrying its outcome
+        _tx(session).routed.add(lead_id)
         await self.assign(session, lead, now=now, correlation_id=event.correlation_id, event_type="lead.assigned")
         _record_latency(session, lead, now)
 
@@ -387,6 +404,7 @@ class Router:
             due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
         attempt = (previous.attempt + 1) if previous else 1
         assignment = AssignmentRow(
+            id=await _next_assignment_id(session),
             lead_id=lead.lead_id,
             outcome=decision.outcome,
             rep_id=decision.rep_id,
@@ -410,7 +428,6 @@ class Router:
         if decision.rep_id:
             day = _local_day(now, rep.timezone) if rep else None
             await _adjust_load(session, decision.rep_id, open_delta=1, day=day)
-        await session.flush()  # the one flush per decision: the timers and the event carry the assignment's id
         await self._start_clock(session, lead, assignment, policy, rep, roster, decision, now)
         session.add(
             TimelineRow(
@@ -443,7 +460,7 @@ class Router:
             correlation_id=correlation_id,
             data=self._assignment_data(lead, assignment, decision, rep, previous, end_reason),
         )
-        # The timers and timeline rows go in with the commit's flush (batched across a consumer batch).
+        # The rows go in with the commit's flush, batched across a consumer batch.
         await self._publish(session, [event])
         return assignment
 
@@ -926,6 +943,7 @@ class Router:
     async def on_erased(self, session: AsyncSession, event: Event) -> None:
         """Delete the personal data; the anonymous decision record (rules, candidates, times) stays."""
         now = self.clock()
+        await session.flush()  # a lead routed earlier in this batch is erased too
         if await session.get(ErasedLead, event.subject) is None:
             session.add(ErasedLead(lead_id=event.subject, erased_at=now))
         lead = await RoutingRepository(session).lead(event.subject)

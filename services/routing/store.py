@@ -259,6 +259,14 @@ class RoutingRepository:
     async def lead(self, lead_id: str) -> LeadRow | None:
         return await self.session.get(LeadRow, lead_id)
 
+    async def seen(self, lead_id: str) -> tuple[bool, bool]:
+        """(routed already, erased already), in one round trip and without loading a row (the consumer's
+        question for every new lead)."""
+        routed = select(LeadRow.lead_id).where(LeadRow.lead_id == lead_id).exists()
+        erased = select(ErasedLead.lead_id).where(ErasedLead.lead_id == lead_id).exists()
+        row = (await self.session.execute(select(routed, erased))).one()
+        return bool(row[0]), bool(row[1])
+
     async def leads(self, lead_ids: set[str]) -> dict[str, LeadRow]:
         if not lead_ids:
             return {}
@@ -311,6 +319,9 @@ class RoutingRepository:
             # Two routing processes never claim the same timer; a killed one's rows unlock with its connection.
             query = query.with_for_update(skip_locked=True)
         return list((await self.session.execute(query)).scalars())
+
+    async def max_assignment_id(self) -> int:
+        return int((await self.session.execute(select(func.max(AssignmentRow.id)))).scalar_one() or 0)
 
     async def claim_due_timers(self, now: datetime, limit: int) -> list[Any]:
         """Mark up to `limit` due clock timers fired and return them, in one statement: a burst of thousands is
@@ -443,9 +454,6 @@ class RoutingRepository:
             SlaTimer.lead_id == lead_id, SlaTimer.kind == ESCALATE, SlaTimer.fired_at.is_(None)
         )
         return list((await self.session.execute(query)).scalars())
-
-    async def is_erased(self, lead_id: str) -> bool:
-        return await self.session.get(ErasedLead, lead_id) is not None
 
 
 # -- webhooks to sales tools -------------------------------------------------------------------------------

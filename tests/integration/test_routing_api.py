@@ -319,6 +319,31 @@ async def test_erasure_deletes_the_personal_data_and_keeps_the_anonymous_decisio
     assert not any(value in json.dumps(late_row.view) for value in [*secret.values(), "initech.example"])
 
 
+async def test_one_batch_assigns_a_twice_published_lead_once_and_erases_a_lead_it_just_routed(
+    routing: RoutingApp,
+) -> None:
+    """A consumer batch is one transaction: what it routed earlier counts before anything is written."""
+    twice = scored(grade="A", email="twice@example.org")
+    again = Event(type="lead.scored", source="/tests", subject=twice.subject, data=twice.data)  # another event id
+    gone = scored(grade="B", email="gone.person@example.org", phone="+4915112345679")
+    erased = Event(type="lead.erased", source="/tests", subject=gone.subject,
+                   data={"lead_id": gone.subject, "erased_at": datetime.now(UTC).isoformat()})
+    async with routing.app.state.runtime.db.transaction() as session:
+        for event in (twice, again, gone):
+            await routing.router.on_scored(session, event)
+        await routing.router.on_erased(session, erased)
+
+    async with routing.app.state.runtime.db.read() as session:
+        assignments = (await session.execute(select(AssignmentRow.lead_id, AssignmentRow.id))).all()
+        gone_row = await session.get(LeadRow, gone.subject)
+    assert sorted(lead_id for lead_id, _ in assignments) == sorted([twice.subject, gone.subject])
+    assert len({assignment_id for _, assignment_id in assignments}) == 2
+    assert gone_row is not None and gone_row.erased_at is not None
+    assert "gone.person@example.org" not in json.dumps(gone_row.view)
+    after = await routing.lead(twice.subject)
+    assert [a["rep_id"] for a in after["assignments"]] == [after["current_assignment"]["rep_id"]]
+
+
 # -- backtest ---------------------------------------------------------------------------------------------------
 
 TUESDAY = datetime(2025, 3, 4, tzinfo=UTC)
