@@ -725,6 +725,8 @@ class WebhookSender:
         self._inflight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._to_record: list[tuple[Claim, datetime, AttemptOutcome, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
         db.on_commit(self._after_commit)
 
     def _after_commit(self, session: AsyncSession) -> None:
@@ -870,74 +872,104 @@ class WebhookSender:
         )
 
     async def record(self, claim: Claim, started_at: datetime, outcome: AttemptOutcome) -> None:
-        """Store the attempt; schedule the next one or settle the delivery; keep the endpoint's health."""
+        """Store the attempt; schedule the next one or settle the delivery; keep the endpoint's health.
+
+        Attempts that finish together share one transaction (group commit): each call returns once the
+        transaction holding its attempt has committed, and raises if that transaction failed.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_record.append((claim, started_at, outcome, done))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_pending(), name="webhook-recorder")
+        await done
+
+    async def _record_pending(self) -> None:
+        while self._to_record:
+            batch: list[tuple[Claim, datetime, AttemptOutcome, asyncio.Future[None]]] = []
+            try:
+                # The batch is taken once the writer is ours: what finished while waiting for it joins in.
+                async with self._db.transaction() as session:
+                    batch, self._to_record = self._to_record, []
+                    for claim, started_at, outcome, _done in batch:
+                        await self._record_one(session, claim, started_at, outcome)
+            except Exception as exc:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _record_one(
+        self, session: AsyncSession, claim: Claim, started_at: datetime, outcome: AttemptOutcome
+    ) -> None:
         settings = self._settings
         now = self._clock()
-        async with self._db.transaction() as session:
-            delivery = await session.get(WebhookDelivery, claim.delivery_id, with_for_update=True)
-            endpoint = await session.get(WebhookEndpoint, claim.endpoint_id, with_for_update=True)
-            if delivery is None or endpoint is None:
-                return
-            # After a lease expired another sender owns the row: the attempt is still a fact worth keeping.
-            ours = delivery.lease_token == claim.lease_token
-            delivery.attempt_count += 1
-            attempt = WebhookAttempt(
-                delivery_id=delivery.id,
-                attempt_no=delivery.attempt_count,
-                started_at=started_at,
-                signed_at=outcome.signed_at,
-                result=outcome.result,
-                status_code=outcome.status_code,
-                latency_ms=round(outcome.latency_s * 1000, 3),
-                error=outcome.error,
-                response_body=outcome.response_body,
-            )
-            session.add(attempt)
-            delivery.last_attempt_at = started_at
-            delivery.last_status_code = outcome.status_code
-            delivery.last_error = outcome.error
-            if ours:
-                delivery.lease_token = delivery.lease_until = None
-            if outcome.success:
-                delivery.status, delivery.delivered_at, delivery.next_attempt_at = SUCCEEDED, now, None
-                delivery.lease_token = delivery.lease_until = None
-                endpoint.failing_since, endpoint.last_success_at = None, now
-                return
-            endpoint.failing_since = endpoint.failing_since or now
-            endpoint.last_failure_at = now
-            gone = outcome.status_code == 410
-            if ours and delivery.status == PENDING:
-                delivery.schedule_step += 1
-                delay = None
-                if not gone:
-                    delay = retry_delay(
-                        delivery.schedule_step,
-                        settings.webhook_retry_schedule_s,
-                        jitter=settings.webhook_retry_jitter,
-                        rand=self._rand(),
-                        retry_after=outcome.retry_after_s,
-                        retry_after_max=settings.webhook_retry_after_max_s,
-                    )
-                if delay is None:
-                    delivery.status, delivery.next_attempt_at = FAILED, None
-                    FAILURES.inc()
-                else:
-                    delivery.next_attempt_at = now + timedelta(seconds=delay)
-            failing_for = now - (_aware(endpoint.failing_since) or now)
-            if endpoint.enabled and gone:
-                await disable_endpoint(session, endpoint, "gone", now)
-            elif endpoint.enabled and failing_for >= timedelta(days=settings.webhook_disable_after_days):
-                await disable_endpoint(session, endpoint, "failing", now)
-            if ours:
-                attempt.next_attempt_at = delivery.next_attempt_at if delivery.status == PENDING else None
-            log.info(
-                "webhook_attempt_failed",
-                endpoint_id=endpoint.id,
-                delivery_id=delivery.id,
-                result=outcome.result,
-                status_code=outcome.status_code,
-                next_attempt_at=_iso(attempt.next_attempt_at),
-            )
+        delivery = await session.get(WebhookDelivery, claim.delivery_id, with_for_update=True)
+        endpoint = await session.get(WebhookEndpoint, claim.endpoint_id, with_for_update=True)
+        if delivery is None or endpoint is None:
+            return
+        # After a lease expired another sender owns the row: the attempt is still a fact worth keeping.
+        ours = delivery.lease_token == claim.lease_token
+        delivery.attempt_count += 1
+        attempt = WebhookAttempt(
+            delivery_id=delivery.id,
+            attempt_no=delivery.attempt_count,
+            started_at=started_at,
+            signed_at=outcome.signed_at,
+            result=outcome.result,
+            status_code=outcome.status_code,
+            latency_ms=round(outcome.latency_s * 1000, 3),
+            error=outcome.error,
+            response_body=outcome.response_body,
+        )
+        session.add(attempt)
+        delivery.last_attempt_at = started_at
+        delivery.last_status_code = outcome.status_code
+        delivery.last_error = outcome.error
+        if ours:
+            delivery.lease_token = delivery.lease_until = None
+        if outcome.success:
+            delivery.status, delivery.delivered_at, delivery.next_attempt_at = SUCCEEDED, now, None
+            delivery.lease_token = delivery.lease_until = None
+            endpoint.failing_since, endpoint.last_success_at = None, now
+            return
+        endpoint.failing_since = endpoint.failing_since or now
+        endpoint.last_failure_at = now
+        gone = outcome.status_code == 410
+        if ours and delivery.status == PENDING:
+            delivery.schedule_step += 1
+            delay = None
+            if not gone:
+                delay = retry_delay(
+                    delivery.schedule_step,
+                    settings.webhook_retry_schedule_s,
+                    jitter=settings.webhook_retry_jitter,
+                    rand=self._rand(),
+                    retry_after=outcome.retry_after_s,
+                    retry_after_max=settings.webhook_retry_after_max_s,
+                )
+            if delay is None:
+                delivery.status, delivery.next_attempt_at = FAILED, None
+                FAILURES.inc()
+            else:
+                delivery.next_attempt_at = now + timedelta(seconds=delay)
+        failing_for = now - (_aware(endpoint.failing_since) or now)
+        if endpoint.enabled and gone:
+            await disable_endpoint(session, endpoint, "gone", now)
+        elif endpoint.enabled and failing_for >= timedelta(days=settings.webhook_disable_after_days):
+            await disable_endpoint(session, endpoint, "failing", now)
+        if ours:
+            attempt.next_attempt_at = delivery.next_attempt_at if delivery.status == PENDING else None
+        log.info(
+            "webhook_attempt_failed",
+            endpoint_id=endpoint.id,
+            delivery_id=delivery.id,
+            result=outcome.result,
+            status_code=outcome.status_code,
+            next_attempt_at=_iso(attempt.next_attempt_at),
+        )
 
     def _spawn(self, claim: Claim) -> None:
         task = asyncio.create_task(self._deliver_logged(claim), name=f"webhook-{claim.delivery_id}")
