@@ -129,7 +129,11 @@ class Service:
             stderr=subprocess.STDOUT,
         )
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.kill()  # a service that never became ready must not outlive the test that started it
+                raise
 
     def wait_ready(self, timeout: float = 60) -> None:
         def ready() -> bool:
