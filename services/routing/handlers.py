@@ -58,7 +58,7 @@ from routing.store import (
     TimelineRow,
     outbox,
 )
-from routing.webhooks import enqueue_deliveries
+from routing.webhooks import enqueue_deliveries, redact_deliveries
 
 log = structlog.get_logger(__name__)
 EVENT_SOURCE = "/handoff/routing"
@@ -954,6 +954,7 @@ class Router:
             lead.view = view
             lead.erased_at = now
             session.add(TimelineRow(lead_id=lead.lead_id, at=now, kind="erased", detail={}))
+        await redact_deliveries(session, event.subject)
         await session.flush()
 
 

@@ -503,6 +503,8 @@ class WebhookDelivery(Base):
     # The `webhook-id` header: the event id, the same on every retry and replay.
     message_id: Mapped[str] = mapped_column(String(64))
     event_type: Mapped[str] = mapped_column(String(64))
+    # The lead the event is about (its subject), so an erasure finds the bodies that carry the person's data.
+    lead_id: Mapped[str | None] = mapped_column(String(36), index=True)
     # The exact body, serialized once, so every attempt signs and sends the same bytes.
     payload: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))  # pending | succeeded | failed

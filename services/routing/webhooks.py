@@ -40,7 +40,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import Database
-from common.envelope import Event, dumps
+from common.envelope import Event, dumps, loads
 from common.topics import EVENT_TOPICS, LEADS_ASSIGNED, LEADS_OUTCOMES, LEADS_SLA
 from routing.settings import RoutingSettings
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -381,11 +381,37 @@ async def enqueue_deliveries(session: AsyncSession, events: Sequence[Event], now
             if "*" not in event_types and event.type not in event_types:
                 continue
             payload = payload or webhook_body(event.type, event.time, event.data)
-            rows.append(_new_delivery(endpoint_id, event.id, event.type, payload, now))
+            rows.append(_new_delivery(endpoint_id, event.id, event.type, payload, now, lead_id=event.subject))
     if rows:
         await session.execute(insert(WebhookDelivery), rows)
         session.info[_ENQUEUED_FLAG] = True
     return len(rows)
+
+
+async def redact_deliveries(session: AsyncSession, lead_id: str) -> int:
+    """An erased lead's stored webhook bodies lose the person's data (`data.lead`); the decision stays.
+
+    A delivery still pending afterwards sends the redacted body, under the same webhook-id; a replay does too.
+    Returns how many bodies changed.
+    """
+    rows = await session.execute(
+        select(WebhookDelivery.id, WebhookDelivery.payload).where(WebhookDelivery.lead_id == lead_id)
+    )
+    changed = 0
+    for delivery_id, payload in rows.all():
+        body = loads(payload)
+        data = body.get("data")
+        if not isinstance(data, dict) or not data.get("lead"):
+            continue
+        data["lead"] = {}
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id)
+            .values(payload=dumps(body).decode("utf-8"))
+            .execution_options(synchronize_session=False)
+        )
+        changed += 1
+    return changed
 
 
 async def _subscribed_endpoints(session: AsyncSession) -> list[tuple[str, list[str]]]:
@@ -405,12 +431,15 @@ async def _subscribed_endpoints(session: AsyncSession) -> list[tuple[str, list[s
     return endpoints
 
 
-def _new_delivery(endpoint_id: str, message_id: str, event_type: str, payload: str, now: datetime) -> dict[str, Any]:
+def _new_delivery(
+    endpoint_id: str, message_id: str, event_type: str, payload: str, now: datetime, *, lead_id: str | None = None
+) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid4()),
         "endpoint_id": endpoint_id,
         "message_id": message_id,
         "event_type": event_type,
+        "lead_id": lead_id,
         "payload": payload,
         "status": PENDING,
         "next_attempt_at": now,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -632,6 +633,50 @@ async def test_replays_keep_the_webhook_id(db: Database, receiver: Receiver, sen
         logs = await service.deliveries(session, endpoint_id)
     assert {e.delivery.status for e in logs} == {"succeeded"}
     assert all(e.delivery.replays == 1 and len(e.attempts) == 2 for e in logs)
+
+
+async def test_an_erased_lead_leaves_no_personal_data_in_stored_or_later_sent_bodies(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock, settings = Clock(), _settings(webhook_retry_schedule_s=())
+    service = Webhooks(settings, clock=clock)
+    _endpoint_id, secret = await _register(db, service, receiver.url)
+    sender = _sender(senders, db, settings, clock)
+    person = {"email": "erin.private@example.org", "first_name": "Erin", "phone": "+4915112345670"}
+    delivered, pending, other = _event(lead=person), _event(lead=person), _event(lead={"email": "keep@example.org"})
+    await _enqueue(db, clock, delivered)
+    assert await sender.run_once() == 1
+    receiver.answer(Reply(503))  # this one fails: it will go out again after the erasure, as a replay
+    await _enqueue(db, clock, pending)
+    assert await sender.run_once() == 1
+    await _enqueue(db, clock, other)
+    assert await sender.run_once() == 1
+
+    router = Router(settings, clock=clock)
+    for lead_id in (delivered.subject, pending.subject):
+        erased = Event(type="lead.erased", source="/tests", subject=lead_id, data={"lead_id": lead_id})
+        async with db.transaction() as session:
+            await router.on_erased(session, erased)
+
+    async with db.read() as session:
+        bodies = dict((await session.execute(select(WebhookDelivery.message_id, WebhookDelivery.payload))).all())
+    for event in (delivered, pending):
+        assert not any(value in bodies[event.id] for value in person.values())
+        assert orjson.loads(bodies[event.id])["data"]["lead_id"] == event.subject  # the decision stays
+    assert "keep@example.org" in bodies[other.id]  # another lead's body is left alone
+
+    async with db.transaction() as session:  # a replay of the erased lead's delivery sends the redacted body
+        await service.replay(session, _endpoint_id, await _delivery_id(db, pending.id))
+    assert await sender.run_once() == 1
+    last = receiver.requests()[-1]
+    assert last.headers["webhook-id"] == pending.id
+    assert last.verify(secret)["data"]["lead"] == {}
+
+
+async def _delivery_id(db: Database, message_id: str) -> str:
+    async with db.read() as session:
+        query = select(WebhookDelivery.id).where(WebhookDelivery.message_id == message_id)
+        return (await session.execute(query)).scalar_one()
 
 
 async def test_deliveries_commit_with_their_event_or_not_at_all(db: Database, receiver: Receiver) -> None:
