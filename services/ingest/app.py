@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from common.logging import configure_logging
 from common.runtime import Runtime
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
 from common.web import health_router, install_common
-from ingest import api, webhooks
+from ingest import api, handlers, webhooks
 from ingest.settings import IngestSettings
 from ingest.store import Base, outbox
 from ingest.writer import IngestWriter
@@ -53,9 +54,13 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
         fetcher = webhooks.PlatformFetcher(settings, runtime)
         app.state.fetcher = fetcher
         await fetcher.start()
+        stop_purging = asyncio.Event()
+        purging = asyncio.create_task(_purge_keys(runtime, settings, app.state.clock, stop_purging))
         try:
             yield
         finally:
+            stop_purging.set()
+            await purging
             await fetcher.stop()
             await writer.stop()
             await runtime.stop()
@@ -82,6 +87,24 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
     app.include_router(webhooks.router)
     _document_security(app)
     return app
+
+
+async def _purge_keys(
+    runtime: Runtime, settings: IngestSettings, clock: Callable[[], datetime], stop: asyncio.Event
+) -> None:
+    """Delete expired Idempotency-Keys in short batches until stopped; a failed round waits for the next."""
+    while not stop.is_set():
+        purged = 0
+        try:
+            async with runtime.db.transaction() as session:
+                purged = await handlers.purge_expired_keys(session, settings, clock())
+            if purged:
+                log.info("idempotency_keys_purged", count=purged)
+        except Exception:
+            log.exception("idempotency_purge_failed")
+        if purged < settings.idempotency_purge_batch:  # a full batch means more are waiting: go on at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.idempotency_purge_interval_s)
 
 
 def _install_store_errors(app: FastAPI) -> None:

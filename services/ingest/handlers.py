@@ -155,6 +155,12 @@ async def accept_lead(
     return Accepted(lead_id, "accepted", duplicate_of, is_test)
 
 
+async def purge_expired_keys(session: AsyncSession, settings: IngestSettings, now: datetime) -> int:
+    """One batch of Idempotency-Keys past their TTL, deleted; an expired key is never replayed anyway."""
+    cutoff = now - timedelta(hours=settings.idempotency_ttl_hours)
+    return await IngestRepository(session).purge_idempotency(cutoff, settings.idempotency_purge_batch)
+
+
 # -- many leads in one transaction (the group-commit writer) ---------------------------------------------------
 
 

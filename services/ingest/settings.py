@@ -17,6 +17,9 @@ class IngestSettings(ServiceSettings):
     # The same person (email or phone) again within this window is a repeat of the earlier lead.
     repeat_window_hours: float = Field(default=72.0, ge=0)
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+    # Expired keys are deleted in batches this often, so the table holds about one TTL's worth of them.
+    idempotency_purge_interval_s: float = Field(default=300.0, gt=0)
+    idempotency_purge_batch: int = Field(default=1000, ge=1)
     # Browser forms on publishable keys: requests per minute per client address (a burst of that many, then
     # a steady refill); the addresses remembered are capped so a flood of spoofed ones cannot grow memory.
     public_rate_limit_per_minute: int = Field(default=30, ge=1)

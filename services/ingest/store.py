@@ -186,6 +186,21 @@ class IngestRepository:
                 .execution_options(synchronize_session=False)
             )
 
+    async def purge_idempotency(self, created_before: datetime, limit: int) -> int:
+        """Delete up to `limit` keys stored before `created_before`; returns how many went."""
+        oldest = (
+            select(IdempotencyRecord.scope_key)
+            .where(IdempotencyRecord.created_at < created_before)
+            .order_by(IdempotencyRecord.created_at)
+            .limit(limit)
+        )
+        result = await self.session.execute(
+            delete(IdempotencyRecord)
+            .where(IdempotencyRecord.scope_key.in_(oldest.scalar_subquery()))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     async def leads_by_external_ids(
         self, keys: Collection[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[str, str | None, bool]]:

@@ -36,7 +36,7 @@ from common.settings import DEV_ADMIN_TOKEN
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
 from ingest.app import create_app
 from ingest.settings import IngestSettings
-from ingest.store import Base, Lead, LeadIdentity, outbox
+from ingest.store import Base, IdempotencyRecord, Lead, LeadIdentity, outbox
 from tests.support.stack import ADMIN, ADMIN_TOKEN, Service, free_port, read_topic, wait_until_async
 
 pytestmark = [pytest.mark.integration]
@@ -630,6 +630,32 @@ async def test_a_failover_to_a_read_only_database_gives_503_and_the_retry_is_kep
         assert kept.status_code == again.status_code == 202
         assert kept.json() == again.json()
         assert await _stored(ingest) == (1, 1)
+
+
+async def test_expired_idempotency_keys_are_purged_and_fresh_ones_kept(database_url: str) -> None:
+    async with running_ingest(database_url, idempotency_ttl_hours=1, idempotency_purge_interval_s=0.1) as ingest:
+        source = await _web_source(ingest)
+        first = {"email": _email()}
+        old = await _post(ingest, first, {**_key(source), "Idempotency-Key": "old-key"})
+        ingest.clock.advance(minutes=50)
+        fresh = await _post(ingest, {"email": _email()}, {**_key(source), "Idempotency-Key": "fresh-key"})
+        assert old.status_code == fresh.status_code == 202
+        ingest.clock.advance(minutes=20)  # the old key is 70 minutes old now, the fresh one 20
+
+        async def keys() -> list[str]:
+            async with ingest.app.state.runtime.db.read() as session:
+                return list((await session.execute(select(IdempotencyRecord.response))).scalars())
+
+        async def only_the_fresh_one() -> bool:
+            return [r["lead_id"] for r in await keys()] == [fresh.json()["lead_id"]]
+
+        await wait_until_async(only_the_fresh_one, timeout=10, what="the expired key purged")
+        # The purged key starts afresh (a new lead, neither a replay nor a 409); the fresh one is still held.
+        reused = await _post(ingest, {"email": _email()}, {**_key(source), "Idempotency-Key": "fresh-key"})
+        assert reused.status_code == 409  # still held: another body under it is refused
+        again = await _post(ingest, first, {**_key(source), "Idempotency-Key": "old-key"})
+        assert again.status_code == 202 and again.headers.get("idempotent-replayed") is None
+        assert again.json()["lead_id"] != old.json()["lead_id"]
 
 
 # -- no duplicates ---------------------------------------------------------------------------------------------
