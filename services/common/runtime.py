@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,20 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+async def every(interval_s: float, work: Callable[[], Awaitable[bool]], stop: asyncio.Event, *, name: str) -> None:
+    """Run `work` until `stop` is set: again at once while it says more is waiting, else after `interval_s`.
+    A failed round is logged and retried on the next one (housekeeping must never take a service down)."""
+    while not stop.is_set():
+        more = False
+        try:
+            more = await work()
+        except Exception:
+            log.exception("periodic_job_failed", job=name)
+        if not more:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
 
 
 class Runtime:
@@ -76,6 +90,7 @@ class Runtime:
         self._topics = sorted(topics)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.stopping = asyncio.Event()  # set when stop() begins; background jobs end on it
         self.topics_ready = False
 
     async def start(self) -> None:
@@ -110,6 +125,7 @@ class Runtime:
     async def stop(self) -> None:
         """Drain: the consumer finishes and commits its batch, the relay stops, then the database closes."""
         self._stopping = True
+        self.stopping.set()
         if self.consumer is not None:
             await self.consumer.stop()
         await self.relay.stop()

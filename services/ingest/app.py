@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from common.logging import configure_logging
-from common.runtime import Runtime
+from common.runtime import Runtime, every
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
 from common.web import health_router, install_common
 from ingest import api, handlers, webhooks
@@ -54,13 +53,20 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
         fetcher = webhooks.PlatformFetcher(settings, runtime)
         app.state.fetcher = fetcher
         await fetcher.start()
-        stop_purging = asyncio.Event()
-        purging = asyncio.create_task(_purge_keys(runtime, settings, app.state.clock, stop_purging))
+
+        async def purge_keys() -> bool:
+            async with runtime.db.transaction() as session:
+                purged = await handlers.purge_expired_keys(session, settings, app.state.clock())
+            if purged:
+                log.info("idempotency_keys_purged", count=purged)
+            return purged >= settings.idempotency_purge_batch  # a full batch: more are waiting
+
+        await runtime.start_job(
+            lambda: every(settings.idempotency_purge_interval_s, purge_keys, runtime.stopping, name="key_purge")
+        )
         try:
             yield
         finally:
-            stop_purging.set()
-            await purging
             await fetcher.stop()
             await writer.stop()
             await runtime.stop()
@@ -89,24 +95,6 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
     return app
 
 
-async def _purge_keys(
-    runtime: Runtime, settings: IngestSettings, clock: Callable[[], datetime], stop: asyncio.Event
-) -> None:
-    """Delete expired Idempotency-Keys in short batches until stopped; a failed round waits for the next."""
-    while not stop.is_set():
-        purged = 0
-        try:
-            async with runtime.db.transaction() as session:
-                purged = await handlers.purge_expired_keys(session, settings, clock())
-            if purged:
-                log.info("idempotency_keys_purged", count=purged)
-        except Exception:
-            log.exception("idempotency_purge_failed")
-        if purged < settings.idempotency_purge_batch:  # a full batch means more are waiting: go on at once
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.idempotency_purge_interval_s)
-
-
 def _install_store_errors(app: FastAPI) -> None:
     """A store that cannot answer is a 503 the caller can retry, on every route, never a 500."""
 
@@ -127,9 +115,7 @@ def _document_security(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
-            )
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             schema.setdefault("components", {})["securitySchemes"] = {
                 "adminToken": {
                     "type": "http",

@@ -55,6 +55,11 @@ class RoutingSettings(ServiceSettings):
     # A receiver's Retry-After is honoured when later than the schedule, up to this bound.
     webhook_retry_after_max_s: float = Field(default=86_400, gt=0)
     webhook_disable_after_days: float = Field(default=5, gt=0)
+    # Settled deliveries (succeeded or failed for good) and their attempts are deleted after this many days;
+    # their bodies carry the lead's data, so they are kept no longer than the delivery log is useful.
+    webhook_retention_days: float = Field(default=30, gt=0)
+    webhook_purge_interval_s: float = Field(default=600, gt=0)
+    webhook_purge_batch: int = Field(default=1000, ge=1)
     webhook_secret_overlap_hours: float = Field(default=24, ge=0)
     # A claimed delivery whose sender died is claimed again after this; must outlast one attempt.
     webhook_lease_s: float = Field(default=60, gt=0)

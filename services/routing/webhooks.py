@@ -36,7 +36,7 @@ import httpcore
 import httpx
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import Database
@@ -412,6 +412,24 @@ async def redact_deliveries(session: AsyncSession, lead_id: str) -> int:
         )
         changed += 1
     return changed
+
+
+async def purge_settled_deliveries(session: AsyncSession, settings: RoutingSettings, now: datetime) -> int:
+    """Delete one batch of deliveries settled before the retention window, their attempts with them (cascade);
+    pending ones are kept whatever their age. Returns how many went."""
+    cutoff = now - timedelta(days=settings.webhook_retention_days)
+    oldest = (
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.status != PENDING, WebhookDelivery.created_at < cutoff)
+        .order_by(WebhookDelivery.created_at)
+        .limit(settings.webhook_purge_batch)
+    )
+    result = await session.execute(
+        delete(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(oldest.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def _subscribed_endpoints(session: AsyncSession) -> list[tuple[str, list[str]]]:

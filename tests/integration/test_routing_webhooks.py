@@ -37,7 +37,14 @@ from routing.app import MIGRATIONS, create_app
 from routing.handlers import Router
 from routing.settings import RoutingSettings
 from routing.store import Base, WebhookAttempt, WebhookDelivery, WebhookEndpoint, outbox
-from routing.webhooks import UnsafeUrl, WebhookConflict, Webhooks, WebhookSender, enqueue_deliveries
+from routing.webhooks import (
+    UnsafeUrl,
+    WebhookConflict,
+    Webhooks,
+    WebhookSender,
+    enqueue_deliveries,
+    purge_settled_deliveries,
+)
 from tests.support.stack import ADMIN, ADMIN_TOKEN, ROOT, wait_until_async
 
 pytestmark = pytest.mark.integration
@@ -677,6 +684,37 @@ async def _delivery_id(db: Database, message_id: str) -> str:
     async with db.read() as session:
         query = select(WebhookDelivery.id).where(WebhookDelivery.message_id == message_id)
         return (await session.execute(query)).scalar_one()
+
+
+async def test_settled_deliveries_past_retention_are_purged_with_their_attempts_and_pending_ones_kept(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock = Clock()
+    settings = _settings(webhook_retry_schedule_s=(), webhook_retention_days=30)
+    await _register(db, Webhooks(settings, clock=clock), receiver.url)
+    once = _sender(senders, db, settings, clock)  # no retries: a failure is final
+    patient = _sender(senders, db, _settings(webhook_retry_schedule_s=(40 * 86400,)), clock)
+    succeeded, failed, pending, recent = _event(), _event(), _event(), _event()
+    await _enqueue(db, clock, succeeded)
+    assert await once.run_once() == 1
+    receiver.answer(Reply(500))
+    await _enqueue(db, clock, failed)
+    assert await once.run_once() == 1
+    receiver.answer(Reply(500))
+    await _enqueue(db, clock, pending)
+    assert await patient.run_once() == 1  # its retry is 40 days away: pending all along
+    clock.advance(days=29)
+    await _enqueue(db, clock, recent)
+    assert await once.run_once() == 1
+    clock.advance(days=2)  # the first three are 31 days old, the recent one 2
+
+    async with db.transaction() as session:
+        assert await purge_settled_deliveries(session, settings, clock()) == 2
+    async with db.read() as session:
+        left = dict((await session.execute(select(WebhookDelivery.message_id, WebhookDelivery.status))).all())
+        attempts = (await session.execute(select(func.count()).select_from(WebhookAttempt))).scalar_one()
+    assert left == {pending.id: "pending", recent.id: "succeeded"}
+    assert attempts == 2  # the pending delivery's attempt and the recent success; the others went with theirs
 
 
 async def test_deliveries_commit_with_their_event_or_not_at_all(db: Database, receiver: Receiver) -> None:
