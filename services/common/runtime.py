@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import MetaData, Table
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.consumer import ConsumerLoop, Handler, Prepare
 from common.db import Database, upgrade_schema_async
@@ -89,7 +90,6 @@ class Runtime:
             topics.add(dead_letter_topic(settings.service_name))
         self._topics = sorted(topics)
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
         self.stopping = asyncio.Event()  # set when stop() begins; background jobs end on it
         self.topics_ready = False
 
@@ -104,9 +104,24 @@ class Runtime:
         """Run another background loop of the service (SLA timers, fetchers), stopped with the rest."""
         self._tasks.append(asyncio.create_task(job(), name=getattr(job, "__name__", "job")))
 
+    async def start_housekeeping(
+        self, name: str, work: Callable[[AsyncSession], Awaitable[int]], *, every_s: float, batch: int
+    ) -> None:
+        """Run `work` in a transaction of its own every `every_s` until the service stops. It returns how many rows
+        it cleaned up, at most `batch`; a full batch means more are waiting, so the next round starts at once."""
+
+        async def one_round() -> bool:
+            async with self.db.transaction() as session:
+                cleaned = await work(session)
+            if cleaned:
+                log.info("housekeeping_done", job=name, count=cleaned)
+            return cleaned >= batch
+
+        await self.start_job(lambda: every(every_s, one_round, self.stopping, name=name))
+
     async def _kafka_side(self) -> None:
         backoff = 0.5
-        while not self._stopping:
+        while not self.stopping.is_set():
             try:
                 await ensure_topics(self.settings, self._topics)
                 self.topics_ready = True
@@ -115,7 +130,7 @@ class Runtime:
                 log.warning("kafka_topics_not_ready", error=type(exc).__name__, retry_in_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
-        if self._stopping:
+        if self.stopping.is_set():
             return
         jobs = [self.relay.run()]
         if self.consumer is not None:
@@ -124,7 +139,6 @@ class Runtime:
 
     async def stop(self) -> None:
         """Drain: the consumer finishes and commits its batch, the relay stops, then the database closes."""
-        self._stopping = True
         self.stopping.set()
         if self.consumer is not None:
             await self.consumer.stop()

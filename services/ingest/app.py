@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from common.logging import configure_logging
-from common.runtime import Runtime, every
+from common.runtime import Runtime
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
 from common.web import health_router, install_common
 from ingest import api, handlers, webhooks
@@ -53,16 +53,11 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
         fetcher = webhooks.PlatformFetcher(settings, runtime)
         app.state.fetcher = fetcher
         await fetcher.start()
-
-        async def purge_keys() -> bool:
-            async with runtime.db.transaction() as session:
-                purged = await handlers.purge_expired_keys(session, settings, app.state.clock())
-            if purged:
-                log.info("idempotency_keys_purged", count=purged)
-            return purged >= settings.idempotency_purge_batch  # a full batch: more are waiting
-
-        await runtime.start_job(
-            lambda: every(settings.idempotency_purge_interval_s, purge_keys, runtime.stopping, name="key_purge")
+        await runtime.start_housekeeping(
+            "idempotency_key_purge",
+            lambda session: handlers.purge_expired_keys(session, settings, app.state.clock()),
+            every_s=settings.idempotency_purge_interval_s,
+            batch=settings.idempotency_purge_batch,
         )
         try:
             yield

@@ -11,7 +11,7 @@ import yaml
 from fastapi import FastAPI, Request
 
 from common.logging import configure_logging
-from common.runtime import Runtime, every
+from common.runtime import Runtime
 from common.web import health_router, install_common
 from routing import api, ops, webhooks, webhooks_api
 from routing import metrics as routing_metrics
@@ -68,16 +68,11 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         await runtime.start_job(timers.run)
         app.state.webhook_sender = webhooks.WebhookSender(runtime.db, settings)
         await runtime.start_job(app.state.webhook_sender.run)
-
-        async def purge_deliveries() -> bool:
-            async with runtime.db.transaction() as session:
-                purged = await webhooks.purge_settled_deliveries(session, settings, router.clock())
-            if purged:
-                log.info("webhook_deliveries_purged", count=purged)
-            return purged >= settings.webhook_purge_batch  # a full batch: more are waiting
-
-        await runtime.start_job(
-            lambda: every(settings.webhook_purge_interval_s, purge_deliveries, runtime.stopping, name="delivery_purge")
+        await runtime.start_housekeeping(
+            "webhook_delivery_purge",
+            lambda session: webhooks.purge_settled_deliveries(session, settings, router.clock()),
+            every_s=settings.webhook_purge_interval_s,
+            batch=settings.webhook_purge_batch,
         )
         try:
             yield
