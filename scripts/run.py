@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,33 @@ def _ready(port: int) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+STOP_GRACE_S = 5.0
+
+
+def stop_children(children: dict[str, subprocess.Popen[bytes]], grace_s: float) -> list[str]:
+    """SIGTERM every child, then SIGKILL the process group of any still running when one shared grace period ends.
+
+    A service stuck in CPU work (or in a blocking call) never gets to run its SIGTERM handler, so waiting on it
+    forever would leave `make run` hanging and the process behind. One deadline for all children, not one each,
+    keeps Ctrl-C to a few seconds. Returns the names of the children that had to be killed.
+    """
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    killed = []
+    for name, child in children.items():
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            killed.append(name)
+            # Each child leads its own session (start_new_session), so its group holds anything it started too.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    return killed
 
 
 def main() -> int:
@@ -114,14 +142,8 @@ Ctrl-C stops everything.""",
             time.sleep(0.5)
     finally:
         print("\nstopping...", flush=True)
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children.values():
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        for name in stop_children(children, grace_s=STOP_GRACE_S):
+            print(f"{name} did not stop within {STOP_GRACE_S:.0f} s; killed", file=sys.stderr)
         if not kafka_was_running:
             subprocess.run([ROOT / "scripts/kafka.sh", "stop"], check=False)
         print("stopped.")
