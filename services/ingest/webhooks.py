@@ -110,7 +110,7 @@ async def _webhook_source(request: Request, source_id: str) -> Source:
         200: {
             "description": "Meta: the challenge as text/plain; LinkedIn: {challengeCode, challengeResponse}"
         },
-        400: {"description": "LinkedIn: no challengeCode"},
+        400: {"description": "LinkedIn: no challengeCode, or one that is not a UUID (nothing is signed)"},
         403: {"description": "Wrong verify token, or no secret configured"},
         404: {"description": "Unknown or disabled source"},
         405: {"description": "This platform has no verification handshake"},
@@ -131,6 +131,10 @@ async def source_webhook_handshake(source_id: str, request: Request) -> Response
             raise _error(400, "bad_request", "challengeCode is required")
         try:
             answer = linkedin_challenge(_config_str(source, "client_secret"), code)
+        except LeadValidationError as exc:
+            raise _error(
+                400, "bad_request", [{"field": e.field, "reason": e.reason} for e in exc.errors]
+            ) from None
         except SignatureError as exc:
             log.warning("webhook_handshake_refused", source_id=source.id, kind=source.kind, reason=str(exc))
             raise _error(403, "forbidden", str(exc)) from None

@@ -497,6 +497,20 @@ async def test_linkedin_handshake_answers_with_the_hmac_of_the_challenge_code(in
     assert (await ingest.client.get(source["webhook_url"])).status_code == 400
 
 
+async def test_linkedin_handshake_signs_no_challenge_code_but_a_uuid(ingest: Ingest) -> None:
+    secret = "li-client-secret-" + uuid.uuid4().hex
+    source = await _create_source(ingest, "linkedin", {"client_secret": secret})
+    # What an attacker would want signed: the exact message behind a notification's X-LI-Signature.
+    forged = 'hmacsha256={"leadGenFormResponse":"urn:li:leadGenFormResponse:1","leadAction":"DELETED"}'
+
+    response = await ingest.client.get(source["webhook_url"], params={"challengeCode": forged})
+
+    assert response.status_code == 400
+    assert response.json()["detail"][0]["field"] == "challengeCode"
+    assert "challengeResponse" not in response.text
+    assert hmac.new(secret.encode(), forged.encode(), hashlib.sha256).hexdigest() not in response.text
+
+
 async def test_platforms_without_a_handshake_refuse_the_get(ingest: Ingest) -> None:
     source = await _create_source(ingest, "typeform", {"secret": "tf-secret"})
     response = await ingest.client.get(source["webhook_url"])

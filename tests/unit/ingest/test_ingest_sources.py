@@ -312,6 +312,22 @@ class TestLinkedIn:
             "challengeResponse": hmac_digest(SECRET, code.encode()).hex(),
         }
 
+    @pytest.mark.parametrize(
+        "code",
+        [
+            "hmacsha256={\"leadAction\":\"DELETED\"}",  # forging a notification's signature
+            "anything",
+            "890e4bf3-4b9d-4b0e-9e1f-4e3f1a2b3c4d\n",
+            "890e4bf34b9d4b0e9e1f4e3f1a2b3c4d",
+            "{890e4bf3-4b9d-4b0e-9e1f-4e3f1a2b3c4d}",
+            "",
+        ],
+    )
+    def test_challenge_code_other_than_a_uuid_is_refused_unsigned(self, code: str) -> None:
+        with pytest.raises(LeadValidationError) as raised:
+            linkedin_challenge(SECRET, code)
+        assert [e.field for e in raised.value.errors] == ["challengeCode"]
+
     def test_good_signature_passes(self) -> None:
         body = body_of(LINKEDIN_NOTIFICATION)
         verify_linkedin_signature(SECRET, body, self.sign(body))

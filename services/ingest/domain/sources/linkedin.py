@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,9 @@ from ingest.domain.lead import parse_datetime
 from ingest.domain.sources._common import check_hex, hmac_sha256, platform_key, require_secret, require_str
 
 SIGNATURE_HEADER = "X-LI-Signature"
+# LinkedIn's validation codes are UUIDs. Anything else is refused unsigned: answering arbitrary text would make
+# the handshake an HMAC oracle under the client secret, from which anyone could forge signed notifications.
+CHALLENGE_CODE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 # Predefined lead form fields -> our field names. Anything else (custom questions) keeps the
 # question's `name` from the form definition, or `question_<id>` when no definition is given.
@@ -50,10 +54,13 @@ class LinkedInNotification:
 
 
 def linkedin_challenge(client_secret: str, challenge_code: str) -> dict[str, str]:
-    """Answer the endpoint validation GET: echo the code with hex HMAC-SHA256(client_secret, code)."""
+    """Answer the endpoint validation GET: echo the code with hex HMAC-SHA256(client_secret, code).
+
+    Raises LeadValidationError (naming challengeCode) for a code that is not a UUID, and signs nothing.
+    """
+    if not CHALLENGE_CODE.fullmatch(challenge_code):
+        raise LeadValidationError([FieldError("challengeCode", "must be a UUID, as LinkedIn sends")])
     require_secret(client_secret)
-    if not challenge_code or len(challenge_code) > 256:
-        raise SignatureError("missing or malformed challengeCode")
     return {
         "challengeCode": challenge_code,
         "challengeResponse": hmac_sha256(client_secret, challenge_code.encode()).hex(),
