@@ -5,20 +5,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 
 from common.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
 
+def security_options(settings: ServiceSettings) -> dict[str, Any]:
+    """The TLS and SASL keyword arguments every client (producer, consumer, admin) takes; none for PLAINTEXT."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}  # aiokafka's own defaults, exactly as before security was configurable
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.endswith("SSL"):
+        key_password = settings.kafka_ssl_key_password
+        context = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+            password=key_password.get_secret_value() if key_password is not None else None,
+        )
+        # Off only for brokers reached by an address their certificate does not name (e.g. an IP in a lab);
+        # the chain is still verified.
+        context.check_hostname = settings.kafka_ssl_check_hostname
+        options["ssl_context"] = context
+    if protocol.startswith("SASL_"):
+        # aiokafka takes SCRAM credentials under the same `sasl_plain_*` names as PLAIN ones.
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return options
+
+
 def new_producer(settings: ServiceSettings) -> AIOKafkaProducer:
     """acks=all and idempotence: aiokafka's defaults (acks=1, no idempotence) can lose or duplicate on failover."""
     return AIOKafkaProducer(
+        **security_options(settings),
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=f"handoff-{settings.service_name}",
         acks="all",
@@ -34,6 +63,7 @@ def new_consumer(settings: ServiceSettings, topics: Iterable[str]) -> AIOKafkaCo
     """Manual commits only; a new group starts from the earliest offset so no backlog is ever skipped."""
     return AIOKafkaConsumer(
         *topics,
+        **security_options(settings),
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=settings.consumer_group,
         client_id=f"handoff-{settings.service_name}",
@@ -61,9 +91,16 @@ async def stop_quietly(client: AIOKafkaProducer | AIOKafkaConsumer | None, withi
         log.warning("kafka_client_stop_failed", error=type(exc).__name__)
 
 
+def new_admin(settings: ServiceSettings) -> AIOKafkaAdminClient:
+    """An admin client for creating and describing topics, secured like the other clients."""
+    return AIOKafkaAdminClient(
+        **security_options(settings), bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000
+    )
+
+
 async def ensure_topics(settings: ServiceSettings, names: Iterable[str]) -> None:
     """Create the topics this service needs if they are missing; safe to run from every process at once."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    admin = new_admin(settings)
     await admin.start()
     try:
         wanted = sorted({settings.topic(name) for name in names})

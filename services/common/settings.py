@@ -9,6 +9,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_ADMIN_TOKEN = "handoff-dev-admin-token"  # noqa: S105 - published on purpose; refused outside development
+# Guessing a 32-character random token online is hopeless; a short or memorable one is not.
+PRODUCTION_MIN_TOKEN_CHARS = 32
 
 
 class ServiceSettings(BaseSettings):
@@ -17,7 +19,9 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HANDOFF_", extra="ignore", frozen=True)
 
     service_name: str = "handoff"
-    env: Literal["development", "test", "production"] = "development"
+    # Production unless told otherwise: a forgotten variable must fail closed (no published token, strong one
+    # required); `make run` and the tests say development (or test) explicitly.
+    env: Literal["development", "test", "production"] = "production"
     admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
     # A read-only token for the ops dashboard and the SLA APIs, so a wall screen need not hold the admin token.
     ops_token: SecretStr | None = None
@@ -31,6 +35,19 @@ class ServiceSettings(BaseSettings):
     consumer_group_override: str = ""
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     topic_replication: int = Field(default=1, ge=1, le=5)
+
+    # -- Kafka client security (managed clusters); PLAINTEXT leaves the clients exactly as before -----------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    # The CA that signed the brokers' certificates; unset means the system's trust store.
+    kafka_ssl_cafile: Path | None = None
+    # A client certificate and key for clusters that authenticate clients by TLS (mTLS).
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
 
     kafka_send_timeout_s: float = Field(default=10.0, gt=0)
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
@@ -53,10 +70,47 @@ class ServiceSettings(BaseSettings):
         return None if value == "" else value
 
     @model_validator(mode="after")
-    def _refuse_dev_token_outside_development(self) -> ServiceSettings:
-        if self.env == "production" and self.admin_token.get_secret_value() == DEV_ADMIN_TOKEN:
-            raise ValueError("HANDOFF_ADMIN_TOKEN is the published development token; set a secret token in production")
-        if len(self.admin_token.get_secret_value()) < 16:
+    def _kafka_security_is_complete(self) -> ServiceSettings:
+        # A half-configured client would fail at its first connection with an opaque handshake error.
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"HANDOFF_KAFKA_SECURITY_PROTOCOL={protocol} needs HANDOFF_KAFKA_SASL_USERNAME and "
+                "HANDOFF_KAFKA_SASL_PASSWORD"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("HANDOFF_KAFKA_SSL_CERTFILE and HANDOFF_KAFKA_SSL_KEYFILE are set together")
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile)
+        if not protocol.endswith("SSL") and any(f is not None for f in tls_files):
+            raise ValueError(
+                f"HANDOFF_KAFKA_SSL_* files are set but HANDOFF_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+                "(use SSL or SASL_SSL)"
+            )
+        return self
+
+    # A subclass must not define a validator of this name: pydantic would run only the subclass's (ingest's once
+    # did, and production started with a short token).
+    @model_validator(mode="after")
+    def _check_admin_token_for_the_mode(self) -> ServiceSettings:
+        token = self.admin_token.get_secret_value()
+        if self.env == "production" and "admin_token" not in self.model_fields_set:
+            raise ValueError(
+                "HANDOFF_ADMIN_TOKEN is not set; production needs a random secret of at least "
+                f"{PRODUCTION_MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`), "
+                "or set HANDOFF_ENV=development for a local run"
+            )
+        if self.env != "development" and token == DEV_ADMIN_TOKEN:
+            raise ValueError(
+                f"HANDOFF_ADMIN_TOKEN is the published development token; set a secret token in {self.env} mode"
+            )
+        if self.env == "production" and len(token) < PRODUCTION_MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"HANDOFF_ADMIN_TOKEN is {len(token)} characters; production needs a random secret of at least "
+                f"{PRODUCTION_MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
+            )
+        if len(token) < 16:
             raise ValueError("HANDOFF_ADMIN_TOKEN must be at least 16 characters")
         if self.ops_token is not None and len(self.ops_token.get_secret_value()) < 16:
             raise ValueError("HANDOFF_OPS_TOKEN must be at least 16 characters")
