@@ -190,7 +190,9 @@ class OutboxRelay:
         # Every delivery future is awaited: a bare send() only enqueues.
         await asyncio.wait_for(asyncio.gather(*futures), timeout)
         async with self._db.transaction() as session:
-            await session.execute(delete(table).where(table.c.seq <= rows[-1].seq, table.c.seq >= rows[0].seq))
+            # Exactly the published seqs, never a range: on PostgreSQL a seq taken before this read but committed
+            # after it lies inside the range, and would be deleted without ever being published.
+            await session.execute(delete(table).where(table.c.seq.in_([row.seq for row in rows])))
         now = datetime.now(UTC)
         for row in rows:
             created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)

@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import select, text
 
 from common.consumer import ConsumerLoop
@@ -288,5 +288,62 @@ async def test_a_consumer_stuck_with_work_waiting_reports_itself_stalled(
     finally:
         release.set()
         await consumer.stop()
+        await task
+        await db.dispose()
+
+
+async def test_a_row_committed_after_a_later_seq_is_published_not_deleted_on_postgres(
+    pg_database: str, kafka_bootstrap: str, namespace: str
+) -> None:
+    """Writers commit out of seq order: the row whose commit lands while the relay publishes must still leave."""
+    settings = _settings(kafka_bootstrap, namespace)
+    await ensure_topics(settings, ["things.v1"])
+    db = await _database(pg_database)
+    async with db.transaction() as session:  # seq 1, committed
+        await add_events(session, outbox, settings, [_event("early", 1)], lambda _e: "things.v1")
+
+    inserted, commit_now, committed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow_writer() -> None:  # takes seq 2, then holds its transaction open
+        async with db.transaction() as session:
+            await add_events(session, outbox, settings, [_event("slow", 2)], lambda _e: "things.v1")
+            inserted.set()
+            await commit_now.wait()
+        committed.set()
+
+    writer = asyncio.create_task(slow_writer())
+    await inserted.wait()
+    async with db.transaction() as session:  # seq 3, committed while seq 2 is still open
+        await add_events(session, outbox, settings, [_event("late", 3)], lambda _e: "things.v1")
+
+    def producer() -> AIOKafkaProducer:
+        # The slow writer commits while the relay publishes what it read (seqs 1 and 3), before it deletes them.
+        real = new_producer(settings)
+        send = real.send
+
+        async def send_after_the_slow_commit(*args: object, **kwargs: object) -> object:
+            commit_now.set()
+            await committed.wait()
+            return await send(*args, **kwargs)  # type: ignore[arg-type]
+
+        real.send = send_after_the_slow_commit  # type: ignore[method-assign]
+        return real
+
+    relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=producer)
+    task = asyncio.create_task(relay.run())
+    try:
+        await writer
+        records: list[object] = []
+
+        async def all_published() -> bool:
+            records[:] = await read_topic(kafka_bootstrap, settings.topic("things.v1"), timeout=2)
+            return len(records) >= 3
+
+        await wait_until_async(all_published, timeout=20, what="3 records published")
+        subjects = sorted(Event.from_record(r.key, r.value, r.headers).subject for r in records)  # type: ignore[attr-defined]
+        assert subjects == ["early", "late", "slow"]
+        await wait_until_async(lambda: _is_zero(backlog(db, outbox)), timeout=10, what="outbox emptied")
+    finally:
+        await relay.stop()
         await task
         await db.dispose()
