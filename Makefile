@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help venv run test test-unit test-integration test-e2e lint kafka kafka-stop postgres bench drill clean
+.PHONY: help venv run test test-unit test-integration test-e2e lint kafka kafka-stop postgres bench drill hostile clean
 
 help:
 	@echo "make run    - broker + ingest/scoring/routing on SQLite with demo reps (Ctrl-C stops all)"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - benchmarks against same-run baselines, results in bench/results/"
 	@echo "make drill  - fault drills (SIGKILL, broker and database restarts) and their invariants"
+	@echo "make hostile - a bounded battery of hostile requests against a running 'make run' (no 5xx, no hang)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +71,9 @@ drill: venv
 	scripts/kafka.sh fetch
 	scripts/postgres.sh ensure
 	$(PY) -m pytest tests/drills -q -m drill --drill-full
+
+hostile: venv
+	$(PY) -m tests.support.hostile
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
