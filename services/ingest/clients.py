@@ -1,7 +1,8 @@
 """Typed clients for the platform APIs a lead must be fetched from: Meta Graph, LinkedIn, HubSpot.
 
-All share one `httpx.AsyncClient` owned by the fetcher. Errors never carry a URL or a response body, since
-Meta's URLs hold the access token and response bodies can hold the lead's personal data.
+All share one `httpx.AsyncClient` owned by the fetcher. Access tokens travel only in the Authorization header,
+never in a URL (URLs end up in proxy and server logs). Errors never carry a URL or a response body anyway, since
+response bodies can hold the lead's personal data.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ async def _get_json(
     try:
         response = await http.get(url, params=params, headers=headers)
     except httpx.TimeoutException as exc:
-        # `from None`: httpx's message holds the URL, and with it Meta's access token.
+        # `from None`: httpx's message holds the URL, which can name the lead (Meta's leadgen id, HubSpot's contact).
         raise PlatformAPIError(platform, f"timed out ({type(exc).__name__})") from None
     except httpx.HTTPError as exc:
         raise PlatformAPIError(platform, f"request failed ({type(exc).__name__})") from None
@@ -87,8 +88,13 @@ def _path_segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def appsecret_proof(app_secret: str, access_token: str) -> str:
+    """Meta's `appsecret_proof`: hex HMAC-SHA256 of the access token keyed by the app secret."""
+    return hmac.new(app_secret.encode(), access_token.encode(), hashlib.sha256).hexdigest()
+
+
 class MetaGraphClient:
-    """Reads leads from the Graph API: `GET /<version>/<leadgen_id>?access_token=...`."""
+    """Reads leads from the Graph API: `GET /<version>/<leadgen_id>` with the token as a Bearer header."""
 
     def __init__(
         self, http: httpx.AsyncClient, *, base_url: str, version: str, access_token: str, app_secret: str = ""
@@ -103,14 +109,14 @@ class MetaGraphClient:
         """The lead `{"id", "created_time", "field_data": [...], ...}`."""
         if not self._access_token:
             raise PlatformAPIError("meta", "the source has no access_token configured")
-        params = {"access_token": self._access_token, "fields": META_LEAD_FIELDS}
+        params = {"fields": META_LEAD_FIELDS}
         if self._app_secret:
-            # Apps with "Require App Secret" on refuse calls without appsecret_proof; others ignore it.
-            params["appsecret_proof"] = hmac.new(
-                self._app_secret.encode(), self._access_token.encode(), hashlib.sha256
-            ).hexdigest()
+            # Apps with "Require App Secret" on refuse calls without appsecret_proof; others ignore it. The proof
+            # is a query parameter as Meta documents; it proves the caller knows the secret and reveals neither.
+            params["appsecret_proof"] = appsecret_proof(self._app_secret, self._access_token)
         url = f"{self._base_url}/{self._version}/{_path_segment(leadgen_id)}"
-        return await _get_json(self._http, "meta", url, params=params)
+        headers = {"Authorization": f"Bearer {self._access_token}"}
+        return await _get_json(self._http, "meta", url, params=params, headers=headers)
 
 
 class FormCache:

@@ -100,8 +100,14 @@ class FakePlatforms:
 
     def _answer(self, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> tuple[int, Any]:
         if m := re.fullmatch(rf"/{re.escape(GRAPH_VERSION)}/([^/]+)", path):
-            proof = hmac.new(META_APP_SECRET.encode(), META_TOKEN.encode(), hashlib.sha256).hexdigest()
-            if query.get("access_token") != [META_TOKEN] or query.get("appsecret_proof") != [proof]:
+            if "access_token" in query:  # a token in the URL lands in every proxy's and server's logs
+                return 400, {"error": {"message": "Token in the query string.", "type": "OAuthException", "code": 1}}
+            token = headers.get("authorization", "").removeprefix("Bearer ")
+            # Meta's appsecret_proof, computed here from its published definition (hex HMAC-SHA256 of the token).
+            proof = hmac.new(META_APP_SECRET.encode(), token.encode(), hashlib.sha256).hexdigest()
+            if query.get("appsecret_proof") != [proof]:
+                return 400, {"error": {"message": "Invalid appsecret_proof.", "type": "OAuthException", "code": 100}}
+            if headers.get("authorization") != f"Bearer {META_TOKEN}":
                 return 400, {
                     "error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}
                 }
@@ -566,6 +572,10 @@ async def test_meta_lead_is_fetched_after_a_graph_outage_and_stored_exactly_once
 
     (lead,) = await wait_until_async(stored, timeout=20, what="the Meta lead after recovery")
     assert lead["external_id"] == leadgen_id
+    # The token went in the Authorization header on every call, never in the URL.
+    for _path, query, headers in platforms.calls(graph_path):
+        assert "access_token" not in query
+        assert headers["authorization"] == f"Bearer {META_TOKEN}"
     assert lead["lead"]["email"] == email
     assert await _pending_fetches(ingest, source["id"]) == []
 
