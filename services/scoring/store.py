@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, func, literal_column, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -148,11 +150,12 @@ class ScoringRepository:
         `values_per_field` (from `values_per_field()`) saves its query when the caller already has it.
         """
         wanted = set(features)
-        rows = (
-            await self.session.execute(
-                select(OutcomeCount).where(tuple_(OutcomeCount.feature, OutcomeCount.value).in_([*wanted, TOTAL]))
+        # Columns, not row objects: counts change by upserts in the database, which the identity map never sees.
+        rows = await self.session.execute(
+            select(OutcomeCount.feature, OutcomeCount.value, OutcomeCount.won, OutcomeCount.lost).where(
+                tuple_(OutcomeCount.feature, OutcomeCount.value).in_([*wanted, TOTAL])
             )
-        ).scalars()
+        )
         by_feature = {(r.feature, r.value): (r.won, r.lost) for r in rows}
         won_total, lost_total = by_feature.pop(TOTAL, (0, 0))
         if values_per_field is None and by_feature:
@@ -172,14 +175,22 @@ class ScoringRepository:
 
     async def add_outcome(self, features: list[tuple[str, str]], *, won: bool) -> None:
         """Count one won or lost lead under each of its feature values and the total."""
-        for feature, value in dict.fromkeys([*features, TOTAL]):
-            counter = await self.session.get(OutcomeCount, (feature, value))
-            if counter is None:
-                counter = OutcomeCount(feature=feature, value=value, won=0, lost=0)
-                self.session.add(counter)
-            counter.won += 1 if won else 0
-            counter.lost += 0 if won else 1
-        await self.session.flush()
+        # One atomic upsert (`n = n + 1` in the database), never read-modify-write: two consumers counting
+        # outcomes at once would each write back their own n + 1 and lose the other's increment.
+        rows = [
+            {"feature": feature, "value": value, "won": int(won), "lost": int(not won)}
+            for feature, value in dict.fromkeys([*features, TOTAL])
+        ]
+        dialect = self.session.get_bind().dialect.name
+        insert = pg_insert(OutcomeCount) if dialect == "postgresql" else sqlite_insert(OutcomeCount)
+        table = OutcomeCount.__table__
+        await self.session.execute(
+            insert.on_conflict_do_update(
+                index_elements=[table.c.feature, table.c.value],
+                set_={"won": table.c.won + insert.excluded.won, "lost": table.c.lost + insert.excluded.lost},
+            ),
+            rows,
+        )
 
     async def scored_or_erased(self, lead_ids: list[str]) -> tuple[set[str], set[str]]:
         """Which of the leads have been scored, and which erased, in one round trip."""

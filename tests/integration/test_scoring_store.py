@@ -26,7 +26,7 @@ from scoring.domain import (
 )
 from scoring.handlers import Scoring
 from scoring.settings import ScoringSettings
-from scoring.store import Base, ErasedLead, OutcomeCount, ScoredLead, outbox
+from scoring.store import Base, ErasedLead, OutcomeCount, ScoredLead, ScoringRepository, outbox
 
 pytestmark = pytest.mark.integration
 
@@ -375,3 +375,21 @@ async def test_a_consumer_batch_in_one_transaction_scores_each_lead_once_and_see
     assert (await _scored(db, erased_first.subject)).lead is None  # type: ignore[union-attr]
     assert (await _scored(db, converted.subject)).outcome == "won"  # type: ignore[union-attr]
     assert (await _scored(db, first.subject)).lead == first.data["lead"]  # type: ignore[union-attr]
+
+
+async def test_concurrent_outcomes_are_all_counted(db: Database) -> None:
+    """Outcomes counted in concurrent transactions (two consumers, or one batch retried) add up, none lost."""
+    features = [("lead.country", "DE"), ("enrichment.seniority", "vp")]
+    async with db.transaction() as session:  # the counters exist already, as they do after the first outcome
+        await ScoringRepository(session).add_outcome(features, won=False)
+
+    async def count_one(won: bool) -> None:
+        async with db.transaction() as session:
+            await ScoringRepository(session).add_outcome(features, won=won)
+
+    await asyncio.gather(*(count_one(won=i % 2 == 0) for i in range(12)))
+    async with db.read() as session:
+        counts = await ScoringRepository(session).outcome_counts(features)
+    assert (counts.won_total, counts.lost_total) == (6, 7)
+    assert counts.by_feature[("lead.country", "DE")] == (6, 7)
+    assert counts.by_feature[("enrichment.seniority", "vp")] == (6, 7)
