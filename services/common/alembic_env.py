@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 
 from alembic import context
-from sqlalchemy import MetaData, pool
+from sqlalchemy import MetaData, pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+# One key for every service: services sharing a database serialize their migrations too, which costs nothing.
+MIGRATION_LOCK_KEY = zlib.crc32(b"handoff-migrations")
 
 
 def _run(connection: Connection, metadata: MetaData) -> None:
@@ -18,11 +22,16 @@ def _run(connection: Connection, metadata: MetaData) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Processes started together on a fresh database would each create the same tables and all but one
+            # fail: the first to get this lock migrates, the others wait for its commit and then find the schema
+            # at head. A transaction lock, so it is released with the migration's commit or rollback.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         context.run_migrations()
 
 
 async def _run_async(url: str, metadata: MetaData) -> None:
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    engine = create_async_engine(url, poolclass=pool.NullPool, hide_parameters=True)
     async with engine.connect() as connection:
         await connection.run_sync(_run, metadata)
         await connection.commit()

@@ -22,7 +22,7 @@ from common import metrics
 from common.db import Database
 from common.envelope import EnvelopeError, Event
 from common.kafka import new_consumer, new_producer, stop_quietly
-from common.logging import bind_correlation_id
+from common.logging import bind_correlation_id, describe_error
 from common.settings import ServiceSettings
 from common.topics import dead_letter_topic
 
@@ -215,7 +215,7 @@ class ConsumerLoop:
                 try:
                     events.append((record, Event.from_record(record.key, record.value, record.headers)))
                 except EnvelopeError as exc:
-                    await self._dead_letter(record, "invalid_envelope", str(exc))
+                    await self._dead_letter(record, "invalid_envelope", describe_error(exc))
         if events:
             if self._prepare is not None:
                 try:
@@ -266,7 +266,9 @@ class ConsumerLoop:
                     raise
                 if attempt == attempts:
                     log.exception("consumer_event_failed", event_id=event.id, event_type=event.type)
-                    await self._dead_letter(record, "handler_failed", f"{type(exc).__name__}: {exc}"[:500])
+                    # The header holds the error's type and a message without values: a SQLAlchemy error's own
+                    # text carries the statement's parameters (the lead's name, email, message).
+                    await self._dead_letter(record, "handler_failed", describe_error(exc)[:500])
                     return
                 await asyncio.sleep(self._settings.consumer_retry_backoff_s * 2 ** (attempt - 1))
 

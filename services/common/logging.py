@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
 import structlog
+
+from common.db import describe_db_error, is_db_error
 
 _correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
@@ -23,6 +26,16 @@ _PII_KEYS = frozenset(
         "full_name",
         "name",
         "message",
+        # Free text a person or a rep typed, or a receiver echoed back: it can hold anything, names included.
+        "company",
+        "company_name",
+        "notes",
+        "note",
+        "comment",
+        "comments",
+        "reason_text",
+        "free_text",
+        "response_body",
         "ip",
         "client_ip",
         "address",
@@ -61,6 +74,51 @@ def correlation_id() -> str | None:
 def scrub_text(text: str) -> str:
     """Replace emails and phone numbers inside free text (error messages, receiver responses)."""
     return _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as `Type: message`, safe to log or put in a header: database errors lose the values they
+    quote, and emails and phones are taken out of any other message."""
+    if is_db_error(exc):
+        return scrub_text(describe_db_error(exc))
+    return scrub_text(f"{type(exc).__name__}: {exc}")
+
+
+def format_exception_safely(exc: BaseException) -> str:
+    """A traceback like Python's, but each exception's message is `describe_error`'s: the standard text of a
+    SQLAlchemy error carries its statement's bound parameters and the driver's quoted values (names, emails)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    parts: list[str] = []
+    for index, item in enumerate(reversed(chain)):
+        if index:
+            parts.append("\nThe above exception led to the following one:\n\n")
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_tb(item.__traceback__))
+        parts.append(f"{type(item).__module__}.{describe_error(item)}\n")
+    return "".join(parts)
+
+
+def _exceptions_without_values(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Render `exc_info` with `format_exception_safely` before structlog's own formatter would print it raw."""
+    exc_info = event_dict.get("exc_info")
+    if not exc_info:
+        return event_dict
+    if isinstance(exc_info, BaseException):
+        exc: BaseException | None = exc_info
+    elif isinstance(exc_info, tuple):
+        exc = exc_info[1]
+    else:
+        exc = sys.exc_info()[1]
+    if exc is not None:
+        event_dict.pop("exc_info")
+        event_dict["exception"] = format_exception_safely(exc)
+    return event_dict
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
@@ -106,6 +164,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_correlation_id,
+        _exceptions_without_values,
         structlog.processors.format_exc_info,
         redact_pii,
     ]

@@ -347,3 +347,47 @@ async def test_a_row_committed_after_a_later_seq_is_published_not_deleted_on_pos
         await relay.stop()
         await task
         await db.dispose()
+
+
+async def test_a_store_error_is_dead_lettered_with_its_type_and_no_parameter_values(
+    database_url: str, kafka_bootstrap: str, namespace: str
+) -> None:
+    canary = "Canarina Vogelsang"
+    settings = _settings(kafka_bootstrap, namespace, admin_token="a-test-admin-token-of-32-characters")
+    await ensure_topics(settings, ["things.v1", "deadletter.plumbing.v1"])
+    db = await _database(database_url)
+
+    async def store_twice(session, event: Event) -> None:  # type: ignore[no-untyped-def]
+        # A duplicate key whose value is a name: the statement's parameters carry it into SQLAlchemy's error text.
+        session.add(Setting(key=canary, value=1))
+        await session.flush()
+        session.add(Setting(key=canary, value=2))
+        await session.flush()
+
+    event = _event("poison", 1)
+    producer = new_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topic("things.v1"), event.value(), key=event.key(), headers=event.headers()
+        )
+    finally:
+        await producer.stop()
+    consumer = ConsumerLoop(
+        settings=settings, db=db, processed=processed, topics=["things.v1"], handlers={"thing.happened": store_twice}
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        dead = await wait_until_async(
+            lambda: read_topic(kafka_bootstrap, settings.topic("deadletter.plumbing.v1"), timeout=2),
+            timeout=30,
+            what="the poison event dead-lettered",
+        )
+    finally:
+        await consumer.stop()
+        await task
+        await db.dispose()
+    headers = dict(dead[0].headers)
+    assert headers["dlq_reason"] == b"handler_failed"
+    assert headers["dlq_error"].startswith(b"IntegrityError: ")
+    assert all(canary.encode() not in value for value in headers.values()), headers
