@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 import structlog
@@ -114,7 +115,9 @@ def _too_large(limit: int) -> dict[str, Any]:
     return {"error": "payload_too_large", "detail": f"the body is larger than {limit} bytes"}
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     from common.envelope import dumps
 
     payload = dumps(body)
@@ -125,6 +128,7 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                *headers,
             ],
         }
     )
@@ -223,6 +227,73 @@ def _error_code(status: int) -> str:
     }.get(status, "error")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_address(request: Request, trusted_proxies: Sequence[Network] = ()) -> str:
+    """The caller's address: the socket peer, unless that peer is a trusted proxy and says who it forwards for.
+
+    X-Forwarded-For is read right to left (each proxy appends the peer it saw), skipping our own proxies; the first
+    hop that is not one of them is the client. Anything further left was written by the client and proves nothing,
+    so a forged header from an untrusted peer changes nothing.
+    """
+    peer = request.client.host if request.client else "unknown"
+    if not trusted_proxies or not _is_trusted(peer, trusted_proxies):
+        return peer
+    hops = [hop.strip() for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+    address = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # garbage a proxy passed on: the last hop we could vouch for stands
+        address = hop
+        if not _is_trusted(hop, trusted_proxies):
+            break
+    return address
+
+
+def _is_trusted(address: str, trusted_proxies: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted_proxies)
+
+
+class InflightLimitMiddleware:
+    """At most `limit` requests to one route at once in this process; more get 503 with Retry-After at once.
+
+    A saturated event loop would otherwise take every request it is sent and answer all of them late; refusing the
+    excess here costs a few microseconds each, so those admitted keep a bounded latency and memory stays flat.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int, method: str, path: str) -> None:
+        self.app = app
+        self.limit = limit
+        self.method = method
+        self.path = path
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != self.method or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        if self.inflight >= self.limit:
+            await _send_json(
+                send,
+                503,
+                {"error": "unavailable", "detail": "too many requests in progress; retry"},
+                headers=[(b"retry-after", b"1")],
+            )
+            return
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
+
+
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -270,6 +341,22 @@ def is_ops_token(settings: Any, given: str | None) -> bool:
     """Every candidate is compared (no early exit), so timing tells nothing about which one matched."""
     matches = [tokens_equal(given, token) for token in ops_tokens(settings)]
     return any(matches)
+
+
+def ops_credential(request: Request) -> str | None:
+    """Which token an ops request holds, "admin" or "ops" (bearer or cookie): the unit its limits count by."""
+    settings = request.app.state.settings
+    labels = ["admin", "ops"]
+    bearer = bearer_token(request)
+    if bearer is not None:
+        matches = [tokens_equal(bearer, token) for token in ops_tokens(settings)]
+    else:
+        cookie = request.cookies.get(OPS_COOKIE) or ""
+        expires_text, _, mac = cookie.partition(".")
+        if not expires_text.isdigit() or int(expires_text) < time.time():
+            return None
+        matches = [tokens_equal(mac, _ops_cookie_mac(token, int(expires_text))) for token in ops_tokens(settings)]
+    return next((label for label, matched in zip(labels, matches, strict=False) if matched), None)
 
 
 def _ops_cookie_mac(token: str, expires: int) -> str:

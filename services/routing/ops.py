@@ -29,13 +29,22 @@ from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import ColumnElement, Row, and_, column, exists, func, or_, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from starlette.background import BackgroundTask
 
 from common.logging import scrub_text
-from common.web import OPS_COOKIE, OPS_COOKIE_MAX_AGE_S, Ops, has_ops_access, is_ops_token, issue_ops_cookie
+from common.web import (
+    OPS_COOKIE,
+    OPS_COOKIE_MAX_AGE_S,
+    Ops,
+    has_ops_access,
+    is_ops_token,
+    issue_ops_cookie,
+    ops_credential,
+)
 from routing.handlers import aware
 from routing.store import AssignmentRow, LeadRow, RepLoadRow, RepRow, SlaTimer, TimelineRow
 
@@ -55,7 +64,6 @@ STREAM_KINDS = (
     *SLA_KINDS,
 )
 DEFAULT_WINDOW = timedelta(hours=24)
-MAX_WINDOW = timedelta(days=92)
 
 Outcome = Literal["met", "missed"]
 
@@ -638,13 +646,17 @@ def _error(status: int, code: str, detail: Any) -> HTTPException:
     return HTTPException(status_code=status, detail={"error": code, "detail": detail})
 
 
-def _window(since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+def _window(
+    request: Request, since: datetime | None, until: datetime | None, now: datetime
+) -> tuple[datetime, datetime]:
     end = aware(until) or now
     start = aware(since) or end - DEFAULT_WINDOW
     if start >= end:
         raise _error(422, "validation_failed", [{"field": "since", "reason": "must be before until"}])
-    if end - start > MAX_WINDOW:
-        raise _error(422, "validation_failed", [{"field": "since", "reason": "the window is at most 92 days"}])
+    # A long window is a scan of every lead routed in it: bounded, so the read token cannot tie up the store.
+    days = request.app.state.settings.ops_max_window_days
+    if end - start > timedelta(days=days):
+        raise _error(422, "validation_failed", [{"field": "since", "reason": f"the window is at most {days:g} days"}])
     return start, end
 
 
@@ -662,7 +674,7 @@ async def sla_breaches(
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
 ) -> dict[str, Any]:
-    start, end = _window(since, until, datetime.now(UTC))
+    start, end = _window(request, since, until, datetime.now(UTC))
     before_id = None
     if cursor is not None:
         if not cursor.isdigit():
@@ -699,7 +711,7 @@ async def sla_summary(
     include_test: bool = False,
 ) -> dict[str, Any]:
     now = datetime.now(UTC)
-    start, end = _window(since, until, now)
+    start, end = _window(request, since, until, now)
     async with request.app.state.runtime.db.read() as session:
         repo = OpsRepository(session)
         leads = await repo.lead_facts(start, end, include_test=include_test)
@@ -794,6 +806,40 @@ class _ShutdownWatch:
 
 _shutdown = _ShutdownWatch()
 
+# A refused stream is told to come back after this: by then a stream of the same credential may have ended.
+STREAM_BUSY_RETRY_AFTER_S = 30
+
+
+class _StreamSlots:
+    """Open live streams per credential in this process, so one token cannot hold unlimited connections."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, int] = {}
+
+    def take(self, credential: str, limit: int) -> _StreamSlot | None:
+        if self.open.get(credential, 0) >= limit:
+            return None
+        self.open[credential] = self.open.get(credential, 0) + 1
+        return _StreamSlot(self, credential)
+
+
+class _StreamSlot:
+    def __init__(self, slots: _StreamSlots, credential: str) -> None:
+        self._slots, self._credential, self._held = slots, credential, True
+
+    def release(self) -> None:
+        """Idempotent: the stream's end and the response's background task both call it, whichever comes first."""
+        if self._held:
+            self._held = False
+            self._slots.open[self._credential] -= 1
+
+
+def _stream_slots(request: Request) -> _StreamSlots:
+    slots = getattr(request.app.state, "ops_stream_slots", None)
+    if slots is None:
+        slots = request.app.state.ops_stream_slots = _StreamSlots()
+    return slots
+
 
 def _stream_kinds(kinds: str) -> tuple[str, ...]:
     if kinds == "sla":
@@ -816,6 +862,25 @@ def _frame(event_id: int, kind: str, data: dict[str, Any]) -> bytes:
 
 
 async def _event_stream(
+    request: Request,
+    *,
+    cursor: int,
+    kinds: tuple[str, ...],
+    team: str | None,
+    rep: str | None,
+    include_test: bool,
+    slot: _StreamSlot,
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in _event_frames(
+            request, cursor=cursor, kinds=kinds, team=team, rep=rep, include_test=include_test
+        ):
+            yield chunk
+    finally:
+        slot.release()
+
+
+async def _event_frames(
     request: Request,
     *,
     cursor: int,
@@ -873,19 +938,35 @@ async def sla_stream(
     rep: str | None = Query(None, max_length=64),
     include_test: bool = False,
     last_event_id: int | None = Query(None, ge=0, description="Resume after this id (the header wins)"),
-) -> StreamingResponse:
+) -> Response:
     chosen = _stream_kinds(kinds)
+    limit = request.app.state.settings.ops_max_streams_per_credential
+    slot = _stream_slots(request).take(ops_credential(request) or "unknown", limit)
+    if slot is None:
+        return JSONResponse(
+            {"error": "too_many_requests", "detail": f"at most {limit} live streams per token; close one first"},
+            status_code=429,
+            headers={"Retry-After": str(STREAM_BUSY_RETRY_AFTER_S)},
+        )
     header = request.headers.get("last-event-id", "").strip()
     resume = int(header) if header.isdigit() else last_event_id
-    async with request.app.state.runtime.db.read() as session:
-        newest = await OpsRepository(session).last_event_id()
+    try:
+        async with request.app.state.runtime.db.read() as session:
+            newest = await OpsRepository(session).last_event_id()
+    except BaseException:
+        slot.release()
+        raise
     # Without a resume point the stream starts now; a resume point past the newest id (a reset store) is clamped.
     cursor = newest if resume is None else min(resume, newest)
     _shutdown.install()
     return StreamingResponse(
-        _event_stream(request, cursor=cursor, kinds=chosen, team=team, rep=rep, include_test=include_test),
+        _event_stream(
+            request, cursor=cursor, kinds=chosen, team=team, rep=rep, include_test=include_test, slot=slot
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        # Also after a client that left before the first byte: its generator never ran, so its finally never will.
+        background=BackgroundTask(slot.release),
     )
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from common.egress import check_allow_list
 from common.settings import ServiceSettings
 
 
@@ -43,6 +43,10 @@ class RoutingSettings(ServiceSettings):
     timer_escalation_batch_size: int = Field(default=10, ge=1)
     # A backtest replays at most this many leads at once (each is held in memory and decided twice).
     backtest_max_leads: int = Field(default=50_000, ge=1)
+    # Ops reads (breaches, summary) cover at most this many days per query: the read token cannot ask for a scan
+    # of months. Live SLA streams open at once per credential (admin or ops token) in one process; more get 429.
+    ops_max_window_days: float = Field(default=31, gt=0, le=366)
+    ops_max_streams_per_credential: int = Field(default=4, ge=1, le=1000)
 
     # -- webhooks to sales tools (Standard Webhooks; retry schedule after Svix's) ------------------------
     webhook_timeout_s: float = Field(default=15.0, gt=0)
@@ -83,10 +87,5 @@ class RoutingSettings(ServiceSettings):
     def _webhook_lease_outlasts_an_attempt(self) -> RoutingSettings:
         if self.webhook_lease_s <= self.webhook_timeout_s:
             raise ValueError("HANDOFF_WEBHOOK_LEASE_S must be longer than HANDOFF_WEBHOOK_TIMEOUT_S")
-        for entry in self.webhook_allow_private_hosts:
-            if "/" in entry or entry.replace(".", "").isdigit() or ":" in entry:
-                try:
-                    ipaddress.ip_network(entry, strict=False)
-                except ValueError as exc:
-                    raise ValueError(f"HANDOFF_WEBHOOK_ALLOW_PRIVATE_HOSTS: {entry!r} is not a CIDR") from exc
+        check_allow_list("HANDOFF_WEBHOOK_ALLOW_PRIVATE_HOSTS", self.webhook_allow_private_hosts)
         return self

@@ -41,11 +41,11 @@ def _start() -> datetime:
     return (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
 
 
-def ops_app(routing: Routing) -> FastAPI:
+def ops_app(routing: Routing, **settings: Any) -> FastAPI:
     """Routing's ops routes (and its admin API, to check the ops token does not open it) over the test store."""
     app = FastAPI()
     install_common(app)
-    app.state.settings = routing.router.settings.model_copy(update={"ops_token": SecretStr(OPS_TOKEN)})
+    app.state.settings = routing.router.settings.model_copy(update={"ops_token": SecretStr(OPS_TOKEN), **settings})
     app.state.runtime = SimpleNamespace(db=routing.db)
     app.state.router = routing.router
     app.include_router(api.router)
@@ -346,9 +346,10 @@ async def test_the_ops_token_opens_the_dashboard_once_then_a_cookie_reads_ops_ro
 
 
 @contextlib.asynccontextmanager
-async def served(routing: Routing) -> AsyncIterator[str]:
+async def served(routing: Routing, **settings: Any) -> AsyncIterator[str]:
     port = free_port()
-    config = uvicorn.Config(ops_app(routing), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    app = ops_app(routing, **settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     url = f"http://127.0.0.1:{port}"
@@ -425,3 +426,47 @@ async def test_the_stream_sends_sla_events_as_they_happen_and_resumes_after_last
 
             narrowed = await client.get("/v1/sla/stream", params={"kinds": "assigned,bogus"}, headers=OPS)
             assert narrowed.status_code == 422
+
+
+async def test_ops_queries_are_bounded_to_a_window_and_name_the_parameter_beyond_it(database_url: str) -> None:
+    clock = Clock(_start())
+    async with routing_on(database_url, clock, sla_minutes=FIVE) as routing, client_for(routing) as client:
+        until = datetime.now(UTC)
+        for path in ("/v1/sla/breaches", "/v1/sla/summary"):
+            month = {"since": (until - timedelta(days=31)).isoformat(), "until": until.isoformat()}
+            assert (await client.get(path, params=month, headers=OPS)).status_code == 200
+            quarter = {"since": (until - timedelta(days=92)).isoformat(), "until": until.isoformat()}
+            refused = await client.get(path, params=quarter, headers=OPS)
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["detail"] == [{"field": "since", "reason": "the window is at most 31 days"}]
+    async with routing_on(database_url, clock) as routing:
+        transport = httpx.ASGITransport(app=ops_app(routing, ops_max_window_days=2))
+        async with httpx.AsyncClient(transport=transport, base_url="http://routing.test") as client:
+            three = {"since": (until - timedelta(days=3)).isoformat(), "until": until.isoformat()}
+            assert (await client.get("/v1/sla/breaches", params=three, headers=OPS)).status_code == 422
+
+
+async def test_live_streams_are_limited_per_token_and_a_closed_one_frees_its_place(database_url: str) -> None:
+    clock = Clock(_start())
+    async with (
+        routing_on(database_url, clock, sla_minutes=FIVE) as routing,
+        served(routing, ops_max_streams_per_credential=2) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        contextlib.AsyncExitStack() as streams,
+    ):
+        opened = [await streams.enter_async_context(client.stream("GET", "/v1/sla/stream", headers=OPS)) for _ in "ab"]
+        assert [r.status_code for r in opened] == [200, 200]
+        third = await client.get("/v1/sla/stream", headers=OPS)
+        assert third.status_code == 429 and third.headers["Retry-After"] == "30", third.text
+        assert third.json()["error"] == "too_many_requests"
+        # Another credential has places of its own.
+        async with client.stream("GET", "/v1/sla/stream", headers=ADMIN) as admin:
+            assert admin.status_code == 200
+
+        await opened[0].aclose()
+
+        async def reopened() -> bool:
+            async with client.stream("GET", "/v1/sla/stream", headers=OPS) as response:
+                return response.status_code == 200
+
+        await wait_until_async(reopened, timeout=10, interval=0.2, what="the closed stream's place freed")
