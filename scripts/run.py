@@ -51,15 +51,24 @@ def stop_children(children: dict[str, subprocess.Popen[bytes]], grace_s: float) 
     return killed
 
 
-def main() -> int:
+def service_env(environ: dict[str, str]) -> dict[str, str]:
+    """The services' environment for a local run: development said explicitly (the services default to production)."""
     from common.settings import DEV_ADMIN_TOKEN
 
-    env = dict(os.environ)
+    env = dict(environ)
     env.setdefault("HANDOFF_ENV", "development")
     env.setdefault("HANDOFF_DATA_DIR", str(ROOT / ".data"))
     env.setdefault("HANDOFF_LOG_FORMAT", "console")
     env.setdefault("HANDOFF_SEED_FILE", str(ROOT / "services/routing/demo_reps.yaml"))
-    token = env.setdefault("HANDOFF_ADMIN_TOKEN", DEV_ADMIN_TOKEN)
+    env.setdefault("HANDOFF_ADMIN_TOKEN", DEV_ADMIN_TOKEN)
+    return env
+
+
+def main() -> int:
+    from common.settings import DEV_ADMIN_TOKEN
+
+    env = service_env(dict(os.environ))
+    token = env["HANDOFF_ADMIN_TOKEN"]
     kafka_was_running = (
         subprocess.run([ROOT / "scripts/kafka.sh", "status"], capture_output=True).returncode == 0
     )

@@ -13,6 +13,10 @@ import pytest
 
 from tests.support.stack import ROOT, Broker
 
+# The services default to production; every settings object a test builds without naming a mode is a
+# development one, said here explicitly (a test of the production default removes this variable).
+os.environ["HANDOFF_ENV"] = "development"
+
 PG_ADMIN_URL = os.environ.get("HANDOFF_TEST_PG_URL", "postgresql://handoff:handoff@127.0.0.1:5432/handoff")
 
 

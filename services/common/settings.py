@@ -59,6 +59,12 @@ class ServiceSettings(BaseSettings):
     consumer_stall_s: float = Field(default=30.0, gt=0)
 
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # Bounds on waiting for the database. SQLite statements run on the event loop's thread, so a busy wait for
+    # another process's write lock freezes the whole process for that long; PostgreSQL would wait forever on a
+    # lock. A timeout is a store error: 503 on HTTP, a redelivery for a consumer.
+    sqlite_busy_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    pg_statement_timeout_s: float = Field(default=15.0, gt=0)
+    pg_lock_timeout_s: float = Field(default=5.0, gt=0)
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     migrate_on_start: bool = True
@@ -101,10 +107,8 @@ class ServiceSettings(BaseSettings):
                 f"{PRODUCTION_MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`), "
                 "or set HANDOFF_ENV=development for a local run"
             )
-        if self.env != "development" and token == DEV_ADMIN_TOKEN:
-            raise ValueError(
-                f"HANDOFF_ADMIN_TOKEN is the published development token; set a secret token in {self.env} mode"
-            )
+        if self.env == "production" and token == DEV_ADMIN_TOKEN:
+            raise ValueError("HANDOFF_ADMIN_TOKEN is the published development token; set a secret token in production")
         if self.env == "production" and len(token) < PRODUCTION_MIN_TOKEN_CHARS:
             raise ValueError(
                 f"HANDOFF_ADMIN_TOKEN is {len(token)} characters; production needs a random secret of at least "

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import SettingsConfigDict
+from typing import Annotated
 
+from pydantic import AliasChoices, Field, IPvAnyNetwork, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from common.egress import AddressPolicy, check_allow_list
 from common.settings import DEV_ADMIN_TOKEN, ServiceSettings
 
 
@@ -24,9 +27,21 @@ class IngestSettings(ServiceSettings):
     # a steady refill); the addresses remembered are capped so a flood of spoofed ones cannot grow memory.
     public_rate_limit_per_minute: int = Field(default=30, ge=1)
     public_rate_limit_max_addresses: int = Field(default=100_000, ge=100)
+    # Failed authentications (401s on POST /v1/leads) per client address: after this many in one window the
+    # address gets 429 until the window ends, before any key is looked up. Per process, like the limit above.
+    auth_failure_limit: int = Field(default=20, ge=1)
+    auth_failure_window_s: float = Field(default=60.0, gt=0)
+    # Proxies whose X-Forwarded-For is believed (comma-separated addresses or CIDR networks). Empty: the socket
+    # peer is the client, so a forged header cannot dodge the per-address limits.
+    trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
     # Group commit of web leads: at most this many leads per transaction, and this many waiting for one.
     writer_max_batch: int = Field(default=128, ge=1, le=1000)
     writer_max_pending: int = Field(default=10_000, ge=1)
+    # A request waits at most this long for room in a full writer queue, then gets 503 with Retry-After.
+    writer_enqueue_timeout_s: float = Field(default=2.0, ge=0)
+    # Lead posts handled at once by this process; more get an immediate 503 with Retry-After, so overload is
+    # shed at the door (a few microseconds each) instead of queueing without bound on a saturated event loop.
+    max_inflight_leads: int = Field(default=128, ge=1)
     platform_fetch_timeout_s: float = Field(default=10.0, gt=0)
     platform_fetch_attempts: int = Field(default=5, ge=1)
 
@@ -46,12 +61,41 @@ class IngestSettings(ServiceSettings):
     platform_fetch_batch_size: int = Field(default=20, ge=1, le=500)
     # The origin platforms call (https://hooks.example.com) behind a proxy: HubSpot signs the full URL.
     public_base_url: str = Field(default="", pattern=r"^(https?://[^/?#]+)?$")
+    # Where platform API calls may go (a source's own base URL included), as for routing's webhooks: https only
+    # in production; loopback (None: allowed in development only) and private hosts refused unless listed here.
+    platform_allow_loopback: bool | None = None
+    # CIDRs, or host names whose resolved addresses, that may be private (e.g. an internal API gateway).
+    platform_allow_private_hosts: tuple[str, ...] = ()
+
+    @property
+    def platform_address_policy(self) -> AddressPolicy:
+        """The address policy for platform API base URLs, checked when a source is saved and at every connect."""
+        allow_loopback = self.platform_allow_loopback
+        if allow_loopback is None:
+            allow_loopback = self.env == "development"
+        return AddressPolicy.from_allow_list(
+            allow_loopback=allow_loopback,
+            allow_private_hosts=self.platform_allow_private_hosts,
+            require_https=self.env == "production",
+        )
 
     @model_validator(mode="after")
-    def _refuse_dev_token_outside_development(self) -> IngestSettings:
-        # The issue asks for this in every mode but development; common's check covers production only.
-        if self.env != "development" and self.admin_token.get_secret_value() == DEV_ADMIN_TOKEN:
-            raise ValueError(
-                f"HANDOFF_ADMIN_TOKEN is the published development token; set a secret token in {self.env} mode"
-            )
+    def _platform_allow_list_is_valid(self) -> IngestSettings:
+        check_allow_list("HANDOFF_PLATFORM_ALLOW_PRIVATE_HOSTS", self.platform_allow_private_hosts)
+        return self
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated_networks(cls, value: object) -> object:
+        # One environment variable, "10.0.0.0/8, 192.0.2.7": a list in the form operators write anyway.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    # Named apart from the base's admin token check, so both run (a same-named validator replaces the base's).
+    @model_validator(mode="after")
+    def _refuse_dev_token_in_test_mode_too(self) -> IngestSettings:
+        # Ingest faces the internet: even a test deployment must not answer to the published token.
+        if self.env == "test" and self.admin_token.get_secret_value() == DEV_ADMIN_TOKEN:
+            raise ValueError("HANDOFF_ADMIN_TOKEN is the published development token; set a secret token in test mode")
         return self

@@ -103,6 +103,7 @@ def test_refuses_to_start_without_an_admin_token() -> None:
     result = _run_config({})
     assert result.returncode != 0
     assert "HANDOFF_ADMIN_TOKEN" in result.stderr
+    assert "at least 32 characters" in result.stderr  # what production will accept, said before it refuses
 
 
 @needs_compose

@@ -182,7 +182,7 @@ def test_outside_development_the_published_development_token_is_refused() -> Non
         with pytest.raises(ValidationError, match="development token"):
             IngestSettings(env=env, admin_token=DEV_ADMIN_TOKEN)
     assert IngestSettings(env="development", admin_token=DEV_ADMIN_TOKEN).env == "development"
-    assert IngestSettings(env="production", admin_token=ADMIN_TOKEN).env == "production"
+    assert IngestSettings(env="production", admin_token="p" * 32).env == "production"
 
 
 async def test_a_web_source_shows_its_api_key_once_and_the_store_keeps_only_its_hash(ingest: Ingest) -> None:
@@ -249,6 +249,44 @@ async def test_source_changes_that_would_break_it_are_refused_and_named(ingest: 
     assert bad_create.status_code == 422
     missing = await ingest.client.patch(f"/v1/sources/{uuid.uuid4()}", json={"name": "x"}, headers=ADMIN)
     assert missing.status_code == 404
+
+
+async def test_a_source_base_url_into_the_internal_network_is_refused_naming_the_field(
+    ingest: Ingest, database_url: str
+) -> None:
+    # The fetcher would call these with the source's access token: cloud metadata, loopback, private ranges.
+    for kind, key, url in [
+        ("meta", "graph_base_url", "http://169.254.169.254"),
+        ("meta", "graph_base_url", "http://[::ffff:169.254.169.254]/latest/meta-data"),
+        ("linkedin", "api_base_url", "http://127.0.0.1:8080/rest"),
+        ("hubspot", "api_base_url", "http://10.1.2.3"),
+    ]:
+        created = await ingest.client.post(
+            "/v1/sources", json={"kind": kind, "name": "n", "config": {key: url}}, headers=ADMIN
+        )
+        assert created.status_code == 422, (url, created.text)
+        assert [e["field"] for e in created.json()["detail"]] == [f"config.{key}"], created.json()
+    meta = await _source(ingest, "meta", config={"app_secret": "s"})
+    patched = await ingest.client.patch(
+        f"/v1/sources/{meta['id']}", json={"config": {"graph_base_url": "http://169.254.169.254"}}, headers=ADMIN
+    )
+    assert patched.status_code == 422
+    (problem,) = patched.json()["detail"]
+    assert problem["field"] == "config.graph_base_url" and "metadata" in problem["reason"]
+    assert (await ingest.client.get(f"/v1/sources/{meta['id']}", headers=ADMIN)).json()["config_keys"] == [
+        "app_secret"
+    ]
+
+    # A loopback stand-in for the platform, allow-listed as tests and local runs need, is accepted.
+    async with running_ingest(database_url, platform_allow_loopback=True) as allowed:
+        local = await _source(allowed, "meta", config={"graph_base_url": "http://127.0.0.1:8080"})
+        assert local["config_keys"] == ["graph_base_url"]
+        metadata = await allowed.client.post(
+            "/v1/sources",
+            json={"kind": "meta", "name": "m", "config": {"graph_base_url": "http://169.254.169.254"}},
+            headers=ADMIN,
+        )
+        assert metadata.status_code == 422  # loopback allowed does not open the metadata address
 
 
 async def test_rotating_the_key_stops_the_old_one_at_once(ingest: Ingest) -> None:

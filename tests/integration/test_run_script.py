@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import time
 from types import ModuleType
+
+import pytest
 
 from tests.support.stack import ROOT
 
@@ -49,3 +52,24 @@ def test_a_child_stuck_in_cpu_work_is_killed_after_the_grace_period_and_a_polite
         while subprocess.run(["kill", "-0", pid], capture_output=True).returncode == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert subprocess.run(["kill", "-0", pid], capture_output=True).returncode != 0, "grandchild left running"
+
+
+def test_make_run_says_development_so_the_services_start_on_the_development_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from common.settings import DEV_ADMIN_TOKEN
+    from ingest.settings import IngestSettings
+
+    # An operator's shell with nothing set: the services alone would be in production and refuse to start.
+    shell = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
+    env = _run_script().service_env(shell)
+    assert env["HANDOFF_ENV"] == "development"
+    for name in list(os.environ):
+        if name.startswith("HANDOFF_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("HANDOFF_"):
+            monkeypatch.setenv(name, value)
+    settings = IngestSettings()
+    assert settings.env == "development"
+    assert settings.admin_token.get_secret_value() == DEV_ADMIN_TOKEN
