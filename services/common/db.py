@@ -83,23 +83,40 @@ def _engine_url(url: str) -> str:
 class Database:
     """The engine and session factory of one service, built in the lifespan and disposed on shutdown."""
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_synchronous: str = "FULL",
+        echo: bool = False,
+        sqlite_busy_timeout_s: float = 5.0,
+        pg_statement_timeout_s: float | None = 15.0,
+        pg_lock_timeout_s: float | None = 5.0,
+    ) -> None:
         self.url = url
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         # Bound parameters are personal data (names, emails): never in an error's text, a log line or a header.
         kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.is_sqlite:
             _ensure_sqlite_folder(url)
-            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["connect_args"] = {"timeout": sqlite_busy_timeout_s}
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
+            server_settings = {}
+            if pg_statement_timeout_s:
+                server_settings["statement_timeout"] = str(int(pg_statement_timeout_s * 1000))
+            if pg_lock_timeout_s:
+                server_settings["lock_timeout"] = str(int(pg_lock_timeout_s * 1000))
+            if server_settings and make_url(url).get_driver_name() == "asyncpg":
+                kwargs["connect_args"] = {"server_settings": server_settings}
         self.engine: AsyncEngine = create_async_engine(_engine_url(url), **kwargs)
         self.read_engine = self.engine
         if self.is_sqlite:
-            _configure_sqlite(self.engine, sqlite_synchronous, begin="BEGIN IMMEDIATE")
+            busy_ms = int(sqlite_busy_timeout_s * 1000)
+            _configure_sqlite(self.engine, sqlite_synchronous, begin="BEGIN IMMEDIATE", busy_ms=busy_ms)
             # Readers get their own engine with deferred transactions: on WAL they never wait for the writer.
             self.read_engine = create_async_engine(_engine_url(url), **kwargs)
-            _configure_sqlite(self.read_engine, sqlite_synchronous, begin="BEGIN")
+            _configure_sqlite(self.read_engine, sqlite_synchronous, begin="BEGIN", busy_ms=busy_ms)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
         # SQLite has one writer at a time; queueing writers here keeps them off SQLite's sleeping busy handler.
@@ -183,7 +200,7 @@ def _ensure_sqlite_folder(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, begin: str) -> None:
+def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, begin: str, busy_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" hook below decide how transactions start.
@@ -191,7 +208,7 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, begin: str) -> N
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -69,7 +69,13 @@ class Runtime:
         self.settings = settings
         self.metadata = metadata
         self.migrations = migrations
-        self.db = Database(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
+        self.db = Database(
+            settings.resolved_database_url(),
+            sqlite_synchronous=settings.sqlite_synchronous,
+            sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+            pg_statement_timeout_s=settings.pg_statement_timeout_s,
+            pg_lock_timeout_s=settings.pg_lock_timeout_s,
+        )
         self.outbox = outbox
         self.relay = OutboxRelay(
             settings=settings, db=self.db, table=outbox, producer_factory=lambda: new_producer(settings)
