@@ -28,7 +28,6 @@ from routing.domain import (
     RulesError,
     SlaPolicy,
     Team,
-    account_domain,
     default_sla_policies,
     load_rules,
     manager_for,
@@ -40,11 +39,11 @@ from routing.domain import (
     warning_times,
     working_minutes_between,
 )
+from routing.domain.accounts import Account, AccountBook, lead_match_keys
 from routing.domain.hours import zone
 from routing.settings import RoutingSettings
 from routing.store import (
     ESCALATE,
-    AccountRow,
     AssignmentRow,
     ErasedLead,
     LeadRow,
@@ -108,7 +107,7 @@ class _TxState:
     locked: bool = False
     loads: dict[str, RepLoadRow] | None = None
     rotation: list[RotationRow] | None = None
-    accounts: dict[str, str | None] = field(default_factory=dict)
+    accounts: dict[str, tuple[Account, ...]] = field(default_factory=dict)
     # Assignment ids are handed out here, not by the database, so a consumer batch needs no flush per decision
     # (the timers, timeline and event all carry the id). Safe under the routing lock: every assignment is made
     # by Router.assign, which holds it, so no other writer can take the same id before this transaction ends.
@@ -157,16 +156,24 @@ async def _rotation_rows(session: AsyncSession) -> list[RotationRow]:
     return state.rotation
 
 
-async def _account_owner(session: AsyncSession, domain: str | None) -> dict[str, str]:
-    if not domain:
-        return {}
-    accounts = _tx(session).accounts
-    key = domain.lower()
-    if key not in accounts:
-        found = await RoutingRepository(session).account_owner(key)
-        accounts[key] = found.get(key)
-    owner = accounts[key]
-    return {key: owner} if owner else {}
+async def _account_book(session: AsyncSession, view: Mapping[str, Any]) -> AccountBook:
+    """The accounts this lead could match (its domains, their parents, its company name), cached per transaction."""
+    domains, names = lead_match_keys(view)
+    keys = domains + [f"name:{n}" for n in names]
+    cache = _tx(session).accounts
+    missing = [k for k in keys if k not in cache]
+    if missing:
+        found: dict[str, list[Account]] = {k: [] for k in missing}
+        rows = await RoutingRepository(session).account_candidates(
+            [k for k in missing if not k.startswith("name:")],
+            [k.removeprefix("name:") for k in missing if k.startswith("name:")],
+        )
+        for row in rows:
+            for key in (row.domain, f"name:{row.name_key}"):
+                if key in found:
+                    found[key].append(row.to_account())
+        cache.update({k: tuple(v) for k, v in found.items()})
+    return AccountBook.of(a for k in keys for a in cache[k])
 
 
 class _LeadFacts(Protocol):
@@ -299,15 +306,10 @@ class Router:
                 session.add(RepRow(id=raw["id"], data=dict(raw), updated_at=now))
             else:
                 rep_row.data, rep_row.updated_at = dict(raw), now
+        repo = RoutingRepository(session)
         for raw in data.get("accounts") or []:
-            for domain in raw.get("domains") or [raw.get("domain")]:
-                if not domain:
-                    continue
-                account = await session.get(AccountRow, domain.lower())
-                if account is None:
-                    session.add(AccountRow(domain=domain.lower(), owner_rep_id=raw["owner"], name=raw.get("name")))
-                else:
-                    account.owner_rep_id, account.name = raw["owner"], raw.get("name")
+            domains = [d.lower() for d in raw.get("domains") or [raw.get("domain")] if d]
+            await repo.save_account(str(raw.get("id") or domains[0]), raw["owner"], raw.get("name"), domains)
         await RoutingRepository(session).bump_roster_version()
         session.info.pop(_ROSTER, None)
         _tx(session).accounts.clear()
@@ -546,6 +548,7 @@ class Router:
             ),
             "previous_rep_id": previous.rep_id if previous else None,
             "reassign_reason": end_reason,
+            "match": decision.account.to_dict() if decision.account else None,
             "source": view.get("source"),
             "is_test": lead.is_test,
             "duplicate_of": lead.duplicate_of,
@@ -802,7 +805,7 @@ class Router:
             roster=roster,
             loads=loads,
             rotation=rotation,
-            accounts=await _account_owner(session, account_domain(view)),
+            accounts=await _account_book(session, view),
             previous_rep=previous_rep,
             exclude=exclude,
             now=now,
@@ -954,6 +957,10 @@ class Router:
             lead.view = view
             lead.erased_at = now
             session.add(TimelineRow(lead_id=lead.lead_id, at=now, kind="erased", detail={}))
+        # A reject, convert or disqualify may say why in the rep's own words, which can name the person.
+        for row in await RoutingRepository(session).timeline(event.subject):
+            if row.kind in ("rejected", "converted", "disqualified") and (row.detail or {}).get("reason"):
+                row.detail = {**row.detail, "reason": None}
         await redact_deliveries(session, event.subject)
         await session.flush()
 
@@ -965,7 +972,7 @@ def _route(
     roster: Roster,
     loads: Mapping[str, RepLoad],
     rotation: Mapping[str, Mapping[str, int]],
-    accounts: Mapping[str, str],
+    accounts: Mapping[str, str] | AccountBook,
     previous_rep: str | None,
     exclude: frozenset[str],
     now: datetime,

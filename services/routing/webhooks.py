@@ -8,8 +8,7 @@ A sender killed mid-attempt leaves a lease that expires; the row is then claimed
 receiver may see a message twice (the same `webhook-id`, which is what receivers deduplicate on).
 
 Destinations are checked against private, loopback, link-local, multicast, reserved and cloud-metadata addresses
-when registered and again on every new connection: the check runs inside the HTTP client's connect step on the
-very addresses it connects to, so a DNS answer that changes after registration (rebinding) cannot slip through.
+(and must be https in production) when registered and again on every new connection (`common.egress`).
 """
 
 from __future__ import annotations
@@ -19,20 +18,17 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import logging
 import random
 import secrets
-import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpcore
 import httpx
 import structlog
 from prometheus_client import Counter, Histogram
@@ -40,6 +36,16 @@ from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import Database
+from common.egress import (
+    AddressPolicy,
+    Destination,
+    Resolver,
+    UnsafeUrl,
+    guarded_transport,
+    parse_url,
+    system_resolver,
+    vet_url,
+)
 from common.envelope import Event, dumps, loads
 from common.topics import EVENT_TOPICS, LEADS_ASSIGNED, LEADS_OUTCOMES, LEADS_SLA
 from routing.settings import RoutingSettings
@@ -57,8 +63,6 @@ PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 DELIVERY_STATUSES = (PENDING, SUCCEEDED, FAILED)
 _ENQUEUED_FLAG = "handoff_webhooks_enqueued"
 _ENDPOINTS = "handoff_webhook_endpoints"  # session.info key: (transaction, enabled endpoints) read once
-_MAX_URL_LENGTH = 2048
-_DNS_TIMEOUT_S = 5.0
 
 ATTEMPTS = Counter("handoff_webhook_attempts_total", "Webhook delivery attempts", ["result"])
 FAILURES = Counter(
@@ -149,194 +153,21 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-# -- where webhooks may go (pure) --------------------------------------------------------------------------
+# -- where webhooks may go: common.egress holds the policy, shared with ingest's platform calls ------------
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Cloud instance-metadata services: refused even when private ranges are allowed, unless a CIDR names them.
-METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
-    ipaddress.ip_address(a)
-    for a in (
-        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean
-        "fd00:ec2::254",  # AWS over IPv6
-        "169.254.170.2",  # AWS ECS task metadata
-        "100.100.100.200",  # Alibaba Cloud
-        "168.63.129.16",  # Azure wire server (a public address)
+def webhook_address_policy(settings: RoutingSettings) -> AddressPolicy:
+    """Loopback as the settings say, the private allow-list, and https only in production."""
+    return AddressPolicy.from_allow_list(
+        allow_loopback=settings.webhook_loopback_allowed,
+        allow_private_hosts=settings.webhook_allow_private_hosts,
+        require_https=settings.env == "production",
     )
-)
-
-
-class UnsafeUrl(ValueError):
-    """An endpoint URL that webhooks must not be sent to (scheme, syntax or the addresses it resolves to)."""
-
-
-@dataclass(frozen=True)
-class AddressPolicy:
-    """Which otherwise refused addresses are allowed: loopback, listed networks, listed host names."""
-
-    allow_loopback: bool = False
-    allowed_networks: tuple[IPNetwork, ...] = ()
-    allowed_hosts: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_settings(cls, settings: RoutingSettings) -> AddressPolicy:
-        networks: list[IPNetwork] = []
-        hosts: set[str] = set()
-        for entry in settings.webhook_allow_private_hosts:
-            try:
-                networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                hosts.add(entry.lower().rstrip("."))
-        return cls(settings.webhook_loopback_allowed, tuple(networks), frozenset(hosts))
-
-
-def address_refusal(address: str | IPAddress, policy: AddressPolicy, *, host: str = "") -> str | None:
-    """Why a webhook must not be sent to this address (e.g. "loopback"), or None when it may."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0] if isinstance(address, str) else address)
-    if isinstance(ip, ipaddress.IPv6Address):
-        # IPv6 forms that carry an IPv4 address are judged by it: ::ffff:127.0.0.1 is 127.0.0.1, and NAT64 or
-        # 6to4 gateways would forward 64:ff9b::a00:1 or 2002:a00:1:: to 10.0.0.1.
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        elif ip in _NAT64:
-            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        elif ip.sixtofour is not None:
-            ip = ip.sixtofour
-    if any(ip in net for net in policy.allowed_networks):
-        return None
-    if ip in METADATA_ADDRESSES:
-        return "metadata"
-    if ip.is_unspecified or (isinstance(ip, ipaddress.IPv4Address) and ip in _THIS_NETWORK):
-        return "unspecified"  # 0.0.0.0 reaches the local host on Linux
-    if ip.is_loopback:
-        return None if policy.allow_loopback else "loopback"
-    if host and host.lower().rstrip(".") in policy.allowed_hosts:
-        return None
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_multicast:
-        return "multicast"
-    if ip.is_reserved:
-        return "reserved"
-    if ip.is_private:
-        return "private"
-    if not ip.is_global:
-        return "non-public"
-    return None
-
-
-_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-@dataclass(frozen=True)
-class Destination:
-    """A syntactically acceptable endpoint URL, with the host (IDNA ASCII) and port it connects to."""
-
-    url: str
-    host: str
-    port: int
 
 
 def parse_endpoint_url(url: str) -> Destination:
     """Only absolute http(s) URLs with a host and no credentials; raises UnsafeUrl otherwise."""
-    if len(url) > _MAX_URL_LENGTH:
-        raise UnsafeUrl(f"the URL is longer than {_MAX_URL_LENGTH} characters")
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError) as exc:
-        raise UnsafeUrl(f"not a valid URL: {exc}") from exc
-    if parsed.scheme not in ("http", "https"):
-        raise UnsafeUrl("only http and https URLs are accepted")
-    host = parsed.raw_host.decode("ascii").lower()
-    if not host:
-        raise UnsafeUrl("the URL has no host")
-    if parsed.userinfo:
-        raise UnsafeUrl("credentials in the URL are not supported; put a token in the path or query instead")
-    return Destination(url=str(parsed), host=host, port=parsed.port or (443 if parsed.scheme == "https" else 80))
-
-
-def refuse_addresses(host: str, addresses: Sequence[str], policy: AddressPolicy) -> None:
-    """Raise UnsafeUrl unless every address the host resolves to is allowed (a mixed answer is refused)."""
-    if not addresses:
-        raise UnsafeUrl(f"{host} does not resolve to any address")
-    for address in addresses:
-        reason = address_refusal(address, policy, host=host)
-        if reason:
-            raise UnsafeUrl(f"{host} resolves to a {reason} address ({address})")
-
-
-# -- resolving and connecting ------------------------------------------------------------------------------
-
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    """The host's addresses from the system resolver."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-async def _addresses(resolver: Resolver, host: str, port: int) -> list[str]:
-    try:
-        return [str(ipaddress.ip_address(host))]  # an IP literal is its own answer
-    except ValueError:
-        return await resolver(host, port)
-
-
-async def vet_url(url: str, policy: AddressPolicy, resolver: Resolver = system_resolver) -> Destination:
-    """Parse the URL and refuse it unless every address its host resolves to is allowed now."""
-    destination = parse_endpoint_url(url)
-    try:
-        addresses = await asyncio.wait_for(_addresses(resolver, destination.host, destination.port), _DNS_TIMEOUT_S)
-    except (OSError, TimeoutError) as exc:
-        raise UnsafeUrl(f"{destination.host} does not resolve") from exc
-    refuse_addresses(destination.host, addresses, policy)
-    return destination
-
-
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves, checks and connects in one step, so the address checked is the address connected to."""
-
-    def __init__(self, policy: AddressPolicy, resolver: Resolver) -> None:
-        self._policy = policy
-        self._resolver = resolver
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            addresses = await _addresses(self._resolver, host, port)
-        except OSError as exc:
-            raise httpcore.ConnectError(f"{host} does not resolve: {exc}") from exc
-        refuse_addresses(host, addresses, self._policy)
-        error: Exception = httpcore.ConnectError(f"{host}: no address to connect to")
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc
-        raise error
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise UnsafeUrl("webhooks are never sent to a Unix socket")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    return parse_url(url)
 
 
 def new_http_client(
@@ -346,19 +177,8 @@ def new_http_client(
     # httpx logs every request's full URL at INFO; webhook URLs often carry a token (Slack's do), so keep it quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     limits = httpx.Limits(max_connections=settings.webhook_concurrency * 2, max_keepalive_connections=32)
-    transport = httpx.AsyncHTTPTransport(trust_env=False, limits=limits)
-    # httpx's transport takes no network backend, so its pool (the private `_pool`; httpcore's `network_backend`
-    # is public) is replaced by one whose every new connection is vetted; the rebinding test fails if this stops
-    # working. An environment proxy would connect on our behalf and skip the check, hence trust_env=False.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=_GuardedBackend(policy, resolver),
-    )
     return httpx.AsyncClient(
-        transport=transport,
+        transport=guarded_transport(policy, resolver, limits),
         timeout=httpx.Timeout(settings.webhook_timeout_s),
         follow_redirects=False,
         trust_env=False,
@@ -389,7 +209,9 @@ async def enqueue_deliveries(session: AsyncSession, events: Sequence[Event], now
 
 
 async def redact_deliveries(session: AsyncSession, lead_id: str) -> int:
-    """An erased lead's stored webhook bodies lose the person's data (`data.lead`); the decision stays.
+    """An erased lead's stored webhook bodies lose the person's data (`data.lead`) and a rep's own words about
+    them (`data.reason` of reject, convert, disqualify); the decision stays. What receivers answered is dropped
+    too: a receiver that echoes the body it was sent returns the person's data.
 
     A delivery still pending afterwards sends the redacted body, under the same webhook-id; a replay does too.
     Returns how many bodies changed.
@@ -397,13 +219,22 @@ async def redact_deliveries(session: AsyncSession, lead_id: str) -> int:
     rows = await session.execute(
         select(WebhookDelivery.id, WebhookDelivery.payload).where(WebhookDelivery.lead_id == lead_id)
     )
+    delivery_ids: list[str] = []
     changed = 0
     for delivery_id, payload in rows.all():
+        delivery_ids.append(delivery_id)
         body = loads(payload)
         data = body.get("data")
-        if not isinstance(data, dict) or not data.get("lead"):
+        if not isinstance(data, dict):
             continue
-        data["lead"] = {}
+        # Only a rep action (it has `action`) carries the rep's words; a decision's `reason` is the rules' own.
+        rep_words = "action" in data and bool(data.get("reason"))
+        if not data.get("lead") and not rep_words:
+            continue
+        if data.get("lead"):
+            data["lead"] = {}
+        if rep_words:
+            data["reason"] = None
         await session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == delivery_id)
@@ -411,6 +242,13 @@ async def redact_deliveries(session: AsyncSession, lead_id: str) -> int:
             .execution_options(synchronize_session=False)
         )
         changed += 1
+    if delivery_ids:
+        await session.execute(
+            update(WebhookAttempt)
+            .where(WebhookAttempt.delivery_id.in_(delivery_ids), WebhookAttempt.response_body.is_not(None))
+            .values(response_body=None)
+            .execution_options(synchronize_session=False)
+        )
     return changed
 
 
@@ -505,7 +343,7 @@ class Webhooks:
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.settings = settings
-        self.policy = AddressPolicy.from_settings(settings)
+        self.policy = webhook_address_policy(settings)
         self.resolver = resolver
         self.clock = clock
 
@@ -764,7 +602,7 @@ class WebhookSender:
         self._wall_clock = wall_clock
         self._resolver = resolver
         self._rand = rand
-        self._policy = AddressPolicy.from_settings(settings)
+        self._policy = webhook_address_policy(settings)
         self._timeout = settings.webhook_timeout_s
         self._cap = settings.webhook_response_max_kib * 1024
         self._stop_grace_s = stop_grace_s

@@ -36,7 +36,7 @@ from common.envelope import Event
 from routing.app import MIGRATIONS, create_app
 from routing.handlers import Router
 from routing.settings import RoutingSettings
-from routing.store import Base, WebhookAttempt, WebhookDelivery, WebhookEndpoint, outbox
+from routing.store import Base, TimelineRow, WebhookAttempt, WebhookDelivery, WebhookEndpoint, outbox
 from routing.webhooks import (
     UnsafeUrl,
     WebhookConflict,
@@ -678,6 +678,51 @@ async def test_an_erased_lead_leaves_no_personal_data_in_stored_or_later_sent_bo
     last = receiver.requests()[-1]
     assert last.headers["webhook-id"] == pending.id
     assert last.verify(secret)["data"]["lead"] == {}
+
+
+async def test_erasure_clears_echoed_response_bodies_and_the_reps_reasons(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock, settings = Clock(), _settings(webhook_retry_schedule_s=())
+    service = Webhooks(settings, clock=clock)
+    await _register(db, service, receiver.url)
+    sender = _sender(senders, db, settings, clock)
+    person = {"email": "erin.private@example.org", "first_name": "Erin"}
+    words = "Erin says her brother handles purchasing"
+    assigned = _event(lead=person, reason="Rule west: the team west, round robin")
+    rejected = _event("lead.rejected", action="reject", rep_id="r1", reason=words)
+    rejected = Event(type=rejected.type, source="/tests", subject=assigned.subject, data=rejected.data)
+    other = _event("lead.disqualified", action="disqualify", reason="another lead's reason")
+    for event in (assigned, rejected, other):
+        await _enqueue(db, clock, event)
+        receiver.answer(Reply(200, body=event.value()))  # a receiver that echoes what it was sent
+        assert await sender.run_once() == 1
+    async with db.transaction() as session:
+        session.add(TimelineRow(lead_id=assigned.subject, at=clock.now, kind="rejected", detail=dict(rejected.data)))
+
+    erased = Event(type="lead.erased", source="/tests", subject=assigned.subject, data={"lead_id": assigned.subject})
+    async with db.transaction() as session:
+        await Router(settings, clock=clock).on_erased(session, erased)
+
+    async with db.read() as session:
+        attempts = dict(
+            (
+                await session.execute(
+                    select(WebhookDelivery.message_id, WebhookAttempt.response_body).join(
+                        WebhookAttempt, WebhookAttempt.delivery_id == WebhookDelivery.id
+                    )
+                )
+            ).all()
+        )
+        bodies = dict((await session.execute(select(WebhookDelivery.message_id, WebhookDelivery.payload))).all())
+        timeline = (await session.execute(select(TimelineRow).where(TimelineRow.kind == "rejected"))).scalar_one()
+    assert attempts[assigned.id] is None and attempts[rejected.id] is None
+    assert "another lead's reason" in (attempts[other.id] or "")  # another lead's log is left alone
+    assert orjson.loads(bodies[rejected.id])["data"]["reason"] is None
+    assert orjson.loads(bodies[assigned.id])["data"]["reason"].startswith("Rule west")  # the decision stays
+    assert "another lead's reason" in bodies[other.id]
+    assert timeline.detail["reason"] is None and timeline.detail["action"] == "reject"
+    assert not any(words in text for text in (*bodies.values(), *(a or "" for a in attempts.values())))
 
 
 async def _delivery_id(db: Database, message_id: str) -> str:
