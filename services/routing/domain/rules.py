@@ -18,9 +18,14 @@ Document shape (YAML or JSON)::
         action: {team: sales, method: weighted}
         options: {require_language: true, outside_hours: hold}
 
-Operators: equals, one_of, contains (substring or list member), regex (search), range ({gte, gt, lte, lt}
-or [min, max] inclusive), exists (true/false), not (field-level negation). String comparison ignores case.
-A missing field satisfies nothing except `exists: false` and negations.
+Conditions are the condition language shared with scoring rulesets (common.conditions: field paths,
+operators, comparisons and errors are documented there): equals, one_of, contains (substring of text,
+member of a list), regex (RE2, case-insensitive search), range ({gte, gt, lte, lt} or [min, max] inclusive),
+exists (true/false), not (field-level negation). Text ignores case; numbers compare by value ("50" equals
+50). A missing field satisfies nothing except `exists: false` and negations. Besides the lead, enrichment,
+source, is_test and duplicate_of, rules read the score with its conversion odds
+(`score.conversion.probability`) and the lead's quality flags (`quality.flags: {contains: phone_unparsed}`).
+Errors name the path and, for text, the line.
 
 Actions: {team: id, method: round_robin|weighted|least_loaded} | {rep: id} | {nurture: true} |
 {account_owner: true}. Any action except nurture may carry `fallback: <action>`, used when it names nobody.
@@ -44,15 +49,31 @@ from datetime import date, datetime
 from typing import Any
 
 import yaml
+from yaml.nodes import Node
 
+from common.conditions import (
+    ROOTS,
+    AllOf,
+    Catalog,
+    Condition,
+    ConditionCompiler,
+    DocumentRefused,
+    Problem,
+    child,
+    evaluate,
+    is_null,
+    load_document,
+    represent,
+)
 from routing.domain.reps import METHODS
 
 # Roots of the lead view; a path starting elsewhere is almost surely a typo that would never match.
-VIEW_ROOTS = ("lead", "enrichment", "score", "source", "is_test", "duplicate_of")
-OPERATORS = ("equals", "one_of", "contains", "regex", "range", "exists", "not")
+VIEW_ROOTS = tuple(root for root in ROOTS if root != "repeat_count")
+# Lenient below the root: the view carries whatever lead.scored carried (provider data included).
+CATALOG = Catalog(roots=VIEW_ROOTS, strict=False, service="routing")
 OUTSIDE_HOURS_MODES = ("assign", "hold", "queue")
-_MAX_REGEX = 500
 _MISSING = object()
+ALWAYS: Condition = AllOf(())
 
 
 class RulesError(ValueError):
@@ -77,8 +98,15 @@ _YamlLoader.add_implicit_resolver(
 
 
 def load_yaml(text: str) -> Any:
-    """Parse YAML (or JSON) where only true/false are booleans (YAML 1.2 style)."""
-    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - _YamlLoader is a SafeLoader
+    """Parse YAML (or JSON) where only true/false are booleans (YAML 1.2 style); refuses alias bombs."""
+    try:
+        return load_document(text, _YamlLoader, "the document")[1]
+    except DocumentRefused as exc:
+        raise RulesError([_render(problem) for problem in exc.problems]) from exc
+
+
+def _render(problem: Problem) -> str:
+    return f"{problem.where}: {problem.message}" + (f" (line {problem.line})" if problem.line else "")
 
 
 # ---------------------------------------------------------------- view access
@@ -94,112 +122,14 @@ def lookup(view: Mapping[str, Any], path: str) -> Any:
     return current
 
 
-def _fold(value: Any) -> Any:
-    return value.casefold() if isinstance(value, str) else value
+def resolver(view: Mapping[str, Any]) -> Any:
+    """Field values for conditions: the view's value at a path, None when absent."""
 
+    def resolve(path: str) -> Any:
+        value = lookup(view, path)
+        return None if value is _MISSING else value
 
-def _same(a: Any, b: Any) -> bool:
-    # True == 1 in Python; a rule saying `qualified: true` must not match a count of 1.
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    return bool(_fold(a) == _fold(b))
-
-
-# ---------------------------------------------------------------- conditions
-
-
-class Condition:
-    """A compiled `when` clause."""
-
-    def matches(self, view: Mapping[str, Any]) -> bool:
-        """Whether the lead view satisfies this condition."""
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class Always(Condition):
-    """Matches every lead (a rule without `when`)."""
-
-    def matches(self, view: Mapping[str, Any]) -> bool:
-        """Always true."""
-        return True
-
-
-@dataclass(frozen=True)
-class AllOf(Condition):
-    """Every part holds."""
-
-    parts: tuple[Condition, ...]
-
-    def matches(self, view: Mapping[str, Any]) -> bool:
-        """True when all parts match."""
-        return all(part.matches(view) for part in self.parts)
-
-
-@dataclass(frozen=True)
-class AnyOf(Condition):
-    """At least one part holds."""
-
-    parts: tuple[Condition, ...]
-
-    def matches(self, view: Mapping[str, Any]) -> bool:
-        """True when any part matches."""
-        return any(part.matches(view) for part in self.parts)
-
-
-@dataclass(frozen=True)
-class Not(Condition):
-    """The part does not hold."""
-
-    part: Condition
-
-    def matches(self, view: Mapping[str, Any]) -> bool:
-        """True when the part does not match."""
-        return not self.part.matches(view)
-
-
-@dataclass(frozen=True)
-class FieldTest(Condition):
-    """One operator applied to one field of the view."""
-
-    path: str
-    operator: str
-    argument: Any
-
-    def matches(self, view: Mapping[str, Any]) -> bool:
-        """Apply the operator to the field's value."""
-        value = lookup(view, self.path)
-        if self.operator == "exists":
-            present = value is not _MISSING and value is not None and value != ""
-            return present == self.argument
-        if self.operator == "not":
-            return not self.argument.matches(view)
-        if value is _MISSING or value is None:
-            return False
-        return _apply(self.operator, self.argument, value)
-
-
-def _apply(operator: str, argument: Any, value: Any) -> bool:
-    if operator == "equals":
-        return _same(value, argument)
-    if operator == "one_of":
-        return any(_same(value, option) for option in argument)
-    if operator == "contains":
-        if isinstance(value, str):
-            return isinstance(argument, str) and argument.casefold() in value.casefold()
-        if isinstance(value, Sequence | frozenset | set):
-            return any(_same(item, argument) for item in value)
-        return False
-    if operator == "regex":
-        return isinstance(value, str | int | float) and argument.search(str(value)) is not None
-    if operator == "range":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False
-        low, low_inclusive, high, high_inclusive = argument
-        if low is not None and (value < low or (value == low and not low_inclusive)):
-            return False
-        return not (high is not None and (value > high or (value == high and not high_inclusive)))
-    raise AssertionError(f"unhandled operator {operator}")  # compile rejects unknown operators
+    return resolve
 
 
 # ---------------------------------------------------------------- actions, options, rules
@@ -239,7 +169,7 @@ class Rule:
 
     def matches(self, view: Mapping[str, Any]) -> bool:
         """Whether this rule's `when` holds for the lead view."""
-        return self.when.matches(view)
+        return evaluate(self.when, resolver(view))
 
 
 @dataclass(frozen=True)
@@ -256,8 +186,9 @@ class RoutingRules:
 
     def first_match(self, view: Mapping[str, Any], *, start: int = 0) -> tuple[int, Rule] | None:
         """The first rule at or after index `start` whose condition holds, with its index."""
+        resolve = resolver(view)
         for index in range(start, len(self.rules)):
-            if self.rules[index].matches(view):
+            if evaluate(self.rules[index].when, resolve):
                 return index, self.rules[index]
         return None
 
@@ -291,131 +222,17 @@ class _Compiler:
     def error(self, where: str, message: str) -> None:
         self.errors.append(f"{where}: {message}")
 
-    # conditions -------------------------------------------------------------
+    # conditions: the shared language, compiled from the YAML nodes so errors keep their lines -------------
 
-    def condition(self, raw: Any, where: str) -> Condition:
-        if raw is None:
-            return Always()
-        if isinstance(raw, Sequence) and not isinstance(raw, str):
-            # A list at condition level reads naturally as "all of these".
-            return AllOf(tuple(self.condition(item, f"{where}[{i}]") for i, item in enumerate(raw)))
-        if not isinstance(raw, Mapping):
-            self.error(where, f"expected a mapping of field paths to tests, got {raw!r}")
-            return Always()
-        parts: list[Condition] = []
-        for key, value in raw.items():
-            key_where = f"{where}.{key}"
-            if key in ("all", "any"):
-                if not isinstance(value, Sequence) or isinstance(value, str) or not value:
-                    self.error(key_where, "expected a non-empty list of conditions")
-                    continue
-                items = tuple(self.condition(item, f"{key_where}[{i}]") for i, item in enumerate(value))
-                parts.append(AllOf(items) if key == "all" else AnyOf(items))
-            elif key == "not":
-                parts.append(Not(self.condition(value, key_where)))
-            else:
-                parts.extend(self.field(str(key), value, key_where))
-        return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
-
-    def field(self, path: str, raw: Any, where: str) -> list[Condition]:
-        if path.split(".")[0] not in VIEW_ROOTS or any(not part for part in path.split(".")):
-            self.error(where, f"unknown field {path!r} (paths start with {', '.join(VIEW_ROOTS)})")
-            return []
-        if not isinstance(raw, Mapping):
-            operator = "one_of" if isinstance(raw, Sequence) and not isinstance(raw, str) else "equals"
-            raw = {operator: raw}
-        tests: list[Condition] = []
-        if not raw:
-            self.error(where, "expected at least one operator")
-        for operator, argument in raw.items():
-            op_where = f"{where}.{operator}"
-            if operator not in OPERATORS:
-                self.error(where, f"unknown operator {operator!r} (expected one of {', '.join(OPERATORS)})")
-                continue
-            compiled = self.argument(path, str(operator), argument, op_where)
-            if compiled is not _MISSING:
-                tests.append(FieldTest(path, str(operator), compiled))
-        return tests
-
-    def argument(self, path: str, operator: str, argument: Any, where: str) -> Any:
-        scalar = (str, int, float, bool)
-        if operator == "equals":
-            if argument is not None and not isinstance(argument, scalar):
-                self.error(where, f"expected a single value, got {argument!r}")
-                return _MISSING
-            return argument
-        if operator == "one_of":
-            if (
-                not isinstance(argument, Sequence)
-                or isinstance(argument, str)
-                or not argument
-                or not all(isinstance(item, scalar) for item in argument)
-            ):
-                self.error(where, f"expected a non-empty list of values, got {argument!r}")
-                return _MISSING
-            return tuple(argument)
-        if operator == "contains":
-            if not isinstance(argument, scalar):
-                self.error(where, f"expected a single value, got {argument!r}")
-                return _MISSING
-            return argument
-        if operator == "regex":
-            if not isinstance(argument, str) or len(argument) > _MAX_REGEX:
-                self.error(where, f"expected a pattern string of at most {_MAX_REGEX} characters")
-                return _MISSING
-            try:
-                return re.compile(argument, re.IGNORECASE)
-            except re.error as exc:
-                self.error(where, f"invalid regex: {exc}")
-                return _MISSING
-        if operator == "range":
-            return self.range(argument, where)
-        if operator == "exists":
-            if not isinstance(argument, bool):
-                self.error(where, f"expected true or false, got {argument!r}")
-                return _MISSING
-            return argument
-        # "not": a field-level negation of its own operator mapping (or shorthand).
-        inner = self.field(path, argument, where)
-        return AllOf(tuple(inner)) if inner else _MISSING
-
-    def range(self, argument: Any, where: str) -> Any:
-        def number(value: Any, at: str) -> float | int | None:
-            if value is None:
-                return None
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                self.error(at, f"expected a number, got {value!r}")
-                return None
-            return value
-
-        if isinstance(argument, Sequence) and not isinstance(argument, str):
-            if len(argument) != 2:
-                self.error(where, "expected [min, max]")
-                return _MISSING
-            low, high = number(argument[0], where), number(argument[1], where)
-            bounds = (low, True, high, True)
-        elif isinstance(argument, Mapping):
-            unknown = set(argument) - {"gte", "gt", "lte", "lt", "min", "max"}
-            if unknown or not argument:
-                self.error(where, f"expected keys gte/gt/lte/lt, got {sorted(map(str, argument))}")
-                return _MISSING
-            if ("gt" in argument and ("gte" in argument or "min" in argument)) or (
-                "lt" in argument and ("lte" in argument or "max" in argument)
-            ):
-                self.error(where, "give at most one lower and one upper bound")
-                return _MISSING
-            low_key = "gt" if "gt" in argument else ("gte" if "gte" in argument else "min")
-            high_key = "lt" if "lt" in argument else ("lte" if "lte" in argument else "max")
-            low = number(argument.get(low_key), f"{where}.{low_key}")
-            high = number(argument.get(high_key), f"{where}.{high_key}")
-            bounds = (low, low_key != "gt", high, high_key != "lt")
-        else:
-            self.error(where, f"expected [min, max] or a mapping of bounds, got {argument!r}")
-            return _MISSING
-        if bounds[0] is not None and bounds[2] is not None and bounds[0] > bounds[2]:
-            self.error(where, "lower bound is above upper bound")
-            return _MISSING
-        return bounds
+    def condition(self, node: Node | None, where: str) -> Condition:
+        """A rule's `when`; no `when` (or an empty one) matches every lead."""
+        if is_null(node):
+            return ALWAYS
+        assert node is not None  # is_null covers None
+        compiler = ConditionCompiler(CATALOG)
+        compiled = compiler.condition(node, where)
+        self.errors.extend(_render(problem) for problem in compiler.problems)
+        return compiled if compiled is not None else ALWAYS
 
     # actions and options ----------------------------------------------------
 
@@ -506,13 +323,17 @@ def _canonical(value: Any) -> Any:
 
 def load_rules(text_or_data: str | Mapping[str, Any]) -> RoutingRules:
     """Validate a rules document (YAML/JSON text or a mapping); RulesError lists every problem."""
+    root: Node | None
     if isinstance(text_or_data, str):
         try:
-            data = load_yaml(text_or_data)
+            root, data = load_document(text_or_data, _YamlLoader, "the rules document")
+        except DocumentRefused as exc:
+            raise RulesError([_render(problem) for problem in exc.problems]) from exc
         except yaml.YAMLError as exc:
             raise RulesError([f"<document>: not valid YAML/JSON: {exc}"]) from exc
     else:
         data = text_or_data
+        root = represent(dict(text_or_data)) if isinstance(text_or_data, Mapping) else None
     if not isinstance(data, Mapping):
         raise RulesError(["<document>: expected a mapping with 'rules' and 'fallback_team'"])
 
@@ -541,6 +362,7 @@ def load_rules(text_or_data: str | Mapping[str, Any]) -> RoutingRules:
         raw_rules = []
     rules: list[Rule] = []
     seen: set[str] = set()
+    rule_nodes = child(root, "rules")
     for index, raw in enumerate(raw_rules):
         where = f"rules[{index}]"
         if not isinstance(raw, Mapping):
@@ -556,7 +378,8 @@ def load_rules(text_or_data: str | Mapping[str, Any]) -> RoutingRules:
         if rule_id in seen:
             compiler.error(f"{where}.id", f"duplicate rule id {rule_id!r}")
         seen.add(rule_id)
-        when = compiler.condition(raw.get("when"), f"{where}.when")
+        rule_node = rule_nodes.value[index] if rule_nodes is not None and index < len(rule_nodes.value) else None
+        when = compiler.condition(child(rule_node, "when"), f"{where}.when")
         if "action" not in raw:
             compiler.error(f"{where}.action", "is required")
         action = compiler.action(raw.get("action"), f"{where}.action") if "action" in raw else None

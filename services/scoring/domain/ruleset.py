@@ -18,33 +18,17 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from scoring.domain.conditions import (
-    COMBINATORS,
-    COUNTRY_FIELDS,
-    FIELD_VOCABULARIES,
-    OPERATORS,
-    AllOf,
-    AnyOf,
-    Condition,
-    FieldTest,
-    Not,
-    Scalar,
-    check_field_path,
-    compile_regex,
-    known_field_paths,
-)
+from common.conditions import ConditionCompiler, document_problems, node_kind
+from scoring.domain.conditions import CATALOG, Condition
 
 GRADES: tuple[str, ...] = ("A", "B", "C", "D")
 SCORE_KINDS: tuple[str, ...] = ("fit", "intent")
 TOP_LEVEL_KEYS: tuple[str, ...] = ("name", "version", "description", "fit", "intent", "grades", "qualified")
-RULE_KEYS: tuple[str, ...] = ("id", "description", "when", "points", "enabled")
+RULE_KEYS: tuple[str, ...] = ("id", "description", "when", "points", "enabled", "grade_at_least", "qualifies")
 GRADE_KEYS: tuple[str, ...] = ("weights", "thresholds")
 QUALIFIED_KEYS: tuple[str, ...] = ("min_fit", "min_intent", "min_grade", "unless")
 MAX_POINTS = 100
-# Aliases let YAML reuse a node many times; this caps the expanded size (a "billion laughs" file).
-MAX_EXPANDED_NODES = 50_000
 _RULE_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
-_STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"
 
 
@@ -67,6 +51,10 @@ class Rule:
     description: str | None = None
     enabled: bool = True
     line: int | None = None
+    # A hand-raise (a demo, a quote, a call back) is hot whatever its points add up to: when the rule fires
+    # the grade is at least this and the lead is qualified, unless `qualified.unless` holds (see score_lead).
+    grade_at_least: str | None = None
+    qualifies: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,14 +107,7 @@ def _suggest(word: str, options: tuple[str, ...] | list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _kind(node: Node) -> str:
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    if node.tag == _NULL_TAG:
-        return "empty"
-    return f"{node.value!r}"
+_kind = node_kind
 
 
 class _Parser:
@@ -135,6 +116,7 @@ class _Parser:
     def __init__(self) -> None:
         self.errors: list[tuple[int | None, str]] = []
         self._constructor = SafeConstructor()
+        self._conditions = ConditionCompiler(CATALOG)
 
     def error(self, node: Node | None, problem: str) -> None:
         self.errors.append((_line(node) if node is not None else None, problem))
@@ -197,157 +179,12 @@ class _Parser:
     # --- conditions -------------------------------------------------------------------------
 
     def condition(self, node: Node, where: str) -> Condition | None:
-        """A condition mapping: field paths and/or all/any/not; several entries must all hold."""
-        if not isinstance(node, MappingNode):
-            self.error(node, f"{where} must be a mapping of field paths or all/any/not, found {_kind(node)}")
-            return None
-        if not node.value:
-            self.error(node, f"{where} is empty")
-            return None
-        parts: list[Condition] = []
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.tag != _STR_TAG:
-                self.error(
-                    key_node, f"{where}: expected a field path or all/any/not, found {_kind(key_node)}"
-                )
-                continue
-            key = key_node.value
-            if key in seen:
-                self.error(key_node, f"duplicate key {key!r} in {where} (first on line {seen[key]})")
-                continue
-            seen[key] = _line(key_node)
-            part = (
-                self.combinator(key, value_node) if key in COMBINATORS else self.field(key_node, value_node)
-            )
-            if part is not None:
-                parts.append(part)
-        if len(parts) != len(node.value):
-            return None
-        return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
-
-    def combinator(self, key: str, node: Node) -> Condition | None:
-        if key == "not":
-            inner = self.condition(node, "'not'")
-            return Not(inner) if inner is not None else None
-        if not isinstance(node, SequenceNode) or not node.value:
-            self.error(node, f"'{key}' must be a non-empty list of conditions, found {_kind(node)}")
-            return None
-        parts = [self.condition(item, f"an item of '{key}'") for item in node.value]
-        if any(part is None for part in parts):
-            return None
-        valid = tuple(part for part in parts if part is not None)
-        return AllOf(valid) if key == "all" else AnyOf(valid)
-
-    def field(self, key_node: ScalarNode, node: Node) -> Condition | None:
-        path = key_node.value
-        if not check_field_path(path):
-            hint = _suggest(path, known_field_paths())
-            if not hint and path.split(".", 1)[0] not in ("lead", "enrichment", "context"):
-                hint = " (field paths start with lead., enrichment. or context.)"
-            self.error(key_node, f"unknown field {path!r}{hint}")
-            return None
-        if isinstance(node, ScalarNode):
-            if node.tag == _NULL_TAG:
-                self.error(node, f"{path}: missing operator (use exists: false to test for a missing value)")
-                return None
-            # `lead.country: DE` is shorthand for `lead.country: {equals: DE}`.
-            return self.operator(path, "equals", node, key_node)
-        if isinstance(node, SequenceNode):
-            self.error(node, f"{path}: a bare list is ambiguous, write {{one_of: [...]}}")
-            return None
-        tests: list[Condition] = []
-        ok = True
-        seen: set[str] = set()
-        for op_node, arg_node in node.value:
-            operator = op_node.value if isinstance(op_node, ScalarNode) else None
-            if operator is None or operator not in OPERATORS:
-                shown = operator if operator is not None else _kind(op_node)
-                self.error(
-                    op_node,
-                    f"unknown operator {shown!r}{_suggest(str(shown), OPERATORS)}"
-                    f" (operators: {', '.join(OPERATORS)})",
-                )
-                ok = False
-                continue
-            if operator in seen:
-                self.error(op_node, f"{path}: operator {operator!r} given twice")
-                ok = False
-                continue
-            seen.add(operator)
-            test = self.operator(path, operator, arg_node, op_node)
-            if test is None:
-                ok = False
-            else:
-                tests.append(test)
-        if not ok:
-            return None
-        if not tests:
-            self.error(node, f"{path}: no operator given (operators: {', '.join(OPERATORS)})")
-            return None
-        return tests[0] if len(tests) == 1 else AllOf(tuple(tests))
-
-    def scalar_argument(self, path: str, operator: str, node: Node) -> Scalar | None:
-        if not isinstance(node, ScalarNode) or node.tag == _NULL_TAG or not str(node.value).strip():
-            self.error(node, f"{path}: {operator} needs a single value, found {_kind(node)}")
-            return None
-        scalar = Scalar(text=str(node.value), typed=self.typed(node))
-        if operator in ("equals", "one_of"):
-            vocabulary = FIELD_VOCABULARIES.get(path)
-            if vocabulary is not None and scalar.text.strip().casefold() not in (
-                v.casefold() for v in vocabulary
-            ):
-                self.error(
-                    node,
-                    f"{path} is never {scalar.text!r}{_suggest(scalar.text, vocabulary)}"
-                    f" (values: {', '.join(vocabulary)})",
-                )
-                return None
-            if path in COUNTRY_FIELDS and not re.fullmatch(r"[A-Za-z]{2}", scalar.text.strip()):
-                self.error(node, f"{path}: {scalar.text!r} is not an ISO 3166 alpha-2 country code")
-                return None
-        return scalar
-
-    def operator(self, path: str, operator: str, node: Node, at: Node) -> FieldTest | None:
-        line = _line(at)
-        if operator in ("equals", "contains"):
-            scalar = self.scalar_argument(path, operator, node)
-            return FieldTest(path, operator, scalar, line) if scalar is not None else None
-        if operator == "one_of":
-            if not isinstance(node, SequenceNode) or not node.value:
-                self.error(node, f"{path}: one_of needs a non-empty list, found {_kind(node)}")
-                return None
-            options = [self.scalar_argument(path, operator, item) for item in node.value]
-            if any(option is None for option in options):
-                return None
-            return FieldTest(path, operator, tuple(o for o in options if o is not None), line)
-        if operator == "regex":
-            pattern_text = self.text(node, f"{path}: regex")
-            if pattern_text is None:
-                return None
-            try:
-                pattern = compile_regex(pattern_text)
-            except re.error as exc:
-                self.error(node, f"{path}: invalid regex {pattern_text!r}: {exc}")
-                return None
-            return FieldTest(path, operator, pattern, line)
-        if operator == "range":
-            bounds = self.mapping(node, f"{path}: range", ("min", "max"))
-            if bounds is None:
-                return None
-            if not bounds:
-                self.error(node, f"{path}: range needs min and/or max")
-                return None
-            low = self.number(bounds["min"][1], f"{path}: range min") if "min" in bounds else None
-            high = self.number(bounds["max"][1], f"{path}: range max") if "max" in bounds else None
-            if ("min" in bounds and low is None) or ("max" in bounds and high is None):
-                return None
-            if low is not None and high is not None and low > high:
-                self.error(node, f"{path}: range min {low:g} is greater than max {high:g}")
-                return None
-            return FieldTest(path, operator, (low, high), line)
-        flag = self.boolean(node, f"{path}: exists")
-        return FieldTest(path, operator, flag, line) if flag is not None else None
+        """A condition in the shared language (common.conditions); its problems join ours, by line."""
+        compiler = self._conditions
+        compiler.problems.clear()
+        condition = compiler.condition(node, where)
+        self.errors.extend((problem.line, problem.message) for problem in compiler.problems)
+        return condition if not compiler.problems else None
 
     # --- rules and the rest -----------------------------------------------------------------
 
@@ -394,6 +231,13 @@ class _Parser:
             else None
         )
         enabled = self.boolean(entries["enabled"][1], f"{label}: enabled") if "enabled" in entries else True
+        grade_at_least = None
+        if "grade_at_least" in entries:
+            grade_node = entries["grade_at_least"][1]
+            grade_at_least = self.text(grade_node, f"{label}: grade_at_least")
+            if grade_at_least is not None and grade_at_least not in GRADES:
+                self.error(grade_node, f"{label}: grade_at_least must be one of {', '.join(GRADES)}")
+        qualifies = self.boolean(entries["qualifies"][1], f"{label}: qualifies") if "qualifies" in entries else False
         if len(self.errors) > errors_before or rule_id is None or when is None or points is None:
             return None
         return Rule(
@@ -404,6 +248,8 @@ class _Parser:
             description=description.strip() if description else None,
             enabled=bool(enabled),
             line=_line(node),
+            grade_at_least=grade_at_least,
+            qualifies=bool(qualifies),
         )
 
     def grades(self, node: Node) -> tuple[float, float, tuple[tuple[str, float], ...]] | None:
@@ -489,48 +335,6 @@ class _Parser:
         return Qualification(min_fit=min_fit, min_intent=min_intent, min_grade=min_grade, unless=unless)
 
 
-def _expanded_size(node: Node, memo: dict[int, int]) -> int:
-    """Number of nodes once aliases are expanded, computed without expanding them."""
-    known = memo.get(id(node))
-    if known is not None:
-        return known
-    memo[id(node)] = 1  # a recursive alias counts once instead of looping
-    if isinstance(node, MappingNode):
-        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
-    elif isinstance(node, SequenceNode):
-        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
-    else:
-        size = 1
-    memo[id(node)] = size
-    return size
-
-
-_PLAIN_TAGS = frozenset(
-    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
-)
-
-
-def _tag_errors(root: Node) -> list[tuple[int | None, str]]:
-    """Explicit YAML tags (!!python/..., !custom) have no meaning in a ruleset; name where they are."""
-    errors: list[tuple[int | None, str]] = []
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.tag == "tag:yaml.org,2002:merge":
-            errors.append((_line(node), "YAML merge keys (<<) are not supported; repeat the keys"))
-        elif node.tag not in _PLAIN_TAGS:
-            errors.append((_line(node), f"unsupported YAML tag {node.tag!r}"))
-        if isinstance(node, MappingNode):
-            stack.extend(item for pair in node.value for item in pair)
-        elif isinstance(node, SequenceNode):
-            stack.extend(node.value)
-    return errors
-
-
 def _content_version(data: Any) -> str:
     """Hash of the parsed content: comments, layout and key order do not change it."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -549,13 +353,9 @@ def load_ruleset(yaml_text: str) -> Ruleset:
         raise RulesetError([(None, f"not valid YAML: {exc}")]) from exc
     if root is None:
         raise RulesetError([(None, "the ruleset is empty")])
-    if _expanded_size(root, {}) > MAX_EXPANDED_NODES:
-        raise RulesetError(
-            [(None, f"the ruleset is too large (over {MAX_EXPANDED_NODES} values once aliases expand)")]
-        )
-    tag_errors = _tag_errors(root)
-    if tag_errors:
-        raise RulesetError(tag_errors)
+    refused = document_problems(root, "the ruleset")
+    if refused:
+        raise RulesetError([(problem.line, problem.message) for problem in refused])
     parser = _Parser()
     entries = parser.mapping(root, "the ruleset", TOP_LEVEL_KEYS)
     if entries is None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scoring.domain.conditions import describe, evaluate
+from scoring.domain.conditions import context_resolver, describe, evaluate
 from scoring.domain.enrichment import Enrichment
 from scoring.domain.ruleset import GRADES, Rule, Ruleset
 
@@ -51,34 +51,13 @@ class Score:
         }
 
 
-def _walk(root: Any, parts: list[str]) -> Any:
-    value = root
-    for part in parts:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
 def field_resolver(lead: Mapping[str, Any], enrichment: Enrichment, context: Mapping[str, Any]) -> Any:
-    """A function mapping a rule's field path ("lead.utm.source", ...) to the lead's value."""
-    fields = enrichment.as_fields()
+    """A function mapping a rule's canonical field path ("lead.utm.source", "source.kind", ...) to its value."""
     whole = {
         "enrichment.company": enrichment.company.to_dict() if enrichment.company else None,
         "enrichment.provider": enrichment.provider,
     }
-
-    def resolve(path: str) -> Any:
-        root, _, rest = path.partition(".")
-        if root == "lead":
-            return _walk(lead, rest.split("."))
-        if root == "context":
-            return _walk(context, rest.split("."))
-        if path in fields:
-            return fields[path]
-        return whole.get(path)
-
-    return resolve
+    return context_resolver(lead, enrichment.as_fields(), whole, context)
 
 
 def _clamp(points: int) -> int:
@@ -92,22 +71,32 @@ def _reason(rule: Rule) -> str:
 def score_lead(
     lead: Mapping[str, Any], enrichment: Enrichment, ruleset: Ruleset, *, context: Mapping[str, Any]
 ) -> Score:
-    """Apply every enabled rule; sum points per score, clamp each to 0..100, grade and qualify."""
+    """Apply every enabled rule; sum points per score, clamp each to 0..100, grade and qualify.
+
+    A fired rule with `grade_at_least` lifts the grade to at least that, and one with `qualifies` qualifies
+    the lead whatever the minimums, both only when `qualified.unless` does not hold: a hand-raise from a
+    competitor, a student or a throwaway address keeps the grade its points give and stays unqualified.
+    """
     resolve = field_resolver(lead, enrichment, context)
+    matched = [rule for rule in ruleset.rules if rule.enabled and evaluate(rule.when, resolve)]
     fired = [
-        FiredRule(id=rule.id, score=rule.score, points=rule.points, reason=_reason(rule))
-        for rule in ruleset.rules
-        if rule.enabled and evaluate(rule.when, resolve)
+        FiredRule(id=rule.id, score=rule.score, points=rule.points, reason=_reason(rule)) for rule in matched
     ]
     fit = _clamp(sum(rule.points for rule in fired if rule.score == "fit"))
     intent = _clamp(sum(rule.points for rule in fired if rule.score == "intent"))
     grade = ruleset.grade(fit, intent)
     gate = ruleset.qualification
-    qualified = (
-        fit >= gate.min_fit
-        and intent >= gate.min_intent
-        and (gate.min_grade is None or GRADES.index(grade) <= GRADES.index(gate.min_grade))
-        and not (gate.unless is not None and evaluate(gate.unless, resolve))
+    excluded = gate.unless is not None and evaluate(gate.unless, resolve)
+    if not excluded:
+        floors = [rule.grade_at_least for rule in matched if rule.grade_at_least]
+        grade = min([grade, *floors], key=GRADES.index)
+    qualified = not excluded and (
+        any(rule.qualifies for rule in matched)
+        or (
+            fit >= gate.min_fit
+            and intent >= gate.min_intent
+            and (gate.min_grade is None or GRADES.index(grade) <= GRADES.index(gate.min_grade))
+        )
     )
     return Score(
         fit=fit,

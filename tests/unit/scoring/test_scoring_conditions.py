@@ -93,6 +93,8 @@ def test_equals_reads_country_no_as_norway_not_false() -> None:
         ("{enrichment.company.employee_band: {one_of: [51-200, 201-500]}}", True),
         ("{enrichment.company.employee_band: {one_of: [1-10, 11-50]}}", False),
         ("{context.source.kind: {one_of: [web, api]}}", True),
+        ("{lead.country: [AT, DE]}", True),  # a bare list is one_of, as in routing rules
+        ("{lead.country: [FR, ES]}", False),
     ],
 )
 def test_one_of(when: str, expected: bool) -> None:
