@@ -217,14 +217,16 @@ def _verify(source: Source, request: Request, body: bytes, settings: IngestSetti
         raise _SignatureRejected(header, exc) from None
 
 
-def _normalized(source: Source, lead: PlatformLead, now: datetime) -> NormalizedLead:
-    # Lenient: nobody can correct a platform lead and send it again.
+def _normalized(source: Source, lead: PlatformLead, now: datetime, *, require_contact: bool = False) -> NormalizedLead:
+    # Lenient: nobody can correct a platform lead and send it again. Its id on the platform is a way to reach the
+    # person, so a lead without a usable email or phone is kept too (flagged no_contact).
     return normalize_lead(
         lead.raw,
         default_region=source.default_region,
         field_mapping=source.field_mapping,
         now=now,
         strict=False,
+        require_contact=require_contact,
     )
 
 
@@ -277,7 +279,7 @@ def _delivery(source: Source, payload: Any, now: datetime) -> _Delivery:
             if isinstance(payload, dict):
                 # A workflow sends the contact itself: store it now when it already names a person.
                 try:
-                    out.leads.append((lead, _normalized(source, lead, now)))
+                    out.leads.append((lead, _normalized(source, lead, now, require_contact=True)))
                     continue
                 except LeadValidationError:
                     pass
@@ -512,6 +514,7 @@ class PlatformFetcher:
                 field_mapping=source.field_mapping,
                 now=_now(),
                 strict=False,
+                require_contact=False,
             )
         except PlatformAPIError as exc:
             error = str(exc)

@@ -429,7 +429,10 @@ async def test_lead_received_for_a_lenient_platform_lead_fits_its_contract() -> 
     lead = normalize_lead(raw, now=NOW, strict=False)
     record, _ = await _accept(source=_source(), raw=raw, normalized=lead, is_test=True)
     assert record.problems() == []
-    assert "invalid_phone" in record.data["lead"]["custom"]
+    assert record.data["lead"]["quality"] == {
+        "flags": ["country_unknown", "phone_unparsed"],
+        "raw": {"country": "Atlantis", "phone": "not a phone"},
+    }
 
 
 async def test_lead_erased_from_erase_lead_fits_its_contract() -> None:

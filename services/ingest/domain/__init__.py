@@ -1,6 +1,6 @@
 """Pure domain of the ingest service: lead normalization, platform verification/parsing, API keys."""
 
-from ingest.domain.errors import FieldError, LeadValidationError, SignatureError
+from ingest.domain.errors import FieldError, LeadValidationError, NotALead, SignatureError
 from ingest.domain.keys import (
     hash_api_key,
     key_matches,
@@ -45,6 +45,7 @@ __all__ = [
     "LinkedInNotification",
     "MetaLeadRef",
     "NormalizedLead",
+    "NotALead",
     "PlatformLead",
     "SignatureError",
     "hash_api_key",

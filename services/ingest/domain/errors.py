@@ -20,5 +20,9 @@ class LeadValidationError(Exception):
         super().__init__("invalid lead: " + "; ".join(f"{e.field}: {e.reason}" for e in self.errors))
 
 
+class NotALead(LeadValidationError):
+    """Well-formed, but no usable way to reach anyone: the submission is quarantined, not stored as a lead."""
+
+
 class SignatureError(Exception):
     """A request failed authentication (bad, missing or stale signature); the API answers 401."""

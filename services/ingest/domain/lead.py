@@ -16,7 +16,7 @@ import phonenumbers
 import pycountry
 from email_validator import EmailNotValidError, validate_email
 
-from ingest.domain.errors import FieldError, LeadValidationError
+from ingest.domain.errors import FieldError, LeadValidationError, NotALead
 from ingest.domain.text import clean_line, clean_multiline, is_cjk_text, key_slug
 
 CustomValue = str | int | float | bool | None
@@ -127,6 +127,21 @@ _NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "phd", "md", "esq"})
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
+# Quality flags: what was kept but could not be read, one name per field and problem. The raw value sits in
+# `quality.raw` under the field's path, so nothing the person typed is lost and a human can correct it.
+SEMANTIC_FLAGS: dict[str, str] = {
+    "email": "email_invalid",
+    "phone": "phone_unparsed",
+    "country": "country_unknown",
+    "language": "language_unknown",
+    "website": "website_invalid",
+    "consent": "consent_unreadable",
+}
+# A national number with no country anywhere (lead, source) is read as NANP (+1) when it is valid there: the
+# E.164 form is the same for the US, Canada and the Caribbean, so only the plan is assumed, and it is flagged.
+FALLBACK_PHONE_REGION = "US"
+MAX_RAW_LEN = 1000
+
 
 @dataclass(frozen=True, kw_only=True)
 class NormalizedLead:
@@ -154,6 +169,13 @@ class NormalizedLead:
     form_id: str | None = None
     submitted_at: datetime | None = None
     custom: dict[str, CustomValue] = field(default_factory=dict)
+    quality_flags: tuple[str, ...] = ()  # e.g. ("phone_unparsed", "submitted_at_clamped")
+    quality_raw: dict[str, Any] = field(default_factory=dict)  # field path -> the unreadable value as sent
+
+    @property
+    def reachable(self) -> bool:
+        """Whether the lead gives a usable way to reach the person (a valid email or phone)."""
+        return bool(self.email or self.phone)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with every key present (missing values are None, maps are {})."""
@@ -163,12 +185,14 @@ class NormalizedLead:
         out["click_ids"] = dict(self.click_ids)
         out["submitted_at"] = self.submitted_at.isoformat() if self.submitted_at else None
         out["custom"] = dict(self.custom)
+        out["quality"] = {"flags": list(self.quality_flags), "raw": dict(self.quality_raw)}
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NormalizedLead:
         """Rebuild a lead from `to_dict` output (e.g. a stored row); performs no validation."""
         submitted = data.get("submitted_at")
+        quality = data.get("quality") or {}
         return cls(
             **{name: data.get(name) for name in TEXT_FIELDS},
             consent=dict(data.get("consent") or {}),
@@ -176,6 +200,8 @@ class NormalizedLead:
             click_ids=dict(data.get("click_ids") or {}),
             submitted_at=datetime.fromisoformat(submitted) if isinstance(submitted, str) else submitted,
             custom=dict(data.get("custom") or {}),
+            quality_flags=tuple(quality.get("flags") or ()),
+            quality_raw=dict(quality.get("raw") or {}),
         )
 
     def identity_keys(self) -> list[str]:
@@ -496,20 +522,41 @@ def _join_name(first: str | None, last: str | None) -> str | None:
 
 class _Normalizer:
     def __init__(
-        self, collected: _Collected, default_region: str | None, now: datetime, strict: bool
+        self, collected: _Collected, default_region: str | None, now: datetime, strict: bool, require_contact: bool
     ) -> None:
         self.c = collected
         self.errors = collected.errors
         self.default_region = default_region
         self.now = now if now.tzinfo else now.replace(tzinfo=UTC)
         self.strict = strict
+        self.require_contact = require_contact
         self.custom: dict[str, Any] = {}
         self.values: dict[str, Any] = {}
-        self.rejected: dict[str, Any] = {}  # field path -> the value as sent, for lenient mode
+        self.flags: list[str] = []
+        self.raw: dict[str, Any] = {}  # field path -> the value as sent
+        self.reasons: dict[str, str] = {}  # field path -> why it was flagged (for a refusal that names them)
 
-    def fail(self, field_path: str, reason: str, sent: Any) -> None:
-        self.errors.append(FieldError(field_path, reason))
-        self.rejected.setdefault(field_path, sent)
+    def flag(self, field_path: str, flag: str, sent: Any, reason: str | None = None) -> None:
+        """Keep the lead, note the problem: the raw value goes to quality.raw under its path."""
+        if flag not in self.flags:
+            self.flags.append(flag)
+        if sent is not None:
+            self.raw.setdefault(field_path, _raw_value(sent))
+        if reason:
+            self.reasons.setdefault(field_path, reason)
+
+    def fail(self, field_path: str, reason: str, sent: Any, *, malformed: bool = False) -> None:
+        """A value that cannot be read. Semantic problems (a phone that is no number) are always flagged; malformed
+        input (an object where text belongs, a document pasted into a name) refuses a web lead, which its sender can
+        correct, and is flagged on a platform lead, which nobody can.
+        """
+        root = field_path.split(".")[0]
+        if root in SEMANTIC_FLAGS and not malformed:
+            self.flag(field_path, SEMANTIC_FLAGS[root], sent, reason)
+        elif self.strict:
+            self.errors.append(FieldError(field_path, reason))
+        else:
+            self.flag(field_path, f"{root}_invalid", sent, reason)
 
     def pick(self, name: str) -> tuple[str, Any] | None:
         candidates = sorted(self.c.fields.get(name, []), key=lambda cand: cand.rank)
@@ -527,11 +574,11 @@ class _Normalizer:
             return None
         text = _as_text(picked[1])
         if text is None:
-            self.fail(name, "expected text", picked[1])
+            self.fail(name, "expected text", picked[1], malformed=True)
             return None
         cleaned = clean_multiline(text) if multiline else clean_line(text)
         if len(cleaned) > MAX_LEN[name]:
-            self.fail(name, f"longer than {MAX_LEN[name]} characters", cleaned)
+            self.fail(name, f"longer than {MAX_LEN[name]} characters", cleaned, malformed=True)
             return None
         return cleaned or None
 
@@ -552,18 +599,18 @@ class _Normalizer:
         self._from_page_url(utm, click_ids)
         consent = self._consent()
         submitted_at = self._submitted_at()
-        has_contact = bool(v.get("email") or v.get("phone"))
-        if not has_contact and not any(e.field in ("email", "phone") for e in self.errors):
-            self.errors.append(FieldError("email", "email or phone is required"))
-        if not self.strict and has_contact:
-            # Platform leads cannot be corrected and resent: keep the person, park what we could
-            # not read in `custom` as "invalid_<field>" for a human to look at.
-            for path, sent in self.rejected.items():
-                self.custom.setdefault("invalid_" + path.replace(".", "_"), sent)
-            self.errors.clear()
         custom = self._custom()
+        if not self.strict:
+            # Platform leads cannot be corrected and resent: what could not be read is flagged above, and what is
+            # left (a source's own field_mapping typo, a custom value that is not a finite number) is dropped.
+            self.errors.clear()
         if self.errors:
             raise LeadValidationError(self.errors)
+        if not (v.get("email") or v.get("phone")):
+            if self.require_contact:
+                named = [FieldError(path, self.reasons[path]) for path in ("email", "phone") if path in self.reasons]
+                raise NotALead(named or [FieldError("email", "email or phone is required")])
+            self.flag("", "no_contact", None)
         return NormalizedLead(
             **{name: v.get(name) for name in TEXT_FIELDS},
             consent=consent,
@@ -571,6 +618,8 @@ class _Normalizer:
             click_ids=click_ids,
             submitted_at=submitted_at,
             custom=custom,
+            quality_flags=tuple(self.flags),
+            quality_raw=self.raw,
         )
 
     def _names(self) -> None:
@@ -607,6 +656,11 @@ class _Normalizer:
             return
         region = self.values.get("country") or (self.default_region.upper() if self.default_region else None)
         parsed = parse_phone(text, region)
+        if isinstance(parsed, str) and region is None:
+            fallback = parse_phone(text, FALLBACK_PHONE_REGION)
+            if not isinstance(fallback, str):
+                parsed = fallback
+                self.flag("phone", "phone_region_assumed", text)
         if isinstance(parsed, str):
             self.fail("phone", parsed, text)
             return
@@ -679,11 +733,12 @@ class _Normalizer:
         try:
             when = parse_datetime(picked[1])
         except (ValueError, OverflowError, OSError):
-            self.fail("submitted_at", "not an ISO 8601 date-time or Unix timestamp", picked[1])
+            self.flag("submitted_at", "submitted_at_unparsed", picked[1], "not an ISO 8601 date-time or Unix timestamp")
             return None
         if when > self.now + FUTURE_TOLERANCE:
-            self.fail("submitted_at", "is in the future", picked[1])
-            return None
+            # A visitor's clock running ahead is no reason to lose the lead: it was submitted by now at the latest.
+            self.flag("submitted_at", "submitted_at_clamped", picked[1], "is in the future")
+            return self.now
         return when
 
     def _custom(self) -> dict[str, CustomValue]:
@@ -717,6 +772,12 @@ class _Normalizer:
         return out
 
 
+def _raw_value(value: Any) -> CustomValue:
+    """An unreadable value as sent, bounded like a custom value so a pasted document cannot bloat every event."""
+    kept = _custom_value(value, truncate=True)
+    return None if isinstance(kept, FieldError) else kept
+
+
 def _custom_value(value: Any, *, truncate: bool) -> CustomValue | FieldError:
     if value is None or isinstance(value, bool | int):
         return value
@@ -746,15 +807,21 @@ def normalize_lead(
     field_mapping: Mapping[str, str] | None = None,
     now: datetime,
     strict: bool = True,
+    require_contact: bool = True,
 ) -> NormalizedLead:
-    """Validate and normalize one raw submission; raises LeadValidationError naming every bad field.
+    """Validate and normalize one raw submission: keep what can be read, flag what cannot.
+
+    A value that is no phone, no email, no known country or language, no URL, no date, or a date in the future
+    (clamped to `now`) is kept raw in ``quality.raw`` and named in ``quality.flags``; the lead is accepted.
+    Raises LeadValidationError for malformed input (wrong types, over-long text, too many custom fields) and,
+    when ``require_contact``, NotALead if no usable email or phone is left (a platform's lead id is the way to
+    reach the person otherwise: pass ``require_contact=False``, and the lead is flagged ``no_contact``).
 
     ``field_mapping`` (the source's own key -> our field, ``utm.source``, ``consent.x``,
     ``click_ids.x`` or ``custom.x``; "" drops the key) is applied before the built-in aliases.
-    ``strict=False`` is for platform leads, which nobody can correct and resend: as long as a valid
-    email or phone remains, unreadable fields are kept in ``custom`` as ``invalid_<field>`` and
-    over-long custom values are cut instead of rejecting the lead.
+    ``strict=False`` is for platform leads, which nobody can correct and resend: malformed fields are flagged
+    as ``<field>_invalid`` and over-long custom values are cut instead of refusing the lead.
     """
     if not isinstance(raw, Mapping):
         raise LeadValidationError([FieldError("body", "expected a JSON object")])
-    return _Normalizer(_collect(raw, field_mapping), default_region, now, strict).run()
+    return _Normalizer(_collect(raw, field_mapping), default_region, now, strict, require_contact).run()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.domain import FieldError, LeadValidationError, NormalizedLead, normalize_lead
+from ingest.domain import FieldError, LeadValidationError, NormalizedLead, NotALead, normalize_lead
 
 pytestmark = pytest.mark.unit
 
@@ -19,6 +19,12 @@ NOW = datetime(2025, 3, 14, 15, 9, 26, tzinfo=UTC)
 
 def lead(raw: dict, **kwargs) -> NormalizedLead:
     return normalize_lead(raw, now=NOW, **kwargs)
+
+
+def quality_of(raw: dict, **kwargs) -> tuple[list[str], dict]:
+    """(flags, raw values) of a lead that was accepted with what could not be read."""
+    result = normalize_lead(raw, now=NOW, **kwargs)
+    return list(result.quality_flags), dict(result.quality_raw)
 
 
 def errors_of(raw: dict, **kwargs) -> dict[str, str]:
@@ -135,8 +141,10 @@ def test_email_domain_is_lower_cased_and_identity_key_is_case_insensitive() -> N
 
 
 @pytest.mark.parametrize("email", ["not-an-email", "a@b", "ada@@example.com", "ada@example..com"])
-def test_invalid_email_is_rejected_on_the_email_field(email: str) -> None:
-    assert "email" in errors_of({"email": email, "phone": "+14155552671"})
+def test_an_invalid_email_is_kept_raw_and_flagged_when_the_phone_is_good(email: str) -> None:
+    result = lead({"email": email, "phone": "+14155552671"})
+    assert (result.email, result.phone) == (None, "+14155552671")
+    assert result.quality_flags == ("email_invalid",) and result.quality_raw == {"email": email}
 
 
 def test_international_email_is_accepted() -> None:
@@ -145,6 +153,29 @@ def test_international_email_is_accepted() -> None:
 
 def test_a_lead_needs_an_email_or_a_phone() -> None:
     assert errors_of({"first_name": "Ada"}) == {"email": "email or phone is required"}
+    with pytest.raises(NotALead) as info:
+        normalize_lead({"email": "jane@", "phone": "n/a"}, now=NOW)
+    assert {e.field for e in info.value.errors} == {"email", "phone"}  # each unusable way named
+
+
+def test_a_platform_lead_id_is_a_way_to_reach_the_person() -> None:
+    result = normalize_lead({"full_name": "Ada L", "phone": "n/a"}, now=NOW, strict=False, require_contact=False)
+    assert result.quality_flags == ("phone_unparsed", "no_contact") and result.full_name == "Ada L"
+
+
+def test_a_nanp_number_without_any_region_is_read_as_plus_one_and_flagged() -> None:
+    result = lead({"phone": "(415) 555-2671", "email": "a@example.com"})
+    assert result.phone == "+14155552671"
+    assert result.quality_flags == ("phone_region_assumed",) and result.quality_raw == {"phone": "(415) 555-2671"}
+    # A country on the lead or the source's region still decides first, and then nothing is assumed.
+    assert lead({"phone": "(415) 555-2671", "email": "a@example.com"}, default_region="US").quality_flags == ()
+    assert lead({"phone": "030 12345678", "country": "DE", "email": "a@example.com"}).quality_flags == ()
+
+
+def test_phone_na_with_a_good_email_is_kept_and_flagged() -> None:
+    result = lead({"phone": "n/a", "email": "jane@example.com"})
+    assert (result.email, result.phone) == ("jane@example.com", None)
+    assert result.to_dict()["quality"] == {"flags": ["phone_unparsed"], "raw": {"phone": "n/a"}}
 
 
 def test_phone_alone_is_enough_and_gives_an_identity_key() -> None:
@@ -179,9 +210,14 @@ def test_digits_only_international_number_without_plus_is_understood() -> None:
         ("+1 200 000 0000", None, "not a valid"),
     ],
 )
-def test_bad_phones_are_rejected_on_the_phone_field(phone: str, region: str | None, reason_part: str) -> None:
-    errors = errors_of({"phone": phone, "email": "a@example.com"}, default_region=region)
-    assert reason_part in errors["phone"]
+def test_bad_phones_are_kept_raw_and_flagged(phone: str, region: str | None, reason_part: str) -> None:
+    assert quality_of({"phone": phone, "email": "a@example.com"}, default_region=region) == (
+        ["phone_unparsed"],
+        {"phone": phone},
+    )
+    with pytest.raises(NotALead) as info:  # and without an email, the reason is named
+        normalize_lead({"phone": phone}, default_region=region, now=NOW)
+    assert reason_part in {e.field: e.reason for e in info.value.errors}["phone"]
 
 
 def test_phone_extension_is_kept_in_custom() -> None:
@@ -218,10 +254,8 @@ def test_country_names_and_codes_become_iso_alpha_2(given_country: str, code: st
     assert lead({"country": given_country, "email": "a@example.com"}).country == code
 
 
-def test_unknown_country_is_rejected() -> None:
-    assert errors_of({"country": "Narnia", "email": "a@example.com"}) == {
-        "country": "unknown country 'Narnia'"
-    }
+def test_unknown_country_is_kept_raw_and_flagged() -> None:
+    assert quality_of({"country": "Narnia", "email": "a@example.com"}) == (["country_unknown"], {"country": "Narnia"})
 
 
 @pytest.mark.parametrize(
@@ -231,8 +265,8 @@ def test_language_is_normalized(given_language: str, tag: str) -> None:
     assert lead({"language": given_language, "email": "a@example.com"}).language == tag
 
 
-def test_unknown_language_is_rejected() -> None:
-    assert "language" in errors_of({"language": "xx", "email": "a@example.com"})
+def test_unknown_language_is_kept_raw_and_flagged() -> None:
+    assert quality_of({"language": "xx", "email": "a@example.com"}) == (["language_unknown"], {"language": "xx"})
 
 
 @pytest.mark.parametrize(
@@ -249,8 +283,8 @@ def test_website_gets_a_scheme_and_a_lower_case_host(website: str, normalized: s
 
 
 @pytest.mark.parametrize("website", ["ftp://example.com", "not a url", "https://", "javascript:alert(1)"])
-def test_bad_websites_are_rejected(website: str) -> None:
-    assert "website" in errors_of({"website": website, "email": "a@example.com"})
+def test_bad_websites_are_kept_raw_and_flagged(website: str) -> None:
+    assert quality_of({"website": website, "email": "a@example.com"}) == (["website_invalid"], {"website": website})
 
 
 # --- aliases, mapping, custom fields ---------------------------------------------------------------
@@ -442,10 +476,11 @@ def test_consent_object_keys_are_slugged() -> None:
     assert result.consent == {"phone_calls": True, "email": True}
 
 
-def test_unrecognizable_consent_is_rejected() -> None:
-    assert errors_of({"email": "a@example.com", "gdpr_consent": "maybe"}) == {
-        "consent.gdpr": "not a yes/no value"
-    }
+def test_unrecognizable_consent_is_kept_raw_and_flagged() -> None:
+    assert quality_of({"email": "a@example.com", "gdpr_consent": "maybe"}) == (
+        ["consent_unreadable"],
+        {"consent.gdpr": "maybe"},
+    )
 
 
 # --- time ------------------------------------------------------------------------------------------
@@ -468,32 +503,38 @@ def test_submitted_at_is_read_in_many_formats_and_stored_in_utc(value: object) -
     )
 
 
-def test_submitted_at_slightly_ahead_is_tolerated_but_far_future_is_rejected() -> None:
-    assert (
-        lead({"email": "a@example.com", "submitted_at": NOW + timedelta(minutes=4)}).submitted_at is not None
+def test_submitted_at_slightly_ahead_is_tolerated_but_an_hour_ahead_is_clamped_to_now_and_flagged() -> None:
+    ahead = NOW + timedelta(minutes=4)
+    assert lead({"email": "a@example.com", "submitted_at": ahead}).submitted_at == ahead
+    sent = (NOW + timedelta(hours=1)).isoformat()
+    result = lead({"email": "a@example.com", "submitted_at": sent})
+    assert result.submitted_at == NOW
+    assert result.quality_flags == ("submitted_at_clamped",) and result.quality_raw == {"submitted_at": sent}
+
+
+def test_unreadable_submitted_at_is_kept_raw_and_flagged() -> None:
+    assert quality_of({"email": "a@example.com", "submitted_at": "last tuesday"}) == (
+        ["submitted_at_unparsed"],
+        {"submitted_at": "last tuesday"},
     )
-    errors = errors_of({"email": "a@example.com", "submitted_at": (NOW + timedelta(minutes=6)).isoformat()})
-    assert errors == {"submitted_at": "is in the future"}
-
-
-def test_unreadable_submitted_at_is_rejected() -> None:
-    assert "submitted_at" in errors_of({"email": "a@example.com", "submitted_at": "last tuesday"})
 
 
 # --- errors and output -----------------------------------------------------------------------------
 
 
-def test_every_bad_field_is_named_in_one_error() -> None:
+def test_every_malformed_field_is_named_in_one_error_and_unreadable_ones_are_not() -> None:
     with pytest.raises(LeadValidationError) as info:
         lead(
-            {"email": "nope", "phone": "12", "country": "Atlantis", "website": "ftp://x.example"},
+            {"email": "a@example.com", "country": "Atlantis", "first_name": "A" * 101, "company": {"x": 1},
+             "utm_source": ["a", {"b": 1}]},
             default_region="US",
-        )
+        )  # fmt: skip
     fields = {e.field for e in info.value.errors}
-    assert fields == {"email", "phone", "country", "website"}
+    assert fields == {"first_name", "company", "utm.source"}
     assert all(isinstance(e, FieldError) for e in info.value.errors)
+    assert not isinstance(info.value, NotALead)
     message = str(info.value)
-    assert "email:" in message and "country:" in message
+    assert "first_name:" in message and "100" in message
 
 
 def test_non_mapping_body_is_rejected() -> None:
@@ -506,10 +547,10 @@ def test_to_dict_has_every_key_and_is_json_ready() -> None:
     assert set(data) == {
         "first_name", "last_name", "full_name", "email", "phone", "company", "job_title", "website",
         "country", "region", "city", "postal_code", "language", "message", "consent", "utm", "click_ids",
-        "page_url", "referrer", "form_id", "submitted_at", "custom",
+        "page_url", "referrer", "form_id", "submitted_at", "custom", "quality",
     }  # fmt: skip
     assert data["submitted_at"] == "2025-03-14T15:00:00+00:00"
-    assert data["phone"] is None and data["utm"] == {}
+    assert data["phone"] is None and data["utm"] == {} and data["quality"] == {"flags": [], "raw": {}}
     assert json.loads(json.dumps(data)) == data
 
 
@@ -548,18 +589,23 @@ def test_lenient_mode_keeps_the_person_and_parks_unreadable_fields() -> None:
     }
     with pytest.raises(LeadValidationError):
         normalize_lead(raw, now=NOW)
-    result = normalize_lead(raw, now=NOW, strict=False)
+    result = normalize_lead({**raw, "job_title": "t" * 300}, now=NOW, strict=False)
     assert result.email == "ada@example.com"
-    assert (result.phone, result.country, result.submitted_at) == (None, None, None)
-    assert result.custom["invalid_phone"] == "15550000000"
-    assert result.custom["invalid_country"] == "Atlantis"
-    assert result.custom["invalid_submitted_at"] == (NOW + timedelta(hours=1)).isoformat()
+    assert (result.phone, result.country, result.submitted_at) == (None, None, NOW)
+    assert result.quality_flags == ("job_title_invalid", "country_unknown", "phone_unparsed", "submitted_at_clamped")
+    assert result.quality_raw == {
+        "job_title": "t" * 300,
+        "country": "Atlantis",
+        "phone": "15550000000",
+        "submitted_at": (NOW + timedelta(hours=1)).isoformat(),
+    }
+    assert not any(key.startswith("invalid_") for key in result.custom)  # one place for what was unreadable
     assert result.custom["essay"] == "x" * 1000
     assert result.custom["k" * 64] == "long key"
 
 
-def test_lenient_mode_still_needs_a_usable_email_or_phone() -> None:
-    with pytest.raises(LeadValidationError) as info:
+def test_lenient_mode_still_needs_a_usable_email_or_phone_unless_told_otherwise() -> None:
+    with pytest.raises(NotALead) as info:
         normalize_lead({"email": "not-an-email", "first_name": "Ada"}, now=NOW, strict=False)
     assert [e.field for e in info.value.errors] == ["email"]
 
