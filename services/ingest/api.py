@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -19,16 +21,17 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import SQLAlchemyError
 
-from common.web import Admin, bearer_token, tokens_equal
+from common.egress import UnsafeUrl, vet_url
+from common.web import Admin, HandoffRoute, bearer_token, client_address, refuse_deep_json, tokens_equal
 from ingest import handlers
 from ingest.domain import LeadValidationError, hash_api_key, lookup_country, normalize_lead, normalize_url
 from ingest.domain.keys import PUBLISHABLE_PREFIX
 from ingest.settings import IngestSettings
 from ingest.store import IngestRepository, Source
-from ingest.writer import IngestWriter, WriterUnavailable
+from ingest.writer import IngestWriter, WriterBusy, WriterUnavailable
 
 log = structlog.get_logger(__name__)
-router = APIRouter()
+router = APIRouter(route_class=HandoffRoute)
 
 SourceKind = Literal["web", "meta", "google_ads", "linkedin", "typeform", "webflow", "hubspot"]
 SOURCE_KINDS: tuple[str, ...] = SourceKind.__args__  # type: ignore[attr-defined]
@@ -142,7 +145,13 @@ class LeadIn(BaseModel):
 class AcceptedOut(BaseModel):
     lead_id: str
     status: Literal["accepted", "duplicate"]
-    duplicate_of: str | None = Field(description="The earlier lead of the same person within the repeat window")
+    duplicate_of: str | None = Field(
+        default=None,
+        description=(
+            "The earlier lead of the same person within the repeat window; left out for publishable-key (browser) "
+            "callers, since anyone can hold that key and would learn who was a lead"
+        ),
+    )
     is_test: bool
     correlation_id: str | None
 
@@ -228,6 +237,57 @@ class RateLimiter:
         return 0.0 if allowed else (1.0 - tokens) / rate
 
 
+class AuthFailureLimiter:
+    """Failed authentications per client address in fixed windows, in this process.
+
+    After `limit` failures within a window the address is refused until the window ends: guessing keys gets slow,
+    and a refused guess costs no body parsing and no key look-up.
+    """
+
+    def __init__(self, limit: int, window_s: float, max_addresses: int) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_addresses = max_addresses
+        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def retry_after(self, address: str, now: float | None = None) -> float:
+        """0 when the address may try, else the seconds until its window ends."""
+        now = time.monotonic() if now is None else now
+        entry = self._windows.get(_address_group(address))
+        if entry is None:
+            return 0.0
+        started, failures = entry
+        left = started + self.window_s - now
+        return left if left > 0 and failures >= self.limit else 0.0
+
+    def failed(self, address: str, now: float | None = None) -> None:
+        """Count one failure against the address."""
+        now = time.monotonic() if now is None else now
+        key = _address_group(address)
+        started, failures = self._windows.pop(key, (now, 0))
+        if now - started >= self.window_s:
+            started, failures = now, 0
+        self._windows[key] = (started, failures + 1)
+        while len(self._windows) > self.max_addresses:
+            self._windows.popitem(last=False)  # the least recently failing address first
+
+
+def _address_group(address: str) -> str:
+    """IPv6 clients count by /64, the block one subscriber gets: walking through it does not reset the count."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _client_address(request: Request) -> str:
+    settings: IngestSettings = request.app.state.settings
+    return client_address(request, settings.trusted_proxies)
+
+
 # -- POST /v1/leads -------------------------------------------------------------------------------------------
 
 
@@ -259,6 +319,7 @@ async def _parse_body(request: Request) -> tuple[bytes, str, dict[str, Any]]:
             else:
                 fields[key] = value
         return body, content_type, fields
+    refuse_deep_json(body)
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -294,7 +355,8 @@ async def _authenticate(request: Request, fields: dict[str, Any]) -> _Caller:
                 # A publishable key is public by design: only the source's own web pages may use it.
                 if origin is None or origin.lower() not in (source.allowed_origins or []):
                     raise _error(403, "forbidden", "this origin is not allowed for the publishable key")
-                return _Caller(source, f"source:{source.id}", origin)
+                # Its own scope: a page holding the public key cannot pre-claim the back end's Idempotency-Keys.
+                return _Caller(source, f"publishable:{source.id}", origin)
     raise _error(401, "unauthorized", "a source API key or publishable key is required", {"WWW-Authenticate": "Bearer"})
 
 
@@ -336,8 +398,23 @@ async def _authenticate(request: Request, fields: dict[str, Any]) -> _Caller:
 )
 async def post_lead(request: Request) -> Response:
     """Parse, authenticate, then store the lead (and its event) in one transaction; 202 only after commit."""
+    address = _client_address(request)
+    failures: AuthFailureLimiter = request.app.state.auth_failures
+    blocked = failures.retry_after(address)
+    if blocked > 0:
+        raise _error(
+            429,
+            "too_many_requests",
+            "too many failed authentications from this address",
+            {"Retry-After": str(math.ceil(blocked))},
+        )
     raw_body, content_type, fields = await _parse_body(request)
-    caller = await _authenticate(request, fields)
+    try:
+        caller = await _authenticate(request, fields)
+    except HTTPException as exc:
+        if exc.status_code == 401:
+            failures.failed(address)
+        raise
     if caller.origin is None:
         return await _accept_post(request, caller, raw_body, content_type, fields)
     try:
@@ -359,14 +436,13 @@ async def _accept_post(
     correlation_id = request.scope.get("state", {}).get("correlation_id")
 
     if caller.origin is not None:
-        address = request.client.host if request.client else "unknown"
-        wait = request.app.state.rate_limiter.wait((caller.principal, address))
+        wait = request.app.state.rate_limiter.wait((caller.principal, _client_address(request)))
         if wait > 0:
             raise _error(429, "too_many_requests", "slow down", {"Retry-After": str(max(1, round(wait + 0.5)))})
         if any(fields.get(name) for name in HONEYPOT_FIELDS):
             # A bot filled the hidden field: answer exactly as if accepted, store nothing.
             log.info("lead_honeypot_triggered", source_id=source.id if source else None)
-            fake = handlers.Accepted(str(uuid.uuid4()), "accepted", None, False).body(correlation_id)
+            fake = _for_browser(handlers.Accepted(str(uuid.uuid4()), "accepted", None, False).body(correlation_id))
             thank_you = _thank_you(source) if browser_form else None
             return thank_you or JSONResponse(fake, status_code=202)
     for name in HONEYPOT_FIELDS:
@@ -401,9 +477,14 @@ async def _accept_post(
         stored = await writer.submit(prepared)
     except handlers.IdempotencyConflict:
         raise _conflict() from None
+    except WriterBusy:
+        # Overload, not a fault: no log line per refusal (that would add load); the 503 says when to come back.
+        raise _error(503, "unavailable", "ingest is overloaded; retry", {"Retry-After": "1"}) from None
     except (SQLAlchemyError, OSError, WriterUnavailable) as exc:
         raise _unavailable(exc) from None
     status, body, replayed = stored.status, stored.body, stored.replayed
+    if caller.origin is not None:
+        body = _for_browser(body)
 
     if replayed:
         response: Response = JSONResponse(body, status_code=status, headers={"Idempotent-Replayed": "true"})
@@ -411,11 +492,17 @@ async def _accept_post(
         log.info(
             "lead_accepted",
             lead_id=body["lead_id"],
-            duplicate_of=body["duplicate_of"],
+            duplicate_of=stored.body["duplicate_of"],
             source_kind=source.kind if source else "api",
         )
         response = JSONResponse(body, status_code=status)
     return (_thank_you(source) or response) if browser_form else response
+
+
+def _for_browser(body: dict[str, Any]) -> dict[str, Any]:
+    """The 202 as a publishable-key caller sees it: without `duplicate_of`, which would tell anyone holding the
+    public key whether an email was a lead lately, and its id (back ends and the events keep it)."""
+    return {key: value for key, value in body.items() if key != "duplicate_of"}
 
 
 def _conflict() -> HTTPException:
@@ -639,6 +726,24 @@ def _check_config(kind: str, config: dict[str, Any]) -> None:
         raise _error(422, "validation_failed", problems)
 
 
+async def _vet_config_urls(request: Request, config: dict[str, Any] | None) -> None:
+    """Refuse upstream base URLs the fetcher must not call (internal addresses; http in production): 422.
+
+    Runs outside any transaction, since it resolves host names; the fetcher checks again at every connect.
+    """
+    policy = request.app.state.settings.platform_address_policy
+    problems = []
+    for key in sorted(URL_CONFIG_KEYS & set(config or {})):
+        value = (config or {})[key]
+        if isinstance(value, str):
+            try:
+                await vet_url(value, policy)
+            except UnsafeUrl as exc:
+                problems.append({"field": f"config.{key}", "reason": str(exc)})
+    if problems:
+        raise _error(422, "validation_failed", problems)
+
+
 class SourceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -757,6 +862,7 @@ async def create_source(body: SourceIn, request: Request, _admin: Admin) -> dict
     """A new source; a web source's API key is in this answer only."""
     fields = body.model_dump()
     _check_config(body.kind, fields["config"])
+    await _vet_config_urls(request, fields["config"])
     async with request.app.state.runtime.db.transaction() as session:
         created = await handlers.create_source(session, fields, _now(request))
         out = source_out(created.source, request)
@@ -803,6 +909,7 @@ async def get_source(source_id: SourceId, request: Request, _admin: Admin) -> di
 async def patch_source(source_id: SourceId, body: SourcePatch, request: Request, _admin: Admin) -> dict[str, Any]:
     """Change the fields sent; config is merged and checked against the source's kind."""
     changes = body.model_dump(exclude_unset=True)
+    await _vet_config_urls(request, changes.get("config"))
     async with request.app.state.runtime.db.transaction() as session:
         source = await IngestRepository(session).source(str(source_id))
         if source is None:

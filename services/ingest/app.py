@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from common.logging import configure_logging
 from common.runtime import Runtime
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
-from common.web import health_router, install_common
+from common.web import InflightLimitMiddleware, health_router, install_common
 from ingest import api, handlers, webhooks
 from ingest.settings import IngestSettings
 from ingest.store import Base, outbox
@@ -59,6 +59,12 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
             every_s=settings.idempotency_purge_interval_s,
             batch=settings.idempotency_purge_batch,
         )
+        await runtime.start_housekeeping(
+            "lead_identity_purge",
+            lambda session: handlers.purge_stale_identities(session, settings, app.state.clock()),
+            every_s=settings.housekeeping_interval_s,
+            batch=settings.idempotency_purge_batch,
+        )
         try:
             yield
         finally:
@@ -77,7 +83,16 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
     app.state.rate_limiter = api.RateLimiter(
         settings.public_rate_limit_per_minute, settings.public_rate_limit_max_addresses
     )
-    install_common(app, max_body_bytes=settings.max_body_bytes)
+    app.state.auth_failures = api.AuthFailureLimiter(
+        settings.auth_failure_limit, settings.auth_failure_window_s, settings.public_rate_limit_max_addresses
+    )
+    # Added before the common middleware, so shed requests still carry a correlation id and are counted.
+    app.add_middleware(InflightLimitMiddleware, limit=settings.max_inflight_leads, method="POST", path="/v1/leads")
+    install_common(
+        app,
+        max_body_bytes=settings.max_body_bytes,
+        route_body_limits={webhooks.WEBHOOK_PATH_PATTERN: webhooks.WEBHOOK_MAX_BODY_BYTES},
+    )
     _install_store_errors(app)
 
     async def readiness(request: Request) -> tuple[bool, dict[str, object]]:

@@ -8,6 +8,10 @@ gathers, so batches grow with load and a lone request is written at once.
 Failures: a transient store error (locked, disconnected, read-only) fails every waiter of the batch, which the API
 answers with 503, nothing kept. Any other error (a constraint, a bad value) might belong to a single lead, so the
 batch is retried one lead per transaction and only the lead that fails again is refused.
+
+Overload: the queue is bounded (`writer_max_pending`), and a request waits at most `writer_enqueue_timeout_s` for
+room in it before it is refused with `WriterBusy` (a 503 the caller retries), so a store slower than the offered
+load costs bounded latency and bounded memory, never an ever-longer wait.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ class WriterUnavailable(Exception):
     """The writer is not running (not started, or shutting down): nothing was stored."""
 
 
+class WriterBusy(Exception):
+    """The queue stayed full for the whole enqueue wait: nothing was stored, the caller may retry later."""
+
+
 def _is_item_error(exc: BaseException) -> bool:
     """An error that may come from one lead's data rather than from the store as a whole."""
     if isinstance(exc, IntegrityError | DataError):
@@ -51,6 +59,7 @@ class IngestWriter:
         self._settings = settings
         self._max_batch = settings.writer_max_batch
         self._queue: asyncio.Queue[_Waiter] = asyncio.Queue(maxsize=settings.writer_max_pending)
+        self._enqueue_timeout_s = settings.writer_enqueue_timeout_s
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
 
@@ -75,11 +84,19 @@ class IngestWriter:
             _fail(future, WriterUnavailable("ingest is shutting down"))
 
     async def submit(self, item: PreparedLead) -> Stored:
-        """Store one lead; returns after its transaction committed; raises IdempotencyConflict or a store error."""
+        """Store one lead; returns after its transaction committed; raises IdempotencyConflict, WriterBusy or a
+        store error."""
         if not self._accepting:
             raise WriterUnavailable("the ingest writer is not running")
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        try:
+            self._queue.put_nowait((item, future))
+        except asyncio.QueueFull:
+            try:
+                # A put that times out is cancelled before it takes a slot: the lead is then not queued at all.
+                await asyncio.wait_for(self._queue.put((item, future)), self._enqueue_timeout_s)
+            except TimeoutError:
+                raise WriterBusy(f"the writer queue stayed full for {self._enqueue_timeout_s} s") from None
         return await future
 
     async def _run(self) -> None:
