@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 import httpx
 
+from common.egress import UnsafeUrl
+
 # The Lead fields `meta_lead_to_raw` reads; without `fields` the Graph API returns only the first three.
 META_LEAD_FIELDS = "id,created_time,field_data,form_id,ad_id,adset_id,campaign_id,is_organic,platform"
 
@@ -54,6 +56,9 @@ async def _get_json(
         raise PlatformAPIError(platform, f"timed out ({type(exc).__name__})") from None
     except httpx.HTTPError as exc:
         raise PlatformAPIError(platform, f"request failed ({type(exc).__name__})") from None
+    except UnsafeUrl as exc:
+        # The address policy refused the connection (an internal address, or plain http in production).
+        raise PlatformAPIError(platform, f"refused: {exc}") from None
     if response.status_code != 200:
         raise PlatformAPIError(
             platform, f"HTTP {response.status_code}{_error_code(response)}", status=response.status_code

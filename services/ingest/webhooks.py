@@ -27,7 +27,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.egress import guarded_transport
 from common.runtime import Runtime
+from common.web import HandoffRoute, read_body_limited, refuse_deep_json
 from ingest import handlers
 from ingest.clients import (
     HUBSPOT_CONTACT_PROPERTIES,
@@ -71,9 +73,24 @@ from ingest.settings import IngestSettings
 from ingest.store import IngestRepository, Source
 
 log = structlog.get_logger(__name__)
-router = APIRouter(tags=["platform webhooks"])
+router = APIRouter(tags=["platform webhooks"], route_class=HandoffRoute)
 
 WEBHOOK_KINDS = frozenset({"meta", "google_ads", "linkedin", "typeform", "webflow", "hubspot"})
+# Body limits per platform. None publishes a byte maximum; each is sized from what the platform documents it
+# sends, with a wide margin: Meta batches up to 1,000 changes in one notification, HubSpot up to 100 events,
+# and a Typeform response carries every answer (long texts included) and the form's definition. Google Ads and
+# Webflow send one submission; LinkedIn only URNs, so the web lead limit is plenty.
+PLATFORM_BODY_LIMITS: dict[str, int] = {
+    "meta": 1024 * 1024,
+    "typeform": 1024 * 1024,
+    "hubspot": 1024 * 1024,
+    "google_ads": 256 * 1024,
+    "webflow": 256 * 1024,
+    "linkedin": 64 * 1024,
+}
+# The streaming body limit lets webhook requests run up to the largest; the route then holds each to its kind's.
+WEBHOOK_PATH_PATTERN = r"/v1/sources/[^/]+/webhook"
+WEBHOOK_MAX_BODY_BYTES = max(PLATFORM_BODY_LIMITS.values())
 
 
 def _now() -> datetime:
@@ -295,7 +312,7 @@ def _delivery(source: Source, payload: Any, now: datetime) -> _Delivery:
     response_model=None,
     responses={
         200: {"description": "Stored, queued for fetching, or already received (redelivery)"},
-        400: {"description": "The body is not JSON"},
+        400: {"description": "The body is not JSON, or nests deeper than 32 levels"},
         401: {"description": "Bad, missing or stale signature; names the header; nothing is stored"},
         404: {"description": "Unknown or disabled source, or a web source (no webhook)"},
         422: {"description": "The payload is not a lead this platform sends"},
@@ -306,11 +323,12 @@ async def source_webhook(source_id: str, request: Request) -> Response:
     settings: IngestSettings = request.app.state.settings
     runtime: Runtime = request.app.state.runtime
     source = await _webhook_source(request, source_id)
-    body = await request.body()
+    body = await read_body_limited(request, PLATFORM_BODY_LIMITS[source.kind])  # 413 past it, mid-stream
     now = _now()
     correlation_id = request.scope.get("state", {}).get("correlation_id")
     try:
         _verify(source, request, body, settings, now)
+        refuse_deep_json(body)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -440,10 +458,16 @@ class PlatformFetcher:
 
     async def start(self) -> None:
         """Create the shared HTTP client and start the loop (nothing connects before this)."""
+        # Every connection is checked against the address policy, so a source's base URL (or a DNS answer
+        # that changed since it was saved) cannot make the fetcher call an internal address with its tokens.
         self._http = httpx.AsyncClient(
+            transport=guarded_transport(
+                self.settings.platform_address_policy,
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            ),
             timeout=httpx.Timeout(self.settings.platform_fetch_timeout_s),
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
             follow_redirects=False,
+            trust_env=False,
             headers={"Accept": "application/json", "User-Agent": "handoff-ingest"},
         )
         self._stopping = False

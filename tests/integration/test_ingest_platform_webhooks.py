@@ -205,6 +205,7 @@ async def ingest(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str)
         platform_fetch_backoff_s=0.05,
         platform_fetch_max_backoff_s=0.3,
         platform_fetch_poll_interval_s=0.05,
+        platform_allow_loopback=True,  # the platforms' stand-in listens on 127.0.0.1
         **{"INGEST_DATABASE_URL": f"sqlite+aiosqlite:///{db_path}"},
     )
     app = create_app(settings)

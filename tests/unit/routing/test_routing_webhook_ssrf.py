@@ -7,15 +7,9 @@ import ipaddress
 import pytest
 from pydantic import SecretStr
 
+from common.egress import AddressPolicy, Resolver, UnsafeUrl, address_refusal, vet_url
 from routing.settings import RoutingSettings
-from routing.webhooks import (
-    AddressPolicy,
-    Resolver,
-    UnsafeUrl,
-    address_refusal,
-    parse_endpoint_url,
-    vet_url,
-)
+from routing.webhooks import parse_endpoint_url, webhook_address_policy
 
 pytestmark = pytest.mark.unit
 
@@ -76,15 +70,15 @@ def test_allow_list_opens_exactly_what_it_names() -> None:
 
 
 def test_settings_allow_loopback_in_development_only_unless_told() -> None:
-    assert AddressPolicy.from_settings(RoutingSettings(env="development")).allow_loopback
-    assert not AddressPolicy.from_settings(
+    assert webhook_address_policy(RoutingSettings(env="development")).allow_loopback
+    assert not webhook_address_policy(
         RoutingSettings(env="production", admin_token=SecretStr("x" * 32))
     ).allow_loopback
-    assert AddressPolicy.from_settings(RoutingSettings(env="test", webhook_allow_loopback=True)).allow_loopback
-    assert not AddressPolicy.from_settings(
+    assert webhook_address_policy(RoutingSettings(env="test", webhook_allow_loopback=True)).allow_loopback
+    assert not webhook_address_policy(
         RoutingSettings(env="development", webhook_allow_loopback=False)
     ).allow_loopback
-    policy = AddressPolicy.from_settings(
+    policy = webhook_address_policy(
         RoutingSettings(env="test", webhook_allow_private_hosts=("10.0.0.0/8", "CRM.internal."))
     )
     assert address_refusal("10.9.9.9", policy) is None
