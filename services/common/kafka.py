@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
 from common.settings import ServiceSettings
+from common.topics import topic_configs
 
 log = structlog.get_logger(__name__)
 
@@ -103,13 +104,20 @@ async def ensure_topics(settings: ServiceSettings, names: Iterable[str]) -> None
     admin = new_admin(settings)
     await admin.start()
     try:
-        wanted = sorted({settings.topic(name) for name in names})
+        plain = {settings.topic(name): name for name in names}
+        wanted = sorted(plain)
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(
                 name=name,
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication,
+                # Retention is set at creation only: a topic that exists keeps what its operator configured.
+                topic_configs=topic_configs(
+                    plain[name],
+                    leads_days=settings.leads_topic_retention_days,
+                    dead_letter_days=settings.dead_letter_retention_days,
+                ),
             )
             for name in wanted
             if name not in existing

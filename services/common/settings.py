@@ -35,6 +35,11 @@ class ServiceSettings(BaseSettings):
     consumer_group_override: str = ""
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     topic_replication: int = Field(default=1, ge=1, le=5)
+    # How long the broker keeps records, set on the topics Handoff creates. Lead events carry personal data, and an
+    # erasure cannot reach a record already written, so they are kept only as long as a consumer could need to
+    # catch up; dead letters wait longer for someone to look at them and redrive them.
+    leads_topic_retention_days: float = Field(default=7, gt=0, le=3650)
+    dead_letter_retention_days: float = Field(default=14, gt=0, le=3650)
 
     # -- Kafka client security (managed clusters); PLAINTEXT leaves the clients exactly as before -----------
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -57,6 +62,11 @@ class ServiceSettings(BaseSettings):
     consumer_retry_backoff_s: float = Field(default=0.2, ge=0)
     # A consumer with lag that has made no progress for this long is reported not ready and restarted.
     consumer_stall_s: float = Field(default=30.0, gt=0)
+    # How long a processed event's id is kept to dedupe redeliveries. Keep it longer than the topics' retention
+    # (Kafka's default: 7 days): a record can be redelivered, or replayed by a new group, only while it is there.
+    dedupe_retention_days: float = Field(default=14.0, gt=0)
+    housekeeping_interval_s: float = Field(default=300.0, gt=0)
+    housekeeping_batch: int = Field(default=1000, ge=1)
 
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     # Bounds on waiting for the database. SQLite statements run on the event loop's thread, so a busy wait for

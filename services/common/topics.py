@@ -29,3 +29,18 @@ EVENT_TOPICS: dict[str, str] = {
 def dead_letter_topic(service: str) -> str:
     """Each consuming service has its own dead-letter topic, so a replay goes back to the right consumer."""
     return f"deadletter.{service}.v1"
+
+
+def retention_days(topic: str, *, leads_days: float, dead_letter_days: float) -> float | None:
+    """How long a topic keeps records: lead events and dead letters carry personal data, so both are bounded."""
+    if topic.startswith("deadletter."):
+        return dead_letter_days
+    if topic.startswith("leads."):
+        return leads_days
+    return None
+
+
+def topic_configs(topic: str, *, leads_days: float, dead_letter_days: float) -> dict[str, str]:
+    """The broker configs a topic is created with (`retention.ms` as a string, as the admin API takes it)."""
+    days = retention_days(topic, leads_days=leads_days, dead_letter_days=dead_letter_days)
+    return {} if days is None else {"retention.ms": str(int(days * 86_400_000))}
