@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -10,13 +11,15 @@ import yaml
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.web import Admin
+from common.conditions import DocumentRefused, load_document
+from common.web import Admin, HandoffRoute
 from routing import backtest as bt
 from routing import handlers as h
 from routing.domain import RosterError, RulesError, load_rules
+from routing.domain.accounts import AccountsCsvError, normalize_domain, parse_accounts_csv, registrable_domain
 from routing.store import AccountRow, RepRow, RoutingRepository
 
-router = APIRouter()
+router = APIRouter(route_class=HandoffRoute)
 
 _TEXT_BODY = {
     "requestBody": {
@@ -33,13 +36,25 @@ def _error(status: int, code: str, detail: Any) -> HTTPException:
     return HTTPException(status_code=status, detail={"error": code, "detail": detail})
 
 
-def _path_errors(errors: Sequence[str]) -> list[dict[str, str]]:
-    """'rules[2].action.team: unknown team' -> {"path": "rules[2].action.team", "reason": "unknown team"}."""
-    out = []
+def _path_errors(errors: Sequence[str]) -> list[dict[str, Any]]:
+    """'rules[2].action.team: unknown team' -> {"path": "rules[2].action.team", "reason": "unknown team"}.
+
+    A condition's error ends with "(line N)" when the rules came as text; the line becomes its own field.
+    """
+    out: list[dict[str, Any]] = []
     for error in errors:
         path, separator, reason = error.partition(": ")
-        out.append({"path": path, "reason": reason} if separator else {"path": "<document>", "reason": error})
+        item: dict[str, Any] = {"path": path, "reason": reason}
+        if not separator:
+            item = {"path": "<document>", "reason": error}
+        line = _LINE_SUFFIX.search(item["reason"])
+        if line is not None:
+            item["line"] = int(line.group(1))
+        out.append(item)
     return out
+
+
+_LINE_SUFFIX = re.compile(r" \(line (\d+)\)$")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -96,6 +111,7 @@ def _assignment_out(a: Any) -> dict[str, Any]:
         "method": a.method,
         "reason": a.reason,
         "candidates": a.decision.get("candidates", []),
+        "match": a.decision.get("match"),  # the lead's account and how it was matched (None: no account)
         "assigned_at": _iso(a.assigned_at),
         "sla": {
             "policy": a.sla_policy,
@@ -188,6 +204,7 @@ class SimulateIn(BaseModel):
     source: dict[str, Any] = Field(default_factory=dict)
     is_test: bool = False
     duplicate_of: str | None = None
+    quality: dict[str, Any] = Field(default_factory=dict, description="Quality flags, e.g. {flags: [phone_unparsed]}")
     rules_yaml: str | None = Field(default=None, description="Try candidate rules instead of the active ones")
     at: datetime | None = Field(default=None, description="Decide as of this time (default now)")
 
@@ -277,7 +294,12 @@ async def list_teams(request: Request, _admin: Admin) -> dict[str, Any]:
 async def list_accounts(request: Request, _admin: Admin) -> dict[str, Any]:
     async with request.app.state.runtime.db.read() as session:
         rows = await RoutingRepository(session).accounts()
-    return {"items": [{"domain": a.domain, "owner": a.owner_rep_id, "name": a.name} for a in rows]}
+    return {
+        "items": [
+            {"domain": a.domain, "account": a.account_id or a.domain, "owner": a.owner_rep_id, "name": a.name}
+            for a in rows
+        ]
+    }
 
 
 def _roster_errors(errors: Sequence[str], ids: dict[str, list[str]], edited: tuple[str, str] | None) -> Any:
@@ -371,20 +393,50 @@ async def put_team(team_id: str, body: dict[str, Any], request: Request, _admin:
     return await _save_roster(request, teams={team_id: {**body, "id": team_id}}, edited=("teams", team_id))
 
 
-@router.put("/v1/accounts/{domain}", summary="Set the owner of a company domain")
+@router.put("/v1/accounts/{domain}", summary="Set the owner of a company domain (and the account it belongs to)")
 async def put_account(domain: str, body: dict[str, Any], request: Request, _admin: Admin) -> dict[str, Any]:
-    owner = body.get("owner")
+    owner, name, account = body.get("owner"), body.get("name"), body.get("account")
+    problems = []
     if not isinstance(owner, str):
-        raise _error(422, "validation_failed", [{"field": "owner", "reason": "a rep id is required"}])
+        problems.append({"field": "owner", "reason": "a rep id is required"})
+    if name is not None and not isinstance(name, str):
+        problems.append({"field": "name", "reason": "a company name, or left out"})
+    if account is not None and not isinstance(account, str):
+        problems.append({"field": "account", "reason": "an account id, or left out"})
+    if normalize_domain(domain) is None or registrable_domain(normalize_domain(domain) or "") is None:
+        problems.append({"field": "domain", "reason": "a company domain like acme.com"})
+    if problems:
+        raise _error(422, "validation_failed", problems)
+    domain = normalize_domain(domain) or domain
     async with request.app.state.runtime.db.transaction() as session:
         if await session.get(RepRow, owner) is None:
             raise _error(422, "validation_failed", [{"field": "owner", "reason": f"unknown rep {owner!r}"}])
-        row = await session.get(AccountRow, domain.lower())
-        if row is None:
-            session.add(AccountRow(domain=domain.lower(), owner_rep_id=owner, name=body.get("name")))
-        else:
-            row.owner_rep_id, row.name = owner, body.get("name")
-    return {"domain": domain.lower(), "owner": owner}
+        existing = await session.get(AccountRow, domain)
+        account_id = account or (existing.account_id if existing and existing.account_id else domain)
+        await RoutingRepository(session).save_account(account_id, str(owner), name, [domain])
+    return {"domain": domain, "account": account_id, "owner": owner}
+
+
+@router.post(
+    "/v1/accounts/import",
+    summary="Import accounts from CSV: account,name,domains,owner (domains separated by ';')",
+    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
+)
+async def import_accounts(request: Request, _admin: Admin) -> dict[str, Any]:
+    text = await _rules_text(request)
+    try:
+        specs = parse_accounts_csv(text)
+    except AccountsCsvError as exc:
+        raise _error(422, "invalid_accounts", _path_errors(exc.errors)) from exc
+    async with request.app.state.runtime.db.transaction() as session:
+        repo = RoutingRepository(session)
+        known = {rep.id for rep in await repo.reps()}
+        unknown = [f"account {spec.id}.owner: unknown rep {spec.owner!r}" for spec in specs if spec.owner not in known]
+        if unknown:
+            raise _error(422, "invalid_accounts", _path_errors(unknown))
+        for spec in specs:
+            await repo.save_account(spec.id, spec.owner, spec.name, spec.domains)
+    return {"accounts": len(specs), "domains": sum(len(spec.domains) for spec in specs)}
 
 
 @router.delete("/v1/accounts/{domain}", summary="Forget a company domain's owner", status_code=204)
@@ -404,7 +456,9 @@ async def delete_account(domain: str, request: Request, _admin: Admin) -> None:
 async def load_roster(request: Request, _admin: Admin) -> dict[str, Any]:
     text = await _rules_text(request)
     try:
-        data = yaml.safe_load(text)
+        data = load_document(text, yaml.SafeLoader, "the roster")[1]
+    except DocumentRefused as exc:
+        raise _error(422, "invalid_roster", [{"path": "<document>", "reason": str(exc)}]) from exc
     except yaml.YAMLError as exc:
         raise _error(400, "bad_request", f"not YAML or JSON: {exc}") from exc
     if not isinstance(data, dict):

@@ -29,7 +29,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing.domain import Rep, RepLoad, RoutingRules, Team, account_domain, is_working_time, route
+from routing.domain import Rep, RepLoad, RoutingRules, Team, is_working_time, route
+from routing.domain.accounts import AccountBook
 from routing.domain.hours import zone
 from routing.store import RoutingRepository
 
@@ -83,7 +84,7 @@ def replay(
     rules: RoutingRules,
     teams: Sequence[Team],
     reps: Sequence[Rep],
-    accounts: Mapping[str, str],
+    accounts: Mapping[str, str] | AccountBook,
     known_reps: Mapping[str, str],
 ) -> dict[str, Replayed]:
     """Decide every lead again, in routing order, carrying rotation and load from one lead to the next."""
@@ -103,7 +104,6 @@ def replay(
         loads = {rep.id: RepLoad(open_leads[rep.id], per_day[(rep.id, days[rep.id])]) for rep in reps}
         original = lead.view.get("duplicate_of")
         previous = (given.get(original) or known_reps.get(original)) if isinstance(original, str) else None
-        domain = account_domain(lead.view)
         decision = route(
             lead.view,
             rules=rules,
@@ -111,7 +111,7 @@ def replay(
             reps=reps,
             loads=loads,
             rotation=rotation,
-            accounts={domain: accounts[domain]} if domain is not None and domain in accounts else {},
+            accounts=accounts,
             previous_rep=previous,
             now=now,
         )
@@ -224,7 +224,7 @@ async def backtest(
         if lead.view.get("duplicate_of") and lead.view["duplicate_of"] not in inside
     }
     known_reps = await repo.current_reps(originals)
-    accounts = {row.domain: row.owner_rep_id for row in await repo.accounts()}
+    accounts = AccountBook.of(row.to_account() for row in await repo.accounts())
 
     def run() -> dict[str, Any]:
         runs = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from routing.domain import (
 )
 from routing.domain.accounts import Account, AccountBook, lead_match_keys
 from routing.domain.hours import zone
+from routing.domain.rules import quality_view, score_view
 from routing.settings import RoutingSettings
 from routing.store import (
     ESCALATE,
@@ -61,6 +63,7 @@ from routing.webhooks import enqueue_deliveries, redact_deliveries
 
 log = structlog.get_logger(__name__)
 EVENT_SOURCE = "/handoff/routing"
+COMPILED_RULES = 16  # rule texts kept compiled: the active ones and recent simulate/backtest candidates
 _ROSTER = "routing_roster"  # session.info key: the roster this transaction reads
 _TX = "routing_tx"  # session.info key: what this transaction has read once and keeps current in memory
 OPEN_STATUSES = ("assigned", "queued", "held", "touched", "accepted")
@@ -108,10 +111,6 @@ class _TxState:
     loads: dict[str, RepLoadRow] | None = None
     rotation: list[RotationRow] | None = None
     accounts: dict[str, tuple[Account, ...]] = field(default_factory=dict)
-    # Assignment ids are handed out here, not by the database, so a consumer batch needs no flush per decision
-    # (the timers, timeline and event all carry the id). Safe under the routing lock: every assignment is made
-    # by Router.assign, which holds it, so no other writer can take the same id before this transaction ends.
-    next_assignment_id: int | None = None
     routed: set[str] = field(default_factory=set)  # leads routed in this transaction, not yet flushed
 
 
@@ -126,12 +125,9 @@ def _tx(session: AsyncSession) -> _TxState:
 
 
 async def _next_assignment_id(session: AsyncSession) -> int:
-    state = _tx(session)
-    if state.next_assignment_id is None:
-        state.next_assignment_id = await RoutingRepository(session).max_assignment_id() + 1
-    assignment_id = state.next_assignment_id
-    state.next_assignment_id += 1
-    return assignment_id
+    """Taken from the database's counter before the row is flushed, so a consumer batch needs no flush per decision
+    (the timers, timeline and event all carry the id); distinct without relying on the routing lock."""
+    return await RoutingRepository(session).next_assignment_id()
 
 
 async def _lock(session: AsyncSession) -> None:
@@ -207,7 +203,7 @@ class Router:
         self.settings = settings
         self.clock = clock
         self._roster: Roster | None = None
-        self._rules: dict[str, RoutingRules] = {}
+        self._rules: OrderedDict[str, RoutingRules] = OrderedDict()
         self._active: tuple[int, RoutingRules] | None = None
         policies = default_sla_policies()
         for grade, minutes in settings.sla_minutes.items():
@@ -248,10 +244,15 @@ class Router:
         return self._roster
 
     def parse_rules(self, text: str) -> RoutingRules:
+        """Validate and compile rules text (raises RulesError); the last few are kept compiled, by text."""
         rules = self._rules.get(text)
         if rules is None:
             rules = load_rules(text)
             self._rules[text] = rules
+            # simulate and backtest may try a new candidate per request: keep only the most recent ones.
+            while len(self._rules) > COMPILED_RULES:
+                self._rules.popitem(last=False)
+        self._rules.move_to_end(text)
         return rules
 
     async def rules(self, session: AsyncSession) -> RoutingRules:
@@ -332,10 +333,11 @@ class Router:
         view: dict[str, Any] = {
             "lead": {} if erased else dict(data.get("lead") or {}),
             "enrichment": anonymous_enrichment(enrichment) if erased else enrichment,
-            "score": dict(data.get("score") or {}),
+            "score": score_view(data),
             "source": dict(data.get("source") or {}),
             "is_test": bool(data.get("is_test")),
             "duplicate_of": data.get("duplicate_of"),
+            "quality": quality_view(data),
         }
         now = self.clock()
         lead = LeadRow(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    or_,
     select,
     text,
     update,
@@ -27,7 +28,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.consumer import processed_table
 from common.db import new_metadata
-from common.outbox import outbox_table
+from common.outbox import outbox_dead_table, outbox_table
+from routing.domain.accounts import Account, company_key
 
 
 class Base(DeclarativeBase):
@@ -56,6 +58,14 @@ class AccountRow(Base):
     domain: Mapped[str] = mapped_column(String(255), primary_key=True)
     owner_rep_id: Mapped[str] = mapped_column(String(64), index=True)
     name: Mapped[str | None] = mapped_column(String(255))
+    # One row per domain; the rows of one account share its id (several domains, one owner).
+    account_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    name_key: Mapped[str | None] = mapped_column(String(255), index=True)  # company_key(name), for name matches
+
+    def to_account(self) -> Account:
+        """The pure account this row stands for; a row of a several-domain account carries only its own domain."""
+        account_id = self.account_id or self.domain
+        return Account(id=account_id, owner=self.owner_rep_id, name=self.name, domains=(self.domain,))
 
 
 class Setting(Base):
@@ -129,6 +139,8 @@ class AssignmentRow(Base):
             sqlite_where=text("ended_at IS NULL"),
             postgresql_where=text("ended_at IS NULL"),
         ),
+        # Ids come from the database's counter (next_assignment_id): on SQLite AUTOINCREMENT never reuses one.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -193,6 +205,7 @@ class ErasedLead(Base):
 
 
 outbox = outbox_table(Base.metadata)
+outbox_dead = outbox_dead_table(Base.metadata)
 processed = processed_table(Base.metadata)
 
 ROSTER_VERSION = "roster_version"
@@ -233,11 +246,27 @@ class RoutingRepository:
     async def accounts(self) -> list[AccountRow]:
         return list((await self.session.execute(select(AccountRow).order_by(AccountRow.domain))).scalars())
 
-    async def account_owner(self, domain: str | None) -> dict[str, str]:
-        if not domain:
-            return {}
-        row = await self.session.get(AccountRow, domain.lower())
-        return {row.domain: row.owner_rep_id} if row else {}
+    async def account_candidates(self, domains: Sequence[str], name_keys: Sequence[str]) -> list[AccountRow]:
+        """The account rows a lead could match: its domains and their parents, or its company name."""
+        if not domains and not name_keys:
+            return []
+        condition = or_(AccountRow.domain.in_(list(domains)), AccountRow.name_key.in_(list(name_keys)))
+        return list((await self.session.execute(select(AccountRow).where(condition))).scalars())
+
+    async def save_account(self, account_id: str, owner: str, name: str | None, domains: Sequence[str]) -> None:
+        """Upsert one account: each of its domains a row, and every row of the account with the same owner and name."""
+        key = company_key(name)
+        for domain in domains:
+            row = await self.session.get(AccountRow, domain.lower())
+            if row is None:
+                row = AccountRow(domain=domain.lower())
+                self.session.add(row)
+            row.account_id, row.owner_rep_id, row.name, row.name_key = account_id, owner, name, key
+        await self.session.execute(
+            update(AccountRow)
+            .where(AccountRow.account_id == account_id)
+            .values(owner_rep_id=owner, name=name, name_key=key)
+        )
 
     async def active_ruleset(self) -> RulesetRow | None:
         return (
@@ -320,8 +349,27 @@ class RoutingRepository:
             query = query.with_for_update(skip_locked=True)
         return list((await self.session.execute(query)).scalars())
 
-    async def max_assignment_id(self) -> int:
-        return int((await self.session.execute(select(func.max(AssignmentRow.id)))).scalar_one() or 0)
+    async def next_assignment_id(self) -> int:
+        """A new assignment id from the database's own counter, before the row is written (its timers, timeline
+        and event carry it): distinct across concurrent transactions, and never reused, lock or no lock."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            # The serial's sequence: nextval is atomic and outside transactions (a rollback leaves a gap).
+            sequence = text("SELECT nextval(pg_get_serial_sequence('assignments', 'id'))")
+            return int((await self.session.execute(sequence)).scalar_one())
+        # AUTOINCREMENT's counter (migration 0004). SQLite has one writer at a time, so a counter bumped inside the
+        # write transaction is atomic; rows inserted with this id keep it at the maximum.
+        bumped = (
+            await self.session.execute(
+                text("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'assignments' RETURNING seq")
+            )
+        ).scalar_one_or_none()
+        if bumped is not None:
+            return int(bumped)
+        first = int((await self.session.execute(select(func.max(AssignmentRow.id)))).scalar_one() or 0) + 1
+        await self.session.execute(
+            text("INSERT INTO sqlite_sequence (name, seq) VALUES ('assignments', :seq)"), {"seq": first}
+        )
+        return first
 
     async def claim_due_timers(self, now: datetime, limit: int) -> list[Any]:
         """Mark up to `limit` due clock timers fired and return them, in one statement: a burst of thousands is
@@ -460,7 +508,7 @@ class RoutingRepository:
 
 
 class WebhookEndpoint(Base):
-    """A receiver of signed lead events; its secret is stored in clear: signing needs it."""
+    """A receiver of signed lead events; its secrets are stored encrypted (common.crypto): signing needs them."""
 
     __tablename__ = "webhook_endpoints"
 
@@ -471,9 +519,9 @@ class WebhookEndpoint(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(32))  # manual | gone | failing
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    secret: Mapped[str] = mapped_column(String(128))
+    secret: Mapped[str] = mapped_column(Text)
     # After a rotation the old secret still signs (a second signature) until this time.
-    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_secret: Mapped[str | None] = mapped_column(Text)
     previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The first failure since the last success: the endpoint is disabled when this gets too old.
     failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -177,9 +177,9 @@ async def test_a_repeat_lead_goes_to_the_rep_who_has_the_original_while_they_are
 
 async def test_accounts_through_the_api_send_a_known_company_to_its_owner(routing: RoutingApp) -> None:
     put = await routing.client.put("/v1/accounts/Acme.com", json={"owner": "r3", "name": "Acme"}, headers=ADMIN)
-    assert put.status_code == 200 and put.json() == {"domain": "acme.com", "owner": "r3"}
+    assert put.status_code == 200 and put.json() == {"domain": "acme.com", "account": "acme.com", "owner": "r3"}
     listed = (await routing.client.get("/v1/accounts", headers=ADMIN)).json()["items"]
-    assert {"domain": "acme.com", "owner": "r3", "name": "Acme"} in listed
+    assert {"domain": "acme.com", "account": "acme.com", "owner": "r3", "name": "Acme"} in listed
 
     by_email = (await routing.route(scored(email="pat@acme.com", enrichment={})))["current_assignment"]
     assert (by_email["rep_id"], by_email["method"], by_email["rule_id"]) == ("r3", "account_owner", "owners")
@@ -193,6 +193,58 @@ async def test_accounts_through_the_api_send_a_known_company_to_its_owner(routin
     assert (await routing.client.delete("/v1/accounts/acme.com", headers=ADMIN)).status_code == 204
     after = (await routing.route(scored(email="lee@acme.com", enrichment={})))["current_assignment"]
     assert after["rule_id"] == "everyone"
+
+
+async def test_accounts_imported_from_csv_match_by_subdomain_by_any_of_their_domains_and_by_company_name(
+    routing: RoutingApp,
+) -> None:
+    csv = (
+        "account,name,domains,owner\n"
+        "acme,\"ACME, Inc.\",acme.com;acme-corp.de,r3\n"
+        "globex,Globex GmbH,globex.co.uk,r2\n"
+    )
+    imported = await routing.client.post(
+        "/v1/accounts/import", content=csv, headers={**ADMIN, "Content-Type": "text/csv"}
+    )
+    assert imported.status_code == 200 and imported.json() == {"accounts": 2, "domains": 3}
+
+    async def route(**lead: Any) -> dict[str, Any]:
+        return (await routing.route(scored(enrichment={}, **lead)))["current_assignment"]
+
+    subdomain = await route(email="jane@uk.acme.com")
+    assert (subdomain["rep_id"], subdomain["method"]) == ("r3", "account_owner")
+    assert subdomain["match"] == {
+        "account_id": "acme", "owner": "r3", "method": "parent_domain", "value": "acme.com"
+    }
+    second_domain = await route(email="kai@acme-corp.de")
+    assert second_domain["rep_id"] == "r3" and second_domain["match"]["method"] == "domain"
+    by_name = await route(email="vp.sales@gmail.com", company="Acme Inc")
+    assert by_name["rep_id"] == "r3"
+    assert by_name["match"] == {
+        "account_id": "acme", "owner": "r3", "method": "company_name", "value": "acme"
+    }
+    public_suffix_only = await route(email="someone@other.co.uk")  # shares only the public suffix with globex.co.uk
+    assert public_suffix_only["rule_id"] == "everyone" and public_suffix_only["match"] is None
+
+    # The owner of one domain of an account changes the owner of the whole account.
+    assert (await routing.client.put("/v1/accounts/acme.com", json={"owner": "r1"}, headers=ADMIN)).status_code == 200
+    assert (await route(email="kai@acme-corp.de"))["rep_id"] == "r1"
+
+    bad = await routing.client.post(
+        "/v1/accounts/import",
+        content="account,name,domains,owner\nx,X,,r1\ny,Y,co.uk,ghost\n",
+        headers={**ADMIN, "Content-Type": "text/csv"},
+    )
+    assert bad.status_code == 422
+    assert [e["path"] for e in bad.json()["detail"]] == ["line 2", "line 3"]
+    ghost = await routing.client.post(
+        "/v1/accounts/import",
+        content="account,name,domains,owner\ny,Y,initech.com,ghost\n",
+        headers={**ADMIN, "Content-Type": "text/csv"},
+    )
+    assert ghost.status_code == 422 and ghost.json()["detail"][0]["path"] == "account y.owner"
+    listed = (await routing.client.get("/v1/accounts", headers=ADMIN)).json()["items"]
+    assert "initech.com" not in {a["domain"] for a in listed}
 
 
 # -- rules ----------------------------------------------------------------------------------------------------
@@ -454,3 +506,30 @@ async def test_backtest_refuses_bad_candidates_and_windows(
     assert response.status_code == 422 and response.json()["error"] == error
     detail = response.json()["detail"][0]
     assert detail.get("path", detail.get("field")) == path
+
+
+# -- untrusted bodies ------------------------------------------------------------------------------------------
+
+
+async def test_an_anonymous_request_with_a_malformed_body_is_refused_401_not_400(routing: RoutingApp) -> None:
+    malformed = {"content": b'{"lead": {"email": ', "headers": {"Content-Type": "application/json"}}
+    for method, path in (("POST", "/v1/routing/simulate"), ("PUT", "/v1/reps/r9"), ("POST", "/v1/webhook-endpoints")):
+        for auth in ({}, {"Authorization": "Bearer not-the-admin-token-0123"}):
+            kwargs: dict[str, Any] = {**malformed, "headers": {**malformed["headers"], **auth}}
+            response = await routing.client.request(method, path, **kwargs)
+            assert response.status_code == 401, (method, path, auth, response.text)
+            assert response.json()["error"] == "unauthorized"
+    # With the token, the same body is what is wrong.
+    admin = {**malformed, "headers": {**malformed["headers"], **ADMIN}}
+    assert (await routing.client.post("/v1/routing/simulate", **admin)).status_code == 400
+
+
+async def test_json_nested_too_deep_is_a_400_naming_the_body_on_an_admin_route(routing: RoutingApp) -> None:
+    deep = b'{"name": "Deep", "team_ids": ["t"], "notes": ' + b'{"a":' * 500 + b"1" + b"}" * 500 + b"}"
+    for method, path in (("PUT", "/v1/reps/r9"), ("POST", "/v1/routing/simulate")):
+        response = await routing.client.request(
+            method, path, content=deep, headers={**ADMIN, "Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["detail"] == [{"field": "body", "reason": "JSON nested deeper than 32 levels"}]
+    assert (await routing.client.get("/v1/reps/r9", headers=ADMIN)).status_code == 404

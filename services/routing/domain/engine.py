@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from routing.domain.accounts import AccountBook, AccountMatch
 from routing.domain.geo import covers
 from routing.domain.hours import is_working_time, next_working_time
 from routing.domain.reps import Rep, RepLoad, Team
@@ -59,6 +60,7 @@ class Decision:
     reason: str
     hold_until: datetime | None = None
     rotation: dict[str, dict[str, int]] = field(default_factory=dict)
+    account: AccountMatch | None = None  # the lead's account and how it was matched, whatever the rule did
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (datetimes as ISO 8601)."""
@@ -73,6 +75,7 @@ class Decision:
             "reason": self.reason,
             "hold_until": self.hold_until.isoformat() if self.hold_until else None,
             "rotation": {team: dict(state) for team, state in self.rotation.items()},
+            "match": self.account.to_dict() if self.account else None,
         }
 
 
@@ -82,6 +85,13 @@ def lead_language(view: Mapping[str, Any]) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
     return value.strip().lower().replace("_", "-").split("-")[0]
+
+
+def _matched_by(match: AccountMatch | None) -> str:
+    if match is None:
+        return "unmatched"
+    how = {"domain": "by domain", "parent_domain": "by parent domain", "company_name": "by company name"}
+    return f"{how.get(match.method, match.method)} {match.value}"
 
 
 def account_domain(view: Mapping[str, Any]) -> str | None:
@@ -163,13 +173,14 @@ class _Router:
         reps: Sequence[Rep],
         loads: Mapping[str, RepLoad],
         rotation: Mapping[str, Mapping[str, int]],
-        accounts: Mapping[str, str],
+        accounts: Mapping[str, str] | AccountBook,
         previous_rep: str | None,
         exclude: frozenset[str],
         now: datetime,
     ) -> None:
         self.view, self.rules, self.loads, self.rotation = view, rules, loads, rotation
-        self.accounts = {key.lower(): value for key, value in accounts.items()}
+        book = accounts if isinstance(accounts, AccountBook) else AccountBook.from_owners(accounts)
+        self.account = book.match(view)
         self.previous_rep, self.exclude, self.now = previous_rep, exclude, now
         self.teams = {team.id: team for team in teams}
         self.reps = {rep.id: rep for rep in reps}
@@ -203,6 +214,7 @@ class _Router:
             reason=reason,
             hold_until=fields.get("hold_until"),
             rotation=fields.get("rotation", {}),
+            account=self.account,
         )
 
     def team(self, team_id: str) -> Team:
@@ -253,9 +265,7 @@ class _Router:
         )
 
     def account_owner(self, action: Action, rule: Rule | None, options: RuleOptions) -> Decision | None:
-        domain = account_domain(self.view)
-        owner_id = self.accounts.get(domain) if domain else None
-        owner = self.reps.get(owner_id) if owner_id else None
+        owner = self.reps.get(self.account.owner) if self.account else None
         if owner is not None:
             # Ownership outranks capacity and territory; availability and working hours still apply,
             # because a hot lead should not wait for an owner who is asleep or on leave.
@@ -264,7 +274,8 @@ class _Router:
                 return self.decision(
                     "assigned",
                     rule,
-                    f"{_rule_phrase(rule)}; {owner.id} owns the account and is available.",
+                    f"{_rule_phrase(rule)}; {owner.id} owns the account ({_matched_by(self.account)})"
+                    " and is available.",
                     rep_id=owner.id,
                     team_id=owner.team,
                     method="account_owner",
@@ -378,7 +389,7 @@ def route(
     reps: Sequence[Rep],
     loads: Mapping[str, RepLoad],
     rotation: Mapping[str, Mapping[str, int]],
-    accounts: Mapping[str, str],
+    accounts: Mapping[str, str] | AccountBook,
     previous_rep: str | None,
     exclude: frozenset[str] = frozenset(),
     now: datetime,

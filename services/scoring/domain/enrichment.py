@@ -59,6 +59,7 @@ class Enrichment:
     provider: dict[str, Any] | None
     partial: bool
     steps: list[dict[str, Any]] = field(default_factory=list)
+    match: dict[str, str] | None = None  # how the company was found in the firmographics table
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, for the lead.scored event and storage."""
@@ -72,6 +73,7 @@ class Enrichment:
             "function": self.function,
             "provider": self.provider,
             "partial": self.partial,
+            "match": self.match,
             "steps": [dict(step) for step in self.steps],
         }
 
@@ -206,7 +208,16 @@ def enrich(
         provider=provider,
         partial=provider_status in _DEGRADED_STATUSES,
         steps=steps,
+        match=_company_match(domain, firmographic),
     )
+
+
+def _company_match(domain: str | None, firmographic: Firmographic | None) -> dict[str, str] | None:
+    """How the firmographics row was found: the lead's own domain, or a parent of it (uk.acme.com -> acme.com)."""
+    if domain is None or firmographic is None:
+        return None
+    method = "domain" if firmographic.domain == domain else "parent_domain"
+    return {"method": method, "value": firmographic.domain}
 
 
 def _merge_company(

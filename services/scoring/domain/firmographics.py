@@ -7,6 +7,8 @@ import io
 import re
 from dataclasses import dataclass
 
+from common.companies import domain_chain, normalize_domain
+
 FIRMOGRAPHICS_COLUMNS: tuple[str, ...] = (
     "domain",
     "name",
@@ -60,37 +62,15 @@ def _format(line: int | None, problem: str) -> str:
     return f"line {line}: {problem}" if line is not None else problem
 
 
-def normalize_domain(value: str | None) -> str | None:
-    """Lower-case host name without scheme, path, port, 'www.' or trailing dot; None if empty."""
-    if value is None:
-        return None
-    text = value.strip().lower()
-    if not text:
-        return None
-    if "://" in text:
-        text = text.split("://", 1)[1]
-    text = text.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
-    text = text.rsplit("@", 1)[-1].split(":", 1)[0].rstrip(".")
-    if text.startswith("www."):
-        text = text[4:]
-    return text or None
-
-
 def is_valid_domain(domain: str) -> bool:
     """True if `domain` looks like a registrable host name (ASCII or punycode)."""
     return bool(_DOMAIN_RE.match(domain))
 
 
 def domain_candidates(domain: str | None) -> list[str]:
-    """The domain and its parents, longest first, to find "acme.co.uk" for "mail.eu.acme.co.uk".
-
-    Pick the first (longest) match in the table; bare suffixes like "co.uk" are never in it.
-    """
-    normalized = normalize_domain(domain)
-    if normalized is None:
-        return []
-    labels = normalized.split(".")
-    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    """The domain and its parents down to the registrable domain, longest first ("acme.co.uk" for
+    "mail.eu.acme.co.uk", never the public suffix "co.uk"): the first (longest) one in the table wins."""
+    return domain_chain(domain)
 
 
 def parse_firmographics_csv(text: str) -> list[Firmographic]:

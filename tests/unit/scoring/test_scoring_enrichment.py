@@ -202,10 +202,24 @@ def test_to_dict_round_trips_through_json() -> None:
 @pytest.mark.parametrize(
     ("domain", "candidates"),
     [
-        ("mail.eu.acme.co.uk", ["mail.eu.acme.co.uk", "eu.acme.co.uk", "acme.co.uk", "co.uk"]),
+        # Down to the registrable domain (Public Suffix List), never the public suffix itself.
+        ("mail.eu.acme.co.uk", ["mail.eu.acme.co.uk", "eu.acme.co.uk", "acme.co.uk"]),
+        ("jane@uk.acme.com", ["uk.acme.com", "acme.com"]),
+        ("foo.github.io", ["foo.github.io"]),
+        ("co.uk", []),
         ("https://www.Acme.io/pricing", ["acme.io"]),
         (None, []),
     ],
 )
 def test_domain_candidates_for_the_table_lookup(domain: str | None, candidates: list[str]) -> None:
     assert domain_candidates(domain) == candidates
+
+
+def test_enrichment_says_whether_the_company_matched_by_its_own_domain_or_a_parent() -> None:
+    own = enrich(LEAD, firmographic=ACME, provider_result=None, provider_status="disabled")
+    assert own.to_dict()["match"] == {"method": "domain", "value": "acme.io"}
+    subsidiary = {**LEAD, "email": "jane@uk.acme.io"}
+    parent = enrich(subsidiary, firmographic=ACME, provider_result=None, provider_status="disabled")
+    assert parent.to_dict()["match"] == {"method": "parent_domain", "value": "acme.io"}
+    none = enrich(subsidiary, firmographic=None, provider_result=None, provider_status="disabled")
+    assert none.to_dict()["match"] is None
