@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import ipaddress
 import math
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -17,15 +19,17 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 import structlog
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import SQLAlchemyError
 
+from common.crypto import SecretKeyError
 from common.egress import UnsafeUrl, vet_url
 from common.web import Admin, HandoffRoute, bearer_token, client_address, refuse_deep_json, tokens_equal
 from ingest import handlers
-from ingest.domain import LeadValidationError, hash_api_key, lookup_country, normalize_lead, normalize_url
+from ingest.domain import LeadValidationError, NotALead, hash_api_key, lookup_country, normalize_lead, normalize_url
 from ingest.domain.keys import PUBLISHABLE_PREFIX
+from ingest.domain.lead import subject_identity_keys
 from ingest.settings import IngestSettings
 from ingest.store import IngestRepository, Source
 from ingest.writer import IngestWriter, WriterBusy, WriterUnavailable
@@ -310,14 +314,12 @@ async def _parse_body(request: Request) -> tuple[bytes, str, dict[str, Any]]:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise _error(400, "bad_request", "the form body is not UTF-8") from None
-        fields: dict[str, Any] = {}
-        for key, value in parse_qsl(text, keep_blank_values=True):
-            # A repeated name (a group of checkboxes) keeps every value.
-            if key in fields:
-                previous = fields[key]
-                fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-            else:
-                fields[key] = value
+        try:
+            fields = form_fields(text)
+        except UnicodeDecodeError:
+            # Malformed, not merely unreadable: refused, so it is neither a flagged lead nor quarantined.
+            problem = [{"field": "body", "reason": "a %-escaped form value is not UTF-8"}]
+            raise _error(422, "validation_failed", problem) from None
         return body, content_type, fields
     refuse_deep_json(body)
     try:
@@ -327,6 +329,18 @@ async def _parse_body(request: Request) -> tuple[bytes, str, dict[str, Any]]:
     if not isinstance(parsed, dict):
         raise _error(422, "validation_failed", [{"field": "body", "reason": "must be a JSON object"}])
     return body, "application/json", parsed
+
+
+def form_fields(text: str) -> dict[str, Any]:
+    """A form-urlencoded body as fields; a repeated name (a group of checkboxes) keeps every value."""
+    fields: dict[str, Any] = {}
+    for key, value in parse_qsl(text, keep_blank_values=True, errors="strict"):
+        if key in fields:
+            previous = fields[key]
+            fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            fields[key] = value
+    return fields
 
 
 async def _authenticate(request: Request, fields: dict[str, Any]) -> _Caller:
@@ -354,7 +368,7 @@ async def _authenticate(request: Request, fields: dict[str, Any]) -> _Caller:
                 origin = request.headers.get("origin")
                 # A publishable key is public by design: only the source's own web pages may use it.
                 if origin is None or origin.lower() not in (source.allowed_origins or []):
-                    raise _error(403, "forbidden", "this origin is not allowed for the publishable key")
+                    raise _OriginNotAllowed(source, origin)
                 # Its own scope: a page holding the public key cannot pre-claim the back end's Idempotency-Keys.
                 return _Caller(source, f"publishable:{source.id}", origin)
     raise _error(401, "unauthorized", "a source API key or publishable key is required", {"WWW-Authenticate": "Bearer"})
@@ -411,6 +425,8 @@ async def post_lead(request: Request) -> Response:
     raw_body, content_type, fields = await _parse_body(request)
     try:
         caller = await _authenticate(request, fields)
+    except _OriginNotAllowed as exc:
+        return await _quarantine_unlisted_origin(request, exc, raw_body, content_type)
     except HTTPException as exc:
         if exc.status_code == 401:
             failures.failed(address)
@@ -420,7 +436,11 @@ async def post_lead(request: Request) -> Response:
     try:
         response = await _accept_post(request, caller, raw_body, content_type, fields)
     except HTTPException as exc:
-        response = JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+        if content_type == "application/x-www-form-urlencoded":
+            # A person at a browser form reads the answer: a page, never raw JSON.
+            response = _form_page(exc.status_code, exc.detail, exc.headers)
+        else:
+            response = JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
     # The page may read the answer, errors included, only from the source's own origins (checked above).
     response.headers["Access-Control-Allow-Origin"] = caller.origin
     response.headers["Vary"] = "Origin"
@@ -439,11 +459,15 @@ async def _accept_post(
         wait = request.app.state.rate_limiter.wait((caller.principal, _client_address(request)))
         if wait > 0:
             raise _error(429, "too_many_requests", "slow down", {"Retry-After": str(max(1, round(wait + 0.5)))})
-        if any(fields.get(name) for name in HONEYPOT_FIELDS):
-            # A bot filled the hidden field: answer exactly as if accepted, store nothing.
+        trapped = [name for name in HONEYPOT_FIELDS if fields.get(name)]
+        if trapped:
+            # A bot filled the hidden field: answer exactly as if accepted; keep it in quarantine, not as a lead
+            # (a person whose browser auto-filled the field can still be released).
             log.info("lead_honeypot_triggered", source_id=source.id if source else None)
+            problems = [{"field": name, "reason": "hidden honeypot field filled"} for name in trapped]
+            await _quarantine(request, source, "honeypot", problems, raw_body, content_type, caller.origin, quiet=True)
             fake = _for_browser(handlers.Accepted(str(uuid.uuid4()), "accepted", None, False).body(correlation_id))
-            thank_you = _thank_you(source) if browser_form else None
+            thank_you = (_thank_you(source) or _form_page(202, None)) if browser_form else None
             return thank_you or JSONResponse(fake, status_code=202)
     for name in HONEYPOT_FIELDS:
         fields.pop(name, None)
@@ -469,7 +493,17 @@ async def _accept_post(
     except LeadValidationError as exc:
         if scope_key and await _key_used_for_another_body(runtime, scope_key, fingerprint):
             raise _conflict() from None
-        raise _error(422, "validation_failed", [{"field": e.field, "reason": e.reason} for e in exc.errors]) from None
+        problems = [{"field": e.field, "reason": e.reason} for e in exc.errors]
+        if not isinstance(exc, NotALead):
+            raise _error(422, "validation_failed", problems) from None
+        # Well-formed, but no way to reach anyone: not a lead, and not lost either.
+        quarantine_id = await _quarantine(
+            request, source, "no_contact", problems, raw_body, content_type, caller.origin
+        )
+        if browser_form:
+            return _form_page(422, {"error": "not_a_lead", "detail": problems})
+        body = {"error": "not_a_lead", "detail": problems, "quarantine_id": quarantine_id}
+        return JSONResponse(body, status_code=422)
     prepared = handlers.PreparedLead(lead, source, now, correlation_id, scope_key=scope_key, fingerprint=fingerprint)
     writer: IngestWriter = request.app.state.writer
     try:
@@ -496,13 +530,112 @@ async def _accept_post(
             source_kind=source.kind if source else "api",
         )
         response = JSONResponse(body, status_code=status)
-    return (_thank_you(source) or response) if browser_form else response
+    return (_thank_you(source) or _form_page(status, None)) if browser_form else response
 
 
 def _for_browser(body: dict[str, Any]) -> dict[str, Any]:
     """The 202 as a publishable-key caller sees it: without `duplicate_of`, which would tell anyone holding the
     public key whether an email was a lead lately, and its id (back ends and the events keep it)."""
     return {key: value for key, value in body.items() if key != "duplicate_of"}
+
+
+class _OriginNotAllowed(HTTPException):
+    """A publishable key used from a page not (yet) in the source's allowed origins."""
+
+    def __init__(self, source: Source, origin: str | None) -> None:
+        super().__init__(403, {"error": "forbidden", "detail": "this origin is not allowed for the publishable key"})
+        self.source = source
+        self.origin = origin
+
+
+async def _quarantine(
+    request: Request,
+    source: Source | None,
+    reason: str,
+    problems: list[dict[str, str]],
+    raw_body: bytes,
+    content_type: str,
+    origin: str | None,
+    *,
+    quiet: bool = False,
+) -> str | None:
+    """Keep a submission that is not a lead; its id. `quiet` (honeypot) answers as usual even if the store fails."""
+    try:
+        async with request.app.state.runtime.db.transaction() as session:
+            quarantine_id = await handlers.quarantine_submission(
+                session,
+                source=source,
+                reason=reason,
+                problems=problems,
+                content_type=content_type,
+                body=raw_body,
+                origin=origin,
+                now=_now(request),
+                correlation_id=request.scope.get("state", {}).get("correlation_id"),
+            )
+    except (SQLAlchemyError, OSError) as exc:
+        if quiet:
+            log.error("quarantine_store_failed", reason=reason, error=type(exc).__name__)
+            return None
+        raise _unavailable(exc) from None
+    # Never the body or the problems (they quote what the person typed): ids and the reason only.
+    log.info(
+        "submission_quarantined", quarantine_id=quarantine_id, source_id=source.id if source else None, reason=reason
+    )
+    return quarantine_id
+
+
+async def _quarantine_unlisted_origin(
+    request: Request, exc: _OriginNotAllowed, raw_body: bytes, content_type: str
+) -> Response:
+    """A landing page not yet in allowed_origins: its leads wait in quarantine for the origin to be added."""
+    source = exc.source
+    browser_form = content_type == "application/x-www-form-urlencoded"
+    wait = request.app.state.rate_limiter.wait((f"publishable:{source.id}", _client_address(request)))
+    if wait > 0:
+        error = _error(429, "too_many_requests", "slow down", {"Retry-After": str(max(1, round(wait + 0.5)))})
+        if browser_form:
+            return _form_page(error.status_code, error.detail, error.headers)
+        raise error
+    problems = [{"field": "Origin", "reason": "not in the source's allowed_origins"}]
+    await _quarantine(request, source, "origin_not_allowed", problems, raw_body, content_type, exc.origin)
+    if browser_form:
+        # The person did everything right; the page's owner has to list it. Thank them as usual.
+        return _thank_you(source) or _form_page(202, None)
+    raise exc
+
+
+_PAGES: dict[str, tuple[str, str]] = {
+    "not_a_lead": (
+        "Please tell us how to reach you",
+        "We could not read an email address or a phone number in your form. Please go back and check them.",
+    ),
+    "too_many_requests": ("Please wait a moment", "Too many forms were sent from here. Please try again shortly."),
+    "validation_failed": ("Please check the form", "Some fields could not be read. Please go back and check them."),
+}
+
+
+def _form_page(status: int, detail: Any, headers: Mapping[str, str] | None = None) -> HTMLResponse:
+    """A short readable page for a person at a browser form; names fields, never echoes what was typed."""
+    code = detail.get("error") if isinstance(detail, dict) else None
+    if status < 300:
+        title, text = "Thank you", "We received your request and will be in touch."
+    else:
+        title, text = _PAGES.get(str(code), ("Sorry, that did not work", "Please try again later."))
+    fields = [
+        str(problem.get("field"))
+        for problem in (detail.get("detail") if isinstance(detail, dict) else None) or []
+        if isinstance(problem, dict) and problem.get("field")
+    ]
+    named = f"<p>Fields: {html.escape(', '.join(fields))}</p>" if fields and status == 422 else ""
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title></head>"
+        '<body style="font-family: system-ui, sans-serif; max-width: 36em; margin: 3em auto; padding: 0 1em">'
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{named}</body></html>"
+    )
+    return HTMLResponse(page, status_code=status, headers=dict(headers) if headers else None)
 
 
 def _conflict() -> HTTPException:
@@ -602,8 +735,14 @@ async def list_leads(
     since: Annotated[datetime | None, Query(description="Only leads received at or after this time")] = None,
     cursor: Annotated[str | None, Query(max_length=1000, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    email: Annotated[str | None, Query(max_length=320, description="Subject access: this person's leads")] = None,
+    phone: Annotated[str | None, Query(max_length=64, description="Subject access: this person's leads")] = None,
+    region: Annotated[str | None, Query(max_length=2, description="Country of a phone without +")] = None,
 ) -> dict[str, Any]:
-    """Leads newest first; pass `next_cursor` back as `cursor` for the next page."""
+    """Leads newest first; pass `next_cursor` back as `cursor` for the next page. With `email` or `phone`, every
+    lead of that person (a subject-access request), matched on the normalized identity, in one page."""
+    if email or phone:
+        return await _subject_leads(request, email, phone, region)
     before = _decode_cursor(cursor) if cursor else None
     try:
         since_utc = _utc(since) if since else None
@@ -621,6 +760,61 @@ async def list_leads(
     if len(leads) > limit:
         next_cursor = _encode_cursor(items[-1]["received_at"], items[-1]["lead_id"])
     return {"items": items, "next_cursor": next_cursor}
+
+
+def _subject_keys(email: str | None, phone: str | None, region: str | None) -> list[str]:
+    try:
+        return subject_identity_keys(email, phone, region.upper() if region else None)
+    except LeadValidationError as exc:
+        detail = [{"field": e.field, "reason": e.reason} for e in exc.errors]
+        raise _error(422, "validation_failed", detail) from None
+
+
+async def _subject_leads(request: Request, email: str | None, phone: str | None, region: str | None) -> dict[str, Any]:
+    keys = _subject_keys(email, phone, region)
+    async with request.app.state.runtime.db.read() as session:
+        leads = await handlers.subject_leads(session, keys)
+        sources = await IngestRepository(session).sources_by_id(lead.source_id for lead in leads if lead.source_id)
+        items = [handlers.lead_view(lead, sources.get(lead.source_id or "")) for lead in leads]
+    # The person is not logged: the request's id ties the answer to the caller's records.
+    log.info("subject_access", leads=len(items))
+    return {"items": items, "next_cursor": None}
+
+
+class SubjectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = Field(None, max_length=320)
+    phone: str | None = Field(None, max_length=64)
+    region: str | None = Field(None, min_length=2, max_length=2, description="Country of a phone without +")
+
+
+class SubjectErasedOut(BaseModel):
+    erased: list[str] = Field(description="The ids of the leads erased now (each gets its own lead.erased)")
+    count: int
+
+
+@router.post(
+    "/v1/subjects/erase",
+    status_code=202,
+    summary="Erase every lead of one person (by email or phone), here and through lead.erased everywhere",
+    response_model=SubjectErasedOut,
+    responses=_errors(401, 422, 503),
+    openapi_extra=ADMIN_SECURITY,
+)
+async def erase_subject(body: SubjectIn, request: Request, _admin: Admin) -> dict[str, Any]:
+    """Each of the person's leads goes through the normal erasure; calling again finds nothing more to erase."""
+    keys = _subject_keys(body.email, body.phone, body.region)
+    async with request.app.state.runtime.db.transaction() as session:
+        erased = await handlers.erase_subject(
+            session,
+            request.app.state.settings,
+            keys,
+            _now(request),
+            request.scope.get("state", {}).get("correlation_id"),
+        )
+    log.info("subject_erased", leads=len(erased), lead_ids=erased[:50])
+    return {"erased": erased, "count": len(erased)}
 
 
 @router.delete(
@@ -863,6 +1057,7 @@ async def create_source(body: SourceIn, request: Request, _admin: Admin) -> dict
     fields = body.model_dump()
     _check_config(body.kind, fields["config"])
     await _vet_config_urls(request, fields["config"])
+    fields["config"] = handlers.sealed_config(request.app.state.secrets, fields["config"])
     async with request.app.state.runtime.db.transaction() as session:
         created = await handlers.create_source(session, fields, _now(request))
         out = source_out(created.source, request)
@@ -915,7 +1110,8 @@ async def patch_source(source_id: SourceId, body: SourcePatch, request: Request,
         if source is None:
             raise _error(404, "not_found", "no source with this id")
         if "config" in changes:
-            changes["config"] = handlers.merged_config(source.config, changes["config"])
+            sealed = handlers.sealed_config(request.app.state.secrets, changes["config"])
+            changes["config"] = handlers.merged_config(source.config, sealed)
             _check_config(source.kind, changes["config"])
         handlers.update_source(source, changes, _now(request))
         await session.flush()
@@ -941,3 +1137,21 @@ async def rotate_key(source_id: SourceId, request: Request, _admin: Admin) -> di
         out = source_out(source, request)
     log.info("source_key_rotated", source_id=out["id"])
     return {**out, "api_key": key}
+
+
+@router.post(
+    "/v1/admin/rotate-secrets",
+    summary="Re-encrypt every stored source secret under the newest HANDOFF_SECRET_KEY (after adding a key first)",
+    responses=_errors(401, 503),
+    openapi_extra=ADMIN_SECURITY,
+)
+async def rotate_secrets(request: Request, _admin: Admin) -> dict[str, int]:
+    """Secrets under an older key, or stored in clear by an older version, are encrypted under the first key."""
+    try:
+        async with request.app.state.runtime.db.transaction() as session:
+            count = await handlers.reencrypt_source_secrets(session, request.app.state.secrets)
+    except SecretKeyError as exc:
+        # A key that encrypted some secret was dropped too early: nothing changed; put it back (second) and retry.
+        raise _error(409, "secret_key_missing", str(exc)) from exc
+    log.info("source_secrets_reencrypted", count=count)
+    return {"reencrypted": count}

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
+from common.crypto import SecretBox, is_encrypted
 from common.envelope import Event
 from common.outbox import add_events
 from common.topics import EVENT_TOPICS
@@ -29,6 +30,7 @@ from ingest.store import (
     Lead,
     LeadIdentity,
     PlatformFetch,
+    QuarantinedSubmission,
     Source,
     outbox,
 )
@@ -159,6 +161,137 @@ async def purge_expired_keys(session: AsyncSession, settings: IngestSettings, no
     """One batch of Idempotency-Keys past their TTL, deleted; an expired key is never replayed anyway."""
     cutoff = now - timedelta(hours=settings.idempotency_ttl_hours)
     return await IngestRepository(session).purge_idempotency(cutoff, settings.idempotency_purge_batch)
+
+
+async def purge_stale_identities(session: AsyncSession, settings: IngestSettings, now: datetime) -> int:
+    """One batch of identity hashes too old to make any lead a repeat, deleted (they only ever serve the window).
+
+    An hour of slack past the window covers leads prepared just before a round and stored just after it."""
+    cutoff = now - timedelta(hours=settings.repeat_window_hours + 1)
+    return await IngestRepository(session).purge_identities(cutoff, settings.idempotency_purge_batch)
+
+
+# -- quarantine: authenticated submissions that are not leads ----------------------------------------------------
+
+
+class QuarantineDecided(Exception):
+    """The quarantined submission was dismissed already; it cannot be released."""
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+        super().__init__(f"this submission was {status} already")
+
+
+@dataclass(frozen=True)
+class Released:
+    """The lead a quarantined submission became; `replayed` when an earlier release made it."""
+
+    quarantine_id: str
+    lead_id: str
+    duplicate_of: str | None
+    replayed: bool
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "quarantine_id": self.quarantine_id,
+            "status": "released",
+            "lead_id": self.lead_id,
+            "duplicate_of": self.duplicate_of,
+        }
+
+
+async def quarantine_submission(
+    session: AsyncSession,
+    *,
+    source: Source | None,
+    reason: str,
+    problems: Sequence[Mapping[str, str]],
+    content_type: str,
+    body: bytes,
+    origin: str | None,
+    now: datetime,
+    correlation_id: str | None,
+) -> str:
+    """Keep a submission that is not a lead, with why; counted per source and reason once committed."""
+    row_id = str(uuid.uuid4())
+    session.add(
+        QuarantinedSubmission(
+            id=row_id,
+            source_id=source.id if source else None,
+            reason=reason,
+            problems=[dict(p) for p in problems],
+            content_type=content_type[:64],
+            body=body.decode("utf-8", "replace"),
+            origin=origin[:300] if origin else None,
+            status="pending",
+            received_at=now,
+            correlation_id=correlation_id,
+        )
+    )
+    await session.flush()
+    metrics.quarantined(session, source.id if source else None, reason)
+    return row_id
+
+
+async def release_quarantined(
+    session: AsyncSession,
+    settings: IngestSettings,
+    row: QuarantinedSubmission,
+    lead: NormalizedLead | None,
+    *,
+    now: datetime,
+    correlation_id: str | None,
+) -> Released:
+    """Store the corrected submission as a lead, once: a later release answers with the first one's lead.
+
+    `lead` is None when the row was read as decided already (there is no body left to normalize).
+    """
+    repo = IngestRepository(session)
+    if lead is None or not await repo.decide_quarantined(row.id, "released", now, None):
+        current = row if lead is None else await repo.quarantined(row.id)
+        if current is None or current.status != "released" or current.lead_id is None:
+            raise QuarantineDecided(current.status if current else "purged")
+        earlier = await repo.lead(current.lead_id)
+        return Released(row.id, current.lead_id, earlier.duplicate_of if earlier else None, replayed=True)
+    source = await repo.source(row.source_id) if row.source_id else None
+    accepted = await accept_lead(
+        session, settings, raw={}, source=source, now=now, correlation_id=correlation_id, normalized=lead
+    )
+    await repo.set_released_lead(row.id, accepted.lead_id)
+    return Released(row.id, accepted.lead_id, accepted.duplicate_of, replayed=False)
+
+
+async def dismiss_quarantined(session: AsyncSession, row_id: str, now: datetime, note: str | None) -> str:
+    """Record the dismissal and erase the body; the row's new status (or the status it had, if decided already)."""
+    repo = IngestRepository(session)
+    if await repo.decide_quarantined(row_id, "dismissed", now, note):
+        return "dismissed"
+    current = await repo.quarantined(row_id)
+    return current.status if current else "purged"
+
+
+async def purge_quarantine(session: AsyncSession, settings: IngestSettings, now: datetime) -> int:
+    """One batch of quarantined submissions past the retention period, deleted with their bodies."""
+    cutoff = now - timedelta(days=settings.quarantine_retention_days)
+    return await IngestRepository(session).purge_quarantine(cutoff, settings.idempotency_purge_batch)
+
+
+def quarantine_view(row: QuarantinedSubmission, source: Source | None, fields: dict[str, Any] | None) -> dict[str, Any]:
+    """A quarantined submission as the admin API shows it; `fields` is its parsed body (None once erased)."""
+    return {
+        "id": row.id,
+        "source": source_view(source) if source or row.source_id is None else {"id": row.source_id},
+        "reason": row.reason,
+        "problems": list(row.problems or []),
+        "status": row.status,
+        "origin": row.origin,
+        "content_type": row.content_type,
+        "fields": fields,
+        "lead_id": row.lead_id,
+        "note": row.note,
+        "received_at": as_utc(row.received_at).isoformat(),
+        "decided_at": as_utc(row.decided_at).isoformat() if row.decided_at else None,
+    }
 
 
 # -- many leads in one transaction (the group-commit writer) ---------------------------------------------------
@@ -407,6 +540,33 @@ async def rotate_source_key(session: AsyncSession, source: Source, now: datetime
     return api_key
 
 
+# Config values that are secrets (signing secrets, shared keys, access tokens): stored encrypted, never shown.
+SECRET_CONFIG_KEYS = frozenset({"app_secret", "verify_token", "access_token", "google_key", "client_secret", "secret"})
+
+
+def sealed_config(box: SecretBox, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with each secret encrypted; other settings (base URLs, property lists) and nulls as they are."""
+    return {
+        key: box.seal(value) if key in SECRET_CONFIG_KEYS and isinstance(value, str) and not is_encrypted(value)
+        else value
+        for key, value in config.items()
+    }
+
+
+async def reencrypt_source_secrets(session: AsyncSession, box: SecretBox) -> int:
+    """Encrypt every stored source secret under the newest key (older keys' and clear ones alike); how many."""
+    count = 0
+    for source in await IngestRepository(session).sources():
+        config = dict(source.config or {})
+        for key, value in config.items():
+            if key in SECRET_CONFIG_KEYS and isinstance(value, str):
+                config[key] = box.rotate(value)
+                count += 1
+        source.config = config  # a new dict, so the JSON column is seen as changed
+    await session.flush()
+    return count
+
+
 def merged_config(current: Mapping[str, Any] | None, changes: Mapping[str, Any]) -> dict[str, Any]:
     """A PATCH changes one secret without resending the others; a null value removes that setting."""
     merged = {**(current or {}), **changes}
@@ -443,6 +603,30 @@ async def erase_lead(
     )
     await session.flush()
     await add_events(session, outbox, settings, [event], _topic)
+
+
+# A person with more leads than this is erased in several calls (each answers how many it erased).
+SUBJECT_MAX_LEADS = 1000
+
+
+async def subject_leads(session: AsyncSession, identity_keys: Sequence[str]) -> list[Lead]:
+    """A person's leads, found by the hashes of their normalized email or phone (the identities index)."""
+    hashes = [identity_hash(key) for key in identity_keys]
+    return await IngestRepository(session).leads_of_subject(hashes, limit=SUBJECT_MAX_LEADS)
+
+
+async def erase_subject(
+    session: AsyncSession,
+    settings: IngestSettings,
+    identity_keys: Sequence[str],
+    now: datetime,
+    correlation_id: str | None,
+) -> list[str]:
+    """Erase every lead of one person through the normal erasure (one lead.erased each); returns their ids."""
+    leads = await subject_leads(session, identity_keys)
+    for lead in leads:
+        await erase_lead(session, settings, lead, now, correlation_id)
+    return [lead.id for lead in leads if lead.erased_at == now]
 
 
 def lead_view(lead: Lead, source: Source | None) -> dict[str, Any]:

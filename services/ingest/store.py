@@ -26,7 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.consumer import processed_table
 from common.db import new_metadata
-from common.outbox import outbox_table
+from common.outbox import outbox_dead_table, outbox_table
 
 
 class Base(DeclarativeBase):
@@ -81,7 +81,7 @@ class LeadIdentity(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     identity: Mapped[str] = mapped_column(String(64))
     lead_id: Mapped[str] = mapped_column(String(36), index=True)
-    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)  # for the retention purge
 
 
 class IdempotencyRecord(Base):
@@ -110,7 +110,36 @@ class PlatformFetch(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class QuarantinedSubmission(Base):
+    """A submission that authenticated but is not a lead (no way to reach anyone, an unlisted origin, a honeypot hit).
+
+    `body` is the request as received: personal data, emptied when the row is released (the lead holds it from
+    then on) or dismissed, and deleted with the row after the retention period.
+    """
+
+    __tablename__ = "quarantine"
+    __table_args__ = (
+        Index("ix_quarantine_received", "received_at", "id"),
+        Index("ix_quarantine_source_reason", "source_id", "reason", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source_id: Mapped[str | None] = mapped_column(ForeignKey("sources.id"))
+    reason: Mapped[str] = mapped_column(String(32))  # no_contact | origin_not_allowed | honeypot
+    problems: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)  # [{field, reason}]
+    content_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str | None] = mapped_column(Text)
+    origin: Mapped[str | None] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16))  # pending | released | dismissed
+    lead_id: Mapped[str | None] = mapped_column(String(36))
+    note: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
+
+
 outbox = outbox_table(Base.metadata)
+outbox_dead = outbox_dead_table(Base.metadata)
 processed = processed_table(Base.metadata)
 
 
@@ -201,6 +230,16 @@ class IngestRepository:
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
+    async def purge_identities(self, seen_before: datetime, limit: int) -> int:
+        """Delete up to `limit` identity hashes seen before `seen_before`; returns how many went."""
+        oldest = select(LeadIdentity.id).where(LeadIdentity.seen_at < seen_before).limit(limit)
+        result = await self.session.execute(
+            delete(LeadIdentity)
+            .where(LeadIdentity.id.in_(oldest.scalar_subquery()))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     async def leads_by_external_ids(
         self, keys: Collection[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[str, str | None, bool]]:
@@ -257,6 +296,18 @@ class IngestRepository:
             query = query.where((Lead.received_at < at) | ((Lead.received_at == at) & (Lead.id < lead_id)))
         return list((await self.session.execute(query)).scalars())
 
+    async def leads_of_subject(self, identities: Collection[str], *, limit: int) -> list[Lead]:
+        """Every lead (newest first) filed under any of these identity hashes: one person's leads. An erased lead's
+        identities are forgotten, so it is not found again."""
+        ids = select(LeadIdentity.lead_id).where(LeadIdentity.identity.in_(list(identities))).distinct()
+        query = (
+            select(Lead)
+            .where(Lead.id.in_(ids.scalar_subquery()))
+            .order_by(Lead.received_at.desc(), Lead.id.desc())
+            .limit(limit)
+        )
+        return list((await self.session.execute(query)).scalars())
+
     async def forget_identities(self, lead_id: str) -> None:
         await self.session.execute(
             update(LeadIdentity).where(LeadIdentity.lead_id == lead_id).values(identity="erased")
@@ -264,6 +315,89 @@ class IngestRepository:
 
     async def count_leads(self) -> int:
         return int((await self.session.execute(select(func.count()).select_from(Lead))).scalar_one())
+
+    # -- quarantine ---------------------------------------------------------------------------------------------
+
+    async def quarantined(self, quarantine_id: str) -> QuarantinedSubmission | None:
+        return await self.session.get(QuarantinedSubmission, quarantine_id, populate_existing=True)
+
+    async def decide_quarantined(self, quarantine_id: str, status: str, now: datetime, note: str | None) -> bool:
+        """Move a pending row to `status` and empty its body; False when it was decided already.
+
+        One conditional UPDATE: of two concurrent releases exactly one sees the row pending (PostgreSQL re-checks
+        the condition after the first commits; SQLite has one writer), so a release stores one lead.
+        """
+        result = await self.session.execute(
+            update(QuarantinedSubmission)
+            .where(QuarantinedSubmission.id == quarantine_id, QuarantinedSubmission.status == "pending")
+            .values(status=status, decided_at=now, note=note, body=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0) == 1
+
+    async def set_released_lead(self, quarantine_id: str, lead_id: str) -> None:
+        await self.session.execute(
+            update(QuarantinedSubmission)
+            .where(QuarantinedSubmission.id == quarantine_id)
+            .values(lead_id=lead_id)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def quarantine_page(
+        self,
+        *,
+        source_id: str | None,
+        reason: str | None,
+        status: str | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[QuarantinedSubmission]:
+        """Quarantined submissions, newest first, after the cursor `before`."""
+        query = (
+            select(QuarantinedSubmission)
+            .order_by(QuarantinedSubmission.received_at.desc(), QuarantinedSubmission.id.desc())
+            .limit(limit)
+        )
+        if source_id:
+            query = query.where(QuarantinedSubmission.source_id == source_id)
+        if reason:
+            query = query.where(QuarantinedSubmission.reason == reason)
+        if status:
+            query = query.where(QuarantinedSubmission.status == status)
+        if before:
+            at, row_id = before
+            query = query.where(
+                (QuarantinedSubmission.received_at < at)
+                | ((QuarantinedSubmission.received_at == at) & (QuarantinedSubmission.id < row_id))
+            )
+        return list((await self.session.execute(query)).scalars())
+
+    async def quarantine_counts(self) -> list[tuple[str | None, str, str, int]]:
+        """(source id, reason, status, count) over every row still kept."""
+        rows = await self.session.execute(
+            select(
+                QuarantinedSubmission.source_id,
+                QuarantinedSubmission.reason,
+                QuarantinedSubmission.status,
+                func.count(),
+            ).group_by(QuarantinedSubmission.source_id, QuarantinedSubmission.reason, QuarantinedSubmission.status)
+        )
+        return [(source_id, reason, status, int(count)) for source_id, reason, status, count in rows.all()]
+
+    async def purge_quarantine(self, received_before: datetime, limit: int) -> int:
+        """Delete up to `limit` rows received before `received_before`, whatever their status; how many went."""
+        oldest = (
+            select(QuarantinedSubmission.id)
+            .where(QuarantinedSubmission.received_at < received_before)
+            .order_by(QuarantinedSubmission.received_at)
+            .limit(limit)
+        )
+        result = await self.session.execute(
+            delete(QuarantinedSubmission)
+            .where(QuarantinedSubmission.id.in_(oldest.scalar_subquery()))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     # -- platform fetches (leads announced by id, fetched later) ------------------------------------------
 

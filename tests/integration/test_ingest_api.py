@@ -26,17 +26,19 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
-from sqlalchemy import func, select, text
+from cryptography.fernet import Fernet
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from common.crypto import SecretBox
 from common.envelope import Event
 from common.outbox import backlog
 from common.settings import DEV_ADMIN_TOKEN
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
 from ingest.app import create_app
 from ingest.settings import IngestSettings
-from ingest.store import Base, IdempotencyRecord, Lead, LeadIdentity, outbox
+from ingest.store import Base, IdempotencyRecord, Lead, LeadIdentity, Source, outbox
 from tests.support.stack import ADMIN, ADMIN_TOKEN, Service, free_port, read_topic, wait_until_async
 
 pytestmark = [pytest.mark.integration]
@@ -220,8 +222,59 @@ async def test_platform_secrets_are_write_only_and_a_patch_merges_config(ingest:
     answers = [added.text, removed.text, (await ingest.client.get("/v1/sources", headers=ADMIN)).text]
     for answer in answers:
         assert "meta-app-secret-0123" not in answer and "EAAG-token-0123" not in answer
-    # The merge kept the secret nobody resent.
-    assert "meta-app-secret-0123" in await _dump(ingest)
+    # The merge kept the secret nobody resent (encrypted at rest: see the next test).
+    async with ingest.app.state.runtime.db.read() as session:
+        config = (await session.get(Source, created["id"])).config  # type: ignore[union-attr]
+    assert ingest.app.state.secrets.reveal(config["app_secret"]) == "meta-app-secret-0123"
+
+
+async def test_source_secrets_are_encrypted_at_rest_and_rotate_to_a_new_key(database_url: str) -> None:
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    secrets = {
+        "app_secret": "meta-app-secret-0123456789",
+        "verify_token": "verify-token-0123456789",
+        "access_token": "EAAG-token-0123456789",
+    }
+    google_key = "google-key-0123456789"
+
+    async def handshake(ingest: Ingest, source: dict[str, Any]) -> httpx.Response:
+        query = {"hub.mode": "subscribe", "hub.verify_token": secrets["verify_token"], "hub.challenge": "4242"}
+        return await ingest.client.get(source["webhook_url"], params=query)
+
+    async with running_ingest(database_url, secret_key=old_key) as ingest:
+        meta = await _source(ingest, "meta", config=secrets)
+        google = await _source(ingest, "google_ads", config={})
+        # A row an older version wrote, its secret in clear: still read, and encrypted by the rotation below.
+        async with ingest.app.state.runtime.db.transaction() as session:
+            await session.execute(
+                update(Source).where(Source.id == google["id"]).values(config={"google_key": google_key})
+            )
+        stored = await _dump(ingest)
+        assert not [name for name, value in secrets.items() if value in stored]
+        assert "enc:v1:" in stored
+        if database_url.startswith("sqlite"):
+            path = Path(make_url(database_url).database or "")
+            raw = b"".join(f.read_bytes() for f in path.parent.glob(path.name + "*"))
+            assert not [name for name, value in secrets.items() if value.encode() in raw]
+        answered = await handshake(ingest, meta)
+        assert (answered.status_code, answered.text) == (200, "4242")
+
+    async with running_ingest(database_url, secret_key=f"{new_key},{old_key}") as ingest:
+        rotated = await ingest.client.post("/v1/admin/rotate-secrets", headers=ADMIN)
+        assert rotated.status_code == 200, rotated.text
+        assert rotated.json() == {"reencrypted": 4}
+        assert (await ingest.client.post("/v1/admin/rotate-secrets")).status_code == 401
+
+    async with running_ingest(database_url, secret_key=new_key) as ingest:
+        newest_only = SecretBox([new_key])
+        async with ingest.app.state.runtime.db.read() as session:
+            configs = {s.id: s.config for s in (await session.execute(select(Source))).scalars()}
+        assert {k: newest_only.reveal(v) for k, v in configs[meta["id"]].items()} == secrets
+        assert configs[google["id"]]["google_key"].startswith("enc:v1:")
+        assert newest_only.reveal(configs[google["id"]]["google_key"]) == google_key
+        # The old key is gone from the setting and every secret still works.
+        answered = await handshake(ingest, meta)
+        assert (answered.status_code, answered.text) == (200, "4242")
 
 
 async def test_source_changes_that_would_break_it_are_refused_and_named(ingest: Ingest) -> None:
@@ -454,7 +507,9 @@ async def test_a_publishable_key_works_only_from_the_sources_origins(ingest: Ing
         content=form,
         headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": "https://evil.example.net"},
     )
-    assert posted.status_code == 403
+    # A person at a form on a page not yet listed is thanked as usual; the lead waits in quarantine (see
+    # test_ingest_quarantine), so nothing is stored as a lead here.
+    assert posted.status_code == 303 and posted.headers["location"] == THANK_YOU
     # A publishable key is not a secret key: sent as a bearer token it is still held to the origins.
     assert (await _post(ingest, {"email": _email()}, {"Authorization": f"Bearer {key}"})).status_code == 403
     assert await _stored(ingest) == (0, 0)
@@ -519,7 +574,6 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
     ("not UTF-8", {"content": b'{"email": "\xff"}'}, 400, "malformed_json"),
     ("empty", {"content": b""}, 400, "bad_request"),
     ("a JSON array", {"json": [{"email": "a@b.co"}]}, 422, "validation_failed"),
-    ("no contact", {"json": {"first_name": "Ann"}}, 422, "validation_failed"),
     ("form not UTF-8", {"content": b"email=%ff", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
      422, "validation_failed"),
     ("too many custom fields", {"json": {"email": "a@b.co", **{f"extra_{i}": "v" for i in range(51)}}}, 422,
@@ -547,25 +601,22 @@ async def test_bad_input_is_refused_with_its_own_status_and_nothing_is_stored(in
     assert await _stored(ingest) == (1, 1)
 
 
-async def test_invalid_fields_are_each_named_with_a_reason(ingest: Ingest) -> None:
+async def test_malformed_fields_are_each_named_with_a_reason(ingest: Ingest) -> None:
+    # Keep-and-flag (issue 11) accepts unreadable values; only malformed ones (wrong type, over-long) are refused.
     lead = {
-        "email": "ada@@example",
-        "phone": "12",
+        "email": "ada@example.com",
         "country": "Atlantis",
-        "website": "ftp://files.example.com",
-        "language": "klingonese",
-        "submitted_at": "yesterday-ish",
-        "consent": {"marketing": "maybe"},
         "first_name": "A" * 101,
+        "company": {"name": "Acme"},
+        "utm_source": ["a", {"b": 1}],
     }
     response = await _post(ingest, lead)
     assert response.status_code == 422, response.text
+    assert response.json()["error"] == "validation_failed"
     problems = {e["field"]: e["reason"] for e in response.json()["detail"]}
-    assert set(problems) == {
-        "email", "phone", "country", "website", "language", "submitted_at", "consent.marketing", "first_name",
-    }  # fmt: skip
+    assert set(problems) == {"first_name", "company", "utm.source"}
     assert all(reason for reason in problems.values())
-    assert "Atlantis" in problems["country"] and "100" in problems["first_name"]
+    assert "100" in problems["first_name"]
     assert await _stored(ingest) == (0, 0)
 
 
@@ -778,6 +829,47 @@ async def test_erasing_a_lead_removes_its_personal_data_and_tells_the_other_serv
     (event,) = await _events(ingest, LEADS_ERASED)  # erasing twice is one event
     assert event.type == "lead.erased" and event.subject == lead_id and event.data["lead_id"] == lead_id
     assert (await ingest.client.delete(f"/v1/leads/{uuid.uuid4()}", headers=ADMIN)).status_code == 404
+
+
+async def test_a_persons_leads_are_found_by_email_or_phone_and_erased_all_at_once(ingest_kafka: Ingest) -> None:
+    ingest = ingest_kafka
+    email, phone = _email(), "+4915112345678"
+    first = (await _post(ingest, {"email": email, "phone": phone, "full_name": "Erika Mustermann"})).json()
+    ingest.clock.advance(hours=100)  # past the repeat window: a lead of its own, not a repeat
+    second = (await _post(ingest, {"email": email.upper().replace("@EXAMPLE.ORG", "@example.org")})).json()
+    ingest.clock.advance(minutes=1)
+    by_phone = (await _post(ingest, {"email": _email(), "phone": "0151 12345678", "country": "DE"})).json()
+    stranger = (await _post(ingest, {"email": _email(), "phone": "+4915199999999"})).json()
+
+    async def subject(**params: str) -> list[str]:
+        response = await ingest.client.get("/v1/leads", params=params, headers=ADMIN)
+        assert response.status_code == 200, response.text
+        return [item["lead_id"] for item in response.json()["items"]]
+
+    assert await subject(email=f" {email.upper()} ") == [second["lead_id"], first["lead_id"]]
+    assert await subject(phone="0151 1234 5678", region="de") == [by_phone["lead_id"], first["lead_id"]]
+    assert await subject(email=email, phone=phone) == [by_phone["lead_id"], second["lead_id"], first["lead_id"]]
+    refused = await ingest.client.get("/v1/leads", params={"email": "not-an-email"}, headers=ADMIN)
+    assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "email"
+    key = _key(await _web_source(ingest))
+    assert (await ingest.client.get("/v1/leads", params={"email": email}, headers=key)).status_code == 401
+    assert (await ingest.client.post("/v1/subjects/erase", json={"email": email}, headers=key)).status_code == 401
+
+    erased = await ingest.client.post("/v1/subjects/erase", json={"email": email.title()}, headers=ADMIN)
+    assert erased.status_code == 202, erased.text
+    assert sorted(erased.json()["erased"]) == sorted([first["lead_id"], second["lead_id"]])
+    again = await ingest.client.post("/v1/subjects/erase", json={"email": email}, headers=ADMIN)
+    assert again.json() == {"erased": [], "count": 0}
+    assert await subject(email=email) == []
+    for lead_id in (first["lead_id"], second["lead_id"]):
+        assert (await ingest.client.get(f"/v1/leads/{lead_id}", headers=ADMIN)).json()["lead"] is None
+    # The same phone on another lead is another request: only the leads matched by the email went.
+    assert await subject(phone=phone) == [by_phone["lead_id"]]
+    assert (await ingest.client.get(f"/v1/leads/{stranger['lead_id']}", headers=ADMIN)).json()["lead"] is not None
+
+    events = await _events(ingest, LEADS_ERASED)
+    assert sorted(e.subject for e in events) == sorted([first["lead_id"], second["lead_id"]])
+    assert all(e.type == "lead.erased" for e in events)
 
 
 async def test_leads_are_listed_newest_first_page_by_page(ingest: Ingest) -> None:

@@ -825,3 +825,27 @@ def normalize_lead(
     if not isinstance(raw, Mapping):
         raise LeadValidationError([FieldError("body", "expected a JSON object")])
     return _Normalizer(_collect(raw, field_mapping), default_region, now, strict, require_contact).run()
+
+
+def subject_identity_keys(email: str | None, phone: str | None, region: str | None = None) -> list[str]:
+    """The identity keys of a person asking about their data, normalized as a lead's are (see `identity_keys`);
+    raises LeadValidationError naming the field that is not an email or a phone number."""
+    keys: list[str] = []
+    errors: list[FieldError] = []
+    if email:
+        try:
+            normalized = validate_email(email.strip(), check_deliverability=False).normalized
+            keys.append(f"email:{normalized.lower()}")
+        except EmailNotValidError as exc:
+            errors.append(FieldError("email", str(exc)))
+    if phone:
+        parsed = parse_phone(phone.strip(), region)
+        if isinstance(parsed, str):
+            errors.append(FieldError("phone", parsed))
+        else:
+            keys.append(f"phone:{phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)}")
+    if not (email or phone):
+        errors.append(FieldError("email", "email or phone is required"))
+    if errors:
+        raise LeadValidationError(errors)
+    return keys
