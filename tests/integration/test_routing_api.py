@@ -533,3 +533,69 @@ async def test_json_nested_too_deep_is_a_400_naming_the_body_on_an_admin_route(r
         assert response.status_code == 400, (path, response.text)
         assert response.json()["detail"] == [{"field": "body", "reason": "JSON nested deeper than 32 levels"}]
     assert (await routing.client.get("/v1/reps/r9", headers=ADMIN)).status_code == 404
+
+
+# -- rule language: RE2 regexes, alias bombs, conversion odds and quality flags ------------------------------------
+
+
+def _alias_bomb(top: str) -> str:
+    levels = [f"{top}: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for previous, name in zip("abcdefg", "bcdefgh", strict=False):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 10)}]")
+    return "\n".join(levels) + "\n"
+
+
+async def test_lookaround_regexes_and_alias_bombs_are_refused_at_put_naming_the_line(routing: RoutingApp) -> None:
+    before = (await routing.client.get("/v1/routing/rules", headers=ADMIN)).json()
+    yaml_body = {**ADMIN, "Content-Type": "application/yaml"}
+    lookahead = (
+        "fallback_team: t\nrules:\n  - id: demo\n    action: {rep: r1}\n"
+        "    when: {lead.message: {regex: 'demo(?=.*pricing)'}}\n"
+    )
+    response = await routing.client.put("/v1/routing/rules", content=lookahead, headers=yaml_body)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert (error["path"], error["line"]) == ("rules[0].when.lead.message.regex", 5)
+    assert "lookahead and lookbehind are not supported" in error["reason"]
+    bomb = await routing.client.put("/v1/routing/rules", content=_alias_bomb("fallback_team"), headers=yaml_body)
+    assert bomb.status_code == 422 and bomb.json()["error"] == "invalid_rules"
+    assert "too large" in bomb.json()["detail"][0]["reason"]
+    roster_bomb = await routing.client.post("/v1/roster", content=_alias_bomb("teams"), headers=yaml_body)
+    assert roster_bomb.status_code == 422 and "too large" in roster_bomb.json()["detail"][0]["reason"]
+    assert (await routing.client.get("/v1/routing/rules", headers=ADMIN)).json() == before
+
+
+async def test_rules_on_conversion_odds_quality_flags_and_a_catastrophic_regex_route_real_leads(
+    routing: RoutingApp,
+) -> None:
+    rules = """
+fallback_team: t
+rules:
+  - id: likely-to-buy
+    when: {score.conversion.probability: {range: {gte: 0.6}}}
+    action: {rep: r1}
+  - id: needs-a-check
+    when: {quality.flags: {contains: phone_unparsed}}
+    action: {rep: r2}
+  - id: one-word-messages
+    when: {lead.message: {regex: '^(\\w+\\s?)*$'}}
+    action: {rep: r3}
+"""
+    yaml_body = {**ADMIN, "Content-Type": "application/yaml"}
+    put = await routing.client.put("/v1/routing/rules", content=rules, headers=yaml_body)
+    assert put.status_code == 200, put.text
+
+    likely = scored(message="hello")
+    likely.data["conversion"] = {"probability": 0.71, "status": "ok", "outcomes_seen": 120}
+    flagged = scored(message="hello")
+    flagged.data["quality"] = {"flags": ["phone_unparsed"]}
+    crafted = scored(message="a" * 9_999 + "!")  # backtracks for hours under Python's re
+    plain = scored(message="call me back")
+    expected = [(likely, "likely-to-buy"), (flagged, "needs-a-check"), (crafted, None), (plain, "one-word-messages")]
+    for event, rule_id in expected:
+        assignment = (await routing.route(event))["current_assignment"]
+        assert assignment["rule_id"] == rule_id, assignment  # the crafted message matches no rule: fallback team
+
+    body = {k: flagged.data[k] for k in ("lead", "enrichment", "score", "source", "quality")}
+    simulated = await routing.client.post("/v1/routing/simulate", json=body, headers=ADMIN)
+    assert simulated.status_code == 200 and simulated.json()["rule_id"] == "needs-a-check"

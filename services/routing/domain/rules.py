@@ -132,6 +132,22 @@ def resolver(view: Mapping[str, Any]) -> Any:
     return resolve
 
 
+def score_view(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The view's `score` from lead.scored data: the rule-based score with the conversion odds beside it."""
+    score = dict(data.get("score") or {})
+    if data.get("conversion") is not None and "conversion" not in score:
+        score["conversion"] = dict(data["conversion"])
+    return score
+
+
+def quality_view(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The view's `quality` (flags such as phone_unparsed): from the event, else from the lead itself."""
+    quality = data.get("quality")
+    if quality is None and isinstance(data.get("lead"), Mapping):
+        quality = data["lead"].get("quality")
+    return dict(quality) if isinstance(quality, Mapping) else {}
+
+
 # ---------------------------------------------------------------- actions, options, rules
 
 
