@@ -1,16 +1,19 @@
 """Canary personal data sent through the whole system must never reach a log line or a metric.
 
-A unique email, phone and name go in through every door (JSON, form, a source's key, a browser's publishable key,
-a refused body, previews), are scored, routed, breach their SLA, are acted on, delivered to a sales tool that is
-down, and erased. Then every service's log (at DEBUG) and every /metrics output is searched for them, as typed,
-lower-cased and in E.164.
+A unique email, phone, name, company and message go in through every door (JSON, form, a source's key, a browser's
+publishable key, a refused body, previews), are scored, routed, breach their SLA, are acted on (with a reason in the
+rep's words), delivered to a sales tool that is down, and erased. One more event makes a store error whose statement
+carries the canary as a parameter, so it fails, is logged and is dead-lettered. Then every service's log (at DEBUG),
+every /metrics output and every dead-letter header is searched for them, as typed, lower-cased and in E.164.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import string
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +21,9 @@ import httpx
 import phonenumbers
 import pytest
 
-from tests.support.stack import ADMIN, Stack, free_port, post_lead, wait_until
+from common.envelope import Event
+from common.topics import LEADS_RECEIVED, dead_letter_topic
+from tests.support.stack import ADMIN, Stack, free_port, post_lead, produce_raw, read_topic, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -46,6 +51,9 @@ class Canary:
         self.phone_typed = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
         self.phone_e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
         self.phone_national = str(number.national_number)
+        self.company = f"Kanarienwerk {letters.capitalize()} GmbH"
+        # Free text that names no email or phone: only redaction by field, not by pattern, keeps it out.
+        self.words = f"Zaunkoenig{letters}"
 
     def lead(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -53,10 +61,10 @@ class Canary:
             "last_name": self.last_name,
             "email": self.email,
             "phone": self.phone_typed,
-            "company": "Canary Works GmbH",
+            "company": self.company,
             "job_title": "Head of Sales",
             "country": "DE",
-            "message": f"Call {self.first_name} on {self.phone_typed} or write to {self.email}",
+            "message": f"Call {self.first_name} on {self.phone_typed} or write to {self.email} about {self.words}",
             **extra,
         }
 
@@ -70,6 +78,8 @@ class Canary:
             self.phone_typed,
             self.phone_e164,
             self.phone_national,
+            self.company,
+            self.words,
         }
         return values | {v.lower() for v in values}
 
@@ -139,7 +149,8 @@ def test_canary_personal_data_reaches_no_log_line_and_no_metric(make_stack: Call
             timeout=60,
             what="the canary lead's SLA breach",
         )
-        for action in ({"action": "accept"}, {"action": "touch"}, {"action": "disqualify", "reason": "spam"}):
+        reason = f"{canary.first_name} of {canary.company} said {canary.words}"
+        for action in ({"action": "accept"}, {"action": "touch"}, {"action": "disqualify", "reason": reason}):
             response = client.post(f"{routing.url}/v1/leads/{lead_id}/actions", json=action, headers=ADMIN)
             assert response.status_code in (200, 409), response.text
         assert client.get(f"{ingest.url}/v1/leads/{lead_id}", headers=ADMIN).status_code == 200
@@ -159,6 +170,34 @@ def test_canary_personal_data_reaches_no_log_line_and_no_metric(make_stack: Call
             what="webhook deliveries attempted",
         )
 
+        # A store error whose statement carries the canary: scoring looks up a repeat's first lead by
+        # `duplicate_of`, here an object holding the name, which the database refuses to bind. It fails on every
+        # attempt and is dead-lettered.
+        poison = Event(
+            type="lead.received",
+            source="/handoff/ingest",
+            subject=str(uuid.uuid4()),
+            data={"lead_id": "x", "lead": canary.lead(), "duplicate_of": {"name": canary.first_name}},
+        )
+        asyncio.run(
+            produce_raw(
+                stack.bootstrap, stack.topic(LEADS_RECEIVED), poison.value(), poison.key(), poison.headers()
+            )
+        )
+        dead_topic = stack.topic(dead_letter_topic("scoring"))
+        dead = wait_until(
+            lambda: asyncio.run(read_topic(stack.bootstrap, dead_topic, timeout=2)),
+            timeout=60,
+            what="the poison event dead-lettered",
+        )
+        assert dict(dead[0].headers)["dlq_reason"] == b"handler_failed", dead[0].headers
+        dead_headers = "\n".join(
+            f"{name}: {value.decode('utf-8', 'replace')}"
+            for service in ("scoring", "routing")
+            for record in asyncio.run(read_topic(stack.bootstrap, stack.topic(dead_letter_topic(service)), timeout=1))
+            for name, value in record.headers
+        )
+
         metrics = {name: client.get(f"{s.url}/metrics").text for name, s in stack.services.items()}
 
     stack.stop()  # shutdown logs too
@@ -173,4 +212,6 @@ def test_canary_personal_data_reaches_no_log_line_and_no_metric(make_stack: Call
         for kind, text in (("log", logs[name]), ("metrics", metrics[name]))
         if (hits := leaks(text, canary.needles()))
     }
+    if hits := leaks(dead_headers, canary.needles()):
+        found["dead-letter headers"] = hits
     assert found == {}, json.dumps(found, indent=2)
