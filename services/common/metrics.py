@@ -29,10 +29,15 @@ CONSUMER_BATCH_SECONDS = Histogram("handoff_consumer_batch_seconds", "Time to pr
 # Business counters of ingest and scoring; routing defines its own next to the code that produces them.
 LEADS_RECEIVED = Counter("handoff_leads_received_total", "Leads accepted by ingest", ["source_kind"])
 LEADS_SCORED = Counter("handoff_leads_scored_total", "Leads scored", ["grade"])
+QUARANTINED = Counter(
+    "handoff_quarantined_total", "Submissions ingest kept in quarantine instead of as leads", ["source", "reason"]
+)
 
 # Label values come from a closed vocabulary; anything else is folded so a bad input cannot add a time series.
 _SOURCE_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _GRADE = re.compile(r"[A-Z][A-Z0-9+-]?")
+_SOURCE_ID = re.compile(r"[0-9a-f-]{36}")
+QUARANTINE_REASONS = frozenset({"no_contact", "origin_not_allowed", "honeypot"})
 
 
 def after_commit(session: Any, action: Callable[[], None]) -> None:
@@ -45,6 +50,13 @@ def lead_received(session: Any, source_kind: str | None) -> None:
     """Count one accepted lead by source kind when its transaction commits."""
     kind = source_kind if source_kind and _SOURCE_KIND.fullmatch(source_kind) else "other"
     after_commit(session, LEADS_RECEIVED.labels(source_kind=kind).inc)
+
+
+def quarantined(session: Any, source_id: str | None, reason: str) -> None:
+    """Count one quarantined submission by source id ("admin" without one) and reason when its transaction commits."""
+    source = source_id if source_id and _SOURCE_ID.fullmatch(source_id) else "admin"
+    label = reason if reason in QUARANTINE_REASONS else "other"
+    after_commit(session, QUARANTINED.labels(source=source, reason=label).inc)
 
 
 def lead_scored(session: Any, grade: str | None) -> None:

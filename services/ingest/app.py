@@ -18,7 +18,7 @@ from common.logging import configure_logging
 from common.runtime import Runtime
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
 from common.web import InflightLimitMiddleware, health_router, install_common
-from ingest import api, handlers, webhooks
+from ingest import api, handlers, quarantine_api, webhooks
 from ingest.settings import IngestSettings
 from ingest.store import Base, outbox
 from ingest.writer import IngestWriter
@@ -65,6 +65,12 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
             every_s=settings.housekeeping_interval_s,
             batch=settings.idempotency_purge_batch,
         )
+        await runtime.start_housekeeping(
+            "quarantine_purge",
+            lambda session: handlers.purge_quarantine(session, settings, app.state.clock()),
+            every_s=settings.quarantine_purge_interval_s,
+            batch=settings.idempotency_purge_batch,
+        )
         try:
             yield
         finally:
@@ -101,6 +107,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
     app.include_router(health_router(readiness))
     app.include_router(api.router)
     app.include_router(webhooks.router)
+    app.include_router(quarantine_api.router)
     _document_security(app)
     return app
 

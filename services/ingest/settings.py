@@ -23,6 +23,10 @@ class IngestSettings(ServiceSettings):
     # Expired keys are deleted in batches this often, so the table holds about one TTL's worth of them.
     idempotency_purge_interval_s: float = Field(default=300.0, gt=0)
     idempotency_purge_batch: int = Field(default=1000, ge=1)
+    # Quarantined submissions (not leads: no contact, an unlisted origin, a honeypot hit) hold personal data:
+    # kept this many days for review, whatever was decided, then deleted on the housekeeping loop.
+    quarantine_retention_days: float = Field(default=30.0, gt=0)
+    quarantine_purge_interval_s: float = Field(default=3600.0, gt=0)
     # Browser forms on publishable keys: requests per minute per client address (a burst of that many, then
     # a steady refill); the addresses remembered are capped so a flood of spoofed ones cannot grow memory.
     public_rate_limit_per_minute: int = Field(default=30, ge=1)

@@ -24,9 +24,9 @@ from urllib.parse import urlencode
 import asyncpg
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from pydantic import ValidationError
-from cryptography.fernet import Fernet
 from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -599,6 +599,22 @@ async def test_bad_input_is_refused_with_its_own_status_and_nothing_is_stored(in
     # The same app stores a good lead, so the counts above are real.
     assert (await _post(ingest, {"email": _email()})).status_code == 202
     assert await _stored(ingest) == (1, 1)
+
+
+async def test_json_nested_too_deep_from_a_publishable_key_is_a_400_naming_the_body(ingest: Ingest) -> None:
+    source = await _web_source(ingest)
+    browser = {"X-Handoff-Key": source["publishable_key"], "Origin": ORIGIN, "Content-Type": "application/json"}
+    for deep in (
+        b'{"email": "deep@example.org", "custom": ' + b'{"a":' * 500 + b"1" + b"}" * 500 + b"}",
+        b'{"email": "deep@example.org", "tags": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+    ):
+        response = await ingest.client.post("/v1/leads", content=deep, headers=browser)
+        assert response.status_code == 400, response.text
+        assert response.json()["detail"] == [{"field": "body", "reason": "JSON nested deeper than 32 levels"}]
+    assert await _stored(ingest) == (0, 0)
+    # Brackets inside strings are text: a message full of them is an ordinary lead.
+    message = {"email": _email(), "message": "[{" * 1000}
+    assert (await _post(ingest, message, browser)).status_code == 202
 
 
 async def test_malformed_fields_are_each_named_with_a_reason(ingest: Ingest) -> None:
