@@ -190,3 +190,39 @@ async def test_the_cli_loads_firmographics_into_the_service_database_and_shows_t
 
     missing = _cli(env, "load-firmographics", str(tmp_path / "nope.csv"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+async def test_an_anonymous_preview_with_a_malformed_body_is_refused_401_not_400(scoring_app: App) -> None:
+    async with scoring_app() as client:
+        for auth in ("", "Bearer not-the-admin-token-0123"):
+            response = await client.post(
+                "/v1/score/preview",
+                content=b'{"lead": {"email": ',
+                headers={"authorization": auth, "content-type": "application/json"},
+            )
+            assert response.status_code == 401, (auth, response.text)
+            assert response.json()["error"] == "unauthorized"
+        admin = await client.post(
+            "/v1/score/preview", content=b'{"lead": {"email": ', headers={"content-type": "application/json"}
+        )
+        assert admin.status_code == 400
+
+
+async def test_a_lookaround_regex_or_an_alias_bomb_is_refused_at_put_naming_the_line(scoring_app: App) -> None:
+    lines = DEFAULT_RULESET_YAML.splitlines()
+    at = next(i for i, line in enumerate(lines, 1) if "regex:" in line and not line.lstrip().startswith("#"))
+    lines[at - 1] = lines[at - 1].split("regex:")[0] + "regex: 'demo(?=.*pricing)'}"
+    lookahead = "\n".join(lines)
+    levels = ["name: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for previous, name in zip("abcdefg", "bcdefgh", strict=False):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 10)}]")
+    yaml_body = {"content-type": "application/yaml"}
+    async with scoring_app() as client:
+        before = (await client.get("/v1/ruleset")).json()["version"]
+        refused = await client.put("/v1/ruleset", content=lookahead, headers=yaml_body)
+        assert refused.status_code == 422, refused.text
+        [error] = refused.json()["detail"]
+        assert error["line"] == at and "lookahead and lookbehind are not supported" in error["reason"]
+        bomb = await client.put("/v1/ruleset", content="\n".join(levels) + "\n", headers=yaml_body)
+        assert bomb.status_code == 422 and "too large" in bomb.json()["detail"][0]["reason"]
+        assert (await client.get("/v1/ruleset")).json()["version"] == before

@@ -393,3 +393,27 @@ async def test_concurrent_outcomes_are_all_counted(db: Database) -> None:
     assert (counts.won_total, counts.lost_total) == (6, 7)
     assert counts.by_feature[("lead.country", "DE")] == (6, 7)
     assert counts.by_feature[("enrichment.seniority", "vp")] == (6, 7)
+
+
+async def test_a_catastrophic_regex_on_a_crafted_message_is_scored_by_the_real_handler(db: Database) -> None:
+    scoring = Scoring(_settings(), provider=None, clock=lambda: NOW)
+    ruleset = DEFAULT_RULESET_YAML.replace(
+        "intent:\n",
+        "intent:\n"
+        "  - {id: one_word_lines, points: 5, when: {lead.message: {regex: '^(\\w+\\s?)*$'}}}\n"
+        "  - {id: flagged, points: 1, when: {quality.flags: {contains: phone_unparsed}}}\n",
+        1,
+    )
+    async with db.transaction() as session:
+        await scoring.install_ruleset(session, ruleset)
+    crafted = _received(_lead(message="a" * 9_999 + "!"))  # backtracks for hours under Python's re
+    plain = _received(_lead(message="call me back", quality={"flags": ["phone_unparsed"]}))
+    for event in (crafted, plain):
+        await _apply(db, scoring.on_received, event)
+    fired = {}
+    for event in (crafted, plain):
+        row = await _scored(db, event.subject)
+        assert row is not None
+        fired[event.subject] = {rule["id"] for rule in row.score["fired"]}
+    assert not fired[crafted.subject] & {"one_word_lines", "flagged"}
+    assert {"one_word_lines", "flagged"} <= fired[plain.subject]
