@@ -93,6 +93,7 @@ async def get_lead(lead_id: str, request: Request, _admin: Admin) -> dict[str, A
         if touch
         else None,
         "erased": lead.erased_at is not None,
+        "quality": {"flags": list(((lead.view or {}).get("quality") or {}).get("flags") or [])},
         "current_assignment": _assignment_out(current) if current else None,
         "assignments": [_assignment_out(a) for a in assignments],
         "timeline": [{"at": _iso(t.at), "kind": t.kind, "detail": t.detail} for t in timeline],

@@ -357,7 +357,12 @@ class Router:
         )
         session.add(lead)  # inserted with the assignment, already carrying its outcome
         _tx(session).routed.add(lead_id)
-        await self.assign(session, lead, now=now, correlation_id=event.correlation_id, event_type="lead.assigned")
+        # What ingest kept but could not read (phone_unparsed, ...) shows on the first timeline entry, for the rep.
+        flags = view["quality"].get("flags")
+        note = {"quality_flags": flags} if flags else None
+        await self.assign(
+            session, lead, now=now, correlation_id=event.correlation_id, event_type="lead.assigned", note=note
+        )
         _record_latency(session, lead, now)
 
     async def assign(

@@ -141,11 +141,16 @@ def score_view(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def quality_view(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The view's `quality` (flags such as phone_unparsed): from the event, else from the lead itself."""
+    """The view's `quality` (flags such as phone_unparsed): from the event, else from the lead itself.
+
+    Only the flags: `quality.raw` holds what the person typed (personal data) and must live only in the lead,
+    which erasure empties; rules and the timeline need the flags alone.
+    """
     quality = data.get("quality")
     if quality is None and isinstance(data.get("lead"), Mapping):
         quality = data["lead"].get("quality")
-    return dict(quality) if isinstance(quality, Mapping) else {}
+    flags = quality.get("flags") if isinstance(quality, Mapping) else None
+    return {"flags": [str(flag) for flag in flags]} if isinstance(flags, list) else {}
 
 
 # ---------------------------------------------------------------- actions, options, rules
