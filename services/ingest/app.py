@@ -85,6 +85,8 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Source secrets are stored encrypted; without HANDOFF_SECRET_KEY (refused in production) the dev key.
+    app.state.secrets = settings.secret_box()
     app.state.clock = clock or _utc_now
     app.state.rate_limiter = api.RateLimiter(
         settings.public_rate_limit_per_minute, settings.public_rate_limit_max_addresses

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.crypto import SecretBox, SecretKeyError
 from common.egress import guarded_transport
 from common.runtime import Runtime
 from common.web import HandoffRoute, read_body_limited, refuse_deep_json
@@ -107,6 +108,15 @@ def _config_str(source: Source, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _secret(source: Source, key: str, box: SecretBox) -> str:
+    """A secret config value decrypted; unset or unreadable counts as empty, so verification fails (no 500)."""
+    try:
+        return box.reveal(_config_str(source, key))
+    except SecretKeyError:
+        log.error("source_secret_unreadable", source_id=source.id, key=key)
+        return ""
+
+
 async def _webhook_source(request: Request, source_id: str) -> Source:
     async with request.app.state.runtime.db.read() as session:
         source = await IngestRepository(session).source(source_id)
@@ -137,7 +147,8 @@ async def source_webhook_handshake(source_id: str, request: Request) -> Response
     source = await _webhook_source(request, source_id)
     if source.kind == "meta":
         try:
-            challenge = meta_verify_challenge(_config_str(source, "verify_token"), dict(request.query_params))
+            verify_token = _secret(source, "verify_token", request.app.state.secrets)
+            challenge = meta_verify_challenge(verify_token, dict(request.query_params))
         except SignatureError as exc:
             log.warning("webhook_handshake_refused", source_id=source.id, kind=source.kind, reason=str(exc))
             raise _error(403, "forbidden", str(exc)) from None
@@ -147,7 +158,7 @@ async def source_webhook_handshake(source_id: str, request: Request) -> Response
         if not code:
             raise _error(400, "bad_request", "challengeCode is required")
         try:
-            answer = linkedin_challenge(_config_str(source, "client_secret"), code)
+            answer = linkedin_challenge(_secret(source, "client_secret", request.app.state.secrets), code)
         except LeadValidationError as exc:
             raise _error(
                 400, "bad_request", [{"field": e.field, "reason": e.reason} for e in exc.errors]
@@ -199,17 +210,18 @@ def _verify(source: Source, request: Request, body: bytes, settings: IngestSetti
     try:
         if kind == "meta":
             header = meta_source.SIGNATURE_HEADER
-            verify_meta_signature(_config_str(source, "app_secret"), body, headers.get(header))
+            verify_meta_signature(_secret(source, "app_secret", request.app.state.secrets), body, headers.get(header))
         elif kind == "linkedin":
             header = linkedin_source.SIGNATURE_HEADER
-            verify_linkedin_signature(_config_str(source, "client_secret"), body, headers.get(header))
+            client_secret = _secret(source, "client_secret", request.app.state.secrets)
+            verify_linkedin_signature(client_secret, body, headers.get(header))
         elif kind == "typeform":
             header = typeform_source.SIGNATURE_HEADER
-            verify_typeform_signature(_config_str(source, "secret"), body, headers.get(header))
+            verify_typeform_signature(_secret(source, "secret", request.app.state.secrets), body, headers.get(header))
         elif kind == "webflow":
             header = webflow_source.SIGNATURE_HEADER
             verify_webflow_signature(
-                _config_str(source, "secret"),
+                _secret(source, "secret", request.app.state.secrets),
                 body,
                 headers.get(webflow_source.TIMESTAMP_HEADER),
                 headers.get(header),
@@ -218,7 +230,7 @@ def _verify(source: Source, request: Request, body: bytes, settings: IngestSetti
         elif kind == "hubspot":
             header = hubspot_source.SIGNATURE_HEADER
             verify_hubspot_v3(
-                _config_str(source, "client_secret"),
+                _secret(source, "client_secret", request.app.state.secrets),
                 request.method,
                 _signed_uri(request, settings.public_base_url),
                 body,
@@ -335,7 +347,7 @@ async def source_webhook(source_id: str, request: Request) -> Response:
             raise _error(400, "malformed_json", f"the body is not valid JSON: {exc.msg}") from None
         if source.kind == "google_ads":
             try:
-                verify_google_key(_config_str(source, "google_key"), payload)
+                verify_google_key(_secret(source, "google_key", request.app.state.secrets), payload)
             except SignatureError as exc:
                 raise _SignatureRejected("google_key", exc) from None
         delivery = _delivery(source, payload, now)
@@ -455,6 +467,7 @@ class PlatformFetcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._forms = FormCache()
+        self._secrets = settings.secret_box()
 
     async def start(self) -> None:
         """Create the shared HTTP client and start the loop (nothing connects before this)."""
@@ -608,8 +621,8 @@ class PlatformFetcher:
                 self._http,
                 base_url=_config_str(source, "graph_base_url") or settings.meta_graph_base_url,
                 version=settings.meta_graph_version,
-                access_token=_config_str(source, "access_token"),
-                app_secret=_config_str(source, "app_secret"),
+                access_token=_secret(source, "access_token", self._secrets),
+                app_secret=_secret(source, "app_secret", self._secrets),
             )
             return meta_lead_to_raw(await meta.lead(claim.external_id)), False
         if source.kind == "linkedin":
@@ -617,7 +630,7 @@ class PlatformFetcher:
                 self._http,
                 base_url=_config_str(source, "api_base_url") or settings.linkedin_api_base_url,
                 version=settings.linkedin_api_version,
-                access_token=_config_str(source, "access_token"),
+                access_token=_secret(source, "access_token", self._secrets),
                 forms=self._forms,
             )
             response = await linkedin.form_response(claim.external_id)
@@ -628,7 +641,7 @@ class PlatformFetcher:
             hubspot = HubSpotClient(
                 self._http,
                 base_url=_config_str(source, "api_base_url") or settings.hubspot_api_base_url,
-                access_token=_config_str(source, "access_token"),
+                access_token=_secret(source, "access_token", self._secrets),
             )
             wanted = (source.config or {}).get("properties")
             properties = (

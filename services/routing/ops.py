@@ -39,6 +39,7 @@ from common.logging import scrub_text
 from common.web import (
     OPS_COOKIE,
     OPS_COOKIE_MAX_AGE_S,
+    HandoffRoute,
     Ops,
     has_ops_access,
     is_ops_token,
@@ -48,7 +49,7 @@ from common.web import (
 from routing.handlers import aware
 from routing.store import AssignmentRow, LeadRow, RepLoadRow, RepRow, SlaTimer, TimelineRow
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], route_class=HandoffRoute)
 
 STATIC = Path(__file__).parent / "static"
 SLA_KINDS = ("sla_warning", "sla_breached")

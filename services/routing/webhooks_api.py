@@ -8,11 +8,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from common.web import Admin
+from common.crypto import SecretKeyError
+from common.web import Admin, HandoffRoute
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from routing.webhooks import DeliveryLog, Destination, UnsafeUrl, WebhookConflict, Webhooks
+from routing.webhooks import DeliveryLog, Destination, UnsafeUrl, WebhookConflict, Webhooks, reencrypt_secrets
 
-router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"])
+router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"], route_class=HandoffRoute)
 
 
 def webhooks_service(request: Request) -> Webhooks:
@@ -255,3 +256,23 @@ async def replay_failed(
     except WebhookConflict as exc:
         raise _error(409, "conflict", str(exc)) from exc
     return {"endpoint_id": endpoint_id, "since": body.since.isoformat(), "replayed": count}
+
+
+# -- key rotation for secrets at rest ---------------------------------------------------------------------------
+
+admin_router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=HandoffRoute)
+
+
+@admin_router.post(
+    "/rotate-secrets",
+    summary="Re-encrypt every stored signing secret under the newest HANDOFF_SECRET_KEY (after adding a key first)",
+)
+async def rotate_secrets(request: Request, service: Service, _admin: Admin) -> dict[str, Any]:
+    """Secrets under an older key, or stored in clear by an older version, are encrypted under the first key."""
+    try:
+        async with _db(request).transaction() as session:
+            count = await reencrypt_secrets(session, service.secrets)
+    except SecretKeyError as exc:
+        # A key that encrypted some secret was dropped too early: nothing changed; put it back (second) and retry.
+        raise _error(409, "secret_key_missing", str(exc)) from exc
+    return {"reencrypted": count}

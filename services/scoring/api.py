@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.web import Admin
+from common.web import Admin, HandoffRoute
 from scoring.domain import FirmographicsError, RulesetError, parse_firmographics_csv
 from scoring.store import ScoringRepository
 
-router = APIRouter()
+router = APIRouter(route_class=HandoffRoute)
 
 _TEXT = {"schema": {"type": "string"}}
 _RULESET_BODY = {"requestBody": {"required": True, "content": {"application/yaml": _TEXT, "text/plain": _TEXT}}}

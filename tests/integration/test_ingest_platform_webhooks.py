@@ -750,6 +750,57 @@ async def test_typeform_lead_is_stored_by_event_id(ingest: Ingest) -> None:
     assert lead["lead"]["first_name"] == "Margaret"
 
 
+async def test_a_200_kib_typeform_response_is_accepted_past_the_web_lead_limit(ingest: Ingest) -> None:
+    source = await _create_source(ingest, "typeform", {"secret": "tf-secret-big"})
+    event_id = uuid.uuid4().hex.upper()
+    payload = _typeform_payload(event_id, _email())
+    # A long form: Typeform sends the whole definition with the answers, every question's title included.
+    payload["form_response"]["definition"] = {
+        "id": "lT4Z3j",
+        "title": "Long application",
+        "fields": [
+            {"id": f"q{i}", "ref": f"q{i}", "type": "long_text", "title": f"Question {i}: " + "x" * 1000}
+            for i in range(200)
+        ],
+    }
+    body = _dumps(payload)
+    assert 200 * 1024 <= len(body) < 1024 * 1024 and len(body) > ingest.settings.max_body_bytes
+
+    response = await ingest.client.post(
+        source["webhook_url"], content=body, headers=_typeform_headers(body, "tf-secret-big")
+    )
+
+    assert response.status_code == 200, response.text
+    (lead,) = await _leads(ingest, source["id"])
+    assert lead["external_id"] == event_id
+
+
+async def test_platform_bodies_over_their_kinds_limit_are_refused_413_while_streaming(ingest: Ingest) -> None:
+    typeform = await _create_source(ingest, "typeform", {"secret": "tf-secret-huge"})
+    linkedin = await _create_source(ingest, "linkedin", {"client_secret": "li-secret-huge"})
+    chunk = b'"' + b"x" * (8 * 1024 - 2) + b'",'
+    for source, limit in ((typeform, 1024 * 1024), (linkedin, 64 * 1024)):
+        sent = 0
+
+        async def stream(chunks: int) -> AsyncIterator[bytes]:
+            nonlocal sent
+            yield b'{"padding": ['
+            for _ in range(chunks):
+                sent += len(chunk)
+                yield chunk
+            yield b'""]}'
+
+        # Four times the limit, and never a Content-Length: only counting while it streams can stop it.
+        response = await ingest.client.post(
+            source["webhook_url"], content=stream(4 * limit // len(chunk)), headers={"Content-Type": "application/json"}
+        )
+
+        assert response.status_code == 413, response.text
+        assert response.json() == {"error": "payload_too_large", "detail": f"the body is larger than {limit} bytes"}
+        assert sent < 2 * limit  # refused as it streamed, not after reading it all
+        assert await _leads(ingest, source["id"]) == []
+
+
 async def test_webflow_lead_is_stored_by_submission_id(ingest: Ingest) -> None:
     source = await _create_source(ingest, "webflow", {"secret": "wf-secret-1"})
     submission_id = uuid.uuid4().hex[:24]

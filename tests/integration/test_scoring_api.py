@@ -210,7 +210,7 @@ async def test_an_anonymous_preview_with_a_malformed_body_is_refused_401_not_400
 
 async def test_a_lookaround_regex_or_an_alias_bomb_is_refused_at_put_naming_the_line(scoring_app: App) -> None:
     lines = DEFAULT_RULESET_YAML.splitlines()
-    at = next(i for i, line in enumerate(lines, 1) if "regex:" in line and not line.lstrip().startswith("#"))
+    at = next(i for i, line in enumerate(lines, 1) if ": {regex: " in line and not line.lstrip().startswith("#"))
     lines[at - 1] = lines[at - 1].split("regex:")[0] + "regex: 'demo(?=.*pricing)'}"
     lookahead = "\n".join(lines)
     levels = ["name: &a [x, x, x, x, x, x, x, x, x, x]"]
