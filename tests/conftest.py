@@ -11,11 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from common.crypto import DEVELOPMENT_KEY
 from tests.support.stack import ROOT, Broker
 
 # The services default to production; every settings object a test builds without naming a mode is a
 # development one, said here explicitly (a test of the production default removes this variable).
 os.environ["HANDOFF_ENV"] = "development"
+# Stored secrets are encrypted under HANDOFF_SECRET_KEY, which production requires: tests, production-mode ones
+# included, use the published development key, said here explicitly (the test of a missing key removes it).
+os.environ["HANDOFF_SECRET_KEY"] = DEVELOPMENT_KEY
 
 PG_ADMIN_URL = os.environ.get("HANDOFF_TEST_PG_URL", "postgresql://handoff:handoff@127.0.0.1:5432/handoff")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.crypto import GENERATE_HINT, SecretBox, SecretKeyError, parse_keys
 
 DEV_ADMIN_TOKEN = "handoff-dev-admin-token"  # noqa: S105 - published on purpose; refused outside development
 # Guessing a 32-character random token online is hopeless; a short or memorable one is not.
@@ -16,7 +18,8 @@ PRODUCTION_MIN_TOKEN_CHARS = 32
 class ServiceSettings(BaseSettings):
     """Base for each service's settings; subclasses add `database_url` under their own prefix."""
 
-    model_config = SettingsConfigDict(env_prefix="HANDOFF_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused setting's error would otherwise print every input, tokens and keys included.
+    model_config = SettingsConfigDict(env_prefix="HANDOFF_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     service_name: str = "handoff"
     # Production unless told otherwise: a forgotten variable must fail closed (no published token, strong one
@@ -25,6 +28,9 @@ class ServiceSettings(BaseSettings):
     admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
     # A read-only token for the ops dashboard and the SLA APIs, so a wall screen need not hold the admin token.
     ops_token: SecretStr | None = None
+    # Fernet keys, comma-separated, newest first, that encrypt stored platform tokens and webhook signing secrets
+    # (common.crypto). Required in production by the services that store such secrets.
+    secret_key: SecretStr | None = None
     data_dir: Path = Path(".data")
     database_url: str = ""
 
@@ -84,6 +90,33 @@ class ServiceSettings(BaseSettings):
     def _empty_ops_token_is_unset(cls, value: object) -> object:
         # An empty variable (compose's `${HANDOFF_OPS_TOKEN:-}`) means no ops token, not an empty one.
         return None if value == "" else value
+
+    # Services that keep secrets in their store (ingest's platform tokens, routing's signing secrets) set this.
+    stores_secrets: ClassVar[bool] = False
+
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _empty_secret_key_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _secret_key_is_usable(self) -> ServiceSettings:
+        if self.secret_key is not None:
+            try:
+                parse_keys(self.secret_key.get_secret_value())
+            except SecretKeyError as exc:
+                raise ValueError(str(exc)) from None
+        elif self.stores_secrets and self.env == "production":
+            raise ValueError(
+                "HANDOFF_SECRET_KEY is not set: production stores platform tokens and webhook signing secrets "
+                f"encrypted under it. Generate one with {GENERATE_HINT} (keep it safe: without it the stored "
+                "secrets cannot be read), or set HANDOFF_ENV=development for a local run"
+            )
+        return self
+
+    def secret_box(self) -> SecretBox:
+        """The cipher for stored secrets; without HANDOFF_SECRET_KEY (development, tests) the published dev key."""
+        return SecretBox.from_setting(self.secret_key.get_secret_value() if self.secret_key else None)
 
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> ServiceSettings:

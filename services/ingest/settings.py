@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import AliasChoices, Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -15,6 +15,7 @@ class IngestSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="HANDOFF_", extra="ignore", frozen=True)
 
     service_name: str = "ingest"
+    stores_secrets: ClassVar[bool] = True  # HANDOFF_SECRET_KEY is required in production
     database_url: str = Field(default="", validation_alias=AliasChoices("INGEST_DATABASE_URL"))
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     # The same person (email or phone) again within this window is a repeat of the earlier lead.

@@ -96,5 +96,6 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
     app.include_router(health_router(readiness))
     app.include_router(api.router)
     app.include_router(webhooks_api.router)
+    app.include_router(webhooks_api.admin_router)
     app.include_router(ops.router)
     return app

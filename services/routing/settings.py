@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -16,6 +16,7 @@ class RoutingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="HANDOFF_", extra="ignore", frozen=True)
 
     service_name: str = "routing"
+    stores_secrets: ClassVar[bool] = True  # HANDOFF_SECRET_KEY is required in production
     database_url: str = Field(default="", validation_alias=AliasChoices("ROUTING_DATABASE_URL"))
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     # Teams, reps and accounts loaded at start-up when the roster is empty (YAML or JSON).

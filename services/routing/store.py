@@ -126,6 +126,10 @@ class LeadRow(Base):
     first_touch_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reassignments: Mapped[int] = mapped_column(Integer, default=0)
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # One person's leads share a thread (the first lead routing saw of them), so a repeat finds the open one.
+    thread_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # A repeat that joined an open lead (status "merged"): the lead it was recorded on.
+    merged_into: Mapped[str | None] = mapped_column(String(36))
 
 
 class AssignmentRow(Base):
@@ -288,6 +292,21 @@ class RoutingRepository:
     async def lead(self, lead_id: str) -> LeadRow | None:
         return await self.session.get(LeadRow, lead_id)
 
+    async def open_lead_in_thread(self, thread_id: str, closed: Collection[str]) -> LeadRow | None:
+        """The person's lead that is still open (not closed, merged or erased), the latest if there are several."""
+        query = (
+            select(LeadRow)
+            .where(
+                or_(LeadRow.thread_id == thread_id, LeadRow.lead_id == thread_id),
+                LeadRow.status.not_in(list(closed)),
+                LeadRow.merged_into.is_(None),
+                LeadRow.erased_at.is_(None),
+            )
+            .order_by(LeadRow.routed_at.desc(), LeadRow.lead_id)
+            .limit(1)
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
     async def seen(self, lead_id: str) -> tuple[bool, bool]:
         """(routed already, erased already), in one round trip and without loading a row (the consumer's
         question for every new lead)."""
@@ -438,16 +457,19 @@ class RoutingRepository:
         return int(
             (
                 await self.session.execute(
-                    select(func.count()).where(LeadRow.routed_at >= since, LeadRow.routed_at < until)
+                    select(func.count()).where(
+                        LeadRow.routed_at >= since, LeadRow.routed_at < until, LeadRow.merged_into.is_(None)
+                    )
                 )
             ).scalar_one()
         )
 
     async def routed_between(self, since: datetime, until: datetime) -> list[LeadRow]:
-        """Leads first routed in [since, until), in routing order (a backtest's input)."""
+        """Leads first routed in [since, until), in routing order (a backtest's input); a repeat that joined an
+        open lead was never routed itself and is left out."""
         query = (
             select(LeadRow)
-            .where(LeadRow.routed_at >= since, LeadRow.routed_at < until)
+            .where(LeadRow.routed_at >= since, LeadRow.routed_at < until, LeadRow.merged_into.is_(None))
             .order_by(LeadRow.routed_at, LeadRow.lead_id)
         )
         return list((await self.session.execute(query)).scalars())

@@ -35,6 +35,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.crypto import SecretBox, SecretKeyError
 from common.db import Database
 from common.egress import (
     AddressPolicy,
@@ -346,6 +347,7 @@ class Webhooks:
         self.policy = webhook_address_policy(settings)
         self.resolver = resolver
         self.clock = clock
+        self.secrets = settings.secret_box()  # signing secrets are stored encrypted, shown once in clear
 
     async def vet_url(self, url: str) -> Destination:
         """Check a URL before storing it (outside any transaction: DNS can be slow)."""
@@ -363,7 +365,7 @@ class Webhooks:
             description=description,
             event_types=normalize_event_types(event_types),
             enabled=True,
-            secret=secret,
+            secret=self.secrets.seal(secret),
             created_at=now,
             updated_at=now,
         )
@@ -418,7 +420,7 @@ class Webhooks:
         secret = new_secret()
         endpoint.previous_secret = endpoint.secret
         endpoint.previous_secret_until = now + timedelta(hours=self.settings.webhook_secret_overlap_hours)
-        endpoint.secret = secret
+        endpoint.secret = self.secrets.seal(secret)
         endpoint.updated_at = now
         await session.flush()
         return endpoint, secret
@@ -603,6 +605,7 @@ class WebhookSender:
         self._resolver = resolver
         self._rand = rand
         self._policy = webhook_address_policy(settings)
+        self._secrets = settings.secret_box()
         self._timeout = settings.webhook_timeout_s
         self._cap = settings.webhook_response_max_kib * 1024
         self._stop_grace_s = stop_grace_s
@@ -683,6 +686,12 @@ class WebhookSender:
                 # Senders in other processes skip rows held here; SQLite has one writer, which is enough.
                 query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
             for delivery, endpoint in (await session.execute(query)).all():
+                try:
+                    signing_secrets = _signing_secrets(endpoint, now, self._secrets)
+                except SecretKeyError as exc:
+                    # Never sent unsigned: the delivery waits, unclaimed, until the key is put back.
+                    log.error("webhook_secret_unreadable", endpoint_id=endpoint.id, error=str(exc))
+                    continue
                 token = str(uuid.uuid4())
                 delivery.lease_token, delivery.lease_until = token, lease_until
                 claims.append(
@@ -692,7 +701,7 @@ class WebhookSender:
                         message_id=delivery.message_id,
                         url=endpoint.url,
                         payload=delivery.payload,
-                        secrets=_signing_secrets(endpoint, now),
+                        secrets=signing_secrets,
                         lease_token=token,
                     )
                 )
@@ -890,11 +899,25 @@ class WebhookSender:
                 await task
 
 
-def _signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> tuple[str, ...]:
+def _signing_secrets(endpoint: WebhookEndpoint, now: datetime, box: SecretBox) -> tuple[str, ...]:
+    """The secrets in force, decrypted: the current one, and the previous one during a rotation's overlap."""
     until = _aware(endpoint.previous_secret_until)
     if endpoint.previous_secret and until is not None and until > now:
-        return (endpoint.secret, endpoint.previous_secret)
-    return (endpoint.secret,)
+        return (box.reveal(endpoint.secret), box.reveal(endpoint.previous_secret))
+    return (box.reveal(endpoint.secret),)
+
+
+async def reencrypt_secrets(session: AsyncSession, box: SecretBox) -> int:
+    """Encrypt every stored signing secret under the newest key (older keys' and clear ones alike); how many."""
+    count = 0
+    for endpoint in (await session.execute(select(WebhookEndpoint))).scalars():
+        endpoint.secret = box.rotate(endpoint.secret)
+        count += 1
+        if endpoint.previous_secret:
+            endpoint.previous_secret = box.rotate(endpoint.previous_secret)
+            count += 1
+    await session.flush()
+    return count
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> str | None:

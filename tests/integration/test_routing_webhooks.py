@@ -27,10 +27,13 @@ import orjson
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from cryptography.fernet import Fernet
 from prometheus_client import REGISTRY
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import make_url
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from common.crypto import SecretBox
 from common.db import Database, upgrade_schema_async
 from common.envelope import Event
 from routing.app import MIGRATIONS, create_app
@@ -43,7 +46,9 @@ from routing.webhooks import (
     Webhooks,
     WebhookSender,
     enqueue_deliveries,
+    new_secret,
     purge_settled_deliveries,
+    reencrypt_secrets,
 )
 from tests.support.stack import ADMIN, ADMIN_TOKEN, ROOT, wait_until_async
 
@@ -607,6 +612,48 @@ async def test_rotation_sends_both_signatures_during_the_overlap_only(
     request.verify(new)
     with pytest.raises(WebhookVerificationError):
         request.verify(old)
+
+
+async def test_signing_secrets_are_encrypted_at_rest_and_sign_after_a_key_rotation(
+    db: Database, receiver: Receiver, senders: list[WebhookSender], database_url: str
+) -> None:
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    clock = Clock()
+    service = Webhooks(_settings(secret_key=old_key, webhook_secret_overlap_hours=24), clock=clock)
+    endpoint_id, first = await _register(db, service, receiver.url, ["lead.assigned"])
+    async with db.transaction() as session:
+        _, current = await service.rotate_secret(session, endpoint_id)
+    # An endpoint an older version stored, its secret in clear: still signs, and is encrypted by the rotation.
+    legacy_id, _ = await _register(db, service, receiver.url + "/legacy", ["lead.assigned"])
+    legacy_secret = new_secret()
+    async with db.transaction() as session:
+        legacy_row = update(WebhookEndpoint).where(WebhookEndpoint.id == legacy_id)
+        await session.execute(legacy_row.values(secret=legacy_secret))
+
+    stored = await _endpoint(db, endpoint_id)
+    assert stored.secret.startswith("enc:v1:") and (stored.previous_secret or "").startswith("enc:v1:")
+    assert current not in stored.secret and first not in (stored.previous_secret or "")
+    if database_url.startswith("sqlite"):
+        path = Path(make_url(database_url).database or "")
+        raw = b"".join(f.read_bytes() for f in path.parent.glob(path.name + "*"))
+        assert current.encode() not in raw and first.encode() not in raw
+
+    # HANDOFF_SECRET_KEY="new,old", then rotate-secrets: everything is under the new key, clear rows included.
+    async with db.transaction() as session:
+        assert await reencrypt_secrets(session, _settings(secret_key=f"{new_key},{old_key}").secret_box()) == 3
+    new_only = SecretBox([new_key])
+    rotated, legacy = await _endpoint(db, endpoint_id), await _endpoint(db, legacy_id)
+    assert new_only.reveal(rotated.secret) == current and new_only.reveal(rotated.previous_secret or "") == first
+    assert legacy.secret.startswith("enc:v1:") and new_only.reveal(legacy.secret) == legacy_secret
+
+    # With the old key dropped, deliveries are still signed with the right secrets.
+    sender = _sender(senders, db, _settings(secret_key=new_key), clock)
+    await _enqueue(db, clock, _event())
+    await sender.run_once()
+    by_path = {r.path: r for r in receiver.requests()}
+    by_path["/hooks/crm"].verify(current)
+    by_path["/hooks/crm"].verify(first)
+    by_path["/hooks/crm/legacy"].verify(legacy_secret)
 
 
 async def test_replays_keep_the_webhook_id(db: Database, receiver: Receiver, senders: list[WebhookSender]) -> None:
