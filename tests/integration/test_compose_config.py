@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"ingest": 8001, "scoring": 8002, "routing": 8003}
 TOKEN = "compose-config-test-token-0123456789"
+SECRET_KEY = "Jk8fQ3vXQ2u7mC2d0nJ1S2l4a8y9vQn0p3b6c5d7e9A="  # a Fernet key for this test only
 
 
 def _compose_command() -> list[str] | None:
@@ -69,7 +70,7 @@ def _run_config(env_overrides: dict[str, str | None]) -> subprocess.CompletedPro
 def config() -> dict[str, Any]:
     if COMPOSE is None:
         pytest.skip("docker-compose is not installed")
-    result = _run_config({"HANDOFF_ADMIN_TOKEN": TOKEN})
+    result = _run_config({"HANDOFF_ADMIN_TOKEN": TOKEN, "HANDOFF_SECRET_KEY": SECRET_KEY})
     assert result.returncode == 0, result.stderr
     parsed = yaml.safe_load(result.stdout)
     assert isinstance(parsed, dict)
@@ -100,9 +101,16 @@ def _kafka_version_in_script() -> str:
 
 @needs_compose
 def test_refuses_to_start_without_an_admin_token() -> None:
-    result = _run_config({})
+    result = _run_config({"HANDOFF_SECRET_KEY": SECRET_KEY})
     assert result.returncode != 0
     assert "HANDOFF_ADMIN_TOKEN" in result.stderr
+
+
+@needs_compose
+def test_refuses_to_start_without_a_secret_key() -> None:
+    result = _run_config({"HANDOFF_ADMIN_TOKEN": TOKEN})
+    assert result.returncode != 0
+    assert "HANDOFF_SECRET_KEY" in result.stderr
     assert "at least 32 characters" in result.stderr  # what production will accept, said before it refuses
 
 
@@ -158,6 +166,7 @@ def test_each_service_gets_production_settings_and_only_its_own_database(
     assert env["HANDOFF_ENV"] == "production"
     assert env["HANDOFF_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert env["HANDOFF_ADMIN_TOKEN"] == TOKEN
+    assert env["HANDOFF_SECRET_KEY"] == SECRET_KEY
     database_urls = {key: value for key, value in env.items() if key.endswith("_DATABASE_URL")}
     assert set(database_urls) == {f"{name.upper()}_DATABASE_URL"}, "a service must not see another's database"
     url = urlsplit(database_urls[f"{name.upper()}_DATABASE_URL"])
