@@ -225,6 +225,41 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     "-",
                 )
             )
+    overload = results.get("overload")
+    if overload and overload.get("overload"):
+        o = overload["overload"]
+        rss = o["rss_mb"]
+        counts = ", ".join(f"{status}: {n:,}" for status, n in sorted(o["statuses"].items()))
+        out.append(
+            (
+                f"Ingest at 3x saturation ({o['offered_per_s']:,.0f}/s offered for {o['seconds']:.0f} s): answers",
+                counts,
+                f"saturation {_n(overload['saturation']['accepted_per_s'])}/s",
+                "-",
+                "only 202/429/503",
+                _met(o["only_allowed"]),
+            )
+        )
+        out.append(
+            (
+                "Ingest at 3x saturation: latency p50 / p99 from the intended send (acknowledged leads/s)",
+                f"{_pair(o)} ({_n(o['accepted_per_s'])}/s)",
+                f"{_n(overload['saturation']['p99_ms'], 1)} ms p99 at saturation",
+                "-",
+                f"p99 bounded (< {overload['client_timeout_s']:.0f} s)",
+                _met(o["p99_ms"] is not None and o["p99_ms"] < overload["client_timeout_s"] * 1000),
+            )
+        )
+        out.append(
+            (
+                "Ingest at 3x saturation: RSS start / middle / end (max)",
+                f"{_n(rss['start'])} / {_n(rss.get('middle'))} / {_n(rss['end'])} ({_n(rss['max'])}) MB",
+                "-",
+                "-",
+                "flat (end within 1.5x of middle)",
+                _met(rss.get("middle") is not None and rss["end"] <= 1.5 * rss["middle"]),
+            )
+        )
     return out
 
 

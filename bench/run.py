@@ -1,4 +1,4 @@
-"""`python -m bench.run [--quick] [--only ingest,e2e,timers,webhooks,scoring,routing]`: measure, then write the results.
+"""`python -m bench.run [--quick] [--only ingest,e2e,timers,webhooks,scoring,routing,overload]`: measure, then report.
 
 Writes bench/results/<UTC time>.json, <UTC time>.md and charts, and refreshes latest.md and latest-*.png.
 """
@@ -19,7 +19,7 @@ import orjson
 from bench import report
 from bench.util import RESULTS, BenchBroker, calibrate, ensure_wrk, log, machine, versions
 
-BENCHMARKS = ("ingest", "e2e", "timers", "webhooks", "scoring", "routing")
+BENCHMARKS = ("ingest", "e2e", "timers", "webhooks", "scoring", "routing", "overload")
 
 
 def _run_one(name: str, tmp: Path, bootstrap: str, quick: bool, results: dict[str, Any]) -> dict[str, Any]:
@@ -27,6 +27,10 @@ def _run_one(name: str, tmp: Path, bootstrap: str, quick: bool, results: dict[st
         from bench import ingest
 
         return ingest.run(tmp / "ingest", bootstrap, quick=quick)
+    if name == "overload":
+        from bench import overload
+
+        return overload.run(tmp / "overload", bootstrap, quick=quick)
     if name == "e2e":
         from bench import e2e
 
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "durations_s": {},
         "errors": {},
     }
-    if "ingest" in selected and ensure_wrk() is None:
+    if {"ingest", "overload"} & set(selected) and ensure_wrk() is None:
         parser.error("wrk is missing and could not be installed (apt-get install -y wrk)")
     results["versions"] = versions()
     needs_broker = any(name != "timers" for name in selected)
