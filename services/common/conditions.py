@@ -51,6 +51,7 @@ MAX_MATCH_LENGTH = 10_000
 MAX_REGEX_LENGTH = 2_000
 # Aliases let YAML reuse a node many times; this caps the expanded size (a "billion laughs" document).
 MAX_EXPANDED_NODES = 50_000
+MAX_DEPTH = 64  # rules are a few levels deep; PyYAML composes and constructs recursively, so depth must be bounded
 
 OPERATORS: tuple[str, ...] = ("equals", "one_of", "contains", "regex", "range", "exists", "not")
 COMBINATORS: tuple[str, ...] = ("all", "any", "not")
@@ -530,12 +531,14 @@ def document_problems(root: Node, what: str) -> list[Problem]:
         ]
     problems: list[Problem] = []
     seen: set[int] = set()
-    stack = [root]
+    stack: list[tuple[Node, int]] = [(root, 1)]
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
+        if depth > MAX_DEPTH:
+            return [Problem(node_line(node), "<document>", f"{what} is nested deeper than {MAX_DEPTH} levels")]
         if node.tag == "tag:yaml.org,2002:merge":
             problems.append(
                 Problem(node_line(node), "<document>", "YAML merge keys (<<) are not supported; repeat the keys")
@@ -543,10 +546,23 @@ def document_problems(root: Node, what: str) -> list[Problem]:
         elif node.tag not in _PLAIN_TAGS:
             problems.append(Problem(node_line(node), "<document>", f"unsupported YAML tag {node.tag!r}"))
         if isinstance(node, MappingNode):
-            stack.extend(item for pair in node.value for item in pair)
+            stack.extend((item, depth + 1) for pair in node.value for item in pair)
         elif isinstance(node, SequenceNode):
-            stack.extend(node.value)
+            stack.extend((item, depth + 1) for item in node.value)
     return problems
+
+
+def compose(text: str, loader: type[yaml.SafeLoader], what: str) -> Node | None:
+    """The root node of YAML text; a document nested so deep that PyYAML's recursive composer gives up is refused
+    like any other unusable document, not left to surface as a RecursionError (a 500)."""
+    parser = loader(text)
+    try:
+        return parser.get_single_node()
+    except RecursionError:
+        too_deep = Problem(None, "<document>", f"{what} is nested deeper than {MAX_DEPTH} levels")
+        raise DocumentRefused([too_deep]) from None
+    finally:
+        parser.dispose()
 
 
 class ConditionCompiler:
@@ -805,17 +821,13 @@ def load_document(text: str, loader: type[yaml.SafeLoader], what: str) -> tuple[
 
     Raises DocumentRefused, or yaml.YAMLError for text that is not YAML at all.
     """
-    parser = loader(text)
-    try:
-        root = parser.get_single_node()
-        if root is None:
-            return None, None
-        refused = document_problems(root, what)
-        if refused:
-            raise DocumentRefused(refused)
-        return root, parser.construct_document(root)
-    finally:
-        parser.dispose()
+    root = compose(text, loader, what)
+    if root is None:
+        return None, None
+    refused = document_problems(root, what)
+    if refused:
+        raise DocumentRefused(refused)
+    return root, loader("").construct_document(root)
 
 
 def represent(data: Any) -> Node:

@@ -169,3 +169,11 @@ def test_an_alias_bomb_is_refused_before_it_expands_in_both_services() -> None:
     shared = "fallback_team: s\nrules:\n  - {when: {lead.country: &m [DE, AT]}, action: {rep: a}}\n"
     shared += "  - {when: {enrichment.company.country: *m}, action: {rep: b}}\n"
     assert [rule.id for rule in load_rules(shared).rules] == ["rule-1", "rule-2"]
+
+
+@pytest.mark.parametrize("deep", ["rules: " + "[" * 3000 + "]" * 3000 + "\n", "rules: " + "[" * 70 + "]" * 70 + "\n"])
+def test_a_document_nested_too_deep_is_refused_not_a_recursion_error_in_both_services(deep: str) -> None:
+    with pytest.raises(RulesetError, match="nested deeper than 64 levels"):
+        load_ruleset(deep)
+    with pytest.raises(RulesError, match="nested deeper than 64 levels"):
+        load_rules(deep)

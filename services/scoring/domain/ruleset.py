@@ -18,7 +18,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from common.conditions import ConditionCompiler, document_problems, node_kind
+from common.conditions import ConditionCompiler, DocumentRefused, compose, document_problems, node_kind
 from scoring.domain.conditions import CATALOG, Condition
 
 GRADES: tuple[str, ...] = ("A", "B", "C", "D")
@@ -344,7 +344,9 @@ def _content_version(data: Any) -> str:
 def load_ruleset(yaml_text: str) -> Ruleset:
     """Parse and validate a ruleset; raise RulesetError listing every problem with its line."""
     try:
-        root = yaml.compose(yaml_text, Loader=yaml.SafeLoader)
+        root = compose(yaml_text, yaml.SafeLoader, "the ruleset")
+    except DocumentRefused as exc:
+        raise RulesetError([(problem.line, problem.message) for problem in exc.problems]) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
