@@ -12,7 +12,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy import Column, DateTime, MetaData, String, Table
+from sqlalchemy import Column, DateTime, MetaData, String, Table, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -39,8 +39,19 @@ def processed_table(metadata: MetaData) -> Table:
         metadata,
         Column("event_id", String(64), primary_key=True),
         Column("event_type", String(64), nullable=False),
-        Column("processed_at", DateTime(timezone=True), nullable=False),
+        # Indexed for the retention purge, which deletes the oldest marks in batches.
+        Column("processed_at", DateTime(timezone=True), nullable=False, index=True),
     )
+
+
+async def purge_processed(session: AsyncSession, table: Table, before: datetime, limit: int) -> int:
+    """Delete up to `limit` dedupe marks older than `before`; returns how many went.
+
+    Safe once `before` is older than anything the topics still hold: an event can only be redelivered while its
+    record is in the topic, so a mark older than the topics' retention dedupes nothing."""
+    oldest = select(table.c.event_id).where(table.c.processed_at < before).limit(limit)
+    result = await session.execute(delete(table).where(table.c.event_id.in_(oldest.scalar_subquery())))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 class _Stalled(Exception):

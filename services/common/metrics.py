@@ -17,6 +17,9 @@ HTTP_LATENCY = Histogram("handoff_http_request_seconds", "HTTP request latency",
 OUTBOX_BACKLOG = Gauge("handoff_outbox_backlog", "Outbox rows waiting to be published (last batch seen)")
 OUTBOX_PUBLISHED = Counter("handoff_outbox_published_total", "Events published from the outbox")
 OUTBOX_PUBLISH_FAILURES = Counter("handoff_outbox_publish_failures_total", "Relay attempts that failed")
+OUTBOX_DEAD_LETTERS = Counter(
+    "handoff_outbox_dead_letters_total", "Outbox rows the broker refused for good, moved to outbox_dead", ["reason"]
+)
 OUTBOX_PUBLISH_DELAY = Histogram(
     "handoff_outbox_publish_delay_seconds", "From outbox commit to broker acknowledgement", buckets=_FAST
 )

@@ -8,10 +8,20 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -54,6 +64,26 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("headers", Text, nullable=False),
         Column("value", LargeBinary, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+def outbox_dead_table(metadata: MetaData) -> Table:
+    """Outbox rows the broker refused for good (too large, topic unknown or forbidden), with the reason: parked here
+    so later events keep flowing, until `handoff-outbox redrive` moves them back after a fix."""
+    return Table(
+        "outbox_dead",
+        metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("seq", BigInteger, nullable=False),  # its seq in the outbox, for the record
+        Column("event_id", String(64), nullable=False),
+        Column("topic", String(255), nullable=False),
+        Column("key", LargeBinary, nullable=True),
+        Column("headers", Text, nullable=False),
+        Column("value", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("reason", String(64), nullable=False),
+        Column("error", Text, nullable=False),
+        Column("dead_at", DateTime(timezone=True), nullable=False),
     )
 
 
@@ -100,6 +130,8 @@ class OutboxRelay:
         self._db = db
         self._table = table
         self._producer_factory = producer_factory
+        # The service's dead-letter table, declared beside its outbox; without one a refused row is retried forever.
+        self._dead = table.metadata.tables.get("outbox_dead")
         self._producer: AIOKafkaProducer | None = None
         self._wake = asyncio.Event()
         self._stopping = False
@@ -167,6 +199,7 @@ class OutboxRelay:
                 await session.execute(
                     select(
                         table.c.seq,
+                        table.c.event_id,
                         table.c.topic,
                         table.c.key,
                         table.c.headers,
@@ -181,25 +214,102 @@ class OutboxRelay:
         if not rows:
             return 0
         timeout = self._settings.kafka_send_timeout_s
-        futures = []
+        sent: list[tuple[Any, asyncio.Future[Any]]] = []
+        refused: list[tuple[Any, str, BaseException]] = []
+        failure: BaseException | None = None
         for row in rows:
             headers = [(k, v.encode()) for k, v in loads(row.headers)]
-            futures.append(
-                await asyncio.wait_for(producer.send(row.topic, value=row.value, key=row.key, headers=headers), timeout)
-            )
+            try:
+                # A little over the producer's own request timeout, so that its UnknownTopicOrPartitionError (which
+                # says which topic) comes first; a broker that is down raises the same, and _refusal tells them apart.
+                future = await asyncio.wait_for(
+                    producer.send(row.topic, value=row.value, key=row.key, headers=headers), timeout + 1
+                )
+            except (KafkaError, TimeoutError) as exc:
+                reason = await self._refusal(producer, row.topic, exc)
+                if reason is None:
+                    failure = exc  # retriable: this row and the rest stay for the next round
+                    break
+                refused.append((row, reason, exc))
+                continue
+            sent.append((row, future))
         # Every delivery future is awaited: a bare send() only enqueues.
-        await asyncio.wait_for(asyncio.gather(*futures), timeout)
-        async with self._db.transaction() as session:
-            # Exactly the published seqs, never a range: on PostgreSQL a seq taken before this read but committed
-            # after it lies inside the range, and would be deleted without ever being published.
-            await session.execute(delete(table).where(table.c.seq.in_([row.seq for row in rows])))
+        results = await asyncio.wait_for(asyncio.gather(*(f for _, f in sent), return_exceptions=True), timeout)
+        published: list[Any] = []
+        for (row, _future), result in zip(sent, results, strict=True):
+            if not isinstance(result, BaseException):
+                published.append(row)
+                continue
+            reason = await self._refusal(producer, row.topic, result)
+            if reason is None:
+                failure = failure or result
+            else:
+                refused.append((row, reason, result))
+        if published or refused:
+            async with self._db.transaction() as session:
+                # Exactly the published seqs, never a range: on PostgreSQL a seq taken before this read but
+                # committed after it lies inside the range, and would be deleted without ever being published.
+                done = [row.seq for row in published] + [row.seq for row, _, _ in refused]
+                if refused:
+                    await self._park(session, refused)
+                await session.execute(delete(table).where(table.c.seq.in_(done)))
+        if failure is not None:
+            if published:
+                metrics.OUTBOX_PUBLISHED.inc(len(published))
+            raise failure
         now = datetime.now(UTC)
-        for row in rows:
+        for row in published:
             created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
             metrics.OUTBOX_PUBLISH_DELAY.observe((now - created).total_seconds())
-        metrics.OUTBOX_PUBLISHED.inc(len(rows))
+        metrics.OUTBOX_PUBLISHED.inc(len(published))
         self.last_publish_monotonic = time.monotonic()
-        return len(rows)
+        return len(rows)  # a full batch read (published or parked) means more may be waiting
+
+    async def _refusal(self, producer: AIOKafkaProducer, topic: str, exc: BaseException) -> str | None:
+        """Why the broker will never take this record (a dead-letter reason), or None when a retry may succeed."""
+        if self._dead is None:
+            return None
+        if isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)):
+            return "record_too_large"
+        if isinstance(exc, (InvalidTopicError, TopicAuthorizationFailedError)):
+            return "topic_refused"
+        if isinstance(exc, (UnknownTopicOrPartitionError, KafkaTimeoutError, TimeoutError)):
+            # The same error when the broker is down: only a broker that answers, without the topic, means gone.
+            try:
+                metadata = producer.client.fetch_all_metadata()
+                cluster = await asyncio.wait_for(metadata, self._settings.kafka_send_timeout_s)
+            except Exception:
+                return None
+            if topic not in cluster.topics():
+                return "unknown_topic"
+        return None
+
+    async def _park(self, session: AsyncSession, refused: Sequence[tuple[Any, str, BaseException]]) -> None:
+        assert self._dead is not None
+        now = datetime.now(UTC)
+        await session.execute(
+            insert(self._dead),
+            [
+                {
+                    "seq": row.seq,
+                    "event_id": row.event_id,
+                    "topic": row.topic,
+                    "key": row.key,
+                    "headers": row.headers,
+                    "value": row.value,
+                    "created_at": row.created_at,
+                    "reason": reason,
+                    "error": f"{type(exc).__name__}: {exc}"[:500],
+                    "dead_at": now,
+                }
+                for row, reason, exc in refused
+            ],
+        )
+        for row, reason, exc in refused:
+            metrics.OUTBOX_DEAD_LETTERS.labels(reason=reason).inc()
+            log.error(
+                "outbox_dead_lettered", event_id=row.event_id, topic=row.topic, reason=reason, error=type(exc).__name__
+            )
 
 
 async def backlog(db: Database, table: Table) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import structlog
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.consumer import ConsumerLoop, Handler, Prepare
+from common.consumer import ConsumerLoop, Handler, Prepare, purge_processed
 from common.db import Database, upgrade_schema_async
 from common.kafka import ensure_topics, new_producer
 from common.outbox import OutboxRelay, backlog
@@ -98,6 +99,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()  # set when stop() begins; background jobs end on it
         self.topics_ready = False
+        self._processed = processed
 
     async def start(self) -> None:
         """Migrate, then run the Kafka side in the background: a broker outage must not stop HTTP from serving."""
@@ -105,6 +107,19 @@ class Runtime:
             await upgrade_schema_async(self.db.url, self.migrations, self.metadata)
         tune_gc()
         self._tasks.append(asyncio.create_task(self._kafka_side(), name="kafka"))
+        if self._processed is not None:
+            await self.start_housekeeping(
+                "processed_events_purge",
+                self.purge_processed,
+                every_s=self.settings.housekeeping_interval_s,
+                batch=self.settings.housekeeping_batch,
+            )
+
+    async def purge_processed(self, session: AsyncSession) -> int:
+        """One batch of dedupe marks past the retention (which outlasts the topics'), deleted."""
+        assert self._processed is not None
+        before = datetime.now(UTC) - timedelta(days=self.settings.dedupe_retention_days)
+        return await purge_processed(session, self._processed, before, self.settings.housekeeping_batch)
 
     async def start_job(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run another background loop of the service (SLA timers, fetchers), stopped with the rest."""

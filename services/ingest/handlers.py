@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote_plus
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -621,11 +622,20 @@ async def erase_subject(
     identity_keys: Sequence[str],
     now: datetime,
     correlation_id: str | None,
+    mentions: Sequence[str] = (),
 ) -> list[str]:
-    """Erase every lead of one person through the normal erasure (one lead.erased each); returns their ids."""
+    """Erase every lead of one person through the normal erasure (one lead.erased each); returns their ids.
+
+    Quarantined submissions are not leads and have no identity index: those whose body contains one of `mentions`
+    (the email or phone as given, also form-encoded) are dismissed with their body erased.
+    """
     leads = await subject_leads(session, identity_keys)
     for lead in leads:
         await erase_lead(session, settings, lead, now, correlation_id)
+    # Short values would match unrelated bodies; an email or phone is longer than this.
+    given = [mention.strip() for mention in mentions if len(mention.strip()) >= 5]
+    needles = {form for mention in given for form in (mention, quote_plus(mention))}
+    await IngestRepository(session).erase_quarantine_mentioning(needles, now)
     return [lead.id for lead in leads if lead.erased_at == now]
 
 

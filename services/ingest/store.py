@@ -18,6 +18,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -383,6 +384,22 @@ class IngestRepository:
             ).group_by(QuarantinedSubmission.source_id, QuarantinedSubmission.reason, QuarantinedSubmission.status)
         )
         return [(source_id, reason, status, int(count)) for source_id, reason, status, count in rows.all()]
+
+    async def erase_quarantine_mentioning(self, needles: Collection[str], now: datetime) -> int:
+        """Dismiss every undecided row whose body contains one of `needles` (case-insensitive), erasing the body."""
+        if not needles:
+            return 0
+        body = func.lower(QuarantinedSubmission.body)
+        result = await self.session.execute(
+            update(QuarantinedSubmission)
+            .where(
+                QuarantinedSubmission.status == "pending",
+                or_(*(body.contains(needle.lower(), autoescape=True) for needle in needles)),
+            )
+            .values(status="dismissed", decided_at=now, note="erased on the person's request", body=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def purge_quarantine(self, received_before: datetime, limit: int) -> int:
         """Delete up to `limit` rows received before `received_before`, whatever their status; how many went."""

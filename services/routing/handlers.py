@@ -43,6 +43,7 @@ from routing.domain import (
 from routing.domain.accounts import Account, AccountBook, lead_match_keys
 from routing.domain.hours import zone
 from routing.domain.rules import quality_view, score_view
+from routing.domain.sla import is_hotter
 from routing.settings import RoutingSettings
 from routing.store import (
     ESCALATE,
@@ -59,7 +60,7 @@ from routing.store import (
     TimelineRow,
     outbox,
 )
-from routing.webhooks import enqueue_deliveries, redact_deliveries
+from routing.webhooks import enqueue_deliveries, redact_deliveries, redact_resubmission_deliveries
 
 log = structlog.get_logger(__name__)
 EVENT_SOURCE = "/handoff/routing"
@@ -67,6 +68,10 @@ COMPILED_RULES = 16  # rule texts kept compiled: the active ones and recent simu
 _ROSTER = "routing_roster"  # session.info key: the roster this transaction reads
 _TX = "routing_tx"  # session.info key: what this transaction has read once and keeps current in memory
 OPEN_STATUSES = ("assigned", "queued", "held", "touched", "accepted")
+# A lead in these is closed to repeats (erased leads too): the next submission of the person is a new lead.
+CLOSED_STATUSES = ("converted", "disqualified", "merged")
+# What a repeat submission says that its open lead's timeline and lead.resubmitted carry.
+RESUBMISSION_FIELDS = ("message", "form_id", "page_url", "referrer", "utm", "submitted_at")
 
 
 def _topic(event: Event) -> str:
@@ -340,6 +345,17 @@ class Router:
             "quality": quality_view(data),
         }
         now = self.clock()
+        thread_id = lead_id
+        if view["duplicate_of"]:
+            thread_id = await self._thread_of(session, str(view["duplicate_of"]))
+            # The same lock the assign path takes, before the open lead is read: two routing processes never both
+            # join a repeat and route the lead it joins (the database's one-current-assignment index holds too).
+            await _lock(session)
+            open_lead = await repo.open_lead_in_thread(thread_id, CLOSED_STATUSES)
+            if open_lead is not None:
+                _tx(session).routed.add(lead_id)
+                await self.join_open_lead(session, open_lead, lead_id, thread_id, view, event, now, erased=erased)
+                return
         lead = LeadRow(
             lead_id=lead_id,
             status="new",
@@ -354,6 +370,7 @@ class Router:
             routed_at=now,
             reassignments=0,
             erased_at=now if erased else None,
+            thread_id=thread_id,
         )
         session.add(lead)  # inserted with the assignment, already carrying its outcome
         _tx(session).routed.add(lead_id)
@@ -364,6 +381,129 @@ class Router:
             session, lead, now=now, correlation_id=event.correlation_id, event_type="lead.assigned", note=note
         )
         _record_latency(session, lead, now)
+
+    async def _thread_of(self, session: AsyncSession, original_id: str) -> str:
+        """The person's thread a repeat belongs to: its original's (ingest names the first lead in its window,
+        which may itself be a repeat of an earlier one), or the original's id when routing has not seen it."""
+        await session.flush()  # an original routed earlier in this consumer batch is found
+        original = await RoutingRepository(session).lead(original_id)
+        if original is None:
+            return original_id
+        return original.thread_id or original.duplicate_of or original.lead_id
+
+    async def join_open_lead(
+        self,
+        session: AsyncSession,
+        lead: LeadRow,
+        repeat_id: str,
+        thread_id: str,
+        view: dict[str, Any],
+        event: Event,
+        now: datetime,
+        *,
+        erased: bool,
+    ) -> None:
+        """A repeat while the person's lead is open: recorded on that lead (lead.resubmitted, a timeline entry, the
+        hotter grade) with its rep and clock kept, or the clock tightened; the repeat is merged, never assigned."""
+        repo = RoutingRepository(session)
+        await self._escalate_pending(session, lead, now)  # a breach detected before the repeat came happened first
+        current = await repo.current_assignment(lead.lead_id)
+        grade = view["score"].get("grade")
+        previous_grade = lead.grade
+        raised = is_hotter(grade, previous_grade)
+        if raised:
+            lead.grade = grade
+        previous_due = aware(current.sla_due_at) if current else None
+        tightened = await self.tighten_clock(session, lead, current, grade, now) if current else None
+        rerouted = False
+        if raised and current is not None and lead.status == "nurture":
+            # A nurture lead has no rep and no clock to keep: hotter intent routes it again, on the new score.
+            lead.view = {**(lead.view or {}), "score": view["score"]}
+            current = await self.assign(
+                session,
+                lead,
+                now=now,
+                correlation_id=event.correlation_id,
+                event_type="lead.reassigned",
+                previous=current,
+                end_reason="resubmitted",
+            )
+            rerouted = True
+        session.add(
+            LeadRow(
+                lead_id=repeat_id,
+                status="merged",
+                current_rep_id=lead.current_rep_id,
+                team_id=lead.team_id,
+                grade=grade,
+                source_kind=view["source"].get("kind"),
+                source_id=view["source"].get("id"),
+                duplicate_of=view["duplicate_of"],
+                is_test=view["is_test"],
+                view=view,
+                received_at=_parse_time(event.data.get("received_at")),
+                submitted_at=_parse_time(view["lead"].get("submitted_at")),
+                routed_at=now,
+                reassignments=0,
+                erased_at=now if erased else None,
+                thread_id=thread_id,
+                merged_into=lead.lead_id,
+            )
+        )
+        due = aware(current.sla_due_at) if current else None
+        data: dict[str, Any] = {
+            "lead_id": lead.lead_id,
+            "repeat_lead_id": repeat_id,
+            "received_at": event.data.get("received_at"),
+            "resubmitted_at": now.isoformat(),
+            "grade": grade,
+            "previous_grade": previous_grade,
+            "grade_raised": raised,
+            "score": view["score"],
+            # What the person said and where this time: personal data, emptied when either lead is erased.
+            "lead": {k: view["lead"][k] for k in RESUBMISSION_FIELDS if view["lead"].get(k) is not None},
+            "source": view["source"] or None,
+            "quality": view["quality"] or None,
+            "status": lead.status,
+            "rep_id": lead.current_rep_id,
+            "team_id": lead.team_id,
+            "assignment_id": current.id if current else None,
+            "sla_due_at": due.isoformat() if due else None,
+            "previous_sla_due_at": previous_due.isoformat() if previous_due else None,
+            "clock_tightened": tightened is not None,
+            "rerouted": rerouted,
+        }
+        session.add(TimelineRow(lead_id=lead.lead_id, at=now, kind="resubmitted", detail=data))
+        session.add(TimelineRow(lead_id=repeat_id, at=now, kind="merged", detail={"merged_into": lead.lead_id}))
+        metrics.record(session, metrics.LEADS_ASSIGNED.labels(outcome="merged").inc)
+        await self._emit(session, "lead.resubmitted", lead.lead_id, data, now, event.correlation_id)
+
+    async def tighten_clock(
+        self, session: AsyncSession, lead: LeadRow, current: AssignmentRow, grade: str | None, now: datetime
+    ) -> datetime | None:
+        """Tighten a running first-contact clock to `grade`'s SLA started now, if that would end sooner; the
+        timers (warnings and the breach) move with it. Returns the new due time, or None when the clock stays.
+
+        One place for the rule so SLA policies can change how the new clock is computed without touching callers.
+        """
+        running = aware(current.sla_due_at)
+        if running is None or lead.first_touch_at is not None or current.outcome != "assigned":
+            return None  # no clock runs (nurture, held, touched); a queue's clock is the team's, not the grade's
+        roster = await self.roster(session)
+        policy = sla_policy_for(grade, policies=self.sla_policies)
+        rep = roster.rep(current.rep_id)
+        hours, tz = _clock_of(rep, roster.team(current.team_id))
+        due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
+        if due >= running:
+            return None
+        for timer in await RoutingRepository(session).pending_timers(current.id):
+            if timer.kind in ("warning", "breach"):
+                timer.fired_at, timer.cancelled = now, True
+        current.sla_due_at = due
+        current.sla_policy, current.sla_minutes = policy.grade, policy.minutes
+        current.sla_business_hours = policy.business_hours
+        self._schedule_clock(session, lead.lead_id, current.id, policy, now, due, hours, tz)
+        return due
 
     async def assign(
         self,
@@ -502,22 +642,30 @@ class Router:
         if policy is None or due is None:
             return
         hours, tz = _clock_of(rep, roster.team(decision.team_id))
+        self._schedule_clock(session, lead.lead_id, assignment.id, policy, now, due, hours, tz)
+
+    def _schedule_clock(
+        self,
+        session: AsyncSession,
+        lead_id: str,
+        assignment_id: int,
+        policy: SlaPolicy,
+        start: datetime,
+        due: datetime,
+        hours: Any,
+        tz: str,
+    ) -> None:
+        """The clock's timers: a warning at each of the policy's points between start and due, the breach at due."""
         for fraction, at in zip(
             policy.warn_at,
-            warning_times(now, due, policy.warn_at, business_hours=policy.business_hours, hours=hours, tz=tz),
+            warning_times(start, due, policy.warn_at, business_hours=policy.business_hours, hours=hours, tz=tz),
             strict=False,
         ):
             session.add(
-                SlaTimer(
-                    lead_id=lead.lead_id,
-                    assignment_id=assignment.id,
-                    kind="warning",
-                    fraction=fraction,
-                    due_at=at,
-                )
+                SlaTimer(lead_id=lead_id, assignment_id=assignment_id, kind="warning", fraction=fraction, due_at=at)
             )
-        session.add(SlaTimer(lead_id=lead.lead_id, assignment_id=assignment.id, kind="breach", due_at=due))
-        self.on_timer_written(now if policy.warn_at else due)
+        session.add(SlaTimer(lead_id=lead_id, assignment_id=assignment_id, kind="breach", due_at=due))
+        self.on_timer_written(start if policy.warn_at else due)
 
     def _assignment_data(
         self,
@@ -968,6 +1116,15 @@ class Router:
         for row in await RoutingRepository(session).timeline(event.subject):
             if row.kind in ("rejected", "converted", "disqualified") and (row.detail or {}).get("reason"):
                 row.detail = {**row.detail, "reason": None}
+            elif row.kind == "resubmitted" and (row.detail or {}).get("lead"):
+                row.detail = {**row.detail, "lead": {}}  # what a repeat said, recorded on this (open) lead
+        if lead is not None and lead.merged_into:
+            # A repeat that joined an open lead: what it said is on that lead's timeline and webhook bodies.
+            for row in await RoutingRepository(session).timeline(lead.merged_into):
+                detail = row.detail or {}
+                if row.kind == "resubmitted" and detail.get("repeat_lead_id") == lead.lead_id and detail.get("lead"):
+                    row.detail = {**detail, "lead": {}}
+            await redact_resubmission_deliveries(session, lead.merged_into, lead.lead_id)
         await redact_deliveries(session, event.subject)
         await session.flush()
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.consumer import processed_table
 from common.db import new_metadata
-from common.outbox import outbox_table
+from common.outbox import outbox_dead_table, outbox_table
 from scoring.domain import OutcomeCounts
 
 
@@ -87,6 +87,7 @@ class ErasedLead(Base):
 
 
 outbox = outbox_table(Base.metadata)
+outbox_dead = outbox_dead_table(Base.metadata)
 processed = processed_table(Base.metadata)
 
 TOTAL = ("__total__", "__total__")

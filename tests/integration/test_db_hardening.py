@@ -5,17 +5,32 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
 from common.consumer import is_transient
-from common.db import Database
+from common.db import Database, upgrade_schema_async
+from common.runtime import Runtime
+from ingest.app import MIGRATIONS as INGEST_MIGRATIONS
+from ingest.handlers import purge_stale_identities
+from ingest.settings import IngestSettings
+from ingest.store import Base as IngestBase
+from ingest.store import LeadIdentity
+from routing.app import MIGRATIONS as ROUTING_MIGRATIONS
+from routing.store import AssignmentRow, RoutingRepository
+from routing.store import Base as RoutingBase
+from scoring.app import MIGRATIONS as SCORING_MIGRATIONS
 from scoring.app import create_app as create_scoring_app
 from scoring.settings import ScoringSettings
+from scoring.store import Base as ScoringBase
+from scoring.store import outbox as scoring_outbox
+from scoring.store import processed as scoring_processed
 from tests.support.stack import ADMIN, ADMIN_TOKEN
 
 pytestmark = pytest.mark.integration
@@ -114,3 +129,97 @@ async def test_a_request_waiting_on_a_held_lock_answers_503_within_the_lock_time
                     await db.dispose()
         finally:
             await holder.close()
+
+
+async def _routing_db(url: str) -> Database:
+    await upgrade_schema_async(url, ROUTING_MIGRATIONS, RoutingBase.metadata)
+    return Database(url)
+
+
+async def test_assignment_ids_come_from_the_database_distinct_without_the_routing_lock_and_never_reused(
+    database_url: str,
+) -> None:
+    db = await _routing_db(database_url)
+    try:
+        if not db.is_sqlite:
+            # Two processes' transactions, open at once and neither holding the routing lock.
+            async with db.sessions() as first, db.sessions() as second, first.begin(), second.begin():
+                ids = [
+                    await RoutingRepository(first).next_assignment_id(),
+                    await RoutingRepository(second).next_assignment_id(),
+                    await RoutingRepository(first).next_assignment_id(),
+                ]
+            assert len(set(ids)) == 3
+        async with db.transaction() as session:
+            newest = await RoutingRepository(session).next_assignment_id()
+            session.add(
+                AssignmentRow(
+                    id=newest,
+                    lead_id=str(uuid.uuid4()),
+                    outcome="assigned",
+                    ruleset_version="v1",
+                    reason="test",
+                    decision={},
+                    attempt=1,
+                    assigned_at=datetime.now(UTC),
+                )
+            )
+        async with db.transaction() as session:  # the newest assignment goes (a purge, a manual fix)
+            await session.execute(delete(AssignmentRow).where(AssignmentRow.id == newest))
+        async with db.transaction() as session:
+            following = await RoutingRepository(session).next_assignment_id()
+        assert following > newest, "an id once handed out is never handed out again"
+    finally:
+        await db.dispose()
+
+
+async def test_dedupe_marks_past_their_retention_are_purged_fresh_ones_kept(database_url: str) -> None:
+    now = datetime.now(UTC)
+    settings = ScoringSettings(env="test", SCORING_DATABASE_URL=database_url, dedupe_retention_days=14)  # type: ignore[call-arg]
+    runtime = Runtime(
+        settings=settings,
+        metadata=ScoringBase.metadata,
+        migrations=SCORING_MIGRATIONS,
+        outbox=scoring_outbox,
+        processed=scoring_processed,
+    )
+    await upgrade_schema_async(database_url, SCORING_MIGRATIONS, ScoringBase.metadata)
+    try:
+        ages = {"old": timedelta(days=15), "fresh": timedelta(days=6)}  # past 14 days; within a 7-day topic
+        async with runtime.db.transaction() as session:
+            await session.execute(
+                insert(scoring_processed),
+                [
+                    {"event_id": name, "event_type": "lead.received", "processed_at": now - age}
+                    for name, age in ages.items()
+                ],
+            )
+        async with runtime.db.transaction() as session:
+            assert await runtime.purge_processed(session) == 1
+        async with runtime.db.read() as session:
+            kept = (await session.execute(select(scoring_processed.c.event_id))).scalars().all()
+        assert kept == ["fresh"], "a redelivery of a record still in the topic must stay deduped"
+    finally:
+        await runtime.db.dispose()
+
+
+async def test_identity_hashes_past_the_repeat_window_are_purged_those_inside_kept(database_url: str) -> None:
+    now = datetime.now(UTC)
+    await upgrade_schema_async(database_url, INGEST_MIGRATIONS, IngestBase.metadata)
+    ingest_db = Database(database_url)
+    try:
+        ingest = IngestSettings(env="test", repeat_window_hours=72)
+        async with ingest_db.transaction() as session:
+            session.add_all(
+                [
+                    LeadIdentity(identity="past-window", lead_id="a", seen_at=now - timedelta(hours=80)),
+                    LeadIdentity(identity="in-window", lead_id="b", seen_at=now - timedelta(hours=70)),
+                ]
+            )
+        async with ingest_db.transaction() as session:
+            assert await purge_stale_identities(session, ingest, now) == 1
+        async with ingest_db.read() as session:
+            left = (await session.execute(select(LeadIdentity.identity))).scalars().all()
+        assert left == ["in-window"], "a lead within the repeat window must still find its earlier self"
+    finally:
+        await ingest_db.dispose()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +22,7 @@ from common.outbox import OutboxRelay, add_events, backlog
 from common.settings import ServiceSettings
 from routing.app import MIGRATIONS
 from routing.store import Base, Setting, outbox, processed
-from tests.support.stack import produce_raw, read_topic, wait_until_async
+from tests.support.stack import ADMIN_TOKEN, produce_raw, read_topic, wait_until_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -391,3 +395,90 @@ async def test_a_store_error_is_dead_lettered_with_its_type_and_no_parameter_val
     assert headers["dlq_reason"] == b"handler_failed"
     assert headers["dlq_error"].startswith(b"IntegrityError: ")
     assert all(canary.encode() not in value for value in headers.values()), headers
+
+
+def _outbox_cli(url: str, settings: ServiceSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    executable = Path(sys.executable).parent / "handoff-outbox"
+    assert executable.exists(), "the handoff-outbox entry point is installed with the package"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HANDOFF_", "ROUTING_"))}
+    env.update(
+        HANDOFF_ENV="test",
+        HANDOFF_ADMIN_TOKEN=ADMIN_TOKEN,
+        HANDOFF_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        HANDOFF_TOPIC_NAMESPACE=settings.topic_namespace,
+    )
+    return subprocess.run(
+        [str(executable), "--database-url", url, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+async def test_rows_the_broker_refuses_are_dead_lettered_the_next_is_published_and_redrive_republishes(
+    database_url: str, kafka_bootstrap: str, namespace: str
+) -> None:
+    settings = _settings(kafka_bootstrap, namespace)
+    await ensure_topics(settings, ["things.v1"])  # not "gone.v1": the broker creates no topic by itself
+    db = await _database(database_url)
+    too_large = Event(type="thing.happened", source="/tests", subject="big", data={"blob": "x" * 1_100_000})
+    gone, good = _event("gone", 1), _event("good", 2)
+    async with db.transaction() as session:
+        await add_events(session, outbox, settings, [too_large], lambda _e: "things.v1")
+        await add_events(session, outbox, settings, [gone], lambda _e: "gone.v1")
+        await add_events(session, outbox, settings, [good], lambda _e: "things.v1")
+
+    relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=lambda: new_producer(settings))
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until_async(lambda: _is_zero(backlog(db, outbox)), timeout=30, what="outbox emptied")
+        records = await read_topic(kafka_bootstrap, settings.topic("things.v1"))
+        assert [Event.from_record(r.key, r.value, r.headers).id for r in records] == [good.id]
+
+        listed = _outbox_cli(database_url, settings, "list", "--service", "routing")
+        assert listed.returncode == 0, listed.stderr
+        dead = {row["event_id"]: row for row in map(json.loads, listed.stdout.splitlines())}
+        assert dead[too_large.id]["reason"] == "record_too_large"
+        assert dead[gone.id]["reason"] == "unknown_topic"
+        assert dead[gone.id]["topic"] == settings.topic("gone.v1")
+
+        # The fix: the topic is created. Redrive that row; the running relay publishes it.
+        await ensure_topics(settings, ["gone.v1"])
+        moved = _outbox_cli(database_url, settings, "redrive", "--service", "routing", "--id", str(dead[gone.id]["id"]))
+        assert moved.returncode == 0, moved.stderr
+
+        async def redriven() -> bool:
+            found = await read_topic(kafka_bootstrap, settings.topic("gone.v1"), timeout=2)
+            return [Event.from_record(r.key, r.value, r.headers).id for r in found] == [gone.id]
+
+        await wait_until_async(redriven, timeout=30, what="the redriven row published")
+        left = _outbox_cli(database_url, settings, "list", "--service", "routing")
+        assert [json.loads(line)["event_id"] for line in left.stdout.splitlines()] == [too_large.id]
+    finally:
+        await relay.stop()
+        await task
+        await db.dispose()
+
+
+async def test_redrive_topic_republishes_consumer_dead_letters_to_their_original_topic(
+    kafka_bootstrap: str, namespace: str, tmp_path: Path
+) -> None:
+    settings = _settings(kafka_bootstrap, namespace, service_name="routing")
+    await ensure_topics(settings, ["things.v1", "deadletter.routing.v1"])
+    event = _event("parked", 7)
+    letter_headers = [
+        *event.headers(),
+        ("dlq_reason", b"handler_failed"),
+        ("dlq_error", b"RuntimeError: fixed since"),
+        ("dlq_topic", settings.topic("things.v1").encode()),
+    ]
+    await produce_raw(
+        kafka_bootstrap, settings.topic("deadletter.routing.v1"), event.value(), event.key(), letter_headers
+    )
+    url = f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"
+    first = _outbox_cli(url, settings, "redrive-topic", "--service", "routing")
+    assert first.returncode == 0 and "redriven 1" in first.stdout, first.stderr
+    again = _outbox_cli(url, settings, "redrive-topic", "--service", "routing")
+    assert again.returncode == 0 and "redriven 0" in again.stdout, "a second run resends nothing"
+
+    records = await read_topic(kafka_bootstrap, settings.topic("things.v1"))
+    assert len(records) == 1
+    assert Event.from_record(records[0].key, records[0].value, records[0].headers).id == event.id
+    assert not [k for k, _v in records[0].headers if k.startswith("dlq_")]
