@@ -812,6 +812,7 @@ async def erase_subject(body: SubjectIn, request: Request, _admin: Admin) -> dic
             keys,
             _now(request),
             request.scope.get("state", {}).get("correlation_id"),
+            mentions=[value for value in (body.email, body.phone) if value],
         )
     log.info("subject_erased", leads=len(erased), lead_ids=erased[:50])
     return {"erased": erased, "count": len(erased)}

@@ -137,7 +137,7 @@ async def quarantine_summary(request: Request, _ops: Ops) -> dict[str, Any]:
     responses={
         202: {"description": "Stored as a lead; lead.received follows"},
         200: {"description": "Released before: the same lead"},
-        **_errors(401, 404, 409, 422, 503),
+        **_errors(400, 401, 404, 409, 413, 422, 503),
     },
     openapi_extra=ADMIN_SECURITY,
 )
@@ -192,7 +192,7 @@ async def release(
 @router.post(
     "/v1/quarantine/{quarantine_id}/dismiss",
     summary="Dismiss a quarantined submission: recorded, and its body erased",
-    responses=_errors(401, 404, 409, 422, 503),
+    responses=_errors(400, 401, 404, 409, 413, 422, 503),
     openapi_extra=ADMIN_SECURITY,
 )
 async def dismiss(

@@ -218,3 +218,25 @@ async def test_quarantined_submissions_are_purged_after_the_retention_period(dat
             return [i["id"] for i in await _quarantine(ingest)] == [fresh]
 
         await wait_until_async(only_the_fresh_one, timeout=10, what="the old submission purged")
+
+
+async def test_erasing_a_person_erases_their_quarantined_submissions_too(ingest: Ingest) -> None:
+    source = await _web_source(ingest)
+    email = _email()
+    # Kept in quarantine with the person's email in the body: an unlisted origin (form-encoded) and a honeypot hit.
+    unlisted = {**FORM, "Origin": "https://promo.example.com"}
+    await ingest.client.post("/v1/leads", content=urlencode({"_key": source["publishable_key"], "email": email}),
+                             headers=unlisted)  # fmt: skip
+    trap = {"X-Handoff-Key": source["publishable_key"], "Origin": ORIGIN}
+    await _post(ingest, {"email": email.upper(), "hp_website": "x"}, trap)
+    other = (await _post(ingest, {"full_name": "Someone Else", "phone": "n/a"}, _key(source))).json()["quarantine_id"]
+
+    erased = await ingest.client.post("/v1/subjects/erase", json={"email": email}, headers=ADMIN)
+    assert erased.status_code == 202, erased.text
+    items = await _quarantine(ingest)
+    assert email not in str(items).lower()
+    assert {(i["reason"], i["status"]) for i in items if i["id"] != other} == {
+        ("origin_not_allowed", "dismissed"),
+        ("honeypot", "dismissed"),
+    }
+    assert next(i for i in items if i["id"] == other)["status"] == "pending"  # someone else's stays
