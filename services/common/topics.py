@@ -16,6 +16,7 @@ EVENT_TOPICS: dict[str, str] = {
     "lead.assigned": LEADS_ASSIGNED,
     "lead.reassigned": LEADS_ASSIGNED,
     "lead.unassigned": LEADS_ASSIGNED,
+    "lead.resubmitted": LEADS_ASSIGNED,
     "lead.sla_warning": LEADS_SLA,
     "lead.sla_breached": LEADS_SLA,
     "lead.touched": LEADS_OUTCOMES,

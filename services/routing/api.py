@@ -82,6 +82,8 @@ async def get_lead(lead_id: str, request: Request, _admin: Admin) -> dict[str, A
         "grade": lead.grade,
         "is_test": lead.is_test,
         "duplicate_of": lead.duplicate_of,
+        # A repeat that joined the person's open lead (status "merged"): that lead holds its rep, clock and story.
+        "merged_into": lead.merged_into,
         "reassignments": lead.reassignments,
         "routed_at": _iso(lead.routed_at),
         "first_touch_at": _iso(lead.first_touch_at),

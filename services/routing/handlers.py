@@ -485,10 +485,13 @@ class Router:
         timers (warnings and the breach) move with it. Returns the new due time, or None when the clock stays.
 
         One place for the rule so SLA policies can change how the new clock is computed without touching callers.
+        A cooler grade never tightens, even where its own SLA is shorter (D's hour beside C's business day).
         """
         running = aware(current.sla_due_at)
         if running is None or lead.first_touch_at is not None or current.outcome != "assigned":
             return None  # no clock runs (nurture, held, touched); a queue's clock is the team's, not the grade's
+        if is_hotter(lead.grade, grade):
+            return None
         roster = await self.roster(session)
         policy = sla_policy_for(grade, policies=self.sla_policies)
         rep = roster.rep(current.rep_id)

@@ -21,7 +21,7 @@ _LATE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 3
 
 LEADS_ASSIGNED = Counter(
     "handoff_leads_assigned_total",
-    "Routing decisions by outcome (assigned, queued, held, nurture), reassignments included",
+    "Routing decisions by outcome (assigned, queued, held, nurture; merged: a repeat joined its open lead)",
     ["outcome"],
 )
 SLA_BREACHES = Counter("handoff_sla_breaches_total", "First-contact deadlines missed, by team", ["team"])

@@ -253,6 +253,37 @@ async def redact_deliveries(session: AsyncSession, lead_id: str) -> int:
     return changed
 
 
+async def redact_resubmission_deliveries(session: AsyncSession, open_lead_id: str, repeat_lead_id: str) -> int:
+    """An erased repeat's words live in the lead.resubmitted bodies of the open lead it joined (their subject):
+    those bodies lose `data.lead`, the open lead's other deliveries stay as they are. Returns how many changed."""
+    rows = await session.execute(
+        select(WebhookDelivery.id, WebhookDelivery.payload).where(
+            WebhookDelivery.lead_id == open_lead_id, WebhookDelivery.event_type == "lead.resubmitted"
+        )
+    )
+    changed = 0
+    for delivery_id, payload in rows.all():
+        body = loads(payload)
+        data = body.get("data")
+        if not isinstance(data, dict) or data.get("repeat_lead_id") != repeat_lead_id or not data.get("lead"):
+            continue
+        data["lead"] = {}
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id)
+            .values(payload=dumps(body).decode("utf-8"))
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(WebhookAttempt)
+            .where(WebhookAttempt.delivery_id == delivery_id, WebhookAttempt.response_body.is_not(None))
+            .values(response_body=None)
+            .execution_options(synchronize_session=False)
+        )
+        changed += 1
+    return changed
+
+
 async def purge_settled_deliveries(session: AsyncSession, settings: RoutingSettings, now: datetime) -> int:
     """Delete one batch of deliveries settled before the retention window, their attempts with them (cascade);
     pending ones are kept whatever their age. Returns how many went."""

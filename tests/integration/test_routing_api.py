@@ -158,15 +158,19 @@ async def test_a_new_rep_put_through_the_api_joins_the_rotation(routing: Routing
 # -- repeat leads ---------------------------------------------------------------------------------------------
 
 
-async def test_a_repeat_lead_goes_to_the_rep_who_has_the_original_while_they_are_available(
+async def test_a_repeat_after_the_lead_closed_is_a_new_lead_for_the_rep_who_had_it_while_they_are_available(
     routing: RoutingApp,
 ) -> None:
     original = await routing.route(scored())
     owner = original["current_assignment"]["rep_id"]
-    repeat = (await routing.route(scored(duplicate_of=original["lead_id"])))["current_assignment"]
-    assert repeat["rep_id"] == owner and repeat["method"] == "previous_rep"
-    assert "duplicates one held by" in repeat["reason"]
+    await routing.router_act(original["lead_id"], "convert")  # closed: the next submission is a new lead
+    repeat = await routing.route(scored(duplicate_of=original["lead_id"]))
+    assert repeat["status"] == "assigned" and repeat["merged_into"] is None and len(repeat["assignments"]) == 1
+    current = repeat["current_assignment"]
+    assert current["rep_id"] == owner and current["method"] == "previous_rep"
+    assert "duplicates one held by" in current["reason"]
 
+    await routing.router_act(repeat["lead_id"], "disqualify", reason="duplicate")
     assert (await routing.patch_rep(owner, status="away")).status_code == 200
     again = (await routing.route(scored(duplicate_of=original["lead_id"])))["current_assignment"]
     assert again["rep_id"] != owner and again["method"] == "round_robin"
@@ -294,6 +298,7 @@ async def test_simulate_returns_the_decision_the_router_then_makes_and_writes_no
     await routing.client.put("/v1/accounts/acme.com", json={"owner": "r2"}, headers=ADMIN)
     await routing.patch_rep("r3", max_open=0)
     first = await routing.route(scored())
+    await routing.router_act(first["lead_id"], "convert")  # its repeat below is then a new lead, routed
     leads = [
         scored(grade="A"),
         scored(email="kim@acme.com", enrichment={}),

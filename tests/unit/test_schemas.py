@@ -79,6 +79,7 @@ pytestmark = pytest.mark.unit
 NOW = datetime(2025, 3, 5, 15, 0, tzinfo=UTC)
 LEAD_ID = "7d1f3c2a-9b8e-4f6d-a5c4-3b2a1f0e9d8c"
 EARLIER_LEAD_ID = "0b6c7a8d-1e2f-4a3b-9c8d-7e6f5a4b3c2d"
+REPEAT_ID = "5e4d3c2b-1a09-4f8e-8d7c-6b5a49382716"
 CORRELATION_ID = "req-4f2a9c"
 SHARED_DEFS = {"common", "lead"}
 
@@ -324,6 +325,9 @@ class _Rows:
     def all(self) -> list[tuple[Any, ...]]:
         """No webhook endpoints are registered in these tests."""
         return [self.row] if self.row is not None else []
+
+    def scalars(self) -> list[Any]:
+        return []
 
 
 class RecordingSession:
@@ -695,6 +699,53 @@ async def test_first_touch_with_speed_to_lead_facts_fits_its_contract() -> None:
 async def test_a_later_touch_without_facts_fits_its_contract() -> None:
     detail = {"lead_id": LEAD_ID, "rep_id": None, "action": "touch", "at": NOW.isoformat()}
     assert (await _outcome("lead.touched", detail)).problems() == []
+
+
+class _Found(_Rows):
+    def __init__(self, row: Any) -> None:
+        super().__init__()
+        self.found = row
+
+    def scalar_one_or_none(self) -> Any:
+        return self.found
+
+
+class OpenLeadSession(RecordingSession):
+    """A RecordingSession whose open lead has `current` as its running assignment, and the test roster."""
+
+    def __init__(self, current: AssignmentRow) -> None:
+        super().__init__()
+        self.current = current
+        self.info["routing_roster"] = ROSTER  # what Router.roster() reads first in a transaction
+
+    async def execute(self, statement: Any, params: Any = None) -> _Rows:
+        if not isinstance(statement, Insert) and "FROM assignments" in str(statement):
+            return _Found(self.current)
+        return await super().execute(statement, params)
+
+
+@pytest.mark.parametrize("hotter", [True, False], ids=["tightened", "kept"])
+async def test_lead_resubmitted_from_the_router_fits_its_contract(hotter: bool) -> None:
+    _, assignment, lead = _assignment_event("lead.assigned", _decide(REPS))
+    lead.grade, assignment.sla_due_at = "C", NOW + timedelta(hours=8)  # an eight-hour clock runs
+    scored = _scored_data(_normalized(), provider_status="ok", outcomes=0)
+    scored["lead_id"] = REPEAT_ID
+    scored["lead"]["form_id"] = "demo-request"
+    scored["score"]["grade"] = "A" if hotter else "D"
+    view = _view() | {"lead": scored["lead"], "score": scored["score"], "quality": {"flags": ["phone_unparsed"]}}
+    view["duplicate_of"] = LEAD_ID
+    event = Event(type="lead.scored", source=scoring_handlers.EVENT_SOURCE, subject=REPEAT_ID, time=NOW, data=scored)
+    session = OpenLeadSession(assignment)
+    later = NOW + timedelta(minutes=1)
+    await ROUTER.join_open_lead(session, lead, REPEAT_ID, LEAD_ID, view, event, later, erased=False)  # type: ignore[arg-type]
+    (row,) = session.outbox
+    record = _from_outbox(row)
+    assert record.problems() == []
+    assert record.topic == EVENT_TOPICS["lead.resubmitted"] and record.key == LEAD_ID.encode()
+    assert record.data["repeat_lead_id"] == REPEAT_ID and record.data["lead"]["form_id"] == "demo-request"
+    assert record.data["clock_tightened"] is hotter and record.data["grade_raised"] is hotter
+    expected_due = later + timedelta(minutes=5) if hotter else NOW + timedelta(hours=8)
+    assert record.data["sla_due_at"] == expected_due.isoformat()
 
 
 # -- what the contracts refuse -------------------------------------------------------------------------------

@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from routing.domain.reps import Rep, Team
+if TYPE_CHECKING:  # reps parses teams' `sla:` blocks with this module, so it is imported for types only
+    from routing.domain.reps import Rep, Team
 
 ESCALATION_STEPS = ("reassign", "manager", "queue")
 QUEUE = "queue"
@@ -52,6 +54,18 @@ def sla_policy_for(
     if queued or not grade:
         return table[QUEUE]
     return table.get(grade.upper(), table[QUEUE])
+
+
+GRADE_ORDER = ("A", "B", "C", "D")  # hottest first
+
+
+def is_hotter(grade: str | None, than: str | None) -> bool:
+    """Whether `grade` is hotter than `than` (a known grade beats none; unknown grades are never hotter)."""
+    if not grade or grade.upper() not in GRADE_ORDER:
+        return False
+    if not than or than.upper() not in GRADE_ORDER:
+        return True
+    return GRADE_ORDER.index(grade.upper()) < GRADE_ORDER.index(than.upper())
 
 
 def queue_policy(team: Team) -> SlaPolicy:
