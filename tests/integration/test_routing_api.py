@@ -22,6 +22,7 @@ from common.envelope import Event
 from routing.app import create_app
 from routing.handlers import Router
 from routing.store import AssignmentRow, LeadRow, TimelineRow
+from routing.webhooks import normalize_event_types
 from tests.support.routing import ROSTER, Clock, routing_settings, scored
 from tests.support.stack import ADMIN
 
@@ -174,6 +175,22 @@ async def test_a_repeat_after_the_lead_closed_is_a_new_lead_for_the_rep_who_had_
     assert (await routing.patch_rep(owner, status="away")).status_code == 200
     again = (await routing.route(scored(duplicate_of=original["lead_id"])))["current_assignment"]
     assert again["rep_id"] != owner and again["method"] == "round_robin"
+
+
+async def test_a_repeat_while_the_lead_is_open_is_shown_merged_into_it_and_sales_tools_can_subscribe(
+    routing: RoutingApp,
+) -> None:
+    assert normalize_event_types(["lead.resubmitted"]) == ["lead.resubmitted"]  # a webhook endpoint may ask for it
+    original = await routing.route(scored(grade="B"))
+    repeat = await routing.route(scored(grade="A", duplicate_of=original["lead_id"], message="demo please"))
+    assert (repeat["status"], repeat["merged_into"]) == ("merged", original["lead_id"])
+    assert repeat["assignments"] == [] and repeat["current_assignment"] is None
+    assert [t["kind"] for t in repeat["timeline"]] == ["merged"]
+    joined = await routing.lead(original["lead_id"])
+    assert len(joined["assignments"]) == 1 and joined["grade"] == "A"
+    (entry,) = [t for t in joined["timeline"] if t["kind"] == "resubmitted"]
+    assert entry["detail"]["repeat_lead_id"] == repeat["lead_id"] and entry["detail"]["clock_tightened"] is True
+    assert joined["current_assignment"]["sla"]["due_at"] == entry["detail"]["sla_due_at"]
 
 
 # -- accounts -------------------------------------------------------------------------------------------------
