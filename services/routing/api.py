@@ -220,13 +220,11 @@ async def simulate(body: SimulateIn, request: Request, _admin: Admin) -> dict[st
             rules = router_.parse_rules(body.rules_yaml) if body.rules_yaml else await router_.rules(session)
         except RulesError as exc:
             raise _error(422, "invalid_rules", _path_errors(exc.errors)) from exc
-        decision = await router_.preview(
-            session,
-            body.model_dump(exclude={"rules_yaml", "at"}),
-            rules,
-            now=h.aware(body.at) or datetime.now(UTC),
-        )
-    return decision.to_dict()
+        now = h.aware(body.at) or datetime.now(UTC)
+        decision = await router_.preview(session, body.model_dump(exclude={"rules_yaml", "at"}), rules, now=now)
+        # The SLA policy the decision would start (rule > team > defaults): minutes, due time, warnings, ladder.
+        sla = await router_.preview_sla(session, decision, rules, body.score.get("grade"), now)
+    return {**decision.to_dict(), "sla": sla}
 
 
 class BacktestIn(BaseModel):
@@ -269,6 +267,7 @@ async def backtest(body: BacktestIn, request: Request, _admin: Admin) -> dict[st
                 until=until,
                 max_leads=request.app.state.settings.backtest_max_leads,
                 changed_limit=body.changed_limit,
+                sla_defaults=router_.sla_policies,
             )
         except bt.WindowTooLarge as exc:
             raise _error(422, "window_too_large", str(exc)) from exc

@@ -14,7 +14,10 @@ Nothing is written: the leads are read from routing's own store and decided agai
   the rep it really has.
 - A projected SLA breach is a lead the replay (a) queues, (b) gives to a rep outside their working hours at
   that moment (speed-to-lead is lost whatever the clock policy says), or (c) gives to a rep already at their
-  open or daily capacity (account owners and repeat leads may go over it). Held and nurture leads count none.
+  open or daily capacity (account owners and repeat leads may go over it), or (d) whose real first touch came
+  after the due time of the SLA policy each ruleset gives it (the rule's `sla:` block, the team's, the
+  environment defaults), the same response delay assumed whoever gets the lead; a lead never touched is not
+  projected by (d). Held and nurture leads count none.
 """
 
 from __future__ import annotations
@@ -29,18 +32,20 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing.domain import Rep, RepLoad, RoutingRules, Team, is_working_time, route
+from routing.domain import Rep, RepLoad, RoutingRules, SlaPolicy, Team, is_working_time, route, sla_deadline
 from routing.domain.accounts import AccountBook
 from routing.domain.hours import zone
+from routing.domain.sla import LadderStep, default_sla_policies, resolve_sla
 from routing.store import RoutingRepository
 
 MODEL = (
     "Each lead of the window is decided again when it was first routed, with today's roster and account owners;"
     " both rulesets start with neutral rotation and no open leads; a replayed lead stays open for its rep until"
     " it really closed (else to the end of the window). Projected SLA breaches: leads queued, given to a rep"
-    " outside their working hours, or given to a rep already at capacity."
+    " outside their working hours, given to a rep already at capacity, or really first touched later than the"
+    " due time of the SLA policy the ruleset gives them (late_first_touch; the same response delay assumed)."
 )
-BREACH_REASONS = ("queued", "outside_hours", "over_capacity")
+BREACH_REASONS = ("queued", "outside_hours", "over_capacity", "late_first_touch")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class PastLead:
     view: Mapping[str, Any]
     routed_at: datetime
     closed_at: datetime | None = None
+    first_touch_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ class Replayed:
     team_id: str | None
     rule_id: str | None
     breach: str | None
+    sla_minutes: float | None = None
+    sla_due_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -71,6 +79,9 @@ class Replayed:
             "team_id": self.team_id,
             "rule_id": self.rule_id,
             "projected_breach": self.breach,
+            "sla": {"minutes": self.sla_minutes, "due_at": self.sla_due_at.isoformat()}
+            if self.sla_due_at
+            else None,
         }
 
     def lands(self) -> tuple[str, str | None, str | None]:
@@ -86,9 +97,12 @@ def replay(
     reps: Sequence[Rep],
     accounts: Mapping[str, str] | AccountBook,
     known_reps: Mapping[str, str],
+    sla_defaults: Mapping[str, SlaPolicy] | None = None,
 ) -> dict[str, Replayed]:
     """Decide every lead again, in routing order, carrying rotation and load from one lead to the next."""
     by_id = {rep.id: rep for rep in reps}
+    teams_by_id = {team.id: team for team in teams}
+    defaults = sla_defaults if sla_defaults is not None else default_sla_policies()
     rotation: dict[str, dict[str, int]] = {}
     open_leads: Counter[str] = Counter()
     per_day: Counter[tuple[str, str]] = Counter()
@@ -118,7 +132,24 @@ def replay(
         rotation.update(decision.rotation)
         breach: str | None = "queued" if decision.outcome == "queued" else None
         rep = by_id.get(decision.rep_id or "")
+        due: datetime | None = None
+        minutes: float | None = None
         if decision.outcome == "assigned" and rep is not None:
+            rule, team = rules.rule(decision.rule_id), teams_by_id.get(decision.team_id or "")
+            grade = (lead.view.get("score") or {}).get("grade")
+            policy = resolve_sla(
+                grade if isinstance(grade, str) else None,
+                rule_block=rule.sla if rule else None,
+                team_block=team.sla if team else None,
+                defaults=defaults,
+                ladder=(LadderStep("reassign"),),  # escalations are not replayed
+                rule_id=decision.rule_id,
+                team_id=decision.team_id,
+            ).policy
+            minutes = policy.minutes
+            due = sla_deadline(
+                now, policy.minutes, business_hours=policy.business_hours, hours=rep.hours, tz=rep.timezone
+            )
             load = loads[rep.id]
             if not is_working_time(now, hours=rep.hours, tz=rep.timezone):
                 breach = "outside_hours"
@@ -126,13 +157,15 @@ def replay(
                 rep.max_per_day is not None and load.assigned_today >= rep.max_per_day
             ):
                 breach = "over_capacity"
+            elif lead.first_touch_at is not None and lead.first_touch_at > due:
+                breach = "late_first_touch"
             open_leads[rep.id] += 1
             per_day[(rep.id, days[rep.id])] += 1
             given[lead.lead_id] = rep.id
             if lead.closed_at is not None:
                 heapq.heappush(closing, (lead.closed_at, rep.id))
         results[lead.lead_id] = Replayed(
-            decision.outcome, decision.rep_id, decision.team_id, decision.rule_id, breach
+            decision.outcome, decision.rep_id, decision.team_id, decision.rule_id, breach, minutes, due
         )
     return results
 
@@ -208,6 +241,7 @@ async def backtest(
     until: datetime,
     max_leads: int,
     changed_limit: int,
+    sla_defaults: Mapping[str, SlaPolicy] | None = None,
 ) -> dict[str, Any]:
     """Read the window from the store (nothing is written), replay it through both rulesets, compare."""
     repo = RoutingRepository(session)
@@ -216,7 +250,16 @@ async def backtest(
         raise WindowTooLarge(f"the window holds {count} leads; a backtest replays at most {max_leads}, narrow it")
     rows = await repo.routed_between(since, until)
     closed = await repo.closed_between(since, until)
-    leads = [PastLead(row.lead_id, row.view or {}, _aware(row.routed_at), closed.get(row.lead_id)) for row in rows]
+    leads = [
+        PastLead(
+            row.lead_id,
+            row.view or {},
+            _aware(row.routed_at),
+            closed.get(row.lead_id),
+            _aware(row.first_touch_at) if row.first_touch_at else None,
+        )
+        for row in rows
+    ]
     inside = {lead.lead_id for lead in leads}
     originals = {
         str(lead.view["duplicate_of"])
@@ -228,7 +271,15 @@ async def backtest(
 
     def run() -> dict[str, Any]:
         runs = {
-            name: replay(leads, rules=rules, teams=teams, reps=reps, accounts=accounts, known_reps=known_reps)
+            name: replay(
+                leads,
+                rules=rules,
+                teams=teams,
+                reps=reps,
+                accounts=accounts,
+                known_reps=known_reps,
+                sla_defaults=sla_defaults,
+            )
             for name, rules in (("current", current), ("candidate", candidate))
         }
         return {

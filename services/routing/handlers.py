@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol, cast
 
@@ -32,7 +32,6 @@ from routing.domain import (
     default_sla_policies,
     load_rules,
     manager_for,
-    next_escalation_step,
     parse_reps,
     queue_policy,
     sla_deadline,
@@ -43,7 +42,7 @@ from routing.domain import (
 from routing.domain.accounts import Account, AccountBook, lead_match_keys
 from routing.domain.hours import zone
 from routing.domain.rules import quality_view, score_view
-from routing.domain.sla import is_hotter
+from routing.domain.sla import ResolvedSla, default_ladder, is_hotter, resolve_sla
 from routing.settings import RoutingSettings
 from routing.store import (
     ESCALATE,
@@ -229,6 +228,8 @@ class Router:
             )
         self.sla_policies = policies
         self.escalation = EscalationPolicy(settings.escalation_max_reassignments, settings.escalation_then)
+        # The environment's ladder: the default under teams' and rules' `sla:` blocks.
+        self.ladder = default_ladder(self.escalation)
         self.on_timer_written: Callable[[datetime], None] = lambda _due: None
 
     # -- roster and rules -----------------------------------------------------------------------------------------
@@ -521,8 +522,12 @@ class Router:
         end_reason: str | None = None,
         forced: Decision | None = None,
         note: Mapping[str, Any] | None = None,
+        sla: ResolvedSla | None = None,
     ) -> AssignmentRow:
-        """Decide, persist the decision with rotation and load in this transaction, start the clock, emit."""
+        """Decide, persist the decision with rotation and load in this transaction, start the clock, emit.
+
+        `sla` is the policy an escalation carries on (its ladder and the step's clock); else it is resolved from
+        the matched rule's `sla:` block, the team's, then the environment defaults."""
         await _lock(session)
         roster = await self.roster(session)
         # Held by the transaction's cache on purpose: the session's identity map keeps rows only weakly, and
@@ -548,7 +553,8 @@ class Router:
                 await _adjust_load(session, previous.rep_id, open_delta=-1, day=None)
             await session.flush()  # the old assignment ends before the new one starts (unique current index)
         await _save_rotation(session, rotation_rows, decision.rotation)
-        policy = self._policy_for(decision, roster, lead.grade)
+        resolved = self._resolve_sla(decision, roster, lead.grade, rules=await self.rules(session), carried=sla)
+        policy = resolved.policy if resolved else None
         rep = roster.rep(decision.rep_id)
         due = None
         if policy is not None and decision.outcome in ("assigned", "queued"):
@@ -565,7 +571,8 @@ class Router:
             ruleset_version=decision.ruleset_version,
             method=decision.method,
             reason=decision.reason,
-            decision=decision.to_dict(),
+            # The policy is kept with the assignment: its ladder and follow-up outlive a change of rules.
+            decision={**decision.to_dict(), "sla": resolved.to_dict() if resolved and due else None},
             attempt=attempt,
             assigned_at=now,
             sla_policy=policy.grade if policy and due else None,
@@ -617,12 +624,54 @@ class Router:
         return assignment
 
     def _policy_for(self, decision: Decision, roster: Roster, grade: str | None) -> SlaPolicy | None:
+        resolved = self._resolve_sla(decision, roster, grade)
+        return resolved.policy if resolved else None
+
+    def _resolve_sla(
+        self,
+        decision: Decision,
+        roster: Roster,
+        grade: str | None,
+        *,
+        rules: RoutingRules | None = None,
+        carried: ResolvedSla | None = None,
+    ) -> ResolvedSla | None:
+        """The SLA policy of a decision: the matched rule's block, the team's, the defaults (field by field); a
+        queued lead runs on its team's queue clock. None when no clock runs (nurture, held)."""
+        if decision.outcome not in ("assigned", "queued"):
+            return None
+        team = roster.team(decision.team_id)
+        queue = None
         if decision.outcome == "queued":
-            team = roster.team(decision.team_id)
-            return queue_policy(team) if team else sla_policy_for(None, queued=True, policies=self.sla_policies)
-        if decision.outcome == "assigned":
-            return sla_policy_for(grade, policies=self.sla_policies)
-        return None
+            queue = queue_policy(team) if team else sla_policy_for(None, queued=True, policies=self.sla_policies)
+        if carried is not None:
+            if queue is None:
+                return carried
+            return ResolvedSla(queue, carried.escalation, carried.follow_up, "team_queue")
+        rule = rules.rule(decision.rule_id) if rules is not None else None
+        return resolve_sla(
+            grade,
+            rule_block=rule.sla if rule else None,
+            team_block=team.sla if team else None,
+            defaults=self.sla_policies,
+            ladder=self.ladder,
+            rule_id=decision.rule_id,
+            team_id=decision.team_id,
+            queue=queue,
+        )
+
+    async def preview_sla(
+        self, session: AsyncSession, decision: Decision, rules: RoutingRules, grade: str | None, now: datetime
+    ) -> dict[str, Any] | None:
+        """The SLA policy a decision would start (minutes, due time, warnings, ladder, follow-up, where from)."""
+        roster = await self.roster(session)
+        resolved = self._resolve_sla(decision, roster, grade, rules=rules)
+        if resolved is None:
+            return None
+        policy = resolved.policy
+        hours, tz = _clock_of(roster.rep(decision.rep_id), roster.team(decision.team_id))
+        due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
+        return {**resolved.to_dict(), "due_at": due.isoformat()}
 
     async def _start_clock(
         self,
@@ -749,6 +798,9 @@ class Router:
         lateness: list[float] = []
         cancelled: list[int] = []
         holds: list[Row[Any]] = []
+        # What each first-contact breach calls for: its ladder's next step (a notify step names the manager).
+        breached = [facts[t.lead_id] for t in timers if t.kind == "breach" and t.lead_id in facts]
+        steps = await self._breach_steps(session, breached, now)
         for timer in timers:
             clock = facts.get(timer.lead_id)
             if clock is None or clock.id != timer.assignment_id:
@@ -761,9 +813,18 @@ class Router:
             elif timer.kind == "warning":
                 metrics.record(session, metrics.SLA_WARNINGS.labels(team=team).inc)
                 notices.append(self._sla_event("lead.sla_warning", clock, clock, timer, now))
+            elif timer.kind == "follow_up":
+                # Touches missing after the first one: reported, never escalated (the rep is working the lead).
+                metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
+                notices.append(self._sla_event("lead.sla_breached", clock, clock, timer, now, clock_kind="follow_up"))
             else:
                 metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
-                notices.append(self._sla_event("lead.sla_breached", clock, clock, timer, now))
+                step, manager_id = steps.get(clock.id, (None, None))
+                notices.append(
+                    self._sla_event("lead.sla_breached", clock, clock, timer, now, step=step, manager_id=manager_id)
+                )
+                if step is None:
+                    continue  # an empty ladder: the breach is reported and the rep keeps the lead
                 # Due at detection: its lateness when claimed is the escalation's own delay.
                 markers.append({"lead_id": clock.lead_id, "assignment_id": clock.id, "kind": ESCALATE, "due_at": now})
         await repo.cancel_timers(cancelled)
@@ -845,7 +906,43 @@ class Router:
             await self._escalate_marker(session, marker, lead, currents, now)
         await session.flush()
 
-    def _sla_event(self, kind: str, lead: _LeadFacts, current: _ClockFacts, timer: _TimerFacts, now: datetime) -> Event:
+    async def _breach_steps(
+        self, session: AsyncSession, clocks: Sequence[Any], now: datetime
+    ) -> dict[int, tuple[str | None, str | None]]:
+        """By assignment id: the ladder step each breach calls for, and for a notify_manager step the manager."""
+        if not clocks:
+            return {}
+        facts = await RoutingRepository(session).escalation_facts([clock.id for clock in clocks])
+        roster: Roster | None = None
+        steps: dict[int, tuple[str | None, str | None]] = {}
+        for clock in clocks:
+            snapshot, taken = facts.get(clock.id, (None, 0))
+            rung = self._carried_sla(snapshot, clock.grade).step_after(taken)
+            manager = None
+            if rung is not None and rung.step == "notify_manager" and clock.rep_id:
+                roster = roster or await self.roster(session)
+                manager = manager_for(clock.rep_id, roster.reps, roster.teams, now=now)
+            steps[clock.id] = (rung.step if rung else None, manager)
+        return steps
+
+    def _carried_sla(self, snapshot: Any, grade: str | None) -> ResolvedSla:
+        """The policy an assignment runs on: the one kept with it, else (made before policies were data) the
+        environment's for the grade."""
+        kept = ResolvedSla.from_dict(snapshot)
+        return kept or ResolvedSla(sla_policy_for(grade, policies=self.sla_policies), self.ladder)
+
+    def _sla_event(
+        self,
+        kind: str,
+        lead: _LeadFacts,
+        current: _ClockFacts,
+        timer: _TimerFacts,
+        now: datetime,
+        *,
+        clock_kind: str = "first_contact",
+        step: str | None = None,
+        manager_id: str | None = None,
+    ) -> Event:
         due = aware(timer.due_at)
         assert due is not None
         detail = {
@@ -861,7 +958,11 @@ class Router:
             "sla_due_at": aware(current.sla_due_at).isoformat() if current.sla_due_at else None,  # type: ignore[union-attr]
             "fired_at": now.isoformat(),
             "late_ms": max(0, round((now - due).total_seconds() * 1000)),
+            "clock": clock_kind,  # first_contact, or follow_up: the touches after the first one
         }
+        if kind == "lead.sla_breached":
+            detail["step"] = step  # the ladder step this breach calls for (null: none, or a follow-up breach)
+            detail["manager_id"] = manager_id  # who a notify_manager step tells
         return Event(type=kind, source=EVENT_SOURCE, subject=lead.lead_id, time=now, data=detail)
 
     async def _emit_sla(self, session: AsyncSession, events: Sequence[Event]) -> None:
@@ -886,9 +987,18 @@ class Router:
         *,
         note: Mapping[str, Any] | None = None,
     ) -> AssignmentRow:
-        """The ladder: reassign to the next eligible rep with a fresh clock, then the manager or the team queue."""
+        """The ladder's next step (the assignment's policy, else the environment's): reassign to the next eligible
+        rep, notify the manager and keep the rep, hand the lead to the manager, or send it to the team queue; each
+        starts the step's own clock. `lead.reassignments` counts the steps taken, a notify step included."""
         repo = RoutingRepository(session)
-        step = next_escalation_step(lead.reassignments, self.escalation)
+        carried = self._carried_sla((current.decision or {}).get("sla"), lead.grade)
+        rung = carried.step_after(lead.reassignments)
+        if rung is None:
+            return current  # an empty ladder: nothing to do beyond the breach already reported
+        step = rung.step
+        carried = carried.for_step(rung)
+        if step == "notify_manager":
+            return await self._notify_manager(session, lead, current, carried, now, note=note)
         tried = frozenset(a.rep_id for a in await repo.assignments(lead.lead_id) if a.rep_id)
         forced: Decision | None = None
         if step == "manager" and current.rep_id:
@@ -930,7 +1040,41 @@ class Router:
             end_reason="sla_breach",
             forced=forced,
             note=note,
+            # A queued lead picked up again gets its own policy afresh; otherwise the ladder carries on.
+            sla=None if current.outcome == "queued" else carried,
         )
+
+    async def _notify_manager(
+        self,
+        session: AsyncSession,
+        lead: LeadRow,
+        current: AssignmentRow,
+        sla: ResolvedSla,
+        now: datetime,
+        *,
+        note: Mapping[str, Any] | None = None,
+    ) -> AssignmentRow:
+        """A notify_manager step: the breach event named the step and the manager; the rep keeps the lead and a
+        new clock (the step's minutes) runs on the same assignment until the next step."""
+        roster = await self.roster(session)
+        manager = manager_for(current.rep_id, roster.reps, roster.teams, now=now) if current.rep_id else None
+        lead.reassignments += 1  # one rung climbed, though nobody was reassigned
+        hours, tz = _clock_of(roster.rep(current.rep_id), roster.team(current.team_id))
+        policy = sla.policy
+        due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
+        current.sla_due_at, current.sla_minutes = due, policy.minutes
+        self._schedule_clock(session, lead.lead_id, current.id, policy, now, due, hours, tz)
+        detail = {
+            "assignment_id": current.id,
+            "step": "notify_manager",
+            "manager_id": manager,
+            "rep_id": current.rep_id,
+            "team_id": current.team_id,
+            "sla_due_at": due.isoformat(),
+            **(note or {}),
+        }
+        session.add(TimelineRow(lead_id=lead.lead_id, at=now, kind="escalated", detail=detail))
+        return current
 
     # -- previews and rep actions ---------------------------------------------------------------------------------
 
@@ -1011,6 +1155,9 @@ class Router:
                 facts = self._touch_facts(lead, current, now)
                 detail.update(facts)
                 metrics.record(session, partial(metrics.TIME_TO_FIRST_TOUCH.observe, facts["time_to_first_touch_s"]))
+                self._start_follow_up(session, lead, current, now)
+            else:
+                await self._count_follow_up(session, lead, current, now)
             lead.status = "touched"
         elif action == "accept":
             lead.status = "accepted"
@@ -1068,6 +1215,33 @@ class Router:
         due = aware(current.sla_due_at) if current else None
         facts["within_sla"] = None if due is None else now <= due
         return facts
+
+    def _start_follow_up(
+        self, session: AsyncSession, lead: LeadRow, current: AssignmentRow | None, now: datetime
+    ) -> None:
+        """After the first touch, the policy's follow-up clock: its timer fires unless enough touches come first."""
+        sla = ResolvedSla.from_dict((current.decision or {}).get("sla")) if current is not None else None
+        if current is None or sla is None or sla.follow_up is None:
+            return
+        due = now + timedelta(hours=sla.follow_up.within_hours)
+        session.add(SlaTimer(lead_id=lead.lead_id, assignment_id=current.id, kind="follow_up", due_at=due))
+        self.on_timer_written(due)
+
+    async def _count_follow_up(
+        self, session: AsyncSession, lead: LeadRow, current: AssignmentRow | None, now: datetime
+    ) -> None:
+        """A later touch: once the follow-up's touches are all recorded (this one included), its clock stops."""
+        if current is None or lead.first_touch_at is None:
+            return
+        sla = ResolvedSla.from_dict((current.decision or {}).get("sla"))
+        repo = RoutingRepository(session)
+        pending = [t for t in await repo.pending_timers(current.id) if t.kind == "follow_up"]
+        if sla is None or sla.follow_up is None or not pending:
+            return
+        touches = await repo.count_timeline(lead.lead_id, "touched", since=aware(lead.first_touch_at) or now) + 1
+        if touches >= sla.follow_up.touches:
+            for timer in pending:
+                timer.fired_at, timer.cancelled = now, True
 
     async def _stop_clock(self, session: AsyncSession, current: AssignmentRow | None, now: datetime) -> None:
         if current is None:

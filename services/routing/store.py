@@ -444,6 +444,25 @@ class RoutingRepository:
         )
         return {row.lead_id: row for row in rows}
 
+    async def escalation_facts(self, assignment_ids: Collection[int]) -> dict[int, tuple[Any, int]]:
+        """By assignment id: the SLA policy kept with it (its `sla` in the decision) and its lead's ladder steps."""
+        if not assignment_ids:
+            return {}
+        a, lead = AssignmentRow.__table__, LeadRow.__table__
+        rows = await self.session.execute(
+            select(a.c.id, a.c.decision["sla"].label("sla"), lead.c.reassignments)
+            .join(lead, lead.c.lead_id == a.c.lead_id)
+            .where(a.c.id.in_(sorted(assignment_ids)))
+        )
+        return {row.id: (row.sla, row.reassignments or 0) for row in rows}
+
+    async def count_timeline(self, lead_id: str, kind: str, *, since: datetime) -> int:
+        """How many timeline entries of one kind a lead has had since a moment (touches for a follow-up clock)."""
+        query = select(func.count()).where(
+            TimelineRow.lead_id == lead_id, TimelineRow.kind == kind, TimelineRow.at >= since
+        )
+        return int((await self.session.execute(query)).scalar_one())
+
     async def next_due(self) -> datetime | None:
         return (
             await self.session.execute(select(func.min(SlaTimer.due_at)).where(SlaTimer.fired_at.is_(None)))

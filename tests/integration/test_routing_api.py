@@ -495,7 +495,12 @@ async def test_backtest_replays_a_window_through_candidate_rules_beside_the_curr
     # again: the two night A leads go to d2 and d1, outside their hours. Without the close, the second one
     # would have found both full and been queued.
     assert (loads["d1"]["leads"], loads["d2"]["leads"]) == (3, 2)
-    assert candidate["projected_breaches_by_reason"] == {"queued": 0, "outside_hours": 2, "over_capacity": 0}
+    assert candidate["projected_breaches_by_reason"] == {
+        "queued": 0,
+        "outside_hours": 2,
+        "over_capacity": 0,
+        "late_first_touch": 0,
+    }
     assert (loads["d1"]["projected_breaches"], loads["d2"]["projected_breaches"]) == (1, 1)
     assert sum(loads[rep]["leads"] for rep in ("r1", "r2", "r3")) == 5
 

@@ -11,6 +11,8 @@ Seed shape (YAML or JSON, already parsed into a mapping)::
         timezone: Europe/London   # the queue's clock (default UTC)
         hours: {mon-fri: "09:00-17:00"}
         manager_id: m-1           # a rep id; escalation target
+        sla: {minutes: {A: 5, B: 60}, escalation: [reassign, notify_manager, manager]}
+                                  # the team's SLA policy (grammar in routing.domain.sla); a rule's wins
     reps:
       - id: r-1                   # required, unique
         name: Dana Lee            # required
@@ -47,6 +49,7 @@ from typing import Any
 
 from routing.domain.geo import territory_problem
 from routing.domain.hours import END_OF_DAY, WorkingHours, zone
+from routing.domain.sla import SlaBlock, parse_sla_block
 
 REP_STATUSES = ("active", "away", "ooo", "left")
 METHODS = ("round_robin", "weighted", "least_loaded")
@@ -65,6 +68,7 @@ class Team:
     timezone: str = "UTC"
     hours: WorkingHours = field(default_factory=WorkingHours)
     manager_id: str | None = None
+    sla: SlaBlock | None = None  # the team's SLA policy, under a matching rule's own
 
 
 @dataclass(frozen=True)
@@ -301,6 +305,7 @@ _TEAM_KEYS = {
     "hours",
     "closed_on",
     "manager_id",
+    "sla",
 }
 _REP_KEYS = {
     "id",
@@ -338,6 +343,8 @@ def _parse_team(item: Any, where: str, errors: _Errors) -> Team | None:
     if not isinstance(business, bool):
         errors.add(f"{where}.queue_business_hours", f"expected true or false, got {business!r}")
         business = True
+    sla_block, sla_errors = parse_sla_block(item.get("sla"), f"{where}.sla")
+    errors.items.extend(sla_errors)
     if team_id is None:
         return None
     return Team(
@@ -349,6 +356,7 @@ def _parse_team(item: Any, where: str, errors: _Errors) -> Team | None:
         timezone=_timezone(item.get("timezone"), f"{where}.timezone", errors),
         hours=parse_hours(item.get("hours"), item.get("closed_on"), where, errors),
         manager_id=_text(item.get("manager_id"), f"{where}.manager_id", errors, required=False),
+        sla=sla_block,
     )
 
 

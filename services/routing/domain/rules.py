@@ -17,6 +17,12 @@ Document shape (YAML or JSON)::
             - enrichment.company.employee_band: {regex: "^(1000|5000)"}
         action: {team: sales, method: weighted}
         options: {require_language: true, outside_hours: hold}
+        sla:                      # optional: this rule's SLA policy (grammar in routing.domain.sla)
+          minutes: {A: 5, B: 30}  # a number, or per grade; a grade left out falls through
+          business_hours: false   # false: around the clock
+          warn_at: [0.5, {minutes_before: 1}]
+          escalation: [reassign, {step: notify_manager, minutes: 10}, manager, queue]
+          follow_up: {touches: 3, within_hours: 48}
 
 Conditions are the condition language shared with scoring rulesets (common.conditions: field paths,
 operators, comparisons and errors are documented there): equals, one_of, contains (substring of text,
@@ -36,6 +42,15 @@ first, anyone if none is free), require_territory (true), segment (null: only re
 outside_hours: assign (nobody working -> pick among reps who are only outside their hours; default) |
 hold (wait for the first of them to start) | queue (to the team queue). `hold_outside_hours: true` is
 shorthand for `outside_hours: hold`.
+
+SLA: a rule's `sla:` block sets the first-contact clock of the leads it assigns: `minutes` (or per grade),
+`business_hours` (false: around the clock), `warn_at` (fractions of the SLA or `{minutes_before: N}`),
+`escalation` (an ordered ladder of reassign | notify_manager | manager | queue steps, each with its own
+`minutes` clock; the last step repeats) and `follow_up` ({touches: N, within_hours: H}: after the first touch
+a second clock runs until N touches are recorded; missing them is a lead.sla_breached with clock follow_up).
+Field by field, the rule's block wins over the team's (`sla:` in the roster), which wins over the environment
+defaults (HANDOFF_SLA_*). The block is part of the document, so the rules' version hash covers it; errors name
+their path like the rest (`rules[2].sla.minutes: must be > 0`).
 """
 
 from __future__ import annotations
@@ -66,6 +81,7 @@ from common.conditions import (
     represent,
 )
 from routing.domain.reps import METHODS
+from routing.domain.sla import SlaBlock, parse_sla_block
 
 # Roots of the lead view; a path starting elsewhere is almost surely a typo that would never match.
 VIEW_ROOTS = tuple(root for root in ROOTS if root != "repeat_count")
@@ -187,6 +203,7 @@ class Rule:
     action: Action
     options: RuleOptions = field(default_factory=RuleOptions)
     description: str = ""
+    sla: SlaBlock | None = None  # this rule's SLA policy; None: the team's, else the defaults
 
     def matches(self, view: Mapping[str, Any]) -> bool:
         """Whether this rule's `when` holds for the lead view."""
@@ -212,6 +229,10 @@ class RoutingRules:
             if evaluate(self.rules[index].when, resolve):
                 return index, self.rules[index]
         return None
+
+    def rule(self, rule_id: str | None) -> Rule | None:
+        """The rule with this id (a decision names the rule that matched), if any."""
+        return next((rule for rule in self.rules if rule.id == rule_id), None) if rule_id else None
 
     def referenced_teams(self) -> set[str]:
         """Team ids named anywhere in the rules (for checking against the roster)."""
@@ -333,7 +354,7 @@ _TOP_KEYS = {
     "defaults",
     "rules",
 }
-_RULE_KEYS = {"id", "description", "when", "action", "options"}
+_RULE_KEYS = {"id", "description", "when", "action", "options", "sla"}
 
 
 def _canonical(value: Any) -> Any:
@@ -406,9 +427,11 @@ def load_rules(text_or_data: str | Mapping[str, Any]) -> RoutingRules:
         action = compiler.action(raw.get("action"), f"{where}.action") if "action" in raw else None
         options = compiler.options(raw.get("options"), f"{where}.options", defaults)
         description = raw.get("description") or ""
+        sla, sla_errors = parse_sla_block(raw.get("sla"), f"{where}.sla")
+        compiler.errors.extend(sla_errors)
         if action is not None:
             rules.append(
-                Rule(id=rule_id, when=when, action=action, options=options, description=str(description))
+                Rule(id=rule_id, when=when, action=action, options=options, description=str(description), sla=sla)
             )
     if compiler.errors:
         raise RulesError(compiler.errors)

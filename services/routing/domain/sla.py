@@ -114,3 +114,296 @@ def manager_for(
                 continue  # an escalation to someone on leave is a lead nobody will call
             return manager
     return None
+
+
+# -- SLA policies as data: `sla:` blocks on routing rules and on teams -------------------------------------------
+#
+# Grammar (the same block on a rule and on a team; every field is optional)::
+#
+#     sla:
+#       minutes: 5                  # or per grade: {A: 5, B: 30}; a grade left out falls through
+#       business_hours: true        # false: around the clock
+#       warn_at: [0.5, {minutes_before: 2}]   # fractions of the SLA, or minutes before it is due
+#       escalation:                 # the ladder, one step per missed clock; the last step repeats
+#         - reassign                # next eligible rep, fresh clock
+#         - {step: notify_manager, minutes: 10}   # tell the manager, keep the rep, run a 10-minute clock
+#         - {step: manager, minutes: 30}          # hand the lead to the manager
+#         - queue                   # send it to the team queue
+#       follow_up: {touches: 3, within_hours: 48}   # after the first touch: 3 touches (the first counts)
+#
+# Each field comes from the most specific block that sets it: the matched rule's, else the team's, else the
+# environment defaults (HANDOFF_SLA_*, HANDOFF_ESCALATION_*). A step's `minutes` is the clock that runs after it
+# (default: the policy's minutes). `escalation: []` escalates nothing: a breach is reported and the rep keeps the
+# lead. A queued lead runs on its team's queue clock (queue_sla_minutes); warnings, ladder and follow-up still
+# come from the blocks.
+
+LADDER_STEPS = ("reassign", "notify_manager", "manager", "queue")
+CLOCKS = ("first_contact", "follow_up")
+_GRADES = ("A", "B", "C", "D")
+_SLA_KEYS = ("minutes", "business_hours", "warn_at", "escalation", "follow_up")
+
+
+@dataclass(frozen=True)
+class LadderStep:
+    """One rung of the escalation ladder and the clock that runs after it (None: the policy's minutes)."""
+
+    step: str
+    minutes: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"step": self.step, "minutes": self.minutes}
+
+
+@dataclass(frozen=True)
+class WarnPoint:
+    """A warning: at a fraction of the SLA, or some minutes before it is due."""
+
+    fraction: float | None = None
+    minutes_before: float | None = None
+
+    def fraction_of(self, minutes: float) -> float | None:
+        """As a fraction of an SLA this long; None when the point falls outside the clock."""
+        if self.fraction is not None:
+            return self.fraction
+        share = 1 - (self.minutes_before or 0) / minutes
+        return round(share, 6) if 0 < share < 1 else None
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """After the first touch, `touches` touches (the first included) within `within_hours` wall-clock hours."""
+
+    touches: int
+    within_hours: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"touches": self.touches, "within_hours": self.within_hours}
+
+
+@dataclass(frozen=True)
+class SlaBlock:
+    """A parsed `sla:` block; None in a field means 'not set here, ask the next level'."""
+
+    minutes: float | None = None
+    minutes_by_grade: tuple[tuple[str, float], ...] = ()
+    business_hours: bool | None = None
+    warn_at: tuple[WarnPoint, ...] | None = None
+    escalation: tuple[LadderStep, ...] | None = None
+    follow_up: FollowUp | None = None
+
+    def minutes_for(self, grade: str | None) -> float | None:
+        """This block's SLA for a grade, if it sets one."""
+        if self.minutes is not None:
+            return self.minutes
+        return dict(self.minutes_by_grade).get((grade or "").upper())
+
+
+@dataclass(frozen=True)
+class ResolvedSla:
+    """The policy that applies to one assignment: its clock, warnings, ladder, follow-up and where they came from."""
+
+    policy: SlaPolicy
+    escalation: tuple[LadderStep, ...]
+    follow_up: FollowUp | None = None
+    source: str = "default"  # which level set the minutes: rule:<id>, team:<id>, team_queue or default
+
+    def step_after(self, steps_taken: int) -> LadderStep | None:
+        """The ladder step a breach calls for after `steps_taken` steps; beyond the end the last step repeats."""
+        if not self.escalation:
+            return None
+        return self.escalation[min(max(steps_taken, 0), len(self.escalation) - 1)]
+
+    def for_step(self, step: LadderStep) -> ResolvedSla:
+        """The same policy with the clock a ladder step runs after it."""
+        if step.minutes is None:
+            return self
+        policy = self.policy
+        return ResolvedSla(
+            SlaPolicy(policy.grade, step.minutes, policy.business_hours, policy.warn_at),
+            self.escalation,
+            self.follow_up,
+            self.source,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, kept with the assignment so its ladder outlives a change of rules."""
+        return {
+            "policy": self.policy.grade,
+            "minutes": self.policy.minutes,
+            "business_hours": self.policy.business_hours,
+            "warn_at": list(self.policy.warn_at),
+            "escalation": [step.to_dict() for step in self.escalation],
+            "follow_up": self.follow_up.to_dict() if self.follow_up else None,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ResolvedSla | None:
+        """Read back what to_dict wrote; None for anything else (assignments made before policies were data)."""
+        if not isinstance(data, Mapping) or "escalation" not in data:
+            return None
+        follow = data.get("follow_up")
+        return cls(
+            SlaPolicy(
+                str(data["policy"]),
+                float(data["minutes"]),
+                bool(data["business_hours"]),
+                tuple(float(f) for f in data.get("warn_at") or ()),
+            ),
+            tuple(LadderStep(str(s["step"]), s.get("minutes")) for s in data["escalation"]),
+            FollowUp(int(follow["touches"]), float(follow["within_hours"])) if follow else None,
+            str(data.get("source") or "default"),
+        )
+
+
+def default_ladder(policy: EscalationPolicy) -> tuple[LadderStep, ...]:
+    """The environment's ladder: reassign `max_reassignments` times, then the manager or the queue."""
+    return (LadderStep("reassign"),) * policy.max_reassignments + (LadderStep(policy.then),)
+
+
+def resolve_sla(
+    grade: str | None,
+    *,
+    rule_block: SlaBlock | None,
+    team_block: SlaBlock | None,
+    defaults: Mapping[str, SlaPolicy],
+    ladder: tuple[LadderStep, ...],
+    rule_id: str | None = None,
+    team_id: str | None = None,
+    queue: SlaPolicy | None = None,
+) -> ResolvedSla:
+    """Field by field, the rule's block wins over the team's, which wins over the defaults; `queue` is the
+    queue clock of a queued lead (its minutes and hours are the team's whatever the blocks say)."""
+    levels = [(f"rule:{rule_id}", rule_block), (f"team:{team_id}", team_block)]
+    blocks = [block for _, block in levels if block is not None]
+    base = queue if queue is not None else sla_policy_for(grade, policies=defaults)
+    minutes, source = base.minutes, "team_queue" if queue is not None else "default"
+    business = base.business_hours
+    if queue is None:
+        for name, block in levels:
+            found = block.minutes_for(grade) if block is not None else None
+            if found is not None:
+                minutes, source = found, name
+                break
+        business = next((b.business_hours for b in blocks if b.business_hours is not None), business)
+    warn_at = base.warn_at
+    points = next((b.warn_at for b in blocks if b.warn_at is not None), None)
+    if points is not None:
+        warn_at = tuple(sorted({f for p in points if (f := p.fraction_of(minutes)) is not None}))
+    escalation = next((b.escalation for b in blocks if b.escalation is not None), ladder)
+    follow_up = next((b.follow_up for b in blocks if b.follow_up is not None), None)
+    return ResolvedSla(SlaPolicy(base.grade, minutes, business, warn_at), escalation, follow_up, source)
+
+
+def _positive(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return float(value)
+
+
+def parse_sla_block(raw: Any, where: str) -> tuple[SlaBlock | None, list[str]]:
+    """An `sla:` block (grammar above) and every problem in it as 'path: message'."""
+    errors: list[str] = []
+    if raw is None:
+        return None, errors
+    if not isinstance(raw, Mapping):
+        return None, [f"{where}: expected a mapping like {{minutes: 5, business_hours: false}}"]
+    expected = ", ".join(_SLA_KEYS)
+    errors.extend(f"{where}.{key}: unknown field (expected {expected})" for key in raw if key not in _SLA_KEYS)
+    minutes: float | None = None
+    by_grade: list[tuple[str, float]] = []
+    raw_minutes = raw.get("minutes")
+    if isinstance(raw_minutes, Mapping):
+        for grade, value in raw_minutes.items():
+            at = f"{where}.minutes.{grade}"
+            if str(grade).upper() not in _GRADES:
+                errors.append(f"{at}: unknown grade (expected one of {', '.join(_GRADES)})")
+            elif (number := _positive(value)) is None:
+                errors.append(f"{at}: must be > 0")
+            else:
+                by_grade.append((str(grade).upper(), number))
+    elif raw_minutes is not None:
+        minutes = _positive(raw_minutes)
+        if minutes is None:
+            errors.append(f"{where}.minutes: must be > 0")
+    business = raw.get("business_hours")
+    if business is not None and not isinstance(business, bool):
+        errors.append(f"{where}.business_hours: expected true or false (false: around the clock), got {business!r}")
+        business = None
+    return (
+        SlaBlock(
+            minutes=minutes,
+            minutes_by_grade=tuple(by_grade),
+            business_hours=business,
+            warn_at=_warn_points(raw["warn_at"], f"{where}.warn_at", errors) if "warn_at" in raw else None,
+            escalation=_ladder(raw["escalation"], f"{where}.escalation", errors) if "escalation" in raw else None,
+            follow_up=_follow_up(raw.get("follow_up"), f"{where}.follow_up", errors),
+        ),
+        errors,
+    )
+
+
+def _warn_points(raw: Any, where: str, errors: list[str]) -> tuple[WarnPoint, ...]:
+    items = raw if isinstance(raw, list) else [raw]
+    points: list[WarnPoint] = []
+    for index, item in enumerate(items):
+        at = f"{where}[{index}]"
+        if isinstance(item, Mapping):
+            before = _positive(item.get("minutes_before"))
+            if set(item) != {"minutes_before"} or before is None:
+                errors.append(f"{at}: expected {{minutes_before: N}} with N > 0")
+                continue
+            points.append(WarnPoint(minutes_before=before))
+        elif (fraction := _positive(item)) is not None and fraction < 1:
+            points.append(WarnPoint(fraction=fraction))
+        else:
+            errors.append(f"{at}: expected a fraction between 0 and 1, or {{minutes_before: N}}")
+    return tuple(points)
+
+
+def _ladder(raw: Any, where: str, errors: list[str]) -> tuple[LadderStep, ...]:
+    if not isinstance(raw, list):
+        errors.append(f"{where}: expected a list of steps ({', '.join(LADDER_STEPS)})")
+        return ()
+    steps: list[LadderStep] = []
+    for index, item in enumerate(raw):
+        at = f"{where}[{index}]"
+        step: Any = item if isinstance(item, str) else None
+        minutes: float | None = None
+        if isinstance(item, Mapping):
+            step = item.get("step")
+            for key in item:
+                if key not in ("step", "minutes"):
+                    errors.append(f"{at}.{key}: unknown field (expected step, minutes)")
+            if item.get("minutes") is not None:
+                minutes = _positive(item["minutes"])
+                if minutes is None:
+                    errors.append(f"{at}.minutes: must be > 0")
+        if step not in LADDER_STEPS:
+            errors.append(f"{at}: unknown step {step!r} (expected one of {', '.join(LADDER_STEPS)})")
+            continue
+        steps.append(LadderStep(str(step), minutes))
+    return tuple(steps)
+
+
+def _follow_up(raw: Any, where: str, errors: list[str]) -> FollowUp | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        errors.append(f"{where}: expected {{touches: N, within_hours: H}}")
+        return None
+    for key in raw:
+        if key not in ("touches", "within_hours"):
+            errors.append(f"{where}.{key}: unknown field (expected touches, within_hours)")
+    touches = raw.get("touches")
+    if isinstance(touches, bool) or not isinstance(touches, int) or touches < 2:
+        errors.append(f"{where}.touches: must be an integer >= 2 (the first touch counts)")
+        touches = None
+    hours = _positive(raw.get("within_hours"))
+    if hours is None:
+        errors.append(f"{where}.within_hours: must be > 0")
+    if touches is None or hours is None:
+        return None
+    return FollowUp(touches, hours)
