@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import threading
 import time
 import uuid
@@ -21,11 +22,12 @@ import orjson
 from tests.support.stack import ADMIN, Stack
 
 from bench.load import RawHttp, run_wrk
-from bench.util import UVICORN_ARGS, log, percentile, rss_mb
+from bench.util import UVICORN_ARGS, log, percentile, pin, rss_mb
 
 ALLOWED = {202, 429, 503}
 CLIENT_TIMEOUT_S = 10.0  # a request not answered by then counts as a hang
 MAX_CONNECTIONS = 512
+RAMP_S = 2  # the generator opens its connections in the first seconds: reported apart as well as in the total
 
 
 def _source_key(url: str) -> str:
@@ -46,6 +48,10 @@ async def _overload(port: int, key: str, *, rate: float, seconds: float, pid: in
     run = uuid.uuid4().hex[:8]
     statuses: collections.Counter[str] = collections.Counter()
     latencies: list[float] = []
+    # Per second of the intended send: answers by status and their latencies, to show whether anything drifts.
+    per_second: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    per_second_ms: dict[int, list[float]] = collections.defaultdict(list)
+    steady_ms: list[float] = []  # after the first RAMP_S seconds, when every connection is open
     rss: dict[str, float] = {"start": rss_mb(pid)}
     samples = [rss["start"]]
     total = int(rate * seconds)
@@ -53,16 +59,22 @@ async def _overload(port: int, key: str, *, rate: float, seconds: float, pid: in
 
     async def one(i: int, due: float) -> None:
         body = orjson.dumps({"email": f"x{run}-{i}@example.org", "first_name": "Over", "last_name": f"Load {i}"})
+        second = int(due - start)
         try:
             status, _ = await asyncio.wait_for(client.post("/v1/leads", body), CLIENT_TIMEOUT_S)
         except TimeoutError:
-            statuses["timeout"] += 1
-            return
+            outcome = "timeout"
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            statuses[f"error:{type(exc).__name__}"] += 1
-            return
-        statuses[str(status)] += 1
-        latencies.append((time.monotonic() - due) * 1000)
+            outcome = f"error:{type(exc).__name__}"
+        else:
+            outcome = str(status)
+            latency = (time.monotonic() - due) * 1000
+            latencies.append(latency)
+            per_second_ms[second].append(latency)
+            if second >= RAMP_S:
+                steady_ms.append(latency)
+        statuses[outcome] += 1
+        per_second[second][outcome] += 1
 
     async def sample_rss() -> None:
         while True:
@@ -85,6 +97,10 @@ async def _overload(port: int, key: str, *, rate: float, seconds: float, pid: in
     rss["max"] = max([*samples, rss["end"]])
     await client.close()
     elapsed = time.monotonic() - start
+    steady: collections.Counter[str] = collections.Counter()
+    for second, counts in per_second.items():
+        if second >= RAMP_S:
+            steady.update(counts)
     return {
         "offered_per_s": round(rate, 1),
         "sent": total,
@@ -95,8 +111,40 @@ async def _overload(port: int, key: str, *, rate: float, seconds: float, pid: in
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "max_ms": max(latencies) if latencies else None,
+        "steady": {
+            "after_s": RAMP_S,
+            "statuses": dict(steady),
+            "only_allowed": set(steady) <= {str(s) for s in ALLOWED},
+            "p50_ms": percentile(steady_ms, 50),
+            "p99_ms": percentile(steady_ms, 99),
+        },
         "rss_mb": rss,
+        "rss_samples_mb": samples,
+        "per_second": [
+            {"second": t, **per_second[t], "p99_ms": percentile(per_second_ms[t], 99)} for t in sorted(per_second)
+        ],
     }
+
+
+def _wait_outbox_drained(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+            if line.startswith("handoff_outbox_backlog ") and float(line.split()[1]) == 0:
+                return
+        time.sleep(0.5)
+    log("overload: the outbox still had a backlog; starting anyway")
+
+
+def _server_latency(url: str) -> dict[str, int]:
+    """Admitted lead posts by the server's own latency bucket (from accept to answer, not counting kernel queues)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    buckets: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("handoff_http_request_seconds_bucket{") and 'route="/v1/leads"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[f"<= {le}"] = int(float(line.rsplit(" ", 1)[1]))
+    return buckets
 
 
 def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
@@ -109,21 +157,30 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
         ingest.start()
         assert ingest.process is not None
         pid = ingest.process.pid
+        # Server on core 0, load generators on core 1 (as bench/ingest.py pins wrk), when there are two cores.
+        pinned = (os.cpu_count() or 1) > 1
+        if pinned:
+            pin(pid, "0")
+        gen_cpus = "1" if pinned else None
         key = _source_key(ingest.url)
-        run_wrk(f"{ingest.url}/v1/leads", token=key, seconds=2, connections=32)  # warm up
-        saturation = run_wrk(f"{ingest.url}/v1/leads", token=key, seconds=5, connections=64)
+        run_wrk(f"{ingest.url}/v1/leads", token=key, seconds=2, connections=32, cpus=gen_cpus)  # warm up
+        saturation = run_wrk(f"{ingest.url}/v1/leads", token=key, seconds=5, connections=64, cpus=gen_cpus)
+        _wait_outbox_drained(ingest.url)  # the relay publishing wrk's leads is not part of the overload run
         log(f"overload: saturation {saturation.accepted_per_s:.0f} leads/s (p99 {saturation.p99_ms:.0f} ms)")
         rate = 3 * saturation.accepted_per_s
         result: dict[str, Any] = {}
 
         def drive() -> None:
             # Its own thread and loop: the bench's callers are synchronous.
+            if pinned:
+                os.sched_setaffinity(0, {1})  # this thread only
             result.update(asyncio.run(_overload(ingest.port, key, rate=rate, seconds=seconds, pid=pid)))
 
         thread = threading.Thread(target=drive, name="overload")
         thread.start()
         thread.join()
         served_after = httpx.get(f"{ingest.url}/readyz", timeout=10).status_code
+        server_side = _server_latency(ingest.url)
     finally:
         stack.stop()
     overload = {
@@ -132,6 +189,8 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
         "ready_after": served_after == 200,
         "client_timeout_s": CLIENT_TIMEOUT_S,
         "max_connections": MAX_CONNECTIONS,
+        "pinned": pinned,
+        "server_side_seconds": server_side,
     }
     log(
         f"overload: offered {result['offered_per_s']:.0f}/s for {seconds:.0f} s: {result['statuses']}, "

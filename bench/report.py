@@ -250,6 +250,19 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 _met(o["p99_ms"] is not None and o["p99_ms"] < overload["client_timeout_s"] * 1000),
             )
         )
+        steady = o.get("steady")
+        if steady:
+            out.append(
+                (
+                    f"Ingest at 3x saturation after the first {steady['after_s']} s: answers, p50 / p99",
+                    ", ".join(f"{status}: {n:,}" for status, n in sorted(steady["statuses"].items()))
+                    + f"; {_pair(steady)}",
+                    "-",
+                    "-",
+                    "only 202/429/503",
+                    _met(steady["only_allowed"]),
+                )
+            )
         out.append(
             (
                 "Ingest at 3x saturation: RSS start / middle / end (max)",

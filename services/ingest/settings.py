@@ -46,7 +46,7 @@ class IngestSettings(ServiceSettings):
     writer_enqueue_timeout_s: float = Field(default=2.0, ge=0)
     # Lead posts handled at once by this process; more get an immediate 503 with Retry-After, so overload is
     # shed at the door (a few microseconds each) instead of queueing without bound on a saturated event loop.
-    max_inflight_leads: int = Field(default=128, ge=1)
+    max_inflight_leads: int = Field(default=64, ge=1)
     platform_fetch_timeout_s: float = Field(default=10.0, gt=0)
     platform_fetch_attempts: int = Field(default=5, ge=1)
 
