@@ -61,7 +61,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
         )
         await runtime.start_housekeeping(
             "lead_identity_purge",
-            lambda session: handlers.purge_stale_identities(session, settings, app.state.clock()),
+            lambda session: handlers.purge_erased_identities(session, settings, app.state.clock()),
             every_s=settings.housekeeping_interval_s,
             batch=settings.idempotency_purge_batch,
         )

@@ -164,12 +164,13 @@ async def purge_expired_keys(session: AsyncSession, settings: IngestSettings, no
     return await IngestRepository(session).purge_idempotency(cutoff, settings.idempotency_purge_batch)
 
 
-async def purge_stale_identities(session: AsyncSession, settings: IngestSettings, now: datetime) -> int:
-    """One batch of identity hashes too old to make any lead a repeat, deleted (they only ever serve the window).
+async def purge_erased_identities(session: AsyncSession, settings: IngestSettings, now: datetime) -> int:
+    """One batch of the identity rows erased leads left behind (marked `erased`, matching no one), deleted.
 
-    An hour of slack past the window covers leads prepared just before a round and stored just after it."""
-    cutoff = now - timedelta(hours=settings.repeat_window_hours + 1)
-    return await IngestRepository(session).purge_identities(cutoff, settings.idempotency_purge_batch)
+    A live lead's identity hashes are kept as long as the lead: besides the repeat window they are the only index
+    that finds a person's leads for a subject-access request or an erase-all (GET /v1/leads?email=, POST
+    /v1/subjects/erase), so the table grows with the leads table (at most two rows a lead), not beyond it."""
+    return await IngestRepository(session).purge_identities(settings.idempotency_purge_batch)
 
 
 # -- quarantine: authenticated submissions that are not leads ----------------------------------------------------

@@ -73,6 +73,9 @@ class Lead(Base):
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+ERASED_IDENTITY = "erased"  # what an erased lead's identity hashes become: they match no one, and are purged
+
+
 class LeadIdentity(Base):
     """Keyed hashes of a lead's normalized email and phone: finds repeats without indexing PII in clear."""
 
@@ -231,9 +234,9 @@ class IngestRepository:
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    async def purge_identities(self, seen_before: datetime, limit: int) -> int:
-        """Delete up to `limit` identity hashes seen before `seen_before`; returns how many went."""
-        oldest = select(LeadIdentity.id).where(LeadIdentity.seen_at < seen_before).limit(limit)
+    async def purge_identities(self, limit: int) -> int:
+        """Delete up to `limit` identity rows of erased leads; returns how many went."""
+        oldest = select(LeadIdentity.id).where(LeadIdentity.identity == ERASED_IDENTITY).limit(limit)
         result = await self.session.execute(
             delete(LeadIdentity)
             .where(LeadIdentity.id.in_(oldest.scalar_subquery()))
@@ -311,7 +314,7 @@ class IngestRepository:
 
     async def forget_identities(self, lead_id: str) -> None:
         await self.session.execute(
-            update(LeadIdentity).where(LeadIdentity.lead_id == lead_id).values(identity="erased")
+            update(LeadIdentity).where(LeadIdentity.lead_id == lead_id).values(identity=ERASED_IDENTITY)
         )
 
     async def count_leads(self) -> int:

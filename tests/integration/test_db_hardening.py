@@ -18,7 +18,7 @@ from common.consumer import is_transient
 from common.db import Database, upgrade_schema_async
 from common.runtime import Runtime
 from ingest.app import MIGRATIONS as INGEST_MIGRATIONS
-from ingest.handlers import purge_stale_identities
+from ingest.handlers import purge_erased_identities
 from ingest.settings import IngestSettings
 from ingest.store import Base as IngestBase
 from ingest.store import LeadIdentity
@@ -203,23 +203,27 @@ async def test_dedupe_marks_past_their_retention_are_purged_fresh_ones_kept(data
         await runtime.db.dispose()
 
 
-async def test_identity_hashes_past_the_repeat_window_are_purged_those_inside_kept(database_url: str) -> None:
+async def test_identity_rows_of_erased_leads_are_purged_and_a_live_leads_are_kept_for_subject_access(
+    database_url: str,
+) -> None:
     now = datetime.now(UTC)
     await upgrade_schema_async(database_url, INGEST_MIGRATIONS, IngestBase.metadata)
     ingest_db = Database(database_url)
     try:
-        ingest = IngestSettings(env="test", repeat_window_hours=72)
+        ingest = IngestSettings(env="development", repeat_window_hours=72)
         async with ingest_db.transaction() as session:
             session.add_all(
                 [
-                    LeadIdentity(identity="past-window", lead_id="a", seen_at=now - timedelta(hours=80)),
+                    LeadIdentity(identity="erased", lead_id="gone", seen_at=now - timedelta(hours=80)),
+                    LeadIdentity(identity="past-window", lead_id="a", seen_at=now - timedelta(days=400)),
                     LeadIdentity(identity="in-window", lead_id="b", seen_at=now - timedelta(hours=70)),
                 ]
             )
         async with ingest_db.transaction() as session:
-            assert await purge_stale_identities(session, ingest, now) == 1
+            assert await purge_erased_identities(session, ingest, now) == 1
         async with ingest_db.read() as session:
-            left = (await session.execute(select(LeadIdentity.identity))).scalars().all()
-        assert left == ["in-window"], "a lead within the repeat window must still find its earlier self"
+            left = sorted((await session.execute(select(LeadIdentity.identity))).scalars().all())
+        # An old live lead stays findable by its person (GET /v1/leads?email=, erase-all); the window is in the query.
+        assert left == ["in-window", "past-window"]
     finally:
         await ingest_db.dispose()
