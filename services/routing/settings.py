@@ -23,7 +23,9 @@ class RoutingSettings(ServiceSettings):
     seed_file: Path | None = None
     # Routing rules installed at start-up when none are active yet (YAML or JSON); else the shipped defaults.
     rules_file: Path | None = None
-    # SLA minutes per grade override the defaults (A 5, B 60, C 480 working minutes), e.g. {"A": 1}.
+    # The SLA defaults: a team's or a rule's `sla:` block (routing.domain.sla) wins over them, field by field, and
+    # changes with PUT /v1/routing/rules or the roster, without a restart. These need one.
+    # SLA minutes per grade override the built-in defaults (A 5, B 60, C 480 working minutes), e.g. {"A": 1}.
     sla_minutes: dict[str, float] = Field(default_factory=dict)
     sla_business_hours: bool = True
     sla_warn_fractions: tuple[float, ...] = (0.5,)
