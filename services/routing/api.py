@@ -209,7 +209,9 @@ class SimulateIn(BaseModel):
     duplicate_of: str | None = None
     quality: dict[str, Any] = Field(default_factory=dict, description="Quality flags, e.g. {flags: [phone_unparsed]}")
     rules_yaml: str | None = Field(default=None, description="Try candidate rules instead of the active ones")
-    at: datetime | None = Field(default=None, description="Decide as of this time (default now)")
+    at: datetime | None = Field(
+        default=None, description="Decide as of this time (default now); with it, the answer's sla.due_at is given"
+    )
 
 
 @router.post("/v1/routing/simulate", summary="The decision for a lead, without writing anything")
@@ -222,8 +224,11 @@ async def simulate(body: SimulateIn, request: Request, _admin: Admin) -> dict[st
             raise _error(422, "invalid_rules", _path_errors(exc.errors)) from exc
         now = h.aware(body.at) or datetime.now(UTC)
         decision = await router_.preview(session, body.model_dump(exclude={"rules_yaml", "at"}), rules, now=now)
-        # The SLA policy the decision would start (rule > team > defaults): minutes, due time, warnings, ladder.
+        # The SLA policy the decision would start (rule > team > defaults): minutes, warnings, ladder and, for a
+        # given `at`, the due time (without one the answer stays the same from one call to the next).
         sla = await router_.preview_sla(session, decision, rules, body.score.get("grade"), now)
+    if sla is not None and body.at is None:
+        sla["due_at"] = None
     return {**decision.to_dict(), "sla": sla}
 
 

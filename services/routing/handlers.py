@@ -494,7 +494,17 @@ class Router:
         if is_hotter(lead.grade, grade):
             return None
         roster = await self.roster(session)
-        policy = sla_policy_for(grade, policies=self.sla_policies)
+        # The hotter grade's clock under the policy this assignment runs on: its rule's block, its team's, defaults.
+        rule, team = (await self.rules(session)).rule(current.rule_id), roster.team(current.team_id)
+        policy = resolve_sla(
+            grade,
+            rule_block=rule.sla if rule else None,
+            team_block=team.sla if team else None,
+            defaults=self.sla_policies,
+            ladder=self.ladder,
+            rule_id=current.rule_id,
+            team_id=current.team_id,
+        ).policy
         rep = roster.rep(current.rep_id)
         hours, tz = _clock_of(rep, roster.team(current.team_id))
         due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)

@@ -214,6 +214,8 @@ async def test_simulate_shows_the_policy_that_would_apply_for_the_active_and_can
     assert tried["sla"]["due_at"] == (T0 + timedelta(minutes=4)).isoformat()
     ladder = [{"step": "notify_manager", "minutes": 6}, {"step": "manager", "minutes": None}]
     assert tried["sla"]["escalation"] == ladder
+    undated = {k: v for k, v in body.items() if k != "at"}  # no `at`: the same policy, no due time
+    assert (await client.post("/v1/routing/simulate", json=undated, headers=ADMIN)).json()["sla"]["due_at"] is None
     nurtured = {"score": {"grade": "D"}, "rules_yaml": "fallback_team: t\nrules: [{action: {nurture: true}}]"}
     assert (await client.post("/v1/routing/simulate", json=nurtured, headers=ADMIN)).json()["sla"] is None
 
