@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from routing.app import create_app
 from routing.store import TimelineRow
+from tests.support.contracts import validate_event
 from tests.support.routing import ROSTER, Clock, routing_on, routing_settings, scored
 from tests.support.stack import ADMIN
 
@@ -79,6 +80,7 @@ async def test_a_notify_manager_step_emits_the_escalation_and_keeps_the_rep_on_a
         await routing.fire()
         (breach,) = await routing.events("lead.sla_breached")
         assert (breach.data["step"], breach.data["manager_id"], breach.data["rep_id"]) == ("notify_manager", "m", "r1")
+        assert validate_event("lead.sla_breached", breach.data) == []  # the escalation event keeps the contract
         assert await routing.events("lead.reassigned") == []  # the rep keeps the lead
         async with routing.db.read() as session:
             escalated = (
@@ -129,6 +131,7 @@ async def test_the_follow_up_clock_breaches_when_touches_are_missing_and_not_whe
         (breach,) = await routing.events("lead.sla_breached")
         assert breach.subject == neglected.subject
         assert (breach.data["clock"], breach.data["step"]) == ("follow_up", None)
+        assert validate_event("lead.sla_breached", breach.data) == []
         assert breach.data["due_at"] == (T0 + timedelta(minutes=1, hours=2)).isoformat()
         assert await routing.events("lead.reassigned") == []  # a follow-up breach escalates nothing
         assert await routing.fire() == 0
