@@ -175,7 +175,7 @@ async def _route(app: FastAPI, client: httpx.AsyncClient, grade: str = "A") -> d
         await app.state.router.on_scored(session, event)
     response = await client.get(f"/v1/leads/{event.subject}", headers=ADMIN)
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 @pytest.mark.kafka
