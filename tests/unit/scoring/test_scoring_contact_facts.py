@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.resources
+
 import pytest
+import yaml
 
 from scoring.domain import classify_email, email_domain, parse_title, phone_facts
 
@@ -156,3 +159,16 @@ def test_parse_title(title: str, seniority: str, function: str) -> None:
 @pytest.mark.parametrize("title", [None, "", "   "])
 def test_parse_title_without_a_title(title: str | None) -> None:
     assert parse_title(title) == (None, None)
+
+
+def test_title_vocabulary_ships_as_package_data() -> None:
+    """The keyword vocabulary is a data file inside the package (an install without it cannot classify titles)."""
+    vocabulary = yaml.safe_load(
+        importlib.resources.files("scoring.domain").joinpath("titles.yaml").read_text(encoding="utf-8")
+    )
+    seniorities = [next(iter(entry)) for entry in vocabulary["seniority"]]
+    functions = [next(iter(entry)) for entry in vocabulary["function"]]
+    # Specific words are checked before the generic ones they contain: the order is part of the data.
+    assert seniorities.index("vp") < seniorities.index("c_level")
+    assert functions.index("marketing") < functions.index("sales") < functions.index("engineering")
+    assert parse_title("VP Product Marketing") == ("vp", "marketing")

@@ -1,0 +1,35 @@
+"""Ingest's store: the tables, and one repository per area whose methods are the questions use cases ask."""
+
+from ingest.store.fetches import PlatformFetchRepository
+from ingest.store.quarantine import QuarantineRepository
+from ingest.store.repository import IngestRepository
+from ingest.store.tables import (
+    ERASED_IDENTITY,
+    Base,
+    IdempotencyRecord,
+    Lead,
+    LeadIdentity,
+    PlatformFetch,
+    QuarantinedSubmission,
+    Source,
+    outbox,
+    outbox_dead,
+    processed,
+)
+
+__all__ = [
+    "ERASED_IDENTITY",
+    "Base",
+    "IdempotencyRecord",
+    "IngestRepository",
+    "Lead",
+    "LeadIdentity",
+    "PlatformFetch",
+    "PlatformFetchRepository",
+    "QuarantineRepository",
+    "QuarantinedSubmission",
+    "Source",
+    "outbox",
+    "outbox_dead",
+    "processed",
+]

@@ -1,0 +1,186 @@
+"""The questions ingest's use cases ask about sources, leads, their identities and Idempotency-Keys."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ingest.store.tables import ERASED_IDENTITY, Base, IdempotencyRecord, Lead, LeadIdentity, Source
+
+
+class IngestRepository:
+    """Queries only; the entrypoint owns the transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def source(self, source_id: str) -> Source | None:
+        return await self.session.get(Source, source_id)
+
+    async def source_by_key_hash(self, key_hash: str) -> Source | None:
+        return (await self.session.execute(select(Source).where(Source.api_key_hash == key_hash))).scalar_one_or_none()
+
+    async def source_by_publishable_key(self, key: str) -> Source | None:
+        return (
+            await self.session.execute(select(Source).where(Source.publishable_key == key))
+        ).scalar_one_or_none()
+
+    async def sources(self) -> list[Source]:
+        return list((await self.session.execute(select(Source).order_by(Source.created_at, Source.id))).scalars())
+
+    async def sources_by_id(self, source_ids: Iterable[str]) -> dict[str, Source]:
+        wanted = {source_id for source_id in source_ids if source_id}
+        if not wanted:
+            return {}
+        rows = await self.session.execute(select(Source).where(Source.id.in_(wanted)))
+        return {source.id: source for source in rows.scalars()}
+
+    async def lead(self, lead_id: str) -> Lead | None:
+        return await self.session.get(Lead, lead_id)
+
+    async def lead_by_external_id(self, source_id: str, external_id: str) -> Lead | None:
+        return (
+            await self.session.execute(
+                select(Lead).where(Lead.source_id == source_id, Lead.external_id == external_id)
+            )
+        ).scalar_one_or_none()
+
+    async def earlier_lead_for(self, identities: list[str], since: datetime) -> str | None:
+        """The first lead with any of these identities seen since `since` (the original of a repeat)."""
+        if not identities:
+            return None
+        row = (
+            await self.session.execute(
+                select(LeadIdentity.lead_id)
+                .where(LeadIdentity.identity.in_(identities), LeadIdentity.seen_at >= since)
+                .order_by(LeadIdentity.seen_at)
+                .limit(1)
+            )
+        ).first()
+        return row[0] if row else None
+
+    async def idempotency(self, scope_key: str) -> IdempotencyRecord | None:
+        return await self.session.get(IdempotencyRecord, scope_key)
+
+    # -- batches (the group-commit writer): one statement per question for a whole batch ----------------
+
+    async def idempotency_many(self, scope_keys: Collection[str]) -> dict[str, IdempotencyRecord]:
+        """The stored responses of these scoped keys, by key."""
+        if not scope_keys:
+            return {}
+        rows = await self.session.execute(select(IdempotencyRecord).where(IdempotencyRecord.scope_key.in_(scope_keys)))
+        return {record.scope_key: record for record in rows.scalars()}
+
+    async def drop_idempotency(self, scope_keys: Collection[str]) -> None:
+        """Forget expired keys, so they can be stored afresh in the same transaction."""
+        if scope_keys:
+            await self.session.execute(
+                delete(IdempotencyRecord)
+                .where(IdempotencyRecord.scope_key.in_(scope_keys))
+                .execution_options(synchronize_session=False)
+            )
+
+    async def purge_idempotency(self, created_before: datetime, limit: int) -> int:
+        """Delete up to `limit` keys stored before `created_before`; returns how many went."""
+        oldest = (
+            select(IdempotencyRecord.scope_key)
+            .where(IdempotencyRecord.created_at < created_before)
+            .order_by(IdempotencyRecord.created_at)
+            .limit(limit)
+        )
+        result = await self.session.execute(
+            delete(IdempotencyRecord)
+            .where(IdempotencyRecord.scope_key.in_(oldest.scalar_subquery()))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def purge_identities(self, limit: int) -> int:
+        """Delete up to `limit` identity rows of erased leads; returns how many went."""
+        oldest = select(LeadIdentity.id).where(LeadIdentity.identity == ERASED_IDENTITY).limit(limit)
+        result = await self.session.execute(
+            delete(LeadIdentity)
+            .where(LeadIdentity.id.in_(oldest.scalar_subquery()))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def leads_by_external_ids(
+        self, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, str | None, bool]]:
+        """(lead id, duplicate_of, is_test) of the leads already stored under these (source id, external id)."""
+        if not keys:
+            return {}
+        rows = await self.session.execute(
+            select(Lead.id, Lead.source_id, Lead.external_id, Lead.duplicate_of, Lead.is_test).where(
+                Lead.external_id.in_({external_id for _, external_id in keys})
+            )
+        )
+        wanted = set(keys)
+        found: dict[tuple[str, str], tuple[str, str | None, bool]] = {}
+        for lead_id, source_id, external_id, duplicate_of, is_test in rows.all():
+            if source_id is not None and external_id is not None and (source_id, external_id) in wanted:
+                found[(source_id, external_id)] = (lead_id, duplicate_of, bool(is_test))
+        return found
+
+    async def first_leads_for(self, identities: Collection[str], since: datetime) -> dict[str, tuple[datetime, str]]:
+        """For each identity, (seen_at, lead id) of its earliest sighting since `since`."""
+        if not identities:
+            return {}
+        first = (
+            select(LeadIdentity.identity, func.min(LeadIdentity.seen_at).label("seen_at"))
+            .where(LeadIdentity.identity.in_(identities), LeadIdentity.seen_at >= since)
+            .group_by(LeadIdentity.identity)
+            .subquery()
+        )
+        rows = await self.session.execute(
+            select(LeadIdentity.identity, LeadIdentity.seen_at, LeadIdentity.lead_id)
+            .join(first, (first.c.identity == LeadIdentity.identity) & (first.c.seen_at == LeadIdentity.seen_at))
+            .order_by(LeadIdentity.id)
+        )
+        found: dict[str, tuple[datetime, str]] = {}
+        for identity, seen_at, lead_id in rows.all():
+            found.setdefault(identity, (seen_at, lead_id))
+        return found
+
+    async def insert_rows(self, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
+        """One multi-row Core insert: no ORM unit of work for rows written once and never changed here."""
+        if rows:
+            await self.session.execute(insert(model.__table__), list(rows))  # type: ignore[arg-type]
+
+    async def leads(
+        self, *, source_id: str | None, since: datetime | None, before: tuple[datetime, str] | None, limit: int
+    ) -> list[Lead]:
+        query = select(Lead).order_by(Lead.received_at.desc(), Lead.id.desc()).limit(limit)
+        if source_id:
+            query = query.where(Lead.source_id == source_id)
+        if since:
+            query = query.where(Lead.received_at >= since)
+        if before:
+            at, lead_id = before
+            query = query.where((Lead.received_at < at) | ((Lead.received_at == at) & (Lead.id < lead_id)))
+        return list((await self.session.execute(query)).scalars())
+
+    async def leads_of_subject(self, identities: Collection[str], *, limit: int) -> list[Lead]:
+        """Every lead (newest first) filed under any of these identity hashes: one person's leads. An erased lead's
+        identities are forgotten, so it is not found again."""
+        ids = select(LeadIdentity.lead_id).where(LeadIdentity.identity.in_(list(identities))).distinct()
+        query = (
+            select(Lead)
+            .where(Lead.id.in_(ids.scalar_subquery()))
+            .order_by(Lead.received_at.desc(), Lead.id.desc())
+            .limit(limit)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def forget_identities(self, lead_id: str) -> None:
+        await self.session.execute(
+            update(LeadIdentity).where(LeadIdentity.lead_id == lead_id).values(identity=ERASED_IDENTITY)
+        )
+
+    async def count_leads(self) -> int:
+        return int((await self.session.execute(select(func.count()).select_from(Lead))).scalar_one())
