@@ -19,15 +19,8 @@ from scoring.domain.firmographics import (
     parse_firmographics_csv,
 )
 from scoring.domain.phones import phone_facts
-from scoring.domain.ruleset import (
-    DEFAULT_RULESET_YAML,
-    GRADES,
-    Qualification,
-    Rule,
-    Ruleset,
-    RulesetError,
-    load_ruleset,
-)
+from scoring.domain.ruleset import GRADES, Qualification, Rule, Ruleset, RulesetError
+from scoring.domain.ruleset_loader import DEFAULT_RULESET_YAML, load_ruleset
 from scoring.domain.score import FiredRule, Score, score_lead
 from scoring.domain.titles import FUNCTIONS, SENIORITIES, parse_title
 
