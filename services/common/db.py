@@ -7,16 +7,21 @@ import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, event, pool
+import structlog
+from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, pool
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 from sqlalchemy.util import await_
+
+log = structlog.get_logger(__name__)
 
 # Stable constraint names, so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -30,6 +35,58 @@ NAMING_CONVENTION = {
 
 def new_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A point in time, stored as UTC and always read back as an aware UTC datetime, on SQLite and PostgreSQL.
+
+    SQLite keeps no zone (it hands back naive values) and PostgreSQL answers in the session's zone; with this
+    column type no caller needs an `aware()` helper. A naive value given to it is taken as UTC, as every time
+    this code base writes is. The schema type is DateTime(timezone=True), so migrations are unchanged.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+def as_utc(value: datetime) -> datetime:
+    """The same instant in UTC; a naive value is taken as UTC already (what SQLite hands back)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+# session.info key: callbacks to run once the session's current transaction commits.
+_ON_COMMIT = "common.on_commit"
+
+
+def on_commit(session: AsyncSession | Session, callback: Callable[[], None]) -> None:
+    """Run `callback()` once the session's transaction commits; dropped if it rolls back.
+
+    For effects that must not happen for a unit of work that did not persist (metrics counts, wake-ups). One
+    listener on every Session runs them, so any session works, whoever opened it.
+    """
+    session.info.setdefault(_ON_COMMIT, []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_on_commit(session: Session) -> None:
+    for callback in session.info.pop(_ON_COMMIT, ()):
+        try:
+            callback()
+        except Exception:  # the data is committed: a failed side effect must not turn that into an error
+            log.exception("on_commit_callback_failed")
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_on_commit(session: Session) -> None:
+    session.info.pop(_ON_COMMIT, None)
 
 
 class _Cursor(sqlite3.Cursor):
@@ -124,7 +181,8 @@ class Database:
         self._after_commit: list[Callable[[AsyncSession], None]] = []
 
     def on_commit(self, callback: Callable[[AsyncSession], None]) -> None:
-        """Run `callback(session)` after each successful commit (the outbox relay uses it as a wake-up)."""
+        """Run `callback(session)` after every successful commit of this database, for a listener that lives as
+        long as the service (the outbox relay's wake-up); one transaction's own effects use `on_commit(session)`."""
         self._after_commit.append(callback)
 
     @contextlib.asynccontextmanager

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import event
+
+from common.db import on_commit
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -45,8 +46,7 @@ QUARANTINE_REASONS = frozenset({"no_contact", "origin_not_allowed", "honeypot"})
 
 def after_commit(session: Any, action: Callable[[], None]) -> None:
     """Run `action` once the session's transaction commits, so a rolled-back unit of work counts nothing."""
-    sync_session = getattr(session, "sync_session", session)
-    event.listen(sync_session, "after_commit", lambda _session: action(), once=True)
+    on_commit(session, action)
 
 
 def lead_received(session: Any, source_kind: str | None) -> None:

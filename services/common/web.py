@@ -273,6 +273,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "internal_error", "detail": "an unexpected error occurred"}, status_code=500)
 
 
+def problem(status: int, code: str, detail: Any, headers: Mapping[str, str] | None = None) -> HTTPException:
+    """An HTTP error in the shared shape {"error": code, "detail": detail}, raised by a route or a dependency."""
+    return HTTPException(
+        status_code=status, detail={"error": code, "detail": detail}, headers=dict(headers) if headers else None
+    )
+
+
 def _error_code(status: int) -> str:
     return {
         400: "bad_request",
