@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from routing.ops import LeadFacts, OpenClock, SlaClock, clock_outcome, lead_outcome, percentile, summarize
+from routing.ops.compliance import LeadFacts, OpenClock, SlaClock, clock_outcome, lead_outcome, percentile, summarize
 
 pytestmark = pytest.mark.unit
 
