@@ -7,19 +7,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import structlog
-import yaml
 from fastapi import FastAPI, Request
 
 from common.logging import configure_logging
 from common.runtime import Runtime
 from common.web import health_router, install_common
-from routing import api, ops, webhooks, webhooks_api
-from routing import metrics as routing_metrics
+from routing import api, ops, webhooks
 from routing.consumer import CONSUMES, PRODUCES, event_handlers
 from routing.handlers import Router
 from routing.settings import RoutingSettings
-from routing.store import Base, RoutingRepository, outbox, processed
+from routing.store import Base, outbox, processed
 from routing.timers import TimerLoop
+from routing.usecases import roster
+from routing.webhooks import api as webhooks_api
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(__name__)
@@ -27,16 +27,10 @@ log = structlog.get_logger(__name__)
 
 async def _seed(runtime: Runtime, router: Router, settings: RoutingSettings) -> None:
     """Load the seed roster and rules once, when the store has none (a restart keeps what ops changed)."""
+    roster_text = settings.seed_file.read_text(encoding="utf-8") if settings.seed_file else None
+    rules_text = settings.rules_file.read_text(encoding="utf-8") if settings.rules_file else None
     async with runtime.db.transaction() as session:
-        repo = RoutingRepository(session)
-        await repo.lock_routing()  # two processes starting together on PostgreSQL seed once, not twice
-        if settings.seed_file and not await repo.reps():
-            data = yaml.safe_load(settings.seed_file.read_text(encoding="utf-8")) or {}
-            roster = await router.replace_roster(session, data)
-            log.info("roster_seeded", reps=len(roster.reps), teams=len(roster.teams))
-        if settings.rules_file and await repo.active_ruleset() is None:
-            rules = await router.install_rules(session, settings.rules_file.read_text(encoding="utf-8"))
-            log.info("routing_rules_installed", version=rules.version)
+        await roster.seed(router, session, roster_text, rules_text)
 
 
 def create_app(settings: RoutingSettings | None = None) -> FastAPI:
@@ -61,7 +55,6 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         )
         app.state.router = router
         app.state.runtime = runtime
-        runtime.db.on_commit(routing_metrics.flush)
         app.state.timers = timers
         await runtime.start()
         await _seed(runtime, router, settings)

@@ -35,21 +35,21 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from common.crypto import SecretBox
 from common.db import Database, upgrade_schema_async
+from common.egress import UnsafeUrl
 from common.envelope import Event
 from routing.app import MIGRATIONS, create_app
 from routing.handlers import Router
 from routing.settings import RoutingSettings
 from routing.store import Base, TimelineRow, WebhookAttempt, WebhookDelivery, WebhookEndpoint, outbox
-from routing.webhooks import (
-    UnsafeUrl,
+from routing.webhooks.sender import WebhookSender
+from routing.webhooks.service import (
     WebhookConflict,
     Webhooks,
-    WebhookSender,
     enqueue_deliveries,
-    new_secret,
     purge_settled_deliveries,
     reencrypt_secrets,
 )
+from routing.webhooks.signing import new_secret
 from tests.support.stack import ADMIN, ADMIN_TOKEN, ROOT, wait_until_async
 
 pytestmark = pytest.mark.integration
@@ -510,7 +510,7 @@ async def test_sigkilled_sender_loses_no_delivery(
         "import asyncio\n"
         "from common.db import Database\n"
         "from routing.settings import RoutingSettings\n"
-        "from routing.webhooks import WebhookSender\n"
+        "from routing.webhooks.sender import WebhookSender\n"
         "async def main():\n"
         f"    db = Database({database_url!r})\n"
         "    settings = RoutingSettings(env='test', webhook_allow_loopback=True, webhook_timeout_s=30,"

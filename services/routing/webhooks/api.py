@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from common.crypto import SecretKeyError
-from common.web import Admin, HandoffRoute
+from common.egress import Destination, UnsafeUrl
+from common.session import ReadSession, Transaction
+from common.web import Admin, HandoffRoute, problem
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from routing.webhooks import DeliveryLog, Destination, UnsafeUrl, WebhookConflict, Webhooks, reencrypt_secrets
+from routing.webhooks.service import DeliveryLog, WebhookConflict, Webhooks, iso, reencrypt_secrets
 
 router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"], route_class=HandoffRoute)
 
@@ -27,18 +28,8 @@ def webhooks_service(request: Request) -> Webhooks:
 Service = Annotated[Webhooks, Depends(webhooks_service)]
 
 
-def _error(status: int, code: str, detail: Any) -> HTTPException:
-    return HTTPException(status_code=status, detail={"error": code, "detail": detail})
-
-
 def _invalid(field: str, reason: str) -> HTTPException:
-    return _error(422, "validation_failed", [{"field": field, "reason": reason}])
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return problem(422, "validation_failed", [{"field": field, "reason": reason}])
 
 
 def _db(request: Request) -> Any:
@@ -76,27 +67,27 @@ def _endpoint_out(endpoint: WebhookEndpoint) -> dict[str, Any]:
         "event_types": endpoint.event_types,
         "enabled": endpoint.enabled,
         "disabled_reason": endpoint.disabled_reason,
-        "disabled_at": _iso(endpoint.disabled_at),
-        "failing_since": _iso(endpoint.failing_since),
-        "last_success_at": _iso(endpoint.last_success_at),
-        "last_failure_at": _iso(endpoint.last_failure_at),
-        "previous_secret_valid_until": _iso(endpoint.previous_secret_until),
-        "created_at": _iso(endpoint.created_at),
-        "updated_at": _iso(endpoint.updated_at),
+        "disabled_at": iso(endpoint.disabled_at),
+        "failing_since": iso(endpoint.failing_since),
+        "last_success_at": iso(endpoint.last_success_at),
+        "last_failure_at": iso(endpoint.last_failure_at),
+        "previous_secret_valid_until": iso(endpoint.previous_secret_until),
+        "created_at": iso(endpoint.created_at),
+        "updated_at": iso(endpoint.updated_at),
     }
 
 
 def _attempt_out(attempt: WebhookAttempt) -> dict[str, Any]:
     return {
         "attempt_no": attempt.attempt_no,
-        "started_at": _iso(attempt.started_at),
+        "started_at": iso(attempt.started_at),
         "webhook_timestamp": attempt.signed_at,
         "result": attempt.result,
         "status_code": attempt.status_code,
         "latency_ms": attempt.latency_ms,
         "error": attempt.error,
         "response_body": attempt.response_body,
-        "next_attempt_at": _iso(attempt.next_attempt_at),
+        "next_attempt_at": iso(attempt.next_attempt_at),
     }
 
 
@@ -109,12 +100,12 @@ def _delivery_out(delivery: WebhookDelivery, attempts: list[WebhookAttempt] | No
         "status": delivery.status,
         "attempt_count": delivery.attempt_count,
         "replays": delivery.replays,
-        "next_attempt_at": _iso(delivery.next_attempt_at),
-        "last_attempt_at": _iso(delivery.last_attempt_at),
+        "next_attempt_at": iso(delivery.next_attempt_at),
+        "last_attempt_at": iso(delivery.last_attempt_at),
         "last_status_code": delivery.last_status_code,
         "last_error": delivery.last_error,
-        "delivered_at": _iso(delivery.delivered_at),
-        "created_at": _iso(delivery.created_at),
+        "delivered_at": iso(delivery.delivered_at),
+        "created_at": iso(delivery.created_at),
     }
     if attempts is not None:
         out["attempts"] = [_attempt_out(a) for a in attempts]
@@ -130,7 +121,9 @@ async def _vet(service: Webhooks, url: str) -> Destination:
 
 @router.post("", status_code=201, summary="Register a webhook endpoint; the signing secret is shown only here")
 async def create_endpoint(body: EndpointIn, request: Request, service: Service, _admin: Admin) -> dict[str, Any]:
-    destination = await _vet(service, body.url)  # before the transaction: DNS can be slow
+    # Its own transaction, opened after the URL is vetted: DNS can be slow, and a transaction held meanwhile would
+    # keep SQLite's one writer waiting.
+    destination = await _vet(service, body.url)
     try:
         async with _db(request).transaction() as session:
             endpoint, secret = await service.create_endpoint(
@@ -142,19 +135,17 @@ async def create_endpoint(body: EndpointIn, request: Request, service: Service, 
 
 
 @router.get("", summary="Webhook endpoints (disabled ones say why)")
-async def list_endpoints(request: Request, service: Service, _admin: Admin) -> dict[str, Any]:
-    async with _db(request).read() as session:
-        endpoints = await service.endpoints(session)
+async def list_endpoints(session: ReadSession, service: Service, _admin: Admin) -> dict[str, Any]:
+    endpoints = await service.endpoints(session)
     return {"items": [_endpoint_out(e) for e in endpoints]}
 
 
 @router.get("/{endpoint_id}", summary="One webhook endpoint")
-async def get_endpoint(endpoint_id: str, request: Request, service: Service, _admin: Admin) -> dict[str, Any]:
-    async with _db(request).read() as session:
-        try:
-            endpoint = await service.endpoint(session, endpoint_id)
-        except LookupError as exc:
-            raise _error(404, "not_found", str(exc)) from exc
+async def get_endpoint(endpoint_id: str, session: ReadSession, service: Service, _admin: Admin) -> dict[str, Any]:
+    try:
+        endpoint = await service.endpoint(session, endpoint_id)
+    except LookupError as exc:
+        raise problem(404, "not_found", str(exc)) from exc
     return _endpoint_out(endpoint)
 
 
@@ -162,6 +153,7 @@ async def get_endpoint(endpoint_id: str, request: Request, service: Service, _ad
 async def update_endpoint(
     endpoint_id: str, body: EndpointPatch, request: Request, service: Service, _admin: Admin
 ) -> dict[str, Any]:
+    # Its own transaction, opened after a new URL is vetted (DNS can be slow), as at creation.
     destination = await _vet(service, body.url) if body.url is not None else None
     try:
         async with _db(request).transaction() as session:
@@ -174,7 +166,7 @@ async def update_endpoint(
                 enabled=body.enabled,
             )
     except LookupError as exc:
-        raise _error(404, "not_found", str(exc)) from exc
+        raise problem(404, "not_found", str(exc)) from exc
     except ValueError as exc:
         raise _invalid("event_types", str(exc)) from exc
     return _endpoint_out(endpoint)
@@ -184,41 +176,38 @@ async def update_endpoint(
     "/{endpoint_id}/rotate-secret",
     summary="A new signing secret, shown once; the old one keeps signing too until the overlap ends",
 )
-async def rotate_secret(endpoint_id: str, request: Request, service: Service, _admin: Admin) -> dict[str, Any]:
+async def rotate_secret(endpoint_id: str, session: Transaction, service: Service, _admin: Admin) -> dict[str, Any]:
     try:
-        async with _db(request).transaction() as session:
-            endpoint, secret = await service.rotate_secret(session, endpoint_id)
+        endpoint, secret = await service.rotate_secret(session, endpoint_id)
     except LookupError as exc:
-        raise _error(404, "not_found", str(exc)) from exc
+        raise problem(404, "not_found", str(exc)) from exc
     return {**_endpoint_out(endpoint), "secret": secret}
 
 
 @router.post("/{endpoint_id}/test", status_code=202, summary="Send a webhook.test ping to the endpoint")
-async def send_test(endpoint_id: str, request: Request, service: Service, _admin: Admin) -> dict[str, Any]:
+async def send_test(endpoint_id: str, session: Transaction, service: Service, _admin: Admin) -> dict[str, Any]:
     try:
-        async with _db(request).transaction() as session:
-            delivery = await service.send_test(session, endpoint_id)
+        delivery = await service.send_test(session, endpoint_id)
     except LookupError as exc:
-        raise _error(404, "not_found", str(exc)) from exc
+        raise problem(404, "not_found", str(exc)) from exc
     except WebhookConflict as exc:
-        raise _error(409, "conflict", str(exc)) from exc
+        raise problem(409, "conflict", str(exc)) from exc
     return _delivery_out(delivery)
 
 
 @router.get("/{endpoint_id}/deliveries", summary="The endpoint's deliveries, newest first, with every attempt")
 async def list_deliveries(
     endpoint_id: str,
-    request: Request,
+    session: ReadSession,
     service: Service,
     _admin: Admin,
     status: Literal["pending", "succeeded", "failed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    async with _db(request).read() as session:
-        try:
-            logs: list[DeliveryLog] = await service.deliveries(session, endpoint_id, status=status, limit=limit)
-        except LookupError as exc:
-            raise _error(404, "not_found", str(exc)) from exc
+    try:
+        logs: list[DeliveryLog] = await service.deliveries(session, endpoint_id, status=status, limit=limit)
+    except LookupError as exc:
+        raise problem(404, "not_found", str(exc)) from exc
     return {"items": [_delivery_out(entry.delivery, entry.attempts) for entry in logs]}
 
 
@@ -228,15 +217,14 @@ async def list_deliveries(
     summary="Send one delivery again now (same webhook-id, fresh retry schedule)",
 )
 async def replay_delivery(
-    endpoint_id: str, delivery_id: str, request: Request, service: Service, _admin: Admin
+    endpoint_id: str, delivery_id: str, session: Transaction, service: Service, _admin: Admin
 ) -> dict[str, Any]:
     try:
-        async with _db(request).transaction() as session:
-            delivery = await service.replay(session, endpoint_id, delivery_id)
+        delivery = await service.replay(session, endpoint_id, delivery_id)
     except LookupError as exc:
-        raise _error(404, "not_found", str(exc)) from exc
+        raise problem(404, "not_found", str(exc)) from exc
     except WebhookConflict as exc:
-        raise _error(409, "conflict", str(exc)) from exc
+        raise problem(409, "conflict", str(exc)) from exc
     return _delivery_out(delivery)
 
 
@@ -246,15 +234,14 @@ async def replay_delivery(
     summary="Send again every failed delivery of the endpoint since a time (same webhook-ids)",
 )
 async def replay_failed(
-    endpoint_id: str, body: ReplaySinceIn, request: Request, service: Service, _admin: Admin
+    endpoint_id: str, body: ReplaySinceIn, session: Transaction, service: Service, _admin: Admin
 ) -> dict[str, Any]:
     try:
-        async with _db(request).transaction() as session:
-            count = await service.replay_failed_since(session, endpoint_id, body.since)
+        count = await service.replay_failed_since(session, endpoint_id, body.since)
     except LookupError as exc:
-        raise _error(404, "not_found", str(exc)) from exc
+        raise problem(404, "not_found", str(exc)) from exc
     except WebhookConflict as exc:
-        raise _error(409, "conflict", str(exc)) from exc
+        raise problem(409, "conflict", str(exc)) from exc
     return {"endpoint_id": endpoint_id, "since": body.since.isoformat(), "replayed": count}
 
 
@@ -267,12 +254,11 @@ admin_router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=Handoff
     "/rotate-secrets",
     summary="Re-encrypt every stored signing secret under the newest HANDOFF_SECRET_KEY (after adding a key first)",
 )
-async def rotate_secrets(request: Request, service: Service, _admin: Admin) -> dict[str, Any]:
+async def rotate_secrets(session: Transaction, service: Service, _admin: Admin) -> dict[str, Any]:
     """Secrets under an older key, or stored in clear by an older version, are encrypted under the first key."""
     try:
-        async with _db(request).transaction() as session:
-            count = await reencrypt_secrets(session, service.secrets)
+        count = await reencrypt_secrets(session, service.secrets)
     except SecretKeyError as exc:
         # A key that encrypted some secret was dropped too early: nothing changed; put it back (second) and retry.
-        raise _error(409, "secret_key_missing", str(exc)) from exc
+        raise problem(409, "secret_key_missing", str(exc)) from exc
     return {"reencrypted": count}

@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import pytest
 
 from routing.settings import RoutingSettings
-from routing.webhooks import parse_retry_after, retry_delay
+from routing.webhooks.retry import parse_retry_after, retry_delay
 
 pytestmark = pytest.mark.unit
 

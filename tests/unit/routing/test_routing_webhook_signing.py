@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from routing.webhooks import SECRET_PREFIX, new_secret, sign, signature_header, webhook_body
+from routing.webhooks.signing import SECRET_PREFIX, new_secret, sign, signature_header, webhook_body
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from common.egress import AddressPolicy, Resolver, UnsafeUrl, address_refusal, vet_url
 from routing.settings import RoutingSettings
-from routing.webhooks import parse_endpoint_url, webhook_address_policy
+from routing.webhooks.address import parse_endpoint_url, webhook_address_policy
 
 pytestmark = pytest.mark.unit
 

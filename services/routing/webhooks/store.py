@@ -1,0 +1,202 @@
+"""The webhook tables' repository: every query the webhook feature makes, on the caller's session.
+
+It never commits: the entrypoint (a route's transaction, the sender's own short transactions, the consumer loop)
+owns the transaction. Two facts live on the session for the length of one transaction: the enabled endpoints,
+read once (a consumer batch writes many events), and whether a delivery was queued (the sender wakes after the
+commit instead of waiting for its next poll).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
+DELIVERY_STATUSES = (PENDING, SUCCEEDED, FAILED)
+_ENQUEUED_FLAG = "handoff_webhooks_enqueued"
+_ENDPOINTS = "handoff_webhook_endpoints"  # session.info key: (transaction, enabled endpoints) read once
+
+
+def enqueued_in(session: AsyncSession) -> bool:
+    """Whether the transaction just committed on this session queued a delivery (the sender's wake-up call)."""
+    return bool(session.info.get(_ENQUEUED_FLAG))
+
+
+class WebhookStore:
+    """Questions and changes about endpoints, deliveries and attempts, in the caller's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def mark_enqueued(self) -> None:
+        self.session.info[_ENQUEUED_FLAG] = True
+
+    def forget_endpoints(self) -> None:
+        """Endpoints changed in this transaction: its own later events read them again."""
+        self.session.info.pop(_ENDPOINTS, None)
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    def add(self, row: WebhookEndpoint | WebhookDelivery | WebhookAttempt) -> None:
+        self.session.add(row)
+
+    # -- endpoints ----------------------------------------------------------------------------------------------
+
+    async def endpoint(self, endpoint_id: str, *, for_update: bool = False) -> WebhookEndpoint | None:
+        return await self.session.get(WebhookEndpoint, endpoint_id, with_for_update=for_update or None)
+
+    async def endpoints(self) -> list[WebhookEndpoint]:
+        query = select(WebhookEndpoint).order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
+        return list((await self.session.execute(query)).scalars())
+
+    async def subscribed_endpoints(self) -> list[tuple[str, list[str]]]:
+        """Enabled endpoints and their event types, read once per transaction; a rolled-back or new transaction
+        reads them again."""
+        session = self.session
+        current = session.sync_session.get_transaction()
+        cached = session.info.get(_ENDPOINTS)
+        if cached is not None and cached[0] is current:
+            return list(cached[1])
+        rows = (
+            await session.execute(
+                select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(WebhookEndpoint.enabled.is_(True))
+            )
+        ).all()
+        endpoints = [(endpoint_id, list(event_types or [])) for endpoint_id, event_types in rows]
+        session.info[_ENDPOINTS] = (current, endpoints)
+        return endpoints
+
+    async def fail_pending(self, endpoint_id: str, reason: str) -> int:
+        """Fail the endpoint's pending deliveries (it was disabled); returns how many."""
+        result = await self.session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == PENDING)
+            .values(
+                status=FAILED,
+                next_attempt_at=None,
+                lease_token=None,
+                lease_until=None,
+                last_error=f"endpoint disabled ({reason})",
+            )
+            .execution_options(synchronize_session="fetch")
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- deliveries ---------------------------------------------------------------------------------------------
+
+    async def insert_deliveries(self, rows: Sequence[dict[str, Any]]) -> None:
+        await self.session.execute(insert(WebhookDelivery), list(rows))
+
+    async def delivery(self, delivery_id: str, *, for_update: bool = False) -> WebhookDelivery | None:
+        return await self.session.get(WebhookDelivery, delivery_id, with_for_update=for_update or None)
+
+    async def deliveries(self, endpoint_id: str, *, status: str | None, limit: int) -> list[WebhookDelivery]:
+        """The endpoint's deliveries, newest first."""
+        query = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
+        if status is not None:
+            query = query.where(WebhookDelivery.status == status)
+        query = query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id).limit(limit)
+        return list((await self.session.execute(query)).scalars())
+
+    async def attempts_of(self, delivery_ids: Sequence[str]) -> dict[str, list[WebhookAttempt]]:
+        """Each delivery's attempts, in order."""
+        attempts: dict[str, list[WebhookAttempt]] = {delivery_id: [] for delivery_id in delivery_ids}
+        if attempts:
+            query = (
+                select(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(list(attempts))).order_by(WebhookAttempt.id)
+            )
+            for attempt in (await self.session.execute(query)).scalars():
+                attempts[attempt.delivery_id].append(attempt)
+        return attempts
+
+    async def payloads_of_lead(self, lead_id: str, *, event_type: str | None = None) -> list[tuple[str, str]]:
+        """(delivery id, stored body) of every delivery about the lead, of one event type if given."""
+        query = select(WebhookDelivery.id, WebhookDelivery.payload).where(WebhookDelivery.lead_id == lead_id)
+        if event_type is not None:
+            query = query.where(WebhookDelivery.event_type == event_type)
+        return [(delivery_id, payload) for delivery_id, payload in (await self.session.execute(query)).all()]
+
+    async def set_payload(self, delivery_id: str, payload: str) -> None:
+        await self.session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id)
+            .values(payload=payload)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def clear_response_bodies(self, delivery_ids: Sequence[str]) -> None:
+        """Drop what receivers answered to these deliveries (some echo the body they were sent)."""
+        if not delivery_ids:
+            return
+        await self.session.execute(
+            update(WebhookAttempt)
+            .where(WebhookAttempt.delivery_id.in_(list(delivery_ids)), WebhookAttempt.response_body.is_not(None))
+            .values(response_body=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def restart_failed_since(self, endpoint_id: str, since: datetime, now: datetime) -> int:
+        """Make the endpoint's failed deliveries created at or after `since` due now, in a new round; how many."""
+        result = await self.session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.endpoint_id == endpoint_id,
+                WebhookDelivery.status == FAILED,
+                WebhookDelivery.created_at >= since,
+            )
+            .values(
+                status=PENDING,
+                next_attempt_at=now,
+                schedule_step=0,
+                replays=WebhookDelivery.replays + 1,
+                lease_token=None,
+                lease_until=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def purge_settled(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to `limit` settled deliveries created before `cutoff` (attempts go by cascade); how many."""
+        oldest = (
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.status != PENDING, WebhookDelivery.created_at < cutoff)
+            .order_by(WebhookDelivery.created_at)
+            .limit(limit)
+        )
+        result = await self.session.execute(
+            delete(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(oldest.scalar_subquery()))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def due(
+        self, now: datetime, limit: int, *, skip_locked: bool
+    ) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
+        """Up to `limit` pending deliveries of enabled endpoints that are due and not leased, oldest due first.
+
+        With `skip_locked` (PostgreSQL) the rows are locked and other senders skip them; SQLite has one writer.
+        """
+        query = (
+            select(WebhookDelivery, WebhookEndpoint)
+            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+            .where(
+                WebhookDelivery.status == PENDING,
+                WebhookDelivery.next_attempt_at <= now,
+                or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
+                WebhookEndpoint.enabled.is_(True),
+            )
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(limit)
+        )
+        if skip_locked:
+            query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
+        return [(delivery, endpoint) for delivery, endpoint in (await self.session.execute(query)).all()]
