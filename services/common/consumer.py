@@ -12,14 +12,14 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy import Column, DateTime, MetaData, String, Table, delete, select
+from sqlalchemy import Column, MetaData, String, Table, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
-from common.db import Database
+from common.db import Database, UtcDateTime
 from common.envelope import EnvelopeError, Event
 from common.kafka import new_consumer, new_producer, stop_quietly
 from common.logging import bind_correlation_id, describe_error
@@ -40,7 +40,7 @@ def processed_table(metadata: MetaData) -> Table:
         Column("event_id", String(64), primary_key=True),
         Column("event_type", String(64), nullable=False),
         # Indexed for the retention purge, which deletes the oldest marks in batches.
-        Column("processed_at", DateTime(timezone=True), nullable=False, index=True),
+        Column("processed_at", UtcDateTime, nullable=False, index=True),
     )
 
 

@@ -25,7 +25,6 @@ from aiokafka.errors import (
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     Integer,
     LargeBinary,
     MetaData,
@@ -41,9 +40,10 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from common import metrics
-from common.db import Database
+from common.db import Database, UtcDateTime
 from common.envelope import Event, dumps, loads
 from common.kafka import stop_quietly
+from common.poll import poll_until
 from common.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -63,7 +63,7 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("key", LargeBinary, nullable=True),
         Column("headers", Text, nullable=False),
         Column("value", LargeBinary, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
     )
 
 
@@ -80,10 +80,10 @@ def outbox_dead_table(metadata: MetaData) -> Table:
         Column("key", LargeBinary, nullable=True),
         Column("headers", Text, nullable=False),
         Column("value", LargeBinary, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
         Column("reason", String(64), nullable=False),
         Column("error", Text, nullable=False),
-        Column("dead_at", DateTime(timezone=True), nullable=False),
+        Column("dead_at", UtcDateTime, nullable=False),
     )
 
 
@@ -134,7 +134,7 @@ class OutboxRelay:
         self._dead = table.metadata.tables.get("outbox_dead")
         self._producer: AIOKafkaProducer | None = None
         self._wake = asyncio.Event()
-        self._stopping = False
+        self._stop = asyncio.Event()
         self.last_publish_monotonic = time.monotonic()
         db.on_commit(self._after_commit)
 
@@ -149,46 +149,43 @@ class OutboxRelay:
         """Relay until stopped; a broker outage only delays publishing, it never loses a row."""
         backoff = 0.5
         leader = _Leadership(self._db, self._settings.service_name)
+
+        async def one_round() -> bool | float:
+            nonlocal backoff
+            try:
+                if not await leader.acquire():
+                    return 2.0
+                if self._producer is None:
+                    # Kept before start() so that a start which fails or times out is still stopped below.
+                    self._producer = self._producer_factory()
+                    await asyncio.wait_for(self._producer.start(), self._settings.kafka_send_timeout_s)
+                    log.info("outbox_relay_connected")
+                published = await self._publish_batch(self._producer)
+                backoff = 0.5
+                return published >= self._settings.outbox_batch_size  # a full batch: more may be waiting
+            except (KafkaError, TimeoutError, OSError) as exc:
+                # aiokafka's idempotent producer can hang or wedge after a broker outage (#1101): start afresh.
+                log.warning("outbox_relay_kafka_error", error=type(exc).__name__, retry_in_s=backoff)
+                metrics.OUTBOX_PUBLISH_FAILURES.inc()
+                await stop_quietly(self._producer)
+                self._producer = None
+            except Exception:
+                log.exception("outbox_relay_error")
+            pause, backoff = backoff, min(backoff * 2, 10.0)
+            return pause
+
         try:
-            while not self._stopping:
-                try:
-                    if not await leader.acquire():
-                        await self._sleep(2.0)
-                        continue
-                    if self._producer is None:
-                        # Kept before start() so that a start which fails or times out is still stopped below.
-                        self._producer = self._producer_factory()
-                        await asyncio.wait_for(self._producer.start(), self._settings.kafka_send_timeout_s)
-                        log.info("outbox_relay_connected")
-                    published = await self._publish_batch(self._producer)
-                    backoff = 0.5
-                    if published < self._settings.outbox_batch_size:
-                        await self._sleep(self._settings.outbox_poll_interval_s)
-                except (KafkaError, TimeoutError, OSError) as exc:
-                    # aiokafka's idempotent producer can hang or wedge after a broker outage (#1101): start afresh.
-                    log.warning("outbox_relay_kafka_error", error=type(exc).__name__, retry_in_s=backoff)
-                    metrics.OUTBOX_PUBLISH_FAILURES.inc()
-                    await stop_quietly(self._producer)
-                    self._producer = None
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
-                except Exception:
-                    log.exception("outbox_relay_error")
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
+            await poll_until(
+                self._stop, one_round, interval_s=self._settings.outbox_poll_interval_s, wake=self._wake, name="outbox"
+            )
         finally:
             await leader.release()
             await stop_quietly(self._producer)
             self._producer = None
 
     async def stop(self) -> None:
-        self._stopping = True
+        self._stop.set()
         self._wake.set()
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
 
     async def _publish_batch(self, producer: AIOKafkaProducer) -> int:
         table = self._table
@@ -259,8 +256,7 @@ class OutboxRelay:
             raise failure
         now = datetime.now(UTC)
         for row in published:
-            created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-            metrics.OUTBOX_PUBLISH_DELAY.observe((now - created).total_seconds())
+            metrics.OUTBOX_PUBLISH_DELAY.observe((now - row.created_at).total_seconds())
         metrics.OUTBOX_PUBLISHED.inc(len(published))
         self.last_publish_monotonic = time.monotonic()
         return len(rows)  # a full batch read (published or parked) means more may be waiting
