@@ -62,6 +62,7 @@ lint: venv
 	$(VENV)/bin/ruff check services tests scripts bench
 	$(VENV)/bin/ruff format --check services tests scripts bench || true
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: venv
 	scripts/kafka.sh fetch
