@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from routing.domain.engine import (
-    EXCLUSION_REASONS,
-    OUTCOMES,
-    Candidate,
-    Decision,
-    account_domain,
-    check_rep,
-    lead_language,
-    route,
-)
+from routing.domain.eligibility import EXCLUSION_REASONS, Candidate, account_domain, check_rep, lead_language
+from routing.domain.engine import OUTCOMES, Decision, route
 from routing.domain.geo import REGIONS, covers, territory_problem
 from routing.domain.hours import (
     WorkingHours,
@@ -23,17 +15,11 @@ from routing.domain.hours import (
     warning_times,
     working_minutes_between,
 )
-from routing.domain.reps import Rep, RepLoad, RosterError, Team, parse_hours, parse_reps
+from routing.domain.reps import Rep, RepLoad, Team
+from routing.domain.roster import RosterError, parse_hours, parse_reps
 from routing.domain.rotation import rotate, settle, simulate, weighted_pick
-from routing.domain.rules import (
-    Action,
-    RoutingRules,
-    Rule,
-    RuleOptions,
-    RulesError,
-    load_rules,
-    load_yaml,
-)
+from routing.domain.rules import Action, RoutingRules, Rule, RuleOptions
+from routing.domain.rules_loader import RulesError, load_rules, load_yaml
 from routing.domain.sla import (
     EscalationPolicy,
     LadderStep,
@@ -44,11 +30,11 @@ from routing.domain.sla import (
     default_sla_policies,
     manager_for,
     next_escalation_step,
-    parse_sla_block,
     queue_policy,
     resolve_sla,
     sla_policy_for,
 )
+from routing.domain.sla_grammar import parse_sla_block
 
 DEFAULT_RULES_YAML: str = files("routing").joinpath("default_rules.yaml").read_text(encoding="utf-8")
 
