@@ -18,7 +18,11 @@ from common.logging import configure_logging
 from common.runtime import Runtime
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
 from common.web import InflightLimitMiddleware, health_router, install_common
-from ingest import api, handlers, quarantine_api, webhooks
+from ingest import api
+from ingest.api import webhooks
+from ingest.fetcher import PlatformFetcher
+from ingest.handlers import leads as lead_cases
+from ingest.handlers import quarantine as quarantine_cases
 from ingest.settings import IngestSettings
 from ingest.store import Base, outbox
 from ingest.writer import IngestWriter
@@ -50,24 +54,24 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
         writer = IngestWriter(runtime.db, settings)
         app.state.writer = writer
         await writer.start()
-        fetcher = webhooks.PlatformFetcher(settings, runtime)
+        fetcher = PlatformFetcher(settings, runtime)
         app.state.fetcher = fetcher
         await fetcher.start()
         await runtime.start_housekeeping(
             "idempotency_key_purge",
-            lambda session: handlers.purge_expired_keys(session, settings, app.state.clock()),
+            lambda session: lead_cases.purge_expired_keys(session, settings, app.state.clock()),
             every_s=settings.idempotency_purge_interval_s,
             batch=settings.idempotency_purge_batch,
         )
         await runtime.start_housekeeping(
             "lead_identity_purge",
-            lambda session: handlers.purge_erased_identities(session, settings, app.state.clock()),
+            lambda session: lead_cases.purge_erased_identities(session, settings, app.state.clock()),
             every_s=settings.housekeeping_interval_s,
             batch=settings.idempotency_purge_batch,
         )
         await runtime.start_housekeeping(
             "quarantine_purge",
-            lambda session: handlers.purge_quarantine(session, settings, app.state.clock()),
+            lambda session: quarantine_cases.purge_quarantine(session, settings, app.state.clock()),
             every_s=settings.quarantine_purge_interval_s,
             batch=settings.idempotency_purge_batch,
         )
@@ -108,8 +112,6 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
 
     app.include_router(health_router(readiness))
     app.include_router(api.router)
-    app.include_router(webhooks.router)
-    app.include_router(quarantine_api.router)
     _document_security(app)
     return app
 

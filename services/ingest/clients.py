@@ -18,6 +18,9 @@ from urllib.parse import quote
 import httpx
 
 from common.egress import UnsafeUrl
+from ingest.domain import linkedin_is_test, linkedin_lead_to_raw, meta_lead_to_raw, parse_hubspot
+from ingest.domain.sources.platform import FetchNeeds, Secret
+from ingest.settings import IngestSettings
 
 # The Lead fields `meta_lead_to_raw` reads; without `fields` the Graph API returns only the first three.
 META_LEAD_FIELDS = "id,created_time,field_data,form_id,ad_id,adset_id,campaign_id,is_organic,platform"
@@ -214,3 +217,50 @@ class HubSpotClient:
             params={"properties": ",".join(properties)},
             headers={"Authorization": f"Bearer {self._access_token}"},
         )
+
+
+async def fetch_platform_lead(
+    needs: FetchNeeds,
+    http: httpx.AsyncClient,
+    settings: IngestSettings,
+    *,
+    external_id: str,
+    notification: Mapping[str, Any],
+    config: Mapping[str, Any],
+    base_url: str,
+    secret: Secret,
+    forms: FormCache,
+) -> tuple[dict[str, Any], bool]:
+    """A lead announced by id, fetched with the client its platform names: its raw fields, and whether a test.
+
+    `base_url` is the source's own override ('' for the platform's default from the settings).
+    """
+    if needs.api == "meta":
+        meta = MetaGraphClient(
+            http,
+            base_url=base_url or settings.meta_graph_base_url,
+            version=settings.meta_graph_version,
+            access_token=secret("access_token"),
+            app_secret=secret("app_secret"),
+        )
+        return meta_lead_to_raw(await meta.lead(external_id)), False
+    if needs.api == "linkedin":
+        linkedin = LinkedInClient(
+            http,
+            base_url=base_url or settings.linkedin_api_base_url,
+            version=settings.linkedin_api_version,
+            access_token=secret("access_token"),
+            forms=forms,
+        )
+        response = await linkedin.form_response(external_id)
+        form_urn = response.get("versionedLeadGenFormUrn") or notification.get("form_urn")
+        form = await linkedin.lead_form(str(form_urn)) if form_urn else None
+        return linkedin_lead_to_raw(response, form=form), linkedin_is_test(response)
+    if needs.api == "hubspot":
+        hubspot = HubSpotClient(
+            http, base_url=base_url or settings.hubspot_api_base_url, access_token=secret("access_token")
+        )
+        wanted = config.get("properties")
+        properties = [str(p) for p in wanted] if isinstance(wanted, list) and wanted else HUBSPOT_CONTACT_PROPERTIES
+        return parse_hubspot(await hubspot.contact(external_id, properties))[0].raw, False
+    raise PlatformAPIError(needs.api, "no client for this platform's API")

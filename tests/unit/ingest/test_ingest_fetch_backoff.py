@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from ingest.webhooks import retry_delay
+from ingest.fetcher import retry_delay
 
 pytestmark = pytest.mark.unit
 

@@ -14,6 +14,7 @@ from ingest.domain.sources._common import (
     require_secret,
     require_str,
 )
+from ingest.domain.sources.platform import KIB, Platform, SignedRequest, one_lead
 
 # Google's predefined column ids -> our field names. Custom questions arrive with their own
 # column_id and a column_name, and end up in `custom`.
@@ -73,3 +74,20 @@ def parse_google_ads(payload: Mapping[str, Any]) -> PlatformLead:
             raw[f"google_{key}"] = str(payload[key])
     is_test = payload.get("is_test") is True or str(payload.get("is_test")).lower() == "true"
     return PlatformLead(external_id=lead_id, raw=raw, is_test=is_test)
+
+
+def _verify_payload(request: SignedRequest, payload: Any) -> None:
+    # Google signs nothing: the shared key in the body is its only authentication.
+    verify_google_key(request.secret("google_key"), payload)
+
+
+# One submission per request.
+PLATFORM = Platform(
+    kind="google_ads",
+    config_keys=frozenset({"google_key"}),
+    secret_keys=frozenset({"google_key"}),
+    body_limit=256 * KIB,
+    signature_header="google_key",
+    verify_payload=_verify_payload,
+    parse=one_lead(parse_google_ads),
+)

@@ -17,6 +17,7 @@ from ingest.domain.sources._common import (
     platform_key,
     require_secret,
 )
+from ingest.domain.sources.platform import KIB, Delivery, FetchNeeds, Normalize, Platform, SignedRequest
 
 SIGNATURE_HEADER = "X-HubSpot-Signature-v3"
 TIMESTAMP_HEADER = "X-HubSpot-Request-Timestamp"
@@ -126,3 +127,50 @@ def parse_hubspot(payload: Any) -> list[PlatformLead]:
     if isinstance(payload, Mapping):
         return [_from_contact(payload)]
     raise LeadValidationError([FieldError("body", "expected a JSON array of events or a contact object")])
+
+
+def _verify(request: SignedRequest) -> None:
+    headers = request.headers
+    verify_hubspot_v3(
+        request.secret("client_secret"),
+        request.method,
+        request.uri,
+        request.body,
+        headers.get(TIMESTAMP_HEADER),
+        headers.get(SIGNATURE_HEADER),
+        now=request.now,
+    )
+
+
+def _delivery(payload: Any, normalize: Normalize) -> Delivery:
+    out = Delivery()
+    for lead in parse_hubspot(payload):
+        if lead.erased:
+            out.erasures.append(lead.external_id)
+            continue
+        if isinstance(payload, dict):
+            # A workflow sends the contact itself: store it now when it already names a person.
+            try:
+                out.leads.append((lead, normalize(lead, True)))
+                continue
+            except LeadValidationError:
+                pass
+        # Events carry ids and one changed property each: fetch the whole contact.
+        out.fetches.append((lead.external_id, {"platform": "hubspot", "contact_id": lead.external_id}))
+    return out
+
+
+# Up to 100 events in one request: 1 MiB.
+PLATFORM = Platform(
+    kind="hubspot",
+    config_keys=frozenset({"client_secret", "access_token", "api_base_url", "properties"}),
+    secret_keys=frozenset({"client_secret", "access_token"}),
+    url_keys=frozenset({"api_base_url"}),
+    list_keys=frozenset({"properties"}),
+    body_limit=1024 * KIB,
+    signature_header=SIGNATURE_HEADER,
+    timestamp_header=TIMESTAMP_HEADER,
+    verify=_verify,
+    parse=_delivery,
+    fetch=FetchNeeds(api="hubspot", base_url_key="api_base_url"),
+)

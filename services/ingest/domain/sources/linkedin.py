@@ -11,6 +11,17 @@ from typing import Any
 from ingest.domain.errors import FieldError, LeadValidationError, SignatureError
 from ingest.domain.lead import parse_datetime
 from ingest.domain.sources._common import check_hex, hmac_sha256, platform_key, require_secret, require_str
+from ingest.domain.sources.platform import (
+    KIB,
+    Delivery,
+    FetchNeeds,
+    HandshakeMalformed,
+    Normalize,
+    Platform,
+    Secret,
+    SignedRequest,
+    require_object,
+)
 
 SIGNATURE_HEADER = "X-LI-Signature"
 # LinkedIn's validation codes are UUIDs. Anything else is refused unsigned: answering arbitrary text would make
@@ -159,3 +170,45 @@ def linkedin_lead_to_raw(
 def linkedin_is_test(form_response: Mapping[str, Any]) -> bool:
     """True for test leads created from Campaign Manager's preview."""
     return form_response.get("testLead") is True
+
+
+def _verify(request: SignedRequest) -> None:
+    verify_linkedin_signature(request.secret("client_secret"), request.body, request.headers.get(SIGNATURE_HEADER))
+
+
+def _handshake(secret: Secret, params: Mapping[str, str]) -> dict[str, str]:
+    code = params.get("challengeCode")
+    if not code:
+        raise HandshakeMalformed("challengeCode is required")
+    try:
+        return linkedin_challenge(secret("client_secret"), code)
+    except LeadValidationError as exc:
+        raise HandshakeMalformed([{"field": e.field, "reason": e.reason} for e in exc.errors]) from None
+
+
+def _delivery(payload: Any, _normalize: Normalize) -> Delivery:
+    note = parse_linkedin_notification(require_object(payload))
+    if note.action == "DELETED":
+        return Delivery(erasures=[note.urn])
+    notification = {
+        "platform": "linkedin",
+        "urn": note.urn,
+        "form_urn": note.form_urn,
+        "occurred_at": note.occurred_at.isoformat() if note.occurred_at else None,
+    }
+    return Delivery(fetches=[(note.urn, notification)])
+
+
+# Notifications carry only URNs, so the web lead limit is plenty.
+PLATFORM = Platform(
+    kind="linkedin",
+    config_keys=frozenset({"client_secret", "access_token", "api_base_url"}),
+    secret_keys=frozenset({"client_secret", "access_token"}),
+    url_keys=frozenset({"api_base_url"}),
+    body_limit=64 * KIB,
+    signature_header=SIGNATURE_HEADER,
+    verify=_verify,
+    parse=_delivery,
+    handshake=_handshake,
+    fetch=FetchNeeds(api="linkedin", base_url_key="api_base_url"),
+)

@@ -12,6 +12,16 @@ from typing import Any
 from ingest.domain.errors import FieldError, LeadValidationError, SignatureError
 from ingest.domain.lead import parse_datetime
 from ingest.domain.sources._common import check_hex, hmac_sha256, platform_key, require_secret
+from ingest.domain.sources.platform import (
+    KIB,
+    Delivery,
+    FetchNeeds,
+    Normalize,
+    Platform,
+    Secret,
+    SignedRequest,
+    require_object,
+)
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 _CHALLENGE = re.compile(r"[A-Za-z0-9_\-]{1,256}")
@@ -122,3 +132,41 @@ def meta_lead_to_raw(graph_lead: Mapping[str, Any]) -> dict[str, Any]:
     if graph_lead.get("is_organic") is not None:
         raw.setdefault("meta_is_organic", bool(graph_lead["is_organic"]))
     return raw
+
+
+def _verify(request: SignedRequest) -> None:
+    verify_meta_signature(request.secret("app_secret"), request.body, request.headers.get(SIGNATURE_HEADER))
+
+
+def _handshake(secret: Secret, params: Mapping[str, str]) -> str:
+    return meta_verify_challenge(secret("verify_token"), params)
+
+
+def _delivery(payload: Any, _normalize: Normalize) -> Delivery:
+    out = Delivery()
+    for ref in parse_meta_notification(require_object(payload)):
+        notification = {
+            "platform": "meta",
+            "leadgen_id": ref.leadgen_id,
+            "form_id": ref.form_id,
+            "page_id": ref.page_id,
+            "ad_id": ref.ad_id,
+            "created_time": ref.created_time.isoformat() if ref.created_time else None,
+        }
+        out.fetches.append((ref.leadgen_id, notification))
+    return out
+
+
+# A notification batches up to 1,000 changes: 1 MiB leaves a wide margin.
+PLATFORM = Platform(
+    kind="meta",
+    config_keys=frozenset({"app_secret", "verify_token", "access_token", "graph_base_url"}),
+    secret_keys=frozenset({"app_secret", "verify_token", "access_token"}),
+    url_keys=frozenset({"graph_base_url"}),
+    body_limit=1024 * KIB,
+    signature_header=SIGNATURE_HEADER,
+    verify=_verify,
+    parse=_delivery,
+    handshake=_handshake,
+    fetch=FetchNeeds(api="meta", base_url_key="graph_base_url"),
+)

@@ -15,6 +15,7 @@ from ingest.domain.sources._common import (
     require_secret,
     require_str,
 )
+from ingest.domain.sources.platform import KIB, Platform, SignedRequest, one_lead
 
 SIGNATURE_HEADER = "Typeform-Signature"
 
@@ -86,3 +87,19 @@ def parse_typeform(payload: Mapping[str, Any]) -> PlatformLead:
     if response.get("token"):
         raw["typeform_token"] = str(response["token"])
     return PlatformLead(external_id=event_id, raw=raw)
+
+
+def _verify(request: SignedRequest) -> None:
+    verify_typeform_signature(request.secret("secret"), request.body, request.headers.get(SIGNATURE_HEADER))
+
+
+# A response carries every answer (long texts included) and the form's definition: 1 MiB.
+PLATFORM = Platform(
+    kind="typeform",
+    config_keys=frozenset({"secret"}),
+    secret_keys=frozenset({"secret"}),
+    body_limit=1024 * KIB,
+    signature_header=SIGNATURE_HEADER,
+    verify=_verify,
+    parse=one_lead(parse_typeform),
+)

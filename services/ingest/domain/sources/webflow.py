@@ -18,6 +18,7 @@ from ingest.domain.sources._common import (
     require_secret,
     require_str,
 )
+from ingest.domain.sources.platform import KIB, Platform, SignedRequest, one_lead
 
 TIMESTAMP_HEADER = "x-webflow-timestamp"
 SIGNATURE_HEADER = "x-webflow-signature"
@@ -57,3 +58,27 @@ def parse_webflow(payload: Mapping[str, Any]) -> PlatformLead:
     if body.get("siteId") or body.get("site"):
         raw["webflow_site_id"] = str(body.get("siteId") or body.get("site"))
     return PlatformLead(external_id=submission_id, raw=raw)
+
+
+def _verify(request: SignedRequest) -> None:
+    headers = request.headers
+    verify_webflow_signature(
+        request.secret("secret"),
+        request.body,
+        headers.get(TIMESTAMP_HEADER),
+        headers.get(SIGNATURE_HEADER),
+        now=request.now,
+    )
+
+
+# One submission per request.
+PLATFORM = Platform(
+    kind="webflow",
+    config_keys=frozenset({"secret"}),
+    secret_keys=frozenset({"secret"}),
+    body_limit=256 * KIB,
+    signature_header=SIGNATURE_HEADER,
+    timestamp_header=TIMESTAMP_HEADER,
+    verify=_verify,
+    parse=one_lead(parse_webflow),
+)
