@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.web import Admin, HandoffRoute
-from scoring.domain import FirmographicsError, RulesetError, parse_firmographics_csv
-from scoring.store import ScoringRepository
+from common.session import ReadSession, Transaction
+from common.web import Admin, HandoffRoute, problem
+from scoring.domain import Firmographic, FirmographicsError, RulesetError, parse_firmographics_csv
+from scoring.handlers import Scoring
 
 router = APIRouter(route_class=HandoffRoute)
+
+
+def _scoring(request: Request) -> Scoring:
+    return request.app.state.scoring
+
+
+ScoringCases = Annotated[Scoring, Depends(_scoring)]
 
 _TEXT = {"schema": {"type": "string"}}
 _RULESET_BODY = {"requestBody": {"required": True, "content": {"application/yaml": _TEXT, "text/plain": _TEXT}}}
@@ -28,10 +36,6 @@ _CSV_BODY = {
 }
 
 
-def _error(status: int, code: str, detail: Any) -> HTTPException:
-    return HTTPException(status_code=status, detail={"error": code, "detail": detail})
-
-
 def _line_errors(errors: list[tuple[int | None, str]]) -> list[dict[str, Any]]:
     return [{"line": line, "reason": reason} for line, reason in errors]
 
@@ -40,11 +44,16 @@ def _decode(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _error(400, "bad_request", "the body must be UTF-8 text") from exc
+        raise problem(400, "bad_request", "the body must be UTF-8 text") from exc
 
 
 async def _text_body(request: Request) -> str:
     return _decode(await request.body())
+
+
+# Uploads are read (and a CSV parsed) by dependencies listed before the session: FastAPI resolves a route's
+# dependencies in order, so a slow client never holds the transaction, and with it SQLite's single writer, open.
+TextBody = Annotated[str, Depends(_text_body)]
 
 
 async def _csv_body(request: Request) -> str:
@@ -54,15 +63,23 @@ async def _csv_body(request: Request) -> str:
     form = await request.form()
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
-        raise _error(422, "validation_failed", [{"field": "file", "reason": "a CSV file is required"}])
+        raise problem(422, "validation_failed", [{"field": "file", "reason": "a CSV file is required"}])
     return _decode(await upload.read())
 
 
+async def _firmographics_rows(request: Request) -> list[Firmographic]:
+    try:
+        return parse_firmographics_csv(await _csv_body(request))
+    except FirmographicsError as exc:
+        raise problem(422, "invalid_csv", _line_errors(exc.errors)) from exc
+
+
+FirmographicsUpload = Annotated[list[Firmographic], Depends(_firmographics_rows)]
+
+
 @router.get("/v1/ruleset", summary="The scoring ruleset in force")
-async def get_ruleset(request: Request, _admin: Admin) -> dict[str, Any]:
-    scoring = request.app.state.scoring
-    async with request.app.state.runtime.db.read() as session:
-        ruleset = await scoring.active_ruleset(session)
+async def get_ruleset(_admin: Admin, scoring: ScoringCases, session: ReadSession) -> dict[str, Any]:
+    ruleset = await scoring.active_ruleset(session)
     return {"version": ruleset.version, "name": ruleset.name, "yaml": ruleset.source_text}
 
 
@@ -72,14 +89,11 @@ async def get_ruleset(request: Request, _admin: Admin) -> dict[str, Any]:
     openapi_extra=_RULESET_BODY,
     responses={422: {"description": "The ruleset is invalid; each error names its line. The old one stays."}},
 )
-async def put_ruleset(request: Request, _admin: Admin) -> dict[str, Any]:
-    text = await _text_body(request)
-    scoring = request.app.state.scoring
+async def put_ruleset(_admin: Admin, text: TextBody, scoring: ScoringCases, session: Transaction) -> dict[str, Any]:
     try:
-        async with request.app.state.runtime.db.transaction() as session:
-            ruleset = await scoring.install_ruleset(session, text)
+        ruleset = await scoring.install_ruleset(session, text)
     except RulesetError as exc:
-        raise _error(422, "invalid_ruleset", _line_errors(exc.errors)) from exc
+        raise problem(422, "invalid_ruleset", _line_errors(exc.errors)) from exc
     return {"version": ruleset.version, "status": "active"}
 
 
@@ -98,25 +112,18 @@ class PreviewIn(BaseModel):
     summary="Score a lead without storing or emitting anything",
     responses={422: {"description": "The candidate ruleset is invalid; each error names its line."}},
 )
-async def preview(body: PreviewIn, request: Request, _admin: Admin) -> dict[str, Any]:
-    scoring = request.app.state.scoring
-    async with request.app.state.runtime.db.read() as session:
-        try:
-            if body.ruleset_yaml:
-                ruleset = scoring.parse_ruleset(body.ruleset_yaml)
-            else:
-                ruleset = await scoring.active_ruleset(session)
-        except RulesetError as exc:
-            raise _error(422, "invalid_ruleset", _line_errors(exc.errors)) from exc
-        outcome = await scoring.evaluate(
+async def preview(body: PreviewIn, _admin: Admin, scoring: ScoringCases, session: ReadSession) -> dict[str, Any]:
+    try:
+        outcome = await scoring.preview(
             session,
-            lead_id=None,
             lead=body.lead,
             source=body.source,
             is_test=body.is_test,
             duplicate_of=body.duplicate_of,
-            ruleset=ruleset,
+            ruleset_yaml=body.ruleset_yaml,
         )
+    except RulesetError as exc:
+        raise problem(422, "invalid_ruleset", _line_errors(exc.errors)) from exc
     return {
         "score": outcome.score,
         "enrichment": outcome.enrichment.to_dict(),
@@ -125,25 +132,24 @@ async def preview(body: PreviewIn, request: Request, _admin: Admin) -> dict[str,
 
 
 @router.get("/v1/scores/{lead_id}", summary="A lead's score, with every rule that fired and the enrichment")
-async def get_score(lead_id: str, request: Request, _admin: Admin) -> dict[str, Any]:
-    async with request.app.state.runtime.db.read() as session:
-        row = await ScoringRepository(session).scored(lead_id)
-        if row is None:
-            raise _error(404, "not_found", "no score for this lead (yet)")
-        return {
-            "lead_id": row.lead_id,
-            "lead": row.lead,
-            "source_kind": row.source_kind,
-            "is_test": row.is_test,
-            "duplicate_of": row.duplicate_of,
-            "score": row.score,
-            "enrichment": row.enrichment,
-            "conversion": row.conversion,
-            "ruleset_version": row.ruleset_version,
-            "scored_at": row.scored_at.isoformat(),
-            "outcome": row.outcome,
-            "erased": row.erased_at is not None,
-        }
+async def get_score(lead_id: str, _admin: Admin, scoring: ScoringCases, session: ReadSession) -> dict[str, Any]:
+    row = await scoring.stored_score(session, lead_id)
+    if row is None:
+        raise problem(404, "not_found", "no score for this lead (yet)")
+    return {
+        "lead_id": row.lead_id,
+        "lead": row.lead,
+        "source_kind": row.source_kind,
+        "is_test": row.is_test,
+        "duplicate_of": row.duplicate_of,
+        "score": row.score,
+        "enrichment": row.enrichment,
+        "conversion": row.conversion,
+        "ruleset_version": row.ruleset_version,
+        "scored_at": row.scored_at.isoformat(),
+        "outcome": row.outcome,
+        "erased": row.erased_at is not None,
+    }
 
 
 @router.post(
@@ -152,12 +158,7 @@ async def get_score(lead_id: str, request: Request, _admin: Admin) -> dict[str, 
     openapi_extra=_CSV_BODY,
     responses={422: {"description": "The CSV is invalid; each error names its line. Nothing was loaded."}},
 )
-async def load_firmographics(request: Request, _admin: Admin) -> dict[str, Any]:
-    text = await _csv_body(request)
-    try:
-        rows = parse_firmographics_csv(text)
-    except FirmographicsError as exc:
-        raise _error(422, "invalid_csv", _line_errors(exc.errors)) from exc
-    async with request.app.state.runtime.db.transaction() as session:
-        count = await request.app.state.scoring.load_firmographics(session, rows)
-    return {"loaded": count}
+async def load_firmographics(
+    _admin: Admin, rows: FirmographicsUpload, scoring: ScoringCases, session: Transaction
+) -> dict[str, Any]:
+    return {"loaded": await scoring.load_firmographics(session, rows)}

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
 from common.envelope import Event
+from common.erasure import anonymous_enrichment
 from common.outbox import add_events
 from common.topics import EVENT_TOPICS
 from scoring.clients import EnrichmentClient
@@ -31,17 +30,9 @@ from scoring.domain import (
     outcome_features,
     score_lead,
 )
+from scoring.lookups import ProviderLookups
 from scoring.settings import ScoringSettings
-from scoring.store import (
-    ErasedLead,
-    FirmographicRow,
-    RulesetVersion,
-    ScoredLead,
-    ScoringRepository,
-    outbox,
-)
-
-log = structlog.get_logger(__name__)
+from scoring.store import ScoredLead, ScoringRepository, outbox
 
 EVENT_SOURCE = "/handoff/scoring"
 WON = "lead.converted"
@@ -70,10 +61,9 @@ class Scoring:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
-        self.provider = provider
         self.clock = clock
+        self.lookups = ProviderLookups(settings, provider)
         self._rulesets: OrderedDict[str, Ruleset] = OrderedDict()
-        self._provider_results: dict[str, tuple[dict[str, Any] | None, str]] = {}
         # The lead ids of the consumer batch being handled, so their store checks take one query, not one each.
         self._batch: set[str] = set()
 
@@ -104,9 +94,7 @@ class Scoring:
         ruleset = self.parse_ruleset(text)
         repo = ScoringRepository(session)
         now = self.clock()
-        if await repo.ruleset(ruleset.version) is None:
-            session.add(RulesetVersion(version=ruleset.version, source_text=text, created_at=now))
-            await session.flush()
+        await repo.save_ruleset(ruleset.version, text, now)
         await repo.activate(ruleset.version, now)
         _facts(session).ruleset = ruleset
         return ruleset
@@ -114,59 +102,9 @@ class Scoring:
     # -- enrichment provider (outside the transaction) -----------------------------------------------------------
 
     async def prepare(self, events: Sequence[Event]) -> None:
-        """Ask the provider for a batch's domains concurrently, before the transaction opens.
-
-        The whole batch waits at most one lookup's worth of time: whatever the provider has not answered
-        by then is scored as a timeout (partial) rather than holding the other leads back.
-        """
-        self._provider_results.clear()
+        """Before a consumer batch's transaction: note its leads and ask the provider for their domains."""
         self._batch = {event.subject for event in events if event.type == "lead.received"}
-        if self.provider is None:
-            return
-        provider = self.provider
-        limit = asyncio.Semaphore(self.settings.enrichment_concurrency)
-
-        async def lookup(domain: str) -> tuple[dict[str, Any] | None, str]:
-            async with limit:
-                return await provider.lookup(domain)
-
-        pending: dict[str, asyncio.Task[tuple[dict[str, Any] | None, str]]] = {}
-        wanted: list[tuple[str, str]] = []
-        for event in events:
-            if event.type != "lead.received":
-                continue
-            domain = lookup_domain(event.data.get("lead") or {})
-            if domain:
-                wanted.append((event.subject, domain))
-                if domain not in pending:
-                    pending[domain] = asyncio.create_task(lookup(domain))
-        if pending:
-            _done, late = await asyncio.wait(pending.values(), timeout=self._batch_budget_s())
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.gather(*late, return_exceptions=True)
-                log.warning("enrichment_batch_budget_exceeded", unanswered=len(late))
-        for lead_id, domain in wanted:
-            task = pending[domain]
-            if task.cancelled() or task.exception() is not None:
-                self._provider_results[lead_id] = (None, "timeout")
-            else:
-                self._provider_results[lead_id] = task.result()
-
-    def _batch_budget_s(self) -> float:
-        attempts = self.settings.enrichment_attempts
-        # The client's own bound per lookup (timeouts plus backoff), and a little for the event loop.
-        return attempts * self.settings.enrichment_timeout_s + 0.05 * (2**attempts) + 0.5
-
-    async def _provider_for(self, lead_id: str, domain: str | None) -> tuple[dict[str, Any] | None, str]:
-        if self.provider is None:
-            return None, "disabled"
-        if not domain:
-            return None, "no_domain"
-        if lead_id and lead_id in self._provider_results:
-            return self._provider_results[lead_id]
-        return await self.provider.lookup(domain)
+        await self.lookups.prepare(events)
 
     # -- scoring --------------------------------------------------------------------------------------------------
 
@@ -200,7 +138,7 @@ class Scoring:
             if row
             else None
         )
-        provider_result, provider_status = await self._provider_for(lead_id or "", domain)
+        provider_result, provider_status = await self.lookups.answer(lead_id or "", domain)
         enrichment = enrich(
             lead, firmographic=firmographic, provider_result=provider_result, provider_status=provider_status
         )
@@ -225,6 +163,28 @@ class Scoring:
             counts = await repo.outcome_counts(features, values_per_field=facts.values_per_field)
         conversion = conversion_probability(features, counts, min_outcomes=self.settings.conversion_min_outcomes)
         return ScoreOutcome(enrichment, score.to_dict(), _conversion_dict(conversion), features)
+
+    async def preview(
+        self,
+        session: AsyncSession,
+        *,
+        lead: Mapping[str, Any],
+        source: Mapping[str, Any],
+        is_test: bool,
+        duplicate_of: str | None,
+        ruleset_yaml: str | None,
+    ) -> ScoreOutcome:
+        """Score a lead under the active ruleset or a candidate (raises RulesetError); nothing is stored."""
+        ruleset = self.parse_ruleset(ruleset_yaml) if ruleset_yaml else await self.active_ruleset(session)
+        return await self.evaluate(
+            session,
+            lead_id=None,
+            lead=lead,
+            source=source,
+            is_test=is_test,
+            duplicate_of=duplicate_of,
+            ruleset=ruleset,
+        )
 
     async def on_received(self, session: AsyncSession, event: Event) -> None:
         """lead.received -> score, store, emit lead.scored in the same transaction."""
@@ -255,7 +215,7 @@ class Scoring:
             ruleset=ruleset,
         )
         now = self.clock()
-        session.add(
+        repo.add_scored(
             ScoredLead(
                 lead_id=lead_id,
                 source_kind=source.get("kind"),
@@ -306,9 +266,9 @@ class Scoring:
         now = self.clock()
         await session.flush()  # the lead may have been scored earlier in this same batch
         _facts(session).erased.add(lead_id)
-        if await session.get(ErasedLead, lead_id) is None:
-            session.add(ErasedLead(lead_id=lead_id, erased_at=now))
-        row = await ScoringRepository(session).scored(lead_id)
+        repo = ScoringRepository(session)
+        await repo.mark_erased(lead_id, now)
+        row = await repo.scored(lead_id)
         if row is not None and row.erased_at is None:
             row.lead = None
             row.enrichment = anonymous_enrichment(row.enrichment)
@@ -330,61 +290,17 @@ class Scoring:
         facts.has_outcomes = True
         facts.values_per_field = None  # the outcome may have brought a value not seen before
 
+    async def stored_score(self, session: AsyncSession, lead_id: str) -> ScoredLead | None:
+        """The lead's stored score record, if it has been scored."""
+        return await ScoringRepository(session).scored(lead_id)
+
     # -- firmographics --------------------------------------------------------------------------------------------
 
     async def load_firmographics(self, session: AsyncSession, rows: Sequence[Firmographic]) -> int:
         """Insert or replace company facts by domain; returns how many rows were loaded."""
-        now = self.clock()
-        repo = ScoringRepository(session)
-        for start in range(0, len(rows), 500):
-            chunk = rows[start : start + 500]
-            existing = await repo.firmographics_by_domain([item.domain.lower() for item in chunk])
-            for item in chunk:
-                values = {
-                    "name": item.name,
-                    "employee_band": item.employee_band,
-                    "industry": item.industry,
-                    "country": item.country,
-                    "revenue_band": item.revenue_band,
-                    "updated_at": now,
-                }
-                row = existing.get(item.domain.lower())
-                if row is None:
-                    session.add(FirmographicRow(domain=item.domain.lower(), **values))
-                else:
-                    for key, value in values.items():
-                        setattr(row, key, value)
-            await session.flush()
+        await ScoringRepository(session).save_firmographics(rows, self.clock())
         _facts(session).has_firmographics = None
         return len(rows)
-
-
-# What an erased lead's enrichment keeps: categories shared by many leads, never what names one person or company.
-_ANONYMOUS_ENRICHMENT = ("email_type", "phone_country", "phone_line_type", "seniority", "function", "partial")
-_ANONYMOUS_COMPANY = ("employee_band", "industry", "country", "revenue_band")
-# Steps whose detail is a domain.
-_IDENTIFYING_STEPS = frozenset({"domain", "firmographics"})
-
-
-def anonymous_enrichment(enrichment: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The enrichment record without the domain, company name, provider answer and step details naming them."""
-    if enrichment is None:
-        return None
-    kept: dict[str, Any] = {key: enrichment.get(key) for key in _ANONYMOUS_ENRICHMENT}
-    company = enrichment.get("company")
-    kept["domain"] = None
-    kept["provider"] = None
-    kept["company"] = (
-        {"domain": None, "name": None, **{key: company.get(key) for key in _ANONYMOUS_COMPANY}}
-        if isinstance(company, Mapping)
-        else None
-    )
-    kept["steps"] = [
-        {**step, "detail": None} if step.get("step") in _IDENTIFYING_STEPS else dict(step)
-        for step in enrichment.get("steps") or []
-        if isinstance(step, Mapping)
-    ]
-    return kept
 
 
 _COMPILED_RULESETS = 16

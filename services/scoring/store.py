@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from common.consumer import processed_table
 from common.db import new_metadata
 from common.outbox import outbox_dead_table, outbox_table
-from scoring.domain import OutcomeCounts
+from scoring.domain import Firmographic, OutcomeCounts
 
 
 class Base(DeclarativeBase):
@@ -105,6 +106,12 @@ class ScoringRepository:
     async def ruleset(self, version: str) -> RulesetVersion | None:
         return await self.session.get(RulesetVersion, version)
 
+    async def save_ruleset(self, version: str, text: str, now: datetime) -> None:
+        """Store a ruleset version unless it is stored already (equal content, equal version)."""
+        if await self.ruleset(version) is None:
+            self.session.add(RulesetVersion(version=version, source_text=text, created_at=now))
+            await self.session.flush()
+
     async def activate(self, version: str, now: datetime) -> None:
         await self.session.execute(update(RulesetVersion).where(RulesetVersion.active.is_(True)).values(active=False))
         await self.session.execute(
@@ -113,6 +120,37 @@ class ScoringRepository:
 
     async def scored(self, lead_id: str) -> ScoredLead | None:
         return await self.session.get(ScoredLead, lead_id)
+
+    def add_scored(self, row: ScoredLead) -> None:
+        """Add a scored lead; it is flushed with the rest of the batch (one round trip for all of them)."""
+        self.session.add(row)
+
+    async def mark_erased(self, lead_id: str, now: datetime) -> None:
+        """Leave the erasure's tombstone, once."""
+        if await self.session.get(ErasedLead, lead_id) is None:
+            self.session.add(ErasedLead(lead_id=lead_id, erased_at=now))
+
+    async def save_firmographics(self, items: Sequence[Firmographic], now: datetime) -> None:
+        """Insert or replace company facts by domain, in chunks of 500 domains per query."""
+        for start in range(0, len(items), 500):
+            chunk = items[start : start + 500]
+            existing = await self.firmographics_by_domain([item.domain.lower() for item in chunk])
+            for item in chunk:
+                values = {
+                    "name": item.name,
+                    "employee_band": item.employee_band,
+                    "industry": item.industry,
+                    "country": item.country,
+                    "revenue_band": item.revenue_band,
+                    "updated_at": now,
+                }
+                row = existing.get(item.domain.lower())
+                if row is None:
+                    self.session.add(FirmographicRow(domain=item.domain.lower(), **values))
+                else:
+                    for key, value in values.items():
+                        setattr(row, key, value)
+            await self.session.flush()
 
     async def has_firmographics(self) -> bool:
         """Whether the firmographics table has any row (most lookups are skipped while it is empty)."""

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from common.db import Database, upgrade_schema_async
 from common.envelope import Event, loads
+from common.erasure import anonymous_enrichment
 from scoring.app import MIGRATIONS
 from scoring.clients import CircuitBreaker, EnrichmentClient, TTLCache
 from scoring.domain import (
@@ -207,6 +208,36 @@ async def test_erasure_removes_personal_data_and_keeps_the_anonymous_counts(db: 
     async with db.read() as session:
         total = await session.get(OutcomeCount, ("__total__", "__total__"))
         assert total is not None and (total.won, total.lost) == (1, 0)
+
+
+async def test_an_erased_score_keeps_exactly_what_the_shared_erasure_rule_keeps(db: Database) -> None:
+    # Scoring and routing store the same enrichment: after an erasure both must keep the same fields.
+    scoring = Scoring(_settings(), provider=None, clock=lambda: NOW)
+    await _apply(
+        db,
+        scoring.load_firmographics,
+        parse_firmographics_csv(
+            "domain,name,employee_band,industry,country,revenue_band\n"
+            "acme-corp.com,Acme Corp,201-500,software,DE,10M-50M\n"
+        ),
+    )
+    event = _received(_lead())
+    await _apply(db, scoring.on_received, event)
+    before = await _scored(db, event.subject)
+    assert before is not None and before.enrichment is not None and before.enrichment["steps"]
+
+    await _apply(db, scoring.on_erased, Event(type="lead.erased", source="/t", subject=event.subject, data={}))
+
+    row = await _scored(db, event.subject)
+    assert row is not None and row.enrichment == anonymous_enrichment(before.enrichment)
+    # No trace of the domain is left, not even as an emptied key or a step that once named it.
+    assert "steps" not in row.enrichment and "domain" not in row.enrichment
+    assert row.enrichment["company"] == {
+        "employee_band": "201-500",
+        "industry": "software",
+        "country": "DE",
+        "revenue_band": "10M-50M",
+    }
 
 
 async def test_an_erasure_that_overtakes_the_lead_keeps_its_data_out(db: Database) -> None:
