@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ingest.domain.dates import parse_datetime
 from ingest.domain.errors import FieldError, LeadValidationError, SignatureError
-from ingest.domain.lead import parse_datetime
 
 # Every timestamped scheme here (Webflow, HubSpot) documents a 5 minute replay window.
 MAX_SIGNATURE_AGE = timedelta(minutes=5)

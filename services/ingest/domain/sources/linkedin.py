@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ingest.domain.dates import parse_datetime
 from ingest.domain.errors import FieldError, LeadValidationError, SignatureError
-from ingest.domain.lead import parse_datetime
 from ingest.domain.sources._common import check_hex, hmac_sha256, platform_key, require_secret, require_str
 from ingest.domain.sources.platform import (
     KIB,

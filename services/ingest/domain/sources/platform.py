@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ingest.domain.errors import FieldError, LeadValidationError, SignatureError
-from ingest.domain.lead import NormalizedLead
+from ingest.domain.model import NormalizedLead
 from ingest.domain.sources._common import PlatformLead
 
 KIB = 1024
