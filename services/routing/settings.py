@@ -78,6 +78,9 @@ class RoutingSettings(ServiceSettings):
     # CIDRs whose addresses, or host names whose resolved addresses, may be private (e.g. an internal CRM).
     webhook_allow_private_hosts: tuple[str, ...] = ()
     webhook_user_agent: str = "Handoff-Webhooks/1.0"
+    # Where links in slack and teams messages point (routing's public URL, e.g. https://handoff.example.com);
+    # empty: those messages carry no links.
+    webhook_links_base_url: str = Field(default="", max_length=500, pattern=r"^(https?://[^\s]+)?$")
 
     @property
     def webhook_loopback_allowed(self) -> bool:

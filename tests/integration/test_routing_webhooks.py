@@ -15,11 +15,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -28,6 +29,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from cryptography.fernet import Fernet
+from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
@@ -37,10 +39,13 @@ from common.crypto import SecretBox
 from common.db import Database, upgrade_schema_async
 from common.egress import UnsafeUrl
 from common.envelope import Event
+from common.web import install_common
 from routing.app import MIGRATIONS, create_app
 from routing.handlers import Router
 from routing.settings import RoutingSettings
 from routing.store import Base, TimelineRow, WebhookAttempt, WebhookDelivery, WebhookEndpoint, outbox
+from routing.usecases.shared import publish
+from routing.webhooks import api as webhooks_api
 from routing.webhooks.sender import WebhookSender
 from routing.webhooks.service import (
     WebhookConflict,
@@ -49,7 +54,7 @@ from routing.webhooks.service import (
     purge_settled_deliveries,
     reencrypt_secrets,
 )
-from routing.webhooks.signing import new_secret
+from routing.webhooks.signing import new_secret, webhook_body
 from tests.support.stack import ADMIN, ADMIN_TOKEN, ROOT, wait_until_async
 
 pytestmark = pytest.mark.integration
@@ -79,10 +84,15 @@ class Captured:
         return Webhook(secret).verify(self.body, self.headers)
 
 
-class Receiver:
-    """Captures every request and answers from a script (then 200)."""
+# A receiver's own check of a body: None when it accepts it, else (status, answer), as the real service answers.
+BodyCheck = Callable[[bytes], tuple[int, bytes] | None]
 
-    def __init__(self) -> None:
+
+class Receiver:
+    """Captures every request and answers from a script (then 200, or what its body check says)."""
+
+    def __init__(self, check: BodyCheck | None = None) -> None:
+        self.check = check
         self.captured: list[Captured] = []
         self._script: list[Reply] = []
         self._lock = threading.Lock()
@@ -120,6 +130,9 @@ class Receiver:
                 with receiver._lock:
                     receiver.captured.append(Captured(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     reply = receiver._script.pop(0) if receiver._script else Reply()
+                refusal = receiver.check(body) if receiver.check and reply.status == 200 else None
+                if refusal is not None:
+                    reply = Reply(refusal[0], body=refusal[1])
                 if reply.hang_s:
                     time.sleep(reply.hang_s)
                 try:
@@ -815,10 +828,10 @@ async def test_deliveries_commit_with_their_event_or_not_at_all(db: Database, re
     router = Router(settings, clock=clock)
     touched, assigned, lost = _event("lead.touched"), _event("lead.assigned"), _event("lead.touched")
     async with db.transaction() as session:
-        await router._publish(session, [touched, assigned])
+        await publish(router, session, [touched, assigned])
     with pytest.raises(RuntimeError):
         async with db.transaction() as session:
-            await router._publish(session, [lost])
+            await publish(router, session, [lost])
             raise RuntimeError("the state change failed")
     async with db.read() as session:
         deliveries = (await session.execute(select(WebhookDelivery.message_id))).scalars().all()
@@ -953,3 +966,278 @@ async def test_the_api_and_the_live_sender(
     finally:
         await check.dispose()
     assert attempts == 3  # the ping, lead.assigned and its replay: all stored in the test's own database
+
+
+# -- formats: what Slack and Teams incoming webhooks accept ---------------------------------------------------
+
+SLACK_TEXT_TYPES = {"plain_text", "mrkdwn"}
+
+
+def _slack_text(obj: Any, limit: int, *, plain: bool = False) -> bool:
+    """A composition text object: https://docs.slack.dev/reference/block-kit/composition-objects/text-object."""
+    if not isinstance(obj, dict) or obj.get("type") not in ({"plain_text"} if plain else SLACK_TEXT_TYPES):
+        return False
+    allowed = {"type", "text", "emoji" if obj["type"] == "plain_text" else "verbatim"}
+    text = obj.get("text")
+    return set(obj) <= allowed and isinstance(text, str) and 0 < len(text) <= limit
+
+
+def _slack_block(block: Any, action_ids: set[str]) -> bool:
+    """The documented fields and limits of the block types a message may carry."""
+    if not isinstance(block, dict):
+        return False
+    kind, fields = block.get("type"), set(block) - {"type", "block_id"}
+    if kind == "header":
+        return fields == {"text"} and _slack_text(block["text"], 150, plain=True)
+    if kind == "section":
+        text, items = block.get("text"), block.get("fields")
+        if not fields <= {"text", "fields", "accessory"} or (text is None and items is None):
+            return False
+        if text is not None and not _slack_text(text, 3000):
+            return False
+        return items is None or (
+            isinstance(items, list) and 0 < len(items) <= 10 and all(_slack_text(i, 2000) for i in items)
+        )
+    if kind == "context":
+        elements = block.get("elements")
+        return (
+            fields == {"elements"}
+            and isinstance(elements, list)
+            and 0 < len(elements) <= 10
+            and all(_slack_text(e, 3000) for e in elements)
+        )
+    if kind == "actions":
+        elements = block.get("elements")
+        if fields != {"elements"} or not isinstance(elements, list) or not 0 < len(elements) <= 25:
+            return False
+        for button in elements:
+            if not isinstance(button, dict) or button.get("type") != "button":
+                return False
+            if not set(button) <= {"type", "text", "url", "action_id", "value", "style"}:
+                return False
+            action_id, url = button.get("action_id", ""), button.get("url", "")
+            if not _slack_text(button.get("text"), 75, plain=True) or action_id in action_ids:
+                return False
+            if not (isinstance(url, str) and len(url) <= 3000 and (not url or url.startswith(("http://", "https://")))):
+                return False
+            action_ids.add(action_id)
+        return True
+    return kind == "divider" and not fields
+
+
+def slack_incoming_webhook(body: bytes) -> tuple[int, bytes] | None:
+    """Slack's incoming-webhook answers: 400 invalid_payload, no_text (neither `text` nor `blocks`), invalid_blocks."""
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return 400, b"invalid_payload"
+    if not isinstance(message, dict):
+        return 400, b"invalid_payload"
+    text, blocks = message.get("text"), message.get("blocks")
+    if not (isinstance(text, str) and text.strip()) and not (isinstance(blocks, list) and blocks):
+        return 400, b"no_text"
+    if blocks is not None:
+        action_ids: set[str] = set()
+        if not isinstance(blocks, list) or len(blocks) > 50 or not all(_slack_block(b, action_ids) for b in blocks):
+            return 400, b"invalid_blocks"
+    return None
+
+
+TEAMS_ELEMENTS = {"TextBlock", "FactSet", "Container", "ColumnSet", "Image", "ActionSet", "RichTextBlock"}
+
+
+def teams_incoming_webhook(body: bytes) -> tuple[int, bytes] | None:
+    """A Teams incoming webhook takes `{"type": "message", "attachments": [{contentType: adaptive card, content}]}`
+    with an Adaptive Card (version up to 1.5) whose elements and actions are well formed."""
+    bad = (400, b"Bad payload received by generic incoming webhook.")
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return bad
+    attachments = message.get("attachments") if isinstance(message, dict) else None
+    if message.get("type") != "message" or not isinstance(attachments, list) or not attachments:
+        return bad
+    for attachment in attachments:
+        card = attachment.get("content") if isinstance(attachment, dict) else None
+        if attachment.get("contentType") != "application/vnd.microsoft.card.adaptive" or not isinstance(card, dict):
+            return bad
+        version = str(card.get("version", ""))
+        if card.get("type") != "AdaptiveCard" or version not in {"1.0", "1.1", "1.2", "1.3", "1.4", "1.5"}:
+            return bad
+        for element in card.get("body") or []:
+            kind = element.get("type") if isinstance(element, dict) else None
+            if kind not in TEAMS_ELEMENTS:
+                return bad
+            if kind == "TextBlock" and not (isinstance(element.get("text"), str) and element["text"]):
+                return bad
+            if kind == "FactSet" and not all(
+                isinstance(f, dict) and isinstance(f.get("title"), str) and isinstance(f.get("value"), str)
+                for f in element.get("facts") or [None]
+            ):
+                return bad
+        for action in card.get("actions") or []:
+            if action.get("type") != "Action.OpenUrl" or not str(action.get("url", "")).startswith("http"):
+                return bad
+    return None
+
+
+def _assigned_event() -> Event:
+    lead_id = str(uuid.uuid4())
+    due = datetime(2026, 12, 3, 14, 5, tzinfo=UTC)
+    return Event(
+        type="lead.assigned",
+        source="/handoff/routing",
+        subject=lead_id,
+        data={
+            "lead_id": lead_id,
+            "assignment_id": 7,
+            "outcome": "assigned",
+            "rep": {"id": "ana", "name": "Ana Souza", "email": "ana@handoff.example"},
+            "team_id": "west",
+            "rule_id": "hot-west",
+            "method": "round_robin",
+            "reason": "Rule hot-west: the team west, round robin <next up>",
+            "sla": {"policy": "A", "minutes": 5, "business_hours": False, "due_at": due.isoformat()},
+            "lead": {
+                "full_name": "Pat <@U123> Doe",
+                "email": "pat.doe@acme.io",
+                "phone": "+14155550100",
+                "company": "Acme & Sons",
+                "job_title": "VP Sales",
+            },
+            "score": {
+                "grade": "A",
+                "fit": 80,
+                "intent": 70,
+                "qualified": True,
+                "ruleset_version": "v3",
+                "fired": [
+                    {"id": "vp", "score": "fit", "points": 30, "reason": "A VP title"},
+                    {"id": "demo", "score": "intent", "points": 40, "reason": "Asked for a demo"},
+                ],
+            },
+        },
+    )
+
+
+@pytest.fixture
+def slack() -> Iterator[Receiver]:
+    r = Receiver(check=slack_incoming_webhook)
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def teams() -> Iterator[Receiver]:
+    r = Receiver(check=teams_incoming_webhook)
+    yield r
+    r.stop()
+
+
+async def _register_as(db: Database, service: Webhooks, url: str, fmt: str) -> tuple[str, str]:
+    destination = await service.vet_url(url)
+    async with db.transaction() as session:
+        endpoint, secret = await service.create_endpoint(
+            session, url=destination, event_types=["lead.assigned"], format=fmt
+        )
+    return endpoint.id, secret
+
+
+async def test_slack_and_teams_endpoints_get_messages_their_incoming_webhooks_accept(
+    db: Database, receiver: Receiver, slack: Receiver, teams: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock = Clock()
+    settings = _settings(webhook_links_base_url="https://handoff.example.com/")
+    service = Webhooks(settings, clock=clock)
+    _, standard_secret = await _register_as(db, service, receiver.url, "standard")
+    slack_id, _ = await _register_as(db, service, slack.url, "slack")
+    teams_id, _ = await _register_as(db, service, teams.url, "teams")
+    event = _assigned_event()
+    await _enqueue(db, clock, event)
+
+    assert await _sender(senders, db, settings, clock).run_once() == 3
+    async with db.read() as session:
+        for endpoint_id in (slack_id, teams_id):
+            [entry] = await service.deliveries(session, endpoint_id)
+            assert (entry.delivery.status, entry.attempts[0].status_code) == ("succeeded", 200), entry.attempts
+
+    # The standard endpoint is unchanged: the Standard Webhooks body, signed.
+    [plain] = receiver.requests()
+    assert plain.verify(standard_secret) == orjson.loads(webhook_body(event.type, event.time, event.data))
+
+    [posted] = slack.requests()
+    message = orjson.loads(posted.body)
+    assert posted.headers["webhook-id"] == event.id  # still a Standard Webhooks request on the wire
+    assert "Pat" in message["text"] and "Ana Souza" in message["text"] and "2026-12-03 14:05 UTC" in message["text"]
+    shown = orjson.dumps(message).decode()
+    assert "Pat &lt;@U123&gt; Doe" in shown and "<@U123>" not in shown  # a name cannot mention anyone
+    assert "Acme &amp; Sons" in shown and "+30 fit: A VP title" in shown and "+40 intent: Asked for a demo" in shown
+    assert f"<!date^{int(datetime(2026, 12, 3, 14, 5, tzinfo=UTC).timestamp())}^" in shown
+    assert f"https://handoff.example.com/v1/leads/{event.subject}" in shown
+    assert "pat.doe@acme.io" not in posted.body.decode() and "+14155550100" not in posted.body.decode()
+
+    [card_post] = teams.requests()
+    card = orjson.loads(card_post.body)["attachments"][0]["content"]
+    facts = {f["title"]: f["value"] for b in card["body"] if b["type"] == "FactSet" for f in b["facts"]}
+    assert facts == {"Rep": "Ana Souza", "Score": "A (fit 80, intent 70)", "SLA due": "2026-12-03 14:05 UTC"}
+    assert any(b.get("text") == "Pat <@U123> Doe" for b in card["body"])
+    assert card["actions"][0]["url"] == f"https://handoff.example.com/v1/leads/{event.subject}"
+
+
+async def test_a_failed_slack_delivery_is_retried_and_replayed_as_a_slack_message(
+    db: Database, slack: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock, settings = Clock(), _settings(webhook_retry_schedule_s=(5,))
+    service = Webhooks(settings, clock=clock)
+    endpoint_id, _ = await _register_as(db, service, slack.url, "slack")
+    slack.answer(Reply(500), Reply(503))  # Slack down: the first attempt and its one retry fail
+    event = _assigned_event()
+    await _enqueue(db, clock, event)
+    sender = _sender(senders, db, settings, clock)
+    assert await sender.run_once() == 1
+    clock.advance(seconds=10)
+    assert await sender.run_once() == 1
+    delivery = await _delivery(db)
+    assert (delivery.status, delivery.attempt_count) == ("failed", 2)
+
+    async with db.transaction() as session:
+        await service.replay(session, endpoint_id, delivery.id)
+    assert await sender.run_once() == 1
+    requests = slack.requests()
+    assert [r.headers["webhook-id"] for r in requests] == [event.id] * 3
+    assert slack_incoming_webhook(requests[-1].body) is None
+    async with db.read() as session:
+        [entry] = await service.deliveries(session, endpoint_id)
+    assert entry.delivery.status == "succeeded" and entry.delivery.replays == 1
+    assert [a.status_code for a in entry.attempts] == [500, 503, 200]
+
+
+async def test_the_format_is_chosen_validated_and_shown_through_the_api(db: Database, slack: Receiver) -> None:
+    settings = _settings(admin_token=ADMIN_TOKEN)
+    app = FastAPI()
+    app.state.settings = settings
+    app.state.runtime = SimpleNamespace(db=db)
+    install_common(app)
+    app.include_router(webhooks_api.router)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://routing", headers=ADMIN) as api:
+        plain = await api.post("/v1/webhook-endpoints", json={"url": slack.url, "event_types": ["*"]})
+        assert plain.status_code == 201 and plain.json()["format"] == "standard"
+        wrong = await api.post(
+            "/v1/webhook-endpoints", json={"url": slack.url, "event_types": ["*"], "format": "discord"}
+        )
+        assert wrong.status_code == 422
+        assert [e["field"] for e in wrong.json()["detail"]] == ["format"]
+        created = await api.post(
+            "/v1/webhook-endpoints", json={"url": slack.url, "event_types": ["lead.assigned"], "format": "slack"}
+        )
+        assert created.status_code == 201 and created.json()["format"] == "slack"
+        endpoint_id = created.json()["id"]
+        assert (await api.get(f"/v1/webhook-endpoints/{endpoint_id}")).json()["format"] == "slack"
+
+        patched = await api.patch(f"/v1/webhook-endpoints/{endpoint_id}", json={"format": "teams"})
+        assert patched.status_code == 200 and patched.json()["format"] == "teams"
+        refused = await api.patch(f"/v1/webhook-endpoints/{endpoint_id}", json={"format": "SLACK"})
+        assert refused.status_code == 422 and [e["field"] for e in refused.json()["detail"]] == ["format"]
+        listed = (await api.get("/v1/webhook-endpoints")).json()["items"]
+        assert {e["id"]: e["format"] for e in listed} == {plain.json()["id"]: "standard", endpoint_id: "teams"}

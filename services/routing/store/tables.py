@@ -211,6 +211,8 @@ class WebhookEndpoint(Base):
     url: Mapped[str] = mapped_column(Text)
     description: Mapped[str] = mapped_column(String(500), default="")
     event_types: Mapped[list[str]] = mapped_column(JSON)
+    # The body's shape: standard (Standard Webhooks), slack (Block Kit) or teams (an Adaptive Card).
+    format: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(32))  # manual | gone | failing
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -12,6 +12,7 @@ from common.egress import Destination, UnsafeUrl
 from common.session import ReadSession, Transaction
 from common.web import Admin, HandoffRoute, problem
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from routing.webhooks.formats import UnknownFormat
 from routing.webhooks.service import DeliveryLog, WebhookConflict, Webhooks, iso, reencrypt_secrets
 
 router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"], route_class=HandoffRoute)
@@ -36,12 +37,20 @@ def _db(request: Request) -> Any:
     return request.app.state.runtime.db
 
 
+Format = Literal["standard", "slack", "teams"]
+FORMAT_HELP = (
+    "standard: Standard Webhooks JSON; slack: a Block Kit message for a Slack incoming webhook; "
+    "teams: an Adaptive Card for a Teams incoming webhook"
+)
+
+
 class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(max_length=2048, description="http(s) URL of the receiver")
     event_types: list[str] = Field(min_length=1, max_length=50, description='lead.* event types, or ["*"]')
     description: str = Field(default="", max_length=500)
+    format: Format = Field(default="standard", description=FORMAT_HELP)
 
 
 class EndpointPatch(BaseModel):
@@ -51,6 +60,7 @@ class EndpointPatch(BaseModel):
     event_types: list[str] | None = Field(default=None, min_length=1, max_length=50)
     description: str | None = Field(default=None, max_length=500)
     enabled: bool | None = None
+    format: Format | None = Field(default=None, description=FORMAT_HELP)
 
 
 class ReplaySinceIn(BaseModel):
@@ -65,6 +75,7 @@ def _endpoint_out(endpoint: WebhookEndpoint) -> dict[str, Any]:
         "url": endpoint.url,
         "description": endpoint.description,
         "event_types": endpoint.event_types,
+        "format": endpoint.format,
         "enabled": endpoint.enabled,
         "disabled_reason": endpoint.disabled_reason,
         "disabled_at": iso(endpoint.disabled_at),
@@ -127,8 +138,14 @@ async def create_endpoint(body: EndpointIn, request: Request, service: Service, 
     try:
         async with _db(request).transaction() as session:
             endpoint, secret = await service.create_endpoint(
-                session, url=destination, event_types=body.event_types, description=body.description
+                session,
+                url=destination,
+                event_types=body.event_types,
+                description=body.description,
+                format=body.format,
             )
+    except UnknownFormat as exc:
+        raise _invalid("format", str(exc)) from exc
     except ValueError as exc:
         raise _invalid("event_types", str(exc)) from exc
     return {**_endpoint_out(endpoint), "secret": secret}
@@ -164,9 +181,12 @@ async def update_endpoint(
                 event_types=body.event_types,
                 description=body.description,
                 enabled=body.enabled,
+                format=body.format,
             )
     except LookupError as exc:
         raise problem(404, "not_found", str(exc)) from exc
+    except UnknownFormat as exc:
+        raise _invalid("format", str(exc)) from exc
     except ValueError as exc:
         raise _invalid("event_types", str(exc)) from exc
     return _endpoint_out(endpoint)

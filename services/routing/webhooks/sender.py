@@ -29,6 +29,7 @@ from common.egress import AddressPolicy, Resolver, UnsafeUrl, guarded_transport,
 from routing.settings import RoutingSettings
 from routing.store import WebhookAttempt, WebhookEndpoint
 from routing.webhooks.address import webhook_address_policy
+from routing.webhooks.formats import render
 from routing.webhooks.retry import parse_retry_after, retry_delay
 from routing.webhooks.service import FAILURES, aware, disable_endpoint, iso
 from routing.webhooks.signing import signature_header
@@ -72,7 +73,7 @@ class Claim:
     endpoint_id: str
     message_id: str
     url: str
-    payload: str
+    payload: str  # the body to send, in the endpoint's format (signed as sent)
     secrets: tuple[str, ...]
     lease_token: str
 
@@ -119,6 +120,7 @@ class WebhookSender:
         self._policy = webhook_address_policy(settings)
         self._secrets = settings.secret_box()
         self._timeout = settings.webhook_timeout_s
+        self._links_base_url = settings.webhook_links_base_url
         self._cap = settings.webhook_response_max_kib * 1024
         self._stop_grace_s = stop_grace_s
         self._client: httpx.AsyncClient | None = None
@@ -199,7 +201,7 @@ class WebhookSender:
                         endpoint_id=endpoint.id,
                         message_id=delivery.message_id,
                         url=endpoint.url,
-                        payload=delivery.payload,
+                        payload=render(endpoint.format, delivery.payload, links_base_url=self._links_base_url),
                         secrets=signing_secrets,
                         lease_token=token,
                     )

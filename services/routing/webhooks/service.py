@@ -23,6 +23,7 @@ from common.topics import EVENT_TOPICS, LEADS_ASSIGNED, LEADS_OUTCOMES, LEADS_SL
 from routing.settings import RoutingSettings
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from routing.webhooks.address import webhook_address_policy
+from routing.webhooks.formats import STANDARD, check_format
 from routing.webhooks.signing import new_secret, webhook_body
 from routing.webhooks.store import PENDING, WebhookStore
 
@@ -99,7 +100,13 @@ class Webhooks:
         return await vet_url(url, self.policy, self.resolver)
 
     async def create_endpoint(
-        self, session: AsyncSession, *, url: Destination, event_types: Sequence[str], description: str = ""
+        self,
+        session: AsyncSession,
+        *,
+        url: Destination,
+        event_types: Sequence[str],
+        description: str = "",
+        format: str = STANDARD,
     ) -> tuple[WebhookEndpoint, str]:
         """Store a new endpoint; returns it and its signing secret (the only time the secret is shown)."""
         store = WebhookStore(session)
@@ -110,6 +117,7 @@ class Webhooks:
             url=url.url,
             description=description,
             event_types=normalize_event_types(event_types),
+            format=check_format(format),
             enabled=True,
             secret=self.secrets.seal(secret),
             created_at=now,
@@ -138,6 +146,7 @@ class Webhooks:
         event_types: Sequence[str] | None = None,
         description: str | None = None,
         enabled: bool | None = None,
+        format: str | None = None,
     ) -> WebhookEndpoint:
         """Change what is given; disabling fails the pending deliveries, enabling gives the endpoint a clean slate."""
         store = WebhookStore(session)
@@ -149,6 +158,9 @@ class Webhooks:
             endpoint.event_types = normalize_event_types(event_types)
         if description is not None:
             endpoint.description = description
+        if format is not None:
+            # Pending deliveries go out in the new format: bodies are rendered at send time.
+            endpoint.format = check_format(format)
         if enabled is True and not endpoint.enabled:
             endpoint.enabled = True
             endpoint.disabled_reason = endpoint.disabled_at = endpoint.failing_since = None
@@ -359,4 +371,3 @@ def _new_delivery(
         "replays": 0,
         "created_at": now,
     }
-
