@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from common.conditions import compile_regex
+import common.conditions as package
+from common.conditions import compile_regex, compiler, documents, operators, paths, regex
 from routing.domain import RulesError, load_rules
 from routing.domain.rules import quality_view, score_view
 from scoring.domain import RulesetError, enrich, load_ruleset, score_lead
@@ -177,3 +178,15 @@ def test_a_document_nested_too_deep_is_refused_not_a_recursion_error_in_both_ser
         load_ruleset(deep)
     with pytest.raises(RulesError, match="nested deeper than 64 levels"):
         load_rules(deep)
+
+
+def test_the_language_is_one_package_with_a_module_per_role_and_its_old_imports_still_work() -> None:
+    # `from common.conditions import X` keeps working for every name the single module had.
+    assert package.evaluate is operators.evaluate and package.ConditionCompiler is compiler.ConditionCompiler
+    assert package.compile_regex is regex.compile_regex and package.DocumentRefused is documents.DocumentRefused
+    assert package.Catalog is paths.Catalog
+    assert all(hasattr(package, name) for name in package.__all__)
+    for module in (compiler, documents, operators, paths, regex):
+        assert module.__file__ is not None
+        with open(module.__file__, encoding="utf-8") as source:
+            assert len(source.read().splitlines()) <= 400, module.__name__

@@ -1,0 +1,57 @@
+"""Rule regexes on RE2: linear-time matching, since lead text is attacker-controlled and matched in a transaction."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import re2
+
+MAX_REGEX_LENGTH = 2_000
+
+
+@dataclass(frozen=True)
+class Regex:
+    """A pattern compiled once with RE2, with the text it was written as."""
+
+    text: str
+    compiled: Any  # re2._Regexp: the package ships no type information
+
+    def search(self, value: str) -> bool:
+        """True when the pattern matches anywhere in `value`."""
+        return self.compiled.search(value) is not None
+
+
+class RegexError(ValueError):
+    """A pattern RE2 cannot compile; the message says why and what to write instead."""
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # the error is returned to the caller; RE2's own log would go to stderr
+    return options
+
+
+_OPTIONS = _re2_options()
+
+
+def compile_regex(text: str) -> Regex:
+    """Compile a rule's regex with RE2: case-insensitive, matched anywhere in the value (^...$ anchors)."""
+    if len(text) > MAX_REGEX_LENGTH:
+        raise RegexError(f"the pattern is longer than {MAX_REGEX_LENGTH} characters")
+    try:
+        return Regex(text, re2.compile(text, _OPTIONS))
+    except re2.error as exc:
+        raise RegexError(_regex_reason(exc)) from None
+
+
+def _regex_reason(exc: Exception) -> str:
+    raw = exc.args[0] if exc.args else exc
+    reason = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    if re.search(r"\(\?<?[=!]", reason):
+        return f"{reason}: lookahead and lookbehind are not supported (RE2 matches in linear time)"
+    if re.search(r"escape sequence: \\[1-9]", reason) or "\\k<" in reason:
+        return f"{reason}: backreferences are not supported (RE2 matches in linear time)"
+    return reason
