@@ -9,12 +9,12 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import Row
 
+from common.db import as_utc
 from common.logging import scrub_text
 from common.session import ReadSession
 from common.web import HandoffRoute, Ops, problem
-from routing.ops.compliance import aware, iso, summarize
-from routing.ops.queries import OpsRepository
-from routing.store import RepRow
+from routing.ops.compliance import iso, summarize
+from routing.ops.queries import OpsRepository, RepOnBoard
 
 router = APIRouter(tags=["ops"], route_class=HandoffRoute)
 
@@ -24,8 +24,8 @@ DEFAULT_WINDOW = timedelta(hours=24)
 def _window(
     request: Request, since: datetime | None, until: datetime | None, now: datetime
 ) -> tuple[datetime, datetime]:
-    end = aware(until) or now
-    start = aware(since) or end - DEFAULT_WINDOW
+    end = _given(until) or now
+    start = _given(since) or end - DEFAULT_WINDOW
     if start >= end:
         raise problem(422, "validation_failed", [{"field": "since", "reason": "must be before until"}])
     # A long window is a scan of every lead routed in it: bounded, so the read token cannot tie up the store.
@@ -33,6 +33,11 @@ def _window(
     if end - start > timedelta(days=days):
         raise problem(422, "validation_failed", [{"field": "since", "reason": f"the window is at most {days:g} days"}])
     return start, end
+
+
+def _given(value: datetime | None) -> datetime | None:
+    """A time from the query as given (the answer echoes its offset); one without a zone is UTC."""
+    return value if value is None or value.tzinfo else as_utc(value)
 
 
 @router.get("/v1/sla/breaches", summary="SLA breaches, newest first, filtered by time, team, rep, source, grade")
@@ -120,7 +125,7 @@ async def ops_board(
         "open_total": len(open_clocks),
         "at_risk_total": len(at_risk),
         "open": [c.to_dict(now, within) for c in open_clocks[:open_limit]],
-        "reps": [rep_item(rep, load, running.get(rep.id, 0)) for rep, load in board.reps],
+        "reps": [rep_item(rep, running.get(rep.rep_id, 0)) for rep in board.reps],
         "webhook_failures": [webhook_failure_item(r) for r in board.webhook_failures],
     }
 
@@ -131,7 +136,7 @@ def breach_item(row: Row[Any]) -> dict[str, Any]:
     return {
         "event_id": row.id,
         "lead_id": row.lead_id,
-        "breached_at": iso(aware(row.at)),
+        "breached_at": iso(row.at),
         "due_at": detail.get("due_at"),
         "late_ms": detail.get("late_ms"),
         "assignment_id": detail.get("assignment_id"),
@@ -143,18 +148,18 @@ def breach_item(row: Row[Any]) -> dict[str, Any]:
         "source_id": row.source_id,
         "lead_status": row.status,
         "current_rep_id": row.current_rep_id,
-        "first_touch_at": iso(aware(row.first_touch_at)),
+        "first_touch_at": iso(row.first_touch_at),
     }
 
 
-def rep_item(rep: RepRow, open_leads: int, running_clocks: int) -> dict[str, Any]:
+def rep_item(rep: RepOnBoard, running_clocks: int) -> dict[str, Any]:
     """A rep on the board: status, team and load."""
     return {
-        "rep_id": rep.id,
-        "name": rep.data.get("name"),
-        "team_id": rep.data.get("team"),
-        "status": rep.data.get("status", "active"),
-        "open_leads": open_leads,
+        "rep_id": rep.rep_id,
+        "name": rep.name,
+        "team_id": rep.team_id,
+        "status": rep.status,
+        "open_leads": rep.open_leads,
         "running_clocks": running_clocks,
     }
 
@@ -176,6 +181,6 @@ def webhook_failure_item(row: Row[Any]) -> dict[str, Any]:
         "attempts": row.attempt_count,
         "last_status_code": row.last_status_code,
         "last_error": scrub_text(str(error))[:200] if error else None,
-        "last_attempt_at": iso(aware(row.last_attempt_at)),
-        "next_attempt_at": iso(aware(row.next_attempt_at)),
+        "last_attempt_at": iso(row.last_attempt_at),
+        "next_attempt_at": iso(row.next_attempt_at),
     }

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 Outcome = Literal["met", "missed"]
@@ -235,10 +235,3 @@ def _seconds(start: datetime, end: datetime | None) -> float | None:
 def iso(value: datetime | None) -> str | None:
     """A time as ISO 8601, or None."""
     return value.isoformat() if value is not None else None
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """A time with its zone: SQLite hands back naive datetimes, which are UTC here."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

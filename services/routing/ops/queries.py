@@ -12,12 +12,13 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Row, and_, exists, func, or_, select
+from sqlalchemy import Label, Row, and_, exists, func, or_, select, type_coerce
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
-from routing.ops.compliance import LeadFacts, OpenClock, SlaClock, aware
+from common.db import UtcDateTime
+from routing.ops.compliance import LeadFacts, OpenClock, SlaClock
 from routing.store import (
     AssignmentRow,
     LeadRow,
@@ -36,11 +37,22 @@ _WEBHOOK_FAILED = ("failed", "exhausted", "dead")
 
 
 @dataclass(frozen=True)
+class RepOnBoard:
+    """A rep as the board shows them: who, which team, present or not, and how many leads are open on them."""
+
+    rep_id: str
+    name: str | None
+    team_id: str | None
+    status: str
+    open_leads: int
+
+
+@dataclass(frozen=True)
 class Board:
     """What the dashboard shows now: running clocks (soonest deadline first), reps with their load, failures."""
 
     open_clocks: list[OpenClock]
-    reps: list[tuple[RepRow, int]]
+    reps: list[RepOnBoard]
     webhook_failures: list[Row[Any]]
 
 
@@ -58,8 +70,8 @@ class OpsRepository:
         leads = await self.session.execute(
             select(
                 LeadRow.lead_id,
-                LeadRow.routed_at,
-                LeadRow.first_touch_at,
+                _utc(LeadRow.routed_at),
+                _utc(LeadRow.first_touch_at),
                 LeadRow.team_id,
                 LeadRow.source_kind,
                 LeadRow.source_id,
@@ -72,9 +84,9 @@ class OpsRepository:
                 AssignmentRow.lead_id,
                 AssignmentRow.rep_id,
                 AssignmentRow.team_id,
-                AssignmentRow.assigned_at,
-                AssignmentRow.sla_due_at,
-                AssignmentRow.ended_at,
+                _utc(AssignmentRow.assigned_at),
+                _utc(AssignmentRow.sla_due_at),
+                _utc(AssignmentRow.ended_at),
                 AssignmentRow.end_reason,
             )
             .join(LeadRow, LeadRow.lead_id == AssignmentRow.lead_id)
@@ -89,17 +101,17 @@ class OpsRepository:
                     lead_id=c.lead_id,
                     rep_id=c.rep_id,
                     team_id=c.team_id,
-                    assigned_at=_utc(c.assigned_at),
-                    due_at=_utc(c.sla_due_at),
-                    ended_at=aware(c.ended_at),
+                    assigned_at=c.assigned_at,
+                    due_at=c.sla_due_at,
+                    ended_at=c.ended_at,
                     end_reason=c.end_reason,
                 )
             )
         return [
             LeadFacts(
                 lead_id=r.lead_id,
-                routed_at=_utc(r.routed_at),
-                first_touch_at=aware(r.first_touch_at),
+                routed_at=r.routed_at,
+                first_touch_at=r.first_touch_at,
                 team_id=r.team_id,
                 source_kind=r.source_kind,
                 source_id=r.source_id,
@@ -126,10 +138,10 @@ class OpsRepository:
             select(
                 SlaTimer.lead_id,
                 SlaTimer.assignment_id,
-                SlaTimer.due_at,
+                _utc(SlaTimer.due_at),
                 AssignmentRow.rep_id,
                 AssignmentRow.team_id,
-                AssignmentRow.assigned_at,
+                _utc(AssignmentRow.assigned_at),
                 LeadRow.grade,
                 LeadRow.source_kind,
                 LeadRow.source_id,
@@ -153,8 +165,8 @@ class OpsRepository:
                 source_kind=r.source_kind,
                 source_id=r.source_id,
                 status=r.status,
-                assigned_at=_utc(r.assigned_at),
-                due_at=_utc(r.due_at),
+                assigned_at=r.assigned_at,
+                due_at=r.due_at,
                 warned=bool(r.warned),
             )
             for r in await self.session.execute(query)
@@ -178,14 +190,14 @@ class OpsRepository:
             select(
                 TimelineRow.id,
                 TimelineRow.lead_id,
-                TimelineRow.at,
+                _utc(TimelineRow.at),
                 TimelineRow.detail,
                 LeadRow.grade,
                 LeadRow.source_kind,
                 LeadRow.source_id,
                 LeadRow.status,
                 LeadRow.current_rep_id,
-                LeadRow.first_touch_at,
+                _utc(LeadRow.first_touch_at),
             )
             .outerjoin(LeadRow, LeadRow.lead_id == TimelineRow.lead_id)
             .where(TimelineRow.kind == "sla_breached", TimelineRow.at >= since, TimelineRow.at < until)
@@ -215,7 +227,7 @@ class OpsRepository:
             select(
                 TimelineRow.id,
                 TimelineRow.lead_id,
-                TimelineRow.at,
+                _utc(TimelineRow.at),
                 TimelineRow.kind,
                 TimelineRow.detail,
                 LeadRow.grade,
@@ -231,14 +243,23 @@ class OpsRepository:
         )
         return list(await self.session.execute(query))
 
-    async def reps(self) -> list[tuple[RepRow, int]]:
+    async def reps(self) -> list[RepOnBoard]:
         """Every rep with the number of leads open on them."""
         rows = await self.session.execute(
             select(RepRow, func.coalesce(RepLoadRow.open_leads, 0))
             .outerjoin(RepLoadRow, RepLoadRow.rep_id == RepRow.id)
             .order_by(RepRow.id)
         )
-        return [(rep, int(load)) for rep, load in rows]
+        return [
+            RepOnBoard(
+                rep_id=rep.id,
+                name=rep.data.get("name"),
+                team_id=rep.data.get("team"),
+                status=rep.data.get("status", "active"),
+                open_leads=int(load),
+            )
+            for rep, load in rows
+        ]
 
     async def webhook_failures(self, limit: int) -> list[Row[Any]]:
         """Deliveries that are retrying after a failure or gave up, newest first; none when the tables are absent.
@@ -256,9 +277,9 @@ class OpsRepository:
                 d.attempt_count,
                 d.last_status_code,
                 d.last_error,
-                d.last_attempt_at,
-                d.next_attempt_at,
-                d.created_at,
+                _utc(d.last_attempt_at),
+                _utc(d.next_attempt_at),
+                _utc(d.created_at),
                 e.url.label("endpoint_url"),
                 e.description.label("endpoint_description"),
                 e.enabled.label("endpoint_enabled"),
@@ -294,7 +315,10 @@ class OpsRepository:
         )
 
 
-def _utc(value: datetime | None) -> datetime:
-    result = aware(value)
-    assert result is not None, "a NOT NULL time column came back empty"
-    return result
+def _utc(column: InstrumentedAttribute[Any]) -> Label[Any]:
+    """A time column read as an aware UTC datetime (common.db.UtcDateTime), under its own name.
+
+    Routing's tables still declare plain DateTime columns, which SQLite hands back naive; reading them through the
+    shared column type here spares every view a time helper.
+    """
+    return type_coerce(column, UtcDateTime()).label(column.key)

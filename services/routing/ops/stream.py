@@ -20,7 +20,7 @@ from starlette.background import BackgroundTask
 
 from common.session import ReadSession
 from common.web import HandoffRoute, Ops, ops_credential, problem
-from routing.ops.compliance import aware, iso
+from routing.ops.compliance import iso
 from routing.ops.queries import OpsRepository
 
 router = APIRouter(tags=["ops"], route_class=HandoffRoute)
@@ -137,7 +137,7 @@ def stream_item(row: Row[Any]) -> dict[str, Any]:
     return {
         "event_id": row.id,
         "kind": row.kind,
-        "at": iso(aware(row.at)),
+        "at": iso(row.at),
         "lead_id": row.lead_id,
         "grade": row.grade,
         "source_kind": row.source_kind,
