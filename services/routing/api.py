@@ -1,4 +1,8 @@
-"""Routing's HTTP API: the roster, the rules, lead timelines and rep actions."""
+"""Routing's HTTP API: the roster, the rules, lead timelines and rep actions.
+
+Each route parses, calls one use case (routing.usecases) and shapes the answer; its session comes from
+common.session and commits before the answer leaves.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import yaml
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.conditions import DocumentRefused, load_document
-from common.web import Admin, HandoffRoute
-from routing import backtest as bt
-from routing import handlers as h
-from routing.domain import RosterError, RulesError, load_rules
+from common.session import ReadSession, Transaction
+from common.web import Admin, HandoffRoute, problem
+from routing.domain import RosterError, RulesError
 from routing.domain.accounts import AccountsCsvError, normalize_domain, parse_accounts_csv, registrable_domain
-from routing.store import AccountRow, RepRow, RoutingRepository
+from routing.handlers import Router
+from routing.usecases import actions, preview, roster, story
+from routing.usecases.shared import aware
 
 router = APIRouter(route_class=HandoffRoute)
 
@@ -32,8 +37,9 @@ _TEXT_BODY = {
 }
 
 
-def _error(status: int, code: str, detail: Any) -> HTTPException:
-    return HTTPException(status_code=status, detail={"error": code, "detail": detail})
+def _router(request: Request) -> Router:
+    router_: Router = request.app.state.router
+    return router_
 
 
 def _path_errors(errors: Sequence[str]) -> list[dict[str, Any]]:
@@ -58,7 +64,7 @@ _LINE_SUFFIX = re.compile(r" \(line (\d+)\)$")
 
 
 def _iso(value: datetime | None) -> str | None:
-    value = h.aware(value)
+    value = aware(value)
     return value.isoformat() if value else None
 
 
@@ -66,15 +72,12 @@ def _iso(value: datetime | None) -> str | None:
 
 
 @router.get("/v1/leads/{lead_id}", summary="Where a lead went and why: assignments, SLA clock and timeline")
-async def get_lead(lead_id: str, request: Request, _admin: Admin) -> dict[str, Any]:
-    async with request.app.state.runtime.db.read() as session:
-        repo = RoutingRepository(session)
-        lead = await repo.lead(lead_id)
-        if lead is None:
-            raise _error(404, "not_found", "this lead has not been routed (yet)")
-        assignments = await repo.assignments(lead_id)
-        timeline = await repo.timeline(lead_id)
-    current = next((a for a in assignments if a.ended_at is None), None)
+async def get_lead(lead_id: str, session: ReadSession, _admin: Admin) -> dict[str, Any]:
+    try:
+        found = await story.lead_story(session, lead_id)
+    except LookupError as exc:
+        raise problem(404, "not_found", str(exc)) from exc
+    lead, current, timeline = found.lead, found.current, found.timeline
     touch = next((t.detail for t in timeline if t.kind == "touched" and "time_to_first_touch_s" in t.detail), None)
     return {
         "lead_id": lead.lead_id,
@@ -97,7 +100,7 @@ async def get_lead(lead_id: str, request: Request, _admin: Admin) -> dict[str, A
         "erased": lead.erased_at is not None,
         "quality": {"flags": list(((lead.view or {}).get("quality") or {}).get("flags") or [])},
         "current_assignment": _assignment_out(current) if current else None,
-        "assignments": [_assignment_out(a) for a in assignments],
+        "assignments": [_assignment_out(a) for a in found.assignments],
         "timeline": [{"at": _iso(t.at), "kind": t.kind, "detail": t.detail} for t in timeline],
     }
 
@@ -140,46 +143,42 @@ class ActionIn(BaseModel):
 @router.post(
     "/v1/leads/{lead_id}/actions", summary="A rep acts on a lead: accept, reject, touch, disqualify, convert"
 )
-async def lead_action(lead_id: str, body: ActionIn, request: Request, _admin: Admin) -> dict[str, Any]:
-    router_: h.Router = request.app.state.router
+async def lead_action(
+    lead_id: str, body: ActionIn, request: Request, session: Transaction, _admin: Admin
+) -> dict[str, Any]:
     if body.action in ("reject", "disqualify") and not body.reason:
-        raise _error(
-            422,
-            "validation_failed",
-            [{"field": "reason", "reason": f"a reason code is required to {body.action}"}],
+        reason = f"a reason code is required to {body.action}"
+        raise problem(422, "validation_failed", [{"field": "reason", "reason": reason}])
+    try:
+        return await actions.act(
+            _router(request),
+            session,
+            lead_id,
+            body.action,
+            rep_id=body.rep_id,
+            reason=body.reason,
+            correlation_id=request.scope.get("state", {}).get("correlation_id"),
         )
-    async with request.app.state.runtime.db.transaction() as session:
-        try:
-            result = await router_.act(
-                session,
-                lead_id,
-                body.action,
-                rep_id=body.rep_id,
-                reason=body.reason,
-                correlation_id=request.scope.get("state", {}).get("correlation_id"),
-            )
-        except LookupError as exc:
-            raise _error(404, "not_found", str(exc)) from exc
-        except ValueError as exc:
-            raise _error(409, "conflict", str(exc)) from exc
-    return result
+    except LookupError as exc:
+        raise problem(404, "not_found", str(exc)) from exc
+    except ValueError as exc:
+        raise problem(409, "conflict", str(exc)) from exc
 
 
 # -- rules ----------------------------------------------------------------------------------------------------------
 
 
-async def _rules_text(request: Request) -> str:
+async def _body_text(request: Request) -> str:
     raw = await request.body()
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _error(400, "bad_request", "the body must be UTF-8") from exc
+        raise problem(400, "bad_request", "the body must be UTF-8") from exc
 
 
 @router.get("/v1/routing/rules", summary="The routing rules in force")
-async def get_rules(request: Request, _admin: Admin) -> dict[str, Any]:
-    async with request.app.state.runtime.db.read() as session:
-        rules = await request.app.state.router.rules(session)
+async def get_rules(request: Request, session: ReadSession, _admin: Admin) -> dict[str, Any]:
+    rules = await _router(request).rules(session)
     return {"version": rules.version, "rules": rules.source}
 
 
@@ -188,13 +187,12 @@ async def get_rules(request: Request, _admin: Admin) -> dict[str, Any]:
     summary="Validate and activate routing rules (YAML or JSON)",
     openapi_extra=_TEXT_BODY,
 )
-async def put_rules(request: Request, _admin: Admin) -> dict[str, Any]:
-    text = await _rules_text(request)
+async def put_rules(request: Request, session: Transaction, _admin: Admin) -> dict[str, Any]:
+    text = await _body_text(request)
     try:
-        async with request.app.state.runtime.db.transaction() as session:
-            rules = await request.app.state.router.install_rules(session, text)
+        rules = await roster.install_rules(_router(request), session, text)
     except RulesError as exc:
-        raise _error(422, "invalid_rules", _path_errors(exc.errors)) from exc
+        raise problem(422, "invalid_rules", _path_errors(exc.errors)) from exc
     return {"version": rules.version, "status": "active"}
 
 
@@ -215,21 +213,12 @@ class SimulateIn(BaseModel):
 
 
 @router.post("/v1/routing/simulate", summary="The decision for a lead, without writing anything")
-async def simulate(body: SimulateIn, request: Request, _admin: Admin) -> dict[str, Any]:
-    router_: h.Router = request.app.state.router
-    async with request.app.state.runtime.db.read() as session:
-        try:
-            rules = router_.parse_rules(body.rules_yaml) if body.rules_yaml else await router_.rules(session)
-        except RulesError as exc:
-            raise _error(422, "invalid_rules", _path_errors(exc.errors)) from exc
-        now = h.aware(body.at) or datetime.now(UTC)
-        decision = await router_.preview(session, body.model_dump(exclude={"rules_yaml", "at"}), rules, now=now)
-        # The SLA policy the decision would start (rule > team > defaults): minutes, warnings, ladder and, for a
-        # given `at`, the due time (without one the answer stays the same from one call to the next).
-        sla = await router_.preview_sla(session, decision, rules, body.score.get("grade"), now)
-    if sla is not None and body.at is None:
-        sla["due_at"] = None
-    return {**decision.to_dict(), "sla": sla}
+async def simulate(body: SimulateIn, request: Request, session: ReadSession, _admin: Admin) -> dict[str, Any]:
+    view = body.model_dump(exclude={"rules_yaml", "at"})
+    try:
+        return await preview.simulate(_router(request), session, view, body.rules_yaml, body.at)
+    except RulesError as exc:
+        raise problem(422, "invalid_rules", _path_errors(exc.errors)) from exc
 
 
 class BacktestIn(BaseModel):
@@ -246,67 +235,37 @@ class BacktestIn(BaseModel):
     summary="Replay a past window of leads through candidate rules beside the current ones; writes nothing",
     responses={422: {"description": "Invalid rules (each error names its path), window or window too large"}},
 )
-async def backtest(body: BacktestIn, request: Request, _admin: Admin) -> dict[str, Any]:
-    router_: h.Router = request.app.state.router
-    until = h.aware(body.until) or datetime.now(UTC)
-    since = h.aware(body.since) or until - timedelta(days=7)
+async def backtest(body: BacktestIn, request: Request, session: ReadSession, _admin: Admin) -> dict[str, Any]:
+    until = aware(body.until) or datetime.now(UTC)
+    since = aware(body.since) or until - timedelta(days=7)
     if since >= until:
-        raise _error(422, "validation_failed", [{"field": "since", "reason": "must be before until"}])
-    async with request.app.state.runtime.db.read() as session:
-        try:
-            candidate = router_.parse_rules(body.rules) if isinstance(body.rules, str) else load_rules(body.rules)
-        except RulesError as exc:
-            raise _error(422, "invalid_rules", _path_errors(exc.errors)) from exc
-        roster = await router_.roster(session)
-        problems = h.roster_problems(candidate, roster)
-        if problems:
-            raise _error(422, "invalid_rules", _path_errors(problems))
-        try:
-            return await bt.backtest(
-                session,
-                current=await router_.rules(session),
-                candidate=candidate,
-                teams=roster.teams,
-                reps=roster.reps,
-                since=since,
-                until=until,
-                max_leads=request.app.state.settings.backtest_max_leads,
-                changed_limit=body.changed_limit,
-                sla_defaults=router_.sla_policies,
-            )
-        except bt.WindowTooLarge as exc:
-            raise _error(422, "window_too_large", str(exc)) from exc
+        raise problem(422, "validation_failed", [{"field": "since", "reason": "must be before until"}])
+    try:
+        return await preview.backtest(
+            _router(request), session, body.rules, since=since, until=until, changed_limit=body.changed_limit
+        )
+    except RulesError as exc:
+        raise problem(422, "invalid_rules", _path_errors(exc.errors)) from exc
+    except preview.WindowTooLarge as exc:
+        raise problem(422, "window_too_large", str(exc)) from exc
 
 
 # -- roster ---------------------------------------------------------------------------------------------------------
 
 
 @router.get("/v1/reps", summary="Reps")
-async def list_reps(request: Request, _admin: Admin) -> dict[str, Any]:
-    async with request.app.state.runtime.db.read() as session:
-        repo = RoutingRepository(session)
-        loads = await repo.loads()
-        return {
-            "items": [_rep_out(r, loads) for r in await repo.reps()]
-        }
+async def list_reps(session: ReadSession, _admin: Admin) -> dict[str, Any]:
+    return {"items": await roster.reps_with_loads(session)}
 
 
 @router.get("/v1/teams", summary="Teams")
-async def list_teams(request: Request, _admin: Admin) -> dict[str, Any]:
-    async with request.app.state.runtime.db.read() as session:
-        return {"items": [t.data for t in await RoutingRepository(session).teams()]}
+async def list_teams(session: ReadSession, _admin: Admin) -> dict[str, Any]:
+    return {"items": await roster.teams(session)}
 
 
 @router.get("/v1/accounts", summary="Accounts: company domains and their owners")
-async def list_accounts(request: Request, _admin: Admin) -> dict[str, Any]:
-    async with request.app.state.runtime.db.read() as session:
-        rows = await RoutingRepository(session).accounts()
-    return {
-        "items": [
-            {"domain": a.domain, "account": a.account_id or a.domain, "owner": a.owner_rep_id, "name": a.name}
-            for a in rows
-        ]
-    }
+async def list_accounts(session: ReadSession, _admin: Admin) -> dict[str, Any]:
+    return {"items": await roster.accounts(session)}
 
 
 def _roster_errors(errors: Sequence[str], ids: dict[str, list[str]], edited: tuple[str, str] | None) -> Any:
@@ -330,78 +289,58 @@ def _roster_errors(errors: Sequence[str], ids: dict[str, list[str]], edited: tup
     return out
 
 
-async def _save_roster(
-    request: Request,
-    *,
-    teams: dict[str, dict[str, Any]] | None = None,
-    reps: dict[str, dict[str, Any]] | None = None,
-    edited: tuple[str, str] | None = None,
-) -> dict[str, Any]:
-    """Merge the changes into the stored roster and save it, validated as a whole, in one transaction."""
-    ids: dict[str, list[str]] = {}
-    try:
-        async with request.app.state.runtime.db.transaction() as session:
-            repo = RoutingRepository(session)
-            await repo.lock_routing()  # roster edits serialize with each other and with routing decisions
-            merged_teams = {t.id: t.data for t in await repo.teams()}
-            merged_reps = {r.id: r.data for r in await repo.reps()}
-            merged_teams.update(teams or {})
-            merged_reps.update(reps or {})
-            ids = {"teams": list(merged_teams), "reps": list(merged_reps)}
-            roster = await request.app.state.router.replace_roster(
-                session, {"teams": list(merged_teams.values()), "reps": list(merged_reps.values())}
-            )
-    except RosterError as exc:
-        raise _error(422, "invalid_roster", _roster_errors(exc.errors, ids, edited)) from exc
-    return {"roster_version": roster.version, "teams": len(roster.teams), "reps": len(roster.reps)}
-
-
-def _rep_out(row: RepRow, loads: dict[str, Any]) -> dict[str, Any]:
-    load = loads.get(row.id)
-    return {
-        **row.data,
-        "load": {
-            "open_leads": load.open_leads if load else 0,
-            "assigned_today": load.assigned_today if load else 0,
-            "day": load.day if load else None,
-        },
-    }
+def _roster_out(saved: Any) -> dict[str, Any]:
+    return {"roster_version": saved.version, "teams": len(saved.teams), "reps": len(saved.reps)}
 
 
 @router.get("/v1/reps/{rep_id}", summary="One rep, with their current load")
-async def get_rep(rep_id: str, request: Request, _admin: Admin) -> dict[str, Any]:
-    async with request.app.state.runtime.db.read() as session:
-        row = await session.get(RepRow, rep_id)
-        if row is None:
-            raise _error(404, "not_found", "no rep with this id")
-        return _rep_out(row, await RoutingRepository(session).loads())
+async def get_rep(rep_id: str, session: ReadSession, _admin: Admin) -> dict[str, Any]:
+    try:
+        return await roster.rep_with_load(session, rep_id)
+    except LookupError as exc:
+        raise problem(404, "not_found", str(exc)) from exc
 
 
 @router.put("/v1/reps/{rep_id}", summary="Create or replace a rep")
-async def put_rep(rep_id: str, body: dict[str, Any], request: Request, _admin: Admin) -> dict[str, Any]:
-    return await _save_roster(request, reps={rep_id: {**body, "id": rep_id}}, edited=("reps", rep_id))
+async def put_rep(
+    rep_id: str, body: dict[str, Any], request: Request, session: Transaction, _admin: Admin
+) -> dict[str, Any]:
+    try:
+        saved = await roster.edit_roster(_router(request), session, reps={rep_id: {**body, "id": rep_id}})
+    except roster.RosterEditRefused as exc:
+        raise problem(422, "invalid_roster", _roster_errors(exc.errors, exc.ids, ("reps", rep_id))) from exc
+    return _roster_out(saved)
 
 
 @router.patch(
     "/v1/reps/{rep_id}",
     summary="Change a rep: status (active, away, ooo, left), out of office from/until, capacity, weight, hours...",
 )
-async def patch_rep(rep_id: str, body: dict[str, Any], request: Request, _admin: Admin) -> dict[str, Any]:
-    async with request.app.state.runtime.db.read() as session:
-        row = await session.get(RepRow, rep_id)
-        if row is None:
-            raise _error(404, "not_found", "no rep with this id")
-        data = {**row.data, **body, "id": rep_id}
-    return await _save_roster(request, reps={rep_id: data}, edited=("reps", rep_id))
+async def patch_rep(
+    rep_id: str, body: dict[str, Any], request: Request, session: Transaction, _admin: Admin
+) -> dict[str, Any]:
+    try:
+        saved = await roster.patch_rep(_router(request), session, rep_id, body)
+    except LookupError as exc:
+        raise problem(404, "not_found", str(exc)) from exc
+    except roster.RosterEditRefused as exc:
+        raise problem(422, "invalid_roster", _roster_errors(exc.errors, exc.ids, ("reps", rep_id))) from exc
+    return _roster_out(saved)
 
 
 @router.put("/v1/teams/{team_id}", summary="Create or replace a team")
-async def put_team(team_id: str, body: dict[str, Any], request: Request, _admin: Admin) -> dict[str, Any]:
-    return await _save_roster(request, teams={team_id: {**body, "id": team_id}}, edited=("teams", team_id))
+async def put_team(
+    team_id: str, body: dict[str, Any], request: Request, session: Transaction, _admin: Admin
+) -> dict[str, Any]:
+    try:
+        saved = await roster.edit_roster(_router(request), session, teams={team_id: {**body, "id": team_id}})
+    except roster.RosterEditRefused as exc:
+        raise problem(422, "invalid_roster", _roster_errors(exc.errors, exc.ids, ("teams", team_id))) from exc
+    return _roster_out(saved)
 
 
 @router.put("/v1/accounts/{domain}", summary="Set the owner of a company domain (and the account it belongs to)")
-async def put_account(domain: str, body: dict[str, Any], request: Request, _admin: Admin) -> dict[str, Any]:
+async def put_account(domain: str, body: dict[str, Any], session: Transaction, _admin: Admin) -> dict[str, Any]:
     owner, name, account = body.get("owner"), body.get("name"), body.get("account")
     problems = []
     if not isinstance(owner, str):
@@ -413,14 +352,13 @@ async def put_account(domain: str, body: dict[str, Any], request: Request, _admi
     if normalize_domain(domain) is None or registrable_domain(normalize_domain(domain) or "") is None:
         problems.append({"field": "domain", "reason": "a company domain like acme.com"})
     if problems:
-        raise _error(422, "validation_failed", problems)
+        raise problem(422, "validation_failed", problems)
     domain = normalize_domain(domain) or domain
-    async with request.app.state.runtime.db.transaction() as session:
-        if await session.get(RepRow, owner) is None:
-            raise _error(422, "validation_failed", [{"field": "owner", "reason": f"unknown rep {owner!r}"}])
-        existing = await session.get(AccountRow, domain)
-        account_id = account or (existing.account_id if existing and existing.account_id else domain)
-        await RoutingRepository(session).save_account(account_id, str(owner), name, [domain])
+    try:
+        account_id = await roster.put_account(session, domain, str(owner), name, account)
+    except RosterError as exc:
+        found = [{"field": item["path"], "reason": item["reason"]} for item in _path_errors(exc.errors)]
+        raise problem(422, "validation_failed", found) from exc
     return {"domain": domain, "account": account_id, "owner": owner}
 
 
@@ -429,30 +367,22 @@ async def put_account(domain: str, body: dict[str, Any], request: Request, _admi
     summary="Import accounts from CSV: account,name,domains,owner (domains separated by ';')",
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
 )
-async def import_accounts(request: Request, _admin: Admin) -> dict[str, Any]:
-    text = await _rules_text(request)
+async def import_accounts(request: Request, session: Transaction, _admin: Admin) -> dict[str, Any]:
+    text = await _body_text(request)
     try:
         specs = parse_accounts_csv(text)
-    except AccountsCsvError as exc:
-        raise _error(422, "invalid_accounts", _path_errors(exc.errors)) from exc
-    async with request.app.state.runtime.db.transaction() as session:
-        repo = RoutingRepository(session)
-        known = {rep.id for rep in await repo.reps()}
-        unknown = [f"account {spec.id}.owner: unknown rep {spec.owner!r}" for spec in specs if spec.owner not in known]
-        if unknown:
-            raise _error(422, "invalid_accounts", _path_errors(unknown))
-        for spec in specs:
-            await repo.save_account(spec.id, spec.owner, spec.name, spec.domains)
+        await roster.import_accounts(session, specs)
+    except (AccountsCsvError, RosterError) as exc:
+        raise problem(422, "invalid_accounts", _path_errors(exc.errors)) from exc
     return {"accounts": len(specs), "domains": sum(len(spec.domains) for spec in specs)}
 
 
 @router.delete("/v1/accounts/{domain}", summary="Forget a company domain's owner", status_code=204)
-async def delete_account(domain: str, request: Request, _admin: Admin) -> None:
-    async with request.app.state.runtime.db.transaction() as session:
-        row = await session.get(AccountRow, domain.lower())
-        if row is None:
-            raise _error(404, "not_found", "no account with this domain")
-        await session.delete(row)
+async def delete_account(domain: str, session: Transaction, _admin: Admin) -> None:
+    try:
+        await roster.delete_account(session, domain)
+    except LookupError as exc:
+        raise problem(404, "not_found", str(exc)) from exc
 
 
 @router.post(
@@ -460,21 +390,19 @@ async def delete_account(domain: str, request: Request, _admin: Admin) -> None:
     summary="Load teams, reps and accounts from a YAML or JSON document",
     openapi_extra=_TEXT_BODY,
 )
-async def load_roster(request: Request, _admin: Admin) -> dict[str, Any]:
-    text = await _rules_text(request)
+async def load_roster(request: Request, session: Transaction, _admin: Admin) -> dict[str, Any]:
+    text = await _body_text(request)
     try:
         data = load_document(text, yaml.SafeLoader, "the roster")[1]
     except DocumentRefused as exc:
-        raise _error(422, "invalid_roster", [{"path": "<document>", "reason": str(exc)}]) from exc
+        raise problem(422, "invalid_roster", [{"path": "<document>", "reason": str(exc)}]) from exc
     except yaml.YAMLError as exc:
-        raise _error(400, "bad_request", f"not YAML or JSON: {exc}") from exc
+        raise problem(400, "bad_request", f"not YAML or JSON: {exc}") from exc
     if not isinstance(data, dict):
         reason = "expected a mapping with teams, reps and accounts"
-        raise _error(422, "invalid_roster", [{"path": "<document>", "reason": reason}])
+        raise problem(422, "invalid_roster", [{"path": "<document>", "reason": reason}])
     try:
-        async with request.app.state.runtime.db.transaction() as session:
-            await RoutingRepository(session).lock_routing()
-            roster = await request.app.state.router.replace_roster(session, data)
+        saved = await roster.load_roster(_router(request), session, data)
     except RosterError as exc:
-        raise _error(422, "invalid_roster", _path_errors(exc.errors)) from exc
-    return {"roster_version": roster.version, "teams": len(roster.teams), "reps": len(roster.reps)}
+        raise problem(422, "invalid_roster", _path_errors(exc.errors)) from exc
+    return _roster_out(saved)

@@ -1,8 +1,8 @@
 """Routing's Prometheus metrics. Labels carry only outcomes and team ids, never anything about a person.
 
 Counters and histograms that describe a state change are recorded when its transaction commits
-(`record` queues them on the session, `flush` runs after commit), so a rolled-back batch that the
-consumer retries is not counted twice.
+(`record` hands them to common.db.on_commit), so a rolled-back batch that the consumer retries is not
+counted twice.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
-_PENDING = "routing_metrics"
+from common.db import on_commit
 
 # Speed-to-lead spans minutes to days; assignment latency spans milliseconds to minutes.
 _TOUCH_BUCKETS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800)
@@ -44,13 +44,7 @@ ASSIGNMENT_LATENCY = Histogram(
 
 def record(session: AsyncSession, apply: Callable[[], None]) -> None:
     """Apply `apply` once the session's transaction commits; dropped if it rolls back."""
-    session.info.setdefault(_PENDING, []).append(apply)
-
-
-def flush(session: AsyncSession) -> None:
-    """After-commit hook (Database.on_commit): apply what the committed transaction recorded."""
-    for apply in session.info.pop(_PENDING, []):
-        apply()
+    on_commit(session, apply)
 
 
 def team_label(team_id: str | None) -> str:

@@ -12,8 +12,9 @@ import structlog
 
 from common.db import Database
 from routing import metrics
-from routing.handlers import Router, aware
+from routing.handlers import Router
 from routing.store import RoutingRepository
+from routing.usecases.shared import aware
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 from common.db import Database, upgrade_schema_async
 from common.envelope import Event
-from routing import metrics
 from routing.app import MIGRATIONS
 from routing.handlers import Router
 from routing.settings import RoutingSettings
@@ -143,7 +142,6 @@ async def routing_on(
     """A migrated store with the roster and rules installed, and a router on the test clock."""
     db = Database(database_url)
     await upgrade_schema_async(database_url, MIGRATIONS, Base.metadata)
-    db.on_commit(metrics.flush)
     router = Router(routing_settings(database_url, **overrides), clock=clock)
     async with db.transaction() as session:
         await router.replace_roster(session, yaml.safe_load(roster))

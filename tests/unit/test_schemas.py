@@ -36,9 +36,17 @@ from routing.domain import (
     route,
     sla_deadline,
 )
+from routing.domain.lifecycle import touch_facts
 from routing.domain.reps import METHODS
 from routing.settings import RoutingSettings
 from routing.store import AssignmentRow, LeadRow, SlaTimer
+from routing.usecases import assign as routing_assign
+from routing.usecases import clock as routing_clock
+from routing.usecases import decide as routing_decide
+from routing.usecases.context import Roster as RoutingRoster
+from routing.usecases.shared import clock_of as routing_clock_of
+from routing.usecases.shared import event as routing_event
+from routing.usecases.shared import publish as routing_publish
 from scoring import consumer as scoring_consumer
 from scoring import handlers as scoring_handlers
 from scoring.domain import (
@@ -518,7 +526,7 @@ REPS = [
     Rep(id="cy", name="Cy", email="cy@example.com", team="sales", timezone="America/Los_Angeles"),
 ]
 ROUTER = routing_handlers.Router(RoutingSettings(topic_namespace="", sla_business_hours=False))
-ROSTER = routing_handlers.Roster(1, [TEAM], REPS)
+ROSTER = RoutingRoster(1, [TEAM], REPS)
 
 
 def _view() -> dict[str, Any]:
@@ -563,11 +571,11 @@ def _lead_row(view: dict[str, Any]) -> LeadRow:
 
 def _assignment(lead: LeadRow, decision: Decision, *, id: int, previous: AssignmentRow | None = None) -> AssignmentRow:
     """The assignment row Router.assign writes for a decision, SLA clock included."""
-    policy = ROUTER._policy_for(decision, ROSTER, lead.grade)
+    policy = routing_decide.policy_for(ROUTER, decision, ROSTER, lead.grade)
     rep, team = ROSTER.rep(decision.rep_id), ROSTER.team(decision.team_id)
     due = None
     if policy is not None and decision.outcome in ("assigned", "queued"):
-        hours, tz = routing_handlers._clock_of(rep, team)
+        hours, tz = routing_clock_of(rep, team)
         due = sla_deadline(NOW, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
     return AssignmentRow(
         id=id,
@@ -598,7 +606,7 @@ def _assignment_event(
 ) -> tuple[Event, AssignmentRow, LeadRow]:
     lead = _lead_row(_view())
     row = _assignment(lead, decision, id=(previous.id + 1) if previous else 1, previous=previous)
-    data = ROUTER._assignment_data(lead, row, decision, ROSTER.rep(decision.rep_id), previous, end_reason)
+    data = routing_assign.assignment_data(lead, row, decision, ROSTER.rep(decision.rep_id), previous, end_reason)
     event = Event(
         type=event_type,
         source=routing_handlers.EVENT_SOURCE,
@@ -654,8 +662,8 @@ async def test_sla_notices_from_the_router_fit_their_contract(kind: str, fractio
         due_at=due,
     )
     session = RecordingSession()
-    notice = ROUTER._sla_event(kind, lead, assignment, timer, due + timedelta(milliseconds=40))  # type: ignore[arg-type]
-    await ROUTER._emit_sla(session, [notice])  # type: ignore[arg-type]
+    notice = routing_clock.sla_event(kind, lead, assignment, timer, due + timedelta(milliseconds=40))
+    await routing_clock.emit_sla(ROUTER, session, [notice])  # type: ignore[arg-type]
     (row,) = session.outbox
     record = _from_outbox(row)
     assert record.problems() == []
@@ -666,7 +674,7 @@ async def test_sla_notices_from_the_router_fit_their_contract(kind: str, fractio
 
 async def _outcome(kind: str, detail: dict[str, Any]) -> Record:
     session = RecordingSession()
-    await ROUTER._emit(session, kind, LEAD_ID, detail, NOW, CORRELATION_ID)  # type: ignore[arg-type]
+    await routing_publish(ROUTER, session, [routing_event(kind, LEAD_ID, detail, NOW, CORRELATION_ID)])  # type: ignore[arg-type]
     (row,) = session.outbox
     return _from_outbox(row)
 
@@ -690,7 +698,9 @@ async def test_first_touch_with_speed_to_lead_facts_fits_its_contract() -> None:
     _, assignment, lead = _assignment_event("lead.assigned", _decide(REPS))
     touched_at = NOW + timedelta(minutes=3)
     detail = {"lead_id": LEAD_ID, "rep_id": "ana", "action": "touch", "at": touched_at.isoformat()}
-    detail.update(ROUTER._touch_facts(lead, assignment, touched_at))
+    rep = ROSTER.rep(assignment.rep_id)
+    hours = (rep.hours, rep.timezone) if rep else None
+    detail.update(touch_facts(lead.routed_at, assignment.sla_due_at, touched_at, hours))
     record = await _outcome("lead.touched", detail)
     assert record.problems() == []
     assert record.data["within_sla"] is True
@@ -737,7 +747,7 @@ async def test_lead_resubmitted_from_the_router_fits_its_contract(hotter: bool) 
     event = Event(type="lead.scored", source=scoring_handlers.EVENT_SOURCE, subject=REPEAT_ID, time=NOW, data=scored)
     session = OpenLeadSession(assignment)
     later = NOW + timedelta(minutes=1)
-    await ROUTER.join_open_lead(session, lead, REPEAT_ID, LEAD_ID, view, event, later, erased=False)  # type: ignore[arg-type]
+    await routing_assign.join_open_lead(ROUTER, session, lead, REPEAT_ID, LEAD_ID, view, event, later, erased=False)  # type: ignore[arg-type]
     (row,) = session.outbox
     record = _from_outbox(row)
     assert record.problems() == []

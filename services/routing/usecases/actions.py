@@ -1,0 +1,83 @@
+"""Actions: a rep accepts, rejects, touches, disqualifies or converts a lead.
+
+The whole path, in order: the route parses the request and calls `act`; `act` takes the routing lock and loads
+the lead's case in one repository call; breaches detected before the action are escalated first (they happened
+first); the pure aggregate (`routing.domain.lifecycle.LeadCase.act`) decides what the action produces; the
+repository saves it onto the case's rows once; the events go to the outbox in the same transaction; a reject
+routes the lead again. The route's session commits before the answer leaves.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from routing import metrics
+from routing.store import CaseRecord, RoutingRepository
+from routing.usecases import assign, clock
+from routing.usecases.context import RoutingContext
+from routing.usecases.shared import adjust_load, event, lock, publish
+
+NOT_ROUTED = "this lead has not been routed (yet)"
+
+
+async def act(
+    rt: RoutingContext,
+    session: AsyncSession,
+    lead_id: str,
+    action: str,
+    *,
+    rep_id: str | None,
+    reason: str | None,
+    correlation_id: str | None,
+) -> dict[str, Any]:
+    """A rep's action; raises LookupError for a lead routing never saw and ValueError (ActionRefused) for an
+    action the lead's state does not allow."""
+    repo = RoutingRepository(session)
+    await lock(session)
+    record = await _load(repo, lead_id)
+    now = rt.clock()
+    if record.escalations:
+        await clock.escalate_pending(rt, session, record.lead, now, record.escalations)
+        record = await _load(repo, lead_id)  # the escalation may have given the lead a new assignment
+    roster = await rt.roster(session)
+    case = record.case()
+    rep = roster.rep(case.current.rep_id) if case.current else None
+    outcome = case.act(
+        action, rep_id=rep_id, reason=reason, now=now, rep_hours=(rep.hours, rep.timezone) if rep else None
+    )
+
+    repo.save_case(record, outcome, now)
+    if outcome.release_rep:
+        await adjust_load(session, outcome.release_rep, open_delta=-1, day=None)
+    for timer in outcome.new_timers:
+        rt.on_timer_written(timer.due_at)
+    if outcome.time_to_first_touch_s is not None:
+        metrics.record(session, partial(metrics.TIME_TO_FIRST_TOUCH.observe, outcome.time_to_first_touch_s))
+    await publish(rt, session, [event(kind, lead_id, data, now, correlation_id) for kind, data in outcome.events])
+
+    lead = record.lead
+    if outcome.reroute is not None:
+        await assign.assign(
+            rt,
+            session,
+            lead,
+            now=now,
+            correlation_id=correlation_id,
+            event_type="lead.reassigned",
+            exclude=outcome.reroute.exclude,
+            previous=record.current,
+            end_reason=outcome.reroute.end_reason,
+        )
+        return {"lead_id": lead_id, "status": lead.status, "rep_id": lead.current_rep_id}
+    await session.flush()
+    return outcome.answer(lead_id, lead.current_rep_id)
+
+
+async def _load(repo: RoutingRepository, lead_id: str) -> CaseRecord:
+    record = await repo.load_case(lead_id)
+    if record is None:
+        raise LookupError(NOT_ROUTED)
+    return record

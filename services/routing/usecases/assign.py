@@ -1,0 +1,389 @@
+"""Assign: decide where a scored lead goes and record it (its assignment, clock, timeline entry and event); a
+repeat joins the person's open lead instead; a held lead is routed again when its hold ends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.envelope import Event
+from common.erasure import anonymous_enrichment
+from routing import metrics
+from routing.domain import Decision, Rep, SlaPolicy, sla_deadline
+from routing.domain.lifecycle import CLOSED_STATUSES
+from routing.domain.rules import quality_view, score_view
+from routing.domain.sla import ResolvedSla, is_hotter
+from routing.store import AssignmentRow, LeadRow, RoutingRepository, SlaTimer, TimelineRow
+from routing.usecases import clock
+from routing.usecases.context import Roster, RoutingContext
+from routing.usecases.decide import decide, resolve_decision_sla
+from routing.usecases.shared import (
+    adjust_load,
+    aware,
+    clock_of,
+    event,
+    loads,
+    local_day,
+    lock,
+    parse_time,
+    publish,
+    rotation_rows,
+    rotation_state,
+    schedule_clock,
+    tx,
+)
+
+# What a repeat submission says that its open lead's timeline and lead.resubmitted carry.
+RESUBMISSION_FIELDS = ("message", "form_id", "page_url", "referrer", "utm", "submitted_at")
+
+
+async def on_scored(rt: RoutingContext, session: AsyncSession, scored: Event) -> None:
+    """lead.scored -> one routing decision, stored with its reasons, its SLA clock and lead.assigned."""
+    repo = RoutingRepository(session)
+    lead_id = scored.subject
+    if lead_id in tx(session).routed:
+        return  # routed already in this very batch (a re-published score): a lead is assigned once
+    routed, erased = await repo.seen(lead_id)
+    if routed:
+        return
+    data = scored.data
+    enrichment = dict(data.get("enrichment") or {})
+    view: dict[str, Any] = {
+        "lead": {} if erased else dict(data.get("lead") or {}),
+        "enrichment": anonymous_enrichment(enrichment) if erased else enrichment,
+        "score": score_view(data),
+        "source": dict(data.get("source") or {}),
+        "is_test": bool(data.get("is_test")),
+        "duplicate_of": data.get("duplicate_of"),
+        "quality": quality_view(data),
+    }
+    now = rt.clock()
+    thread_id = lead_id
+    if view["duplicate_of"]:
+        thread_id = await _thread_of(session, str(view["duplicate_of"]))
+        # The same lock the assign path takes, before the open lead is read: two routing processes never both
+        # join a repeat and route the lead it joins (the database's one-current-assignment index holds too).
+        await lock(session)
+        open_lead = await repo.open_lead_in_thread(thread_id, CLOSED_STATUSES)
+        if open_lead is not None:
+            tx(session).routed.add(lead_id)
+            await join_open_lead(rt, session, open_lead, lead_id, thread_id, view, scored, now, erased=erased)
+            return
+    lead = LeadRow(
+        lead_id=lead_id,
+        status="new",
+        grade=view["score"].get("grade"),
+        source_kind=view["source"].get("kind"),
+        source_id=view["source"].get("id"),
+        duplicate_of=view["duplicate_of"],
+        is_test=view["is_test"],
+        view=view,
+        received_at=parse_time(data.get("received_at")),
+        submitted_at=parse_time((data.get("lead") or {}).get("submitted_at")),
+        routed_at=now,
+        reassignments=0,
+        erased_at=now if erased else None,
+        thread_id=thread_id,
+    )
+    session.add(lead)  # inserted with the assignment, already carrying its outcome
+    tx(session).routed.add(lead_id)
+    # What ingest kept but could not read (phone_unparsed, ...) shows on the first timeline entry, for the rep.
+    flags = view["quality"].get("flags")
+    note = {"quality_flags": flags} if flags else None
+    await assign(
+        rt, session, lead, now=now, correlation_id=scored.correlation_id, event_type="lead.assigned", note=note
+    )
+    _record_latency(session, lead, now)
+
+
+async def _thread_of(session: AsyncSession, original_id: str) -> str:
+    """The person's thread a repeat belongs to: its original's (ingest names the first lead in its window,
+    which may itself be a repeat of an earlier one), or the original's id when routing has not seen it."""
+    await session.flush()  # an original routed earlier in this consumer batch is found
+    original = await RoutingRepository(session).lead(original_id)
+    if original is None:
+        return original_id
+    return original.thread_id or original.duplicate_of or original.lead_id
+
+
+async def join_open_lead(
+    rt: RoutingContext,
+    session: AsyncSession,
+    lead: LeadRow,
+    repeat_id: str,
+    thread_id: str,
+    view: dict[str, Any],
+    scored: Event,
+    now: datetime,
+    *,
+    erased: bool,
+) -> None:
+    """A repeat while the person's lead is open: recorded on that lead (lead.resubmitted, a timeline entry, the
+    hotter grade) with its rep and clock kept, or the clock tightened; the repeat is merged, never assigned."""
+    repo = RoutingRepository(session)
+    await clock.escalate_pending(rt, session, lead, now)  # a breach detected before the repeat came happened first
+    current = await repo.current_assignment(lead.lead_id)
+    grade = view["score"].get("grade")
+    previous_grade = lead.grade
+    raised = is_hotter(grade, previous_grade)
+    if raised:
+        lead.grade = grade
+    previous_due = aware(current.sla_due_at) if current else None
+    tightened = await clock.tighten_clock(rt, session, lead, current, grade, now) if current else None
+    rerouted = False
+    if raised and current is not None and lead.status == "nurture":
+        # A nurture lead has no rep and no clock to keep: hotter intent routes it again, on the new score.
+        lead.view = {**(lead.view or {}), "score": view["score"]}
+        current = await assign(
+            rt,
+            session,
+            lead,
+            now=now,
+            correlation_id=scored.correlation_id,
+            event_type="lead.reassigned",
+            previous=current,
+            end_reason="resubmitted",
+        )
+        rerouted = True
+    session.add(
+        LeadRow(
+            lead_id=repeat_id,
+            status="merged",
+            current_rep_id=lead.current_rep_id,
+            team_id=lead.team_id,
+            grade=grade,
+            source_kind=view["source"].get("kind"),
+            source_id=view["source"].get("id"),
+            duplicate_of=view["duplicate_of"],
+            is_test=view["is_test"],
+            view=view,
+            received_at=parse_time(scored.data.get("received_at")),
+            submitted_at=parse_time(view["lead"].get("submitted_at")),
+            routed_at=now,
+            reassignments=0,
+            erased_at=now if erased else None,
+            thread_id=thread_id,
+            merged_into=lead.lead_id,
+        )
+    )
+    due = aware(current.sla_due_at) if current else None
+    data: dict[str, Any] = {
+        "lead_id": lead.lead_id,
+        "repeat_lead_id": repeat_id,
+        "received_at": scored.data.get("received_at"),
+        "resubmitted_at": now.isoformat(),
+        "grade": grade,
+        "previous_grade": previous_grade,
+        "grade_raised": raised,
+        "score": view["score"],
+        # What the person said and where this time: personal data, emptied when either lead is erased.
+        "lead": {k: view["lead"][k] for k in RESUBMISSION_FIELDS if view["lead"].get(k) is not None},
+        "source": view["source"] or None,
+        "quality": view["quality"] or None,
+        "status": lead.status,
+        "rep_id": lead.current_rep_id,
+        "team_id": lead.team_id,
+        "assignment_id": current.id if current else None,
+        "sla_due_at": due.isoformat() if due else None,
+        "previous_sla_due_at": previous_due.isoformat() if previous_due else None,
+        "clock_tightened": tightened is not None,
+        "rerouted": rerouted,
+    }
+    session.add(TimelineRow(lead_id=lead.lead_id, at=now, kind="resubmitted", detail=data))
+    session.add(TimelineRow(lead_id=repeat_id, at=now, kind="merged", detail={"merged_into": lead.lead_id}))
+    metrics.record(session, metrics.LEADS_ASSIGNED.labels(outcome="merged").inc)
+    await publish(rt, session, [event("lead.resubmitted", lead.lead_id, data, now, scored.correlation_id)])
+
+
+async def assign(
+    rt: RoutingContext,
+    session: AsyncSession,
+    lead: LeadRow,
+    *,
+    now: datetime,
+    correlation_id: str | None,
+    event_type: str,
+    exclude: frozenset[str] = frozenset(),
+    previous: AssignmentRow | None = None,
+    end_reason: str | None = None,
+    forced: Decision | None = None,
+    note: Mapping[str, Any] | None = None,
+    sla: ResolvedSla | None = None,
+) -> AssignmentRow:
+    """Decide, persist the decision with rotation and load in this transaction, start the clock, emit.
+
+    `sla` is the policy an escalation carries on (its ladder and the step's clock); else it is resolved from
+    the matched rule's `sla:` block, the team's, then the environment defaults."""
+    await lock(session)
+    roster = await rt.roster(session)
+    repo = RoutingRepository(session)
+    # Held by the transaction's cache on purpose: the session's identity map keeps rows only weakly, and
+    # the writes below update these very rows (without it every update would read its row again).
+    load_rows = await loads(session)
+    rotation = await rotation_rows(session)
+    if forced is not None:
+        decision = forced
+    else:
+        decision = await decide(
+            rt,
+            session,
+            lead.view or {},
+            await rt.rules(session),
+            now=now,
+            exclude=exclude,
+            load_rows=load_rows,
+            rotation=rotation_state(rotation),
+        )
+    if previous is not None:
+        previous.ended_at = now
+        previous.end_reason = end_reason
+        if previous.rep_id:
+            await adjust_load(session, previous.rep_id, open_delta=-1, day=None)
+        await session.flush()  # the old assignment ends before the new one starts (unique current index)
+    await repo.save_rotation(rotation, decision.rotation)
+    resolved = resolve_decision_sla(rt, decision, roster, lead.grade, rules=await rt.rules(session), carried=sla)
+    policy = resolved.policy if resolved else None
+    rep = roster.rep(decision.rep_id)
+    due = None
+    if policy is not None and decision.outcome in ("assigned", "queued"):
+        hours, tz = clock_of(rep, roster.team(decision.team_id))
+        due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
+    attempt = (previous.attempt + 1) if previous else 1
+    assignment = AssignmentRow(
+        # Taken from the database's counter before the row is flushed, so a consumer batch needs no flush per
+        # decision (the timers, timeline and event all carry the id); distinct without relying on the lock.
+        id=await repo.next_assignment_id(),
+        lead_id=lead.lead_id,
+        outcome=decision.outcome,
+        rep_id=decision.rep_id,
+        team_id=decision.team_id,
+        rule_id=decision.rule_id,
+        ruleset_version=decision.ruleset_version,
+        method=decision.method,
+        reason=decision.reason,
+        # The policy is kept with the assignment: its ladder and follow-up outlive a change of rules.
+        decision={**decision.to_dict(), "sla": resolved.to_dict() if resolved and due else None},
+        attempt=attempt,
+        assigned_at=now,
+        sla_policy=policy.grade if policy and due else None,
+        sla_minutes=policy.minutes if policy and due else None,
+        sla_business_hours=policy.business_hours if policy and due else None,
+        sla_due_at=due,
+    )
+    session.add(assignment)
+    lead.status = decision.outcome
+    lead.current_rep_id = decision.rep_id
+    lead.team_id = decision.team_id
+    if decision.rep_id:
+        day = local_day(now, rep.timezone) if rep else None
+        await adjust_load(session, decision.rep_id, open_delta=1, day=day)
+    _start_clock(rt, session, lead, assignment, policy, rep, roster, decision, now)
+    session.add(
+        TimelineRow(
+            lead_id=lead.lead_id,
+            at=now,
+            kind=event_type.removeprefix("lead."),
+            detail={
+                "assignment_id": assignment.id,
+                "attempt": attempt,
+                "outcome": decision.outcome,
+                "rep_id": decision.rep_id,
+                "team_id": decision.team_id,
+                "rule_id": decision.rule_id,
+                "ruleset_version": decision.ruleset_version,
+                "reason": decision.reason,
+                "previous_rep_id": previous.rep_id if previous else None,
+                "end_reason": end_reason,
+                "sla_due_at": due.isoformat() if due else None,
+                "candidates": [c.to_dict() for c in decision.candidates],
+                **(note or {}),
+            },
+        )
+    )
+    metrics.record(session, metrics.LEADS_ASSIGNED.labels(outcome=decision.outcome).inc)
+    data = assignment_data(lead, assignment, decision, rep, previous, end_reason)
+    # The rows go in with the commit's flush, batched across a consumer batch.
+    await publish(rt, session, [event(event_type, lead.lead_id, data, now, correlation_id)])
+    return assignment
+
+
+def _start_clock(
+    rt: RoutingContext,
+    session: AsyncSession,
+    lead: LeadRow,
+    assignment: AssignmentRow,
+    policy: SlaPolicy | None,
+    rep: Rep | None,
+    roster: Roster,
+    decision: Decision,
+    now: datetime,
+) -> None:
+    if decision.outcome == "held" and decision.hold_until:
+        session.add(
+            SlaTimer(lead_id=lead.lead_id, assignment_id=assignment.id, kind="hold", due_at=decision.hold_until)
+        )
+        rt.on_timer_written(decision.hold_until)
+        return
+    due = aware(assignment.sla_due_at)
+    if policy is None or due is None:
+        return
+    hours, tz = clock_of(rep, roster.team(decision.team_id))
+    schedule_clock(rt, session, lead.lead_id, assignment.id, policy, now, due, hours, tz)
+
+
+def assignment_data(
+    lead: LeadRow,
+    assignment: AssignmentRow,
+    decision: Decision,
+    rep: Rep | None,
+    previous: AssignmentRow | None,
+    end_reason: str | None,
+) -> dict[str, Any]:
+    """lead.assigned / lead.reassigned data: the decision, its reasons and clock, and the lead for the rep."""
+    view = lead.view or {}
+    return {
+        "lead_id": lead.lead_id,
+        "assignment_id": assignment.id,
+        "attempt": assignment.attempt,
+        "outcome": decision.outcome,
+        "rep": {"id": rep.id, "name": rep.name, "email": rep.email} if rep else None,
+        "team_id": decision.team_id,
+        "rule_id": decision.rule_id,
+        "ruleset_version": decision.ruleset_version,
+        "method": decision.method,
+        "reason": decision.reason,
+        "candidates": [c.to_dict() for c in decision.candidates],
+        "hold_until": decision.hold_until.isoformat() if decision.hold_until else None,
+        "assigned_at": aware(assignment.assigned_at).isoformat(),  # type: ignore[union-attr]
+        "sla": (
+            {
+                "policy": assignment.sla_policy,
+                "minutes": assignment.sla_minutes,
+                "business_hours": assignment.sla_business_hours,
+                "due_at": aware(assignment.sla_due_at).isoformat(),  # type: ignore[union-attr]
+            }
+            if assignment.sla_due_at
+            else None
+        ),
+        "previous_rep_id": previous.rep_id if previous else None,
+        "reassign_reason": end_reason,
+        "match": decision.account.to_dict() if decision.account else None,
+        "source": view.get("source"),
+        "is_test": lead.is_test,
+        "duplicate_of": lead.duplicate_of,
+        "received_at": aware(lead.received_at).isoformat() if lead.received_at else None,  # type: ignore[union-attr]
+        "lead": view.get("lead"),
+        "score": view.get("score"),
+    }
+
+
+def _record_latency(session: AsyncSession, lead: LeadRow, now: datetime) -> None:
+    """Speed of the pipeline itself: source submit and Handoff receipt to the first decision."""
+    for since, at in (("received", aware(lead.received_at)), ("submitted", aware(lead.submitted_at))):
+        if at is not None and at <= now:
+            seconds = (now - at).total_seconds()
+            metrics.record(session, partial(metrics.ASSIGNMENT_LATENCY.labels(since=since).observe, seconds))

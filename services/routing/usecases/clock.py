@@ -1,0 +1,422 @@
+"""Clock: the SLA timers fire (warnings, breaches, follow-up clocks, holds ending), and a breach climbs the
+escalation ladder (reassign, notify the manager, hand to the manager, the team queue), each step its own clock."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any, Protocol
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.envelope import Event
+from routing import metrics
+from routing.domain import Decision, manager_for, sla_deadline, sla_policy_for
+from routing.domain.sla import ResolvedSla, is_hotter, resolve_sla
+from routing.store import ESCALATE, AssignmentRow, LeadRow, RoutingRepository, SlaTimer, TimelineRow
+from routing.usecases import assign as assigning
+from routing.usecases.context import Roster, RoutingContext
+from routing.usecases.shared import EVENT_SOURCE, aware, clock_of, lock, publish, schedule_clock
+
+
+class _LeadFacts(Protocol):
+    """What an SLA notice reads of a lead: a LeadRow, or a row of RoutingRepository.clock_facts."""
+
+    lead_id: str
+    grade: str | None
+    source_kind: str | None
+
+
+class _ClockFacts(Protocol):
+    """What an SLA notice reads of the running assignment: an AssignmentRow, or a row of clock_facts."""
+
+    id: int
+    rep_id: str | None
+    team_id: str | None
+    sla_policy: str | None
+    sla_due_at: datetime | None
+
+
+class _TimerFacts(Protocol):
+    id: int
+    fraction: float | None
+    due_at: datetime
+
+
+async def fire_due_timers(rt: RoutingContext, session: AsyncSession, now: datetime, limit: int) -> int:
+    """Detect what is due and make the escalations it calls for, all in this transaction; returns how many
+    timers were due (the timer loop uses detect_due_timers and escalate_due in separate transactions)."""
+    fired = await detect_due_timers(rt, session, now, limit)
+    while await escalate_due(rt, session, now, limit):
+        pass
+    return fired
+
+
+async def detect_due_timers(rt: RoutingContext, session: AsyncSession, now: datetime, limit: int) -> int:
+    """Fire what is due: warnings, breaches and holds (then route again). A breach is recorded and leaves a
+    durable escalation marker, so the slow part (a reassignment) never holds back the next breach's
+    detection. Returns how many timers fired."""
+    repo = RoutingRepository(session)
+    next_due = aware(await repo.next_due())
+    if next_due is None or next_due > now:
+        return 0  # the idle path takes no lock
+    # Every writer takes the routing lock before any row lock (here: before claiming timers), so a rep's
+    # touch and a breach firing at the same moment serialize instead of deadlocking on each other's rows.
+    await lock(session)
+    # The lock may have been waited for (another process's batch): fire, and report lateness, as of now.
+    now = max(now, rt.clock())
+    timers = await repo.claim_due_timers(now, limit)
+    if not timers:
+        return 0
+    facts = await repo.clock_facts({timer.lead_id for timer in timers})
+    # A burst fires thousands of timers in the same second: they are claimed, and their notices, timeline
+    # rows and escalation markers written, with one statement each per batch, never one per timer.
+    notices: list[Event] = []
+    markers: list[dict[str, Any]] = []
+    lateness: list[float] = []
+    cancelled: list[int] = []
+    holds: list[Row[Any]] = []
+    # What each first-contact breach calls for: its ladder's next step (a notify step names the manager).
+    breached = [facts[t.lead_id] for t in timers if t.kind == "breach" and t.lead_id in facts]
+    steps = await _breach_steps(rt, session, breached, now)
+    for timer in timers:
+        clock = facts.get(timer.lead_id)
+        if clock is None or clock.id != timer.assignment_id:
+            cancelled.append(timer.id)  # the lead moved on (touched, reassigned): this clock no longer runs
+            continue
+        lateness.append(max(0.0, (now - (aware(timer.due_at) or now)).total_seconds()))
+        team = metrics.team_label(clock.team_id)
+        if timer.kind == "hold":
+            holds.append(timer)
+        elif timer.kind == "warning":
+            metrics.record(session, metrics.SLA_WARNINGS.labels(team=team).inc)
+            notices.append(sla_event("lead.sla_warning", clock, clock, timer, now))
+        elif timer.kind == "follow_up":
+            # Touches missing after the first one: reported, never escalated (the rep is working the lead).
+            metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
+            notices.append(sla_event("lead.sla_breached", clock, clock, timer, now, clock_kind="follow_up"))
+        else:
+            metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
+            step, manager_id = steps.get(clock.id, (None, None))
+            notices.append(sla_event("lead.sla_breached", clock, clock, timer, now, step=step, manager_id=manager_id))
+            if step is None:
+                continue  # an empty ladder: the breach is reported and the rep keeps the lead
+            # Due at detection: its lateness when claimed is the escalation's own delay.
+            markers.append({"lead_id": clock.lead_id, "assignment_id": clock.id, "kind": ESCALATE, "due_at": now})
+    await repo.cancel_timers(cancelled)
+    if lateness:
+        metrics.record(session, partial(_observe_all, metrics.SLA_TIMER_LATENESS, lateness))
+    await emit_sla(rt, session, notices)
+    if markers:
+        await repo.add_escalation_markers(markers)
+        rt.on_timer_written(now)
+    if holds:
+        await _end_holds(rt, session, holds, now)
+    await session.flush()
+    return len(timers)
+
+
+async def _end_holds(rt: RoutingContext, session: AsyncSession, holds: Sequence[Row[Any]], now: datetime) -> None:
+    """A lead held for its rep's working hours is routed again when the hold ends."""
+    repo = RoutingRepository(session)
+    lead_ids = {timer.lead_id for timer in holds}
+    currents = await repo.current_assignments(lead_ids)
+    leads = await repo.leads(lead_ids)
+    for timer in holds:
+        lead, current = leads.get(timer.lead_id), currents.get(timer.lead_id)
+        if lead is None or current is None:
+            continue
+        currents[lead.lead_id] = await assigning.assign(
+            rt,
+            session,
+            lead,
+            now=now,
+            correlation_id=None,
+            event_type="lead.assigned",
+            previous=current,
+            end_reason="hold_ended",
+        )
+
+
+async def escalate_due(rt: RoutingContext, session: AsyncSession, now: datetime, limit: int) -> int:
+    """Make the reassignments of detected breaches, each once: a marker is claimed and fired in the
+    transaction that escalates, so a crash retries it and two processes never both take it."""
+    repo = RoutingRepository(session)
+    if not await repo.escalation_due(max(now, rt.clock())):
+        return 0  # nothing waits: take no lock
+    await lock(session)
+    now = max(now, rt.clock())
+    markers = await repo.due_timers(now, limit, escalations=True)
+    if not markers:
+        return 0
+    lead_ids = {marker.lead_id for marker in markers}
+    currents = await repo.current_assignments(lead_ids)
+    leads = await repo.leads(lead_ids)
+    for marker in markers:
+        await _escalate_marker(rt, session, marker, leads.get(marker.lead_id), currents, now)
+    await session.flush()
+    return len(markers)
+
+
+async def _escalate_marker(
+    rt: RoutingContext,
+    session: AsyncSession,
+    marker: SlaTimer,
+    lead: LeadRow | None,
+    currents: dict[str, AssignmentRow],
+    now: datetime,
+) -> None:
+    marker.fired_at = now
+    current = currents.get(marker.lead_id)
+    if lead is None or current is None or current.id != marker.assignment_id:
+        marker.cancelled = True  # the lead moved on before the escalation (a manual reassignment)
+        return
+    detected = aware(marker.due_at) or now
+    late_ms = max(0, round((now - detected).total_seconds() * 1000))
+    note = {"breach_detected_at": detected.isoformat(), "escalation_late_ms": late_ms}
+    currents[lead.lead_id] = await escalate(rt, session, lead, current, now, note=note)
+
+
+async def escalate_pending(
+    rt: RoutingContext,
+    session: AsyncSession,
+    lead: LeadRow,
+    now: datetime,
+    markers: Sequence[SlaTimer] | None = None,
+) -> None:
+    """A breach detected but not yet escalated happened first: escalate before anything else changes the lead.
+    `markers`: the lead's pending escalation markers when the caller has loaded them already."""
+    repo = RoutingRepository(session)
+    if markers is None:
+        markers = await repo.pending_escalations(lead.lead_id)
+    if not markers:
+        return
+    currents = await repo.current_assignments({lead.lead_id})
+    for marker in markers:
+        await _escalate_marker(rt, session, marker, lead, currents, now)
+    await session.flush()
+
+
+async def _breach_steps(
+    rt: RoutingContext, session: AsyncSession, clocks: Sequence[Any], now: datetime
+) -> dict[int, tuple[str | None, str | None]]:
+    """By assignment id: the ladder step each breach calls for, and for a notify_manager step the manager."""
+    if not clocks:
+        return {}
+    facts = await RoutingRepository(session).escalation_facts([clock.id for clock in clocks])
+    roster: Roster | None = None
+    steps: dict[int, tuple[str | None, str | None]] = {}
+    for clock in clocks:
+        snapshot, taken = facts.get(clock.id, (None, 0))
+        rung = carried_sla(rt, snapshot, clock.grade).step_after(taken)
+        manager = None
+        if rung is not None and rung.step == "notify_manager" and clock.rep_id:
+            roster = roster or await rt.roster(session)
+            manager = manager_for(clock.rep_id, roster.reps, roster.teams, now=now)
+        steps[clock.id] = (rung.step if rung else None, manager)
+    return steps
+
+
+def carried_sla(rt: RoutingContext, snapshot: Any, grade: str | None) -> ResolvedSla:
+    """The policy an assignment runs on: the one kept with it, else (made before policies were data) the
+    environment's for the grade."""
+    kept = ResolvedSla.from_dict(snapshot)
+    return kept or ResolvedSla(sla_policy_for(grade, policies=rt.sla_policies), rt.ladder)
+
+
+def sla_event(
+    kind: str,
+    lead: _LeadFacts,
+    current: _ClockFacts,
+    timer: _TimerFacts,
+    now: datetime,
+    *,
+    clock_kind: str = "first_contact",
+    step: str | None = None,
+    manager_id: str | None = None,
+) -> Event:
+    """lead.sla_warning / lead.sla_breached: which clock, how late it fired, and for a breach the ladder step."""
+    due = aware(timer.due_at)
+    assert due is not None
+    detail = {
+        "lead_id": lead.lead_id,
+        "assignment_id": current.id,
+        "rep_id": current.rep_id,
+        "team_id": current.team_id,
+        "grade": lead.grade,
+        "source_kind": lead.source_kind,
+        "policy": current.sla_policy,
+        "fraction": timer.fraction,
+        "due_at": due.isoformat(),
+        "sla_due_at": aware(current.sla_due_at).isoformat() if current.sla_due_at else None,  # type: ignore[union-attr]
+        "fired_at": now.isoformat(),
+        "late_ms": max(0, round((now - due).total_seconds() * 1000)),
+        "clock": clock_kind,  # first_contact, or follow_up: the touches after the first one
+    }
+    if kind == "lead.sla_breached":
+        detail["step"] = step  # the ladder step this breach calls for (null: none, or a follow-up breach)
+        detail["manager_id"] = manager_id  # who a notify_manager step tells
+    return Event(type=kind, source=EVENT_SOURCE, subject=lead.lead_id, time=now, data=detail)
+
+
+async def emit_sla(rt: RoutingContext, session: AsyncSession, events: Sequence[Event]) -> None:
+    """SLA warnings and breaches: a timeline row each, the events and their webhook deliveries."""
+    if not events:
+        return
+    await RoutingRepository(session).add_timeline_rows(
+        {"lead_id": e.subject, "at": e.time, "kind": e.type.removeprefix("lead."), "detail": e.data} for e in events
+    )
+    await publish(rt, session, events)
+
+
+async def escalate(
+    rt: RoutingContext,
+    session: AsyncSession,
+    lead: LeadRow,
+    current: AssignmentRow,
+    now: datetime,
+    *,
+    note: Mapping[str, Any] | None = None,
+) -> AssignmentRow:
+    """The ladder's next step (the assignment's policy, else the environment's): reassign to the next eligible
+    rep, notify the manager and keep the rep, hand the lead to the manager, or send it to the team queue; each
+    starts the step's own clock. `lead.reassignments` counts the steps taken, a notify step included."""
+    carried = carried_sla(rt, (current.decision or {}).get("sla"), lead.grade)
+    rung = carried.step_after(lead.reassignments)
+    if rung is None:
+        return current  # an empty ladder: nothing to do beyond the breach already reported
+    step = rung.step
+    carried = carried.for_step(rung)
+    if step == "notify_manager":
+        return await _notify_manager(rt, session, lead, current, carried, now, note=note)
+    tried = frozenset(a.rep_id for a in await RoutingRepository(session).assignments(lead.lead_id) if a.rep_id)
+    forced: Decision | None = None
+    if step == "manager" and current.rep_id:
+        roster = await rt.roster(session)
+        manager = manager_for(current.rep_id, roster.reps, roster.teams, now=now)
+        if manager:
+            forced = Decision(
+                outcome="assigned",
+                rep_id=manager,
+                team_id=current.team_id,
+                rule_id="escalation:manager",
+                ruleset_version=current.ruleset_version,
+                method=None,
+                candidates=[],
+                reason=f"SLA missed {lead.reassignments + 1} times; escalated to the manager",
+            )
+        else:
+            step = "queue"
+    if step == "queue":
+        forced = Decision(
+            outcome="queued",
+            rep_id=None,
+            team_id=current.team_id or (await rt.rules(session)).fallback_team,
+            rule_id="escalation:queue",
+            ruleset_version=current.ruleset_version,
+            method=None,
+            candidates=[],
+            reason="SLA missed and no one left to escalate to; the lead waits in the team queue",
+        )
+    lead.reassignments += 1
+    return await assigning.assign(
+        rt,
+        session,
+        lead,
+        now=now,
+        correlation_id=None,
+        event_type="lead.reassigned",
+        exclude=tried,
+        previous=current,
+        end_reason="sla_breach",
+        forced=forced,
+        note=note,
+        # A queued lead picked up again gets its own policy afresh; otherwise the ladder carries on.
+        sla=None if current.outcome == "queued" else carried,
+    )
+
+
+async def _notify_manager(
+    rt: RoutingContext,
+    session: AsyncSession,
+    lead: LeadRow,
+    current: AssignmentRow,
+    sla: ResolvedSla,
+    now: datetime,
+    *,
+    note: Mapping[str, Any] | None = None,
+) -> AssignmentRow:
+    """A notify_manager step: the breach event named the step and the manager; the rep keeps the lead and a
+    new clock (the step's minutes) runs on the same assignment until the next step."""
+    roster = await rt.roster(session)
+    manager = manager_for(current.rep_id, roster.reps, roster.teams, now=now) if current.rep_id else None
+    lead.reassignments += 1  # one rung climbed, though nobody was reassigned
+    hours, tz = clock_of(roster.rep(current.rep_id), roster.team(current.team_id))
+    policy = sla.policy
+    due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
+    current.sla_due_at, current.sla_minutes = due, policy.minutes
+    schedule_clock(rt, session, lead.lead_id, current.id, policy, now, due, hours, tz)
+    detail = {
+        "assignment_id": current.id,
+        "step": "notify_manager",
+        "manager_id": manager,
+        "rep_id": current.rep_id,
+        "team_id": current.team_id,
+        "sla_due_at": due.isoformat(),
+        **(note or {}),
+    }
+    session.add(TimelineRow(lead_id=lead.lead_id, at=now, kind="escalated", detail=detail))
+    return current
+
+
+async def tighten_clock(
+    rt: RoutingContext,
+    session: AsyncSession,
+    lead: LeadRow,
+    current: AssignmentRow,
+    grade: str | None,
+    now: datetime,
+) -> datetime | None:
+    """Tighten a running first-contact clock to `grade`'s SLA started now, if that would end sooner; the
+    timers (warnings and the breach) move with it. Returns the new due time, or None when the clock stays.
+
+    One place for the rule so SLA policies can change how the new clock is computed without touching callers.
+    A cooler grade never tightens, even where its own SLA is shorter (D's hour beside C's business day).
+    """
+    running = aware(current.sla_due_at)
+    if running is None or lead.first_touch_at is not None or current.outcome != "assigned":
+        return None  # no clock runs (nurture, held, touched); a queue's clock is the team's, not the grade's
+    if is_hotter(lead.grade, grade):
+        return None
+    roster = await rt.roster(session)
+    # The hotter grade's clock under the policy this assignment runs on: its rule's block, its team's, defaults.
+    rule, team = (await rt.rules(session)).rule(current.rule_id), roster.team(current.team_id)
+    policy = resolve_sla(
+        grade,
+        rule_block=rule.sla if rule else None,
+        team_block=team.sla if team else None,
+        defaults=rt.sla_policies,
+        ladder=rt.ladder,
+        rule_id=current.rule_id,
+        team_id=current.team_id,
+    ).policy
+    rep = roster.rep(current.rep_id)
+    hours, tz = clock_of(rep, roster.team(current.team_id))
+    due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
+    if due >= running:
+        return None
+    for timer in await RoutingRepository(session).pending_timers(current.id):
+        if timer.kind in ("warning", "breach"):
+            timer.fired_at, timer.cancelled = now, True
+    current.sla_due_at = due
+    current.sla_policy, current.sla_minutes = policy.grade, policy.minutes
+    current.sla_business_hours = policy.business_hours
+    schedule_clock(rt, session, lead.lead_id, current.id, policy, now, due, hours, tz)
+    return due
+
+
+def _observe_all(histogram: Any, values: Sequence[float]) -> None:
+    for value in values:
+        histogram.observe(value)

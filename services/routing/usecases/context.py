@@ -1,0 +1,117 @@
+"""What every routing use case reads: settings, the clock, the SLA defaults, and the roster and rules cached by
+version (one `RoutingContext` per process; the `Router` facade is one)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from routing.domain import (
+    DEFAULT_RULES_YAML,
+    EscalationPolicy,
+    Rep,
+    RoutingRules,
+    SlaPolicy,
+    Team,
+    default_sla_policies,
+    load_rules,
+    parse_reps,
+)
+from routing.domain.sla import default_ladder
+from routing.settings import RoutingSettings
+from routing.store import RoutingRepository
+
+COMPILED_RULES = 16  # rule texts kept compiled: the active ones and recent simulate/backtest candidates
+ROSTER_KEY = "routing_roster"  # session.info key: the roster this transaction reads
+
+
+@dataclass(frozen=True)
+class Roster:
+    version: int
+    teams: list[Team]
+    reps: list[Rep]
+
+    def rep(self, rep_id: str | None) -> Rep | None:
+        return next((r for r in self.reps if r.id == rep_id), None) if rep_id else None
+
+    def team(self, team_id: str | None) -> Team | None:
+        return next((t for t in self.teams if t.id == team_id), None) if team_id else None
+
+
+def env_sla_policies(settings: RoutingSettings) -> dict[str, SlaPolicy]:
+    """The environment's SLA policies by grade (and queue): the defaults under teams' and rules' `sla:` blocks."""
+    policies = default_sla_policies()
+    for grade, minutes in settings.sla_minutes.items():
+        key = "queue" if grade.lower() == "queue" else grade.upper()
+        base = policies.get(key) or policies["queue"]
+        policies[key] = SlaPolicy(base.grade, minutes, settings.sla_business_hours, tuple(settings.sla_warn_fractions))
+    for grade, policy in list(policies.items()):
+        policies[grade] = SlaPolicy(
+            policy.grade,
+            policy.minutes,
+            settings.sla_business_hours and policy.business_hours,
+            tuple(settings.sla_warn_fractions),
+        )
+    return policies
+
+
+class RoutingContext:
+    """One per process: caches the parsed roster and rules by version; every write goes through a session."""
+
+    def __init__(self, settings: RoutingSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._roster: Roster | None = None
+        self._rules: OrderedDict[str, RoutingRules] = OrderedDict()
+        self._active: tuple[int, RoutingRules] | None = None
+        self.sla_policies = env_sla_policies(settings)
+        self.escalation = EscalationPolicy(settings.escalation_max_reassignments, settings.escalation_then)
+        # The environment's ladder: the default under teams' and rules' `sla:` blocks.
+        self.ladder = default_ladder(self.escalation)
+        # The timer loop's wake-up: called with the due time of every timer written (it sleeps until the next).
+        self.on_timer_written: Callable[[datetime], None] = lambda _due: None
+
+    async def roster(self, session: AsyncSession) -> Roster:
+        """The parsed roster at the stored version, read once per transaction and parsed once per version."""
+        cached = session.info.get(ROSTER_KEY)
+        if cached is not None:
+            return cached
+        repo = RoutingRepository(session)
+        version = await repo.roster_version()
+        if self._roster is None or self._roster.version != version:
+            teams = [row.data for row in await repo.teams()]
+            reps = [row.data for row in await repo.reps()]
+            parsed_teams, parsed_reps = parse_reps({"teams": teams, "reps": reps})
+            self._roster = Roster(version, parsed_teams, parsed_reps)
+        session.info[ROSTER_KEY] = self._roster
+        return self._roster
+
+    def forget_roster(self, session: AsyncSession) -> None:
+        """This transaction changed the roster or the rules: the next read sees the new version."""
+        session.info.pop(ROSTER_KEY, None)
+
+    def parse_rules(self, text: str) -> RoutingRules:
+        """Validate and compile rules text (raises RulesError); the last few are kept compiled, by text."""
+        rules = self._rules.get(text)
+        if rules is None:
+            rules = load_rules(text)
+            self._rules[text] = rules
+            # simulate and backtest may try a new candidate per request: keep only the most recent ones.
+            while len(self._rules) > COMPILED_RULES:
+                self._rules.popitem(last=False)
+        self._rules.move_to_end(text)
+        return rules
+
+    async def rules(self, session: AsyncSession) -> RoutingRules:
+        """The active rules; activating rules bumps the roster version, so that version keys this cache too."""
+        version = (await self.roster(session)).version
+        if self._active is not None and self._active[0] == version:
+            return self._active[1]
+        row = await RoutingRepository(session).active_ruleset()
+        rules = self.parse_rules(row.source_text if row else DEFAULT_RULES_YAML)
+        self._active = (version, rules)
+        return rules
