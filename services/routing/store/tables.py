@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.consumer import processed_table
-from common.db import new_metadata
+from common.db import UtcDateTime, new_metadata
 from common.outbox import outbox_dead_table, outbox_table
 from routing.domain.accounts import Account
 
@@ -23,7 +23,7 @@ class TeamRow(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class RepRow(Base):
@@ -31,7 +31,7 @@ class RepRow(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class AccountRow(Base):
@@ -65,7 +65,7 @@ class RulesetRow(Base):
     version: Mapped[str] = mapped_column(String(64), primary_key=True)
     source_text: Mapped[str] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class RotationRow(Base):
@@ -102,12 +102,12 @@ class LeadRow(Base):
     is_test: Mapped[bool] = mapped_column(Boolean, default=False)
     # The lead view (lead, enrichment, score) used for routing and webhooks; personal data, emptied on erasure.
     view: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    routed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    first_touch_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    submitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    routed_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    first_touch_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     reassignments: Mapped[int] = mapped_column(Integer, default=0)
-    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # One person's leads share a thread (the first lead routing saw of them), so a repeat finds the open one.
     thread_id: Mapped[str | None] = mapped_column(String(36), index=True)
     # A repeat that joined an open lead (status "merged"): the lead it was recorded on.
@@ -140,12 +140,12 @@ class AssignmentRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     decision: Mapped[dict[str, Any]] = mapped_column(JSON)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
-    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    assigned_at: Mapped[datetime] = mapped_column(UtcDateTime)
     sla_policy: Mapped[str | None] = mapped_column(String(16))
     sla_minutes: Mapped[float | None] = mapped_column(Float)
     sla_business_hours: Mapped[bool | None] = mapped_column(Boolean)
-    sla_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sla_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     end_reason: Mapped[str | None] = mapped_column(String(32))
 
 
@@ -154,7 +154,7 @@ class TimelineRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     lead_id: Mapped[str] = mapped_column(String(36), index=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
 
@@ -178,8 +178,8 @@ class SlaTimer(Base):
     # warning | breach | hold | escalate (a detected breach whose reassignment is still to be made)
     kind: Mapped[str] = mapped_column(String(16))
     fraction: Mapped[float | None] = mapped_column(Float)
-    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    fired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
@@ -187,7 +187,7 @@ class ErasedLead(Base):
     __tablename__ = "erased_leads"
 
     lead_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    erased_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 outbox = outbox_table(Base.metadata)
@@ -215,17 +215,17 @@ class WebhookEndpoint(Base):
     format: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(32))  # manual | gone | failing
-    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     secret: Mapped[str] = mapped_column(Text)
     # After a rotation the old secret still signs (a second signature) until this time.
     previous_secret: Mapped[str | None] = mapped_column(Text)
-    previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # The first failure since the last success: the endpoint is disabled when this gets too old.
-    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class WebhookDelivery(Base):
@@ -253,18 +253,18 @@ class WebhookDelivery(Base):
     # The exact body, serialized once, so every attempt signs and sends the same bytes.
     payload: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))  # pending | succeeded | failed
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Attempts made in the current round (a replay starts a new round); indexes the retry schedule.
     schedule_step: Mapped[int] = mapped_column(Integer, default=0)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     replays: Mapped[int] = mapped_column(Integer, default=0)
     lease_token: Mapped[str | None] = mapped_column(String(36))
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class WebhookAttempt(Base):
@@ -275,7 +275,7 @@ class WebhookAttempt(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True)
     attempt_no: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # The `webhook-timestamp` sent (Unix seconds).
     signed_at: Mapped[int] = mapped_column(BigInteger)
     # success | http_error | timeout | network_error | refused
@@ -285,4 +285,4 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     response_body: Mapped[str | None] = mapped_column(Text)
     # What this attempt's outcome scheduled: the next attempt, or nothing (succeeded or given up).
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -6,8 +6,9 @@ does). `WebhookSender` claims due rows with a lease, POSTs them and records each
 are checked against private, loopback, link-local, multicast, reserved and cloud-metadata addresses (and must be
 https in production) when registered and again on every new connection (`common.egress`, read by `address`).
 
-The rooms: `api` (routes), `service` (use cases), `sender`, `signing` and `retry` (pure), `address`, and `store`
-(every query on the webhook tables). The names other routing modules use are importable from the package.
+The rooms: `api` (routes), `service` (use cases), `sender` and its `transport`, `store` (every query on the webhook
+tables), `address` (the egress policy from settings), and the pure `signing`, `retry` and `formats` (the body for a
+standard, slack or teams endpoint). The names other routing modules use are importable from the package.
 """
 
 from routing.webhooks.address import webhook_address_policy

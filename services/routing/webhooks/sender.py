@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import time
 import uuid
@@ -25,15 +24,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.crypto import SecretBox, SecretKeyError
 from common.db import Database
-from common.egress import AddressPolicy, Resolver, UnsafeUrl, guarded_transport, system_resolver
+from common.egress import Resolver, UnsafeUrl, system_resolver
+from common.runtime import poll_until
 from routing.settings import RoutingSettings
 from routing.store import WebhookAttempt, WebhookEndpoint
 from routing.webhooks.address import webhook_address_policy
 from routing.webhooks.formats import render
 from routing.webhooks.retry import parse_retry_after, retry_delay
-from routing.webhooks.service import FAILURES, aware, disable_endpoint, iso
+from routing.webhooks.service import FAILURES, disable_endpoint, iso
 from routing.webhooks.signing import signature_header
 from routing.webhooks.store import FAILED, PENDING, SUCCEEDED, WebhookStore, enqueued_in
+from routing.webhooks.transport import new_http_client, read_capped
 
 log = structlog.get_logger(__name__)
 
@@ -47,22 +48,6 @@ DELIVERY_SECONDS = Histogram(
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def new_http_client(
-    settings: RoutingSettings, policy: AddressPolicy, resolver: Resolver = system_resolver
-) -> httpx.AsyncClient:
-    """The one client a sender shares across deliveries: no redirects, no proxies from the environment."""
-    # httpx logs every request's full URL at INFO; webhook URLs often carry a token (Slack's do), so keep it quiet.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    limits = httpx.Limits(max_connections=settings.webhook_concurrency * 2, max_keepalive_connections=32)
-    return httpx.AsyncClient(
-        transport=guarded_transport(policy, resolver, limits),
-        timeout=httpx.Timeout(settings.webhook_timeout_s),
-        follow_redirects=False,
-        trust_env=False,
-        headers={"user-agent": settings.webhook_user_agent},
-    )
 
 
 @dataclass(frozen=True)
@@ -126,7 +111,7 @@ class WebhookSender:
         self._client: httpx.AsyncClient | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._stopping = False
+        self._stop = asyncio.Event()
         self._to_record: list[tuple[Claim, datetime, AttemptOutcome, asyncio.Future[None]]] = []
         self._recorder: asyncio.Task[None] | None = None
         db.on_commit(self._after_commit)
@@ -143,28 +128,33 @@ class WebhookSender:
     async def run(self) -> None:
         """Send until stopped, at most `webhook_concurrency` attempts at a time."""
         settings = self._settings
+
+        async def fill_free_slots() -> bool:
+            """Claim as many due deliveries as there are free slots; True when more may be due right now."""
+            wanted = min(settings.webhook_concurrency - len(self._inflight), settings.webhook_batch_size)
+            if wanted <= 0:
+                return False  # a finished attempt wakes the loop
+            claims = await self.claim(wanted)
+            for claim in claims:
+                self._spawn(claim)
+            return len(claims) == wanted and len(self._inflight) < settings.webhook_concurrency
+
         try:
-            while not self._stopping:
-                try:
-                    free = settings.webhook_concurrency - len(self._inflight)
-                    wanted = min(free, settings.webhook_batch_size)
-                    if wanted > 0:
-                        claims = await self.claim(wanted)
-                        for claim in claims:
-                            self._spawn(claim)
-                        if len(claims) == wanted and len(self._inflight) < settings.webhook_concurrency:
-                            continue  # more may be due right now
-                    await self._sleep(settings.webhook_poll_interval_s)
-                except Exception:
-                    log.exception("webhook_sender_error")
-                    await self._sleep(1.0)
+            await poll_until(
+                self._stop,
+                fill_free_slots,
+                interval_s=settings.webhook_poll_interval_s,
+                name="webhook_sender",
+                wake=self._wake,
+                error_pause_s=1.0,
+            )
         finally:
             await self._drain()
             await self.close()
 
     async def stop(self) -> None:
         """Stop claiming; attempts in flight get a short grace, the rest are retried after their lease."""
-        self._stopping = True
+        self._stop.set()
         self._wake.set()
 
     async def close(self) -> None:
@@ -241,7 +231,7 @@ class WebhookSender:
             ):
                 status = response.status_code
                 retry_after = parse_retry_after(response.headers.get("retry-after"), self._wall_clock())
-                response_body = await _read_capped(response, self._cap)
+                response_body = await read_capped(response, self._cap)
         except (TimeoutError, httpx.TimeoutException):
             result, error = "timeout", f"no complete answer within {self._timeout:g} s"
         except UnsafeUrl as exc:
@@ -351,7 +341,7 @@ class WebhookSender:
                 FAILURES.inc()
             else:
                 delivery.next_attempt_at = now + timedelta(seconds=delay)
-        failing_for = now - (aware(endpoint.failing_since) or now)
+        failing_for = now - (endpoint.failing_since or now)
         if endpoint.enabled and gone:
             await disable_endpoint(session, endpoint, "gone", now)
         elif endpoint.enabled and failing_for >= timedelta(days=settings.webhook_disable_after_days):
@@ -384,11 +374,6 @@ class WebhookSender:
             # Not recorded: the lease runs out and the delivery is tried again.
             log.exception("webhook_delivery_error", delivery_id=claim.delivery_id)
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
-
     async def _drain(self) -> None:
         tasks = set(self._inflight)
         if not tasks:
@@ -403,18 +388,7 @@ class WebhookSender:
 
 def _signing_secrets(endpoint: WebhookEndpoint, now: datetime, box: SecretBox) -> tuple[str, ...]:
     """The secrets in force, decrypted: the current one, and the previous one during a rotation's overlap."""
-    until = aware(endpoint.previous_secret_until)
+    until = endpoint.previous_secret_until
     if endpoint.previous_secret and until is not None and until > now:
         return (box.reveal(endpoint.secret), box.reveal(endpoint.previous_secret))
     return (box.reveal(endpoint.secret),)
-
-
-async def _read_capped(response: httpx.Response, cap: int) -> str | None:
-    if cap <= 0:
-        return None
-    received = bytearray()
-    async for chunk in response.aiter_raw():
-        received += chunk[: cap - len(received)]
-        if len(received) >= cap:
-            break  # the rest is never read; the connection is closed instead of reused
-    return received.decode("utf-8", "replace")

@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.crypto import SecretBox
+from common.db import as_utc
 from common.egress import Destination, Resolver, system_resolver, vet_url
 from common.envelope import Event, dumps, loads
 from common.topics import EVENT_TOPICS, LEADS_ASSIGNED, LEADS_OUTCOMES, LEADS_SLA
@@ -44,15 +45,8 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored here is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def iso(value: datetime | None) -> str | None:
-    value = aware(value)
+    """A time for an answer or a log line (the webhook columns read back aware, in UTC: common.db.UtcDateTime)."""
     return value.isoformat() if value else None
 
 
@@ -224,7 +218,7 @@ class Webhooks:
         endpoint = await self.endpoint(session, endpoint_id)
         if not endpoint.enabled:
             raise WebhookConflict("the endpoint is disabled; enable it before replaying")
-        since = (aware(since) or since).astimezone(UTC)
+        since = as_utc(since)
         count = await store.restart_failed_since(endpoint_id, since, self.clock())
         if count:
             store.mark_enqueued()
