@@ -64,7 +64,6 @@ _LINE_SUFFIX = re.compile(r" \(line (\d+)\)$")
 
 
 def _iso(value: datetime | None) -> str | None:
-    value = aware(value)
     return value.isoformat() if value else None
 
 

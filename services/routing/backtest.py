@@ -27,7 +27,7 @@ import heapq
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -254,9 +254,9 @@ async def backtest(
         PastLead(
             row.lead_id,
             row.view or {},
-            _aware(row.routed_at),
+            row.routed_at,
             closed.get(row.lead_id),
-            _aware(row.first_touch_at) if row.first_touch_at else None,
+            row.first_touch_at,
         )
         for row in rows
     ]
@@ -292,7 +292,3 @@ async def backtest(
 
     # Replaying tens of thousands of leads is CPU work: keep the event loop (HTTP, Kafka, timers) answering.
     return await asyncio.to_thread(run)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import structlog
-
 from common.db import Database
+from common.poll import poll_until
 from routing import metrics
 from routing.handlers import Router
 from routing.store import RoutingRepository
-from routing.usecases.shared import aware
-
-log = structlog.get_logger(__name__)
 
 # When timers are due but none could be claimed, another process is firing them: look again shortly.
 _CONTENDED_PAUSE_S = 0.01
@@ -55,7 +50,7 @@ class TimerLoop:
         self._gauge_every = gauge_every_s
         self._clock = clock
         self._wake = asyncio.Event()
-        self._stopping = False
+        self._stop = asyncio.Event()
         self._gauge_at = 0.0
         self._next_due: datetime | None = None
         self._read_at: float | None = None  # monotonic time of the last store read; None: must read
@@ -70,41 +65,37 @@ class TimerLoop:
 
     async def run(self) -> None:
         """Fire due timers until stopped; errors are logged and retried, never fatal."""
-        while not self._stopping:
-            try:
-                delay, due_then = await self._round()
-                if delay > 0:
-                    woken = False
-                    with contextlib.suppress(TimeoutError):
-                        woken = await asyncio.wait_for(self._wake.wait(), delay)
-                    self._wake.clear()
-                    if due_then and not woken and not self._stopping:
-                        await self.tick()  # slept until the earliest due time: fire without looking again
-            except Exception:
-                self._read_at = None
-                log.exception("sla_timer_loop_error")
-                await asyncio.sleep(1.0)
+        await poll_until(
+            self._stop, self._work, interval_s=self._max_sleep, name="sla_timers", wake=self._wake, error_pause_s=1.0
+        )
 
-    async def _round(self) -> tuple[float, bool]:
+    async def _work(self) -> float:
+        try:
+            return await self._round()
+        except Exception:
+            self._read_at = None  # look at the store again after a failure
+            raise
+
+    async def _round(self) -> float:
         """One look at the store (or at the cached next due time while it is fresh): fire a batch if anything
-        is due; returns how long to sleep, and whether the earliest timer is due when that sleep ends."""
+        is due; returns how long to sleep (0: go again at once). A sleep until the earliest due time that no
+        new timer cuts short ends in a round that fires it from the cached due time, without looking again."""
         fresh = self._read_at is not None and time.monotonic() - self._read_at < self._refresh
         if not fresh:
             async with self._db.read() as session:
                 repo = RoutingRepository(session)
-                self._next_due = aware(await repo.next_due())
+                self._next_due = await repo.next_due()
                 if time.monotonic() - self._gauge_at >= self._gauge_every:
                     self._gauge_at = time.monotonic()
                     metrics.SLA_OPEN_TIMERS.set(await repo.open_timers())
             self._read_at = time.monotonic()
         now = self._clock()  # read after the query, so a slow query does not make the sleep overshoot
         if self._next_due is None:
-            return self._max_sleep, False
+            return self._max_sleep
         if self._next_due > now:
-            until_due = (self._next_due - now).total_seconds()
-            return min(self._max_sleep, until_due), until_due <= self._max_sleep
+            return min(self._max_sleep, (self._next_due - now).total_seconds())
         fired = await self.tick()
-        return (0.0 if fired else _CONTENDED_PAUSE_S), False
+        return 0.0 if fired else _CONTENDED_PAUSE_S
 
     async def tick(self) -> int:
         """Detect one batch of due timers; once detection has caught up, escalate one small batch.
@@ -122,5 +113,5 @@ class TimerLoop:
 
     async def stop(self) -> None:
         """Let the current round finish and end the loop."""
-        self._stopping = True
+        self._stop.set()
         self._wake.set()

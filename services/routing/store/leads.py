@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, or_, select, text
@@ -12,10 +12,6 @@ from sqlalchemy import func, insert, or_, select, text
 from routing.domain.lifecycle import CurrentAssignment, LeadCase, Outcome, PendingTimer, sla_of
 from routing.store._base import Repository
 from routing.store.tables import ESCALATE, AssignmentRow, ErasedLead, LeadRow, SlaTimer, TimelineRow
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -42,10 +38,10 @@ class CaseRecord:
         return LeadCase(
             lead_id=self.lead.lead_id,
             status=self.lead.status,
-            routed_at=_utc(self.lead.routed_at),
-            first_touch_at=_utc(self.lead.first_touch_at),
+            routed_at=self.lead.routed_at,
+            first_touch_at=self.lead.first_touch_at,
             erased=self.lead.erased_at is not None,
-            current=CurrentAssignment(current.id, current.rep_id, _utc(current.sla_due_at), sla_of(current.decision))
+            current=CurrentAssignment(current.id, current.rep_id, current.sla_due_at, sla_of(current.decision))
             if current is not None
             else None,
             pending=tuple(
@@ -66,9 +62,7 @@ class LeadRepository(Repository):
         timers = select(SlaTimer).where(SlaTimer.lead_id == lead_id, SlaTimer.fired_at.is_(None)).order_by(SlaTimer.id)
         touches = 0
         if lead.first_touch_at is not None:
-            touches = await self.count_timeline(
-                lead_id, "touched", since=_utc(lead.first_touch_at) or lead.first_touch_at
-            )
+            touches = await self.count_timeline(lead_id, "touched", since=lead.first_touch_at)
         return CaseRecord(
             lead,
             await self.assignments(lead_id),
@@ -233,11 +227,7 @@ class LeadRepository(Repository):
                 AssignmentRow.end_reason.in_(("converted", "disqualified")),
             )
         )
-        return {
-            lead_id: ended if ended.tzinfo else ended.replace(tzinfo=UTC)
-            for lead_id, ended in (await self.session.execute(query)).all()
-            if ended is not None
-        }
+        return {lead_id: ended for lead_id, ended in (await self.session.execute(query)).all() if ended is not None}
 
     async def current_reps(self, lead_ids: set[str]) -> dict[str, str]:
         """The rep each of these leads is with now (leads with nobody are left out)."""

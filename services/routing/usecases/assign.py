@@ -23,7 +23,6 @@ from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.decide import decide, resolve_decision_sla
 from routing.usecases.shared import (
     adjust_load,
-    aware,
     clock_of,
     event,
     loads,
@@ -132,7 +131,7 @@ async def join_open_lead(
     raised = is_hotter(grade, previous_grade)
     if raised:
         lead.grade = grade
-    previous_due = aware(current.sla_due_at) if current else None
+    previous_due = current.sla_due_at if current else None
     tightened = await clock.tighten_clock(rt, session, lead, current, grade, now) if current else None
     rerouted = False
     if raised and current is not None and lead.status == "nurture":
@@ -170,7 +169,7 @@ async def join_open_lead(
             merged_into=lead.lead_id,
         )
     )
-    due = aware(current.sla_due_at) if current else None
+    due = current.sla_due_at if current else None
     data: dict[str, Any] = {
         "lead_id": lead.lead_id,
         "repeat_lead_id": repeat_id,
@@ -328,7 +327,7 @@ def _start_clock(
         )
         rt.on_timer_written(decision.hold_until)
         return
-    due = aware(assignment.sla_due_at)
+    due = assignment.sla_due_at
     if policy is None or due is None:
         return
     hours, tz = clock_of(rep, roster.team(decision.team_id))
@@ -358,13 +357,13 @@ def assignment_data(
         "reason": decision.reason,
         "candidates": [c.to_dict() for c in decision.candidates],
         "hold_until": decision.hold_until.isoformat() if decision.hold_until else None,
-        "assigned_at": aware(assignment.assigned_at).isoformat(),  # type: ignore[union-attr]
+        "assigned_at": assignment.assigned_at.isoformat(),
         "sla": (
             {
                 "policy": assignment.sla_policy,
                 "minutes": assignment.sla_minutes,
                 "business_hours": assignment.sla_business_hours,
-                "due_at": aware(assignment.sla_due_at).isoformat(),  # type: ignore[union-attr]
+                "due_at": assignment.sla_due_at.isoformat(),
             }
             if assignment.sla_due_at
             else None
@@ -375,7 +374,7 @@ def assignment_data(
         "source": view.get("source"),
         "is_test": lead.is_test,
         "duplicate_of": lead.duplicate_of,
-        "received_at": aware(lead.received_at).isoformat() if lead.received_at else None,  # type: ignore[union-attr]
+        "received_at": lead.received_at.isoformat() if lead.received_at else None,
         "lead": view.get("lead"),
         "score": view.get("score"),
     }
@@ -383,7 +382,7 @@ def assignment_data(
 
 def _record_latency(session: AsyncSession, lead: LeadRow, now: datetime) -> None:
     """Speed of the pipeline itself: source submit and Handoff receipt to the first decision."""
-    for since, at in (("received", aware(lead.received_at)), ("submitted", aware(lead.submitted_at))):
+    for since, at in (("received", lead.received_at), ("submitted", lead.submitted_at)):
         if at is not None and at <= now:
             seconds = (now - at).total_seconds()
             metrics.record(session, partial(metrics.ASSIGNMENT_LATENCY.labels(since=since).observe, seconds))

@@ -18,7 +18,7 @@ from routing.domain.sla import ResolvedSla, is_hotter, resolve_sla
 from routing.store import ESCALATE, AssignmentRow, LeadRow, RoutingRepository, SlaTimer, TimelineRow
 from routing.usecases import assign as assigning
 from routing.usecases.context import Roster, RoutingContext
-from routing.usecases.shared import EVENT_SOURCE, aware, clock_of, lock, publish, schedule_clock
+from routing.usecases.shared import EVENT_SOURCE, clock_of, lock, publish, schedule_clock
 
 
 class _LeadFacts(Protocol):
@@ -59,7 +59,7 @@ async def detect_due_timers(rt: RoutingContext, session: AsyncSession, now: date
     durable escalation marker, so the slow part (a reassignment) never holds back the next breach's
     detection. Returns how many timers fired."""
     repo = RoutingRepository(session)
-    next_due = aware(await repo.next_due())
+    next_due = await repo.next_due()
     if next_due is None or next_due > now:
         return 0  # the idle path takes no lock
     # Every writer takes the routing lock before any row lock (here: before claiming timers), so a rep's
@@ -86,7 +86,7 @@ async def detect_due_timers(rt: RoutingContext, session: AsyncSession, now: date
         if clock is None or clock.id != timer.assignment_id:
             cancelled.append(timer.id)  # the lead moved on (touched, reassigned): this clock no longer runs
             continue
-        lateness.append(max(0.0, (now - (aware(timer.due_at) or now)).total_seconds()))
+        lateness.append(max(0.0, (now - timer.due_at).total_seconds()))
         team = metrics.team_label(clock.team_id)
         if timer.kind == "hold":
             holds.append(timer)
@@ -173,7 +173,7 @@ async def _escalate_marker(
     if lead is None or current is None or current.id != marker.assignment_id:
         marker.cancelled = True  # the lead moved on before the escalation (a manual reassignment)
         return
-    detected = aware(marker.due_at) or now
+    detected = marker.due_at
     late_ms = max(0, round((now - detected).total_seconds() * 1000))
     note = {"breach_detected_at": detected.isoformat(), "escalation_late_ms": late_ms}
     currents[lead.lead_id] = await escalate(rt, session, lead, current, now, note=note)
@@ -238,8 +238,7 @@ def sla_event(
     manager_id: str | None = None,
 ) -> Event:
     """lead.sla_warning / lead.sla_breached: which clock, how late it fired, and for a breach the ladder step."""
-    due = aware(timer.due_at)
-    assert due is not None
+    due = timer.due_at
     detail = {
         "lead_id": lead.lead_id,
         "assignment_id": current.id,
@@ -250,7 +249,7 @@ def sla_event(
         "policy": current.sla_policy,
         "fraction": timer.fraction,
         "due_at": due.isoformat(),
-        "sla_due_at": aware(current.sla_due_at).isoformat() if current.sla_due_at else None,  # type: ignore[union-attr]
+        "sla_due_at": current.sla_due_at.isoformat() if current.sla_due_at else None,
         "fired_at": now.isoformat(),
         "late_ms": max(0, round((now - due).total_seconds() * 1000)),
         "clock": clock_kind,  # first_contact, or follow_up: the touches after the first one
@@ -385,7 +384,7 @@ async def tighten_clock(
     One place for the rule so SLA policies can change how the new clock is computed without touching callers.
     A cooler grade never tightens, even where its own SLA is shorter (D's hour beside C's business day).
     """
-    running = aware(current.sla_due_at)
+    running = current.sla_due_at
     if running is None or lead.first_touch_at is not None or current.outcome != "assigned":
         return None  # no clock runs (nurture, held, touched); a queue's clock is the team's, not the grade's
     if is_hotter(lead.grade, grade):
