@@ -11,9 +11,17 @@ from common.crypto import SecretKeyError
 from common.egress import Destination, UnsafeUrl
 from common.session import ReadSession, Transaction
 from common.web import Admin, HandoffRoute, problem
-from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from routing.webhooks.formats import UnknownFormat
-from routing.webhooks.service import DeliveryLog, WebhookConflict, Webhooks, iso, reencrypt_secrets
+from routing.webhooks.service import (
+    Attempt,
+    Delivery,
+    DeliveryLog,
+    Endpoint,
+    WebhookConflict,
+    Webhooks,
+    iso,
+    reencrypt_secrets,
+)
 
 router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"], route_class=HandoffRoute)
 
@@ -69,7 +77,7 @@ class ReplaySinceIn(BaseModel):
     since: AwareDatetime = Field(description="Replay every failed delivery created at or after this time")
 
 
-def _endpoint_out(endpoint: WebhookEndpoint) -> dict[str, Any]:
+def _endpoint_out(endpoint: Endpoint) -> dict[str, Any]:
     return {
         "id": endpoint.id,
         "url": endpoint.url,
@@ -88,7 +96,7 @@ def _endpoint_out(endpoint: WebhookEndpoint) -> dict[str, Any]:
     }
 
 
-def _attempt_out(attempt: WebhookAttempt) -> dict[str, Any]:
+def _attempt_out(attempt: Attempt) -> dict[str, Any]:
     return {
         "attempt_no": attempt.attempt_no,
         "started_at": iso(attempt.started_at),
@@ -102,7 +110,7 @@ def _attempt_out(attempt: WebhookAttempt) -> dict[str, Any]:
     }
 
 
-def _delivery_out(delivery: WebhookDelivery, attempts: list[WebhookAttempt] | None = None) -> dict[str, Any]:
+def _delivery_out(delivery: Delivery, attempts: list[Attempt] | None = None) -> dict[str, Any]:
     out = {
         "id": delivery.id,
         "endpoint_id": delivery.endpoint_id,

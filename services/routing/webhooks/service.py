@@ -67,6 +67,12 @@ def normalize_event_types(event_types: Sequence[str]) -> list[str]:
     return sorted(wanted)
 
 
+# What the use cases answer with, named for the routes that shape them (the rows themselves: no copy to drift).
+Endpoint = WebhookEndpoint
+Delivery = WebhookDelivery
+Attempt = WebhookAttempt
+
+
 @dataclass(frozen=True)
 class DeliveryLog:
     delivery: WebhookDelivery
