@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from common.egress import guarded_transport
-from common.runtime import Runtime
+from common.runtime import Runtime, poll_until
 from ingest.clients import FormCache, PlatformAPIError, fetch_platform_lead
 from ingest.domain import LeadValidationError, normalize_lead
 from ingest.domain.sources.registry import platform
@@ -56,7 +56,7 @@ class PlatformFetcher:
         self._http: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._stopping = False
+        self._stop = asyncio.Event()
         self._forms = FormCache()
         self._secrets = settings.secret_box()
 
@@ -74,8 +74,17 @@ class PlatformFetcher:
             trust_env=False,
             headers={"Accept": "application/json", "User-Agent": "handoff-ingest"},
         )
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="platform-fetcher")
+        self._stop.clear()
+        self._task = asyncio.create_task(
+            poll_until(
+                self._stop,
+                self._round,
+                interval_s=self.settings.platform_fetch_poll_interval_s,
+                name="platform_fetch",
+                wake=self._wake,
+            ),
+            name="platform-fetcher",
+        )
 
     def notify(self) -> None:
         """Wake the loop now: a notification was just queued."""
@@ -83,7 +92,7 @@ class PlatformFetcher:
 
     async def stop(self) -> None:
         """Finish the fetches under way (bounded by the HTTP timeout), then close the client."""
-        self._stopping = True
+        self._stop.set()
         self._wake.set()
         if self._task is not None:
             _done, pending = await asyncio.wait(
@@ -98,21 +107,10 @@ class PlatformFetcher:
             await self._http.aclose()
             self._http = None
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                claimed = await self.run_once()
-            except Exception:
-                # The database may be briefly unavailable; claimed rows come back when their lease ends.
-                log.exception("platform_fetch_loop_error")
-                claimed = 0
-            if claimed < self.settings.platform_fetch_batch_size:
-                await self._sleep(self.settings.platform_fetch_poll_interval_s)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
+    async def _round(self) -> bool:
+        # A failed round (the database briefly unavailable) is logged by the poller; claimed rows come back when
+        # their lease ends. A full batch means more may be due: the next round starts at once.
+        return await self.run_once() >= self.settings.platform_fetch_batch_size
 
     def _lease_s(self) -> float:
         # Long enough for the slowest fetch (LinkedIn makes two calls) and a store under load.

@@ -11,8 +11,9 @@ from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
+from common.web import problem
 from ingest.api.limits import caller_address
-from ingest.api.shared import correlation_id, problem, request_time, unavailable
+from ingest.api.shared import correlation_id, request_time, unavailable
 from ingest.domain.forms import FORM_CONTENT_TYPE
 from ingest.handlers import quarantine as quarantine_cases
 from ingest.handlers.sources import Source

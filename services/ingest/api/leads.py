@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from common.web import HandoffRoute, bearer_token, refuse_deep_json, tokens_equal
+from common.web import HandoffRoute, bearer_token, problem, refuse_deep_json, tokens_equal
 from ingest.api.browser import (
     OriginNotAllowed,
     for_browser,
@@ -24,7 +24,7 @@ from ingest.api.browser import (
 )
 from ingest.api.limits import AuthFailureLimiter, caller_address
 from ingest.api.shapes import AcceptedOut, LeadIn
-from ingest.api.shared import correlation_id, error_responses, problem, request_time, unavailable
+from ingest.api.shared import correlation_id, error_responses, request_time, unavailable
 from ingest.domain import LeadValidationError, NotALead, normalize_lead
 from ingest.domain.forms import FORM_CONTENT_TYPE, HONEYPOT_FIELDS, PUBLISHABLE_KEY_FIELD, form_fields
 from ingest.domain.keys import PUBLISHABLE_PREFIX

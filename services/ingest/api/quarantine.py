@@ -11,14 +11,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.session import ReadSession, Transaction
-from common.web import Admin, HandoffRoute, Ops
+from common.web import Admin, HandoffRoute, Ops, problem
 from ingest.api.shared import (
     ADMIN_SECURITY,
     correlation_id,
     decode_cursor,
     encode_cursor,
     error_responses,
-    problem,
     request_time,
 )
 from ingest.domain import LeadValidationError, NotALead

@@ -10,8 +10,9 @@ import structlog
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.db import as_utc
 from common.session import ReadSession, Transaction
-from common.web import Admin, HandoffRoute
+from common.web import Admin, HandoffRoute, problem
 from ingest.api.shapes import ErasedOut, LeadOut, LeadPage
 from ingest.api.shared import (
     ADMIN_SECURITY,
@@ -19,9 +20,7 @@ from ingest.api.shared import (
     decode_cursor,
     encode_cursor,
     error_responses,
-    problem,
     request_time,
-    utc,
 )
 from ingest.domain import LeadValidationError
 from ingest.domain.lead import subject_identity_keys
@@ -75,7 +74,8 @@ async def list_leads(
         return {"items": items, "next_cursor": None}
     before = decode_cursor(cursor) if cursor else None
     try:
-        since_utc = utc(since) if since else None
+        # SQLite stores no offset: a given offset is converted, so it compares like PostgreSQL.
+        since_utc = as_utc(since) if since else None
     except OverflowError:
         raise problem(422, "validation_failed", [{"field": "since", "reason": "out of range"}]) from None
     items, more = await records.lead_page(
@@ -111,7 +111,7 @@ class SubjectErasedOut(BaseModel):
     status_code=202,
     summary="Erase every lead of one person (by email or phone), here and through lead.erased everywhere",
     response_model=SubjectErasedOut,
-    responses=error_responses(401, 422, 503),
+    responses=error_responses(400, 401, 413, 422, 503),
     openapi_extra=ADMIN_SECURITY,
 )
 async def erase_subject(body: SubjectIn, request: Request, session: Transaction, _admin: Admin) -> dict[str, Any]:

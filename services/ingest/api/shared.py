@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, Field
+
+from common.db import as_utc
+from common.web import problem
 
 log = structlog.get_logger(__name__)
 
@@ -23,11 +26,9 @@ def request_time(request: Request) -> datetime:
     return now
 
 
-def problem(status: int, code: str, detail: Any, headers: dict[str, str] | None = None) -> HTTPException:
-    return HTTPException(status_code=status, detail={"error": code, "detail": detail}, headers=headers)
-
 
 def unavailable(exc: BaseException | None = None) -> HTTPException:
+    """The 503 a caller may retry; the cause is logged by type only (messages can quote data)."""
     if exc is not None:
         log.error("ingest_store_failed", error=type(exc).__name__)
     return problem(503, "unavailable", "the store could not commit; retry", {"Retry-After": "1"})
@@ -84,14 +85,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         at, sep, lead_id = text.partition("|")
         if not sep or not lead_id:
             raise ValueError(cursor)
-        return utc(datetime.fromisoformat(at)), lead_id
+        return as_utc(datetime.fromisoformat(at)), lead_id
     except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
         raise problem(
             422, "validation_failed", [{"field": "cursor", "reason": "not a cursor from this API"}]
         ) from None
-
-
-def utc(value: datetime) -> datetime:
-    # Naive times are UTC; others are converted, so SQLite (which stores no offset) compares like PostgreSQL.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-

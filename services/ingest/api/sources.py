@@ -13,12 +13,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from common.crypto import SecretKeyError
 from common.egress import UnsafeUrl, vet_url
 from common.session import ReadSession, Transaction
-from common.web import Admin, HandoffRoute
-from ingest.api.shared import ADMIN_SECURITY, date_time, error_responses, problem, request_time
+from common.web import Admin, HandoffRoute, problem
+from ingest.api.shared import ADMIN_SECURITY, date_time, error_responses, request_time
 from ingest.domain import lookup_country, normalize_url
 from ingest.domain.sources.registry import SOURCE_KINDS, URL_CONFIG_KEYS
 from ingest.handlers import sources as source_cases
-from ingest.handlers.views import as_utc
 
 log = structlog.get_logger(__name__)
 router = APIRouter(route_class=HandoffRoute)
@@ -202,8 +201,8 @@ def source_out(source: source_cases.Source, request: Request) -> dict[str, Any]:
         "allowed_origins": source.allowed_origins or [],
         "thank_you_url": source.thank_you_url,
         "webhook_url": webhook_url,
-        "created_at": as_utc(source.created_at).isoformat(),
-        "updated_at": as_utc(source.updated_at).isoformat(),
+        "created_at": source.created_at.isoformat(),
+        "updated_at": source.updated_at.isoformat(),
     }
 
 

@@ -21,10 +21,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from common.runtime import Runtime
-from common.web import HandoffRoute, read_body_limited, refuse_deep_json
-from ingest.api.shared import correlation_id, problem
+from common.web import HandoffRoute, problem, read_body_limited, refuse_deep_json
+from ingest.api.shared import correlation_id
 from ingest.domain import LeadValidationError, NormalizedLead, PlatformLead, SignatureError, normalize_lead
-from ingest.domain.sources.platform import Delivery, HandshakeMalformed, Platform, SignedRequest
+from ingest.domain.sources.platform import Delivery, HandshakeMalformed, Normalize, Platform, SignedRequest
 from ingest.domain.sources.registry import PLATFORMS, WEBHOOK_KINDS, WEBHOOK_MAX_BODY_BYTES, platform
 from ingest.handlers import platform as platform_cases
 from ingest.handlers.sources import Source, source_secret
@@ -104,7 +104,9 @@ def _signed_uri(request: Request, public_base_url: str) -> str:
     return origin + path + (f"?{query}" if query else "")
 
 
-def _normalizer(source: Source, now: datetime) -> Any:
+def _normalizer(source: Source, now: datetime) -> Normalize:
+    """The source's normalization of a platform lead, lenient: nobody can correct one and send it again."""
+
     def normalize(lead: PlatformLead, require_contact: bool) -> NormalizedLead:
         return normalize_lead(
             lead.raw,

@@ -15,7 +15,6 @@ from common.envelope import Event
 from common.outbox import add_events
 from ingest.domain import NormalizedLead
 from ingest.handlers.leads import Accepted, IdempotencyConflict, event_topic, identity_hash, received_event
-from ingest.handlers.views import as_utc
 from ingest.settings import IngestSettings
 from ingest.store import IdempotencyRecord, IngestRepository, Lead, LeadIdentity, Source, outbox
 
@@ -84,7 +83,7 @@ async def accept_leads(
         since = min(i.now for i in items) - window
         wanted = {identity for identities in identities_of for identity in identities}
         for identity, (seen_at, lead_id) in (await repo.first_leads_for(wanted, since)).items():
-            stored_first[identity] = (as_utc(seen_at), lead_id)
+            stored_first[identity] = (seen_at, lead_id)
 
     outcomes: list[Stored | IdempotencyConflict] = []
     claimed: dict[str, tuple[str, Stored]] = {}
@@ -99,7 +98,7 @@ async def accept_leads(
             earlier = claimed.get(key)
             record = records.get(key)
             if earlier is None and record is not None:
-                if as_utc(record.created_at) < item.now - timedelta(hours=settings.idempotency_ttl_hours):
+                if record.created_at < item.now - timedelta(hours=settings.idempotency_ttl_hours):
                     expired.add(key)
                 else:
                     earlier = (record.request_hash, Stored(record.status_code, record.response))

@@ -2,34 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from ingest.store import Lead, QuarantinedSubmission, Source
 
 
 def source_view(source: Source | None) -> dict[str, Any]:
+    """A source as events and answers name it; None is the admin token (the API itself)."""
     if source is None:
         return {"id": None, "kind": "api", "name": "admin API"}
     return {"id": source.id, "kind": source.kind, "name": source.name}
 
 
 def lead_view(lead: Lead, source: Source | None) -> dict[str, Any]:
+    """A stored lead as the admin API shows it; `lead` is None once erased."""
     return {
         "lead_id": lead.id,
         "source": source_view(source) if source or lead.source_id is None else {"id": lead.source_id},
         "external_id": lead.external_id,
         "is_test": lead.is_test,
         "duplicate_of": lead.duplicate_of,
-        "received_at": as_utc(lead.received_at).isoformat(),
-        "erased_at": as_utc(lead.erased_at).isoformat() if lead.erased_at else None,
+        "received_at": lead.received_at.isoformat(),
+        "erased_at": lead.erased_at.isoformat() if lead.erased_at else None,
         "lead": lead.data,
     }
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every time this service stores is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def quarantine_view(row: QuarantinedSubmission, source: Source | None, fields: dict[str, Any] | None) -> dict[str, Any]:
@@ -45,7 +41,7 @@ def quarantine_view(row: QuarantinedSubmission, source: Source | None, fields: d
         "fields": fields,
         "lead_id": row.lead_id,
         "note": row.note,
-        "received_at": as_utc(row.received_at).isoformat(),
-        "decided_at": as_utc(row.decided_at).isoformat() if row.decided_at else None,
+        "received_at": row.received_at.isoformat(),
+        "decided_at": row.decided_at.isoformat() if row.decided_at else None,
     }
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.consumer import processed_table
-from common.db import new_metadata
+from common.db import UtcDateTime, new_metadata
 from common.outbox import outbox_dead_table, outbox_table
 
 
@@ -33,8 +33,8 @@ class Source(Base):
     publishable_key: Mapped[str | None] = mapped_column(String(80), unique=True)
     allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
     thank_you_url: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class Lead(Base):
@@ -51,9 +51,9 @@ class Lead(Base):
     is_test: Mapped[bool] = mapped_column(Boolean, default=False)
     duplicate_of: Mapped[str | None] = mapped_column(String(36))
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     correlation_id: Mapped[str | None] = mapped_column(String(128))
-    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 ERASED_IDENTITY = "erased"  # what an erased lead's identity hashes become: they match no one, and are purged
@@ -68,7 +68,7 @@ class LeadIdentity(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     identity: Mapped[str] = mapped_column(String(64))
     lead_id: Mapped[str] = mapped_column(String(36), index=True)
-    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)  # for the retention purge
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)  # for the retention purge
 
 
 class IdempotencyRecord(Base):
@@ -78,7 +78,7 @@ class IdempotencyRecord(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
 class PlatformFetch(Base):
@@ -92,9 +92,9 @@ class PlatformFetch(Base):
     external_id: Mapped[str] = mapped_column(String(255))
     notification: Mapped[dict[str, Any]] = mapped_column(JSON)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class QuarantinedSubmission(Base):
@@ -120,8 +120,8 @@ class QuarantinedSubmission(Base):
     status: Mapped[str] = mapped_column(String(16))  # pending | released | dismissed
     lead_id: Mapped[str | None] = mapped_column(String(36))
     note: Mapped[str | None] = mapped_column(Text)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     correlation_id: Mapped[str | None] = mapped_column(String(128))
 
 
