@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from common.web import JSON_MAX_DEPTH, BodyLimitMiddleware, HandoffRoute, json_depth_exceeds
+from ingest.api.webhooks import PLATFORM_BODY_LIMITS, WEBHOOK_MAX_BODY_BYTES
 from ingest.app import create_app as create_ingest
 from ingest.settings import IngestSettings
-from ingest.api.webhooks import PLATFORM_BODY_LIMITS, WEBHOOK_MAX_BODY_BYTES
 from routing.app import create_app as create_routing
 from routing.settings import RoutingSettings
 from scoring.app import create_app as create_scoring
