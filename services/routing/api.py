@@ -42,7 +42,7 @@ def _router(request: Request) -> Router:
     return router_
 
 
-def _path_errors(errors: Sequence[str]) -> list[dict[str, Any]]:
+def _path_errors(errors: Sequence[str], *, lines: bool = True) -> list[dict[str, Any]]:
     """'rules[2].action.team: unknown team' -> {"path": "rules[2].action.team", "reason": "unknown team"}.
 
     A condition's error ends with "(line N)" when the rules came as text; the line becomes its own field.
@@ -53,7 +53,7 @@ def _path_errors(errors: Sequence[str]) -> list[dict[str, Any]]:
         item: dict[str, Any] = {"path": path, "reason": reason}
         if not separator:
             item = {"path": "<document>", "reason": error}
-        line = _LINE_SUFFIX.search(item["reason"])
+        line = _LINE_SUFFIX.search(item["reason"]) if lines else None
         if line is not None:
             item["line"] = int(line.group(1))
         out.append(item)
@@ -267,27 +267,6 @@ async def list_accounts(session: ReadSession, _admin: Admin) -> dict[str, Any]:
     return {"items": await roster.accounts(session)}
 
 
-def _roster_errors(errors: Sequence[str], ids: dict[str, list[str]], edited: tuple[str, str] | None) -> Any:
-    """Paths into the merged roster become paths a caller recognises: the body's own fields, or kind[id]."""
-    out = []
-    for item in _path_errors(errors):
-        path = item["path"]
-        for kind, kind_ids in ids.items():
-            for index, item_id in enumerate(kind_ids):
-                prefix = f"{kind}[{index}]"
-                if path == prefix or path.startswith((prefix + ".", prefix + "[")):
-                    if edited == (kind, item_id):
-                        path = path[len(prefix) :].lstrip(".") or "<body>"
-                    else:
-                        path = f"{kind}[{item_id}]" + path[len(prefix) :]
-                    break
-            else:
-                continue
-            break
-        out.append({"path": path, "reason": item["reason"]})
-    return out
-
-
 def _roster_out(saved: Any) -> dict[str, Any]:
     return {"roster_version": saved.version, "teams": len(saved.teams), "reps": len(saved.reps)}
 
@@ -307,7 +286,7 @@ async def put_rep(
     try:
         saved = await roster.edit_roster(_router(request), session, reps={rep_id: {**body, "id": rep_id}})
     except roster.RosterEditRefused as exc:
-        raise problem(422, "invalid_roster", _roster_errors(exc.errors, exc.ids, ("reps", rep_id))) from exc
+        raise problem(422, "invalid_roster", _path_errors(exc.errors_for(("reps", rep_id)), lines=False)) from exc
     return _roster_out(saved)
 
 
@@ -323,7 +302,7 @@ async def patch_rep(
     except LookupError as exc:
         raise problem(404, "not_found", str(exc)) from exc
     except roster.RosterEditRefused as exc:
-        raise problem(422, "invalid_roster", _roster_errors(exc.errors, exc.ids, ("reps", rep_id))) from exc
+        raise problem(422, "invalid_roster", _path_errors(exc.errors_for(("reps", rep_id)), lines=False)) from exc
     return _roster_out(saved)
 
 
@@ -334,7 +313,7 @@ async def put_team(
     try:
         saved = await roster.edit_roster(_router(request), session, teams={team_id: {**body, "id": team_id}})
     except roster.RosterEditRefused as exc:
-        raise problem(422, "invalid_roster", _roster_errors(exc.errors, exc.ids, ("teams", team_id))) from exc
+        raise problem(422, "invalid_roster", _path_errors(exc.errors_for(("teams", team_id)), lines=False)) from exc
     return _roster_out(saved)
 
 

@@ -41,8 +41,8 @@ from routing.domain.reps import METHODS
 from routing.settings import RoutingSettings
 from routing.store import AssignmentRow, LeadRow, SlaTimer
 from routing.usecases import assign as routing_assign
-from routing.usecases import clock as routing_clock
 from routing.usecases import decide as routing_decide
+from routing.usecases import notices as routing_notices
 from routing.usecases.context import Roster as RoutingRoster
 from routing.usecases.shared import clock_of as routing_clock_of
 from routing.usecases.shared import event as routing_event
@@ -662,8 +662,8 @@ async def test_sla_notices_from_the_router_fit_their_contract(kind: str, fractio
         due_at=due,
     )
     session = RecordingSession()
-    notice = routing_clock.sla_event(kind, lead, assignment, timer, due + timedelta(milliseconds=40))
-    await routing_clock.emit_sla(ROUTER, session, [notice])  # type: ignore[arg-type]
+    notice = routing_notices.sla_event(kind, lead, assignment, timer, due + timedelta(milliseconds=40))
+    await routing_notices.emit_sla(ROUTER, session, [notice])  # type: ignore[arg-type]
     (row,) = session.outbox
     record = _from_outbox(row)
     assert record.problems() == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,31 +18,8 @@ from routing.domain.sla import ResolvedSla, is_hotter, resolve_sla
 from routing.store import ESCALATE, AssignmentRow, LeadRow, RoutingRepository, SlaTimer, TimelineRow
 from routing.usecases import assign as assigning
 from routing.usecases.context import Roster, RoutingContext
-from routing.usecases.shared import EVENT_SOURCE, clock_of, lock, publish, schedule_clock
-
-
-class _LeadFacts(Protocol):
-    """What an SLA notice reads of a lead: a LeadRow, or a row of RoutingRepository.clock_facts."""
-
-    lead_id: str
-    grade: str | None
-    source_kind: str | None
-
-
-class _ClockFacts(Protocol):
-    """What an SLA notice reads of the running assignment: an AssignmentRow, or a row of clock_facts."""
-
-    id: int
-    rep_id: str | None
-    team_id: str | None
-    sla_policy: str | None
-    sla_due_at: datetime | None
-
-
-class _TimerFacts(Protocol):
-    id: int
-    fraction: float | None
-    due_at: datetime
+from routing.usecases.notices import emit_sla, sla_event
+from routing.usecases.shared import clock_of, lock, schedule_clock
 
 
 async def fire_due_timers(rt: RoutingContext, session: AsyncSession, now: datetime, limit: int) -> int:
@@ -224,50 +201,6 @@ def carried_sla(rt: RoutingContext, snapshot: Any, grade: str | None) -> Resolve
     environment's for the grade."""
     kept = ResolvedSla.from_dict(snapshot)
     return kept or ResolvedSla(sla_policy_for(grade, policies=rt.sla_policies), rt.ladder)
-
-
-def sla_event(
-    kind: str,
-    lead: _LeadFacts,
-    current: _ClockFacts,
-    timer: _TimerFacts,
-    now: datetime,
-    *,
-    clock_kind: str = "first_contact",
-    step: str | None = None,
-    manager_id: str | None = None,
-) -> Event:
-    """lead.sla_warning / lead.sla_breached: which clock, how late it fired, and for a breach the ladder step."""
-    due = timer.due_at
-    detail = {
-        "lead_id": lead.lead_id,
-        "assignment_id": current.id,
-        "rep_id": current.rep_id,
-        "team_id": current.team_id,
-        "grade": lead.grade,
-        "source_kind": lead.source_kind,
-        "policy": current.sla_policy,
-        "fraction": timer.fraction,
-        "due_at": due.isoformat(),
-        "sla_due_at": current.sla_due_at.isoformat() if current.sla_due_at else None,
-        "fired_at": now.isoformat(),
-        "late_ms": max(0, round((now - due).total_seconds() * 1000)),
-        "clock": clock_kind,  # first_contact, or follow_up: the touches after the first one
-    }
-    if kind == "lead.sla_breached":
-        detail["step"] = step  # the ladder step this breach calls for (null: none, or a follow-up breach)
-        detail["manager_id"] = manager_id  # who a notify_manager step tells
-    return Event(type=kind, source=EVENT_SOURCE, subject=lead.lead_id, time=now, data=detail)
-
-
-async def emit_sla(rt: RoutingContext, session: AsyncSession, events: Sequence[Event]) -> None:
-    """SLA warnings and breaches: a timeline row each, the events and their webhook deliveries."""
-    if not events:
-        return
-    await RoutingRepository(session).add_timeline_rows(
-        {"lead_id": e.subject, "at": e.time, "kind": e.type.removeprefix("lead."), "detail": e.data} for e in events
-    )
-    await publish(rt, session, events)
 
 
 async def escalate(

@@ -29,6 +29,23 @@ class RosterEditRefused(RosterError):
         super().__init__(errors)
         self.ids = ids
 
+    def errors_for(self, edited: tuple[str, str] | None) -> list[str]:
+        """The errors with paths a caller recognises: the edited item's own fields, or kind[id] for the others."""
+        return [self._caller_path(error, edited) for error in self.errors]
+
+    def _caller_path(self, error: str, edited: tuple[str, str] | None) -> str:
+        path, separator, reason = error.partition(": ")
+        if not separator:
+            return error
+        for kind, kind_ids in self.ids.items():
+            for index, item_id in enumerate(kind_ids):
+                prefix = f"{kind}[{index}]"
+                if path == prefix or path.startswith((prefix + ".", prefix + "[")):
+                    if edited == (kind, item_id):
+                        return f"{path[len(prefix) :].lstrip('.') or '<body>'}: {reason}"
+                    return f"{kind}[{item_id}]{path[len(prefix) :]}: {reason}"
+        return error
+
 
 async def install_rules(rt: RoutingContext, session: AsyncSession, text: str) -> RoutingRules:
     """Validate (RulesError leaves the old rules in force), check against the roster, activate."""
