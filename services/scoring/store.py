@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, func, literal_column, select, tuple_, update
+from sqlalchemy import JSON, Boolean, Integer, String, Text, func, literal_column, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.consumer import processed_table
-from common.db import new_metadata
+from common.db import UtcDateTime, new_metadata
 from common.outbox import outbox_dead_table, outbox_table
 from scoring.domain import Firmographic, OutcomeCounts
 
@@ -39,10 +39,10 @@ class ScoredLead(Base):
     ruleset_version: Mapped[str] = mapped_column(String(64))
     grade: Mapped[str] = mapped_column(String(2))
     qualified: Mapped[bool] = mapped_column(Boolean)
-    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    scored_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     outcome: Mapped[str | None] = mapped_column(String(32))
-    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class RulesetVersion(Base):
@@ -51,8 +51,8 @@ class RulesetVersion(Base):
     version: Mapped[str] = mapped_column(String(64), primary_key=True)
     source_text: Mapped[str] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class FirmographicRow(Base):
@@ -64,7 +64,7 @@ class FirmographicRow(Base):
     industry: Mapped[str | None] = mapped_column(String(100))
     country: Mapped[str | None] = mapped_column(String(2))
     revenue_band: Mapped[str | None] = mapped_column(String(32))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class OutcomeCount(Base):
@@ -84,7 +84,7 @@ class ErasedLead(Base):
     __tablename__ = "erased_leads"
 
     lead_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    erased_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 outbox = outbox_table(Base.metadata)

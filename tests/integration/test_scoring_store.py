@@ -124,6 +124,18 @@ async def test_a_lead_is_scored_once_even_when_it_is_received_twice(db: Database
     assert scored["lead"] == first.data["lead"] and scored["received_at"] == NOW.isoformat()
 
 
+async def test_stored_times_read_back_as_aware_utc_on_both_databases(db: Database) -> None:
+    # SQLite keeps no zone: without the shared UTC column type its times came back naive (and a score's
+    # scored_at was shown without its zone), unlike PostgreSQL's.
+    scoring = Scoring(_settings(), provider=None, clock=lambda: NOW)
+    event = _received(_lead())
+    await _apply(db, scoring.on_received, event)
+    row = await _scored(db, event.subject)
+    assert row is not None
+    assert row.scored_at.tzinfo is UTC and row.scored_at == NOW
+    assert row.received_at is not None and row.received_at.tzinfo is UTC and row.received_at == NOW
+
+
 async def test_an_outcome_counts_once_per_lead_whatever_arrives_later(db: Database) -> None:
     scoring = Scoring(_settings(), provider=None, clock=lambda: NOW)
     won, lost = _received(_lead(country="DE")), _received(_lead(country="FR"))
