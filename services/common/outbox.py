@@ -160,9 +160,9 @@ class OutboxRelay:
                     self._producer = self._producer_factory()
                     await asyncio.wait_for(self._producer.start(), self._settings.kafka_send_timeout_s)
                     log.info("outbox_relay_connected")
-                published = await self._publish_batch(self._producer)
+                more = await self._publish_batch(self._producer)
                 backoff = 0.5
-                return published >= self._settings.outbox_batch_size  # a full batch: more may be waiting
+                return more
             except (KafkaError, TimeoutError, OSError) as exc:
                 # aiokafka's idempotent producer can hang or wedge after a broker outage (#1101): start afresh.
                 log.warning("outbox_relay_kafka_error", error=type(exc).__name__, retry_in_s=backoff)
@@ -187,7 +187,8 @@ class OutboxRelay:
         self._stop.set()
         self._wake.set()
 
-    async def _publish_batch(self, producer: AIOKafkaProducer) -> int:
+    async def _publish_batch(self, producer: AIOKafkaProducer) -> bool:
+        """Publish one batch of the oldest rows and delete what left; True when more rows may be waiting."""
         table = self._table
         # Read, publish and delete in separate short transactions: a transaction held open across a Kafka round
         # trip would block SQLite's single writer for that long.
@@ -209,39 +210,55 @@ class OutboxRelay:
             ).all()
         metrics.OUTBOX_BACKLOG.set(len(rows))
         if not rows:
-            return 0
-        timeout = self._settings.kafka_send_timeout_s
+            return False
         sent: list[tuple[Any, asyncio.Future[Any]]] = []
         refused: list[tuple[Any, str, BaseException]] = []
+        stopped_at: tuple[Any, BaseException] | None = None  # the row whose send() failed: it and the rest wait
         failure: BaseException | None = None
-        for row in rows:
-            headers = [(k, v.encode()) for k, v in loads(row.headers)]
-            try:
-                # A little over the producer's own request timeout, so that its UnknownTopicOrPartitionError (which
-                # says which topic) comes first; a broker that is down raises the same, and _refusal tells them apart.
-                future = await asyncio.wait_for(
-                    producer.send(row.topic, value=row.value, key=row.key, headers=headers), timeout + 1
-                )
-            except (KafkaError, TimeoutError) as exc:
-                reason = await self._refusal(producer, row.topic, exc)
-                if reason is None:
-                    failure = exc  # retriable: this row and the rest stay for the next round
-                    break
-                refused.append((row, reason, exc))
-                continue
-            sent.append((row, future))
-        # Every delivery future is awaited: a bare send() only enqueues.
-        results = await asyncio.wait_for(asyncio.gather(*(f for _, f in sent), return_exceptions=True), timeout)
+        try:
+            # Pipelined: every send() is issued before any delivery is awaited, so the batch leaves in a few produce
+            # requests instead of one round trip per row; one bound for the whole batch (an idempotent producer can
+            # hang while the broker is down, aiokafka#1101), a little over the producer's own request timeout so
+            # that its UnknownTopicOrPartitionError (which names the topic) comes first.
+            async with asyncio.timeout(self._settings.kafka_send_timeout_s + 1):
+                for row in rows:
+                    headers = [(k, v.encode()) for k, v in loads(row.headers)]
+                    try:
+                        future = await producer.send(row.topic, value=row.value, key=row.key, headers=headers)
+                    except (KafkaError, TimeoutError) as exc:
+                        reason = _certain_refusal(exc) if self._dead is not None else None
+                        if reason is None:
+                            stopped_at = (row, exc)  # maybe the broker is down: decided below, outside the bound
+                            break
+                        refused.append((row, reason, exc))
+                        continue
+                    sent.append((row, future))
+                # Every delivery future is awaited: a bare send() only enqueues.
+                if sent:
+                    await asyncio.wait([future for _, future in sent])
+        except TimeoutError as exc:
+            failure = exc  # deliveries still pending keep their rows for the next round
+        if stopped_at is not None:
+            row, error = stopped_at
+            reason = await self._refusal(producer, row.topic, error)
+            if reason is None:
+                failure = failure or error
+            else:
+                refused.append((row, reason, error))
         published: list[Any] = []
-        for (row, _future), result in zip(sent, results, strict=True):
-            if not isinstance(result, BaseException):
+        for row, future in sent:
+            if not future.done() or future.cancelled():
+                failure = failure or TimeoutError("delivery unconfirmed within the batch's bound")
+                continue
+            delivery_error = future.exception()
+            if delivery_error is None:
                 published.append(row)
                 continue
-            reason = await self._refusal(producer, row.topic, result)
+            reason = await self._refusal(producer, row.topic, delivery_error)
             if reason is None:
-                failure = failure or result
+                failure = failure or delivery_error
             else:
-                refused.append((row, reason, result))
+                refused.append((row, reason, delivery_error))
         if published or refused:
             async with self._db.transaction() as session:
                 # Exactly the published seqs, never a range: on PostgreSQL a seq taken before this read but
@@ -259,16 +276,15 @@ class OutboxRelay:
             metrics.OUTBOX_PUBLISH_DELAY.observe((now - row.created_at).total_seconds())
         metrics.OUTBOX_PUBLISHED.inc(len(published))
         self.last_publish_monotonic = time.monotonic()
-        return len(rows)  # a full batch read (published or parked) means more may be waiting
+        # A full batch read, or one cut short by a parked row, means more may be waiting.
+        return len(rows) >= self._settings.outbox_batch_size or stopped_at is not None
 
     async def _refusal(self, producer: AIOKafkaProducer, topic: str, exc: BaseException) -> str | None:
         """Why the broker will never take this record (a dead-letter reason), or None when a retry may succeed."""
         if self._dead is None:
             return None
-        if isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)):
-            return "record_too_large"
-        if isinstance(exc, (InvalidTopicError, TopicAuthorizationFailedError)):
-            return "topic_refused"
+        if certain := _certain_refusal(exc):
+            return certain
         if isinstance(exc, (UnknownTopicOrPartitionError, KafkaTimeoutError, TimeoutError)):
             # The same error when the broker is down: only a broker that answers, without the topic, means gone.
             try:
@@ -306,6 +322,15 @@ class OutboxRelay:
             log.error(
                 "outbox_dead_lettered", event_id=row.event_id, topic=row.topic, reason=reason, error=type(exc).__name__
             )
+
+
+def _certain_refusal(exc: BaseException) -> str | None:
+    """A refusal the error alone proves, with no question to the broker (which _refusal may need to ask)."""
+    if isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)):
+        return "record_too_large"
+    if isinstance(exc, (InvalidTopicError, TopicAuthorizationFailedError)):
+        return "topic_refused"
+    return None
 
 
 async def backlog(db: Database, table: Table) -> int:

@@ -1,0 +1,144 @@
+"""The outbox relay pipelines a batch: every send issued before any delivery is awaited, one bound for the batch.
+
+A fake producer stands in for Kafka (what it is asked, and when, is the point); the outbox is a real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from common.db import Database, upgrade_schema_async
+from common.envelope import Event
+from common.outbox import OutboxRelay, add_events, backlog
+from common.settings import ServiceSettings
+from routing.app import MIGRATIONS
+from routing.store import Base, outbox
+from tests.support.stack import wait_until_async
+
+pytestmark = [pytest.mark.integration]
+
+
+class _Delivery(asyncio.Future[Any]):
+    """A delivery future that notes in the shared log when the relay first waits on it."""
+
+    def __init__(self, log: list[str], on_awaited: Callable[[], None]) -> None:
+        super().__init__()
+        self._log = log
+        self._on_awaited = on_awaited
+
+    def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
+        self._log.append("await")
+        self._on_awaited()
+        super().add_done_callback(fn, context=context)
+
+
+class _FakeProducer:
+    """Delivers nothing until the relay awaits a delivery; then delivers all sent so far, except `stalled` keys."""
+
+    def __init__(self, log: list[str], delivered: list[bytes], stalled: set[bytes]) -> None:
+        self.log = log
+        self.delivered = delivered
+        self.stalled = stalled
+        self._pending: list[tuple[bytes, _Delivery]] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> _Delivery:
+        self.log.append(f"send {key.decode()}")
+        future = _Delivery(self.log, self._deliver)
+        self._pending.append((key, future))
+        return future
+
+    def _deliver(self) -> None:
+        for key, future in self._pending:
+            if key not in self.stalled and not future.done():
+                self.delivered.append(key)
+                future.set_result(None)
+
+
+def _settings(**overrides: object) -> ServiceSettings:
+    values: dict[str, object] = {
+        "service_name": "plumbing",
+        "env": "test",
+        "kafka_bootstrap": "127.0.0.1:1",  # never dialled: the producer is a fake
+        "outbox_poll_interval_s": 0.05,
+        "kafka_send_timeout_s": 0.3,
+    }
+    values.update(overrides)
+    return ServiceSettings(**values)  # type: ignore[arg-type]
+
+
+async def _outbox_with(url: str, settings: ServiceSettings, n: int) -> tuple[Database, list[Event]]:
+    db = Database(url)
+    await upgrade_schema_async(url, MIGRATIONS, Base.metadata)
+    events = [Event(type="thing.happened", source="/tests", subject=f"lead-{i}", data={"n": i}) for i in range(n)]
+    async with db.transaction() as session:
+        await add_events(session, outbox, settings, events, lambda _e: "things.v1")
+    return db, events
+
+
+async def _run_until_empty(relay: OutboxRelay, db: Database) -> None:
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until_async(lambda: _empty(db), timeout=20, what="outbox emptied")
+    finally:
+        await relay.stop()
+        await task
+
+
+async def _empty(db: Database) -> bool:
+    return await backlog(db, outbox) == 0
+
+
+async def test_a_batch_is_sent_whole_before_the_first_delivery_is_awaited(database_url: str) -> None:
+    settings = _settings()
+    db, events = await _outbox_with(database_url, settings, 20)
+    log: list[str] = []
+    delivered: list[bytes] = []
+    relay = OutboxRelay(
+        settings=settings,
+        db=db,
+        table=outbox,
+        producer_factory=lambda: _FakeProducer(log, delivered, set()),  # type: ignore[arg-type,return-value]
+    )
+    try:
+        await _run_until_empty(relay, db)
+    finally:
+        await db.dispose()
+    first_wait = log.index("await")
+    assert log[:first_wait] == [f"send lead-{i}" for i in range(20)]  # all 20 issued, in outbox order
+    assert delivered == [e.key() for e in events]
+
+
+async def test_a_stalled_delivery_keeps_only_its_own_row_the_delivered_ones_are_not_sent_again(
+    database_url: str,
+) -> None:
+    """One bound for the batch: when a delivery is still unconfirmed at the bound, the rows the broker did confirm
+    are deleted, and only the unconfirmed one goes out again (no duplicates of the rest)."""
+    settings = _settings()
+    db, events = await _outbox_with(database_url, settings, 5)
+    log: list[str] = []
+    delivered: list[bytes] = []
+    producers: list[_FakeProducer] = []
+
+    def producer() -> _FakeProducer:
+        # The first producer never confirms lead-2 (a broker stall); its successor, after the restart, does.
+        producers.append(_FakeProducer(log, delivered, {b"lead-2"} if not producers else set()))
+        return producers[-1]
+
+    relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=producer)  # type: ignore[arg-type]
+    try:
+        await _run_until_empty(relay, db)
+    finally:
+        await db.dispose()
+    assert len(producers) == 2
+    assert sorted(delivered) == sorted(e.key() for e in events)  # each exactly once
+    assert [line for line in log if line.startswith("send")][5:] == ["send lead-2"]
