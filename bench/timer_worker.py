@@ -64,6 +64,7 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
     from routing.settings import RoutingSettings
     from routing.store import Base, RoutingRepository, SlaTimer
     from routing.timers import TimerLoop
+    from routing.usecases import clock as clock_usecase
 
     out["imported_s"] = round(time.time() - args.spawned, 3)
     url = f"sqlite+aiosqlite:///{args.db}"
@@ -81,7 +82,7 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
     claimed: dict[int, list[tuple[int, float, float]]] = {}
     detected: dict[int, tuple[float, float, float]] = {}  # timer id -> (due, claimed, committed)
     all_detected = asyncio.Event()
-    build = router._sla_event
+    build = clock_usecase.sla_event
     current_session: list[Any] = [None]
     detect = router.detect_due_timers
 
@@ -90,11 +91,11 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
         return await detect(session, now, limit)
 
     # The breach counts as detected when the transaction that fires it commits (that is when anyone can see it).
-    def build_and_note(kind: str, lead: Any, current: Any, timer: Any, now: datetime) -> Any:
+    def build_and_note(kind: str, lead: Any, current: Any, timer: Any, now: datetime, **extra: Any) -> Any:
         if kind == "lead.sla_breached" and first <= timer.id <= last:
             due = timer.due_at if timer.due_at.tzinfo else timer.due_at.replace(tzinfo=UTC)
             claimed.setdefault(id(current_session[0]), []).append((timer.id, due.timestamp(), now.timestamp()))
-        return build(kind, lead, current, timer, now)
+        return build(kind, lead, current, timer, now, **extra)
 
     def on_commit(session: Any) -> None:
         committed = time.time()
@@ -103,7 +104,7 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
         if len(detected) >= expected:
             all_detected.set()
 
-    router._sla_event = build_and_note  # type: ignore[method-assign]
+    clock_usecase.sla_event = build_and_note  # type: ignore[assignment]
     router.detect_due_timers = detect_and_note  # type: ignore[method-assign]
     db.on_commit(on_commit)
 
