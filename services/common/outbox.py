@@ -113,6 +113,15 @@ async def add_events(
         ],
     )
     session.info[_SESSION_FLAG] = True
+    if (await session.connection()).dialect.name == "postgresql":
+        # Wakes the publishing relay even when it runs in another process of this service (one leader publishes
+        # for all); PostgreSQL delivers the notification at commit, and never for a rolled-back transaction.
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": _channel(settings.service_name)})
+
+
+def _channel(service_name: str) -> str:
+    """The LISTEN/NOTIFY channel that wakes a service's relay."""
+    return f"handoff_outbox_{service_name}"
 
 
 class OutboxRelay:
@@ -148,7 +157,7 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until stopped; a broker outage only delays publishing, it never loses a row."""
         backoff = 0.5
-        leader = _Leadership(self._db, self._settings.service_name)
+        leader = _Leadership(self._db, self._settings.service_name, self._wake)
 
         async def one_round() -> bool | float:
             nonlocal backoff
@@ -341,10 +350,16 @@ async def backlog(db: Database, table: Table) -> int:
 class _Leadership:
     """On PostgreSQL only one relay per service publishes at a time, which keeps each lead's events in order."""
 
-    def __init__(self, db: Database, name: str) -> None:
+    def __init__(self, db: Database, name: str, wake: asyncio.Event) -> None:
         self._db = db
         self._key = zlib.crc32(f"handoff-outbox-{name}".encode())
         self._conn: AsyncConnection | None = None
+        self._channel = _channel(name)
+        self._wake = wake
+        self._listening: Any = None  # the asyncpg connection the leader LISTENs on
+
+    def _notified(self, *_args: object) -> None:
+        self._wake.set()
 
     async def acquire(self) -> bool:
         if self._db.is_sqlite:
@@ -362,6 +377,11 @@ class _Leadership:
         await conn.commit()
         if got:
             self._conn = conn  # held for the process' lifetime; a killed process releases it with its connection
+            # Every writer's commit (in any process of the service) NOTIFYs: the leader wakes on it, no polling.
+            driver: Any = (await conn.get_raw_connection()).driver_connection
+            if hasattr(driver, "add_listener"):
+                await driver.add_listener(self._channel, self._notified)
+                self._listening = driver
             log.info("outbox_relay_leader")
             return True
         await conn.close()
@@ -371,7 +391,10 @@ class _Leadership:
         if self._conn is None:
             return
         conn, self._conn = self._conn, None
+        listening, self._listening = self._listening, None
         try:
+            if listening is not None:
+                await listening.remove_listener(self._channel, self._notified)  # the connection goes back to the pool
             # close() only hands the connection back to the pool, and a session-level lock stays with it:
             # unlock explicitly, or the next relay in this process could find the lock taken by nobody.
             await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})

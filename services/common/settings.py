@@ -62,7 +62,9 @@ class ServiceSettings(BaseSettings):
 
     kafka_send_timeout_s: float = Field(default=10.0, gt=0)
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
-    outbox_poll_interval_s: float = Field(default=0.5, gt=0)
+    # Only a safety net: a commit wakes the relay (in process; on PostgreSQL through NOTIFY from any process), so an
+    # idle relay does a round this seldom. Rows written by other means (handoff-outbox redrive) wait up to this.
+    outbox_poll_interval_s: float = Field(default=5.0, gt=0)
     consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
     consumer_max_attempts: int = Field(default=4, ge=1, le=50)
     consumer_retry_backoff_s: float = Field(default=0.2, ge=0)

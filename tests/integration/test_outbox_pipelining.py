@@ -142,3 +142,47 @@ async def test_a_stalled_delivery_keeps_only_its_own_row_the_delivered_ones_are_
     assert len(producers) == 2
     assert sorted(delivered) == sorted(e.key() for e in events)  # each exactly once
     assert [line for line in log if line.startswith("send")][5:] == ["send lead-2"]
+
+
+
+async def _woken_by(writer_url: str | None, database_url: str) -> list[bytes]:
+    """Run a relay whose fallback poll is an hour, then commit one row through `writer_url`'s own engine (None:
+    the relay's); only a wake-up can publish it. Returns what was delivered."""
+    settings = _settings(outbox_poll_interval_s=3600)
+    db, _ = await _outbox_with(database_url, settings, 1)  # lead-0: published by the relay's first round
+    writer = Database(writer_url) if writer_url else db
+    delivered: list[bytes] = []
+    relay = OutboxRelay(
+        settings=settings,
+        db=db,
+        table=outbox,
+        producer_factory=lambda: _FakeProducer([], delivered, set()),  # type: ignore[arg-type,return-value]
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        # After its first round the relay waits out the hour unless woken.
+        await wait_until_async(lambda: delivered == [b"lead-0"], timeout=20, what="the first round")
+        later = Event(type="thing.happened", source="/tests", subject="later", data={})
+        async with writer.transaction() as session:
+            await add_events(session, outbox, settings, [later], lambda _e: "things.v1")
+        await wait_until_async(lambda: b"later" in delivered, timeout=20, what="the relay woken by the commit")
+    finally:
+        await relay.stop()
+        await task
+        if writer is not db:
+            await writer.dispose()
+        await db.dispose()
+    return delivered
+
+
+async def test_a_commit_wakes_the_relay_no_poll_needed(database_url: str) -> None:
+    assert await _woken_by(None, database_url) == [b"lead-0", b"later"]
+
+
+@pytest.mark.postgres
+async def test_a_commit_in_another_process_of_the_service_wakes_the_publishing_relay_on_postgres(
+    pg_database: str,
+) -> None:
+    """On PostgreSQL one relay publishes for every process of the service: another process's commit (its own
+    engine, no in-process callback) reaches it through NOTIFY."""
+    assert await _woken_by(pg_database, pg_database) == [b"lead-0", b"later"]
