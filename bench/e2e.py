@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +16,18 @@ from tests.support.stack import ADMIN, ADMIN_TOKEN, ROOT, Service, Stack, free_p
 
 from bench.chain import Stage, create_topics
 from bench.load import RawHttp, Sent, closed_loop, open_loop
-from bench.util import UVICORN_ARGS, interleave, log, median, ratio, summarize
+from bench.util import (
+    UVICORN_ARGS,
+    CpuMeter,
+    broker_pid,
+    cpu_per_lead,
+    interleave,
+    log,
+    median,
+    median_cpu,
+    ratio,
+    summarize,
+)
 from common.topics import LEADS_ASSIGNED, LEADS_RECEIVED, LEADS_SCORED
 
 PARTITIONS = 3  # what tests.support.stack.Stack gives every topic
@@ -106,7 +118,12 @@ async def open_load(service: Service, rate: float, seconds: float) -> tuple[list
         await client.close()
 
 
-def _handoff_max(ingest: Service, arrivals: Arrivals, *, seconds: float, wait_s: float) -> dict[str, Any]:
+def _handoff_max(
+    ingest: Service, arrivals: Arrivals, *, seconds: float, wait_s: float, pids: dict[str, int | None]
+) -> dict[str, Any]:
+    # The generator is this process (not its tree: the services are its children, measured one by one).
+    meter = CpuMeter(pids)
+    meter.add("generator", os.getpid(), tree=False)
     sent, start = uvloop.run(closed_load(ingest, seconds, 32))
     ids = {s.lead_id for s in sent if s.status == 202 and s.lead_id}
     complete = arrivals.wait_count(len(ids), wait_s, ids)
@@ -119,6 +136,8 @@ def _handoff_max(ingest: Service, arrivals: Arrivals, *, seconds: float, wait_s:
         "accepted_per_s": len(ids) / (max(answered) - start) if answered else None,
         "assigned_per_s": len(times) / (max(times) - start) if times else None,
     }
+    result["cpu_s"] = meter.stop()
+    result["cpu_ms_per_lead"] = cpu_per_lead(result["cpu_s"], len(times))
     log(f"e2e max: {result['assigned_per_s'] or 0:.0f} leads/s assigned ({len(times)}/{len(ids)})")
     return result
 
@@ -136,13 +155,20 @@ def _chain(bootstrap: str, sizes: list[int], *, n: int, rate: float = 0.0, wait_
     hop2 = Stage(
         "forward", *common, "--in", topics[1], "--out", topics[2], "--size", str(sizes[2]), "--group", f"{ns}2"
     )
+    meter = CpuMeter()
     try:
         for stage in (observer, hop1, hop2):
             stage.wait_ready()
+        meter.add("hop1", hop1.process.pid)
+        meter.add("hop2", hop2.process.pid)
+        meter.add("broker", broker_pid(bootstrap))
         source = Stage("source", *common, "--out", topics[0], "--size", str(sizes[0]), "--rate", str(rate))
-        started = source.finish()["start"]
+        # The source counts from its start (interpreter and imports included, a small overstatement).
+        meter.add("source", source.process.pid, from_zero=True)
+        started = _finish_sampled(source, meter)["start"]
         complete = observer.wait_count(n, wait_s)
         arrivals = list(observer.arrivals.values())
+        cpu_s = meter.stop()
     finally:
         for stage in (hop1, hop2, observer):
             stage.stop()
@@ -153,7 +179,16 @@ def _chain(bootstrap: str, sizes: list[int], *, n: int, rate: float = 0.0, wait_
         "complete": complete,
         "per_s": len(arrivals) / (last - started) if last else None,
         "latency_ms": summarize([(a - t0) * 1000 for a, t0 in arrivals if t0 is not None]),
+        "cpu_s": cpu_s,
+        "cpu_ms_per_lead": cpu_per_lead(cpu_s, len(arrivals)),
     }
+
+
+def _finish_sampled(stage: Stage, meter: CpuMeter) -> dict[str, Any]:
+    """Wait for a stage that ends by itself and read its CPU before it is reaped (then /proc forgets it)."""
+    os.waitid(os.P_PID, stage.process.pid, os.WEXITED | os.WNOWAIT)  # exited, left a zombie: /proc still has it
+    meter.sample()
+    return stage.finish()
 
 
 def _pair(summary: dict[str, Any]) -> str:
@@ -243,8 +278,15 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
         _latency(stack["ingest"], arrivals, rate=20, seconds=2, wait_s=wait_s)
         sizes: list[int] = []
 
+        pids: dict[str, int | None] = {
+            name: service.process.pid if service.process else None for name, service in stack.services.items()
+        }
+        if receiver.process is not None:
+            pids["receiver"] = receiver.process.pid
+        pids["broker"] = broker_pid(bootstrap)
+
         def handoff(_i: int) -> dict[str, Any]:
-            return _handoff_max(stack["ingest"], arrivals, seconds=seconds, wait_s=wait_s)
+            return _handoff_max(stack["ingest"], arrivals, seconds=seconds, wait_s=wait_s, pids=pids)
 
         def chain(_i: int) -> dict[str, Any]:
             if not sizes:
@@ -264,6 +306,10 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
             "chain_per_s": median([r["per_s"] for r in chain_runs]),
         }
         result["throughput"]["ratio"] = ratio(best, result["throughput"]["chain_per_s"])
+        result["throughput"]["cpu_ms_per_lead"] = {
+            "handoff": median_cpu(handoff_runs),
+            "chain": median_cpu(chain_runs),
+        }
         levels = []
         for fraction in (0.1, 0.5, 0.8):
             rate = max(1.0, best * fraction)

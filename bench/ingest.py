@@ -9,7 +9,19 @@ from typing import Any
 from tests.support.stack import ADMIN_TOKEN, ROOT, Service, Stack, free_port
 
 from bench.load import WrkResult, run_wrk
-from bench.util import UVICORN_ARGS, children, interleave, log, median, pin, ratio
+from bench.util import (
+    UVICORN_ARGS,
+    CpuMeter,
+    broker_pid,
+    children,
+    cpu_per_lead,
+    interleave,
+    log,
+    median,
+    median_cpu,
+    pin,
+    ratio,
+)
 
 
 def _servers(tmp: Path, bootstrap: str, workers: int) -> tuple[Stack, Service]:
@@ -53,8 +65,14 @@ def _mode(
         gen_cpus = "1" if pinned else None
         threads = 1 if pinned else 2
 
+        broker = broker_pid(bootstrap)
+        cpu: dict[str, list[dict[str, Any]]] = {"handoff": [], "bare": []}
+
         def measure(service: Service, duration: float) -> WrkResult:
-            return run_wrk(
+            # The server's process tree (uvicorn's workers included) and the broker, over exactly this wrk run.
+            assert service.process is not None
+            meter = CpuMeter({"server": service.process.pid, "broker": broker})
+            out = run_wrk(
                 f"{service.url}/v1/leads",
                 token=ADMIN_TOKEN,
                 seconds=duration,
@@ -62,10 +80,15 @@ def _mode(
                 threads=threads,
                 cpus=gen_cpus,
             )
+            cpu_s = meter.stop()
+            run = {"cpu_s": cpu_s, "cpu_ms_per_lead": cpu_per_lead(cpu_s, out.accepted)}
+            cpu["handoff" if service is ingest else "bare"].append(run)
+            return out
 
         # Warm both (imports, first connections, SQLite page cache) before anything counts.
         measure(ingest, 1)
         measure(bare, 1)
+        cpu = {"handoff": [], "bare": []}  # the warm-up does not count
         handoff, baseline = interleave(repeats, lambda _i: measure(ingest, seconds), lambda _i: measure(bare, seconds))
     finally:
         bare.stop()
@@ -77,6 +100,8 @@ def _mode(
         "seconds_per_run": seconds,
         "handoff_runs": [r.as_dict() for r in handoff],
         "bare_runs": [r.as_dict() for r in baseline],
+        "cpu_runs": cpu,
+        "cpu_ms_per_lead": {"handoff": median_cpu(cpu["handoff"]), "bare": median_cpu(cpu["bare"])},
     }
     for name, runs in (("handoff", handoff), ("bare", baseline)):
         result[name] = {

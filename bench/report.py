@@ -31,6 +31,30 @@ def _pair(summary: dict[str, Any], unit: str = "ms") -> str:
     return f"{_n(p50, 1)} / {_n(p99, 1)} {unit}"
 
 
+def _cpu_text(per_lead: dict[str, float | None]) -> str:
+    """CPU ms per lead by process and their sum, e.g. `scoring 1.90 + broker 0.31 = 2.21 ms`."""
+    present = {name: ms for name, ms in per_lead.items() if ms is not None}
+    if not present:
+        return "-"
+    parts = " + ".join(f"{name} {ms:.2f}" for name, ms in present.items())
+    return f"{parts} = {sum(present.values()):.2f} ms" if len(present) > 1 else f"{parts} ms"
+
+
+def _cpu_total(per_lead: dict[str, float | None]) -> float | None:
+    present = [ms for ms in per_lead.values() if ms is not None]
+    return sum(present) if present else None
+
+
+def _cpu_row(label: str, cpu: dict[str, dict[str, float | None]] | None, baseline: str = "bare") -> list[Row]:
+    """One row of CPU ms per lead (from /proc, per process), Handoff against its baseline, if it was measured."""
+    if not cpu or not cpu.get("handoff"):
+        return []
+    base = cpu.get(baseline) or {}
+    ratio = _div(_cpu_total(cpu["handoff"]), _cpu_total(base))
+    label = f"  {label}: CPU ms per lead, by process"
+    return [(label, _cpu_text(cpu["handoff"]), _cpu_text(base), _r(ratio), "-", "-")]
+
+
 def rows(results: dict[str, Any]) -> list[Row]:
     """(metric, Handoff, baseline, ratio, target, met?) for every figure measured."""
     out: list[Row] = []
@@ -57,6 +81,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 "-",
             )
         )
+        out.extend(_cpu_row("Ingest, pinned", p.get("cpu_ms_per_lead")))
         for key in ("whole_machine", "whole_machine_workers"):
             w = ingest.get(key)
             if not w:
@@ -99,6 +124,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 _met((t["handoff_per_s"] or 0) >= 1000),
             )
         )
+        out.extend(_cpu_row("End to end", t.get("cpu_ms_per_lead"), baseline="chain"))
         for level in e2e.get("latency", []):
             h, c, b = level["handoff"], level["chain"], level["bare_http"]
             label = f"{int(level['fraction'] * 100)}% of max ({h['rate']:g}/s, {h['accepted']} leads)"
@@ -202,7 +228,10 @@ def rows(results: dict[str, Any]) -> list[Row]:
     if webhooks and "skipped" not in webhooks:
         out.append(
             (
-                "Webhooks: deliveries/s to a local receiver (baseline: bare httpx, same bodies)",
+                "Webhooks: deliveries/s to a local receiver (baseline: bare client of the same transport, "
+                f"{webhooks.get('transport', 'httpx')}, same bodies"
+                + (f"; bare httpx {_n(webhooks['bare_httpx_per_s'])}/s" if webhooks.get("bare_httpx_per_s") else "")
+                + ")",
                 _n(webhooks["handoff_per_s"]),
                 _n(webhooks["bare_per_s"]),
                 _r(webhooks["ratio"]),
@@ -225,6 +254,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     "-",
                 )
             )
+            out.extend(_cpu_row(label.split(":")[0], stage.get("cpu_ms_per_lead")))
     overload = results.get("overload")
     if overload and overload.get("overload"):
         o = overload["overload"]

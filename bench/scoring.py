@@ -12,7 +12,7 @@ from tests.support.stack import Stack, sample_lead
 
 from bench.chain import Stage, create_topics
 from bench.e2e import PARTITIONS
-from bench.util import UVICORN_ARGS, interleave, log, median, ratio
+from bench.util import UVICORN_ARGS, CpuMeter, broker_pid, cpu_per_lead, interleave, log, median, median_cpu, ratio
 from common.envelope import Event
 from common.kafka import new_producer
 from common.settings import ServiceSettings
@@ -63,11 +63,19 @@ def fill(bootstrap: str, topic: str, events: list[Event]) -> None:
     asyncio.run(produce())
 
 
-def _drain_rate(observer: Stage, n: int, wait_s: float) -> dict[str, Any]:
+def _drain_rate(observer: Stage, n: int, wait_s: float, meter: CpuMeter | None = None) -> dict[str, Any]:
+    """Leads/s first output to last; with a meter, CPU seconds per process and ms per lead over the same drain."""
+    # Leads already out when the meter started were paid for before it: only the rest count against its CPU.
+    before = observer.count()
     complete = observer.wait_count(n, wait_s)
     times = sorted(a for a, _ in observer.arrivals.values())
     per_s = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else None
-    return {"n": n, "done": len(times), "complete": complete, "per_s": per_s}
+    result: dict[str, Any] = {"n": n, "done": len(times), "complete": complete, "per_s": per_s}
+    if meter is not None:
+        result["cpu_s"] = meter.stop()
+        result["cpu_ms_per_lead"] = cpu_per_lead(result["cpu_s"], len(times) - before)
+    return result
+
 
 
 def service_drain(
@@ -84,7 +92,10 @@ def service_drain(
     try:
         observer.wait_ready()
         process.start()
-        result = _drain_rate(observer, len(events), wait_s)
+        assert process.process is not None
+        # From readiness on: the service's start-up (imports, migrations) is not a cost per lead.
+        meter = CpuMeter({service: process.process.pid, "broker": broker_pid(bootstrap)})
+        result = _drain_rate(observer, len(events), wait_s, meter)
     finally:
         observer.stop()
         process.stop()
@@ -107,7 +118,9 @@ def bare_drain(bootstrap: str, events: list[Event], out_size: int, wait_s: float
             *("--bootstrap", bootstrap, "--in", source, "--out", sink, "--n", str(len(events))),
             *("--size", str(out_size), "--group", f"{ns}g"),
         )
-        result = _drain_rate(observer, len(events), wait_s)
+        loop.wait_ready()
+        meter = CpuMeter({"forward": loop.process.pid, "broker": broker_pid(bootstrap)})
+        result = _drain_rate(observer, len(events), wait_s, meter)
     finally:
         if loop is not None:
             loop.stop()
@@ -143,6 +156,7 @@ def compare(
         "bare_per_s": median([r["per_s"] for r in bare]),
     }
     result["ratio"] = ratio(result["handoff_per_s"], result["bare_per_s"])
+    result["cpu_ms_per_lead"] = {"handoff": median_cpu(handoff), "bare": median_cpu(bare)}
     return result
 
 

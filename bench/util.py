@@ -172,10 +172,125 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process, all threads included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def stat_cpu_seconds(stat: str, ticks_per_s: int, *, reaped_children: bool = False) -> float:
+    """CPU seconds in one /proc/<pid>/stat line: utime + stime (fields 14, 15), plus cutime + cstime (16, 17) when
+    `reaped_children`. Split after the last ")": the command name in field 2 may itself hold spaces and ")"."""
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # fields[0] is field 3 (state)
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / ticks_per_s
+
+
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """User plus system CPU time of a process, all threads included (and its waited-for children's if asked)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat_cpu_seconds(stat, os.sysconf("SC_CLK_TCK"), reaped_children=reaped_children)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and all its descendants: the live ones read one by one, the exited ones through
+    cutime + cstime (the kernel adds a child there only once it is reaped, so nothing is counted twice)."""
+    total = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):  # a process that just exited counts as nothing
+        total = cpu_seconds(pid, reaped_children=True)
+    for child in children(pid):
+        total += tree_cpu_seconds(child)
+    return total
+
+
+def per_lead_ms(cpu_s: float | None, leads: int) -> float | None:
+    """CPU milliseconds per lead; None when nothing was measured or no lead went through."""
+    if cpu_s is None or leads <= 0:
+        return None
+    return cpu_s * 1000 / leads
+
+
+def listener_pid(port: int) -> int | None:
+    """The process listening on TCP `port` on this machine (the broker's JVM), found through /proc: whichever
+    script started it, and whether or not the bench did."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                # local address is HEX_IP:HEX_PORT; state 0A is LISTEN
+                if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{cols[9]}]")
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return int(proc.name)
+    return None
+
+
+def median_cpu(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Median CPU ms per lead of each process over runs (each run's `cpu_ms_per_lead`)."""
+    names = {name for r in runs for name in r.get("cpu_ms_per_lead", {})}
+    return {name: median([r.get("cpu_ms_per_lead", {}).get(name) for r in runs]) for name in sorted(names)}
+
+
+def broker_pid(bootstrap: str) -> int | None:
+    """The local broker's pid from its bootstrap address, or None when it runs elsewhere."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "") or not port.isdigit():
+        return None
+    return listener_pid(int(port))
+
+
+class CpuMeter:
+    """CPU seconds per named process over a measured window: `start()`, the work, then `stop()`.
+
+    Processes are trees (uvicorn workers, a stage's children), and one may join after `start()` (a service started
+    inside the window counts from zero). A process gone before `stop()` keeps its last reading."""
+
+    def __init__(self, pids: dict[str, int | None] | None = None) -> None:
+        self._pids: dict[str, int] = {}
+        self._trees: dict[str, bool] = {}
+        self._start: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        for name, pid in (pids or {}).items():
+            self.add(name, pid)
+
+    def add(self, name: str, pid: int | None, *, from_zero: bool = False, tree: bool = True) -> None:
+        """Measure `pid` under `name`; `from_zero` for a process started inside the window (all its CPU counts);
+        `tree=False` for the bench's own process, whose children are the services measured on their own."""
+        if pid is None:
+            return
+        self._pids[name] = pid
+        self._trees[name] = tree
+        self._start[name] = 0.0 if from_zero else self._read(name)
+        self._last[name] = self._start[name]
+
+    def sample(self) -> None:
+        """Read every process now: call before stopping one, so its CPU is kept."""
+        for name, pid in self._pids.items():
+            if Path(f"/proc/{pid}").exists():
+                self._last[name] = max(self._last[name], self._read(name))
+
+    def _read(self, name: str) -> float:
+        pid = self._pids[name]
+        if self._trees[name]:
+            return tree_cpu_seconds(pid)
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return cpu_seconds(pid)
+        return self._last.get(name, 0.0)
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds each process spent since it was added."""
+        self.sample()
+        return {name: round(self._last[name] - self._start[name], 3) for name in self._pids}
+
+
+def cpu_per_lead(cpu_s: dict[str, float], leads: int) -> dict[str, float | None]:
+    """CPU ms per lead for each process of a `CpuMeter` reading."""
+    return {name: None if (ms := per_lead_ms(s, leads)) is None else round(ms, 3) for name, s in cpu_s.items()}
 
 
 def rss_mb(pid: int | str = "self", key: str = "VmRSS") -> float:
