@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -37,12 +35,13 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
 from common.db import Database, UtcDateTime
 from common.envelope import Event, dumps, loads
 from common.kafka import stop_quietly
+from common.outbox_leader import RelayLeadership, relay_channel
 from common.poll import poll_until
 from common.settings import ServiceSettings
 
@@ -116,12 +115,7 @@ async def add_events(
     if (await session.connection()).dialect.name == "postgresql":
         # Wakes the publishing relay even when it runs in another process of this service (one leader publishes
         # for all); PostgreSQL delivers the notification at commit, and never for a rolled-back transaction.
-        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": _channel(settings.service_name)})
-
-
-def _channel(service_name: str) -> str:
-    """The LISTEN/NOTIFY channel that wakes a service's relay."""
-    return f"handoff_outbox_{service_name}"
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": relay_channel(settings.service_name)})
 
 
 class OutboxRelay:
@@ -157,7 +151,7 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until stopped; a broker outage only delays publishing, it never loses a row."""
         backoff = 0.5
-        leader = _Leadership(self._db, self._settings.service_name, self._wake)
+        leader = RelayLeadership(self._db, self._settings.service_name, self._wake)
 
         async def one_round() -> bool | float:
             nonlocal backoff
@@ -345,62 +339,3 @@ def _certain_refusal(exc: BaseException) -> str | None:
 async def backlog(db: Database, table: Table) -> int:
     async with db.read() as session:
         return int((await session.execute(select(func.count()).select_from(table))).scalar_one())
-
-
-class _Leadership:
-    """On PostgreSQL only one relay per service publishes at a time, which keeps each lead's events in order."""
-
-    def __init__(self, db: Database, name: str, wake: asyncio.Event) -> None:
-        self._db = db
-        self._key = zlib.crc32(f"handoff-outbox-{name}".encode())
-        self._conn: AsyncConnection | None = None
-        self._channel = _channel(name)
-        self._wake = wake
-        self._listening: Any = None  # the asyncpg connection the leader LISTENs on
-
-    def _notified(self, *_args: object) -> None:
-        self._wake.set()
-
-    async def acquire(self) -> bool:
-        if self._db.is_sqlite:
-            return True
-        if self._conn is not None:
-            try:
-                await self._conn.execute(text("SELECT 1"))
-                await self._conn.commit()
-                return True
-            except Exception:
-                # The server went away, and the lock with it: contend again.
-                await self.release()
-        conn = await self._db.engine.connect()
-        got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key})).scalar_one()
-        await conn.commit()
-        if got:
-            self._conn = conn  # held for the process' lifetime; a killed process releases it with its connection
-            # Every writer's commit (in any process of the service) NOTIFYs: the leader wakes on it, no polling.
-            driver: Any = (await conn.get_raw_connection()).driver_connection
-            if hasattr(driver, "add_listener"):
-                await driver.add_listener(self._channel, self._notified)
-                self._listening = driver
-            log.info("outbox_relay_leader")
-            return True
-        await conn.close()
-        return False
-
-    async def release(self) -> None:
-        if self._conn is None:
-            return
-        conn, self._conn = self._conn, None
-        listening, self._listening = self._listening, None
-        try:
-            if listening is not None:
-                await listening.remove_listener(self._channel, self._notified)  # the connection goes back to the pool
-            # close() only hands the connection back to the pool, and a session-level lock stays with it:
-            # unlock explicitly, or the next relay in this process could find the lock taken by nobody.
-            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
-            await conn.commit()
-            await conn.close()
-        except Exception:
-            with contextlib.suppress(Exception):
-                await conn.invalidate()  # drop the server session itself, which releases the lock
-                await conn.close()
