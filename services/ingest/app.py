@@ -107,10 +107,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
     )
     _install_store_errors(app)
 
-    async def readiness(request: Request) -> tuple[bool, dict[str, object]]:
-        return await request.app.state.runtime.readiness()
-
-    app.include_router(health_router(readiness))
+    app.include_router(health_router())
     app.include_router(api.router)
     _document_security(app)
     return app

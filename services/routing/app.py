@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from common.logging import configure_logging
 from common.runtime import Runtime
@@ -83,10 +83,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
     app.state.settings = settings
     install_common(app, max_body_bytes=settings.max_body_bytes)
 
-    async def readiness(request: Request) -> tuple[bool, dict[str, object]]:
-        return await request.app.state.runtime.readiness()
-
-    app.include_router(health_router(readiness))
+    app.include_router(health_router())
     app.include_router(api.router)
     app.include_router(webhooks_api.router)
     app.include_router(webhooks_api.admin_router)

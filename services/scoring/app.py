@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from common.logging import configure_logging
 from common.runtime import Runtime
@@ -69,9 +69,6 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
     app.state.settings = settings
     install_common(app, max_body_bytes=settings.max_body_bytes)
 
-    async def readiness(request: Request) -> tuple[bool, dict[str, object]]:
-        return await request.app.state.runtime.readiness()
-
-    app.include_router(health_router(readiness))
+    app.include_router(health_router())
     app.include_router(api.router)
     return app

@@ -6,6 +6,7 @@ import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -360,6 +361,10 @@ class RecordingSession:
 
     async def flush(self) -> None:
         return None
+
+    async def connection(self) -> Any:
+        # The outbox asks which database it writes to (PostgreSQL also NOTIFYs the relay): this one is SQLite-like.
+        return SimpleNamespace(dialect=SimpleNamespace(name="sqlite"))
 
     async def execute(self, statement: Any, params: Any = None) -> _Rows:
         if isinstance(statement, Insert) and statement.table.name == "outbox":

@@ -11,8 +11,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.web.body import HandoffRoute
 
+Readiness = Callable[[Request], Awaitable[tuple[bool, dict[str, Any]]]]
 
-def health_router(readiness: Callable[[Request], Awaitable[tuple[bool, dict[str, Any]]]]) -> APIRouter:
+
+async def runtime_readiness(request: Request) -> tuple[bool, dict[str, Any]]:
+    """What every service's Runtime reports: database, outbox backlog, consumer progress."""
+    result: tuple[bool, dict[str, Any]] = await request.app.state.runtime.readiness()
+    return result
+
+
+def health_router(readiness: Readiness = runtime_readiness) -> APIRouter:
     """/healthz says the process is alive; /readyz says it can do its job (database up, consumer progressing)."""
     router = APIRouter(tags=["operations"], route_class=HandoffRoute)
 
