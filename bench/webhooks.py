@@ -1,4 +1,5 @@
-"""Webhooks: routing's deliveries/s to a local receiver, against a bare httpx client posting the same bodies."""
+"""Webhooks: routing's deliveries/s to a local receiver, against a bare client of the same transport (aiohttp)
+posting the same bodies at the same concurrency; a bare httpx client is measured too, for reference."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import uvloop
 from tests.support.stack import ADMIN, ROOT, Service, Stack, free_port
@@ -92,6 +94,34 @@ def _handoff(routing: Service, receiver: Service, db_url: str, events: list[Even
 
 
 def _bare(receiver: Service, events: list[Event], wait_s: float) -> dict[str, Any]:
+    """The same bodies through a bare aiohttp session (the sender's transport), CONCURRENCY posts in flight."""
+    from routing.webhooks import webhook_body
+
+    httpx.post(f"{receiver.url}/_reset", timeout=10)
+    bodies = [(e.id, webhook_body(e.type, e.time, e.data).encode()) for e in events]
+
+    async def post_all() -> None:
+        connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15)) as client:
+            todo = iter(bodies)
+
+            async def worker() -> None:
+                for message_id, body in todo:
+                    headers = {"content-type": "application/json", "webhook-id": message_id}
+                    async with client.post(f"{receiver.url}/hook", data=body, headers=headers) as response:
+                        response.raise_for_status()
+                        await response.read()
+
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+    uvloop.run(post_all())
+    result = _wait_received(receiver, len(bodies), wait_s)
+    log(f"webhooks bare aiohttp: {result['per_s'] or 0:.0f} posts/s")
+    return result
+
+
+def _bare_httpx(receiver: Service, events: list[Event], wait_s: float) -> dict[str, Any]:
+    """The same bodies through a bare httpx client (the transport the sender used before), for reference."""
     from routing.webhooks import webhook_body
 
     httpx.post(f"{receiver.url}/_reset", timeout=10)
@@ -116,7 +146,8 @@ def _bare(receiver: Service, events: list[Event], wait_s: float) -> dict[str, An
 
 
 def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
-    """Drain N queued deliveries through routing's real sender (A), then N bare posts (B); A B A B."""
+    """Drain N queued deliveries through routing's real sender (A), then N bare aiohttp posts (B); A B A B; then
+    bare httpx posts once per repeat (C)."""
     n = 1000 if quick else 10_000
     repeats = 2 if quick else 3
     wait_s = 120.0 if quick else 600.0
@@ -144,6 +175,7 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
             lambda _i: _handoff(routing, receiver, db_url, assigned_events(n), wait_s),
             lambda _i: _bare(receiver, assigned_events(n), wait_s),
         )
+        bare_httpx = [_bare_httpx(receiver, assigned_events(n), wait_s) for _ in range(repeats)]
     finally:
         receiver.stop()
         stack.stop()
@@ -153,8 +185,11 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
         "body_bytes": body_bytes,
         "handoff_runs": handoff,
         "bare_runs": bare,
+        "bare_httpx_runs": bare_httpx,
+        "transport": "aiohttp",
         "handoff_per_s": median([r["per_s"] for r in handoff]),
         "bare_per_s": median([r["per_s"] for r in bare]),
+        "bare_httpx_per_s": median([r["per_s"] for r in bare_httpx]),
     }
     result["ratio"] = ratio(result["handoff_per_s"], result["bare_per_s"])
     return result

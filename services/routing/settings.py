@@ -72,6 +72,8 @@ class RoutingSettings(ServiceSettings):
     webhook_lease_s: float = Field(default=60, gt=0)
     webhook_batch_size: int = Field(default=100, ge=1, le=10_000)
     webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+    # At most this many attempts in flight to one endpoint, so one slow receiver cannot take every slot.
+    webhook_endpoint_concurrency: int = Field(default=16, ge=1, le=1000)
     webhook_poll_interval_s: float = Field(default=0.5, gt=0)
     # None means: allowed in development (so `make run` reaches a local receiver), refused otherwise.
     webhook_allow_loopback: bool | None = None

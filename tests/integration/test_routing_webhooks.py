@@ -7,6 +7,7 @@ own answers (500, a hang, 429, 410, redirects) are real time.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -55,6 +56,7 @@ from routing.webhooks.service import (
     reencrypt_secrets,
 )
 from routing.webhooks.signing import new_secret, webhook_body
+from routing.webhooks.store import stop_handoffs, take_handoffs
 from tests.support.stack import ADMIN, ADMIN_TOKEN, ROOT, wait_until_async
 
 pytestmark = pytest.mark.integration
@@ -72,6 +74,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b"ok"
     hang_s: float = 0.0  # answer only after this long (the sender has given up by then)
+    gate: threading.Event | None = None  # answer only once the test opens the gate (at most 30 s)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,8 @@ class Receiver:
                     reply = Reply(refusal[0], body=refusal[1])
                 if reply.hang_s:
                     time.sleep(reply.hang_s)
+                if reply.gate is not None:
+                    reply.gate.wait(30)
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
@@ -552,6 +557,95 @@ async def test_sigkilled_sender_loses_no_delivery(
     requests[1].verify(secret)
     delivery = await _delivery(db)
     assert delivery.status == "succeeded" and delivery.attempt_count == 1  # the killed attempt left no record
+
+
+async def test_a_running_sender_takes_new_deliveries_in_memory_and_nobody_else_claims_them(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    # A long poll interval: only the hand-off after the commit can deliver this quickly.
+    settings = _settings(webhook_poll_interval_s=3600)
+    _, secret = await _register(db, Webhooks(settings), receiver.url)
+    running = _sender(senders, db, settings, Clock(datetime.now(UTC)))
+    task = asyncio.create_task(running.run())
+    try:
+        await asyncio.sleep(0)  # the task starts: from here on it takes what this database's commits hand off
+        event = _event()
+        await _enqueue(db, Clock(datetime.now(UTC)), event)
+        # Written leased to the running sender: another sender's claim query does not take it.
+        assert await _sender(senders, db, settings, Clock(datetime.now(UTC))).run_once() == 0
+
+        async def settled() -> bool:
+            return (await _delivery(db)).status == "succeeded"
+
+        await wait_until_async(settled, timeout=10, what="the handed-off delivery")
+    finally:
+        await running.stop()
+        await task
+    [request] = receiver.requests()
+    assert request.headers["webhook-id"] == event.id
+    request.verify(secret)
+    delivery = await _delivery(db)
+    assert (delivery.attempt_count, delivery.lease_token) == (1, None)
+
+
+async def test_deliveries_handed_to_a_sender_that_died_are_claimed_once_their_lease_ends(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    clock, settings = Clock(), _settings()
+    await _register(db, Webhooks(settings, clock=clock), receiver.url)
+    take_handoffs(db.engine.sync_engine, 30)  # a sender ran here and died before taking what it was handed
+    try:
+        event = _event()
+        await _enqueue(db, clock, event)
+    finally:
+        stop_handoffs(db.engine.sync_engine)
+    delivery = await _delivery(db)
+    assert delivery.lease_token is not None and _aware(delivery.lease_until) == clock.now + timedelta(seconds=30)
+    rescuer = _sender(senders, db, settings, clock)
+    assert await rescuer.run_once() == 0  # still leased
+    clock.advance(seconds=31)
+    assert await rescuer.run_once() == 1
+    assert [r.headers["webhook-id"] for r in receiver.requests()] == [event.id]
+    assert (await _delivery(db)).status == "succeeded"
+
+
+async def test_a_slow_endpoint_holds_its_own_slots_and_never_every_slot(
+    db: Database, receiver: Receiver, senders: list[WebhookSender]
+) -> None:
+    slow_receiver = Receiver()
+    gate = threading.Event()
+    try:
+        settings = _settings(
+            webhook_concurrency=4,
+            webhook_endpoint_concurrency=2,
+            webhook_timeout_s=20,
+            webhook_lease_s=60,
+            webhook_poll_interval_s=0.05,
+        )
+        service = Webhooks(settings)
+        await _register(db, service, slow_receiver.url, ["lead.assigned"])
+        await _register(db, service, receiver.url, ["lead.touched"])
+        slow_receiver.answer(*(Reply(gate=gate) for _ in range(4)))
+        clock = Clock(datetime.now(UTC))
+        await _enqueue(db, clock, *(_event("lead.assigned") for _ in range(4)))  # first in line, all four
+        clock.advance(seconds=1)
+        touched = _event("lead.touched")
+        await _enqueue(db, clock, touched)
+        sender = _sender(senders, db, settings, clock)
+        task = asyncio.create_task(sender.run())
+        try:
+            # The slow receiver answers nothing until the gate opens; the other endpoint is served meanwhile.
+            await wait_until_async(lambda: receiver.requests(), timeout=10, what="the fast endpoint's delivery")
+            assert [r.headers["webhook-id"] for r in receiver.requests()] == [touched.id]
+            assert len(slow_receiver.requests()) == 2  # its two slots, no more
+            gate.set()
+            await wait_until_async(lambda: len(slow_receiver.requests()) == 4, timeout=10, what="the slow four")
+        finally:
+            gate.set()
+            await sender.stop()
+            await task
+    finally:
+        slow_receiver.stop()
 
 
 async def test_unsafe_destinations_are_refused_at_registration_and_at_send_time(

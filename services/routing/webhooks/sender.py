@@ -1,9 +1,17 @@
 """The sender: claims due deliveries with a lease, POSTs them signed, records each attempt, schedules the next.
 
-One shared httpx client; retries at 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, with jitter, or a later
-`Retry-After`. A sender killed mid-attempt leaves a lease that expires; the row is then claimed again, so nothing
-is lost and a receiver may see a message twice (the same `webhook-id`, which is what receivers deduplicate on).
-Every new connection is checked against the address policy again (`common.egress`), so DNS rebinding is refused.
+One shared aiohttp session (about a tenth of httpx's CPU per request here); retries at 5 s, 5 min, 30 min, 2 h,
+5 h, 10 h, 10 h, with jitter, or a later `Retry-After`. A sender killed mid-attempt leaves a lease that expires;
+the row is then claimed again, so nothing is lost and a receiver may see a message twice (the same `webhook-id`,
+which is what receivers deduplicate on).
+Every new connection is checked against the address policy again (`transport`), so DNS rebinding is refused.
+
+The fast path: a delivery written while this sender runs is written already leased to it and handed over in memory
+right after its commit (`store.take_handoffs`), so it costs no claim and waits for no poll; the table stays the
+source of truth (a crash leaves the lease to run out, and a claim query then takes the row: at least once).
+Attempts finishing together are recorded in one transaction. Fairness: at most `webhook_endpoint_concurrency`
+attempts are in flight to one endpoint (`scheduler`); an endpoint at its limit is left out of the next claim, so
+one slow receiver holds its own slots and never every slot.
 """
 
 from __future__ import annotations
@@ -11,30 +19,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-import httpx
+import aiohttp
 import structlog
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.crypto import SecretBox, SecretKeyError
 from common.db import Database
-from common.egress import Resolver, UnsafeUrl, system_resolver
+from common.egress import Resolver, system_resolver
 from common.runtime import poll_until
 from routing.settings import RoutingSettings
-from routing.store import WebhookAttempt, WebhookEndpoint
+from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from routing.webhooks.address import webhook_address_policy
-from routing.webhooks.formats import render
-from routing.webhooks.retry import parse_retry_after, retry_delay
+from routing.webhooks.claims import Claim, ClaimBuilder
+from routing.webhooks.retry import retry_delay
+from routing.webhooks.scheduler import FairScheduler
 from routing.webhooks.service import FAILURES, disable_endpoint, iso
-from routing.webhooks.signing import signature_header
-from routing.webhooks.store import FAILED, PENDING, SUCCEEDED, WebhookStore, enqueued_in
-from routing.webhooks.transport import new_http_client, read_capped
+from routing.webhooks.store import (
+    FAILED,
+    PENDING,
+    SUCCEEDED,
+    WebhookStore,
+    enqueued_in,
+    handed_off_in,
+    stop_handoffs,
+    take_handoffs,
+)
+from routing.webhooks.transport import AttemptOutcome, new_http_session, post_signed
 
 log = structlog.get_logger(__name__)
 
@@ -48,34 +62,6 @@ DELIVERY_SECONDS = Histogram(
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A delivery this sender holds the lease on, with what it needs to send it outside any transaction."""
-
-    delivery_id: str
-    endpoint_id: str
-    message_id: str
-    url: str
-    payload: str  # the body to send, in the endpoint's format (signed as sent)
-    secrets: tuple[str, ...]
-    lease_token: str
-
-
-@dataclass(frozen=True)
-class AttemptOutcome:
-    result: str  # success | http_error | timeout | network_error | refused | error
-    status_code: int | None = None
-    latency_s: float = 0.0
-    signed_at: int = 0
-    error: str | None = None
-    response_body: str | None = None
-    retry_after_s: float | None = None
-
-    @property
-    def success(self) -> bool:
-        return self.result == "success"
 
 
 class WebhookSender:
@@ -108,8 +94,11 @@ class WebhookSender:
         self._links_base_url = settings.webhook_links_base_url
         self._cap = settings.webhook_response_max_kib * 1024
         self._stop_grace_s = stop_grace_s
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._slots = FairScheduler(settings.webhook_concurrency, settings.webhook_endpoint_concurrency)
+        self._handed: list[tuple[str, str]] = []  # (delivery id, lease token) committed leased to this sender
+        self._taking_handoffs = False
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._to_record: list[tuple[Claim, datetime, AttemptOutcome, asyncio.Future[None]]] = []
@@ -117,12 +106,14 @@ class WebhookSender:
         db.on_commit(self._after_commit)
 
     def _after_commit(self, session: AsyncSession) -> None:
+        if self._taking_handoffs:
+            self._handed.extend(handed_off_in(session))
         if enqueued_in(session):
             self._wake.set()
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = new_http_client(self._settings, self._policy, self._resolver)
+    def _http(self) -> aiohttp.ClientSession:
+        if self._client is None or self._client.closed:
+            self._client = new_http_session(self._settings, self._policy, self._resolver)
         return self._client
 
     async def run(self) -> None:
@@ -130,15 +121,30 @@ class WebhookSender:
         settings = self._settings
 
         async def fill_free_slots() -> bool:
-            """Claim as many due deliveries as there are free slots; True when more may be due right now."""
-            wanted = min(settings.webhook_concurrency - len(self._inflight), settings.webhook_batch_size)
-            if wanted <= 0:
-                return False  # a finished attempt wakes the loop
-            claims = await self.claim(wanted)
-            for claim in claims:
+            """Queue handed-off deliveries, claim due ones ahead (a batch per transaction), start what the slots
+            allow; True when more may be due right now (a finished attempt wakes the loop otherwise)."""
+            slots, batch = self._slots, settings.webhook_batch_size
+            if self._handed and slots.waiting < batch:
+                await self._take_handed(batch)
+            claimed = seen = 0
+            if slots.waiting < batch:
+                # An endpoint holding a batch already (in flight and waiting) is left out: the others get claimed.
+                held = slots.held()
+                full = [endpoint_id for endpoint_id, n in held.items() if n >= batch]
+                claims, seen = await self._claim(batch, full=full, busy=held, cap=batch)
+                for claim in claims:
+                    slots.wait(claim)
+                claimed = len(claims)
+            for claim in slots.ready(self._clock(), self._timeout):
                 self._spawn(claim)
-            return len(claims) == wanted and len(self._inflight) < settings.webhook_concurrency
+            # Only what the next pass can act on counts: endpoints at their limit wait for a finished attempt.
+            more_claimable = claimed > 0 and seen == batch
+            more_handed = bool(self._handed) and slots.waiting < batch
+            return slots.free > 0 and (more_claimable or more_handed)
 
+        # From here on, deliveries written on this database come leased to this sender, in memory.
+        take_handoffs(self._db.engine.sync_engine, settings.webhook_lease_s)
+        self._taking_handoffs = True
         try:
             await poll_until(
                 self._stop,
@@ -149,6 +155,10 @@ class WebhookSender:
                 error_pause_s=1.0,
             )
         finally:
+            self._taking_handoffs = False
+            stop_handoffs(self._db.engine.sync_engine)
+            self._handed.clear()  # their leases run out and a claim query takes them
+            self._slots.clear_waiting()
             await self._drain()
             await self.close()
 
@@ -159,7 +169,7 @@ class WebhookSender:
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     async def run_once(self, limit: int | None = None) -> int:
@@ -170,33 +180,51 @@ class WebhookSender:
 
     async def claim(self, limit: int) -> list[Claim]:
         """Lease up to `limit` due deliveries of enabled endpoints (SKIP LOCKED on PostgreSQL)."""
+        claims, _seen = await self._claim(limit)
+        return claims
+
+    async def _claim(
+        self,
+        limit: int,
+        *,
+        full: list[str] | None = None,
+        busy: Mapping[str, int] | None = None,
+        cap: int | None = None,
+    ) -> tuple[list[Claim], int]:
+        """Lease due deliveries, leaving out `full` endpoints and, with a `cap`, at most that many per endpoint
+        counting what is `busy`; returns the claims and how many due rows were seen."""
         now = self._clock()
         lease_until = now + timedelta(seconds=self._settings.webhook_lease_s)
+        taken = dict(busy or {})
+        build = ClaimBuilder(self._secrets, now, self._links_base_url)
         claims: list[Claim] = []
         async with self._db.transaction() as session:
             # Senders in other processes skip rows held here; SQLite has one writer, which is enough.
-            due = await WebhookStore(session).due(now, limit, skip_locked=not self._db.is_sqlite)
+            store = WebhookStore(session)
+            due = await store.due(now, limit, skip_locked=not self._db.is_sqlite, skip_endpoints=full or ())
             for delivery, endpoint in due:
-                try:
-                    signing_secrets = _signing_secrets(endpoint, now, self._secrets)
-                except SecretKeyError as exc:
-                    # Never sent unsigned: the delivery waits, unclaimed, until the key is put back.
-                    log.error("webhook_secret_unreadable", endpoint_id=endpoint.id, error=str(exc))
-                    continue
+                if cap is not None and taken.get(endpoint.id, 0) >= cap:
+                    continue  # left unleased: claimed once the endpoint has a free slot
                 token = str(uuid.uuid4())
+                claim = build.claim(delivery, endpoint, token, lease_until)
+                if claim is None:
+                    continue  # never sent unsigned: it waits, unclaimed, until the key is put back
+                taken[endpoint.id] = taken.get(endpoint.id, 0) + 1
                 delivery.lease_token, delivery.lease_until = token, lease_until
-                claims.append(
-                    Claim(
-                        delivery_id=delivery.id,
-                        endpoint_id=endpoint.id,
-                        message_id=delivery.message_id,
-                        url=endpoint.url,
-                        payload=render(endpoint.format, delivery.payload, links_base_url=self._links_base_url),
-                        secrets=signing_secrets,
-                        lease_token=token,
-                    )
-                )
-        return claims
+                claims.append(claim)
+        return claims, len(due)
+
+    async def _take_handed(self, limit: int) -> None:
+        """Queue up to `limit` handed-off deliveries for their endpoints' slots (one read, no claim: they were
+        written leased to this sender); those changed since (replayed, erased endpoint) are left to the table."""
+        batch, self._handed = self._handed[:limit], self._handed[limit:]
+        async with self._db.read() as session:
+            found = await WebhookStore(session).handed_off(batch)
+        build = ClaimBuilder(self._secrets, self._clock(), self._links_base_url)
+        for token, delivery, endpoint in found:
+            claim = build.claim(delivery, endpoint, token, delivery.lease_until)
+            if claim is not None:
+                self._slots.wait(claim)
 
     async def deliver(self, claim: Claim) -> AttemptOutcome:
         """Send one claimed delivery and record the attempt and what comes next."""
@@ -209,51 +237,8 @@ class WebhookSender:
 
     async def attempt(self, claim: Claim) -> AttemptOutcome:
         """One signed POST; only a 2xx within the timeout is a success, redirects are not followed."""
-        body = claim.payload.encode("utf-8")
-        signed_at = int(self._wall_clock().timestamp())
-        headers = {
-            "content-type": "application/json",
-            "accept-encoding": "identity",  # the body read is capped on the wire; no compressed surprises
-            "webhook-id": claim.message_id,
-            "webhook-timestamp": str(signed_at),
-            "webhook-signature": signature_header(claim.secrets, claim.message_id, signed_at, body),
-        }
-        client = self._http()
-        started = time.perf_counter()
-        status: int | None = None
-        error: str | None
-        retry_after: float | None = None
-        response_body: str | None = None
-        try:
-            async with (
-                asyncio.timeout(self._timeout),
-                client.stream("POST", claim.url, content=body, headers=headers) as response,
-            ):
-                status = response.status_code
-                retry_after = parse_retry_after(response.headers.get("retry-after"), self._wall_clock())
-                response_body = await read_capped(response, self._cap)
-        except (TimeoutError, httpx.TimeoutException):
-            result, error = "timeout", f"no complete answer within {self._timeout:g} s"
-        except UnsafeUrl as exc:
-            result, error = "refused", str(exc)
-        except httpx.HTTPError as exc:
-            result, error = "network_error", f"{type(exc).__name__}: {exc}"[:500]
-        except Exception as exc:
-            log.exception("webhook_attempt_error", delivery_id=claim.delivery_id)
-            result, error = "error", f"{type(exc).__name__}: {exc}"[:500]
-        else:
-            assert status is not None
-            ok = 200 <= status < 300
-            result = "success" if ok else "http_error"
-            error = None if ok else f"HTTP {status}"
-        return AttemptOutcome(
-            result=result,
-            status_code=status,
-            latency_s=time.perf_counter() - started,
-            signed_at=signed_at,
-            error=error,
-            response_body=response_body,
-            retry_after_s=retry_after,
+        return await post_signed(
+            self._http(), claim, self._policy, timeout_s=self._timeout, cap=self._cap, wall_clock=self._wall_clock
         )
 
     async def record(self, claim: Claim, started_at: datetime, outcome: AttemptOutcome) -> None:
@@ -275,8 +260,15 @@ class WebhookSender:
                 # The batch is taken once the writer is ours: what finished while waiting for it joins in.
                 async with self._db.transaction() as session:
                     batch, self._to_record = self._to_record, []
+                    # The batch's rows in two queries (locked on PostgreSQL), not two look-ups per attempt.
+                    deliveries, endpoints = await WebhookStore(session).for_recording(
+                        [claim.delivery_id for claim, *_ in batch], [claim.endpoint_id for claim, *_ in batch]
+                    )
                     for claim, started_at, outcome, _done in batch:
-                        await self._record_one(session, claim, started_at, outcome)
+                        delivery = deliveries.get(claim.delivery_id)
+                        endpoint = endpoints.get(claim.endpoint_id)
+                        if delivery is not None and endpoint is not None:
+                            await self._record_one(session, delivery, endpoint, claim, started_at, outcome)
             except Exception as exc:
                 for *_, done in batch:
                     if not done.done():
@@ -287,15 +279,17 @@ class WebhookSender:
                         done.set_result(None)
 
     async def _record_one(
-        self, session: AsyncSession, claim: Claim, started_at: datetime, outcome: AttemptOutcome
+        self,
+        session: AsyncSession,
+        delivery: WebhookDelivery,
+        endpoint: WebhookEndpoint,
+        claim: Claim,
+        started_at: datetime,
+        outcome: AttemptOutcome,
     ) -> None:
         settings = self._settings
         now = self._clock()
         store = WebhookStore(session)
-        delivery = await store.delivery(claim.delivery_id, for_update=True)
-        endpoint = await store.endpoint(claim.endpoint_id, for_update=True)
-        if delivery is None or endpoint is None:
-            return
         # After a lease expired another sender owns the row: the attempt is still a fact worth keeping.
         ours = delivery.lease_token == claim.lease_token
         delivery.attempt_count += 1
@@ -363,6 +357,7 @@ class WebhookSender:
 
         def done(finished: asyncio.Task[None]) -> None:
             self._inflight.discard(finished)
+            self._slots.finished(claim)
             self._wake.set()  # a slot is free
 
         task.add_done_callback(done)
@@ -384,11 +379,3 @@ class WebhookSender:
         for task in pending:
             with contextlib.suppress(BaseException):
                 await task
-
-
-def _signing_secrets(endpoint: WebhookEndpoint, now: datetime, box: SecretBox) -> tuple[str, ...]:
-    """The secrets in force, decrypted: the current one, and the previous one during a rotation's overlap."""
-    until = endpoint.previous_secret_until
-    if endpoint.previous_secret and until is not None and until > now:
-        return (box.reveal(endpoint.secret), box.reveal(endpoint.previous_secret))
-    return (box.reveal(endpoint.secret),)

@@ -295,7 +295,7 @@ async def enqueue_deliveries(session: AsyncSession, events: Sequence[Event], now
             payload = payload or webhook_body(event.type, event.time, event.data)
             rows.append(_new_delivery(endpoint_id, event.id, event.type, payload, now, lead_id=event.subject))
     if rows:
-        await store.insert_deliveries(rows)
+        await store.insert_deliveries(rows, now, str(uuid.uuid4()))  # one lease token for the transaction's rows
         store.mark_enqueued()
     return len(rows)
 

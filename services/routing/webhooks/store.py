@@ -1,18 +1,21 @@
 """The webhook tables' repository: every query the webhook feature makes, on the caller's session.
 
 It never commits: the entrypoint (a route's transaction, the sender's own short transactions, the consumer loop)
-owns the transaction. Two facts live on the session for the length of one transaction: the enabled endpoints,
-read once (a consumer batch writes many events), and whether a delivery was queued (the sender wakes after the
-commit instead of waiting for its next poll).
+owns the transaction. Three facts live on the session for the length of one transaction: the enabled endpoints,
+read once (a consumer batch writes many events), whether a delivery was queued (the sender wakes after the
+commit instead of waiting for its next poll), and which deliveries were handed off: written already leased to the
+running sender of this database, which takes them in memory after the commit (no claim, no poll).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -21,11 +24,28 @@ PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 DELIVERY_STATUSES = (PENDING, SUCCEEDED, FAILED)
 _ENQUEUED_FLAG = "handoff_webhooks_enqueued"
 _ENDPOINTS = "handoff_webhook_endpoints"  # session.info key: (transaction, enabled endpoints) read once
+_HANDED_OFF = "handoff_webhooks_handed_off"  # session.info key: [(delivery id, lease token)] written leased
+# Databases (by engine) whose sender runs in this process and takes new deliveries in memory: the lease it wants.
+_TAKERS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
 
 def enqueued_in(session: AsyncSession) -> bool:
     """Whether the transaction just committed on this session queued a delivery (the sender's wake-up call)."""
     return bool(session.info.get(_ENQUEUED_FLAG))
+
+
+def handed_off_in(session: AsyncSession) -> list[tuple[str, str]]:
+    """(delivery id, lease token) of the deliveries the transaction just committed on this session handed off."""
+    return list(session.info.get(_HANDED_OFF, ()))
+
+
+def take_handoffs(engine: Engine, lease_s: float) -> None:
+    """A sender runs on this database: new deliveries are written leased for `lease_s` and handed to it."""
+    _TAKERS[engine] = lease_s
+
+
+def stop_handoffs(engine: Engine) -> None:
+    _TAKERS.pop(engine, None)
 
 
 class WebhookStore:
@@ -91,8 +111,35 @@ class WebhookStore:
 
     # -- deliveries ---------------------------------------------------------------------------------------------
 
-    async def insert_deliveries(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def insert_deliveries(self, rows: Sequence[dict[str, Any]], now: datetime, token: str) -> None:
+        """Insert new deliveries; when a sender of this database runs here, leased to it under `token` until the
+        lease ends (a crash then leaves them claimable: at least once) and remembered for the hand-off."""
+        bind = self.session.get_bind()
+        lease_s = _TAKERS.get(bind) if isinstance(bind, Engine) else None
+        if lease_s is not None:
+            lease_until = now + timedelta(seconds=lease_s)
+            rows = [{**row, "lease_token": token, "lease_until": lease_until} for row in rows]
+            self.session.info.setdefault(_HANDED_OFF, []).extend((row["id"], token) for row in rows)
         await self.session.execute(insert(WebhookDelivery), list(rows))
+
+    async def handed_off(
+        self, handoffs: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, WebhookDelivery, WebhookEndpoint]]:
+        """The handed-off deliveries still pending under their token, for enabled endpoints: (token, row, endpoint)."""
+        tokens = dict(handoffs)
+        if not tokens:
+            return []
+        query = (
+            select(WebhookDelivery, WebhookEndpoint)
+            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+            .where(
+                WebhookDelivery.id.in_(list(tokens)),
+                WebhookDelivery.status == PENDING,
+                WebhookEndpoint.enabled.is_(True),
+            )
+        )
+        found = (await self.session.execute(query)).all()
+        return [(tokens[d.id], d, e) for d, e in found if d.lease_token == tokens[d.id]]
 
     async def delivery(self, delivery_id: str, *, for_update: bool = False) -> WebhookDelivery | None:
         return await self.session.get(WebhookDelivery, delivery_id, with_for_update=for_update or None)
@@ -178,10 +225,25 @@ class WebhookStore:
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
+    async def for_recording(
+        self, delivery_ids: Sequence[str], endpoint_ids: Sequence[str]
+    ) -> tuple[dict[str, WebhookDelivery], dict[str, WebhookEndpoint]]:
+        """The deliveries and endpoints a batch of attempts changes, by id, locked for update (PostgreSQL)."""
+        deliveries = select(WebhookDelivery).where(WebhookDelivery.id.in_(sorted(set(delivery_ids))))
+        endpoints = select(WebhookEndpoint).where(WebhookEndpoint.id.in_(sorted(set(endpoint_ids))))
+        # Locked in one order (endpoints by id, then deliveries by id) so two recorders never deadlock.
+        found_endpoints = await self.session.execute(endpoints.order_by(WebhookEndpoint.id).with_for_update())
+        found_deliveries = await self.session.execute(deliveries.order_by(WebhookDelivery.id).with_for_update())
+        return (
+            {row.id: row for row in found_deliveries.scalars()},
+            {row.id: row for row in found_endpoints.scalars()},
+        )
+
     async def due(
-        self, now: datetime, limit: int, *, skip_locked: bool
+        self, now: datetime, limit: int, *, skip_locked: bool, skip_endpoints: Sequence[str] = ()
     ) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
-        """Up to `limit` pending deliveries of enabled endpoints that are due and not leased, oldest due first.
+        """Up to `limit` pending deliveries of enabled endpoints that are due and not leased, oldest due first,
+        leaving out `skip_endpoints` (those at their limit of attempts in flight).
 
         With `skip_locked` (PostgreSQL) the rows are locked and other senders skip them; SQLite has one writer.
         """
@@ -197,6 +259,8 @@ class WebhookStore:
             .order_by(WebhookDelivery.next_attempt_at)
             .limit(limit)
         )
+        if skip_endpoints:
+            query = query.where(WebhookDelivery.endpoint_id.not_in(list(skip_endpoints)))
         if skip_locked:
             query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
         return [(delivery, endpoint) for delivery, endpoint in (await self.session.execute(query)).all()]

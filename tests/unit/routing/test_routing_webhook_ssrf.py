@@ -10,6 +10,7 @@ from pydantic import SecretStr
 from common.egress import AddressPolicy, Resolver, UnsafeUrl, address_refusal, vet_url
 from routing.settings import RoutingSettings
 from routing.webhooks.address import parse_endpoint_url, webhook_address_policy
+from routing.webhooks.transport import GuardedResolver, checked_url, new_http_session
 
 pytestmark = pytest.mark.unit
 
@@ -137,3 +138,42 @@ async def test_names_are_judged_by_every_address_they_resolve_to() -> None:
         await vet_url("https://nowhere.example.com/", STRICT, resolve)
     with pytest.raises(UnsafeUrl, match="metadata address"):
         await vet_url("http://[fd00:ec2::254]/latest", STRICT, resolve)
+
+
+# -- the sender's aiohttp client: the same policy at connect time ---------------------------------------------
+
+
+async def test_the_senders_client_refuses_a_name_that_rebinds_to_a_refused_address() -> None:
+    answers = {"rebind.example.com": ["93.184.216.34"]}
+    resolve = _resolver(answers)
+    guard = GuardedResolver(STRICT, resolve)
+    assert [r["host"] for r in await guard.resolve("rebind.example.com", 443)] == ["93.184.216.34"]
+    answers["rebind.example.com"] = ["93.184.216.34", "127.0.0.1"]  # a mixed answer is refused too
+    with pytest.raises(UnsafeUrl, match="loopback address"):
+        await guard.resolve("rebind.example.com", 443)
+
+    # Through the session the sender builds: refused before any connection, raised as UnsafeUrl.
+    settings = RoutingSettings(env="test", webhook_allow_loopback=False)
+    session = new_http_session(settings, webhook_address_policy(settings), resolve)
+    try:
+        with pytest.raises(UnsafeUrl, match="loopback address"):
+            async with session.post("http://rebind.example.com:1/hook", data=b"{}", allow_redirects=False):
+                pass
+    finally:
+        await session.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:8080/hook", "loopback"),
+        ("http://[::ffff:10.0.0.1]/hook", "private"),
+        ("http://169.254.169.254/latest/meta-data/", "metadata"),
+    ],
+)
+def test_ip_literal_urls_never_reach_the_resolver_and_are_checked_before_sending(url: str, message: str) -> None:
+    with pytest.raises(UnsafeUrl, match=message):
+        checked_url(url, STRICT)
+    assert str(checked_url("http://93.184.216.34/hook", STRICT)) == "http://93.184.216.34/hook"
+    with pytest.raises(UnsafeUrl, match="only https"):
+        checked_url("http://93.184.216.34/hook", AddressPolicy(require_https=True))

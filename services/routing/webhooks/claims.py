@@ -1,0 +1,79 @@
+"""A claimed delivery: what the sender needs to send it outside any transaction, built from its row and endpoint.
+
+Claims come two ways: leased from the table by a claim query, or handed off in memory right after the commit
+that wrote them already leased (`store.take_handoffs`). Either way the lease token is the proof of ownership
+the attempt's record checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from common.crypto import SecretBox, SecretKeyError
+from routing.store import WebhookDelivery, WebhookEndpoint
+from routing.webhooks.formats import render
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery this sender holds the lease on, with what it needs to send it outside any transaction."""
+
+    delivery_id: str
+    endpoint_id: str
+    message_id: str
+    url: str
+    payload: str  # the body to send, in the endpoint's format (signed as sent)
+    secrets: tuple[str, ...]
+    lease_token: str
+    lease_until: datetime | None = None
+
+
+class ClaimBuilder:
+    """Builds claims for one batch, decrypting each endpoint's signing secrets once."""
+
+    def __init__(self, box: SecretBox, now: datetime, links_base_url: str) -> None:
+        self._box = box
+        self._now = now
+        self._links_base_url = links_base_url
+        self._secrets: dict[str, tuple[str, ...] | None] = {}
+
+    def secrets(self, endpoint: WebhookEndpoint) -> tuple[str, ...] | None:
+        """The endpoint's secrets in force, or None when they cannot be read (never sent unsigned)."""
+        if endpoint.id not in self._secrets:
+            try:
+                self._secrets[endpoint.id] = signing_secrets(endpoint, self._now, self._box)
+            except SecretKeyError as exc:
+                log.error("webhook_secret_unreadable", endpoint_id=endpoint.id, error=str(exc))
+                self._secrets[endpoint.id] = None
+        return self._secrets[endpoint.id]
+
+    def claim(
+        self, delivery: WebhookDelivery, endpoint: WebhookEndpoint, token: str, lease_until: datetime | None
+    ) -> Claim | None:
+        """The claim, or None when the endpoint's secrets cannot be read (the delivery waits for the key)."""
+        secrets = self.secrets(endpoint)
+        if secrets is None:
+            return None
+        return Claim(
+            delivery_id=delivery.id,
+            endpoint_id=endpoint.id,
+            message_id=delivery.message_id,
+            url=endpoint.url,
+            payload=render(endpoint.format, delivery.payload, links_base_url=self._links_base_url),
+            secrets=secrets,
+            lease_token=token,
+            lease_until=lease_until,
+        )
+
+
+def signing_secrets(endpoint: WebhookEndpoint, now: datetime, box: SecretBox) -> tuple[str, ...]:
+    """The secrets in force, decrypted: the current one, and the previous one during a rotation's overlap."""
+    until = endpoint.previous_secret_until
+    if endpoint.previous_secret and until is not None and until > now:
+        return (box.reveal(endpoint.secret), box.reveal(endpoint.previous_secret))
+    return (box.reveal(endpoint.secret),)

@@ -1,0 +1,86 @@
+"""The sender's slots: bounded concurrency in all and per endpoint, and a fair turn for claims waiting on a slot.
+
+Pure bookkeeping, no I/O. At most `total` attempts are in flight, at most `per_endpoint` of them to one endpoint.
+Claims handed off in memory wait in one queue per endpoint and are started round-robin across endpoints, so one
+slow receiver's backlog waits behind its own slots and never holds the others'. A waiting claim whose lease would
+run out before an attempt could finish is dropped: the table still holds it, and a claim query takes it later.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from routing.webhooks.claims import Claim
+
+
+class FairScheduler:
+    """Counts attempts in flight by endpoint and hands out waiting claims in round-robin order."""
+
+    def __init__(self, total: int, per_endpoint: int) -> None:
+        self.total = total
+        self.per_endpoint = per_endpoint
+        self.in_flight: Counter[str] = Counter()
+        self._running = 0
+        self._waiting: OrderedDict[str, deque[Claim]] = OrderedDict()
+        self._waiting_count = 0
+
+    @property
+    def free(self) -> int:
+        return max(0, self.total - self._running)
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting_count
+
+    def held(self) -> Counter[str]:
+        """Claims held by endpoint, in flight and waiting: what a claim query counts against an endpoint's share."""
+        held = Counter(self.in_flight)
+        for endpoint_id, queue in self._waiting.items():
+            held[endpoint_id] += len(queue)
+        return held
+
+    def wait(self, claim: Claim) -> None:
+        """Queue a claim (handed off in memory) for its endpoint's next free slot."""
+        self._waiting.setdefault(claim.endpoint_id, deque()).append(claim)
+        self._waiting_count += 1
+
+    def ready(self, now: datetime, attempt_s: float) -> Iterator[Claim]:
+        """Waiting claims that may start now, one endpoint after another; each is counted as started."""
+        while self.free and self._waiting:
+            progressed = False
+            for endpoint_id in list(self._waiting):
+                if not self.free:
+                    return
+                queue = self._waiting[endpoint_id]
+                if self.in_flight[endpoint_id] >= self.per_endpoint:
+                    continue
+                claim = queue.popleft()
+                self._waiting_count -= 1
+                if not queue:
+                    del self._waiting[endpoint_id]
+                else:
+                    self._waiting.move_to_end(endpoint_id)  # the next turn goes to another endpoint
+                progressed = True
+                if claim.lease_until is not None and now + timedelta(seconds=attempt_s) >= claim.lease_until:
+                    continue  # its lease would end mid-attempt: left to the table
+                self.started(claim)
+                yield claim
+            if not progressed:
+                return
+
+    def started(self, claim: Claim) -> None:
+        self.in_flight[claim.endpoint_id] += 1
+        self._running += 1
+
+    def finished(self, claim: Claim) -> None:
+        self._running -= 1
+        self.in_flight[claim.endpoint_id] -= 1
+        if self.in_flight[claim.endpoint_id] <= 0:
+            del self.in_flight[claim.endpoint_id]
+
+    def clear_waiting(self) -> None:
+        """Forget the waiting claims (stopping): their leases run out and the table gives them to a sender."""
+        self._waiting.clear()
+        self._waiting_count = 0
