@@ -137,7 +137,9 @@ def _handoff_max(
         "assigned_per_s": len(times) / (max(times) - start) if times else None,
     }
     result["cpu_s"] = meter.stop()
-    result["cpu_ms_per_lead"] = cpu_per_lead(result["cpu_s"], len(times))
+    # Only a complete run gives a cost per lead: with leads still in flight, the upstream stages' CPU would be
+    # divided among the few that made it through.
+    result["cpu_ms_per_lead"] = cpu_per_lead(result["cpu_s"], len(times) if complete else 0)
     log(f"e2e max: {result['assigned_per_s'] or 0:.0f} leads/s assigned ({len(times)}/{len(ids)})")
     return result
 

@@ -233,7 +233,8 @@ def listener_pid(port: int) -> int | None:
 def median_cpu(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     """Median CPU ms per lead of each process over runs (each run's `cpu_ms_per_lead`)."""
     names = {name for r in runs for name in r.get("cpu_ms_per_lead", {})}
-    return {name: median([r.get("cpu_ms_per_lead", {}).get(name) for r in runs]) for name in sorted(names)}
+    medians = {name: median([r.get("cpu_ms_per_lead", {}).get(name) for r in runs]) for name in sorted(names)}
+    return {name: None if ms is None else round(ms, 3) for name, ms in medians.items()}
 
 
 def broker_pid(bootstrap: str) -> int | None:
