@@ -260,15 +260,22 @@ class WebhookSender:
                 # The batch is taken once the writer is ours: what finished while waiting for it joins in.
                 async with self._db.transaction() as session:
                     batch, self._to_record = self._to_record, []
-                    # The batch's rows in two queries (locked on PostgreSQL), not two look-ups per attempt.
-                    deliveries, endpoints = await WebhookStore(session).for_recording(
-                        [claim.delivery_id for claim, *_ in batch], [claim.endpoint_id for claim, *_ in batch]
-                    )
-                    for claim, started_at, outcome, _done in batch:
-                        delivery = deliveries.get(claim.delivery_id)
-                        endpoint = endpoints.get(claim.endpoint_id)
-                        if delivery is not None and endpoint is not None:
-                            await self._record_one(session, delivery, endpoint, claim, started_at, outcome)
+                    store = WebhookStore(session)
+                    failed = [item for item in batch if not item[2].success]
+                    if failed:
+                        # The batch's rows in two queries (locked on PostgreSQL), not two look-ups per attempt.
+                        deliveries, endpoints = await store.for_recording(
+                            [claim.delivery_id for claim, *_ in failed], [claim.endpoint_id for claim, *_ in failed]
+                        )
+                        for claim, started_at, outcome, _done in failed:
+                            delivery = deliveries.get(claim.delivery_id)
+                            endpoint = endpoints.get(claim.endpoint_id)
+                            if delivery is not None and endpoint is not None:
+                                await self._record_one(session, delivery, endpoint, claim, started_at, outcome)
+                        await store.flush()
+                    succeeded = [o.attempt_row(c, at) for c, at, o, _done in batch if o.success]
+                    if succeeded:
+                        await store.record_successes(succeeded, self._clock())
             except Exception as exc:
                 for *_, done in batch:
                     if not done.done():

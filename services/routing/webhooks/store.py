@@ -12,9 +12,9 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -224,6 +224,55 @@ class WebhookStore:
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def record_successes(self, attempts: Sequence[dict[str, Any]], now: datetime) -> None:
+        """Settle delivered deliveries in three statements for the batch (the common case, kept off the ORM):
+        each `attempts` item holds the attempt's columns but `attempt_no`; endpoints get a clean bill of health."""
+        ids = sorted({a["delivery_id"] for a in attempts})
+        counts = select(WebhookDelivery.id, WebhookDelivery.attempt_count).where(WebhookDelivery.id.in_(ids))
+        found = dict((await self.session.execute(counts.order_by(WebhookDelivery.id).with_for_update())).tuples().all())
+        rows, settled = [], []
+        for attempt in attempts:
+            if attempt["delivery_id"] not in found:
+                continue  # purged meanwhile
+            found[attempt["delivery_id"]] += 1
+            row = {k: v for k, v in attempt.items() if k != "endpoint_id"}
+            rows.append({**row, "attempt_no": found[attempt["delivery_id"]], "next_attempt_at": None})
+            settled.append(
+                {
+                    "b_id": attempt["delivery_id"],
+                    "b_count": found[attempt["delivery_id"]],
+                    "b_started": attempt["started_at"],
+                    "b_status": attempt["status_code"],
+                }
+            )
+        if not rows:
+            return
+        table = cast(Table, WebhookDelivery.__table__)
+        await self.session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                status=SUCCEEDED,
+                delivered_at=now,
+                next_attempt_at=None,
+                lease_token=None,
+                lease_until=None,
+                attempt_count=bindparam("b_count"),
+                last_attempt_at=bindparam("b_started"),
+                last_status_code=bindparam("b_status"),
+                last_error=None,
+            ),
+            settled,
+        )
+        await self.session.execute(insert(WebhookAttempt), rows)
+        endpoint_ids = sorted({a["endpoint_id"] for a in attempts})
+        await self.session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id.in_(endpoint_ids))
+            .values(failing_since=None, last_success_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     async def for_recording(
         self, delivery_ids: Sequence[str], endpoint_ids: Sequence[str]

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import aiohttp
 import structlog
@@ -137,6 +138,20 @@ class AttemptOutcome:
     @property
     def success(self) -> bool:
         return self.result == "success"
+
+    def attempt_row(self, claim: Claim, started_at: datetime) -> dict[str, Any]:
+        """The attempt's columns for the record (but its number, which the store counts), with its endpoint."""
+        return {
+            "delivery_id": claim.delivery_id,
+            "endpoint_id": claim.endpoint_id,
+            "started_at": started_at,
+            "signed_at": self.signed_at,
+            "result": self.result,
+            "status_code": self.status_code,
+            "latency_ms": round(self.latency_s * 1000, 3),
+            "error": self.error,
+            "response_body": self.response_body,
+        }
 
 
 async def post_signed(
