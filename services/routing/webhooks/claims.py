@@ -15,6 +15,7 @@ import structlog
 from common.crypto import SecretBox, SecretKeyError
 from routing.store import WebhookDelivery, WebhookEndpoint
 from routing.webhooks.formats import render
+from routing.webhooks.store import DeliveryRow
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +54,11 @@ class ClaimBuilder:
         return self._secrets[endpoint.id]
 
     def claim(
-        self, delivery: WebhookDelivery, endpoint: WebhookEndpoint, token: str, lease_until: datetime | None
+        self,
+        delivery: DeliveryRow | WebhookDelivery,
+        endpoint: WebhookEndpoint,
+        token: str,
+        lease_until: datetime | None,
     ) -> Claim | None:
         """The claim, or None when the endpoint's secrets cannot be read (the delivery waits for the key)."""
         secrets = self.secrets(endpoint)

@@ -202,16 +202,18 @@ class WebhookSender:
             # Senders in other processes skip rows held here; SQLite has one writer, which is enough.
             store = WebhookStore(session)
             due = await store.due(now, limit, skip_locked=not self._db.is_sqlite, skip_endpoints=full or ())
-            for delivery, endpoint in due:
+            endpoints = await store.endpoints_by_id([row.endpoint_id for row in due])
+            token = str(uuid.uuid4())  # one per claim: the batch's rows are this sender's alike
+            for row in due:
+                endpoint = endpoints[row.endpoint_id]
                 if cap is not None and taken.get(endpoint.id, 0) >= cap:
                     continue  # left unleased: claimed once the endpoint has a free slot
-                token = str(uuid.uuid4())
-                claim = build.claim(delivery, endpoint, token, lease_until)
+                claim = build.claim(row, endpoint, token, lease_until)
                 if claim is None:
                     continue  # never sent unsigned: it waits, unclaimed, until the key is put back
                 taken[endpoint.id] = taken.get(endpoint.id, 0) + 1
-                delivery.lease_token, delivery.lease_until = token, lease_until
                 claims.append(claim)
+            await store.lease([claim.delivery_id for claim in claims], token, lease_until)
         return claims, len(due)
 
     async def _take_handed(self, limit: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.engine import Engine
@@ -27,6 +27,15 @@ _ENDPOINTS = "handoff_webhook_endpoints"  # session.info key: (transaction, enab
 _HANDED_OFF = "handoff_webhooks_handed_off"  # session.info key: [(delivery id, lease token)] written leased
 # Databases (by engine) whose sender runs in this process and takes new deliveries in memory: the lease it wants.
 _TAKERS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+
+
+class DeliveryRow(NamedTuple):
+    """What a claim needs of a delivery row."""
+
+    id: str
+    endpoint_id: str
+    message_id: str
+    payload: str
 
 
 def enqueued_in(session: AsyncSession) -> bool:
@@ -288,16 +297,31 @@ class WebhookStore:
             {row.id: row for row in found_endpoints.scalars()},
         )
 
+    async def lease(self, delivery_ids: Sequence[str], token: str, lease_until: datetime) -> None:
+        """Lease the claimed deliveries under one token, in one statement."""
+        if delivery_ids:
+            await self.session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(list(delivery_ids)))
+                .values(lease_token=token, lease_until=lease_until)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def endpoints_by_id(self, endpoint_ids: Sequence[str]) -> dict[str, WebhookEndpoint]:
+        query = select(WebhookEndpoint).where(WebhookEndpoint.id.in_(sorted(set(endpoint_ids))))
+        return {endpoint.id: endpoint for endpoint in (await self.session.execute(query)).scalars()}
+
     async def due(
         self, now: datetime, limit: int, *, skip_locked: bool, skip_endpoints: Sequence[str] = ()
-    ) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
+    ) -> list[DeliveryRow]:
         """Up to `limit` pending deliveries of enabled endpoints that are due and not leased, oldest due first,
         leaving out `skip_endpoints` (those at their limit of attempts in flight).
 
         With `skip_locked` (PostgreSQL) the rows are locked and other senders skip them; SQLite has one writer.
         """
+        # Plain columns, not ORM rows: the claim is the sender's hottest query.
         query = (
-            select(WebhookDelivery, WebhookEndpoint)
+            select(WebhookDelivery.id, WebhookDelivery.endpoint_id, WebhookDelivery.message_id, WebhookDelivery.payload)
             .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
             .where(
                 WebhookDelivery.status == PENDING,
@@ -312,4 +336,4 @@ class WebhookStore:
             query = query.where(WebhookDelivery.endpoint_id.not_in(list(skip_endpoints)))
         if skip_locked:
             query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
-        return [(delivery, endpoint) for delivery, endpoint in (await self.session.execute(query)).all()]
+        return [DeliveryRow(*row) for row in (await self.session.execute(query)).tuples()]
