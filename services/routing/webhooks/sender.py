@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -99,6 +100,8 @@ class WebhookSender:
         self._slots = FairScheduler(settings.webhook_concurrency, settings.webhook_endpoint_concurrency)
         self._handed: list[tuple[str, str]] = []  # (delivery id, lease token) committed leased to this sender
         self._taking_handoffs = False
+        self._dry_until = 0.0  # monotonic time before which a claim that found nothing is not repeated
+        self._queued_since_dry = False
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._to_record: list[tuple[Claim, datetime, AttemptOutcome, asyncio.Future[None]]] = []
@@ -109,6 +112,7 @@ class WebhookSender:
         if self._taking_handoffs:
             self._handed.extend(handed_off_in(session))
         if enqueued_in(session):
+            self._queued_since_dry = True
             self._wake.set()
 
     def _http(self) -> aiohttp.ClientSession:
@@ -127,7 +131,9 @@ class WebhookSender:
             if self._handed and slots.waiting < batch:
                 await self._take_handed(batch)
             claimed = seen = 0
-            if slots.waiting < batch:
+            # A claim that found nothing is not repeated on every finished attempt: only after a poll interval or
+            # a commit that queued deliveries (each claim is a write transaction, SQLite's one writer).
+            if slots.waiting <= batch // 2 and (self._queued_since_dry or time.monotonic() >= self._dry_until):
                 # An endpoint holding a batch already (in flight and waiting) is left out: the others get claimed.
                 held = slots.held()
                 full = [endpoint_id for endpoint_id, n in held.items() if n >= batch]
@@ -135,6 +141,9 @@ class WebhookSender:
                 for claim in claims:
                     slots.wait(claim)
                 claimed = len(claims)
+                if not claims:
+                    self._dry_until = time.monotonic() + settings.webhook_poll_interval_s
+                    self._queued_since_dry = False
             for claim in slots.ready(self._clock(), self._timeout):
                 self._spawn(claim)
             # Only what the next pass can act on counts: endpoints at their limit wait for a finished attempt.
