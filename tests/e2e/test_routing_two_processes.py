@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 
 LEADS = 160  # enough for a kill mid-stream with breaches under way; more only queues on 2 cores
 SLA_S = 3.0
+POST_INTERVAL_S = 0.02
 ENV = {
     "HANDOFF_SLA_MINUTES": json.dumps(dict.fromkeys("ABCD", SLA_S / 60)),
     "HANDOFF_SLA_BUSINESS_HOURS": "false",
@@ -53,6 +54,7 @@ def test_two_routing_processes_one_killed_mid_stream_assign_once_and_breach_once
     # The second process starts after the first has migrated the store (migrations are not run concurrently).
     second = Service("routing", free_port(), dict(first.env), stack.tmp / "routing-2.log")
     second.start()
+    killed = threading.Event()
     try:
         lead_ids: list[str] = []
         errors: list[str] = []
@@ -60,6 +62,11 @@ def test_two_routing_processes_one_killed_mid_stream_assign_once_and_breach_once
         def post_all() -> None:
             with httpx.Client(timeout=30) as client:
                 for i in range(LEADS):
+                    if i == LEADS * 2 // 3:
+                        # The last third waits for the kill, so the kill always lands mid-stream however fast
+                        # the pipeline routes the rest (a fast one used to route every lead before any breach).
+                        killed.wait(timeout=600)
+                    time.sleep(POST_INTERVAL_S)
                     response = post_lead(client, stack["ingest"], sample_lead(i))
                     if response.status_code == 202:
                         lead_ids.append(response.json()["lead_id"])
@@ -80,6 +87,7 @@ def test_two_routing_processes_one_killed_mid_stream_assign_once_and_breach_once
                    what="a third of the leads routed and breaches under way")
         at_kill = routed_count(), breaches_so_far()
         first.kill(signal.SIGKILL)
+        killed.set()
         poster.join()
         assert not errors and len(lead_ids) == LEADS
         assert at_kill[0] < LEADS, "the kill came after the stream had ended"
@@ -130,4 +138,5 @@ def test_two_routing_processes_one_killed_mid_stream_assign_once_and_breach_once
             f" {redelivered} breach records re-published by the relay (same event id); rep shares {shares}"
         )
     finally:
+        killed.set()  # a poster still waiting for the kill (the test failed before it) ends instead of hanging
         second.stop()
