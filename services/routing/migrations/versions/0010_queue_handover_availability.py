@@ -1,0 +1,23 @@
+"""queue claims, reassignment and hand-over; self-service availability and calendar feeds
+
+Reserved in the chain so parallel work can fill it in without renumbering; a no-op until then.
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-03 03:00:00
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0010"
+down_revision: str | None = "0009"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

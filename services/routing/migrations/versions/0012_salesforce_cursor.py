@@ -1,0 +1,23 @@
+"""Salesforce: the polling cursor and what it has seen
+
+Reserved in the chain so parallel work can fill it in without renumbering; a no-op until then.
+
+Revision ID: 0012
+Revises: 0011
+Create Date: 2026-12-03 03:00:00
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0012"
+down_revision: str | None = "0011"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

@@ -1,0 +1,23 @@
+"""routing decides in batches and locks per team
+
+Reserved in the chain so parallel work can fill it in without renumbering; a no-op until then.
+
+Revision ID: 0014
+Revises: 0013
+Create Date: 2026-12-03 03:00:00
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0014"
+down_revision: str | None = "0013"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
