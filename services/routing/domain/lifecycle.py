@@ -11,6 +11,8 @@ a rep's action is decided here, from a case the store loads in one call, and the
                                                                         --reject--> routed again, the rep excluded
                                                                         --convert--> converted
                                                                         --disqualify--> disqualified
+    queued --claim--> assigned to the claimer (the first claim wins; the queue's clock stops, the rep's starts)
+    open --reassign (a manager: to a named rep or a team)--> routed again;  --hand-over (of its rep)--> routed again
     converted, disqualified: closed, no action applies.  Erasure empties a lead's personal data in any state.
 """
 
@@ -38,6 +40,8 @@ STATES = (
     "erased",
 )
 ACTIONS = ("accept", "reject", "touch", "disqualify", "convert")
+# What a queued lead takes besides: a rep of its team claims it (a regular action, so a signed link can carry it).
+CLAIM = "claim"
 # A lead in these takes no more actions.
 FINAL_STATUSES = ("converted", "disqualified")
 # A lead in these is closed to repeats (erased leads too): the next submission of the person is a new lead.
@@ -82,11 +86,22 @@ class NewTimer:
 
 
 @dataclass(frozen=True)
+class Target:
+    """Where a claim or a manager sends a lead: a named rep, or a team's rotation (neither: the rules decide)."""
+
+    rep_id: str | None = None
+    team_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Reroute:
-    """Route the lead again, ending the current assignment; the reps in `exclude` already had it."""
+    """Route the lead again, ending the current assignment; the reps in `exclude` are not considered."""
 
     exclude: frozenset[str]
     end_reason: str
+    target: Target | None = None
+    by: str | None = None  # who moved it (a manager, the claiming rep), carried on lead.reassigned
+    note: str | None = None  # why, in the manager's words
 
 
 @dataclass(frozen=True)
@@ -136,7 +151,8 @@ class LeadCase:
         if self.status in FINAL_STATUSES:
             return ()
         if self.current is None or self.current.rep_id is None:
-            return tuple(a for a in ACTIONS if a != "reject")
+            claim = (CLAIM,) if self.status == "queued" and self.current is not None else ()
+            return tuple(a for a in ACTIONS if a != "reject") + claim
         return ACTIONS
 
     def act(
@@ -150,10 +166,12 @@ class LeadCase:
     ) -> Outcome:
         """Decide a rep's action. touch stops the SLA clock; reject reroutes; convert and disqualify close the
         lead. `rep_hours` is the current rep's working week and zone (time to first touch in working minutes)."""
-        if action not in ACTIONS:
+        if action not in ACTIONS and action != CLAIM:
             raise ActionRefused(f"unknown action {action!r}")
         if self.status in FINAL_STATUSES:
             raise ActionRefused(f"the lead is already {self.status}")
+        if action == CLAIM:
+            return self._claim(rep_id)
         actor = rep_id or (self.current.rep_id if self.current else None)
         detail: dict[str, Any] = {"lead_id": self.lead_id, "rep_id": actor, "action": action, "at": now.isoformat()}
         if action == "touch":
@@ -182,6 +200,41 @@ class LeadCase:
             release_rep=self.current.rep_id if self.current is not None else None,
         )
         return self._recorded(outcome, detail)
+
+    def _claim(self, rep_id: str | None) -> Outcome:
+        """The first claim of a queued lead wins: the queue's clock stops and the lead goes to the claimer."""
+        current = self.current
+        if current is not None and current.rep_id is not None:
+            raise ActionRefused(f"already claimed by {current.rep_id}")
+        if self.status != "queued" or current is None:
+            raise ActionRefused(f"only a queued lead can be claimed; this one is {self.status}")
+        if not rep_id:
+            raise ActionRefused("a claim needs the rep who claims")
+        target = Target(rep_id=rep_id)
+        reroute = Reroute(frozenset(), "claimed", target, by=rep_id)
+        return Outcome(CLAIM, self.status, cancel_timers=self._all_pending(), reroute=reroute)
+
+    def reassign(self, target: Target, *, by: str, note: str | None) -> Outcome:
+        """A manager moves an open lead to a named rep, or into a team's rotation (its current rep left out)."""
+        current = self.current
+        if self.status in FINAL_STATUSES:
+            raise ActionRefused(f"the lead is already {self.status}")
+        if current is None or self.status not in OPEN_STATUSES:
+            raise ActionRefused(f"only an open lead can be reassigned; this one is {self.status}")
+        if target.rep_id is not None and target.rep_id == current.rep_id:
+            raise ActionRefused(f"the lead is already with {target.rep_id}")
+        exclude = frozenset({current.rep_id}) if current.rep_id and target.rep_id is None else frozenset()
+        reroute = Reroute(exclude, "reassigned", target, by=by, note=note)
+        return Outcome("reassign", self.status, cancel_timers=self._all_pending(), reroute=reroute)
+
+    def hand_over(self, rep_id: str, *, by: str) -> Outcome | None:
+        """The lead leaves a rep who hands over: routed again through the rules without them; None when the
+        lead is not (or no longer) that rep's open lead, so a hand-over repeated moves nothing twice."""
+        current = self.current
+        if current is None or current.rep_id != rep_id or self.status not in OPEN_STATUSES:
+            return None
+        reroute = Reroute(frozenset({rep_id}), "handover", None, by=by)
+        return Outcome("handover", self.status, cancel_timers=self._all_pending(), reroute=reroute)
 
     def _touch(self, detail: dict[str, Any], now: datetime, rep_hours: tuple[WorkingHours, str] | None) -> Outcome:
         if self.first_touch_at is None:

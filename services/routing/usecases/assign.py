@@ -212,11 +212,13 @@ async def assign(
     forced: Decision | None = None,
     note: Mapping[str, Any] | None = None,
     sla: ResolvedSla | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> AssignmentRow:
     """Decide, persist the decision with rotation and load in this transaction, start the clock, emit.
 
     `sla` is the policy an escalation carries on (its ladder and the step's clock); else it is resolved from
-    the matched rule's `sla:` block, the team's, then the environment defaults."""
+    the matched rule's `sla:` block, the team's, then the environment defaults. `extra` (who moved the lead and
+    why) goes into the event's data and the timeline entry."""
     await lock(session)
     roster = await rt.roster(session)
     repo = RoutingRepository(session)
@@ -300,11 +302,12 @@ async def assign(
                 "sla_due_at": due.isoformat() if due else None,
                 "candidates": [c.to_dict() for c in decision.candidates],
                 **(note or {}),
+                **(extra or {}),
             },
         )
     )
     metrics.record(session, metrics.LEADS_ASSIGNED.labels(outcome=decision.outcome).inc)
-    data = assignment_data(lead, assignment, decision, rep, previous, end_reason)
+    data = {**assignment_data(lead, assignment, decision, rep, previous, end_reason), **(extra or {})}
     # The rows go in with the commit's flush, batched across a consumer batch.
     await publish(rt, session, [event(event_type, lead.lead_id, data, now, correlation_id)])
     return assignment
