@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -126,12 +127,20 @@ class HandoffRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        checks = [dep.call for dep in self.dependant.dependencies if dep.call in AUTHENTICATION_DEPENDENCIES]
+        # A service's own async authentication (routing.access.require) marks itself `authenticates_before_body`.
+        checks: list[Callable[[Request], Any]] = [
+            dep.call
+            for dep in self.dependant.dependencies
+            if dep.call is not None
+            and (dep.call in AUTHENTICATION_DEPENDENCIES or getattr(dep.call, "authenticates_before_body", False))
+        ]
         parses_body = self.body_field is not None
 
         async def authenticate_then_handle(request: Request) -> Response:
             for check in checks:
-                check(request)  # raises 401 before a byte of the body is read
+                outcome = check(request)  # raises 401 before a byte of the body is read
+                if inspect.isawaitable(outcome):
+                    await outcome
             content_type = request.headers.get("content-type", "").lower()
             if parses_body and not content_type.startswith(_NOT_JSON_TYPES):
                 refuse_deep_json(await request.body())  # Starlette keeps the body for FastAPI's own read

@@ -286,3 +286,46 @@ class WebhookAttempt(Base):
     response_body: Mapped[str | None] = mapped_column(Text)
     # What this attempt's outcome scheduled: the next attempt, or nothing (succeeded or given up).
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AccessTokenRow(Base):
+    """A named credential: a rep's API token or a staff token (ops-write, ops-read); only its sha256 is kept."""
+
+    __tablename__ = "access_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # rep | ops-write | ops-read
+    rep_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    created_by: Mapped[str] = mapped_column(String(160))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class UsedLinkNonce(Base):
+    """A signed action link's nonce, written in the action's own transaction: a link acts once."""
+
+    __tablename__ = "used_link_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lead_id: Mapped[str] = mapped_column(String(36))
+    action: Mapped[str] = mapped_column(String(16))
+    rep_id: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class AuditRow(Base):
+    """Who changed rules or the roster, and when (newest first by id)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(160))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+

@@ -1,0 +1,1 @@
+"""Who is calling routing and what they may do: roles, API tokens, signed action links, email and the audit log."""
