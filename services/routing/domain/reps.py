@@ -10,6 +10,8 @@ from routing.domain.sla import SlaBlock
 
 REP_STATUSES = ("active", "away", "ooo", "left")
 METHODS = ("round_robin", "weighted", "least_loaded")
+# What fills a rep's max_open: their open leads nobody has worked yet (the default), or every open lead.
+CAPACITY_COUNTS = ("untouched", "open")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class Team:
     hours: WorkingHours = field(default_factory=WorkingHours)
     manager_id: str | None = None
     sla: SlaBlock | None = None  # the team's SLA policy, under a matching rule's own
+    capacity_counts: str | None = None  # untouched | open; None: the environment's setting
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,12 @@ class Rep:
     ooo_from: datetime | None = None
     ooo_until: datetime | None = None
     manager_id: str | None = None
+    calendar_url: str | None = None  # an iCalendar feed: its all-day events mark the rep away
+    away: tuple[tuple[datetime, datetime], ...] = ()  # [start, end) windows read from that feed
 
     def is_out_of_office(self, now: datetime) -> bool:
-        """Whether `now` is inside the rep's out-of-office window (or status says ooo)."""
-        if self.status == "ooo":
+        """Whether `now` is inside the rep's out-of-office window or a calendar away window (or status says ooo)."""
+        if self.status == "ooo" or any(start <= now < end for start, end in self.away):
             return True
         if self.ooo_from is None and self.ooo_until is None:
             return False

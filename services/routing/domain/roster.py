@@ -48,7 +48,7 @@ from typing import Any
 
 from routing.domain.geo import territory_problem
 from routing.domain.hours import END_OF_DAY, WorkingHours, zone
-from routing.domain.reps import METHODS, REP_STATUSES, Rep, Team
+from routing.domain.reps import CAPACITY_COUNTS, METHODS, REP_STATUSES, Rep, Team
 from routing.domain.sla_grammar import parse_sla_block
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -245,6 +245,7 @@ _TEAM_KEYS = {
     "closed_on",
     "manager_id",
     "sla",
+    "capacity_counts",
 }
 _REP_KEYS = {
     "id",
@@ -264,6 +265,7 @@ _REP_KEYS = {
     "ooo_from",
     "ooo_until",
     "manager_id",
+    "calendar_url",
 }
 
 
@@ -283,6 +285,9 @@ def _parse_team(item: Any, where: str, errors: _Errors) -> Team | None:
         errors.add(f"{where}.queue_business_hours", f"expected true or false, got {business!r}")
         business = True
     sla_block, sla_errors = parse_sla_block(item.get("sla"), f"{where}.sla")
+    counts = item.get("capacity_counts")
+    if counts not in (None, *CAPACITY_COUNTS):
+        errors.add(f"{where}.capacity_counts", f"expected one of {', '.join(CAPACITY_COUNTS)}, got {counts!r}")
     errors.items.extend(sla_errors)
     if team_id is None:
         return None
@@ -296,6 +301,7 @@ def _parse_team(item: Any, where: str, errors: _Errors) -> Team | None:
         hours=parse_hours(item.get("hours"), item.get("closed_on"), where, errors),
         manager_id=_text(item.get("manager_id"), f"{where}.manager_id", errors, required=False),
         sla=sla_block,
+        capacity_counts=counts if counts in CAPACITY_COUNTS else None,
     )
 
 
@@ -324,6 +330,9 @@ def _parse_rep(item: Any, where: str, errors: _Errors) -> Rep | None:
     ooo_until = _moment(item.get("ooo_until"), f"{where}.ooo_until", errors)
     if ooo_from and ooo_until and ooo_until <= ooo_from:
         errors.add(f"{where}.ooo_until", "must be after ooo_from")
+    calendar_url = _text(item.get("calendar_url"), f"{where}.calendar_url", errors, required=False)
+    if calendar_url is not None and (not calendar_url.startswith(("https://", "http://")) or len(calendar_url) > 2048):
+        errors.add(f"{where}.calendar_url", "expected an http(s) URL of an iCalendar feed")
     if rep_id is None or name is None or email is None:
         return None
     return Rep(
@@ -346,6 +355,7 @@ def _parse_rep(item: Any, where: str, errors: _Errors) -> Rep | None:
         ooo_from=ooo_from,
         ooo_until=ooo_until,
         manager_id=_text(item.get("manager_id"), f"{where}.manager_id", errors, required=False),
+        calendar_url=calendar_url,
     )
 
 
