@@ -6,6 +6,7 @@ them on one session (use cases that need only one area may take that area's repo
 
 from __future__ import annotations
 
+from routing.store.crm_tables import ConnectorRow, CrmLinkRow, CrmOwnerRow, CrmSignalRow
 from routing.store.leads import CaseRecord, LeadRepository
 from routing.store.roster import RosterRepository
 from routing.store.tables import (
@@ -47,6 +48,10 @@ __all__ = [
     "AssignmentRow",
     "Base",
     "CaseRecord",
+    "ConnectorRow",
+    "CrmLinkRow",
+    "CrmOwnerRow",
+    "CrmSignalRow",
     "ErasedLead",
     "LeadRepository",
     "LeadRow",

@@ -14,7 +14,7 @@ import structlog
 
 from common.crypto import SecretBox, SecretKeyError
 from routing.store import WebhookDelivery, WebhookEndpoint
-from routing.webhooks.formats import render
+from routing.webhooks.formats import STANDARD, render
 from routing.webhooks.store import DeliveryRow
 
 log = structlog.get_logger(__name__)
@@ -32,6 +32,7 @@ class Claim:
     secrets: tuple[str, ...]
     lease_token: str
     lease_until: datetime | None = None
+    format: str = STANDARD  # a connector's name (routing.connectors) sends through its API, not a POST
 
 
 class ClaimBuilder:
@@ -73,6 +74,7 @@ class ClaimBuilder:
             secrets=secrets,
             lease_token=token,
             lease_until=lease_until,
+            format=endpoint.format,
         )
 
 

@@ -42,8 +42,8 @@ def check_format(value: str) -> str:
 
 def render(fmt: str, payload: str, *, links_base_url: str = "") -> str:
     """The body to send for a stored Standard Webhooks `payload`; links go under `links_base_url` when set."""
-    if fmt == STANDARD:
-        return payload
+    if fmt not in (SLACK, TEAMS):
+        return payload  # standard, and connectors' formats (routing.connectors read the standard body)
     try:
         body = loads(payload)
     except ValueError:

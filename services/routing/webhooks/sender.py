@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.db import Database
 from common.egress import Resolver, system_resolver
 from common.runtime import poll_until
+from routing.connectors import ConnectorDeps, ConnectorPool, registry
 from routing.settings import RoutingSettings
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from routing.webhooks.address import webhook_address_policy
@@ -106,6 +107,7 @@ class WebhookSender:
         self._stop = asyncio.Event()
         self._to_record: list[tuple[Claim, datetime, AttemptOutcome, asyncio.Future[None]]] = []
         self._recorder: asyncio.Task[None] | None = None
+        self._connectors = ConnectorPool(registry, ConnectorDeps(db, settings, wall_clock, resolver))
         db.on_commit(self._after_commit)
 
     def _after_commit(self, session: AsyncSession) -> None:
@@ -177,6 +179,7 @@ class WebhookSender:
         self._wake.set()
 
     async def close(self) -> None:
+        await self._connectors.close()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -247,7 +250,9 @@ class WebhookSender:
         return outcome
 
     async def attempt(self, claim: Claim) -> AttemptOutcome:
-        """One signed POST; only a 2xx within the timeout is a success, redirects are not followed."""
+        """One signed POST, or a connector endpoint's API call (routing.connectors); no redirects followed."""
+        if self._connectors.handles(claim.format):
+            return await self._connectors.deliver(claim)
         return await post_signed(
             self._http(), claim, self._policy, timeout_s=self._timeout, cap=self._cap, wall_clock=self._wall_clock
         )
