@@ -2,43 +2,28 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ingest.domain.errors import FieldError, LeadValidationError, SignatureError
-from ingest.domain.sources._common import (
-    PlatformLead,
-    check_base64,
-    check_fresh,
-    hmac_sha256,
-    parse_ms_timestamp,
-    platform_key,
-    require_secret,
+from common.hubspot import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    HubSpotSignatureError,
+    hubspot_signed_uri,
 )
+from common.hubspot import verify_hubspot_v3 as _verify_v3
+from ingest.domain.errors import FieldError, LeadValidationError, SignatureError
+from ingest.domain.sources._common import PlatformLead, platform_key
 from ingest.domain.sources.platform import KIB, Delivery, FetchNeeds, Normalize, Platform, SignedRequest
 
-SIGNATURE_HEADER = "X-HubSpot-Signature-v3"
-TIMESTAMP_HEADER = "X-HubSpot-Request-Timestamp"
+__all__ = ["PLATFORM", "hubspot_signed_uri", "parse_hubspot", "verify_hubspot_v3"]
 
-# HubSpot signs the URI with exactly these percent-escapes decoded (case-insensitively) and every
-# other escape left as sent; a general unquote() would break signatures for e.g. %20 or %3D.
-_URI_DECODES = {
-    "%3a": ":", "%2f": "/", "%3f": "?", "%40": "@", "%21": "!", "%24": "$",
-    "%27": "'", "%28": "(", "%29": ")", "%2a": "*", "%2c": ",", "%3b": ";",
-}  # fmt: skip
-_URI_ESCAPE = re.compile("|".join(_URI_DECODES), re.IGNORECASE)
 _ERASE_TYPES = frozenset(
     {"contact.deletion", "contact.privacyDeletion", "object.deletion", "object.privacyDeletion"}
 )
 _CONTACT_OBJECT_TYPE = "0-1"
 _ID_KEYS = ("vid", "objectId", "hs_object_id", "id")
-
-
-def hubspot_signed_uri(uri: str) -> str:
-    """The request URI as HubSpot signs it: only its listed percent-escapes decoded."""
-    return _URI_ESCAPE.sub(lambda m: _URI_DECODES[m.group(0).lower()], uri)
 
 
 def verify_hubspot_v3(
@@ -51,17 +36,15 @@ def verify_hubspot_v3(
     *,
     now: datetime,
 ) -> None:
-    """Check base64 HMAC-SHA256(client_secret, method + uri + body + timestamp), timestamp <= 5 min old.
+    """HubSpot's v3 signature, checked by the one implementation in `common.hubspot` (routing's CRM events use
+    it too); raises ingest's SignatureError (401).
 
     ``uri`` is the full URL HubSpot called (``https://host/path?query``) exactly as received.
     """
-    require_secret(client_secret)
-    if not signature:
-        raise SignatureError(f"missing {SIGNATURE_HEADER}")
-    ts, sent_at = parse_ms_timestamp(timestamp, label=TIMESTAMP_HEADER)
-    message = method.upper().encode() + hubspot_signed_uri(uri).encode() + body + ts.encode()
-    check_base64(hmac_sha256(client_secret, message), signature)
-    check_fresh(sent_at, now, label=TIMESTAMP_HEADER)
+    try:
+        _verify_v3(client_secret, method, uri, body, timestamp, signature, now=now)
+    except HubSpotSignatureError as exc:
+        raise SignatureError(str(exc)) from None
 
 
 def _is_contact_event(event: Mapping[str, Any]) -> bool:
