@@ -1,25 +1,30 @@
-"""The consumer loop: effects and dedupe marks commit together, offsets commit after, poison goes to dead letters."""
+"""The consumer loop: effects and dedupe marks commit together, offsets commit after, poison goes to dead letters.
+
+A poll is worked as one unit: its events are deduped in one statement, each type's batch handler is called with
+its fresh events (plain handlers one event at a time), and one commit covers them all before the offsets move.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy import Column, MetaData, String, Table, delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
-from common.db import Database, UtcDateTime
+from common.db import Database
+from common.dedupe import mark_processed
+from common.dedupe import processed_table as processed_table  # re-exported: the services' stores declare it
+from common.dedupe import purge_processed as purge_processed
 from common.envelope import EnvelopeError, Event
 from common.kafka import new_consumer, new_producer, stop_quietly
 from common.logging import bind_correlation_id, describe_error
@@ -29,29 +34,9 @@ from common.topics import dead_letter_topic
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[AsyncSession, Event], Awaitable[None]]
+BatchHandler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
 Prepare = Callable[[Sequence[Event]], Awaitable[None]]
-
-
-def processed_table(metadata: MetaData) -> Table:
-    """Ids of events whose effects are committed: the consumer's dedupe record, written in the effect's transaction."""
-    return Table(
-        "processed_events",
-        metadata,
-        Column("event_id", String(64), primary_key=True),
-        Column("event_type", String(64), nullable=False),
-        # Indexed for the retention purge, which deletes the oldest marks in batches.
-        Column("processed_at", UtcDateTime, nullable=False, index=True),
-    )
-
-
-async def purge_processed(session: AsyncSession, table: Table, before: datetime, limit: int) -> int:
-    """Delete up to `limit` dedupe marks older than `before`; returns how many went.
-
-    Safe once `before` is older than anything the topics still hold: an event can only be redelivered while its
-    record is in the topic, so a mark older than the topics' retention dedupes nothing."""
-    oldest = select(table.c.event_id).where(table.c.processed_at < before).limit(limit)
-    result = await session.execute(delete(table).where(table.c.event_id.in_(oldest.scalar_subquery())))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+Item = tuple[ConsumerRecord, Event]
 
 
 class _Stalled(Exception):
@@ -74,7 +59,13 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class ConsumerLoop:
-    """Consumes `topics`, applies `handlers[event.type]` once per event id, and commits offsets after the effect."""
+    """Consumes `topics`, applies each event once per event id, and commits offsets after the effects.
+
+    `batch_handlers[type]` is called with a poll's fresh events of that type, in their order; `handlers[type]` with
+    one event at a time. A type with both uses the batch handler. Events of one subject are applied in their order:
+    when grouping by type would reorder them (an erasure before the same lead's receipt), the poll is applied in
+    consecutive segments, each grouped by type, so a batch handler may then be called more than once per poll.
+    """
 
     def __init__(
         self,
@@ -83,7 +74,8 @@ class ConsumerLoop:
         db: Database,
         processed: Table,
         topics: Sequence[str],
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, Handler] | None = None,
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
         prepare: Prepare | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -91,7 +83,8 @@ class ConsumerLoop:
         self._db = db
         self._processed = processed
         self._topics = [settings.topic(t) for t in topics]
-        self._handlers = handlers
+        self._handlers = dict(handlers or {})
+        self._batch_handlers = dict(batch_handlers or {})
         self._prepare = prepare
         self._clock = clock
         self._dlq_topic = settings.topic(dead_letter_topic(settings.service_name))
@@ -220,7 +213,7 @@ class ConsumerLoop:
         self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[ConsumerRecord]]
     ) -> None:
         started = time.perf_counter()
-        events: list[tuple[ConsumerRecord, Event]] = []
+        events: list[Item] = []
         for records in batches.values():
             for record in records:
                 try:
@@ -235,42 +228,57 @@ class ConsumerLoop:
                     log.exception("consumer_prepare_failed")  # handlers fall back to what they know
             try:
                 async with self._db.transaction() as session:
-                    for record, event in events:
-                        await self._apply(session, record, event)
+                    await self._apply(session, events)
             except Exception as exc:
                 if is_transient(exc):
                     raise  # the database is away: nothing committed, the batch is redelivered after a restart
                 # One bad event must not hold the others back: retry them one transaction each.
                 log.warning("consumer_batch_failed_retrying_singly", size=len(events))
-                for record, event in events:
-                    await self._apply_with_retries(record, event)
+                for item in events:
+                    await self._apply_with_retries(item)
         await self._commit(consumer, batches)
         metrics.CONSUMER_BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    async def _apply(self, session: AsyncSession, record: ConsumerRecord, event: Event) -> None:
-        bind_correlation_id(event.correlation_id)
-        handler = self._handlers.get(event.type)
-        if handler is None:
-            metrics.CONSUMED.labels(topic=record.topic, type=event.type, result="ignored").inc()
-            return
-        insert = sqlite_insert if self._db.is_sqlite else pg_insert
-        result = await session.execute(
-            insert(self._processed)
-            .values(event_id=event.id, event_type=event.type, processed_at=datetime.now(UTC))
-            .on_conflict_do_nothing(index_elements=["event_id"])
-        )
-        if result.rowcount == 0:  # type: ignore[attr-defined]
-            metrics.CONSUMED.labels(topic=record.topic, type=event.type, result="duplicate").inc()
-            return
-        await handler(session, event)
-        metrics.CONSUMED.labels(topic=record.topic, type=event.type, result="ok").inc()
+    async def _apply(self, session: AsyncSession, items: Sequence[Item]) -> None:
+        """Dedupe `items` in one statement, then apply the fresh ones, grouped by type, in the caller's transaction."""
+        counts: Counter[tuple[str, str, str]] = Counter()
+        wanted: dict[str, Item] = {}
+        for record, event in items:
+            if event.type not in self._batch_handlers and event.type not in self._handlers:
+                counts[(record.topic, event.type, "ignored")] += 1
+            elif event.id in wanted:
+                counts[(record.topic, event.type, "duplicate")] += 1  # the same id twice in one poll
+            else:
+                wanted[event.id] = (record, event)
+        fresh_ids = await mark_processed(session, self._processed, [event for _, event in wanted.values()])
+        fresh: list[Item] = []
+        for record, event in wanted.values():
+            if event.id in fresh_ids:
+                fresh.append((record, event))
+                counts[(record.topic, event.type, "ok")] += 1
+            else:
+                counts[(record.topic, event.type, "duplicate")] += 1
+        for segment in subject_ordered_groups(fresh):
+            for event_type, group in segment.items():
+                batch_handler = self._batch_handlers.get(event_type)
+                if batch_handler is not None:
+                    bind_correlation_id(group[0][1].correlation_id if len(group) == 1 else None)
+                    await batch_handler(session, [event for _, event in group])
+                    continue
+                handler = self._handlers[event_type]
+                for _record, event in group:
+                    bind_correlation_id(event.correlation_id)
+                    await handler(session, event)
+        for (topic, event_type, result), n in counts.items():
+            metrics.CONSUMED.labels(topic=topic, type=event_type, result=result).inc(n)
 
-    async def _apply_with_retries(self, record: ConsumerRecord, event: Event) -> None:
+    async def _apply_with_retries(self, item: Item) -> None:
+        record, event = item
         attempts = self._settings.consumer_max_attempts
         for attempt in range(1, attempts + 1):
             try:
                 async with self._db.transaction() as session:
-                    await self._apply(session, record, event)
+                    await self._apply(session, [item])
                 return
             except Exception as exc:
                 if is_transient(exc):
@@ -323,6 +331,31 @@ class ConsumerLoop:
             raise
         metrics.DEAD_LETTERS.labels(topic=record.topic, reason=reason).inc()
         log.warning("consumer_dead_lettered", topic=record.topic, offset=record.offset, reason=reason)
+
+
+def subject_ordered_groups(items: Sequence[Item]) -> list[dict[str, list[Item]]]:
+    """Consecutive segments of `items`, each grouped by type (types in order of first appearance, events in order).
+
+    Applying the groups of a segment one after another never reorders the events of one subject: a new segment
+    starts where an event's type group would run before a group already holding an earlier event of its subject.
+    """
+    segments: list[dict[str, list[Item]]] = []
+    groups: dict[str, list[Item]] = {}
+    rank: dict[str, int] = {}  # a type's place among the segment's groups
+    latest: dict[str, int] = {}  # per subject, the highest group rank its events reached so far
+    for item in items:
+        event = item[1]
+        place = rank.get(event.type, len(rank))
+        if latest.get(event.subject, -1) > place:
+            segments.append(groups)
+            groups, rank, latest = {}, {}, {}
+            place = 0
+        rank.setdefault(event.type, place)
+        groups.setdefault(event.type, []).append(item)
+        latest[event.subject] = max(latest.get(event.subject, -1), place)
+    if groups:
+        segments.append(groups)
+    return segments
 
 
 class _Listener(ConsumerRebalanceListener):

@@ -14,7 +14,7 @@ import structlog
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.consumer import ConsumerLoop, Handler, Prepare, purge_processed
+from common.consumer import BatchHandler, ConsumerLoop, Handler, Prepare, purge_processed
 from common.db import Database, upgrade_schema_async
 from common.kafka import ensure_topics, new_producer
 from common.outbox import OutboxRelay, backlog
@@ -61,6 +61,7 @@ class Runtime:
         consumes: Sequence[str] = (),
         handlers: Mapping[str, Handler] | None = None,
         prepare: Prepare | None = None,
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
     ) -> None:
         self.settings = settings
         self.metadata = metadata
@@ -71,6 +72,7 @@ class Runtime:
             sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
             pg_statement_timeout_s=settings.pg_statement_timeout_s,
             pg_lock_timeout_s=settings.pg_lock_timeout_s,
+            pool_size=settings.database_pool_size,
         )
         self.outbox = outbox
         self.relay = OutboxRelay(
@@ -78,13 +80,14 @@ class Runtime:
         )
         self.consumer: ConsumerLoop | None = None
         if consumes:
-            assert processed is not None and handlers is not None
+            assert processed is not None and (handlers is not None or batch_handlers is not None)
             self.consumer = ConsumerLoop(
                 settings=settings,
                 db=self.db,
                 processed=processed,
                 topics=consumes,
                 handlers=handlers,
+                batch_handlers=batch_handlers,
                 prepare=prepare,
             )
         topics = {*produces, *consumes}

@@ -1,0 +1,55 @@
+"""The consumers' dedupe record: one mark per applied event id, written in the transaction of the event's effects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, MetaData, String, Table, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.db import UtcDateTime
+from common.envelope import Event
+
+
+def processed_table(metadata: MetaData) -> Table:
+    """Ids of events whose effects are committed: the consumer's dedupe record, written in the effect's transaction."""
+    return Table(
+        "processed_events",
+        metadata,
+        Column("event_id", String(64), primary_key=True),
+        Column("event_type", String(64), nullable=False),
+        # Indexed for the retention purge, which deletes the oldest marks in batches.
+        Column("processed_at", UtcDateTime, nullable=False, index=True),
+    )
+
+
+async def mark_processed(session: AsyncSession, table: Table, events: Sequence[Event]) -> set[str]:
+    """Write the marks of `events` in one statement; returns the ids that had none (the events to apply now).
+
+    INSERT ... ON CONFLICT DO NOTHING RETURNING answers with exactly the rows it inserted, on SQLite and on
+    PostgreSQL; a mark another transaction holds uncommitted makes this one wait for it (PostgreSQL) or cannot
+    exist (SQLite has one writer), so an id is never applied twice. `events` must not repeat an id.
+    """
+    if not events:
+        return set()
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table).on_conflict_do_nothing(index_elements=[table.c.event_id]).returning(table.c.event_id)
+    now = datetime.now(UTC)
+    # An executemany: SQLAlchemy sends it as one multi-row INSERT per 1,000 rows ("insertmanyvalues"), compiled once.
+    result = await session.execute(
+        statement, [{"event_id": e.id, "event_type": e.type, "processed_at": now} for e in events]
+    )
+    return set(result.scalars())
+
+
+async def purge_processed(session: AsyncSession, table: Table, before: datetime, limit: int) -> int:
+    """Delete up to `limit` dedupe marks older than `before`; returns how many went.
+
+    Safe once `before` is older than anything the topics still hold: an event can only be redelivered while its
+    record is in the topic, so a mark older than the topics' retention dedupes nothing."""
+    oldest = select(table.c.event_id).where(table.c.processed_at < before).limit(limit)
+    result = await session.execute(delete(table).where(table.c.event_id.in_(oldest.scalar_subquery())))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
