@@ -11,13 +11,14 @@ from fastapi import FastAPI
 
 from common.logging import configure_logging
 from common.runtime import Runtime
+from common.topics import LEADS_SCORED
 from common.web import health_router, install_common
 from routing import api, ops, webhooks
 from routing.consumer import CONSUMES, PRODUCES, event_handlers
 from routing.handlers import Router
 from routing.settings import RoutingSettings
 from routing.store import Base, outbox, processed
-from routing.timers import TimerLoop
+from routing.timers import TimerLoop, consumer_ownership
 from routing.usecases import roster
 from routing.webhooks import api as webhooks_api
 
@@ -51,7 +52,12 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
             handlers=event_handlers(router),
         )
         timers = TimerLoop(
-            runtime.db, router, batch_size=settings.timer_batch_size, max_sleep_s=settings.timer_max_sleep_s
+            runtime.db,
+            router,
+            batch_size=settings.timer_batch_size,
+            max_sleep_s=settings.timer_max_sleep_s,
+            # The timers of the leads whose lead.scored partitions this process consumes (the sweep takes the rest).
+            ownership=consumer_ownership(runtime, settings.topic(LEADS_SCORED)),
         )
         app.state.router = router
         app.state.runtime = runtime

@@ -1,32 +1,118 @@
-"""The SLA clock's entrypoint: a loop that detects due timers in short transactions, then escalates."""
+"""The SLA clock's entrypoint: the timer engine. The timers due in the next few minutes are held in memory, by
+the partition of routing's consumer that owns their lead, and fired at their due time, each claimed by id in
+the transaction that marks it fired; a sweep fires what no owner took; escalations follow in their own
+transactions."""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka.partitioner import murmur2
 
 from common.db import Database
 from common.poll import poll_until
 from routing import metrics
 from routing.handlers import Router
 from routing.store import RoutingRepository
+from routing.usecases import clock as clock_usecase
 
-# When timers are due but none could be claimed, another process is firing them: look again shortly.
-_CONTENDED_PAUSE_S = 0.01
+# For this long after this process writes a timer due inside the horizon, each commit makes the loop look.
+_LOOK_AFTER_WRITE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Which partitions of the lead-keyed topic this process owns, out of `count`."""
+
+    count: int
+    owned: frozenset[int]
+
+
+def partition_of(lead_id: str, count: int) -> int:
+    """The partition Kafka's default partitioner gives a record keyed by this lead id (murmur2, as aiokafka)."""
+    return (murmur2(lead_id.encode()) & 0x7FFFFFFF) % count
+
+
+def consumer_ownership(runtime: Any, topic: str) -> Callable[[], Ownership | None]:
+    """This process's share of the timers: the partitions of `topic` its consumer holds now. None (every timer)
+    while the consumer holds none or is not running (a broker outage must not stop the clock; claims stay
+    exactly once whoever fires)."""
+
+    def owned() -> Ownership | None:
+        loop = getattr(runtime, "consumer", None)
+        client = getattr(loop, "_consumer", None)
+        if client is None:
+            return None
+        mine = frozenset(tp.partition for tp in client.assignment() if tp.topic == topic)
+        count = len(client.partitions_for_topic(topic) or ())
+        return Ownership(count, mine) if mine and count else None
+
+    return owned
+
+
+class Horizon:
+    """The open timers due by `watermark`, in a heap per owned partition (partition 0 when the process owns
+    every timer). Refilled from the store: by due time as the watermark moves on, and by id for rows written
+    after the watermark had passed their due time (this process's writes, or another's)."""
+
+    def __init__(self, ownership: Ownership | None) -> None:
+        self.ownership = ownership
+        self.heaps: dict[int, list[tuple[float, int]]] = {}
+        self.known: set[int] = set()
+        self.watermark: datetime | None = None  # None: nothing read yet
+        self.id_mark = 0  # every row with a smaller id due by the watermark has been read
+
+    def __len__(self) -> int:
+        return len(self.known)
+
+    def add(self, rows: list[Any]) -> None:
+        ownership = self.ownership
+        for timer_id, lead_id, due in rows:
+            if timer_id in self.known:
+                continue
+            part = 0 if ownership is None else partition_of(lead_id, ownership.count)
+            if ownership is not None and part not in ownership.owned:
+                continue
+            self.known.add(timer_id)
+            heapq.heappush(self.heaps.setdefault(part, []), (due.timestamp(), timer_id))
+
+    def next_due(self) -> float | None:
+        heads = [heap[0][0] for heap in self.heaps.values() if heap]
+        return min(heads) if heads else None
+
+    def pop_due(self, now: float, limit: int) -> list[int]:
+        """Up to `limit` ids due by `now`, earliest first across the partitions."""
+        out: list[int] = []
+        while len(out) < limit:
+            part, heap = min(
+                ((p, h) for p, h in self.heaps.items() if h), key=lambda item: item[1][0][0], default=(0, [])
+            )
+            if not heap or heap[0][0] > now:
+                break
+            while heap and heap[0][0] <= now and len(out) < limit:
+                _due, timer_id = heapq.heappop(heap)
+                self.known.discard(timer_id)
+                out.append(timer_id)
+            if not heap:
+                del self.heaps[part]
+        return out
 
 
 class TimerLoop:
-    """Sleeps until the next due timer (at most max_sleep_s, or until a new timer wakes it) and fires what is due.
+    """Fires each timer at its due time from the in-memory horizon (horizon_s ahead, refilled every refresh_s
+    and when this process writes a timer due inside it), sweeps the store every sweep_s for timers overdue by
+    more than sweep_grace_s that no owner fired (a crashed process's partitions, a row written out of order),
+    and escalates detected breaches in small transactions between firings.
 
-    Detection comes first: a due batch is marked fired and its warnings and breaches written in one short
-    transaction; each breach leaves an escalation marker that later, smaller transactions turn into the
-    reassignment, so a burst of breaches is seen in milliseconds even when escalating it takes seconds.
-
-    Timers live in the database, so every routing process runs this loop. The earliest due time is cached:
-    timers this process writes wake the loop, and the store is read again at least every refresh_s, which is
-    how a timer written by another process (or before a restart) is found.
+    Exactly once: a timer fires only in the transaction whose conditional UPDATE marks it fired, whichever
+    process, owner or sweep, gets there first. No routing lock is taken to fire; only escalations take it.
+    The open-timers gauge reads the counter the writes keep (migration 0013), never counts the table.
     """
 
     def __init__(
@@ -39,6 +125,11 @@ class TimerLoop:
         gauge_every_s: float = 15.0,
         escalation_batch_size: int | None = None,
         refresh_s: float | None = None,
+        horizon_s: float = 300.0,
+        horizon_cap: int = 200_000,
+        sweep_s: float = 1.0,
+        sweep_grace_s: float = 2.0,
+        ownership: Callable[[], Ownership | None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._db = db
@@ -46,22 +137,42 @@ class TimerLoop:
         self._batch = batch_size
         self._escalation_batch = escalation_batch_size or router.settings.timer_escalation_batch_size
         self._max_sleep = max_sleep_s
-        self._refresh = max(max_sleep_s, refresh_s if refresh_s is not None else router.settings.timer_refresh_s)
+        self._refresh = refresh_s if refresh_s is not None else router.settings.timer_refresh_s
+        self._span = timedelta(seconds=max(horizon_s, self._refresh * 2))
+        self._cap = horizon_cap
+        self._sweep_every, self._grace = sweep_s, timedelta(seconds=sweep_grace_s)
+        self._ownership = ownership
         self._gauge_every = gauge_every_s
         self._clock = clock
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
+        self.horizon = Horizon(ownership())
+        self._refill_at = 0.0  # monotonic times of the next scheduled look at the store
+        self._sweep_at = 0.0
         self._gauge_at = 0.0
-        self._next_due: datetime | None = None
-        self._read_at: float | None = None  # monotonic time of the last store read; None: must read
+        self._written_at = -1e9  # monotonic time this process last wrote a timer due inside the horizon
+        self._look = False  # a commit since: look for new rows by id
+        self._escalations = True  # markers may wait (at start: a crash may have left some)
+        self._escalated_at = 0.0
         self.fired_total = 0
+        self.swept_total = 0
         self.escalated_total = 0
         router.on_timer_written = self._timer_written
+        db.on_commit(self._committed)
 
     def _timer_written(self, due: datetime) -> None:
-        if self._read_at is not None and (self._next_due is None or due < self._next_due):
-            self._next_due = due
-        self._wake.set()
+        """A timer written in this process, inside a transaction not yet committed: if it falls due inside the
+        horizon, the commits of the next seconds each make the loop look for new rows by id."""
+        watermark = self.horizon.watermark
+        if watermark is not None and due <= watermark:
+            self._written_at = time.monotonic()
+
+    def _committed(self, _session: Any) -> None:
+        # Which commit carries the write is not known here, so every commit soon after one looks (two cheap
+        # queries by primary key); a write committed later than that is read by the next refill (refresh_s).
+        if time.monotonic() - self._written_at < _LOOK_AFTER_WRITE_S:
+            self._look = True
+            self._wake.set()
 
     async def run(self) -> None:
         """Fire due timers until stopped; errors are logged and retried, never fatal."""
@@ -73,43 +184,107 @@ class TimerLoop:
         try:
             return await self._round()
         except Exception:
-            self._read_at = None  # look at the store again after a failure
+            self.horizon = Horizon(self._ownership())  # read the store afresh after a failure
             raise
 
     async def _round(self) -> float:
-        """One look at the store (or at the cached next due time while it is fresh): fire a batch if anything
-        is due; returns how long to sleep (0: go again at once). A sleep until the earliest due time that no
-        new timer cuts short ends in a round that fires it from the cached due time, without looking again."""
-        fresh = self._read_at is not None and time.monotonic() - self._read_at < self._refresh
-        if not fresh:
-            async with self._db.read() as session:
-                repo = RoutingRepository(session)
-                self._next_due = await repo.next_due()
-                if time.monotonic() - self._gauge_at >= self._gauge_every:
-                    self._gauge_at = time.monotonic()
-                    metrics.SLA_OPEN_TIMERS.set(await repo.open_timers())
-            self._read_at = time.monotonic()
-        now = self._clock()  # read after the query, so a slow query does not make the sleep overshoot
-        if self._next_due is None:
-            return self._max_sleep
-        if self._next_due > now:
-            return min(self._max_sleep, (self._next_due - now).total_seconds())
-        fired = await self.tick()
-        return 0.0 if fired else _CONTENDED_PAUSE_S
+        """One round: look at the store when due, fire what is due, sweep, escalate, refresh the gauge; returns
+        how long to sleep (0: go again at once)."""
+        mono = time.monotonic()
+        ownership = self._ownership()
+        if ownership != self.horizon.ownership:
+            self.horizon = Horizon(ownership)  # a rebalance: the new share is read from the store
+        if self.horizon.watermark is None or mono >= self._refill_at:
+            await self._refill(full=True)
+        elif self._look:
+            await self._refill(full=False)
+        fired = await self._fire_due()
+        if fired:
+            return 0.0
+        if mono >= self._sweep_at and await self.sweep():
+            return 0.0
+        now = self._clock()
+        head = self.horizon.next_due()
+        gap = self._max_sleep if head is None else head - now.timestamp()
+        if self._escalations and (gap > 0.05 or mono - self._escalated_at >= 1.0) and await self._escalate():
+            return 0.0
+        if mono - self._gauge_at >= self._gauge_every:
+            await self._refresh_gauge()
+        return max(0.0, min(self._max_sleep, gap, self._refill_at - mono, self._sweep_at - mono))
+
+    async def _refill(self, *, full: bool) -> None:
+        """Read what the horizon lacks: rows written since the last look that are due by the watermark (by id),
+        and with `full` the timers falling due between the watermark and now + horizon_s (by due time)."""
+        horizon = self.horizon
+        self._look = False
+        until = self._clock() + self._span
+        async with self._db.read() as session:
+            repo = RoutingRepository(session)
+            top = await repo.last_timer_id()
+            if horizon.watermark is not None and top > horizon.id_mark:
+                horizon.add(await repo.timers_written_since(horizon.id_mark, top, horizon.watermark))
+            if full:
+                rows = await repo.timers_due_between(horizon.watermark, until, self._cap)
+                horizon.add(rows)
+                # A capped read stops just short of its last due time, so rows sharing it are read next time.
+                horizon.watermark = until if len(rows) < self._cap else rows[-1][2] - timedelta(microseconds=1)
+                self._refill_at = time.monotonic() + self._refresh
+        horizon.id_mark = max(horizon.id_mark, top)
+
+    async def _fire_due(self) -> int:
+        """Fire one batch of the horizon's due timers; returns how many fired here."""
+        ids = self.horizon.pop_due(self._clock().timestamp(), self._batch)
+        if not ids:
+            return 0
+        async with self._db.transaction() as session:
+            fired = await clock_usecase.fire_timers(self._router, session, ids, self._clock())
+        self.fired_total += fired
+        self._escalations = self._escalations or fired > 0
+        return len(ids)
+
+    async def sweep(self) -> int:
+        """Fire timers overdue by more than the grace that no owner fired; returns how many."""
+        self._sweep_at = time.monotonic() + self._sweep_every
+        due_by = self._clock() - self._grace
+        async with self._db.read() as session:
+            earliest = await RoutingRepository(session).next_due()
+        if earliest is None or earliest > due_by:
+            return 0  # the idle path writes nothing
+        async with self._db.transaction() as session:
+            swept = await clock_usecase.detect_due_timers(
+                self._router, session, self._clock(), self._batch, due_by=due_by
+            )
+        self.swept_total += swept
+        self.fired_total += swept
+        self._escalations = self._escalations or swept > 0
+        return swept
+
+    async def _escalate(self) -> int:
+        """One small batch of escalations (reassignments under the routing lock); returns how many."""
+        self._escalated_at = time.monotonic()
+        async with self._db.read() as session:
+            waiting = await RoutingRepository(session).escalation_due(self._clock())
+        if not waiting:
+            self._escalations = False
+            return 0
+        async with self._db.transaction() as session:
+            escalated = await self._router.escalate_due(session, self._clock(), self._escalation_batch)
+        self.escalated_total += escalated
+        return escalated
+
+    async def _refresh_gauge(self) -> None:
+        """The open-timers gauge from the counter the writes keep (a few rows, not a count of the table)."""
+        self._gauge_at = time.monotonic()
+        async with self._db.read() as session:
+            metrics.SLA_OPEN_TIMERS.set(await RoutingRepository(session).open_timers())
+        if self._db.engine.dialect.name == "postgresql":
+            async with self._db.transaction() as session:
+                await RoutingRepository(session).fold_timer_counts()
 
     async def tick(self) -> int:
-        """Detect one batch of due timers; once detection has caught up, escalate one small batch.
-        Returns how many timers and escalations were claimed."""
-        self._read_at = None  # what is due next changes with what fires: look again next round
-        async with self._db.transaction() as session:
-            fired = await self._router.detect_due_timers(session, self._clock(), self._batch)
-        self.fired_total += fired
-        escalated = 0
-        if fired < self._batch:
-            async with self._db.transaction() as session:
-                escalated = await self._router.escalate_due(session, self._clock(), self._escalation_batch)
-            self.escalated_total += escalated
-        return fired + escalated
+        """Look at the store and fire one batch of what is due, as a round would (tools and the bench)."""
+        await self._refill(full=True)
+        return await self._fire_due()
 
     async def stop(self) -> None:
         """Let the current round finish and end the loop."""

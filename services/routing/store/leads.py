@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, or_, select, text
 
 from routing.domain.lifecycle import CurrentAssignment, LeadCase, Outcome, PendingTimer, sla_of
 from routing.store._base import Repository
-from routing.store.tables import ESCALATE, AssignmentRow, ErasedLead, LeadRow, SlaTimer, TimelineRow
+from routing.store.tables import AssignmentRow, ErasedLead, LeadRow, SlaTimer, TimelineRow
 
 
 @dataclass
@@ -31,7 +31,7 @@ class CaseRecord:
     @property
     def escalations(self) -> list[SlaTimer]:
         """Breaches detected but not yet escalated: they happened first, so they are escalated before the action."""
-        return [t for t in self.timers if t.kind == ESCALATE]
+        return [t for t in self.timers if t.escalate_at is not None]
 
     def case(self) -> LeadCase:
         current = self.current
@@ -45,7 +45,9 @@ class CaseRecord:
             if current is not None
             else None,
             pending=tuple(
-                PendingTimer(t.id, t.kind) for t in self.timers if current is not None and t.assignment_id == current.id
+                PendingTimer(t.id, t.kind)
+                for t in self.timers
+                if current is not None and t.assignment_id == current.id and t.fired_at is None
             ),
             tried_reps=frozenset(a.rep_id for a in self.assignments if a.rep_id),
             touches_since_first=self.touches_since_first,
@@ -59,7 +61,15 @@ class LeadRepository(Repository):
         lead = await self.session.get(LeadRow, lead_id)
         if lead is None:
             return None
-        timers = select(SlaTimer).where(SlaTimer.lead_id == lead_id, SlaTimer.fired_at.is_(None)).order_by(SlaTimer.id)
+        # Open timers and fired ones whose escalation is pending; on PostgreSQL locked, so the timer loop (which
+        # takes no routing lock) skips what this action is about to cancel, and this waits for what it fires.
+        timers = (
+            select(SlaTimer)
+            .where(SlaTimer.lead_id == lead_id, or_(SlaTimer.fired_at.is_(None), SlaTimer.escalate_at.is_not(None)))
+            .order_by(SlaTimer.id)
+        )
+        if self._on_postgres():
+            timers = timers.with_for_update()
         touches = 0
         if lead.first_touch_at is not None:
             touches = await self.count_timeline(lead_id, "touched", since=lead.first_touch_at)

@@ -170,6 +170,12 @@ class SlaTimer(Base):
             sqlite_where=text("fired_at IS NULL"),
             postgresql_where=text("fired_at IS NULL"),
         ),
+        Index(
+            "ix_sla_timers_escalate_at",
+            "escalate_at",
+            sqlite_where=text("escalate_at IS NOT NULL"),
+            postgresql_where=text("escalate_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -181,6 +187,20 @@ class SlaTimer(Base):
     due_at: Mapped[datetime] = mapped_column(UtcDateTime)
     fired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A fired breach (or hold) whose follow-up (the ladder's step, routing again) is still to be made: the
+    # escalation marker, on the timer row itself; cleared in the transaction that escalates.
+    escalate_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class SlaTimerCount(Base):
+    """Open timers, kept by triggers on sla_timers (migration 0013) so the gauge never counts the table:
+    SQLite keeps one row (shard 0); PostgreSQL a row per server process (its pid), so writers never wait on
+    each other, folded into shard 0 when the process is gone."""
+
+    __tablename__ = "sla_timer_counts"
+
+    shard: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    open: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ErasedLead(Base):

@@ -1,57 +1,88 @@
-"""The SLA clock's questions: due timers claimed in bulk, what a notice says, what an escalation carries."""
+"""The SLA clock's questions: the near horizon of timers, claims by id, the sweep of overdue timers, escalation
+markers on the timer rows, what a notice says, what an escalation carries, and the open-timers counter."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, and_, func, select, text, update
 
 from routing.store._base import Repository
-from routing.store.tables import ESCALATE, AssignmentRow, LeadRow, SlaTimer
+from routing.store.tables import AssignmentRow, LeadRow, SlaTimer, SlaTimerCount
+
+# What a claim returns of each timer: enough to fire it without loading a row object.
+_CLAIMED = (SlaTimer.id, SlaTimer.lead_id, SlaTimer.assignment_id, SlaTimer.kind, SlaTimer.fraction, SlaTimer.due_at)
 
 
 class TimerRepository(Repository):
-    async def add_escalation_markers(self, markers: Iterable[Mapping[str, Any]]) -> None:
-        """Durable escalation markers (lead_id, assignment_id, kind, due_at), one statement for a whole burst."""
-        markers = list(markers)
-        if markers:
-            await self.session.execute(insert(SlaTimer.__table__), markers)  # type: ignore[arg-type]
+    # -- the near horizon: which timers fall due soon (read outside any transaction that writes) -------------
 
-    async def due_timers(self, now: datetime, limit: int, *, escalations: bool = False) -> list[SlaTimer]:
-        """Due clock timers (warnings, breaches, holds), or with `escalations` the pending escalation markers."""
-        kind = SlaTimer.kind == ESCALATE if escalations else SlaTimer.kind != ESCALATE
-        query = (
-            select(SlaTimer)
-            .where(SlaTimer.fired_at.is_(None), SlaTimer.due_at <= now, kind)
-            .order_by(SlaTimer.due_at)
-            .limit(limit)
+    async def timers_due_between(self, after: datetime | None, until: datetime, limit: int) -> list[Any]:
+        """Open timers with after < due_at <= until, earliest first (id, lead_id, due_at): the horizon's refill
+        by due time, on the pending-due index."""
+        query = select(SlaTimer.id, SlaTimer.lead_id, SlaTimer.due_at).where(
+            SlaTimer.fired_at.is_(None), SlaTimer.due_at <= until
         )
-        if self._on_postgres():
-            # Two routing processes never claim the same timer; a killed one's rows unlock with its connection.
-            query = query.with_for_update(skip_locked=True)
-        return list((await self.session.execute(query)).scalars())
+        if after is not None:
+            query = query.where(SlaTimer.due_at > after)
+        return list((await self.session.execute(query.order_by(SlaTimer.due_at, SlaTimer.id).limit(limit))).all())
 
-    async def claim_due_timers(self, now: datetime, limit: int) -> list[Any]:
-        """Mark up to `limit` due clock timers fired and return them, in one statement: a burst of thousands is
-        claimed without loading a row object each. Columns: id, lead_id, assignment_id, kind, fraction, due_at."""
-        due = (
+    async def timers_written_since(self, after_id: int, up_to_id: int, until: datetime) -> list[Any]:
+        """Open timers with after_id < id <= up_to_id due by `until` (id, lead_id, due_at): rows written (by any
+        process) after the horizon passed their due time, read by primary key."""
+        query = select(SlaTimer.id, SlaTimer.lead_id, SlaTimer.due_at).where(
+            SlaTimer.id > after_id, SlaTimer.id <= up_to_id, SlaTimer.fired_at.is_(None), SlaTimer.due_at <= until
+        )
+        return list((await self.session.execute(query)).all())
+
+    async def last_timer_id(self) -> int:
+        return int((await self.session.execute(select(func.max(SlaTimer.id)))).scalar_one_or_none() or 0)
+
+    # -- firing: each timer once, in the transaction that marks it fired ----------------------------------------
+
+    async def claim_timers(self, timer_ids: Collection[int], now: datetime) -> list[Any]:
+        """Mark these timers fired, those still open, in one conditional UPDATE, and return them (columns: id,
+        lead_id, assignment_id, kind, fraction, due_at) in due order. A timer another process fired, or a
+        touch cancelled, is not returned; on PostgreSQL one that another transaction holds is skipped, not
+        waited for (the sweep fires it if that transaction did not)."""
+        if not timer_ids:
+            return []
+        ids = sorted(timer_ids)
+        condition: Any
+        if self._on_postgres():
+            target = (
+                select(SlaTimer.id)
+                .where(SlaTimer.id.in_(ids), SlaTimer.fired_at.is_(None))
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            )
+            condition = SlaTimer.id.in_(target)
+        else:
+            condition = and_(SlaTimer.id.in_(ids), SlaTimer.fired_at.is_(None))
+        return await self._claim(condition, now)
+
+    async def claim_due_timers(self, now: datetime, limit: int, *, due_by: datetime | None = None) -> list[Any]:
+        """Mark up to `limit` open timers due by `due_by` (default: now) fired and return them, in one statement:
+        the sweep of what no owner took, and the store-driven path of tests and tools."""
+        due: Select[Any] = (
             select(SlaTimer.id)
-            .where(SlaTimer.fired_at.is_(None), SlaTimer.due_at <= now, SlaTimer.kind != ESCALATE)
+            .where(SlaTimer.fired_at.is_(None), SlaTimer.due_at <= (due_by or now))
             .order_by(SlaTimer.due_at)
             .limit(limit)
         )
         if self._on_postgres():
             # Two routing processes never claim the same timer; a killed one's rows unlock with its connection.
             due = due.with_for_update(skip_locked=True)
+        return await self._claim(SlaTimer.id.in_(due.scalar_subquery()), now)
+
+    async def _claim(self, condition: Any, now: datetime) -> list[Any]:
         claimed = await self.session.execute(
             update(SlaTimer)
-            .where(SlaTimer.id.in_(due.scalar_subquery()))
+            .where(condition)
             .values(fired_at=now)
-            .returning(
-                SlaTimer.id, SlaTimer.lead_id, SlaTimer.assignment_id, SlaTimer.kind, SlaTimer.fraction, SlaTimer.due_at
-            )
+            .returning(*_CLAIMED)
             .execution_options(synchronize_session=False)
         )
         # RETURNING keeps no order: fire in due order, so notices and timeline rows follow the clock.
@@ -61,10 +92,47 @@ class TimerRepository(Repository):
         if timer_ids:
             await self.session.execute(
                 update(SlaTimer)
-                .where(SlaTimer.id.in_(timer_ids))
+                .where(SlaTimer.id.in_(sorted(timer_ids)))
                 .values(cancelled=True)
                 .execution_options(synchronize_session=False)
             )
+
+    # -- escalation markers: a fired timer's follow-up still to be made -------------------------------------
+
+    async def mark_escalations(self, timer_ids: Collection[int], at: datetime) -> None:
+        """These fired timers (breaches whose ladder calls for a step, holds that end) wait for their follow-up."""
+        if timer_ids:
+            await self.session.execute(
+                update(SlaTimer)
+                .where(SlaTimer.id.in_(sorted(timer_ids)))
+                .values(escalate_at=at)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def escalation_due(self, now: datetime) -> bool:
+        """Whether any fired timer waits for its escalation (read before taking the routing lock)."""
+        query = select(SlaTimer.id).where(SlaTimer.escalate_at.is_not(None), SlaTimer.escalate_at <= now)
+        return (await self.session.execute(query.limit(1))).first() is not None
+
+    async def due_escalations(self, now: datetime, limit: int) -> list[SlaTimer]:
+        """Up to `limit` timers waiting for their escalation, oldest first (the caller clears each marker in
+        its transaction; on PostgreSQL another process's claimed rows are skipped)."""
+        query = (
+            select(SlaTimer)
+            .where(SlaTimer.escalate_at.is_not(None), SlaTimer.escalate_at <= now)
+            .order_by(SlaTimer.escalate_at, SlaTimer.id)
+            .limit(limit)
+        )
+        if self._on_postgres():
+            query = query.with_for_update(skip_locked=True)
+        return list((await self.session.execute(query)).scalars())
+
+    async def pending_escalations(self, lead_id: str) -> list[SlaTimer]:
+        """This lead's fired timers whose escalation is still to be made."""
+        query = select(SlaTimer).where(SlaTimer.lead_id == lead_id, SlaTimer.escalate_at.is_not(None))
+        return list((await self.session.execute(query.order_by(SlaTimer.id))).scalars())
+
+    # -- what notices and escalations say ------------------------------------------------------------------
 
     async def clock_facts(self, lead_ids: Collection[str]) -> dict[str, Any]:
         """What an SLA notice says of each lead's running assignment, by lead id (no row objects, no JSON)."""
@@ -104,10 +172,6 @@ class TimerRepository(Repository):
             await self.session.execute(select(func.min(SlaTimer.due_at)).where(SlaTimer.fired_at.is_(None)))
         ).scalar_one_or_none()
 
-    async def open_timers(self) -> int:
-        """Timers waiting to fire (SLA warnings, breaches and holds)."""
-        return int((await self.session.execute(select(func.count()).where(SlaTimer.fired_at.is_(None)))).scalar_one())
-
     async def pending_timers(self, assignment_id: int) -> list[SlaTimer]:
         return list(
             (
@@ -117,16 +181,28 @@ class TimerRepository(Repository):
             ).scalars()
         )
 
-    async def escalation_due(self, now: datetime) -> bool:
-        """Whether any detected breach waits for its escalation (read before taking the routing lock)."""
-        query = select(SlaTimer.id).where(
-            SlaTimer.fired_at.is_(None), SlaTimer.due_at <= now, SlaTimer.kind == ESCALATE
-        )
-        return (await self.session.execute(query.limit(1))).first() is not None
+    # -- the open-timers counter (kept by triggers, migration 0013) -----------------------------------------
 
-    async def pending_escalations(self, lead_id: str) -> list[SlaTimer]:
-        """This lead's breaches detected but not yet escalated."""
-        query = select(SlaTimer).where(
-            SlaTimer.lead_id == lead_id, SlaTimer.kind == ESCALATE, SlaTimer.fired_at.is_(None)
+    async def open_timers(self) -> int:
+        """Timers waiting to fire (SLA warnings, breaches and holds), from the counter the writes keep: a few
+        rows read, never the table counted."""
+        return int((await self.session.execute(select(func.coalesce(func.sum(SlaTimerCount.open), 0)))).scalar_one())
+
+    async def fold_timer_counts(self) -> None:
+        """PostgreSQL: fold the counter rows of server processes that are gone into shard 0 (they would only
+        pile up); one statement, taking no lock a writer waits for (a live process's row is left alone)."""
+        if not self._on_postgres():
+            return
+        await self.session.execute(
+            text(
+                """
+                WITH gone AS (
+                    DELETE FROM sla_timer_counts
+                    WHERE shard <> 0 AND shard NOT IN (SELECT pid FROM pg_stat_activity)
+                    RETURNING open
+                )
+                UPDATE sla_timer_counts SET open = open + (SELECT coalesce(sum(open), 0) FROM gone) WHERE shard = 0
+                """
+            )
         )
-        return list((await self.session.execute(query)).scalars())
+

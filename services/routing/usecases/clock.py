@@ -3,7 +3,7 @@ escalation ladder (reassign, notify the manager, hand to the manager, the team q
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -15,7 +15,7 @@ from common.envelope import Event
 from routing import metrics
 from routing.domain import Decision, manager_for, sla_deadline, sla_policy_for
 from routing.domain.sla import ResolvedSla, is_hotter, resolve_sla
-from routing.store import ESCALATE, AssignmentRow, LeadRow, RoutingRepository, SlaTimer, TimelineRow
+from routing.store import AssignmentRow, LeadRow, RoutingRepository, SlaTimer, TimelineRow
 from routing.usecases import assign as assigning
 from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.notices import emit_sla, sla_event
@@ -24,37 +24,42 @@ from routing.usecases.shared import clock_of, lock, schedule_clock
 
 async def fire_due_timers(rt: RoutingContext, session: AsyncSession, now: datetime, limit: int) -> int:
     """Detect what is due and make the escalations it calls for, all in this transaction; returns how many
-    timers were due (the timer loop uses detect_due_timers and escalate_due in separate transactions)."""
+    timers were due (the timer loop fires and escalates in separate transactions)."""
     fired = await detect_due_timers(rt, session, now, limit)
     while await escalate_due(rt, session, now, limit):
         pass
     return fired
 
 
-async def detect_due_timers(rt: RoutingContext, session: AsyncSession, now: datetime, limit: int) -> int:
-    """Fire what is due: warnings, breaches and holds (then route again). A breach is recorded and leaves a
-    durable escalation marker, so the slow part (a reassignment) never holds back the next breach's
-    detection. Returns how many timers fired."""
-    repo = RoutingRepository(session)
-    next_due = await repo.next_due()
-    if next_due is None or next_due > now:
-        return 0  # the idle path takes no lock
-    # Every writer takes the routing lock before any row lock (here: before claiming timers), so a rep's
-    # touch and a breach firing at the same moment serialize instead of deadlocking on each other's rows.
-    await lock(session)
-    # The lock may have been waited for (another process's batch): fire, and report lateness, as of now.
-    now = max(now, rt.clock())
-    timers = await repo.claim_due_timers(now, limit)
+async def detect_due_timers(
+    rt: RoutingContext, session: AsyncSession, now: datetime, limit: int, *, due_by: datetime | None = None
+) -> int:
+    """Fire up to `limit` timers due by `due_by` (default: now), whoever's they are, found in the store: the
+    sweep of what no owner took, and tests and tools. Returns how many fired."""
+    timers = await RoutingRepository(session).claim_due_timers(now, limit, due_by=due_by)
+    return await _fire(rt, session, timers, now)
+
+
+async def fire_timers(rt: RoutingContext, session: AsyncSession, timer_ids: Collection[int], now: datetime) -> int:
+    """Fire these timers (the timer loop's near horizon), those still open: each is claimed by id in the one
+    conditional UPDATE that marks it fired, so it fires in this transaction or not at all. Returns how many."""
+    timers = await RoutingRepository(session).claim_timers(timer_ids, now)
+    return await _fire(rt, session, timers, now)
+
+
+async def _fire(rt: RoutingContext, session: AsyncSession, timers: Sequence[Row[Any]], now: datetime) -> int:
+    """Warnings, breaches and holds, claimed: notices, timeline rows and escalation markers, one statement each
+    for the whole batch. No routing lock: the timer rows are claimed (row locks that a touch waits for, never
+    the other way round), and what needs the roster's state (a reassignment, routing a held lead again) is
+    left as a marker on the timer row for escalate_due, which takes the lock in its own transaction."""
     if not timers:
         return 0
+    repo = RoutingRepository(session)
     facts = await repo.clock_facts({timer.lead_id for timer in timers})
-    # A burst fires thousands of timers in the same second: they are claimed, and their notices, timeline
-    # rows and escalation markers written, with one statement each per batch, never one per timer.
     notices: list[Event] = []
-    markers: list[dict[str, Any]] = []
+    markers: list[int] = []
     lateness: list[float] = []
     cancelled: list[int] = []
-    holds: list[Row[Any]] = []
     # What each first-contact breach calls for: its ladder's next step (a notify step names the manager).
     breached = [facts[t.lead_id] for t in timers if t.kind == "breach" and t.lead_id in facts]
     steps = await _breach_steps(rt, session, breached, now)
@@ -66,7 +71,7 @@ async def detect_due_timers(rt: RoutingContext, session: AsyncSession, now: date
         lateness.append(max(0.0, (now - timer.due_at).total_seconds()))
         team = metrics.team_label(clock.team_id)
         if timer.kind == "hold":
-            holds.append(timer)
+            markers.append(timer.id)  # routed again by escalate_due, under the routing lock
         elif timer.kind == "warning":
             metrics.record(session, metrics.SLA_WARNINGS.labels(team=team).inc)
             notices.append(sla_event("lead.sla_warning", clock, clock, timer, now))
@@ -78,54 +83,28 @@ async def detect_due_timers(rt: RoutingContext, session: AsyncSession, now: date
             metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
             step, manager_id = steps.get(clock.id, (None, None))
             notices.append(sla_event("lead.sla_breached", clock, clock, timer, now, step=step, manager_id=manager_id))
-            if step is None:
-                continue  # an empty ladder: the breach is reported and the rep keeps the lead
-            # Due at detection: its lateness when claimed is the escalation's own delay.
-            markers.append({"lead_id": clock.lead_id, "assignment_id": clock.id, "kind": ESCALATE, "due_at": now})
+            if step is not None:  # an empty ladder: the breach is reported and the rep keeps the lead
+                markers.append(timer.id)
     await repo.cancel_timers(cancelled)
     if lateness:
         metrics.record(session, partial(_observe_all, metrics.SLA_TIMER_LATENESS, lateness))
     await emit_sla(rt, session, notices)
-    if markers:
-        await repo.add_escalation_markers(markers)
-        rt.on_timer_written(now)
-    if holds:
-        await _end_holds(rt, session, holds, now)
-    await session.flush()
+    # Due at detection: its lateness when claimed is the escalation's own delay.
+    await repo.mark_escalations(markers, now)
     return len(timers)
 
 
-async def _end_holds(rt: RoutingContext, session: AsyncSession, holds: Sequence[Row[Any]], now: datetime) -> None:
-    """A lead held for its rep's working hours is routed again when the hold ends."""
-    repo = RoutingRepository(session)
-    lead_ids = {timer.lead_id for timer in holds}
-    currents = await repo.current_assignments(lead_ids)
-    leads = await repo.leads(lead_ids)
-    for timer in holds:
-        lead, current = leads.get(timer.lead_id), currents.get(timer.lead_id)
-        if lead is None or current is None:
-            continue
-        currents[lead.lead_id] = await assigning.assign(
-            rt,
-            session,
-            lead,
-            now=now,
-            correlation_id=None,
-            event_type="lead.assigned",
-            previous=current,
-            end_reason="hold_ended",
-        )
-
-
 async def escalate_due(rt: RoutingContext, session: AsyncSession, now: datetime, limit: int) -> int:
-    """Make the reassignments of detected breaches, each once: a marker is claimed and fired in the
-    transaction that escalates, so a crash retries it and two processes never both take it."""
+    """Make the follow-ups of fired timers (a breach's ladder step, a hold's new routing), each once: its marker
+    is cleared in the transaction that makes it, so a crash retries it and two processes never both take it."""
     repo = RoutingRepository(session)
     if not await repo.escalation_due(max(now, rt.clock())):
         return 0  # nothing waits: take no lock
+    # Every writer takes the routing lock before any row lock (here: before claiming markers), so a rep's
+    # touch and an escalation at the same moment serialize instead of deadlocking on each other's rows.
     await lock(session)
     now = max(now, rt.clock())
-    markers = await repo.due_timers(now, limit, escalations=True)
+    markers = await repo.due_escalations(now, limit)
     if not markers:
         return 0
     lead_ids = {marker.lead_id for marker in markers}
@@ -145,12 +124,25 @@ async def _escalate_marker(
     currents: dict[str, AssignmentRow],
     now: datetime,
 ) -> None:
-    marker.fired_at = now
+    detected = marker.escalate_at or now
+    marker.escalate_at = None
     current = currents.get(marker.lead_id)
-    if lead is None or current is None or current.id != marker.assignment_id:
-        marker.cancelled = True  # the lead moved on before the escalation (a manual reassignment)
+    if lead is None or current is None or current.id != marker.assignment_id or marker.cancelled:
+        return  # the lead moved on before the escalation (a manual reassignment, a touch)
+    if marker.kind == "hold":
+        currents[lead.lead_id] = await assigning.assign(
+            rt,
+            session,
+            lead,
+            now=now,
+            correlation_id=None,
+            event_type="lead.assigned",
+            previous=current,
+            end_reason="hold_ended",
+        )
         return
-    detected = marker.due_at
+    if lead.first_touch_at is not None:
+        return  # touched while the breach fired: the clock had stopped, nothing to escalate
     late_ms = max(0, round((now - detected).total_seconds() * 1000))
     note = {"breach_detected_at": detected.isoformat(), "escalation_late_ms": late_ms}
     currents[lead.lead_id] = await escalate(rt, session, lead, current, now, note=note)
@@ -163,8 +155,8 @@ async def escalate_pending(
     now: datetime,
     markers: Sequence[SlaTimer] | None = None,
 ) -> None:
-    """A breach detected but not yet escalated happened first: escalate before anything else changes the lead.
-    `markers`: the lead's pending escalation markers when the caller has loaded them already."""
+    """A breach detected (or a hold ended) but not yet followed up happened first: do it before anything else
+    changes the lead. `markers`: the lead's pending markers when the caller has loaded them already."""
     repo = RoutingRepository(session)
     if markers is None:
         markers = await repo.pending_escalations(lead.lead_id)
