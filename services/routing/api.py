@@ -9,15 +9,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.conditions import DocumentRefused, load_document
 from common.session import ReadSession, Transaction
-from common.web import Admin, HandoffRoute, problem
+from common.web import HandoffRoute, problem
+from routing.access.audit import Change, OwnChange, self_service
+from routing.access.principal import Principal, require
 from routing.domain import RosterError, RulesError
 from routing.domain.accounts import AccountsCsvError, normalize_domain, parse_accounts_csv, registrable_domain
 from routing.handlers import Router
@@ -25,6 +27,8 @@ from routing.usecases import actions, preview, roster, story
 from routing.usecases.shared import aware
 
 router = APIRouter(route_class=HandoffRoute)
+Reader = Annotated[Principal, Depends(require("ops-read"))]
+Actor = Annotated[Principal, Depends(require("ops-write", "rep"))]
 
 _TEXT_BODY = {
     "requestBody": {
@@ -71,7 +75,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 @router.get("/v1/leads/{lead_id}", summary="Where a lead went and why: assignments, SLA clock and timeline")
-async def get_lead(lead_id: str, session: ReadSession, _admin: Admin) -> dict[str, Any]:
+async def get_lead(lead_id: str, session: ReadSession, _who: Reader) -> dict[str, Any]:
     try:
         found = await story.lead_story(session, lead_id)
     except LookupError as exc:
@@ -143,8 +147,10 @@ class ActionIn(BaseModel):
     "/v1/leads/{lead_id}/actions", summary="A rep acts on a lead: accept, reject, touch, disqualify, convert"
 )
 async def lead_action(
-    lead_id: str, body: ActionIn, request: Request, session: Transaction, _admin: Admin
+    lead_id: str, body: ActionIn, request: Request, session: Transaction, who: Actor
 ) -> dict[str, Any]:
+    if who.role == "rep" and body.rep_id not in (None, who.rep_id):
+        raise problem(403, "forbidden", [{"field": "rep_id", "reason": "a rep token acts only as its own rep"}])
     if body.action in ("reject", "disqualify") and not body.reason:
         reason = f"a reason code is required to {body.action}"
         raise problem(422, "validation_failed", [{"field": "reason", "reason": reason}])
@@ -154,12 +160,15 @@ async def lead_action(
             session,
             lead_id,
             body.action,
-            rep_id=body.rep_id,
+            rep_id=who.rep_id if who.role == "rep" else body.rep_id,
             reason=body.reason,
             correlation_id=request.scope.get("state", {}).get("correlation_id"),
+            owner_only=who.role == "rep",
         )
     except LookupError as exc:
         raise problem(404, "not_found", str(exc)) from exc
+    except PermissionError as exc:
+        raise problem(403, "forbidden", str(exc)) from exc
     except ValueError as exc:
         raise problem(409, "conflict", str(exc)) from exc
 
@@ -176,7 +185,7 @@ async def _body_text(request: Request) -> str:
 
 
 @router.get("/v1/routing/rules", summary="The routing rules in force")
-async def get_rules(request: Request, session: ReadSession, _admin: Admin) -> dict[str, Any]:
+async def get_rules(request: Request, session: ReadSession, _who: Reader) -> dict[str, Any]:
     rules = await _router(request).rules(session)
     return {"version": rules.version, "rules": rules.source}
 
@@ -186,7 +195,7 @@ async def get_rules(request: Request, session: ReadSession, _admin: Admin) -> di
     summary="Validate and activate routing rules (YAML or JSON)",
     openapi_extra=_TEXT_BODY,
 )
-async def put_rules(request: Request, session: Transaction, _admin: Admin) -> dict[str, Any]:
+async def put_rules(request: Request, session: Transaction, _who: Change) -> dict[str, Any]:
     text = await _body_text(request)
     try:
         rules = await roster.install_rules(_router(request), session, text)
@@ -212,7 +221,7 @@ class SimulateIn(BaseModel):
 
 
 @router.post("/v1/routing/simulate", summary="The decision for a lead, without writing anything")
-async def simulate(body: SimulateIn, request: Request, session: ReadSession, _admin: Admin) -> dict[str, Any]:
+async def simulate(body: SimulateIn, request: Request, session: ReadSession, _who: Reader) -> dict[str, Any]:
     view = body.model_dump(exclude={"rules_yaml", "at"})
     try:
         return await preview.simulate(_router(request), session, view, body.rules_yaml, body.at)
@@ -234,7 +243,7 @@ class BacktestIn(BaseModel):
     summary="Replay a past window of leads through candidate rules beside the current ones; writes nothing",
     responses={422: {"description": "Invalid rules (each error names its path), window or window too large"}},
 )
-async def backtest(body: BacktestIn, request: Request, session: ReadSession, _admin: Admin) -> dict[str, Any]:
+async def backtest(body: BacktestIn, request: Request, session: ReadSession, _who: Reader) -> dict[str, Any]:
     until = aware(body.until) or datetime.now(UTC)
     since = aware(body.since) or until - timedelta(days=7)
     if since >= until:
@@ -253,17 +262,17 @@ async def backtest(body: BacktestIn, request: Request, session: ReadSession, _ad
 
 
 @router.get("/v1/reps", summary="Reps")
-async def list_reps(session: ReadSession, _admin: Admin) -> dict[str, Any]:
+async def list_reps(session: ReadSession, _who: Reader) -> dict[str, Any]:
     return {"items": await roster.reps_with_loads(session)}
 
 
 @router.get("/v1/teams", summary="Teams")
-async def list_teams(session: ReadSession, _admin: Admin) -> dict[str, Any]:
+async def list_teams(session: ReadSession, _who: Reader) -> dict[str, Any]:
     return {"items": await roster.teams(session)}
 
 
 @router.get("/v1/accounts", summary="Accounts: company domains and their owners")
-async def list_accounts(session: ReadSession, _admin: Admin) -> dict[str, Any]:
+async def list_accounts(session: ReadSession, _who: Reader) -> dict[str, Any]:
     return {"items": await roster.accounts(session)}
 
 
@@ -272,7 +281,7 @@ def _roster_out(saved: Any) -> dict[str, Any]:
 
 
 @router.get("/v1/reps/{rep_id}", summary="One rep, with their current load")
-async def get_rep(rep_id: str, session: ReadSession, _admin: Admin) -> dict[str, Any]:
+async def get_rep(rep_id: str, session: ReadSession, _who: Reader) -> dict[str, Any]:
     try:
         return await roster.rep_with_load(session, rep_id)
     except LookupError as exc:
@@ -281,7 +290,7 @@ async def get_rep(rep_id: str, session: ReadSession, _admin: Admin) -> dict[str,
 
 @router.put("/v1/reps/{rep_id}", summary="Create or replace a rep")
 async def put_rep(
-    rep_id: str, body: dict[str, Any], request: Request, session: Transaction, _admin: Admin
+    rep_id: str, body: dict[str, Any], request: Request, session: Transaction, _who: Change
 ) -> dict[str, Any]:
     try:
         saved = await roster.edit_roster(_router(request), session, reps={rep_id: {**body, "id": rep_id}})
@@ -295,8 +304,9 @@ async def put_rep(
     summary="Change a rep: status (active, away, ooo, left), out of office from/until, capacity, weight, hours...",
 )
 async def patch_rep(
-    rep_id: str, body: dict[str, Any], request: Request, session: Transaction, _admin: Admin
+    rep_id: str, body: dict[str, Any], request: Request, session: Transaction, who: OwnChange
 ) -> dict[str, Any]:
+    self_service(who, rep_id, body)
     try:
         saved = await roster.patch_rep(_router(request), session, rep_id, body)
     except LookupError as exc:
@@ -308,7 +318,7 @@ async def patch_rep(
 
 @router.put("/v1/teams/{team_id}", summary="Create or replace a team")
 async def put_team(
-    team_id: str, body: dict[str, Any], request: Request, session: Transaction, _admin: Admin
+    team_id: str, body: dict[str, Any], request: Request, session: Transaction, _who: Change
 ) -> dict[str, Any]:
     try:
         saved = await roster.edit_roster(_router(request), session, teams={team_id: {**body, "id": team_id}})
@@ -318,7 +328,7 @@ async def put_team(
 
 
 @router.put("/v1/accounts/{domain}", summary="Set the owner of a company domain (and the account it belongs to)")
-async def put_account(domain: str, body: dict[str, Any], session: Transaction, _admin: Admin) -> dict[str, Any]:
+async def put_account(domain: str, body: dict[str, Any], session: Transaction, _who: Change) -> dict[str, Any]:
     owner, name, account = body.get("owner"), body.get("name"), body.get("account")
     problems = []
     if not isinstance(owner, str):
@@ -345,7 +355,7 @@ async def put_account(domain: str, body: dict[str, Any], session: Transaction, _
     summary="Import accounts from CSV: account,name,domains,owner (domains separated by ';')",
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
 )
-async def import_accounts(request: Request, session: Transaction, _admin: Admin) -> dict[str, Any]:
+async def import_accounts(request: Request, session: Transaction, _who: Change) -> dict[str, Any]:
     text = await _body_text(request)
     try:
         specs = parse_accounts_csv(text)
@@ -356,7 +366,7 @@ async def import_accounts(request: Request, session: Transaction, _admin: Admin)
 
 
 @router.delete("/v1/accounts/{domain}", summary="Forget a company domain's owner", status_code=204)
-async def delete_account(domain: str, session: Transaction, _admin: Admin) -> None:
+async def delete_account(domain: str, session: Transaction, _who: Change) -> None:
     try:
         await roster.delete_account(session, domain)
     except LookupError as exc:
@@ -368,7 +378,7 @@ async def delete_account(domain: str, session: Transaction, _admin: Admin) -> No
     summary="Load teams, reps and accounts from a YAML or JSON document",
     openapi_extra=_TEXT_BODY,
 )
-async def load_roster(request: Request, session: Transaction, _admin: Admin) -> dict[str, Any]:
+async def load_roster(request: Request, session: Transaction, _who: Change) -> dict[str, Any]:
     text = await _body_text(request)
     try:
         data = load_document(text, yaml.SafeLoader, "the roster")[1]

@@ -14,6 +14,7 @@ from common.runtime import Runtime
 from common.topics import LEADS_SCORED
 from common.web import health_router, install_common
 from routing import api, ops, webhooks
+from routing.access import api as access_api
 from routing.consumer import CONSUMES, PRODUCES, event_handlers
 from routing.handlers import Router
 from routing.settings import RoutingSettings
@@ -94,4 +95,5 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
     app.include_router(webhooks_api.router)
     app.include_router(webhooks_api.admin_router)
     app.include_router(ops.router)
+    app.include_router(access_api.router)
     return app

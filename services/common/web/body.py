@@ -127,12 +127,12 @@ class HandoffRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        # A service's own async authentication (routing.access.require) marks itself `authenticates_before_body`.
+        # A service's own (async) authentication names its check in `authenticates_before_body` (routing.access).
+        calls = [dep.call for dep in self.dependant.dependencies if dep.call is not None]
         checks: list[Callable[[Request], Any]] = [
-            dep.call
-            for dep in self.dependant.dependencies
-            if dep.call is not None
-            and (dep.call in AUTHENTICATION_DEPENDENCIES or getattr(dep.call, "authenticates_before_body", False))
+            call if call in AUTHENTICATION_DEPENDENCIES else call.authenticates_before_body  # type: ignore[attr-defined]
+            for call in calls
+            if call in AUTHENTICATION_DEPENDENCIES or hasattr(call, "authenticates_before_body")
         ]
         parses_body = self.body_field is not None
 

@@ -97,7 +97,7 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
             raise problem(403, "forbidden", reason)
         return principal
 
-    dependency.authenticates_before_body = True  # type: ignore[attr-defined]  # read by common.web.HandoffRoute
+    dependency.authenticates_before_body = dependency  # type: ignore[attr-defined]  # run by common.web.HandoffRoute
     return dependency
 
 

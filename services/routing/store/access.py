@@ -64,6 +64,9 @@ class AccessRepository(Repository):
         statement = insert(UsedLinkNonce).values(**values).on_conflict_do_nothing().returning(UsedLinkNonce.nonce)
         return (await self.session.execute(statement)).first() is not None
 
+    async def nonce_used(self, nonce: str) -> bool:
+        return await self.session.get(UsedLinkNonce, nonce) is not None
+
     def record(self, at: datetime, actor: str, action: str, subject: str | None, detail: dict[str, Any]) -> None:
         """One audit entry, in the caller's transaction (written with the change it describes)."""
         self.session.add(AuditRow(at=at, actor=actor, action=action, subject=subject, detail=detail))

@@ -32,9 +32,11 @@ async def act(
     rep_id: str | None,
     reason: str | None,
     correlation_id: str | None,
+    owner_only: bool = False,
 ) -> dict[str, Any]:
     """A rep's action; raises LookupError for a lead routing never saw and ValueError (ActionRefused) for an
-    action the lead's state does not allow."""
+    action the lead's state does not allow; with `owner_only` (a rep's own credential), PermissionError when the
+    lead is with another rep."""
     repo = RoutingRepository(session)
     await lock(session)
     record = await _load(repo, lead_id)
@@ -44,6 +46,8 @@ async def act(
         record = await _load(repo, lead_id)  # the escalation may have given the lead a new assignment
     roster = await rt.roster(session)
     case = record.case()
+    if owner_only and case.current is not None and case.current.rep_id not in (None, rep_id):
+        raise PermissionError(f"lead {lead_id} is assigned to another rep; a rep acts only on their own leads")
     rep = roster.rep(case.current.rep_id) if case.current else None
     outcome = case.act(
         action, rep_id=rep_id, reason=reason, now=now, rep_hours=(rep.hours, rep.timezone) if rep else None
