@@ -6,7 +6,7 @@ use case modules under `routing.usecases` (assign, clock, actions, roster, erasu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.envelope import Event
 from routing.domain import RoutingRules
-from routing.usecases import actions, assign, clock, erasure, roster
+from routing.usecases import actions, batch, clock, erasure, roster
 from routing.usecases.context import COMPILED_RULES, Roster, RoutingContext
 from routing.usecases.shared import EVENT_SOURCE
 
@@ -26,7 +26,11 @@ class Router(RoutingContext):
 
     async def on_scored(self, session: AsyncSession, event: Event) -> None:
         """lead.scored -> one routing decision (or a repeat joining the person's open lead)."""
-        await assign.on_scored(self, session, event)
+        await batch.on_scored_batch(self, session, [event])
+
+    async def on_scored_batch(self, session: AsyncSession, events: Sequence[Event]) -> None:
+        """A poll's lead.scored -> their decisions, made in memory and written together (repeats one by one)."""
+        await batch.on_scored_batch(self, session, events)
 
     async def on_erased(self, session: AsyncSession, event: Event) -> None:
         """lead.erased -> the personal data goes; the anonymous decision record stays."""

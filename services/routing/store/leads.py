@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, text
+from sqlalchemy import func, insert, literal, or_, select, text
 
 from routing.domain.lifecycle import CurrentAssignment, LeadCase, Outcome, PendingTimer, sla_of
 from routing.store._base import Repository
@@ -137,6 +137,33 @@ class LeadRepository(Repository):
         row = (await self.session.execute(select(routed, erased))).one()
         return bool(row[0]), bool(row[1])
 
+    async def seen_many(self, lead_ids: Collection[str]) -> tuple[set[str], set[str]]:
+        """Of these leads, (those routed already, those erased already): a consumer batch's one question."""
+        if not lead_ids:
+            return set(), set()
+        ids = sorted(lead_ids)
+        routed = select(LeadRow.lead_id.label("id"), literal(True).label("routed")).where(LeadRow.lead_id.in_(ids))
+        erased = select(ErasedLead.lead_id, literal(False)).where(ErasedLead.lead_id.in_(ids))
+        rows = (await self.session.execute(routed.union_all(erased))).all()
+        return {lead_id for lead_id, was_routed in rows if was_routed}, {i for i, was in rows if not was}
+
+    async def insert_decisions(
+        self,
+        leads: Sequence[Mapping[str, Any]],
+        assignments: Sequence[Mapping[str, Any]],
+        timers: Sequence[Mapping[str, Any]],
+        timeline: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """A batch of routing decisions in four executemany statements (ids are given: nothing is read back)."""
+        for table, rows in (
+            (LeadRow.__table__, leads),
+            (AssignmentRow.__table__, assignments),
+            (SlaTimer.__table__, timers),
+            (TimelineRow.__table__, timeline),
+        ):
+            if rows:
+                await self.session.execute(insert(table), list(rows))  # type: ignore[arg-type]
+
     async def leads(self, lead_ids: set[str]) -> dict[str, LeadRow]:
         if not lead_ids:
             return {}
@@ -179,24 +206,30 @@ class LeadRepository(Repository):
     async def next_assignment_id(self) -> int:
         """A new assignment id from the database's own counter, before the row is written (its timers, timeline
         and event carry it): distinct across concurrent transactions, and never reused, lock or no lock."""
+        return (await self.reserve_assignment_ids(1))[0]
+
+    async def reserve_assignment_ids(self, count: int) -> list[int]:
+        """`count` new assignment ids from the database's counter in one statement (a batch's decisions)."""
+        if count <= 0:
+            return []
         if self.session.get_bind().dialect.name == "postgresql":
             # The serial's sequence: nextval is atomic and outside transactions (a rollback leaves a gap).
-            sequence = text("SELECT nextval(pg_get_serial_sequence('assignments', 'id'))")
-            return int((await self.session.execute(sequence)).scalar_one())
+            sequence = text("SELECT nextval(pg_get_serial_sequence('assignments', 'id')) FROM generate_series(1, :n)")
+            return sorted(int(i) for i in (await self.session.execute(sequence, {"n": count})).scalars())
         # AUTOINCREMENT's counter (migration 0004). SQLite has one writer at a time, so a counter bumped inside the
-        # write transaction is atomic; rows inserted with this id keep it at the maximum.
+        # write transaction is atomic; rows inserted with these ids keep it at the maximum.
         bumped = (
             await self.session.execute(
-                text("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'assignments' RETURNING seq")
+                text("UPDATE sqlite_sequence SET seq = seq + :n WHERE name = 'assignments' RETURNING seq"), {"n": count}
             )
         ).scalar_one_or_none()
-        if bumped is not None:
-            return int(bumped)
-        first = int((await self.session.execute(select(func.max(AssignmentRow.id)))).scalar_one() or 0) + 1
-        await self.session.execute(
-            text("INSERT INTO sqlite_sequence (name, seq) VALUES ('assignments', :seq)"), {"seq": first}
-        )
-        return first
+        if bumped is None:
+            last = int((await self.session.execute(select(func.max(AssignmentRow.id)))).scalar_one() or 0) + count
+            await self.session.execute(
+                text("INSERT INTO sqlite_sequence (name, seq) VALUES ('assignments', :seq)"), {"seq": last}
+            )
+            bumped = last
+        return list(range(int(bumped) - count + 1, int(bumped) + 1))
 
     async def count_timeline(self, lead_id: str, kind: str, *, since: datetime) -> int:
         """How many timeline entries of one kind a lead has had since a moment (touches for a follow-up clock)."""

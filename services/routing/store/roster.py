@@ -6,13 +6,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, delete, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from routing.domain.accounts import company_key
 from routing.store._base import Repository
 from routing.store.tables import (
     ROSTER_VERSION,
-    ROUTING_LOCK,
     AccountRow,
     RepLoadRow,
     RepRow,
@@ -22,12 +23,32 @@ from routing.store.tables import (
     TeamRow,
 )
 
+# Advisory-lock namespaces (PostgreSQL's two-int form, a key space of its own): the whole of routing (taken shared
+# by decisions, exclusively by roster changes and paths that are not per team yet), and one lock per key (a team,
+# a person's thread). Held until the transaction ends; a killed process's locks go with its connection.
+ROUTING_LOCK_CLASS = 0x524F  # "RO"
+KEY_LOCK_CLASS = 0x5254  # "RT"
+
 
 class RosterRepository(Repository):
-    async def lock_routing(self) -> None:
-        """Serialize routing decisions across processes on PostgreSQL (rotation has no lost updates)."""
+    async def lock_routing(self, *, shared: bool = False) -> None:
+        """Routing's own lock on PostgreSQL: exclusive excludes every decision in every process (roster and rules
+        changes); shared is what a decision takes before its team locks, so only an exclusive holder waits."""
         if self._on_postgres():
-            await self.session.execute(select(Setting).where(Setting.key == ROUTING_LOCK).with_for_update())
+            how = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+            await self.session.execute(text(f"SELECT {how}(:cls, 0)"), {"cls": ROUTING_LOCK_CLASS})
+
+    async def lock_keys(self, keys: Sequence[str]) -> None:
+        """Exclusive locks on these keys (teams, threads), taken in the order given (callers sort them, so two
+        transactions never wait on each other in a cycle), in one round trip; a no-op on SQLite (one writer)."""
+        if keys and self._on_postgres():
+            await self.session.execute(
+                text(
+                    "SELECT count(pg_advisory_xact_lock(:cls, hashtext(k))) FROM "
+                    "unnest(CAST(:keys AS text[])) AS k"
+                ),
+                {"cls": KEY_LOCK_CLASS, "keys": list(keys)},
+            )
 
     async def roster_version(self) -> int:
         row = await self.session.get(Setting, ROSTER_VERSION)
@@ -119,30 +140,59 @@ class RosterRepository(Repository):
             state.setdefault(row.team_id, {})[row.rep_id] = row.current
         return state
 
-    async def rotation_rows(self) -> list[RotationRow]:
-        return list((await self.session.execute(select(RotationRow))).scalars())
+    async def replace_rotation(self, teams: Mapping[str, Mapping[str, int]]) -> None:
+        """Store these teams' rotation states whole (two statements): a rep the rotation dropped (left, away)
+        loses their row, so they come back at the neutral position instead of with an old, stale turn."""
+        if not teams:
+            return
+        await self.session.execute(delete(RotationRow).where(RotationRow.team_id.in_(sorted(teams))))
+        rows = [
+            {"team_id": team_id, "rep_id": rep_id, "current": current}
+            for team_id, state in teams.items()
+            for rep_id, current in state.items()
+        ]
+        if rows:
+            await self.session.execute(insert(RotationRow), rows)
 
-    async def save_rotation(self, rows: list[RotationRow], rotation: Mapping[str, Mapping[str, int]]) -> None:
-        """Store each rotated team's new state whole: a rep the rotation dropped (left, away) loses their row,
-        so they come back at the neutral position instead of with an old, stale turn. `rows` is the
-        transaction's cached list and is kept current."""
-        existing = {(row.team_id, row.rep_id): row for row in rows}
-        for team_id, state in rotation.items():
-            for rep_id, current in state.items():
-                row = existing.get((team_id, rep_id))
-                if row is None:
-                    row = RotationRow(team_id=team_id, rep_id=rep_id, current=current)
-                    self.session.add(row)
-                    rows.append(row)
-                elif row.current != current:
-                    row.current = current
-            for (row_team, rep_id), row in existing.items():
-                if row_team == team_id and rep_id not in state:
-                    rows.remove(row)
-                    if row in self.session.new:
-                        self.session.expunge(row)  # added earlier in this transaction and never written
-                    else:
-                        await self.session.delete(row)
+    async def load_states(self, rep_ids: Sequence[str] | None = None) -> dict[str, tuple[int, str, int]]:
+        """Reps' (open leads, local day, assigned that day), all of them or these."""
+        query = select(RepLoadRow.rep_id, RepLoadRow.open_leads, RepLoadRow.day, RepLoadRow.assigned_today)
+        if rep_ids is not None:
+            query = query.where(RepLoadRow.rep_id.in_(sorted(rep_ids)))
+        rows = await self.session.execute(query)
+        return {rep_id: (open_leads, day, today) for rep_id, open_leads, day, today in rows}
+
+    async def add_loads(self, deltas: Mapping[str, tuple[int, str | None, int]]) -> None:
+        """Move reps' loads by (open leads delta, local day or None, leads assigned on that day), one statement for
+        all: increments, not values, so two processes deciding for reps of different teams never lose one."""
+        if not deltas:
+            return
+        insert_ = pg_insert if self._on_postgres() else sqlite_insert
+        stmt = insert_(RepLoadRow)
+        new = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[RepLoadRow.rep_id],
+            set_={
+                # Greatest of 0 and the sum, written as a CASE so SQLite and PostgreSQL read it the same way.
+                "open_leads": case(
+                    (RepLoadRow.open_leads + new.open_leads < 0, 0), else_=RepLoadRow.open_leads + new.open_leads
+                ),
+                "assigned_today": case(
+                    (new.day == "", RepLoadRow.assigned_today),
+                    (RepLoadRow.day == new.day, RepLoadRow.assigned_today + new.assigned_today),
+                    else_=new.assigned_today,
+                ),
+                "day": case((new.day == "", RepLoadRow.day), else_=new.day),
+            },
+        )
+        rows = [
+            {"rep_id": rep_id, "open_leads": delta, "day": day or "", "assigned_today": n}
+            for rep_id, (delta, day, n) in sorted(deltas.items())
+        ]
+        await self.session.execute(stmt, rows)
+        if any(delta < 0 for delta, _, _ in deltas.values()):
+            # A release for a rep with no row yet inserted the negative delta itself: a load is never below 0.
+            await self.session.execute(update(RepLoadRow).where(RepLoadRow.open_leads < 0).values(open_leads=0))
 
     async def loads(self) -> dict[str, RepLoadRow]:
         return {row.rep_id: row for row in (await self.session.execute(select(RepLoadRow))).scalars()}

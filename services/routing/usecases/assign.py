@@ -11,27 +11,24 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.envelope import Event
-from common.erasure import anonymous_enrichment
 from routing import metrics
 from routing.domain import Decision, Rep, SlaPolicy, sla_deadline
 from routing.domain.lifecycle import CLOSED_STATUSES
-from routing.domain.rules import quality_view, score_view
 from routing.domain.sla import ResolvedSla, is_hotter
 from routing.store import AssignmentRow, LeadRow, RoutingRepository, SlaTimer, TimelineRow
 from routing.usecases import clock
 from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.decide import decide, resolve_decision_sla
+from routing.usecases.decisions import assignment_data, assignment_values, scored_view, timeline_detail
 from routing.usecases.shared import (
     adjust_load,
     clock_of,
     event,
-    loads,
     local_day,
-    lock,
+    lock_teams,
     parse_time,
     publish,
-    rotation_rows,
-    rotation_state,
+    save_rotation,
     schedule_clock,
     tx,
 )
@@ -46,27 +43,19 @@ async def on_scored(rt: RoutingContext, session: AsyncSession, scored: Event) ->
     lead_id = scored.subject
     if lead_id in tx(session).routed:
         return  # routed already in this very batch (a re-published score): a lead is assigned once
+    data = scored.data
+    thread_id = lead_id
+    if data.get("duplicate_of"):
+        thread_id = await _thread_of(session, str(data["duplicate_of"]))
+    # The person's thread is locked before anything is read: two routing processes never both route one lead,
+    # nor both join a repeat and route the lead it joins (the database's one-current-assignment index holds too).
+    await lock_teams(session, (), threads=[thread_id])
     routed, erased = await repo.seen(lead_id)
     if routed:
         return
-    data = scored.data
-    enrichment = dict(data.get("enrichment") or {})
-    view: dict[str, Any] = {
-        "lead": {} if erased else dict(data.get("lead") or {}),
-        "enrichment": anonymous_enrichment(enrichment) if erased else enrichment,
-        "score": score_view(data),
-        "source": dict(data.get("source") or {}),
-        "is_test": bool(data.get("is_test")),
-        "duplicate_of": data.get("duplicate_of"),
-        "quality": quality_view(data),
-    }
+    view = scored_view(data, erased=erased)
     now = rt.clock()
-    thread_id = lead_id
     if view["duplicate_of"]:
-        thread_id = await _thread_of(session, str(view["duplicate_of"]))
-        # The same lock the assign path takes, before the open lead is read: two routing processes never both
-        # join a repeat and route the lead it joins (the database's one-current-assignment index holds too).
-        await lock(session)
         open_lead = await repo.open_lead_in_thread(thread_id, CLOSED_STATUSES)
         if open_lead is not None:
             tx(session).routed.add(lead_id)
@@ -219,33 +208,23 @@ async def assign(
     `sla` is the policy an escalation carries on (its ladder and the step's clock); else it is resolved from
     the matched rule's `sla:` block, the team's, then the environment defaults. `extra` (who moved the lead and
     why) goes into the event's data and the timeline entry."""
-    await lock(session)
     roster = await rt.roster(session)
     repo = RoutingRepository(session)
-    # Held by the transaction's cache on purpose: the session's identity map keeps rows only weakly, and
-    # the writes below update these very rows (without it every update would read its row again).
-    load_rows = await loads(session)
-    rotation = await rotation_rows(session)
-    if forced is not None:
-        decision = forced
-    else:
-        decision = await decide(
-            rt,
-            session,
-            lead.view or {},
-            await rt.rules(session),
-            now=now,
-            exclude=exclude,
-            load_rows=load_rows,
-            rotation=rotation_state(rotation),
-        )
+    involved = [lead.team_id, previous.team_id if previous else None]
+    while True:
+        rules = await rt.rules(session)
+        decision = forced or await decide(rt, session, lead.view or {}, rules, now=now, exclude=exclude)
+        # Rotation and load are per team: the decision's team (and the lead's before) are locked, and a decision
+        # made before its team's lock was held is made again under it (another process may have moved the team).
+        if not await lock_teams(session, [*involved, decision.team_id]):
+            break
     if previous is not None:
         previous.ended_at = now
         previous.end_reason = end_reason
         if previous.rep_id:
             await adjust_load(session, previous.rep_id, open_delta=-1, day=None)
         await session.flush()  # the old assignment ends before the new one starts (unique current index)
-    await repo.save_rotation(rotation, decision.rotation)
+    await save_rotation(session, decision.rotation)
     resolved = resolve_decision_sla(rt, decision, roster, lead.grade, rules=await rt.rules(session), carried=sla)
     policy = resolved.policy if resolved else None
     rep = roster.rep(decision.rep_id)
@@ -254,26 +233,10 @@ async def assign(
         hours, tz = clock_of(rep, roster.team(decision.team_id))
         due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
     attempt = (previous.attempt + 1) if previous else 1
+    # The id is taken from the database's counter before the row is flushed (the timers, timeline and event all
+    # carry it); distinct without relying on any lock.
     assignment = AssignmentRow(
-        # Taken from the database's counter before the row is flushed, so a consumer batch needs no flush per
-        # decision (the timers, timeline and event all carry the id); distinct without relying on the lock.
-        id=await repo.next_assignment_id(),
-        lead_id=lead.lead_id,
-        outcome=decision.outcome,
-        rep_id=decision.rep_id,
-        team_id=decision.team_id,
-        rule_id=decision.rule_id,
-        ruleset_version=decision.ruleset_version,
-        method=decision.method,
-        reason=decision.reason,
-        # The policy is kept with the assignment: its ladder and follow-up outlive a change of rules.
-        decision={**decision.to_dict(), "sla": resolved.to_dict() if resolved and due else None},
-        attempt=attempt,
-        assigned_at=now,
-        sla_policy=policy.grade if policy and due else None,
-        sla_minutes=policy.minutes if policy and due else None,
-        sla_business_hours=policy.business_hours if policy and due else None,
-        sla_due_at=due,
+        **assignment_values(await repo.next_assignment_id(), lead.lead_id, decision, resolved, due, attempt, now)
     )
     session.add(assignment)
     lead.status = decision.outcome
@@ -289,19 +252,7 @@ async def assign(
             at=now,
             kind=event_type.removeprefix("lead."),
             detail={
-                "assignment_id": assignment.id,
-                "attempt": attempt,
-                "outcome": decision.outcome,
-                "rep_id": decision.rep_id,
-                "team_id": decision.team_id,
-                "rule_id": decision.rule_id,
-                "ruleset_version": decision.ruleset_version,
-                "reason": decision.reason,
-                "previous_rep_id": previous.rep_id if previous else None,
-                "end_reason": end_reason,
-                "sla_due_at": due.isoformat() if due else None,
-                "candidates": [c.to_dict() for c in decision.candidates],
-                **(note or {}),
+                **timeline_detail(assignment.id, attempt, decision, previous, end_reason, due, note),
                 **(extra or {}),
             },
         )
@@ -335,52 +286,6 @@ def _start_clock(
         return
     hours, tz = clock_of(rep, roster.team(decision.team_id))
     schedule_clock(rt, session, lead.lead_id, assignment.id, policy, now, due, hours, tz)
-
-
-def assignment_data(
-    lead: LeadRow,
-    assignment: AssignmentRow,
-    decision: Decision,
-    rep: Rep | None,
-    previous: AssignmentRow | None,
-    end_reason: str | None,
-) -> dict[str, Any]:
-    """lead.assigned / lead.reassigned data: the decision, its reasons and clock, and the lead for the rep."""
-    view = lead.view or {}
-    return {
-        "lead_id": lead.lead_id,
-        "assignment_id": assignment.id,
-        "attempt": assignment.attempt,
-        "outcome": decision.outcome,
-        "rep": {"id": rep.id, "name": rep.name, "email": rep.email} if rep else None,
-        "team_id": decision.team_id,
-        "rule_id": decision.rule_id,
-        "ruleset_version": decision.ruleset_version,
-        "method": decision.method,
-        "reason": decision.reason,
-        "candidates": [c.to_dict() for c in decision.candidates],
-        "hold_until": decision.hold_until.isoformat() if decision.hold_until else None,
-        "assigned_at": assignment.assigned_at.isoformat(),
-        "sla": (
-            {
-                "policy": assignment.sla_policy,
-                "minutes": assignment.sla_minutes,
-                "business_hours": assignment.sla_business_hours,
-                "due_at": assignment.sla_due_at.isoformat(),
-            }
-            if assignment.sla_due_at
-            else None
-        ),
-        "previous_rep_id": previous.rep_id if previous else None,
-        "reassign_reason": end_reason,
-        "match": decision.account.to_dict() if decision.account else None,
-        "source": view.get("source"),
-        "is_test": lead.is_test,
-        "duplicate_of": lead.duplicate_of,
-        "received_at": lead.received_at.isoformat() if lead.received_at else None,
-        "lead": view.get("lead"),
-        "score": view.get("score"),
-    }
 
 
 def _record_latency(session: AsyncSession, lead: LeadRow, now: datetime) -> None:

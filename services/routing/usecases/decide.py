@@ -9,11 +9,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing.domain import Decision, RoutingRules, SlaPolicy, queue_policy, route, sla_policy_for
+from routing.domain import Decision, RepLoad, RoutingRules, SlaPolicy, queue_policy, route, sla_policy_for
 from routing.domain.sla import ResolvedSla, resolve_sla
 from routing.store import RoutingRepository
+from routing.usecases.capacity import capacity_loads
 from routing.usecases.context import Roster, RoutingContext
-from routing.usecases.shared import account_book, load_of, loads, local_day, rotation_rows, rotation_state
+from routing.usecases.shared import LoadState, account_book, load_of, loads, local_day, rotation
 
 
 def resolve_decision_sla(
@@ -64,16 +65,15 @@ async def decide(
     *,
     now: datetime,
     exclude: frozenset[str] = frozenset(),
-    load_rows: Mapping[str, Any] | None = None,
-    rotation: Mapping[str, Mapping[str, int]] | None = None,
+    load_rows: Mapping[str, LoadState] | None = None,
+    rotation_state: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Decision:
     """The one way a decision is made, shared by assign and preview so a simulation is the real thing."""
     roster = await rt.roster(session)
     if load_rows is None:
         load_rows = await loads(session)
-    if rotation is None:
-        rotation = rotation_state(await rotation_rows(session))
-    rep_loads = {rep.id: load_of(load_rows.get(rep.id), local_day(now, rep.timezone)) for rep in roster.reps}
+    if rotation_state is None:
+        rotation_state = await rotation(session)
     previous_rep = None
     if view.get("duplicate_of"):
         original = await RoutingRepository(session).lead(str(view["duplicate_of"]))
@@ -83,10 +83,33 @@ async def decide(
         rules=rules,
         teams=roster.teams,
         reps=roster.reps,
-        loads=rep_loads,
-        rotation=rotation,
+        loads=await capacity_loads(rt, session, roster, rep_loads(roster, load_rows, now)),
+        rotation=rotation_state,
         accounts=await account_book(session, view),
         previous_rep=previous_rep,
         exclude=exclude,
         now=now,
     )
+
+
+def rep_loads(roster: Roster, load_rows: Mapping[str, LoadState], now: datetime) -> dict[str, RepLoad]:
+    """Every rep's load as the engine reads it: today's count on the rep's own local day."""
+    days = local_days(now, {rep.timezone for rep in roster.reps})
+    return {rep.id: load_of(load_rows.get(rep.id), days[rep.timezone]) for rep in roster.reps}
+
+
+_DAYS: dict[tuple[datetime, str], str] = {}
+
+
+def local_days(now: datetime, zones: set[str]) -> dict[str, str]:
+    """Each zone's local date, worked out once per minute (a date changes on a minute boundary in every zone)."""
+    minute = now.replace(second=0, microsecond=0)
+    if len(_DAYS) > 4096:
+        _DAYS.clear()
+    found = {}
+    for tz in zones:
+        day = _DAYS.get((minute, tz))
+        if day is None:
+            day = _DAYS[(minute, tz)] = local_day(minute, tz)
+        found[tz] = day
+    return found

@@ -1,9 +1,9 @@
-"""What routing's use cases share: the per-transaction cache and the routing lock, rep loads and rotation,
+"""What routing's use cases share: the per-transaction cache and the routing locks, rep loads and rotation,
 account look-ups, the SLA clock's timers, and events written to the outbox with their webhook deliveries."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,23 +16,34 @@ from common.topics import EVENT_TOPICS
 from routing.domain import Rep, RepLoad, SlaPolicy, Team, WorkingHours, warning_times
 from routing.domain.accounts import Account, AccountBook, lead_match_keys
 from routing.domain.hours import zone
-from routing.store import RepLoadRow, RotationRow, RoutingRepository, SlaTimer, outbox
+from routing.store import RoutingRepository, SlaTimer, outbox
 from routing.usecases.context import RoutingContext
 from routing.webhooks import enqueue_deliveries
 
 EVENT_SOURCE = "/handoff/routing"
 _TX = "routing_tx"  # session.info key: what this transaction has read once and keeps current in memory
+EVERYTHING = "*"  # the exclusive routing lock: every team and thread at once
+
+
+@dataclass
+class LoadState:
+    """A rep's load as this transaction knows it (the row's values plus this transaction's own changes)."""
+
+    open_leads: int = 0
+    day: str = ""
+    assigned_today: int = 0
 
 
 @dataclass
 class _TxState:
-    """Rows a transaction reads once and then keeps current itself: within a transaction that holds the routing
-    lock nobody else writes them, so re-reading them for every lead of a consumer batch would only cost time."""
+    """What a transaction reads once and then keeps current itself: the rotation and loads of the teams whose
+    locks it holds (nobody else writes those until it commits), the accounts, and the leads it has routed."""
 
     transaction: Any
-    locked: bool = False
-    loads: dict[str, RepLoadRow] | None = None
-    rotation: list[RotationRow] | None = None
+    locked: set[str] = field(default_factory=set)  # keys held: teams, "thread:<id>", or EVERYTHING
+    shared: bool = False  # the shared routing lock (taken before any key)
+    loads: dict[str, LoadState] | None = None
+    rotation: dict[str, dict[str, int]] | None = None
     accounts: dict[str, tuple[Account, ...]] = field(default_factory=dict)
     routed: set[str] = field(default_factory=set)  # leads routed in this transaction, not yet flushed
 
@@ -48,73 +59,130 @@ def tx(session: AsyncSession) -> _TxState:
 
 
 async def lock(session: AsyncSession) -> None:
-    """Take the routing lock once per transaction (it is held until the commit)."""
+    """The exclusive routing lock, once per transaction (held until the commit): every team's decisions wait.
+    For roster and rules changes and the paths that have not named their teams."""
     state = tx(session)
-    if not state.locked:
+    if EVERYTHING not in state.locked:
         await RoutingRepository(session).lock_routing()
-        state.locked = True
+        state.locked.add(EVERYTHING)
+        _forget_state(session, state)
 
 
-async def loads(session: AsyncSession) -> dict[str, RepLoadRow]:
+def holds(session: AsyncSession, keys: Iterable[str | None]) -> bool:
+    """Whether this transaction holds the locks of all these keys (teams, threads)."""
+    locked = tx(session).locked
+    return EVERYTHING in locked or all(k in locked for k in keys if k)
+
+
+async def lock_teams(session: AsyncSession, team_ids: Iterable[str | None], *, threads: Iterable[str] = ()) -> bool:
+    """Lock these teams (and persons' threads) for this transaction, sorted, in one round trip: rotation and
+    load are per team, so decisions about different teams run side by side in different processes. The
+    rotation and loads read before are forgotten (another process may have changed them): returns True when
+    a lock was taken, so a decision made before it is made again."""
+    state = tx(session)
+    keys = {k for k in team_ids if k} | {f"thread:{t}" for t in threads}
+    if EVERYTHING in state.locked or keys <= state.locked:
+        return False
+    repo = RoutingRepository(session)
+    if not state.shared:
+        await repo.lock_routing(shared=True)
+        state.shared = True
+    await repo.lock_keys(sorted(keys - state.locked))
+    state.locked |= keys
+    _forget_state(session, state)
+    return True
+
+
+def _forget_state(session: AsyncSession, state: _TxState) -> None:
+    # SQLite has one writer: what this transaction read is what is there. PostgreSQL: read again under the lock.
+    bind = session.bind
+    if bind is not None and bind.dialect.name == "postgresql":
+        state.loads, state.rotation = None, None
+
+
+async def loads(session: AsyncSession) -> dict[str, LoadState]:
     state = tx(session)
     if state.loads is None:
-        state.loads = await RoutingRepository(session).loads()
+        stored = await RoutingRepository(session).load_states()
+        state.loads = {rep_id: LoadState(*values) for rep_id, values in stored.items()}
     return state.loads
 
 
-async def rotation_rows(session: AsyncSession) -> list[RotationRow]:
+async def rotation(session: AsyncSession) -> dict[str, dict[str, int]]:
+    """Every team's rotation positions (team -> rep -> position), kept current by this transaction's decisions."""
     state = tx(session)
     if state.rotation is None:
-        state.rotation = await RoutingRepository(session).rotation_rows()
+        state.rotation = await RoutingRepository(session).rotation()
     return state.rotation
 
 
-def rotation_state(rows: Sequence[RotationRow]) -> dict[str, dict[str, int]]:
-    state: dict[str, dict[str, int]] = {}
-    for row in rows:
-        state.setdefault(row.team_id, {})[row.rep_id] = row.current
-    return state
+async def save_rotation(session: AsyncSession, changed: Mapping[str, Mapping[str, int]]) -> None:
+    """Teams' new rotation states, in the cache and the store (each team's whole state replaces its rows)."""
+    if not changed:
+        return
+    (await rotation(session)).update({team: dict(state) for team, state in changed.items()})
+    await RoutingRepository(session).replace_rotation(changed)
 
 
 async def account_book(session: AsyncSession, view: Mapping[str, Any]) -> AccountBook:
     """The accounts this lead could match (its domains, their parents, its company name), cached per transaction."""
-    domains, names = lead_match_keys(view)
-    keys = domains + [f"name:{n}" for n in names]
+    keys = _account_keys(view)
+    await load_accounts(session, keys)
     cache = tx(session).accounts
-    missing = [k for k in keys if k not in cache]
-    if missing:
-        found: dict[str, list[Account]] = {k: [] for k in missing}
-        rows = await RoutingRepository(session).account_candidates(
-            [k for k in missing if not k.startswith("name:")],
-            [k.removeprefix("name:") for k in missing if k.startswith("name:")],
-        )
-        for row in rows:
-            for key in (row.domain, f"name:{row.name_key}"):
-                if key in found:
-                    found[key].append(row.to_account())
-        cache.update({k: tuple(v) for k, v in found.items()})
     return AccountBook.of(a for k in keys for a in cache[k])
 
 
-def load_of(row: RepLoadRow | None, today: str) -> RepLoad:
+def _account_keys(view: Mapping[str, Any]) -> list[str]:
+    domains, names = lead_match_keys(view)
+    return domains + [f"name:{n}" for n in names]
+
+
+async def load_accounts(session: AsyncSession, keys: Iterable[str]) -> None:
+    """Read the accounts of these match keys that the transaction has not read yet, in one query."""
+    cache = tx(session).accounts
+    missing = sorted({k for k in keys if k not in cache})
+    if not missing:
+        return
+    found: dict[str, list[Account]] = {k: [] for k in missing}
+    rows = await RoutingRepository(session).account_candidates(
+        [k for k in missing if not k.startswith("name:")],
+        [k.removeprefix("name:") for k in missing if k.startswith("name:")],
+    )
+    for row in rows:
+        for key in (row.domain, f"name:{row.name_key}"):
+            if key in found:
+                found[key].append(row.to_account())
+    cache.update({k: tuple(v) for k, v in found.items()})
+
+
+async def account_books(session: AsyncSession, views: Sequence[Mapping[str, Any]]) -> list[AccountBook]:
+    """Each lead's account book, for a batch read in one query."""
+    keys = [_account_keys(view) for view in views]
+    await load_accounts(session, (k for each in keys for k in each))
+    cache = tx(session).accounts
+    return [AccountBook.of(a for k in each for a in cache[k]) for each in keys]
+
+
+def load_of(row: LoadState | None, today: str) -> RepLoad:
     if row is None:
         return RepLoad()
     return RepLoad(open_leads=row.open_leads, assigned_today=row.assigned_today if row.day == today else 0)
 
 
-async def adjust_load(session: AsyncSession, rep_id: str, *, open_delta: int, day: str | None) -> None:
-    """A rep's open leads move by `open_delta`; with `day`, one more lead assigned on that local day."""
-    cached = await loads(session)
-    row = cached.get(rep_id)
-    if row is None:
-        row = RepLoadRow(rep_id=rep_id, open_leads=0, day="", assigned_today=0)
-        session.add(row)
-        cached[rep_id] = row  # unflushed rows are not in the identity map: the cache is how the next lead finds it
+def move_load(cached: dict[str, LoadState], rep_id: str, *, open_delta: int, day: str | None) -> None:
+    """The cache's side of a load change (adjust_load writes it; a batch writes its sum once)."""
+    row = cached.setdefault(rep_id, LoadState())
     row.open_leads = max(0, row.open_leads + open_delta)
     if day is not None:
         if row.day != day:
             row.day, row.assigned_today = day, 0
         row.assigned_today += 1
+
+
+async def adjust_load(session: AsyncSession, rep_id: str, *, open_delta: int, day: str | None) -> None:
+    """A rep's open leads move by `open_delta`; with `day`, one more lead assigned on that local day."""
+    move_load(await loads(session), rep_id, open_delta=open_delta, day=day)
+    await RoutingRepository(session).add_loads({rep_id: (open_delta, day, 1 if day else 0)})
 
 
 def clock_of(rep: Rep | None, team: Team | None) -> tuple[WorkingHours, str]:
@@ -141,6 +209,28 @@ def parse_time(value: Any) -> datetime | None:
     return aware(parsed)
 
 
+def clock_rows(
+    lead_id: str,
+    assignment_id: int,
+    policy: SlaPolicy,
+    start: datetime,
+    due: datetime,
+    hours: WorkingHours,
+    tz: str,
+) -> list[dict[str, Any]]:
+    """The clock's timers as rows: a warning at each of the policy's points between start and due, the breach."""
+    rows: list[dict[str, Any]] = [
+        {"lead_id": lead_id, "assignment_id": assignment_id, "kind": "warning", "fraction": fraction, "due_at": at}
+        for fraction, at in zip(
+            policy.warn_at,
+            warning_times(start, due, policy.warn_at, business_hours=policy.business_hours, hours=hours, tz=tz),
+            strict=False,
+        )
+    ]
+    rows.append({"lead_id": lead_id, "assignment_id": assignment_id, "kind": "breach", "fraction": None, "due_at": due})
+    return rows
+
+
 def schedule_clock(
     rt: RoutingContext,
     session: AsyncSession,
@@ -153,15 +243,8 @@ def schedule_clock(
     tz: str,
 ) -> None:
     """The clock's timers: a warning at each of the policy's points between start and due, the breach at due."""
-    for fraction, at in zip(
-        policy.warn_at,
-        warning_times(start, due, policy.warn_at, business_hours=policy.business_hours, hours=hours, tz=tz),
-        strict=False,
-    ):
-        session.add(
-            SlaTimer(lead_id=lead_id, assignment_id=assignment_id, kind="warning", fraction=fraction, due_at=at)
-        )
-    session.add(SlaTimer(lead_id=lead_id, assignment_id=assignment_id, kind="breach", due_at=due))
+    for row in clock_rows(lead_id, assignment_id, policy, start, due, hours, tz):
+        session.add(SlaTimer(**row))
     rt.on_timer_written(start if policy.warn_at else due)
 
 

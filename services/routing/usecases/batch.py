@@ -1,0 +1,273 @@
+"""Batch: a consumer poll of lead.scored routed at once. The "already routed?" question is asked once, the roster,
+rotation and loads are read once and kept in memory, the decisions are made in memory one after the other (each
+sees the rotation and loads the ones before it left), and the batch's rows are written with a handful of
+executemany statements: leads, assignments, timers, timeline, rotation, loads, outbox, webhook deliveries.
+
+Locks: the teams the batch will route to and the leads' threads, sorted, in one statement, before the state is
+read; a decision that lands on a team not yet locked (a team full, so the fallback) writes what is decided so
+far, locks that team, reads its state again and decides once more. A repeat (a lead naming its original) takes
+the one-lead path, in its place in the batch, because it may join the open lead of its person instead."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.envelope import Event
+from routing import metrics
+from routing.domain import Decision, RepLoad, RoutingRules, route, sla_deadline
+from routing.domain.accounts import AccountBook
+from routing.store import AssignmentRow, LeadRow, RoutingRepository
+from routing.usecases import assign
+from routing.usecases.context import Roster, RoutingContext
+from routing.usecases.decide import local_days, rep_loads, resolve_decision_sla
+from routing.usecases.decisions import assignment_data, assignment_values, scored_view, timeline_detail
+from routing.usecases.shared import (
+    LoadState,
+    account_books,
+    clock_of,
+    clock_rows,
+    event,
+    holds,
+    loads,
+    lock_teams,
+    move_load,
+    parse_time,
+    publish,
+    rotation,
+    tx,
+)
+
+
+async def on_scored_batch(rt: RoutingContext, session: AsyncSession, events: Sequence[Event]) -> None:
+    """lead.scored, a poll at a time: runs of new leads routed together, each repeat on its own in its place."""
+    run: list[Event] = []
+    for scored in events:
+        if scored.data.get("duplicate_of"):
+            await route_leads(rt, session, run)
+            run = []
+            await assign.on_scored(rt, session, scored)
+        else:
+            run.append(scored)
+    await route_leads(rt, session, run)
+
+
+@dataclass
+class _Pending:
+    """Decisions made and not yet written: the rows of each table, the events, and the state they moved."""
+
+    leads: list[dict[str, Any]] = field(default_factory=list)
+    assignments: list[dict[str, Any]] = field(default_factory=list)
+    timers: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    rotated: set[str] = field(default_factory=set)
+    loads: dict[str, tuple[int, str | None, int]] = field(default_factory=dict)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    latencies: list[tuple[str, float]] = field(default_factory=list)
+    first_timer: datetime | None = None
+
+    async def write(self, rt: RoutingContext, session: AsyncSession) -> None:
+        repo = RoutingRepository(session)
+        await repo.insert_decisions(self.leads, self.assignments, self.timers, self.timeline)
+        state = await rotation(session)
+        await repo.replace_rotation({team: state.get(team, {}) for team in sorted(self.rotated)})
+        await repo.add_loads(self.loads)
+        await publish(rt, session, self.events)
+        for outcome, count in self.outcomes.items():
+            metrics.record(session, partial(metrics.LEADS_ASSIGNED.labels(outcome=outcome).inc, count))
+        if self.latencies:
+            metrics.record(session, partial(_observe, self.latencies))
+        if self.first_timer is not None:
+            rt.on_timer_written(self.first_timer)
+        fresh = _Pending()
+        self.__dict__.update(fresh.__dict__)
+
+
+async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequence[Event]) -> None:
+    """Route new leads (none of them a repeat) as one batch in the caller's transaction."""
+    state = tx(session)
+    batch: dict[str, Event] = {}
+    for scored in events:
+        if scored.subject not in state.routed:
+            batch.setdefault(scored.subject, scored)  # a score re-published within the poll: the first one routes
+    if not batch:
+        return
+    roster, rules, now = await rt.roster(session), await rt.rules(session), rt.clock()
+    views = {lead_id: scored_view(scored.data, erased=False) for lead_id, scored in batch.items()}
+    guesses = await _teams_guessed(session, roster, rules, list(views.values()), now)
+    await lock_teams(session, guesses, threads=batch)
+    routed, erased = await RoutingRepository(session).seen_many(batch)
+    for lead_id in routed:
+        del batch[lead_id]
+    for lead_id in erased:
+        views[lead_id] = scored_view(batch[lead_id].data, erased=True)
+    if not batch:
+        return
+    state.routed.update(batch)
+    ids = iter(await RoutingRepository(session).reserve_assignment_ids(len(batch)))
+    books = await account_books(session, [views[lead_id] for lead_id in batch])
+    pending = _Pending()
+    for (lead_id, scored), book in zip(batch.items(), books, strict=True):
+        decision = await _decide(rt, session, pending, roster, rules, views[lead_id], book, now)
+        _record(rt, pending, roster, rules, scored, views[lead_id], decision, next(ids), now, lead_id in erased)
+        _moved(pending, await rotation(session), await loads(session), roster, decision, now)
+    await pending.write(rt, session)
+
+
+async def _teams_guessed(
+    session: AsyncSession, roster: Roster, rules: RoutingRules, views: list[dict[str, Any]], now: datetime
+) -> set[str]:
+    """The teams these leads will most likely go to, decided on the state read without locks."""
+    books = await account_books(session, views)
+    state, load_rows = await rotation(session), await loads(session)
+    current = rep_loads(roster, load_rows, now)
+    teams = set()
+    for view, book in zip(views, books, strict=True):
+        teams.add(_route(view, roster, rules, current, state, book, now).team_id)
+    return {team for team in teams if team}
+
+
+def _route(
+    view: Mapping[str, Any],
+    roster: Roster,
+    rules: RoutingRules,
+    current: Mapping[str, RepLoad],
+    state: Mapping[str, Mapping[str, int]],
+    book: AccountBook,
+    now: datetime,
+) -> Decision:
+    return route(
+        view,
+        rules=rules,
+        teams=roster.teams,
+        reps=roster.reps,
+        loads=current,
+        rotation=state,
+        accounts=book,
+        previous_rep=None,
+        now=now,
+    )
+
+
+async def _decide(
+    rt: RoutingContext,
+    session: AsyncSession,
+    pending: _Pending,
+    roster: Roster,
+    rules: RoutingRules,
+    view: Mapping[str, Any],
+    book: AccountBook,
+    now: datetime,
+) -> Decision:
+    """One decision on the batch's state in memory, under its team's lock (taken now if the guess missed it)."""
+    while True:
+        current = rep_loads(roster, await loads(session), now)
+        decision = _route(view, roster, rules, current, await rotation(session), book, now)
+        if holds(session, [decision.team_id]):
+            return decision
+        await pending.write(rt, session)  # what the state in memory holds is stored before it is read again
+        await lock_teams(session, [decision.team_id])
+
+
+def _record(
+    rt: RoutingContext,
+    pending: _Pending,
+    roster: Roster,
+    rules: RoutingRules,
+    scored: Event,
+    view: dict[str, Any],
+    decision: Decision,
+    assignment_id: int,
+    now: datetime,
+    erased: bool,
+) -> None:
+    """A decision's rows, timers, timeline entry and event, as assign writes them for one lead."""
+    lead_id, data = scored.subject, scored.data
+    grade = view["score"].get("grade")
+    resolved = resolve_decision_sla(rt, decision, roster, grade, rules=rules)
+    rep, team = roster.rep(decision.rep_id), roster.team(decision.team_id)
+    hours, tz = clock_of(rep, team)
+    due = None
+    if resolved is not None and decision.outcome in ("assigned", "queued"):
+        policy = resolved.policy
+        due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
+    lead = {
+        "lead_id": lead_id,
+        "status": decision.outcome,
+        "current_rep_id": decision.rep_id,
+        "team_id": decision.team_id,
+        "grade": grade,
+        "source_kind": view["source"].get("kind"),
+        "source_id": view["source"].get("id"),
+        "duplicate_of": None,
+        "is_test": view["is_test"],
+        "view": view,
+        "received_at": parse_time(data.get("received_at")),
+        "submitted_at": parse_time((data.get("lead") or {}).get("submitted_at")),
+        "routed_at": now,
+        "first_touch_at": None,
+        "reassignments": 0,
+        "erased_at": now if erased else None,
+        "thread_id": lead_id,
+        "merged_into": None,
+    }
+    assignment = assignment_values(assignment_id, lead_id, decision, resolved, due, 1, now)
+    pending.leads.append(lead)
+    pending.assignments.append(assignment)
+    timers: list[dict[str, Any]] = []
+    if decision.outcome == "held" and decision.hold_until:
+        timers.append(
+            {"lead_id": lead_id, "assignment_id": assignment_id, "kind": "hold", "fraction": None,
+             "due_at": decision.hold_until}
+        )
+    elif resolved is not None and due is not None:
+        timers = clock_rows(lead_id, assignment_id, resolved.policy, now, due, hours, tz)
+    pending.timers.extend(timers)
+    for timer in timers:
+        first = pending.first_timer
+        pending.first_timer = timer["due_at"] if first is None else min(first, timer["due_at"])
+    # What ingest kept but could not read (phone_unparsed, ...) shows on the first timeline entry, for the rep.
+    flags = view["quality"].get("flags")
+    note = {"quality_flags": flags} if flags else None
+    detail = timeline_detail(assignment_id, 1, decision, None, None, due, note)
+    pending.timeline.append({"lead_id": lead_id, "at": now, "kind": "assigned", "detail": detail})
+    lead_row, assignment_row = LeadRow(**lead), AssignmentRow(**assignment)  # not added: read by the event data
+    body = assignment_data(lead_row, assignment_row, decision, rep, None, None)
+    pending.events.append(event("lead.assigned", lead_id, body, now, scored.correlation_id))
+    pending.outcomes[decision.outcome] += 1
+    # Speed of the pipeline itself: source submit and Handoff receipt to the first decision.
+    for since, at in (("received", lead["received_at"]), ("submitted", lead["submitted_at"])):
+        if at is not None and at <= now:
+            pending.latencies.append((since, (now - at).total_seconds()))
+
+
+def _moved(
+    pending: _Pending,
+    state: dict[str, dict[str, int]],
+    load_rows: dict[str, LoadState],
+    roster: Roster,
+    decision: Decision,
+    now: datetime,
+) -> None:
+    """The rotation and load a decision moved, in memory (the next decision sees them) and in the pending sums."""
+    for team, positions in decision.rotation.items():
+        state[team] = dict(positions)
+        pending.rotated.add(team)
+    rep = roster.rep(decision.rep_id)
+    if decision.rep_id:
+        day = local_days(now, {rep.timezone})[rep.timezone] if rep else None
+        move_load(load_rows, decision.rep_id, open_delta=1, day=day)
+        delta, _, count = pending.loads.get(decision.rep_id, (0, day, 0))
+        pending.loads[decision.rep_id] = (delta + 1, day, count + (1 if day else 0))
+
+
+def _observe(latencies: Sequence[tuple[str, float]]) -> None:
+    for since, seconds in latencies:
+        metrics.ASSIGNMENT_LATENCY.labels(since=since).observe(seconds)

@@ -1,0 +1,133 @@
+"""What a routing decision writes: the lead's view, the assignment row, the timeline entry and the event data; one
+copy shared by the one-lead path (assign) and the batch path (batch)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from common.erasure import anonymous_enrichment
+from routing.domain import Decision, Rep
+from routing.domain.rules import quality_view, score_view
+from routing.domain.sla import ResolvedSla
+from routing.store import AssignmentRow, LeadRow
+
+
+def scored_view(data: Mapping[str, Any], *, erased: bool) -> dict[str, Any]:
+    """What routing keeps of a lead.scored and decides on; an erased person's lead keeps no personal data."""
+    enrichment = dict(data.get("enrichment") or {})
+    return {
+        "lead": {} if erased else dict(data.get("lead") or {}),
+        "enrichment": anonymous_enrichment(enrichment) if erased else enrichment,
+        "score": score_view(data),
+        "source": dict(data.get("source") or {}),
+        "is_test": bool(data.get("is_test")),
+        "duplicate_of": data.get("duplicate_of"),
+        "quality": quality_view(data),
+    }
+
+
+def assignment_values(
+    assignment_id: int,
+    lead_id: str,
+    decision: Decision,
+    resolved: ResolvedSla | None,
+    due: datetime | None,
+    attempt: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """An assignment row's columns (the ORM row of one decision, or a batch's executemany)."""
+    policy = resolved.policy if resolved and due else None
+    return {
+        "id": assignment_id,
+        "lead_id": lead_id,
+        "outcome": decision.outcome,
+        "rep_id": decision.rep_id,
+        "team_id": decision.team_id,
+        "rule_id": decision.rule_id,
+        "ruleset_version": decision.ruleset_version,
+        "method": decision.method,
+        "reason": decision.reason,
+        # The policy is kept with the assignment: its ladder and follow-up outlive a change of rules.
+        "decision": {**decision.to_dict(), "sla": resolved.to_dict() if resolved and due else None},
+        "attempt": attempt,
+        "assigned_at": now,
+        "sla_policy": policy.grade if policy else None,
+        "sla_minutes": policy.minutes if policy else None,
+        "sla_business_hours": policy.business_hours if policy else None,
+        "sla_due_at": due,
+    }
+
+
+def timeline_detail(
+    assignment_id: int,
+    attempt: int,
+    decision: Decision,
+    previous: AssignmentRow | None,
+    end_reason: str | None,
+    due: datetime | None,
+    note: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The timeline entry of a decision: who, why, the clock, and every candidate's verdict."""
+    return {
+        "assignment_id": assignment_id,
+        "attempt": attempt,
+        "outcome": decision.outcome,
+        "rep_id": decision.rep_id,
+        "team_id": decision.team_id,
+        "rule_id": decision.rule_id,
+        "ruleset_version": decision.ruleset_version,
+        "reason": decision.reason,
+        "previous_rep_id": previous.rep_id if previous else None,
+        "end_reason": end_reason,
+        "sla_due_at": due.isoformat() if due else None,
+        "candidates": [c.to_dict() for c in decision.candidates],
+        **(note or {}),
+    }
+
+
+def assignment_data(
+    lead: LeadRow,
+    assignment: AssignmentRow,
+    decision: Decision,
+    rep: Rep | None,
+    previous: AssignmentRow | None,
+    end_reason: str | None,
+) -> dict[str, Any]:
+    """lead.assigned / lead.reassigned data: the decision, its reasons and clock, and the lead for the rep."""
+    view = lead.view or {}
+    return {
+        "lead_id": lead.lead_id,
+        "assignment_id": assignment.id,
+        "attempt": assignment.attempt,
+        "outcome": decision.outcome,
+        "rep": {"id": rep.id, "name": rep.name, "email": rep.email} if rep else None,
+        "team_id": decision.team_id,
+        "rule_id": decision.rule_id,
+        "ruleset_version": decision.ruleset_version,
+        "method": decision.method,
+        "reason": decision.reason,
+        "candidates": [c.to_dict() for c in decision.candidates],
+        "hold_until": decision.hold_until.isoformat() if decision.hold_until else None,
+        "assigned_at": assignment.assigned_at.isoformat(),
+        "sla": (
+            {
+                "policy": assignment.sla_policy,
+                "minutes": assignment.sla_minutes,
+                "business_hours": assignment.sla_business_hours,
+                "due_at": assignment.sla_due_at.isoformat(),
+            }
+            if assignment.sla_due_at
+            else None
+        ),
+        "previous_rep_id": previous.rep_id if previous else None,
+        "reassign_reason": end_reason,
+        "match": decision.account.to_dict() if decision.account else None,
+        "source": view.get("source"),
+        "is_test": lead.is_test,
+        "duplicate_of": lead.duplicate_of,
+        "received_at": lead.received_at.isoformat() if lead.received_at else None,
+        "lead": view.get("lead"),
+        "score": view.get("score"),
+    }
