@@ -15,6 +15,8 @@ from common.topics import LEADS_SCORED
 from common.web import health_router, install_common
 from routing import api, ops, webhooks
 from routing.access import api as access_api
+from routing.connectors import salesforce_routes
+from routing.connectors.salesforce_poll import SalesforcePoller
 from routing.consumer import CONSUMES, PRODUCES, event_handlers
 from routing.handlers import Router
 from routing.settings import RoutingSettings
@@ -68,6 +70,8 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         await runtime.start_job(timers.run)
         app.state.webhook_sender = webhooks.WebhookSender(runtime.db, settings)
         await runtime.start_job(app.state.webhook_sender.run)
+        app.state.salesforce_poller = SalesforcePoller(runtime.db, router, settings)
+        await runtime.start_job(app.state.salesforce_poller.run)
         await runtime.start_housekeeping(
             "webhook_delivery_purge",
             lambda session: webhooks.purge_settled_deliveries(session, settings, router.clock()),
@@ -79,6 +83,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         finally:
             await timers.stop()
             await app.state.webhook_sender.stop()
+            await app.state.salesforce_poller.stop()
             await runtime.stop()
 
     app = FastAPI(
@@ -95,5 +100,6 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
     app.include_router(webhooks_api.router)
     app.include_router(webhooks_api.admin_router)
     app.include_router(ops.router)
+    app.include_router(salesforce_routes.router)
     app.include_router(access_api.router)
     return app

@@ -84,6 +84,14 @@ class RoutingSettings(ServiceSettings):
     # empty: those messages carry no links.
     webhook_links_base_url: str = Field(default="", max_length=500, pattern=r"^(https?://[^\s]+)?$")
 
+    # -- Salesforce connector (routing.connectors.salesforce*) ----------------------------------------------
+    # How often Tasks, Events and Lead Status changes are read, and how far back each read reaches before the
+    # cursor (records stamped late, equal stamps: the signals are idempotent, so re-reading is harmless).
+    salesforce_poll_interval_s: float = Field(default=30.0, gt=0)
+    salesforce_poll_overlap_s: float = Field(default=60.0, ge=0)
+    # The wait after REQUEST_LIMIT_EXCEEDED (Salesforce's 24-hour API limit gives no Retry-After).
+    salesforce_limit_pause_s: float = Field(default=600.0, gt=0)
+
     @property
     def webhook_loopback_allowed(self) -> bool:
         """Loopback receivers are refused unless allowed explicitly or running in development."""

@@ -10,6 +10,7 @@ from routing.connectors.base import Connector, ConnectorDeps, ConnectorPool, Con
 registry = ConnectorRegistry(
     {
         "hubspot": "routing.connectors.hubspot:HubSpotConnector",
+        "salesforce": "routing.connectors.salesforce:connector",
     }
 )
 
