@@ -17,7 +17,7 @@ from routing import api, ops, webhooks
 from routing.access import api as access_api
 from routing.connectors import salesforce_routes
 from routing.connectors.salesforce_poll import SalesforcePoller
-from routing.consumer import CONSUMES, PRODUCES, event_handlers
+from routing.consumer import CONSUMES, PRODUCES, batch_handlers, event_handlers
 from routing.handlers import Router
 from routing.settings import RoutingSettings
 from routing.store import Base, outbox, processed
@@ -53,6 +53,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
             produces=PRODUCES,
             consumes=CONSUMES,
             handlers=event_handlers(router),
+            batch_handlers=batch_handlers(router),
         )
         timers = TimerLoop(
             runtime.db,
