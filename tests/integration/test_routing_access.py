@@ -3,6 +3,7 @@ leads, staff roles on rules and roster, signed single-use action links, and the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,8 @@ from fastapi import FastAPI
 
 from routing.access import links
 from routing.app import create_app
+from routing.webhooks.formats import render
+from routing.webhooks.signing import webhook_body
 from tests.support.routing import ROSTER, RULES, scored
 from tests.support.routing import routing_settings as make_settings
 from tests.support.stack import ADMIN
@@ -230,3 +233,30 @@ async def test_an_away_link_sets_the_rep_away_until_the_time_given(routing: App)
     assert done.status_code == 200, done.text
     rep = (await routing.client.get(f"/v1/reps/{owner}", headers=ADMIN)).json()
     assert datetime.fromisoformat(rep["ooo_until"]) == until.replace(tzinfo=UTC)
+
+
+# -- links in chat messages -----------------------------------------------------------------------------------------
+
+
+def test_slack_and_teams_messages_carry_the_assigned_reps_signed_action_links() -> None:
+    keys, now = links.link_keys(None), datetime.now(UTC)
+    body = webhook_body("lead.assigned", now, {"lead_id": "L1", "rep": {"id": "ana", "name": "Ana"}})
+
+    def make(lead_id: str, rep_id: str) -> list[tuple[str, str]]:
+        return links.action_links(keys, "https://handoff.example", lead_id, rep_id, now)
+
+    slack = json.loads(render("slack", body, links_base_url="https://handoff.example", action_links=make))
+    buttons = next(block for block in slack["blocks"] if block["type"] == "actions")["elements"]
+    labels = [button["text"]["text"] for button in buttons]
+    assert labels == ["Open lead", "Accept", "Mark touched", "Reject", "Set me away", "Ops dashboard"]
+    teams = json.loads(render("teams", body, links_base_url="https://handoff.example", action_links=make))
+    actions = teams["attachments"][0]["content"]["actions"]
+    assert [a["title"] for a in actions] == labels
+    for url in [button["url"] for button in buttons[1:5]] + [a["url"] for a in actions[1:5]]:
+        assert url.startswith("https://handoff.example/v1/links/")
+        link = links.verify(keys, url.rsplit("/", 1)[1], now)
+        assert (link.lead_id, link.rep_id) == ("L1", "ana")
+    # A message about a breach the rep can no longer act on, or without a rep, carries none.
+    breached = webhook_body("lead.sla_breached", now, {"lead_id": "L1"})
+    plain = json.loads(render("slack", breached, links_base_url="https://handoff.example", action_links=make))
+    assert "/v1/links/" not in json.dumps(plain)

@@ -7,12 +7,14 @@ the attempt's record checks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
 
 from common.crypto import SecretBox, SecretKeyError
+from routing.access.links import action_links
 from routing.store import WebhookDelivery, WebhookEndpoint
 from routing.webhooks.formats import STANDARD, render
 from routing.webhooks.store import DeliveryRow
@@ -38,11 +40,15 @@ class Claim:
 class ClaimBuilder:
     """Builds claims for one batch, decrypting each endpoint's signing secrets once."""
 
-    def __init__(self, box: SecretBox, now: datetime, links_base_url: str) -> None:
+    def __init__(self, box: SecretBox, now: datetime, links_base_url: str, link_keys: Sequence[bytes] = ()) -> None:
         self._box = box
         self._now = now
         self._links_base_url = links_base_url
+        self._link_keys = link_keys
         self._secrets: dict[str, tuple[str, ...] | None] = {}
+
+    def _action_links(self, lead_id: str, rep_id: str) -> list[tuple[str, str]]:
+        return action_links(self._link_keys, self._links_base_url, lead_id, rep_id, self._now)
 
     def secrets(self, endpoint: WebhookEndpoint) -> tuple[str, ...] | None:
         """The endpoint's secrets in force, or None when they cannot be read (never sent unsigned)."""
@@ -70,7 +76,12 @@ class ClaimBuilder:
             endpoint_id=endpoint.id,
             message_id=delivery.message_id,
             url=endpoint.url,
-            payload=render(endpoint.format, delivery.payload, links_base_url=self._links_base_url),
+            payload=render(
+                endpoint.format,
+                delivery.payload,
+                links_base_url=self._links_base_url,
+                action_links=self._action_links if self._link_keys and self._links_base_url else None,
+            ),
             secrets=secrets,
             lease_token=token,
             lease_until=lease_until,

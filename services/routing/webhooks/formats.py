@@ -8,7 +8,7 @@ links back. No email or phone: a message posted in a channel is out of reach of 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,9 @@ _TITLES = {
     "webhook.test": "Test delivery from Handoff",
 }
 _MAX_REASONS = 8
+# Events after which the rep can act on the lead: their messages carry the rep's signed action links.
+_ACTIONABLE = ("lead.assigned", "lead.reassigned", "lead.sla_warning")
+ActionLinks = Callable[[str, str], list[tuple[str, str]]]  # (lead id, rep id) -> [(label, url)]
 
 
 class UnknownFormat(ValueError):
@@ -40,15 +43,16 @@ def check_format(value: str) -> str:
     return value
 
 
-def render(fmt: str, payload: str, *, links_base_url: str = "") -> str:
-    """The body to send for a stored Standard Webhooks `payload`; links go under `links_base_url` when set."""
+def render(fmt: str, payload: str, *, links_base_url: str = "", action_links: ActionLinks | None = None) -> str:
+    """The body to send for a stored Standard Webhooks `payload`; links go under `links_base_url` when set, and
+    `action_links` gives the assigned rep's signed links (routing.access.links) as buttons."""
     if fmt not in (SLACK, TEAMS):
         return payload  # standard, and connectors' formats (routing.connectors read the standard body)
     try:
         body = loads(payload)
     except ValueError:
         body = {}  # never stored by this code; a message that says little beats a delivery that never goes
-    facts = _Facts.of(body, links_base_url.rstrip("/"))
+    facts = _Facts.of(body, links_base_url.rstrip("/"), action_links)
     message = _slack(facts) if fmt == SLACK else _teams(facts)
     return dumps(message).decode("utf-8")
 
@@ -56,7 +60,7 @@ def render(fmt: str, payload: str, *, links_base_url: str = "") -> str:
 class _Facts:
     """What a chat message says, read defensively from any routing event's data (fields vary by type)."""
 
-    def __init__(self, body: Mapping[str, Any], base: str) -> None:
+    def __init__(self, body: Mapping[str, Any], base: str, action_links: ActionLinks | None = None) -> None:
         data = _dict(body.get("data"))
         lead, rep, score, sla = (_dict(data.get(k)) for k in ("lead", "rep", "score", "sla"))
         self.event_type = str(body.get("type") or "event")
@@ -79,12 +83,15 @@ class _Facts:
         self.links: list[tuple[str, str]] = []
         if base and self.lead_id:
             self.links.append(("Open lead", f"{base}/v1/leads/{self.lead_id}"))
+        rep_id = _text(rep.get("id")) or _text(data.get("rep_id"))
+        if action_links is not None and self.lead_id and rep_id and self.event_type in _ACTIONABLE:
+            self.links.extend(action_links(self.lead_id, rep_id))
         if base:
             self.links.append(("Ops dashboard", f"{base}/ops"))
 
     @classmethod
-    def of(cls, body: Any, base: str) -> _Facts:
-        return cls(_dict(body), base)
+    def of(cls, body: Any, base: str, action_links: ActionLinks | None = None) -> _Facts:
+        return cls(_dict(body), base, action_links)
 
     def headline(self) -> str:
         parts = [f"{self.title}: {self.who}" if self.who else self.title]

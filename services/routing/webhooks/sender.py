@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.db import Database
 from common.egress import Resolver, system_resolver
 from common.runtime import poll_until
+from routing.access.links import link_keys
 from routing.connectors import ConnectorDeps, ConnectorPool, registry
 from routing.settings import RoutingSettings
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -94,6 +95,7 @@ class WebhookSender:
         self._secrets = settings.secret_box()
         self._timeout = settings.webhook_timeout_s
         self._links_base_url = settings.webhook_links_base_url
+        self._link_keys = link_keys(settings.secret_key.get_secret_value() if settings.secret_key else None)
         self._cap = settings.webhook_response_max_kib * 1024
         self._stop_grace_s = stop_grace_s
         self._client: aiohttp.ClientSession | None = None
@@ -208,7 +210,7 @@ class WebhookSender:
         now = self._clock()
         lease_until = now + timedelta(seconds=self._settings.webhook_lease_s)
         taken = dict(busy or {})
-        build = ClaimBuilder(self._secrets, now, self._links_base_url)
+        build = ClaimBuilder(self._secrets, now, self._links_base_url, self._link_keys)
         claims: list[Claim] = []
         async with self._db.transaction() as session:
             # Senders in other processes skip rows held here; SQLite has one writer, which is enough.
@@ -234,7 +236,7 @@ class WebhookSender:
         batch, self._handed = self._handed[:limit], self._handed[limit:]
         async with self._db.read() as session:
             found = await WebhookStore(session).handed_off(batch)
-        build = ClaimBuilder(self._secrets, self._clock(), self._links_base_url)
+        build = ClaimBuilder(self._secrets, self._clock(), self._links_base_url, self._link_keys)
         for token, delivery, endpoint in found:
             claim = build.claim(delivery, endpoint, token, delivery.lease_until)
             if claim is not None:
