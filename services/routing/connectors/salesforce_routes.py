@@ -31,7 +31,7 @@ from routing.connectors.salesforce_setup import (
 )
 from routing.webhooks.address import webhook_address_policy
 
-router = APIRouter(prefix="/v1/connectors/salesforce", tags=["connectors"], route_class=HandoffRoute)
+router = APIRouter(prefix="/v1/crm/salesforce", tags=["crm"], route_class=HandoffRoute)
 Writer = Annotated[Principal, Depends(require("ops-write"))]
 Reader = Annotated[Principal, Depends(require("ops-read"))]
 
@@ -71,6 +71,12 @@ class OwnersIn(BaseModel):
     owners: dict[Annotated[str, Field(min_length=1, max_length=64)], str | None] = Field(
         max_length=10_000, description="rep id -> Salesforce User Id (005...), or null to unmap"
     )
+
+
+class OwnerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    owner_id: str | None = Field(max_length=18, description="the Salesforce User Id (005...); null unmaps the rep")
 
 
 def _invalid(field: str, reason: str) -> HTTPException:
@@ -126,6 +132,14 @@ async def get_owners(session: ReadSession, _who: Reader) -> dict[str, Any]:
 async def put_owners(body: OwnersIn, request: Request, session: Transaction, _who: Writer) -> dict[str, Any]:
     try:
         return {"owners": await set_owners(request.app.state.router, session, body.owners)}
+    except SetupError as exc:
+        raise _invalid(exc.field, str(exc)) from None
+
+
+@router.put("/owners/{rep_id}")
+async def put_owner(rep_id: str, body: OwnerIn, request: Request, session: Transaction, _who: Writer) -> dict[str, Any]:
+    try:
+        return {"owners": await set_owners(request.app.state.router, session, {rep_id: body.owner_id})}
     except SetupError as exc:
         raise _invalid(exc.field, str(exc)) from None
 

@@ -141,7 +141,7 @@ async def stored_config(session: AsyncSession, settings: RoutingSettings) -> Sal
     """The settings with the secret revealed, for a call to the org; SetupError when there are none."""
     row = await SalesforceRepository(session).settings(SYSTEM)
     if row is None:
-        raise SetupError("salesforce", "Salesforce is not set up yet (PUT /v1/connectors/salesforce)")
+        raise SetupError("salesforce", "Salesforce is not set up yet (PUT /v1/crm/salesforce)")
     try:
         return SalesforceConfig.from_stored(row.config, settings.secret_box())
     except SecretKeyError as exc:
