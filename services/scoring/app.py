@@ -14,7 +14,7 @@ from common.runtime import Runtime
 from common.web import health_router, install_common
 from scoring import api
 from scoring.clients import CircuitBreaker, EnrichmentClient, TTLCache
-from scoring.consumer import CONSUMES, PRODUCES, event_handlers
+from scoring.consumer import CONSUMES, PRODUCES, batch_handlers, event_handlers
 from scoring.handlers import Scoring
 from scoring.settings import ScoringSettings
 from scoring.store import Base, outbox, processed
@@ -50,6 +50,7 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
                 produces=PRODUCES,
                 consumes=CONSUMES,
                 handlers=event_handlers(scoring),
+                batch_handlers=batch_handlers(scoring),
                 prepare=scoring.prepare,
             )
             app.state.scoring = scoring

@@ -1,10 +1,14 @@
-"""Scoring use cases, called by the consumer loop (which owns the transaction) and by the HTTP API."""
+"""Scoring use cases, called by the consumer loop (which owns the transaction) and by the HTTP API.
+
+A consumer batch of lead.received is scored as one: its stored state, firmographics, repeat counts and outcome
+counts are read in one query each, its rows stored in one INSERT and its lead.scored events in one outbox insert.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +27,6 @@ from scoring.domain import (
     OutcomeCounts,
     Ruleset,
     conversion_probability,
-    domain_candidates,
     enrich,
     load_ruleset,
     lookup_domain,
@@ -31,6 +34,7 @@ from scoring.domain import (
     score_lead,
 )
 from scoring.lookups import ProviderLookups
+from scoring.reads import LeadToScore, companies_of, outcome_counts, repeat_counts, transaction_facts
 from scoring.settings import ScoringSettings
 from scoring.store import ScoredLead, ScoringRepository, outbox
 
@@ -64,8 +68,6 @@ class Scoring:
         self.clock = clock
         self.lookups = ProviderLookups(settings, provider)
         self._rulesets: OrderedDict[str, Ruleset] = OrderedDict()
-        # The lead ids of the consumer batch being handled, so their store checks take one query, not one each.
-        self._batch: set[str] = set()
 
     # -- rulesets -------------------------------------------------------------------------------------------------
 
@@ -83,7 +85,7 @@ class Scoring:
 
     async def active_ruleset(self, session: AsyncSession) -> Ruleset:
         """The ruleset in force, read once per transaction (a consumer batch scores with one version)."""
-        facts = _facts(session)
+        facts = transaction_facts(session)
         if facts.ruleset is None:
             row = await ScoringRepository(session).active_ruleset()
             facts.ruleset = self.parse_ruleset(row.source_text if row else DEFAULT_RULESET_YAML)
@@ -96,14 +98,13 @@ class Scoring:
         now = self.clock()
         await repo.save_ruleset(ruleset.version, text, now)
         await repo.activate(ruleset.version, now)
-        _facts(session).ruleset = ruleset
+        transaction_facts(session).ruleset = ruleset
         return ruleset
 
     # -- enrichment provider (outside the transaction) -----------------------------------------------------------
 
     async def prepare(self, events: Sequence[Event]) -> None:
-        """Before a consumer batch's transaction: note its leads and ask the provider for their domains."""
-        self._batch = {event.subject for event in events if event.type == "lead.received"}
+        """Before a consumer batch's transaction: ask the provider for its leads' domains."""
         await self.lookups.prepare(events)
 
     # -- scoring --------------------------------------------------------------------------------------------------
@@ -120,49 +121,43 @@ class Scoring:
         ruleset: Ruleset,
     ) -> ScoreOutcome:
         """The one scoring path shared by the pipeline and the preview, so both give the same answer."""
+        item = LeadToScore(lead_id, lead, source, is_test, duplicate_of)
+        return (await self.evaluate_many(session, [item], ruleset))[0]
+
+    async def evaluate_many(
+        self, session: AsyncSession, items: Sequence[LeadToScore], ruleset: Ruleset
+    ) -> list[ScoreOutcome]:
+        """Score `items` as if each were stored before the next is scored, reading the store once for all of them."""
         repo = ScoringRepository(session)
-        facts = _facts(session)
-        domain = lookup_domain(lead)
-        if facts.has_firmographics is None:
-            facts.has_firmographics = await repo.has_firmographics()
-        row = await repo.firmographic(domain_candidates(domain)) if facts.has_firmographics else None
-        firmographic = (
-            Firmographic(
-                domain=row.domain,
-                name=row.name,
-                employee_band=row.employee_band,
-                industry=row.industry,
-                country=row.country,
-                revenue_band=row.revenue_band,
+        facts = transaction_facts(session)
+        domains = [lookup_domain(item.lead) for item in items]
+        firmographics = await companies_of(repo, facts, domains)
+        repeats = await repeat_counts(repo, items)
+        scored: list[tuple[Enrichment, dict[str, Any], list[tuple[str, str]]]] = []
+        for item, domain, firmographic, repeat_count in zip(items, domains, firmographics, repeats, strict=True):
+            provider_result, provider_status = await self.lookups.answer(item.lead_id or "", domain)
+            enrichment = enrich(
+                item.lead, firmographic=firmographic, provider_result=provider_result, provider_status=provider_status
             )
-            if row
-            else None
-        )
-        provider_result, provider_status = await self.lookups.answer(lead_id or "", domain)
-        enrichment = enrich(
-            lead, firmographic=firmographic, provider_result=provider_result, provider_status=provider_status
-        )
-        repeat_count = 0
-        if duplicate_of:
-            await session.flush()  # earlier submissions may still be pending in this batch
-            repeat_count = await repo.repeat_count(duplicate_of)
-        context = {
-            "source": dict(source),
-            "is_test": is_test,
-            "duplicate_of": duplicate_of,
-            "repeat_count": repeat_count,
-        }
-        score = score_lead(lead, enrichment, ruleset, context=context)
-        features = outcome_features(lead, enrichment.as_fields(), context=context)
-        if facts.has_outcomes is None:
-            facts.has_outcomes = await repo.has_outcomes()
-        counts = OutcomeCounts()
-        if facts.has_outcomes:
-            if facts.values_per_field is None:
-                facts.values_per_field = await repo.values_per_field()
-            counts = await repo.outcome_counts(features, values_per_field=facts.values_per_field)
-        conversion = conversion_probability(features, counts, min_outcomes=self.settings.conversion_min_outcomes)
-        return ScoreOutcome(enrichment, score.to_dict(), _conversion_dict(conversion), features)
+            context = {
+                "source": dict(item.source),
+                "is_test": item.is_test,
+                "duplicate_of": item.duplicate_of,
+                "repeat_count": repeat_count,
+            }
+            score = score_lead(item.lead, enrichment, ruleset, context=context)
+            features = outcome_features(item.lead, enrichment.as_fields(), context=context)
+            scored.append((enrichment, score.to_dict(), features))
+        counts = await outcome_counts(repo, facts, {f for _, _, features in scored for f in features})
+        outcomes = []
+        for enrichment, score_dict, features in scored:
+            own = {f: counts.by_feature[f] for f in features if f in counts.by_feature}
+            lead_counts = OutcomeCounts(counts.won_total, counts.lost_total, own, counts.values_per_field)
+            conversion = conversion_probability(
+                features, lead_counts, min_outcomes=self.settings.conversion_min_outcomes
+            )
+            outcomes.append(ScoreOutcome(enrichment, score_dict, _conversion_dict(conversion), features))
+        return outcomes
 
     async def preview(
         self,
@@ -188,84 +183,88 @@ class Scoring:
 
     async def on_received(self, session: AsyncSession, event: Event) -> None:
         """lead.received -> score, store, emit lead.scored in the same transaction."""
-        data = event.data
-        lead_id = event.subject
+        await self.on_received_batch(session, [event])
+
+    async def on_received_batch(self, session: AsyncSession, events: Sequence[Event]) -> None:
+        """A batch of lead.received -> score the leads not scored yet, store them, emit their lead.scored events."""
         repo = ScoringRepository(session)
-        facts = _facts(session)
-        if lead_id not in facts.checked:
-            # The first lead of a consumer batch reads the state of the whole batch.
-            wanted = self._batch if lead_id in self._batch and not facts.checked else {lead_id}
-            known_scored, known_erased = await repo.scored_or_erased(sorted(wanted))
+        facts = transaction_facts(session)
+        unchecked = sorted({event.subject for event in events} - facts.checked)
+        if unchecked:
+            known_scored, known_erased = await repo.scored_or_erased(unchecked)
             facts.scored |= known_scored
             facts.erased |= known_erased
-            facts.checked |= wanted
-        if lead_id in facts.scored:
-            return  # already scored under another event id (a re-published lead): scoring is once per lead
-        erased = lead_id in facts.erased
-        lead = {} if erased else dict(data.get("lead") or {})
-        source = dict(data.get("source") or {})
+            facts.checked.update(unchecked)
+        fresh: list[Event] = []
+        for event in events:
+            if event.subject not in facts.scored:  # scoring is once per lead, whatever the event id
+                facts.scored.add(event.subject)
+                fresh.append(event)
+        if not fresh:
+            return
         ruleset = await self.active_ruleset(session)
-        outcome = await self.evaluate(
-            session,
-            lead_id=lead_id,
-            lead=lead,
-            source=source,
-            is_test=bool(data.get("is_test")),
-            duplicate_of=data.get("duplicate_of"),
-            ruleset=ruleset,
-        )
+        items = [_lead_to_score(event, erased=event.subject in facts.erased) for event in fresh]
+        outcomes = await self.evaluate_many(session, items, ruleset)
         now = self.clock()
-        repo.add_scored(
-            ScoredLead(
-                lead_id=lead_id,
-                source_kind=source.get("kind"),
-                duplicate_of=data.get("duplicate_of"),
-                is_test=bool(data.get("is_test")),
-                lead=None if erased else lead,
-                enrichment=outcome.enrichment.to_dict(),
-                score=outcome.score,
-                conversion=outcome.conversion,
-                features=[list(f) for f in outcome.features],
-                ruleset_version=ruleset.version,
-                grade=outcome.score["grade"],
-                qualified=outcome.score["qualified"],
-                received_at=_parse_time(data.get("received_at")),
-                scored_at=now,
-                erased_at=now if erased else None,
+        rows: list[dict[str, Any]] = []
+        scored_events: list[Event] = []
+        for event, item, outcome in zip(fresh, items, outcomes, strict=True):
+            data = event.data
+            erased = event.subject in facts.erased
+            enrichment = outcome.enrichment.to_dict()
+            rows.append(
+                {
+                    "lead_id": event.subject,
+                    "source_kind": item.source.get("kind"),
+                    "duplicate_of": item.duplicate_of,
+                    "is_test": item.is_test,
+                    "lead": None if erased else item.lead,
+                    "enrichment": enrichment,
+                    "score": outcome.score,
+                    "conversion": outcome.conversion,
+                    "features": [list(f) for f in outcome.features],
+                    "ruleset_version": ruleset.version,
+                    "grade": outcome.score["grade"],
+                    "qualified": outcome.score["qualified"],
+                    "received_at": _parse_time(data.get("received_at")),
+                    "scored_at": now,
+                    "outcome": None,
+                    "erased_at": now if erased else None,
+                }
             )
-        )
-        scored = Event(
-            type="lead.scored",
-            source=EVENT_SOURCE,
-            subject=lead_id,
-            time=now,
-            correlation_id=event.correlation_id,
-            data={
-                "lead_id": lead_id,
-                "source": source,
-                "external_id": data.get("external_id"),
-                "is_test": bool(data.get("is_test")),
-                "duplicate_of": data.get("duplicate_of"),
-                "received_at": data.get("received_at"),
-                "scored_at": now.isoformat(),
-                "lead": lead,
-                "enrichment": outcome.enrichment.to_dict(),
-                "score": outcome.score,
-                "conversion": outcome.conversion,
-            },
-        )
-        # The row is flushed with the rest of the batch at commit: one round trip for all of them rather than
-        # one each. Handlers that read scored rows flush first; `facts.scored` covers the batch's repeats.
-        facts.scored.add(lead_id)
-        await add_events(session, outbox, self.settings, [scored], _topic)
-        metrics.lead_scored(session, outcome.score["grade"])
+            scored_events.append(
+                Event(
+                    type="lead.scored",
+                    source=EVENT_SOURCE,
+                    subject=event.subject,
+                    time=now,
+                    correlation_id=event.correlation_id,
+                    data={
+                        "lead_id": event.subject,
+                        "source": item.source,
+                        "external_id": data.get("external_id"),
+                        "is_test": item.is_test,
+                        "duplicate_of": item.duplicate_of,
+                        "received_at": data.get("received_at"),
+                        "scored_at": now.isoformat(),
+                        "lead": item.lead,
+                        "enrichment": enrichment,
+                        "score": outcome.score,
+                        "conversion": outcome.conversion,
+                    },
+                )
+            )
+        await repo.insert_scored(rows)
+        await add_events(session, outbox, self.settings, scored_events, _topic)
+        for outcome in outcomes:
+            metrics.lead_scored(session, outcome.score["grade"])
 
     async def on_erased(self, session: AsyncSession, event: Event) -> None:
         """Delete the lead's personal data; keep the anonymous score, its features and the outcome counts."""
         lead_id = event.subject
         now = self.clock()
         await session.flush()  # the lead may have been scored earlier in this same batch
-        _facts(session).erased.add(lead_id)
+        transaction_facts(session).erased.add(lead_id)
         repo = ScoringRepository(session)
         await repo.mark_erased(lead_id, now)
         row = await repo.scored(lead_id)
@@ -286,7 +285,7 @@ class Scoring:
             return
         row.outcome = "won" if event.type == WON else "lost"
         await repo.add_outcome([(f, v) for f, v in row.features or []], won=event.type == WON)
-        facts = _facts(session)
+        facts = transaction_facts(session)
         facts.has_outcomes = True
         facts.values_per_field = None  # the outcome may have brought a value not seen before
 
@@ -299,32 +298,22 @@ class Scoring:
     async def load_firmographics(self, session: AsyncSession, rows: Sequence[Firmographic]) -> int:
         """Insert or replace company facts by domain; returns how many rows were loaded."""
         await ScoringRepository(session).save_firmographics(rows, self.clock())
-        _facts(session).has_firmographics = None
+        transaction_facts(session).has_firmographics = None
         return len(rows)
 
 
 _COMPILED_RULESETS = 16
 
 
-@dataclass
-class _TransactionFacts:
-    """What one transaction reads once instead of once per lead; a consumer batch is one transaction."""
-
-    ruleset: Ruleset | None = None
-    has_firmographics: bool | None = None
-    has_outcomes: bool | None = None
-    values_per_field: dict[str, int] | None = None
-    # Leads known to be scored or erased in this transaction, and the ids whose stored state has been read.
-    scored: set[str] = field(default_factory=set)
-    erased: set[str] = field(default_factory=set)
-    checked: set[str] = field(default_factory=set)
-
-
-def _facts(session: AsyncSession) -> _TransactionFacts:
-    facts = session.info.get("scoring_facts")
-    if facts is None:
-        facts = session.info["scoring_facts"] = _TransactionFacts()
-    return facts
+def _lead_to_score(event: Event, *, erased: bool) -> LeadToScore:
+    data = event.data
+    return LeadToScore(
+        lead_id=event.subject,
+        lead={} if erased else dict(data.get("lead") or {}),
+        source=dict(data.get("source") or {}),
+        is_test=bool(data.get("is_test")),
+        duplicate_of=data.get("duplicate_of"),
+    )
 
 
 def _conversion_dict(conversion: Any) -> dict[str, Any]:

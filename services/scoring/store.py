@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Integer, String, Text, func, literal_column, select, tuple_, update
+from sqlalchemy import JSON, Boolean, Integer, String, Table, Text, func, insert, literal_column, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -87,6 +87,7 @@ class ErasedLead(Base):
     erased_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+scored_leads: Table = ScoredLead.__table__  # type: ignore[assignment]  # the Core table, for batch inserts
 outbox = outbox_table(Base.metadata)
 outbox_dead = outbox_dead_table(Base.metadata)
 processed = processed_table(Base.metadata)
@@ -121,9 +122,10 @@ class ScoringRepository:
     async def scored(self, lead_id: str) -> ScoredLead | None:
         return await self.session.get(ScoredLead, lead_id)
 
-    def add_scored(self, row: ScoredLead) -> None:
-        """Add a scored lead; it is flushed with the rest of the batch (one round trip for all of them)."""
-        self.session.add(row)
+    async def insert_scored(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Store a batch's scored leads in one executemany INSERT (every row with every column of scored_leads)."""
+        if rows:
+            await self.session.execute(insert(scored_leads), list(rows))
 
     async def mark_erased(self, lead_id: str, now: datetime) -> None:
         """Leave the erasure's tombstone, once."""
@@ -160,11 +162,6 @@ class ScoringRepository:
         """Whether any sales outcome has been counted yet."""
         return await self.session.get(OutcomeCount, TOTAL) is not None
 
-    async def firmographic(self, candidates: list[str]) -> FirmographicRow | None:
-        """The most specific match: mail.eu.acme.co.uk finds acme.co.uk."""
-        rows = await self.firmographics_by_domain(candidates)
-        return next((rows[c] for c in candidates if c in rows), None)
-
     async def firmographics_by_domain(self, domains: list[str]) -> dict[str, FirmographicRow]:
         """The stored rows among `domains`, by domain."""
         if not domains:
@@ -172,14 +169,20 @@ class ScoringRepository:
         result = await self.session.execute(select(FirmographicRow).where(FirmographicRow.domain.in_(domains)))
         return {row.domain: row for row in result.scalars()}
 
-    async def repeat_count(self, root_lead_id: str) -> int:
-        """How many leads of the same person were scored before (the original and its repeats)."""
-        result = await self.session.execute(
-            select(func.count())
-            .select_from(ScoredLead)
-            .where((ScoredLead.lead_id == root_lead_id) | (ScoredLead.duplicate_of == root_lead_id))
+    async def repeat_counts(self, roots: list[str]) -> dict[str, int]:
+        """Per original lead, how many leads of the same person are stored (the original and its repeats)."""
+        originals = (
+            select(ScoredLead.lead_id, func.count()).where(ScoredLead.lead_id.in_(roots)).group_by(ScoredLead.lead_id)
         )
-        return int(result.scalar_one())
+        repeats = (
+            select(ScoredLead.duplicate_of, func.count())
+            .where(ScoredLead.duplicate_of.in_(roots), ScoredLead.duplicate_of != ScoredLead.lead_id)
+            .group_by(ScoredLead.duplicate_of)
+        )
+        counts: dict[str, int] = {}
+        for root, n in await self.session.execute(originals.union_all(repeats)):
+            counts[root] = counts.get(root, 0) + int(n)
+        return counts
 
     async def outcome_counts(
         self, features: list[tuple[str, str]], *, values_per_field: dict[str, int] | None = None
