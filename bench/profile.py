@@ -22,9 +22,10 @@ from typing import Any
 
 import uvloop
 from tests.e2e.conftest import EVEN_RULES, EVEN_SEED
-from tests.support.stack import ADMIN_TOKEN, ROOT, Service, Stack, free_port
+from tests.support.stack import ROOT, Service, Stack, free_port
 
 from bench.e2e import closed_load, register_webhook, webhooks_available
+from bench.ingest import source_key
 from bench.load import run_wrk
 from bench.util import RESULTS, UVICORN_ARGS, BenchBroker, log, pin
 
@@ -227,7 +228,7 @@ def _record(service: Service, out: Path, seconds: float) -> subprocess.Popen[byt
 
 
 def profile_ingest(tmp: Path, bootstrap: str, out: Path, seconds: float) -> list[Path]:
-    """Ingest pinned to core 0 under wrk on core 1, as in the ingest benchmark."""
+    """Ingest pinned to core 0 under wrk on core 1, as in the ingest benchmark (a source's API key)."""
     stack = Stack(tmp / "ingest", bootstrap)
     ingest = stack["ingest"]
     ingest.extra_args = list(UVICORN_ARGS)
@@ -235,10 +236,11 @@ def profile_ingest(tmp: Path, bootstrap: str, out: Path, seconds: float) -> list
         ingest.start()
         assert ingest.process is not None
         pin(ingest.process.pid, "0")
-        run_wrk(f"{ingest.url}/v1/leads", token=ADMIN_TOKEN, seconds=2, connections=32, cpus="1")
+        key = source_key(ingest)  # as a back end posts: the source's key looked up on every request
+        run_wrk(f"{ingest.url}/v1/leads", token=key, seconds=2, connections=32, cpus="1")
         target = out / "ingest.folded"
         spy = _record(ingest, target, seconds)
-        run_wrk(f"{ingest.url}/v1/leads", token=ADMIN_TOKEN, seconds=seconds + 1, connections=32, cpus="1")
+        run_wrk(f"{ingest.url}/v1/leads", token=key, seconds=seconds + 1, connections=32, cpus="1")
         spy.wait(60)
     finally:
         stack.stop()

@@ -170,6 +170,7 @@ class Database:
         sqlite_busy_timeout_s: float = 5.0,
         pg_statement_timeout_s: float | None = 15.0,
         pg_lock_timeout_s: float | None = 5.0,
+        pool_size: int = 10,
     ) -> None:
         self.url = url
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
@@ -184,7 +185,7 @@ class Database:
             _ensure_sqlite_folder(url)
             kwargs["connect_args"] = {"timeout": sqlite_busy_timeout_s}
         else:
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
+            kwargs.update(pool_size=pool_size, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
             server_settings = {}
             if pg_statement_timeout_s:
                 server_settings["statement_timeout"] = str(int(pg_statement_timeout_s * 1000))
@@ -197,8 +198,12 @@ class Database:
         if self.is_sqlite:
             busy_ms = int(sqlite_busy_timeout_s * 1000)
             _configure_sqlite(self.engine, sqlite_synchronous, begin="BEGIN IMMEDIATE", busy_ms=busy_ms)
-            # Readers get their own engine with deferred transactions: on WAL they never wait for the writer.
-            self.read_engine = create_async_engine(_engine_url(url), **kwargs)
+            # Readers get their own engine with deferred transactions: on WAL they never wait for the writer. Its pool
+            # keeps `pool_size` connections (the requests served at once): past the pool, a connection is opened
+            # and closed per checkout, which costs more than the query it serves.
+            self.read_engine = create_async_engine(
+                _engine_url(url), pool_size=pool_size, max_overflow=pool_size, **kwargs
+            )
             _configure_sqlite(self.read_engine, sqlite_synchronous, begin="BEGIN", busy_ms=busy_ms)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)

@@ -49,10 +49,11 @@ def after_commit(session: Any, action: Callable[[], None]) -> None:
     on_commit(session, action)
 
 
-def lead_received(session: Any, source_kind: str | None) -> None:
-    """Count one accepted lead by source kind when its transaction commits."""
+def lead_received(session: Any, source_kind: str | None, count: int = 1) -> None:
+    """Count `count` accepted leads of one source kind when their transaction commits (one listener per batch)."""
     kind = source_kind if source_kind and _SOURCE_KIND.fullmatch(source_kind) else "other"
-    after_commit(session, LEADS_RECEIVED.labels(source_kind=kind).inc)
+    counter = LEADS_RECEIVED.labels(source_kind=kind)
+    after_commit(session, lambda: counter.inc(count))
 
 
 def quarantined(session: Any, source_id: str | None, reason: str) -> None:

@@ -83,9 +83,17 @@ class ServiceSettings(BaseSettings):
     sqlite_busy_timeout_s: float = Field(default=5.0, gt=0, le=60)
     pg_statement_timeout_s: float = Field(default=15.0, gt=0)
     pg_lock_timeout_s: float = Field(default=5.0, gt=0)
+    # Connections a database pool keeps open (PostgreSQL's, and SQLite's readers'): the requests a process serves at
+    # once, so a burst reuses connections instead of opening one per request. Unset: `database_pool_size`'s choice.
+    db_pool_size: int | None = Field(default=None, ge=1, le=1000)
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     migrate_on_start: bool = True
+
+    @property
+    def database_pool_size(self) -> int:
+        """Connections each database pool keeps: HANDOFF_DB_POOL_SIZE, else 10 (ingest: its lead posts in flight)."""
+        return self.db_pool_size or 10
 
     @field_validator("ops_token", mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from ingest.api import webhooks
 from ingest.fetcher import PlatformFetcher
 from ingest.handlers import leads as lead_cases
 from ingest.handlers import quarantine as quarantine_cases
+from ingest.handlers.source_keys import SourceKeys
 from ingest.settings import IngestSettings
 from ingest.store import Base, outbox
 from ingest.writer import IngestWriter
@@ -51,6 +52,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
         )
         app.state.runtime = runtime
         await runtime.start()
+        app.state.source_keys = SourceKeys(runtime.db, settings.source_cache_ttl_s)
         writer = IngestWriter(runtime.db, settings)
         app.state.writer = writer
         await writer.start()

@@ -47,6 +47,10 @@ class IngestSettings(ServiceSettings):
     # Lead posts handled at once by this process; more get an immediate 503 with Retry-After, so overload is
     # shed at the door (a few microseconds each) instead of queueing without bound on a saturated event loop.
     max_inflight_leads: int = Field(default=64, ge=1)
+    # A source's API key (and publishable key) is looked up once and then trusted from memory for at most this many
+    # seconds: the bound within which a key rotated, a source disabled or changed in another process stops working
+    # here (in this process a change takes effect at once). 0 looks the key up on every request.
+    source_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
     platform_fetch_timeout_s: float = Field(default=10.0, gt=0)
     platform_fetch_attempts: int = Field(default=5, ge=1)
 
@@ -83,6 +87,11 @@ class IngestSettings(ServiceSettings):
             allow_private_hosts=self.platform_allow_private_hosts,
             require_https=self.env == "production",
         )
+
+    @property
+    def database_pool_size(self) -> int:
+        """One pooled connection per lead post in flight, unless HANDOFF_DB_POOL_SIZE says otherwise."""
+        return self.db_pool_size or self.max_inflight_leads
 
     @model_validator(mode="after")
     def _platform_allow_list_is_valid(self) -> IngestSettings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -92,6 +93,7 @@ async def accept_leads(
     identity_rows: list[dict[str, Any]] = []
     key_rows: list[dict[str, Any]] = []
     events: list[Event] = []
+    received: Counter[str] = Counter()  # accepted leads by source kind, counted once the batch commits
     for item, identities in zip(items, identities_of, strict=True):
         key = item.scope_key
         if key is not None:
@@ -159,7 +161,7 @@ async def accept_leads(
                     data,
                 )
             )
-            metrics.lead_received(session, item.source.kind if item.source else "api")
+            received[item.source.kind if item.source else "api"] += 1
         stored = Stored(202, accepted.body(item.correlation_id))
         if key is not None:
             claimed[key] = (item.fingerprint, stored)
@@ -179,5 +181,7 @@ async def accept_leads(
     await repo.insert_rows(LeadIdentity, identity_rows)
     await repo.insert_rows(IdempotencyRecord, key_rows)
     await add_events(session, outbox, settings, events, event_topic)
+    for kind, count in received.items():
+        metrics.lead_received(session, kind, count)
     return outcomes
 
