@@ -8,14 +8,17 @@ has committed.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from routing.app import create_app
 from routing.connectors.salesforce import SYSTEM
 from routing.connectors.salesforce_api import Credentials, SalesforceClient, SalesforceError
 from routing.connectors.salesforce_poll import SalesforcePoller
@@ -31,10 +34,12 @@ from routing.connectors.salesforce_setup import (
 from routing.store.crm import CrmRepository
 from routing.store.salesforce import SalesforceRepository
 from routing.webhooks.sender import WebhookSender
-from tests.support.routing import Clock, Routing, routing_on, scored
+from tests.support.routing import ROSTER, Clock, Routing, routing_on, routing_settings, scored
 from tests.support.salesforce_server import SalesforceServer
+from tests.support.stack import ADMIN
 
 pytestmark = pytest.mark.integration
+OPS_TOKEN = "ops-read-token-0123456789"
 
 
 @pytest.fixture
@@ -348,3 +353,79 @@ async def test_a_disabled_connector_neither_polls_nor_writes(routing: Routing, o
     poller = SalesforcePoller(routing.db, routing.router, routing.router.settings)
     assert await poller.poll_once() is False
     assert not org.calls()
+
+
+async def test_an_email_with_a_quote_is_looked_up_escaped_not_injected(routing: Routing, org: SalesforceServer) -> None:
+    users = await _connect(routing, org)
+    org.records["Lead"]["00Q000000000999"] = {
+        "Id": "00Q000000000999", "Email": "o'brien@example.org", "LastName": "O'Brien", "Company": "Old",
+        "OwnerId": users["r1"], "Status": "Open - Not Contacted", "IsConverted": False,
+        "SystemModstamp": "2026-01-01T00:00:00.000+0000",
+    }  # fmt: skip
+    await routing.route(scored(email="o'brien@example.org", company="New Co", last_name="O'Brien"))
+    await _send(routing)
+    assert list(org.records["Lead"]) == ["00Q000000000999"]  # found by its email and updated, not duplicated
+    assert org.records["Lead"]["00Q000000000999"]["Company"] == "New Co"
+    query = next(c[1] for c in org.calls("GET", "/query"))
+    assert "o%5C%27brien" in query  # the quote went out escaped: o\'brien
+
+
+# -- the settings API ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def api(
+    database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    (tmp_path / "seed.yaml").write_text(ROSTER)
+    settings = routing_settings(
+        database_url,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_namespace=namespace,
+        topic_partitions=1,
+        log_format="console",
+        seed_file=tmp_path / "seed.yaml",
+        ops_token=OPS_TOKEN,
+        webhook_allow_loopback=True,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://routing.test") as client:
+            yield client
+
+
+@pytest.mark.kafka
+async def test_the_settings_api_answers_clear_4xx_and_never_shows_the_secret(
+    api: httpx.AsyncClient, org: SalesforceServer
+) -> None:
+    body = {"login_url": org.url, "client_id": org.client_id, "client_secret": org.client_secret}
+    url = "/v1/crm/salesforce"
+    assert (await api.put(url, json=body)).status_code == 401
+    ops = {"Authorization": f"Bearer {OPS_TOKEN}"}
+    assert (await api.put(url, json=body, headers=ops)).status_code == 403
+    assert (await api.get(url, headers=ops)).json() == {"configured": False}
+
+    def field_of(response: httpx.Response) -> str:
+        assert response.status_code == 422, response.text
+        return str(response.json()["detail"][0]["field"])
+
+    assert field_of(await api.put(url, json={**body, "client_secret": None}, headers=ADMIN)) == "client_secret"
+    assert "login_url" in field_of(await api.put(url, json={**body, "login_url": "ftp://x.example"}, headers=ADMIN))
+    assert "upsert_key" in field_of(await api.put(url, json={**body, "upsert_key": "Email; DROP"}, headers=ADMIN))
+    wrong_status = {**body, "statuses": {"Closed - Won": "celebrate"}}
+    assert "statuses" in field_of(await api.put(url, json=wrong_status, headers=ADMIN))
+
+    saved = await api.put(url, json={**body, "statuses": {"Closed - Converted": "convert"}}, headers=ADMIN)
+    assert saved.status_code == 200, saved.text
+    shown = (await api.get(url, headers=ops)).json()
+    assert shown["configured"] and shown["client_secret_set"] and org.client_secret not in json.dumps(shown)
+    assert shown["statuses"] == {"Closed - Converted": "convert"} and shown["endpoint_id"]
+
+    owners = f"{url}/owners"
+    assert field_of(await api.put(f"{owners}/nobody", json={"owner_id": "005000000000001"}, headers=ADMIN)) == (
+        "owners.nobody"
+    )
+    assert field_of(await api.put(f"{owners}/r1", json={"owner_id": "001000000000001"}, headers=ADMIN)) == "owners.r1"
+    mapped = await api.put(f"{owners}/r1", json={"owner_id": "005000000000001"}, headers=ADMIN)
+    assert mapped.status_code == 200 and mapped.json()["owners"] == {"r1": "005000000000001"}
