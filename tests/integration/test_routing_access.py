@@ -20,7 +20,8 @@ from routing.webhooks.formats import render
 from routing.webhooks.signing import webhook_body
 from tests.support.routing import ROSTER, RULES, scored
 from tests.support.routing import routing_settings as make_settings
-from tests.support.stack import ADMIN
+from tests.support.smtp_server import smtp_server
+from tests.support.stack import ADMIN, wait_until_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -260,3 +261,47 @@ def test_slack_and_teams_messages_carry_the_assigned_reps_signed_action_links() 
     breached = webhook_body("lead.sla_breached", now, {"lead_id": "L1"})
     plain = json.loads(render("slack", breached, links_base_url="https://handoff.example", action_links=make))
     assert "/v1/links/" not in json.dumps(plain)
+
+
+# -- email ----------------------------------------------------------------------------------------------------------
+
+
+async def test_the_assigned_rep_gets_an_email_with_links_that_act_once(
+    database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path
+) -> None:
+    (tmp_path / "seed.yaml").write_text(ROSTER)
+    (tmp_path / "rules.yaml").write_text(RULES)
+    with smtp_server() as mailbox:
+        mailbox.refuse_next = 1  # the first try is refused (451): the delivery machinery retries it
+        settings = make_settings(
+            database_url,
+            kafka_bootstrap=kafka_bootstrap,
+            topic_namespace=namespace,
+            topic_partitions=1,
+            log_format="console",
+            seed_file=tmp_path / "seed.yaml",
+            rules_file=tmp_path / "rules.yaml",
+            smtp_host=mailbox.host,
+            smtp_port=mailbox.port,
+            smtp_from="handoff@example.com",
+            webhook_links_base_url="https://handoff.example",
+            webhook_retry_schedule_s=[0.1, 0.1, 0.1],
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://routing.test") as client:
+                routing = App(app, client)
+                lead = await routing.route()
+                owner = lead["current_assignment"]["rep_id"]
+                [message] = await wait_until_async(mailbox.received, timeout=30, what="the assignment email")
+
+    assert message["To"] == f"{owner}@example.com" and message["From"] == "handoff@example.com"
+    assert message["Subject"].startswith("New lead: Pat Lee")
+    text = message.get_content()
+    assert f"https://handoff.example/v1/leads/{lead['lead_id']}" in text
+    urls = dict(line.split(": ", 1) for line in text.splitlines() if "/v1/links/" in line)
+    assert set(urls) == {"Accept", "Mark touched", "Reject", "Set me away"}
+    link = links.verify(links.link_keys(None), urls["Accept"].rsplit("/", 1)[1], datetime.now(UTC))
+    assert (link.lead_id, link.rep_id, link.action) == (lead["lead_id"], owner, "accept")
+    assert lead["lead_id"] not in str(mailbox.envelopes) and len(mailbox.envelopes) == 1

@@ -11,6 +11,7 @@ registry = ConnectorRegistry(
     {
         "hubspot": "routing.connectors.hubspot:HubSpotConnector",
         "salesforce": "routing.connectors.salesforce:connector",
+        "email": "routing.access.mailer:EmailConnector",
     }
 )
 
