@@ -1,9 +1,12 @@
 """One SLA-timer process for bench.timers: routing's real TimerLoop (`handoff`) or a bare heap (`heap`).
 
-    python -m bench.timer_worker handoff|heap --db PATH --spawned T --burst-ids A:B [--idle-s S] [--recover-only]
+    python -m bench.timer_worker handoff|heap --db PATH --spawned T --burst-ids A:B [--idle-s S]
+        [--recover-only | --hold]
 
-Prints one JSON line: start-up times (from the parent's spawn time), idle CPU, memory, and for each timer of the
-burst how late its breach was detected.
+Prints one JSON line: start-up times (from the parent's spawn time, or the SIGKILL of the process before it),
+idle CPU, memory, and for each timer of the burst how late its breach was detected. The burst: 5,000 new breach
+timers for the burst's routed leads, written by this process (as an assignment writes its clock) two seconds
+before they fall due within one second. `--hold` runs the loop until killed (printing READY once in service).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ async def _wait(done: asyncio.Event, timeout: float) -> bool:
 
 
 async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
-    from sqlalchemy import bindparam, update
+    from sqlalchemy import func, insert, select
 
     from common.db import Database, upgrade_schema_async
     from common.runtime import tune_gc
@@ -74,21 +77,31 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
     tune_gc()  # as Runtime.start does
     out["migrated_s"] = round(time.time() - args.spawned, 3)
     router = Router(settings)
-    loop = TimerLoop(db, router, batch_size=settings.timer_batch_size, max_sleep_s=settings.timer_max_sleep_s)
+    loop = TimerLoop(
+        db,
+        router,
+        batch_size=settings.timer_batch_size,
+        max_sleep_s=settings.timer_max_sleep_s,
+        horizon_s=args.horizon_s,
+    )
 
-    first, last = args.burst_first, args.burst_last
-    expected = last - first + 1
+    expected = args.burst_last - args.burst_first + 1
+    first, last = 0, -1  # the ids of the burst's timers, once written
     # Per session: (timer id, due, claim time) fired in a transaction not yet committed (a rollback drops them).
     claimed: dict[int, list[tuple[int, float, float]]] = {}
     detected: dict[int, tuple[float, float, float]] = {}  # timer id -> (due, claimed, committed)
     all_detected = asyncio.Event()
     build = clock_usecase.sla_event
     current_session: list[Any] = [None]
-    detect = router.detect_due_timers
+    fire, sweep = clock_usecase.fire_timers, clock_usecase.detect_due_timers
 
-    async def detect_and_note(session: Any, now: datetime, limit: int) -> int:
+    async def fire_and_note(rt: Any, session: Any, ids: Any, now: datetime) -> int:
         current_session[0] = session
-        return await detect(session, now, limit)
+        return await fire(rt, session, ids, now)
+
+    async def sweep_and_note(rt: Any, session: Any, now: datetime, limit: int, **kw: Any) -> int:
+        current_session[0] = session
+        return await sweep(rt, session, now, limit, **kw)
 
     # The breach counts as detected when the transaction that fires it commits (that is when anyone can see it).
     def build_and_note(kind: str, lead: Any, current: Any, timer: Any, now: datetime, **extra: Any) -> Any:
@@ -104,29 +117,59 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
         if len(detected) >= expected:
             all_detected.set()
 
-    clock_usecase.sla_event = build_and_note  # type: ignore[assignment]
-    router.detect_due_timers = detect_and_note  # type: ignore[method-assign]
+    clock_usecase.sla_event = build_and_note
+    clock_usecase.fire_timers = fire_and_note  # type: ignore[assignment]
+    clock_usecase.detect_due_timers = sweep_and_note
     db.on_commit(on_commit)
 
+    # In service: the horizon read, the overdue swept, pending escalations looked for (what a round does first).
     await loop.tick()
+    await loop.sweep()
     async with db.read() as session:
         next_due = await RoutingRepository(session).next_due()
     out["ready_s"] = round(time.time() - args.spawned, 3)
     out["sees_timers"] = next_due is not None
+    out["horizon_timers"] = len(loop.horizon)
     out["rss_ready_mb"] = _rss_mb()
     if args.recover_only:
         await db.dispose()
         return
     task = asyncio.create_task(loop.run())
+    if args.hold:
+        sys.stdout.write("READY\n")
+        sys.stdout.flush()
+        await asyncio.Event().wait()  # until SIGKILL
     await _idle(args, out)
 
     table = SlaTimer.__table__
     due_times = _burst_due(expected)
     async with db.transaction() as session:
+        clocks = (
+            await session.execute(
+                select(table.c.lead_id, table.c.assignment_id)
+                .where(table.c.id.between(args.burst_first, args.burst_last))
+                .order_by(table.c.id)
+            )
+        ).all()
+        first = int((await session.execute(select(func.max(table.c.id)))).scalar_one()) + 1
         await session.execute(
-            update(table).where(table.c.id == bindparam("tid")).values(due_at=bindparam("due")),
-            [{"tid": first + k, "due": datetime.fromtimestamp(due, UTC)} for k, due in enumerate(due_times)],
+            insert(table),  # type: ignore[arg-type]
+            [
+                {
+                    "lead_id": lead_id,
+                    "assignment_id": assignment_id,
+                    "kind": "breach",
+                    "fraction": None,
+                    "due_at": datetime.fromtimestamp(due, UTC),
+                    "fired_at": None,
+                    "cancelled": False,
+                }
+                for (lead_id, assignment_id), due in zip(clocks, due_times, strict=True)
+            ],
         )
+        last = first + expected - 1
+        router.on_timer_written(datetime.fromtimestamp(due_times[0], UTC))  # as schedule_clock does
+    out["burst_written_ahead_s"] = round(due_times[0] - time.time(), 3)
     complete = await _wait(all_detected, args.burst_timeout_s)
     await loop.stop()
     with contextlib.suppress(Exception):
@@ -203,6 +246,8 @@ def main() -> None:
     parser.add_argument("--idle-s", type=float, default=5.0)
     parser.add_argument("--burst-timeout-s", type=float, default=180.0)
     parser.add_argument("--recover-only", action="store_true")
+    parser.add_argument("--hold", action="store_true", help="run the loop until killed; print READY once in service")
+    parser.add_argument("--horizon-s", type=float, default=300.0, help="the timer loop's near horizon")
     args = parser.parse_args()
     args.burst_first, args.burst_last = (int(x) for x in args.burst_ids.split(":"))
     import uvloop

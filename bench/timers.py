@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +23,10 @@ from bench.util import interleave, log, median, ratio, summarize
 
 BURST = 5_000
 CHUNK = 50_000
+# The timer loop's near horizon in these runs: the open timers fall due from 8 minutes on, so at start it holds
+# the first two minutes of them (1/30 of N) and takes in more each second, as a live routing process does.
+HORIZON_S = 600.0
+SPREAD_START = timedelta(minutes=8)
 
 
 async def _template(url: str) -> str:
@@ -100,8 +106,8 @@ def prepare(path: Path, n: int) -> dict[str, Any]:
         conn.execute(insert(assignments), assignment_rows)
         conn.execute(insert(timers), burst_rows)
         first, last = conn.execute(select(func.min(timers.c.id), func.max(timers.c.id))).one()
-        # The open timers: no lead behind them (they never fall due during the run), deadlines over an hour.
-        spread_start = now + timedelta(minutes=10)
+        # The open timers: no lead behind them (they do not fall due during the run), deadlines over an hour.
+        spread_start = now + SPREAD_START
         for offset in range(0, n, CHUNK):
             conn.execute(
                 insert(timers),
@@ -128,9 +134,8 @@ def prepare(path: Path, n: int) -> dict[str, Any]:
     }
 
 
-def _worker(mode: str, db: Path, burst_ids: str, *, idle_s: float, recover_only: bool) -> dict[str, Any]:
-    spawned = time.time()
-    command = [
+def _command(mode: str, db: Path, burst_ids: str, spawned: float, idle_s: float) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "bench.timer_worker",
@@ -143,7 +148,15 @@ def _worker(mode: str, db: Path, burst_ids: str, *, idle_s: float, recover_only:
         burst_ids,
         "--idle-s",
         str(idle_s),
+        "--horizon-s",
+        str(HORIZON_S),
     ]
+
+
+def _worker(
+    mode: str, db: Path, burst_ids: str, *, idle_s: float, recover_only: bool, spawned: float | None = None
+) -> dict[str, Any]:
+    command = _command(mode, db, burst_ids, spawned or time.time(), idle_s)
     if recover_only:
         command.append("--recover-only")
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -151,6 +164,28 @@ def _worker(mode: str, db: Path, burst_ids: str, *, idle_s: float, recover_only:
     if line is None:
         raise RuntimeError(f"timer worker failed: {done.stderr[-2000:]} {done.stdout[-2000:]}")
     return orjson.loads(line[7:])
+
+
+def _after_kill(db: Path, burst_ids: str) -> dict[str, Any]:
+    """A routing timer loop in service on this store is killed with SIGKILL; the time from the kill until a
+    new process has the timers back in service (spawn, imports, migrations checked, horizon read, swept)."""
+    held = subprocess.Popen(
+        [*_command("handoff", db, burst_ids, time.time(), 0.0), "--hold"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert held.stdout is not None
+    for line in held.stdout:
+        if line.startswith("READY"):
+            break
+    else:
+        raise RuntimeError("the held timer worker ended before it was in service")
+    killed = time.time()
+    os.kill(held.pid, signal.SIGKILL)
+    held.wait()
+    return _worker("handoff", db, burst_ids, idle_s=0.0, recover_only=True, spawned=killed)
 
 
 def _burst_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -179,6 +214,7 @@ def run(tmp: Path, *, quick: bool) -> dict[str, Any]:
             lambda _i, db=db, p=prepared: _worker("handoff", db, p["burst_ids"], idle_s=idle_s, recover_only=True),
             lambda _i, db=db, p=prepared: _worker("heap", db, p["burst_ids"], idle_s=idle_s, recover_only=True),
         )
+        after_kill = [_after_kill(db, prepared["burst_ids"]) for _ in range(repeats)]
         heap = _worker("heap", db, prepared["burst_ids"], idle_s=idle_s, recover_only=False)
         handoff = _worker("handoff", db, prepared["burst_ids"], idle_s=idle_s, recover_only=False)
         entry = {
@@ -193,15 +229,19 @@ def run(tmp: Path, *, quick: bool) -> dict[str, Any]:
                 "heap_after_imports": median([r["ready_s"] - r["imported_s"] for r in recover_b]),
                 "handoff_runs": [r["ready_s"] for r in recover_a],
                 "heap_runs": [r["ready_s"] for r in recover_b],
+                "handoff_after_sigkill": median([r["ready_s"] for r in after_kill]),
+                "handoff_after_sigkill_runs": [r["ready_s"] for r in after_kill],
+                "horizon_timers_at_start": recover_a[0].get("horizon_timers"),
             },
         }
         entry["recovery_s"]["ratio"] = ratio(entry["recovery_s"]["handoff"], entry["recovery_s"]["heap"])
         p99 = entry["handoff"]["burst"]["late_ms"]["p99"]
         log(
             f"timers {n}: breach p99 {p99} ms late (heap {entry['heap']['burst']['late_ms']['p99']} ms), "
-            f"ready in {entry['recovery_s']['handoff']} s (heap {entry['recovery_s']['heap']} s)"
+            f"ready in {entry['recovery_s']['handoff']} s (heap {entry['recovery_s']['heap']} s), "
+            f"after SIGKILL {entry['recovery_s']['handoff_after_sigkill']} s"
         )
         results.append(entry)
         for leftover in db.parent.glob("routing.db*"):
             leftover.unlink(missing_ok=True)
-    return {"burst": BURST, "idle_s": idle_s, "sizes": results}
+    return {"burst": BURST, "idle_s": idle_s, "horizon_s": HORIZON_S, "sizes": results}

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from common.logging import configure_logging
 from common.runtime import Runtime
 from common.topics import LEADS_SCORED
+from common.topics import LEADS_SCORED
 from common.web import health_router, install_common
 from routing import api, ops, webhooks
 from routing.access import api as access_api

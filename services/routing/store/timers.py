@@ -7,7 +7,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select, text, update
+from sqlalchemy import Select, Text, and_, cast, func, select, text, update
 
 from routing.store._base import Repository
 from routing.store.tables import AssignmentRow, LeadRow, SlaTimer, SlaTimerCount
@@ -135,7 +135,9 @@ class TimerRepository(Repository):
     # -- what notices and escalations say ------------------------------------------------------------------
 
     async def clock_facts(self, lead_ids: Collection[str]) -> dict[str, Any]:
-        """What an SLA notice says of each lead's running assignment, by lead id (no row objects, no JSON)."""
+        """What an SLA notice says of each lead's running assignment, by lead id (no row objects), with what its
+        breach's ladder step depends on: `sla`, the policy kept with it as JSON text (a burst's thousands of
+        breaches share a few policies, parsed once each), and the lead's `reassignments` (steps taken)."""
         if not lead_ids:
             return {}
         a, lead = AssignmentRow.__table__, LeadRow.__table__
@@ -147,25 +149,15 @@ class TimerRepository(Repository):
                 a.c.team_id,
                 a.c.sla_policy,
                 a.c.sla_due_at,
+                cast(a.c.decision["sla"], Text).label("sla"),
                 lead.c.grade,
                 lead.c.source_kind,
+                lead.c.reassignments,
             )
             .join(lead, lead.c.lead_id == a.c.lead_id)
             .where(a.c.lead_id.in_(sorted(lead_ids)), a.c.ended_at.is_(None))
         )
         return {row.lead_id: row for row in rows}
-
-    async def escalation_facts(self, assignment_ids: Collection[int]) -> dict[int, tuple[Any, int]]:
-        """By assignment id: the SLA policy kept with it (its `sla` in the decision) and its lead's ladder steps."""
-        if not assignment_ids:
-            return {}
-        a, lead = AssignmentRow.__table__, LeadRow.__table__
-        rows = await self.session.execute(
-            select(a.c.id, a.c.decision["sla"].label("sla"), lead.c.reassignments)
-            .join(lead, lead.c.lead_id == a.c.lead_id)
-            .where(a.c.id.in_(sorted(assignment_ids)))
-        )
-        return {row.id: (row.sla, row.reassignments or 0) for row in rows}
 
     async def next_due(self) -> datetime | None:
         return (

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
+import orjson
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -174,18 +175,23 @@ async def _breach_steps(
     """By assignment id: the ladder step each breach calls for, and for a notify_manager step the manager."""
     if not clocks:
         return {}
-    facts = await RoutingRepository(session).escalation_facts([clock.id for clock in clocks])
     roster: Roster | None = None
     steps: dict[int, tuple[str | None, str | None]] = {}
     for clock in clocks:
-        snapshot, taken = facts.get(clock.id, (None, 0))
-        rung = carried_sla(rt, snapshot, clock.grade).step_after(taken)
+        carried = _kept_sla(clock.sla) or carried_sla(rt, None, clock.grade)
+        rung = carried.step_after(clock.reassignments or 0)
         manager = None
         if rung is not None and rung.step == "notify_manager" and clock.rep_id:
             roster = roster or await rt.roster(session)
             manager = manager_for(clock.rep_id, roster.reps, roster.teams, now=now)
         steps[clock.id] = (rung.step if rung else None, manager)
     return steps
+
+
+@lru_cache(maxsize=256)
+def _kept_sla(text: str | None) -> ResolvedSla | None:
+    """The policy kept with an assignment, from its JSON text (parsed once per distinct policy)."""
+    return ResolvedSla.from_dict(orjson.loads(text)) if text and text != "null" else None
 
 
 def carried_sla(rt: RoutingContext, snapshot: Any, grade: str | None) -> ResolvedSla:
