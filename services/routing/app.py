@@ -12,11 +12,10 @@ from fastapi import FastAPI
 from common.logging import configure_logging
 from common.runtime import Runtime
 from common.topics import LEADS_SCORED
-from common.topics import LEADS_SCORED
 from common.web import health_router, install_common
-from routing import api, ops, webhooks
+from routing import api, desk_api, ops, webhooks
 from routing.access import api as access_api
-from routing.access import mailer
+from routing.calendars import CalendarRefresher
 from routing.connectors import salesforce_routes
 from routing.connectors.salesforce_poll import SalesforcePoller
 from routing.consumer import CONSUMES, PRODUCES, batch_handlers, event_handlers
@@ -37,7 +36,6 @@ async def _seed(runtime: Runtime, router: Router, settings: RoutingSettings) -> 
     rules_text = settings.rules_file.read_text(encoding="utf-8") if settings.rules_file else None
     async with runtime.db.transaction() as session:
         await roster.seed(router, session, roster_text, rules_text)
-        await mailer.ensure_endpoint(session, settings, settings.secret_box(), router.clock())
 
 
 def create_app(settings: RoutingSettings | None = None) -> FastAPI:
@@ -74,6 +72,8 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         await runtime.start_job(timers.run)
         app.state.webhook_sender = webhooks.WebhookSender(runtime.db, settings)
         await runtime.start_job(app.state.webhook_sender.run)
+        app.state.calendars = CalendarRefresher(runtime.db, router, settings)  # reps' out-of-office feeds
+        await runtime.start_job(app.state.calendars.run)
         app.state.salesforce_poller = SalesforcePoller(runtime.db, router, settings)
         await runtime.start_job(app.state.salesforce_poller.run)
         await runtime.start_housekeeping(
@@ -87,6 +87,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         finally:
             await timers.stop()
             await app.state.webhook_sender.stop()
+            await app.state.calendars.stop()
             await app.state.salesforce_poller.stop()
             await runtime.stop()
 
@@ -104,6 +105,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
     app.include_router(webhooks_api.router)
     app.include_router(webhooks_api.admin_router)
     app.include_router(ops.router)
+    app.include_router(desk_api.router)
     app.include_router(salesforce_routes.router)
     app.include_router(access_api.router)
     return app

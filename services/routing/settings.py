@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.egress import check_allow_list
@@ -51,6 +51,17 @@ class RoutingSettings(ServiceSettings):
     ops_max_window_days: float = Field(default=31, gt=0, le=366)
     ops_max_streams_per_credential: int = Field(default=4, ge=1, le=1000)
 
+    # -- the desk: capacity, calendars (issue 15) -----------------------------------------------------------
+    # What fills a rep's max_open: their open leads nobody has touched yet, or every open lead; a team's
+    # `capacity_counts` wins for its reps.
+    capacity_counts: Literal["untouched", "open"] = "untouched"
+    # Reps' iCalendar feeds are read again this often (their all-day events mark the rep away), each fetch bounded
+    # in time and size, looking this many days ahead.
+    calendar_refresh_s: float = Field(default=900, gt=0)
+    calendar_timeout_s: float = Field(default=10, gt=0)
+    calendar_max_kib: int = Field(default=2048, ge=1)
+    calendar_horizon_days: int = Field(default=60, ge=1, le=730)
+
     # -- webhooks to sales tools (Standard Webhooks; retry schedule after Svix's) ------------------------
     webhook_timeout_s: float = Field(default=15.0, gt=0)
     # Only this much of a receiver's response body is read and kept with the attempt.
@@ -91,16 +102,6 @@ class RoutingSettings(ServiceSettings):
     salesforce_poll_overlap_s: float = Field(default=60.0, ge=0)
     # The wait after REQUEST_LIMIT_EXCEEDED (Salesforce's 24-hour API limit gives no Retry-After).
     salesforce_limit_pause_s: float = Field(default=600.0, gt=0)
-
-    # -- email to reps (routing.access.mailer): an assigned rep gets the lead and their action links ---------
-    # Empty host: no email. The "email" connector endpoint is created at start-up when a host is set.
-    smtp_host: str = Field(default="", max_length=255)
-    smtp_port: int = Field(default=587, ge=1, le=65535)
-    smtp_from: str = Field(default="handoff@localhost", max_length=255)
-    smtp_starttls: bool = False
-    smtp_username: str = ""
-    smtp_password: SecretStr | None = None
-    smtp_timeout_s: float = Field(default=15.0, gt=0)
 
     @property
     def webhook_loopback_allowed(self) -> bool:

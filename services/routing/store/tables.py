@@ -349,3 +349,21 @@ class AuditRow(Base):
     subject: Mapped[str | None] = mapped_column(String(255))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
 
+
+# -- the desk: reps' availability (issue 15) ---------------------------------------------------------------
+
+
+class RepCalendarRow(Base):
+    """A rep's iCalendar feed as last read: the away windows its all-day events give, and how the last fetch went
+    (a failed fetch keeps the windows of the last good one, and says why on the rep's availability)."""
+
+    __tablename__ = "rep_calendars"
+
+    rep_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # sha256 of the feed URL the windows came from (the URL itself may carry a secret; it stays on the rep).
+    url_hash: Mapped[str] = mapped_column(String(64))
+    away: Mapped[list[list[str]]] = mapped_column(JSON)  # [[start, end], ...] as UTC ISO times, end exclusive
+    events: Mapped[int] = mapped_column(Integer, default=0)  # all-day events read in the window looked at
+    checked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # the last fetch, good or not
+    refreshed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # the last good one
+    error: Mapped[str | None] = mapped_column(Text)  # why the last fetch failed; None after a good one

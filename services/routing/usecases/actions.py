@@ -1,4 +1,4 @@
-"""Actions: a rep accepts, rejects, touches, disqualifies or converts a lead.
+"""Actions: a rep accepts, rejects, touches, disqualifies or converts a lead, or claims a queued one.
 
 The whole path, in order: the route parses the request and calls `act`; `act` takes the routing lock and loads
 the lead's case in one repository call; breaches detected before the action are escalated first (they happened
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing import metrics
 from routing.store import CaseRecord, RoutingRepository
-from routing.usecases import assign, clock
+from routing.usecases import clock, handover
 from routing.usecases.context import RoutingContext
 from routing.usecases.shared import adjust_load, event, lock, publish
 
@@ -46,7 +46,7 @@ async def act(
         record = await _load(repo, lead_id)  # the escalation may have given the lead a new assignment
     roster = await rt.roster(session)
     case = record.case()
-    if owner_only and case.current is not None and case.current.rep_id not in (None, rep_id):
+    if owner_only and action != "claim" and case.current is not None and case.current.rep_id not in (None, rep_id):
         raise PermissionError(f"lead {lead_id} is assigned to another rep; a rep acts only on their own leads")
     rep = roster.rep(case.current.rep_id) if case.current else None
     outcome = case.act(
@@ -63,18 +63,8 @@ async def act(
     await publish(rt, session, [event(kind, lead_id, data, now, correlation_id) for kind, data in outcome.events])
 
     lead = record.lead
-    if outcome.reroute is not None:
-        await assign.assign(
-            rt,
-            session,
-            lead,
-            now=now,
-            correlation_id=correlation_id,
-            event_type="lead.reassigned",
-            exclude=outcome.reroute.exclude,
-            previous=record.current,
-            end_reason=outcome.reroute.end_reason,
-        )
+    if outcome.reroute is not None:  # a reject routes the lead again; a claim gives it to the claimer
+        await handover.reroute(rt, session, record, outcome.reroute, now, correlation_id)
         return {"lead_id": lead_id, "status": lead.status, "rep_id": lead.current_rep_id}
     await session.flush()
     return outcome.answer(lead_id, lead.current_rep_id)

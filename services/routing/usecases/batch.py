@@ -25,6 +25,7 @@ from routing.domain import Decision, RepLoad, RoutingRules, route, sla_deadline
 from routing.domain.accounts import AccountBook
 from routing.store import AssignmentRow, LeadRow, RoutingRepository
 from routing.usecases import assign
+from routing.usecases.capacity import capacity_loads
 from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.decide import local_days, rep_loads, resolve_decision_sla
 from routing.usecases.decisions import assignment_data, assignment_values, scored_view, timeline_detail
@@ -168,7 +169,7 @@ async def _decide(
 ) -> Decision:
     """One decision on the batch's state in memory, under its team's lock (taken now if the guess missed it)."""
     while True:
-        current = rep_loads(roster, await loads(session), now)
+        current = await capacity_loads(rt, session, roster, rep_loads(roster, await loads(session), now))
         decision = _route(view, roster, rules, current, await rotation(session), book, now)
         if holds(session, [decision.team_id]):
             return decision

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +24,7 @@ from routing.domain import (
 from routing.domain.sla import default_ladder
 from routing.settings import RoutingSettings
 from routing.store import RoutingRepository
+from routing.store.desk import DeskRepository
 
 COMPILED_RULES = 16  # rule texts kept compiled: the active ones and recent simulate/backtest candidates
 ROSTER_KEY = "routing_roster"  # session.info key: the roster this transaction reads
@@ -86,6 +87,9 @@ class RoutingContext:
             teams = [row.data for row in await repo.teams()]
             reps = [row.data for row in await repo.reps()]
             parsed_teams, parsed_reps = parse_reps({"teams": teams, "reps": reps})
+            # Calendar feeds' away windows join their reps (a change to them bumps the version, as roster edits do).
+            away = await DeskRepository(session).away_windows()
+            parsed_reps = [replace(rep, away=away[rep.id]) if rep.id in away else rep for rep in parsed_reps]
             self._roster = Roster(version, parsed_teams, parsed_reps)
         session.info[ROSTER_KEY] = self._roster
         return self._roster

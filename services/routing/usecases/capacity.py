@@ -1,0 +1,50 @@
+"""Capacity: what fills a rep's max_open. By default only their open leads nobody has touched yet, so leads a rep
+is working stop keeping new ones away (`capacity_counts: untouched`); `open` counts every open lead. The setting
+is the environment's (HANDOFF_CAPACITY_COUNTS), a team's `capacity_counts` wins for its reps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from routing.domain import RepLoad
+from routing.domain.lifecycle import OPEN_STATUSES
+from routing.store.desk import DeskRepository
+from routing.usecases.context import Roster, RoutingContext
+
+_WORKED = "routing_worked_open"  # session.info key: (transaction, worked open leads per rep)
+
+
+def counts_untouched(rt: RoutingContext, roster: Roster, rep_id: str) -> bool:
+    """Whether this rep's max_open counts only untouched leads (their team's option, else the setting)."""
+    rep = roster.rep(rep_id)
+    team = roster.team(rep.team) if rep else None
+    mode = (team.capacity_counts if team else None) or rt.settings.capacity_counts
+    return mode == "untouched"
+
+
+async def capacity_loads(
+    rt: RoutingContext, session: AsyncSession, roster: Roster, loads: Mapping[str, RepLoad]
+) -> dict[str, RepLoad]:
+    """The loads the engine checks max_open against: each rep's open leads less those already worked, where the
+    rep's capacity counts untouched leads. Worked leads are read once per transaction (touches never happen in
+    the middle of a routing batch)."""
+    worked = await _worked(session)
+    out = dict(loads)
+    for rep_id, count in worked.items():
+        load = out.get(rep_id)
+        if load is not None and count and counts_untouched(rt, roster, rep_id):
+            out[rep_id] = replace(load, open_leads=max(0, load.open_leads - count))
+    return out
+
+
+async def _worked(session: AsyncSession) -> dict[str, int]:
+    current = session.sync_session.get_transaction()
+    cached = session.info.get(_WORKED)
+    if cached is not None and cached[0] is current:
+        return dict(cached[1])
+    worked = await DeskRepository(session).worked_open_leads(OPEN_STATUSES)
+    session.info[_WORKED] = (current, worked)
+    return worked
