@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from common.crypto import SecretKeyError
-from common.db import Database
+from common.db import Database, is_db_error
 from common.egress import Resolver, system_resolver
 from common.poll import poll_until
 from routing.connectors.base import ConnectorDeps
@@ -139,17 +139,26 @@ class SalesforcePoller:
                 else:
                     kind, ref, who = "touch", f"{sobject}:{record['Id']}", record.get("OwnerId")
                     detail = {"object": sobject, "record_id": record["Id"]}
-                result = await crm.signal(
-                    self._rt,
-                    session,
-                    SYSTEM,
-                    kind=kind,
-                    source_ref=ref,
-                    lead_id=lead_id,
-                    external_owner_id=str(who) if who else None,
-                    occurred_at=parse_datetime(str(record["SystemModstamp"])),
-                    detail=detail,
-                )
+                try:
+                    async with session.begin_nested():
+                        result = await crm.signal(
+                            self._rt,
+                            session,
+                            SYSTEM,
+                            kind=kind,
+                            source_ref=ref,
+                            lead_id=lead_id,
+                            external_owner_id=str(who) if who else None,
+                            occurred_at=parse_datetime(str(record["SystemModstamp"])),
+                            detail=detail,
+                        )
+                except Exception as exc:
+                    if is_db_error(exc):
+                        raise  # the store's trouble: the page is read again next round
+                    # A record this code cannot act on must not hold the cursor (and every later signal) back.
+                    log.exception("salesforce_signal_failed", lead_id=lead_id, kind=kind, ref=ref)
+                    self.signals["failed"] = self.signals.get("failed", 0) + 1
+                    continue
                 self.signals[result.result] = self.signals.get(result.result, 0) + 1
                 if result.result != "duplicate":
                     log.info("salesforce_signal", lead_id=lead_id, kind=kind, result=result.result, ref=ref)
