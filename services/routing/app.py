@@ -15,6 +15,7 @@ from common.topics import LEADS_SCORED
 from common.web import health_router, install_common
 from routing import api, desk_api, ops, webhooks
 from routing.access import api as access_api
+from routing.access import mailer
 from routing.calendars import CalendarRefresher
 from routing.connectors import salesforce_routes
 from routing.connectors.salesforce_poll import SalesforcePoller
@@ -36,6 +37,7 @@ async def _seed(runtime: Runtime, router: Router, settings: RoutingSettings) -> 
     rules_text = settings.rules_file.read_text(encoding="utf-8") if settings.rules_file else None
     async with runtime.db.transaction() as session:
         await roster.seed(router, session, roster_text, rules_text)
+        await mailer.ensure_endpoint(session, settings, settings.secret_box(), router.clock())
 
 
 def create_app(settings: RoutingSettings | None = None) -> FastAPI:

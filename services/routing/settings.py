@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.egress import check_allow_list
@@ -102,6 +102,16 @@ class RoutingSettings(ServiceSettings):
     salesforce_poll_overlap_s: float = Field(default=60.0, ge=0)
     # The wait after REQUEST_LIMIT_EXCEEDED (Salesforce's 24-hour API limit gives no Retry-After).
     salesforce_limit_pause_s: float = Field(default=600.0, gt=0)
+
+    # -- email to reps (routing.access.mailer): an assigned rep gets the lead and their action links ---------
+    # Empty host: no email. The "email" connector endpoint is created at start-up when a host is set.
+    smtp_host: str = Field(default="", max_length=255)
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_from: str = Field(default="handoff@localhost", max_length=255)
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = Field(default=15.0, gt=0)
 
     @property
     def webhook_loopback_allowed(self) -> bool:
