@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,8 +59,11 @@ class App:
         return f"/v1/links/{token}"
 
 
-@pytest.fixture
-async def routing(database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path) -> AsyncIterator[App]:
+@asynccontextmanager
+async def serving(
+    database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[App]:
+    """Routing in-process on the test roster, with its lifespan (consumer, timers, webhook sender) running."""
     (tmp_path / "seed.yaml").write_text(ROSTER)
     (tmp_path / "rules.yaml").write_text(RULES)
     settings = make_settings(
@@ -70,13 +74,19 @@ async def routing(database_url: str, kafka_bootstrap: str, namespace: str, tmp_p
         log_format="console",
         seed_file=tmp_path / "seed.yaml",
         rules_file=tmp_path / "rules.yaml",
-        ops_token=OPS_TOKEN,
+        **overrides,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://routing.test") as client:
             yield App(app, client)
+
+
+@pytest.fixture
+async def routing(database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path) -> AsyncIterator[App]:
+    async with serving(database_url, kafka_bootstrap, namespace, tmp_path, ops_token=OPS_TOKEN) as app:
+        yield app
 
 
 def _other(rep_id: str) -> str:
@@ -269,32 +279,14 @@ def test_slack_and_teams_messages_carry_the_assigned_reps_signed_action_links() 
 async def test_the_assigned_rep_gets_an_email_with_links_that_act_once(
     database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path
 ) -> None:
-    (tmp_path / "seed.yaml").write_text(ROSTER)
-    (tmp_path / "rules.yaml").write_text(RULES)
     with smtp_server() as mailbox:
         mailbox.refuse_next = 1  # the first try is refused (451): the delivery machinery retries it
-        settings = make_settings(
-            database_url,
-            kafka_bootstrap=kafka_bootstrap,
-            topic_namespace=namespace,
-            topic_partitions=1,
-            log_format="console",
-            seed_file=tmp_path / "seed.yaml",
-            rules_file=tmp_path / "rules.yaml",
-            smtp_host=mailbox.host,
-            smtp_port=mailbox.port,
-            smtp_from="handoff@example.com",
-            webhook_links_base_url="https://handoff.example",
-            webhook_retry_schedule_s=[0.1, 0.1, 0.1],
-        )
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://routing.test") as client:
-                routing = App(app, client)
-                lead = await routing.route()
-                owner = lead["current_assignment"]["rep_id"]
-                [message] = await wait_until_async(mailbox.received, timeout=30, what="the assignment email")
+        smtp = {"smtp_host": mailbox.host, "smtp_port": mailbox.port, "smtp_from": "handoff@example.com"}
+        links_url = {"webhook_links_base_url": "https://handoff.example", "webhook_retry_schedule_s": [0.1] * 3}
+        async with serving(database_url, kafka_bootstrap, namespace, tmp_path, **smtp, **links_url) as routing:
+            lead = await routing.route()
+            owner = lead["current_assignment"]["rep_id"]
+            [message] = await wait_until_async(mailbox.received, timeout=30, what="the assignment email")
 
     assert message["To"] == f"{owner}@example.com" and message["From"] == "handoff@example.com"
     assert message["Subject"].startswith("New lead: Pat Lee")
