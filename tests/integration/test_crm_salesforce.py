@@ -429,3 +429,25 @@ async def test_the_settings_api_answers_clear_4xx_and_never_shows_the_secret(
     assert field_of(await api.put(f"{owners}/r1", json={"owner_id": "001000000000001"}, headers=ADMIN)) == "owners.r1"
     mapped = await api.put(f"{owners}/r1", json={"owner_id": "005000000000001"}, headers=ADMIN)
     assert mapped.status_code == 200 and mapped.json()["owners"] == {"r1": "005000000000001"}
+
+
+async def test_an_older_delivery_retried_after_a_reassignment_does_not_hand_the_lead_back(
+    routing: Routing, org: SalesforceServer
+) -> None:
+    users = await _connect(routing, org)
+    event = scored(email="late@example.org")
+    lead_id = event.data["lead_id"]
+    await routing.route(event)
+    org.limit_exceeded(only="/query")  # the first delivery's look-up is refused: it waits for the limit pause
+    assert await _send(routing) == 1
+    first = await _lead_state(routing, lead_id)
+    assert first is not None and first[1] is not None
+    await routing.act(lead_id, "reject", rep_id=first[1], reason="not my territory")
+    assert await _send(routing) == 1  # the reassignment goes first
+    now = await _lead_state(routing, lead_id)
+    assert now is not None and now[1] not in (None, first[1])
+    routing.clock.advance(seconds=routing.router.settings.salesforce_limit_pause_s + 60)
+    assert await _send(routing) == 1  # the older delivery, retried
+    lead = org.lead_by("Email", "late@example.org")
+    assert lead is not None and lead["OwnerId"] == users[now[1]]
+    assert len(org.records["Lead"]) == 1

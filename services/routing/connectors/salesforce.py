@@ -175,7 +175,10 @@ def failure_outcome(exc: SalesforceError, settings: RoutingSettings, started: fl
 
 
 class SalesforceConnector:
-    """Delivers lead.assigned and lead.reassigned to Salesforce; any other event is acknowledged untouched."""
+    """Delivers lead.assigned and lead.reassigned to Salesforce; any other event is acknowledged untouched.
+
+    The owner written is the lead's rep when the attempt is made, not the event's: deliveries retry and replay
+    out of order, and an older one must not hand the record back to a rep the lead has left."""
 
     def __init__(self, deps: ConnectorDeps) -> None:
         self._deps = deps
@@ -199,14 +202,16 @@ class SalesforceConnector:
         if not rep_id:
             return connector_outcome("success", status_code=200, response_body="no rep: Salesforce left as it is")
         lead_id = str(data["lead_id"])
-        async with self._deps.db.transaction() as session:
+        async with self._deps.db.read() as session:
             setup = await SalesforceRepository(session).setup(SYSTEM, lead_id, str(rep_id))
         if setup["link"] is None and not data.get("lead"):
             return connector_outcome("success", status_code=200, response_body="erased and never written: skipped")
+        if setup["rep_id"] is None:
+            return connector_outcome("success", status_code=200, response_body="no rep now: Salesforce left as it is")
         if setup["config"] is None or not setup["enabled"]:
             return connector_outcome("error", error="salesforce is not configured or is disabled")
         if setup["owner"] is None:
-            return connector_outcome("error", error=f"rep {rep_id} has no Salesforce user mapped (owners)")
+            return connector_outcome("error", error=f"rep {setup['rep_id']} has no Salesforce user mapped (owners)")
         try:
             config = SalesforceConfig.from_stored(setup["config"], self._box)
         except (SecretKeyError, KeyError) as exc:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from routing.store._base import Repository
 from routing.store.crm_tables import ConnectorRow, CrmLinkRow, CrmOwnerRow
-from routing.store.tables import WebhookEndpoint
+from routing.store.tables import LeadRow, WebhookEndpoint
 
 CURSOR_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -32,14 +32,19 @@ class SalesforceRepository(Repository):
         )
         return {external_id: lead_id for external_id, lead_id in rows}
 
-    async def setup(self, system: str, lead_id: str, rep_id: str | None) -> dict[str, Any]:
-        """What one delivery needs in one read: the connector row, the rep's owner id, the lead's link."""
+    async def setup(self, system: str, lead_id: str, event_rep_id: str | None) -> dict[str, Any]:
+        """What one delivery needs in one read: the connector row, the lead's link, and its rep now (the event's
+        rep for a lead routing does not hold) with that rep's owner id. The rep now, not the event's: a retried
+        older delivery must not hand the record back to a rep the lead has since left."""
         connector = await self.session.get(ConnectorRow, system)
-        owner = await self.session.get(CrmOwnerRow, (system, rep_id)) if rep_id else None
         link = await self.session.get(CrmLinkRow, (system, lead_id))
+        lead = (await self.session.execute(select(LeadRow.current_rep_id).where(LeadRow.lead_id == lead_id))).first()
+        rep_id = lead[0] if lead is not None else event_rep_id
+        owner = await self.session.get(CrmOwnerRow, (system, rep_id)) if rep_id else None
         return {
             "enabled": bool(connector and connector.enabled),
             "config": dict(connector.config) if connector else None,
+            "rep_id": rep_id,
             "owner": owner.external_owner_id if owner else None,
             "link": link.external_id if link else None,
         }
