@@ -19,6 +19,7 @@ import pytest
 from fastapi import FastAPI
 
 from common.envelope import Event
+from routing.access import links
 from routing.app import create_app
 from routing.handlers import Router
 from tests.support.contracts import validate_event
@@ -151,6 +152,31 @@ async def test_two_reps_claiming_a_queued_lead_at_once_one_wins_the_other_hears_
     assert len(events) == 1, events
     assert events[0]["reassign_reason"] == "claimed" and events[0]["reassigned_by"] == won["rep_id"]
     assert events[0]["rep"]["id"] == won["rep_id"] and _fits_contract(events[0])
+
+
+async def test_a_rep_s_signed_link_claims_a_queued_lead_exactly_once(desk: Desk) -> None:
+    lead_id = await _queued_lead(desk)
+    settings = desk.app.state.settings
+    keys = links.link_keys(settings.secret_key.get_secret_value() if settings.secret_key else None)
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    mine, theirs = (links.sign(keys, lead_id, "claim", rep, expires) for rep in ("r1", "r2"))
+
+    answers = await asyncio.gather(
+        desk.client.post(f"/v1/links/{mine}"),
+        desk.client.post(f"/v1/links/{mine}"),
+        desk.client.post(f"/v1/links/{theirs}"),
+    )
+
+    assert sorted(a.status_code for a in answers) == [200, 409, 409], [a.text for a in answers]
+    lead = await desk.lead(lead_id)
+    winner = lead["current_assignment"]["rep_id"]
+    assert winner in ("r1", "r2") and lead["assignments"][0]["end_reason"] == "claimed"
+    assert len(lead["assignments"]) == 2  # claimed once: one assignment after the queue's
+    events = await desk.reassigned(lead_id)
+    assert [e["reassigned_by"] for e in events] == [winner]
+    # Each link acts once, and a used one says so; the losing rep's link hears who claimed it.
+    refused = [a.json()["detail"] for a in answers if a.status_code == 409]
+    assert any("already" in detail for detail in refused)
 
 
 async def test_a_claim_is_made_as_the_token_s_own_rep_and_only_from_the_rep_s_team_queue(desk: Desk) -> None:
