@@ -110,6 +110,11 @@ class CrmRepository(Repository):
         if row is not None:
             row.lead_id, row.result = lead_id, result
 
+    async def forget_signal(self, system: str, source_ref: str) -> None:
+        await self.session.execute(
+            delete(CrmSignalRow).where(CrmSignalRow.system == system, CrmSignalRow.source_ref == source_ref)
+        )
+
     async def signal(self, system: str, source_ref: str) -> CrmSignalRow | None:
         return await self.session.get(CrmSignalRow, (system, source_ref))
 

@@ -63,7 +63,12 @@ async def signal(
         seen = await repo.signal(system, source_ref)
         return SignalResult("duplicate", seen.lead_id if seen else None)
     result = await _act(rt, session, repo, system, kind, external_id, lead_id, external_owner_id, occurred_at, detail)
-    await repo.settle_signal(system, source_ref, result.lead_id, result.result)
+    if result.result == "unknown_lead":
+        # Not kept: a record of someone Handoff never routed says nothing, and a redelivery after the link is
+        # written (an event can overtake the upsert's bookkeeping) should act.
+        await repo.forget_signal(system, source_ref)
+    else:
+        await repo.settle_signal(system, source_ref, result.lead_id, result.result)
     return result
 
 
