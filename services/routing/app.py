@@ -17,6 +17,7 @@ from routing import api, desk_api, ops, webhooks
 from routing.access import api as access_api
 from routing.access import mailer
 from routing.calendars import CalendarRefresher
+from routing.connectors import api as crm_api
 from routing.connectors import salesforce_routes
 from routing.connectors.salesforce_poll import SalesforcePoller
 from routing.consumer import CONSUMES, PRODUCES, batch_handlers, event_handlers
@@ -91,6 +92,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
             await app.state.webhook_sender.stop()
             await app.state.calendars.stop()
             await app.state.salesforce_poller.stop()
+            await crm_api.close(app)
             await runtime.stop()
 
     app = FastAPI(
@@ -107,6 +109,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
     app.include_router(webhooks_api.router)
     app.include_router(webhooks_api.admin_router)
     app.include_router(ops.router)
+    app.include_router(crm_api.router)
     app.include_router(desk_api.router)
     app.include_router(salesforce_routes.router)
     app.include_router(access_api.router)
