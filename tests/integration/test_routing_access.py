@@ -297,3 +297,39 @@ async def test_the_assigned_rep_gets_an_email_with_links_that_act_once(
     link = links.verify(links.link_keys(None), urls["Accept"].rsplit("/", 1)[1], datetime.now(UTC))
     assert (link.lead_id, link.rep_id, link.action) == (lead["lead_id"], owner, "accept")
     assert lead["lead_id"] not in str(mailbox.envelopes) and len(mailbox.envelopes) == 1
+
+
+async def test_a_queued_lead_is_emailed_to_its_team_and_the_first_claim_link_wins_once(
+    database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path
+) -> None:
+    with smtp_server() as mailbox:
+        smtp = {"smtp_host": mailbox.host, "smtp_port": mailbox.port, "webhook_links_base_url": "https://h.example"}
+        async with serving(database_url, kafka_bootstrap, namespace, tmp_path, **smtp) as routing:
+            for rep_id in ("r1", "r2", "r3"):  # everyone full: the lead waits in the team's queue
+                assert (
+                    await routing.client.patch(f"/v1/reps/{rep_id}", json={"max_open": 0}, headers=ADMIN)
+                ).is_success
+            lead = await routing.route()
+            assert lead["status"] == "queued"
+            mails = await wait_until_async(
+                lambda: len(mailbox.received()) == 3 and mailbox.received(), timeout=30, what="three claim emails"
+            )
+            claims = {m["To"].split("@")[0]: _links_in(m.get_content())["Claim"] for m in mails}
+            assert set(claims) == {"r1", "r2", "r3"}
+            assert all(m["Subject"].startswith("Lead to claim:") for m in mails)
+
+            def path(url: str) -> str:
+                return url.removeprefix("https://h.example")
+
+            won = await routing.client.post(path(claims["r2"]))
+            assert won.status_code == 200, won.text
+            again = await routing.client.post(path(claims["r2"]))
+            assert again.status_code == 409 and "already used" in again.json()["detail"]
+            late = await routing.client.post(path(claims["r3"]))
+            assert late.status_code == 409 and "already claimed by r2" in late.json()["detail"]
+            after = await routing.lead(lead["lead_id"])
+            assert after["current_assignment"]["rep_id"] == "r2"
+
+
+def _links_in(text: str) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in text.splitlines() if "/v1/" in line)

@@ -91,12 +91,18 @@ def verify(keys: Sequence[bytes], token: str, now: datetime) -> ActionLink:
     return link
 
 
+ASSIGNED_ACTIONS = ("accept", "touch", "reject", "away")
+
+
 def action_links(
-    keys: Sequence[bytes], base_url: str, lead_id: str, rep_id: str, now: datetime, ttl: timedelta = DEFAULT_TTL
+    keys: Sequence[bytes],
+    base_url: str,
+    lead_id: str,
+    rep_id: str,
+    now: datetime,
+    ttl: timedelta = DEFAULT_TTL,
+    actions: Sequence[str] = ASSIGNED_ACTIONS,
 ) -> list[tuple[str, str]]:
-    """(label, url) for each action a notified rep can take on an assigned lead."""
+    """(label, url) for each action a notified rep can take: on a lead assigned to them, or ("claim",) a queued one."""
     base = base_url.rstrip("/")
-    return [
-        (LABELS[action], f"{base}/v1/links/{sign(keys, lead_id, action, rep_id, now + ttl)}")
-        for action in ("accept", "touch", "reject", "away")
-    ]
+    return [(LABELS[action], f"{base}/v1/links/{sign(keys, lead_id, action, rep_id, now + ttl)}") for action in actions]
