@@ -218,7 +218,8 @@ class SalesforceConnector:
             return connector_outcome("error", error=f"salesforce settings unreadable: {type(exc).__name__}")
         client = self._clients.get(config)
         try:
-            record_id, created = await self._write(client, config, data, setup["owner"], setup["link"])
+            stale = setup["rep_id"] != rep_id  # an older event: its context (SLA due, grade) is no longer the lead's
+            record_id, created = await self._write(client, config, data, setup["owner"], setup["link"], stale=stale)
         except SalesforceError as exc:
             log.warning("salesforce_delivery_failed", lead_id=lead_id, status=exc.status, code=exc.code)
             return failure_outcome(exc, self._deps.settings, started)
@@ -239,9 +240,11 @@ class SalesforceConnector:
         data: Mapping[str, Any],
         owner_id: str,
         linked_id: str | None,
+        *,
+        stale: bool = False,
     ) -> tuple[str, bool]:
         """Create or update the lead's record; (its Id, created?)."""
-        context = context_values(data, config)
+        context = {} if stale else context_values(data, config)
         if linked_id is not None:
             # Known record (a reassignment, a replay, an erased lead): only the owner and the context move.
             await client.update("Lead", linked_id, {"OwnerId": owner_id, **context})
