@@ -89,18 +89,16 @@ class Horizon:
     def pop_due(self, now: float, limit: int) -> list[int]:
         """Up to `limit` ids due by `now`, earliest first across the partitions."""
         out: list[int] = []
-        while len(out) < limit:
-            part, heap = min(
-                ((p, h) for p, h in self.heaps.items() if h), key=lambda item: item[1][0][0], default=(0, [])
-            )
-            if not heap or heap[0][0] > now:
+        heaps = [heap for heap in self.heaps.values() if heap]
+        while len(out) < limit and heaps:
+            heap = min(heaps, key=lambda h: h[0][0])  # a handful of partitions: a scan beats a merge
+            if heap[0][0] > now:
                 break
-            while heap and heap[0][0] <= now and len(out) < limit:
-                _due, timer_id = heapq.heappop(heap)
-                self.known.discard(timer_id)
-                out.append(timer_id)
+            _due, timer_id = heapq.heappop(heap)
+            self.known.discard(timer_id)
+            out.append(timer_id)
             if not heap:
-                del self.heaps[part]
+                heaps.remove(heap)
         return out
 
 
