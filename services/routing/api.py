@@ -138,13 +138,14 @@ def _assignment_out(a: Any) -> dict[str, Any]:
 class ActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    action: Literal["accept", "reject", "touch", "disqualify", "convert"]
-    rep_id: str | None = Field(default=None, description="Who acted; defaults to the current rep")
+    action: Literal["accept", "reject", "touch", "disqualify", "convert", "claim"]
+    rep_id: str | None = Field(default=None, description="Who acted; defaults to the current rep (claim: the claimer)")
     reason: str | None = Field(default=None, max_length=200, description="Reason code (reject, disqualify)")
 
 
 @router.post(
-    "/v1/leads/{lead_id}/actions", summary="A rep acts on a lead: accept, reject, touch, disqualify, convert"
+    "/v1/leads/{lead_id}/actions",
+    summary="A rep acts on a lead: accept, reject, touch, disqualify, convert, or claim a queued one",
 )
 async def lead_action(
     lead_id: str, body: ActionIn, request: Request, session: Transaction, who: Actor

@@ -196,6 +196,14 @@ async def test_a_claim_is_made_as_the_token_s_own_rep_and_only_from_the_rep_s_te
     again = await desk.client.post(f"/v1/leads/{assigned}/claim", headers=r1)
     assert again.status_code == 409
 
+    # claim is an action like the others: a rep token claims through the actions route too.
+    queued = await _queued_lead(desk)
+    r2 = await desk.token("r2")
+    action = await desk.client.post(f"/v1/leads/{queued}/actions", json={"action": "claim"}, headers=r2)
+    assert action.status_code == 200 and action.json()["rep_id"] == "r2"
+    taken = await desk.client.post(f"/v1/leads/{queued}/actions", json={"action": "claim"}, headers=r1)
+    assert taken.status_code == 409 and taken.json()["detail"] == "already claimed by r2"
+
 
 # -- reassign and hand-over ----------------------------------------------------------------------------------------
 
