@@ -421,6 +421,8 @@ async def test_an_all_day_event_in_the_rep_s_calendar_marks_them_away_and_a_fail
     failing = (await desk.client.get("/v1/reps/r1/availability", headers=ADMIN)).json()
     assert failing["calendar"]["state"] == "failing" and "HTTP 500" in failing["calendar"]["error"]
     assert failing["available"] is False and failing["calendar"]["away"] == shown["calendar"]["away"]
+    record = (await desk.client.get("/v1/reps/r1", headers=ADMIN)).json()  # the rep record shows it too
+    assert "HTTP 500" in record["calendar"]["error"] and len(record["calendar"]["away"]) == 1
 
     calendar_server.status, calendar_server.body = 200, _ics()  # the absence was deleted
     await desk.app.state.calendars.refresh()

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from routing.domain import Action, RosterError, RoutingRules, RulesError, parse_reps
 from routing.domain.accounts import AccountSpec
 from routing.store import RepLoadRow, RepRow, RoutingRepository
+from routing.store.desk import DeskRepository
 from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.shared import lock, tx
 
@@ -133,7 +134,13 @@ async def rep_with_load(session: AsyncSession, rep_id: str) -> dict[str, Any]:
     row = await repo.rep(rep_id)
     if row is None:
         raise LookupError("no rep with this id")
-    return rep_out(row, await repo.loads())
+    out = rep_out(row, await repo.loads())
+    calendar = await DeskRepository(session).calendar(rep_id) if row.data.get("calendar_url") else None
+    if calendar is not None:  # how the feed last read; a failed fetch keeps the last good windows
+        when = {"checked_at": calendar.checked_at, "refreshed_at": calendar.refreshed_at}
+        out["calendar"] = {"error": calendar.error, "away": calendar.away}
+        out["calendar"].update({k: v.isoformat() if v else None for k, v in when.items()})
+    return out
 
 
 def rep_out(row: RepRow, loads: Mapping[str, RepLoadRow]) -> dict[str, Any]:
