@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.session import ReadSession, Transaction
-from common.web import Admin, HandoffRoute, problem
+from common.web import Admin, HandoffRoute, Ops, problem
 from scoring.domain import Firmographic, FirmographicsError, RulesetError, parse_firmographics_csv
 from scoring.handlers import Scoring
 
@@ -95,6 +95,18 @@ async def put_ruleset(_admin: Admin, text: TextBody, scoring: ScoringCases, sess
     except RulesetError as exc:
         raise problem(422, "invalid_ruleset", _line_errors(exc.errors)) from exc
     return {"version": ruleset.version, "status": "active"}
+
+
+@router.get("/v1/audit", summary="Changes to the scoring ruleset: who and when, newest first")
+async def list_audit(
+    _ops: Ops,
+    scoring: ScoringCases,
+    session: ReadSession,
+    before: Annotated[int | None, Query(ge=1, description="Entries older than this id (next_before)")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    items = await scoring.audit_entries(session, before, limit)
+    return {"items": items, "next_before": items[-1]["id"] if len(items) == limit else None}
 
 
 class PreviewIn(BaseModel):

@@ -91,13 +91,17 @@ class Scoring:
             facts.ruleset = self.parse_ruleset(row.source_text if row else DEFAULT_RULESET_YAML)
         return facts.ruleset
 
-    async def install_ruleset(self, session: AsyncSession, text: str) -> Ruleset:
-        """Validate (raises RulesetError, leaving the old one in force), store as a new version, make it active."""
+    async def install_ruleset(self, session: AsyncSession, text: str, actor: str = "admin") -> Ruleset:
+        """Validate (raises RulesetError, leaving the old one in force), store as a new version, make it active;
+        the change is audited with `actor` (who asked)."""
         ruleset = self.parse_ruleset(text)
         repo = ScoringRepository(session)
         now = self.clock()
+        previous = await repo.active_ruleset()
         await repo.save_ruleset(ruleset.version, text, now)
         await repo.activate(ruleset.version, now)
+        detail = {"name": ruleset.name, "previous_version": previous.version if previous else None}
+        repo.record(now, actor, "ruleset.activate", ruleset.version, detail)
         transaction_facts(session).ruleset = ruleset
         return ruleset
 
@@ -288,6 +292,21 @@ class Scoring:
         facts = transaction_facts(session)
         facts.has_outcomes = True
         facts.values_per_field = None  # the outcome may have brought a value not seen before
+
+    async def audit_entries(self, session: AsyncSession, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Ruleset changes, newest first (older than `before` when given)."""
+        rows = await ScoringRepository(session).audit_page(before, limit)
+        return [
+            {
+                "id": r.id,
+                "at": r.at.isoformat(),
+                "who": r.actor,
+                "action": r.action,
+                "subject": r.subject,
+                "detail": r.detail,
+            }
+            for r in rows
+        ]
 
     async def stored_score(self, session: AsyncSession, lead_id: str) -> ScoredLead | None:
         """The lead's stored score record, if it has been scored."""

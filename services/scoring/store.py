@@ -87,6 +87,20 @@ class ErasedLead(Base):
     erased_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class AuditEntry(Base):
+    """Who changed the scoring ruleset, and when (newest first by id); routing keeps its own trail."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(160))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 scored_leads: Table = ScoredLead.__table__  # type: ignore[assignment]  # the Core table, for batch inserts
 outbox = outbox_table(Base.metadata)
 outbox_dead = outbox_dead_table(Base.metadata)
@@ -118,6 +132,17 @@ class ScoringRepository:
         await self.session.execute(
             update(RulesetVersion).where(RulesetVersion.version == version).values(active=True, activated_at=now)
         )
+
+    def record(self, at: datetime, actor: str, action: str, subject: str | None, detail: dict[str, Any]) -> None:
+        """One audit entry, in the caller's transaction (written with the change it describes)."""
+        self.session.add(AuditEntry(at=at, actor=actor, action=action, subject=subject, detail=detail))
+
+    async def audit_page(self, before_id: int | None, limit: int) -> Sequence[AuditEntry]:
+        """Audit entries newest first, those older than `before_id` when given."""
+        query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+        if before_id is not None:
+            query = query.where(AuditEntry.id < before_id)
+        return (await self.session.scalars(query)).all()
 
     async def scored(self, lead_id: str) -> ScoredLead | None:
         return await self.session.get(ScoredLead, lead_id)
