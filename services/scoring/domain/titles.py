@@ -9,6 +9,7 @@ boundaries. CJK has no word boundaries at all.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import re
 import unicodedata
@@ -67,8 +68,11 @@ def _load_vocabulary() -> tuple[Rules, Rules]:
 _SENIORITY_RULES, _FUNCTION_RULES = _load_vocabulary()
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_title(title: str | None) -> tuple[str | None, str | None]:
-    """(seniority, function) of a job title; (None, None) when there is no title."""
+    """(seniority, function) of a job title; (None, None) when there is no title.
+
+    Cached: titles repeat ("CEO", "VP Sales"), and each is some twenty regular-expression searches."""
     if title is None or not title.strip():
         return None, None
     text = fold(title)
