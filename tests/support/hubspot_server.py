@@ -30,6 +30,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from common.hubspot import SIGNATURE_HEADER, TIMESTAMP_HEADER, hubspot_v3_signature
 
+# Some of the contact properties every HubSpot account has; others must be created before they are written.
+DEFAULT_PROPERTIES = (
+    "email", "firstname", "lastname", "company", "jobtitle", "phone", "hubspot_owner_id", "lifecyclestage",
+    "hs_lead_status",
+)  # fmt: skip
 ENGAGEMENT_TYPE_IDS = {"calls": "0-48", "emails": "0-49", "meetings": "0-47", "notes": "0-46", "tasks": "0-27"}
 
 
@@ -44,7 +49,7 @@ class HubSpotServer:
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"id", "properties"}
     owners: list[dict[str, Any]] = field(default_factory=list)
     engagements: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # type -> id -> record
-    properties: set[str] = field(default_factory=lambda: {"email", "firstname", "lastname", "hubspot_owner_id"})
+    properties: set[str] = field(default_factory=lambda: set(DEFAULT_PROPERTIES))
     requests: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status answered)
     webhook_answers: list[tuple[int, Any]] = field(default_factory=list)  # what Handoff answered each webhook
     _throttled: int = 0
