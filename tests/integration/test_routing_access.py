@@ -333,3 +333,16 @@ async def test_a_queued_lead_is_emailed_to_its_team_and_the_first_claim_link_win
 
 def _links_in(text: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in text.splitlines() if "/v1/" in line)
+
+
+async def test_a_rep_who_left_holds_no_credential(routing: App) -> None:
+    lead = await routing.route()
+    owner = lead["current_assignment"]["rep_id"]
+    token = await routing.token(owner)
+    link = routing.link(lead["lead_id"], "touch", owner)
+    assert (await routing.client.patch(f"/v1/reps/{owner}", json={"status": "left"}, headers=ADMIN)).is_success
+
+    path = f"/v1/leads/{lead['lead_id']}/actions"
+    assert (await routing.client.post(path, json={"action": "touch"}, headers=token)).status_code == 401
+    refused = await routing.client.post(link)
+    assert refused.status_code == 403 and "no longer on the roster" in refused.json()["detail"]

@@ -30,6 +30,9 @@ async def act_by_link(
 ) -> dict[str, Any]:
     """Spend the link and act; raises LinkUsed, LookupError, PermissionError or ValueError (the action refused)."""
     now = rt.clock()
+    rep = (await rt.roster(session)).rep(link.rep_id)
+    if rep is None or rep.status == "left":
+        raise PermissionError("this link's rep is no longer on the roster")
     spent = await AccessRepository(session).use_nonce(
         link.nonce, link.lead_id, link.action, link.rep_id, now, link.expires_at
     )

@@ -109,7 +109,11 @@ def _page(status: int, title: str, body: str) -> HTMLResponse:
         "<!doctype html><html><head><meta charset='utf-8'><meta name='robots' content='noindex'>"
         f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
     )
-    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    headers = {
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",  # the link is a credential: never sent on as a Referer
+        "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+    }
     return HTMLResponse(document, status_code=status, headers=headers)
 
 

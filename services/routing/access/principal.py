@@ -16,6 +16,7 @@ from typing import Annotated, Literal, cast, get_args
 from fastapi import Depends, Request
 
 from common.web import bearer_token, problem, tokens_equal
+from routing.store import RoutingRepository
 from routing.store.access import AccessRepository
 
 Role = Literal["admin", "ops-write", "ops-read", "rep"]
@@ -69,10 +70,14 @@ async def _resolve(request: Request) -> Principal | None:
         return Principal("ops-read", None, "ops")
     async with request.app.state.runtime.db.read() as session:
         row = await AccessRepository(session).live_token(token_hash(token))
+        rep = await RoutingRepository(session).rep(row.rep_id) if row is not None and row.rep_id else None
     if row is None or row.role not in ROLES:
         return None
     role = cast(Role, row.role)
     if role == "rep":
+        # A rep who left (or was removed from the roster) holds no credential any more.
+        if rep is None or rep.data.get("status") == "left":
+            return None
         return Principal("rep", row.rep_id, f"rep:{row.rep_id}")
     return Principal(role, None, f"token:{row.name}")
 
