@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from routing.app import create_app
 from routing.connectors.salesforce import SYSTEM
@@ -451,3 +453,68 @@ async def test_an_older_delivery_retried_after_a_reassignment_does_not_hand_the_
     lead = org.lead_by("Email", "late@example.org")
     assert lead is not None and lead["OwnerId"] == users[now[1]]
     assert len(org.records["Lead"]) == 1
+
+
+# -- the JWT bearer flow ------------------------------------------------------------------------------------------
+
+
+def _rsa_pem(bits: int = 2048) -> tuple[str, str]:
+    """A fresh RSA key: (private PEM, public PEM), as an admin makes one for the connected app's certificate."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+async def test_jwt_bearer_assertions_are_signed_with_the_apps_key_and_a_wrong_key_is_refused(
+    org: SalesforceServer,
+) -> None:
+    private, public = _rsa_pem()
+    other, _ = _rsa_pem()
+    org.jwt_public_key = public
+    user = "integration@handoff.example"
+    async with httpx.AsyncClient() as http:
+        good = SalesforceClient(
+            http, Credentials(org.url, org.client_id, "", "60.0", username=user, private_key=private)
+        )
+        assert await good.query("SELECT Id FROM User") == []
+        bad = SalesforceClient(http, Credentials(org.url, org.client_id, "", "60.0", username=user, private_key=other))
+        with pytest.raises(SalesforceError) as caught:
+            await bad.query("SELECT Id FROM User")
+    assert caught.value.code == "invalid_grant" and not caught.value.transient
+    token_call = org.calls("POST", "/services/oauth2/token")[0]
+    assert "authorization" not in token_call[2]
+    assert b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer" in token_call[3]
+
+
+async def test_a_jwt_bearer_connection_writes_leads_and_keeps_its_key_sealed(
+    routing: Routing, org: SalesforceServer
+) -> None:
+    private, public = _rsa_pem()
+    org.jwt_public_key = public
+    jwt_settings = {"auth_flow": "jwt_bearer", "client_secret": None, "username": "integration@handoff.example"}
+    async with routing.db.transaction() as session:
+        settings = routing.router.settings
+        with pytest.raises(SetupError) as no_key:
+            await save_settings(session, settings, _values(org, **jwt_settings), routing.clock())
+        with pytest.raises(SetupError) as weak_key:
+            await save_settings(
+                session, settings, _values(org, **jwt_settings, private_key=_rsa_pem(1024)[0]), routing.clock()
+            )
+        with pytest.raises(SetupError) as no_user:
+            await save_settings(session, settings, _values(org, **{**jwt_settings, "username": None}), routing.clock())
+    assert (no_key.value.field, weak_key.value.field, no_user.value.field) == ("private_key", "private_key", "username")
+    users = await _connect(routing, org, **jwt_settings, private_key=private)
+    async with routing.db.read() as session:
+        row = await SalesforceRepository(session).settings(SYSTEM)
+    assert row is not None and "PRIVATE KEY" not in json.dumps(row.config)
+    await routing.route(scored(email="jwt@example.org"))
+    assert await _send(routing) == 1
+    lead = org.lead_by("Email", "jwt@example.org")
+    assert lead is not None and lead["OwnerId"] in users.values()

@@ -2,8 +2,9 @@
 reference (REST API Developer Guide: OAuth 2.0 client credentials flow, sObject Rows by External ID, sObject
 create/update, Query with nextRecordsUrl, status codes and error responses).
 
-- `POST /services/oauth2/token` (grant_type=client_credentials; client id and secret in the form or in HTTP Basic)
-  answers `{access_token, instance_url, id, token_type, issued_at, signature}`, or 400 `{error, error_description}`.
+- `POST /services/oauth2/token` (grant_type=client_credentials, client id and secret in the form or in HTTP Basic;
+  or the JWT bearer grant, an RS256 assertion checked against `jwt_public_key`) answers
+  `{access_token, instance_url, id, token_type, issued_at, signature}`, or 400 `{error, error_description}`.
 - Every `/services/data/vNN.N/...` call needs `Authorization: Bearer <token>`; an unknown or expired one gets
   401 `[{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]`.
 - `PATCH /sobjects/Lead/<ExternalIdField>/<value>`: upsert; 201 `{id, success, errors, created: true}` on create,
@@ -32,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import jwt
 import orjson
 
 LEAD_FIELDS = frozenset(
@@ -45,6 +47,8 @@ ACTIVITY_FIELDS = frozenset({"Id", "WhoId", "WhatId", "OwnerId", "CreatedById", 
 USER_FIELDS = frozenset({"Id", "Email", "Name", "IsActive", "SystemModstamp"})
 PREFIXES = {"Lead": "00Q", "User": "005", "Task": "00T", "Event": "00U"}
 DEFAULT_LEAD_STATUS = "Open - Not Contacted"
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+JWT_AUDIENCES = frozenset({"https://login.salesforce.com", "https://test.salesforce.com"})
 
 
 class SoqlError(ValueError):
@@ -221,6 +225,8 @@ class SalesforceServer:
     client_secret: str = "s3cret-consumer-secret"
     api_version: str = "v60.0"
     page_size: int = 2000
+    jwt_public_key: str | None = None  # PEM of the certificate's key uploaded to the connected app
+    jwt_users: frozenset[str] = frozenset({"integration@handoff.example"})
     external_id_fields: frozenset[str] = frozenset({"Handoff_Lead_Id__c"})
     custom_lead_fields: frozenset[str] = frozenset({"Handoff_Lead_Id__c", "Handoff_Grade__c", "Handoff_SLA_Due__c"})
     port: int = 0
@@ -299,14 +305,39 @@ class SalesforceServer:
             return [r for r in self.requests if (not method or r[0] == method) and fragment in r[1]]
 
     # -- the API --------------------------------------------------------------------------------------------
+    def _jwt_refusal(self, assertion: str) -> str | None:
+        """Why a JWT bearer assertion is refused (None: accepted): RS256 under the app's certificate, iss the
+        consumer key, sub a user allowed to the app, aud the login host, exp at most 3 minutes ahead."""
+        if self.jwt_public_key is None:
+            return "the connected app has no certificate"
+        try:
+            claims = jwt.decode(
+                assertion, self.jwt_public_key, algorithms=["RS256"], audience=sorted(JWT_AUDIENCES),
+                options={"require": ["iss", "sub", "aud", "exp"]},
+            )  # fmt: skip
+        except jwt.PyJWTError as exc:
+            return f"invalid assertion ({type(exc).__name__})"
+        if claims["iss"] != self.client_id:
+            return "client identifier invalid"
+        if claims["sub"] not in self.jwt_users:
+            return "user hasn't approved this consumer"
+        if claims["exp"] > self.clock().timestamp() + 300:
+            return "expiration too far in the future"
+        return None
+
     def _token(self, headers: dict[str, str], form: dict[str, str]) -> tuple[int, Any]:
         client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
         basic = headers.get("authorization", "")
         if basic.lower().startswith("basic "):
             client_id, _, client_secret = base64.b64decode(basic[6:]).decode().partition(":")
-        if form.get("grant_type") != "client_credentials":
+        grant = form.get("grant_type")
+        if grant == JWT_BEARER_GRANT:
+            refusal = self._jwt_refusal(form.get("assertion", ""))
+            if refusal:
+                return 400, {"error": "invalid_grant", "error_description": refusal}
+        elif grant != "client_credentials":
             return 400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"}
-        if client_id != self.client_id or not secrets.compare_digest(client_secret, self.client_secret):
+        elif client_id != self.client_id or not secrets.compare_digest(client_secret, self.client_secret):
             return 400, {"error": "invalid_client", "error_description": "invalid client credentials"}
         with self.lock:
             token = "00D000000000001!" + secrets.token_urlsafe(24)

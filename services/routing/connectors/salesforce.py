@@ -46,45 +46,66 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class SalesforceConfig:
-    """The org and how Handoff writes to it; `client_secret` is clear only in memory."""
+    """The org and how Handoff writes to it; the secrets (client secret, private key) are clear only in memory."""
 
     login_url: str
     client_id: str
-    client_secret: str
+    client_secret: str = ""
     api_version: str = "60.0"
     upsert_key: str = "email"
     context_fields: Mapping[str, str] = field(default_factory=dict)
     statuses: Mapping[str, str] = field(default_factory=dict)
     lead_source: str | None = "Handoff"
+    auth_flow: str = "client_credentials"  # or jwt_bearer
+    username: str | None = None
+    private_key: str | None = None
+    audience: str = "https://login.salesforce.com"
 
     @property
     def credentials(self) -> Credentials:
-        return Credentials(self.login_url, self.client_id, self.client_secret, self.api_version)
+        jwt_bearer = self.auth_flow == "jwt_bearer"
+        return Credentials(
+            self.login_url,
+            self.client_id,
+            "" if jwt_bearer else self.client_secret,
+            self.api_version,
+            username=self.username if jwt_bearer else None,
+            private_key=self.private_key if jwt_bearer else None,
+            audience=self.audience,
+        )
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any], box: SecretBox) -> SalesforceConfig:
-        """From the `connectors` row's JSON; SecretKeyError when the secret cannot be decrypted."""
+        """From the `connectors` row's JSON; SecretKeyError when a secret cannot be decrypted."""
+        secret, key = stored.get("client_secret"), stored.get("private_key")
         return cls(
             login_url=str(stored["login_url"]),
             client_id=str(stored["client_id"]),
-            client_secret=box.reveal(str(stored["client_secret"])),
+            client_secret=box.reveal(str(secret)) if secret else "",
             api_version=str(stored.get("api_version") or "60.0"),
             upsert_key=str(stored.get("upsert_key") or "email"),
             context_fields=dict(stored.get("context_fields") or {}),
             statuses=dict(stored.get("statuses") or {}),
             lead_source=stored.get("lead_source", "Handoff"),
+            auth_flow=str(stored.get("auth_flow") or "client_credentials"),
+            username=stored.get("username"),
+            private_key=box.reveal(str(key)) if key else None,
+            audience=str(stored.get("audience") or "https://login.salesforce.com"),
         )
 
-    def to_stored(self, box: SecretBox) -> dict[str, Any]:
+    def public(self) -> dict[str, Any]:
+        """What is stored in clear (the secrets are added sealed by the caller)."""
         return {
             "login_url": self.login_url,
             "client_id": self.client_id,
-            "client_secret": box.seal(self.client_secret),
             "api_version": self.api_version,
             "upsert_key": self.upsert_key,
             "context_fields": dict(self.context_fields),
             "statuses": dict(self.statuses),
             "lead_source": self.lead_source,
+            "auth_flow": self.auth_flow,
+            "username": self.username,
+            "audience": self.audience,
         }
 
 

@@ -1,10 +1,13 @@
 """A small typed client for the part of Salesforce's REST API the connector uses.
 
 OAuth 2.0 client credentials flow (`POST /services/oauth2/token`, grant_type=client_credentials, the connected
-app's consumer key and secret in HTTP Basic); the answer's `instance_url` is where every later call goes, with the
-access token as `Authorization: Bearer`. A call answered 401 INVALID_SESSION_ID gets a new token and is sent once
-more. Queries follow `nextRecordsUrl` until `done`. Errors carry the status and Salesforce's `errorCode` only:
-Salesforce puts field values (an email, a name) into its messages, and those must stay out of logs and /ops.
+app's consumer key and secret in HTTP Basic) or JWT bearer flow (grant_type=urn:ietf:params:oauth:grant-type:
+jwt-bearer, an RS256 assertion with iss = consumer key, sub = the integration user's username, aud = the login
+host, exp within 3 minutes, signed with the key whose certificate the app holds); the answer's `instance_url` is
+where every later call goes, with the access token as `Authorization: Bearer`. A call answered 401
+INVALID_SESSION_ID gets a new token and is sent once more. Queries follow `nextRecordsUrl` until `done`. Errors
+carry the status and Salesforce's `errorCode` only: Salesforce puts field values (an email, a name) into its
+messages, and those must stay out of logs and /ops.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import jwt
 
 from common.egress import UnsafeUrl
 from routing.webhooks.retry import parse_retry_after
 
 LIMIT_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "API_CURRENTLY_DISABLED", "SERVER_UNAVAILABLE"})
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+JWT_LIFETIME_S = 180  # Salesforce accepts an assertion whose exp is at most 3 minutes away
 
 
 class SalesforceError(Exception):
@@ -48,12 +54,34 @@ class SalesforceError(Exception):
 
 @dataclass(frozen=True)
 class Credentials:
-    """A connected app's client credentials and where to log in (login.salesforce.com or the org's My Domain)."""
+    """A connected app's credentials and where to log in (login.salesforce.com or the org's My Domain): a client
+    secret (client credentials flow), or a username and private key (JWT bearer flow)."""
 
     login_url: str
     client_id: str
     client_secret: str
     api_version: str = "60.0"
+    username: str | None = None
+    private_key: str | None = None  # PEM; when set, the JWT bearer flow is used
+    audience: str = "https://login.salesforce.com"  # test.salesforce.com for a sandbox
+
+    def token_request(self, now: datetime) -> dict[str, Any]:
+        """The token call's form (and Basic auth for client credentials); SalesforceError if the key cannot sign."""
+        if not self.private_key:
+            return {"data": {"grant_type": "client_credentials"}, "auth": (self.client_id, self.client_secret)}
+        claims = {
+            "iss": self.client_id,
+            "sub": self.username,
+            "aud": self.audience,
+            "exp": int(now.timestamp()) + JWT_LIFETIME_S,
+        }
+        try:
+            assertion = jwt.encode(claims, self.private_key, algorithm="RS256")
+        except (ValueError, TypeError, jwt.PyJWTError) as exc:
+            raise SalesforceError(
+                f"token: the private key cannot sign ({type(exc).__name__})", code="BAD_KEY"
+            ) from None
+        return {"data": {"grant_type": JWT_BEARER_GRANT, "assertion": assertion}}
 
 
 def soql_string(value: str) -> str:
@@ -144,12 +172,8 @@ class SalesforceClient:
             if self._token is not None and self._token != stale:
                 return self._token
             login = self.credentials.login_url.rstrip("/")
-            response = await self._send(
-                "POST",
-                f"{login}/services/oauth2/token",
-                data={"grant_type": "client_credentials"},
-                auth=(self.credentials.client_id, self.credentials.client_secret),
-            )
+            request = self.credentials.token_request(self._clock())
+            response = await self._send("POST", f"{login}/services/oauth2/token", **request)
             if response.status_code != 200:
                 raise self._failure(response, "token")
             try:

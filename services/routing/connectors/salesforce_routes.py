@@ -49,6 +49,19 @@ class SalesforceIn(BaseModel):
     client_secret: str | None = Field(
         default=None, min_length=1, max_length=255, description="The consumer secret; omit to keep the stored one"
     )
+    auth_flow: Literal["client_credentials", "jwt_bearer"] = Field(
+        default="client_credentials", description="client_credentials (consumer secret) or jwt_bearer (RS256 key)"
+    )
+    username: str | None = Field(default=None, max_length=80, description="jwt_bearer: the integration user")
+    private_key: str | None = Field(
+        default=None, min_length=1, max_length=10_000, description="jwt_bearer: PEM RSA key; omit to keep it"
+    )
+    audience: str = Field(
+        default="https://login.salesforce.com",
+        pattern=r"^https://[^\s/?#]+(/[^\s?#]*)?$",
+        max_length=500,
+        description="jwt_bearer: aud (https://test.salesforce.com for a sandbox)",
+    )
     api_version: str = Field(default="60.0", pattern=r"^\d{2,3}\.0$")
     upsert_key: str = Field(
         default="email",
@@ -115,6 +128,10 @@ async def put_settings(body: SalesforceIn, request: Request, _who: Writer) -> di
         statuses=dict(body.statuses),
         lead_source=body.lead_source,
         enabled=body.enabled,
+        auth_flow=body.auth_flow,
+        username=body.username,
+        private_key=body.private_key,
+        audience=body.audience,
     )
     async with request.app.state.runtime.db.transaction() as session:
         try:

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.crypto import SecretKeyError
+from common.crypto import SecretBox, SecretKeyError
 from routing.connectors.salesforce import EVENTS, SYSTEM, SalesforceConfig
 from routing.connectors.salesforce_api import SalesforceClient, soql_string
 from routing.settings import RoutingSettings
@@ -41,7 +44,7 @@ class SetupError(ValueError):
 
 @dataclass(frozen=True)
 class SalesforceSettingsIn:
-    """What an admin sets; `client_secret` None keeps the stored one."""
+    """What an admin sets; a secret left None keeps the stored one."""
 
     login_url: str
     client_id: str
@@ -52,41 +55,72 @@ class SalesforceSettingsIn:
     statuses: Mapping[str, str]
     lead_source: str | None
     enabled: bool
+    auth_flow: str = "client_credentials"
+    username: str | None = None
+    private_key: str | None = None
+    audience: str = "https://login.salesforce.com"
+
+
+SECRETS = ("client_secret", "private_key")
 
 
 def view(stored: Mapping[str, Any] | None, enabled: bool, endpoint_id: str | None) -> dict[str, Any]:
-    """The settings as shown: never the secret, only whether one is set."""
+    """The settings as shown: never a secret, only whether each is set."""
     if stored is None:
         return {"configured": False}
-    shown = {k: v for k, v in stored.items() if k != "client_secret"}
-    return {"configured": True, "enabled": enabled, **shown, "client_secret_set": bool(stored.get("client_secret")),
-            "endpoint_id": endpoint_id}  # fmt: skip
+    shown = {k: v for k, v in stored.items() if k not in SECRETS}
+    is_set = {f"{name}_set": bool(stored.get(name)) for name in SECRETS}
+    return {"configured": True, "enabled": enabled, **shown, **is_set, "endpoint_id": endpoint_id}
+
+
+def check_private_key(pem: str) -> None:
+    """An unencrypted PEM RSA private key (what the JWT bearer flow signs with); SetupError otherwise."""
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise SetupError("private_key", "not an unencrypted PEM private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        raise SetupError("private_key", "Salesforce signs with RS256: an RSA key of at least 2048 bits")
+
+
+def _sealed(name: str, given: str | None, stored: Mapping[str, Any] | None, box: SecretBox, why: str) -> str:
+    """The secret to store: the given one sealed, else the stored one; SetupError when neither exists."""
+    if given is not None:
+        return box.seal(given)
+    if stored and stored.get(name):
+        return str(stored[name])
+    raise SetupError(name, why)
 
 
 async def save_settings(
     session: AsyncSession, settings: RoutingSettings, values: SalesforceSettingsIn, now: datetime
 ) -> dict[str, Any]:
-    """Store the settings (secret sealed) and make sure the delivery endpoint exists and follows `enabled`."""
+    """Store the settings (secrets sealed) and make sure the delivery endpoint exists and follows `enabled`."""
     repo = SalesforceRepository(session)
     box = settings.secret_box()
     existing = await repo.settings(SYSTEM)
-    if values.client_secret is not None:
-        sealed = box.seal(values.client_secret)
-    elif existing is not None and existing.config.get("client_secret"):
-        sealed = str(existing.config["client_secret"])
-    else:
-        raise SetupError("client_secret", "required the first time Salesforce is set up")
+    stored = existing.config if existing else None
     config = SalesforceConfig(
         login_url=values.login_url.rstrip("/"),
         client_id=values.client_id,
-        client_secret="",
         api_version=values.api_version,
         upsert_key=values.upsert_key,
         context_fields=dict(values.context_fields),
         statuses=dict(values.statuses),
         lead_source=values.lead_source,
-    ).to_stored(box)
-    config["client_secret"] = sealed
+        auth_flow=values.auth_flow,
+        username=values.username,
+        audience=values.audience,
+    ).public()
+    if values.auth_flow == "jwt_bearer":
+        if not values.username:
+            raise SetupError("username", "the JWT bearer flow names the integration user's username")
+        if values.private_key is not None:
+            check_private_key(values.private_key)
+        config["private_key"] = _sealed("private_key", values.private_key, stored, box, "required for jwt_bearer")
+    else:
+        why = "required the first time Salesforce is set up (client credentials flow)"
+        config["client_secret"] = _sealed("client_secret", values.client_secret, stored, box, why)
     await repo.save_settings(SYSTEM, config, values.enabled, now, cursor_from=now)
     endpoint = await repo.delivery_endpoint(SYSTEM)
     if endpoint is None:
