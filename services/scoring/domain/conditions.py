@@ -68,10 +68,18 @@ def context_resolver(
 ) -> Resolver:
     """Resolve canonical paths: lead.* from the lead, enrichment.* from `fields`/`whole`, the rest from context.
 
-    Quality flags come from the context when the caller passes them, else from the lead itself.
+    Quality flags come from the context when the caller passes them, else from the lead itself. Each path is
+    looked up once: a ruleset tests the same fields in several rules.
     """
+    seen: dict[str, Any] = {}
 
     def resolve(path: str) -> Any:
+        if path in seen:
+            return seen[path]
+        value = seen[path] = _lookup(path)
+        return value
+
+    def _lookup(path: str) -> Any:
         root, _, rest = path.partition(".")
         if root == "lead":
             return walk(lead, rest)
