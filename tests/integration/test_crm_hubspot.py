@@ -250,3 +250,18 @@ async def test_webhooks_not_signed_by_hubspot_are_refused_and_bad_bodies_name_th
     assert bad.status_code == 400 and "[0].eventId" in bad.text
     ops_only = await routing.client.put("/v1/crm/hubspot", json={"enabled": False})
     assert ops_only.status_code == 401
+
+
+async def test_a_reassignment_moves_the_contact_to_the_new_reps_owner(routing: App) -> None:
+    await _connect(routing)
+    hs = routing.hubspot
+    lead_id = await routing.route(email="moved@example.org")
+    first = (await routing.lead(lead_id))["current_assignment"]["rep_id"]
+    await routing.contact("moved@example.org", hubspot_owner_id=_owner_of(hs, first))
+    async with routing.app.state.runtime.db.transaction() as session:
+        await routing.app.state.router.act(
+            session, lead_id, "reject", rep_id=first, reason="not my territory", correlation_id=None
+        )
+    second = (await routing.lead(lead_id))["current_assignment"]["rep_id"]
+    assert second != first
+    await routing.contact("moved@example.org", hubspot_owner_id=_owner_of(hs, second))

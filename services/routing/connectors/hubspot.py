@@ -71,7 +71,10 @@ async def load_config(repo: CrmRepository, box: SecretBox) -> HubSpotConfig | No
 
 
 def contact_properties(data: Mapping[str, Any], owner_id: str | None) -> dict[str, str]:
-    """The contact's properties for an assignment event: names as given, the owner, Handoff's context (pure)."""
+    """The contact's properties for an assignment event: names as given, the owner, Handoff's context (pure).
+
+    A lead with no rep (queued, held, nurture) leaves HubSpot with no owner; a rep with no mapped owner leaves the
+    owner as it was (the attempt's record says why)."""
     lead = _dict(data.get("lead"))
     score = _dict(data.get("score"))
     sla = _dict(data.get("sla"))
@@ -83,6 +86,8 @@ def contact_properties(data: Mapping[str, Any], owner_id: str | None) -> dict[st
         props["jobtitle"] = lead["job_title"].strip()
     if owner_id:
         props["hubspot_owner_id"] = owner_id
+    elif not _dict(data.get("rep")).get("id"):
+        props["hubspot_owner_id"] = ""  # HubSpot clears a property set to the empty string
     if score.get("grade"):
         props["handoff_grade"] = str(score["grade"])
     fired = [_dict(rule) for rule in score.get("fired") or [] if isinstance(rule, Mapping)]
