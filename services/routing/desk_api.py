@@ -7,6 +7,8 @@ the rep themself or ops-write. Every route calls one use case; its session commi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -41,6 +43,20 @@ def _correlation(request: Request) -> str | None:
 # -- claim, reassign, hand-over ---------------------------------------------------------------------------------
 
 
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A use case's refusals as problems: an unknown lead 404, a rep or team that cannot take it 422 naming the
+    field, a lead whose state refuses the move (already claimed, closed) 409 saying why."""
+    try:
+        yield
+    except LookupError as exc:
+        raise problem(404, "not_found", str(exc)) from exc
+    except handover.TargetRefused as exc:
+        raise problem(422, "validation_failed", [{"field": exc.field, "reason": exc.reason}]) from exc
+    except ValueError as exc:
+        raise problem(409, "conflict", str(exc)) from exc
+
+
 class ClaimIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,16 +79,10 @@ async def claim(
     rep_id = who.rep_id if who.role == "rep" else named
     if not rep_id:
         raise problem(422, "validation_failed", [{"field": "rep_id", "reason": "name the rep who claims the lead"}])
-    try:
+    with _refusals():
         return await actions.act(
             _rt(request), session, lead_id, "claim", rep_id=rep_id, reason=None, correlation_id=_correlation(request)
         )
-    except LookupError as exc:
-        raise problem(404, "not_found", str(exc)) from exc
-    except handover.TargetRefused as exc:
-        raise problem(422, "validation_failed", [{"field": exc.field, "reason": exc.reason}]) from exc
-    except ValueError as exc:
-        raise problem(409, "conflict", str(exc)) from exc
 
 
 class ReassignIn(BaseModel):
@@ -96,7 +106,7 @@ class ReassignIn(BaseModel):
 async def reassign(
     lead_id: str, body: ReassignIn, request: Request, session: Transaction, who: Change
 ) -> dict[str, Any]:
-    try:
+    with _refusals():
         return await handover.reassign(
             _rt(request),
             session,
@@ -106,12 +116,6 @@ async def reassign(
             note=body.reason,
             correlation_id=_correlation(request),
         )
-    except LookupError as exc:
-        raise problem(404, "not_found", str(exc)) from exc
-    except handover.TargetRefused as exc:
-        raise problem(422, "validation_failed", [{"field": exc.field, "reason": exc.reason}]) from exc
-    except ValueError as exc:
-        raise problem(409, "conflict", str(exc)) from exc
 
 
 @router.post(
