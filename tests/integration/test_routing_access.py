@@ -346,3 +346,11 @@ async def test_a_rep_who_left_holds_no_credential(routing: App) -> None:
     assert (await routing.client.post(path, json={"action": "touch"}, headers=token)).status_code == 401
     refused = await routing.client.post(link)
     assert refused.status_code == 403 and "no longer on the roster" in refused.json()["detail"]
+
+
+async def test_named_staff_tokens_read_the_ops_views_and_a_rep_token_does_not(routing: App) -> None:
+    reader, rep = await routing.token(role="ops-read", name="wall"), await routing.token("r1")
+    for path in ("/v1/sla/summary", "/v1/sla/breaches", "/v1/ops/board"):
+        assert (await routing.client.get(path, headers=reader)).status_code == 200, path
+        assert (await routing.client.get(path, headers=rep)).status_code == 403, path
+        assert (await routing.client.get(path)).status_code == 401, path

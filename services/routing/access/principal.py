@@ -15,7 +15,7 @@ from typing import Annotated, Literal, cast, get_args
 
 from fastapi import Depends, Request
 
-from common.web import bearer_token, problem, tokens_equal
+from common.web import bearer_token, has_ops_access, ops_credential, problem, tokens_equal
 from routing.store import RoutingRepository
 from routing.store.access import AccessRepository
 
@@ -107,3 +107,27 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
+
+
+async def ops_view(request: Request) -> None:
+    """The read-only ops views (/v1/sla/*, the board, the stream): the admin or ops token, the dashboard's cookie,
+    or any named token with a role that reads (ops-read, ops-write; a rep token gets 403)."""
+    if has_ops_access(request):
+        return
+    await _ops_reader(request)
+
+
+_ops_reader = require("ops-read")
+ops_view.authenticates_before_body = ops_view  # type: ignore[attr-defined]  # run by common.web.HandoffRoute
+
+OpsView = Annotated[None, Depends(ops_view)]
+
+
+def credential_label(request: Request) -> str:
+    """Which credential an ops request holds ("admin", "ops", or a named token's "token:<name>"): what its limits
+    count by."""
+    label = ops_credential(request)
+    if label is not None:
+        return label
+    principal = request.scope.get("state", {}).get(_STATE_KEY)
+    return principal.name if isinstance(principal, Principal) else "unknown"

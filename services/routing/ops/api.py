@@ -12,7 +12,8 @@ from sqlalchemy import Row
 from common.db import as_utc
 from common.logging import scrub_text
 from common.session import ReadSession
-from common.web import HandoffRoute, Ops, problem
+from common.web import HandoffRoute, problem
+from routing.access.principal import OpsView
 from routing.ops.compliance import iso, summarize
 from routing.ops.queries import OpsRepository, RepOnBoard
 
@@ -44,7 +45,7 @@ def _given(value: datetime | None) -> datetime | None:
 async def sla_breaches(
     request: Request,
     session: ReadSession,
-    _ops: Ops,
+    _ops: OpsView,
     since: datetime | None = Query(None, description="Breached at or after (default: 24 h before until)"),
     until: datetime | None = Query(None, description="Breached before (default: now)"),
     team: str | None = Query(None, max_length=64, description="Team that held the lead when it breached"),
@@ -84,7 +85,7 @@ async def sla_breaches(
 async def sla_summary(
     request: Request,
     session: ReadSession,
-    _ops: Ops,
+    _ops: OpsView,
     since: datetime | None = Query(None, description="Leads routed at or after (default: 24 h before until)"),
     until: datetime | None = Query(None, description="Leads routed before (default: now)"),
     at_risk_minutes: float = Query(10, ge=0, le=24 * 60, description="Open leads due within this are at risk"),
@@ -105,7 +106,7 @@ async def sla_summary(
 @router.get("/v1/ops/board", summary="What the ops dashboard shows now: running clocks, reps, webhook failures")
 async def ops_board(
     session: ReadSession,
-    _ops: Ops,
+    _ops: OpsView,
     at_risk_minutes: float = Query(10, ge=0, le=24 * 60),
     open_limit: int = Query(200, ge=1, le=2000),
     webhook_limit: int = Query(20, ge=0, le=200),

@@ -19,7 +19,8 @@ from sqlalchemy import Row
 from starlette.background import BackgroundTask
 
 from common.session import ReadSession
-from common.web import HandoffRoute, Ops, ops_credential, problem
+from common.web import HandoffRoute, problem
+from routing.access.principal import OpsView, credential_label
 from routing.ops.compliance import iso
 from routing.ops.queries import OpsRepository
 
@@ -244,7 +245,7 @@ async def _event_frames(
 async def sla_stream(
     request: Request,
     session: ReadSession,
-    _ops: Ops,
+    _ops: OpsView,
     kinds: str = Query("sla", max_length=300, description="sla (warnings and breaches), all, or a comma list"),
     team: str | None = Query(None, max_length=64),
     rep: str | None = Query(None, max_length=64),
@@ -255,7 +256,7 @@ async def sla_stream(
     # short sessions of its own (_event_frames), so no read transaction stays open for minutes.
     chosen = stream_kinds(kinds)
     limit = request.app.state.settings.ops_max_streams_per_credential
-    slot = _stream_slots(request).take(ops_credential(request) or "unknown", limit)
+    slot = _stream_slots(request).take(credential_label(request), limit)
     if slot is None:
         return JSONResponse(
             {"error": "too_many_requests", "detail": f"at most {limit} live streams per token; close one first"},
