@@ -107,6 +107,15 @@ def test_a_stage_change_to_customer_records_a_conversion_scoring_learns_from(
     events_url = f"{stack['routing'].url}/v1/crm/hubspot/events"
     with httpx.Client(timeout=10) as client:
         _connect(client, stack, hubspot)
+        like_it = {"lead": sample_lead(2, email="someone.like.it@example.org")}
+        preview_url = f"{stack['scoring'].url}/v1/score/preview"
+
+        def outcomes_seen() -> int:
+            answer = client.post(preview_url, json=like_it, headers=ADMIN)
+            assert answer.status_code == 200, answer.text
+            return int(answer.json()["conversion"]["outcomes_seen"])
+
+        before = outcomes_seen()
         lead_id = _post(client, stack, "won.deal@example.org")
         contact = _contact(hubspot, "won.deal@example.org", lead_id)
 
@@ -122,3 +131,5 @@ def test_a_stage_change_to_customer_records_a_conversion_scoring_learns_from(
             return client.get(f"{stack['scoring'].url}/v1/scores/{lead_id}", headers=ADMIN).json().get("outcome")
 
         assert wait_until(outcome, timeout=60, what="scoring learned the outcome") == "won"
+        # The model counts it: a lead like this one is now scored with one more outcome behind it.
+        assert wait_until(lambda: outcomes_seen() > before, timeout=30, what="the outcome counted")
