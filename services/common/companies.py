@@ -43,6 +43,7 @@ def normalize_domain(value: str | None) -> str | None:
     return text
 
 
+@lru_cache(maxsize=8192)  # a routing batch asks for the same few company domains over and over
 def registrable_domain(domain: str) -> str | None:
     """The part of a domain that someone registered: `uk.acme.com` -> `acme.com`, `x.acme.co.uk` -> `acme.co.uk`."""
     found: str | None = _suffixes().privatesuffix(domain)

@@ -92,20 +92,37 @@ def _spans_from(at: datetime, hours: WorkingHours, tz: str) -> Iterator[tuple[da
         day += timedelta(days=1)
 
 
+# The first span ending after a moment, by schedule (identity) and zone: (schedule, moment, start, end). It is the
+# first span for every later moment too, until it ends, so a batch of decisions (every rep checked for every lead)
+# works out each rep's day once instead of once per check.
+_FIRST_SPANS: dict[tuple[int, str], tuple[WorkingHours, datetime, datetime, datetime]] = {}
+
+
+def _first_span(at: datetime, hours: WorkingHours, tz: str) -> tuple[datetime, datetime] | None:
+    key = (id(hours), tz)
+    hit = _FIRST_SPANS.get(key)
+    if hit is not None and hit[0] is hours and hit[1] <= at < hit[3]:
+        return hit[2], hit[3]
+    for start, end in _spans_from(at, hours, tz):
+        if len(_FIRST_SPANS) > 4096:
+            _FIRST_SPANS.clear()
+        _FIRST_SPANS[key] = (hours, at, start, end)
+        return start, end
+    return None
+
+
 def is_working_time(at: datetime, *, hours: WorkingHours, tz: str) -> bool:
     """Whether `at` falls inside the schedule, read in the zone `tz`."""
     at = _require_aware(at, "at")
-    for start, _end in _spans_from(at, hours, tz):
-        return start <= at
-    return False
+    span = _first_span(at, hours, tz)
+    return span is not None and span[0] <= at
 
 
 def next_working_time(at: datetime, *, hours: WorkingHours, tz: str) -> datetime | None:
     """The first instant at or after `at` inside the schedule; None if there is none within three years."""
     at = _require_aware(at, "at")
-    for start, _end in _spans_from(at, hours, tz):
-        return max(start, at)
-    return None
+    span = _first_span(at, hours, tz)
+    return max(span[0], at) if span is not None else None
 
 
 def sla_deadline(

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +24,7 @@ from common.envelope import Event
 from routing import metrics
 from routing.domain import Decision, RepLoad, RoutingRules, route, sla_deadline
 from routing.domain.accounts import AccountBook
-from routing.store import AssignmentRow, LeadRow, RoutingRepository
+from routing.store import RoutingRepository
 from routing.usecases import assign
 from routing.usecases.capacity import capacity_loads
 from routing.usecases.context import Roster, RoutingContext
@@ -102,37 +103,45 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
         return
     roster, rules, now = await rt.roster(session), await rt.rules(session), rt.clock()
     views = {lead_id: scored_view(scored.data, erased=False) for lead_id, scored in batch.items()}
-    guesses = await _teams_guessed(session, roster, rules, list(views.values()), now)
+    books = dict(zip(views, await account_books(session, list(views.values())), strict=True))
+    guesses = {_team_guessed(roster, rules, views[lead_id], books[lead_id], now) for lead_id in views}
     await lock_teams(session, guesses, threads=batch)
     routed, erased = await RoutingRepository(session).seen_many(batch)
     for lead_id in routed:
         del batch[lead_id]
     for lead_id in erased:
         views[lead_id] = scored_view(batch[lead_id].data, erased=True)
+        (books[lead_id],) = await account_books(session, [views[lead_id]])
     if not batch:
         return
     state.routed.update(batch)
     ids = iter(await RoutingRepository(session).reserve_assignment_ids(len(batch)))
-    books = await account_books(session, [views[lead_id] for lead_id in batch])
     pending = _Pending()
-    for (lead_id, scored), book in zip(batch.items(), books, strict=True):
+    for lead_id, scored in batch.items():
+        book = books[lead_id]
         decision = await _decide(rt, session, pending, roster, rules, views[lead_id], book, now)
         _record(rt, pending, roster, rules, scored, views[lead_id], decision, next(ids), now, lead_id in erased)
         _moved(pending, await rotation(session), await loads(session), roster, decision, now)
     await pending.write(rt, session)
 
 
-async def _teams_guessed(
-    session: AsyncSession, roster: Roster, rules: RoutingRules, views: list[dict[str, Any]], now: datetime
-) -> set[str]:
-    """The teams these leads will most likely go to, decided on the state read without locks."""
-    books = await account_books(session, views)
-    state, load_rows = await rotation(session), await loads(session)
-    current = rep_loads(roster, load_rows, now)
-    teams = set()
-    for view, book in zip(views, books, strict=True):
-        teams.add(_route(view, roster, rules, current, state, book, now).team_id)
-    return {team for team in teams if team}
+def _team_guessed(
+    roster: Roster, rules: RoutingRules, view: Mapping[str, Any], book: AccountBook, now: datetime
+) -> str | None:
+    """The team a lead will most likely go to, from its first matching rule (no state needed): the lock to take
+    before the state is read. A guess that misses (a full team's overflow) costs one more lock in _decide."""
+    match = rules.first_match(view)
+    action = match[1].action if match else None
+    if action is None:
+        return rules.fallback_team
+    if action.kind == "team":
+        return action.team
+    if action.kind == "rep":
+        rep = roster.rep(action.rep)
+        return rep.team if rep else None
+    if action.kind == "nurture":
+        return None
+    return _route(view, roster, rules, {}, {}, book, now).team_id  # an account's owner: the engine knows
 
 
 def _route(
@@ -239,8 +248,9 @@ def _record(
     note = {"quality_flags": flags} if flags else None
     detail = timeline_detail(assignment_id, 1, decision, None, None, due, note)
     pending.timeline.append({"lead_id": lead_id, "at": now, "kind": "assigned", "detail": detail})
-    lead_row, assignment_row = LeadRow(**lead), AssignmentRow(**assignment)  # not added: read by the event data
-    body = assignment_data(lead_row, assignment_row, decision, rep, None, None)
+    # The event data reads the rows' attributes: plain namespaces stand in for them (ORM instances cost more).
+    body = assignment_data(cast(Any, SimpleNamespace(**lead)), cast(Any, SimpleNamespace(**assignment)), decision,
+                           rep, None, None)
     pending.events.append(event("lead.assigned", lead_id, body, now, scored.correlation_id))
     pending.outcomes[decision.outcome] += 1
     # Speed of the pipeline itself: source submit and Handoff receipt to the first decision.

@@ -83,6 +83,9 @@ async def lock_teams(session: AsyncSession, team_ids: Iterable[str | None], *, t
     keys = {k for k in team_ids if k} | {f"thread:{t}" for t in threads}
     if EVERYTHING in state.locked or keys <= state.locked:
         return False
+    if not _on_postgres(session):
+        state.locked.add(EVERYTHING)  # SQLite has one writer at a time: every decision is serialized already
+        return False
     repo = RoutingRepository(session)
     if not state.shared:
         await repo.lock_routing(shared=True)
@@ -93,10 +96,14 @@ async def lock_teams(session: AsyncSession, team_ids: Iterable[str | None], *, t
     return True
 
 
+def _on_postgres(session: AsyncSession) -> bool:
+    bind = session.bind
+    return bind is not None and bind.dialect.name == "postgresql"
+
+
 def _forget_state(session: AsyncSession, state: _TxState) -> None:
     # SQLite has one writer: what this transaction read is what is there. PostgreSQL: read again under the lock.
-    bind = session.bind
-    if bind is not None and bind.dialect.name == "postgresql":
+    if _on_postgres(session):
         state.loads, state.rotation = None, None
 
 
