@@ -14,8 +14,8 @@ from common.runtime import Runtime
 from common.topics import LEADS_SCORED
 from common.web import health_router, install_common
 from routing import api, desk_api, ops, webhooks
+from routing.access import acting, mailer
 from routing.access import api as access_api
-from routing.access import mailer
 from routing.calendars import CalendarRefresher
 from routing.connectors import api as crm_api
 from routing.connectors import salesforce_routes
@@ -84,6 +84,12 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
             lambda session: webhooks.purge_settled_deliveries(session, settings, router.clock()),
             every_s=settings.webhook_purge_interval_s,
             batch=settings.webhook_purge_batch,
+        )
+        await runtime.start_housekeeping(
+            "spent_link_purge",
+            lambda session: acting.purge_spent_links(session, router.clock(), settings.housekeeping_batch),
+            every_s=settings.housekeeping_interval_s,
+            batch=settings.housekeeping_batch,
         )
         try:
             yield

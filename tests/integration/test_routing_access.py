@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from routing.access import links
+from routing.access import acting, links
 from routing.app import create_app
 from routing.webhooks.formats import render
 from routing.webhooks.signing import webhook_body
@@ -354,3 +354,14 @@ async def test_named_staff_tokens_read_the_ops_views_and_a_rep_token_does_not(ro
         assert (await routing.client.get(path, headers=reader)).status_code == 200, path
         assert (await routing.client.get(path, headers=rep)).status_code == 403, path
         assert (await routing.client.get(path)).status_code == 401, path
+
+
+async def test_spent_links_are_forgotten_once_they_have_expired(routing: App) -> None:
+    lead = await routing.route()
+    owner = lead["current_assignment"]["rep_id"]
+    assert (await routing.client.post(routing.link(lead["lead_id"], "accept", owner))).status_code == 200
+    db = routing.app.state.runtime.db
+    async with db.transaction() as session:
+        assert await acting.purge_spent_links(session, datetime.now(UTC), 100) == 0  # still in force: kept
+    async with db.transaction() as session:
+        assert await acting.purge_spent_links(session, datetime.now(UTC) + timedelta(hours=2), 100) == 1

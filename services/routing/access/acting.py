@@ -60,3 +60,8 @@ async def act_by_link(
 async def link_used(session: AsyncSession, link: ActionLink) -> bool:
     """Whether the link was spent already (the confirmation page says so rather than offering a dead button)."""
     return await AccessRepository(session).nonce_used(link.nonce)
+
+
+async def purge_spent_links(session: AsyncSession, now: datetime, batch: int) -> int:
+    """Housekeeping: the nonces of links past their expiry go (such a link is refused before its nonce is read)."""
+    return await AccessRepository(session).purge_nonces(now, batch)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -63,6 +63,16 @@ class AccessRepository(Repository):
         insert = pg_insert if self._on_postgres() else sqlite_insert
         statement = insert(UsedLinkNonce).values(**values).on_conflict_do_nothing().returning(UsedLinkNonce.nonce)
         return (await self.session.execute(statement)).first() is not None
+
+    async def purge_nonces(self, before: datetime, limit: int) -> int:
+        """Forget up to `limit` nonces of links that expired before `before` (an expired link is refused anyway)."""
+        oldest = select(UsedLinkNonce.nonce).where(UsedLinkNonce.expires_at < before).limit(limit)
+        result = await self.session.execute(
+            delete(UsedLinkNonce)
+            .where(UsedLinkNonce.nonce.in_(oldest.scalar_subquery()))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def nonce_used(self, nonce: str) -> bool:
         return await self.session.get(UsedLinkNonce, nonce) is not None
