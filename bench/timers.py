@@ -108,19 +108,21 @@ def prepare(path: Path, n: int) -> dict[str, Any]:
         first, last = conn.execute(select(func.min(timers.c.id), func.max(timers.c.id))).one()
         # The open timers: no lead behind them (they do not fall due during the run), deadlines over an hour.
         spread_start = now + SPREAD_START
+        # Straight to the driver, in the column format SQLAlchemy writes (UTC, no zone): 3M rows in a minute or
+        # two rather than a quarter of an hour through the ORM's bind processing on a loaded machine.
+        fill = (
+            "INSERT INTO sla_timers (lead_id, assignment_id, kind, fraction, due_at, fired_at, cancelled, escalate_at)"
+            " VALUES (?, 0, 'breach', NULL, ?, NULL, 0, NULL)"
+        )
+        start = spread_start.replace(tzinfo=None)
         for offset in range(0, n, CHUNK):
-            conn.execute(
-                insert(timers),
+            conn.exec_driver_sql(
+                fill,
                 [
-                    {
-                        "lead_id": f"00000000-0000-4000-8000-{i:012d}",
-                        "assignment_id": 0,
-                        "kind": "breach",
-                        "fraction": None,
-                        "due_at": spread_start + timedelta(seconds=3600 * i / n),
-                        "fired_at": None,
-                        "cancelled": False,
-                    }
+                    (
+                        f"00000000-0000-4000-8000-{i:012d}",
+                        (start + timedelta(seconds=3600 * i / n)).strftime("%Y-%m-%d %H:%M:%S.%f"),
+                    )
                     for i in range(offset, min(n, offset + CHUNK))
                 ],
             )

@@ -239,3 +239,37 @@ async def test_the_horizon_takes_in_a_timer_written_after_it_was_read(database_u
             await task
         assert loop.swept_total == 0  # neither the sweep nor a periodic refill (a minute away) found it
         assert loop.fired_total >= 2
+
+
+HOLD_ROSTER = """
+teams:
+  - {id: t, name: T, method: round_robin, timezone: UTC, hours: {mon-fri: "09:00-17:00"}}
+reps:
+  - {id: r1, name: Rep One, email: r1@example.com, team: t, timezone: UTC, hours: {mon-fri: "09:00-17:00"}}
+"""
+HOLD_RULES = """
+fallback_team: t
+defaults:
+  outside_hours: hold
+rules:
+  - id: everyone
+    action: {team: t, method: round_robin}
+"""
+
+
+async def test_a_held_lead_is_routed_when_its_hold_ends(database_url: str) -> None:
+    """A hold timer fires without the routing lock, leaving its marker; the follow-up routes the lead."""
+    saturday = datetime(2025, 3, 8, 12, 0, tzinfo=UTC)
+    clock = Clock(saturday)
+    async with routing_on(database_url, clock, roster=HOLD_ROSTER, rules=HOLD_RULES) as routing:
+        lead = scored(grade="B")
+        await routing.route(lead)
+        (held,) = await routing.events("lead.assigned")
+        assert held.data["rep"] is None  # held until Monday 09:00
+        clock.now = datetime(2025, 3, 10, 9, 0, 1, tzinfo=UTC)
+        assert await routing.fire() == 1
+        (_held, assigned) = await routing.events("lead.assigned")
+        assert assigned.subject == lead.subject and assigned.data["rep"]["id"] == "r1"
+        async with routing.db.read() as session:
+            pending = await RoutingRepository(session).pending_escalations(str(lead.subject))
+        assert pending == []  # the marker went with the routing
