@@ -309,6 +309,20 @@ async def test_a_task_by_the_owner_touches_the_lead_and_anyone_elses_is_only_rec
     assert poller.signals.get("duplicate") == 2
 
 
+async def test_an_open_task_is_a_to_do_and_touches_only_once_completed(routing: Routing, org: SalesforceServer) -> None:
+    users = await _connect(routing, org)
+    lead_id, sf_id, rep = await _routed_and_written(routing, org, "todo@example.org")
+    task = org.log_task(sf_id, users[rep], "Call back on Monday", done=False)
+    poller = SalesforcePoller(routing.db, routing.router, routing.router.settings)
+    await poller.poll_once()
+    state = await _lead_state(routing, lead_id)
+    assert state is not None and state[0] == "assigned"
+    org.complete_task(task)
+    await poller.poll_once()
+    state = await _lead_state(routing, lead_id)
+    assert state is not None and state[0] == "touched"
+
+
 async def test_a_status_change_to_a_mapped_status_converts_once(routing: Routing, org: SalesforceServer) -> None:
     users = await _connect(routing, org)
     lead_id, sf_id, rep = await _routed_and_written(routing, org, "won@example.org")

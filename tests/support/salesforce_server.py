@@ -44,6 +44,7 @@ LEAD_FIELDS = frozenset(
     }
 )  # fmt: skip
 ACTIVITY_FIELDS = frozenset({"Id", "WhoId", "WhatId", "OwnerId", "CreatedById", "Subject", "SystemModstamp"})
+TASK_FIELDS = ACTIVITY_FIELDS | {"Status", "IsClosed"}
 USER_FIELDS = frozenset({"Id", "Email", "Name", "IsActive", "SystemModstamp"})
 PREFIXES = {"Lead": "00Q", "User": "005", "Task": "00T", "Event": "00U"}
 DEFAULT_LEAD_STATUS = "Open - Not Contacted"
@@ -260,18 +261,28 @@ class SalesforceServer:
             }  # fmt: skip
             return user_id
 
-    def _activity(self, sobject: str, who_id: str, owner_id: str, subject: str, at: datetime | None) -> str:
+    def _activity(
+        self, sobject: str, who_id: str, owner_id: str, subject: str, at: datetime | None, **extra: Any
+    ) -> str:
         with self.lock:
             record_id = self.new_id(sobject)
             self.records[sobject][record_id] = {
                 "Id": record_id, "WhoId": who_id, "WhatId": None, "OwnerId": owner_id, "CreatedById": owner_id,
-                "Subject": subject, "SystemModstamp": sf_time(at or self.clock()),
+                "Subject": subject, "SystemModstamp": sf_time(at or self.clock()), **extra,
             }  # fmt: skip
             return record_id
 
-    def log_task(self, who_id: str, owner_id: str, subject: str = "Call", at: datetime | None = None) -> str:
-        """A Task (a call, an email) logged on a lead by `owner_id`."""
-        return self._activity("Task", who_id, owner_id, subject, at)
+    def log_task(
+        self, who_id: str, owner_id: str, subject: str = "Call", at: datetime | None = None, *, done: bool = True
+    ) -> str:
+        """A Task on a lead owned by `owner_id`: a logged call or email (saved Completed), or an open to-do."""
+        status = "Completed" if done else "Not Started"
+        return self._activity("Task", who_id, owner_id, subject, at, Status=status, IsClosed=done)
+
+    def complete_task(self, task_id: str, at: datetime | None = None) -> None:
+        with self.lock:
+            task = self.records["Task"][task_id]
+            task.update(Status="Completed", IsClosed=True, SystemModstamp=sf_time(at or self.clock()))
 
     def log_event(self, who_id: str, owner_id: str, subject: str = "Meeting", at: datetime | None = None) -> str:
         return self._activity("Event", who_id, owner_id, subject, at)
@@ -442,7 +453,7 @@ class SalesforceServer:
         except SoqlError as exc:
             return 400, [{"errorCode": "MALFORMED_QUERY", "message": str(exc)}]
         table = self.records.get(soql.sobject)
-        allowed = {"Lead": LEAD_FIELDS | self.custom_lead_fields, "User": USER_FIELDS}.get(
+        allowed = {"Lead": LEAD_FIELDS | self.custom_lead_fields, "User": USER_FIELDS, "Task": TASK_FIELDS}.get(
             soql.sobject, ACTIVITY_FIELDS
         )
         if table is None:

@@ -1,7 +1,7 @@
 """Salesforce, inbound: a polling cursor on `SystemModstamp` turns the CRM's activity into rep actions.
 
 Each round reads, per object, what changed since its cursor minus an overlap, oldest first, a page at a time:
-- Tasks and Events whose WhoId is a linked lead -> `touch` (it stops the clock when the activity's owner is the
+- closed Tasks and Events whose WhoId is a linked lead -> `touch` (it stops the clock when the activity's owner is the
   lead's rep; anyone else's is written on the timeline only);
 - Leads whose Status is one the settings map -> `convert` or `disqualify`.
 Each goes through routing.usecases.crm.signal, idempotent on its source ref ("Task:<Id>", "Lead:<Id>:<Status>"),
@@ -41,9 +41,12 @@ ACTIVITIES = ("Task", "Event")
 
 
 def activity_query(sobject: str, since: datetime) -> str:
+    """Tasks count once closed (a logged call or email is saved Completed; an open Task is a to-do, not a touch,
+    and counts when it is completed, which stamps it again); Events count as they are."""
+    closed = " AND IsClosed = true" if sobject == "Task" else ""
     return (
         f"SELECT Id, WhoId, OwnerId, SystemModstamp FROM {sobject} "  # noqa: S608 (SOQL; Task or Event)
-        f"WHERE SystemModstamp >= {soql_datetime(since)} AND WhoId != null ORDER BY SystemModstamp, Id"
+        f"WHERE SystemModstamp >= {soql_datetime(since)} AND WhoId != null{closed} ORDER BY SystemModstamp, Id"
     )
 
 
