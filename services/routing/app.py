@@ -98,6 +98,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
             await app.state.webhook_sender.stop()
             await app.state.calendars.stop()
             await app.state.salesforce_poller.stop()
+            await salesforce_routes.close(app)
             await crm_api.close(app)
             await runtime.stop()
 

@@ -106,6 +106,13 @@ def _clients(request: Request) -> ClientCache:
     return cache
 
 
+async def close(app: Any) -> None:
+    """Close the routes' Salesforce client (the app's shutdown)."""
+    cache = getattr(app.state, "salesforce_clients", None)
+    if cache is not None:
+        await cache.close()
+
+
 @router.get("")
 async def get_settings(session: ReadSession, _who: Reader) -> dict[str, Any]:
     return await read_settings(session)
