@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from routing.app import create_app
+from routing.connectors.hubspot_client import HANDOFF_PROPERTIES
 from tests.support.hubspot_server import HubSpotServer
 from tests.support.routing import ROSTER, RULES, scored
 from tests.support.routing import routing_settings as make_settings
@@ -265,3 +266,18 @@ async def test_a_reassignment_moves_the_contact_to_the_new_reps_owner(routing: A
     second = (await routing.lead(lead_id))["current_assignment"]["rep_id"]
     assert second != first
     await routing.contact("moved@example.org", hubspot_owner_id=_owner_of(hs, second))
+
+
+async def test_properties_are_set_up_ahead_once_and_a_refused_token_is_named(routing: App) -> None:
+    hs = routing.hubspot
+    wrong = {"access_token": "pat-wrong", "client_secret": hs.client_secret, "base_url": hs.url}
+    assert (await routing.client.put("/v1/crm/hubspot", json=wrong, headers=ADMIN)).status_code == 200
+    refused = await routing.client.post("/v1/crm/hubspot/properties", headers=ADMIN)
+    assert refused.status_code == 502 and "HTTP 401" in refused.text
+    assert "pat-wrong" not in refused.text
+    await _connect(routing)
+    created = await routing.client.post("/v1/crm/hubspot/properties", headers=ADMIN)
+    assert created.status_code == 200, created.text
+    assert sorted(created.json()["created"]) == sorted(HANDOFF_PROPERTIES)
+    again = await routing.client.post("/v1/crm/hubspot/properties", headers=ADMIN)
+    assert again.json()["created"] == []

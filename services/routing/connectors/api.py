@@ -133,6 +133,20 @@ async def import_owners(request: Request, _who: Writer) -> dict[str, Any]:
         return await hubspot_setup.import_owners(_rt(request), session, owners)
 
 
+@router.post("/v1/crm/hubspot/properties", summary="Create Handoff's contact properties in HubSpot where missing")
+async def ensure_properties(request: Request, _who: Writer) -> dict[str, Any]:
+    db = request.app.state.runtime.db
+    try:
+        created = await hubspot_setup.ensure_properties(db, http_client(request), _box(request))
+    except LookupError as exc:
+        raise problem(409, "not_configured", str(exc)) from exc
+    except SecretKeyError as exc:
+        raise _unreadable(exc) from exc
+    except HubSpotError as exc:
+        raise _upstream(exc) from exc
+    return {"created": created}
+
+
 @router.post(
     "/v1/crm/hubspot/events",
     summary="HubSpot webhook subscriptions (v3 signature): engagements touch, stage changes convert or disqualify",
@@ -175,7 +189,10 @@ def _called_uri(request: Request) -> str:
 
 
 def _upstream(exc: HubSpotError) -> Exception:
-    headers = {"retry-after": str(int(exc.retry_after_s))} if exc.retry_after_s else None
+    """HubSpot refusing (a bad token, a missing scope) is 502 and says why; busy or unreachable is 503."""
+    if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+        return problem(502, "hubspot_refused", f"HubSpot: {exc}")
+    headers = {"retry-after": str(max(1, int(exc.retry_after_s)))} if exc.retry_after_s else None
     return problem(503, "hubspot_unavailable", f"HubSpot: {exc}", headers=headers)
 
 

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
+from common.logging import scrub_text
 from routing.webhooks.retry import parse_retry_after
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
@@ -147,11 +148,11 @@ class HubSpotClient:
 
 
 def _message(response: httpx.Response) -> str:
-    """HubSpot's error message, short; never the request (it carries the person's data)."""
+    """HubSpot's error message, short, emails and phones taken out (a validation error may quote a value)."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:200]
+        return scrub_text(response.text[:200])
     if isinstance(body, Mapping):
-        return str(body.get("message") or body.get("category") or "")[:200]
+        return scrub_text(str(body.get("message") or body.get("category") or "")[:200])
     return ""

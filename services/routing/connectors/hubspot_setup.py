@@ -149,6 +149,16 @@ async def fetch_owners(db: Database, http: httpx.AsyncClient, box: SecretBox) ->
     return await HubSpotClient(http, base_url=config.base_url, access_token=config.access_token).owners()
 
 
+async def ensure_properties(db: Database, http: httpx.AsyncClient, box: SecretBox) -> list[str]:
+    """Create Handoff's contact properties in HubSpot where missing (outside any transaction); the names created.
+    The first delivery does it too: this is for setting up ahead, and for seeing that the token may."""
+    async with db.read() as session:
+        config = await load_config(CrmRepository(session), box)
+    if config is None or not config.access_token:
+        raise LookupError("HubSpot is not configured with an access token; PUT /v1/crm/hubspot first")
+    return await HubSpotClient(http, base_url=config.base_url, access_token=config.access_token).ensure_properties()
+
+
 async def import_owners(rt: RoutingContext, session: AsyncSession, owners: list[dict[str, Any]]) -> dict[str, Any]:
     """Map every rep whose email is a HubSpot owner's (case-insensitive); reps already mapped are remapped."""
     roster = await rt.roster(session)
@@ -166,4 +176,4 @@ async def import_owners(rt: RoutingContext, session: AsyncSession, owners: list[
     return {"mapped": mapped, "unmatched_reps": unmatched, "owners_seen": len(owners)}
 
 
-__all__ = ["check_stages", "configure", "fetch_owners", "import_owners", "set_owner", "view"]
+__all__ = ["check_stages", "configure", "ensure_properties", "fetch_owners", "import_owners", "set_owner", "view"]
