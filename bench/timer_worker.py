@@ -260,8 +260,11 @@ def main() -> None:
     out: dict[str, Any] = {"mode": args.mode}
     uvloop.run(handoff(args, out) if args.mode == "handoff" else heap(args, out))
     out["rss_peak_mb"] = _rss_mb("VmHWM")
-    # Marked: routing's logs also go to stdout.
+    # Marked: routing's logs also go to stdout. Blocking again (the event loop may have left stdout non-blocking,
+    # and a line of 80 KB to a busy parent's pipe would then be cut at the pipe's 64 KiB).
+    os.set_blocking(sys.stdout.fileno(), True)
     sys.stdout.write("RESULT " + orjson.dumps(out).decode() + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

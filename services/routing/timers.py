@@ -24,6 +24,7 @@ from routing.usecases import clock as clock_usecase
 
 # For this long after this process writes a timer due inside the horizon, each commit makes the loop look.
 _LOOK_AFTER_WRITE_S = 2.0
+_ESCALATION_STARVE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class TimerLoop:
         self._written_at = -1e9  # monotonic time this process last wrote a timer due inside the horizon
         self._look = False  # a commit since: look for new rows by id
         self._escalations = True  # markers may wait (at start: a crash may have left some)
-        self._escalated_at = 0.0
+        self._escalated_at = time.monotonic()  # since when escalations have waited (or the last batch ran)
         self.fired_total = 0
         self.swept_total = 0
         self.escalated_total = 0
@@ -204,7 +205,10 @@ class TimerLoop:
         now = self._clock()
         head = self.horizon.next_due()
         gap = self._max_sleep if head is None else head - now.timestamp()
-        if self._escalations and (gap > 0.05 or mono - self._escalated_at >= 1.0) and await self._escalate():
+        # Escalations wait for a gap between firings, so a burst is detected first; never more than
+        # _ESCALATION_STARVE_S, so a steady stream of due timers cannot hold them back for good.
+        starved = mono - self._escalated_at >= _ESCALATION_STARVE_S
+        if self._escalations and (gap > 0.05 or starved) and await self._escalate():
             return 0.0
         if mono - self._gauge_at >= self._gauge_every:
             await self._refresh_gauge()
@@ -237,7 +241,7 @@ class TimerLoop:
         async with self._db.transaction() as session:
             fired = await clock_usecase.fire_timers(self._router, session, ids, self._clock())
         self.fired_total += fired
-        self._escalations = self._escalations or fired > 0
+        self._note_escalations(fired)
         return len(ids)
 
     async def sweep(self) -> int:
@@ -254,8 +258,12 @@ class TimerLoop:
             )
         self.swept_total += swept
         self.fired_total += swept
-        self._escalations = self._escalations or swept > 0
+        self._note_escalations(swept)
         return swept
+
+    def _note_escalations(self, fired: int) -> None:
+        if fired and not self._escalations:
+            self._escalations, self._escalated_at = True, time.monotonic()
 
     async def _escalate(self) -> int:
         """One small batch of escalations (reassignments under the routing lock); returns how many."""
