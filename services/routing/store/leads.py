@@ -164,6 +164,18 @@ class LeadRepository(Repository):
             if rows:
                 await self.session.execute(insert(table), list(rows))  # type: ignore[arg-type]
 
+    async def escalation_teams(self, now: datetime, limit: int) -> set[str]:
+        """The teams of the leads whose escalations are due, read without locks: the team locks to take before
+        the escalations are claimed."""
+        due = (
+            select(SlaTimer.lead_id)
+            .where(SlaTimer.escalate_at.is_not(None), SlaTimer.escalate_at <= now)
+            .order_by(SlaTimer.escalate_at, SlaTimer.id)
+            .limit(limit)
+        )
+        query = select(LeadRow.team_id).where(LeadRow.lead_id.in_(due.scalar_subquery())).distinct()
+        return {team for team in (await self.session.execute(query)).scalars() if team}
+
     async def leads(self, lead_ids: set[str]) -> dict[str, LeadRow]:
         if not lead_ids:
             return {}

@@ -20,7 +20,7 @@ from routing.store import AssignmentRow, LeadRow, RoutingRepository, SlaTimer, T
 from routing.usecases import assign as assigning
 from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.notices import emit_sla, sla_event
-from routing.usecases.shared import clock_of, lock, schedule_clock
+from routing.usecases.shared import clock_of, lock_teams, schedule_clock
 
 
 async def fire_due_timers(rt: RoutingContext, session: AsyncSession, now: datetime, limit: int) -> int:
@@ -101,9 +101,10 @@ async def escalate_due(rt: RoutingContext, session: AsyncSession, now: datetime,
     repo = RoutingRepository(session)
     if not await repo.escalation_due(max(now, rt.clock())):
         return 0  # nothing waits: take no lock
-    # Every writer takes the routing lock before any row lock (here: before claiming markers), so a rep's
-    # touch and an escalation at the same moment serialize instead of deadlocking on each other's rows.
-    await lock(session)
+    # Every writer takes its routing locks before any row lock (here: before claiming markers), so a rep's
+    # touch and an escalation at the same moment serialize instead of deadlocking on each other's rows. An
+    # escalation moves leads within their teams: it locks those teams, and other teams' decisions go on.
+    await lock_teams(session, await repo.escalation_teams(max(now, rt.clock()), limit))
     now = max(now, rt.clock())
     markers = await repo.due_escalations(now, limit)
     if not markers:
