@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from common.conditions.paths import canonical_path
@@ -30,6 +31,15 @@ class Scalar:
 
     def __str__(self) -> str:
         return self.text
+
+    # Worked out once per rule, not once per lead and rule (the dataclass compares and hashes only its fields).
+    @cached_property
+    def folded(self) -> str:
+        return self.text.strip().casefold()
+
+    @cached_property
+    def number(self) -> float | None:
+        return _as_number(self.text)
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ def apply_test(test: FieldTest, value: Any) -> bool:
     if test.operator == "one_of":
         return any(_equals(value, option) for option in test.argument)
     if test.operator == "contains":
-        return test.argument.text.strip().casefold() in _as_text(value)[:MAX_MATCH_LENGTH].casefold()
+        return test.argument.folded in _as_text(value)[:MAX_MATCH_LENGTH].casefold()
     if test.operator == "regex":
         return bool(test.argument.search(_as_text(value)[:MAX_MATCH_LENGTH]))
     if test.operator == "range":
@@ -184,12 +194,12 @@ def _equals(value: Any, argument: Scalar) -> bool:
         # True == 1 in Python; a rule saying `qualified: true` must not match a count of 1.
         if isinstance(argument.typed, bool):
             return value is argument.typed
-        return _as_text(value) == argument.text.strip().casefold()
+        return _as_text(value) == argument.folded
     number = _as_number(value)
-    wanted = _as_number(argument.text)
+    wanted = argument.number
     if number is not None and wanted is not None:
         return number == wanted
-    return _as_text(value).strip().casefold() == argument.text.strip().casefold()
+    return _as_text(value).strip().casefold() == argument.folded
 
 
 def describe(condition: Condition) -> str:
