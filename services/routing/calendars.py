@@ -44,19 +44,19 @@ def away_windows(feed: bytes, tz: str, since: datetime, until: datetime) -> tupl
     """The away windows (UTC, end exclusive, merged) of a feed's all-day and multi-day events between two times,
     recurring ones expanded; and how many such events there were. An all-day event runs midnight to midnight in
     the rep's zone `tz`; cancelled and free (TRANSP:TRANSPARENT) events are left out."""
-    try:
-        calendar = icalendar.Calendar.from_ical(feed)
-        occurrences = recurring_ical_events.of(calendar).between(since, until)
-    except Exception as exc:  # the libraries raise ValueError and their own errors for a malformed feed
-        raise CalendarError(f"not a readable iCalendar feed: {str(exc)[:200]}") from exc
     local = zone(tz)
     windows: list[Window] = []
-    for event in occurrences:
-        if str(event.get("STATUS", "")).upper() == "CANCELLED" or str(event.get("TRANSP", "")).upper() == "TRANSPARENT":
-            continue
-        window = _window(event, local)
-        if window is not None:
-            windows.append(window)
+    try:
+        calendar = icalendar.Calendar.from_ical(feed)
+        for event in recurring_ical_events.of(calendar).between(since, until):
+            status, transparency = str(event.get("STATUS", "")).upper(), str(event.get("TRANSP", "")).upper()
+            if status == "CANCELLED" or transparency == "TRANSPARENT":
+                continue
+            window = _window(event, local)
+            if window is not None:
+                windows.append(window)
+    except Exception as exc:  # the libraries raise ValueError and their own errors for a malformed feed
+        raise CalendarError(f"not a readable iCalendar feed: {str(exc)[:200]}") from exc
     return merge(windows), len(windows)
 
 
@@ -109,7 +109,7 @@ async def fetch_feed(client: httpx.AsyncClient, url: str, max_bytes: int) -> byt
         raise CalendarError(f"refused by the egress policy: {exc}") from exc
     except httpx.TimeoutException as exc:
         raise CalendarError("the feed did not answer in time") from exc
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise CalendarError(f"the feed could not be fetched: {type(exc).__name__}") from exc
 
 
