@@ -281,3 +281,20 @@ async def test_properties_are_set_up_ahead_once_and_a_refused_token_is_named(rou
     assert sorted(created.json()["created"]) == sorted(HANDOFF_PROPERTIES)
     again = await routing.client.post("/v1/crm/hubspot/properties", headers=ADMIN)
     assert again.json()["created"] == []
+
+
+async def test_an_older_assignment_retried_after_a_newer_one_does_not_give_the_contact_back_its_old_owner(
+    routing: App,
+) -> None:
+    await _connect(routing)
+    hs = routing.hubspot
+    hs.throttle(2, retry_after="2")  # both deliveries fail first and are retried after the reassignment
+    lead_id = await routing.route(email="raced@example.org")
+    first = (await routing.lead(lead_id))["current_assignment"]["rep_id"]
+    async with routing.app.state.runtime.db.transaction() as session:
+        await routing.app.state.router.act(session, lead_id, "reject", rep_id=first, reason=None, correlation_id=None)
+    second = (await routing.lead(lead_id))["current_assignment"]["rep_id"]
+    await routing.contact("raced@example.org", hubspot_owner_id=_owner_of(hs, second))
+    upserts = [s for m, p, s in hs.requests if p == "/crm/v3/objects/contacts/batch/upsert" and s == 200]
+    assert len(upserts) == 1  # the older assignment was not written at all
+    assert hs.contact_by_email("raced@example.org")["properties"]["hubspot_owner_id"] == _owner_of(hs, second)  # type: ignore[index]

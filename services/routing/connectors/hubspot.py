@@ -142,6 +142,12 @@ class HubSpotConnector:
             except SecretKeyError as exc:
                 return connector_outcome("error", error=f"the HubSpot token cannot be decrypted: {exc}")
             owner_id = await repo.owner_of(SYSTEM, str(rep_id)) if rep_id else None
+            latest = await repo.latest_assignment_id(lead_id) if lead_id else None
+        # Deliveries run concurrently and retry: an older assignment sent after a newer one would give the contact
+        # back its old owner. The newer one's own delivery writes the owner that holds now.
+        assignment_id = data.get("assignment_id")
+        if isinstance(assignment_id, int) and latest is not None and assignment_id < latest:
+            return connector_outcome("success", status_code=204, response_body="superseded by a later assignment")
         if config is None or not config.enabled:
             return connector_outcome("error", error="HubSpot is not configured or disabled (PUT /v1/crm/hubspot)")
         email = _dict(data.get("lead")).get("email")

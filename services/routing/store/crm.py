@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from routing.store._base import Repository
 from routing.store.crm_tables import ConnectorRow, CrmLinkRow, CrmOwnerRow, CrmSignalRow
-from routing.store.tables import LeadRow, TimelineRow, WebhookEndpoint
+from routing.store.tables import AssignmentRow, LeadRow, TimelineRow, WebhookEndpoint
 
 
 class CrmRepository(Repository):
@@ -126,6 +126,12 @@ class CrmRepository(Repository):
             await self.session.execute(select(LeadRow.status, LeadRow.current_rep_id).where(LeadRow.lead_id == lead_id))
         ).first()
         return (row[0], row[1]) if row else None
+
+    async def latest_assignment_id(self, lead_id: str) -> int | None:
+        """The id of the lead's newest assignment (a reassignment gets a new, larger one)."""
+        query = select(func.max(AssignmentRow.id)).where(AssignmentRow.lead_id == lead_id)
+        value = (await self.session.execute(query)).scalar()
+        return int(value) if value is not None else None
 
     def add_timeline(self, lead_id: str, at: datetime, kind: str, detail: dict[str, Any]) -> None:
         self.session.add(TimelineRow(lead_id=lead_id, at=at, kind=kind, detail=detail))
