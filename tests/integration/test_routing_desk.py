@@ -430,3 +430,13 @@ async def test_an_all_day_event_in_the_rep_s_calendar_marks_them_away_and_a_fail
     assert cleared["available"] is True and cleared["calendar"]["away"] == [] and cleared["calendar"]["error"] is None
     routed = [(await desk.lead(await desk.route()))["current_assignment"]["rep_id"] for _ in range(3)]
     assert "r1" in routed
+
+
+async def test_a_feed_the_egress_policy_refuses_is_never_fetched_and_says_why(desk: Desk) -> None:
+    await desk.patch_rep("r2", calendar_url="http://169.254.169.254/latest/meta-data/cal.ics")  # cloud metadata
+    await desk.app.state.calendars.refresh()
+    shown = (await desk.client.get("/v1/reps/r2/availability", headers=ADMIN)).json()
+    assert shown["calendar"]["state"] == "failing" and "egress policy" in shown["calendar"]["error"]
+    assert shown["available"] is True  # nothing known against them
+    bad = await desk.client.patch("/v1/reps/r2", json={"calendar_url": "file:///etc/passwd"}, headers=ADMIN)
+    assert bad.status_code == 422 and "calendar_url" in bad.text
