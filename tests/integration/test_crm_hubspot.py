@@ -298,3 +298,13 @@ async def test_an_older_assignment_retried_after_a_newer_one_does_not_give_the_c
     upserts = [s for m, p, s in hs.requests if p == "/crm/v3/objects/contacts/batch/upsert" and s == 200]
     assert len(upserts) == 1  # the older assignment was not written at all
     assert hs.contact_by_email("raced@example.org")["properties"]["hubspot_owner_id"] == _owner_of(hs, second)  # type: ignore[index]
+
+
+async def test_owners_are_imported_across_pages(routing: App) -> None:
+    hs = routing.hubspot
+    for n in range(150):
+        hs.add_owner(f"owner{n}@example.net")
+    hs.add_owner("R3@Example.com")  # the last page; emails match whatever their case
+    imported = await _connect(routing)
+    assert imported["owners_seen"] == 155 and imported["mapped"]["r3"] == hs.owners[-1]["id"]
+    assert [p for m, p, _ in hs.requests if p == "/crm/v3/owners"] == ["/crm/v3/owners"] * 2
