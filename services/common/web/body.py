@@ -97,6 +97,8 @@ _JSON_NESTING = re.compile(rb"[\[\]{}]")
 
 def json_depth_exceeds(body: bytes, limit: int = JSON_MAX_DEPTH) -> bool:
     """Whether arrays and objects nest deeper than `limit`: a byte scan of [ and { outside strings, no parsing."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # too few openings to nest that deep, wherever they are (a lead's body: one or two)
     depth = 0
     for match in _JSON_NESTING.finditer(_JSON_STRING.sub(b"", body)):
         if match.group() in (b"[", b"{"):

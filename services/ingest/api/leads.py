@@ -148,9 +148,9 @@ async def _authenticate(request: Request, fields: dict[str, Any]) -> _Caller:
 )
 async def post_lead(request: Request) -> Response:
     """Parse, authenticate, then store the lead (and its event) in one transaction; 202 only after commit."""
-    address = caller_address(request)
     failures: AuthFailureLimiter = request.app.state.auth_failures
-    blocked = failures.retry_after(address)
+    # No failure on record anywhere (the usual case): no address to work out before the key is checked.
+    blocked = failures.retry_after(caller_address(request)) if failures.counting else 0.0
     if blocked > 0:
         raise problem(
             429,
@@ -165,7 +165,7 @@ async def post_lead(request: Request) -> Response:
         return await quarantine_unlisted_origin(request, exc, raw_body, content_type)
     except HTTPException as exc:
         if exc.status_code == 401:
-            failures.failed(address)
+            failures.failed(caller_address(request))
         raise
     if caller.origin is None:
         return await _accept_post(request, caller, raw_body, content_type, fields)

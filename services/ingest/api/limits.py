@@ -47,15 +47,24 @@ class AuthFailureLimiter:
         self.max_addresses = max_addresses
         self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
+    @property
+    def counting(self) -> bool:
+        """Whether any address has failures on record (when none has, no request needs its address worked out)."""
+        return bool(self._windows)
+
     def retry_after(self, address: str, now: float | None = None) -> float:
         """0 when the address may try, else the seconds until its window ends."""
         now = time.monotonic() if now is None else now
-        entry = self._windows.get(_address_group(address))
+        key = _address_group(address)
+        entry = self._windows.get(key)
         if entry is None:
             return 0.0
         started, failures = entry
         left = started + self.window_s - now
-        return left if left > 0 and failures >= self.limit else 0.0
+        if left <= 0:
+            del self._windows[key]  # its window is over: the next failure starts a new one anyway
+            return 0.0
+        return left if failures >= self.limit else 0.0
 
     def failed(self, address: str, now: float | None = None) -> None:
         """Count one failure against the address."""
