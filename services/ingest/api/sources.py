@@ -284,13 +284,17 @@ async def patch_source(
 
 @router.post(
     "/v1/sources/{source_id}/rotate-key",
-    summary="Issue a new API key for a web source; the old one stops working at once",
+    summary="Issue a new API key for a web source; the old one is refused (other processes: within the bound)",
+    description=(
+        "The old key is refused at once by this ingest process and by every other one within "
+        "HANDOFF_SOURCE_CACHE_TTL_S seconds (5 by default), the revocation bound of their key cache."
+    ),
     response_model=SourceWithKeyOut,
     responses=error_responses(401, 404, 422, 503),
     openapi_extra=ADMIN_SECURITY,
 )
 async def rotate_key(source_id: SourceId, request: Request, session: Transaction, _admin: Admin) -> dict[str, Any]:
-    """A new API key, shown once; the old key is refused from now on."""
+    """A new API key, shown once; the old key is refused from now on (by other ingest processes within the bound)."""
     rotated = await source_cases.rotate_web_source_key(session, str(source_id), request_time(request))
     if rotated is None:
         raise problem(404, "not_found", "no web source with this id")

@@ -169,7 +169,8 @@ async def change_source(
 
 
 async def rotate_web_source_key(session: AsyncSession, source_id: str, now: datetime) -> tuple[Source, str] | None:
-    """A web source's new API key (the old one stops working at once); None if there is no such web source."""
+    """A web source's new API key; None if there is no such web source. The old key stops working at this commit,
+    and in other ingest processes within their key cache's bound (`source_keys`)."""
     found = await IngestRepository(session).source(source_id)
     if found is None or found.kind != "web":
         return None
