@@ -161,11 +161,14 @@ def _worker(
     command = _command(mode, db, burst_ids, spawned or time.time(), idle_s)
     if recover_only:
         command.append("--recover-only")
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise RuntimeError(f"timer worker failed: {done.stderr[-2000:]} {done.stdout[-2000:]}")
-    return orjson.loads(line[7:])
+    result = db.parent / f"result-{uuid.uuid4().hex}.json"
+    done = subprocess.run([*command, "--result", str(result)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if not result.exists():
+        raise RuntimeError(f"timer worker failed ({done.returncode}): {done.stderr[-2000:]} {done.stdout[-2000:]}")
+    try:
+        return dict(orjson.loads(result.read_bytes()))
+    finally:
+        result.unlink(missing_ok=True)
 
 
 def _after_kill(db: Path, burst_ids: str) -> dict[str, Any]:
@@ -201,9 +204,10 @@ def _burst_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run(tmp: Path, *, quick: bool) -> dict[str, Any]:
-    """For each N: recovery A B A B (read-only), then the heap's burst, then routing's (which changes the store)."""
-    sizes = [100_000] if quick else [100_000, 1_000_000, 3_000_000]
+def run(tmp: Path, *, quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
+    """For each N: recovery A B A B (read-only), restarts after a SIGKILL, then the heap's burst, then routing's
+    (which changes the store)."""
+    sizes = sizes or ([100_000] if quick else [100_000, 1_000_000, 3_000_000])
     repeats = 2 if quick else 3
     idle_s = 5.0 if quick else 20.0
     results = []
