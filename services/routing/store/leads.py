@@ -111,6 +111,11 @@ class LeadRepository(Repository):
         if rows:
             await self.session.execute(insert(TimelineRow.__table__), rows)  # type: ignore[arg-type]
 
+    async def lead_team(self, lead_id: str) -> str | None:
+        """The team a lead is with, read as a value (no row is loaded before the caller's locks are taken)."""
+        query = select(LeadRow.team_id).where(LeadRow.lead_id == lead_id)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
     async def lead(self, lead_id: str) -> LeadRow | None:
         return await self.session.get(LeadRow, lead_id)
 

@@ -1,6 +1,6 @@
 """Actions: a rep accepts, rejects, touches, disqualifies or converts a lead, or claims a queued one.
 
-The whole path, in order: the route parses the request and calls `act`; `act` takes the routing lock and loads
+The whole path, in order: the route parses the request and calls `act`; `act` takes the lead's team lock and loads
 the lead's case in one repository call; breaches detected before the action are escalated first (they happened
 first); the pure aggregate (`routing.domain.lifecycle.LeadCase.act`) decides what the action produces; the
 repository saves it onto the case's rows once; the events go to the outbox in the same transaction; a reject
@@ -18,7 +18,7 @@ from routing import metrics
 from routing.store import CaseRecord, RoutingRepository
 from routing.usecases import clock, handover
 from routing.usecases.context import RoutingContext
-from routing.usecases.shared import adjust_load, event, lock, publish
+from routing.usecases.shared import adjust_load, event, lock_teams, publish
 
 NOT_ROUTED = "this lead has not been routed (yet)"
 
@@ -38,8 +38,13 @@ async def act(
     action the lead's state does not allow; with `owner_only` (a rep's own credential), PermissionError when the
     lead is with another rep."""
     repo = RoutingRepository(session)
-    await lock(session)
+    # The lead's team is locked, not the whole of routing (other teams' decisions go on); a lead moved to
+    # another team before the lock was held is read again under that team's lock too.
+    await lock_teams(session, [await repo.lead_team(lead_id)])
     record = await _load(repo, lead_id)
+    while await lock_teams(session, [record.lead.team_id]):
+        session.expire_all()  # what was read before that lock is read again
+        record = await _load(repo, lead_id)
     now = rt.clock()
     if record.escalations:
         await clock.escalate_pending(rt, session, record.lead, now, record.escalations)
