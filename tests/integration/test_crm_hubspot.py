@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from common.envelope import Event
 from routing.app import create_app
 from routing.connectors.hubspot_client import HANDOFF_PROPERTIES
 from tests.support.hubspot_server import HubSpotServer
@@ -308,3 +309,18 @@ async def test_owners_are_imported_across_pages(routing: App) -> None:
     imported = await _connect(routing)
     assert imported["owners_seen"] == 155 and imported["mapped"]["r3"] == hs.owners[-1]["id"]
     assert [p for m, p, _ in hs.requests if p == "/crm/v3/owners"] == ["/crm/v3/owners"] * 2
+
+
+async def test_an_erased_lead_loses_its_link_to_the_contact_and_hubspot_events_about_it_act_no_more(
+    routing: App,
+) -> None:
+    await _connect(routing)
+    hs = routing.hubspot
+    lead_id = await routing.route(email="forget.me@example.org")
+    contact = await routing.contact("forget.me@example.org", handoff_lead_id=lead_id)
+    erased = Event(type="lead.erased", source="/tests", subject=lead_id, data={"lead_id": lead_id})
+    async with routing.app.state.runtime.db.transaction() as session:
+        await routing.app.state.router.on_erased(session, erased)
+    answer = await routing.send([hs.record_property(contact["id"], "lifecyclestage", "customer")])
+    assert [r["result"] for r in answer.json()["results"]] == ["unknown_lead"]
+    assert (await routing.lead(lead_id))["status"] == "assigned"

@@ -68,6 +68,10 @@ class CrmRepository(Repository):
     async def link_of_lead(self, system: str, lead_id: str) -> CrmLinkRow | None:
         return await self.session.get(CrmLinkRow, (system, lead_id))
 
+    async def forget_lead(self, lead_id: str) -> None:
+        """An erased lead's links to CRM records go (a record id would tie the anonymous decision to the person)."""
+        await self.session.execute(delete(CrmLinkRow).where(CrmLinkRow.lead_id == lead_id))
+
     async def lead_of(self, system: str, external_id: str) -> str | None:
         query = select(CrmLinkRow.lead_id).where(CrmLinkRow.system == system, CrmLinkRow.external_id == external_id)
         return (await self.session.scalars(query)).first()

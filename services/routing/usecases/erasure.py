@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.envelope import Event
 from common.erasure import anonymous_enrichment
 from routing.store import RoutingRepository, TimelineRow
+from routing.store.crm import CrmRepository
 from routing.usecases.context import RoutingContext
 from routing.webhooks import redact_deliveries, redact_resubmission_deliveries
 
@@ -39,4 +40,5 @@ async def on_erased(rt: RoutingContext, session: AsyncSession, erased: Event) ->
                 row.detail = {**detail, "lead": {}}
         await redact_resubmission_deliveries(session, lead.merged_into, lead.lead_id)
     await redact_deliveries(session, erased.subject)
+    await CrmRepository(session).forget_lead(erased.subject)  # CRM record ids would re-identify the person
     await session.flush()
