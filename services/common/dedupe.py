@@ -39,10 +39,14 @@ async def mark_processed(session: AsyncSession, table: Table, events: Sequence[E
     statement = insert(table).on_conflict_do_nothing(index_elements=[table.c.event_id]).returning(table.c.event_id)
     now = datetime.now(UTC)
     # An executemany: SQLAlchemy sends it as one multi-row INSERT per 1,000 rows ("insertmanyvalues"), compiled once.
-    result = await session.execute(
-        statement, [{"event_id": e.id, "event_type": e.type, "processed_at": now} for e in events]
-    )
+    # In id order, so two consumers inserting overlapping polls (a rebalance's redelivery) lock in the same order.
+    rows = sorted(({"event_id": e.id, "event_type": e.type, "processed_at": now} for e in events), key=_event_id)
+    result = await session.execute(statement, rows)
     return set(result.scalars())
+
+
+def _event_id(row: dict[str, object]) -> str:
+    return str(row["event_id"])
 
 
 async def purge_processed(session: AsyncSession, table: Table, before: datetime, limit: int) -> int:

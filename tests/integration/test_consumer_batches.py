@@ -16,7 +16,7 @@ from common.consumer import ConsumerLoop
 from common.db import Database
 from common.dedupe import processed_table
 from common.envelope import Event
-from common.kafka import ensure_topics, new_producer
+from common.kafka import ensure_topics, new_producer, stop_quietly
 from common.settings import ServiceSettings
 from tests.support.stack import read_topic, wait_until_async
 
@@ -164,7 +164,10 @@ async def test_a_poison_event_is_isolated_and_dead_lettered_while_the_others_com
     consumer = FakeConsumer(db, [tp])
     boom = _event("boom")
     events = [_event("a"), _event("b"), boom, _event("c")]
-    await loop._process(consumer, {tp: [_record(e, 0, n, topic) for n, e in enumerate(events)]})
+    try:
+        await loop._process(consumer, {tp: [_record(e, 0, n, topic) for n, e in enumerate(events)]})
+    finally:
+        await stop_quietly(loop._dlq_producer)  # started by the dead-lettering; run() stops it on its way out
 
     assert calls == [["a", "b", "boom", "c"], ["a"], ["b"], ["boom"], ["boom"], ["c"]]
     assert await _applied(db) == {"a": 1, "b": 1, "c": 1}
