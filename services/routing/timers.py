@@ -25,6 +25,7 @@ from routing.usecases import clock as clock_usecase
 # For this long after this process writes a timer due inside the horizon, each commit makes the loop look.
 _LOOK_AFTER_WRITE_S = 2.0
 _ESCALATION_STARVE_S = 2.0
+_REFILL_STEP = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,10 @@ class TimerLoop:
         and with `full` the timers falling due between the watermark and now + horizon_s (by due time)."""
         horizon = self.horizon
         self._look = False
-        until = self._clock() + self._span
+        now = self._clock()
+        # The watermark moves at most _REFILL_STEP a refill: at start what is due in the next minute (and anything
+        # overdue) is read first, so a restarted process is in service at once; the rest follows second by second.
+        until = min(now + self._span, max(horizon.watermark or now, now) + _REFILL_STEP)
         async with self._db.read() as session:
             repo = RoutingRepository(session)
             top = await repo.last_timer_id()
