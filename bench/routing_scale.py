@@ -142,11 +142,12 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {"n": n, "partitions": PARTITIONS, "repeats": repeats}
     for layout in ("aligned", "mixed"):
         events = two_team_events(n, aligned=layout == "aligned")
-        runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+        runs: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
         for i in range(repeats):
             for processes in (1, 2):
-                runs[processes].append(drain(tmp / f"{layout}{i}x{processes}", bootstrap, events, processes, 600.0))
-        one, two = median([r["per_s"] for r in runs[1]]), median([r["per_s"] for r in runs[2]])
+                run_tmp = tmp / f"{layout}{i}x{processes}"
+                runs[str(processes)].append(drain(run_tmp, bootstrap, events, processes, 600.0))
+        one, two = median([r["per_s"] for r in runs["1"]]), median([r["per_s"] for r in runs["2"]])
         results[layout] = {"one": one, "two": two, "ratio": ratio(two, one), "runs": runs}
     return results
 
