@@ -39,13 +39,15 @@ class RosterRepository(Repository):
             await self.session.execute(text(f"SELECT {how}(:cls, 0)"), {"cls": ROUTING_LOCK_CLASS})
 
     async def lock_keys(self, keys: Sequence[str]) -> None:
-        """Exclusive locks on these keys (teams, threads), taken in the order given (callers sort them, so two
-        transactions never wait on each other in a cycle), in one round trip; a no-op on SQLite (one writer)."""
+        """Exclusive locks on these keys (teams, threads), in one round trip and one global order; a no-op on
+        SQLite (one writer)."""
         if keys and self._on_postgres():
             await self.session.execute(
+                # Taken in the order of the locks' own ids (the keys' hashes), so two keys that share a hash never
+                # make two transactions wait on each other in a cycle.
                 text(
-                    "SELECT count(pg_advisory_xact_lock(:cls, hashtext(k))) FROM "
-                    "unnest(CAST(:keys AS text[])) AS k"
+                    "SELECT count(pg_advisory_xact_lock(:cls, h)) FROM "
+                    "(SELECT DISTINCT hashtext(k) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS held"
                 ),
                 {"cls": KEY_LOCK_CLASS, "keys": list(keys)},
             )
