@@ -140,7 +140,7 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
     seconds = 4.0 if quick else 15.0
     repeats = 2 if quick else 3
     cores = os.cpu_count() or 1
-    common = {"bootstrap": bootstrap, "seconds": seconds, "repeats": repeats}
+    common: dict[str, Any] = {"bootstrap": bootstrap, "seconds": seconds, "repeats": repeats}
     result = {
         "pinned": _mode(tmp / "pinned", pinned=True, workers=1, connections=32, **common),
         # One process is how the stack deploys ingest on SQLite (one writer); more workers share one file lock.
