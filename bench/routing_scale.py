@@ -109,8 +109,14 @@ def drain(tmp: Path, bootstrap: str, events: list[Event], processes: int, wait_s
     """Start `processes` routing processes on a fresh database, let the group settle, fill the backlog, and time
     lead.assigned first record to last."""
     name, url = _database()
-    stack = Stack(tmp, bootstrap, database_urls={"routing": url}, seed=SEED, rules=RULES,
-                  env={"HANDOFF_TOPIC_PARTITIONS": str(PARTITIONS)})
+    stack = Stack(
+        tmp,
+        bootstrap,
+        database_urls={"routing": url},
+        seed=SEED,
+        rules=RULES,
+        env={"HANDOFF_TOPIC_PARTITIONS": str(PARTITIONS)},
+    )
     first = stack["routing"]
     services = [first] + [
         Service("routing", free_port(), dict(first.env), tmp / f"routing-{i}.log") for i in range(1, processes)

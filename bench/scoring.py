@@ -77,7 +77,6 @@ def _drain_rate(observer: Stage, n: int, wait_s: float, meter: CpuMeter | None =
     return result
 
 
-
 def service_drain(
     tmp: Path, bootstrap: str, service: str, topics: tuple[str, str], events: list[Event], wait_s: float, **stack: Any
 ) -> dict[str, Any]:

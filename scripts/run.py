@@ -69,9 +69,7 @@ def main() -> int:
 
     env = service_env(dict(os.environ))
     token = env["HANDOFF_ADMIN_TOKEN"]
-    kafka_was_running = (
-        subprocess.run([ROOT / "scripts/kafka.sh", "status"], capture_output=True).returncode == 0
-    )
+    kafka_was_running = subprocess.run([ROOT / "scripts/kafka.sh", "status"], capture_output=True).returncode == 0
     subprocess.run([ROOT / "scripts/kafka.sh", "start"], check=True)
 
     logs = Path(env["HANDOFF_DATA_DIR"]) / "logs"

@@ -25,9 +25,7 @@ PG_ADMIN_URL = os.environ.get("HANDOFF_TEST_PG_URL", "postgresql://handoff:hando
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--drill-full", action="store_true", default=False, help="run the long form of the fault drills"
-    )
+    parser.addoption("--drill-full", action="store_true", default=False, help="run the long form of the fault drills")
 
 
 @pytest.fixture(scope="session")

@@ -51,9 +51,7 @@ async def dead_rows(db: Database, dead: Table = DEAD) -> list[dict[str, object]]
         return [{str(k): v for k, v in row._mapping.items()} for row in rows]
 
 
-async def redrive_dead(
-    db: Database, ids: Sequence[int] | None, *, outbox: Table = OUTBOX, dead: Table = DEAD
-) -> int:
+async def redrive_dead(db: Database, ids: Sequence[int] | None, *, outbox: Table = OUTBOX, dead: Table = DEAD) -> int:
     """Move parked rows (all when `ids` is None) back into the outbox in one transaction; returns how many."""
     async with db.transaction() as session:
         query = select(dead).order_by(dead.c.id)

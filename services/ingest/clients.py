@@ -203,9 +203,7 @@ class HubSpotClient:
         self._base_url = base_url.rstrip("/")
         self._access_token = access_token
 
-    async def contact(
-        self, contact_id: str, properties: Sequence[str] = HUBSPOT_CONTACT_PROPERTIES
-    ) -> dict[str, Any]:
+    async def contact(self, contact_id: str, properties: Sequence[str] = HUBSPOT_CONTACT_PROPERTIES) -> dict[str, Any]:
         """`GET /crm/v3/objects/contacts/{id}?properties=...` -> `{"id", "properties": {...}, ...}`."""
         if not self._access_token:
             raise PlatformAPIError("hubspot", "the source has no access_token configured")

@@ -47,9 +47,7 @@ class PlatformFetcher:
     `platform_fetch_attempts` failures each further one is logged as an error, for alerting.
     """
 
-    def __init__(
-        self, settings: IngestSettings, runtime: Runtime, *, rng: random.Random | None = None
-    ) -> None:
+    def __init__(self, settings: IngestSettings, runtime: Runtime, *, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.runtime = runtime
         self._rng = rng or random.Random()
@@ -95,9 +93,7 @@ class PlatformFetcher:
         self._stop.set()
         self._wake.set()
         if self._task is not None:
-            _done, pending = await asyncio.wait(
-                {self._task}, timeout=self.settings.platform_fetch_timeout_s + 5
-            )
+            _done, pending = await asyncio.wait({self._task}, timeout=self.settings.platform_fetch_timeout_s + 5)
             for task in pending:
                 task.cancel()
                 with contextlib.suppress(BaseException):

@@ -79,9 +79,7 @@ class Replayed:
             "team_id": self.team_id,
             "rule_id": self.rule_id,
             "projected_breach": self.breach,
-            "sla": {"minutes": self.sla_minutes, "due_at": self.sla_due_at.isoformat()}
-            if self.sla_due_at
-            else None,
+            "sla": {"minutes": self.sla_minutes, "due_at": self.sla_due_at.isoformat()} if self.sla_due_at else None,
         }
 
     def lands(self) -> tuple[str, str | None, str | None]:
@@ -209,7 +207,8 @@ def compare(
 ) -> dict[str, Any]:
     """The leads whose outcome or owner differs between the two runs (the first `limit`, in routing order)."""
     changed = [
-        lead for lead in sorted(leads, key=lambda item: item.routed_at)
+        lead
+        for lead in sorted(leads, key=lambda item: item.routed_at)
         if current[lead.lead_id].lands() != candidate[lead.lead_id].lands()
     ]
     return {

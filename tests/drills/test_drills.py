@@ -234,6 +234,7 @@ def _check(run: DrillRun, records: dict[str, dict[str, Any]]) -> list[Invariant]
     assignment_events = [
         e for e in asyncio.run(_events(stack, LEADS_ASSIGNED)) if e.type in ("lead.assigned", "lead.reassigned")
     ]
+
     def undelivered_ids() -> list[str]:
         delivered_now = run.receiver.by_id()
         return [e.id for e in assignment_events if e.id not in delivered_now]

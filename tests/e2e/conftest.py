@@ -30,9 +30,7 @@ rules:
 
 
 @pytest.fixture
-def make_stack(
-    kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., Stack]]:
+def make_stack(kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
     def make(**kwargs: object) -> Stack:

@@ -180,9 +180,7 @@ def test_canary_personal_data_reaches_no_log_line_and_no_metric(make_stack: Call
             data={"lead_id": "x", "lead": canary.lead(), "duplicate_of": {"name": canary.first_name}},
         )
         asyncio.run(
-            produce_raw(
-                stack.bootstrap, stack.topic(LEADS_RECEIVED), poison.value(), poison.key(), poison.headers()
-            )
+            produce_raw(stack.bootstrap, stack.topic(LEADS_RECEIVED), poison.value(), poison.key(), poison.headers())
         )
         dead_topic = stack.topic(dead_letter_topic("scoring"))
         dead = wait_until(

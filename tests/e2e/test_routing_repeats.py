@@ -33,7 +33,9 @@ def test_the_same_email_again_with_a_demo_request_joins_the_open_lead(make_stack
         repeat_id = again.json()["lead_id"]
         records = wait_until(
             lambda: (r := routed(client, routing, [first_id, repeat_id])).get(repeat_id) and r,
-            timeout=60, interval=0.2, what="the repeat recorded",
+            timeout=60,
+            interval=0.2,
+            what="the repeat recorded",
         )
 
     repeat, joined = records[repeat_id], records[first_id]

@@ -53,11 +53,14 @@ def test_a_missed_sla_is_warned_breached_and_reassigned_to_another_rep_and_the_t
         lead_id = _post(client, stack, 1)
         record = wait_until(
             lambda: (r := _record(client, stack, lead_id)) and "reassigned" in _kinds(r) and r,
-            timeout=90, interval=0.2, what="a breach and a reassignment",
+            timeout=90,
+            interval=0.2,
+            what="a breach and a reassignment",
         )
         # Touch at once, on the new rep's fresh clock: no second breach follows.
-        touch = client.post(f"{stack['routing'].url}/v1/leads/{lead_id}/actions", json={"action": "touch"},
-                            headers=ADMIN)
+        touch = client.post(
+            f"{stack['routing'].url}/v1/leads/{lead_id}/actions", json={"action": "touch"}, headers=ADMIN
+        )
         assert touch.status_code == 200, touch.text
 
         first, second = record["assignments"][:2]
@@ -77,7 +80,9 @@ def test_a_missed_sla_is_warned_breached_and_reassigned_to_another_rep_and_the_t
         assert breach["detail"]["late_ms"] < 1000, "the breach fired more than a second after its deadline"
         detail = reassigned["detail"]
         assert (detail["previous_rep_id"], detail["end_reason"], detail["rep_id"]) == (
-            first["rep_id"], "sla_breach", second["rep_id"]
+            first["rep_id"],
+            "sla_breach",
+            second["rep_id"],
         )
         excluded = {c["rep_id"]: c["excluded_because"] for c in detail["candidates"]}
         assert excluded[first["rep_id"]] == ["already_tried"]
@@ -91,8 +96,10 @@ def test_a_missed_sla_is_warned_breached_and_reassigned_to_another_rep_and_the_t
         assert final["current_assignment"]["assignment_id"] == second["assignment_id"]
         assert final["status"] == "touched" and final["time_to_first_touch"]["seconds"] > SLA_S
 
-    events = [Event.from_record(r.key, r.value, r.headers)
-              for r in asyncio.run(read_topic(stack.bootstrap, stack.topic("leads.sla.v1")))]
+    events = [
+        Event.from_record(r.key, r.value, r.headers)
+        for r in asyncio.run(read_topic(stack.bootstrap, stack.topic("leads.sla.v1")))
+    ]
     breaches = [e for e in events if e.type == "lead.sla_breached" and e.subject == lead_id]
     assert len({e.id for e in breaches}) == 1
     for event in events:
@@ -104,8 +111,9 @@ def test_a_touch_stops_the_clock_and_records_time_to_first_touch(make_stack: Cal
     with httpx.Client(timeout=10) as client:
         lead_id = _post(client, stack, 2)
         record = wait_until(lambda: _record(client, stack, lead_id), timeout=60, interval=0.1, what="routed")
-        touch = client.post(f"{stack['routing'].url}/v1/leads/{lead_id}/actions", json={"action": "touch"},
-                            headers=ADMIN)
+        touch = client.post(
+            f"{stack['routing'].url}/v1/leads/{lead_id}/actions", json={"action": "touch"}, headers=ADMIN
+        )
         assert touch.status_code == 200, touch.text
         facts = touch.json()
         assert facts["within_sla"] is True and 0 <= facts["time_to_first_touch_s"] < SLA_S
@@ -126,20 +134,31 @@ def test_rep_outcomes_are_published_and_scoring_learns_from_them(make_stack: Cal
         won, lost = _post(client, stack, 3), _post(client, stack, 4)
         wait_until(lambda: len(routed(client, stack["routing"], [won, lost])) == 2, timeout=60, what="routed")
         url = stack["routing"].url
-        assert client.post(f"{url}/v1/leads/{won}/actions", json={"action": "convert", "reason": "signed"},
-                           headers=ADMIN).status_code == 200
+        assert (
+            client.post(
+                f"{url}/v1/leads/{won}/actions", json={"action": "convert", "reason": "signed"}, headers=ADMIN
+            ).status_code
+            == 200
+        )
         refused = client.post(f"{url}/v1/leads/{lost}/actions", json={"action": "disqualify"}, headers=ADMIN)
         assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "reason"
-        assert client.post(f"{url}/v1/leads/{lost}/actions", json={"action": "disqualify", "reason": "student"},
-                           headers=ADMIN).status_code == 200
+        assert (
+            client.post(
+                f"{url}/v1/leads/{lost}/actions", json={"action": "disqualify", "reason": "student"}, headers=ADMIN
+            ).status_code
+            == 200
+        )
 
         def outcomes() -> dict[str, Any]:
-            scores = {lead: client.get(f"{stack['scoring'].url}/v1/scores/{lead}", headers=ADMIN).json()
-                      for lead in (won, lost)}
+            scores = {
+                lead: client.get(f"{stack['scoring'].url}/v1/scores/{lead}", headers=ADMIN).json()
+                for lead in (won, lost)
+            }
             return {lead: s.get("outcome") for lead, s in scores.items() if s.get("outcome")}
 
         assert wait_until(lambda: len(outcomes()) == 2 and outcomes(), timeout=60, what="scoring learned") == {
-            won: "won", lost: "lost"
+            won: "won",
+            lost: "lost",
         }
     records = asyncio.run(read_topic(stack.bootstrap, stack.topic("leads.outcomes.v1")))
     events = {(e.type, e.subject): e for e in (Event.from_record(r.key, r.value, r.headers) for r in records)}

@@ -83,8 +83,12 @@ def test_two_routing_processes_one_killed_mid_stream_assign_once_and_breach_once
             return int(_query(pg_database, "SELECT count(*) FROM timeline WHERE kind = 'sla_breached'")[0][0])
 
         # Mid-stream: leads still arriving, and SLAs already breaching and escalating.
-        wait_until(lambda: routed_count() >= LEADS // 3 and breaches_so_far() >= 20, timeout=480, interval=0.5,
-                   what="a third of the leads routed and breaches under way")
+        wait_until(
+            lambda: routed_count() >= LEADS // 3 and breaches_so_far() >= 20,
+            timeout=480,
+            interval=0.5,
+            what="a third of the leads routed and breaches under way",
+        )
         at_kill = routed_count(), breaches_so_far()
         first.kill(signal.SIGKILL)
         killed.set()
@@ -99,19 +103,30 @@ def test_two_routing_processes_one_killed_mid_stream_assign_once_and_breach_once
         started = time.monotonic()
         wait_until(settled, timeout=600, interval=1.0, what="every lead through its escalation ladder")
         settle_s = time.monotonic() - started
-        wait_until(lambda: httpx.get(f"{second.url}/readyz").json()["checks"].get("outbox_backlog") == 0,
-                   timeout=120, interval=0.5, what="the outbox drained")
+        wait_until(
+            lambda: httpx.get(f"{second.url}/readyz").json()["checks"].get("outbox_backlog") == 0,
+            timeout=120,
+            interval=0.5,
+            what="the outbox drained",
+        )
 
         # Exactly one current assignment per lead (the partial unique index allows at most one; none missing).
-        current = dict(_query(pg_database, "SELECT lead_id, count(*) FROM assignments WHERE ended_at IS NULL "
-                                           "GROUP BY lead_id"))
+        current = dict(
+            _query(pg_database, "SELECT lead_id, count(*) FROM assignments WHERE ended_at IS NULL GROUP BY lead_id")
+        )
         assert set(current) == set(lead_ids) and set(current.values()) == {1}
 
-        missed = {(lead, aid) for lead, aid in _query(
-            pg_database, "SELECT lead_id, id FROM assignments WHERE end_reason = 'sla_breach'")}
+        missed = {
+            (lead, aid)
+            for lead, aid in _query(pg_database, "SELECT lead_id, id FROM assignments WHERE end_reason = 'sla_breach'")
+        }
         assert len(missed) == 3 * LEADS
-        fired = Counter(_query(pg_database, "SELECT assignment_id FROM sla_timers WHERE kind = 'breach' "
-                                            "AND fired_at IS NOT NULL AND NOT cancelled"))
+        fired = Counter(
+            _query(
+                pg_database,
+                "SELECT assignment_id FROM sla_timers WHERE kind = 'breach' AND fired_at IS NOT NULL AND NOT cancelled",
+            )
+        )
         assert sum(fired.values()) == len(missed) and set(fired.values()) == {1}
 
         records = asyncio.run(read_topic(stack.bootstrap, stack.topic("leads.sla.v1"), timeout=30))
@@ -125,12 +140,15 @@ def test_two_routing_processes_one_killed_mid_stream_assign_once_and_breach_once
         redelivered = sum(1 for e in events if e.type == "lead.sla_breached") - len(breach_ids)
 
         # No lost rotation updates between the two processes: the reps' shares stay even.
-        shares = dict(_query(pg_database, "SELECT rep_id, count(*) FROM assignments WHERE rep_id IS NOT NULL "
-                                          "GROUP BY rep_id"))
+        shares = dict(
+            _query(pg_database, "SELECT rep_id, count(*) FROM assignments WHERE rep_id IS NOT NULL GROUP BY rep_id")
+        )
         assert set(shares) == {"r1", "r2", "r3", "r4"} and max(shares.values()) - min(shares.values()) <= LEADS // 20
 
-        late = sorted(int(row[0]) for row in _query(
-            pg_database, "SELECT (detail->>'late_ms')::int FROM timeline WHERE kind = 'sla_breached'"))
+        late = sorted(
+            int(row[0])
+            for row in _query(pg_database, "SELECT (detail->>'late_ms')::int FROM timeline WHERE kind = 'sla_breached'")
+        )
         p50, p99 = late[len(late) // 2], late[int(len(late) * 0.99)]
         print(
             f"\n{LEADS} leads, killed at {at_kill[0]} routed / {at_kill[1]} breaches; settled {settle_s:.0f} s after;"

@@ -33,9 +33,7 @@ from tests.support.stack import (
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 
-def _wait_all_routed(
-    client: httpx.Client, stack: Stack, lead_ids: list[str], timeout: float = 120
-) -> dict[str, dict]:
+def _wait_all_routed(client: httpx.Client, stack: Stack, lead_ids: list[str], timeout: float = 120) -> dict[str, dict]:
     found: dict[str, dict] = {}
 
     def done() -> bool:
@@ -46,9 +44,7 @@ def _wait_all_routed(
     try:
         wait_until(done, timeout=timeout, interval=0.5, what=f"{len(lead_ids)} leads routed")
     except AssertionError:
-        raise AssertionError(
-            f"{len(lead_ids) - len(found)} of {len(lead_ids)} leads were never routed"
-        ) from None
+        raise AssertionError(f"{len(lead_ids) - len(found)} of {len(lead_ids)} leads were never routed") from None
     return found
 
 
@@ -156,9 +152,7 @@ def test_a_record_that_is_not_json_is_dead_lettered_and_the_next_lead_flows(
     poison_id = str(uuid.uuid4())
     headers = Event(type="lead.received", source="/tests", subject="poison", data={}, id=poison_id).headers()
     asyncio.run(
-        produce_raw(
-            kafka_bootstrap, stack.topic("leads.received.v1"), b"{this is not json", b"poison", headers
-        )
+        produce_raw(kafka_bootstrap, stack.topic("leads.received.v1"), b"{this is not json", b"poison", headers)
     )
     with httpx.Client(timeout=10) as client:
         lead_id = post_lead(client, stack["ingest"], sample_lead(1)).json()["lead_id"]
@@ -189,9 +183,7 @@ def test_the_same_idempotency_key_gives_one_lead_and_the_same_response(
             body = sample_lead(8)
             return await asyncio.gather(
                 *[
-                    client.post(
-                        f"{ingest.url}/v1/leads", json=body, headers={**ADMIN, "Idempotency-Key": "burst-1"}
-                    )
+                    client.post(f"{ingest.url}/v1/leads", json=body, headers={**ADMIN, "Idempotency-Key": "burst-1"})
                     for _ in range(50)
                 ]
             )

@@ -125,9 +125,7 @@ def test_stack_has_the_broker_the_database_the_services_and_monitoring(config: d
 
 @needs_compose
 @pytest.mark.parametrize("name", sorted(SERVICES))
-def test_each_service_is_built_from_its_own_dockerfile_and_published(
-    config: dict[str, Any], name: str
-) -> None:
+def test_each_service_is_built_from_its_own_dockerfile_and_published(config: dict[str, Any], name: str) -> None:
     service = config["services"][name]
     assert Path(service["build"]["context"]).resolve() == ROOT
     assert service["build"]["dockerfile"] == f"services/{name}/Dockerfile"
@@ -159,9 +157,7 @@ def test_broker_and_database_have_real_healthchecks(config: dict[str, Any]) -> N
 
 @needs_compose
 @pytest.mark.parametrize("name", sorted(SERVICES))
-def test_each_service_gets_production_settings_and_only_its_own_database(
-    config: dict[str, Any], name: str
-) -> None:
+def test_each_service_gets_production_settings_and_only_its_own_database(config: dict[str, Any], name: str) -> None:
     env = config["services"][name]["environment"]
     assert env["HANDOFF_ENV"] == "production"
     assert env["HANDOFF_KAFKA_BOOTSTRAP"] == "kafka:9092"

@@ -198,7 +198,7 @@ async def test_a_web_source_shows_its_api_key_once_and_the_store_keeps_only_its_
         (await ingest.client.get("/v1/sources", headers=ADMIN)).text,
         (await ingest.client.patch(f"/v1/sources/{created['id']}", json={"name": "Site"}, headers=ADMIN)).text,
     ]
-    assert all(key not in answer and "api_key\"" not in answer for answer in shown)
+    assert all(key not in answer and 'api_key"' not in answer for answer in shown)
 
     stored = await _dump(ingest)
     assert key not in stored and key[12:] not in stored
@@ -326,9 +326,7 @@ async def test_a_source_base_url_into_the_internal_network_is_refused_naming_the
     assert patched.status_code == 422
     (problem,) = patched.json()["detail"]
     assert problem["field"] == "config.graph_base_url" and "metadata" in problem["reason"]
-    assert (await ingest.client.get(f"/v1/sources/{meta['id']}", headers=ADMIN)).json()["config_keys"] == [
-        "app_secret"
-    ]
+    assert (await ingest.client.get(f"/v1/sources/{meta['id']}", headers=ADMIN)).json()["config_keys"] == ["app_secret"]
 
     # A loopback stand-in for the platform, allow-listed as tests and local runs need, is accepted.
     async with running_ingest(database_url, platform_allow_loopback=True) as allowed:
@@ -636,9 +634,7 @@ async def test_malformed_fields_are_each_named_with_a_reason(ingest: Ingest) -> 
     assert await _stored(ingest) == (0, 0)
 
 
-async def test_a_streamed_body_over_the_limit_is_refused_before_it_ends(
-    tmp_path: Path, kafka_bootstrap: str
-) -> None:
+async def test_a_streamed_body_over_the_limit_is_refused_before_it_ends(tmp_path: Path, kafka_bootstrap: str) -> None:
     """A real uvicorn: the 413 arrives while the client is still sending, so the body was never buffered whole."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HANDOFF_", "INGEST_"))}
     env.update(
@@ -837,7 +833,7 @@ async def test_erasing_a_lead_removes_its_personal_data_and_tells_the_other_serv
     for personal in (email, phone, name, email.split("@")[0]):
         assert personal not in stored
     async with ingest.app.state.runtime.db.read() as session:
-        identities = (await session.execute(select(LeadIdentity.identity).where(LeadIdentity.lead_id == lead_id)))
+        identities = await session.execute(select(LeadIdentity.identity).where(LeadIdentity.lead_id == lead_id))
         assert set(identities.scalars()) == {"erased"}
     # Nothing links the person to the erased lead any more.
     assert (await _post(ingest, {"email": email})).json()["duplicate_of"] is None

@@ -108,9 +108,7 @@ class FakePlatforms:
             if query.get("appsecret_proof") != [proof]:
                 return 400, {"error": {"message": "Invalid appsecret_proof.", "type": "OAuthException", "code": 100}}
             if headers.get("authorization") != f"Bearer {META_TOKEN}":
-                return 400, {
-                    "error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}
-                }
+                return 400, {"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}}
             lead = self.meta_leads.get(m.group(1))
             return (200, lead) if lead else (404, {"error": {"code": 100}})
         if m := re.fullmatch(r"/rest/leadFormResponses/([^/]+)", path):
@@ -305,9 +303,7 @@ def _meta_notification(leadgen_id: str, page_id: str = "1122334455") -> bytes:
             "created_time": int(time.time()),
         },
     }
-    return _dumps(
-        {"object": "page", "entry": [{"id": page_id, "time": int(time.time()), "changes": [change]}]}
-    )
+    return _dumps({"object": "page", "entry": [{"id": page_id, "time": int(time.time()), "changes": [change]}]})
 
 
 def _graph_lead(leadgen_id: str, email: str) -> dict[str, Any]:
@@ -467,9 +463,7 @@ def _hubspot_contact(contact_id: int, email: str) -> dict[str, Any]:
 
 
 async def test_meta_handshake_echoes_the_challenge_as_text_and_refuses_a_wrong_token(ingest: Ingest) -> None:
-    source = await _create_source(
-        ingest, "meta", {"app_secret": META_APP_SECRET, "verify_token": "my-verify-token"}
-    )
+    source = await _create_source(ingest, "meta", {"app_secret": META_APP_SECRET, "verify_token": "my-verify-token"})
     url = source["webhook_url"]
 
     ok = await ingest.client.get(
@@ -589,9 +583,7 @@ async def test_meta_lead_is_fetched_after_a_graph_outage_and_stored_exactly_once
     assert len(await _leads(ingest, source["id"])) == 1
     assert len(platforms.calls(graph_path)) == graph_calls
 
-    events = [
-        e for e in await _received_events(ingest, kafka_bootstrap) if e.data["external_id"] == leadgen_id
-    ]
+    events = [e for e in await _received_events(ingest, kafka_bootstrap) if e.data["external_id"] == leadgen_id]
     assert len(events) == 1
     assert events[0].data["lead_id"] == lead["lead_id"]
     assert events[0].data["source"]["kind"] == "meta"
@@ -658,9 +650,7 @@ async def test_linkedin_lead_is_fetched_with_its_form_after_a_timeout_and_erased
     platforms.fail(response_path, "timeout")
     body = _linkedin_notification(response_id)
 
-    answer = await ingest.client.post(
-        source["webhook_url"], content=body, headers=_linkedin_headers(body, secret)
-    )
+    answer = await ingest.client.post(source["webhook_url"], content=body, headers=_linkedin_headers(body, secret))
     assert answer.status_code == 200, answer.text
     assert answer.json()["queued"] == 1
 
@@ -675,9 +665,7 @@ async def test_linkedin_lead_is_fetched_with_its_form_after_a_timeout_and_erased
     assert lead["is_test"] is False
 
     deleted = _linkedin_notification(response_id, action="DELETED")
-    gone = await ingest.client.post(
-        source["webhook_url"], content=deleted, headers=_linkedin_headers(deleted, secret)
-    )
+    gone = await ingest.client.post(source["webhook_url"], content=deleted, headers=_linkedin_headers(deleted, secret))
     assert gone.status_code == 200
     assert gone.json()["erased"] == 1
     after = (await ingest.client.get(f"/v1/leads/{lead['lead_id']}", headers=ADMIN)).json()
@@ -694,12 +682,8 @@ async def test_google_lead_is_stored_and_a_redelivery_is_a_duplicate(ingest: Ing
     email = _email()
     body = _dumps(_google_payload(lead_id, email, "g-key-0123"))
 
-    first = await ingest.client.post(
-        source["webhook_url"], content=body, headers={"Content-Type": "application/json"}
-    )
-    again = await ingest.client.post(
-        source["webhook_url"], content=body, headers={"Content-Type": "application/json"}
-    )
+    first = await ingest.client.post(source["webhook_url"], content=body, headers={"Content-Type": "application/json"})
+    again = await ingest.client.post(source["webhook_url"], content=body, headers={"Content-Type": "application/json"})
 
     assert first.status_code == 200 and again.status_code == 200
     assert [item["status"] for item in first.json()["leads"]] == ["accepted"]
@@ -710,9 +694,7 @@ async def test_google_lead_is_stored_and_a_redelivery_is_a_duplicate(ingest: Ing
     assert lead["is_test"] is False
 
 
-async def test_google_test_lead_is_kept_apart_in_the_store_and_the_event(
-    ingest: Ingest, kafka_bootstrap: str
-) -> None:
+async def test_google_test_lead_is_kept_apart_in_the_store_and_the_event(ingest: Ingest, kafka_bootstrap: str) -> None:
     source = await _create_source(ingest, "google_ads", {"google_key": "g-key-test"})
     lead_id = f"TeSter-{uuid.uuid4().hex}"
     body = _dumps(_google_payload(lead_id, _email(), "g-key-test", is_test=True))
@@ -724,9 +706,7 @@ async def test_google_test_lead_is_kept_apart_in_the_store_and_the_event(
     assert response.status_code == 200, response.text
     (lead,) = await _leads(ingest, source["id"])
     assert lead["is_test"] is True
-    events = [
-        e for e in await _received_events(ingest, kafka_bootstrap) if e.data["lead_id"] == lead["lead_id"]
-    ]
+    events = [e for e in await _received_events(ingest, kafka_bootstrap) if e.data["lead_id"] == lead["lead_id"]]
     assert len(events) == 1
     assert events[0].data["is_test"] is True
     assert events[0].data["external_id"] == lead_id
@@ -883,11 +863,7 @@ def _bad_request(kind: str, case: str, url: str) -> tuple[bytes, dict[str, str]]
             "typeform-signature",
             "x-webflow-signature",
         }
-        headers = {
-            k: v
-            for k, v in headers.items()
-            if k.lower() not in signature_headers | {"x-hubspot-signature-v3"}
-        }
+        headers = {k: v for k, v in headers.items() if k.lower() not in signature_headers | {"x-hubspot-signature-v3"}}
     return body, headers
 
 

@@ -144,7 +144,6 @@ async def test_a_stalled_delivery_keeps_only_its_own_row_the_delivered_ones_are_
     assert [line for line in log if line.startswith("send")][5:] == ["send lead-2"]
 
 
-
 async def _woken_by(writer_url: str | None, database_url: str) -> list[bytes]:
     """Run a relay whose fallback poll is an hour, then commit one row through `writer_url`'s own engine (None:
     the relay's); only a wake-up can publish it. Returns what was delivered."""

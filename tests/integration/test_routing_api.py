@@ -67,9 +67,7 @@ class RoutingApp:
 
 
 @pytest.fixture
-async def routing(
-    database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path
-) -> AsyncIterator[RoutingApp]:
+async def routing(database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path) -> AsyncIterator[RoutingApp]:
     (tmp_path / "seed.yaml").write_text(ROSTER)
     (tmp_path / "rules.yaml").write_text(RULES)
     settings = routing_settings(
@@ -148,7 +146,8 @@ async def test_rep_changes_that_make_no_sense_are_refused_naming_the_field(routi
 
 async def test_a_new_rep_put_through_the_api_joins_the_rotation(routing: RoutingApp) -> None:
     created = await routing.client.put(
-        "/v1/reps/r4", json={"name": "Rep Four", "email": "r4@example.com", "team": "t", "hours": "always"},
+        "/v1/reps/r4",
+        json={"name": "Rep Four", "email": "r4@example.com", "team": "t", "hours": "always"},
         headers=ADMIN,
     )
     assert created.status_code == 200, created.text
@@ -219,11 +218,7 @@ async def test_accounts_through_the_api_send_a_known_company_to_its_owner(routin
 async def test_accounts_imported_from_csv_match_by_subdomain_by_any_of_their_domains_and_by_company_name(
     routing: RoutingApp,
 ) -> None:
-    csv = (
-        "account,name,domains,owner\n"
-        "acme,\"ACME, Inc.\",acme.com;acme-corp.de,r3\n"
-        "globex,Globex GmbH,globex.co.uk,r2\n"
-    )
+    csv = 'account,name,domains,owner\nacme,"ACME, Inc.",acme.com;acme-corp.de,r3\nglobex,Globex GmbH,globex.co.uk,r2\n'
     imported = await routing.client.post(
         "/v1/accounts/import", content=csv, headers={**ADMIN, "Content-Type": "text/csv"}
     )
@@ -234,16 +229,12 @@ async def test_accounts_imported_from_csv_match_by_subdomain_by_any_of_their_dom
 
     subdomain = await route(email="jane@uk.acme.com")
     assert (subdomain["rep_id"], subdomain["method"]) == ("r3", "account_owner")
-    assert subdomain["match"] == {
-        "account_id": "acme", "owner": "r3", "method": "parent_domain", "value": "acme.com"
-    }
+    assert subdomain["match"] == {"account_id": "acme", "owner": "r3", "method": "parent_domain", "value": "acme.com"}
     second_domain = await route(email="kai@acme-corp.de")
     assert second_domain["rep_id"] == "r3" and second_domain["match"]["method"] == "domain"
     by_name = await route(email="vp.sales@gmail.com", company="Acme Inc")
     assert by_name["rep_id"] == "r3"
-    assert by_name["match"] == {
-        "account_id": "acme", "owner": "r3", "method": "company_name", "value": "acme"
-    }
+    assert by_name["match"] == {"account_id": "acme", "owner": "r3", "method": "company_name", "value": "acme"}
     public_suffix_only = await route(email="someone@other.co.uk")  # shares only the public suffix with globex.co.uk
     assert public_suffix_only["rule_id"] == "everyone" and public_suffix_only["match"] is None
 
@@ -275,13 +266,22 @@ async def test_accounts_imported_from_csv_match_by_subdomain_by_any_of_their_dom
     ("body", "content_type", "path"),
     [
         ("fallback_team: t\nrules:\n  - {id: x, action: {team: nope}}\n", "application/yaml", "rules[0].action.team"),
-        ("fallback_team: t\nrules:\n  - {when: {scor.grade: A}, action: {team: t}}\n", "application/yaml",
-         "rules[0].when.scor.grade"),
-        (json.dumps({"fallback_team": "t", "rules": [{"action": {"team": "t", "method": "random"}}]}),
-         "application/json", "rules[0].action.method"),
+        (
+            "fallback_team: t\nrules:\n  - {when: {scor.grade: A}, action: {team: t}}\n",
+            "application/yaml",
+            "rules[0].when.scor.grade",
+        ),
+        (
+            json.dumps({"fallback_team": "t", "rules": [{"action": {"team": "t", "method": "random"}}]}),
+            "application/json",
+            "rules[0].action.method",
+        ),
         (json.dumps({"fallback_team": "ghosts", "rules": []}), "application/json", "fallback_team"),
-        ("fallback_team: t\nrules:\n  - {action: {rep: r1, fallback: {team: t, method: weighted, extra: 1}}}\n",
-         "application/yaml", "rules[0].action.fallback.extra"),
+        (
+            "fallback_team: t\nrules:\n  - {action: {rep: r1, fallback: {team: t, method: weighted, extra: 1}}}\n",
+            "application/yaml",
+            "rules[0].action.fallback.extra",
+        ),
         ("rules: [", "application/yaml", "<document>"),
     ],
 )
@@ -349,16 +349,28 @@ async def test_simulate_with_candidate_rules_and_with_broken_ones(routing: Routi
 
 
 async def test_erasure_deletes_the_personal_data_and_keeps_the_anonymous_decision(routing: RoutingApp) -> None:
-    secret = {"email": "dana.secret@initech.example", "first_name": "Dana", "last_name": "Zyxwvut",
-              "phone": "+4915112345678"}
-    enrichment = {"domain": "initech.example", "company": {"name": "Initech", "domain": "initech.example"},
-                  "steps": [{"step": "domain", "detail": "initech.example"}], "seniority": "vp"}
+    secret = {
+        "email": "dana.secret@initech.example",
+        "first_name": "Dana",
+        "last_name": "Zyxwvut",
+        "phone": "+4915112345678",
+    }
+    enrichment = {
+        "domain": "initech.example",
+        "company": {"name": "Initech", "domain": "initech.example"},
+        "steps": [{"step": "domain", "detail": "initech.example"}],
+        "seniority": "vp",
+    }
     lead = scored(grade="B", enrichment=enrichment, **secret)
     before = await routing.route(lead)
     await routing.client.post(f"/v1/leads/{lead.subject}/actions", json={"action": "touch"}, headers=ADMIN)
 
-    erased = Event(type="lead.erased", source="/tests", subject=lead.subject,
-                   data={"lead_id": lead.subject, "erased_at": datetime.now(UTC).isoformat()})
+    erased = Event(
+        type="lead.erased",
+        source="/tests",
+        subject=lead.subject,
+        data={"lead_id": lead.subject, "erased_at": datetime.now(UTC).isoformat()},
+    )
     async with routing.app.state.runtime.db.transaction() as session:
         await routing.router.on_erased(session, erased)
 
@@ -382,8 +394,12 @@ async def test_erasure_deletes_the_personal_data_and_keeps_the_anonymous_decisio
 
     # Erased before it was scored (events can cross): routing never stores the person at all.
     early = str(uuid.uuid4())
-    erased_first = Event(type="lead.erased", source="/tests", subject=early,
-                         data={"lead_id": early, "erased_at": datetime.now(UTC).isoformat()})
+    erased_first = Event(
+        type="lead.erased",
+        source="/tests",
+        subject=early,
+        data={"lead_id": early, "erased_at": datetime.now(UTC).isoformat()},
+    )
     async with routing.app.state.runtime.db.transaction() as session:
         await routing.router.on_erased(session, erased_first)
     late = await routing.route(scored(early, enrichment=enrichment, **secret))
@@ -401,8 +417,12 @@ async def test_one_batch_assigns_a_twice_published_lead_once_and_erases_a_lead_i
     twice = scored(grade="A", email="twice@example.org")
     again = Event(type="lead.scored", source="/tests", subject=twice.subject, data=twice.data)  # another event id
     gone = scored(grade="B", email="gone.person@example.org", phone="+4915112345679")
-    erased = Event(type="lead.erased", source="/tests", subject=gone.subject,
-                   data={"lead_id": gone.subject, "erased_at": datetime.now(UTC).isoformat()})
+    erased = Event(
+        type="lead.erased",
+        source="/tests",
+        subject=gone.subject,
+        data={"lead_id": gone.subject, "erased_at": datetime.now(UTC).isoformat()},
+    )
     async with routing.app.state.runtime.db.transaction() as session:
         for event in (twice, again, gone):
             await routing.router.on_scored(session, event)
@@ -438,8 +458,13 @@ async def _table_snapshot(routing: RoutingApp) -> list[Any]:
 
     async with routing.app.state.runtime.db.read() as session:
         snapshot: list[Any] = []
-        for model, key in ((LeadRow, "lead_id"), (AssignmentRow, "id"), (TimelineRow, "id"),
-                           (RotationRow, "rep_id"), (RepLoadRow, "rep_id")):
+        for model, key in (
+            (LeadRow, "lead_id"),
+            (AssignmentRow, "id"),
+            (TimelineRow, "id"),
+            (RotationRow, "rep_id"),
+            (RepLoadRow, "rep_id"),
+        ):
             rows = (await session.execute(select(model).order_by(getattr(model, key)))).scalars().all()
             snapshot.append([{c.name: getattr(r, c.key) for c in model.__table__.columns} for r in rows])
         return snapshot
@@ -450,8 +475,13 @@ async def test_backtest_replays_a_window_through_candidate_rules_beside_the_curr
     day = {"name": "Day", "method": "round_robin", "hours": {"mon-fri": "09:00-17:00"}}
     assert (await routing.client.put("/v1/teams/d", json=day, headers=ADMIN)).status_code == 200
     for rep_id in ("d1", "d2"):
-        body = {"name": rep_id.upper(), "email": f"{rep_id}@example.com", "team": "d", "max_open": 2,
-                "hours": {"mon-fri": "09:00-17:00"}}
+        body = {
+            "name": rep_id.upper(),
+            "email": f"{rep_id}@example.com",
+            "team": "d",
+            "max_open": 2,
+            "hours": {"mon-fri": "09:00-17:00"},
+        }
         assert (await routing.client.put(f"/v1/reps/{rep_id}", json=body, headers=ADMIN)).status_code == 200
 
     # These leads are routed in the past; the app's timer loop, on the real clock, would escalate them all now.
@@ -521,10 +551,16 @@ async def test_backtest_replays_a_window_through_candidate_rules_beside_the_curr
     ("body", "error", "path"),
     [
         ({"rules": "fallback_team: t\nrules: [{action: {team: nope}}]"}, "invalid_rules", "rules[0].action.team"),
-        ({"rules": {"fallback_team": "t", "rules": [{"when": {"grade": "A"}, "action": {"team": "t"}}]}},
-         "invalid_rules", "rules[0].when.grade"),
-        ({"rules": "fallback_team: t", "since": "2025-03-05T00:00:00Z", "until": "2025-03-04T00:00:00Z"},
-         "validation_failed", "since"),
+        (
+            {"rules": {"fallback_team": "t", "rules": [{"when": {"grade": "A"}, "action": {"team": "t"}}]}},
+            "invalid_rules",
+            "rules[0].when.grade",
+        ),
+        (
+            {"rules": "fallback_team: t", "since": "2025-03-05T00:00:00Z", "until": "2025-03-04T00:00:00Z"},
+            "validation_failed",
+            "since",
+        ),
     ],
 )
 async def test_backtest_refuses_bad_candidates_and_windows(

@@ -99,7 +99,9 @@ async def test_a_repeat_in_the_same_batch_joins_the_lead_routed_before_it(databa
         routed = sorted(a.lead_id for a in await _all(routing, AssignmentRow))
         assert routed == sorted([original.subject, other.subject])
         assert [e.type for e in await routing.events("lead.assigned", "lead.resubmitted")] == [
-            "lead.assigned", "lead.resubmitted", "lead.assigned"
+            "lead.assigned",
+            "lead.resubmitted",
+            "lead.assigned",
         ]
 
 

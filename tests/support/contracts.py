@@ -88,9 +88,7 @@ def _describe(error: ValidationError) -> str:
     message = error.message
     if isinstance(error.instance, dict | list):
         # Messages quote the value: a whole lead in a test log would be personal data in clear.
-        message = message.replace(
-            repr(error.instance), "an object" if isinstance(error.instance, dict) else "a list"
-        )
+        message = message.replace(repr(error.instance), "an object" if isinstance(error.instance, dict) else "a list")
     if len(message) > _MAX_MESSAGE:
         message = message[: _MAX_MESSAGE - 3] + "..."
     return f"{_location(error)}: {message}"

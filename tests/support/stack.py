@@ -29,9 +29,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(
-    predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition"
-) -> Any:
+def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
     """Poll with a deadline (never a bare sleep); returns the first truthy value."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -81,10 +79,7 @@ class Broker:
 
     def running(self) -> bool:
         return (
-            subprocess.run(
-                [ROOT / "scripts/kafka.sh", "status"], env=self._env(), capture_output=True
-            ).returncode
-            == 0
+            subprocess.run([ROOT / "scripts/kafka.sh", "status"], env=self._env(), capture_output=True).returncode == 0
         )
 
     def start(self) -> None:
@@ -188,9 +183,7 @@ class Stack:
         self.bootstrap = bootstrap
         self.namespace = f"t{uuid.uuid4().hex[:10]}."
         base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("HANDOFF_", "INGEST_", "SCORING_", "ROUTING_"))
+            k: v for k, v in os.environ.items() if not k.startswith(("HANDOFF_", "INGEST_", "SCORING_", "ROUTING_"))
         }
         base.update(
             HANDOFF_ENV="test",

@@ -49,7 +49,7 @@ def test_store_errors_never_carry_bound_parameters(tmp_path: Path) -> None:
 
 
 def test_values_quoted_by_the_driver_are_taken_out_and_object_names_kept() -> None:
-    orig = sqlite3.DataError(f"invalid input syntax for type integer: \"{CANARY}\"\nDETAIL: Key (name)=({CANARY})")
+    orig = sqlite3.DataError(f'invalid input syntax for type integer: "{CANARY}"\nDETAIL: Key (name)=({CANARY})')
     exc = IntegrityError("INSERT INTO people (name) VALUES (?)", (CANARY,), orig)
     assert CANARY in str(exc)  # SQLAlchemy's own text: what used to be logged and dead-lettered
     described = describe_db_error(exc)

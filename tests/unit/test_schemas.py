@@ -291,8 +291,11 @@ def _operations(doc: Mapping[str, Any], service: str, action: str) -> dict[str, 
 
 
 def test_asyncapi_operations_match_what_each_service_consumes_and_produces(asyncapi: dict[str, Any]) -> None:
-    scoring = scoring_consumer.event_handlers(scoring_handlers.Scoring(ScoringSettings(), None))
-    routing = routing_consumer.event_handlers(routing_handlers.Router(RoutingSettings()))
+    # A type is handled one event at a time or a poll at a time (batch handlers); either way it is consumed.
+    scorer = scoring_handlers.Scoring(ScoringSettings(), None)
+    router = routing_handlers.Router(RoutingSettings())
+    scoring = {**scoring_consumer.event_handlers(scorer), **scoring_consumer.batch_handlers(scorer)}
+    routing = {**routing_consumer.event_handlers(router), **routing_consumer.batch_handlers(router)}
     for service, module, handled in (
         ("scoring", scoring_consumer, scoring),
         ("routing", routing_consumer, routing),

@@ -75,9 +75,7 @@ def test_every_route_of_every_service_authenticates_before_reading_its_body() ->
 
 
 def test_platform_webhooks_get_the_largest_platform_limit_and_web_leads_keep_64_kib() -> None:
-    limits = BodyLimitMiddleware(
-        FastAPI(), 64 * 1024, {r"/v1/sources/[^/]+/webhook": WEBHOOK_MAX_BODY_BYTES}
-    )
+    limits = BodyLimitMiddleware(FastAPI(), 64 * 1024, {r"/v1/sources/[^/]+/webhook": WEBHOOK_MAX_BODY_BYTES})
     assert limits.limit_for("/v1/sources/abc/webhook") == WEBHOOK_MAX_BODY_BYTES == PLATFORM_BODY_LIMITS["typeform"]
     assert limits.limit_for("/v1/leads") == 64 * 1024
     assert limits.limit_for("/v1/sources/abc/webhook/extra") == 64 * 1024

@@ -127,9 +127,7 @@ def form_page(status: int, detail: Any, headers: Mapping[str, str] | None = None
     return HTMLResponse(page, status_code=status, headers=dict(headers) if headers else None)
 
 
-
 def thank_you(source: Source | None) -> Response | None:
     if source is not None and source.thank_you_url:
         return RedirectResponse(source.thank_you_url, status_code=303)
     return None
-

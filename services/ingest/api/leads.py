@@ -77,7 +77,6 @@ async def _parse_body(request: Request) -> tuple[bytes, str, dict[str, Any]]:
     return body, "application/json", parsed
 
 
-
 async def _authenticate(request: Request, fields: dict[str, Any]) -> _Caller:
     """The admin token, a source's secret key, or a publishable key used from one of the source's origins."""
     settings: IngestSettings = request.app.state.settings
@@ -232,9 +231,7 @@ async def _accept_post(
         if not isinstance(exc, NotALead):
             raise problem(422, "validation_failed", problems) from None
         # Well-formed, but no way to reach anyone: not a lead, and not lost either.
-        quarantine_id = await quarantine(
-            request, source, "no_contact", problems, raw_body, content_type, caller.origin
-        )
+        quarantine_id = await quarantine(request, source, "no_contact", problems, raw_body, content_type, caller.origin)
         if browser_form:
             return form_page(422, {"error": "not_a_lead", "detail": problems})
         body = {"error": "not_a_lead", "detail": problems, "quarantine_id": quarantine_id}
@@ -278,7 +275,6 @@ async def _key_used_for_another_body(request: Request, scope_key: str, fingerpri
         return False  # the 422 stands on its own; the key check is a courtesy
 
 
-
 @router.options("/v1/leads", include_in_schema=False)
 async def preflight_lead(request: Request) -> Response:
     """CORS preflight for browser forms; the origin itself is checked against the source on the POST."""
@@ -295,4 +291,3 @@ async def preflight_lead(request: Request) -> Response:
             "Vary": "Origin",
         },
     )
-

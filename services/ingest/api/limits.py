@@ -93,4 +93,3 @@ def caller_address(request: Request) -> str:
     """The client's address, through the trusted proxies."""
     settings: IngestSettings = request.app.state.settings
     return client_address(request, settings.trusted_proxies)
-

@@ -110,4 +110,3 @@ class LeadPage(BaseModel):
 class ErasedOut(BaseModel):
     lead_id: str
     status: Literal["erased"]
-

@@ -26,12 +26,12 @@ def request_time(request: Request) -> datetime:
     return now
 
 
-
 def unavailable(exc: BaseException | None = None) -> HTTPException:
     """The 503 a caller may retry; the cause is logged by type only (messages can quote data)."""
     if exc is not None:
         log.error("ingest_store_failed", error=type(exc).__name__)
     return problem(503, "unavailable", "the store could not commit; retry", {"Retry-After": "1"})
+
 
 def correlation_id(request: Request) -> str | None:
     """The request's correlation id, set by the common middleware."""
@@ -74,7 +74,6 @@ def date_time(description: str | None = None) -> Any:
     return Field(json_schema_extra={"format": "date-time"}, description=description)
 
 
-
 def encode_cursor(received_at: str, lead_id: str) -> str:
     return base64.urlsafe_b64encode(f"{received_at}|{lead_id}".encode()).decode().rstrip("=")
 
@@ -87,6 +86,4 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
             raise ValueError(cursor)
         return as_utc(datetime.fromisoformat(at)), lead_id
     except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
-        raise problem(
-            422, "validation_failed", [{"field": "cursor", "reason": "not a cursor from this API"}]
-        ) from None
+        raise problem(422, "validation_failed", [{"field": "cursor", "reason": "not a cursor from this API"}]) from None

@@ -29,7 +29,6 @@ else:
     SourceKind = Literal[SOURCE_KINDS]
 
 
-
 def _printable(value: str) -> str:
     if not value.isprintable():
         raise ValueError("must not contain control characters")
@@ -76,7 +75,6 @@ Url = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_url)]
 Secret = Annotated[str, Field(max_length=4096), AfterValidator(_printable)]
 PropertyName = Annotated[str, Field(max_length=200), AfterValidator(_printable)]
 ConfigValue = Secret | Annotated[list[PropertyName], Field(max_length=200)]
-
 
 
 def _check_config(kind: str, config: dict[str, Any]) -> None:

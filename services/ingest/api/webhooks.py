@@ -34,9 +34,7 @@ log = structlog.get_logger(__name__)
 router = APIRouter(tags=["platform webhooks"], route_class=HandoffRoute)
 
 # Body limits per platform, from the registry (each sized from what the platform documents it sends).
-PLATFORM_BODY_LIMITS: dict[str, int] = {
-    kind: p.body_limit for kind, p in PLATFORMS.items() if p.body_limit is not None
-}
+PLATFORM_BODY_LIMITS: dict[str, int] = {kind: p.body_limit for kind, p in PLATFORMS.items() if p.body_limit is not None}
 WEBHOOK_PATH_PATTERN = r"/v1/sources/[^/]+/webhook"
 __all__ = ["PLATFORM_BODY_LIMITS", "WEBHOOK_MAX_BODY_BYTES", "WEBHOOK_PATH_PATTERN", "router"]
 
@@ -61,9 +59,7 @@ async def _webhook_source(request: Request, source_id: str) -> Source:
     summary="Platform endpoint verification (Meta hub.challenge, LinkedIn challengeCode)",
     response_model=None,
     responses={
-        200: {
-            "description": "Meta: the challenge as text/plain; LinkedIn: {challengeCode, challengeResponse}"
-        },
+        200: {"description": "Meta: the challenge as text/plain; LinkedIn: {challengeCode, challengeResponse}"},
         400: {"description": "LinkedIn: no challengeCode, or one that is not a UUID (nothing is signed)"},
         403: {"description": "Wrong verify token, or no secret configured"},
         404: {"description": "Unknown or disabled source"},
@@ -97,10 +93,7 @@ def _signed_uri(request: Request, public_base_url: str) -> str:
     # Servers differ on whether raw_path includes the query string; the query comes from query_string.
     path = raw_path.split(b"?", 1)[0].decode("latin-1")
     query = request.scope.get("query_string", b"").decode("latin-1")
-    origin = (
-        public_base_url.rstrip("/")
-        or f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
-    )
+    origin = public_base_url.rstrip("/") or f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
     return origin + path + (f"?{query}" if query else "")
 
 
@@ -171,9 +164,7 @@ async def source_webhook(source_id: str, request: Request) -> Response:
         delivery = _verified_delivery(source, spec, signed)
     except _SignatureRejected as exc:
         log.warning("webhook_signature_rejected", source_id=source.id, kind=source.kind, reason=str(exc))
-        return JSONResponse(
-            {"error": "invalid_signature", "detail": str(exc), "header": exc.header}, status_code=401
-        )
+        return JSONResponse({"error": "invalid_signature", "detail": str(exc), "header": exc.header}, status_code=401)
     except LeadValidationError as exc:
         log.warning(
             "webhook_payload_rejected",

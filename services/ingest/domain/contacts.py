@@ -79,7 +79,6 @@ def parse_bool(value: Any) -> bool | None:
     return None
 
 
-
 @functools.lru_cache(maxsize=1024)
 def lookup_country(value: str) -> str | None:
     """Country name or ISO code (alpha-2, alpha-3, numeric) -> ISO 3166-1 alpha-2, or None."""
@@ -132,9 +131,7 @@ def normalize_language(value: str) -> str | None:
         parts = re.split(r"[-_]", value)
         primary = parts[0].lower()
         known = (
-            pycountry.languages.get(alpha_2=primary)
-            if len(primary) == 2
-            else pycountry.languages.get(alpha_3=primary)
+            pycountry.languages.get(alpha_2=primary) if len(primary) == 2 else pycountry.languages.get(alpha_3=primary)
         )
         if known is None:
             return None
@@ -167,4 +164,3 @@ def normalize_url(value: str) -> str:
         netloc += f":{port}"
     # Credentials in a submitted URL are never useful to sales and must not be stored.
     return urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment))
-

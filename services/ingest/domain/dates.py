@@ -16,9 +16,7 @@ def parse_datetime(value: Any) -> datetime:
         dt = value
     elif isinstance(value, bool):
         raise ValueError("not a date-time")
-    elif isinstance(value, int | float) or (
-        isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip())
-    ):
+    elif isinstance(value, int | float) or (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip())):
         seconds = float(value)
         # Platforms disagree on units; anything past year ~5000 in seconds is really milliseconds.
         if seconds > 1e11:
@@ -31,4 +29,3 @@ def parse_datetime(value: Any) -> datetime:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)
-

@@ -184,9 +184,7 @@ def collect(raw: Mapping[str, Any], field_mapping: Mapping[str, str] | None) -> 
                 continue  # an explicit "" mapping drops a key the source sends but we must not keep
             if not route_target(collected, target, key, value, rank=-100):
                 collected.custom.setdefault(key, value)  # lenient mode keeps it; strict mode raises
-                collected.errors.append(
-                    FieldError(f"field_mapping.{key}", f"unknown target field {target!r}")
-                )
+                collected.errors.append(FieldError(f"field_mapping.{key}", f"unknown target field {target!r}"))
             continue
         if slug in _IGNORED_KEYS:
             continue
@@ -210,4 +208,3 @@ def collect(raw: Mapping[str, Any], field_mapping: Mapping[str, str] | None) -> 
         if not route_known(collected, slug, key, value, rank=0):
             collected.custom[key] = value
     return collected
-

@@ -84,4 +84,3 @@ def subject_identity_keys(email: str | None, phone: str | None, region: str | No
     if errors:
         raise LeadValidationError(errors)
     return keys
-

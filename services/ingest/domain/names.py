@@ -41,4 +41,3 @@ def join_name(first: str | None, last: str | None) -> str | None:
             return last + first
         return f"{first} {last}"
     return first or last
-

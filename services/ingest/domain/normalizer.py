@@ -286,8 +286,5 @@ class Normalizer:
                 break  # lenient: keep the first 50, in the order the source sent them
             out[key] = converted
         if len(out) > MAX_CUSTOM_KEYS:
-            self.errors.append(
-                FieldError("custom", f"at most {MAX_CUSTOM_KEYS} custom fields, got {len(out)}")
-            )
+            self.errors.append(FieldError("custom", f"at most {MAX_CUSTOM_KEYS} custom fields, got {len(out)}"))
         return out
-

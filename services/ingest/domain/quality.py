@@ -51,4 +51,3 @@ def custom_value(value: Any, *, truncate: bool) -> CustomValue | FieldError:
             return FieldError("", f"value longer than {MAX_CUSTOM_VALUE_LEN} characters")
         text = text[:MAX_CUSTOM_VALUE_LEN]
     return text
-

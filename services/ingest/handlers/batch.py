@@ -184,4 +184,3 @@ async def accept_leads(
     for kind, count in received.items():
         metrics.lead_received(session, kind, count)
     return outcomes
-

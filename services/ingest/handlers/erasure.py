@@ -69,7 +69,6 @@ async def erase_subject(
     return [lead.id for lead in leads if lead.erased_at == now]
 
 
-
 async def erase_lead_by_id(
     session: AsyncSession, settings: IngestSettings, lead_id: str, now: datetime, correlation_id: str | None
 ) -> Lead | None:

@@ -44,7 +44,6 @@ class Accepted:
         }
 
 
-
 def event_topic(event: Event) -> str:
     """The topic an event of this service goes to."""
     return EVENT_TOPICS[event.type]
@@ -53,7 +52,6 @@ def event_topic(event: Event) -> str:
 def identity_hash(identity: str) -> str:
     """Repeat detection compares hashes, so the identities index holds no email or phone in clear."""
     return hashlib.sha256(b"handoff-identity:" + identity.encode()).hexdigest()
-
 
 
 def received_event(
@@ -154,7 +152,6 @@ async def purge_erased_identities(session: AsyncSession, settings: IngestSetting
     return await IngestRepository(session).purge_identities(settings.idempotency_purge_batch)
 
 
-
 def request_fingerprint(body: bytes, content_type: str) -> str:
     return hashlib.sha256(content_type.encode() + b"\n" + body).hexdigest()
 
@@ -162,7 +159,6 @@ def request_fingerprint(body: bytes, content_type: str) -> str:
 def idempotency_scope(principal: str, key: str) -> str:
     """Keys are scoped to the caller, so two sources cannot collide on the same key."""
     return hashlib.sha256(f"{principal}\n{key}".encode()).hexdigest()
-
 
 
 async def source_by_api_key(session: AsyncSession, api_key: str) -> Source | None:

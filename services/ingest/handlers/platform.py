@@ -115,9 +115,7 @@ async def store_fetched_lead(
     return accepted
 
 
-async def record_fetch_failure(
-    session: AsyncSession, fetch_id: int, error: str, retry_at: datetime
-) -> int | None:
+async def record_fetch_failure(session: AsyncSession, fetch_id: int, error: str, retry_at: datetime) -> int | None:
     """Count a failed attempt and schedule the next; the row is kept whatever the count; None if gone."""
     fetch = await PlatformFetchRepository(session).platform_fetch(fetch_id)
     if fetch is None:
@@ -127,7 +125,6 @@ async def record_fetch_failure(
     fetch.last_error = error[:500]
     await session.flush()
     return fetch.attempts
-
 
 
 async def webhook_source(session: AsyncSession, source_id: str, webhook_kinds: frozenset[str]) -> Source | None:

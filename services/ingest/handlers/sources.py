@@ -62,12 +62,11 @@ async def rotate_source_key(session: AsyncSession, source: Source, now: datetime
     return api_key
 
 
-
-
 def sealed_config(box: SecretBox, config: Mapping[str, Any]) -> dict[str, Any]:
     """The config with each secret encrypted; other settings (base URLs, property lists) and nulls as they are."""
     return {
-        key: box.seal(value) if key in SECRET_CONFIG_KEYS and isinstance(value, str) and not is_encrypted(value)
+        key: box.seal(value)
+        if key in SECRET_CONFIG_KEYS and isinstance(value, str) and not is_encrypted(value)
         else value
         for key, value in config.items()
     }
@@ -109,9 +108,7 @@ class ConfigInvalid(ValueError):
         super().__init__("invalid config")
 
 
-def config_problems(
-    kind: str, config: dict[str, Any], check_url: Callable[[str], str]
-) -> list[dict[str, str]]:
+def config_problems(kind: str, config: dict[str, Any], check_url: Callable[[str], str]) -> list[dict[str, str]]:
     """What is wrong with a source's config for its kind (unknown keys, a URL that is not one).
 
     Each platform's settings go under the platform's own names; anything else is a typo that would silently break

@@ -44,4 +44,3 @@ def quarantine_view(row: QuarantinedSubmission, source: Source | None, fields: d
         "received_at": row.received_at.isoformat(),
         "decided_at": row.decided_at.isoformat() if row.decided_at else None,
     }
-

@@ -25,9 +25,7 @@ class IngestRepository:
         return (await self.session.execute(select(Source).where(Source.api_key_hash == key_hash))).scalar_one_or_none()
 
     async def source_by_publishable_key(self, key: str) -> Source | None:
-        return (
-            await self.session.execute(select(Source).where(Source.publishable_key == key))
-        ).scalar_one_or_none()
+        return (await self.session.execute(select(Source).where(Source.publishable_key == key))).scalar_one_or_none()
 
     async def sources(self) -> list[Source]:
         return list((await self.session.execute(select(Source).order_by(Source.created_at, Source.id))).scalars())
@@ -44,9 +42,7 @@ class IngestRepository:
 
     async def lead_by_external_id(self, source_id: str, external_id: str) -> Lead | None:
         return (
-            await self.session.execute(
-                select(Lead).where(Lead.source_id == source_id, Lead.external_id == external_id)
-            )
+            await self.session.execute(select(Lead).where(Lead.source_id == source_id, Lead.external_id == external_id))
         ).scalar_one_or_none()
 
     async def earlier_lead_for(self, identities: list[str], since: datetime) -> str | None:

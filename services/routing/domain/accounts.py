@@ -23,6 +23,7 @@ from routing.domain.rules import lookup
 
 __all__ = ["company_key", "domain_chain", "normalize_domain", "registrable_domain"]
 
+
 @dataclass(frozen=True)
 class Account:
     id: str
@@ -89,9 +90,7 @@ def lead_match_keys(view: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     domains: list[str] = []
     for path in ("enrichment.domain", "enrichment.company.domain", "lead.email"):
         domains.extend(d for d in domain_chain(lookup(view, path)) if d not in domains)
-    names = [
-        key for key in (company_key(lookup(view, p)) for p in ("enrichment.company.name", "lead.company")) if key
-    ]
+    names = [key for key in (company_key(lookup(view, p)) for p in ("enrichment.company.name", "lead.company")) if key]
     return domains, sorted(set(names))
 
 

@@ -137,9 +137,7 @@ class _Router:
 
     def execute(self, action: Action, rule: Rule | None, options: RuleOptions) -> Decision | None:
         if action.kind == "nurture":
-            return self.decision(
-                "nurture", rule, f"{_rule_phrase(rule)}: the lead goes to nurture, not to a rep."
-            )
+            return self.decision("nurture", rule, f"{_rule_phrase(rule)}: the lead goes to nurture, not to a rep.")
         sticky = self.sticky(rule)
         if sticky is not None:
             return sticky
@@ -303,9 +301,7 @@ def route(
     """Decide where one lead goes: first matching rule, then affinity, eligibility and rotation."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    router = _Router(
-        view, rules, teams, reps, loads, rotation, accounts, previous_rep, exclude, now.astimezone(UTC)
-    )
+    router = _Router(view, rules, teams, reps, loads, rotation, accounts, previous_rep, exclude, now.astimezone(UTC))
     start = 0
     while (match := rules.first_match(view, start=start)) is not None:
         index, rule = match

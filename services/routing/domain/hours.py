@@ -125,9 +125,7 @@ def next_working_time(at: datetime, *, hours: WorkingHours, tz: str) -> datetime
     return max(span[0], at) if span is not None else None
 
 
-def sla_deadline(
-    start: datetime, minutes: float, *, business_hours: bool, hours: WorkingHours, tz: str
-) -> datetime:
+def sla_deadline(start: datetime, minutes: float, *, business_hours: bool, hours: WorkingHours, tz: str) -> datetime:
     """When `minutes` have elapsed from `start`: working time in `tz` if business_hours, else clock time."""
     start = _require_aware(start, "start")
     if minutes < 0:

@@ -192,9 +192,7 @@ def parse_hours(value: Any, closed_on: Any, where: str, errors: _Errors) -> Work
         parsed = _spans(spans, day_where, errors)
         for day in _days(str(key), day_where, errors):
             week.setdefault(day, []).extend(parsed)
-    hours = WorkingHours(
-        by_weekday={d: sorted(s) for d, s in week.items() if s}, closed_dates=frozenset(closed)
-    )
+    hours = WorkingHours(by_weekday={d: sorted(s) for d, s in week.items() if s}, closed_dates=frozenset(closed))
     if not hours.has_working_time():
         errors.add(f"{where}.hours", "no working time in the week (use status: away to pause a rep)")
     return hours
@@ -343,8 +341,7 @@ def _parse_rep(item: Any, where: str, errors: _Errors) -> Rep | None:
         timezone=_timezone(item.get("timezone"), f"{where}.timezone", errors),
         hours=parse_hours(item.get("hours"), item.get("closed_on"), where, errors),
         languages=frozenset(
-            lang.lower().split("-")[0]
-            for lang in _string_set(item.get("languages"), f"{where}.languages", errors)
+            lang.lower().split("-")[0] for lang in _string_set(item.get("languages"), f"{where}.languages", errors)
         ),
         territories=frozenset(territories),
         segments=frozenset(s.lower() for s in _string_set(item.get("segments"), f"{where}.segments", errors)),

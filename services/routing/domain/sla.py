@@ -96,9 +96,7 @@ def next_escalation_step(reassignments_so_far: int, policy: EscalationPolicy) ->
     return policy.then
 
 
-def manager_for(
-    rep_id: str, reps: Sequence[Rep], teams: Sequence[Team], *, now: datetime | None = None
-) -> str | None:
+def manager_for(rep_id: str, reps: Sequence[Rep], teams: Sequence[Team], *, now: datetime | None = None) -> str | None:
     """Who a missed lead escalates to: the rep's manager, else the team's; with `now`, only one present."""
     by_id = {rep.id: rep for rep in reps}
     rep = by_id.get(rep_id)

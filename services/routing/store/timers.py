@@ -197,4 +197,3 @@ class TimerRepository(Repository):
                 """
             )
         )
-

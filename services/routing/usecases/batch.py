@@ -234,8 +234,13 @@ def _record(
     timers: list[dict[str, Any]] = []
     if decision.outcome == "held" and decision.hold_until:
         timers.append(
-            {"lead_id": lead_id, "assignment_id": assignment_id, "kind": "hold", "fraction": None,
-             "due_at": decision.hold_until}
+            {
+                "lead_id": lead_id,
+                "assignment_id": assignment_id,
+                "kind": "hold",
+                "fraction": None,
+                "due_at": decision.hold_until,
+            }
         )
     elif resolved is not None and due is not None:
         timers = clock_rows(lead_id, assignment_id, resolved.policy, now, due, hours, tz)
@@ -249,8 +254,9 @@ def _record(
     detail = timeline_detail(assignment_id, 1, decision, None, None, due, note)
     pending.timeline.append({"lead_id": lead_id, "at": now, "kind": "assigned", "detail": detail})
     # The event data reads the rows' attributes: plain namespaces stand in for them (ORM instances cost more).
-    body = assignment_data(cast(Any, SimpleNamespace(**lead)), cast(Any, SimpleNamespace(**assignment)), decision,
-                           rep, None, None)
+    body = assignment_data(
+        cast(Any, SimpleNamespace(**lead)), cast(Any, SimpleNamespace(**assignment)), decision, rep, None, None
+    )
     pending.events.append(event("lead.assigned", lead_id, body, now, scored.correlation_id))
     pending.outcomes[decision.outcome] += 1
     # Speed of the pipeline itself: source submit and Handoff receipt to the first decision.

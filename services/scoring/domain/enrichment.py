@@ -137,9 +137,7 @@ def enrich(
 
     domain = lookup_domain(lead)
     domain_source = "email" if email_type in ("corporate", "role") else "website" if domain else None
-    steps.append(
-        {"step": "domain", "source": domain_source or "none", "ok": domain is not None, "detail": domain}
-    )
+    steps.append({"step": "domain", "source": domain_source or "none", "ok": domain is not None, "detail": domain})
 
     steps.append(
         {
@@ -172,30 +170,22 @@ def enrich(
     )
 
     provider = dict(provider_result) if provider_status == "ok" and provider_result is not None else None
-    steps.append(
-        {"step": "provider", "source": "provider", "ok": provider_status == "ok", "detail": provider_status}
-    )
+    steps.append({"step": "provider", "source": "provider", "ok": provider_status == "ok", "detail": provider_status})
 
     company = firmographic
     if provider is not None:
         company, filled = _merge_company(company, domain, provider.get("company"))
         if filled:
-            steps.append(
-                {"step": "company_from_provider", "source": "provider", "ok": True, "detail": filled}
-            )
+            steps.append({"step": "company_from_provider", "source": "provider", "ok": True, "detail": filled})
         provider_seniority = _text(provider.get("seniority"))
         # A parsed title beats the provider, except when parsing found nothing specific.
         if seniority in (None, "individual") and provider_seniority in _SPECIFIC_SENIORITIES:
             seniority = provider_seniority
-            steps.append(
-                {"step": "seniority_from_provider", "source": "provider", "ok": True, "detail": seniority}
-            )
+            steps.append({"step": "seniority_from_provider", "source": "provider", "ok": True, "detail": seniority})
         provider_function = _text(provider.get("function"))
         if function in (None, "other") and provider_function in _SPECIFIC_FUNCTIONS:
             function = provider_function
-            steps.append(
-                {"step": "function_from_provider", "source": "provider", "ok": True, "detail": function}
-            )
+            steps.append({"step": "function_from_provider", "source": "provider", "ok": True, "detail": function})
 
     return Enrichment(
         email_type=email_type,
@@ -226,9 +216,7 @@ def _merge_company(
     """Fill the table's empty company fields from the provider; return the company and the fields filled."""
     if not isinstance(provided, Mapping):
         return company, []
-    values: dict[str, str | None] = {
-        key: getattr(company, key) if company else None for key in _COMPANY_FIELDS
-    }
+    values: dict[str, str | None] = {key: getattr(company, key) if company else None for key in _COMPANY_FIELDS}
     filled: list[str] = []
     for key in _COMPANY_FIELDS:
         candidate = _text(provided.get(key))

@@ -79,9 +79,7 @@ def score_lead(
     """
     resolve = field_resolver(lead, enrichment, context)
     matched = [rule for rule in ruleset.rules if rule.enabled and evaluate(rule.when, resolve)]
-    fired = [
-        FiredRule(id=rule.id, score=rule.score, points=rule.points, reason=_reason(rule)) for rule in matched
-    ]
+    fired = [FiredRule(id=rule.id, score=rule.score, points=rule.points, reason=_reason(rule)) for rule in matched]
     fit = _clamp(sum(rule.points for rule in fired if rule.score == "fit"))
     intent = _clamp(sum(rule.points for rule in fired if rule.score == "intent"))
     grade = ruleset.grade(fit, intent)

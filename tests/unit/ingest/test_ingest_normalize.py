@@ -35,9 +35,7 @@ def errors_of(raw: dict, **kwargs) -> dict[str, str]:
 
 # --- names: Unicode kept exactly ----------------------------------------------------------------
 
-BENGALI = (
-    "\u09b0\u200d\u09cd\u09af\u09be\u09ac\u09c7\u09df\u09be"  # র‍্যাবেয়া: ZWJ for ra-phala, precomposed U+09DF
-)
+BENGALI = "\u09b0\u200d\u09cd\u09af\u09be\u09ac\u09c7\u09df\u09be"  # র‍্যাবেয়া: ZWJ for ra-phala, precomposed U+09DF
 ARABIC = "عبد\u200cالرحمن"  # noqa: RUF001 (Arabic on purpose, with ZWNJ)
 PERSIAN = "محمد\u200cرضا"  # noqa: RUF001
 CHINESE = "王小明"
@@ -98,27 +96,20 @@ def test_emoji_zwj_sequence_is_kept() -> None:
         ("山田\u3000太郎", "太郎", "山田"),  # family name first, full-width space kept in full_name
     ],
 )
-def test_full_name_is_split_when_first_and_last_are_absent(
-    full_name: str, first: str | None, last: str | None
-) -> None:
+def test_full_name_is_split_when_first_and_last_are_absent(full_name: str, first: str | None, last: str | None) -> None:
     result = lead({"name": full_name, "email": "a@example.com"})
     assert (result.first_name, result.last_name) == (first, last)
     assert result.full_name == full_name
 
 
 def test_full_name_is_derived_from_first_and_last() -> None:
-    assert (
-        lead({"firstname": "Ada", "surname": "Lovelace", "email": "a@example.com"}).full_name
-        == "Ada Lovelace"
-    )
+    assert lead({"firstname": "Ada", "surname": "Lovelace", "email": "a@example.com"}).full_name == "Ada Lovelace"
     assert lead({"first_name": "小明", "last_name": "王", "email": "a@example.com"}).full_name == "王小明"
     assert lead({"given_name": "Ada", "email": "a@example.com"}).full_name == "Ada"
 
 
 def test_given_first_last_and_full_name_are_all_kept_as_sent() -> None:
-    result = lead(
-        {"first_name": "Ada", "last_name": "King", "name": "Augusta Ada King", "email": "a@example.com"}
-    )
+    result = lead({"first_name": "Ada", "last_name": "King", "name": "Augusta Ada King", "email": "a@example.com"})
     assert (result.first_name, result.last_name, result.full_name) == ("Ada", "King", "Augusta Ada King")
 
 
@@ -185,10 +176,7 @@ def test_phone_alone_is_enough_and_gives_an_identity_key() -> None:
 
 
 def test_lead_country_decides_the_phone_region_before_the_default_region() -> None:
-    assert (
-        lead({"phone_number": "030 12345678", "country": "Germany"}, default_region="US").phone
-        == "+493012345678"
-    )
+    assert lead({"phone_number": "030 12345678", "country": "Germany"}, default_region="US").phone == "+493012345678"
     assert lead({"phone": "020 7946 0958"}, default_region="GB").phone == "+442079460958"
 
 
@@ -404,14 +392,10 @@ def test_structured_value_for_a_text_field_is_rejected() -> None:
 
 
 def test_flat_and_nested_utm_and_click_ids() -> None:
-    flat = lead(
-        {"email": "a@example.com", "utm_source": "google", "utm_medium": "cpc", "gclid": "G1", "fbclid": "F1"}
-    )
+    flat = lead({"email": "a@example.com", "utm_source": "google", "utm_medium": "cpc", "gclid": "G1", "fbclid": "F1"})
     assert flat.utm == {"source": "google", "medium": "cpc"}
     assert flat.click_ids == {"gclid": "G1", "fbclid": "F1"}
-    nested = lead(
-        {"email": "a@example.com", "utm": {"source": "li", "utm_campaign": "q2"}, "li_fat_id": "L1"}
-    )
+    nested = lead({"email": "a@example.com", "utm": {"source": "li", "utm_campaign": "q2"}, "li_fat_id": "L1"})
     assert nested.utm == {"source": "li", "campaign": "q2"}
     assert nested.click_ids == {"li_fat_id": "L1"}
 

@@ -80,9 +80,7 @@ META_NOTIFICATION = {
         {
             "id": "153125381133",
             "time": 1741964460,
-            "changes": [
-                {"field": "leadgen", "value": {"leadgen_id": "444444444445", "form_id": "555555555555"}}
-            ],
+            "changes": [{"field": "leadgen", "value": {"leadgen_id": "444444444445", "form_id": "555555555555"}}],
         },
     ],
 }
@@ -315,7 +313,7 @@ class TestLinkedIn:
     @pytest.mark.parametrize(
         "code",
         [
-            "hmacsha256={\"leadAction\":\"DELETED\"}",  # forging a notification's signature
+            'hmacsha256={"leadAction":"DELETED"}',  # forging a notification's signature
             "anything",
             "890e4bf3-4b9d-4b0e-9e1f-4e3f1a2b3c4d\n",
             "890e4bf34b9d4b0e9e1f4e3f1a2b3c4d",
@@ -352,10 +350,7 @@ class TestLinkedIn:
         assert note.urn == LINKEDIN_NOTIFICATION["leadGenFormResponse"]
         assert (note.action, note.form_urn) == ("CREATED", "urn:li:leadGenForm:5925256")
         assert note.occurred_at == datetime(2025, 3, 14, 15, 0, tzinfo=UTC)
-        assert (
-            parse_linkedin_notification({**LINKEDIN_NOTIFICATION, "leadAction": "DELETED"}).action
-            == "DELETED"
-        )
+        assert parse_linkedin_notification({**LINKEDIN_NOTIFICATION, "leadAction": "DELETED"}).action == "DELETED"
 
     def test_notification_without_urn_or_with_unknown_action_is_rejected(self) -> None:
         with pytest.raises(LeadValidationError):
@@ -540,9 +535,7 @@ class TestWebflow:
     def test_tampered_body_fails(self) -> None:
         body, ts = body_of(WEBFLOW_EVENT), str(NOW_MS)
         with pytest.raises(SignatureError):
-            verify_webflow_signature(
-                SECRET, body.replace(b"Zaphod", b"Arthur"), ts, self.sign(ts, body), now=NOW
-            )
+            verify_webflow_signature(SECRET, body.replace(b"Zaphod", b"Arthur"), ts, self.sign(ts, body), now=NOW)
 
     def test_changed_timestamp_fails(self) -> None:
         body, ts = body_of(WEBFLOW_EVENT), str(NOW_MS)
@@ -644,9 +637,7 @@ HUBSPOT_SIGNED_URI = "https://hooks.example.com/ingest/hubspot?source=src:web/ma
 
 class TestHubSpot:
     def sign(self, method: str, uri: str, body: bytes, ts: str, secret: str = SECRET) -> str:
-        return base64.b64encode(
-            hmac_digest(secret, method.encode() + uri.encode() + body + ts.encode())
-        ).decode()
+        return base64.b64encode(hmac_digest(secret, method.encode() + uri.encode() + body + ts.encode())).decode()
 
     def test_good_signature_passes_with_the_uri_decoded_as_hubspot_does(self) -> None:
         body, ts = body_of(HUBSPOT_EVENTS), str(NOW_MS)
@@ -662,9 +653,7 @@ class TestHubSpot:
         body, ts = body_of(HUBSPOT_EVENTS), str(NOW_MS)
         over_decoded = HUBSPOT_SIGNED_URI.replace("%20", " ").replace("%3D", "=")
         with pytest.raises(SignatureError):
-            verify_hubspot_v3(
-                SECRET, "POST", HUBSPOT_URI, body, ts, self.sign("POST", over_decoded, body, ts), now=NOW
-            )
+            verify_hubspot_v3(SECRET, "POST", HUBSPOT_URI, body, ts, self.sign("POST", over_decoded, body, ts), now=NOW)
 
     def test_tampered_body_method_or_uri_fails(self) -> None:
         body, ts = body_of(HUBSPOT_EVENTS), str(NOW_MS)
@@ -729,9 +718,7 @@ class TestHubSpot:
         assert lead.custom == {"hubspot_contact_id": "3234574", "lifecyclestage": "lead"}
 
     def test_crm_v3_object_shape(self) -> None:
-        (parsed,) = parse_hubspot(
-            {"id": "51", "properties": {"email": "ada@example.com", "firstname": "Ada"}}
-        )
+        (parsed,) = parse_hubspot({"id": "51", "properties": {"email": "ada@example.com", "firstname": "Ada"}})
         assert parsed.external_id == "51"
         assert normalize_lead(parsed.raw, now=NOW).first_name == "Ada"
 

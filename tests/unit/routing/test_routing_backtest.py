@@ -53,9 +53,7 @@ def test_capacity_frees_up_when_a_lead_really_closed() -> None:
 def test_a_repeat_lead_follows_the_rep_the_replay_gave_the_original_or_the_real_one() -> None:
     reps = [rep("ana"), rep("ben"), rep("cy")]
     leads = [_lead(0, 0), _lead(1, 1), _lead(2, 2, duplicate_of="lead-0"), _lead(3, 3, duplicate_of="older")]
-    results = replay(
-        leads, rules=ROTATE, teams=[TEAM], reps=reps, accounts={}, known_reps={"older": "cy"}
-    )
+    results = replay(leads, rules=ROTATE, teams=[TEAM], reps=reps, accounts={}, known_reps={"older": "cy"})
     assert results["lead-2"].rep_id == results["lead-0"].rep_id == "ana"
     assert results["lead-3"].rep_id == "cy"
 

@@ -40,9 +40,7 @@ def test_within_one_working_day() -> None:
 
 def test_clock_time_when_not_business_hours() -> None:
     start = datetime(2025, 3, 8, 23, 0, tzinfo=UTC)  # a Saturday night
-    assert sla_deadline(start, 5, business_hours=False, hours=WEEKDAYS, tz=LONDON) == start + timedelta(
-        minutes=5
-    )
+    assert sla_deadline(start, 5, business_hours=False, hours=WEEKDAYS, tz=LONDON) == start + timedelta(minutes=5)
 
 
 def test_a_lead_at_night_starts_the_clock_next_morning() -> None:
@@ -105,12 +103,8 @@ def test_closed_dates_are_skipped() -> None:
 
 def test_around_the_clock_days_have_their_real_length_across_dst() -> None:
     always = WorkingHours.always()
-    spring = working_minutes_between(
-        local(LONDON, 2025, 3, 30), local(LONDON, 2025, 3, 31), hours=always, tz=LONDON
-    )
-    autumn = working_minutes_between(
-        local(LONDON, 2025, 10, 26), local(LONDON, 2025, 10, 27), hours=always, tz=LONDON
-    )
+    spring = working_minutes_between(local(LONDON, 2025, 3, 30), local(LONDON, 2025, 3, 31), hours=always, tz=LONDON)
+    autumn = working_minutes_between(local(LONDON, 2025, 10, 26), local(LONDON, 2025, 10, 27), hours=always, tz=LONDON)
     assert (spring, autumn) == (23 * 60, 25 * 60)
     # Three real hours from Saturday 23:00 GMT end at 03:00 BST: four hours later on the wall clock.
     start = local(LONDON, 2025, 3, 29, 23, 0)
@@ -170,15 +164,11 @@ schedules = st.sampled_from(
         SUN_TO_THU,
         WorkingHours.always(),
         WorkingHours(by_weekday={d: [(time(8), time(12)), (time(13), time(17, 30))] for d in range(5)}),
-        WorkingHours(
-            by_weekday={6: [(time(0, 30), time(3))], 5: [(time(22), time(0))]}
-        ),  # DST-straddling shifts
+        WorkingHours(by_weekday={6: [(time(0, 30), time(3))], 5: [(time(22), time(0))]}),  # DST-straddling shifts
     ]
 )
 zones = st.sampled_from([LONDON, LA, DHAKA, "UTC", "Australia/Lord_Howe"])
-instants = st.datetimes(
-    min_value=datetime(2024, 1, 1), max_value=datetime(2026, 12, 31), timezones=st.just(UTC)
-)
+instants = st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2026, 12, 31), timezones=st.just(UTC))
 
 
 @settings(max_examples=250, deadline=None)

@@ -62,9 +62,7 @@ def test_each_exclusion_reason(subject, kwargs, reason: str) -> None:
 @pytest.mark.parametrize(
     "subject",
     [
-        rep(
-            "x", ooo_from=WED_15_UTC + timedelta(days=1), ooo_until=WED_15_UTC + timedelta(days=3)
-        ),  # leave not begun
+        rep("x", ooo_from=WED_15_UTC + timedelta(days=1), ooo_until=WED_15_UTC + timedelta(days=3)),  # leave not begun
         rep("x", ooo_from=WED_15_UTC - timedelta(days=3), ooo_until=WED_15_UTC),  # back exactly now
         rep("x", hours=NINE_TO_FIVE, timezone="Europe/London"),  # 15:00 there
         rep("x", max_open=6),  # 5 open of 6
@@ -119,20 +117,14 @@ def test_a_duplicate_skips_an_unavailable_previous_rep_and_nurture_rules_still_a
     reps = [rep("a"), rep("b", status="ooo")]
     assert decide(view(duplicate_of="lead-1"), reps, previous_rep="b").rep_id == "a"
     nurture = load_rules({"fallback_team": "sales", "rules": [{"action": {"nurture": True}}]})
-    assert (
-        decide(view(duplicate_of="lead-1"), [rep("a")], previous_rep="a", rules=nurture).outcome == "nurture"
-    )
+    assert decide(view(duplicate_of="lead-1"), [rep("a")], previous_rep="a", rules=nurture).outcome == "nurture"
     # An escalation away from the previous rep must not bounce the lead straight back.
-    back = decide(
-        view(duplicate_of="lead-1"), [rep("a"), rep("b")], previous_rep="b", exclude=frozenset({"b"})
-    )
+    back = decide(view(duplicate_of="lead-1"), [rep("a"), rep("b")], previous_rep="b", exclude=frozenset({"b"}))
     assert back.rep_id == "a"
 
 
 def test_sticky_duplicates_can_be_switched_off() -> None:
-    rules = load_rules(
-        {"fallback_team": "sales", "sticky_duplicates": False, "rules": [{"action": {"team": "sales"}}]}
-    )
+    rules = load_rules({"fallback_team": "sales", "sticky_duplicates": False, "rules": [{"action": {"team": "sales"}}]})
     reps = [rep("a"), rep("b")]
     picks = {decide(view(duplicate_of="l-1"), reps, rules=rules, previous_rep="b").rep_id}
     assert picks == {"a"}  # fresh rotation picks a (ids sort first), not the previous rep b
@@ -153,9 +145,7 @@ ACCOUNT_RULES = load_rules(
 
 def test_account_owner_wins_even_when_busy_but_not_when_out_of_office() -> None:
     reps = [rep("owner", max_open=1), rep("s1", team="sdr")]
-    busy = decide(
-        view(), reps, rules=ACCOUNT_RULES, accounts={"ACME.io": "owner"}, loads={"owner": RepLoad(9, 9)}
-    )
+    busy = decide(view(), reps, rules=ACCOUNT_RULES, accounts={"ACME.io": "owner"}, loads={"owner": RepLoad(9, 9)})
     assert (busy.rep_id, busy.method) == ("owner", "account_owner")
     reps[0] = rep("owner", status="ooo")
     away = decide(view(), reps, rules=ACCOUNT_RULES, accounts={"acme.io": "owner"})
@@ -165,9 +155,7 @@ def test_account_owner_wins_even_when_busy_but_not_when_out_of_office() -> None:
 
 def test_account_owner_domain_falls_back_to_the_email_domain() -> None:
     lead = view(enrichment={}, lead={"country": "US", "email": "Pat@Initech.com"})
-    decision = decide(
-        lead, [rep("o"), rep("s1", team="sdr")], rules=ACCOUNT_RULES, accounts={"initech.com": "o"}
-    )
+    decision = decide(lead, [rep("o"), rep("s1", team="sdr")], rules=ACCOUNT_RULES, accounts={"initech.com": "o"})
     assert decision.rep_id == "o"
 
 

@@ -14,9 +14,7 @@ pytestmark = pytest.mark.unit
 
 
 def matches(when: Any, lead: dict[str, Any]) -> bool:
-    rules = load_rules(
-        {"fallback_team": "sales", "rules": [{"id": "r", "when": when, "action": {"nurture": True}}]}
-    )
+    rules = load_rules({"fallback_team": "sales", "rules": [{"id": "r", "when": when, "action": {"nurture": True}}]})
     return rules.first_match(lead) is not None
 
 
@@ -74,9 +72,7 @@ def test_operators(when: Any, expected: bool) -> None:
 
 
 def test_norway_stays_a_country_in_yaml() -> None:
-    rules = load_rules(
-        "fallback_team: sales\nrules:\n  - when: {lead.country: NO}\n    action: {nurture: true}\n"
-    )
+    rules = load_rules("fallback_team: sales\nrules:\n  - when: {lead.country: NO}\n    action: {nurture: true}\n")
     assert rules.first_match(view(lead={"country": "NO"})) is not None
     assert rules.first_match(view(lead={"country": "SE"})) is None
 
@@ -110,9 +106,7 @@ def test_json_and_yaml_of_the_same_rules_have_the_same_version_and_edits_change_
         "fallback_team": "sdr",
         "rules": [{"id": "x", "when": {"score.grade": "A"}, "action": {"team": "s"}}],
     }
-    from_yaml = load_rules(
-        "fallback_team: sdr\nrules:\n- id: x\n  when: {score.grade: A}\n  action: {team: s}\n"
-    )
+    from_yaml = load_rules("fallback_team: sdr\nrules:\n- id: x\n  when: {score.grade: A}\n  action: {team: s}\n")
     assert load_rules(json.dumps(data)).version == load_rules(data).version == from_yaml.version
     data["rules"][0]["when"] = {"score.grade": "B"}
     assert load_rules(data).version != from_yaml.version
@@ -252,7 +246,5 @@ def test_default_rules_send_a_known_account_to_its_owner_first() -> None:
     decision = decide(view(), reps, rules=load_rules(DEFAULT_RULES_YAML), accounts={"acme.io": "owner"})
     assert (decision.rep_id, decision.method, decision.rule_id) == ("owner", "account_owner", "account-owner")
     # Test leads never reach the owner.
-    test_lead = decide(
-        view(is_test=True), reps, rules=load_rules(DEFAULT_RULES_YAML), accounts={"acme.io": "owner"}
-    )
+    test_lead = decide(view(is_test=True), reps, rules=load_rules(DEFAULT_RULES_YAML), accounts={"acme.io": "owner"})
     assert test_lead.outcome == "nurture"

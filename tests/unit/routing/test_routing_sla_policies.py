@@ -102,8 +102,13 @@ def test_the_rules_block_wins_over_the_teams_which_wins_over_the_defaults_field_
 
     def resolve(grade: str, rule_block: SlaBlock | None, team_block: SlaBlock | None) -> ResolvedSla:
         return resolve_sla(
-            grade, rule_block=rule_block, team_block=team_block, defaults=defaults, ladder=ladder,
-            rule_id="hot", team_id="t",
+            grade,
+            rule_block=rule_block,
+            team_block=team_block,
+            defaults=defaults,
+            ladder=ladder,
+            rule_id="hot",
+            team_id="t",
         )
 
     a = resolve("A", rule, team)
@@ -128,7 +133,11 @@ def test_the_ladder_runs_in_order_with_a_notify_step_and_its_own_clock_then_repe
         policy, (LadderStep("reassign"), LadderStep("notify_manager", 10), LadderStep("queue")), FollowUp(3, 48)
     )
     assert [sla.step_after(n).step for n in range(5)] == [  # type: ignore[union-attr]
-        "reassign", "notify_manager", "queue", "queue", "queue",
+        "reassign",
+        "notify_manager",
+        "queue",
+        "queue",
+        "queue",
     ]
     notify = sla.step_after(1)
     assert notify is not None

@@ -72,13 +72,9 @@ def test_allow_list_opens_exactly_what_it_names() -> None:
 
 def test_settings_allow_loopback_in_development_only_unless_told() -> None:
     assert webhook_address_policy(RoutingSettings(env="development")).allow_loopback
-    assert not webhook_address_policy(
-        RoutingSettings(env="production", admin_token=SecretStr("x" * 32))
-    ).allow_loopback
+    assert not webhook_address_policy(RoutingSettings(env="production", admin_token=SecretStr("x" * 32))).allow_loopback
     assert webhook_address_policy(RoutingSettings(env="test", webhook_allow_loopback=True)).allow_loopback
-    assert not webhook_address_policy(
-        RoutingSettings(env="development", webhook_allow_loopback=False)
-    ).allow_loopback
+    assert not webhook_address_policy(RoutingSettings(env="development", webhook_allow_loopback=False)).allow_loopback
     policy = webhook_address_policy(
         RoutingSettings(env="test", webhook_allow_private_hosts=("10.0.0.0/8", "CRM.internal."))
     )

@@ -190,13 +190,11 @@ def test_missing_field_matches_nothing_but_not_of_it_holds() -> None:
         ("{lead.country: {exists: true, one_of: [DE, AT]}}", True),
         ("{lead.country: {exists: true, one_of: [FR, AT]}}", False),
         (
-            "{any: [{not: {lead.country: DE}},"
-            " {all: [{lead.utm.medium: cpc}, {lead.click_ids.gclid: abc123}]}]}",
+            "{any: [{not: {lead.country: DE}}, {all: [{lead.utm.medium: cpc}, {lead.click_ids.gclid: abc123}]}]}",
             True,
         ),
         (
-            "{any: [{not: {lead.country: DE}},"
-            " {all: [{lead.utm.medium: cpc}, {lead.click_ids.gclid: xyz}]}]}",
+            "{any: [{not: {lead.country: DE}}, {all: [{lead.utm.medium: cpc}, {lead.click_ids.gclid: xyz}]}]}",
             False,
         ),
     ],

@@ -86,9 +86,7 @@ ACME = Firmographic("acme.io", "Acme GmbH", "201-500", "Software", "DE", None)
         ({}, None),
     ],
 )
-def test_lookup_domain_prefers_a_work_email_then_the_website(
-    lead: dict[str, Any], domain: str | None
-) -> None:
+def test_lookup_domain_prefers_a_work_email_then_the_website(lead: dict[str, Any], domain: str | None) -> None:
     assert lookup_domain(lead) == domain
 
 
@@ -163,9 +161,7 @@ def test_provider_fills_seniority_when_the_title_says_nothing_and_ignores_unknow
 
 
 def test_provider_result_is_dropped_unless_status_is_ok() -> None:
-    enrichment = enrich(
-        LEAD, firmographic=None, provider_result={"seniority": "vp"}, provider_status="timeout"
-    )
+    enrichment = enrich(LEAD, firmographic=None, provider_result={"seniority": "vp"}, provider_status="timeout")
     assert enrichment.provider is None
 
 
@@ -182,9 +178,7 @@ def test_as_fields_flattens_for_conditions() -> None:
 
 
 def test_as_fields_without_a_company_has_empty_company_fields() -> None:
-    enrichment = enrich(
-        {"email": "x@gmail.com"}, firmographic=None, provider_result=None, provider_status="disabled"
-    )
+    enrichment = enrich({"email": "x@gmail.com"}, firmographic=None, provider_result=None, provider_status="disabled")
     fields = enrichment.as_fields()
     assert fields["enrichment.company.employee_band"] is None
     assert fields["enrichment.email_type"] == "free"

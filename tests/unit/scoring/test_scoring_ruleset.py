@@ -50,9 +50,9 @@ def test_default_ruleset_is_valid_and_versioned() -> None:
 
 
 def test_same_content_same_version_even_with_other_comments_and_layout() -> None:
-    reformatted = "# tuned by marketing ops\n" + VALID.replace(
-        "    points: 20", "    points: 20   # was 15"
-    ).replace("qualified: {min_fit: 10, min_intent: 10}", "qualified:\n  min_intent: 10\n  min_fit: 10")
+    reformatted = "# tuned by marketing ops\n" + VALID.replace("    points: 20", "    points: 20   # was 15").replace(
+        "qualified: {min_fit: 10, min_intent: 10}", "qualified:\n  min_intent: 10\n  min_fit: 10"
+    )
     assert load_ruleset(reformatted).version == load_ruleset(VALID).version
 
 

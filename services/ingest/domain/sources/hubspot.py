@@ -19,9 +19,7 @@ from ingest.domain.sources.platform import KIB, Delivery, FetchNeeds, Normalize,
 
 __all__ = ["PLATFORM", "hubspot_signed_uri", "parse_hubspot", "verify_hubspot_v3"]
 
-_ERASE_TYPES = frozenset(
-    {"contact.deletion", "contact.privacyDeletion", "object.deletion", "object.privacyDeletion"}
-)
+_ERASE_TYPES = frozenset({"contact.deletion", "contact.privacyDeletion", "object.deletion", "object.privacyDeletion"})
 _CONTACT_OBJECT_TYPE = "0-1"
 _ID_KEYS = ("vid", "objectId", "hs_object_id", "id")
 
@@ -97,9 +95,7 @@ def _from_contact(contact: Mapping[str, Any]) -> PlatformLead:
         if key in _ID_KEYS:
             continue
         # Legacy v1 contact records wrap every property as {"value": ..., "versions": [...]}.
-        raw[platform_key(str(key))] = (
-            value.get("value") if isinstance(value, Mapping) and "value" in value else value
-        )
+        raw[platform_key(str(key))] = value.get("value") if isinstance(value, Mapping) and "value" in value else value
     return PlatformLead(external_id=str(contact_id), raw=raw, erased=bool(contact.get("archived")))
 
 

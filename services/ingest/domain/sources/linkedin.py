@@ -99,9 +99,7 @@ def parse_linkedin_notification(payload: Mapping[str, Any]) -> LinkedInNotificat
     except (ValueError, OverflowError, OSError) as exc:
         raise LeadValidationError([FieldError("occurredAt", "not a timestamp")]) from exc
     form = payload.get("leadGenForm")
-    return LinkedInNotification(
-        urn=urn, action=action, form_urn=str(form) if form else None, occurred_at=occurred_at
-    )
+    return LinkedInNotification(urn=urn, action=action, form_urn=str(form) if form else None, occurred_at=occurred_at)
 
 
 def _question_keys(form: Mapping[str, Any] | None) -> dict[str, str]:
@@ -130,9 +128,7 @@ def _answer_value(details: Mapping[str, Any]) -> Any:
     return None
 
 
-def linkedin_lead_to_raw(
-    form_response: Mapping[str, Any], *, form: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+def linkedin_lead_to_raw(form_response: Mapping[str, Any], *, form: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A ``leadFormResponses`` record -> raw lead dict (answers keyed via the form's questions).
 
     Answers only carry a ``questionId``; which one is FIRST_NAME, EMAIL, ... is in the lead form

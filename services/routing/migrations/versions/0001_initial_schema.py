@@ -93,9 +93,7 @@ def upgrade() -> None:
 
     op.create_table(
         "outbox",
-        sa.Column(
-            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("event_id", sa.String(length=64), nullable=False),
         sa.Column("topic", sa.String(length=255), nullable=False),
         sa.Column("key", sa.LargeBinary(), nullable=True),

@@ -51,7 +51,9 @@ def upgrade() -> None:
             pass
         conn.execute(sa.text("DELETE FROM sqlite_sequence WHERE name = 'assignments'"))
         conn.execute(
-            sa.text("INSERT INTO sqlite_sequence (name, seq) SELECT 'assignments', COALESCE(max(id), 0) FROM assignments")
+            sa.text(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT 'assignments', COALESCE(max(id), 0) FROM assignments"
+            )
         )
 
 

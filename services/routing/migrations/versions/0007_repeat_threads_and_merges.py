@@ -23,7 +23,10 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_leads_thread_id"), ["thread_id"], unique=False)
     # Leads from before this revision: a repeat's thread is the lead ingest named as its original.
     leads = sa.table(
-        "leads", sa.column("lead_id", sa.String), sa.column("duplicate_of", sa.String), sa.column("thread_id", sa.String)
+        "leads",
+        sa.column("lead_id", sa.String),
+        sa.column("duplicate_of", sa.String),
+        sa.column("thread_id", sa.String),
     )
     op.execute(sa.update(leads).values(thread_id=sa.func.coalesce(leads.c.duplicate_of, leads.c.lead_id)))
 
