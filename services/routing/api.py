@@ -29,6 +29,7 @@ from routing.usecases.shared import aware
 router = APIRouter(route_class=HandoffRoute)
 Reader = Annotated[Principal, Depends(require("ops-read"))]
 Actor = Annotated[Principal, Depends(require("ops-write", "rep"))]
+Viewer = Annotated[Principal, Depends(require("ops-read", "rep"))]  # a rep sees only the leads they hold
 
 _TEXT_BODY = {
     "requestBody": {
@@ -75,11 +76,13 @@ def _iso(value: datetime | None) -> str | None:
 
 
 @router.get("/v1/leads/{lead_id}", summary="Where a lead went and why: assignments, SLA clock and timeline")
-async def get_lead(lead_id: str, session: ReadSession, _who: Reader) -> dict[str, Any]:
+async def get_lead(lead_id: str, session: ReadSession, who: Viewer) -> dict[str, Any]:
     try:
         found = await story.lead_story(session, lead_id)
     except LookupError as exc:
         raise problem(404, "not_found", str(exc)) from exc
+    if not who.may_act_for(found.lead.current_rep_id):
+        raise problem(403, "forbidden", "a rep token reads only the leads its rep holds")
     lead, current, timeline = found.lead, found.current, found.timeline
     touch = next((t.detail for t in timeline if t.kind == "touched" and "time_to_first_touch_s" in t.detail), None)
     return {

@@ -117,6 +117,19 @@ async def test_a_rep_token_cannot_act_on_another_reps_lead_and_acts_on_its_own(r
     assert (await routing.lead(lead["lead_id"]))["status"] == "touched"
 
 
+async def test_a_rep_token_reads_the_leads_its_rep_holds_and_no_other(routing: App) -> None:
+    lead = await routing.route()
+    owner = lead["current_assignment"]["rep_id"]
+    path = f"/v1/leads/{lead['lead_id']}"
+
+    mine = await routing.client.get(path, headers=await routing.token(owner))
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["current_assignment"]["rep_id"] == owner
+    theirs = await routing.client.get(path, headers=await routing.token(_other(owner)))
+    assert theirs.status_code == 403, theirs.text
+    assert "holds" in str(theirs.json()["detail"]) and "timeline" not in theirs.text
+
+
 async def test_rep_tokens_are_listed_without_secrets_and_stop_working_when_revoked(routing: App) -> None:
     issued = await routing.client.post("/v1/reps/r1/tokens", json={"name": "phone"}, headers=ADMIN)
     assert issued.status_code == 201
