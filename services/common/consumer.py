@@ -112,6 +112,15 @@ class ConsumerLoop:
             return idle > self._settings.consumer_stall_s
         return self.lag > 0 and idle > self._settings.consumer_stall_s
 
+    def owned_partitions(self, topic: str) -> tuple[frozenset[int], int] | None:
+        """The partitions of `topic` this process holds now and the topic's partition count; None while the
+        consumer is not running (partition-owned work, such as routing's SLA timers, then takes everything)."""
+        client = self._consumer
+        if client is None:
+            return None
+        mine = frozenset(tp.partition for tp in client.assignment() if tp.topic == topic)
+        return mine, len(client.partitions_for_topic(topic) or ())
+
     def health(self) -> dict[str, object]:
         return {
             "running": self.running,

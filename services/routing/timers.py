@@ -48,11 +48,10 @@ def consumer_ownership(runtime: Any, topic: str) -> Callable[[], Ownership | Non
 
     def owned() -> Ownership | None:
         loop = getattr(runtime, "consumer", None)
-        client = getattr(loop, "_consumer", None)
-        if client is None:
+        held = loop.owned_partitions(topic) if loop is not None else None
+        if held is None:
             return None
-        mine = frozenset(tp.partition for tp in client.assignment() if tp.topic == topic)
-        count = len(client.partitions_for_topic(topic) or ())
+        mine, count = held
         return Ownership(count, mine) if mine and count else None
 
     return owned

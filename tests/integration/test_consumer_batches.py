@@ -239,10 +239,14 @@ async def test_the_running_loop_applies_a_backlog_in_batches_once_each_and_commi
     loop = ConsumerLoop(
         settings=settings, db=db, processed=processed, topics=["things.v1"], batch_handlers={"thing.happened": things}
     )
+    assert loop.owned_partitions(topic) is None  # not running: partition-owned work (SLA timers) takes everything
     task = asyncio.create_task(loop.run())
     try:
         await wait_until_async(lambda: _total(db, 39), timeout=30, what="every good event applied")
         await wait_until_async(lambda: loop.running and loop.lag == 0, timeout=30, what="caught up")
+        # The only member of its group holds every partition of the topic (what routing's timer engine reads).
+        held = loop.owned_partitions(topic)
+        assert held is not None and held[1] >= 1 and held[0] == frozenset(range(held[1]))
     finally:
         await loop.stop()
         await task
