@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.crm import routing_record, wait_touched_on_ops
 from tests.support.hubspot_server import HubSpotServer
-from tests.support.stack import ADMIN, Stack, post_lead, routed, sample_lead, wait_until
+from tests.support.stack import ADMIN, Stack, post_lead, sample_lead, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -43,10 +44,6 @@ def _connect(client: httpx.Client, stack: Stack, hubspot: HubSpotServer) -> dict
     return owners
 
 
-def _record(client: httpx.Client, stack: Stack, lead_id: str) -> dict[str, Any]:
-    return routed(client, stack["routing"], [lead_id]).get(lead_id, {})
-
-
 def _post(client: httpx.Client, stack: Stack, email: str) -> str:
     response = post_lead(client, stack["ingest"], sample_lead(1, email=email, first_name="Ana", last_name="Nguyen"))
     assert response.status_code == 202, response.text
@@ -71,7 +68,7 @@ def test_a_lead_reaches_hubspot_with_its_owner_and_a_call_there_stops_the_clock(
         owners = _connect(client, stack, hubspot)
         lead_id = _post(client, stack, "ana.nguyen@example.org")
         contact = _contact(hubspot, "ana.nguyen@example.org", lead_id)
-        record = _record(client, stack, lead_id)
+        record = routing_record(client, stack, lead_id)
         rep = record["current_assignment"]["rep_id"]
         props = contact["properties"]
         assert props["hubspot_owner_id"] == owners[rep]
@@ -85,19 +82,7 @@ def test_a_lead_reaches_hubspot_with_its_owner_and_a_call_there_stops_the_clock(
 
         wait_until(settled, timeout=15, what="the lead open on the board, no delivery failing")
         assert hubspot.log_call(events_url, contact["id"], owners[rep]) == 200
-        touched = wait_until(
-            lambda: (r := _record(client, stack, lead_id)).get("status") == "touched" and r,
-            timeout=15,
-            interval=0.2,
-            what="the call stopped the clock",
-        )
-        assert touched["time_to_first_touch"]["seconds"] is not None
-        summary = client.get(f"{stack['routing'].url}/v1/sla/summary", headers=ADMIN)
-        assert summary.status_code == 200, summary.text
-        assert summary.json()["overall"]["touched"] == 1
-        board = client.get(f"{stack['routing'].url}/v1/ops/board", headers=ADMIN).json()
-        assert lead_id not in [c["lead_id"] for c in board["open"]]
-        assert not board["webhook_failures"]
+        wait_touched_on_ops(client, stack, lead_id, what="the call stopped the clock")
 
 
 def test_a_stage_change_to_customer_records_a_conversion_scoring_learns_from(
@@ -122,7 +107,7 @@ def test_a_stage_change_to_customer_records_a_conversion_scoring_learns_from(
         def changed() -> bool:
             # Until the upsert's link is committed the event names no lead; HubSpot would redeliver, so do we.
             hubspot.change_property(events_url, contact["id"], "lifecyclestage", "customer")
-            return _record(client, stack, lead_id).get("status") == "converted"
+            return routing_record(client, stack, lead_id).get("status") == "converted"
 
         wait_until(changed, timeout=15, interval=0.5, what="the stage change converted the lead")
         assert hubspot.webhook_answers[-1][0] == 200

@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.crm import routing_record, wait_touched_on_ops
 from tests.support.salesforce_server import SalesforceServer
-from tests.support.stack import ADMIN, Stack, post_lead, routed, sample_lead, wait_until
+from tests.support.stack import ADMIN, Stack, post_lead, sample_lead, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -55,10 +56,6 @@ def _connect(client: httpx.Client, stack: Stack, org: SalesforceServer) -> dict[
     return users
 
 
-def _record(client: httpx.Client, stack: Stack, lead_id: str) -> dict[str, Any]:
-    return routed(client, stack["routing"], [lead_id]).get(lead_id, {})
-
-
 def _post(client: httpx.Client, stack: Stack, email: str) -> str:
     response = post_lead(client, stack["ingest"], sample_lead(1, email=email, last_name="Nguyen"))
     assert response.status_code == 202, response.text
@@ -73,7 +70,7 @@ def test_a_lead_reaches_salesforce_with_its_owner_and_a_task_there_stops_the_clo
         users = _connect(client, stack, org)
         lead_id = _post(client, stack, "ana.nguyen@example.org")
         lead = wait_until(lambda: org.lead_by("Email", "ana.nguyen@example.org"), timeout=60, what="lead in Salesforce")
-        record = _record(client, stack, lead_id)
+        record = routing_record(client, stack, lead_id)
         rep = record["current_assignment"]["rep_id"]
         assert lead["OwnerId"] == users[rep]
         assert (lead["LastName"], lead["Company"], lead["LeadSource"]) == ("Nguyen", "Example Org", "Handoff")
@@ -81,19 +78,7 @@ def test_a_lead_reaches_salesforce_with_its_owner_and_a_task_there_stops_the_clo
         assert record["status"] == "assigned"
 
         org.log_task(lead["Id"], users[rep], "Call")
-        touched = wait_until(
-            lambda: (r := _record(client, stack, lead_id)).get("status") == "touched" and r,
-            timeout=15,
-            interval=0.2,
-            what="the Task stopped the clock",
-        )
-        assert touched["time_to_first_touch"]["seconds"] is not None
-        summary = client.get(f"{stack['routing'].url}/v1/sla/summary", headers=ADMIN)
-        assert summary.status_code == 200, summary.text
-        assert summary.json()["overall"]["touched"] == 1
-        board = client.get(f"{stack['routing'].url}/v1/ops/board", headers=ADMIN).json()
-        assert lead_id not in [c["lead_id"] for c in board["open"]]
-        assert not board["webhook_failures"]
+        wait_touched_on_ops(client, stack, lead_id, what="the Task stopped the clock")
 
 
 def test_a_status_change_to_converted_records_a_conversion_scoring_learns_from(
@@ -106,7 +91,7 @@ def test_a_status_change_to_converted_records_a_conversion_scoring_learns_from(
         lead = wait_until(lambda: org.lead_by("Email", "won.deal@example.org"), timeout=60, what="lead in Salesforce")
         org.set_lead_status(lead["Id"], "Closed - Converted", users["r1"])
         wait_until(
-            lambda: _record(client, stack, lead_id).get("status") == "converted",
+            lambda: routing_record(client, stack, lead_id).get("status") == "converted",
             timeout=15,
             interval=0.2,
             what="the status change converted the lead",
