@@ -149,8 +149,9 @@ class Scoring:
                 "duplicate_of": item.duplicate_of,
                 "repeat_count": repeat_count,
             }
-            score = score_lead(item.lead, enrichment, ruleset, context=context)
-            features = outcome_features(item.lead, enrichment.as_fields(), context=context)
+            fields = enrichment.as_fields()
+            score = score_lead(item.lead, enrichment, ruleset, context=context, fields=fields)
+            features = outcome_features(item.lead, fields, context=context)
             scored.append((enrichment, score.to_dict(), features))
         counts = await outcome_counts(repo, facts, {f for _, _, features in scored for f in features})
         outcomes = []

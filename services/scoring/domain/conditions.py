@@ -8,6 +8,7 @@ anything else is refused at PUT time, and resolves every path but `score.*` (it 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from common.conditions import (
@@ -31,7 +32,6 @@ from common.conditions import (
     describe,
     evaluate,
     is_present,
-    walk,
 )
 from common.conditions import known_field_paths as _known_field_paths
 from scoring.domain.emails import EMAIL_TYPES
@@ -74,25 +74,51 @@ def context_resolver(
     seen: dict[str, Any] = {}
 
     def resolve(path: str) -> Any:
-        if path in seen:
-            return seen[path]
-        value = seen[path] = _lookup(path)
+        value = seen.get(path, _MISSING)
+        if value is _MISSING:
+            value = seen[path] = _lookup(path)
         return value
 
     def _lookup(path: str) -> Any:
-        root, _, rest = path.partition(".")
-        if root == "lead":
-            return walk(lead, rest)
-        if root in CONTEXT_ROOTS:
-            return walk(context, path)
-        if root == "quality":
+        where, parts = _route(path)
+        if where == "lead":
+            return _walk(lead, parts)
+        if where == "context":
+            return _walk(context, parts)
+        if where == "quality":
             quality = context.get("quality") if context.get("quality") is not None else lead.get("quality")
-            return walk({"quality": quality}, path)
+            return _walk({"quality": quality}, parts)
         if path in fields:
             return fields[path]
         return whole.get(path)
 
     return resolve
+
+
+_MISSING = object()
+
+
+@lru_cache(maxsize=4096)
+def _route(path: str) -> tuple[str, tuple[str, ...]]:
+    """Where a canonical path is looked up, and its keys there: worked out once per path, not once per lead."""
+    root, _, rest = path.partition(".")
+    if root == "lead":
+        return "lead", tuple(rest.split("."))
+    if root in CONTEXT_ROOTS:
+        return "context", tuple(path.split("."))
+    if root == "quality":
+        return "quality", tuple(path.split("."))
+    return "enrichment", ()
+
+
+def _walk(root: Any, keys: tuple[str, ...]) -> Any:
+    """common.conditions.walk with the keys split once; a plain dict skips the (slow) ABC check."""
+    value = root
+    for key in keys:
+        if type(value) is not dict and not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
 
 
 __all__ = [

@@ -7,8 +7,10 @@ documented in the header of services/scoring/default_ruleset.yaml.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
-from scoring.domain.conditions import Condition
+from scoring.domain.conditions import Condition, describe
+from scoring.domain.predicates import Predicate, compile_condition
 
 GRADES: tuple[str, ...] = ("A", "B", "C", "D")
 SCORE_KINDS: tuple[str, ...] = ("fit", "intent")
@@ -74,6 +76,22 @@ class Ruleset:
     def rules(self) -> tuple[Rule, ...]:
         """Fit rules then intent rules, in file order."""
         return self.fit_rules + self.intent_rules
+
+    # Compiled on first use and kept with the ruleset (the handler keeps recent rulesets), not once per lead.
+    @cached_property
+    def compiled_rules(self) -> tuple[tuple[Rule, Predicate, str], ...]:
+        """The enabled rules in order, each with its condition compiled and the reason it gives when it fires."""
+        return tuple(
+            (rule, compile_condition(rule.when), rule.description or describe(rule.when))
+            for rule in self.rules
+            if rule.enabled
+        )
+
+    @cached_property
+    def compiled_unless(self) -> Predicate | None:
+        """`qualified.unless` compiled, or None when the ruleset has none."""
+        unless = self.qualification.unless
+        return compile_condition(unless) if unless is not None else None
 
     def combined(self, fit: int, intent: int) -> float:
         """The weighted mean of fit and intent that grades are cut from."""

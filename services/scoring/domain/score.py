@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scoring.domain.conditions import context_resolver, describe, evaluate
+from scoring.domain.conditions import context_resolver
 from scoring.domain.enrichment import Enrichment
-from scoring.domain.ruleset import GRADES, Rule, Ruleset
+from scoring.domain.ruleset import GRADES, Ruleset
 
 SCORE_MIN = 0
 SCORE_MAX = 100
@@ -51,25 +51,33 @@ class Score:
         }
 
 
-def field_resolver(lead: Mapping[str, Any], enrichment: Enrichment, context: Mapping[str, Any]) -> Any:
-    """A function mapping a rule's canonical field path ("lead.utm.source", "source.kind", ...) to its value."""
+def field_resolver(
+    lead: Mapping[str, Any],
+    enrichment: Enrichment,
+    context: Mapping[str, Any],
+    fields: Mapping[str, Any] | None = None,
+) -> Any:
+    """A function mapping a rule's canonical field path ("lead.utm.source", "source.kind", ...) to its value.
+
+    `fields` is `enrichment.as_fields()` when the caller has it already (the handler needs it for features too)."""
     whole = {
         "enrichment.company": enrichment.company.to_dict() if enrichment.company else None,
         "enrichment.provider": enrichment.provider,
     }
-    return context_resolver(lead, enrichment.as_fields(), whole, context)
+    return context_resolver(lead, enrichment.as_fields() if fields is None else fields, whole, context)
 
 
 def _clamp(points: int) -> int:
     return max(SCORE_MIN, min(SCORE_MAX, points))
 
 
-def _reason(rule: Rule) -> str:
-    return rule.description or describe(rule.when)
-
-
 def score_lead(
-    lead: Mapping[str, Any], enrichment: Enrichment, ruleset: Ruleset, *, context: Mapping[str, Any]
+    lead: Mapping[str, Any],
+    enrichment: Enrichment,
+    ruleset: Ruleset,
+    *,
+    context: Mapping[str, Any],
+    fields: Mapping[str, Any] | None = None,
 ) -> Score:
     """Apply every enabled rule; sum points per score, clamp each to 0..100, grade and qualify.
 
@@ -77,14 +85,16 @@ def score_lead(
     the lead whatever the minimums, both only when `qualified.unless` does not hold: a hand-raise from a
     competitor, a student or a throwaway address keeps the grade its points give and stays unqualified.
     """
-    resolve = field_resolver(lead, enrichment, context)
-    matched = [rule for rule in ruleset.rules if rule.enabled and evaluate(rule.when, resolve)]
-    fired = [FiredRule(id=rule.id, score=rule.score, points=rule.points, reason=_reason(rule)) for rule in matched]
+    resolve = field_resolver(lead, enrichment, context, fields)
+    hits = [(rule, reason) for rule, holds, reason in ruleset.compiled_rules if holds(resolve)]
+    matched = [rule for rule, _ in hits]
+    fired = [FiredRule(id=rule.id, score=rule.score, points=rule.points, reason=reason) for rule, reason in hits]
     fit = _clamp(sum(rule.points for rule in fired if rule.score == "fit"))
     intent = _clamp(sum(rule.points for rule in fired if rule.score == "intent"))
     grade = ruleset.grade(fit, intent)
     gate = ruleset.qualification
-    excluded = gate.unless is not None and evaluate(gate.unless, resolve)
+    unless = ruleset.compiled_unless
+    excluded = unless is not None and unless(resolve)
     if not excluded:
         floors = [rule.grade_at_least for rule in matched if rule.grade_at_least]
         grade = min([grade, *floors], key=GRADES.index)

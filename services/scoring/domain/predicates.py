@@ -1,0 +1,139 @@
+"""Rule conditions compiled once per ruleset into closures, so scoring a lead does not re-dispatch on them.
+
+`common.conditions.evaluate` walks a condition tree and branches on node types and operator names for every lead
+and test. Here each tree becomes nested closures when the ruleset is loaded: the operator is chosen once, a rule's
+folded argument texts become a frozenset, and the common case (a text value, or nothing) is decided inline. Any
+other value (a number, a list, a boolean) goes to the shared `apply_test`, so the answers are the language's own;
+tests/unit/scoring/test_scoring_predicates.py checks them against `evaluate` on the same cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from common.conditions import (
+    MAX_MATCH_LENGTH,
+    AllOf,
+    AnyOf,
+    Bounds,
+    Condition,
+    FieldTest,
+    Not,
+    Resolver,
+    apply_test,
+    is_present,
+)
+
+Predicate = Callable[[Resolver], bool]
+Check = Callable[[Any], bool]
+
+
+def compile_condition(condition: Condition) -> Predicate:
+    """A function of a resolver that answers what `evaluate(condition, resolver)` answers."""
+    if isinstance(condition, AllOf):
+        return _all(tuple(compile_condition(part) for part in condition.parts))
+    if isinstance(condition, AnyOf):
+        return _any(tuple(compile_condition(part) for part in condition.parts))
+    if isinstance(condition, Not):
+        return _not(compile_condition(condition.part))
+    if condition.operator == "not":
+        return _not(compile_condition(condition.argument))
+    field = condition.field
+    check = compile_test(condition)
+    return lambda resolve: check(resolve(field))
+
+
+def compile_test(test: FieldTest) -> Check:
+    """A function of a resolved value that answers what `apply_test(test, value)` answers."""
+    operator = test.operator
+    if operator == "exists":
+        wanted = test.argument
+        return lambda value: is_present(value) is wanted
+
+    def generic(value: Any) -> bool:
+        return apply_test(test, value)
+
+    if operator == "equals" and test.argument.number is None:
+        return _text_in(frozenset((test.argument.folded,)), generic)
+    if operator == "one_of" and all(option.number is None for option in test.argument):
+        return _text_in(frozenset(option.folded for option in test.argument), generic)
+    if operator == "contains":
+        return _contains(test.argument.folded, generic)
+    if operator == "regex":
+        return _regex(test.argument.search, generic)
+    if operator == "range":
+        return _range(test.argument, generic)
+    return _none_or(generic)
+
+
+def _text_in(folded: frozenset[str], generic: Check) -> Check:
+    # A text value equals a non-numeric argument when its trimmed, case-folded text does (blank matches nothing).
+    def check(value: Any) -> bool:
+        if type(value) is str:
+            text = value.strip()
+            return bool(text) and text.casefold() in folded
+        return value is not None and generic(value)
+
+    return check
+
+
+def _contains(folded: str, generic: Check) -> Check:
+    def check(value: Any) -> bool:
+        if type(value) is str:
+            return bool(value.strip()) and folded in value[:MAX_MATCH_LENGTH].casefold()
+        return value is not None and generic(value)
+
+    return check
+
+
+def _regex(search: Callable[[str], bool], generic: Check) -> Check:
+    def check(value: Any) -> bool:
+        if type(value) is str:
+            return bool(value.strip()) and search(value[:MAX_MATCH_LENGTH])
+        return value is not None and generic(value)
+
+    return check
+
+
+def _range(bounds: Bounds, generic: Check) -> Check:
+    def check(value: Any) -> bool:
+        if type(value) is int:  # a count (repeat_count); bool is not int here, by the type test
+            return bounds.holds(float(value))
+        return value is not None and generic(value)
+
+    return check
+
+
+def _none_or(generic: Check) -> Check:
+    return lambda value: value is not None and generic(value)
+
+
+def _all(parts: tuple[Predicate, ...]) -> Predicate:
+    if len(parts) == 1:
+        return parts[0]
+
+    def every(resolve: Resolver) -> bool:
+        for part in parts:  # noqa: SIM110 - a plain loop: all() of a generator costs a frame per lead and rule
+            if not part(resolve):
+                return False
+        return True
+
+    return every
+
+
+def _any(parts: tuple[Predicate, ...]) -> Predicate:
+    if len(parts) == 1:
+        return parts[0]
+
+    def some(resolve: Resolver) -> bool:
+        for part in parts:  # noqa: SIM110 - as above
+            if part(resolve):
+                return True
+        return False
+
+    return some
+
+
+def _not(part: Predicate) -> Predicate:
+    return lambda resolve: not part(resolve)
