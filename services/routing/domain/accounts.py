@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from common.companies import company_key, domain_chain, normalize_domain, registrable_domain
@@ -70,8 +71,10 @@ class AccountBook:
 
     def match(self, view: Mapping[str, Any]) -> AccountMatch | None:
         """The lead's account, by domain, then parent domain, then a company name that only one account has."""
+        if not self.by_domain and not self.by_name:
+            return None  # no account the lead could match (a batch's book holds only the accounts of its keys)
         for path in ("enrichment.domain", "enrichment.company.domain", "lead.email"):
-            chain = domain_chain(lookup(view, path))
+            chain = _chain(lookup(view, path))
             for depth, domain in enumerate(chain):
                 account = self.by_domain.get(domain)
                 if account is not None:
@@ -85,11 +88,28 @@ class AccountBook:
         return None
 
 
+@lru_cache(maxsize=8192)
+def _host_chain(host: str) -> tuple[str, ...]:
+    """A normalized host's domain_chain (the host, then each parent down to its registrable domain)."""
+    top = registrable_domain(host)
+    if top is None:
+        return ()
+    labels = host.split(".")
+    chain = tuple(".".join(labels[i:]) for i in range(len(labels)))
+    return chain[: chain.index(top) + 1]
+
+
+def _chain(value: Any) -> tuple[str, ...]:
+    """domain_chain of a view value, worked out once per host: a batch's emails share a few company domains."""
+    host = normalize_domain(value)
+    return _host_chain(host) if host is not None else ()
+
+
 def lead_match_keys(view: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """The domains and company keys a store must look up to build the AccountBook for one lead."""
     domains: list[str] = []
     for path in ("enrichment.domain", "enrichment.company.domain", "lead.email"):
-        domains.extend(d for d in domain_chain(lookup(view, path)) if d not in domains)
+        domains.extend(d for d in _chain(lookup(view, path)) if d not in domains)
     names = [key for key in (company_key(lookup(view, p)) for p in ("enrichment.company.name", "lead.company")) if key]
     return domains, sorted(set(names))
 

@@ -61,6 +61,41 @@ def account_domain(view: Mapping[str, Any]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class LeadFacts:
+    """What eligibility reads of a lead, read once per lead instead of once per rep checked."""
+
+    language: str | None
+    country: Any
+    region: Any
+
+
+def lead_facts(view: Mapping[str, Any]) -> LeadFacts:
+    return LeadFacts(lead_language(view), lookup(view, "lead.country"), lookup(view, "lead.region"))
+
+
+# A rep's presence at a moment (status away, out of office; working hours): the same for every lead decided at
+# that moment, so a batch decided at one `now` works it out once per rep. Keyed by the rep's identity (the entry
+# holds the rep, so the id is not reused while it is there) and the moment.
+_PRESENCE: dict[tuple[int, datetime], tuple[Rep, tuple[str, ...], bool]] = {}
+
+
+def _presence(rep: Rep, now: datetime) -> tuple[tuple[str, ...], bool]:
+    """(the reasons that come before the fit checks, whether `now` is in the rep's working hours)."""
+    key = (id(rep), now)
+    hit = _PRESENCE.get(key)
+    if hit is not None and hit[0] is rep:
+        return hit[1], hit[2]
+    before = (("status:away",) if rep.status == "away" else ()) + (
+        ("out_of_office",) if rep.is_out_of_office(now) else ()
+    )
+    working = is_working_time(now, hours=rep.hours, tz=rep.timezone)
+    if len(_PRESENCE) > 4096:
+        _PRESENCE.clear()
+    _PRESENCE[key] = (rep, before, working)
+    return before, working
+
+
 def check_rep(
     rep: Rep,
     *,
@@ -70,15 +105,14 @@ def check_rep(
     exclude: frozenset[str],
     now: datetime,
     fit: bool = True,
+    facts: LeadFacts | None = None,
 ) -> Candidate:
-    """Every reason `rep` cannot take this lead now; fit=False checks presence only."""
+    """Every reason `rep` cannot take this lead now; fit=False checks presence only. `facts`: the lead's, read
+    once by a caller that checks many reps (else read from the view)."""
     if rep.status == "left":
         return Candidate(rep.id, False, ["left"])
-    reasons: list[str] = []
-    if rep.status == "away":
-        reasons.append("status:away")
-    if rep.is_out_of_office(now):
-        reasons.append("out_of_office")
+    before, working = _presence(rep, now)
+    reasons = list(before)
     if rep.id in exclude:
         reasons.append("already_tried")
     if fit:
@@ -86,11 +120,11 @@ def check_rep(
             reasons.append("over_capacity:open")
         if rep.max_per_day is not None and load.assigned_today >= rep.max_per_day:
             reasons.append("over_capacity:daily")
-        language = lead_language(view)
+        if facts is None:
+            facts = lead_facts(view)
+        language, country, region = facts.language, facts.country, facts.region
         if options.require_language and language and rep.languages and language not in rep.languages:
             reasons.append("language")
-        country = lookup(view, "lead.country")
-        region = lookup(view, "lead.region")
         # A lead with no known country is not held back by territories: a hot lead must not stall on
         # a missing form field. Reps without territories cover everywhere.
         if (
@@ -103,6 +137,6 @@ def check_rep(
             reasons.append("territory")
         if options.segment and rep.segments and options.segment not in rep.segments:
             reasons.append("segment")
-    if not is_working_time(now, hours=rep.hours, tz=rep.timezone):
+    if not working:
         reasons.append("outside_hours")
     return Candidate(rep.id, not reasons, reasons)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from routing.domain.accounts import AccountBook, AccountMatch
-from routing.domain.eligibility import Candidate, check_rep, lead_language
+from routing.domain.eligibility import Candidate, check_rep, lead_facts, lead_language
 from routing.domain.hours import next_working_time
 from routing.domain.reps import Rep, RepLoad, Team
 from routing.domain.rotation import rotate
@@ -87,6 +87,7 @@ class _Router:
         self.view, self.rules, self.loads, self.rotation = view, rules, loads, rotation
         book = accounts if isinstance(accounts, AccountBook) else AccountBook.from_owners(accounts)
         self.account = book.match(view)
+        self.facts = lead_facts(view)  # read once: every rep checked reads the same language and country
         self.previous_rep, self.exclude, self.now = previous_rep, exclude, now
         self.teams = {team.id: team for team in teams}
         self.reps = {rep.id: rep for rep in reps}
@@ -104,6 +105,7 @@ class _Router:
             exclude=self.exclude,
             now=self.now,
             fit=fit,
+            facts=self.facts,
         )
         self.candidates[rep.id] = candidate
         return candidate

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, literal, or_, select, text
+from sqlalchemy.orm import Session
 
 from routing.domain.lifecycle import CurrentAssignment, LeadCase, Outcome, PendingTimer, sla_of
 from routing.store._base import Repository
@@ -159,15 +160,24 @@ class LeadRepository(Repository):
         timers: Sequence[Mapping[str, Any]],
         timeline: Sequence[Mapping[str, Any]],
     ) -> None:
-        """A batch of routing decisions in four executemany statements (ids are given: nothing is read back)."""
-        for table, rows in (
+        """A batch of routing decisions in four executemany statements (ids are given: nothing is read back), on
+        the session's connection: Core statements with plain values, none of the ORM's per-statement work."""
+        if self.session.new or self.session.dirty or self.session.deleted:
+            await self.session.flush()  # rows the ORM holds go first, as the session's own execute would send them
+        tables = (
             (LeadRow.__table__, leads),
             (AssignmentRow.__table__, assignments),
             (SlaTimer.__table__, timers),
             (TimelineRow.__table__, timeline),
-        ):
-            if rows:
-                await self.session.execute(insert(table), list(rows))  # type: ignore[arg-type]
+        )
+
+        def write(session: Session) -> None:
+            connection = session.connection()
+            for table, rows in tables:
+                if rows:
+                    connection.execute(insert(table), list(rows))  # type: ignore[arg-type]
+
+        await self.session.run_sync(write)
 
     async def escalation_teams(self, now: datetime, limit: int) -> set[str]:
         """The teams of the leads whose escalations are due, read without locks: the team locks to take before

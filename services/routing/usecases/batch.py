@@ -22,8 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.envelope import Event
 from routing import metrics
-from routing.domain import Decision, RepLoad, RoutingRules, route, sla_deadline
+from routing.domain import Decision, RepLoad, RoutingRules, SlaPolicy, WorkingHours, route, sla_deadline
 from routing.domain.accounts import AccountBook
+from routing.domain.sla import ResolvedSla
 from routing.store import RoutingRepository
 from routing.usecases import assign
 from routing.usecases.capacity import capacity_loads
@@ -74,6 +75,11 @@ class _Pending:
     outcomes: Counter[str] = field(default_factory=Counter)
     latencies: list[tuple[str, float]] = field(default_factory=list)
     first_timer: datetime | None = None
+    # What depends only on the batch's roster, rules and moment, worked out once per batch: a decision's SLA
+    # policy by (outcome, team, rule, grade), its clock (due time and timers) by (policy, whose hours, zone).
+    slas: dict[tuple[str, str | None, str | None, str | None], ResolvedSla | None] = field(default_factory=dict)
+    clocks: dict[tuple[Any, ...], tuple[datetime, list[dict[str, Any]]]] = field(default_factory=dict)
+    schedules: list[WorkingHours] = field(default_factory=list)
 
     async def write(self, rt: RoutingContext, session: AsyncSession) -> None:
         repo = RoutingRepository(session)
@@ -201,13 +207,15 @@ def _record(
     """A decision's rows, timers, timeline entry and event, as assign writes them for one lead."""
     lead_id, data = scored.subject, scored.data
     grade = view["score"].get("grade")
-    resolved = resolve_decision_sla(rt, decision, roster, grade, rules=rules)
+    sla_key = (decision.outcome, decision.team_id, decision.rule_id, grade)
+    if sla_key not in pending.slas:
+        pending.slas[sla_key] = resolve_decision_sla(rt, decision, roster, grade, rules=rules)
+    resolved = pending.slas[sla_key]
     rep, team = roster.rep(decision.rep_id), roster.team(decision.team_id)
     hours, tz = clock_of(rep, team)
-    due = None
+    due, clock = None, None
     if resolved is not None and decision.outcome in ("assigned", "queued"):
-        policy = resolved.policy
-        due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
+        due, clock = _clock(pending, resolved.policy, hours, tz, now)
     lead = {
         "lead_id": lead_id,
         "status": decision.outcome,
@@ -242,8 +250,8 @@ def _record(
                 "due_at": decision.hold_until,
             }
         )
-    elif resolved is not None and due is not None:
-        timers = clock_rows(lead_id, assignment_id, resolved.policy, now, due, hours, tz)
+    elif clock is not None:
+        timers = [{**row, "lead_id": lead_id, "assignment_id": assignment_id} for row in clock]
     pending.timers.extend(timers)
     for timer in timers:
         first = pending.first_timer
@@ -263,6 +271,24 @@ def _record(
     for since, at in (("received", lead["received_at"]), ("submitted", lead["submitted_at"])):
         if at is not None and at <= now:
             pending.latencies.append((since, (now - at).total_seconds()))
+
+
+def _clock(
+    pending: _Pending, policy: SlaPolicy, hours: WorkingHours, tz: str, now: datetime
+) -> tuple[datetime, list[dict[str, Any]]]:
+    """An SLA clock started now: its due time and its timers (warnings, breach) without lead and assignment, once
+    per policy and schedule in a batch (the working-time walk is the same for every lead of a rep)."""
+    key = (policy, id(hours), tz)
+    hit = pending.clocks.get(key)
+    if hit is None:
+        due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
+        rows = clock_rows("", 0, policy, now, due, hours, tz)
+        hit = pending.clocks[key] = (due, [{k: v for k, v in row.items() if k not in _IDS} for row in rows])
+        pending.schedules.append(hours)  # held while the key names it, so its id is not reused
+    return hit
+
+
+_IDS = ("lead_id", "assignment_id")
 
 
 def _moved(
