@@ -93,6 +93,9 @@ class ConsumerLoop:
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq_producer: AIOKafkaProducer | None = None
         self._positions: dict[TopicPartition, int] = {}
+        # Applied (effects committed) but not yet committed to Kafka: flushed by `_commit` at its cadence.
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
         self._lag: dict[TopicPartition, int] = {}
         self._inflight = 0
         self.last_progress = clock()
@@ -158,6 +161,9 @@ class ConsumerLoop:
             finally:
                 self.running = False
                 async with self._lock:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._commit(consumer, {}, force=True), 5.0)
+                    self._uncommitted.clear()
                     await stop_quietly(consumer, 10.0)
                 self._consumer = None
         await stop_quietly(self._dlq_producer)
@@ -180,6 +186,9 @@ class ConsumerLoop:
                     finally:
                         processed_since_report += self._inflight
                         self._inflight = 0
+            elif self._uncommitted:
+                async with self._lock:
+                    await self._commit(consumer, {}, force=True)  # idle: nothing left to wait for
             now = self._clock()
             if now - last_lag_check >= 2.0:
                 last_lag_check = now
@@ -300,19 +309,34 @@ class ConsumerLoop:
                     return
                 await asyncio.sleep(self._settings.consumer_retry_backoff_s * 2 ** (attempt - 1))
 
-    async def _commit(self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _commit(
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: Mapping[TopicPartition, list[ConsumerRecord]],
+        *,
+        force: bool = False,
+    ) -> None:
+        """Record the applied batch's offsets; commit what is pending when forced or `consumer_commit_interval_s`
+        has passed since the last commit (offsets always follow the effects, which are already committed)."""
         assigned = consumer.assignment()
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records and tp in assigned}
-        if not offsets:
+        if offsets:
+            self._uncommitted.update(offsets)
+            self._positions.update(offsets)
+            self.last_progress = self._clock()
+        now = self._clock()
+        if not self._uncommitted or (not force and now - self._last_commit < self._settings.consumer_commit_interval_s):
+            return
+        pending = {tp: offset for tp, offset in self._uncommitted.items() if tp in assigned}
+        self._uncommitted.clear()
+        self._last_commit = now
+        if not pending:
             return
         try:
-            await consumer.commit(offsets)
+            await consumer.commit(pending)
         except (CommitFailedError, IllegalStateError) as exc:
             # A rebalance took the partition: the next owner redelivers, and the dedupe table absorbs it.
             log.warning("consumer_commit_failed", error=type(exc).__name__)
-            return
-        self._positions.update(offsets)
-        self.last_progress = self._clock()
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str) -> None:
         """Park a record that can never succeed, so the partition moves on; raises if the broker is unreachable."""
@@ -375,7 +399,13 @@ class _Listener(ConsumerRebalanceListener):
         # Wait for the batch in hand: its offsets are committed before the partitions move.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._loop._lock.acquire(), 30)
-            self._loop._lock.release()
+            try:
+                consumer = self._loop._consumer
+                if consumer is not None and self._loop._uncommitted:
+                    # Applied offsets not yet committed go before the partitions move, or the next owner redoes them.
+                    await self._loop._commit(consumer, {}, force=True)
+            finally:
+                self._loop._lock.release()
         for tp in revoked:
             self._loop._positions.pop(tp, None)
 
