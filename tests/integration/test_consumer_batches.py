@@ -265,5 +265,35 @@ async def test_the_running_loop_applies_a_backlog_in_batches_once_each_and_commi
         await probe.stop()
 
 
+
+async def test_polls_within_the_commit_interval_share_one_offset_commit_made_after_their_effects(db: Database) -> None:
+    # An offset commit costs the broker more CPU than a produce request: a busy consumer commits once a second.
+    now = [100.0]
+
+    async def things(session: AsyncSession, events: Sequence[Event]) -> None:
+        await _write(session, events, "thing")
+
+    loop = ConsumerLoop(
+        settings=_settings(consumer_commit_interval_s=1.0),
+        db=db,
+        processed=processed,
+        topics=["things.v1"],
+        batch_handlers={"thing.happened": things},
+        clock=lambda: now[0],
+    )
+    p0, p1 = TopicPartition("t.things.v1", 0), TopicPartition("t.things.v1", 1)
+    consumer = FakeConsumer(db, [p0, p1])
+    a, b, c, d = (_event(s) for s in "abcd")
+    await loop._process(consumer, {p0: [_record(a, 0, 0)]})
+    await loop._process(consumer, {p0: [_record(b, 0, 1)]})
+    now[0] += 0.5
+    await loop._process(consumer, {p1: [_record(c, 1, 0)]})
+    assert consumer.commits == [({p0: 1}, {"a": 1})], "the first poll commits; the next two wait for the interval"
+    assert loop.lag == 0, "applied events are not counted as waiting"
+    now[0] += 0.5
+    await loop._process(consumer, {p0: [_record(d, 0, 2)]})
+    assert consumer.commits[1:] == [({p0: 3, p1: 1}, {"a": 1, "b": 1, "c": 1, "d": 1})], "every applied offset at once"
+
+
 async def _total(db: Database, n: int) -> bool:
     return sum((await _applied(db)).values()) >= n
