@@ -265,8 +265,9 @@ async def test_the_running_loop_applies_a_backlog_in_batches_once_each_and_commi
         await probe.stop()
 
 
-
-async def test_polls_within_the_commit_interval_share_one_offset_commit_made_after_their_effects(db: Database) -> None:
+async def test_polls_within_the_commit_interval_share_one_offset_commit_made_after_their_effects(
+    db: Database,
+) -> None:
     # An offset commit costs the broker more CPU than a produce request: a busy consumer commits once a second.
     now = [100.0]
 
