@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from orjson import Fragment
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
-from common.envelope import Event
+from common.envelope import Event, dumps
 from common.erasure import anonymous_enrichment
 from common.outbox import add_events
 from common.topics import EVENT_TOPICS
@@ -211,22 +212,27 @@ class Scoring:
         items = [_lead_to_score(event, erased=event.subject in facts.erased) for event in fresh]
         outcomes = await self.evaluate_many(session, items, ruleset)
         now = self.clock()
+        scored_at = now.isoformat()
         rows: list[dict[str, Any]] = []
         scored_events: list[Event] = []
         for event, item, outcome in zip(fresh, items, outcomes, strict=True):
             data = event.data
             erased = event.subject in facts.erased
-            enrichment = outcome.enrichment.to_dict()
+            # Serialized once, for the stored row's JSON columns and the event's value alike.
+            lead = Fragment(dumps(item.lead))
+            enrichment = Fragment(dumps(outcome.enrichment.to_dict()))
+            score = Fragment(dumps(outcome.score))
+            conversion = Fragment(dumps(outcome.conversion))
             rows.append(
                 {
                     "lead_id": event.subject,
                     "source_kind": item.source.get("kind"),
                     "duplicate_of": item.duplicate_of,
                     "is_test": item.is_test,
-                    "lead": None if erased else item.lead,
+                    "lead": None if erased else lead,
                     "enrichment": enrichment,
-                    "score": outcome.score,
-                    "conversion": outcome.conversion,
+                    "score": score,
+                    "conversion": conversion,
                     "features": [list(f) for f in outcome.features],
                     "ruleset_version": ruleset.version,
                     "grade": outcome.score["grade"],
@@ -251,11 +257,11 @@ class Scoring:
                         "is_test": item.is_test,
                         "duplicate_of": item.duplicate_of,
                         "received_at": data.get("received_at"),
-                        "scored_at": now.isoformat(),
-                        "lead": item.lead,
+                        "scored_at": scored_at,
+                        "lead": lead,
                         "enrichment": enrichment,
-                        "score": outcome.score,
-                        "conversion": outcome.conversion,
+                        "score": score,
+                        "conversion": conversion,
                     },
                 )
             )

@@ -39,74 +39,73 @@ def compile_condition(condition: Condition) -> Predicate:
         return _not(compile_condition(condition.part))
     if condition.operator == "not":
         return _not(compile_condition(condition.argument))
-    field = condition.field
-    check = compile_test(condition)
-    return lambda resolve: check(resolve(field))
+    return compile_test(condition)
 
 
-def compile_test(test: FieldTest) -> Check:
-    """A function of a resolved value that answers what `apply_test(test, value)` answers."""
+def compile_test(test: FieldTest) -> Predicate:
+    """One field test: resolves its field and answers what `apply_test(test, value)` answers."""
+    field = test.field
     operator = test.operator
     if operator == "exists":
         wanted = test.argument
-        return lambda value: is_present(value) is wanted
+        return lambda resolve: is_present(resolve(field)) is wanted
 
     def generic(value: Any) -> bool:
-        return apply_test(test, value)
+        return value is not None and apply_test(test, value)
 
     if operator == "equals" and test.argument.number is None:
-        return _text_in(frozenset((test.argument.folded,)), generic)
+        return _text_in(field, frozenset((test.argument.folded,)), generic)
     if operator == "one_of" and all(option.number is None for option in test.argument):
-        return _text_in(frozenset(option.folded for option in test.argument), generic)
+        return _text_in(field, frozenset(option.folded for option in test.argument), generic)
     if operator == "contains":
-        return _contains(test.argument.folded, generic)
+        return _contains(field, test.argument.folded, generic)
     if operator == "regex":
-        return _regex(test.argument.search, generic)
+        return _regex(field, test.argument.search, generic)
     if operator == "range":
-        return _range(test.argument, generic)
-    return _none_or(generic)
+        return _range(field, test.argument, generic)
+    return lambda resolve: generic(resolve(field))
 
 
-def _text_in(folded: frozenset[str], generic: Check) -> Check:
+def _text_in(field: str, folded: frozenset[str], generic: Check) -> Predicate:
     # A text value equals a non-numeric argument when its trimmed, case-folded text does (blank matches nothing).
-    def check(value: Any) -> bool:
+    def holds(resolve: Resolver) -> bool:
+        value = resolve(field)
         if type(value) is str:
             text = value.strip()
             return bool(text) and text.casefold() in folded
-        return value is not None and generic(value)
+        return generic(value)
 
-    return check
+    return holds
 
 
-def _contains(folded: str, generic: Check) -> Check:
-    def check(value: Any) -> bool:
+def _contains(field: str, folded: str, generic: Check) -> Predicate:
+    def holds(resolve: Resolver) -> bool:
+        value = resolve(field)
         if type(value) is str:
             return bool(value.strip()) and folded in value[:MAX_MATCH_LENGTH].casefold()
-        return value is not None and generic(value)
+        return generic(value)
 
-    return check
+    return holds
 
 
-def _regex(search: Callable[[str], bool], generic: Check) -> Check:
-    def check(value: Any) -> bool:
+def _regex(field: str, search: Callable[[str], bool], generic: Check) -> Predicate:
+    def holds(resolve: Resolver) -> bool:
+        value = resolve(field)
         if type(value) is str:
             return bool(value.strip()) and search(value[:MAX_MATCH_LENGTH])
-        return value is not None and generic(value)
+        return generic(value)
 
-    return check
+    return holds
 
 
-def _range(bounds: Bounds, generic: Check) -> Check:
-    def check(value: Any) -> bool:
+def _range(field: str, bounds: Bounds, generic: Check) -> Predicate:
+    def holds(resolve: Resolver) -> bool:
+        value = resolve(field)
         if type(value) is int:  # a count (repeat_count); bool is not int here, by the type test
             return bounds.holds(float(value))
-        return value is not None and generic(value)
+        return generic(value)
 
-    return check
-
-
-def _none_or(generic: Check) -> Check:
-    return lambda value: value is not None and generic(value)
+    return holds
 
 
 def _all(parts: tuple[Predicate, ...]) -> Predicate:

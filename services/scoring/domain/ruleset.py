@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from scoring.domain.conditions import Condition, describe
 from scoring.domain.predicates import Predicate, compile_condition
@@ -47,6 +48,20 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class FiredRule:
+    """A rule whose condition held, and what it contributed."""
+
+    id: str
+    score: str
+    points: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"id": self.id, "score": self.score, "points": self.points, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class Qualification:
     """The gate for `qualified`: minimum fit and intent, optional minimum grade, and an exclusion."""
 
@@ -79,13 +94,9 @@ class Ruleset:
 
     # Compiled on first use and kept with the ruleset (the handler keeps recent rulesets), not once per lead.
     @cached_property
-    def compiled_rules(self) -> tuple[tuple[Rule, Predicate, str], ...]:
-        """The enabled rules in order, each with its condition compiled and the reason it gives when it fires."""
-        return tuple(
-            (rule, compile_condition(rule.when), rule.description or describe(rule.when))
-            for rule in self.rules
-            if rule.enabled
-        )
+    def compiled_rules(self) -> tuple[tuple[Rule, Predicate, FiredRule], ...]:
+        """The enabled rules in order, each with its condition compiled and what it contributes when it fires."""
+        return tuple((rule, compile_condition(rule.when), _fired(rule)) for rule in self.rules if rule.enabled)
 
     @cached_property
     def compiled_unless(self) -> Predicate | None:
@@ -101,3 +112,8 @@ class Ruleset:
         """Best grade whose threshold the combined score reaches; "D" below all thresholds."""
         combined = self.combined(fit, intent)
         return next((grade for grade, minimum in self.thresholds if combined >= minimum), "D")
+
+
+def _fired(rule: Rule) -> FiredRule:
+    reason = rule.description or describe(rule.when)
+    return FiredRule(id=rule.id, score=rule.score, points=rule.points, reason=reason)

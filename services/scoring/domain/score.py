@@ -8,24 +8,10 @@ from typing import Any
 
 from scoring.domain.conditions import context_resolver
 from scoring.domain.enrichment import Enrichment
-from scoring.domain.ruleset import GRADES, Ruleset
+from scoring.domain.ruleset import GRADES, FiredRule, Ruleset
 
 SCORE_MIN = 0
 SCORE_MAX = 100
-
-
-@dataclass(frozen=True)
-class FiredRule:
-    """A rule whose condition held, and what it contributed."""
-
-    id: str
-    score: str
-    points: int
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {"id": self.id, "score": self.score, "points": self.points, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -86,9 +72,9 @@ def score_lead(
     competitor, a student or a throwaway address keeps the grade its points give and stays unqualified.
     """
     resolve = field_resolver(lead, enrichment, context, fields)
-    hits = [(rule, reason) for rule, holds, reason in ruleset.compiled_rules if holds(resolve)]
+    hits = [(rule, fired) for rule, holds, fired in ruleset.compiled_rules if holds(resolve)]
     matched = [rule for rule, _ in hits]
-    fired = [FiredRule(id=rule.id, score=rule.score, points=rule.points, reason=reason) for rule, reason in hits]
+    fired = [fired for _, fired in hits]
     fit = _clamp(sum(rule.points for rule in fired if rule.score == "fit"))
     intent = _clamp(sum(rule.points for rule in fired if rule.score == "intent"))
     grade = ruleset.grade(fit, intent)
