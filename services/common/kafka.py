@@ -72,9 +72,10 @@ def new_consumer(settings: ServiceSettings, topics: Iterable[str]) -> AIOKafkaCo
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        # The broker answers as soon as one byte is there, so this bounds only an idle poll: each idle consumer asks
-        # twice a second instead of ten times (broker CPU), and a record still leaves the broker as soon as it lands.
-        fetch_max_wait_ms=500,
+        # The broker answers as soon as one byte is there. But aiokafka sends a node no new fetch while one is in
+        # flight, so a partition whose records were just taken waits for the others' long poll: this bounds that
+        # wait (latency per hop), at the price of ten idle polls a second per consumer (broker CPU).
+        fetch_max_wait_ms=100,
         max_poll_records=settings.consumer_batch_size,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=2_000,
