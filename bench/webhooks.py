@@ -1,9 +1,23 @@
-"""Webhooks: routing's deliveries/s to a local receiver, against a bare client of the same transport (aiohttp)
-posting the same bodies at the same concurrency; a bare httpx client is measured too, for reference."""
+"""Webhooks: routing's sender draining deliveries to a local receiver, against a bare client of the same transport
+(aiohttp) posting the same bodies at the same concurrency, A B A B in one run.
+
+Each run is its own process (`python -m bench.webhooks worker MODE N DB URL`) on uvloop, as routing runs, with a
+fresh SQLite database, and measures its own CPU (getrusage: every thread, the COMMIT thread too) from the first
+delivery queued or claimed to the last attempt recorded. Two sender paths:
+- `table`: N deliveries queued before the sender starts (a restart, a backlog, another process's writes): claims.
+- `handoff`: the sender runs, then N deliveries are written in this process in transactions of 100 events (as the
+  consumer writes them) and handed to the sender in memory after each commit; the CPU includes those writes.
+The bare client (`bare`) posts the same bodies with as many requests in flight, unsigned, recording nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,15 +26,15 @@ from typing import Any
 import aiohttp
 import httpx
 import uvloop
-from tests.support.stack import ADMIN, ROOT, Service, Stack, free_port
+from tests.support.stack import ROOT, Service, free_port
 
-from bench.e2e import webhooks_available
 from bench.scoring import received_events
-from bench.util import UVICORN_ARGS, interleave, log, median, ratio
-from common.db import Database
+from bench.util import UVICORN_ARGS, log, median, ratio
 from common.envelope import Event
 
 CONCURRENCY = 32  # routing's default webhook_concurrency: the bare client gets the same number in flight
+HANDOFF_BATCH = 100  # events per transaction on the hand-off path
+MODES = ("table", "handoff", "bare")
 
 
 def assigned_events(n: int) -> list[Event]:
@@ -59,137 +73,173 @@ def assigned_events(n: int) -> list[Event]:
     return events
 
 
+# -- one run, in its own process ------------------------------------------------------------------------------
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _bare(events: list[Event], url: str) -> int:
+    """The same bodies through a bare aiohttp session (the sender's transport), CONCURRENCY posts in flight."""
+    from routing.webhooks import webhook_body
+
+    bodies = [(e.id, webhook_body(e.type, e.time, e.data).encode()) for e in events]
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15)) as client:
+        todo = iter(bodies)
+
+        async def worker() -> None:
+            for message_id, body in todo:
+                headers = {"content-type": "application/json", "webhook-id": message_id}
+                async with client.post(url, data=body, headers=headers) as response:
+                    response.raise_for_status()
+                    await response.read()
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return len(bodies)
+
+
+async def _sender_run(mode: str, events: list[Event], db_url: str, url: str) -> tuple[int, float, float]:
+    """Routing's sender draining `events` to `url`; returns (delivered, wall seconds, CPU seconds)."""
+    from sqlalchemy import func, select
+
+    from common.db import Database, upgrade_schema_async
+    from routing.app import MIGRATIONS
+    from routing.settings import RoutingSettings
+    from routing.store import Base, WebhookDelivery
+    from routing.webhooks import WebhookSender, enqueue_deliveries
+    from routing.webhooks.sender import ATTEMPTS
+    from routing.webhooks.service import Webhooks
+
+    settings = RoutingSettings(
+        env="test",
+        database_url=db_url,
+        webhook_allow_loopback=True,
+        webhook_concurrency=CONCURRENCY,
+        webhook_endpoint_concurrency=CONCURRENCY,  # one endpoint: as many in flight as the bare client
+    )
+    await upgrade_schema_async(db_url, MIGRATIONS, Base.metadata)
+    db = Database(db_url)
+    service = Webhooks(settings)
+    destination = await service.vet_url(url)
+    async with db.transaction() as session:
+        await service.create_endpoint(session, url=destination, event_types=["lead.assigned"], description="bench")
+
+    async def enqueue(batch: int) -> None:
+        for i in range(0, len(events), batch):
+            async with db.transaction() as session:
+                await enqueue_deliveries(session, events[i : i + batch], datetime.now(UTC))
+
+    def succeeded() -> float:
+        """Successful attempts so far, from the sender's own counter (the registry's collect reads /proc)."""
+        samples = (sample for metric in ATTEMPTS.collect() for sample in metric.samples)
+        return sum(s.value for s in samples if s.name.endswith("_total") and s.labels.get("result") == "success")
+
+    base = succeeded()
+    sender = WebhookSender(db, settings)
+    if mode == "table":
+        await enqueue(1000)
+    started, cpu = time.perf_counter(), _cpu_s()
+    running = asyncio.create_task(sender.run())
+    if mode == "handoff":
+        await asyncio.sleep(0)  # the sender takes hand-offs from its first step on
+        await enqueue(HANDOFF_BATCH)
+    while succeeded() - base < len(events) and not running.done():
+        await asyncio.sleep(0.02)
+    await sender.stop()
+    await running  # the attempts in flight finish and are recorded
+    wall, cpu = time.perf_counter() - started, _cpu_s() - cpu
+    async with db.read() as session:
+        query = select(func.count()).where(WebhookDelivery.status == "succeeded")
+        delivered = int((await session.execute(query)).scalar_one())
+    await db.dispose()
+    return delivered, wall, cpu
+
+
+async def _worker(mode: str, n: int, db_url: str, url: str) -> dict[str, Any]:
+    events = assigned_events(n)
+    if mode == "bare":
+        started, cpu = time.perf_counter(), _cpu_s()
+        delivered = await _bare(events, url)
+        wall, cpu = time.perf_counter() - started, _cpu_s() - cpu
+    else:
+        delivered, wall, cpu = await _sender_run(mode, events, db_url, url)
+    return {
+        "mode": mode,
+        "n": n,
+        "delivered": delivered,
+        "wall_s": round(wall, 3),
+        "per_s": round(delivered / wall, 1) if wall > 0 else None,
+        "cpu_s": round(cpu, 3),
+        "cpu_ms_per_delivery": round(cpu * 1000 / delivered, 3) if delivered else None,
+    }
+
+
+# -- the driver ---------------------------------------------------------------------------------------------------
+
+
 def _receiver_stats(receiver: Service) -> dict[str, Any]:
     return httpx.get(f"{receiver.url}/_stats", timeout=30).json()
 
 
-def _wait_received(receiver: Service, n: int, wait_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + wait_s
+def _one(mode: str, n: int, tmp: Path, i: int, receiver: Service, env: dict[str, str]) -> dict[str, Any]:
+    httpx.post(f"{receiver.url}/_reset", timeout=10)
+    db_url = f"sqlite+aiosqlite:///{(tmp / f'{mode}-{i}.db').resolve()}"
+    command = [sys.executable, "-m", "bench.webhooks", "worker", mode, str(n), db_url, f"{receiver.url}/hook"]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"webhooks worker {mode} failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     stats = _receiver_stats(receiver)
-    while stats["count"] < n and time.monotonic() < deadline:
-        time.sleep(0.25)
-        stats = _receiver_stats(receiver)
-    count = stats["count"]
     span = stats["last"] - stats["first"]
-    return {"n": n, "received": count, "complete": count >= n, "per_s": (count - 1) / span if span > 0 else None}
-
-
-def _handoff(routing: Service, receiver: Service, db_url: str, events: list[Event], wait_s: float) -> dict[str, Any]:
-    from routing.webhooks import enqueue_deliveries
-
-    httpx.post(f"{receiver.url}/_reset", timeout=10)
-
-    async def enqueue() -> int:
-        db = Database(db_url)
-        try:
-            async with db.transaction() as session:
-                return await enqueue_deliveries(session, events, datetime.now(UTC))
-        finally:
-            await db.dispose()
-
-    queued = asyncio.run(enqueue())
-    result = _wait_received(receiver, queued, wait_s)
-    log(f"webhooks: {result['per_s'] or 0:.0f} deliveries/s ({result['received']}/{queued})")
+    result["received"] = stats["count"]
+    result["received_per_s"] = round((stats["count"] - 1) / span, 1) if span > 0 else None
+    log(
+        f"webhooks {mode}: {result['per_s']}/s ({result['delivered']}/{n}, receiver {result['received_per_s']}/s),"
+        f" {result['cpu_ms_per_delivery']} ms CPU per delivery"
+    )
     return result
 
 
-def _bare(receiver: Service, events: list[Event], wait_s: float) -> dict[str, Any]:
-    """The same bodies through a bare aiohttp session (the sender's transport), CONCURRENCY posts in flight."""
-    from routing.webhooks import webhook_body
-
-    httpx.post(f"{receiver.url}/_reset", timeout=10)
-    bodies = [(e.id, webhook_body(e.type, e.time, e.data).encode()) for e in events]
-
-    async def post_all() -> None:
-        connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
-        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15)) as client:
-            todo = iter(bodies)
-
-            async def worker() -> None:
-                for message_id, body in todo:
-                    headers = {"content-type": "application/json", "webhook-id": message_id}
-                    async with client.post(f"{receiver.url}/hook", data=body, headers=headers) as response:
-                        response.raise_for_status()
-                        await response.read()
-
-            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-
-    uvloop.run(post_all())
-    result = _wait_received(receiver, len(bodies), wait_s)
-    log(f"webhooks bare aiohttp: {result['per_s'] or 0:.0f} posts/s")
-    return result
-
-
-def _bare_httpx(receiver: Service, events: list[Event], wait_s: float) -> dict[str, Any]:
-    """The same bodies through a bare httpx client (the transport the sender used before), for reference."""
-    from routing.webhooks import webhook_body
-
-    httpx.post(f"{receiver.url}/_reset", timeout=10)
-    bodies = [(e.id, webhook_body(e.type, e.time, e.data).encode()) for e in events]
-
-    async def post_all() -> None:
-        limits = httpx.Limits(max_connections=CONCURRENCY * 2, max_keepalive_connections=CONCURRENCY)
-        async with httpx.AsyncClient(limits=limits, timeout=15) as client:
-            todo = iter(bodies)
-
-            async def worker() -> None:
-                for message_id, body in todo:
-                    headers = {"content-type": "application/json", "webhook-id": message_id}
-                    (await client.post(f"{receiver.url}/hook", content=body, headers=headers)).raise_for_status()
-
-            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-
-    uvloop.run(post_all())
-    result = _wait_received(receiver, len(bodies), wait_s)
-    log(f"webhooks bare httpx: {result['per_s'] or 0:.0f} posts/s")
-    return result
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
-    """Drain N queued deliveries through routing's real sender (A), then N bare aiohttp posts (B); A B A B; then
-    bare httpx posts once per repeat (C)."""
-    n = 1000 if quick else 10_000
+    """Table path (A), bare aiohttp (B), hand-off path (A'), repeated: table bare handoff table bare handoff ..."""
+    del bootstrap  # no broker: the sender and its database only
+    n = 2000 if quick else 10_000
     repeats = 2 if quick else 3
-    wait_s = 120.0 if quick else 600.0
-    stack = Stack(tmp, bootstrap, env={"HANDOFF_WEBHOOK_ALLOW_LOOPBACK": "true"})
-    routing = stack["routing"]
-    routing.extra_args = list(UVICORN_ARGS)
-    env = dict(stack.env, PYTHONPATH=str(ROOT))
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HANDOFF_WEBHOOK_ALLOW_LOOPBACK="true")
     receiver = Service("bench.receiver", free_port(), env, tmp / "receiver.log", extra_args=list(UVICORN_ARGS))
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    load_before = _load()
     try:
-        routing.start()
-        if not webhooks_available(routing):
-            return {"skipped": "routing has no POST /v1/webhook-endpoints yet"}
         receiver.start()
-        response = httpx.post(
-            f"{routing.url}/v1/webhook-endpoints",
-            json={"url": f"{receiver.url}/hook", "event_types": ["lead.assigned"], "description": "bench"},
-            headers=ADMIN,
-            timeout=10,
-        )
-        response.raise_for_status()
-        db_url = f"sqlite+aiosqlite:///{(tmp / 'data' / 'routing.db').resolve()}"
-        body_bytes = len(assigned_events(1)[0].value())
-        handoff, bare = interleave(
-            repeats,
-            lambda _i: _handoff(routing, receiver, db_url, assigned_events(n), wait_s),
-            lambda _i: _bare(receiver, assigned_events(n), wait_s),
-        )
-        bare_httpx = [_bare_httpx(receiver, assigned_events(n), wait_s) for _ in range(repeats)]
+        for i in range(repeats):
+            for mode in ("table", "bare", "handoff"):
+                runs[mode].append(_one(mode, n, tmp, i, receiver, env))
     finally:
         receiver.stop()
-        stack.stop()
-    result: dict[str, Any] = {
-        "n": n,
-        "concurrency": CONCURRENCY,
-        "body_bytes": body_bytes,
-        "handoff_runs": handoff,
-        "bare_runs": bare,
-        "bare_httpx_runs": bare_httpx,
-        "transport": "aiohttp",
-        "handoff_per_s": median([r["per_s"] for r in handoff]),
-        "bare_per_s": median([r["per_s"] for r in bare]),
-        "bare_httpx_per_s": median([r["per_s"] for r in bare_httpx]),
-    }
-    result["ratio"] = ratio(result["handoff_per_s"], result["bare_per_s"])
+    result: dict[str, Any] = {"n": n, "concurrency": CONCURRENCY, "transport": "aiohttp"}
+    result["load"] = [load_before, _load()]
+    for mode in MODES:
+        result[f"{mode}_runs"] = runs[mode]
+        result[f"{mode}_per_s"] = median([r["per_s"] for r in runs[mode]])
+        result[f"{mode}_cpu_ms_per_delivery"] = median([r["cpu_ms_per_delivery"] for r in runs[mode]])
+    result["table_ratio"] = ratio(result["table_per_s"], result["bare_per_s"])
+    result["handoff_ratio"] = ratio(result["handoff_per_s"], result["bare_per_s"])
+    result["ratio"] = result["handoff_ratio"]  # the figure bench.report shows beside handoff_per_s and bare_per_s
     return result
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "worker" and sys.argv[2] in MODES:
+        mode, count, database, target = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+        print(json.dumps(uvloop.run(_worker(mode, count, database, target))))
+    else:
+        sys.exit("usage: python -m bench.webhooks worker table|handoff|bare N DB_URL RECEIVER_URL")

@@ -15,9 +15,9 @@ import structlog
 
 from common.crypto import SecretBox, SecretKeyError
 from routing.access.links import action_links
-from routing.store import WebhookDelivery, WebhookEndpoint
+from routing.store import WebhookEndpoint
 from routing.webhooks.formats import STANDARD, render
-from routing.webhooks.store import DeliveryRow
+from routing.webhooks.send_store import ClaimRow
 
 log = structlog.get_logger(__name__)
 
@@ -50,46 +50,40 @@ class ClaimBuilder:
     def _action_links(self, lead_id: str, rep_id: str) -> list[tuple[str, str]]:
         return action_links(self._link_keys, self._links_base_url, lead_id, rep_id, self._now)
 
-    def secrets(self, endpoint: WebhookEndpoint) -> tuple[str, ...] | None:
+    def secrets(self, endpoint: ClaimRow) -> tuple[str, ...] | None:
         """The endpoint's secrets in force, or None when they cannot be read (never sent unsigned)."""
-        if endpoint.id not in self._secrets:
+        if endpoint.endpoint_id not in self._secrets:
             try:
-                self._secrets[endpoint.id] = signing_secrets(endpoint, self._now, self._box)
+                self._secrets[endpoint.endpoint_id] = signing_secrets(endpoint, self._now, self._box)
             except SecretKeyError as exc:
-                log.error("webhook_secret_unreadable", endpoint_id=endpoint.id, error=str(exc))
-                self._secrets[endpoint.id] = None
-        return self._secrets[endpoint.id]
+                log.error("webhook_secret_unreadable", endpoint_id=endpoint.endpoint_id, error=str(exc))
+                self._secrets[endpoint.endpoint_id] = None
+        return self._secrets[endpoint.endpoint_id]
 
-    def claim(
-        self,
-        delivery: DeliveryRow | WebhookDelivery,
-        endpoint: WebhookEndpoint,
-        token: str,
-        lease_until: datetime | None,
-    ) -> Claim | None:
+    def claim(self, row: ClaimRow, token: str, lease_until: datetime | None) -> Claim | None:
         """The claim, or None when the endpoint's secrets cannot be read (the delivery waits for the key)."""
-        secrets = self.secrets(endpoint)
+        secrets = self.secrets(row)
         if secrets is None:
             return None
         return Claim(
-            delivery_id=delivery.id,
-            endpoint_id=endpoint.id,
-            message_id=delivery.message_id,
-            url=endpoint.url,
+            delivery_id=row.id,
+            endpoint_id=row.endpoint_id,
+            message_id=row.message_id,
+            url=row.url,
             payload=render(
-                endpoint.format,
-                delivery.payload,
+                row.format,
+                row.payload,
                 links_base_url=self._links_base_url,
                 action_links=self._action_links if self._link_keys and self._links_base_url else None,
             ),
             secrets=secrets,
             lease_token=token,
             lease_until=lease_until,
-            format=endpoint.format,
+            format=row.format,
         )
 
 
-def signing_secrets(endpoint: WebhookEndpoint, now: datetime, box: SecretBox) -> tuple[str, ...]:
+def signing_secrets(endpoint: ClaimRow | WebhookEndpoint, now: datetime, box: SecretBox) -> tuple[str, ...]:
     """The secrets in force, decrypted: the current one, and the previous one during a rotation's overlap."""
     until = endpoint.previous_secret_until
     if endpoint.previous_secret and until is not None and until > now:

@@ -9,9 +9,11 @@ Every new connection is checked against the address policy again (`transport`), 
 The fast path: a delivery written while this sender runs is written already leased to it and handed over in memory
 right after its commit (`store.take_handoffs`), so it costs no claim and waits for no poll; the table stays the
 source of truth (a crash leaves the lease to run out, and a claim query then takes the row: at least once).
-Attempts finishing together are recorded in one transaction. Fairness: at most `webhook_endpoint_concurrency`
-attempts are in flight to one endpoint (`scheduler`); an endpoint at its limit is left out of the next claim, so
-one slow receiver holds its own slots and never every slot.
+Attempts finishing together are recorded in one transaction (`recorder`); an attempt's slot is free once its
+answer is in, before its record commits (the lease holds the row meanwhile). Fairness: at most
+`webhook_endpoint_concurrency` attempts are in flight to one endpoint (`scheduler`); an endpoint at its limit is
+left out of the next claim, so one slow receiver holds its own slots and never every slot. A finished attempt
+starts the next waiting one itself; the loop wakes to claim or take hand-offs when few are left waiting.
 """
 
 from __future__ import annotations
@@ -35,22 +37,12 @@ from common.runtime import poll_until
 from routing.access.links import link_keys
 from routing.connectors import ConnectorDeps, ConnectorPool, registry
 from routing.settings import RoutingSettings
-from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from routing.webhooks.address import webhook_address_policy
 from routing.webhooks.claims import Claim, ClaimBuilder
-from routing.webhooks.retry import retry_delay
+from routing.webhooks.recorder import AttemptRecorder
 from routing.webhooks.scheduler import FairScheduler
-from routing.webhooks.service import FAILURES, disable_endpoint, iso
-from routing.webhooks.store import (
-    FAILED,
-    PENDING,
-    SUCCEEDED,
-    WebhookStore,
-    enqueued_in,
-    handed_off_in,
-    stop_handoffs,
-    take_handoffs,
-)
+from routing.webhooks.send_store import SendStore
+from routing.webhooks.store import enqueued_in, handed_off_in, stop_handoffs, take_handoffs
 from routing.webhooks.transport import AttemptOutcome, new_http_session, post_signed
 
 log = structlog.get_logger(__name__)
@@ -90,10 +82,10 @@ class WebhookSender:
         self._clock = clock
         self._wall_clock = wall_clock
         self._resolver = resolver
-        self._rand = rand
         self._policy = webhook_address_policy(settings)
         self._secrets = settings.secret_box()
         self._timeout = settings.webhook_timeout_s
+        self._batch = settings.webhook_batch_size
         self._links_base_url = settings.webhook_links_base_url
         self._link_keys = link_keys(settings.secret_key.get_secret_value() if settings.secret_key else None)
         self._cap = settings.webhook_response_max_kib * 1024
@@ -107,17 +99,19 @@ class WebhookSender:
         self._queued_since_dry = False
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        self._to_record: list[tuple[Claim, datetime, AttemptOutcome, asyncio.Future[None]]] = []
-        self._recorder: asyncio.Task[None] | None = None
+        self._recorder = AttemptRecorder(db, settings, clock, rand)
         self._connectors = ConnectorPool(registry, ConnectorDeps(db, settings, wall_clock, resolver))
         db.on_commit(self._after_commit)
 
     def _after_commit(self, session: AsyncSession) -> None:
-        if self._taking_handoffs:
-            self._handed.extend(handed_off_in(session))
-        if enqueued_in(session):
-            self._queued_since_dry = True
-            self._wake.set()
+        if not enqueued_in(session):
+            return
+        handed = handed_off_in(session) if self._taking_handoffs else []
+        if handed:
+            self._handed.extend(handed)  # all of the transaction's deliveries: no claim needed for them
+        else:
+            self._queued_since_dry = True  # written unleased (no sender took hand-offs then): a claim finds them
+        self._wake.set()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._client is None or self._client.closed:
@@ -131,7 +125,7 @@ class WebhookSender:
         async def fill_free_slots() -> bool:
             """Queue handed-off deliveries, claim due ones ahead (a batch per transaction), start what the slots
             allow; True when more may be due right now (a finished attempt wakes the loop otherwise)."""
-            slots, batch = self._slots, settings.webhook_batch_size
+            slots, batch = self._slots, self._batch
             if self._handed and slots.waiting < batch:
                 await self._take_handed(batch)
             claimed = seen = 0
@@ -148,8 +142,7 @@ class WebhookSender:
                 if not claims:
                     self._dry_until = time.monotonic() + settings.webhook_poll_interval_s
                     self._queued_since_dry = False
-            for claim in slots.ready(self._clock(), self._timeout):
-                self._spawn(claim)
+            self._start_ready()
             # Only what the next pass can act on counts: endpoints at their limit wait for a finished attempt.
             more_claimable = claimed > 0 and seen == batch
             more_handed = bool(self._handed) and slots.waiting < batch
@@ -188,7 +181,7 @@ class WebhookSender:
 
     async def run_once(self, limit: int | None = None) -> int:
         """One step: claim what is due now, send it all, record the outcomes; returns how many were sent."""
-        claims = await self.claim(limit or self._settings.webhook_batch_size)
+        claims = await self.claim(limit or self._batch)
         await asyncio.gather(*(self.deliver(claim) for claim in claims))
         return len(claims)
 
@@ -206,26 +199,24 @@ class WebhookSender:
         cap: int | None = None,
     ) -> tuple[list[Claim], int]:
         """Lease due deliveries, leaving out `full` endpoints and, with a `cap`, at most that many per endpoint
-        counting what is `busy`; returns the claims and how many due rows were seen."""
+        counting what is `busy`; returns the claims and how many due rows were seen. Two statements."""
         now = self._clock()
         lease_until = now + timedelta(seconds=self._settings.webhook_lease_s)
         taken = dict(busy or {})
         build = ClaimBuilder(self._secrets, now, self._links_base_url, self._link_keys)
         claims: list[Claim] = []
+        token = str(uuid.uuid4())  # one per claim: the batch's rows are this sender's alike
         async with self._db.transaction() as session:
             # Senders in other processes skip rows held here; SQLite has one writer, which is enough.
-            store = WebhookStore(session)
+            store = SendStore(session)
             due = await store.due(now, limit, skip_locked=not self._db.is_sqlite, skip_endpoints=full or ())
-            endpoints = await store.endpoints_by_id([row.endpoint_id for row in due])
-            token = str(uuid.uuid4())  # one per claim: the batch's rows are this sender's alike
             for row in due:
-                endpoint = endpoints[row.endpoint_id]
-                if cap is not None and taken.get(endpoint.id, 0) >= cap:
+                if cap is not None and taken.get(row.endpoint_id, 0) >= cap:
                     continue  # left unleased: claimed once the endpoint has a free slot
-                claim = build.claim(row, endpoint, token, lease_until)
+                claim = build.claim(row, token, lease_until)
                 if claim is None:
                     continue  # never sent unsigned: it waits, unclaimed, until the key is put back
-                taken[endpoint.id] = taken.get(endpoint.id, 0) + 1
+                taken[row.endpoint_id] = taken.get(row.endpoint_id, 0) + 1
                 claims.append(claim)
             await store.lease([claim.delivery_id for claim in claims], token, lease_until)
         return claims, len(due)
@@ -234,20 +225,21 @@ class WebhookSender:
         """Queue up to `limit` handed-off deliveries for their endpoints' slots (one read, no claim: they were
         written leased to this sender); those changed since (replayed, erased endpoint) are left to the table."""
         batch, self._handed = self._handed[:limit], self._handed[limit:]
+        tokens = dict(batch)
         async with self._db.read() as session:
-            found = await WebhookStore(session).handed_off(batch)
+            found = await SendStore(session).handed_off(list(tokens))
         build = ClaimBuilder(self._secrets, self._clock(), self._links_base_url, self._link_keys)
-        for token, delivery, endpoint in found:
-            claim = build.claim(delivery, endpoint, token, delivery.lease_until)
+        for row in found:
+            if row.lease_token != tokens[row.id]:
+                continue
+            claim = build.claim(row, row.lease_token, row.lease_until)
             if claim is not None:
                 self._slots.wait(claim)
 
     async def deliver(self, claim: Claim) -> AttemptOutcome:
         """Send one claimed delivery and record the attempt and what comes next."""
         started_at = self._clock()
-        outcome = await self.attempt(claim)
-        ATTEMPTS.labels(result=outcome.result).inc()
-        DELIVERY_SECONDS.observe(outcome.latency_s)
+        outcome = await self._attempt_counted(claim)
         await self.record(claim, started_at, outcome)
         return outcome
 
@@ -259,140 +251,47 @@ class WebhookSender:
             self._http(), claim, self._policy, timeout_s=self._timeout, cap=self._cap, wall_clock=self._wall_clock
         )
 
+    async def _attempt_counted(self, claim: Claim) -> AttemptOutcome:
+        outcome = await self.attempt(claim)
+        ATTEMPTS.labels(result=outcome.result).inc()
+        DELIVERY_SECONDS.observe(outcome.latency_s)
+        return outcome
+
     async def record(self, claim: Claim, started_at: datetime, outcome: AttemptOutcome) -> None:
-        """Store the attempt; schedule the next one or settle the delivery; keep the endpoint's health.
+        """Store the attempt; schedule the next one or settle the delivery; keep the endpoint's health. Returns
+        once the transaction holding it (shared with the attempts that finished alongside) has committed."""
+        await self._recorder.record(claim, started_at, outcome)
 
-        Attempts that finish together share one transaction (group commit): each call returns once the
-        transaction holding its attempt has committed, and raises if that transaction failed.
-        """
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._to_record.append((claim, started_at, outcome, done))
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.create_task(self._record_pending(), name="webhook-recorder")
-        await done
-
-    async def _record_pending(self) -> None:
-        while self._to_record:
-            batch: list[tuple[Claim, datetime, AttemptOutcome, asyncio.Future[None]]] = []
-            try:
-                # The batch is taken once the writer is ours: what finished while waiting for it joins in.
-                async with self._db.transaction() as session:
-                    batch, self._to_record = self._to_record, []
-                    store = WebhookStore(session)
-                    failed = [item for item in batch if not item[2].success]
-                    if failed:
-                        # The batch's rows in two queries (locked on PostgreSQL), not two look-ups per attempt.
-                        deliveries, endpoints = await store.for_recording(
-                            [claim.delivery_id for claim, *_ in failed], [claim.endpoint_id for claim, *_ in failed]
-                        )
-                        for claim, started_at, outcome, _done in failed:
-                            delivery = deliveries.get(claim.delivery_id)
-                            endpoint = endpoints.get(claim.endpoint_id)
-                            if delivery is not None and endpoint is not None:
-                                await self._record_one(session, delivery, endpoint, claim, started_at, outcome)
-                        await store.flush()
-                    succeeded = [o.attempt_row(c, at) for c, at, o, _done in batch if o.success]
-                    if succeeded:
-                        await store.record_successes(succeeded, self._clock())
-            except Exception as exc:
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-
-    async def _record_one(
-        self,
-        session: AsyncSession,
-        delivery: WebhookDelivery,
-        endpoint: WebhookEndpoint,
-        claim: Claim,
-        started_at: datetime,
-        outcome: AttemptOutcome,
-    ) -> None:
-        settings = self._settings
-        now = self._clock()
-        store = WebhookStore(session)
-        # After a lease expired another sender owns the row: the attempt is still a fact worth keeping.
-        ours = delivery.lease_token == claim.lease_token
-        delivery.attempt_count += 1
-        attempt = WebhookAttempt(
-            delivery_id=delivery.id,
-            attempt_no=delivery.attempt_count,
-            started_at=started_at,
-            signed_at=outcome.signed_at,
-            result=outcome.result,
-            status_code=outcome.status_code,
-            latency_ms=round(outcome.latency_s * 1000, 3),
-            error=outcome.error,
-            response_body=outcome.response_body,
-        )
-        store.add(attempt)
-        delivery.last_attempt_at = started_at
-        delivery.last_status_code = outcome.status_code
-        delivery.last_error = outcome.error
-        if ours:
-            delivery.lease_token = delivery.lease_until = None
-        if outcome.success:
-            delivery.status, delivery.delivered_at, delivery.next_attempt_at = SUCCEEDED, now, None
-            delivery.lease_token = delivery.lease_until = None
-            endpoint.failing_since, endpoint.last_success_at = None, now
+    def _start_ready(self) -> None:
+        if self._stop.is_set():
             return
-        endpoint.failing_since = endpoint.failing_since or now
-        endpoint.last_failure_at = now
-        gone = outcome.status_code == 410
-        if ours and delivery.status == PENDING:
-            delivery.schedule_step += 1
-            delay = None
-            if not gone:
-                delay = retry_delay(
-                    delivery.schedule_step,
-                    settings.webhook_retry_schedule_s,
-                    jitter=settings.webhook_retry_jitter,
-                    rand=self._rand(),
-                    retry_after=outcome.retry_after_s,
-                    retry_after_max=settings.webhook_retry_after_max_s,
-                )
-            if delay is None:
-                delivery.status, delivery.next_attempt_at = FAILED, None
-                FAILURES.inc()
-            else:
-                delivery.next_attempt_at = now + timedelta(seconds=delay)
-        failing_for = now - (endpoint.failing_since or now)
-        if endpoint.enabled and gone:
-            await disable_endpoint(session, endpoint, "gone", now)
-        elif endpoint.enabled and failing_for >= timedelta(days=settings.webhook_disable_after_days):
-            await disable_endpoint(session, endpoint, "failing", now)
-        if ours:
-            attempt.next_attempt_at = delivery.next_attempt_at if delivery.status == PENDING else None
-        log.info(
-            "webhook_attempt_failed",
-            endpoint_id=endpoint.id,
-            delivery_id=delivery.id,
-            result=outcome.result,
-            status_code=outcome.status_code,
-            next_attempt_at=iso(attempt.next_attempt_at),
-        )
+        for claim in self._slots.ready(self._clock(), self._timeout):
+            task = asyncio.create_task(self._deliver_logged(claim), name=f"webhook-{claim.delivery_id}")
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
 
-    def _spawn(self, claim: Claim) -> None:
-        task = asyncio.create_task(self._deliver_logged(claim), name=f"webhook-{claim.delivery_id}")
-        self._inflight.add(task)
-
-        def done(finished: asyncio.Task[None]) -> None:
-            self._inflight.discard(finished)
-            self._slots.finished(claim)
-            self._wake.set()  # a slot is free
-
-        task.add_done_callback(done)
+    def _slot_freed(self, claim: Claim) -> None:
+        """The attempt's answer is in: its slot goes to the next waiting claim, and the loop is woken when few
+        are left waiting (a claim or the hand-offs refill them)."""
+        self._slots.finished(claim)
+        self._start_ready()
+        if self._slots.waiting <= self._batch // 2 or self._handed:
+            self._wake.set()
 
     async def _deliver_logged(self, claim: Claim) -> None:
+        freed = False
         try:
-            await self.deliver(claim)
+            started_at = self._clock()
+            outcome = await self._attempt_counted(claim)
+            freed = True
+            self._slot_freed(claim)
+            await self.record(claim, started_at, outcome)
         except Exception:
             # Not recorded: the lease runs out and the delivery is tried again.
             log.exception("webhook_delivery_error", delivery_id=claim.delivery_id)
+        finally:
+            if not freed:
+                self._slot_freed(claim)
 
     async def _drain(self) -> None:
         tasks = set(self._inflight)

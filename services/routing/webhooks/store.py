@@ -12,9 +12,9 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,15 +27,6 @@ _ENDPOINTS = "handoff_webhook_endpoints"  # session.info key: (transaction, enab
 _HANDED_OFF = "handoff_webhooks_handed_off"  # session.info key: [(delivery id, lease token)] written leased
 # Databases (by engine) whose sender runs in this process and takes new deliveries in memory: the lease it wants.
 _TAKERS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
-
-
-class DeliveryRow(NamedTuple):
-    """What a claim needs of a delivery row."""
-
-    id: str
-    endpoint_id: str
-    message_id: str
-    payload: str
 
 
 def enqueued_in(session: AsyncSession) -> bool:
@@ -131,25 +122,6 @@ class WebhookStore:
             self.session.info.setdefault(_HANDED_OFF, []).extend((row["id"], token) for row in rows)
         await self.session.execute(insert(WebhookDelivery), list(rows))
 
-    async def handed_off(
-        self, handoffs: Sequence[tuple[str, str]]
-    ) -> list[tuple[str, WebhookDelivery, WebhookEndpoint]]:
-        """The handed-off deliveries still pending under their token, for enabled endpoints: (token, row, endpoint)."""
-        tokens = dict(handoffs)
-        if not tokens:
-            return []
-        query = (
-            select(WebhookDelivery, WebhookEndpoint)
-            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-            .where(
-                WebhookDelivery.id.in_(list(tokens)),
-                WebhookDelivery.status == PENDING,
-                WebhookEndpoint.enabled.is_(True),
-            )
-        )
-        found = (await self.session.execute(query)).all()
-        return [(tokens[d.id], d, e) for d, e in found if d.lease_token == tokens[d.id]]
-
     async def delivery(self, delivery_id: str, *, for_update: bool = False) -> WebhookDelivery | None:
         return await self.session.get(WebhookDelivery, delivery_id, with_for_update=for_update or None)
 
@@ -234,55 +206,6 @@ class WebhookStore:
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    async def record_successes(self, attempts: Sequence[dict[str, Any]], now: datetime) -> None:
-        """Settle delivered deliveries in three statements for the batch (the common case, kept off the ORM):
-        each `attempts` item holds the attempt's columns but `attempt_no`; endpoints get a clean bill of health."""
-        ids = sorted({a["delivery_id"] for a in attempts})
-        counts = select(WebhookDelivery.id, WebhookDelivery.attempt_count).where(WebhookDelivery.id.in_(ids))
-        found = dict((await self.session.execute(counts.order_by(WebhookDelivery.id).with_for_update())).tuples().all())
-        rows, settled = [], []
-        for attempt in attempts:
-            if attempt["delivery_id"] not in found:
-                continue  # purged meanwhile
-            found[attempt["delivery_id"]] += 1
-            row = {k: v for k, v in attempt.items() if k != "endpoint_id"}
-            rows.append({**row, "attempt_no": found[attempt["delivery_id"]], "next_attempt_at": None})
-            settled.append(
-                {
-                    "b_id": attempt["delivery_id"],
-                    "b_count": found[attempt["delivery_id"]],
-                    "b_started": attempt["started_at"],
-                    "b_status": attempt["status_code"],
-                }
-            )
-        if not rows:
-            return
-        table = cast(Table, WebhookDelivery.__table__)
-        await self.session.execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values(
-                status=SUCCEEDED,
-                delivered_at=now,
-                next_attempt_at=None,
-                lease_token=None,
-                lease_until=None,
-                attempt_count=bindparam("b_count"),
-                last_attempt_at=bindparam("b_started"),
-                last_status_code=bindparam("b_status"),
-                last_error=None,
-            ),
-            settled,
-        )
-        await self.session.execute(insert(WebhookAttempt), rows)
-        endpoint_ids = sorted({a["endpoint_id"] for a in attempts})
-        await self.session.execute(
-            update(WebhookEndpoint)
-            .where(WebhookEndpoint.id.in_(endpoint_ids))
-            .values(failing_since=None, last_success_at=now)
-            .execution_options(synchronize_session=False)
-        )
-
     async def for_recording(
         self, delivery_ids: Sequence[str], endpoint_ids: Sequence[str]
     ) -> tuple[dict[str, WebhookDelivery], dict[str, WebhookEndpoint]]:
@@ -296,44 +219,3 @@ class WebhookStore:
             {row.id: row for row in found_deliveries.scalars()},
             {row.id: row for row in found_endpoints.scalars()},
         )
-
-    async def lease(self, delivery_ids: Sequence[str], token: str, lease_until: datetime) -> None:
-        """Lease the claimed deliveries under one token, in one statement."""
-        if delivery_ids:
-            await self.session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id.in_(list(delivery_ids)))
-                .values(lease_token=token, lease_until=lease_until)
-                .execution_options(synchronize_session=False)
-            )
-
-    async def endpoints_by_id(self, endpoint_ids: Sequence[str]) -> dict[str, WebhookEndpoint]:
-        query = select(WebhookEndpoint).where(WebhookEndpoint.id.in_(sorted(set(endpoint_ids))))
-        return {endpoint.id: endpoint for endpoint in (await self.session.execute(query)).scalars()}
-
-    async def due(
-        self, now: datetime, limit: int, *, skip_locked: bool, skip_endpoints: Sequence[str] = ()
-    ) -> list[DeliveryRow]:
-        """Up to `limit` pending deliveries of enabled endpoints that are due and not leased, oldest due first,
-        leaving out `skip_endpoints` (those at their limit of attempts in flight).
-
-        With `skip_locked` (PostgreSQL) the rows are locked and other senders skip them; SQLite has one writer.
-        """
-        # Plain columns, not ORM rows: the claim is the sender's hottest query.
-        query = (
-            select(WebhookDelivery.id, WebhookDelivery.endpoint_id, WebhookDelivery.message_id, WebhookDelivery.payload)
-            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-            .where(
-                WebhookDelivery.status == PENDING,
-                WebhookDelivery.next_attempt_at <= now,
-                or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
-                WebhookEndpoint.enabled.is_(True),
-            )
-            .order_by(WebhookDelivery.next_attempt_at)
-            .limit(limit)
-        )
-        if skip_endpoints:
-            query = query.where(WebhookDelivery.endpoint_id.not_in(list(skip_endpoints)))
-        if skip_locked:
-            query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
-        return [DeliveryRow(*row) for row in (await self.session.execute(query)).tuples()]

@@ -13,11 +13,12 @@ import routing
 pytestmark = pytest.mark.unit
 
 PACKAGE = Path(routing.__file__).parent
-# The modules this layout covers: the router, its use cases, the store, and the entrypoints around them.
+# The modules this layout covers: the router, its use cases, the store, the entrypoints around them, webhooks.
 MODULES = sorted(
     [
         *(PACKAGE / "usecases").glob("*.py"),
         *(PACKAGE / "store").glob("*.py"),
+        *(PACKAGE / "webhooks").glob("*.py"),
         *(PACKAGE / name for name in ("handlers.py", "api.py", "consumer.py", "timers.py", "backtest.py", "app.py")),
         PACKAGE / "metrics.py",
     ]
@@ -35,7 +36,7 @@ def test_sql_lives_only_in_the_store() -> None:
     outside = [
         f"{path.relative_to(PACKAGE)}:{number}"
         for path in MODULES
-        if path.parent.name != "store"
+        if path.parent.name != "store" and path.name not in ("store.py", "send_store.py")  # webhooks: its stores
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if SQL.search(line)
     ]

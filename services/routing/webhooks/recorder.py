@@ -1,0 +1,167 @@
+"""The attempt record: what each attempt answered, what comes next for its delivery, the endpoint's health.
+
+Attempts that finish together share one transaction (group commit): each `record` returns once the transaction
+holding its attempt has committed, and raises if that transaction failed (the lease then runs out and the delivery
+is tried again: at least once). Successes, the common case, take three Core statements per batch (`send_store`);
+failures go through the ORM, which schedules the retry (`retry`) and may disable the endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.db import Database
+from routing.settings import RoutingSettings
+from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from routing.webhooks.claims import Claim
+from routing.webhooks.retry import retry_delay
+from routing.webhooks.send_store import SendStore
+from routing.webhooks.service import FAILURES, disable_endpoint, iso
+from routing.webhooks.store import FAILED, PENDING, WebhookStore
+from routing.webhooks.transport import AttemptOutcome
+
+log = structlog.get_logger(__name__)
+
+_Pending = tuple[Claim, datetime, AttemptOutcome, "asyncio.Future[None]"]
+
+
+class AttemptRecorder:
+    """Records attempts in batches, one transaction for what finished while the previous one committed."""
+
+    def __init__(
+        self, db: Database, settings: RoutingSettings, clock: Callable[[], datetime], rand: Callable[[], float]
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._clock = clock
+        self._rand = rand
+        self._pending: list[_Pending] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def record(self, claim: Claim, started_at: datetime, outcome: AttemptOutcome) -> None:
+        """Store the attempt; schedule the next one or settle the delivery; keep the endpoint's health."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((claim, started_at, outcome, done))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._record_pending(), name="webhook-recorder")
+        await done
+
+    def _take(self) -> list[_Pending]:
+        """What is waiting, a delivery at most once (its attempt number is counted in the statement): a second
+        attempt of one delivery, rare (a lease that ran out), waits for the next transaction."""
+        batch: list[_Pending] = []
+        later: list[_Pending] = []
+        seen: set[str] = set()
+        for item in self._pending:
+            (later if item[0].delivery_id in seen else batch).append(item)
+            seen.add(item[0].delivery_id)
+        self._pending = later
+        return batch
+
+    async def _record_pending(self) -> None:
+        while self._pending:
+            batch: list[_Pending] = []
+            try:
+                # The batch is taken once the writer is ours: what finished while waiting for it joins in.
+                async with self._db.transaction() as session:
+                    batch = self._take()
+                    failed = [item for item in batch if not item[2].success]
+                    if failed:
+                        await self._record_failures(session, failed)
+                    succeeded = [o.attempt_row(c, at) for c, at, o, _done in batch if o.success]
+                    await SendStore(session).record_successes(succeeded, self._clock())
+            except Exception as exc:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _record_failures(self, session: AsyncSession, failed: list[_Pending]) -> None:
+        store = WebhookStore(session)
+        # The batch's rows in two queries (locked on PostgreSQL), not two look-ups per attempt.
+        deliveries, endpoints = await store.for_recording(
+            [claim.delivery_id for claim, *_ in failed], [claim.endpoint_id for claim, *_ in failed]
+        )
+        for claim, started_at, outcome, _done in failed:
+            delivery = deliveries.get(claim.delivery_id)
+            endpoint = endpoints.get(claim.endpoint_id)
+            if delivery is not None and endpoint is not None:
+                await self._record_one(session, delivery, endpoint, claim, started_at, outcome)
+        await store.flush()
+
+    async def _record_one(
+        self,
+        session: AsyncSession,
+        delivery: WebhookDelivery,
+        endpoint: WebhookEndpoint,
+        claim: Claim,
+        started_at: datetime,
+        outcome: AttemptOutcome,
+    ) -> None:
+        """A failed attempt: counted, and the delivery's next attempt scheduled (or given up)."""
+        settings = self._settings
+        now = self._clock()
+        store = WebhookStore(session)
+        # After a lease expired another sender owns the row: the attempt is still a fact worth keeping.
+        ours = delivery.lease_token == claim.lease_token
+        delivery.attempt_count += 1
+        attempt = WebhookAttempt(
+            delivery_id=delivery.id,
+            attempt_no=delivery.attempt_count,
+            started_at=started_at,
+            signed_at=outcome.signed_at,
+            result=outcome.result,
+            status_code=outcome.status_code,
+            latency_ms=round(outcome.latency_s * 1000, 3),
+            error=outcome.error,
+            response_body=outcome.response_body,
+        )
+        store.add(attempt)
+        delivery.last_attempt_at = started_at
+        delivery.last_status_code = outcome.status_code
+        delivery.last_error = outcome.error
+        if ours:
+            delivery.lease_token = delivery.lease_until = None
+        endpoint.failing_since = endpoint.failing_since or now
+        endpoint.last_failure_at = now
+        gone = outcome.status_code == 410
+        if ours and delivery.status == PENDING:
+            delivery.schedule_step += 1
+            delay = None
+            if not gone:
+                delay = retry_delay(
+                    delivery.schedule_step,
+                    settings.webhook_retry_schedule_s,
+                    jitter=settings.webhook_retry_jitter,
+                    rand=self._rand(),
+                    retry_after=outcome.retry_after_s,
+                    retry_after_max=settings.webhook_retry_after_max_s,
+                )
+            if delay is None:
+                delivery.status, delivery.next_attempt_at = FAILED, None
+                FAILURES.inc()
+            else:
+                delivery.next_attempt_at = now + timedelta(seconds=delay)
+        failing_for = now - (endpoint.failing_since or now)
+        if endpoint.enabled and gone:
+            await disable_endpoint(session, endpoint, "gone", now)
+        elif endpoint.enabled and failing_for >= timedelta(days=settings.webhook_disable_after_days):
+            await disable_endpoint(session, endpoint, "failing", now)
+        if ours:
+            attempt.next_attempt_at = delivery.next_attempt_at if delivery.status == PENDING else None
+        log.info(
+            "webhook_attempt_failed",
+            endpoint_id=endpoint.id,
+            delivery_id=delivery.id,
+            result=outcome.result,
+            status_code=outcome.status_code,
+            next_attempt_at=iso(attempt.next_attempt_at),
+        )

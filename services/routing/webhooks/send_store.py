@@ -1,0 +1,177 @@
+"""The sender's hot queries: claim, hand-off read, lease and the success record, in Core on the connection.
+
+Statements are built once with bound parameters (SQLAlchemy's compiled cache then serves them), run on the
+transaction's connection (no ORM session plumbing, no ORM rows) and cover a whole batch each: the bookkeeping a
+delivery costs is a share of a few statements per batch, never a statement of its own. The rare failure path,
+which reads and changes more (the retry schedule, the endpoint's health), stays on the ORM (`store`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar, cast
+
+from sqlalchemy import Connection, Table, bindparam, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from routing.webhooks.store import PENDING, SUCCEEDED
+
+_D = cast(Table, WebhookDelivery.__table__)
+_E = cast(Table, WebhookEndpoint.__table__)
+_A = cast(Table, WebhookAttempt.__table__)
+_T = TypeVar("_T")
+
+
+class ClaimRow(NamedTuple):
+    """A delivery and what its endpoint gives a claim (address, format, secrets), read in one query."""
+
+    id: str
+    endpoint_id: str
+    message_id: str
+    payload: str
+    lease_token: str | None
+    lease_until: datetime | None
+    url: str
+    format: str
+    secret: str
+    previous_secret: str | None
+    previous_secret_until: datetime | None
+
+
+_CLAIM_COLUMNS = (
+    _D.c.id,
+    _D.c.endpoint_id,
+    _D.c.message_id,
+    _D.c.payload,
+    _D.c.lease_token,
+    _D.c.lease_until,
+    _E.c.url,
+    _E.c.format,
+    _E.c.secret,
+    _E.c.previous_secret,
+    _E.c.previous_secret_until,
+)
+_JOINED = _D.join(_E, _E.c.id == _D.c.endpoint_id)
+
+# Due, unleased (or lease run out) deliveries of enabled endpoints, oldest due first, but the endpoints at their
+# limit; the partial index on next_attempt_at (pending rows) serves the order.
+_DUE = (
+    select(*_CLAIM_COLUMNS)
+    .select_from(_JOINED)
+    .where(
+        _D.c.status == PENDING,
+        _D.c.next_attempt_at <= bindparam("now"),
+        or_(_D.c.lease_until.is_(None), _D.c.lease_until <= bindparam("now")),
+        _E.c.enabled.is_(True),
+        _D.c.endpoint_id.not_in(bindparam("skip", expanding=True)),
+    )
+    .order_by(_D.c.next_attempt_at)
+    .limit(bindparam("limit"))
+)
+_DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True, of=_D)  # PostgreSQL: other senders skip these rows
+
+_HANDED = (
+    select(*_CLAIM_COLUMNS)
+    .select_from(_JOINED)
+    .where(_D.c.id.in_(bindparam("ids", expanding=True)), _D.c.status == PENDING, _E.c.enabled.is_(True))
+)
+
+_LEASE = (
+    update(_D)
+    .where(_D.c.id.in_(bindparam("ids", expanding=True)))
+    .values(lease_token=bindparam("token"), lease_until=bindparam("until"))
+)
+
+# One row per attempt (executemany): the delivery settles and counts the attempt...
+_SETTLE = (
+    update(_D)
+    .where(_D.c.id == bindparam("b_id"))
+    .values(
+        status=SUCCEEDED,
+        delivered_at=bindparam("b_now", type_=_D.c.delivered_at.type),
+        next_attempt_at=None,
+        lease_token=None,
+        lease_until=None,
+        attempt_count=_D.c.attempt_count + 1,
+        last_attempt_at=bindparam("b_started", type_=_D.c.last_attempt_at.type),
+        last_status_code=bindparam("b_status", type_=_D.c.last_status_code.type),
+        last_error=None,
+    )
+)
+# ...and the attempt is written under the number just counted, read from the row in the same statement (a
+# delivery gone meanwhile, its endpoint deleted, writes no attempt instead of failing the batch).
+_ATTEMPT_COLUMNS = ("started_at", "signed_at", "result", "status_code", "latency_ms", "error", "response_body")
+_RECORD_ATTEMPT = insert(_A).from_select(
+    ["delivery_id", "attempt_no", *_ATTEMPT_COLUMNS, "next_attempt_at"],
+    select(
+        _D.c.id,
+        _D.c.attempt_count,
+        *(bindparam(f"a_{name}", type_=_A.c[name].type) for name in _ATTEMPT_COLUMNS),
+        bindparam("a_next", type_=_A.c.next_attempt_at.type),
+    ).where(_D.c.id == bindparam("b_id")),
+)
+_HEALTHY = (
+    update(_E)
+    .where(_E.c.id.in_(bindparam("ids", expanding=True)))
+    .values(failing_since=None, last_success_at=bindparam("now"))
+)
+
+
+class SendStore:
+    """The sender's queries, on the connection of the caller's transaction (one greenlet hop per method: the
+    statements run synchronously on the connection, as every driver here lets them)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def _run(self, work: Callable[[Connection], _T]) -> _T:
+        return await self.session.run_sync(lambda sync: work(sync.connection()))
+
+    async def due(
+        self, now: datetime, limit: int, *, skip_locked: bool, skip_endpoints: Sequence[str] = ()
+    ) -> list[ClaimRow]:
+        """Up to `limit` due deliveries nobody holds, of enabled endpoints but `skip_endpoints`, oldest first."""
+        query = _DUE_SKIP_LOCKED if skip_locked else _DUE
+        params = {"now": now, "limit": limit, "skip": list(skip_endpoints)}
+        return await self._run(lambda conn: [ClaimRow(*row) for row in conn.execute(query, params).tuples()])
+
+    async def handed_off(self, ids: Sequence[str]) -> list[ClaimRow]:
+        """The deliveries of `ids` still pending, for enabled endpoints (the caller checks the lease token)."""
+        if not ids:
+            return []
+        params = {"ids": list(ids)}
+        return await self._run(lambda conn: [ClaimRow(*row) for row in conn.execute(_HANDED, params).tuples()])
+
+    async def lease(self, delivery_ids: Sequence[str], token: str, lease_until: datetime) -> None:
+        """Lease the claimed deliveries under one token, in one statement."""
+        if delivery_ids:
+            params = {"ids": list(delivery_ids), "token": token, "until": lease_until}
+            await self._run(lambda conn: conn.execute(_LEASE, params))
+
+    async def record_successes(self, attempts: Sequence[dict[str, Any]], now: datetime) -> None:
+        """Settle delivered deliveries, write their attempts and give their endpoints a clean bill of health: three
+        statements for the batch. Each `attempts` item is an attempt's columns (`AttemptOutcome.attempt_row`);
+        a delivery appears at most once in a batch (its attempt number is counted in the statement)."""
+        if not attempts:
+            return
+        rows = [
+            {
+                "b_id": a["delivery_id"],
+                "b_now": now,
+                "b_started": a["started_at"],
+                "b_status": a["status_code"],
+                **{f"a_{name}": a[name] for name in _ATTEMPT_COLUMNS},
+                "a_next": None,
+            }
+            for a in sorted(attempts, key=lambda a: a["delivery_id"])  # one lock order for every recorder
+        ]
+        healthy = {"ids": sorted({a["endpoint_id"] for a in attempts}), "now": now}
+
+        def record(conn: Connection) -> None:
+            conn.execute(_SETTLE, rows)
+            conn.execute(_RECORD_ATTEMPT, rows)
+            conn.execute(_HEALTHY, healthy)
+
+        await self._run(record)
