@@ -71,12 +71,14 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
     from routing.usecases import clock as clock_usecase
 
     out["imported_s"] = round(time.time() - args.spawned, 3)
-    url = f"sqlite+aiosqlite:///{args.db}"
+    out["imported_cpu_s"] = round(_cpu_s(), 3)
+    url = args.url or f"sqlite+aiosqlite:///{args.db}"
     settings = RoutingSettings()
     db = Database(url, sqlite_synchronous=settings.sqlite_synchronous)
     await upgrade_schema_async(url, MIGRATIONS, Base.metadata)  # as routing's lifespan does
     tune_gc()  # as Runtime.start does
     out["migrated_s"] = round(time.time() - args.spawned, 3)
+    out["migrated_cpu_s"] = round(_cpu_s(), 3)
     router = Router(settings)
     loop = TimerLoop(
         db,
@@ -193,11 +195,19 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
 async def heap(args: argparse.Namespace, out: dict[str, Any]) -> None:
     """The bare baseline: every open timer read into a heap, fired by one sleeping task; no work per timer."""
     out["imported_s"] = round(time.time() - args.spawned, 3)
-    conn = sqlite3.connect(args.db)
-    rows = conn.execute("SELECT due_at, id FROM sla_timers WHERE fired_at IS NULL").fetchall()
-    conn.close()
-    parse = datetime.fromisoformat
-    timers = [(parse(due).replace(tzinfo=UTC).timestamp(), timer_id) for due, timer_id in rows]
+    if args.url:  # PostgreSQL: the driver hands back aware datetimes
+        import asyncpg
+
+        pg = await asyncpg.connect(args.url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        rows = await pg.fetch("SELECT due_at, id FROM sla_timers WHERE fired_at IS NULL")
+        await pg.close()
+        timers = [(due.timestamp(), timer_id) for due, timer_id in rows]
+    else:
+        conn = sqlite3.connect(args.db)
+        rows = conn.execute("SELECT due_at, id FROM sla_timers WHERE fired_at IS NULL").fetchall()
+        conn.close()
+        parse = datetime.fromisoformat
+        timers = [(parse(due).replace(tzinfo=UTC).timestamp(), timer_id) for due, timer_id in rows]
     del rows
     heapq.heapify(timers)
     out["migrated_s"] = out["imported_s"]
@@ -247,7 +257,8 @@ async def heap(args: argparse.Namespace, out: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.timer_worker")
     parser.add_argument("mode", choices=["handoff", "heap"])
-    parser.add_argument("--db", required=True)
+    parser.add_argument("--db", required=True, help="the SQLite store (with --url: a folder for the run log)")
+    parser.add_argument("--url", help="a PostgreSQL store (postgresql+asyncpg://...) instead of the SQLite file")
     parser.add_argument("--spawned", type=float, required=True)
     parser.add_argument("--burst-ids", required=True, help="first:last sla_timers ids of the burst")
     parser.add_argument("--idle-s", type=float, default=5.0)

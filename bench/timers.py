@@ -137,7 +137,7 @@ def prepare(path: Path, n: int) -> dict[str, Any]:
     }
 
 
-def _command(mode: str, db: Path, burst_ids: str, spawned: float, idle_s: float) -> list[str]:
+def _command(mode: str, db: Path, burst_ids: str, spawned: float, idle_s: float, url: str | None = None) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -153,13 +153,21 @@ def _command(mode: str, db: Path, burst_ids: str, spawned: float, idle_s: float)
         str(idle_s),
         "--horizon-s",
         str(HORIZON_S),
+        *(["--url", url] if url else []),
     ]
 
 
 def _worker(
-    mode: str, db: Path, burst_ids: str, *, idle_s: float, recover_only: bool, spawned: float | None = None
+    mode: str,
+    db: Path,
+    burst_ids: str,
+    *,
+    idle_s: float,
+    recover_only: bool,
+    spawned: float | None = None,
+    url: str | None = None,
 ) -> dict[str, Any]:
-    command = _command(mode, db, burst_ids, spawned or time.time(), idle_s)
+    command = _command(mode, db, burst_ids, spawned or time.time(), idle_s, url)
     if recover_only:
         command.append("--recover-only")
     result = db.parent / f"result-{uuid.uuid4().hex}.json"
@@ -252,3 +260,118 @@ def run(tmp: Path, *, quick: bool, sizes: list[int] | None = None) -> dict[str, 
         for leftover in db.parent.glob("routing.db*"):
             leftover.unlink(missing_ok=True)
     return {"burst": BURST, "idle_s": idle_s, "horizon_s": HORIZON_S, "sizes": results}
+
+
+# -- PostgreSQL: the burst on the local server (scripts/postgres.sh), a fresh database per size ----------------
+
+PG_ADMIN_URL = os.environ.get("HANDOFF_TEST_PG_URL", "postgresql://handoff:handoff@127.0.0.1:5432/handoff")
+
+
+async def _prepare_pg(admin_url: str, n: int) -> tuple[str, str, dict[str, Any]]:
+    """A fresh PostgreSQL database shaped as prepare() shapes the SQLite file; the open timers written by the
+    server itself (generate_series)."""
+    import asyncpg
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from routing.store import AssignmentRow, LeadRow, SlaTimer
+
+    name = f"handoff_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+    template_id = await _template(url)
+    tables: Any = (LeadRow.__table__, AssignmentRow.__table__, SlaTimer.__table__)
+    leads, assignments, timers = tables
+    engine = create_async_engine(url)
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    async with engine.begin() as conn:
+        lead = dict((await conn.execute(select(leads).where(leads.c.lead_id == template_id))).mappings().one())
+        assignment = dict(
+            (await conn.execute(select(assignments).where(assignments.c.lead_id == template_id))).mappings().one()
+        )
+        await conn.execute(delete(timers))
+        next_assignment = int((await conn.execute(select(func.max(assignments.c.id)))).scalar_one()) + 1
+        ids = [str(uuid.uuid4()) for _ in range(BURST)]
+        await conn.execute(insert(leads), [{**lead, "lead_id": lead_id} for lead_id in ids])
+        await conn.execute(
+            insert(assignments),
+            [{**assignment, "id": next_assignment + k, "lead_id": lead_id} for k, lead_id in enumerate(ids)],
+        )
+        await conn.execute(
+            insert(timers),
+            [
+                {
+                    "lead_id": lead_id,
+                    "assignment_id": next_assignment + k,
+                    "kind": "breach",
+                    "fraction": None,
+                    "due_at": now + timedelta(hours=2),
+                    "fired_at": None,
+                    "cancelled": False,
+                }
+                for k, lead_id in enumerate(ids)
+            ],
+        )
+        first, last = (await conn.execute(select(func.min(timers.c.id), func.max(timers.c.id)))).one()
+        await conn.exec_driver_sql(
+            "INSERT INTO sla_timers (lead_id, assignment_id, kind, fraction, due_at, fired_at, cancelled, escalate_at)"
+            " SELECT '00000000-0000-4000-8000-' || lpad(i::text, 12, '0'), 0, 'breach', NULL,"
+            f" $1::timestamptz + make_interval(secs => i * 3600.0 / {n}), NULL, false, NULL"
+            f" FROM generate_series(0, {n - 1}) AS i",
+            (now + SPREAD_START,),
+        )
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.exec_driver_sql("VACUUM ANALYZE sla_timers")
+    await engine.dispose()
+    elapsed = time.perf_counter() - started
+    prepared = {
+        "open_timers": n + BURST,
+        "burst_ids": f"{first}:{last}",
+        "insert_rows_per_s": round((n + 3 * BURST) / elapsed),
+    }
+    return url, name, prepared
+
+
+async def _drop_pg(admin_url: str, name: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def run_pg(tmp: Path, sizes: list[int], *, idle_s: float = 20.0) -> dict[str, Any]:
+    """The burst on PostgreSQL for each N (one handoff run, one heap run) and the restart to in service."""
+    subprocess.run([ROOT / "scripts/postgres.sh", "ensure"], check=True, capture_output=True)
+    results = []
+    for n in sizes:
+        url, name, prepared = asyncio.run(_prepare_pg(PG_ADMIN_URL, n))
+        folder = tmp / f"timers-pg-{n}" / "run"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            log(f"timers (PostgreSQL): {prepared['open_timers']} open timers stored")
+            ready = _worker("handoff", folder, prepared["burst_ids"], idle_s=idle_s, recover_only=True, url=url)
+            heap = _worker("heap", folder, prepared["burst_ids"], idle_s=idle_s, recover_only=False, url=url)
+            handoff = _worker("handoff", folder, prepared["burst_ids"], idle_s=idle_s, recover_only=False, url=url)
+        finally:
+            asyncio.run(_drop_pg(PG_ADMIN_URL, name))
+        entry = {
+            "n": n,
+            **prepared,
+            "ready": ready,
+            "handoff": {**handoff, "burst": _burst_summary(handoff)},
+            "heap": {**heap, "burst": _burst_summary(heap)},
+        }
+        log(
+            f"timers (PostgreSQL) {n}: breach p99 {entry['handoff']['burst']['late_ms']['p99']} ms late "
+            f"(heap {entry['heap']['burst']['late_ms']['p99']} ms), in service in {ready['ready_s']} s"
+        )
+        results.append(entry)
+    return {"burst": BURST, "idle_s": idle_s, "horizon_s": HORIZON_S, "postgres": results}

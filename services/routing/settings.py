@@ -43,6 +43,11 @@ class RoutingSettings(ServiceSettings):
     # The loop caches its next due time (its own new timers wake it) and reads the store again at least this
     # often, which is how a timer written by another process, or one that died, is found.
     timer_refresh_s: float = Field(default=1.0, gt=0)
+    # The near horizon: how far ahead the timers are held in memory; the sweep of overdue timers no owner fired
+    # (a dead process's partitions), how often it looks and how overdue a timer must be before it takes it.
+    timer_horizon_s: float = Field(default=300.0, gt=0)
+    timer_sweep_s: float = Field(default=1.0, gt=0)
+    timer_sweep_grace_s: float = Field(default=2.0, ge=0)
     # Breaches are detected in batches of timer_batch_size; their reassignments run in smaller transactions
     # in between, so escalating one burst never delays detecting the next breach by more than one such batch.
     timer_escalation_batch_size: int = Field(default=10, ge=1)

@@ -26,6 +26,9 @@ from routing.usecases import clock as clock_usecase
 _LOOK_AFTER_WRITE_S = 2.0
 _ESCALATION_STARVE_S = 2.0
 _REFILL_STEP = timedelta(seconds=60)
+# Rows read by due time per refill: one refill never holds the loop for long (a few tens of ms), so firing what
+# is due goes first and a horizon still filling (a restart, millions of open timers) catches up round by round.
+_REFILL_ROWS = 2_000
 
 
 @dataclass(frozen=True)
@@ -124,10 +127,10 @@ class TimerLoop:
         gauge_every_s: float = 15.0,
         escalation_batch_size: int | None = None,
         refresh_s: float | None = None,
-        horizon_s: float = 300.0,
+        horizon_s: float | None = None,
         horizon_cap: int = 200_000,
-        sweep_s: float = 1.0,
-        sweep_grace_s: float = 2.0,
+        sweep_s: float | None = None,
+        sweep_grace_s: float | None = None,
         ownership: Callable[[], Ownership | None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -136,10 +139,13 @@ class TimerLoop:
         self._batch = batch_size
         self._escalation_batch = escalation_batch_size or router.settings.timer_escalation_batch_size
         self._max_sleep = max_sleep_s
-        self._refresh = refresh_s if refresh_s is not None else router.settings.timer_refresh_s
+        settings = router.settings
+        self._refresh = refresh_s if refresh_s is not None else settings.timer_refresh_s
+        horizon_s = horizon_s if horizon_s is not None else settings.timer_horizon_s
         self._span = timedelta(seconds=max(horizon_s, self._refresh * 2))
         self._cap = horizon_cap
-        self._sweep_every, self._grace = sweep_s, timedelta(seconds=sweep_grace_s)
+        self._sweep_every = sweep_s if sweep_s is not None else settings.timer_sweep_s
+        self._grace = timedelta(seconds=sweep_grace_s if sweep_grace_s is not None else settings.timer_sweep_grace_s)
         self._ownership = ownership
         self._gauge_every = gauge_every_s
         self._clock = clock
@@ -193,13 +199,15 @@ class TimerLoop:
         ownership = self._ownership()
         if ownership != self.horizon.ownership:
             self.horizon = Horizon(ownership)  # a rebalance: the new share is read from the store
+        if self._look and self.horizon.watermark is not None:
+            await self._refill(full=False)  # rows just committed: cheap reads by id, so a burst is seen at once
+        # What is due fires first: refills, the sweep, escalations and the gauge wait for a round with nothing due.
+        if await self._fire_due():
+            return 0.0
         if self.horizon.watermark is None or mono >= self._refill_at:
             await self._refill(full=True)
-        elif self._look:
-            await self._refill(full=False)
-        fired = await self._fire_due()
-        if fired:
-            return 0.0
+            if await self._fire_due():
+                return 0.0
         if mono >= self._sweep_at and await self.sweep():
             return 0.0
         now = self._clock()
@@ -229,11 +237,15 @@ class TimerLoop:
             if horizon.watermark is not None and top > horizon.id_mark:
                 horizon.add(await repo.timers_written_since(horizon.id_mark, top, horizon.watermark))
             if full:
-                rows = await repo.timers_due_between(horizon.watermark, until, self._cap)
+                limit = max(1, min(_REFILL_ROWS, self._cap - len(horizon)))
+                rows = await repo.timers_due_between(horizon.watermark, until, limit)
                 horizon.add(rows)
-                # A capped read stops just short of its last due time, so rows sharing it are read next time.
-                horizon.watermark = until if len(rows) < self._cap else rows[-1][2] - timedelta(microseconds=1)
-                self._refill_at = time.monotonic() + self._refresh
+                capped = len(rows) >= limit
+                # A capped read stops just short of its last due time, so rows sharing it are read next time; the
+                # next round reads on at once (after firing what is due) unless the horizon holds its cap already.
+                horizon.watermark = until if not capped else rows[-1][2] - timedelta(microseconds=1)
+                behind = capped and len(horizon) < self._cap
+                self._refill_at = time.monotonic() + (0.0 if behind else self._refresh)
         horizon.id_mark = max(horizon.id_mark, top)
 
     async def _fire_due(self) -> int:

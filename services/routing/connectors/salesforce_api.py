@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import jwt
 
 from common.egress import UnsafeUrl
 from routing.webhooks.retry import parse_retry_after
@@ -75,6 +74,8 @@ class Credentials:
             "aud": self.audience,
             "exp": int(now.timestamp()) + JWT_LIFETIME_S,
         }
+        import jwt  # here: PyJWT and cryptography cost ~0.1 s of every start-up, for a token now and then
+
         try:
             assertion = jwt.encode(claims, self.private_key, algorithm="RS256")
         except (ValueError, TypeError, jwt.PyJWTError) as exc:

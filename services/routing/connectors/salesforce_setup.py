@@ -15,9 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.crypto import SecretBox, SecretKeyError
@@ -75,6 +72,11 @@ def view(stored: Mapping[str, Any] | None, enabled: bool, endpoint_id: str | Non
 
 def check_private_key(pem: str) -> None:
     """An unencrypted PEM RSA private key (what the JWT bearer flow signs with); SetupError otherwise."""
+    # Imported here, on this rare path, so they are not part of routing's start-up.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):

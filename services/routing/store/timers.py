@@ -7,12 +7,15 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Text, and_, cast, func, select, text, update
+from sqlalchemy import Select, Text, and_, case, cast, func, literal, null, select, text, update
 
 from routing.store._base import Repository
 from routing.store.tables import AssignmentRow, LeadRow, SlaTimer, SlaTimerCount
 
 # What a claim returns of each timer: enough to fire it without loading a row object.
+# Timers of these kinds are marked for their follow-up in the claim itself (escalate_at); the caller clears the
+# marks it does not want (a breach whose ladder has no step, a clock that no longer runs) in the same transaction.
+ESCALATING_KINDS = ("breach", "hold")
 _CLAIMED = (SlaTimer.id, SlaTimer.lead_id, SlaTimer.assignment_id, SlaTimer.kind, SlaTimer.fraction, SlaTimer.due_at)
 
 
@@ -78,10 +81,11 @@ class TimerRepository(Repository):
         return await self._claim(SlaTimer.id.in_(due.scalar_subquery()), now)
 
     async def _claim(self, condition: Any, now: datetime) -> list[Any]:
+        marked = case((SlaTimer.kind.in_(ESCALATING_KINDS), literal(now, SlaTimer.escalate_at.type)), else_=null())
         claimed = await self.session.execute(
             update(SlaTimer)
             .where(condition)
-            .values(fired_at=now)
+            .values(fired_at=now, escalate_at=marked)
             .returning(*_CLAIMED)
             .execution_options(synchronize_session=False)
         )
@@ -89,23 +93,25 @@ class TimerRepository(Repository):
         return sorted(claimed.all(), key=lambda row: (row.due_at, row.id))
 
     async def cancel_timers(self, timer_ids: Collection[int]) -> None:
+        """Claimed timers whose clock no longer runs: cancelled, with no follow-up."""
         if timer_ids:
             await self.session.execute(
                 update(SlaTimer)
                 .where(SlaTimer.id.in_(sorted(timer_ids)))
-                .values(cancelled=True)
+                .values(cancelled=True, escalate_at=None)
                 .execution_options(synchronize_session=False)
             )
 
     # -- escalation markers: a fired timer's follow-up still to be made -------------------------------------
 
-    async def mark_escalations(self, timer_ids: Collection[int], at: datetime) -> None:
-        """These fired timers (breaches whose ladder calls for a step, holds that end) wait for their follow-up."""
+    async def clear_escalations(self, timer_ids: Collection[int]) -> None:
+        """These just-claimed timers need no follow-up after all (a breach whose ladder has no step): their mark,
+        set by the claim, goes (in the claim's transaction, so nobody sees it)."""
         if timer_ids:
             await self.session.execute(
                 update(SlaTimer)
                 .where(SlaTimer.id.in_(sorted(timer_ids)))
-                .values(escalate_at=at)
+                .values(escalate_at=None)
                 .execution_options(synchronize_session=False)
             )
 

@@ -19,7 +19,7 @@ from routing.domain.sla import ResolvedSla, is_hotter, resolve_sla
 from routing.store import AssignmentRow, LeadRow, RoutingRepository, SlaTimer, TimelineRow
 from routing.usecases import assign as assigning
 from routing.usecases.context import Roster, RoutingContext
-from routing.usecases.notices import emit_sla, sla_event
+from routing.usecases.notices import emit_sla, event_ids, sla_event
 from routing.usecases.shared import clock_of, lock_teams, schedule_clock
 
 
@@ -58,12 +58,17 @@ async def _fire(rt: RoutingContext, session: AsyncSession, timers: Sequence[Row[
     repo = RoutingRepository(session)
     facts = await repo.clock_facts({timer.lead_id for timer in timers})
     notices: list[Event] = []
-    markers: list[int] = []
+    unmarked: list[int] = []  # claimed with an escalation mark (ESCALATING_KINDS) that calls for no step
     lateness: list[float] = []
     cancelled: list[int] = []
     # What each first-contact breach calls for: its ladder's next step (a notify step names the manager).
     breached = [facts[t.lead_id] for t in timers if t.kind == "breach" and t.lead_id in facts]
     steps = await _breach_steps(rt, session, breached, now)
+    ids, stamp = iter(event_ids(len(timers))), now.isoformat()  # once per batch, not per notice
+
+    def notice(kind: str, clock: Any, timer: Any, **extra: Any) -> None:
+        notices.append(sla_event(kind, clock, clock, timer, now, event_id=next(ids), fired_at=stamp, **extra))
+
     for timer in timers:
         clock = facts.get(timer.lead_id)
         if clock is None or clock.id != timer.assignment_id:
@@ -72,26 +77,25 @@ async def _fire(rt: RoutingContext, session: AsyncSession, timers: Sequence[Row[
         lateness.append(max(0.0, (now - timer.due_at).total_seconds()))
         team = metrics.team_label(clock.team_id)
         if timer.kind == "hold":
-            markers.append(timer.id)  # routed again by escalate_due, under the routing lock
+            continue  # marked by the claim: escalate_due routes the lead again, under the routing lock
         elif timer.kind == "warning":
             metrics.record(session, metrics.SLA_WARNINGS.labels(team=team).inc)
-            notices.append(sla_event("lead.sla_warning", clock, clock, timer, now))
+            notice("lead.sla_warning", clock, timer)
         elif timer.kind == "follow_up":
             # Touches missing after the first one: reported, never escalated (the rep is working the lead).
             metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
-            notices.append(sla_event("lead.sla_breached", clock, clock, timer, now, clock_kind="follow_up"))
+            notice("lead.sla_breached", clock, timer, clock_kind="follow_up")
         else:
             metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
             step, manager_id = steps.get(clock.id, (None, None))
-            notices.append(sla_event("lead.sla_breached", clock, clock, timer, now, step=step, manager_id=manager_id))
-            if step is not None:  # an empty ladder: the breach is reported and the rep keeps the lead
-                markers.append(timer.id)
+            notice("lead.sla_breached", clock, timer, step=step, manager_id=manager_id)
+            if step is None:  # an empty ladder: the breach is reported and the rep keeps the lead
+                unmarked.append(timer.id)
     await repo.cancel_timers(cancelled)
+    await repo.clear_escalations(unmarked)
     if lateness:
         metrics.record(session, partial(_observe_all, metrics.SLA_TIMER_LATENESS, lateness))
     await emit_sla(rt, session, notices)
-    # Due at detection: its lateness when claimed is the escalation's own delay.
-    await repo.mark_escalations(markers, now)
     return len(timers)
 
 

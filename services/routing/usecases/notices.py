@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
@@ -48,8 +49,11 @@ def sla_event(
     clock_kind: str = "first_contact",
     step: str | None = None,
     manager_id: str | None = None,
+    event_id: str | None = None,
+    fired_at: str | None = None,
 ) -> Event:
-    """lead.sla_warning / lead.sla_breached: which clock, how late it fired, and for a breach the ladder step."""
+    """lead.sla_warning / lead.sla_breached: which clock, how late it fired, and for a breach the ladder step.
+    A firing batch passes each event's id (event_ids) and `now` formatted once (fired_at)."""
     due = timer.due_at
     detail = {
         "lead_id": lead.lead_id,
@@ -62,14 +66,29 @@ def sla_event(
         "fraction": timer.fraction,
         "due_at": due.isoformat(),
         "sla_due_at": current.sla_due_at.isoformat() if current.sla_due_at else None,
-        "fired_at": now.isoformat(),
+        "fired_at": fired_at or now.isoformat(),
         "late_ms": max(0, round((now - due).total_seconds() * 1000)),
         "clock": clock_kind,  # first_contact, or follow_up: the touches after the first one
     }
     if kind == "lead.sla_breached":
         detail["step"] = step  # the ladder step this breach calls for (null: none, or a follow-up breach)
         detail["manager_id"] = manager_id  # who a notify_manager step tells
-    return Event(type=kind, source=EVENT_SOURCE, subject=lead.lead_id, time=now, data=detail)
+    if event_id is None:
+        return Event(type=kind, source=EVENT_SOURCE, subject=lead.lead_id, time=now, data=detail)
+    return Event(type=kind, source=EVENT_SOURCE, subject=lead.lead_id, time=now, data=detail, id=event_id)
+
+
+def event_ids(count: int) -> list[str]:
+    """`count` random (version 4) UUIDs as text: one read of the OS's random source for a whole firing batch
+    instead of one each, and no UUID objects (uuid.uuid4() costs ~4 us of CPU a call here)."""
+    raw = bytearray(os.urandom(16 * count))
+    ids = []
+    for k in range(0, 16 * count, 16):
+        raw[k + 6] = (raw[k + 6] & 0x0F) | 0x40  # version 4
+        raw[k + 8] = (raw[k + 8] & 0x3F) | 0x80  # RFC 4122 variant
+        h = raw[k : k + 16].hex()
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
 
 
 async def emit_sla(rt: RoutingContext, session: AsyncSession, events: Sequence[Event]) -> None:
