@@ -81,7 +81,7 @@ class AccountBook:
                     method = "domain" if depth == 0 else "parent_domain"
                     return AccountMatch(account.id, account.owner, method, domain)
         for path in ("enrichment.company.name", "lead.company"):
-            key = company_key(lookup(view, path))
+            key = _company(lookup(view, path))
             found = list(self.by_name.get(key or "", {}).values())
             if len(found) == 1:  # two accounts of the same name: a guess would be wrong half the time
                 return AccountMatch(found[0].id, found[0].owner, "company_name", key or "")
@@ -105,12 +105,22 @@ def _chain(value: Any) -> tuple[str, ...]:
     return _host_chain(host) if host is not None else ()
 
 
+@lru_cache(maxsize=8192)
+def _name_key(name: str) -> str | None:
+    return company_key(name)
+
+
+def _company(value: Any) -> str | None:
+    """company_key of a view value, worked out once per distinct name (a batch's leads repeat a few companies)."""
+    return _name_key(value) if isinstance(value, str) else None
+
+
 def lead_match_keys(view: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """The domains and company keys a store must look up to build the AccountBook for one lead."""
     domains: list[str] = []
     for path in ("enrichment.domain", "enrichment.company.domain", "lead.email"):
         domains.extend(d for d in _chain(lookup(view, path)) if d not in domains)
-    names = [key for key in (company_key(lookup(view, p)) for p in ("enrichment.company.name", "lead.company")) if key]
+    names = [key for key in (_company(lookup(view, p)) for p in ("enrichment.company.name", "lead.company")) if key]
     return domains, sorted(set(names))
 
 
