@@ -17,7 +17,7 @@ and is skipped. Each summand is a factor; the largest for and against are report
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,23 +86,32 @@ class Conversion:
         }
 
 
-def _walk(root: Any, parts: list[str]) -> Any:
+def _walk(root: Any, parts: Sequence[str]) -> Any:
     value = root
     for part in parts:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):  # a plain dict skips the slow ABC check
             return None
         value = value.get(part)
     return value
 
 
 def _normalize(path: str, value: Any) -> str | None:
-    if value is None or isinstance(value, Mapping | list | tuple | set | frozenset):
+    if type(value) is str:
+        text = value.strip()
+    elif value is None or isinstance(value, Mapping | list | tuple | set | frozenset):
         return None
-    text = str(value).strip()
+    else:
+        text = str(value).strip()
     if not text:
         return None
     text = text.upper() if path.endswith("country") else text.casefold()
     return text[:MAX_VALUE_LENGTH]
+
+
+# Each feature's root and keys, split once rather than once per lead.
+_FEATURE_ROUTES: tuple[tuple[str, str, tuple[str, ...]], ...] = tuple(
+    (path, path.partition(".")[0], tuple(path.partition(".")[2].split("."))) for path in OUTCOME_FEATURES
+)
 
 
 def outcome_features(
@@ -117,14 +126,13 @@ def outcome_features(
     into `enrichment_fields` under its "context...." key.
     """
     features: list[tuple[str, str]] = []
-    for path in OUTCOME_FEATURES:
-        root, _, rest = path.partition(".")
+    for path, root, keys in _FEATURE_ROUTES:
         if root == "lead":
-            raw = _walk(lead, rest.split("."))
+            raw = _walk(lead, keys)
         elif root == "context":
             raw = enrichment_fields.get(path)
             if raw is None and context is not None:
-                raw = _walk(context, rest.split("."))
+                raw = _walk(context, keys)
         else:
             raw = enrichment_fields.get(path)
         value = _normalize(path, raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import disposable_email_domains
@@ -86,6 +87,9 @@ def _split(email: str | None) -> tuple[str, str] | None:
     return local, domain
 
 
+# Scoring asks about one lead's address several times (its type, then its domain for the company lookup and
+# for enrichment): the answers are kept for the most recent addresses.
+@functools.lru_cache(maxsize=4096)
 def email_domain(email: str | None) -> str | None:
     """The lower-cased domain part of `email`, or None if it is missing or malformed."""
     parts = _split(email)
@@ -103,6 +107,7 @@ def is_disposable_domain(domain: str) -> bool:
     return any(candidate in DISPOSABLE_DOMAINS for candidate in _parent_domains(domain))
 
 
+@functools.lru_cache(maxsize=4096)
 def classify_email(email: str | None) -> str:
     """Classify an address as "free", "disposable", "role", "corporate" or "none" (missing/malformed)."""
     parts = _split(email)
