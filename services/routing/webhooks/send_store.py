@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import Connection, Table, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, null, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -109,7 +109,7 @@ _RECORD_ATTEMPT = insert(_A).from_select(
         _D.c.id,
         _D.c.attempt_count,
         *(bindparam(f"a_{name}", type_=_A.c[name].type) for name in _ATTEMPT_COLUMNS),
-        bindparam("a_next", type_=_A.c.next_attempt_at.type),
+        null(),  # a success schedules nothing
     ).where(_D.c.id == bindparam("b_id")),
 )
 _HEALTHY = (
@@ -163,7 +163,6 @@ class SendStore:
                 "b_started": a["started_at"],
                 "b_status": a["status_code"],
                 **{f"a_{name}": a[name] for name in _ATTEMPT_COLUMNS},
-                "a_next": None,
             }
             for a in sorted(attempts, key=lambda a: a["delivery_id"])  # one lock order for every recorder
         ]

@@ -54,6 +54,8 @@ DELIVERY_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
 )
 
+_COUNTERS: dict[str, Counter] = {}  # ATTEMPTS by result, looked up once
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -253,7 +255,10 @@ class WebhookSender:
 
     async def _attempt_counted(self, claim: Claim) -> AttemptOutcome:
         outcome = await self.attempt(claim)
-        ATTEMPTS.labels(result=outcome.result).inc()
+        counter = _COUNTERS.get(outcome.result)
+        if counter is None:
+            counter = _COUNTERS[outcome.result] = ATTEMPTS.labels(result=outcome.result)
+        counter.inc()
         DELIVERY_SECONDS.observe(outcome.latency_s)
         return outcome
 
@@ -273,9 +278,11 @@ class WebhookSender:
     def _slot_freed(self, claim: Claim) -> None:
         """The attempt's answer is in: its slot goes to the next waiting claim, and the loop is woken when few
         are left waiting (a claim or the hand-offs refill them)."""
-        self._slots.finished(claim)
+        slots = self._slots
+        slots.finished(claim)
         self._start_ready()
-        if self._slots.waiting <= self._batch // 2 or self._handed:
+        # The conditions under which a round of the loop has something to do (fill_free_slots).
+        if slots.waiting <= self._batch // 2 or (self._handed and slots.waiting < self._batch):
             self._wake.set()
 
     async def _deliver_logged(self, claim: Claim) -> None:

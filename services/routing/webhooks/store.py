@@ -12,9 +12,9 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -120,7 +120,8 @@ class WebhookStore:
             lease_until = now + timedelta(seconds=lease_s)
             rows = [{**row, "lease_token": token, "lease_until": lease_until} for row in rows]
             self.session.info.setdefault(_HANDED_OFF, []).extend((row["id"], token) for row in rows)
-        await self.session.execute(insert(WebhookDelivery), list(rows))
+        # The table, not the ORM entity: a plain executemany, no ORM bulk-insert bookkeeping per row.
+        await self.session.execute(insert(cast(Table, WebhookDelivery.__table__)), list(rows))
 
     async def delivery(self, delivery_id: str, *, for_update: bool = False) -> WebhookDelivery | None:
         return await self.session.get(WebhookDelivery, delivery_id, with_for_update=for_update or None)
