@@ -93,8 +93,7 @@ class ConsumerLoop:
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq_producer: AIOKafkaProducer | None = None
         self._positions: dict[TopicPartition, int] = {}
-        # Applied (effects committed) but not yet committed to Kafka: flushed by `_commit` at its cadence.
-        self._uncommitted: dict[TopicPartition, int] = {}
+        self._uncommitted: dict[TopicPartition, int] = {}  # applied, offsets not yet committed (see _commit)
         self._last_commit = 0.0
         self._lag: dict[TopicPartition, int] = {}
         self._inflight = 0
@@ -161,9 +160,8 @@ class ConsumerLoop:
             finally:
                 self.running = False
                 async with self._lock:
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(Exception):  # what was applied, so that the next start redoes none
                         await asyncio.wait_for(self._commit(consumer, {}, force=True), 5.0)
-                    self._uncommitted.clear()
                     await stop_quietly(consumer, 10.0)
                 self._consumer = None
         await stop_quietly(self._dlq_producer)
@@ -188,7 +186,7 @@ class ConsumerLoop:
                         self._inflight = 0
             elif self._uncommitted:
                 async with self._lock:
-                    await self._commit(consumer, {}, force=True)  # idle: nothing left to wait for
+                    await self._commit(consumer, {})  # idle: what was applied goes once the interval is up
             now = self._clock()
             if now - last_lag_check >= 2.0:
                 last_lag_check = now
@@ -310,26 +308,20 @@ class ConsumerLoop:
                 await asyncio.sleep(self._settings.consumer_retry_backoff_s * 2 ** (attempt - 1))
 
     async def _commit(
-        self,
-        consumer: AIOKafkaConsumer,
-        batches: Mapping[TopicPartition, list[ConsumerRecord]],
-        *,
-        force: bool = False,
+        self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[ConsumerRecord]], *, force: bool = False
     ) -> None:
-        """Record the applied batch's offsets; commit what is pending when forced or `consumer_commit_interval_s`
-        has passed since the last commit (offsets always follow the effects, which are already committed)."""
+        """Note the applied batch's offsets; commit the pending ones if forced or due (consumer_commit_interval_s)."""
         assigned = consumer.assignment()
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records and tp in assigned}
+        now = self._clock()
         if offsets:
             self._uncommitted.update(offsets)
             self._positions.update(offsets)
-            self.last_progress = self._clock()
-        now = self._clock()
+            self.last_progress = now
         if not self._uncommitted or (not force and now - self._last_commit < self._settings.consumer_commit_interval_s):
             return
         pending = {tp: offset for tp, offset in self._uncommitted.items() if tp in assigned}
-        self._uncommitted.clear()
-        self._last_commit = now
+        self._uncommitted, self._last_commit = {}, now
         if not pending:
             return
         try:
@@ -399,11 +391,9 @@ class _Listener(ConsumerRebalanceListener):
         # Wait for the batch in hand: its offsets are committed before the partitions move.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._loop._lock.acquire(), 30)
-            try:
-                consumer = self._loop._consumer
-                if consumer is not None and self._loop._uncommitted:
-                    # Applied offsets not yet committed go before the partitions move, or the next owner redoes them.
-                    await self._loop._commit(consumer, {}, force=True)
+            try:  # applied offsets not yet committed go before the partitions move
+                if self._loop._consumer is not None:
+                    await self._loop._commit(self._loop._consumer, {}, force=True)
             finally:
                 self._loop._lock.release()
         for tp in revoked:

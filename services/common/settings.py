@@ -68,8 +68,8 @@ class ServiceSettings(BaseSettings):
     consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
     consumer_max_attempts: int = Field(default=4, ge=1, le=50)
     consumer_retry_backoff_s: float = Field(default=0.2, ge=0)
-    # Offsets of applied batches are committed at most this often (and always when idle, on a rebalance and on
-    # stop): an offset commit costs the broker ~2 ms of CPU, more than a produce request. A crash redelivers at most
+    # Offsets of applied batches are committed at most this often, busy or idle, and always on a rebalance and on
+    # stop: an offset commit costs the broker ~2 ms of CPU, more than a produce request. A crash redelivers at most
     # this much, which the dedupe table absorbs. 0 commits after every batch.
     consumer_commit_interval_s: float = Field(default=1.0, ge=0, le=60)
     # A consumer with lag that has made no progress for this long is reported not ready and restarted.

@@ -257,7 +257,8 @@ async def _accept_post(
     # No log line per accepted lead (it cost more than the lead's validation): handoff_leads_received_total counts
     # them by source kind once committed; warnings and errors are still logged.
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    response: Response = JSONResponse(body, status_code=status, headers=headers)
+    # orjson renders the same compact UTF-8 JSON as JSONResponse, several times faster.
+    response = Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
     return (thank_you(source) or form_page(status, None)) if browser_form else response
 
 
