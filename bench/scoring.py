@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
 from tests.support.stack import Stack, sample_lead
 
 from bench.chain import Stage, create_topics
 from bench.e2e import PARTITIONS
 from bench.util import UVICORN_ARGS, CpuMeter, broker_pid, cpu_per_lead, interleave, log, median, median_cpu, ratio
+from common.consumer import ConsumerLoop
+from common.db import Database, upgrade_schema_async
 from common.envelope import Event
 from common.kafka import new_producer
+from common.runtime import tune_gc
 from common.settings import ServiceSettings
 from common.topics import LEADS_RECEIVED, LEADS_SCORED
 from ingest.domain import normalize_lead
 from ingest.handlers import source_view
+from scoring.app import MIGRATIONS
+from scoring.consumer import batch_handlers, event_handlers
+from scoring.handlers import Scoring
+from scoring.settings import ScoringSettings
+from scoring.store import Base, processed
 
 
 def received_events(n: int) -> list[Event]:
@@ -159,9 +170,82 @@ def compare(
     return result
 
 
+class _Polled:
+    """The two calls the consumer loop makes of its Kafka consumer after a poll, for the in-process split."""
+
+    def __init__(self, partitions: set[TopicPartition]) -> None:
+        self._partitions = partitions
+
+    def assignment(self) -> set[TopicPartition]:
+        return self._partitions
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        pass
+
+
+async def _noop_batch(session: Any, events: Any) -> None:
+    pass
+
+
+async def _loop_cpu(tmp: Path, events: list[Event], poll: int, *, handlers: bool) -> float:
+    """CPU seconds (all threads) of ConsumerLoop._process over `events` in polls of `poll`, after one warm-up poll."""
+    url = f"sqlite+aiosqlite:///{tmp}/scoring.db"
+    await upgrade_schema_async(url, MIGRATIONS, Base.metadata)
+    db = Database(url)
+    settings = ScoringSettings(env="test")
+    scoring = Scoring(settings, None)
+    loop = ConsumerLoop(
+        settings=settings,
+        db=db,
+        processed=processed,
+        topics=[LEADS_RECEIVED],
+        handlers=event_handlers(scoring) if handlers else None,
+        batch_handlers=batch_handlers(scoring) if handlers else {"lead.received": _noop_batch},
+        prepare=scoring.prepare if handlers else None,
+    )
+    tps = [TopicPartition(LEADS_RECEIVED, p) for p in range(PARTITIONS)]
+    polls = []
+    for start in range(0, len(events), poll):
+        by_tp: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {tp: [] for tp in tps}
+        for offset, event in enumerate(events[start : start + poll], start):
+            tp = tps[offset % len(tps)]
+            record = ConsumerRecord(
+                tp.topic, tp.partition, offset, 0, 0, event.key(), event.value(), None, 0, 0, event.headers()
+            )
+            by_tp[tp].append(record)
+        polls.append(by_tp)
+    consumer = _Polled(set(tps))
+    try:
+        await loop._process(consumer, polls[0])  # statement caches, ruleset compile
+        started = time.process_time()
+        for by_tp in polls[1:]:
+            await loop._process(consumer, by_tp)
+        return time.process_time() - started
+    finally:
+        await db.dispose()
+
+
+def in_process(tmp: Path, n: int, poll: int = 500) -> dict[str, Any]:
+    """Without Kafka (SQLite, polls of `poll`, GC tuned as the service tunes it): CPU microseconds per lead of the
+    consumer loop with scoring's handlers, and of the loop alone with a no-op handler (parse, dedupe, commit)."""
+    events = received_events(n + poll)
+    tune_gc()
+    result: dict[str, Any] = {"n": n, "poll": poll}
+    for name, handlers in (("scoring_us_per_lead", True), ("loop_only_us_per_event", False)):
+        folder = tmp / name
+        folder.mkdir(parents=True, exist_ok=True)
+        cpu_s = asyncio.run(_loop_cpu(folder, events, poll, handlers=handlers))
+        result[name] = round(1e6 * cpu_s / n, 1)
+    log(
+        f"in process: scoring {result['scoring_us_per_lead']} us CPU per lead, of it the consumer loop alone "
+        f"{result['loop_only_us_per_event']} us per event"
+    )
+    return result
+
+
 def run(tmp: Path, bootstrap: str, *, quick: bool, out_size: int = 1900) -> dict[str, Any]:
     """Scoring's drain of a lead.received backlog; the bare loop writes records the size of a lead.scored."""
-    return compare(
+    result = compare(
         tmp,
         bootstrap,
         service="scoring",
@@ -171,3 +255,5 @@ def run(tmp: Path, bootstrap: str, *, quick: bool, out_size: int = 1900) -> dict
         repeats=2 if quick else 3,
         wait_s=120.0 if quick else 600.0,
     )
+    result["in_process"] = in_process(tmp / "in-process", 2500 if quick else 10_000)
+    return result
