@@ -1,0 +1,58 @@
+"""What a batch works out once (a rep's presence at a moment, a lead's facts, account keys) never hides a change."""
+
+from __future__ import annotations
+
+import pytest
+from routing_builders import WED_15_UTC, decide, rep, view
+
+from routing.domain import RepLoad, WorkingHours
+from routing.domain.accounts import Account, AccountBook, lead_match_keys
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_rep_changed_at_the_same_moment_is_judged_by_the_new_roster() -> None:
+    """The roster is reloaded with the rep away, then back, all within one batch's moment: each decision sees it."""
+    active = [rep("a"), rep("b")]
+    first = decide(view(), active, now=WED_15_UTC)
+    assert {c.rep_id for c in first.candidates if c.eligible} == {"a", "b"}
+
+    away = [rep("a", status="away"), rep("b", hours=WorkingHours())]  # b: 9-17 UTC, and it is 15:00
+    second = decide(view(), away, now=WED_15_UTC)
+    by_id = {c.rep_id: c for c in second.candidates}
+    assert by_id["a"].excluded_because == ["status:away"]
+    assert by_id["b"].eligible and second.rep_id == "b"
+
+    evening = decide(view(), away, now=WED_15_UTC.replace(hour=20))  # the same reps, a later moment
+    assert {c.rep_id: c.excluded_because for c in evening.candidates}["b"] == ["outside_hours"]
+
+    back = decide(view(), active, now=WED_15_UTC)
+    assert {c.rep_id for c in back.candidates if c.eligible} == {"a", "b"}
+
+
+def test_each_lead_is_checked_against_its_own_country_language_and_load() -> None:
+    """Facts read once per lead: consecutive leads with different countries get different verdicts."""
+    reps = [rep("de", territories=frozenset({"DE"})), rep("us", territories=frozenset({"US"}))]
+    german = view(lead={"country": "DE", "language": "de", "email": "a@x.de"})
+    american = view(lead={"country": "US", "language": "en", "email": "b@y.com"})
+    assert decide(german, reps).rep_id == "de"
+    assert decide(american, reps).rep_id == "us"
+    capped = [rep("de", territories=frozenset({"DE"}), max_open=1), rep("us")]
+    full = decide(german, capped, loads={"de": RepLoad(open_leads=1)})
+    assert {c.rep_id: c.excluded_because for c in full.candidates}["de"] == ["over_capacity:open"]
+
+
+def test_account_keys_and_matches_are_the_same_on_every_call() -> None:
+    """Cached domain chains and company keys: the second lead of a company matches as the first did."""
+    acme = Account(id="acme", owner="r1", name="ACME, Inc.", domains=("acme.com",))
+    book = AccountBook.of([acme])
+    for email in ("jane@uk.acme.com", "joe@UK.Acme.com."):
+        lead = view(lead={"email": email, "country": "GB"}, enrichment={})
+        assert lead_match_keys(lead) == (["uk.acme.com", "acme.com"], [])
+        match = book.match(lead)
+        assert match is not None and (match.method, match.value) == ("parent_domain", "acme.com")
+    by_name = view(lead={"email": "x@gmail.example", "company": "Acme Inc"}, enrichment={})
+    assert lead_match_keys(by_name)[1] == ["acme"]
+    match = book.match(by_name)
+    assert match is not None and match.method == "company_name"
+    assert AccountBook.of([]).match(by_name) is None  # an empty book: nothing to match, whatever the lead holds
