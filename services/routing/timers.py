@@ -239,12 +239,18 @@ class TimerLoop:
             if full:
                 limit = max(1, min(_REFILL_ROWS, self._cap - len(horizon)))
                 rows = await repo.timers_due_between(horizon.watermark, until, limit)
+                shortened = len(rows) >= limit and rows[0][2] == rows[-1][2]
+                if shortened:
+                    # Every row read shares one due time (a big batch routed at one instant): read them all, or
+                    # the watermark could never move past that time.
+                    until, limit = rows[-1][2], self._cap
+                    rows = await repo.timers_due_between(horizon.watermark, until, limit)
                 horizon.add(rows)
                 capped = len(rows) >= limit
                 # A capped read stops just short of its last due time, so rows sharing it are read next time; the
                 # next round reads on at once (after firing what is due) unless the horizon holds its cap already.
                 horizon.watermark = until if not capped else rows[-1][2] - timedelta(microseconds=1)
-                behind = capped and len(horizon) < self._cap
+                behind = (capped or shortened) and len(horizon) < self._cap
                 self._refill_at = time.monotonic() + (0.0 if behind else self._refresh)
         horizon.id_mark = max(horizon.id_mark, top)
 

@@ -11,10 +11,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 
 from common.db import Database
 from routing.store import RoutingRepository, SlaTimer
@@ -239,6 +239,22 @@ async def test_the_horizon_takes_in_a_timer_written_after_it_was_read(database_u
             await task
         assert loop.swept_total == 0  # neither the sweep nor a periodic refill (a minute away) found it
         assert loop.fired_total >= 2
+
+
+async def test_the_horizon_reads_past_thousands_of_timers_due_at_one_instant(database_url: str) -> None:
+    """A refill reads a bounded number of rows; when more than that share one due time (a big batch routed at one
+    instant) it still reads them all and moves on, so the timers after them are held too."""
+    now = real_time()
+    async with routing_on(database_url, Clock(now)) as routing:
+        same, later = now + timedelta(seconds=30), now + timedelta(seconds=40)
+        rows = [{"lead_id": f"lead-{k}", "assignment_id": 0, "kind": "breach", "due_at": same} for k in range(2_500)]
+        async with routing.db.transaction() as session:
+            await session.execute(insert(SlaTimer), [*rows, {**rows[0], "lead_id": "after", "due_at": later}])
+        loop = TimerLoop(routing.db, routing.router, batch_size=50, max_sleep_s=0.25, horizon_s=60, clock=real_time)
+        for _ in range(5):  # a few rounds' refills, firing nothing (all due in 30 s and more)
+            await loop.tick()
+        assert len(loop.horizon) == 2_501
+        assert loop.horizon.watermark is not None and loop.horizon.watermark >= later
 
 
 HOLD_ROSTER = """
