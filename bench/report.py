@@ -16,6 +16,12 @@ def _n(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _webhook_paths(webhooks: dict[str, Any]) -> str:
+    """The table path beside the hand-off path, and CPU ms per delivery of each process (bench.webhooks)."""
+    cpu = "/".join(_n(webhooks.get(f"{mode}_cpu_ms_per_delivery"), 2) for mode in ("handoff", "table", "bare"))
+    return f"; table path {_n(webhooks['table_per_s'])}/s; CPU ms per delivery hand-off/table/bare {cpu}"
+
+
 def _r(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -254,6 +260,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 "Webhooks: deliveries/s to a local receiver (baseline: bare client of the same transport, "
                 f"{webhooks.get('transport', 'httpx')}, same bodies"
                 + (f"; bare httpx {_n(webhooks['bare_httpx_per_s'])}/s" if webhooks.get("bare_httpx_per_s") else "")
+                + (_webhook_paths(webhooks) if webhooks.get("table_per_s") else "")
                 + ")",
                 _n(webhooks["handoff_per_s"]),
                 _n(webhooks["bare_per_s"]),
