@@ -104,9 +104,7 @@ async def _bare(bodies: list[tuple[str, bytes]], url: str) -> int:
     return len(bodies)
 
 
-async def _sender_run(
-    mode: str, events: list[Event], db_url: str, url: str
-) -> tuple[int, float, float, float | None]:
+async def _sender_run(mode: str, events: list[Event], db_url: str, url: str) -> tuple[int, float, float, float | None]:
     """Routing's sender draining `events` to `url`; returns (delivered, wall seconds, CPU seconds, and the CPU
     seconds writing the backlog took on the table path)."""
     from sqlalchemy import func, select
