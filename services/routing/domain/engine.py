@@ -287,6 +287,13 @@ class _Router:
         )
 
 
+@dataclass(frozen=True)
+class FirstMatch:
+    """`rules.first_match(view)` as the caller already worked it out for this view and rules (None: no rule)."""
+
+    match: tuple[int, Rule] | None
+
+
 def route(
     view: Mapping[str, Any],
     *,
@@ -299,13 +306,15 @@ def route(
     previous_rep: str | None,
     exclude: frozenset[str] = frozenset(),
     now: datetime,
+    first: FirstMatch | None = None,
 ) -> Decision:
-    """Decide where one lead goes: first matching rule, then affinity, eligibility and rotation."""
+    """Decide where one lead goes: first matching rule, then affinity, eligibility and rotation. `first`: the
+    first matching rule of this view under these rules, when the caller has evaluated the conditions already."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
     router = _Router(view, rules, teams, reps, loads, rotation, accounts, previous_rep, exclude, now.astimezone(UTC))
     start = 0
-    while (match := rules.first_match(view, start=start)) is not None:
+    while (match := first.match if first and not start else rules.first_match(view, start=start)) is not None:
         index, rule = match
         decision = router.execute(rule.action, rule, rule.options)
         if decision is not None:

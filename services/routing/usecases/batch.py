@@ -24,6 +24,7 @@ from common.envelope import Event
 from routing import metrics
 from routing.domain import Decision, RepLoad, RoutingRules, SlaPolicy, WorkingHours, route, sla_deadline
 from routing.domain.accounts import AccountBook
+from routing.domain.engine import FirstMatch
 from routing.domain.sla import ResolvedSla
 from routing.store import RoutingRepository
 from routing.usecases import assign
@@ -110,13 +111,16 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     roster, rules, now = await rt.roster(session), await rt.rules(session), rt.clock()
     views = {lead_id: scored_view(scored.data, erased=False) for lead_id, scored in batch.items()}
     books = dict(zip(views, await account_books(session, list(views.values())), strict=True))
-    guesses = {_team_guessed(roster, rules, views[lead_id], books[lead_id], now) for lead_id in views}
+    # Each lead's first matching rule, evaluated once: for the lock to take, then for the decision.
+    firsts = {lead_id: FirstMatch(rules.first_match(view)) for lead_id, view in views.items()}
+    guesses = {_team_guessed(roster, rules, views[i], books[i], firsts[i], now) for i in views}
     await lock_teams(session, guesses, threads=batch)
     routed, erased = await RoutingRepository(session).seen_many(batch)
     for lead_id in routed:
         del batch[lead_id]
     for lead_id in erased:
         views[lead_id] = scored_view(batch[lead_id].data, erased=True)
+        firsts[lead_id] = FirstMatch(rules.first_match(views[lead_id]))  # the rules see the view without the person
         (books[lead_id],) = await account_books(session, [views[lead_id]])
     if not batch:
         return
@@ -125,18 +129,18 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     pending = _Pending()
     for lead_id, scored in batch.items():
         book = books[lead_id]
-        decision = await _decide(rt, session, pending, roster, rules, views[lead_id], book, now)
+        decision = await _decide(rt, session, pending, roster, rules, views[lead_id], book, firsts[lead_id], now)
         _record(rt, pending, roster, rules, scored, views[lead_id], decision, next(ids), now, lead_id in erased)
         _moved(pending, await rotation(session), await loads(session), roster, decision, now)
     await pending.write(rt, session)
 
 
 def _team_guessed(
-    roster: Roster, rules: RoutingRules, view: Mapping[str, Any], book: AccountBook, now: datetime
+    roster: Roster, rules: RoutingRules, view: Mapping[str, Any], book: AccountBook, first: FirstMatch, now: datetime
 ) -> str | None:
     """The team a lead will most likely go to, from its first matching rule (no state needed): the lock to take
     before the state is read. A guess that misses (a full team's overflow) costs one more lock in _decide."""
-    match = rules.first_match(view)
+    match = first.match
     action = match[1].action if match else None
     if action is None:
         return rules.fallback_team
@@ -147,7 +151,7 @@ def _team_guessed(
         return rep.team if rep else None
     if action.kind == "nurture":
         return None
-    return _route(view, roster, rules, {}, {}, book, now).team_id  # an account's owner: the engine knows
+    return _route(view, roster, rules, {}, {}, book, first, now).team_id  # an account's owner: the engine knows
 
 
 def _route(
@@ -157,6 +161,7 @@ def _route(
     current: Mapping[str, RepLoad],
     state: Mapping[str, Mapping[str, int]],
     book: AccountBook,
+    first: FirstMatch,
     now: datetime,
 ) -> Decision:
     return route(
@@ -169,6 +174,7 @@ def _route(
         accounts=book,
         previous_rep=None,
         now=now,
+        first=first,
     )
 
 
@@ -180,12 +186,13 @@ async def _decide(
     rules: RoutingRules,
     view: Mapping[str, Any],
     book: AccountBook,
+    first: FirstMatch,
     now: datetime,
 ) -> Decision:
     """One decision on the batch's state in memory, under its team's lock (taken now if the guess missed it)."""
     while True:
         current = await capacity_loads(rt, session, roster, rep_loads(roster, await loads(session), now))
-        decision = _route(view, roster, rules, current, await rotation(session), book, now)
+        decision = _route(view, roster, rules, current, await rotation(session), book, first, now)
         if holds(session, [decision.team_id]):
             return decision
         await pending.write(rt, session)  # what the state in memory holds is stored before it is read again

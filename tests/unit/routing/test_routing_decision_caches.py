@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from routing_builders import WED_15_UTC, decide, rep, view
 
-from routing.domain import RepLoad, WorkingHours
+from routing.domain import DEFAULT_RULES_YAML, RepLoad, Team, WorkingHours, load_rules, route
 from routing.domain.accounts import Account, AccountBook, lead_match_keys
+from routing.domain.engine import FirstMatch
 
 pytestmark = pytest.mark.unit
 
@@ -56,3 +58,18 @@ def test_account_keys_and_matches_are_the_same_on_every_call() -> None:
     match = book.match(by_name)
     assert match is not None and match.method == "company_name"
     assert AccountBook.of([]).match(by_name) is None  # an empty book: nothing to match, whatever the lead holds
+
+
+def test_a_first_match_worked_out_by_the_caller_decides_as_route_alone_does() -> None:
+    """The batch evaluates each lead's rules once (lock guess, then decision): same decision as evaluating in route."""
+    rules = load_rules(yaml.safe_load(DEFAULT_RULES_YAML))
+    reps = [rep("ae1"), rep("ae2"), rep("sdr1", team="sdr")]
+    teams = [Team("sales", "Sales"), Team("sdr", "SDR")]
+    leads = [view(), view(score={"grade": "C", "qualified": True}), view(is_test=True), view(score={"grade": "D"})]
+    for lead in leads:
+        for accounts in ({}, {"acme.io": "ae2"}):  # no owner: the account-owner rule passes the lead on
+            alone = route(lead, rules=rules, teams=teams, reps=reps, loads={}, rotation={}, accounts=accounts,
+                          previous_rep=None, now=WED_15_UTC)  # fmt: skip
+            given = route(lead, rules=rules, teams=teams, reps=reps, loads={}, rotation={}, accounts=accounts,
+                          previous_rep=None, now=WED_15_UTC, first=FirstMatch(rules.first_match(lead)))  # fmt: skip
+            assert given == alone
