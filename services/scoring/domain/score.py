@@ -79,19 +79,24 @@ def score_lead(
     intent = _clamp(sum(rule.points for rule in fired if rule.score == "intent"))
     grade = ruleset.grade(fit, intent)
     gate = ruleset.qualification
-    unless = ruleset.compiled_unless
-    excluded = unless is not None and unless(resolve)
-    if not excluded:
-        floors = [rule.grade_at_least for rule in matched if rule.grade_at_least]
-        grade = min([grade, *floors], key=GRADES.index)
-    qualified = not excluded and (
-        any(rule.qualifies for rule in matched)
-        or (
+
+    def meets_minimums(grade: str) -> bool:
+        return (
             fit >= gate.min_fit
             and intent >= gate.min_intent
             and (gate.min_grade is None or GRADES.index(grade) <= GRADES.index(gate.min_grade))
         )
-    )
+
+    floors = [rule.grade_at_least for rule in matched if rule.grade_at_least]
+    qualifies = any(rule.qualifies for rule in matched)
+    # `qualified.unless` can only change the answer when a floor, a qualifying rule or the minimums are in play;
+    # for the rest (most leads) it is not evaluated: the grade stays and the lead is not qualified either way.
+    unless = ruleset.compiled_unless
+    in_play = bool(floors) or qualifies or meets_minimums(grade)
+    excluded = in_play and unless is not None and unless(resolve)
+    if not excluded:
+        grade = min([grade, *floors], key=GRADES.index)
+    qualified = not excluded and (qualifies or meets_minimums(grade))
     return Score(
         fit=fit,
         intent=intent,

@@ -127,3 +127,58 @@ def test_scoring_with_compiled_rules_fires_the_rules_the_evaluator_fires() -> No
     expected = [rule.id for rule in ruleset.rules if rule.enabled and evaluate(rule.when, resolve)]
     assert [rule.id for rule in score.fired] == expected
     assert expected  # the lead is a hand-raise from a VP: several rules fire
+
+
+RULESET = load_ruleset(DEFAULT_RULESET_YAML)
+
+
+def _reference(lead: dict[str, Any], context: dict[str, Any]) -> tuple[Any, ...]:
+    """score_lead as written before compilation: every rule and `qualified.unless` through `evaluate`."""
+    ruleset = RULESET
+    enrichment = enrich(lead, firmographic=None, provider_result=None, provider_status="disabled")
+    resolve = field_resolver(lead, enrichment, context)
+    matched = [rule for rule in ruleset.rules if rule.enabled and evaluate(rule.when, resolve)]
+    fit = max(0, min(100, sum(rule.points for rule in matched if rule.score == "fit")))
+    intent = max(0, min(100, sum(rule.points for rule in matched if rule.score == "intent")))
+    grade = ruleset.grade(fit, intent)
+    gate = ruleset.qualification
+    excluded = gate.unless is not None and evaluate(gate.unless, resolve)
+    if not excluded:
+        grade = min([grade, *[r.grade_at_least for r in matched if r.grade_at_least]], key="ABCD".index)
+    qualified = not excluded and (
+        any(rule.qualifies for rule in matched)
+        or (fit >= gate.min_fit and intent >= gate.min_intent and (gate.min_grade is None or grade <= gate.min_grade))
+    )
+    return [rule.id for rule in matched], fit, intent, grade, qualified
+
+
+@pytest.mark.parametrize("is_test", [False, True])
+def test_score_lead_answers_as_before_for_hand_raises_students_competitors_and_test_leads(is_test: bool) -> None:
+    ruleset = RULESET
+    answers = []
+    emails = ["ceo@acme-corp.com", "jo@mailinator.com", "amy@uni.edu", "x@competitor-one.example", "j@gmail.com"]
+    titles = ["VP Sales", "Student", "Head of Operations", None]
+    messages = ["Please call me back about pricing", None, "hello"]
+    forms = ["demo-request", "ebook", "newsletter"]
+    for email in emails:
+        for title in titles:
+            for message in messages:
+                for form in forms:
+                    lead: dict[str, Any] = {
+                        "email": email,
+                        "job_title": title,
+                        "message": message,
+                        "form_id": form,
+                        "utm": {},
+                    }
+                    context = {"source": {"kind": "meta"}, "is_test": is_test, "duplicate_of": None, "repeat_count": 2}
+                    enrichment = enrich(lead, firmographic=None, provider_result=None, provider_status="disabled")
+                    score = score_lead(lead, enrichment, ruleset, context=context)
+                    got = ([r.id for r in score.fired], score.fit, score.intent, score.grade, score.qualified)
+                    assert got == _reference(lead, context), lead
+                    answers.append(got)
+    assert len(answers) == 180
+    # The grid holds qualified leads (unless a test lead), unqualified ones, and floors cancelled by `unless`.
+    assert any(qualified for *_, qualified in answers) is not is_test
+    assert any(not qualified for *_, qualified in answers)
+    assert any("hand_raise" in fired and grade != "A" for fired, _, _, grade, _ in answers)
