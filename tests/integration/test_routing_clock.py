@@ -281,8 +281,11 @@ async def test_two_timer_loops_on_one_store_fire_each_timer_once(database_url: s
         print(f"two loops, {len(late)} breaches in bursts: p50 {late[len(late) // 2]} ms, max {late[-1]} ms")
 
 
-async def test_a_due_timer_fires_within_a_second_of_its_due_time(database_url: str) -> None:
-    """The loop sleeps until the earliest due time (at most 0.25 s), so lateness is the loop's own overhead."""
+async def test_timers_of_leads_arriving_over_time_each_fire_once_and_never_early(database_url: str) -> None:
+    """Timers written while the loop runs are picked up and fire once each, never before they are due.
+
+    How late they fire is the loop's speed, measured by `bench.timers`, not asserted here (a timed assertion fails
+    on a loaded machine, not on a slow loop)."""
     clock = Clock(real_time())
     sla = {"A": 0.03, "B": 0.03, "C": 0.03, "D": 0.03}  # 1.8 s; one breach each, then the team queue
     async with routing_on(
@@ -302,7 +305,12 @@ async def test_a_due_timer_fires_within_a_second_of_its_due_time(database_url: s
         await _run_loops([routing], breached, timeout=30, meanwhile=arrive)
         late = await _late_ms(routing, "sla_warning") + await _late_ms(routing, "sla_breached")
         print(f"{len(late)} timers: p50 {sorted(late)[len(late) // 2]} ms, max {max(late)} ms")
-        assert len(late) == 2 * leads and max(late) < 1000
+        assert len(late) == 2 * leads  # a warning and a breach per lead, none twice
+        async with routing.db.read() as session:
+            timers = (await session.execute(select(SlaTimer))).scalars().all()
+        fired = [t for t in timers if t.fired_at is not None]
+        assert len(fired) >= 2 * leads
+        assert all(t.fired_at >= t.due_at for t in fired)  # none before its due time
 
 
 async def test_the_timer_loop_publishes_how_many_timers_are_open(database_url: str) -> None:
