@@ -32,7 +32,7 @@ from routing.store.crm import CrmRepository
 
 if TYPE_CHECKING:
     from routing.webhooks.claims import Claim
-    from routing.webhooks.transport import AttemptOutcome
+    from routing.webhooks.outcome import AttemptOutcome
 
 EMAIL = "email"
 EVENT_TYPES = ("lead.assigned", "lead.reassigned")

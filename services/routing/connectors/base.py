@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from common.db import Database
     from routing.settings import RoutingSettings
     from routing.webhooks.claims import Claim
-    from routing.webhooks.transport import AttemptOutcome
+    from routing.webhooks.outcome import AttemptOutcome
 
 
 def _utcnow() -> datetime:
@@ -88,7 +88,7 @@ def connector_outcome(
 ) -> AttemptOutcome:
     """An attempt's outcome as the sender records it (result: success | http_error | timeout | network_error |
     refused | error); a connector's errors never carry a token or a person's data."""
-    from routing.webhooks.transport import AttemptOutcome
+    from routing.webhooks.outcome import AttemptOutcome
 
     return AttemptOutcome(
         result=result,

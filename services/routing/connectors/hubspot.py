@@ -27,7 +27,7 @@ from routing.connectors.hubspot_client import DEFAULT_BASE_URL, HubSpotClient, H
 from routing.store.crm import CrmRepository
 from routing.webhooks.address import webhook_address_policy
 from routing.webhooks.claims import Claim
-from routing.webhooks.transport import AttemptOutcome
+from routing.webhooks.outcome import AttemptOutcome
 
 log = structlog.get_logger(__name__)
 

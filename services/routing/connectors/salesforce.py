@@ -34,7 +34,7 @@ from routing.webhooks.address import webhook_address_policy
 
 if TYPE_CHECKING:
     from routing.webhooks.claims import Claim
-    from routing.webhooks.transport import AttemptOutcome
+    from routing.webhooks.outcome import AttemptOutcome
 
 SYSTEM = "salesforce"
 EVENTS = ("lead.assigned", "lead.reassigned")

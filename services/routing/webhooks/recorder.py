@@ -19,11 +19,11 @@ from common.db import Database
 from routing.settings import RoutingSettings
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from routing.webhooks.claims import Claim
+from routing.webhooks.outcome import AttemptOutcome
 from routing.webhooks.retry import retry_delay
 from routing.webhooks.send_store import SendStore
 from routing.webhooks.service import FAILURES, disable_endpoint, iso
 from routing.webhooks.store import FAILED, PENDING, WebhookStore
-from routing.webhooks.transport import AttemptOutcome
 
 log = structlog.get_logger(__name__)
 

@@ -15,9 +15,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import aiohttp
 import structlog
@@ -35,6 +33,7 @@ from common.egress import (
 )
 from routing.settings import RoutingSettings
 from routing.webhooks.claims import Claim
+from routing.webhooks.outcome import AttemptOutcome
 from routing.webhooks.retry import parse_retry_after
 from routing.webhooks.signing import signature_header
 
@@ -123,35 +122,6 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> str | None:
         received += chunk
     # The rest is never read: releasing an unread response closes its connection instead of reusing it.
     return received.decode("utf-8", "replace")
-
-
-@dataclass(frozen=True)
-class AttemptOutcome:
-    result: str  # success | http_error | timeout | network_error | refused | error
-    status_code: int | None = None
-    latency_s: float = 0.0
-    signed_at: int = 0
-    error: str | None = None
-    response_body: str | None = None
-    retry_after_s: float | None = None
-
-    @property
-    def success(self) -> bool:
-        return self.result == "success"
-
-    def attempt_row(self, claim: Claim, started_at: datetime) -> dict[str, Any]:
-        """The attempt's columns for the record (but its number, which the store counts), with its endpoint."""
-        return {
-            "delivery_id": claim.delivery_id,
-            "endpoint_id": claim.endpoint_id,
-            "started_at": started_at,
-            "signed_at": self.signed_at,
-            "result": self.result,
-            "status_code": self.status_code,
-            "latency_ms": round(self.latency_s * 1000, 3),
-            "error": self.error,
-            "response_body": self.response_body,
-        }
 
 
 async def post_signed(
