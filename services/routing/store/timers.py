@@ -3,11 +3,11 @@ markers on the timer rows, what a notice says, what an escalation carries, and t
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Text, and_, case, cast, func, literal, null, select, text, update
+from sqlalchemy import BindParameter, Select, Table, Text, bindparam, case, cast, func, null, select, text, update
 
 from routing.store._base import Repository
 from routing.store.tables import AssignmentRow, LeadRow, SlaTimer, SlaTimerCount
@@ -16,7 +16,24 @@ from routing.store.tables import AssignmentRow, LeadRow, SlaTimer, SlaTimerCount
 # Timers of these kinds are marked for their follow-up in the claim itself (escalate_at); the caller clears the
 # marks it does not want (a breach whose ladder has no step, a clock that no longer runs) in the same transaction.
 ESCALATING_KINDS = ("breach", "hold")
-_CLAIMED = (SlaTimer.id, SlaTimer.lead_id, SlaTimer.assignment_id, SlaTimer.kind, SlaTimer.fraction, SlaTimer.due_at)
+# Claims are Core statements on the table, built once with expanding parameters: an ORM-enabled UPDATE with
+# RETURNING, rebuilt with a bind parameter per id, cost more Python than the SQLite work of a firing batch.
+_T: Table = SlaTimer.__table__  # type: ignore[assignment]
+_CLAIMED = (_T.c.id, _T.c.lead_id, _T.c.assignment_id, _T.c.kind, _T.c.fraction, _T.c.due_at)
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_MARKED = case((_T.c.kind.in_(ESCALATING_KINDS), bindparam("now", type_=_T.c.escalate_at.type)), else_=null())
+_MARK_FIRED = update(_T).values(fired_at=bindparam("now", type_=_T.c.fired_at.type), escalate_at=_MARKED)
+_CLAIM_BY_ID = _MARK_FIRED.where(_T.c.id.in_(_IDS), _T.c.fired_at.is_(None)).returning(*_CLAIMED)
+_CLAIM_BY_ID_PG = _MARK_FIRED.where(
+    _T.c.id.in_(
+        select(_T.c.id)
+        .where(_T.c.id.in_(_IDS), _T.c.fired_at.is_(None))
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+).returning(*_CLAIMED)
+_CANCEL = update(_T).where(_T.c.id.in_(_IDS)).values(cancelled=True, escalate_at=None)
+_CLEAR_MARKS = update(_T).where(_T.c.id.in_(_IDS)).values(escalate_at=None)
 
 
 class TimerRepository(Repository):
@@ -52,19 +69,9 @@ class TimerRepository(Repository):
         waited for (the sweep fires it if that transaction did not)."""
         if not timer_ids:
             return []
-        ids = sorted(timer_ids)
-        condition: Any
-        if self._on_postgres():
-            target = (
-                select(SlaTimer.id)
-                .where(SlaTimer.id.in_(ids), SlaTimer.fired_at.is_(None))
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
-            )
-            condition = SlaTimer.id.in_(target)
-        else:
-            condition = and_(SlaTimer.id.in_(ids), SlaTimer.fired_at.is_(None))
-        return await self._claim(condition, now)
+        statement = _CLAIM_BY_ID_PG if self._on_postgres() else _CLAIM_BY_ID
+        claimed = await self.session.execute(statement, {"ids": sorted(timer_ids), "now": now})
+        return _in_due_order(claimed.all())
 
     async def claim_due_timers(self, now: datetime, limit: int, *, due_by: datetime | None = None) -> list[Any]:
         """Mark up to `limit` open timers due by `due_by` (default: now) fired and return them, in one statement:
@@ -78,29 +85,15 @@ class TimerRepository(Repository):
         if self._on_postgres():
             # Two routing processes never claim the same timer; a killed one's rows unlock with its connection.
             due = due.with_for_update(skip_locked=True)
-        return await self._claim(SlaTimer.id.in_(due.scalar_subquery()), now)
-
-    async def _claim(self, condition: Any, now: datetime) -> list[Any]:
-        marked = case((SlaTimer.kind.in_(ESCALATING_KINDS), literal(now, SlaTimer.escalate_at.type)), else_=null())
         claimed = await self.session.execute(
-            update(SlaTimer)
-            .where(condition)
-            .values(fired_at=now, escalate_at=marked)
-            .returning(*_CLAIMED)
-            .execution_options(synchronize_session=False)
+            _MARK_FIRED.where(_T.c.id.in_(due.scalar_subquery())).returning(*_CLAIMED), {"now": now}
         )
-        # RETURNING keeps no order: fire in due order, so notices and timeline rows follow the clock.
-        return sorted(claimed.all(), key=lambda row: (row.due_at, row.id))
+        return _in_due_order(claimed.all())
 
     async def cancel_timers(self, timer_ids: Collection[int]) -> None:
         """Claimed timers whose clock no longer runs: cancelled, with no follow-up."""
         if timer_ids:
-            await self.session.execute(
-                update(SlaTimer)
-                .where(SlaTimer.id.in_(sorted(timer_ids)))
-                .values(cancelled=True, escalate_at=None)
-                .execution_options(synchronize_session=False)
-            )
+            await self.session.execute(_CANCEL, {"ids": sorted(timer_ids)})
 
     # -- escalation markers: a fired timer's follow-up still to be made -------------------------------------
 
@@ -108,12 +101,7 @@ class TimerRepository(Repository):
         """These just-claimed timers need no follow-up after all (a breach whose ladder has no step): their mark,
         set by the claim, goes (in the claim's transaction, so nobody sees it)."""
         if timer_ids:
-            await self.session.execute(
-                update(SlaTimer)
-                .where(SlaTimer.id.in_(sorted(timer_ids)))
-                .values(escalate_at=None)
-                .execution_options(synchronize_session=False)
-            )
+            await self.session.execute(_CLEAR_MARKS, {"ids": sorted(timer_ids)})
 
     async def escalation_due(self, now: datetime) -> bool:
         """Whether any fired timer waits for its escalation (read before taking the routing lock)."""
@@ -203,3 +191,8 @@ class TimerRepository(Repository):
                 """
             )
         )
+
+
+def _in_due_order(rows: Sequence[Any]) -> list[Any]:
+    """RETURNING keeps no order: fire in due order, so notices and timeline rows follow the clock."""
+    return sorted(rows, key=lambda row: (row.due_at, row.id))
