@@ -20,6 +20,7 @@ from common.kafka import ensure_topics, new_producer
 from common.outbox import OutboxRelay, backlog
 from common.poll import poll_until, sleep_or_wake
 from common.settings import ServiceSettings
+from common.startup import GC_THRESHOLDS
 from common.topics import dead_letter_topic
 
 log = structlog.get_logger(__name__)
@@ -37,7 +38,7 @@ def tune_gc() -> None:
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def every(interval_s: float, work: Callable[[], Awaitable[bool]], stop: asyncio.Event, *, name: str) -> None:
