@@ -32,6 +32,23 @@ _CLAIM_BY_ID_PG = _MARK_FIRED.where(
         .scalar_subquery()
     )
 ).returning(*_CLAIMED)
+_A, _LEAD = AssignmentRow.__table__, LeadRow.__table__
+_CLOCK_FACTS = (
+    select(
+        _A.c.lead_id,
+        _A.c.id,
+        _A.c.rep_id,
+        _A.c.team_id,
+        _A.c.sla_policy,
+        _A.c.sla_due_at,
+        cast(_A.c.decision["sla"], Text).label("sla"),
+        _LEAD.c.grade,
+        _LEAD.c.source_kind,
+        _LEAD.c.reassignments,
+    )
+    .join(_LEAD, _LEAD.c.lead_id == _A.c.lead_id)
+    .where(_A.c.lead_id.in_(_IDS), _A.c.ended_at.is_(None))
+)
 _CANCEL = update(_T).where(_T.c.id.in_(_IDS)).values(cancelled=True, escalate_at=None)
 _CLEAR_MARKS = update(_T).where(_T.c.id.in_(_IDS)).values(escalate_at=None)
 
@@ -134,23 +151,7 @@ class TimerRepository(Repository):
         breaches share a few policies, parsed once each), and the lead's `reassignments` (steps taken)."""
         if not lead_ids:
             return {}
-        a, lead = AssignmentRow.__table__, LeadRow.__table__
-        rows = await self.session.execute(
-            select(
-                a.c.lead_id,
-                a.c.id,
-                a.c.rep_id,
-                a.c.team_id,
-                a.c.sla_policy,
-                a.c.sla_due_at,
-                cast(a.c.decision["sla"], Text).label("sla"),
-                lead.c.grade,
-                lead.c.source_kind,
-                lead.c.reassignments,
-            )
-            .join(lead, lead.c.lead_id == a.c.lead_id)
-            .where(a.c.lead_id.in_(sorted(lead_ids)), a.c.ended_at.is_(None))
-        )
+        rows = await self.session.execute(_CLOCK_FACTS, {"ids": sorted(lead_ids)})
         return {row.lead_id: row for row in rows}
 
     async def next_due(self) -> datetime | None:

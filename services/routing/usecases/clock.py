@@ -3,6 +3,7 @@ escalation ladder (reassign, notify the manager, hand to the manager, the team q
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache, partial
@@ -61,6 +62,7 @@ async def _fire(rt: RoutingContext, session: AsyncSession, timers: Sequence[Row[
     unmarked: list[int] = []  # claimed with an escalation mark (ESCALATING_KINDS) that calls for no step
     lateness: list[float] = []
     cancelled: list[int] = []
+    counted: Counter[tuple[Any, str | None]] = Counter()  # (metric, team id) -> notices of that kind
     # What each first-contact breach calls for: its ladder's next step (a notify step names the manager).
     breached = [facts[t.lead_id] for t in timers if t.kind == "breach" and t.lead_id in facts]
     steps = await _breach_steps(rt, session, breached, now)
@@ -75,22 +77,23 @@ async def _fire(rt: RoutingContext, session: AsyncSession, timers: Sequence[Row[
             cancelled.append(timer.id)  # the lead moved on (touched, reassigned): this clock no longer runs
             continue
         lateness.append(max(0.0, (now - timer.due_at).total_seconds()))
-        team = metrics.team_label(clock.team_id)
         if timer.kind == "hold":
             continue  # marked by the claim: escalate_due routes the lead again, under the routing lock
         elif timer.kind == "warning":
-            metrics.record(session, metrics.SLA_WARNINGS.labels(team=team).inc)
+            counted[metrics.SLA_WARNINGS, clock.team_id] += 1
             notice("lead.sla_warning", clock, timer)
         elif timer.kind == "follow_up":
             # Touches missing after the first one: reported, never escalated (the rep is working the lead).
-            metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
+            counted[metrics.SLA_BREACHES, clock.team_id] += 1
             notice("lead.sla_breached", clock, timer, clock_kind="follow_up")
         else:
-            metrics.record(session, metrics.SLA_BREACHES.labels(team=team).inc)
+            counted[metrics.SLA_BREACHES, clock.team_id] += 1
             step, manager_id = steps.get(clock.id, (None, None))
             notice("lead.sla_breached", clock, timer, step=step, manager_id=manager_id)
             if step is None:  # an empty ladder: the breach is reported and the rep keeps the lead
                 unmarked.append(timer.id)
+    for (counter, team_id), n in counted.items():  # counted once per team and kind, after the commit
+        metrics.record(session, partial(counter.labels(team=metrics.team_label(team_id)).inc, n))
     await repo.cancel_timers(cancelled)
     await repo.clear_escalations(unmarked)
     if lateness:
