@@ -33,7 +33,7 @@ from routing.store.tables import (
     outbox_dead,
     processed,
 )
-from routing.store.timers import TimerRepository
+from routing.store.timers import ClaimedTimer, ClockFacts, TimerRepository
 
 
 class RoutingRepository(RosterRepository, LeadRepository, TimerRepository):
@@ -48,6 +48,8 @@ __all__ = [
     "AssignmentRow",
     "Base",
     "CaseRecord",
+    "ClaimedTimer",
+    "ClockFacts",
     "ConnectorRow",
     "CrmLinkRow",
     "CrmOwnerRow",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import BindParameter, Select, Table, Text, bindparam, case, cast, func, null, select, text, update
 
@@ -33,6 +33,32 @@ _CLAIM_BY_ID_PG = _MARK_FIRED.where(
     )
 ).returning(*_CLAIMED)
 _A, _LEAD = AssignmentRow.__table__, LeadRow.__table__
+
+
+# Claims and clock facts are handed on as named tuples: a firing batch reads a dozen fields of each row per
+# notice, and a SQLAlchemy Row's attribute access costs ~1 us against ~0.05 us for a tuple's.
+class ClaimedTimer(NamedTuple):
+    id: int
+    lead_id: str
+    assignment_id: int
+    kind: str
+    fraction: float | None
+    due_at: datetime
+
+
+class ClockFacts(NamedTuple):
+    lead_id: str
+    id: int
+    rep_id: str | None
+    team_id: str | None
+    sla_policy: str | None
+    sla_due_at: datetime | None
+    sla: str | None
+    grade: str | None
+    source_kind: str | None
+    reassignments: int | None
+
+
 _CLOCK_FACTS = (
     select(
         _A.c.lead_id,
@@ -79,7 +105,7 @@ class TimerRepository(Repository):
 
     # -- firing: each timer once, in the transaction that marks it fired ----------------------------------------
 
-    async def claim_timers(self, timer_ids: Collection[int], now: datetime) -> list[Any]:
+    async def claim_timers(self, timer_ids: Collection[int], now: datetime) -> list[ClaimedTimer]:
         """Mark these timers fired, those still open, in one conditional UPDATE, and return them (columns: id,
         lead_id, assignment_id, kind, fraction, due_at) in due order. A timer another process fired, or a
         touch cancelled, is not returned; on PostgreSQL one that another transaction holds is skipped, not
@@ -90,7 +116,9 @@ class TimerRepository(Repository):
         claimed = await self.session.execute(statement, {"ids": sorted(timer_ids), "now": now})
         return _in_due_order(claimed.all())
 
-    async def claim_due_timers(self, now: datetime, limit: int, *, due_by: datetime | None = None) -> list[Any]:
+    async def claim_due_timers(
+        self, now: datetime, limit: int, *, due_by: datetime | None = None
+    ) -> list[ClaimedTimer]:
         """Mark up to `limit` open timers due by `due_by` (default: now) fired and return them, in one statement:
         the sweep of what no owner took, and the store-driven path of tests and tools."""
         due: Select[Any] = (
@@ -145,14 +173,14 @@ class TimerRepository(Repository):
 
     # -- what notices and escalations say ------------------------------------------------------------------
 
-    async def clock_facts(self, lead_ids: Collection[str]) -> dict[str, Any]:
+    async def clock_facts(self, lead_ids: Collection[str]) -> dict[str, ClockFacts]:
         """What an SLA notice says of each lead's running assignment, by lead id (no row objects), with what its
         breach's ladder step depends on: `sla`, the policy kept with it as JSON text (a burst's thousands of
         breaches share a few policies, parsed once each), and the lead's `reassignments` (steps taken)."""
         if not lead_ids:
             return {}
         rows = await self.session.execute(_CLOCK_FACTS, {"ids": sorted(lead_ids)})
-        return {row.lead_id: row for row in rows}
+        return {row[0]: ClockFacts._make(row) for row in rows}
 
     async def next_due(self) -> datetime | None:
         return (
@@ -194,6 +222,6 @@ class TimerRepository(Repository):
         )
 
 
-def _in_due_order(rows: Sequence[Any]) -> list[Any]:
+def _in_due_order(rows: Sequence[Any]) -> list[ClaimedTimer]:
     """RETURNING keeps no order: fire in due order, so notices and timeline rows follow the clock."""
-    return sorted(rows, key=lambda row: (row.due_at, row.id))
+    return sorted(map(ClaimedTimer._make, rows), key=lambda row: (row.due_at, row.id))

@@ -10,14 +10,13 @@ from functools import lru_cache, partial
 from typing import Any
 
 import orjson
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.envelope import Event
 from routing import metrics
 from routing.domain import Decision, manager_for, sla_deadline, sla_policy_for
 from routing.domain.sla import ResolvedSla, is_hotter, resolve_sla
-from routing.store import AssignmentRow, LeadRow, RoutingRepository, SlaTimer, TimelineRow
+from routing.store import AssignmentRow, ClaimedTimer, LeadRow, RoutingRepository, SlaTimer, TimelineRow
 from routing.usecases import assign as assigning
 from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.notices import emit_sla, event_ids, sla_event
@@ -49,7 +48,7 @@ async def fire_timers(rt: RoutingContext, session: AsyncSession, timer_ids: Coll
     return await _fire(rt, session, timers, now)
 
 
-async def _fire(rt: RoutingContext, session: AsyncSession, timers: Sequence[Row[Any]], now: datetime) -> int:
+async def _fire(rt: RoutingContext, session: AsyncSession, timers: Sequence[ClaimedTimer], now: datetime) -> int:
     """Warnings, breaches and holds, claimed: notices, timeline rows and escalation markers, one statement each
     for the whole batch. No routing lock: the timer rows are claimed (row locks that a touch waits for, never
     the other way round), and what needs the roster's state (a reassignment, routing a held lead again) is
