@@ -18,8 +18,9 @@ def _loaded_after_startup(*modules: str, **env: str) -> dict[str, bool]:
     return loaded
 
 
-def test_a_fresh_routing_process_has_not_imported_aiohttp_or_rich() -> None:
-    assert _loaded_after_startup("aiohttp", "rich", "structlog") == {"aiohttp": False, "rich": False, "structlog": True}
+def test_a_fresh_routing_process_has_not_imported_aiohttp_rich_or_click() -> None:
+    loaded = _loaded_after_startup("aiohttp", "rich", "click", "structlog", "httpx")
+    assert loaded == {"aiohttp": False, "rich": False, "click": False, "structlog": True, "httpx": True}
 
 
 def test_the_console_log_format_keeps_structlog_pretty_tracebacks() -> None:
