@@ -25,4 +25,3 @@ def test_a_fresh_routing_process_has_not_imported_aiohttp_rich_or_click() -> Non
 
 def test_the_console_log_format_keeps_structlog_pretty_tracebacks() -> None:
     assert _loaded_after_startup("rich", HANDOFF_LOG_FORMAT="console") == {"rich": True}
-
