@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from common.conditions.predicates import Predicate, compile_condition
 from scoring.domain.conditions import Condition, describe
-from scoring.domain.predicates import Predicate, compile_condition
 
 GRADES: tuple[str, ...] = ("A", "B", "C", "D")
 SCORE_KINDS: tuple[str, ...] = ("fit", "intent")

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from common.conditions import AllOf, AnyOf, Bounds, Condition, FieldTest, Not, Scalar, compile_regex, evaluate
+from common.conditions.predicates import compile_condition
 from scoring.domain import DEFAULT_RULESET_YAML, enrich, load_ruleset, score_lead
-from scoring.domain.predicates import compile_condition
 from scoring.domain.score import field_resolver
 
 pytestmark = pytest.mark.unit

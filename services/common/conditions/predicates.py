@@ -1,4 +1,5 @@
-"""Rule conditions compiled once per ruleset into closures, so scoring a lead does not re-dispatch on them.
+"""Conditions compiled once per ruleset into closures, so a lead's rules do not re-dispatch on them (scoring uses
+them; routing's rules are written in the same language).
 
 `common.conditions.evaluate` walks a condition tree and branches on node types and operator names for every lead
 and test. Here each tree becomes nested closures when the ruleset is loaded: the operator is chosen once, a rule's
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from common.conditions import (
+from common.conditions.operators import (
     MAX_MATCH_LENGTH,
     AllOf,
     AnyOf,
