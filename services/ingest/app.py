@@ -20,6 +20,7 @@ from common.topics import LEADS_ERASED, LEADS_RECEIVED
 from common.web import InflightLimitMiddleware, health_router, install_common
 from ingest import api
 from ingest.api import webhooks
+from ingest.api.fast import LeadFastPath
 from ingest.fetcher import PlatformFetcher
 from ingest.handlers import leads as lead_cases
 from ingest.handlers import quarantine as quarantine_cases
@@ -100,6 +101,8 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
     app.state.auth_failures = api.AuthFailureLimiter(
         settings.auth_failure_limit, settings.auth_failure_window_s, settings.public_rate_limit_max_addresses
     )
+    # Innermost: a back end's valid JSON lead is stored without FastAPI's routing; anything else reaches the route.
+    app.add_middleware(LeadFastPath)
     # Added before the common middleware, so shed requests still carry a correlation id and are counted.
     app.add_middleware(InflightLimitMiddleware, limit=settings.max_inflight_leads, method="POST", path="/v1/leads")
     install_common(

@@ -29,7 +29,7 @@ from ingest.domain import LeadValidationError, NotALead, normalize_lead
 from ingest.domain.forms import FORM_CONTENT_TYPE, HONEYPOT_FIELDS, PUBLISHABLE_KEY_FIELD, form_fields
 from ingest.domain.keys import PUBLISHABLE_PREFIX
 from ingest.handlers import leads as lead_cases
-from ingest.handlers.batch import PreparedLead
+from ingest.handlers.batch import PreparedLead, Stored
 from ingest.handlers.source_keys import SourceKeys
 from ingest.handlers.sources import Source
 from ingest.settings import IngestSettings
@@ -237,19 +237,7 @@ async def _accept_post(
         body = {"error": "not_a_lead", "detail": problems, "quarantine_id": quarantine_id}
         return JSONResponse(body, status_code=422)
     prepared = PreparedLead(lead, source, now, cid, scope_key=scope_key, fingerprint=fingerprint)
-    writer: IngestWriter = request.app.state.writer
-    try:
-        # The hot path takes no Transaction dependency: the group-commit writer stores many requests' leads in one
-        # transaction (one commit per batch, not per lead), which is what lets ingest take bursts.
-        # Returns only once the lead's own transaction has committed: the 202 below is a durable promise.
-        stored = await writer.submit(prepared)
-    except lead_cases.IdempotencyConflict:
-        raise _conflict() from None
-    except WriterBusy:
-        # Overload, not a fault: no log line per refusal (that would add load); the 503 says when to come back.
-        raise problem(503, "unavailable", "ingest is overloaded; retry", {"Retry-After": "1"}) from None
-    except (SQLAlchemyError, OSError, WriterUnavailable) as exc:
-        raise unavailable(exc) from None
+    stored = await store_lead(request.app.state.writer, prepared)
     status, body, replayed = stored.status, stored.body, stored.replayed
     if caller.origin is not None:
         body = for_browser(body)
@@ -260,6 +248,23 @@ async def _accept_post(
     # orjson renders the same compact UTF-8 JSON as JSONResponse, several times faster.
     response = Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
     return (thank_you(source) or form_page(status, None)) if browser_form else response
+
+
+async def store_lead(writer: IngestWriter, prepared: PreparedLead) -> Stored:
+    """Hand the lead to the group-commit writer; returns once its transaction committed, its failures as the HTTP
+    errors the caller sees (409, 503)."""
+    try:
+        # The hot path takes no Transaction dependency: the group-commit writer stores many requests' leads in one
+        # transaction (one commit per batch, not per lead), which is what lets ingest take bursts.
+        # Returns only once the lead's own transaction has committed: the 202 is a durable promise.
+        return await writer.submit(prepared)
+    except lead_cases.IdempotencyConflict:
+        raise _conflict() from None
+    except WriterBusy:
+        # Overload, not a fault: no log line per refusal (that would add load); the 503 says when to come back.
+        raise problem(503, "unavailable", "ingest is overloaded; retry", {"Retry-After": "1"}) from None
+    except (SQLAlchemyError, OSError, WriterUnavailable) as exc:
+        raise unavailable(exc) from None
 
 
 def _conflict() -> HTTPException:

@@ -1,0 +1,115 @@
+"""POST /v1/leads answered by ingest's fast path (api/fast.py) is answered exactly as the route answers it.
+
+Two apps on stores of their own take the same requests: one as it is built, one with the fast path taken out (the
+FastAPI route alone). Every answer, status, headers and body (ids aside), must be the same, and the stores must
+hold the same.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from common import metrics
+from ingest.api.fast import LeadFastPath
+from tests.integration.test_ingest_api import (
+    BAD_REQUESTS,
+    ORIGIN,
+    Ingest,
+    _key,
+    _stored,
+    _web_source,
+    running_ingest,
+)
+from tests.support.stack import ADMIN
+
+pytestmark = [pytest.mark.integration]
+
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
+
+
+def _requests(source: dict[str, Any], email: str) -> list[tuple[str, dict[str, Any]]]:
+    """(what, httpx keyword arguments) for POST /v1/leads; each list is built per app (the keys differ)."""
+    key = _key(source)
+    idem = {**key, "Idempotency-Key": "k-1"}
+    json = {**key, "Content-Type": "application/json"}
+    browser = {"Origin": ORIGIN}
+    deep = b'{"email": "d@example.org", "c": ' + b"[" * 40 + b"]" * 40 + b"}"
+    form = urlencode({"_key": source["publishable_key"], "email": "f@example.org"})
+    out: list[tuple[str, dict[str, Any]]] = [
+        ("a lead", {"json": {"email": email, "phone": "+49 30 1234567", "country": "DE"}, "headers": key}),
+        ("the same person again", {"json": {"email": email}, "headers": key}),
+        ("charset", {"content": b'{"email": "c@example.org"}',
+                     "headers": {**key, "Content-Type": "application/json; charset=utf-8"}}),
+        ("a key", {"json": {"email": "k@example.org"}, "headers": idem}),
+        ("the key again", {"json": {"email": "k@example.org"}, "headers": idem}),
+        ("the key, another body", {"json": {"email": "other@example.org"}, "headers": idem}),
+        ("the key, an invalid body", {"json": {"email": "nope"}, "headers": idem}),
+        ("invalid email", {"json": {"email": "nope"}, "headers": key}),
+        ("no contact", {"json": {"first_name": "Ada"}, "headers": key}),
+        ("honeypot and _key fields", {"json": {"email": "h@example.org", "_gotcha": "", "_key": "x"}, "headers": key}),
+        ("deep JSON", {"content": deep, "headers": json}),
+        ("unknown key", {"json": {"email": "u@example.org"}, "headers": {"Authorization": "Bearer hk_live_nope"}}),
+        ("no credential", {"json": {"email": "u@example.org"}}),
+        ("admin token", {"json": {"email": "a@example.org"}, "headers": ADMIN}),
+        ("publishable key as bearer", {"json": {"email": "p@example.org"},
+                                       "headers": {"Authorization": f"Bearer {source['publishable_key']}", **browser}}),
+        ("browser form", {"content": form,
+                          "headers": {"Content-Type": "application/x-www-form-urlencoded", **browser}}),
+    ]  # fmt: skip
+    for what, request, _status, _code in BAD_REQUESTS:
+        request = dict(request)
+        if callable(request.get("content")):
+            request["content"] = request["content"]()
+        headers = {**key, **request.pop("headers", {})}
+        if "content" in request and "Content-Type" not in headers and "files" not in request:
+            headers["Content-Type"] = "application/json"
+        out.append((what, {**request, "headers": headers}))
+    return out
+
+
+def _answer(response: httpx.Response) -> tuple[int, dict[str, str], str]:
+    headers = {k: v for k, v in response.headers.items() if k != "x-correlation-id"}
+    return response.status_code, headers, _ID.sub("<id>", response.text)
+
+
+@pytest.fixture
+async def apps(tmp_path: Path) -> AsyncIterator[tuple[Ingest, Ingest]]:
+    async with (
+        running_ingest(f"sqlite+aiosqlite:///{tmp_path / 'fast.db'}") as fast,
+        running_ingest(f"sqlite+aiosqlite:///{tmp_path / 'route.db'}") as route,
+    ):
+        # Before the first request, when Starlette builds the middleware stack from this list.
+        route.app.user_middleware = [m for m in route.app.user_middleware if m.cls is not LeadFastPath]
+        assert len(route.app.user_middleware) == len(fast.app.user_middleware) - 1
+        yield fast, route
+
+
+async def test_every_answer_to_post_leads_is_the_routes_own(apps: tuple[Ingest, Ingest]) -> None:
+    fast, route = apps
+    counted = metrics.HTTP_REQUESTS.labels(method="POST", route="/v1/leads", status="202")
+    before = counted._value.get()
+    email = f"lead-{uuid.uuid4().hex[:10]}@example.org"
+    sources = [await _web_source(fast), await _web_source(route)]
+    answers = []
+    for ingest, source in zip((fast, route), sources, strict=True):
+        answers.append(
+            [
+                (what, _answer(await ingest.client.post("/v1/leads", **request)))
+                for what, request in _requests(source, email)
+            ]
+        )
+    for (what, got), (_, expected) in zip(*answers, strict=True):
+        assert got == expected, what
+    assert {what: answer[0] for what, answer in answers[0]}["the key again"] == 202
+    assert await _stored(fast) == await _stored(route)
+    # Labelled by the route's template, as the metrics middleware labels every routed request.
+    accepted = sum(answer[0] == 202 for _, answer in answers[0] + answers[1])
+    assert counted._value.get() - before == accepted
