@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from routing.domain.accounts import AccountBook, AccountMatch
@@ -33,6 +34,12 @@ class Decision:
     rotation: dict[str, dict[str, int]] = field(default_factory=dict)
     account: AccountMatch | None = None  # the lead's account and how it was matched, whatever the rule did
 
+    @cached_property
+    def candidate_dicts(self) -> tuple[dict[str, Any], ...]:
+        """Every candidate's JSON-ready form, built once: the decision, its timeline entry and its event each list
+        them (read-only: copy before changing one)."""
+        return tuple(candidate.to_dict() for candidate in self.candidates)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (datetimes as ISO 8601)."""
         return {
@@ -42,7 +49,7 @@ class Decision:
             "rule_id": self.rule_id,
             "ruleset_version": self.ruleset_version,
             "method": self.method,
-            "candidates": [candidate.to_dict() for candidate in self.candidates],
+            "candidates": list(self.candidate_dicts),
             "reason": self.reason,
             "hold_until": self.hold_until.isoformat() if self.hold_until else None,
             "rotation": {team: dict(state) for team, state in self.rotation.items()},

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from common.conditions import Condition, evaluate
+from common.conditions.predicates import Predicate, compile_condition
 from routing.domain.sla import SlaBlock
 
 _MISSING = object()
@@ -18,13 +20,31 @@ _MISSING = object()
 # ---------------------------------------------------------------- view access
 
 
+_PARTS: dict[str, tuple[str, ...]] = {}
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    """A path's parts, split once per process (the code and the rules name a few dozen paths)."""
+    parts = _PARTS.get(path)
+    if parts is None:
+        parts = tuple(path.split("."))
+        if len(_PARTS) < 4096:
+            _PARTS[path] = parts
+    return parts
+
+
 def lookup(view: Mapping[str, Any], path: str) -> Any:
     """The value at a dotted path in the lead view, or a private MISSING sentinel."""
     current: Any = view
-    for part in path.split("."):
-        if not isinstance(current, Mapping) or part not in current:
+    for part in _PARTS.get(path) or _parts(path):
+        if type(current) is dict:  # the view's own maps: one look-up, not an isinstance and two
+            current = current.get(part, _MISSING)
+            if current is _MISSING:
+                return _MISSING
+        elif isinstance(current, Mapping) and part in current:
+            current = current[part]
+        else:
             return _MISSING
-        current = current[part]
     return current
 
 
@@ -112,11 +132,18 @@ class RoutingRules:
     default_options: RuleOptions = field(default_factory=RuleOptions)
     source: Mapping[str, Any] = field(default_factory=dict)
 
+    # Compiled on first use and kept with the rules (the context caches them per version), not once per lead.
+    @cached_property
+    def compiled(self) -> tuple[Predicate, ...]:
+        """Each rule's `when` compiled into a predicate of a resolver (common.conditions.predicates), in order."""
+        return tuple(compile_condition(rule.when) for rule in self.rules)
+
     def first_match(self, view: Mapping[str, Any], *, start: int = 0) -> tuple[int, Rule] | None:
         """The first rule at or after index `start` whose condition holds, with its index."""
         resolve = resolver(view)
-        for index in range(start, len(self.rules)):
-            if evaluate(self.rules[index].when, resolve):
+        compiled = self.compiled
+        for index in range(start, len(compiled)):
+            if compiled[index](resolve):
                 return index, self.rules[index]
         return None
 

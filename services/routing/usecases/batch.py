@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.envelope import Event
 from routing import metrics
-from routing.domain import Decision, RepLoad, RoutingRules, SlaPolicy, WorkingHours, route, sla_deadline
+from routing.domain import Action, Decision, RepLoad, RoutingRules, SlaPolicy, WorkingHours, route, sla_deadline
 from routing.domain.accounts import AccountBook
 from routing.domain.engine import FirstMatch
 from routing.domain.sla import ResolvedSla
@@ -39,6 +39,7 @@ from routing.usecases.shared import (
     clock_rows,
     event,
     holds,
+    load_of,
     loads,
     lock_teams,
     move_load,
@@ -113,7 +114,7 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     books = dict(zip(views, await account_books(session, list(views.values())), strict=True))
     # Each lead's first matching rule, evaluated once: for the lock to take, then for the decision.
     firsts = {lead_id: FirstMatch(rules.first_match(view)) for lead_id, view in views.items()}
-    guesses = {_team_guessed(roster, rules, views[i], books[i], firsts[i], now) for i in views}
+    guesses = {_team_guessed(roster, rules, views[i], books[i], firsts[i]) for i in views}
     await lock_teams(session, guesses, threads=batch)
     routed, erased = await RoutingRepository(session).seen_many(batch)
     for lead_id in routed:
@@ -127,23 +128,71 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     state.routed.update(batch)
     ids = iter(await RoutingRepository(session).reserve_assignment_ids(len(batch)))
     pending = _Pending()
+    current = _Current()
     for lead_id, scored in batch.items():
         book = books[lead_id]
-        decision = await _decide(rt, session, pending, roster, rules, views[lead_id], book, firsts[lead_id], now)
+        decision = await _decide(
+            rt, session, pending, current, roster, rules, views[lead_id], book, firsts[lead_id], now
+        )
         _record(rt, pending, roster, rules, scored, views[lead_id], decision, next(ids), now, lead_id in erased)
-        _moved(pending, await rotation(session), await loads(session), roster, decision, now)
+        load_rows = await loads(session)
+        _moved(pending, await rotation(session), load_rows, roster, decision, now)
+        await current.moved(rt, session, roster, load_rows, decision.rep_id, now)
     await pending.write(rt, session)
 
 
+class _Current:
+    """The reps' loads as the engine reads them (today's counts, less worked leads), worked out once per batch from
+    the transaction's load rows and kept current one rep at a time as decisions move them; worked out again when
+    the rows are read again (a lock taken mid-batch on PostgreSQL forgets them)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, LoadState] | None = None
+        self.loads: dict[str, RepLoad] = {}
+
+    async def of(
+        self, rt: RoutingContext, session: AsyncSession, roster: Roster, rows: dict[str, LoadState], now: datetime
+    ) -> dict[str, RepLoad]:
+        if self.rows is not rows:
+            self.loads = await capacity_loads(rt, session, roster, rep_loads(roster, rows, now))
+            self.rows = rows
+        return self.loads
+
+    async def moved(
+        self,
+        rt: RoutingContext,
+        session: AsyncSession,
+        roster: Roster,
+        rows: dict[str, LoadState],
+        rep_id: str | None,
+        now: datetime,
+    ) -> None:
+        rep = roster.rep(rep_id)
+        if rep is None or self.rows is not rows:
+            return  # no rep's load moved, or the rows are read again before the next decision anyway
+        one = {rep.id: load_of(rows.get(rep.id), local_days(now, {rep.timezone})[rep.timezone])}
+        self.loads[rep.id] = (await capacity_loads(rt, session, roster, one))[rep.id]
+
+
 def _team_guessed(
-    roster: Roster, rules: RoutingRules, view: Mapping[str, Any], book: AccountBook, first: FirstMatch, now: datetime
+    roster: Roster, rules: RoutingRules, view: Mapping[str, Any], book: AccountBook, first: FirstMatch
 ) -> str | None:
     """The team a lead will most likely go to, from its first matching rule (no state needed): the lock to take
-    before the state is read. A guess that misses (a full team's overflow) costs one more lock in _decide."""
+    before the state is read. A guess that misses (a full team's overflow, an account owner who is away) costs
+    one more lock in _decide."""
     match = first.match
-    action = match[1].action if match else None
-    if action is None:
-        return rules.fallback_team
+    while match is not None:
+        guess = _action_team(roster, match[1].action, view, book)
+        if guess is not _NEXT_RULE:
+            return cast("str | None", guess)
+        match = rules.first_match(view, start=match[0] + 1)  # no owner and no fallback: the next rule decides
+    return rules.fallback_team
+
+
+_NEXT_RULE = object()
+
+
+def _action_team(roster: Roster, action: Action, view: Mapping[str, Any], book: AccountBook) -> object:
     if action.kind == "team":
         return action.team
     if action.kind == "rep":
@@ -151,7 +200,11 @@ def _team_guessed(
         return rep.team if rep else None
     if action.kind == "nurture":
         return None
-    return _route(view, roster, rules, {}, {}, book, first, now).team_id  # an account's owner: the engine knows
+    account = book.match(view)  # an account's owner, if the roster has them; else the fallback or the next rule
+    owner = roster.rep(account.owner) if account else None
+    if owner is not None:
+        return owner.team
+    return _action_team(roster, action.fallback, view, book) if action.fallback is not None else _NEXT_RULE
 
 
 def _route(
@@ -182,6 +235,7 @@ async def _decide(
     rt: RoutingContext,
     session: AsyncSession,
     pending: _Pending,
+    loads_now: _Current,
     roster: Roster,
     rules: RoutingRules,
     view: Mapping[str, Any],
@@ -191,7 +245,7 @@ async def _decide(
 ) -> Decision:
     """One decision on the batch's state in memory, under its team's lock (taken now if the guess missed it)."""
     while True:
-        current = await capacity_loads(rt, session, roster, rep_loads(roster, await loads(session), now))
+        current = await loads_now.of(rt, session, roster, await loads(session), now)
         decision = _route(view, roster, rules, current, await rotation(session), book, first, now)
         if holds(session, [decision.team_id]):
             return decision

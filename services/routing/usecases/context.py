@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import cached_property
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,10 +38,25 @@ class Roster:
     reps: list[Rep]
 
     def rep(self, rep_id: str | None) -> Rep | None:
-        return next((r for r in self.reps if r.id == rep_id), None) if rep_id else None
+        return self._reps_by_id.get(rep_id) if rep_id else None
 
     def team(self, team_id: str | None) -> Team | None:
-        return next((t for t in self.teams if t.id == team_id), None) if team_id else None
+        return self._teams_by_id.get(team_id) if team_id else None
+
+    # Indexed once per roster version (a batch asks for a decision's rep and team several times per lead).
+    @cached_property
+    def _reps_by_id(self) -> dict[str, Rep]:
+        found: dict[str, Rep] = {}
+        for rep in self.reps:
+            found.setdefault(rep.id, rep)  # the first of an id, as a scan would find
+        return found
+
+    @cached_property
+    def _teams_by_id(self) -> dict[str, Team]:
+        found: dict[str, Team] = {}
+        for team in self.teams:
+            found.setdefault(team.id, team)
+        return found
 
 
 def env_sla_policies(settings: RoutingSettings) -> dict[str, SlaPolicy]:

@@ -82,7 +82,7 @@ def timeline_detail(
         "previous_rep_id": previous.rep_id if previous else None,
         "end_reason": end_reason,
         "sla_due_at": due.isoformat() if due else None,
-        "candidates": [c.to_dict() for c in decision.candidates],
+        "candidates": list(decision.candidate_dicts),
         **(note or {}),
     }
 
@@ -108,7 +108,7 @@ def assignment_data(
         "ruleset_version": decision.ruleset_version,
         "method": decision.method,
         "reason": decision.reason,
-        "candidates": [c.to_dict() for c in decision.candidates],
+        "candidates": list(decision.candidate_dicts),
         "hold_until": decision.hold_until.isoformat() if decision.hold_until else None,
         "assigned_at": assignment.assigned_at.isoformat(),
         "sla": (
