@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,50 @@ def fill(bootstrap: str, topic: str, events: list[Event]) -> None:
     asyncio.run(produce())
 
 
+def _fill_timed(bootstrap: str, topic: str, events: list[Event], on_start: Callable[[], None]) -> float:
+    """`fill`, with `on_start` called once the producer is connected, just before the first send; returns the
+    wall-clock time of that moment (the measured window starts there, without the producer's own start)."""
+
+    async def produce() -> float:
+        producer = new_producer(ServiceSettings(kafka_bootstrap=bootstrap, service_name="bench-fill"))
+        await producer.start()
+        try:
+            on_start()
+            started = time.time()
+            futures = [await producer.send(topic, value=e.value(), key=e.key(), headers=e.headers()) for e in events]
+            await asyncio.gather(*futures)
+            return started
+        finally:
+            await producer.stop()
+
+    return asyncio.run(produce())
+
+
+def _warm_drain(
+    observer: Stage, bootstrap: str, source: str, events: list[Event], wait_s: float, pids: dict[str, int | None]
+) -> dict[str, Any]:
+    """A warm consumer's drain: the first event goes through alone (group joined, partitions assigned, statements
+    and ruleset loaded), then the rest arrive at once. Leads/s and CPU per process count from the first send of the
+    rest to the last output, so neither the start-up nor the first output's wait is left out or counted."""
+    fill(bootstrap, source, events[:1])
+    if not observer.wait_count(1, wait_s):
+        return {"n": len(events) - 1, "done": 0, "complete": False, "per_s": None}
+    meters: list[CpuMeter] = []
+    started = _fill_timed(bootstrap, source, events[1:], lambda: meters.append(CpuMeter(pids)))
+    filled = time.time()
+    complete = observer.wait_count(len(events), wait_s)
+    cpu_s = meters[0].stop()
+    times = sorted(a for a, _ in observer.arrivals.values())[1:]  # without the warm-up lead's
+    n = len(events) - 1
+    result: dict[str, Any] = {"n": n, "done": len(times), "complete": complete, "fill_s": round(filled - started, 3)}
+    result["per_s"] = len(times) / (times[-1] - started) if times and times[-1] > started else None
+    # For comparison with the cold runs: the rate from first output to last.
+    result["per_s_first_to_last"] = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
+    result["cpu_s"] = cpu_s
+    result["cpu_ms_per_lead"] = cpu_per_lead(cpu_s, len(times))
+    return result
+
+
 def _drain_rate(observer: Stage, n: int, wait_s: float, meter: CpuMeter | None = None) -> dict[str, Any]:
     """Leads/s first output to last; with a meter, CPU seconds per process and ms per lead over the same drain."""
     # Leads already out when the meter started were paid for before it: only the rest count against its CPU.
@@ -89,23 +135,35 @@ def _drain_rate(observer: Stage, n: int, wait_s: float, meter: CpuMeter | None =
 
 
 def service_drain(
-    tmp: Path, bootstrap: str, service: str, topics: tuple[str, str], events: list[Event], wait_s: float, **stack: Any
+    tmp: Path,
+    bootstrap: str,
+    service: str,
+    topics: tuple[str, str],
+    events: list[Event],
+    wait_s: float,
+    warm: bool = False,
+    **stack: Any,
 ) -> dict[str, Any]:
-    """Start one service on a prefilled input topic and time its output, first record to last."""
+    """Start one service on a prefilled input topic and time its output, first record to last; or `warm`: start it
+    on an empty one, then time a warm drain (`_warm_drain`)."""
     handoff = Stack(tmp, bootstrap, **stack)
     process = handoff[service]
     process.extra_args = list(UVICORN_ARGS)
     source, sink = (handoff.topic(t) for t in topics)
     create_topics(bootstrap, [source, sink], PARTITIONS)
-    fill(bootstrap, source, events)
+    if not warm:
+        fill(bootstrap, source, events)
     observer = Stage("observe", "--bootstrap", bootstrap, "--in", sink)
     try:
         observer.wait_ready()
         process.start()
         assert process.process is not None
         # From readiness on: the service's start-up (imports, migrations) is not a cost per lead.
-        meter = CpuMeter({service: process.process.pid, "broker": broker_pid(bootstrap)})
-        result = _drain_rate(observer, len(events), wait_s, meter)
+        pids = {service: process.process.pid, "broker": broker_pid(bootstrap)}
+        if warm:
+            result = _warm_drain(observer, bootstrap, source, events, wait_s, pids)
+        else:
+            result = _drain_rate(observer, len(events), wait_s, CpuMeter(pids))
     finally:
         observer.stop()
         process.stop()
@@ -113,12 +171,14 @@ def service_drain(
     return result
 
 
-def bare_drain(bootstrap: str, events: list[Event], out_size: int, wait_s: float) -> dict[str, Any]:
-    """The same backlog through a bare consume-and-produce loop writing records of `out_size` bytes."""
+def bare_drain(bootstrap: str, events: list[Event], out_size: int, wait_s: float, warm: bool = False) -> dict[str, Any]:
+    """The same backlog through a bare consume-and-produce loop writing records of `out_size` bytes (a warm drain
+    with `warm`, as the service's)."""
     ns = f"bench.drain.{uuid.uuid4().hex[:8]}."
     source, sink = f"{ns}in", f"{ns}out"
     create_topics(bootstrap, [source, sink], PARTITIONS)
-    fill(bootstrap, source, events)
+    if not warm:
+        fill(bootstrap, source, events)
     observer = Stage("observe", "--bootstrap", bootstrap, "--in", sink)
     loop: Stage | None = None
     try:
@@ -129,8 +189,11 @@ def bare_drain(bootstrap: str, events: list[Event], out_size: int, wait_s: float
             *("--size", str(out_size), "--group", f"{ns}g"),
         )
         loop.wait_ready()
-        meter = CpuMeter({"forward": loop.process.pid, "broker": broker_pid(bootstrap)})
-        result = _drain_rate(observer, len(events), wait_s, meter)
+        pids = {"forward": loop.process.pid, "broker": broker_pid(bootstrap)}
+        if warm:
+            result = _warm_drain(observer, bootstrap, source, events, wait_s, pids)
+        else:
+            result = _drain_rate(observer, len(events), wait_s, CpuMeter(pids))
     finally:
         if loop is not None:
             loop.stop()
@@ -149,16 +212,21 @@ def compare(
     out_size: int,
     repeats: int,
     wait_s: float,
+    warm: bool = False,
     **stack: Any,
 ) -> dict[str, Any]:
-    """A B A B over the same backlog contents, medians and their ratio."""
+    """A B A B over the same backlog contents, medians and their ratio; `warm` drains (`_warm_drain`) or cold ones
+    (the consumer started on a prefilled topic, timed from its first output to its last)."""
+    loadavg = os.getloadavg()[0]
     handoff, bare = interleave(
         repeats,
-        lambda i: service_drain(tmp / f"{service}{i}", bootstrap, service, topics, events, wait_s, **stack),
-        lambda _i: bare_drain(bootstrap, events, out_size, wait_s),
+        lambda i: service_drain(tmp / f"{service}{i}", bootstrap, service, topics, events, wait_s, warm, **stack),
+        lambda _i: bare_drain(bootstrap, events, out_size, wait_s, warm),
     )
     result: dict[str, Any] = {
         "n": len(events),
+        "warm": warm,
+        "loadavg": [loadavg, os.getloadavg()[0]],
         "partitions": PARTITIONS,
         "handoff_runs": handoff,
         "bare_runs": bare,
@@ -167,6 +235,9 @@ def compare(
     }
     result["ratio"] = ratio(result["handoff_per_s"], result["bare_per_s"])
     result["cpu_ms_per_lead"] = {"handoff": median_cpu(handoff), "bare": median_cpu(bare)}
+    if warm:
+        first_to_last = [median([r.get("per_s_first_to_last") for r in runs]) for runs in (handoff, bare)]
+        result["ratio_first_to_last"] = ratio(*first_to_last)
     return result
 
 

@@ -63,7 +63,8 @@ def quarantined(session: Any, source_id: str | None, reason: str) -> None:
     after_commit(session, QUARANTINED.labels(source=source, reason=label).inc)
 
 
-def lead_scored(session: Any, grade: str | None) -> None:
-    """Count one scored lead by grade when its transaction commits."""
+def lead_scored(session: Any, grade: str | None, count: int = 1) -> None:
+    """Count `count` scored leads of one grade when their transaction commits (one listener per batch and grade)."""
     label = grade if grade and _GRADE.fullmatch(grade) else "none"
-    after_commit(session, LEADS_SCORED.labels(grade=label).inc)
+    counter = LEADS_SCORED.labels(grade=label)
+    after_commit(session, lambda: counter.inc(count))

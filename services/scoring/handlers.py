@@ -6,7 +6,7 @@ counts are read in one query each, its rows stored in one INSERT and its lead.sc
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -219,21 +219,21 @@ class Scoring:
             data = event.data
             erased = event.subject in facts.erased
             # Serialized once, for the stored row's JSON columns and the event's value alike.
-            lead = Fragment(dumps(item.lead))
-            enrichment = Fragment(dumps(outcome.enrichment.to_dict()))
-            score = Fragment(dumps(outcome.score))
-            conversion = Fragment(dumps(outcome.conversion))
+            lead_json = dumps(item.lead)
+            enrichment_json = dumps(outcome.enrichment.to_dict())
+            score_json = dumps(outcome.score)
+            conversion_json = dumps(outcome.conversion)
             rows.append(
                 {
                     "lead_id": event.subject,
                     "source_kind": item.source.get("kind"),
                     "duplicate_of": item.duplicate_of,
                     "is_test": item.is_test,
-                    "lead": None if erased else lead,
-                    "enrichment": enrichment,
-                    "score": score,
-                    "conversion": conversion,
-                    "features": [list(f) for f in outcome.features],
+                    "lead": "null" if erased else lead_json.decode(),
+                    "enrichment": enrichment_json.decode(),
+                    "score": score_json.decode(),
+                    "conversion": conversion_json.decode(),
+                    "features": dumps(outcome.features).decode(),
                     "ruleset_version": ruleset.version,
                     "grade": outcome.score["grade"],
                     "qualified": outcome.score["qualified"],
@@ -258,17 +258,17 @@ class Scoring:
                         "duplicate_of": item.duplicate_of,
                         "received_at": data.get("received_at"),
                         "scored_at": scored_at,
-                        "lead": lead,
-                        "enrichment": enrichment,
-                        "score": score,
-                        "conversion": conversion,
+                        "lead": Fragment(lead_json),
+                        "enrichment": Fragment(enrichment_json),
+                        "score": Fragment(score_json),
+                        "conversion": Fragment(conversion_json),
                     },
                 )
             )
         await repo.insert_scored(rows)
         await add_events(session, outbox, self.settings, scored_events, _topic)
-        for outcome in outcomes:
-            metrics.lead_scored(session, outcome.score["grade"])
+        for grade, count in Counter(outcome.score["grade"] for outcome in outcomes).items():
+            metrics.lead_scored(session, grade, count)
 
     async def on_erased(self, session: AsyncSession, event: Event) -> None:
         """Delete the lead's personal data; keep the anonymous score, its features and the outcome counts."""

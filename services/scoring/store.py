@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Integer, String, Table, Text, func, insert, literal_column, select, tuple_, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Insert,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    func,
+    insert,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.consumer import processed_table
-from common.db import UtcDateTime, new_metadata
+from common.db import UtcDateTime, as_utc, new_metadata
 from common.outbox import outbox_dead_table, outbox_table
 from scoring.domain import Firmographic, OutcomeCounts
 
@@ -109,6 +128,52 @@ processed = processed_table(Base.metadata)
 TOTAL = ("__total__", "__total__")
 
 
+class _SerializedJson(TypeDecorator[str]):
+    """A JSON column bound from the JSON text the caller serialized (once, for the row and its event alike)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+
+class _BoundTime(TypeDecorator[Any]):
+    """A time column bound from what `_time_binder` made of the value (once per distinct value in a batch)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+
+def _time_binder(dialect: Dialect) -> Callable[[datetime | None], Any]:
+    """What UtcDateTime binds for a value on `dialect`: SQLite's text, elsewhere the aware UTC datetime."""
+    to_text = UtcDateTime().bind_processor(dialect) if dialect.name == "sqlite" else None
+    if to_text is not None:
+        return to_text
+    return lambda value: None if value is None else as_utc(value)
+
+
+def _scored_insert() -> Insert:
+    """scored_leads' INSERT, built once, binding its JSON and time columns as given (`insert_scored`)."""
+    columns = []
+    for column in scored_leads.columns:
+        kind = column.type
+        if isinstance(kind, JSON):
+            kind = _SerializedJson()
+        elif isinstance(kind, UtcDateTime):
+            kind = _BoundTime()
+        columns.append(Column(column.name, kind, primary_key=column.primary_key))
+    return insert(Table(scored_leads.name, MetaData(), *columns))
+
+
+SCORED_JSON_COLUMNS = ("lead", "enrichment", "score", "conversion", "features")
+_SCORED_TIME_COLUMNS = ("received_at", "scored_at", "erased_at")
+_SCORED_INSERT = _scored_insert()
+
+
 class ScoringRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -148,9 +213,22 @@ class ScoringRepository:
         return await self.session.get(ScoredLead, lead_id)
 
     async def insert_scored(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Store a batch's scored leads in one executemany INSERT (every row with every column of scored_leads)."""
-        if rows:
-            await self.session.execute(insert(scored_leads), list(rows))
+        """Store a batch's scored leads in one executemany INSERT (every row with every column of scored_leads).
+
+        The JSON columns (`SCORED_JSON_COLUMNS`) come as JSON text, serialized by the caller ("null" for none, as
+        the JSON type stores None); the times as datetimes, bound once per distinct value (a batch's rows share
+        their scored_at)."""
+        if not rows:
+            return
+        bind = _time_binder(self.session.get_bind().dialect)
+        bound: dict[datetime | None, Any] = {None: None}
+        for row in rows:  # in place: the rows are the caller's, built for this INSERT
+            for key in _SCORED_TIME_COLUMNS:
+                value = row[key]
+                if value not in bound:
+                    bound[value] = bind(value)
+                row[key] = bound[value]
+        await self.session.execute(_SCORED_INSERT, list(rows))
 
     async def mark_erased(self, lead_id: str, now: datetime) -> None:
         """Leave the erasure's tombstone, once."""

@@ -43,6 +43,17 @@ def compile_condition(condition: Condition) -> Predicate:
     return compile_test(condition)
 
 
+def condition_fields(condition: Condition) -> frozenset[str]:
+    """The canonical field paths a condition tests: what its predicate may ask its resolver for."""
+    if isinstance(condition, (AllOf, AnyOf)):
+        return frozenset().union(*(condition_fields(part) for part in condition.parts))
+    if isinstance(condition, Not):
+        return condition_fields(condition.part)
+    if condition.operator == "not":
+        return condition_fields(condition.argument)
+    return frozenset((condition.field,))
+
+
 def compile_test(test: FieldTest) -> Predicate:
     """One field test: resolves its field and answers what `apply_test(test, value)` answers."""
     field = test.field
@@ -94,7 +105,7 @@ def _regex(field: str, search: Callable[[str], bool], generic: Check) -> Predica
         value = resolve(field)
         if type(value) is str:
             return bool(value.strip()) and search(value[:MAX_MATCH_LENGTH])
-        return generic(value)
+        return value is not None and generic(value)  # most regex-tested fields are absent from most leads
 
     return holds
 

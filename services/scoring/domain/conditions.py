@@ -76,23 +76,38 @@ def context_resolver(
     def resolve(path: str) -> Any:
         value = seen.get(path, _MISSING)
         if value is _MISSING:
-            value = seen[path] = _lookup(path)
+            value = seen[path] = _lookup(path, lead, fields, whole, context)
         return value
 
-    def _lookup(path: str) -> Any:
-        where, parts = _route(path)
-        if where == "lead":
-            return _walk(lead, parts)
-        if where == "context":
-            return _walk(context, parts)
-        if where == "quality":
-            quality = context.get("quality") if context.get("quality") is not None else lead.get("quality")
-            return _walk({"quality": quality}, parts)
-        if path in fields:
-            return fields[path]
-        return whole.get(path)
-
     return resolve
+
+
+def field_values(
+    paths: tuple[str, ...],
+    lead: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    whole: Mapping[str, Any],
+    context: Mapping[str, Any],
+) -> dict[str, Any]:
+    """`paths` resolved as `context_resolver` resolves them, all at once: a ruleset's compiled rules then read
+    them with `.__getitem__` (a C call) instead of a Python resolver per test."""
+    return {path: _lookup(path, lead, fields, whole, context) for path in paths}
+
+
+def _lookup(
+    path: str, lead: Mapping[str, Any], fields: Mapping[str, Any], whole: Mapping[str, Any], context: Mapping[str, Any]
+) -> Any:
+    where, parts = _route(path)
+    if where == "lead":
+        return _walk(lead, parts)
+    if where == "context":
+        return _walk(context, parts)
+    if where == "quality":
+        quality = context.get("quality") if context.get("quality") is not None else lead.get("quality")
+        return _walk({"quality": quality}, parts)
+    if path in fields:
+        return fields[path]
+    return whole.get(path)
 
 
 _MISSING = object()
@@ -143,6 +158,7 @@ __all__ = [
     "context_resolver",
     "describe",
     "evaluate",
+    "field_values",
     "is_present",
     "known_field_paths",
 ]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from common.conditions.predicates import Predicate, compile_condition
+from common.conditions.predicates import Predicate, compile_condition, condition_fields
 from scoring.domain.conditions import Condition, describe
 
 GRADES: tuple[str, ...] = ("A", "B", "C", "D")
@@ -103,6 +103,14 @@ class Ruleset:
         """`qualified.unless` compiled, or None when the ruleset has none."""
         unless = self.qualification.unless
         return compile_condition(unless) if unless is not None else None
+
+    @cached_property
+    def tested_fields(self) -> tuple[str, ...]:
+        """Every field path the enabled rules and `qualified.unless` test, each once (in a stable order)."""
+        conditions = [rule.when for rule in self.rules if rule.enabled]
+        if self.qualification.unless is not None:
+            conditions.append(self.qualification.unless)
+        return tuple(sorted(frozenset().union(*(condition_fields(c) for c in conditions))))
 
     def combined(self, fit: int, intent: int) -> float:
         """The weighted mean of fit and intent that grades are cut from."""

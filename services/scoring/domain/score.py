@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scoring.domain.conditions import context_resolver
+from scoring.domain.conditions import context_resolver, field_values
 from scoring.domain.enrichment import Enrichment
 from scoring.domain.ruleset import GRADES, FiredRule, Ruleset
 
@@ -46,11 +46,14 @@ def field_resolver(
     """A function mapping a rule's canonical field path ("lead.utm.source", "source.kind", ...) to its value.
 
     `fields` is `enrichment.as_fields()` when the caller has it already (the handler needs it for features too)."""
-    whole = {
+    return context_resolver(lead, enrichment.as_fields() if fields is None else fields, _whole(enrichment), context)
+
+
+def _whole(enrichment: Enrichment) -> dict[str, Any]:
+    return {
         "enrichment.company": enrichment.company.to_dict() if enrichment.company else None,
         "enrichment.provider": enrichment.provider,
     }
-    return context_resolver(lead, enrichment.as_fields() if fields is None else fields, whole, context)
 
 
 def _clamp(points: int) -> int:
@@ -71,7 +74,11 @@ def score_lead(
     the lead whatever the minimums, both only when `qualified.unless` does not hold: a hand-raise from a
     competitor, a student or a throwaway address keeps the grade its points give and stays unqualified.
     """
-    resolve = field_resolver(lead, enrichment, context, fields)
+    # Every field the ruleset tests, read once up front; its compiled rules then look them up in a dict.
+    values = field_values(
+        ruleset.tested_fields, lead, enrichment.as_fields() if fields is None else fields, _whole(enrichment), context
+    )
+    resolve = values.__getitem__
     hits = [(rule, fired) for rule, holds, fired in ruleset.compiled_rules if holds(resolve)]
     matched = [rule for rule, _ in hits]
     fired = [fired for _, fired in hits]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from common.conditions import AllOf, AnyOf, Bounds, Condition, FieldTest, Not, Scalar, compile_regex, evaluate
-from common.conditions.predicates import compile_condition
+from common.conditions.predicates import compile_condition, condition_fields
 from scoring.domain import DEFAULT_RULESET_YAML, enrich, load_ruleset, score_lead
 from scoring.domain.score import field_resolver
 
@@ -182,3 +182,13 @@ def test_score_lead_answers_as_before_for_hand_raises_students_competitors_and_t
     assert any(qualified for *_, qualified in answers) is not is_test
     assert any(not qualified for *_, qualified in answers)
     assert any("hand_raise" in fired and grade != "A" for fired, _, _, grade, _ in answers)
+
+
+def test_a_rulesets_tested_fields_are_every_field_its_rules_and_unless_test_under_their_canonical_paths() -> None:
+    fields = set(RULESET.tested_fields)
+    # Inside any/all, under `not`, through the first dialect's `context.` alias, and only in `qualified.unless`.
+    assert {"lead.form_id", "lead.page_url", "lead.message", "source.kind", "repeat_count"} <= fields
+    assert {"is_test", "enrichment.email_type", "lead.job_title", "enrichment.domain"} <= fields
+    assert not any(path.startswith("context.") for path in fields)
+    condition = AllOf((FieldTest("a", "equals", _s("x")), Not(AnyOf((FieldTest("b", "exists", True),)))))
+    assert condition_fields(condition) == {"a", "b"}
