@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, func, insert, literal, or_, select, text
+from sqlalchemy import Table, func, insert, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from routing.domain.lifecycle import CurrentAssignment, LeadCase, Outcome, PendingTimer, sla_of
 from routing.store._base import Repository
+from routing.store.bulk import insert_many
 from routing.store.tables import AssignmentRow, ErasedLead, LeadRow, SlaTimer, TimelineRow
 
 
@@ -53,63 +54,6 @@ class CaseRecord:
             tried_reps=frozenset(a.rep_id for a in self.assignments if a.rep_id),
             touches_since_first=self.touches_since_first,
         )
-
-
-# An INSERT of a table with a given set of columns, compiled once per dialect: its SQL, and per position the column
-# key (or a scalar default's value) and the column type's bind processor (JSON, datetimes, booleans).
-_Prebuilt = tuple[str, tuple[tuple[str | None, Any, Callable[[Any], Any] | None], ...]]
-_PREBUILT: dict[tuple[str, str, str, tuple[str, ...]], _Prebuilt | None] = {}
-
-
-def _prebuilt(connection: Connection, table: Table, keys: tuple[str, ...]) -> _Prebuilt | None:
-    dialect = connection.dialect
-    cache_key = (dialect.name, dialect.driver, table.name, keys)
-    if cache_key in _PREBUILT:
-        return _PREBUILT[cache_key]
-    compiled = insert(table).compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
-    found: _Prebuilt | None = None
-    names = compiled.positiontup if compiled.positional else None
-    if names is not None and not compiled.escaped_bind_names:
-        slots: list[tuple[str | None, Any, Callable[[Any], Any] | None]] = []
-        for name in names:
-            processor: Any = compiled._bind_processors.get(name)
-            if processor is not None and not callable(processor):
-                slots = []  # a tuple type's processors, per element
-                break
-            if name in keys:
-                slots.append((name, None, processor))
-                continue
-            default = table.c[name].default if name in table.c else None
-            if default is None or not default.is_scalar:
-                slots = []
-                break
-            value = default.arg  # type: ignore[attr-defined]
-            slots.append((None, processor(value) if processor else value, None))
-        if slots and len(slots) == len(names):
-            found = (compiled.string, tuple(slots))
-    _PREBUILT[cache_key] = found
-    return found
-
-
-def insert_many(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Rows with the same columns in one executemany: the statement compiled once per table and columns, each row
-    a plain tuple through the columns' bind processors (SQLAlchemy's executemany builds a parameter dict per row,
-    defaults included, ~10 us a row). A statement that cannot be built so (a named paramstyle, a computed
-    default) goes through SQLAlchemy's own executemany."""
-    keys = tuple(rows[0])
-    prebuilt = _prebuilt(connection, table, keys)
-    if prebuilt is None:
-        connection.execute(insert(table), list(rows))
-        return
-    sql, slots = prebuilt
-    params = [
-        tuple(
-            (process(row[key]) if process is not None else row[key]) if key is not None else constant
-            for key, constant, process in slots
-        )
-        for row in rows
-    ]
-    connection.exec_driver_sql(sql, params)
 
 
 class LeadRepository(Repository):
