@@ -144,6 +144,15 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     "-",
                 )
             )
+            if hops := h.get("hops_ms"):
+                # From the records' CreateTime (each relay's send): which stage the latency above is spent in.
+                names = {
+                    "202_to_received": "ingest relay",
+                    "received_to_scored": "scoring",
+                    "scored_to_webhook": "routing + sender",
+                }
+                parts = [f"{label_} {_n(hops[k]['p50'], 1)}" for k, label_ in names.items() if k in hops]
+                out.append((f"    per hop p50 ms at {h['rate']:g}/s", ", ".join(parts), "-", "-", "-", "-"))
             out.append(
                 (
                     f"  HTTP -> 202 p50 / p99 at {label} (baseline: bare endpoint)",
@@ -276,7 +285,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
         if stage:
             out.append(
                 (
-                    f"{label} leads/s draining a backlog (baseline: bare consume-and-produce loop)",
+                    f"{label} leads/s draining a backlog{' (warm consumers)' if stage.get('warm') else ''} "
+                    "(baseline: bare consume-and-produce loop)",
                     _n(stage["handoff_per_s"]),
                     _n(stage["bare_per_s"]),
                     _r(stage["ratio"]),

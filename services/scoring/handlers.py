@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from orjson import Fragment
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,8 +47,7 @@ def _topic(event: Event) -> str:
     return EVENT_TOPICS[event.type]
 
 
-@dataclass(frozen=True)
-class ScoreOutcome:
+class ScoreOutcome(NamedTuple):
     enrichment: Enrichment
     score: dict[str, Any]
     conversion: dict[str, Any]
@@ -139,8 +137,11 @@ class Scoring:
         firmographics = await companies_of(repo, facts, domains)
         repeats = await repeat_counts(repo, items)
         scored: list[tuple[Enrichment, dict[str, Any], list[tuple[str, str]]]] = []
-        for item, domain, firmographic, repeat_count in zip(items, domains, firmographics, repeats, strict=True):
-            provider_result, provider_status = await self.lookups.answer(item.lead_id or "", domain)
+        answers = self.lookups.prepared([(item.lead_id or "", d) for item, d in zip(items, domains, strict=True)])
+        for item, domain, firmographic, repeat_count, answer in zip(
+            items, domains, firmographics, repeats, answers, strict=True
+        ):
+            provider_result, provider_status = answer or await self.lookups.answer(item.lead_id or "", domain)
             enrichment = enrich(
                 item.lead, firmographic=firmographic, provider_result=provider_result, provider_status=provider_status
             )

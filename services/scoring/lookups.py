@@ -76,6 +76,13 @@ class ProviderLookups:
         # The client's own bound per lookup (timeouts plus backoff), and a little for the event loop.
         return attempts * self.settings.enrichment_timeout_s + 0.05 * (2**attempts) + 0.5
 
+    def prepared(self, leads: Sequence[tuple[str, str | None]]) -> list[ProviderAnswer | None]:
+        """For each (lead id, domain), the answer known without asking the provider now (None: `answer` must ask)."""
+        if self.provider is None:
+            return [(None, "disabled")] * len(leads)
+        answers = self._answers
+        return [(None, "no_domain") if not d else answers.get(lead_id) if lead_id else None for lead_id, d in leads]
+
     async def answer(self, lead_id: str, domain: str | None) -> ProviderAnswer:
         """The batch's answer for the lead, or a lookup now (a preview, or a lead outside the batch)."""
         if self.provider is None:
