@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,8 +48,25 @@ class CorrelationIdMiddleware:
 class MetricsMiddleware:
     """Request counts and latency by route template (not raw path, which would explode label cardinality)."""
 
+    _MAX_SERIES = 1024  # a bound on the remembered label sets, far above the routes x methods x statuses served
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # The labelled children, looked up once per label set: `labels()` checks and locks on every call (~2 us each,
+        # two per request).
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _children(self, method: str, template: str, status: int) -> tuple[Any, Any]:
+        key = (method, template, status)
+        children = self._series.get(key)
+        if children is None:
+            children = (
+                metrics.HTTP_REQUESTS.labels(method=method, route=template, status=str(status)),
+                metrics.HTTP_LATENCY.labels(method=method, route=template),
+            )
+            if len(self._series) < self._MAX_SERIES:
+                self._series[key] = children
+        return children
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,9 +86,9 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            method = scope.get("method", "GET")
-            metrics.HTTP_REQUESTS.labels(method=method, route=template, status=str(status)).inc()
-            metrics.HTTP_LATENCY.labels(method=method, route=template).observe(time.perf_counter() - started)
+            requests, latency = self._children(scope.get("method", "GET"), template, status)
+            requests.inc()
+            latency.observe(time.perf_counter() - started)
 
 
 class InflightLimitMiddleware:
