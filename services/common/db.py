@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, pool
+from sqlalchemy import DateTime, Dialect, MetaData, Table, TypeDecorator, event, insert, pool
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_
@@ -164,6 +165,44 @@ class InlineSQLiteDialect(SQLiteDialect_pysqlite):
 
 
 registry.register("sqlite.handoff", __name__, "InlineSQLiteDialect")
+
+
+async def insert_many(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows (dicts with the same keys) inserted in the session's transaction by one executemany.
+
+    On the inline SQLite dialect the values go to the driver as tuples, each converted by its column's own bind
+    processor: SQLAlchemy's per-row parameter building cost more than SQLite's insert of the row. Elsewhere, or
+    when a column left out has a Python-side default, one Core insert as usual. Errors are SQLAlchemy's either way.
+    """
+    if not rows:
+        return
+    connection = await session.connection()
+    dialect = connection.dialect
+    plan = _sqlite_insert_plan(table, tuple(rows[0]), dialect) if isinstance(dialect, InlineSQLiteDialect) else None
+    if plan is None:
+        await session.execute(insert(table), list(rows))
+        return
+    statement, columns = plan
+    params = [tuple([row[key] if p is None else p(row[key]) for key, p in columns]) for row in rows]
+    raw = await connection.get_raw_connection()
+    try:
+        raw.driver_connection.executemany(statement, params)  # type: ignore[union-attr]
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(
+            statement, None, exc, sqlite3.Error, hide_parameters=True, dialect=dialect, ismulti=True
+        ) from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert_plan(
+    table: Table, keys: tuple[str, ...], dialect: Dialect
+) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]] | None:
+    """The INSERT's text and each value's key and bind processor, built once per table and column set; None when a
+    column left out has a Python-side default (the Core insert applies it)."""
+    if any(column.key not in keys and column.default is not None for column in table.columns):
+        return None
+    statement = str(insert(table).compile(dialect=dialect, column_keys=list(keys)))
+    return statement, [(key, table.c[key].type._cached_bind_processor(dialect)) for key in keys]
 
 
 def _engine_url(url: str) -> str:

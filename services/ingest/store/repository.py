@@ -6,10 +6,22 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.db import insert_many
 from ingest.store.tables import ERASED_IDENTITY, Base, IdempotencyRecord, Lead, LeadIdentity, Source
+
+# Built once (expanding list): the writer asks this for every batch, and building the statement cost more than
+# running it.
+_SIGHTINGS = (
+    select(LeadIdentity.identity, LeadIdentity.seen_at, LeadIdentity.lead_id)
+    .where(
+        LeadIdentity.identity.in_(bindparam("identities", expanding=True)),
+        LeadIdentity.seen_at >= bindparam("since", type_=LeadIdentity.seen_at.type),
+    )
+    .order_by(LeadIdentity.seen_at, LeadIdentity.id)
+)
 
 
 class IngestRepository:
@@ -129,20 +141,15 @@ class IngestRepository:
             return {}
         # Every sighting in the window, earliest first (a person's few repeats at most): one plain indexed read that
         # costs less to build and run per batch than a grouped subquery joined back, and usually returns nothing.
-        rows = await self.session.execute(
-            select(LeadIdentity.identity, LeadIdentity.seen_at, LeadIdentity.lead_id)
-            .where(LeadIdentity.identity.in_(identities), LeadIdentity.seen_at >= since)
-            .order_by(LeadIdentity.seen_at, LeadIdentity.id)
-        )
+        rows = await self.session.execute(_SIGHTINGS, {"identities": list(identities), "since": since})
         found: dict[str, tuple[datetime, str]] = {}
         for identity, seen_at, lead_id in rows.all():
             found.setdefault(identity, (seen_at, lead_id))
         return found
 
     async def insert_rows(self, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
-        """One multi-row Core insert: no ORM unit of work for rows written once and never changed here."""
-        if rows:
-            await self.session.execute(insert(model.__table__), list(rows))  # type: ignore[arg-type]
+        """One executemany: no ORM unit of work for rows written once and never changed here."""
+        await insert_many(self.session, model.__table__, rows)  # type: ignore[arg-type]
 
     async def leads(
         self, *, source_id: str | None, since: datetime | None, before: tuple[datetime, str] | None, limit: int
