@@ -12,10 +12,10 @@ from datetime import datetime
 from typing import Any
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 
 from ingest.domain.contacts import lookup_country, normalize_url, parse_phone
 from ingest.domain.dates import parse_datetime
+from ingest.domain.emails import EmailNotValidError, validate_email
 from ingest.domain.errors import FieldError, LeadValidationError
 from ingest.domain.fields import CLICK_ID_KEYS, TEXT_FIELDS, UTM_KEYS, collect
 from ingest.domain.model import NormalizedLead

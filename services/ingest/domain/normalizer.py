@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 
 from ingest.domain.contacts import (
     FALLBACK_PHONE_REGION,
@@ -20,6 +19,7 @@ from ingest.domain.contacts import (
     parse_phone,
 )
 from ingest.domain.dates import FUTURE_TOLERANCE, parse_datetime
+from ingest.domain.emails import EmailNotValidError, validate_email
 from ingest.domain.errors import FieldError, LeadValidationError, NotALead
 from ingest.domain.fields import (
     CLICK_ID_KEYS,
