@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import heapq
+import importlib
 import os
 import resource
 import sqlite3
@@ -59,6 +60,9 @@ async def _wait(done: asyncio.Event, timeout: float) -> bool:
 
 
 async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    # The routing package first, as the service's `uvicorn routing.app:create_app` imports it: its first import
+    # (common.startup) sets the collector's thresholds before SQLAlchemy and FastAPI load.
+    importlib.import_module("routing")
     from sqlalchemy import func, insert, select
 
     from common.db import Database, upgrade_schema_async

@@ -35,8 +35,11 @@ def tune_gc() -> None:
     every few leads, and the older generations keep rescanning the modules, metadata and settings loaded at
     start-up. Measured on a 2-core machine: SLA breach detection went from 0.60 to 0.38 ms per timer. Freezing
     moves what exists now out of the collector's sight; the higher threshold makes collections rarer, not skipped.
+    Only the youngest generation is collected first: a full collection here traverses every module, class and
+    table loaded (~0.1 s of CPU before a restarted service is in service) and found nothing to free (measured
+    on routing after its imports: 0 objects), since start-up makes almost no cyclic garbage.
     """
-    gc.collect()
+    gc.collect(0)
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 

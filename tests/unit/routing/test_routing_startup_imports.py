@@ -25,3 +25,11 @@ def test_a_fresh_routing_process_has_not_imported_aiohttp_rich_or_click() -> Non
 
 def test_the_console_log_format_keeps_structlog_pretty_tracebacks() -> None:
     assert _loaded_after_startup("rich", HANDOFF_LOG_FORMAT="console") == {"rich": True}
+
+
+def test_fastapi_loads_without_email_validator_and_a_later_import_finds_it() -> None:
+    loaded = _loaded_after_startup("fastapi", "email_validator")
+    assert loaded == {"fastapi": True, "email_validator": False}
+    code = f"{STARTUP}\nimport email_validator\nprint(email_validator.validate_email.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "validate_email"
