@@ -96,6 +96,11 @@ def _presence(rep: Rep, now: datetime) -> tuple[tuple[str, ...], bool]:
     return before, working
 
 
+def is_available(rep: Rep, now: datetime) -> bool:
+    """`rep.is_available(now)` from the presence worked out once per rep and moment."""
+    return rep.status == "active" and "out_of_office" not in _presence(rep, now)[0]
+
+
 def check_rep(
     rep: Rep,
     *,

@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from routing.domain.accounts import AccountBook, AccountMatch
-from routing.domain.eligibility import Candidate, check_rep, lead_facts, lead_language
+from routing.domain.eligibility import Candidate, check_rep, is_available, lead_facts, lead_language
 from routing.domain.hours import next_working_time
 from routing.domain.reps import Rep, RepLoad, Team
 from routing.domain.rotation import rotate
@@ -77,6 +77,25 @@ def _exclusion_summary(candidates: Sequence[Candidate]) -> str:
     return f" Excluded: {listed}{more}."
 
 
+@dataclass(frozen=True)
+class RosterIndex:
+    """A roster's teams and reps by id and each team's members in roster order: built once per roster by a caller
+    that routes many leads on it (route() builds them for each lead otherwise)."""
+
+    teams: dict[str, Team]
+    reps: dict[str, Rep]
+    members: dict[str, tuple[Rep, ...]]
+
+    @classmethod
+    def of(cls, teams: Sequence[Team], reps: Sequence[Rep]) -> RosterIndex:
+        by_id = {rep.id: rep for rep in reps}
+        members: dict[str, list[Rep]] = {}
+        for rep in by_id.values():
+            if rep.team is not None:
+                members.setdefault(rep.team, []).append(rep)
+        return cls({team.id: team for team in teams}, by_id, {team: tuple(each) for team, each in members.items()})
+
+
 class _Router:
     def __init__(
         self,
@@ -90,14 +109,15 @@ class _Router:
         previous_rep: str | None,
         exclude: frozenset[str],
         now: datetime,
+        index: RosterIndex | None,
     ) -> None:
         self.view, self.rules, self.loads, self.rotation = view, rules, loads, rotation
         book = accounts if isinstance(accounts, AccountBook) else AccountBook.from_owners(accounts)
         self.account = book.match(view)
         self.facts = lead_facts(view)  # read once: every rep checked reads the same language and country
         self.previous_rep, self.exclude, self.now = previous_rep, exclude, now
-        self.teams = {team.id: team for team in teams}
-        self.reps = {rep.id: rep for rep in reps}
+        index = index or RosterIndex.of(teams, reps)
+        self.teams, self.reps, self.members = index.teams, index.reps, index.members
         self.candidates: dict[str, Candidate] = {}
         self.sticky_checked = False
 
@@ -233,7 +253,7 @@ class _Router:
     def team_rotation(self, action: Action, rule: Rule | None, options: RuleOptions) -> Decision | None:
         team = self.team(action.team or self.rules.fallback_team)
         method = action.method or (self.rules.fallback_method if rule is None else None) or team.method
-        members = [rep for rep in self.reps.values() if rep.team == team.id]
+        members = self.members.get(team.id, ())
         checked = [self.check(rep, options) for rep in members]
         eligible = [self.reps[c.rep_id] for c in checked if c.eligible]
         only_hours = [self.reps[c.rep_id] for c in checked if c.excluded_because == ["outside_hours"]]
@@ -265,7 +285,7 @@ class _Router:
             note += preferred
             checked = [self.candidates[rep.id] for rep in members]
 
-        present = {rep.id: rep.weight for rep in members if rep.is_available(self.now)}
+        present = {rep.id: rep.weight for rep in members if is_available(rep, self.now)}
         if method == "least_loaded":
             fewest = min(self.loads.get(rep.id, RepLoad()).open_leads for rep in eligible)
             pool = {rep.id: 1 for rep in eligible if self.loads.get(rep.id, RepLoad()).open_leads == fewest}
@@ -314,19 +334,23 @@ def route(
     exclude: frozenset[str] = frozenset(),
     now: datetime,
     first: FirstMatch | None = None,
+    index: RosterIndex | None = None,
 ) -> Decision:
     """Decide where one lead goes: first matching rule, then affinity, eligibility and rotation. `first`: the
-    first matching rule of this view under these rules, when the caller has evaluated the conditions already."""
+    first matching rule of this view under these rules, when the caller has evaluated the conditions already;
+    `index`: RosterIndex.of(teams, reps), when the caller keeps one."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    router = _Router(view, rules, teams, reps, loads, rotation, accounts, previous_rep, exclude, now.astimezone(UTC))
+    router = _Router(
+        view, rules, teams, reps, loads, rotation, accounts, previous_rep, exclude, now.astimezone(UTC), index
+    )
     start = 0
     while (match := first.match if first and not start else rules.first_match(view, start=start)) is not None:
-        index, rule = match
+        position, rule = match
         decision = router.execute(rule.action, rule, rule.options)
         if decision is not None:
             return decision
-        start = index + 1  # an account_owner rule with no owner and no fallback passes the lead on
+        start = position + 1  # an account_owner rule with no owner and no fallback passes the lead on
     fallback = Action(kind="team", team=rules.fallback_team, method=rules.fallback_method)
     decision = router.execute(fallback, None, rules.default_options)
     assert decision is not None  # a team action always decides (assign, hold or queue)

@@ -128,7 +128,7 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     state.routed.update(batch)
     ids = iter(await RoutingRepository(session).reserve_assignment_ids(len(batch)))
     pending = _Pending()
-    current = _Current()
+    current = _Current(local_days(now, {rep.timezone for rep in roster.reps}))
     for lead_id, scored in batch.items():
         book = books[lead_id]
         decision = await _decide(
@@ -136,8 +136,8 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
         )
         _record(rt, pending, roster, rules, scored, views[lead_id], decision, next(ids), now, lead_id in erased)
         load_rows = await loads(session)
-        _moved(pending, await rotation(session), load_rows, roster, decision, now)
-        await current.moved(rt, session, roster, load_rows, decision.rep_id, now)
+        _moved(pending, await rotation(session), load_rows, roster, decision, current.days)
+        await current.moved(rt, session, roster, load_rows, decision.rep_id)
     await pending.write(rt, session)
 
 
@@ -146,7 +146,8 @@ class _Current:
     the transaction's load rows and kept current one rep at a time as decisions move them; worked out again when
     the rows are read again (a lock taken mid-batch on PostgreSQL forgets them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, days: dict[str, str]) -> None:
+        self.days = days  # each roster zone's local date at the batch's moment
         self.rows: dict[str, LoadState] | None = None
         self.loads: dict[str, RepLoad] = {}
 
@@ -165,12 +166,11 @@ class _Current:
         roster: Roster,
         rows: dict[str, LoadState],
         rep_id: str | None,
-        now: datetime,
     ) -> None:
         rep = roster.rep(rep_id)
         if rep is None or self.rows is not rows:
             return  # no rep's load moved, or the rows are read again before the next decision anyway
-        one = {rep.id: load_of(rows.get(rep.id), local_days(now, {rep.timezone})[rep.timezone])}
+        one = {rep.id: load_of(rows.get(rep.id), self.days[rep.timezone])}
         self.loads[rep.id] = (await capacity_loads(rt, session, roster, one))[rep.id]
 
 
@@ -228,6 +228,7 @@ def _route(
         previous_rep=None,
         now=now,
         first=first,
+        index=roster.index,
     )
 
 
@@ -358,15 +359,16 @@ def _moved(
     load_rows: dict[str, LoadState],
     roster: Roster,
     decision: Decision,
-    now: datetime,
+    days: Mapping[str, str],
 ) -> None:
-    """The rotation and load a decision moved, in memory (the next decision sees them) and in the pending sums."""
+    """The rotation and load a decision moved, in memory (the next decision sees them) and in the pending sums;
+    `days`: each roster zone's local date at the batch's moment."""
     for team, positions in decision.rotation.items():
         state[team] = dict(positions)
         pending.rotated.add(team)
     rep = roster.rep(decision.rep_id)
     if decision.rep_id:
-        day = local_days(now, {rep.timezone})[rep.timezone] if rep else None
+        day = days[rep.timezone] if rep else None
         move_load(load_rows, decision.rep_id, open_delta=1, day=day)
         delta, _, count = pending.loads.get(decision.rep_id, (0, day, 0))
         pending.loads[decision.rep_id] = (delta + 1, day, count + (1 if day else 0))

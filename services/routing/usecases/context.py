@@ -22,6 +22,7 @@ from routing.domain import (
     load_rules,
     parse_reps,
 )
+from routing.domain.engine import RosterIndex
 from routing.domain.sla import default_ladder
 from routing.settings import RoutingSettings
 from routing.store import RoutingRepository
@@ -42,6 +43,11 @@ class Roster:
 
     def team(self, team_id: str | None) -> Team | None:
         return self._teams_by_id.get(team_id) if team_id else None
+
+    @cached_property
+    def index(self) -> RosterIndex:
+        """Teams, reps and each team's members for the engine, built once per roster version."""
+        return RosterIndex.of(self.teams, self.reps)
 
     # Indexed once per roster version (a batch asks for a decision's rep and team several times per lead).
     @cached_property
