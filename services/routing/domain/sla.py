@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # reps parses teams' `sla:` blocks with this module, so it is imported for types only
@@ -206,6 +207,12 @@ class ResolvedSla:
             self.follow_up,
             self.source,
         )
+
+    @cached_property
+    def stored(self) -> dict[str, Any]:
+        """to_dict() built once (read-only: copy before changing it): a batch stores it with every assignment it
+        makes under this policy."""
+        return self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, kept with the assignment so its ladder outlives a change of rules."""

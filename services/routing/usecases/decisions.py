@@ -50,7 +50,7 @@ def assignment_values(
         "method": decision.method,
         "reason": decision.reason,
         # The policy is kept with the assignment: its ladder and follow-up outlive a change of rules.
-        "decision": {**decision.to_dict(), "sla": resolved.to_dict() if resolved and due else None},
+        "decision": {**decision.to_dict(), "sla": resolved.stored if resolved and due else None},
         "attempt": attempt,
         "assigned_at": now,
         "sla_policy": policy.grade if policy else None,
