@@ -163,6 +163,7 @@ class TimerLoop:
         self._gauge_at = 0.0
         self._written_at = -1e9  # monotonic time this process last wrote a timer due inside the horizon
         self._look = False  # a commit since: look for new rows by id
+        self._firing: Any = None  # the session of the firing batch in progress (its commit writes no new timer)
         self._escalations = True  # markers may wait (at start: a crash may have left some)
         self._escalated_at = time.monotonic()  # since when escalations have waited (or the last batch ran)
         self.fired_total = 0
@@ -178,10 +179,11 @@ class TimerLoop:
         if watermark is not None and due <= watermark:
             self._written_at = time.monotonic()
 
-    def _committed(self, _session: Any) -> None:
+    def _committed(self, session: Any) -> None:
         # Which commit carries the write is not known here, so every commit soon after one looks (two cheap
         # queries by primary key); a write committed later than that is read by the next refill (refresh_s).
-        if time.monotonic() - self._written_at < _LOOK_AFTER_WRITE_S:
+        # The loop's own firing batches write no timer: during a burst they would each cost a look.
+        if session is not self._firing and time.monotonic() - self._written_at < _LOOK_AFTER_WRITE_S:
             self._look = True
             self._wake.set()
 
@@ -265,8 +267,12 @@ class TimerLoop:
         ids = self.horizon.pop_due(self._clock().timestamp(), self._batch)
         if not ids:
             return 0
-        async with self._db.transaction() as session:
-            fired = await clock_usecase.fire_timers(self._router, session, ids, self._clock())
+        try:
+            async with self._db.transaction() as session:
+                self._firing = session
+                fired = await clock_usecase.fire_timers(self._router, session, ids, self._clock())
+        finally:
+            self._firing = None
         self.fired_total += fired
         self._note_escalations(fired)
         return len(ids)

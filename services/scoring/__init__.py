@@ -1,1 +1,3 @@
 """Handoff scoring service."""
+
+import common.startup  # noqa: F401  # first of all: start-up imports made cheaper, see its docstring
