@@ -8,8 +8,8 @@ the attempt's record checks.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import structlog
 
@@ -22,9 +22,9 @@ from routing.webhooks.send_store import ClaimRow
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class Claim:
-    """A delivery this sender holds the lease on, with what it needs to send it outside any transaction."""
+class Claim(NamedTuple):
+    """A delivery this sender holds the lease on, with what it needs to send it outside any transaction (a named
+    tuple: built for every delivery, it costs about a quarter of a frozen dataclass's field-by-field set-up)."""
 
     delivery_id: str
     endpoint_id: str

@@ -3,16 +3,13 @@ and the start-up path name it without importing aiohttp, which the sender loads 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from routing.webhooks.claims import Claim
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class AttemptOutcome:
+class AttemptOutcome(NamedTuple):
+    """One attempt's answer (a named tuple: one is built per attempt, about a quarter of a frozen dataclass's cost)."""
+
     result: str  # success | http_error | timeout | network_error | refused | error
     status_code: int | None = None
     latency_s: float = 0.0
@@ -25,16 +22,16 @@ class AttemptOutcome:
     def success(self) -> bool:
         return self.result == "success"
 
-    def attempt_row(self, claim: Claim, started_at: datetime) -> dict[str, Any]:
-        """The attempt's columns for the record (but its number, which the store counts), with its endpoint."""
-        return {
-            "delivery_id": claim.delivery_id,
-            "endpoint_id": claim.endpoint_id,
-            "started_at": started_at,
-            "signed_at": self.signed_at,
-            "result": self.result,
-            "status_code": self.status_code,
-            "latency_ms": round(self.latency_s * 1000, 3),
-            "error": self.error,
-            "response_body": self.response_body,
-        }
+    def success_row(self, delivery_id: str, now: datetime, started_at: datetime) -> tuple[Any, ...]:
+        """A success's columns for the record, in `send_store.SUCCESS_ROW` order (its number the store counts)."""
+        return (
+            delivery_id,
+            now,
+            started_at,
+            self.status_code,
+            self.signed_at,
+            self.result,
+            round(self.latency_s * 1000, 3),
+            self.error,
+            self.response_body,
+        )

@@ -2,17 +2,21 @@
 
 Attempts that finish together share one transaction (group commit): each `record` returns once the transaction
 holding its attempt has committed, and raises if that transaction failed (the lease then runs out and the delivery
-is tried again: at least once). Successes, the common case, take three Core statements per batch (`send_store`);
-failures go through the ORM, which schedules the retry (`retry`) and may disable the endpoint.
+is tried again: at least once). The sender's workers `add` instead (no future per attempt): a failed transaction
+is logged here, and `flush` waits for everything added so far. Successes, the common case, take three Core
+statements per batch (`send_store`); failures go through the ORM, which schedules the retry (`retry`) and may
+disable the endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
+from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import Database
@@ -27,7 +31,15 @@ from routing.webhooks.store import FAILED, PENDING, WebhookStore
 
 log = structlog.get_logger(__name__)
 
-_Pending = tuple[Claim, datetime, AttemptOutcome, "asyncio.Future[None]"]
+ATTEMPTS = Counter("handoff_webhook_attempts_total", "Webhook delivery attempts", ["result"])
+DELIVERY_SECONDS = Histogram(
+    "handoff_webhook_delivery_seconds",
+    "Time of one webhook attempt, from the request to the (capped) response body",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+)
+_COUNTERS: dict[str, Counter] = {}  # ATTEMPTS by result, looked up once
+
+_Pending = tuple[Claim, datetime, AttemptOutcome, "asyncio.Future[None] | None"]
 
 
 class AttemptRecorder:
@@ -47,9 +59,23 @@ class AttemptRecorder:
         """Store the attempt; schedule the next one or settle the delivery; keep the endpoint's health."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((claim, started_at, outcome, done))
+        self._ensure_running()
+        await done
+
+    def add(self, claim: Claim, started_at: datetime, outcome: AttemptOutcome) -> None:
+        """Record the attempt with the next transaction, without waiting for it (a failure is logged here)."""
+        self._pending.append((claim, started_at, outcome, None))
+        self._ensure_running()
+
+    def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._record_pending(), name="webhook-recorder")
-        await done
+
+    async def flush(self) -> None:
+        """Wait until every attempt added so far is committed (or its transaction has failed)."""
+        while self._task is not None and not self._task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._task)
 
     def _take(self) -> list[_Pending]:
         """What is waiting, a delivery at most once (its attempt number is counted in the statement): a second
@@ -70,21 +96,38 @@ class AttemptRecorder:
                 # The batch is taken once the writer is ours: what finished while waiting for it joins in.
                 async with self._db.transaction() as session:
                     batch = self._take()
-                    failed = [item for item in batch if not item[2].success]
+                    now = self._clock()
+                    failed: list[_Pending] = []
+                    succeeded = []
+                    endpoint_ids = set()
+                    for item in batch:
+                        claim, started_at, outcome, _done = item
+                        if outcome.result == "success":
+                            succeeded.append(outcome.success_row(claim.delivery_id, now, started_at))
+                            endpoint_ids.add(claim.endpoint_id)
+                        else:
+                            failed.append(item)
+                    _count(len(succeeded), failed)
                     if failed:
                         await self._record_failures(session, failed)
-                    succeeded = [o.attempt_row(c, at) for c, at, o, _done in batch if o.success]
-                    await SendStore(session).record_successes(succeeded, self._clock())
+                    await SendStore(session).record_successes(succeeded, endpoint_ids, now)
             except Exception as exc:
+                # Not recorded: the leases run out and the deliveries are tried again (at least once).
+                unawaited = 0
                 for *_, done in batch:
-                    if not done.done():
+                    if done is None:
+                        unawaited += 1
+                    elif not done.done():
                         done.set_exception(exc)
+                if unawaited:  # the awaited ones raise to their callers
+                    log.exception("webhook_record_failed", attempts=unawaited)
             else:
                 for *_, done in batch:
-                    if not done.done():
+                    if done is not None and not done.done():
                         done.set_result(None)
 
     async def _record_failures(self, session: AsyncSession, failed: list[_Pending]) -> None:
+        """Failed attempts, each through the ORM (the retry schedule, the endpoint's health)."""
         store = WebhookStore(session)
         # The batch's rows in two queries (locked on PostgreSQL), not two look-ups per attempt.
         deliveries, endpoints = await store.for_recording(
@@ -165,3 +208,15 @@ class AttemptRecorder:
             status_code=outcome.status_code,
             next_attempt_at=iso(attempt.next_attempt_at),
         )
+
+
+def _count(successes: int, failed: list[_Pending]) -> None:
+    """Attempts by result, a batch at a time."""
+    counts: dict[str, int] = {"success": successes} if successes else {}
+    for _claim, _at, outcome, _done in failed:
+        counts[outcome.result] = counts.get(outcome.result, 0) + 1
+    for result, n in counts.items():
+        counter = _COUNTERS.get(result)
+        if counter is None:
+            counter = _COUNTERS[result] = ATTEMPTS.labels(result=result)
+        counter.inc(n)

@@ -28,7 +28,7 @@ class FairScheduler:
 
     @property
     def free(self) -> int:
-        return max(0, self.total - self._running)
+        return self.total - self._running if self._running < self.total else 0
 
     @property
     def waiting(self) -> int:
@@ -48,27 +48,37 @@ class FairScheduler:
 
     def ready(self, now: datetime, attempt_s: float) -> Iterator[Claim]:
         """Waiting claims that may start now, one endpoint after another; each is counted as started."""
-        while self.free and self._waiting:
-            progressed = False
-            for endpoint_id in list(self._waiting):
-                if not self.free:
-                    return
-                queue = self._waiting[endpoint_id]
-                if self.in_flight[endpoint_id] >= self.per_endpoint:
+        while (claim := self.take(now, attempt_s)) is not None:
+            yield claim
+
+    def take(self, now: datetime, attempt_s: float) -> Claim | None:
+        """The next waiting claim that may start now, in round-robin order across endpoints, counted as started;
+        None when no slot is free or every endpoint with waiting claims is at its limit."""
+        waiting = self._waiting
+        if self._running >= self.total or not waiting:
+            return None
+        deadline = now + timedelta(seconds=attempt_s)
+        in_flight, per_endpoint = self.in_flight, self.per_endpoint
+        dropped = True
+        while dropped and waiting:
+            dropped = False
+            for endpoint_id in list(waiting):
+                if in_flight[endpoint_id] >= per_endpoint:
                     continue
+                queue = waiting[endpoint_id]
                 claim = queue.popleft()
                 self._waiting_count -= 1
                 if not queue:
-                    del self._waiting[endpoint_id]
+                    del waiting[endpoint_id]
                 else:
-                    self._waiting.move_to_end(endpoint_id)  # the next turn goes to another endpoint
-                progressed = True
-                if claim.lease_until is not None and now + timedelta(seconds=attempt_s) >= claim.lease_until:
+                    waiting.move_to_end(endpoint_id)  # the next turn goes to another endpoint
+                if claim.lease_until is not None and deadline >= claim.lease_until:
+                    dropped = True
                     continue  # its lease would end mid-attempt: left to the table
-                self.started(claim)
-                yield claim
-            if not progressed:
-                return
+                in_flight[endpoint_id] += 1
+                self._running += 1
+                return claim
+        return None
 
     def started(self, claim: Claim) -> None:
         self.in_flight[claim.endpoint_id] += 1

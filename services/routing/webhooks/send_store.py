@@ -8,15 +8,25 @@ which reads and changes more (the retry schedule, the endpoint's health), stays 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import Connection, Table, bindparam, insert, null, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from routing.webhooks.store import PENDING, SUCCEEDED
+from routing.webhooks.store import PENDING, SUCCEEDED, DriverMany
 
 _D = cast(Table, WebhookDelivery.__table__)
 _E = cast(Table, WebhookEndpoint.__table__)
@@ -84,34 +94,40 @@ _LEASE = (
     .values(lease_token=bindparam("token"), lease_until=bindparam("until"))
 )
 
-# One row per attempt (executemany): the delivery settles and counts the attempt...
+# One row per attempt (executemany, at the driver: `DriverMany`, so every parameter is a row's value and the
+# constants are SQL): the delivery settles and counts the attempt...
 _SETTLE = (
     update(_D)
     .where(_D.c.id == bindparam("b_id"))
     .values(
-        status=SUCCEEDED,
+        status=literal_column(f"'{SUCCEEDED}'"),
         delivered_at=bindparam("b_now", type_=_D.c.delivered_at.type),
-        next_attempt_at=None,
-        lease_token=None,
-        lease_until=None,
-        attempt_count=_D.c.attempt_count + 1,
+        next_attempt_at=null(),
+        lease_token=null(),
+        lease_until=null(),
+        attempt_count=_D.c.attempt_count + literal_column("1"),
         last_attempt_at=bindparam("b_started", type_=_D.c.last_attempt_at.type),
         last_status_code=bindparam("b_status", type_=_D.c.last_status_code.type),
-        last_error=None,
+        last_error=null(),
     )
 )
 # ...and the attempt is written under the number just counted, read from the row in the same statement (a
 # delivery gone meanwhile, its endpoint deleted, writes no attempt instead of failing the batch).
-_ATTEMPT_COLUMNS = ("started_at", "signed_at", "result", "status_code", "latency_ms", "error", "response_body")
+_ATTEMPT_COLUMNS = ("signed_at", "result", "latency_ms", "error", "response_body")
 _RECORD_ATTEMPT = insert(_A).from_select(
-    ["delivery_id", "attempt_no", *_ATTEMPT_COLUMNS, "next_attempt_at"],
+    ["delivery_id", "attempt_no", "started_at", "status_code", *_ATTEMPT_COLUMNS, "next_attempt_at"],
     select(
         _D.c.id,
         _D.c.attempt_count,
+        bindparam("b_started", type_=_A.c.started_at.type),
+        bindparam("b_status", type_=_A.c.status_code.type),
         *(bindparam(f"a_{name}", type_=_A.c[name].type) for name in _ATTEMPT_COLUMNS),
         null(),  # a success schedules nothing
     ).where(_D.c.id == bindparam("b_id")),
 )
+# A success's row: (delivery id, recorded at, started at, status code, signed at, result, latency ms, error, body).
+SUCCESS_ROW = ("b_id", "b_now", "b_started", "b_status", *(f"a_{name}" for name in _ATTEMPT_COLUMNS))
+_RECORD_SUCCESSES = DriverMany(SUCCESS_ROW, _SETTLE, _RECORD_ATTEMPT)
 _HEALTHY = (
     update(_E)
     .where(_E.c.id.in_(bindparam("ids", expanding=True)))
@@ -150,27 +166,19 @@ class SendStore:
             params = {"ids": list(delivery_ids), "token": token, "until": lease_until}
             await self._run(lambda conn: conn.execute(_LEASE, params))
 
-    async def record_successes(self, attempts: Sequence[dict[str, Any]], now: datetime) -> None:
+    async def record_successes(
+        self, rows: Sequence[tuple[Any, ...]], endpoint_ids: Iterable[str], now: datetime
+    ) -> None:
         """Settle delivered deliveries, write their attempts and give their endpoints a clean bill of health: three
-        statements for the batch. Each `attempts` item is an attempt's columns (`AttemptOutcome.attempt_row`);
-        a delivery appears at most once in a batch (its attempt number is counted in the statement)."""
-        if not attempts:
+        statements for the batch. Each row is a success in `SUCCESS_ROW` order (its recorded-at is `now`); a
+        delivery appears at most once in a batch (its attempt number is counted in the statement)."""
+        if not rows:
             return
-        rows = [
-            {
-                "b_id": a["delivery_id"],
-                "b_now": now,
-                "b_started": a["started_at"],
-                "b_status": a["status_code"],
-                **{f"a_{name}": a[name] for name in _ATTEMPT_COLUMNS},
-            }
-            for a in sorted(attempts, key=lambda a: a["delivery_id"])  # one lock order for every recorder
-        ]
-        healthy = {"ids": sorted({a["endpoint_id"] for a in attempts}), "now": now}
+        ordered = sorted(rows)  # by delivery id: one lock order for every recorder
+        healthy = {"ids": sorted(set(endpoint_ids)), "now": now}
 
         def record(conn: Connection) -> None:
-            conn.execute(_SETTLE, rows)
-            conn.execute(_RECORD_ATTEMPT, rows)
+            _RECORD_SUCCESSES.run(conn, ordered)
             conn.execute(_HEALTHY, healthy)
 
         await self._run(record)

@@ -12,8 +12,10 @@ source of truth (a crash leaves the lease to run out, and a claim query then tak
 Attempts finishing together are recorded in one transaction (`recorder`); an attempt's slot is free once its
 answer is in, before its record commits (the lease holds the row meanwhile). Fairness: at most
 `webhook_endpoint_concurrency` attempts are in flight to one endpoint (`scheduler`); an endpoint at its limit is
-left out of the next claim, so one slow receiver holds its own slots and never every slot. A finished attempt
-starts the next waiting one itself; the loop wakes to claim or take hand-offs when few are left waiting.
+left out of the next claim, so one slow receiver holds its own slots and never every slot. Attempts run on
+`webhook_concurrency` long-lived workers, one per slot (no task or future per delivery): a worker whose attempt
+is answered takes the next waiting claim itself, an idle one is handed a claim when a slot frees; the loop wakes
+to claim or take hand-offs when few are left waiting.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ import contextlib
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
-from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import Database
@@ -40,7 +42,7 @@ from routing.settings import RoutingSettings
 from routing.webhooks.address import webhook_address_policy
 from routing.webhooks.claims import Claim, ClaimBuilder
 from routing.webhooks.outcome import AttemptOutcome
-from routing.webhooks.recorder import AttemptRecorder
+from routing.webhooks.recorder import ATTEMPTS, DELIVERY_SECONDS, AttemptRecorder
 from routing.webhooks.scheduler import FairScheduler
 from routing.webhooks.send_store import SendStore
 from routing.webhooks.store import enqueued_in, handed_off_in, stop_handoffs, take_handoffs
@@ -48,16 +50,11 @@ from routing.webhooks.store import enqueued_in, handed_off_in, stop_handoffs, ta
 if TYPE_CHECKING:  # aiohttp (~0.2 s of start-up CPU) is imported by the transport, loaded when the sender first sends
     import aiohttp
 
+    from routing.webhooks.transport import SignedPoster
+
 log = structlog.get_logger(__name__)
 
-ATTEMPTS = Counter("handoff_webhook_attempts_total", "Webhook delivery attempts", ["result"])
-DELIVERY_SECONDS = Histogram(
-    "handoff_webhook_delivery_seconds",
-    "Time of one webhook attempt, from the request to the (capped) response body",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
-)
-
-_COUNTERS: dict[str, Counter] = {}  # ATTEMPTS by result, looked up once
+__all__ = ["ATTEMPTS", "DELIVERY_SECONDS", "WebhookSender"]
 
 
 def _utcnow() -> datetime:
@@ -96,7 +93,9 @@ class WebhookSender:
         self._cap = settings.webhook_response_max_kib * 1024
         self._stop_grace_s = stop_grace_s
         self._client: aiohttp.ClientSession | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._poster: SignedPoster | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._idle: deque[asyncio.Future[Claim | None]] = deque()  # workers waiting to be handed a claim
         self._slots = FairScheduler(settings.webhook_concurrency, settings.webhook_endpoint_concurrency)
         self._handed: list[tuple[str, str]] = []  # (delivery id, lease token) committed leased to this sender
         self._taking_handoffs = False
@@ -118,12 +117,17 @@ class WebhookSender:
             self._queued_since_dry = True  # written unleased (no sender took hand-offs then): a claim finds them
         self._wake.set()
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._client is None or self._client.closed:
-            from routing.webhooks.transport import new_http_session
+    def _http(self) -> SignedPoster:
+        """The signed POST on the one session, built on the first send (aiohttp is imported then)."""
+        poster = self._poster
+        if poster is None or poster.client.closed:
+            from routing.webhooks.transport import SignedPoster, new_http_session
 
             self._client = new_http_session(self._settings, self._policy, self._resolver)
-        return self._client
+            poster = self._poster = SignedPoster(
+                self._client, self._policy, timeout_s=self._timeout, cap=self._cap, wall_clock=self._wall_clock
+            )
+        return poster
 
     async def run(self) -> None:
         """Send until stopped, at most `webhook_concurrency` attempts at a time."""
@@ -158,6 +162,9 @@ class WebhookSender:
         # From here on, deliveries written on this database come leased to this sender, in memory.
         take_handoffs(self._db.engine.sync_engine, settings.webhook_lease_s)
         self._taking_handoffs = True
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"webhook-worker-{n}") for n in range(self._slots.total)
+        ]
         try:
             await poll_until(
                 self._stop,
@@ -184,7 +191,7 @@ class WebhookSender:
         await self._connectors.close()
         if self._client is not None:
             await self._client.close()
-            self._client = None
+            self._client = self._poster = None
 
     async def run_once(self, limit: int | None = None) -> int:
         """One step: claim what is due now, send it all, record the outcomes; returns how many were sent."""
@@ -254,18 +261,11 @@ class WebhookSender:
         """One signed POST, or a connector endpoint's API call (routing.connectors); no redirects followed."""
         if self._connectors.handles(claim.format):
             return await self._connectors.deliver(claim)
-        from routing.webhooks.transport import post_signed  # imported on the first send; a look-up after
-
-        return await post_signed(
-            self._http(), claim, self._policy, timeout_s=self._timeout, cap=self._cap, wall_clock=self._wall_clock
-        )
+        return await self._http().post(claim)
 
     async def _attempt_counted(self, claim: Claim) -> AttemptOutcome:
+        """An attempt, its time observed (the recorder counts attempts by result, a batch at a time)."""
         outcome = await self.attempt(claim)
-        counter = _COUNTERS.get(outcome.result)
-        if counter is None:
-            counter = _COUNTERS[outcome.result] = ATTEMPTS.labels(result=outcome.result)
-        counter.inc()
         DELIVERY_SECONDS.observe(outcome.latency_s)
         return outcome
 
@@ -275,45 +275,68 @@ class WebhookSender:
         await self._recorder.record(claim, started_at, outcome)
 
     def _start_ready(self) -> None:
-        if self._stop.is_set():
+        """Hand waiting claims to idle workers while slots and workers are free."""
+        idle = self._idle
+        if not idle or self._stop.is_set():
             return
-        for claim in self._slots.ready(self._clock(), self._timeout):
-            task = asyncio.create_task(self._deliver_logged(claim), name=f"webhook-{claim.delivery_id}")
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+        slots, now, timeout = self._slots, self._clock(), self._timeout
+        while idle and (claim := slots.take(now, timeout)) is not None:
+            idle.popleft().set_result(claim)
 
-    def _slot_freed(self, claim: Claim) -> None:
-        """The attempt's answer is in: its slot goes to the next waiting claim, and the loop is woken when few
-        are left waiting (a claim or the hand-offs refill them)."""
+    def _next_for(self, claim: Claim) -> tuple[Claim | None, datetime]:
+        """The attempt of `claim` is answered: its slot is free. The next waiting claim the same worker starts
+        (None: nothing may start now) and the time it starts, the rest go to idle workers; the loop is woken when
+        few are left waiting (a claim or the hand-offs refill them)."""
         slots = self._slots
         slots.finished(claim)
-        self._start_ready()
+        now = self._clock()
+        following = None
+        if not self._stop.is_set():
+            following = slots.take(now, self._timeout)
+            if following is not None and self._idle:
+                self._start_ready()
         # The conditions under which a round of the loop has something to do (fill_free_slots).
         if slots.waiting <= self._batch // 2 or (self._handed and slots.waiting < self._batch):
             self._wake.set()
+        return following, now
 
-    async def _deliver_logged(self, claim: Claim) -> None:
-        freed = False
-        try:
-            started_at = self._clock()
-            outcome = await self._attempt_counted(claim)
-            freed = True
-            self._slot_freed(claim)
-            await self.record(claim, started_at, outcome)
-        except Exception:
-            # Not recorded: the lease runs out and the delivery is tried again.
-            log.exception("webhook_delivery_error", delivery_id=claim.delivery_id)
-        finally:
-            if not freed:
-                self._slot_freed(claim)
+    async def _work(self) -> None:
+        """One slot's worker: sends what it is handed or finds waiting, records without waiting for the commit."""
+        loop = asyncio.get_running_loop()
+        recorder, clock = self._recorder, self._clock
+        started_at = clock()
+        claim = None if self._stop.is_set() else self._slots.take(started_at, self._timeout)
+        while True:
+            if claim is None:
+                if self._stop.is_set():
+                    return
+                waiter: asyncio.Future[Claim | None] = loop.create_future()
+                self._idle.append(waiter)
+                claim = await waiter
+                if claim is None:
+                    return  # stopping
+                started_at = clock()
+            try:
+                outcome = await self._attempt_counted(claim)
+            except Exception:
+                # Not recorded: the lease runs out and the delivery is tried again.
+                log.exception("webhook_delivery_error", delivery_id=claim.delivery_id)
+            else:
+                recorder.add(claim, started_at, outcome)
+            claim, started_at = self._next_for(claim)
 
     async def _drain(self) -> None:
-        tasks = set(self._inflight)
-        if not tasks:
-            return
-        _done, pending = await asyncio.wait(tasks, timeout=self._stop_grace_s)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(BaseException):
-                await task
+        """Idle workers end; busy ones get the grace to finish their attempt; then every record is committed."""
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        workers, self._workers = self._workers, []
+        if workers:
+            _done, pending = await asyncio.wait(workers, timeout=self._stop_grace_s)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(BaseException):
+                    await task
+        await self._recorder.flush()

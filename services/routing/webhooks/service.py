@@ -26,7 +26,7 @@ from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from routing.webhooks.address import webhook_address_policy
 from routing.webhooks.formats import STANDARD, check_format
 from routing.webhooks.signing import new_secret, webhook_body
-from routing.webhooks.store import PENDING, WebhookStore
+from routing.webhooks.store import PENDING, NewDelivery, WebhookStore
 
 log = structlog.get_logger(__name__)
 
@@ -286,14 +286,14 @@ async def enqueue_deliveries(session: AsyncSession, events: Sequence[Event], now
         return 0
     store = WebhookStore(session)
     endpoints = await store.subscribed_endpoints()
-    rows: list[dict[str, Any]] = []
+    rows: list[NewDelivery] = []
     for event in events:
         payload: str | None = None
         for endpoint_id, event_types in endpoints:
             if "*" not in event_types and event.type not in event_types:
                 continue
             payload = payload or webhook_body(event.type, event.time, event.data)
-            rows.append(_new_delivery(endpoint_id, event.id, event.type, payload, now, lead_id=event.subject))
+            rows.append((str(uuid.uuid4()), endpoint_id, event.id, event.type, event.subject, payload))
     if rows:
         await store.insert_deliveries(rows, now, str(uuid.uuid4()))  # one lease token for the transaction's rows
         store.mark_enqueued()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
-import hmac
+import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -13,6 +13,7 @@ from typing import Any
 from common.envelope import dumps
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix the spec gives secrets, not a secret
+_BLOCK = 64  # SHA-256's block size
 
 
 def new_secret() -> str:
@@ -20,16 +21,30 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
 @functools.lru_cache(maxsize=1024)
-def _key(secret: str) -> bytes:
-    """The HMAC key of a secret (its base64-decoded part), decoded once: every attempt signs with it."""
-    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+def _key(secret: str) -> tuple[Any, Any]:
+    """The HMAC-SHA256 of a secret's key (its base64-decoded part) with the padded key already hashed in (RFC 2104),
+    computed once: every attempt copies the two states, which spares OpenSSL's look-up of the digest by name that
+    `hmac.digest` makes on every call (about a third of the HMAC of a 2 KB body)."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    return hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD))
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """One `v1,<base64 HMAC-SHA256>` signature of `{id}.{timestamp}.{body}`, keyed by the decoded secret."""
-    digest = hmac.digest(_key(secret), b"%s.%d.%s" % (msg_id.encode(), timestamp, body), "sha256")
-    return "v1," + base64.b64encode(digest).decode("ascii")
+    inner_state, outer_state = _key(secret)
+    inner = inner_state.copy()
+    inner.update(b"%s.%d.%s" % (msg_id.encode(), timestamp, body))
+    outer = outer_state.copy()
+    outer.update(inner.digest())
+    return "v1," + base64.b64encode(outer.digest()).decode("ascii")
 
 
 def signature_header(secrets_: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:

@@ -10,7 +10,6 @@ from the environment (a proxy would connect on our behalf and skip the check).
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import socket
 import time
@@ -68,10 +67,8 @@ class GuardedResolver(AbstractResolver):
         return None
 
 
-@functools.lru_cache(maxsize=4096)
 def checked_url(url: str, policy: AddressPolicy) -> URL:
-    """The stored (normalized) URL, parsed as sent and checked; cached: parsing costs more than a local POST's
-    share of the sender's CPU, and a refusal (raised, so never cached) is judged again next time."""
+    """The stored (normalized) URL, parsed as sent and checked (a refusal raises `UnsafeUrl`)."""
     parsed = URL(url, encoded=True)
     check_destination(parsed, policy)
     return parsed
@@ -114,9 +111,10 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> str | None:
     """At most `cap` bytes of the answer, as text (None when nothing is kept): a receiver cannot fill the log."""
     if cap <= 0:
         return None
-    received = bytearray()
-    while len(received) < cap:
-        chunk = await response.content.read(cap - len(received))
+    content = response.content
+    received = await content.read(cap)  # a small answer is in whole already: one read, no empty read after it
+    while len(received) < cap and not content.at_eof():
+        chunk = await content.read(cap - len(received))
         if not chunk:
             break
         received += chunk
@@ -124,59 +122,76 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> str | None:
     return received.decode("utf-8", "replace")
 
 
-async def post_signed(
-    client: aiohttp.ClientSession,
-    claim: Claim,
-    policy: AddressPolicy,
-    *,
-    timeout_s: float,
-    cap: int,
-    wall_clock: Callable[[], datetime],
-) -> AttemptOutcome:
-    """One signed POST; only a 2xx within the timeout is a success, redirects are not followed."""
-    body = claim.payload.encode("utf-8")
-    signed_at = int(wall_clock().timestamp())
-    headers = {
-        "content-type": "application/json",
-        "accept-encoding": "identity",  # the body read is capped on the wire; no compressed surprises
-        "webhook-id": claim.message_id,
-        "webhook-timestamp": str(signed_at),
-        "webhook-signature": signature_header(claim.secrets, claim.message_id, signed_at, body),
-    }
-    started = time.perf_counter()
-    status: int | None = None
-    error: str | None
-    retry_after: float | None = None
-    response_body: str | None = None
-    try:
-        url = checked_url(claim.url, policy)  # an IP literal never reaches the resolver
-        async with (
-            asyncio.timeout(timeout_s),
-            client.post(url, data=body, headers=headers, allow_redirects=False) as response,
-        ):
-            status = response.status
-            retry_after = parse_retry_after(response.headers.get("retry-after"), wall_clock())
-            response_body = await read_capped(response, cap)
-    except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
-        result, error = "timeout", f"no complete answer within {timeout_s:g} s"
-    except UnsafeUrl as exc:
-        result, error = "refused", str(exc)
-    except aiohttp.ClientError as exc:
-        result, error = "network_error", f"{type(exc).__name__}: {exc}"[:500]
-    except Exception as exc:
-        log.exception("webhook_attempt_error", delivery_id=claim.delivery_id)
-        result, error = "error", f"{type(exc).__name__}: {exc}"[:500]
-    else:
-        assert status is not None
-        ok = 200 <= status < 300
-        result = "success" if ok else "http_error"
-        error = None if ok else f"HTTP {status}"
-    return AttemptOutcome(
-        result=result,
-        status_code=status,
-        latency_s=time.perf_counter() - started,
-        signed_at=signed_at,
-        error=error,
-        response_body=response_body,
-        retry_after_s=retry_after,
-    )
+class SignedPoster:
+    """One signed POST per call, on the sender's session, with what is the same for every attempt set up once.
+
+    aiohttp's total timeout (the session's) covers connecting, sending and the capped read of the answer, so no
+    second timer is wrapped around it. Parsed and checked URLs are kept by URL; a refusal is never kept (judged
+    again next time) and every new connection is judged again by the resolver (rebinding).
+    """
+
+    def __init__(
+        self,
+        client: aiohttp.ClientSession,
+        policy: AddressPolicy,
+        *,
+        timeout_s: float,
+        cap: int,
+        wall_clock: Callable[[], datetime],
+    ) -> None:
+        self.client = client
+        self._policy = policy
+        self._timeout_s = timeout_s
+        self._cap = cap
+        self._wall_clock = wall_clock
+        self._urls: dict[str, URL] = {}
+
+    def _url(self, url: str) -> URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = checked_url(url, self._policy)  # an IP literal never reaches the resolver
+            if len(self._urls) >= 4096:
+                self._urls.clear()
+            self._urls[url] = parsed
+        return parsed
+
+    async def post(self, claim: Claim) -> AttemptOutcome:
+        """One signed POST; only a 2xx within the timeout is a success, redirects are not followed."""
+        body = claim.payload.encode()
+        signed_at = int(self._wall_clock().timestamp())
+        headers = {
+            "content-type": "application/json",
+            "accept-encoding": "identity",  # the body read is capped on the wire; no compressed surprises
+            "webhook-id": claim.message_id,
+            "webhook-timestamp": str(signed_at),
+            "webhook-signature": signature_header(claim.secrets, claim.message_id, signed_at, body),
+        }
+        started = time.perf_counter()
+        status: int | None = None
+        error: str | None
+        retry_after: float | None = None
+        response_body: str | None = None
+        try:
+            async with self.client.post(
+                self._url(claim.url), data=body, headers=headers, allow_redirects=False
+            ) as response:
+                status = response.status
+                retry_at = response.headers.get("retry-after")
+                if retry_at is not None:
+                    retry_after = parse_retry_after(retry_at, self._wall_clock())
+                response_body = await read_capped(response, self._cap)
+        except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
+            result, error = "timeout", f"no complete answer within {self._timeout_s:g} s"
+        except UnsafeUrl as exc:
+            result, error = "refused", str(exc)
+        except aiohttp.ClientError as exc:
+            result, error = "network_error", f"{type(exc).__name__}: {exc}"[:500]
+        except Exception as exc:
+            log.exception("webhook_attempt_error", delivery_id=claim.delivery_id)
+            result, error = "error", f"{type(exc).__name__}: {exc}"[:500]
+        else:
+            ok = status is not None and 200 <= status < 300
+            result = "success" if ok else "http_error"
+            error = None if ok else f"HTTP {status}"
+        latency_s = time.perf_counter() - started
+        return AttemptOutcome(result, status, latency_s, signed_at, error, response_body, retry_after)
