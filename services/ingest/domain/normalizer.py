@@ -79,9 +79,11 @@ class Normalizer:
             self.flag(field_path, f"{root}_invalid", sent, reason)
 
     def pick(self, name: str) -> tuple[str, Any] | None:
-        candidates = sorted(self.c.fields.get(name, []), key=lambda cand: cand.rank)
+        candidates = self.c.fields.get(name)
         if not candidates:
-            return None
+            return None  # most of the fields asked for are absent: nothing to sort
+        if len(candidates) > 1:
+            candidates = sorted(candidates, key=lambda cand: cand.rank)
         chosen = candidates[0]
         for other in candidates[1:]:
             if other.value != chosen.value:
