@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import httpx
 import uvloop
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from tests.e2e.conftest import EVEN_RULES, EVEN_SEED
 from tests.support.stack import ADMIN, ADMIN_TOKEN, ROOT, Service, Stack, free_port, read_topic
 
@@ -135,7 +136,7 @@ def _handoff_max(
     complete = arrivals.wait_count(len(ids), wait_s, ids)
     times = [t for t in (arrivals.arrival(k) for k in ids) if t is not None]
     answered = [s.answered for s in sent if s.answered]
-    result = {
+    result: dict[str, Any] = {
         "accepted": len(ids),
         "assigned": len(times),
         "complete": complete,
@@ -213,7 +214,72 @@ def _sizes(bootstrap: str, stack: Stack) -> list[int]:
     return sizes
 
 
-def _latency(ingest: Service, arrivals: Arrivals, *, rate: float, seconds: float, wait_s: float) -> dict[str, Any]:
+HOPS = (LEADS_RECEIVED, LEADS_SCORED, LEADS_ASSIGNED)
+
+
+async def _end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets([TopicPartition(t, p) for t in topics for p in range(PARTITIONS)])
+    finally:
+        await consumer.stop()
+
+
+async def _created_times(
+    bootstrap: str, start: dict[TopicPartition, int], end: dict[TopicPartition, int]
+) -> dict[str, dict[str, float]]:
+    """Per topic, each key's first record's CreateTime (s) between the two offsets: when its relay sent it."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    found: dict[str, dict[str, float]] = {}
+    try:
+        wanted = [tp for tp in start if end.get(tp, 0) > start[tp]]
+        consumer.assign(wanted)
+        for tp in wanted:
+            consumer.seek(tp, start[tp])
+        left, deadline = set(wanted), time.monotonic() + 30
+        while left and time.monotonic() < deadline:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                times = found.setdefault(tp.topic, {})
+                for record in records:
+                    if record.key:
+                        times.setdefault(record.key.decode(), record.timestamp / 1000)
+                if records and records[-1].offset + 1 >= end[tp]:
+                    left.discard(tp)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def _hops(
+    sent: list[Sent], arrivals: Arrivals, created: dict[str, dict[str, float]], topics: list[str]
+) -> dict[str, Any]:
+    """Where a lead's time goes, from the record timestamps (CreateTime: the producer's send() in each relay):
+    202 -> lead.received sent (ingest's relay), -> lead.scored sent (scoring's consumer and relay), -> the
+    webhook (routing's consumer and sender); lead.assigned's send (routing's relay) for reference."""
+    received, scored, assigned = (created.get(t, {}) for t in topics)
+    hops: dict[str, list[float]] = {"202_to_received": [], "received_to_scored": [], "scored_to_webhook": []}
+    hops["scored_to_assigned"] = []
+    for s in sent:
+        key = s.lead_id
+        if not key or not s.answered or key not in received:
+            continue
+        hops["202_to_received"].append((received[key] - s.answered) * 1000)
+        if key in scored:
+            hops["received_to_scored"].append((scored[key] - received[key]) * 1000)
+            if (hook := arrivals.arrival(key)) is not None:
+                hops["scored_to_webhook"].append((hook - scored[key]) * 1000)
+            if key in assigned:
+                hops["scored_to_assigned"].append((assigned[key] - scored[key]) * 1000)
+    return {name: summarize(values) for name, values in hops.items()}
+
+
+def _latency(
+    ingest: Service, arrivals: Arrivals, *, rate: float, seconds: float, wait_s: float, stack: Stack | None = None
+) -> dict[str, Any]:
+    topics = [stack.topic(t) for t in HOPS] if stack is not None else []
+    before = asyncio.run(_end_offsets(stack.bootstrap, topics)) if stack is not None else {}
     sent, _start = uvloop.run(open_load(ingest, rate, seconds))
     ids = {s.lead_id for s in sent if s.status == 202 and s.lead_id}
     complete = arrivals.wait_count(len(ids), wait_s, ids)
@@ -223,7 +289,7 @@ def _latency(ingest: Service, arrivals: Arrivals, *, rate: float, seconds: float
         t = arrivals.arrival(s.lead_id) if s.lead_id else None
         if t is not None and s.answered:
             to_assigned.append((t - s.answered) * 1000)
-    return {
+    result: dict[str, Any] = {
         "rate": round(rate, 1),
         "sent": len(sent),
         "accepted": len(ids),
@@ -231,7 +297,12 @@ def _latency(ingest: Service, arrivals: Arrivals, *, rate: float, seconds: float
         "complete": complete,
         "http_to_202_ms": summarize(to_202),
         "accepted_to_assigned_ms": summarize(to_assigned),
+        "load_average": os.getloadavg()[0],
     }
+    if stack is not None:
+        after = asyncio.run(_end_offsets(stack.bootstrap, topics))
+        result["hops_ms"] = _hops(sent, arrivals, asyncio.run(_created_times(stack.bootstrap, before, after)), topics)
+    return result
 
 
 def _bare_latency(bare: Service, *, rate: float, seconds: float) -> dict[str, Any]:
@@ -322,13 +393,15 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
         levels = []
         for fraction in (0.1, 0.5, 0.8):
             rate = max(1.0, best * fraction)
-            handoff_l = _latency(stack["ingest"], arrivals, rate=rate, seconds=latency_s, wait_s=wait_s)
+            handoff_l = _latency(stack["ingest"], arrivals, rate=rate, seconds=latency_s, wait_s=wait_s, stack=stack)
             chain_l = _chain(bootstrap, sizes, n=max(1, int(rate * latency_s)), rate=rate, wait_s=wait_s)
             bare_l = _bare_latency(bare, rate=rate, seconds=latency_s)
             levels.append({"fraction": fraction, "handoff": handoff_l, "chain": chain_l, "bare_http": bare_l})
+            hops = " / ".join(f"{v['p50'] or 0:.0f}" for v in handoff_l["hops_ms"].values())
             log(
                 f"e2e latency at {rate:.0f}/s: 202->assigned p50 / p99 "
-                f"{_pair(handoff_l['accepted_to_assigned_ms'])}; bare chain {_pair(chain_l['latency_ms'])}"
+                f"{_pair(handoff_l['accepted_to_assigned_ms'])}; bare chain {_pair(chain_l['latency_ms'])}; "
+                f"per hop p50 (202->received / ->scored / ->webhook / scored->assigned) {hops} ms"
             )
         result["latency"] = levels
     finally:

@@ -33,6 +33,9 @@ from common.topics import dead_letter_topic
 
 log = structlog.get_logger(__name__)
 
+# After a batch: long enough for the tasks its commit woke to run their first step and write their requests.
+_HAND_OFF_S = 0.001
+
 Handler = Callable[[AsyncSession, Event], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
 Prepare = Callable[[Sequence[Event]], Awaitable[None]]
@@ -96,6 +99,7 @@ class ConsumerLoop:
         self._uncommitted: dict[TopicPartition, int] = {}  # applied, offsets not yet committed (see _commit)
         self._last_commit = 0.0
         self._lag: dict[TopicPartition, int] = {}
+        self._lag_check: asyncio.Task[None] | None = None
         self._inflight = 0
         self.last_progress = clock()
         self.running = False
@@ -159,6 +163,8 @@ class ConsumerLoop:
                 backoff = min(backoff * 2, 10.0)
             finally:
                 self.running = False
+                if self._lag_check is not None:
+                    self._lag_check.cancel()
                 async with self._lock:
                     with contextlib.suppress(Exception):  # what was applied, so that the next start redoes none
                         await asyncio.wait_for(self._commit(consumer, {}, force=True), 5.0)
@@ -184,15 +190,18 @@ class ConsumerLoop:
                     finally:
                         processed_since_report += self._inflight
                         self._inflight = 0
+                # The batch's commit woke the relay (and routing's webhook sender); SQLite statements run on this
+                # loop without yielding, so a next batch already fetched would hold them off for its whole apply.
+                # A moment's yield lets them hand the batch's events to the broker (and webhooks) first.
+                await asyncio.sleep(_HAND_OFF_S)
             elif self._uncommitted:
                 async with self._lock:
                     await self._commit(consumer, {})  # idle: what was applied goes once the interval is up
             now = self._clock()
-            if now - last_lag_check >= 2.0:
+            if now - last_lag_check >= 2.0 and (self._lag_check is None or self._lag_check.done()):
                 last_lag_check = now
-                await self._update_lag(consumer)
-                if self.lag == 0:
-                    self.last_progress = now
+                # A broker round trip or two: asked beside the polls, so no batch waits for it.
+                self._lag_check = asyncio.create_task(self._update_lag(consumer), name="consumer-lag")
             if now - last_report >= 30.0:
                 log.info("consumer_progress", processed=processed_since_report, lag=self.lag)
                 last_report, processed_since_report = now, 0
@@ -205,6 +214,7 @@ class ConsumerLoop:
         assigned = list(consumer.assignment())
         if not assigned:
             self._lag = {}
+            self.last_progress = self._clock()
             return
         try:
             ends = await asyncio.wait_for(consumer.end_offsets(assigned), 2.0)
@@ -220,6 +230,8 @@ class ConsumerLoop:
             if position is not None:
                 self._positions.setdefault(tp, position)
         self._lag = lag
+        if not any(lag.values()):
+            self.last_progress = self._clock()  # nothing behind: idle, not stalled
         for topic in {tp.topic for tp in lag}:
             metrics.CONSUMER_LAG.labels(topic=topic).set(sum(v for tp, v in lag.items() if tp.topic == topic))
 

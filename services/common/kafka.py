@@ -53,8 +53,10 @@ def new_producer(settings: ServiceSettings) -> AIOKafkaProducer:
         client_id=f"handoff-{settings.service_name}",
         acks="all",
         enable_idempotence=True,
-        # The relay hands a whole batch to send() before awaiting a delivery: 1 ms fills a request, delays no lone one.
-        linger_ms=1,
+        # No linger: send() only appends to a batch (it does not yield to the event loop), so a relay's whole round
+        # is appended before the sender task can run and leaves in one request; while a request is in flight, the
+        # next rows gather for the one after. A linger would only add a timer a busy loop may serve late.
+        linger_ms=0,
         compression_type=None,
         request_timeout_ms=int(settings.kafka_send_timeout_s * 1000),
         retry_backoff_ms=100,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ from common.settings import ServiceSettings
 log = structlog.get_logger(__name__)
 
 _SESSION_FLAG = "handoff_outbox_written"
+_DELETE_CHUNK = 5_000  # seqs per DELETE statement (bound parameters stay far below SQLite's and asyncpg's limits)
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -138,6 +140,12 @@ class OutboxRelay:
         self._producer: AIOKafkaProducer | None = None
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
+        # Published rows wait for their delete here, off the publishing path: the next round reads past them.
+        self._settling: set[int] = set()  # published, not yet deleted
+        self._to_delete: list[int] = []  # of those, the ones no delete transaction has taken yet
+        self._delete_wake = asyncio.Event()
+        self._settled = asyncio.Event()  # set whenever nothing is settling
+        self._settled.set()
         self.last_publish_monotonic = time.monotonic()
         db.on_commit(self._after_commit)
 
@@ -177,11 +185,20 @@ class OutboxRelay:
             pause, backoff = backoff, min(backoff * 2, 10.0)
             return pause
 
+        if self._to_delete:
+            self._delete_wake.set()  # left by an earlier run whose last delete failed
+        deleter = asyncio.create_task(self._delete_published(), name="outbox-deleter")
         try:
             await poll_until(
                 self._stop, one_round, interval_s=self._settings.outbox_poll_interval_s, wake=self._wake, name="outbox"
             )
         finally:
+            # What was published is deleted before the relay goes (bounded: a row left behind is published again).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._settled.wait(), self._settings.kafka_send_timeout_s)
+            deleter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deleter
             await leader.release()
             await stop_quietly(self._producer)
             self._producer = None
@@ -191,10 +208,18 @@ class OutboxRelay:
         self._wake.set()
 
     async def _publish_batch(self, producer: AIOKafkaProducer) -> bool:
-        """Publish one batch of the oldest rows and delete what left; True when more rows may be waiting."""
+        """Publish one batch of the oldest rows and hand what left to the deleter; True when more may be waiting."""
         table = self._table
+        limit = self._settings.outbox_batch_size
+        if len(self._settling) >= limit:
+            # The deletes fell a batch behind (a slow store): let them catch up first, for a bounded while.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.kafka_send_timeout_s):
+                    await self._settled.wait()
         # Read, publish and delete in separate short transactions: a transaction held open across a Kafka round
-        # trip would block SQLite's single writer for that long.
+        # trip would block SQLite's single writer for that long. Rows already published and not yet deleted are
+        # read past (at most a batch of them).
+        settling = set(self._settling)
         async with self._db.read() as session:
             rows = (
                 await session.execute(
@@ -208,9 +233,11 @@ class OutboxRelay:
                         table.c.created_at,
                     )
                     .order_by(table.c.seq)
-                    .limit(self._settings.outbox_batch_size)
+                    .limit(limit + len(settling))
                 )
             ).all()
+        full = len(rows) >= limit + len(settling)
+        rows = [row for row in rows if row.seq not in settling][:limit]
         metrics.OUTBOX_BACKLOG.set(len(rows))
         if not rows:
             return False
@@ -262,14 +289,15 @@ class OutboxRelay:
                 failure = failure or delivery_error
             else:
                 refused.append((row, reason, delivery_error))
-        if published or refused:
+        if published:
+            # Deleted by the deleter task, so that the next round need not wait for this one's delete (nor for
+            # SQLite's writer): its read skips these rows meanwhile.
+            self._settle([row.seq for row in published])
+        if refused:
+            # Parked and deleted in one transaction, here: rare, and a dead letter must not be published again.
             async with self._db.transaction() as session:
-                # Exactly the published seqs, never a range: on PostgreSQL a seq taken before this read but
-                # committed after it lies inside the range, and would be deleted without ever being published.
-                done = [row.seq for row in published] + [row.seq for row, _, _ in refused]
-                if refused:
-                    await self._park(session, refused)
-                await session.execute(delete(table).where(table.c.seq.in_(done)))
+                await self._park(session, refused)
+                await session.execute(delete(table).where(table.c.seq.in_([row.seq for row, _, _ in refused])))
         if failure is not None:
             if published:
                 metrics.OUTBOX_PUBLISHED.inc(len(published))
@@ -280,7 +308,42 @@ class OutboxRelay:
         metrics.OUTBOX_PUBLISHED.inc(len(published))
         self.last_publish_monotonic = time.monotonic()
         # A full batch read, or one cut short by a parked row, means more may be waiting.
-        return len(rows) >= self._settings.outbox_batch_size or stopped_at is not None
+        return full or stopped_at is not None
+
+    def _settle(self, seqs: list[int]) -> None:
+        self._settling.update(seqs)
+        self._to_delete.extend(seqs)
+        self._settled.clear()
+        self._delete_wake.set()
+
+    async def _delete_published(self) -> None:
+        """Delete published rows, as many rounds' worth per transaction as have gathered while the last one ran."""
+        backoff = 0.5
+        while True:
+            await self._delete_wake.wait()
+            self._delete_wake.clear()
+            done, self._to_delete = self._to_delete, []
+            if not done:
+                continue
+            try:
+                async with self._db.transaction() as session:
+                    # Exactly the published seqs, never a range: on PostgreSQL a seq taken before a read but
+                    # committed after it lies inside the range, and would be deleted without ever being published.
+                    for start in range(0, len(done), _DELETE_CHUNK):
+                        chunk = done[start : start + _DELETE_CHUNK]
+                        await session.execute(delete(self._table).where(self._table.c.seq.in_(chunk)))
+            except Exception as exc:
+                # The store is away: the rows stay settling (not read again) and the delete is retried.
+                log.warning("outbox_delete_failed", error=type(exc).__name__, retry_in_s=backoff)
+                self._to_delete[:0] = done
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                self._delete_wake.set()
+                continue
+            backoff = 0.5
+            self._settling.difference_update(done)
+            if not self._settling:
+                self._settled.set()
 
     async def _refusal(self, producer: AIOKafkaProducer, topic: str, exc: BaseException) -> str | None:
         """Why the broker will never take this record (a dead-letter reason), or None when a retry may succeed."""

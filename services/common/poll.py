@@ -16,8 +16,11 @@ async def sleep_or_wake(wake: asyncio.Event, seconds: float) -> bool:
     """Sleep up to `seconds`, less if `wake` is set meanwhile (new work, or a stop); True when woken early.
     The event is cleared afterwards, so one wake-up ends one sleep."""
     woken = False
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the wait in a task of its own, which costs a
+    # woken worker two more turns of the event loop before it runs (turns a busy consumer may not give it soon).
     with contextlib.suppress(TimeoutError):
-        woken = await asyncio.wait_for(wake.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            woken = await wake.wait()
     wake.clear()
     return woken
 
@@ -53,6 +56,7 @@ async def poll_until(
             continue
         if wake is stop:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), pause)  # never cleared: the stop stays set
+                async with asyncio.timeout(pause):
+                    await stop.wait()  # never cleared: the stop stays set
         else:
             await sleep_or_wake(wake, pause)
