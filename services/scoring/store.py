@@ -12,7 +12,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
-    Insert,
     Integer,
     MetaData,
     String,
@@ -20,7 +19,6 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     func,
-    insert,
     literal_column,
     select,
     tuple_,
@@ -32,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.consumer import processed_table
-from common.db import UtcDateTime, as_utc, new_metadata
+from common.db import UtcDateTime, as_utc, insert_many, new_metadata
 from common.outbox import outbox_dead_table, outbox_table
 from scoring.domain import Firmographic, OutcomeCounts
 
@@ -156,8 +154,8 @@ def _time_binder(dialect: Dialect) -> Callable[[datetime | None], Any]:
     return lambda value: None if value is None else as_utc(value)
 
 
-def _scored_insert() -> Insert:
-    """scored_leads' INSERT, built once, binding its JSON and time columns as given (`insert_scored`)."""
+def _scored_table() -> Table:
+    """scored_leads as `insert_scored` writes it: its JSON and time columns bound as given."""
     columns = []
     for column in scored_leads.columns:
         kind = column.type
@@ -166,12 +164,12 @@ def _scored_insert() -> Insert:
         elif isinstance(kind, UtcDateTime):
             kind = _BoundTime()
         columns.append(Column(column.name, kind, primary_key=column.primary_key))
-    return insert(Table(scored_leads.name, MetaData(), *columns))
+    return Table(scored_leads.name, MetaData(), *columns)
 
 
 SCORED_JSON_COLUMNS = ("lead", "enrichment", "score", "conversion", "features")
 _SCORED_TIME_COLUMNS = ("received_at", "scored_at", "erased_at")
-_SCORED_INSERT = _scored_insert()
+_SCORED_TABLE = _scored_table()
 
 
 class ScoringRepository:
@@ -228,7 +226,8 @@ class ScoringRepository:
                 if value not in bound:
                     bound[value] = bind(value)
                 row[key] = bound[value]
-        await self.session.execute(_SCORED_INSERT, list(rows))
+        # On SQLite straight to the driver as tuples (common.db.insert_many); elsewhere one Core executemany.
+        await insert_many(self.session, _SCORED_TABLE, rows)
 
     async def mark_erased(self, lead_id: str, now: datetime) -> None:
         """Leave the erasure's tombstone, once."""
