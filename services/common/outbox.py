@@ -236,8 +236,11 @@ class OutboxRelay:
                     .limit(limit + len(settling))
                 )
             ).all()
-        full = len(rows) >= limit + len(settling)
-        rows = [row for row in rows if row.seq not in settling][:limit]
+        fresh = [row for row in rows if row.seq not in settling]
+        # More may be waiting when the read was cut by its limit, or found more than a batch of new rows (settling
+        # rows deleted meanwhile leave room in the read for more new ones).
+        full = len(fresh) > limit or len(rows) >= limit + len(settling)
+        rows = fresh[:limit]
         metrics.OUTBOX_BACKLOG.set(len(rows))
         if not rows:
             return False

@@ -185,3 +185,22 @@ async def test_a_commit_in_another_process_of_the_service_wakes_the_publishing_r
     """On PostgreSQL one relay publishes for every process of the service: another process's commit (its own
     engine, no in-process callback) reaches it through NOTIFY."""
     assert await _woken_by(pg_database, pg_database) == [b"lead-0", b"later"]
+
+
+async def test_a_backlog_larger_than_a_batch_drains_round_after_round_with_no_poll_wait(database_url: str) -> None:
+    """Published rows are deleted beside the publishing (the next round reads past them): a backlog of several
+    batches still goes out round after round, each row exactly once and in order, without waiting for a poll."""
+    settings = _settings(outbox_batch_size=3, outbox_poll_interval_s=3600)
+    db, events = await _outbox_with(database_url, settings, 10)
+    delivered: list[bytes] = []
+    relay = OutboxRelay(
+        settings=settings,
+        db=db,
+        table=outbox,
+        producer_factory=lambda: _FakeProducer([], delivered, set()),  # type: ignore[arg-type,return-value]
+    )
+    try:
+        await _run_until_empty(relay, db)
+    finally:
+        await db.dispose()
+    assert delivered == [e.key() for e in events]
