@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from common import metrics
 from ingest.api.fast import LeadFastPath
@@ -113,3 +114,18 @@ async def test_every_answer_to_post_leads_is_the_routes_own(apps: tuple[Ingest, 
     # Labelled by the route's template, as the metrics middleware labels every routed request.
     accepted = sum(answer[0] == 202 for _, answer in answers[0] + answers[1])
     assert counted._value.get() - before == accepted
+
+
+async def test_a_store_that_cannot_look_the_key_up_is_a_503_not_a_500(
+    apps: tuple[Ingest, Ingest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast, _ = apps
+    source = await _web_source(fast)
+
+    async def unreachable(_key: str) -> None:
+        raise OperationalError("SELECT", None, OSError("connection refused"))
+
+    monkeypatch.setattr(fast.app.state.source_keys, "by_api_key", unreachable)
+    response = await fast.client.post("/v1/leads", json={"email": "x@example.org"}, headers=_key(source))
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "unavailable" and response.headers["retry-after"] == "1"

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -137,7 +138,10 @@ async def _prepare(scope: Scope, state: Any, token: str, body: bytes, idem: byte
     idem_key = None if idem is None else idem.decode("latin-1")
     if idem_key is not None and not (0 < len(idem_key) <= IDEMPOTENCY_KEY_MAX):
         return None
-    source = await state.source_keys.by_api_key(token)
+    try:
+        source = await state.source_keys.by_api_key(token)
+    except (SQLAlchemyError, OSError):
+        return None  # a store that cannot answer: the route's handlers make it the usual 503
     if source is None:
         return None  # unknown or revoked: the route answers 401 and counts the failure
     fields.pop(PUBLISHABLE_KEY_FIELD, None)
