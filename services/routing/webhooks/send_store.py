@@ -151,14 +151,14 @@ class SendStore:
         """Up to `limit` due deliveries nobody holds, of enabled endpoints but `skip_endpoints`, oldest first."""
         query = _DUE_SKIP_LOCKED if skip_locked else _DUE
         params = {"now": now, "limit": limit, "skip": list(skip_endpoints)}
-        return await self._run(lambda conn: [ClaimRow(*row) for row in conn.execute(query, params).tuples()])
+        return await self._run(lambda conn: [ClaimRow(*row) for row in conn.execute(query, params).all()])
 
     async def handed_off(self, ids: Sequence[str]) -> list[ClaimRow]:
         """The deliveries of `ids` still pending, for enabled endpoints (the caller checks the lease token)."""
         if not ids:
             return []
         params = {"ids": list(ids)}
-        return await self._run(lambda conn: [ClaimRow(*row) for row in conn.execute(_HANDED, params).tuples()])
+        return await self._run(lambda conn: [ClaimRow(*row) for row in conn.execute(_HANDED, params).all()])
 
     async def lease(self, delivery_ids: Sequence[str], token: str, lease_until: datetime) -> None:
         """Lease the claimed deliveries under one token, in one statement."""
