@@ -98,17 +98,24 @@ async def _empty(db: Database) -> bool:
     return await backlog(db, outbox) == 0
 
 
+def _relay(
+    settings: ServiceSettings, db: Database, delivered: list[bytes], log: list[str] | None = None
+) -> OutboxRelay:
+    """A relay over the test outbox whose producer records what it sends in `log` and what it delivers."""
+    return OutboxRelay(
+        settings=settings,
+        db=db,
+        table=outbox,
+        producer_factory=lambda: _FakeProducer([] if log is None else log, delivered, set()),
+    )
+
+
 async def test_a_batch_is_sent_whole_before_the_first_delivery_is_awaited(database_url: str) -> None:
     settings = _settings()
     db, events = await _outbox_with(database_url, settings, 20)
     log: list[str] = []
     delivered: list[bytes] = []
-    relay = OutboxRelay(
-        settings=settings,
-        db=db,
-        table=outbox,
-        producer_factory=lambda: _FakeProducer(log, delivered, set()),  # type: ignore[arg-type,return-value]
-    )
+    relay = _relay(settings, db, delivered, log)
     try:
         await _run_until_empty(relay, db)
     finally:
@@ -151,12 +158,7 @@ async def _woken_by(writer_url: str | None, database_url: str) -> list[bytes]:
     db, _ = await _outbox_with(database_url, settings, 1)  # lead-0: published by the relay's first round
     writer = Database(writer_url) if writer_url else db
     delivered: list[bytes] = []
-    relay = OutboxRelay(
-        settings=settings,
-        db=db,
-        table=outbox,
-        producer_factory=lambda: _FakeProducer([], delivered, set()),  # type: ignore[arg-type,return-value]
-    )
+    relay = _relay(settings, db, delivered)
     task = asyncio.create_task(relay.run())
     try:
         # After its first round the relay waits out the hour unless woken.
@@ -193,12 +195,7 @@ async def test_a_backlog_larger_than_a_batch_drains_round_after_round_with_no_po
     settings = _settings(outbox_batch_size=3, outbox_poll_interval_s=3600)
     db, events = await _outbox_with(database_url, settings, 10)
     delivered: list[bytes] = []
-    relay = OutboxRelay(
-        settings=settings,
-        db=db,
-        table=outbox,
-        producer_factory=lambda: _FakeProducer([], delivered, set()),  # type: ignore[arg-type,return-value]
-    )
+    relay = _relay(settings, db, delivered)
     try:
         await _run_until_empty(relay, db)
     finally:
