@@ -5,22 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    InvalidTopicError,
-    KafkaError,
-    KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-    TopicAuthorizationFailedError,
-    UnknownTopicOrPartitionError,
-)
+from aiokafka.errors import KafkaError
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -42,14 +34,16 @@ from common import metrics
 from common.db import Database, UtcDateTime
 from common.envelope import Event, dumps, loads
 from common.kafka import stop_quietly
+from common.outbox_dead import certain_refusal, park, refusal
+from common.outbox_deletes import HANDED, PublishedRows, register, relay_for
 from common.outbox_leader import RelayLeadership, relay_channel
 from common.poll import poll_until
 from common.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
-_SESSION_FLAG = "handoff_outbox_written"
-_DELETE_CHUNK = 5_000  # seqs per DELETE statement (bound parameters stay far below SQLite's and asyncpg's limits)
+# Rows held from the hand-off at most (a broker outage must not pile them up in memory): past it, the table has them.
+_HANDED_MAX = 20_000
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -95,33 +89,57 @@ async def add_events(
     events: Sequence[Event],
     topic_of: Callable[[Event], str],
 ) -> None:
-    """Write events into the caller's transaction; nothing leaves until that transaction commits."""
+    """Write events into the caller's transaction; nothing leaves until that transaction commits.
+
+    The rows written are handed to this process's relay when the transaction commits (it publishes them from
+    memory, no read back), and the relay's published rows waiting for their delete are deleted in this same
+    transaction (no COMMIT of the relay's own). The table stays the source of truth: whatever the hand-off misses
+    (a crash, a rollback, another process) the relay's reads publish."""
     if not events:
         return
     now = datetime.now(UTC)
-    await session.execute(
-        insert(table),
-        [
-            {
-                "event_id": event.id,
-                "topic": settings.topic(topic_of(event)),
-                "key": event.key(),
-                "headers": dumps([[k, v.decode()] for k, v in event.headers()]).decode(),
-                "value": event.value(),
-                "created_at": now,
-            }
-            for event in events
-        ],
-    )
-    session.info[_SESSION_FLAG] = True
+    rows = [
+        {
+            "event_id": event.id,
+            "topic": settings.topic(topic_of(event)),
+            "key": event.key(),
+            "headers": dumps([[k, v.decode()] for k, v in event.headers()]).decode(),
+            "value": event.value(),
+            "created_at": now,
+        }
+        for event in events
+    ]
+    relay = relay_for(session, table)
+    if relay is None:
+        await session.execute(insert(table), rows)
+    else:
+        statement = insert(table).returning(*_row_columns(table))
+        written = (await session.execute(statement, rows[0] if len(rows) == 1 else rows)).all()
+        handed = session.info.setdefault(HANDED, (relay, []))
+        handed[1].extend(written)
+        await relay.published.claim_into(session)
     if (await session.connection()).dialect.name == "postgresql":
         # Wakes the publishing relay even when it runs in another process of this service (one leader publishes
-        # for all); PostgreSQL delivers the notification at commit, and never for a rolled-back transaction.
-        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": relay_channel(settings.service_name)})
+        # for all); PostgreSQL delivers the notification at commit, and never for a rolled-back transaction. The
+        # payload names this process's relay, which has the rows from the hand-off and need not read them back.
+        await session.execute(
+            text("SELECT pg_notify(:channel, :token)"),
+            {"channel": relay_channel(settings.service_name), "token": relay.token if relay is not None else ""},
+        )
+
+
+def _row_columns(table: Table) -> list[Any]:
+    c = table.c
+    return [c.seq, c.event_id, c.topic, c.key, c.headers, c.value, c.created_at]
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows in order, then deletes them; at-least-once, consumers dedupe by event id."""
+    """Publishes committed outbox rows in order, then deletes them; at-least-once, consumers dedupe by event id.
+
+    Rows this process's writers commit are handed over at commit (`add_events`) and published from memory; the
+    table is read when it may hold rows the hand-off did not bring: at start, after a failed round, when another
+    process of the service commits (PostgreSQL's NOTIFY), on becoming the leader, and once per poll interval.
+    """
 
     def __init__(
         self,
@@ -140,32 +158,49 @@ class OutboxRelay:
         self._producer: AIOKafkaProducer | None = None
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        # Published rows wait for their delete here, off the publishing path: the next round reads past them.
-        self._settling: set[int] = set()  # published, not yet deleted
-        self._to_delete: list[int] = []  # of those, the ones no delete transaction has taken yet
-        self._delete_wake = asyncio.Event()
-        self._settled = asyncio.Event()  # set whenever nothing is settling
-        self._settled.set()
+        self.published = PublishedRows(db, table, batch=settings.outbox_batch_size)
+        self.token = uuid.uuid4().hex  # names this relay in its writers' NOTIFY payloads
+        self._handed: list[Any] = []  # committed rows handed over by this process's writers, not yet published
+        self._read_due = True  # the table may hold rows the hand-off did not bring: read it next round
+        self._last_read = 0.0
+        self._leader: RelayLeadership | None = None
         self.last_publish_monotonic = time.monotonic()
-        db.on_commit(self._after_commit)
+        register(self, db.engine, table)
 
-    def _after_commit(self, session: AsyncSession) -> None:
-        if session.info.pop(_SESSION_FLAG, False):
-            self._wake.set()
+    @property
+    def engine(self) -> Any:
+        return self._db.engine
+
+    def handoff(self, rows: Sequence[Any]) -> None:
+        """A writer's transaction committed these rows (called at its commit)."""
+        if self._leader is not None and self._leader.leading and len(self._handed) < _HANDED_MAX:
+            self._handed.extend(rows)
+        else:
+            self._read_due = True  # not publishing now: whoever leads reads them (this relay too, if it leads later)
+        self._wake.set()
+
+    def _foreign_commit(self) -> None:
+        self._read_due = True  # another process's rows: only the table has them
 
     def notify(self) -> None:
+        self._read_due = True
         self._wake.set()
 
     async def run(self) -> None:
         """Relay until stopped; a broker outage only delays publishing, it never loses a row."""
         backoff = 0.5
-        leader = RelayLeadership(self._db, self._settings.service_name, self._wake)
+        leader = RelayLeadership(self._db, self._settings.service_name, self._wake, self.token, self._foreign_commit)
+        self._leader = leader
 
         async def one_round() -> bool | float:
             nonlocal backoff
             try:
                 if not await leader.acquire():
+                    self._handed.clear()
+                    self._read_due = True
                     return 2.0
+                if leader.newly_leading():
+                    self._read_due = True  # rows committed while another process led may wait in the table
                 if self._producer is None:
                     # Kept before start() so that a start which fails or times out is still stopped below.
                     self._producer = self._producer_factory()
@@ -182,23 +217,28 @@ class OutboxRelay:
                 self._producer = None
             except Exception:
                 log.exception("outbox_relay_error")
+            # What this round did not publish is in the table: read it back (the hand-off's copies go).
+            self._handed.clear()
+            self._read_due = True
             pause, backoff = backoff, min(backoff * 2, 10.0)
             return pause
 
-        if self._to_delete:
-            self._delete_wake.set()  # left by an earlier run whose last delete failed
-        deleter = asyncio.create_task(self._delete_published(), name="outbox-deleter")
+        deleter = asyncio.create_task(self.published.run(), name="outbox-deleter")
         try:
             await poll_until(
                 self._stop, one_round, interval_s=self._settings.outbox_poll_interval_s, wake=self._wake, name="outbox"
             )
         finally:
             # What was published is deleted before the relay goes (bounded: a row left behind is published again).
+            self.published.hurry()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._settled.wait(), self._settings.kafka_send_timeout_s)
+                await self.published.wait_settled(self._settings.kafka_send_timeout_s)
             deleter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await deleter
+            self._leader = None
+            self._handed.clear()
+            self._read_due = True
             await leader.release()
             await stop_quietly(self._producer)
             self._producer = None
@@ -207,33 +247,29 @@ class OutboxRelay:
         self._stop.set()
         self._wake.set()
 
-    async def _publish_batch(self, producer: AIOKafkaProducer) -> bool:
-        """Publish one batch of the oldest rows and hand what left to the deleter; True when more may be waiting."""
-        table = self._table
+    async def _next_rows(self) -> tuple[list[Any], bool]:
+        """The oldest rows to publish (a batch at most), and whether more may be waiting."""
         limit = self._settings.outbox_batch_size
-        if len(self._settling) >= limit:
+        settling = self.published.settling
+        now = time.monotonic()
+        if not self._read_due and now - self._last_read < self._settings.outbox_poll_interval_s:
+            handed = sorted((row for row in self._handed if row.seq not in settling), key=_seq)
+            self._handed = handed[limit:]
+            return handed[:limit], bool(self._handed)
+        self._read_due, self._last_read = False, now
+        if len(settling) >= limit:
             # The deletes fell a batch behind (a slow store): let them catch up first, for a bounded while.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._settings.kafka_send_timeout_s):
-                    await self._settled.wait()
+            self.published.hurry()
+            await self.published.wait_settled(self._settings.kafka_send_timeout_s)
+            settling = self.published.settling
         # Read, publish and delete in separate short transactions: a transaction held open across a Kafka round
         # trip would block SQLite's single writer for that long. Rows already published and not yet deleted are
         # read past (at most a batch of them).
-        settling = set(self._settling)
+        settling = set(settling)
         async with self._db.read() as session:
             rows = (
                 await session.execute(
-                    select(
-                        table.c.seq,
-                        table.c.event_id,
-                        table.c.topic,
-                        table.c.key,
-                        table.c.headers,
-                        table.c.value,
-                        table.c.created_at,
-                    )
-                    .order_by(table.c.seq)
-                    .limit(limit + len(settling))
+                    select(*_row_columns(self._table)).order_by(self._table.c.seq).limit(limit + len(settling))
                 )
             ).all()
         fresh = [row for row in rows if row.seq not in settling]
@@ -241,6 +277,15 @@ class OutboxRelay:
         # rows deleted meanwhile leave room in the read for more new ones).
         full = len(fresh) > limit or len(rows) >= limit + len(settling)
         rows = fresh[:limit]
+        read = {row.seq for row in rows}
+        # Handed rows this read brought are published from it; a full read leaves the rest to the next read.
+        self._handed = [row for row in self._handed if row.seq not in read]
+        self._read_due = full
+        return rows, full
+
+    async def _publish_batch(self, producer: AIOKafkaProducer) -> bool:
+        """Publish one batch of the oldest rows and hand what left to the deleter; True when more may be waiting."""
+        rows, full = await self._next_rows()
         metrics.OUTBOX_BACKLOG.set(len(rows))
         if not rows:
             return False
@@ -259,7 +304,7 @@ class OutboxRelay:
                     try:
                         future = await producer.send(row.topic, value=row.value, key=row.key, headers=headers)
                     except (KafkaError, TimeoutError) as exc:
-                        reason = _certain_refusal(exc) if self._dead is not None else None
+                        reason = certain_refusal(exc) if self._dead is not None else None
                         if reason is None:
                             stopped_at = (row, exc)  # maybe the broker is down: decided below, outside the bound
                             break
@@ -293,14 +338,16 @@ class OutboxRelay:
             else:
                 refused.append((row, reason, delivery_error))
         if published:
-            # Deleted by the deleter task, so that the next round need not wait for this one's delete (nor for
-            # SQLite's writer): its read skips these rows meanwhile.
-            self._settle([row.seq for row in published])
+            # Deleted with the next writer's transaction, or by the deleter: the next round need not wait for it
+            # (nor for SQLite's writer), and reads skip these rows meanwhile.
+            self.published.settle([row.seq for row in published])
         if refused:
             # Parked and deleted in one transaction, here: rare, and a dead letter must not be published again.
+            assert self._dead is not None
             async with self._db.transaction() as session:
-                await self._park(session, refused)
-                await session.execute(delete(table).where(table.c.seq.in_([row.seq for row, _, _ in refused])))
+                await park(session, self._dead, refused)
+                seqs = [row.seq for row, _, _ in refused]
+                await session.execute(delete(self._table).where(self._table.c.seq.in_(seqs)))
         if failure is not None:
             if published:
                 metrics.OUTBOX_PUBLISHED.inc(len(published))
@@ -311,95 +358,18 @@ class OutboxRelay:
         metrics.OUTBOX_PUBLISHED.inc(len(published))
         self.last_publish_monotonic = time.monotonic()
         # A full batch read, or one cut short by a parked row, means more may be waiting.
+        if stopped_at is not None:
+            self._read_due = True
         return full or stopped_at is not None
 
-    def _settle(self, seqs: list[int]) -> None:
-        self._settling.update(seqs)
-        self._to_delete.extend(seqs)
-        self._settled.clear()
-        self._delete_wake.set()
-
-    async def _delete_published(self) -> None:
-        """Delete published rows, as many rounds' worth per transaction as have gathered while the last one ran."""
-        backoff = 0.5
-        while True:
-            await self._delete_wake.wait()
-            self._delete_wake.clear()
-            done, self._to_delete = self._to_delete, []
-            if not done:
-                continue
-            try:
-                async with self._db.transaction() as session:
-                    # Exactly the published seqs, never a range: on PostgreSQL a seq taken before a read but
-                    # committed after it lies inside the range, and would be deleted without ever being published.
-                    for start in range(0, len(done), _DELETE_CHUNK):
-                        chunk = done[start : start + _DELETE_CHUNK]
-                        await session.execute(delete(self._table).where(self._table.c.seq.in_(chunk)))
-            except Exception as exc:
-                # The store is away: the rows stay settling (not read again) and the delete is retried.
-                log.warning("outbox_delete_failed", error=type(exc).__name__, retry_in_s=backoff)
-                self._to_delete[:0] = done
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                self._delete_wake.set()
-                continue
-            backoff = 0.5
-            self._settling.difference_update(done)
-            if not self._settling:
-                self._settled.set()
-
     async def _refusal(self, producer: AIOKafkaProducer, topic: str, exc: BaseException) -> str | None:
-        """Why the broker will never take this record (a dead-letter reason), or None when a retry may succeed."""
         if self._dead is None:
             return None
-        if certain := _certain_refusal(exc):
-            return certain
-        if isinstance(exc, (UnknownTopicOrPartitionError, KafkaTimeoutError, TimeoutError)):
-            # The same error when the broker is down: only a broker that answers, without the topic, means gone.
-            try:
-                metadata = producer.client.fetch_all_metadata()
-                cluster = await asyncio.wait_for(metadata, self._settings.kafka_send_timeout_s)
-            except Exception:
-                return None
-            if topic not in cluster.topics():
-                return "unknown_topic"
-        return None
-
-    async def _park(self, session: AsyncSession, refused: Sequence[tuple[Any, str, BaseException]]) -> None:
-        assert self._dead is not None
-        now = datetime.now(UTC)
-        await session.execute(
-            insert(self._dead),
-            [
-                {
-                    "seq": row.seq,
-                    "event_id": row.event_id,
-                    "topic": row.topic,
-                    "key": row.key,
-                    "headers": row.headers,
-                    "value": row.value,
-                    "created_at": row.created_at,
-                    "reason": reason,
-                    "error": f"{type(exc).__name__}: {exc}"[:500],
-                    "dead_at": now,
-                }
-                for row, reason, exc in refused
-            ],
-        )
-        for row, reason, exc in refused:
-            metrics.OUTBOX_DEAD_LETTERS.labels(reason=reason).inc()
-            log.error(
-                "outbox_dead_lettered", event_id=row.event_id, topic=row.topic, reason=reason, error=type(exc).__name__
-            )
+        return await refusal(producer, topic, exc, self._settings.kafka_send_timeout_s)
 
 
-def _certain_refusal(exc: BaseException) -> str | None:
-    """A refusal the error alone proves, with no question to the broker (which _refusal may need to ask)."""
-    if isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)):
-        return "record_too_large"
-    if isinstance(exc, (InvalidTopicError, TopicAuthorizationFailedError)):
-        return "topic_refused"
-    return None
+def _seq(row: Any) -> int:
+    return int(row.seq)
 
 
 async def backlog(db: Database, table: Table) -> int:
