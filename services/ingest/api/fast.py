@@ -22,11 +22,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.web import json_depth_exceeds, tokens_equal
 from ingest.api.leads import IDEMPOTENCY_KEY_MAX, router, store_lead
-from ingest.domain import LeadValidationError, normalize_lead
-from ingest.domain.forms import HONEYPOT_FIELDS, PUBLISHABLE_KEY_FIELD
+from ingest.domain import LeadValidationError
+from ingest.domain.forms import PUBLISHABLE_KEY_FIELD
 from ingest.domain.keys import PUBLISHABLE_PREFIX
 from ingest.handlers import leads as lead_cases
-from ingest.handlers.batch import PreparedLead
+from ingest.handlers.leads import PreparedLead
 
 LEADS_PATH = "/v1/leads"
 _BEARER_PUBLISHABLE = PUBLISHABLE_PREFIX + "_"
@@ -145,19 +145,16 @@ async def _prepare(scope: Scope, state: Any, token: str, body: bytes, idem: byte
     if source is None:
         return None  # unknown or revoked: the route answers 401 and counts the failure
     fields.pop(PUBLISHABLE_KEY_FIELD, None)
-    for name in HONEYPOT_FIELDS:
-        fields.pop(name, None)
-    now = state.clock()
     try:
-        lead = normalize_lead(fields, default_region=source.default_region, field_mapping=source.field_mapping, now=now)
+        return lead_cases.prepare_lead(
+            fields,
+            source,
+            f"source:{source.id}",
+            body=body,
+            content_type="application/json",
+            idempotency_key=idem_key,
+            now=state.clock(),
+            correlation_id=scope.get("state", {}).get("correlation_id"),
+        )
     except LeadValidationError:
         return None  # 422, or quarantined as no contact (and a reused key's 409 first): the route decides
-    principal = f"source:{source.id}"
-    return PreparedLead(
-        lead,
-        source,
-        now,
-        scope.get("state", {}).get("correlation_id"),
-        scope_key=lead_cases.idempotency_scope(principal, idem_key) if idem_key else None,
-        fingerprint=lead_cases.request_fingerprint(body, "application/json"),
-    )

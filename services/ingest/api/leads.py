@@ -25,7 +25,7 @@ from ingest.api.browser import (
 from ingest.api.limits import AuthFailureLimiter, caller_address
 from ingest.api.shapes import AcceptedOut, LeadIn
 from ingest.api.shared import correlation_id, error_responses, request_time, unavailable
-from ingest.domain import LeadValidationError, NotALead, normalize_lead
+from ingest.domain import LeadValidationError, NotALead
 from ingest.domain.forms import FORM_CONTENT_TYPE, HONEYPOT_FIELDS, PUBLISHABLE_KEY_FIELD, form_fields
 from ingest.domain.keys import PUBLISHABLE_PREFIX
 from ingest.handlers import leads as lead_cases
@@ -203,9 +203,6 @@ async def _accept_post(
             fake = for_browser(lead_cases.Accepted(str(uuid.uuid4()), "accepted", None, False).body(cid))
             page = (thank_you(source) or form_page(202, None)) if browser_form else None
             return page or JSONResponse(fake, status_code=202)
-    for name in HONEYPOT_FIELDS:
-        fields.pop(name, None)
-
     idem_key = request.headers.get("idempotency-key")
     if idem_key is not None and not (0 < len(idem_key) <= IDEMPOTENCY_KEY_MAX):
         raise problem(
@@ -213,20 +210,23 @@ async def _accept_post(
             "validation_failed",
             [{"field": "Idempotency-Key", "reason": f"must be 1 to {IDEMPOTENCY_KEY_MAX} characters"}],
         )
-    scope_key = lead_cases.idempotency_scope(caller.principal, idem_key) if idem_key else None
-    fingerprint = lead_cases.request_fingerprint(raw_body, content_type)
-    now = request_time(request)
-
     try:
-        lead = normalize_lead(
+        prepared = lead_cases.prepare_lead(
             fields,
-            default_region=source.default_region if source else None,
-            field_mapping=source.field_mapping if source else None,
-            now=now,
+            source,
+            caller.principal,
+            body=raw_body,
+            content_type=content_type,
+            idempotency_key=idem_key,
+            now=request_time(request),
+            correlation_id=cid,
         )
     except LeadValidationError as exc:
-        if scope_key and await _key_used_for_another_body(request, scope_key, fingerprint):
-            raise _conflict() from None
+        if idem_key:
+            scope_key = lead_cases.idempotency_scope(caller.principal, idem_key)
+            fingerprint = lead_cases.request_fingerprint(raw_body, content_type)
+            if await _key_used_for_another_body(request, scope_key, fingerprint):
+                raise _conflict() from None
         problems = [{"field": e.field, "reason": e.reason} for e in exc.errors]
         if not isinstance(exc, NotALead):
             raise problem(422, "validation_failed", problems) from None
@@ -236,7 +236,6 @@ async def _accept_post(
             return form_page(422, {"error": "not_a_lead", "detail": problems})
         body = {"error": "not_a_lead", "detail": problems, "quarantine_id": quarantine_id}
         return JSONResponse(body, status_code=422)
-    prepared = PreparedLead(lead, source, now, cid, scope_key=scope_key, fingerprint=fingerprint)
     stored = await store_lead(request.app.state.writer, prepared)
     status, body, replayed = stored.status, stored.body, stored.replayed
     if caller.origin is not None:

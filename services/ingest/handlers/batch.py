@@ -14,24 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common import metrics
 from common.envelope import Event
 from common.outbox import add_events
-from ingest.domain import NormalizedLead
-from ingest.handlers.leads import Accepted, IdempotencyConflict, event_topic, identity_hash, received_event
+from ingest.handlers.leads import (
+    Accepted,
+    IdempotencyConflict,
+    PreparedLead,
+    event_topic,
+    identity_hash,
+    received_event,
+)
 from ingest.settings import IngestSettings
-from ingest.store import IdempotencyRecord, IngestRepository, Lead, LeadIdentity, Source, outbox
-
-
-@dataclass(frozen=True)
-class PreparedLead:
-    """A lead normalized outside the writer's transaction, with what it needs to be stored and answered."""
-
-    lead: NormalizedLead
-    source: Source | None
-    now: datetime
-    correlation_id: str | None
-    scope_key: str | None = None  # the caller-scoped Idempotency-Key, if one was sent
-    fingerprint: str = ""
-    external_id: str | None = None
-    is_test: bool = False
+from ingest.store import IdempotencyRecord, IngestRepository, Lead, LeadIdentity, outbox
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from common.envelope import Event
 from common.outbox import add_events
 from common.topics import EVENT_TOPICS
 from ingest.domain import NormalizedLead, hash_api_key, normalize_lead
+from ingest.domain.forms import HONEYPOT_FIELDS
 from ingest.handlers.views import source_view
 from ingest.settings import IngestSettings
 from ingest.store import IngestRepository, Lead, LeadIdentity, Source, outbox
@@ -25,6 +26,52 @@ EVENT_SOURCE = "/handoff/ingest"
 
 class IdempotencyConflict(Exception):
     """The same Idempotency-Key was used with a different request body."""
+
+
+@dataclass(frozen=True)
+class PreparedLead:
+    """A lead normalized outside the writer's transaction, with what it needs to be stored and answered."""
+
+    lead: NormalizedLead
+    source: Source | None
+    now: datetime
+    correlation_id: str | None
+    scope_key: str | None = None  # the caller-scoped Idempotency-Key, if one was sent
+    fingerprint: str = ""
+    external_id: str | None = None
+    is_test: bool = False
+
+
+def prepare_lead(
+    fields: dict[str, Any],
+    source: Source | None,
+    principal: str,
+    *,
+    body: bytes,
+    content_type: str,
+    idempotency_key: str | None,
+    now: datetime,
+    correlation_id: str | None,
+) -> PreparedLead:
+    """A posted lead as the group-commit writer takes it: honeypot fields dropped, normalized for its source, its
+    Idempotency-Key scoped to the caller and its request fingerprinted. Raises LeadValidationError (a 422, or
+    quarantined when it is no lead); the route and the fast path both prepare leads here."""
+    for name in HONEYPOT_FIELDS:
+        fields.pop(name, None)
+    lead = normalize_lead(
+        fields,
+        default_region=source.default_region if source else None,
+        field_mapping=source.field_mapping if source else None,
+        now=now,
+    )
+    return PreparedLead(
+        lead,
+        source,
+        now,
+        correlation_id,
+        scope_key=idempotency_scope(principal, idempotency_key) if idempotency_key else None,
+        fingerprint=request_fingerprint(body, content_type),
+    )
 
 
 @dataclass(frozen=True)
