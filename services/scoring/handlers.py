@@ -67,6 +67,7 @@ class Scoring:
         self.clock = clock
         self.lookups = ProviderLookups(settings, provider)
         self._rulesets: OrderedDict[str, Ruleset] = OrderedDict()
+        self._stored: dict[str, Ruleset] = {}  # stored versions, compiled from their stored text
 
     # -- rulesets -------------------------------------------------------------------------------------------------
 
@@ -89,6 +90,21 @@ class Scoring:
             row = await ScoringRepository(session).active_ruleset()
             facts.ruleset = self.parse_ruleset(row.source_text if row else DEFAULT_RULESET_YAML)
         return facts.ruleset
+
+    async def _stored_ruleset(self, session: AsyncSession, version: str | None) -> Ruleset:
+        """The active ruleset, given its version (None: none active, the default): a stored version's text never
+        changes, so each one is read and compiled once per process."""
+        if version is None:
+            return self.parse_ruleset(DEFAULT_RULESET_YAML)
+        ruleset = self._stored.get(version)
+        if ruleset is None:
+            row = await ScoringRepository(session).ruleset(version)
+            ruleset = self.parse_ruleset(row.source_text if row else DEFAULT_RULESET_YAML)
+            if row is not None:
+                self._stored[version] = ruleset
+                while len(self._stored) > _COMPILED_RULESETS:
+                    self._stored.pop(next(iter(self._stored)))
+        return ruleset
 
     async def install_ruleset(self, session: AsyncSession, text: str, actor: str = "admin") -> Ruleset:
         """Validate (raises RulesetError, leaving the old one in force), store as a new version, make it active;
@@ -197,11 +213,20 @@ class Scoring:
         repo = ScoringRepository(session)
         facts = transaction_facts(session)
         unchecked = sorted({event.subject for event in events} - facts.checked)
-        if unchecked:
-            known_scored, known_erased = await repo.scored_or_erased(unchecked)
+        want_facts = facts.ruleset is None or facts.has_firmographics is None or facts.has_outcomes is None
+        if unchecked or want_facts:
+            # One round trip for the batch's stored state and the transaction's facts.
+            known_scored, known_erased, found = await repo.batch_state(unchecked, facts=want_facts)
             facts.scored |= known_scored
             facts.erased |= known_erased
             facts.checked.update(unchecked)
+            if want_facts:
+                if facts.has_firmographics is None:
+                    facts.has_firmographics = "firmographics" in found
+                if facts.has_outcomes is None:
+                    facts.has_outcomes = "outcomes" in found
+                if facts.ruleset is None:
+                    facts.ruleset = await self._stored_ruleset(session, found.get("ruleset"))
         fresh: list[Event] = []
         for event in events:
             if event.subject not in facts.scored:  # scoring is once per lead, whatever the event id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -18,19 +19,23 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    bindparam,
     func,
     literal_column,
     select,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.consumer import processed_table
-from common.db import UtcDateTime, as_utc, insert_many, new_metadata
+from common.db import InlineSQLiteDialect, UtcDateTime, as_utc, insert_many, new_metadata
+from common.envelope import dumps
 from common.outbox import outbox_dead_table, outbox_table
 from scoring.domain import Firmographic, OutcomeCounts
 
@@ -170,6 +175,41 @@ def _scored_table() -> Table:
 SCORED_JSON_COLUMNS = ("lead", "enrichment", "score", "conversion", "features")
 _SCORED_TIME_COLUMNS = ("received_at", "scored_at", "erased_at")
 _SCORED_TABLE = _scored_table()
+
+# A batch's state and the transaction's facts (`ScoringRepository.batch_state`), built once: the scored and erased
+# among the ids; the active ruleset's version; a firmographics row and the outcomes' total row, if any exist.
+_STATE_SQLITE = (
+    "SELECT 's', lead_id FROM scored_leads WHERE lead_id IN (SELECT value FROM json_each(?1))"
+    " UNION ALL SELECT 'e', lead_id FROM erased_leads WHERE lead_id IN (SELECT value FROM json_each(?1))"
+)
+_FACTS_SQLITE = (
+    " UNION ALL SELECT 'r', version FROM (SELECT version FROM rulesets WHERE active = 1 LIMIT 1)"
+    " UNION ALL SELECT 'f', domain FROM (SELECT domain FROM firmographics LIMIT 1)"
+    " UNION ALL SELECT 'o', feature FROM outcome_counts WHERE feature = '__total__' AND value = '__total__'"  # TOTAL
+)
+_FACT_NAMES = {"r": "ruleset", "f": "firmographics", "o": "outcomes"}
+
+
+def _state_core(facts: bool) -> Any:
+    ids: Any = bindparam("ids", expanding=True)
+    parts: list[Any] = [
+        select(literal_column("'s'", String), ScoredLead.lead_id).where(ScoredLead.lead_id.in_(ids)),
+        select(literal_column("'e'", String), ErasedLead.lead_id).where(ErasedLead.lead_id.in_(ids)),
+    ]
+    if facts:
+        active = select(RulesetVersion.version).where(RulesetVersion.active.is_(True)).limit(1).subquery()
+        company = select(FirmographicRow.domain).limit(1).subquery()
+        parts += [
+            select(literal_column("'r'", String), active.c.version),
+            select(literal_column("'f'", String), company.c.domain),
+            select(literal_column("'o'", String), OutcomeCount.feature).where(
+                OutcomeCount.feature == TOTAL[0], OutcomeCount.value == TOTAL[1]
+            ),
+        ]
+    return union_all(*parts)
+
+
+_STATE_CORE = {False: _state_core(False), True: _state_core(True)}
 
 
 class ScoringRepository:
@@ -336,22 +376,19 @@ class ScoringRepository:
             rows,
         )
 
-    async def scored_or_erased(self, lead_ids: list[str]) -> tuple[set[str], set[str]]:
-        """Which of the leads have been scored, and which erased, in one round trip."""
-        if not lead_ids:
-            return set(), set()
-        scored_rows = select(literal_column("'scored'", String), ScoredLead.lead_id).where(
-            ScoredLead.lead_id.in_(lead_ids)
-        )
-        erased_rows = select(literal_column("'erased'", String), ErasedLead.lead_id).where(
-            ErasedLead.lead_id.in_(lead_ids)
-        )
-        rows = await self.session.execute(scored_rows.union_all(erased_rows))
-        scored: set[str] = set()
-        erased: set[str] = set()
-        for which, lead_id in rows:
-            (scored if which == "scored" else erased).add(lead_id)
-        return scored, erased
-
-    async def is_erased(self, lead_id: str) -> bool:
-        return await self.session.get(ErasedLead, lead_id) is not None
+    async def batch_state(self, lead_ids: list[str], *, facts: bool) -> tuple[set[str], set[str], dict[str, str]]:
+        """The scored and the erased among the leads and, with `facts`, the transaction's facts ("ruleset": the
+        active version; "firmographics", "outcomes": present if any exist) in one statement (on SQLite straight to
+        the driver, the ids as one JSON array)."""
+        connection = await self.session.connection()
+        if isinstance(connection.dialect, InlineSQLiteDialect):
+            sql = _STATE_SQLITE + _FACTS_SQLITE if facts else _STATE_SQLITE
+            raw = await connection.get_raw_connection()
+            try:
+                rows = raw.driver_connection.execute(sql, (dumps(lead_ids).decode(),)).fetchall()  # type: ignore[union-attr]
+            except sqlite3.Error as exc:
+                raise DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True) from exc
+        else:
+            rows = (await self.session.execute(_STATE_CORE[facts], {"ids": lead_ids})).all()
+        scored, erased = {v for k, v in rows if k == "s"}, {v for k, v in rows if k == "e"}
+        return scored, erased, {_FACT_NAMES[k]: v for k, v in rows if k in _FACT_NAMES}

@@ -19,7 +19,7 @@ from common.db import Database, upgrade_schema_async
 from common.envelope import Event, loads
 from scoring.app import MIGRATIONS
 from scoring.consumer import batch_handlers, event_handlers
-from scoring.domain import parse_firmographics_csv
+from scoring.domain import DEFAULT_RULESET_YAML, load_ruleset, parse_firmographics_csv
 from scoring.handlers import Scoring
 from scoring.settings import ScoringSettings
 from scoring.store import Base, ScoredLead, outbox, processed
@@ -207,3 +207,21 @@ async def test_a_lead_erased_before_its_receipt_in_the_same_poll_is_scored_witho
     assert rows[0]["lead"] is not None and rows[1]["lead"] is None
     published = await _scored_events(db, [first, second])
     assert [bool(p["lead"]) for p in published] == [True, False]
+
+
+async def test_a_ruleset_another_process_activates_scores_the_next_batch(db: Database) -> None:
+    """The compiled ruleset is kept per stored version, but which version is active is asked per transaction."""
+    consumer, admin = (Scoring(_settings(), provider=None, clock=lambda: NOW) for _ in range(2))
+    stricter = DEFAULT_RULESET_YAML.replace("\nname: Handoff default", "\nname: Handoff stricter", 1)
+    versions = []
+    for text in (None, stricter, DEFAULT_RULESET_YAML, stricter):
+        if text is not None:
+            async with db.transaction() as session:
+                await admin.install_ruleset(session, text)
+        lead = _received(str(uuid.uuid4()), 1)
+        await _consume(consumer, db, [lead])
+        async with db.read() as session:
+            versions.append((await session.get(ScoredLead, lead.subject)).ruleset_version)  # type: ignore[union-attr]
+    default, other = load_ruleset(DEFAULT_RULESET_YAML).version, load_ruleset(stricter).version
+    assert default != other
+    assert versions == [default, other, default, other]
