@@ -21,12 +21,14 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
+from common.consumer_dlq import DeadLetters
+from common.consumer_order import Item, subject_ordered_groups
 from common.db import Database
 from common.dedupe import mark_processed
 from common.dedupe import processed_table as processed_table  # re-exported: the services' stores declare it
 from common.dedupe import purge_processed as purge_processed
 from common.envelope import EnvelopeError, Event
-from common.kafka import new_consumer, new_producer, stop_quietly
+from common.kafka import new_consumer, stop_quietly
 from common.logging import bind_correlation_id, describe_error
 from common.settings import ServiceSettings
 from common.topics import dead_letter_topic
@@ -39,7 +41,6 @@ _HAND_OFF_S = 0.001
 Handler = Callable[[AsyncSession, Event], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
 Prepare = Callable[[Sequence[Event]], Awaitable[None]]
-Item = tuple[ConsumerRecord, Event]
 
 
 class _Stalled(Exception):
@@ -90,11 +91,10 @@ class ConsumerLoop:
         self._batch_handlers = dict(batch_handlers or {})
         self._prepare = prepare
         self._clock = clock
-        self._dlq_topic = settings.topic(dead_letter_topic(settings.service_name))
+        self._dead_letters = DeadLetters(settings, settings.topic(dead_letter_topic(settings.service_name)))
         self._stopping = False
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
-        self._dlq_producer: AIOKafkaProducer | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._uncommitted: dict[TopicPartition, int] = {}  # applied, offsets not yet committed (see _commit)
         self._last_commit = 0.0
@@ -103,6 +103,11 @@ class ConsumerLoop:
         self._inflight = 0
         self.last_progress = clock()
         self.running = False
+
+    @property
+    def _dlq_producer(self) -> AIOKafkaProducer | None:
+        """The dead letters' producer (started by the first dead letter; tests that drive _process stop it)."""
+        return self._dead_letters.producer
 
     # -- health -------------------------------------------------------------------------------------------------
 
@@ -170,7 +175,7 @@ class ConsumerLoop:
                         await asyncio.wait_for(self._commit(consumer, {}, force=True), 5.0)
                     await stop_quietly(consumer, 10.0)
                 self._consumer = None
-        await stop_quietly(self._dlq_producer)
+        await self._dead_letters.stop()
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, and leave the group (SIGTERM drain)."""
@@ -247,7 +252,7 @@ class ConsumerLoop:
                 try:
                     events.append((record, Event.from_record(record.key, record.value, record.headers)))
                 except EnvelopeError as exc:
-                    await self._dead_letter(record, "invalid_envelope", describe_error(exc))
+                    await self._dead_letters.send(record, "invalid_envelope", describe_error(exc))
         if events:
             if self._prepare is not None:
                 try:
@@ -315,7 +320,7 @@ class ConsumerLoop:
                     log.exception("consumer_event_failed", event_id=event.id, event_type=event.type)
                     # The header holds the error's type and a message without values: a SQLAlchemy error's own
                     # text carries the statement's parameters (the lead's name, email, message).
-                    await self._dead_letter(record, "handler_failed", describe_error(exc)[:500])
+                    await self._dead_letters.send(record, "handler_failed", describe_error(exc)[:500])
                     return
                 await asyncio.sleep(self._settings.consumer_retry_backoff_s * 2 ** (attempt - 1))
 
@@ -341,58 +346,6 @@ class ConsumerLoop:
         except (CommitFailedError, IllegalStateError) as exc:
             # A rebalance took the partition: the next owner redelivers, and the dedupe table absorbs it.
             log.warning("consumer_commit_failed", error=type(exc).__name__)
-
-    async def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str) -> None:
-        """Park a record that can never succeed, so the partition moves on; raises if the broker is unreachable."""
-        if self._dlq_producer is None:
-            producer = new_producer(self._settings)
-            await asyncio.wait_for(producer.start(), self._settings.kafka_send_timeout_s)
-            self._dlq_producer = producer
-        headers = [
-            *(record.headers or []),
-            ("dlq_reason", reason.encode()),
-            ("dlq_error", detail.encode("utf-8", "replace")),
-            ("dlq_topic", record.topic.encode()),
-            ("dlq_partition", str(record.partition).encode()),
-            ("dlq_offset", str(record.offset).encode()),
-            ("dlq_consumer", self._settings.consumer_group.encode()),
-        ]
-        try:
-            await asyncio.wait_for(
-                self._dlq_producer.send_and_wait(self._dlq_topic, value=record.value, key=record.key, headers=headers),
-                self._settings.kafka_send_timeout_s,
-            )
-        except BaseException:
-            await stop_quietly(self._dlq_producer)
-            self._dlq_producer = None
-            raise
-        metrics.DEAD_LETTERS.labels(topic=record.topic, reason=reason).inc()
-        log.warning("consumer_dead_lettered", topic=record.topic, offset=record.offset, reason=reason)
-
-
-def subject_ordered_groups(items: Sequence[Item]) -> list[dict[str, list[Item]]]:
-    """Consecutive segments of `items`, each grouped by type (types in order of first appearance, events in order).
-
-    Applying the groups of a segment one after another never reorders the events of one subject: a new segment
-    starts where an event's type group would run before a group already holding an earlier event of its subject.
-    """
-    segments: list[dict[str, list[Item]]] = []
-    groups: dict[str, list[Item]] = {}
-    rank: dict[str, int] = {}  # a type's place among the segment's groups
-    latest: dict[str, int] = {}  # per subject, the highest group rank its events reached so far
-    for item in items:
-        event = item[1]
-        place = rank.get(event.type, len(rank))
-        if latest.get(event.subject, -1) > place:
-            segments.append(groups)
-            groups, rank, latest = {}, {}, {}
-            place = 0
-        rank.setdefault(event.type, place)
-        groups.setdefault(event.type, []).append(item)
-        latest[event.subject] = max(latest.get(event.subject, -1), place)
-    if groups:
-        segments.append(groups)
-    return segments
 
 
 class _Listener(ConsumerRebalanceListener):
