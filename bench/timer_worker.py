@@ -60,14 +60,15 @@ async def _wait(done: asyncio.Event, timeout: float) -> bool:
 
 
 async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
-    # The routing package first, as the service's `uvicorn routing.app:create_app` imports it: its first import
-    # (common.startup) sets the collector's thresholds before SQLAlchemy and FastAPI load.
-    importlib.import_module("routing")
+    # What the service's entrypoint (`python -m routing.serve`) imports before its timers are in service: the
+    # routing package first (common.startup: the collector's thresholds before SQLAlchemy loads), then its
+    # background half (routing.engine); FastAPI and the HTTP routes load after (routing.app, not imported here).
+    importlib.import_module("routing.serve")
     from sqlalchemy import func, insert, select
 
     from common.db import Database, upgrade_schema_async
     from common.runtime import tune_gc
-    from routing.app import MIGRATIONS
+    from routing.engine import MIGRATIONS
     from routing.handlers import Router
     from routing.settings import RoutingSettings
     from routing.store import Base, RoutingRepository, SlaTimer

@@ -4,75 +4,42 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
 
 from common.logging import configure_logging
-from common.runtime import Runtime
-from common.topics import LEADS_SCORED
 from common.web import health_router, install_common
 from routing import api, desk_api, ops, webhooks
-from routing.access import acting, mailer
+from routing.access import acting
 from routing.access import api as access_api
 from routing.calendars import CalendarRefresher
 from routing.connectors import api as crm_api
 from routing.connectors import salesforce_routes
 from routing.connectors.salesforce_poll import SalesforcePoller
-from routing.consumer import CONSUMES, PRODUCES, batch_handlers, event_handlers
-from routing.handlers import Router
+from routing.engine import MIGRATIONS, Engine
 from routing.settings import RoutingSettings
-from routing.store import Base, outbox, processed
-from routing.timers import TimerLoop, consumer_ownership
-from routing.usecases import roster
 from routing.webhooks import api as webhooks_api
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+__all__ = ["MIGRATIONS", "create_app"]
 log = structlog.get_logger(__name__)
 
 
-async def _seed(runtime: Runtime, router: Router, settings: RoutingSettings) -> None:
-    """Load the seed roster and rules once, when the store has none (a restart keeps what ops changed)."""
-    roster_text = settings.seed_file.read_text(encoding="utf-8") if settings.seed_file else None
-    rules_text = settings.rules_file.read_text(encoding="utf-8") if settings.rules_file else None
-    async with runtime.db.transaction() as session:
-        await roster.seed(router, session, roster_text, rules_text)
-        await mailer.ensure_endpoint(session, settings, settings.secret_box(), router.clock())
-
-
-def create_app(settings: RoutingSettings | None = None) -> FastAPI:
-    settings = settings or RoutingSettings()
+def create_app(settings: RoutingSettings | None = None, engine: Engine | None = None) -> FastAPI:
+    """The HTTP side; its lifespan starts the background half (routing.engine), or takes over `engine` already
+    started (routing.serve), and stops it either way."""
+    settings = engine.settings if engine is not None else (settings or RoutingSettings())
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        router = Router(settings)
-        runtime = Runtime(
-            settings=settings,
-            metadata=Base.metadata,
-            migrations=MIGRATIONS,
-            outbox=outbox,
-            processed=processed,
-            produces=PRODUCES,
-            consumes=CONSUMES,
-            handlers=event_handlers(router),
-            batch_handlers=batch_handlers(router),
-        )
-        timers = TimerLoop(
-            runtime.db,
-            router,
-            batch_size=settings.timer_batch_size,
-            max_sleep_s=settings.timer_max_sleep_s,
-            # The timers of the leads whose lead.scored partitions this process consumes (the sweep takes the rest).
-            ownership=consumer_ownership(runtime, settings.topic(LEADS_SCORED)),
-        )
+        background = engine or Engine(settings)
+        router, runtime, timers = background.router, background.runtime, background.timers
         app.state.router = router
         app.state.runtime = runtime
         app.state.timers = timers
-        await runtime.start()
-        await _seed(runtime, router, settings)
-        await runtime.start_job(timers.run)
+        if not background.started:
+            await background.start()
         app.state.webhook_sender = webhooks.WebhookSender(runtime.db, settings)
         await runtime.start_job(app.state.webhook_sender.run)
         app.state.calendars = CalendarRefresher(runtime.db, router, settings)  # reps' out-of-office feeds
@@ -100,7 +67,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
             await app.state.salesforce_poller.stop()
             await salesforce_routes.close(app)
             await crm_api.close(app)
-            await runtime.stop()
+            await background.stop()
 
     app = FastAPI(
         title="Handoff routing",

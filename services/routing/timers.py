@@ -157,6 +157,7 @@ class TimerLoop:
         self._clock = clock
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
+        self.in_service = asyncio.Event()  # set when the first round is done: the horizon read, the first due fired
         self.horizon = Horizon(ownership())
         self._refill_at = 0.0  # monotonic times of the next scheduled look at the store
         self._sweep_at = 0.0
@@ -195,7 +196,9 @@ class TimerLoop:
 
     async def _work(self) -> float:
         try:
-            return await self._round()
+            sleep = await self._round()
+            self.in_service.set()
+            return sleep
         except Exception:
             self.horizon = Horizon(self._ownership())  # read the store afresh after a failure
             raise
