@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from routing.store._base import Repository
+from routing.store.roster import read_worked
 from routing.store.tables import LeadRow, RepCalendarRow
 
 AwayWindows = tuple[tuple[datetime, datetime], ...]
@@ -26,16 +27,7 @@ class DeskRepository(Repository):
 
     async def worked_open_leads(self, statuses: Collection[str]) -> dict[str, int]:
         """Per rep, their open leads someone has touched already (they stop filling max_open by default)."""
-        query = (
-            select(LeadRow.current_rep_id, func.count())
-            .where(
-                LeadRow.status.in_(list(statuses)),
-                LeadRow.current_rep_id.is_not(None),
-                LeadRow.first_touch_at.is_not(None),
-            )
-            .group_by(LeadRow.current_rep_id)
-        )
-        return {str(rep_id): int(count) for rep_id, count in (await self.session.execute(query)).all()}
+        return await self.session.run_sync(lambda session: read_worked(session.connection(), statuses))
 
     async def calendars(self) -> dict[str, RepCalendarRow]:
         rows = await self.session.execute(select(RepCalendarRow))

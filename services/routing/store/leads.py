@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, literal, or_, select, text
+from sqlalchemy import Table, bindparam, func, insert, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from routing.domain.lifecycle import CurrentAssignment, LeadCase, Outcome, PendingTimer, sla_of
 from routing.store._base import Repository
 from routing.store.bulk import insert_many
+from routing.store.roster import write_loads, write_rotation
 from routing.store.tables import AssignmentRow, ErasedLead, LeadRow, SlaTimer, TimelineRow
 
 
@@ -54,6 +55,16 @@ class CaseRecord:
             tried_reps=frozenset(a.rep_id for a in self.assignments if a.rep_id),
             touches_since_first=self.touches_since_first,
         )
+
+
+# Built once (a consumer poll asks it every time; building the statement cost more than SQLite's answer).
+_SEEN_MANY = (
+    select(LeadRow.lead_id.label("id"), literal(True).label("routed"))
+    .where(LeadRow.lead_id.in_(bindparam("ids", expanding=True)))
+    .union_all(
+        select(ErasedLead.lead_id, literal(False)).where(ErasedLead.lead_id.in_(bindparam("ids", expanding=True)))
+    )
+)
 
 
 class LeadRepository(Repository):
@@ -148,10 +159,7 @@ class LeadRepository(Repository):
         """Of these leads, (those routed already, those erased already): a consumer batch's one question."""
         if not lead_ids:
             return set(), set()
-        ids = sorted(lead_ids)
-        routed = select(LeadRow.lead_id.label("id"), literal(True).label("routed")).where(LeadRow.lead_id.in_(ids))
-        erased = select(ErasedLead.lead_id, literal(False)).where(ErasedLead.lead_id.in_(ids))
-        rows = (await self.session.execute(routed.union_all(erased))).all()
+        rows = (await self.session.execute(_SEEN_MANY, {"ids": sorted(lead_ids)})).all()
         return {lead_id for lead_id, was_routed in rows if was_routed}, {i for i, was in rows if not was}
 
     async def insert_decisions(
@@ -160,9 +168,14 @@ class LeadRepository(Repository):
         assignments: Sequence[Mapping[str, Any]],
         timers: Sequence[Mapping[str, Any]],
         timeline: Sequence[Mapping[str, Any]],
+        *,
+        rotation: Mapping[str, Mapping[str, int]] | None = None,
+        loads: Mapping[str, tuple[int, str | None, int]] | None = None,
     ) -> None:
         """A batch of routing decisions in four executemany statements (ids are given: nothing is read back), on
-        the session's connection: Core statements with plain values, none of the ORM's per-statement work."""
+        the session's connection: Core statements with plain values, none of the ORM's per-statement work. With
+        `rotation` and `loads`, the teams' rotation states and the reps' load deltas the batch moved go in the same
+        call (RosterRepository.replace_rotation, add_loads)."""
         if self.session.new or self.session.dirty or self.session.deleted:
             await self.session.flush()  # rows the ORM holds go first, as the session's own execute would send them
         tables = (
@@ -177,6 +190,10 @@ class LeadRepository(Repository):
             for table, rows in tables:
                 if rows:
                     insert_many(connection, table, rows)
+            if rotation:
+                write_rotation(connection, rotation)
+            if loads:
+                write_loads(connection, loads)
 
         await self.session.run_sync(write)
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
-from sqlalchemy import case, delete, insert, or_, select, text, update
+from sqlalchemy import Connection, Table, bindparam, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import ClauseElement
 
 from routing.domain.accounts import company_key
+from routing.store import prepared
 from routing.store._base import Repository
+from routing.store.bulk import insert_many
 from routing.store.tables import (
     ROSTER_VERSION,
     AccountRow,
+    LeadRow,
     RepLoadRow,
     RepRow,
     RotationRow,
@@ -28,6 +34,15 @@ from routing.store.tables import (
 # a person's thread). Held until the transaction ends; a killed process's locks go with its connection.
 ROUTING_LOCK_CLASS = 0x524F  # "RO"
 KEY_LOCK_CLASS = 0x5254  # "RT"
+
+
+# Built once (asked once per routing batch).
+_ACCOUNT_CANDIDATES = select(AccountRow).where(
+    or_(
+        AccountRow.domain.in_(bindparam("domains", expanding=True)),
+        AccountRow.name_key.in_(bindparam("names", expanding=True)),
+    )
+)
 
 
 class RosterRepository(Repository):
@@ -104,8 +119,8 @@ class RosterRepository(Repository):
         """The account rows a lead could match: its domains and their parents, or its company name."""
         if not domains and not name_keys:
             return []
-        condition = or_(AccountRow.domain.in_(list(domains)), AccountRow.name_key.in_(list(name_keys)))
-        return list((await self.session.execute(select(AccountRow).where(condition))).scalars())
+        found = await self.session.execute(_ACCOUNT_CANDIDATES, {"domains": list(domains), "names": list(name_keys)})
+        return list(found.scalars())
 
     async def save_account(self, account_id: str, owner: str, name: str | None, domains: Sequence[str]) -> None:
         """Upsert one account: each of its domains a row, and every row of the account with the same owner and name."""
@@ -137,42 +152,107 @@ class RosterRepository(Repository):
             existing.active = True
 
     async def rotation(self) -> dict[str, dict[str, int]]:
-        state: dict[str, dict[str, int]] = {}
-        for row in (await self.session.execute(select(RotationRow))).scalars():
-            state.setdefault(row.team_id, {})[row.rep_id] = row.current
-        return state
+        return await self.session.run_sync(lambda session: read_rotation(session.connection()))
 
     async def replace_rotation(self, teams: Mapping[str, Mapping[str, int]]) -> None:
-        """Store these teams' rotation states whole (two statements): a rep the rotation dropped (left, away)
-        loses their row, so they come back at the neutral position instead of with an old, stale turn."""
-        if not teams:
-            return
-        await self.session.execute(delete(RotationRow).where(RotationRow.team_id.in_(sorted(teams))))
-        rows = [
-            {"team_id": team_id, "rep_id": rep_id, "current": current}
-            for team_id, state in teams.items()
-            for rep_id, current in state.items()
-        ]
-        if rows:
-            await self.session.execute(insert(RotationRow), rows)
+        """Store these teams' rotation states whole: a rep the rotation dropped (left, away) loses their row, so
+        they come back at the neutral position instead of with an old, stale turn."""
+        if teams:
+            await self.session.run_sync(lambda session: write_rotation(session.connection(), teams))
 
     async def load_states(self, rep_ids: Sequence[str] | None = None) -> dict[str, tuple[int, str, int]]:
         """Reps' (open leads, local day, assigned that day), all of them or these."""
+        if rep_ids is None:
+            return await self.session.run_sync(lambda session: read_loads(session.connection()))
         query = select(RepLoadRow.rep_id, RepLoadRow.open_leads, RepLoadRow.day, RepLoadRow.assigned_today)
-        if rep_ids is not None:
-            query = query.where(RepLoadRow.rep_id.in_(sorted(rep_ids)))
-        rows = await self.session.execute(query)
+        rows = await self.session.execute(query.where(RepLoadRow.rep_id.in_(sorted(rep_ids))))
         return {rep_id: (open_leads, day, today) for rep_id, open_leads, day, today in rows}
+
+    async def decision_state(
+        self, statuses: Collection[str]
+    ) -> tuple[dict[str, tuple[int, str, int]], dict[str, dict[str, int]], dict[str, int]]:
+        """What a routing batch decides on, in one call to the connection: every rep's load, every team's rotation,
+        and per rep the open leads (of these statuses) someone has touched already."""
+
+        def read(session: Session) -> tuple[dict[str, tuple[int, str, int]], dict[str, dict[str, int]], dict[str, int]]:
+            connection = session.connection()
+            return read_loads(connection), read_rotation(connection), read_worked(connection, statuses)
+
+        return await self.session.run_sync(read)
 
     async def add_loads(self, deltas: Mapping[str, tuple[int, str | None, int]]) -> None:
         """Move reps' loads by (open leads delta, local day or None, leads assigned on that day), one statement for
         all: increments, not values, so two processes deciding for reps of different teams never lose one."""
-        if not deltas:
-            return
-        insert_ = pg_insert if self._on_postgres() else sqlite_insert
-        stmt = insert_(RepLoadRow)
+        if deltas:
+            await self.session.run_sync(lambda session: write_loads(session.connection(), deltas))
+
+    async def loads(self) -> dict[str, RepLoadRow]:
+        return {row.rep_id: row for row in (await self.session.execute(select(RepLoadRow))).scalars()}
+
+
+# The statements of a routing batch's state, built and compiled once per dialect (routing.store.prepared).
+
+
+def read_rotation(connection: Connection) -> dict[str, dict[str, int]]:
+    """Every team's rotation positions (team -> rep -> position)."""
+    state: dict[str, dict[str, int]] = {}
+    query = partial(select, RotationRow.team_id, RotationRow.rep_id, RotationRow.current)
+    for team_id, rep_id, current in prepared.fetch(connection, "rotation", query):
+        state.setdefault(team_id, {})[rep_id] = current
+    return state
+
+
+def read_loads(connection: Connection) -> dict[str, tuple[int, str, int]]:
+    """Every rep's (open leads, local day, assigned that day)."""
+    query = partial(select, RepLoadRow.rep_id, RepLoadRow.open_leads, RepLoadRow.day, RepLoadRow.assigned_today)
+    rows = prepared.fetch(connection, "loads", query)
+    return {rep_id: (open_leads, day, today) for rep_id, open_leads, day, today in rows}
+
+
+def read_worked(connection: Connection, statuses: Collection[str]) -> dict[str, int]:
+    """Per rep, their open leads (of these statuses) someone has touched already."""
+    ordered = tuple(sorted(statuses))
+
+    def query() -> ClauseElement:
+        return (
+            select(LeadRow.current_rep_id, func.count())
+            .where(
+                LeadRow.status.in_(ordered),
+                LeadRow.current_rep_id.is_not(None),
+                LeadRow.first_touch_at.is_not(None),
+            )
+            .group_by(LeadRow.current_rep_id)
+        )
+
+    rows = prepared.fetch(connection, ("worked", ordered), query, literal=True)
+    return {str(rep_id): int(count) for rep_id, count in rows}
+
+
+def write_rotation(connection: Connection, teams: Mapping[str, Mapping[str, int]]) -> None:
+    """These teams' rotation states replace their rows: a delete per team (one executemany) and one insert."""
+    if not teams:
+        return
+    remove = partial(delete(RotationRow).where, RotationRow.team_id == bindparam("team_id"))
+    prepared.run(connection, "rotation_delete", remove, [{"team_id": team} for team in sorted(teams)])
+    rows = [
+        {"team_id": team_id, "rep_id": rep_id, "current": current}
+        for team_id, state in sorted(teams.items())
+        for rep_id, current in state.items()
+    ]
+    if rows:
+        insert_many(connection, cast(Table, RotationRow.__table__), rows)
+
+
+def write_loads(connection: Connection, deltas: Mapping[str, tuple[int, str | None, int]]) -> None:
+    """Reps' loads moved by these deltas, one executemany of one upsert (see RosterRepository.add_loads)."""
+    if not deltas:
+        return
+    on_postgres = connection.dialect.name == "postgresql"
+
+    def upsert() -> ClauseElement:
+        stmt = (pg_insert if on_postgres else sqlite_insert)(RepLoadRow)
         new = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
+        return stmt.on_conflict_do_update(
             index_elements=[RepLoadRow.rep_id],
             set_={
                 # Greatest of 0 and the sum, written as a CASE so SQLite and PostgreSQL read it the same way.
@@ -187,14 +267,12 @@ class RosterRepository(Repository):
                 "day": case((new.day == "", RepLoadRow.day), else_=new.day),
             },
         )
-        rows = [
-            {"rep_id": rep_id, "open_leads": delta, "day": day or "", "assigned_today": n}
-            for rep_id, (delta, day, n) in sorted(deltas.items())
-        ]
-        await self.session.execute(stmt, rows)
-        if any(delta < 0 for delta, _, _ in deltas.values()):
-            # A release for a rep with no row yet inserted the negative delta itself: a load is never below 0.
-            await self.session.execute(update(RepLoadRow).where(RepLoadRow.open_leads < 0).values(open_leads=0))
 
-    async def loads(self) -> dict[str, RepLoadRow]:
-        return {row.rep_id: row for row in (await self.session.execute(select(RepLoadRow))).scalars()}
+    rows = [
+        {"rep_id": rep_id, "open_leads": delta, "day": day or "", "assigned_today": n}
+        for rep_id, (delta, day, n) in sorted(deltas.items())
+    ]
+    prepared.run(connection, "add_loads", upsert, rows)
+    if any(delta < 0 for delta, _, _ in deltas.values()):
+        # A release for a rep with no row yet inserted the negative delta itself: a load is never below 0.
+        connection.execute(update(RepLoadRow).where(RepLoadRow.open_leads < 0).values(open_leads=0))

@@ -25,10 +25,11 @@ from routing import metrics
 from routing.domain import Action, Decision, RepLoad, RoutingRules, SlaPolicy, WorkingHours, route, sla_deadline
 from routing.domain.accounts import AccountBook
 from routing.domain.engine import FirstMatch
+from routing.domain.lifecycle import OPEN_STATUSES
 from routing.domain.sla import ResolvedSla
 from routing.store import RoutingRepository
 from routing.usecases import assign
-from routing.usecases.capacity import capacity_loads
+from routing.usecases.capacity import capacity_loads, remember_worked
 from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.decide import local_days, rep_loads, resolve_decision_sla
 from routing.usecases.decisions import assignment_data, assignment_values, scored_view, timeline_detail
@@ -84,11 +85,15 @@ class _Pending:
     schedules: list[WorkingHours] = field(default_factory=list)
 
     async def write(self, rt: RoutingContext, session: AsyncSession) -> None:
-        repo = RoutingRepository(session)
-        await repo.insert_decisions(self.leads, self.assignments, self.timers, self.timeline)
         state = await rotation(session)
-        await repo.replace_rotation({team: state.get(team, {}) for team in sorted(self.rotated)})
-        await repo.add_loads(self.loads)
+        await RoutingRepository(session).insert_decisions(
+            self.leads,
+            self.assignments,
+            self.timers,
+            self.timeline,
+            rotation={team: state.get(team, {}) for team in sorted(self.rotated)},
+            loads=self.loads,
+        )
         await publish(rt, session, self.events)
         for outcome, count in self.outcomes.items():
             metrics.record(session, partial(metrics.LEADS_ASSIGNED.labels(outcome=outcome).inc, count))
@@ -126,6 +131,7 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     if not batch:
         return
     state.routed.update(batch)
+    await _read_state(session)
     ids = iter(await RoutingRepository(session).reserve_assignment_ids(len(batch)))
     pending = _Pending()
     current = _Current(local_days(now, {rep.timezone for rep in roster.reps}))
@@ -139,6 +145,18 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
         _moved(pending, await rotation(session), load_rows, roster, decision, current.days)
         await current.moved(rt, session, roster, load_rows, decision.rep_id)
     await pending.write(rt, session)
+
+
+async def _read_state(session: AsyncSession) -> None:
+    """The loads, rotation and worked leads the decisions read, in one call to the store (each is otherwise read
+    on its own the first time it is asked for), unless this transaction holds them already."""
+    state = tx(session)
+    if state.loads is not None and state.rotation is not None:
+        return
+    loads_read, rotation_read, worked = await RoutingRepository(session).decision_state(OPEN_STATUSES)
+    state.loads = {rep_id: LoadState(*values) for rep_id, values in loads_read.items()}
+    state.rotation = rotation_read
+    remember_worked(session, worked)
 
 
 class _Current:

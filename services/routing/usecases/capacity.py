@@ -40,6 +40,12 @@ async def capacity_loads(
     return out
 
 
+def remember_worked(session: AsyncSession, worked: dict[str, int]) -> None:
+    """The worked open leads per rep, read by the caller for this transaction (a routing batch reads them with
+    the loads and rotation in one call)."""
+    session.info[_WORKED] = (session.sync_session.get_transaction(), worked)
+
+
 async def _worked(session: AsyncSession) -> dict[str, int]:
     current = session.sync_session.get_transaction()
     cached = session.info.get(_WORKED)
