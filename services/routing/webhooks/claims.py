@@ -17,7 +17,7 @@ from common.crypto import SecretBox, SecretKeyError
 from routing.access.links import action_links
 from routing.store import WebhookEndpoint
 from routing.webhooks.formats import STANDARD, render
-from routing.webhooks.send_store import ClaimRow
+from routing.webhooks.send_store import ClaimRow, EndpointRow, HandedRow
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +50,7 @@ class ClaimBuilder:
     def _action_links(self, lead_id: str, rep_id: str) -> list[tuple[str, str]]:
         return action_links(self._link_keys, self._links_base_url, lead_id, rep_id, self._now)
 
-    def secrets(self, endpoint: ClaimRow) -> tuple[str, ...] | None:
+    def secrets(self, endpoint: ClaimRow | EndpointRow) -> tuple[str, ...] | None:
         """The endpoint's secrets in force, or None when they cannot be read (never sent unsigned)."""
         if endpoint.endpoint_id not in self._secrets:
             try:
@@ -62,28 +62,39 @@ class ClaimBuilder:
 
     def claim(self, row: ClaimRow, token: str, lease_until: datetime | None) -> Claim | None:
         """The claim, or None when the endpoint's secrets cannot be read (the delivery waits for the key)."""
-        secrets = self.secrets(row)
+        return self._build(row.id, row.message_id, row.payload, row, token, lease_until)
+
+    def handed(self, row: HandedRow, endpoint: EndpointRow, token: str, lease_until: datetime | None) -> Claim | None:
+        """The claim of a handed-off delivery and its endpoint (read apart, once per batch); None as `claim`."""
+        return self._build(row.id, row.message_id, row.payload, endpoint, token, lease_until)
+
+    def _build(
+        self,
+        delivery_id: str,
+        message_id: str,
+        payload: str,
+        endpoint: ClaimRow | EndpointRow,
+        token: str,
+        lease_until: datetime | None,
+    ) -> Claim | None:
+        secrets = self.secrets(endpoint)
         if secrets is None:
             return None
-        return Claim(
-            delivery_id=row.id,
-            endpoint_id=row.endpoint_id,
-            message_id=row.message_id,
-            url=row.url,
-            payload=render(
-                row.format,
-                row.payload,
+        fmt = endpoint.format
+        if fmt != STANDARD:  # a chat message or a connector's body; the standard body is sent as stored
+            payload = render(
+                fmt,
+                payload,
                 links_base_url=self._links_base_url,
                 action_links=self._action_links if self._link_keys and self._links_base_url else None,
-            ),
-            secrets=secrets,
-            lease_token=token,
-            lease_until=lease_until,
-            format=row.format,
-        )
+            )
+        endpoint_id, url = endpoint.endpoint_id, endpoint.url
+        return Claim(delivery_id, endpoint_id, message_id, url, payload, secrets, token, lease_until, fmt)
 
 
-def signing_secrets(endpoint: ClaimRow | WebhookEndpoint, now: datetime, box: SecretBox) -> tuple[str, ...]:
+def signing_secrets(
+    endpoint: ClaimRow | EndpointRow | WebhookEndpoint, now: datetime, box: SecretBox
+) -> tuple[str, ...]:
     """The secrets in force, decrypted: the current one, and the previous one during a rotation's overlap."""
     until = endpoint.previous_secret_until
     if endpoint.previous_secret and until is not None and until > now:

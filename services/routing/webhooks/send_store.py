@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
+    Dialect,
     Table,
     bindparam,
     insert,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from routing.webhooks.store import PENDING, SUCCEEDED, DriverMany
@@ -82,11 +84,36 @@ _DUE = (
 )
 _DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True, of=_D)  # PostgreSQL: other senders skip these rows
 
-_HANDED = (
-    select(*_CLAIM_COLUMNS)
-    .select_from(_JOINED)
-    .where(_D.c.id.in_(bindparam("ids", expanding=True)), _D.c.status == PENDING, _E.c.enabled.is_(True))
+
+class HandedRow(NamedTuple):
+    """A handed-off delivery as it is now: its body (an erasure since its commit wins) and its lease token."""
+
+    id: str
+    endpoint_id: str
+    message_id: str
+    payload: str
+    lease_token: str | None
+
+
+class EndpointRow(NamedTuple):
+    """What a claim needs of an enabled endpoint, read once per hand-off batch (not once per delivery)."""
+
+    endpoint_id: str
+    url: str
+    format: str
+    secret: str
+    previous_secret: str | None
+    previous_secret_until: datetime | None
+
+
+# The hand-off read: the deliveries only (no join), at the driver, its SQL rendered once per dialect and count.
+_HANDED = select(_D.c.id, _D.c.endpoint_id, _D.c.message_id, _D.c.payload, _D.c.lease_token).where(
+    _D.c.status == literal_column(f"'{PENDING}'"), _D.c.id.in_(bindparam("ids", expanding=True))
 )
+_HANDED_SQL: dict[tuple[str, str, int], str] = {}
+_ENABLED_ENDPOINTS = select(
+    _E.c.id, _E.c.url, _E.c.format, _E.c.secret, _E.c.previous_secret, _E.c.previous_secret_until
+).where(_E.c.id.in_(bindparam("ids", expanding=True)), _E.c.enabled.is_(True))
 
 _LEASE = (
     update(_D)
@@ -135,6 +162,20 @@ _HEALTHY = (
 )
 
 
+def _handed_sql(dialect: Dialect, count: int) -> str:
+    """The hand-off read's SQL for `count` ids in this dialect's positional paramstyle, rendered once."""
+    key = (dialect.name, dialect.driver, count)
+    sql = _HANDED_SQL.get(key)
+    if sql is None:
+        names = [f"i{n}" for n in range(count)]
+        statement = _HANDED.params(ids=names)
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}))
+        if list(compiled.positiontup or ()) != [f"ids_{n + 1}" for n in range(count)]:
+            raise RuntimeError(f"the hand-off read needs a positional paramstyle, not {dialect.paramstyle}")
+        sql = _HANDED_SQL[key] = compiled.string
+    return sql
+
+
 class SendStore:
     """The sender's queries, on the connection of the caller's transaction (one greenlet hop per method: the
     statements run synchronously on the connection, as every driver here lets them)."""
@@ -153,12 +194,22 @@ class SendStore:
         params = {"now": now, "limit": limit, "skip": list(skip_endpoints)}
         return await self._run(lambda conn: [ClaimRow(*row) for row in conn.execute(query, params).all()])
 
-    async def handed_off(self, ids: Sequence[str]) -> list[ClaimRow]:
-        """The deliveries of `ids` still pending, for enabled endpoints (the caller checks the lease token)."""
+    async def handed_off(self, ids: Sequence[str]) -> tuple[list[HandedRow], dict[str, EndpointRow]]:
+        """The deliveries of `ids` still pending (the caller checks the lease token) and their endpoints that are
+        enabled, by id: two statements, the first at the driver (no per-row SQLAlchemy work)."""
         if not ids:
-            return []
-        params = {"ids": list(ids)}
-        return await self._run(lambda conn: [ClaimRow(*row) for row in conn.execute(_HANDED, params).all()])
+            return [], {}
+
+        def read(conn: Connection) -> tuple[list[HandedRow], dict[str, EndpointRow]]:
+            rows = [HandedRow(*row) for row in conn.exec_driver_sql(_handed_sql(conn.dialect, len(ids)), tuple(ids))]
+            endpoint_ids = list({row.endpoint_id for row in rows})
+            endpoints = {}
+            if endpoint_ids:
+                for row in conn.execute(_ENABLED_ENDPOINTS, {"ids": endpoint_ids}).all():
+                    endpoints[row[0]] = EndpointRow(*row)
+            return rows, endpoints
+
+        return await self._run(read)
 
     async def lease(self, delivery_ids: Sequence[str], token: str, lease_until: datetime) -> None:
         """Lease the claimed deliveries under one token, in one statement."""

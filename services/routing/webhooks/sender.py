@@ -97,7 +97,7 @@ class WebhookSender:
         self._workers: list[asyncio.Task[None]] = []
         self._idle: deque[asyncio.Future[Claim | None]] = deque()  # workers waiting to be handed a claim
         self._slots = FairScheduler(settings.webhook_concurrency, settings.webhook_endpoint_concurrency)
-        self._handed: list[tuple[str, str]] = []  # (delivery id, lease token) committed leased to this sender
+        self._handed: list[tuple[str, str, datetime]] = []  # (delivery id, lease token, until) leased to this sender
         self._taking_handoffs = False
         self._dry_until = 0.0  # monotonic time before which a claim that found nothing is not repeated
         self._queued_since_dry = False
@@ -239,16 +239,19 @@ class WebhookSender:
         """Queue up to `limit` handed-off deliveries for their endpoints' slots (one read, no claim: they were
         written leased to this sender); those changed since (replayed, erased endpoint) are left to the table."""
         batch, self._handed = self._handed[:limit], self._handed[limit:]
-        tokens = dict(batch)
+        leases = {delivery_id: (token, until) for delivery_id, token, until in batch}
         async with self._db.read() as session:
-            found = await SendStore(session).handed_off(list(tokens))
+            found, endpoints = await SendStore(session).handed_off(list(leases))
         build = ClaimBuilder(self._secrets, self._clock(), self._links_base_url, self._link_keys)
+        wait = self._slots.wait
         for row in found:
-            if row.lease_token != tokens[row.id]:
-                continue
-            claim = build.claim(row, row.lease_token, row.lease_until)
+            token, until = leases[row.id]
+            endpoint = endpoints.get(row.endpoint_id)
+            if row.lease_token != token or endpoint is None:
+                continue  # replayed or claimed since (its lease is another's), or its endpoint is disabled
+            claim = build.handed(row, endpoint, token, until)
             if claim is not None:
-                self._slots.wait(claim)
+                wait(claim)
 
     async def deliver(self, claim: Claim) -> AttemptOutcome:
         """Send one claimed delivery and record the attempt and what comes next."""

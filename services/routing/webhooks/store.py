@@ -20,13 +20,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from common.db import as_utc
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 DELIVERY_STATUSES = (PENDING, SUCCEEDED, FAILED)
 _ENQUEUED_FLAG = "handoff_webhooks_enqueued"
 _ENDPOINTS = "handoff_webhook_endpoints"  # session.info key: (transaction, enabled endpoints) read once
-_HANDED_OFF = "handoff_webhooks_handed_off"  # session.info key: [(delivery id, lease token)] written leased
+_HANDED_OFF = "handoff_webhooks_handed_off"  # session.info key: [(delivery id, lease token, until)] written leased
 # Databases (by engine) whose sender runs in this process and takes new deliveries in memory: the lease it wants.
 _TAKERS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
@@ -114,8 +115,9 @@ def enqueued_in(session: AsyncSession) -> bool:
     return bool(session.info.get(_ENQUEUED_FLAG))
 
 
-def handed_off_in(session: AsyncSession) -> list[tuple[str, str]]:
-    """(delivery id, lease token) of the deliveries the transaction just committed on this session handed off."""
+def handed_off_in(session: AsyncSession) -> list[tuple[str, str, datetime]]:
+    """(delivery id, lease token, lease end) of the deliveries the transaction just committed on this session handed
+    off."""
     return list(session.info.get(_HANDED_OFF, ()))
 
 
@@ -198,8 +200,9 @@ class WebhookStore:
         lease_s = _TAKERS.get(bind) if isinstance(bind, Engine) else None
         lease: tuple[str | None, datetime | None] = (None, None)
         if lease_s is not None:
-            lease = (token, now + timedelta(seconds=lease_s))
-            self.session.info.setdefault(_HANDED_OFF, []).extend((row[0], token) for row in rows)
+            until = as_utc(now) + timedelta(seconds=lease_s)  # the sender compares it with its aware clock
+            lease = (token, until)
+            self.session.info.setdefault(_HANDED_OFF, []).extend((row[0], token, until) for row in rows)
         # The table, not the ORM entity: one executemany of plain tuples at the driver (`DriverMany`).
         full = [(*row, PENDING, now, 0, 0, 0, now, *lease) for row in rows]
         await self.session.run_sync(lambda sync: _INSERT_DELIVERIES.run(sync.connection(), full))
