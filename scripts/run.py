@@ -81,9 +81,8 @@ def main() -> int:
             [
                 PY,
                 "-m",
-                "uvicorn",
-                f"{name}.app:create_app",
-                "--factory",
+                # routing: its SLA timers in service before its HTTP side loads (routing.serve, as in its image)
+                *(["routing.serve"] if name == "routing" else ["uvicorn", f"{name}.app:create_app", "--factory"]),
                 "--host",
                 "127.0.0.1",
                 "--port",
