@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, literal, or_, select, text
+from sqlalchemy import Connection, Table, bindparam, func, insert, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from routing.domain.lifecycle import CurrentAssignment, LeadCase, Outcome, PendingTimer, sla_of
 from routing.store._base import Repository
 from routing.store.bulk import insert_many
-from routing.store.roster import write_loads, write_rotation
+from routing.store.roster import read_loads, read_rotation, read_worked, write_loads, write_rotation
 from routing.store.tables import AssignmentRow, ErasedLead, LeadRow, SlaTimer, TimelineRow
 
 
@@ -56,6 +56,38 @@ class CaseRecord:
             touches_since_first=self.touches_since_first,
         )
 
+
+@dataclass
+class BatchState:
+    """What LeadRepository.batch_state answers (loads, rotation and worked are None when not asked for)."""
+
+    routed: set[str]
+    erased: set[str]
+    ids: list[int] = field(default_factory=list)
+    loads: dict[str, tuple[int, str, int]] | None = None
+    rotation: dict[str, dict[str, int]] | None = None
+    worked: dict[str, int] | None = None
+
+
+def reserve_ids(connection: Connection, count: int) -> list[int]:
+    """`count` new assignment ids from the database's own counter, in one statement."""
+    if count <= 0:
+        return []
+    if connection.dialect.name == "postgresql":
+        # The serial's sequence: nextval is atomic and outside transactions (a rollback leaves a gap).
+        return sorted(int(i) for i in connection.execute(_NEXTVAL, {"n": count}).scalars())
+    # AUTOINCREMENT's counter (migration 0004). SQLite has one writer at a time, so a counter bumped inside the
+    # write transaction is atomic; rows inserted with these ids keep it at the maximum.
+    bumped = connection.execute(_BUMP, {"n": count}).scalar_one_or_none()
+    if bumped is None:
+        last = int(connection.execute(select(func.max(AssignmentRow.id))).scalar_one() or 0) + count
+        connection.execute(text("INSERT INTO sqlite_sequence (name, seq) VALUES ('assignments', :seq)"), {"seq": last})
+        bumped = last
+    return list(range(int(bumped) - count + 1, int(bumped) + 1))
+
+
+_NEXTVAL = text("SELECT nextval(pg_get_serial_sequence('assignments', 'id')) FROM generate_series(1, :n)")
+_BUMP = text("UPDATE sqlite_sequence SET seq = seq + :n WHERE name = 'assignments' RETURNING seq")
 
 # Built once (a consumer poll asks it every time; building the statement cost more than SQLite's answer).
 _SEEN_MANY = (
@@ -257,24 +289,25 @@ class LeadRepository(Repository):
         """`count` new assignment ids from the database's counter in one statement (a batch's decisions)."""
         if count <= 0:
             return []
-        if self.session.get_bind().dialect.name == "postgresql":
-            # The serial's sequence: nextval is atomic and outside transactions (a rollback leaves a gap).
-            sequence = text("SELECT nextval(pg_get_serial_sequence('assignments', 'id')) FROM generate_series(1, :n)")
-            return sorted(int(i) for i in (await self.session.execute(sequence, {"n": count})).scalars())
-        # AUTOINCREMENT's counter (migration 0004). SQLite has one writer at a time, so a counter bumped inside the
-        # write transaction is atomic; rows inserted with these ids keep it at the maximum.
-        bumped = (
-            await self.session.execute(
-                text("UPDATE sqlite_sequence SET seq = seq + :n WHERE name = 'assignments' RETURNING seq"), {"n": count}
-            )
-        ).scalar_one_or_none()
-        if bumped is None:
-            last = int((await self.session.execute(select(func.max(AssignmentRow.id)))).scalar_one() or 0) + count
-            await self.session.execute(
-                text("INSERT INTO sqlite_sequence (name, seq) VALUES ('assignments', :seq)"), {"seq": last}
-            )
-            bumped = last
-        return list(range(int(bumped) - count + 1, int(bumped) + 1))
+        return await self.session.run_sync(lambda session: reserve_ids(session.connection(), count))
+
+    async def batch_state(self, lead_ids: Collection[str], statuses: Collection[str], *, state: bool) -> BatchState:
+        """A routing batch's questions after its locks, in one call to the connection: which of these leads are
+        routed or erased already, new assignment ids for the others, and (`state`) every rep's load, every team's
+        rotation and per rep the open leads (of these statuses) someone has touched already."""
+
+        def read(session: Session) -> BatchState:
+            connection = session.connection()
+            rows = connection.execute(_SEEN_MANY, {"ids": sorted(lead_ids)}).all()
+            routed = {lead_id for lead_id, was_routed in rows if was_routed}
+            found = BatchState(routed, {lead_id for lead_id, was_routed in rows if not was_routed})
+            found.ids = reserve_ids(connection, len(set(lead_ids) - routed))
+            if state:
+                found.loads, found.rotation = read_loads(connection), read_rotation(connection)
+                found.worked = read_worked(connection, statuses)
+            return found
+
+        return await self.session.run_sync(read)
 
     async def count_timeline(self, lead_id: str, kind: str, *, since: datetime) -> int:
         """How many timeline entries of one kind a lead has had since a moment (touches for a follow-up clock)."""

@@ -28,6 +28,7 @@ from routing.domain.engine import FirstMatch
 from routing.domain.lifecycle import OPEN_STATUSES
 from routing.domain.sla import ResolvedSla
 from routing.store import RoutingRepository
+from routing.store.leads import BatchState
 from routing.usecases import assign
 from routing.usecases.capacity import capacity_loads, remember_worked
 from routing.usecases.context import Roster, RoutingContext
@@ -121,7 +122,8 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     firsts = {lead_id: FirstMatch(rules.first_match(view)) for lead_id, view in views.items()}
     guesses = {_team_guessed(roster, rules, views[i], books[i], firsts[i]) for i in views}
     await lock_teams(session, guesses, threads=batch)
-    routed, erased = await RoutingRepository(session).seen_many(batch)
+    found = await _read_state(session, batch)
+    routed, erased = found.routed, found.erased
     for lead_id in routed:
         del batch[lead_id]
     for lead_id in erased:
@@ -131,8 +133,7 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     if not batch:
         return
     state.routed.update(batch)
-    await _read_state(session)
-    ids = iter(await RoutingRepository(session).reserve_assignment_ids(len(batch)))
+    ids = iter(found.ids)
     pending = _Pending()
     current = _Current(local_days(now, {rep.timezone for rep in roster.reps}))
     for lead_id, scored in batch.items():
@@ -147,16 +148,17 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     await pending.write(rt, session)
 
 
-async def _read_state(session: AsyncSession) -> None:
-    """The loads, rotation and worked leads the decisions read, in one call to the store (each is otherwise read
-    on its own the first time it is asked for), unless this transaction holds them already."""
+async def _read_state(session: AsyncSession, batch: Mapping[str, Event]) -> BatchState:
+    """After the locks, in one call to the store: which leads are routed or erased already, the others' assignment
+    ids, and (unless this transaction holds them already) the loads, rotation and worked leads the decisions read."""
     state = tx(session)
-    if state.loads is not None and state.rotation is not None:
-        return
-    loads_read, rotation_read, worked = await RoutingRepository(session).decision_state(OPEN_STATUSES)
-    state.loads = {rep_id: LoadState(*values) for rep_id, values in loads_read.items()}
-    state.rotation = rotation_read
-    remember_worked(session, worked)
+    needed = state.loads is None or state.rotation is None
+    found = await RoutingRepository(session).batch_state(batch, OPEN_STATUSES, state=needed)
+    if found.loads is not None and found.rotation is not None and found.worked is not None:
+        state.loads = {rep_id: LoadState(*values) for rep_id, values in found.loads.items()}
+        state.rotation = found.rotation
+        remember_worked(session, found.worked)
+    return found
 
 
 class _Current:
