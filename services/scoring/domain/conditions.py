@@ -90,8 +90,33 @@ def field_values(
     context: Mapping[str, Any],
 ) -> dict[str, Any]:
     """`paths` resolved as `context_resolver` resolves them, all at once: a ruleset's compiled rules then read
-    them with `.__getitem__` (a C call) instead of a Python resolver per test."""
-    return {path: _lookup(path, lead, fields, whole, context) for path in paths}
+    them with `.__getitem__` (a C call) instead of a Python resolver per test. The paths are sorted by where
+    they are looked up once per ruleset (`_plan`); the lead's and enrichment's own keys are read in one pass each."""
+    top, walked, enriched = _plan(paths)
+    if type(lead) is dict:
+        values = {path: lead.get(key) for path, key in top}
+    else:
+        values = {path: _walk(lead, (key,)) for path, key in top}
+    for path, where, keys in walked:
+        values[path] = _lookup(path, lead, fields, whole, context) if where != "lead" else _walk(lead, keys)
+    for path in enriched:
+        value = fields.get(path, _MISSING)
+        values[path] = whole.get(path) if value is _MISSING else value
+    return values
+
+
+@lru_cache(maxsize=64)
+def _plan(
+    paths: tuple[str, ...],
+) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, tuple[str, ...]], ...], tuple[str, ...]]:
+    """`paths` split by where `_lookup` finds them: a lead's top-level keys (path, key), the rest of the lead and
+    the context's paths (path, where, keys), and the enrichment's paths."""
+    routes = [(path, *_route(path)) for path in paths]
+    top = tuple((path, keys[0]) for path, where, keys in routes if where == "lead" and len(keys) == 1)
+    walked = tuple(
+        (path, where, keys) for path, where, keys in routes if where != "enrichment" and (path, keys[0]) not in top
+    )
+    return top, walked, tuple(path for path, where, _ in routes if where == "enrichment")
 
 
 def _lookup(

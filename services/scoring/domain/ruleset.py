@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import Any
 
 from common.conditions.predicates import Predicate, compile_condition, condition_fields
-from scoring.domain.conditions import Condition, describe
+from scoring.domain.conditions import Condition, FieldTest, describe
 
 GRADES: tuple[str, ...] = ("A", "B", "C", "D")
 SCORE_KINDS: tuple[str, ...] = ("fit", "intent")
@@ -99,6 +99,28 @@ class Ruleset:
         return tuple((rule, compile_condition(rule.when), _fired(rule)) for rule in self.rules if rule.enabled)
 
     @cached_property
+    def rule_plan(self) -> RulePlan:
+        """`compiled_rules` split for a lead's evaluation (`score_lead`): per field, the rules that only ask whether
+        its text equals one of some texts, indexed by folded text (one dict lookup answers them all); the others
+        one predicate each. Positions are those of `compiled_rules`."""
+        by_field: dict[str, tuple[dict[str, list[int]], list[int]]] = {}
+        others: list[tuple[int, Predicate]] = []
+        for position, (rule, holds, _fired) in enumerate(self.compiled_rules):
+            texts = _equal_texts(rule.when)
+            if texts is None:
+                others.append((position, holds))
+                continue
+            index, members = by_field.setdefault(rule.when.field, ({}, []))  # type: ignore[union-attr]
+            members.append(position)
+            for text in texts:
+                index.setdefault(text, []).append(position)
+        groups = tuple(
+            (path, {text: tuple(found) for text, found in index.items()}, tuple(members))
+            for path, (index, members) in by_field.items()
+        )
+        return groups, tuple(others)
+
+    @cached_property
     def compiled_unless(self) -> Predicate | None:
         """`qualified.unless` compiled, or None when the ruleset has none."""
         unless = self.qualification.unless
@@ -120,6 +142,23 @@ class Ruleset:
         """Best grade whose threshold the combined score reaches; "D" below all thresholds."""
         combined = self.combined(fit, intent)
         return next((grade for grade, minimum in self.thresholds if combined >= minimum), "D")
+
+
+RulePlan = tuple[
+    tuple[tuple[str, dict[str, tuple[int, ...]], tuple[int, ...]], ...], tuple[tuple[int, "Predicate"], ...]
+]
+
+
+def _equal_texts(condition: Condition) -> frozenset[str] | None:
+    """The folded texts of a lone `equals` / `one_of` test without numbers (what its compiled predicate decides
+    for a text value by set membership), else None."""
+    if not isinstance(condition, FieldTest):
+        return None
+    if condition.operator == "equals" and condition.argument.number is None:
+        return frozenset((condition.argument.folded,))
+    if condition.operator == "one_of" and all(option.number is None for option in condition.argument):
+        return frozenset(option.folded for option in condition.argument)
+    return None
 
 
 def _fired(rule: Rule) -> FiredRule:

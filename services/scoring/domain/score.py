@@ -79,9 +79,21 @@ def score_lead(
         ruleset.tested_fields, lead, enrichment.as_fields() if fields is None else fields, _whole(enrichment), context
     )
     resolve = values.__getitem__
-    hits = [(rule, fired) for rule, holds, fired in ruleset.compiled_rules if holds(resolve)]
-    matched = [rule for rule, _ in hits]
-    fired = [fired for _, fired in hits]
+    compiled = ruleset.compiled_rules
+    groups, others = ruleset.rule_plan
+    positions = [position for position, holds in others if holds(resolve)]
+    for path, index, members in groups:  # text-equality rules: one lookup per field (see Ruleset.rule_plan)
+        value = values[path]
+        if type(value) is str:
+            text = value.strip()
+            if text:
+                positions += index.get(text.casefold(), ())
+        elif value is not None:  # a number, a list...: each rule's own predicate, as the language answers
+            positions += [position for position in members if compiled[position][1](resolve)]
+    if groups:
+        positions.sort()
+    matched = [compiled[position][0] for position in positions]
+    fired = [compiled[position][2] for position in positions]
     fit = _clamp(sum(rule.points for rule in fired if rule.score == "fit"))
     intent = _clamp(sum(rule.points for rule in fired if rule.score == "intent"))
     grade = ruleset.grade(fit, intent)

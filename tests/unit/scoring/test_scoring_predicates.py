@@ -192,3 +192,33 @@ def test_a_rulesets_tested_fields_are_every_field_its_rules_and_unless_test_unde
     assert not any(path.startswith("context.") for path in fields)
     condition = AllOf((FieldTest("a", "equals", _s("x")), Not(AnyOf((FieldTest("b", "exists", True),)))))
     assert condition_fields(condition) == {"a", "b"}
+
+
+EQUALITY_RULES = """
+name: equality rules, looked up by field
+fit:
+  - {id: de_or_fr, when: {lead.form_id: {one_of: [DE, fr]}}, points: 10}
+  - {id: message_text, when: {lead.message: {regex: 'call'}}, points: 3}
+  - {id: de, when: {lead.form_id: DE}, points: 5}
+  - {id: fifty_or_c_level, when: {lead.form_id: {one_of: ["50", c_level]}}, points: 5}
+  - {id: fifty_number, when: {lead.form_id: 50}, points: 5}
+  - {id: eleven_to_fifty, when: {lead.job_title: {one_of: [11-50, de]}}, points: 5}
+  - {id: not_de, when: {not: {lead.form_id: DE}}, points: 1}
+grades: {weights: {fit: 60, intent: 40}, thresholds: {A: 70, B: 50, C: 30}}
+qualified: {min_fit: 40, min_intent: 0}
+"""
+
+
+def test_text_equality_rules_looked_up_by_field_fire_as_the_evaluator_for_every_kind_of_value() -> None:
+    ruleset = load_ruleset(EQUALITY_RULES)
+    groups, _others = ruleset.rule_plan
+    assert {path for path, _, _ in groups} == {"lead.form_id", "lead.job_title"}  # the lookups are in play
+    context = {"source": {"kind": "web"}, "is_test": False, "duplicate_of": None, "repeat_count": 0}
+    for form_id in VALUES:
+        for title in ("11-50", " DE ", None, 50, ["de"]):
+            lead: dict[str, Any] = {"form_id": form_id, "job_title": title, "message": "call me"}
+            enrichment = enrich(lead, firmographic=None, provider_result=None, provider_status="disabled")
+            resolve = field_resolver(lead, enrichment, context)
+            expected = [rule.id for rule in ruleset.rules if evaluate(rule.when, resolve)]
+            fired = [rule.id for rule in score_lead(lead, enrichment, ruleset, context=context).fired]
+            assert fired == expected, (form_id, title)
