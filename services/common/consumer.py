@@ -229,8 +229,13 @@ class ConsumerLoop:
         for tp in assigned:
             position = self._positions.get(tp)
             if position is None:
+                # Asked once per assignment (then kept): a partition with nothing committed yet would otherwise
+                # cost a round trip to the coordinator every lag check; where it has none, the consumer starts
+                # from its fetch position (the reset one), known locally.
                 with contextlib.suppress(Exception):
                     position = await asyncio.wait_for(consumer.committed(tp), 2.0)
+                    if position is None:
+                        position = await asyncio.wait_for(consumer.position(tp), 2.0)
             lag[tp] = max(0, ends.get(tp, 0) - (position or 0))
             if position is not None:
                 self._positions.setdefault(tp, position)

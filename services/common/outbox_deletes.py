@@ -131,13 +131,14 @@ _RELAYS: weakref.WeakValueDictionary[tuple[int, str], Any] = weakref.WeakValueDi
 
 
 def register(relay: Any, engine: AsyncEngine, table: Table) -> None:
-    _RELAYS[(id(engine), table.name)] = relay
+    _RELAYS[(id(engine.sync_engine), table.name)] = relay
 
 
 def relay_for(session: AsyncSession, table: Table) -> Any:
     """The relay publishing `table` for the session's own engine in this process, if any."""
-    relay = _RELAYS.get((id(session.bind), table.name))
-    if relay is None or relay.engine is not session.bind:
+    bind = session.sync_session.bind  # a plain attribute (AsyncSession.bind translates it on every access)
+    relay = _RELAYS.get((id(bind), table.name))
+    if relay is None or relay.engine.sync_engine is not bind:
         return None
     return relay
 

@@ -1,0 +1,68 @@
+"""The relay publishes what a writer just committed from memory, and deletes published rows inside the next writer's
+transaction; a writer that rolls back gives its claimed deletes back (nothing it wrote is published).
+
+A fake producer stands in for Kafka; the outbox is a real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from common import outbox_deletes
+from common.db import Database, upgrade_schema_async
+from common.envelope import Event
+from common.outbox import OutboxRelay, add_events, backlog
+from routing.app import MIGRATIONS
+from routing.store import Base, outbox
+from tests.integration.test_outbox_pipelining import _FakeProducer, _settings
+from tests.support.stack import wait_until_async
+
+pytestmark = [pytest.mark.integration]
+
+
+def _event(name: str) -> Event:
+    return Event(type="thing.happened", source="/tests", subject=name, data={})
+
+
+async def _write(db: Database, name: str) -> None:
+    async with db.transaction() as session:
+        await add_events(session, outbox, _settings(), [_event(name)], lambda _e: "things.v1")
+
+
+async def test_published_rows_are_deleted_by_the_next_writers_commit_and_a_rollback_gives_them_back(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deleter never commits on its own here (until the relay stops): only writers' transactions delete.
+    monkeypatch.setattr(outbox_deletes, "DELETE_LINGER_S", 3600)
+    settings = _settings(outbox_poll_interval_s=3600)  # and no table read after the first: the hand-off brings rows
+    db = Database(database_url)
+    await upgrade_schema_async(database_url, MIGRATIONS, Base.metadata)
+    delivered: list[bytes] = []
+    relay = OutboxRelay(
+        settings=settings, db=db, table=outbox, producer_factory=lambda: _FakeProducer([], delivered, set())
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        await _write(db, "first")
+        await wait_until_async(lambda: delivered == [b"first"], timeout=20, what="first published")
+        assert await backlog(db, outbox) == 1  # published, its delete waits for a writer
+
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as session:
+                await add_events(session, outbox, settings, [_event("rolled-back")], lambda _e: "things.v1")
+                raise RuntimeError("the writer fails after writing its events")
+        assert await backlog(db, outbox) == 1  # the claimed delete went back with the rollback
+
+        await _write(db, "second")  # its commit carries the delete of "first"
+        await wait_until_async(lambda: delivered == [b"first", b"second"], timeout=20, what="second published")
+        async with db.read() as session:
+            left = (await session.execute(outbox.select())).all()
+        assert [row.key for row in left] == [b"second"]
+    finally:
+        await relay.stop()
+        await task  # a stopping relay deletes what it published
+        assert await backlog(db, outbox) == 0
+        await db.dispose()
+    assert delivered == [b"first", b"second"]  # the rolled-back event never left
