@@ -62,16 +62,24 @@ class UtcDateTime(TypeDecorator[datetime]):
             return super().bind_processor(dialect)
 
         def to_text(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is not None and value.tzinfo is not UTC:
-                value = value.astimezone(UTC)
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return None if value is None else sqlite_time_text(value)
 
         return to_text
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else as_utc(value)
+
+
+def sqlite_time_text(value: datetime) -> str:
+    """A point in time as UtcDateTime stores it on SQLite (UTC, "YYYY-MM-DD HH:MM:SS.ffffff"; naive is UTC)."""
+    if value.tzinfo is not None and value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def sqlite_time(text: str) -> datetime:
+    """A UtcDateTime column's SQLite text read back, as the column reads it: an aware UTC datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def as_utc(value: datetime) -> datetime:
@@ -191,6 +199,21 @@ async def insert_many(session: AsyncSession, table: Table, rows: Sequence[Mappin
         raise DBAPIError.instance(
             statement, None, exc, sqlite3.Error, hide_parameters=True, dialect=dialect, ismulti=True
         ) from exc
+
+
+async def sqlite_fetchall(session: AsyncSession, statement: str, params: Sequence[Any]) -> list[Any] | None:
+    """The rows of a read in the session's transaction, straight from the inline SQLite driver (values as SQLite
+    holds them: times as text); None on any other dialect, where the caller runs its Core statement instead. For
+    hot paths whose statement building cost more than the read. Errors are SQLAlchemy's, as for Core."""
+    connection = await session.connection()
+    dialect = connection.dialect
+    if not isinstance(dialect, InlineSQLiteDialect):
+        return None
+    raw = await connection.get_raw_connection()
+    try:
+        return raw.driver_connection.execute(statement, params).fetchall()  # type: ignore[union-attr]
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, sqlite3.Error, hide_parameters=True, dialect=dialect) from exc
 
 
 @functools.lru_cache(maxsize=64)

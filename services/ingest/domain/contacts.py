@@ -43,10 +43,10 @@ FALLBACK_PHONE_REGION = "US"
 
 def as_text(value: Any) -> str | None:
     """Scalar or list of scalars as text; None when the value is structured (a dict) or a bool."""
+    if isinstance(value, str):  # first: the usual value, and an ABC check (Mapping) costs more than the rest
+        return value
     if isinstance(value, bool | Mapping):
         return None
-    if isinstance(value, str):
-        return value
     if isinstance(value, int | float):
         if isinstance(value, float) and value.is_integer():
             value = int(value)

@@ -114,7 +114,9 @@ class Collected:
 
 
 def is_blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or value in ([], {})
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or value in ([], {})
 
 
 def route_target(collected: Collected, target: str, key: str, value: Any, rank: int) -> bool:
@@ -188,7 +190,7 @@ def collect(raw: Mapping[str, Any], field_mapping: Mapping[str, str] | None) -> 
             continue
         if slug in _IGNORED_KEYS:
             continue
-        if isinstance(value, Mapping) and slug in ("utm", "click_ids", "consent", "custom"):
+        if slug in ("utm", "click_ids", "consent", "custom") and isinstance(value, Mapping):
             for sub_key, sub_value in value.items():
                 sk = str(sub_key)
                 if slug == "utm":

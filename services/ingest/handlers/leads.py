@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
@@ -109,15 +110,18 @@ def received_event(
     external_id: str | None,
     is_test: bool,
     duplicate_of: str | None,
-    data: dict[str, Any],
+    data: dict[str, Any] | orjson.Fragment,
+    *,
+    event_id: str | None = None,
 ) -> Event:
-    """The `lead.received` event of a stored lead."""
+    """The `lead.received` event of a stored lead; `data` may be the lead's JSON already serialized (a Fragment)."""
     return Event(
         type="lead.received",
         source=EVENT_SOURCE,
         subject=lead_id,
         time=now,
         correlation_id=correlation_id,
+        id=event_id or str(uuid.uuid4()),
         data={
             "lead_id": lead_id,
             "source": source_view(source),
