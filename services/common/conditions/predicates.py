@@ -25,6 +25,7 @@ from common.conditions.operators import (
     apply_test,
     is_present,
 )
+from common.conditions.regex import alternation
 
 Predicate = Callable[[Resolver], bool]
 Check = Callable[[Any], bool]
@@ -35,12 +36,40 @@ def compile_condition(condition: Condition) -> Predicate:
     if isinstance(condition, AllOf):
         return _all(tuple(compile_condition(part) for part in condition.parts))
     if isinstance(condition, AnyOf):
-        return _any(tuple(compile_condition(part) for part in condition.parts))
+        return _any(_any_parts(condition.parts))
     if isinstance(condition, Not):
         return _not(compile_condition(condition.part))
     if condition.operator == "not":
         return _not(compile_condition(condition.argument))
     return compile_test(condition)
+
+
+def _any_parts(parts: tuple[Condition, ...]) -> tuple[Predicate, ...]:
+    """An `any`'s parts compiled; its regex tests of one field become one test of their patterns' alternation (one
+    RE2 search instead of one per pattern: RE2 finds a match of `(?:a)|(?:b)` exactly where `a` or `b` matches)."""
+    regexes: dict[str, list[FieldTest]] = {}
+    for part in parts:
+        if isinstance(part, FieldTest) and part.operator == "regex":
+            regexes.setdefault(part.field, []).append(part)
+    compiled: list[Predicate] = []
+    for part in parts:
+        group = regexes.get(part.field) if isinstance(part, FieldTest) and part.operator == "regex" else None
+        if group is None or len(group) == 1:
+            compiled.append(compile_condition(part))
+        elif group[0] is part:  # the group, compiled where its first test stands
+            merged = alternation([test.argument for test in group])
+            if merged is None:
+                compiled.extend(compile_test(test) for test in group)
+            else:
+                compiled.append(_regex(part.field, merged.search, _any_generic(group)))
+    return tuple(compiled)
+
+
+def _any_generic(tests: list[FieldTest]) -> Check:
+    def generic(value: Any) -> bool:
+        return any(apply_test(test, value) for test in tests)
+
+    return generic
 
 
 def condition_fields(condition: Condition) -> frozenset[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,16 @@ def compile_regex(text: str) -> Regex:
         return Regex(text, re2.compile(text, _OPTIONS))
     except re2.error as exc:
         raise RegexError(_regex_reason(exc)) from None
+
+
+def alternation(patterns: Sequence[Regex]) -> Regex | None:
+    """One regex matching wherever any of `patterns` matches (RE2 finds `(?:a)|(?:b)` exactly where `a` or `b`
+    does, in one search), or None when RE2 will not compile it (the patterns are then matched one by one)."""
+    text = "|".join(f"(?:{regex.text})" for regex in patterns)
+    try:
+        return Regex(text, re2.compile(text, _OPTIONS))
+    except re2.error:
+        return None
 
 
 def _regex_reason(exc: Exception) -> str:

@@ -222,3 +222,18 @@ def test_text_equality_rules_looked_up_by_field_fire_as_the_evaluator_for_every_
             expected = [rule.id for rule in ruleset.rules if evaluate(rule.when, resolve)]
             fired = [rule.id for rule in score_lead(lead, enrichment, ruleset, context=context).fired]
             assert fired == expected, (form_id, title)
+
+
+def test_an_anys_regexes_of_one_field_searched_as_one_answer_as_the_evaluator() -> None:
+    call, anchored, price = compile_regex(r"call\s+me"), compile_regex(r"^d"), compile_regex(r"pric(e|ing)$")
+    conditions: list[Condition] = [
+        AnyOf((FieldTest("a", "regex", call), FieldTest("b", "equals", _s("DE")), FieldTest("a", "regex", anchored))),
+        AnyOf((FieldTest("a", "regex", call), FieldTest("a", "regex", anchored), FieldTest("a", "regex", price))),
+        Not(AnyOf((FieldTest("a", "regex", price), FieldTest("a", "regex", anchored)))),
+    ]
+    for condition in conditions:
+        compiled = compile_condition(condition)
+        for a in VALUES:
+            for b in ("de", None):
+                resolve = {"a": a, "b": b}.get
+                assert compiled(resolve) is evaluate(condition, resolve), (condition, a, b)
