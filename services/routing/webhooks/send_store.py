@@ -115,10 +115,12 @@ _ENABLED_ENDPOINTS = select(
     _E.c.id, _E.c.url, _E.c.format, _E.c.secret, _E.c.previous_secret, _E.c.previous_secret_until
 ).where(_E.c.id.in_(bindparam("ids", expanding=True)), _E.c.enabled.is_(True))
 
-_LEASE = (
+# One row per claimed delivery (an executemany at the driver: no expanding IN of up to a batch of ids to render).
+_LEASE = DriverMany(
+    ("l_token", "l_until", "l_id"),
     update(_D)
-    .where(_D.c.id.in_(bindparam("ids", expanding=True)))
-    .values(lease_token=bindparam("token"), lease_until=bindparam("until"))
+    .where(_D.c.id == bindparam("l_id"))
+    .values(lease_token=bindparam("l_token"), lease_until=bindparam("l_until", type_=_D.c.lease_until.type)),
 )
 
 # One row per attempt (executemany, at the driver: `DriverMany`, so every parameter is a row's value and the
@@ -155,10 +157,12 @@ _RECORD_ATTEMPT = insert(_A).from_select(
 # A success's row: (delivery id, recorded at, started at, status code, signed at, result, latency ms, error, body).
 SUCCESS_ROW = ("b_id", "b_now", "b_started", "b_status", *(f"a_{name}" for name in _ATTEMPT_COLUMNS))
 _RECORD_SUCCESSES = DriverMany(SUCCESS_ROW, _SETTLE, _RECORD_ATTEMPT)
-_HEALTHY = (
+# One row per endpoint (an executemany at the driver, no expanding IN to render per batch).
+_HEALTHY = DriverMany(
+    ("h_now", "h_id"),
     update(_E)
-    .where(_E.c.id.in_(bindparam("ids", expanding=True)))
-    .values(failing_since=None, last_success_at=bindparam("now"))
+    .where(_E.c.id == bindparam("h_id"))
+    .values(failing_since=null(), last_success_at=bindparam("h_now", type_=_E.c.last_success_at.type)),
 )
 
 
@@ -214,8 +218,8 @@ class SendStore:
     async def lease(self, delivery_ids: Sequence[str], token: str, lease_until: datetime) -> None:
         """Lease the claimed deliveries under one token, in one statement."""
         if delivery_ids:
-            params = {"ids": list(delivery_ids), "token": token, "until": lease_until}
-            await self._run(lambda conn: conn.execute(_LEASE, params))
+            rows = [(token, lease_until, delivery_id) for delivery_id in delivery_ids]
+            await self._run(lambda conn: _LEASE.run(conn, rows))
 
     async def record_successes(
         self, rows: Sequence[tuple[Any, ...]], endpoint_ids: Iterable[str], now: datetime
@@ -226,10 +230,10 @@ class SendStore:
         if not rows:
             return
         ordered = sorted(rows)  # by delivery id: one lock order for every recorder
-        healthy = {"ids": sorted(set(endpoint_ids)), "now": now}
+        healthy = [(now, endpoint_id) for endpoint_id in sorted(set(endpoint_ids))]
 
         def record(conn: Connection) -> None:
             _RECORD_SUCCESSES.run(conn, ordered)
-            conn.execute(_HEALTHY, healthy)
+            _HEALTHY.run(conn, healthy)
 
         await self._run(record)

@@ -306,7 +306,7 @@ class WebhookSender:
     async def _work(self) -> None:
         """One slot's worker: sends what it is handed or finds waiting, records without waiting for the commit."""
         loop = asyncio.get_running_loop()
-        recorder, clock = self._recorder, self._clock
+        recorder, clock, connectors, observe = self._recorder, self._clock, self._connectors, DELIVERY_SECONDS.observe
         started_at = clock()
         claim = None if self._stop.is_set() else self._slots.take(started_at, self._timeout)
         while True:
@@ -319,8 +319,12 @@ class WebhookSender:
                 if claim is None:
                     return  # stopping
                 started_at = clock()
-            try:
-                outcome = await self._attempt_counted(claim)
+            try:  # `_attempt_counted`, inlined: two coroutine frames fewer per delivery
+                if connectors.handles(claim.format):
+                    outcome = await connectors.deliver(claim)
+                else:
+                    outcome = await self._http().post(claim)
+                observe(outcome.latency_s)
             except Exception:
                 # Not recorded: the lease runs out and the delivery is tried again.
                 log.exception("webhook_delivery_error", delivery_id=claim.delivery_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import hashlib
 import secrets
@@ -44,11 +45,13 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     inner.update(b"%s.%d.%s" % (msg_id.encode(), timestamp, body))
     outer = outer_state.copy()
     outer.update(inner.digest())
-    return "v1," + base64.b64encode(outer.digest()).decode("ascii")
+    return "v1," + binascii.b2a_base64(outer.digest(), newline=False).decode("ascii")
 
 
 def signature_header(secrets_: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` value: one signature per secret in force, space-separated."""
+    if len(secrets_) == 1:  # no rotation under way: the common case
+        return sign(secrets_[0], msg_id, timestamp, body)
     return " ".join(sign(secret, msg_id, timestamp, body) for secret in secrets_)
 
 

@@ -107,6 +107,7 @@ _INSERT_DELIVERIES = DriverMany(
     [f"d_{name}" for name in _DELIVERY_ROW],
     insert(_D).values({name: bindparam(f"d_{name}", type_=_D.c[name].type) for name in _DELIVERY_ROW}),
 )
+_SUBSCRIBED = select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(WebhookEndpoint.enabled.is_(True))
 NewDelivery = tuple[str, str, str, str, str | None, str]  # id, endpoint id, message id, event type, lead id, body
 
 
@@ -166,11 +167,8 @@ class WebhookStore:
         cached = session.info.get(_ENDPOINTS)
         if cached is not None and cached[0] is current:
             return list(cached[1])
-        rows = (
-            await session.execute(
-                select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(WebhookEndpoint.enabled.is_(True))
-            )
-        ).all()
+        # Core on the connection (one greenlet hop, no ORM execution plumbing): read once per transaction.
+        rows = await session.run_sync(lambda sync: sync.connection().execute(_SUBSCRIBED).all())
         endpoints = [(endpoint_id, list(event_types or [])) for endpoint_id, event_types in rows]
         session.info[_ENDPOINTS] = (current, endpoints)
         return endpoints
