@@ -280,7 +280,7 @@ class OutboxRelay:
         read = {row.seq for row in rows}
         # Handed rows this read brought are published from it; a full read leaves the rest to the next read.
         self._handed = [row for row in self._handed if row.seq not in read]
-        self._read_due = full
+        self._read_due = self._read_due or full  # kept if another process's commit came during the read
         return rows, full
 
     async def _publish_batch(self, producer: AIOKafkaProducer) -> bool:
