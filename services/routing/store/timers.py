@@ -3,12 +3,16 @@ markers on the timer rows, what a notice says, what an escalation carries, and t
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import BindParameter, Select, Table, Text, bindparam, case, cast, func, null, select, text, update
+from sqlalchemy.exc import DBAPIError
 
+from common.db import InlineSQLiteDialect, sqlite_time_text
 from routing.store._base import Repository
 from routing.store.tables import AssignmentRow, LeadRow, SlaTimer, SlaTimerCount
 
@@ -75,6 +79,21 @@ _CLOCK_FACTS = (
     .join(_LEAD, _LEAD.c.lead_id == _A.c.lead_id)
     .where(_A.c.lead_id.in_(_IDS), _A.c.ended_at.is_(None))
 )
+# On the inline SQLite driver a firing batch's claim and clock facts go to the driver as written here, with the ids
+# as one JSON array: SQLAlchemy's rendering of the expanding list, per-value binding and per-row result processing
+# cost ~2-3x SQLite's own work (claim ~25 -> ~10 us, facts ~25 -> ~10 us a timer in a batch of 200). The same
+# statements as _CLAIM_BY_ID and _CLOCK_FACTS (a test holds them to the same rows); PostgreSQL runs those.
+_SQLITE_CLAIM = (
+    "UPDATE sla_timers SET fired_at = ?, escalate_at = CASE WHEN kind IN ('breach', 'hold') THEN ? ELSE NULL END"
+    " WHERE id IN (SELECT value FROM json_each(?)) AND fired_at IS NULL"
+    " RETURNING id, lead_id, assignment_id, kind, fraction, due_at"
+)
+_SQLITE_CLOCK_FACTS = (
+    "SELECT a.lead_id, a.id, a.rep_id, a.team_id, a.sla_policy, a.sla_due_at,"
+    " CAST(JSON_QUOTE(JSON_EXTRACT(a.decision, '$.\"sla\"')) AS TEXT), l.grade, l.source_kind, l.reassignments"
+    " FROM assignments AS a JOIN leads AS l ON l.lead_id = a.lead_id"
+    " WHERE a.lead_id IN (SELECT value FROM json_each(?)) AND a.ended_at IS NULL"
+)
 _CANCEL = update(_T).where(_T.c.id.in_(_IDS)).values(cancelled=True, escalate_at=None)
 _CLEAR_MARKS = update(_T).where(_T.c.id.in_(_IDS)).values(escalate_at=None)
 
@@ -112,8 +131,16 @@ class TimerRepository(Repository):
         waited for (the sweep fires it if that transaction did not)."""
         if not timer_ids:
             return []
+        ids = sorted(timer_ids)
+        stamp = sqlite_time_text(now)
+        rows = await self._sqlite_rows(_SQLITE_CLAIM, (stamp, stamp, orjson.dumps(ids).decode()))
+        if rows is not None:
+            return sorted(
+                (ClaimedTimer(i, lead, a, kind, frac, _utc(due)) for i, lead, a, kind, frac, due in rows),
+                key=lambda t: (t.due_at, t.id),
+            )
         statement = _CLAIM_BY_ID_PG if self._on_postgres() else _CLAIM_BY_ID
-        claimed = await self.session.execute(statement, {"ids": sorted(timer_ids), "now": now})
+        claimed = await self.session.execute(statement, {"ids": ids, "now": now})
         return _in_due_order(claimed.all())
 
     async def claim_due_timers(
@@ -179,8 +206,26 @@ class TimerRepository(Repository):
         breaches share a few policies, parsed once each), and the lead's `reassignments` (steps taken)."""
         if not lead_ids:
             return {}
-        rows = await self.session.execute(_CLOCK_FACTS, {"ids": sorted(lead_ids)})
+        ids = sorted(lead_ids)
+        raw = await self._sqlite_rows(_SQLITE_CLOCK_FACTS, (orjson.dumps(ids).decode(),))
+        if raw is not None:
+            return {row[0]: ClockFacts._make((*row[:5], row[5] and _utc(row[5]), *row[6:])) for row in raw}
+        rows = await self.session.execute(_CLOCK_FACTS, {"ids": ids})
         return {row[0]: ClockFacts._make(row) for row in rows}
+
+    async def _sqlite_rows(self, statement: str, params: Sequence[Any]) -> list[Any] | None:
+        """The rows of `statement` run by the inline SQLite driver in this session's transaction (values as SQLite
+        holds them: times as text); None on any other dialect. Errors are SQLAlchemy's, as for a Core statement."""
+        connection = await self.session.connection()
+        if not isinstance(connection.dialect, InlineSQLiteDialect):
+            return None
+        raw = await connection.get_raw_connection()
+        try:
+            return raw.driver_connection.execute(statement, params).fetchall()  # type: ignore[union-attr]
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(
+                statement, None, exc, sqlite3.Error, hide_parameters=True, dialect=connection.dialect
+            ) from exc
 
     async def next_due(self) -> datetime | None:
         return (
@@ -225,3 +270,8 @@ class TimerRepository(Repository):
 def _in_due_order(rows: Sequence[Any]) -> list[ClaimedTimer]:
     """RETURNING keeps no order: fire in due order, so notices and timeline rows follow the clock."""
     return sorted(map(ClaimedTimer._make, rows), key=lambda row: (row.due_at, row.id))
+
+
+def _utc(text: str) -> datetime:
+    """A time column's SQLite text (UTC, no zone), as UtcDateTime reads it back: an aware UTC datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
