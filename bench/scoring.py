@@ -308,8 +308,8 @@ def in_process(tmp: Path, n: int, poll: int = 500) -> dict[str, Any]:
         cpu_s = asyncio.run(_loop_cpu(folder, events, poll, handlers=handlers))
         result[name] = round(1e6 * cpu_s / n, 1)
     log(
-        f"in process: scoring {result['scoring_us_per_lead']} us CPU per lead, of it the consumer loop alone "
-        f"{result['loop_only_us_per_event']} us per event"
+        f"in process, polls of {poll}: scoring {result['scoring_us_per_lead']} us CPU per lead, of it the consumer "
+        f"loop alone {result['loop_only_us_per_event']} us per event"
     )
     return result
 
@@ -334,4 +334,6 @@ def run(tmp: Path, bootstrap: str, *, quick: bool, out_size: int = 1900) -> dict
         warm=True,
     )
     result["in_process"] = in_process(tmp / "in-process", 2500 if quick else 10_000)
+    # A low rate's cost: every poll holds one lead, so each pays a whole batch's fixed costs (transaction, reads).
+    result["in_process_one_lead_polls"] = in_process(tmp / "in-process-1", 300 if quick else 1_000, poll=1)
     return result
