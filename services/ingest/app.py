@@ -90,6 +90,9 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
         version="1.0.0",
         summary="Accepts leads from web forms and ad platforms, verified, normalized and deduplicated.",
         lifespan=lifespan,
+        # No OpenTelemetry here (Prometheus metrics and JSON logs instead): FastAPI's native telemetry otherwise asks
+        # for the global providers, environment included, on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     # Source secrets are stored encrypted; without HANDOFF_SECRET_KEY (refused in production) the dev key.
