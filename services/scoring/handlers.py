@@ -172,14 +172,19 @@ class Scoring:
             features = outcome_features(item.lead, fields, context=context)
             scored.append((enrichment, score.to_dict(), features))
         counts = await outcome_counts(repo, facts, {f for _, _, features in scored for f in features})
+        min_outcomes = self.settings.conversion_min_outcomes
+        # Too few outcomes (the totals decide, not a lead's features): one answer for the whole batch.
+        totals = OutcomeCounts(counts.won_total, counts.lost_total)
+        totals_only = conversion_probability([], totals, min_outcomes=min_outcomes)
+        shared = _conversion_dict(totals_only) if totals_only.status == "insufficient_data" else None
         outcomes = []
         for enrichment, score_dict, features in scored:
-            own = {f: counts.by_feature[f] for f in features if f in counts.by_feature}
-            lead_counts = OutcomeCounts(counts.won_total, counts.lost_total, own, counts.values_per_field)
-            conversion = conversion_probability(
-                features, lead_counts, min_outcomes=self.settings.conversion_min_outcomes
-            )
-            outcomes.append(ScoreOutcome(enrichment, score_dict, _conversion_dict(conversion), features))
+            conversion = shared
+            if conversion is None:
+                own = {f: counts.by_feature[f] for f in features if f in counts.by_feature}
+                lead_counts = OutcomeCounts(counts.won_total, counts.lost_total, own, counts.values_per_field)
+                conversion = _conversion_dict(conversion_probability(features, lead_counts, min_outcomes=min_outcomes))
+            outcomes.append(ScoreOutcome(enrichment, score_dict, conversion, features))
         return outcomes
 
     async def preview(
