@@ -110,9 +110,12 @@ class Service:
             [
                 sys.executable,
                 "-m",
-                "uvicorn",
-                f"{self.name}.app:create_app",
-                "--factory",
+                # routing as its image runs it: SLA timers in service before its HTTP side loads (routing.serve)
+                *(
+                    ["routing.serve"]
+                    if self.name == "routing"
+                    else ["uvicorn", f"{self.name}.app:create_app", "--factory"]
+                ),
                 "--host",
                 "127.0.0.1",
                 "--port",
