@@ -25,9 +25,7 @@ class _Prepared:
 _COMPILED: dict[tuple[str, str, Hashable], _Prepared] = {}
 
 
-def _prepared(
-    connection: Connection, key: Hashable, build: Callable[[], ClauseElement], literal: bool
-) -> _Prepared:
+def _prepared(connection: Connection, key: Hashable, build: Callable[[], ClauseElement], literal: bool) -> _Prepared:
     dialect = connection.dialect
     cache_key = (dialect.name, dialect.driver, key)
     found = _COMPILED.get(cache_key)
