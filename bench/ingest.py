@@ -35,7 +35,7 @@ def _servers(tmp: Path, bootstrap: str, workers: int) -> tuple[Stack, Service]:
 
 
 def _migrate(tmp: Path) -> None:
-    from common.db import upgrade_schema
+    from common.db_schema import upgrade_schema
     from ingest.app import MIGRATIONS
     from ingest.store import Base
 

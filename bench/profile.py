@@ -128,7 +128,8 @@ async def _handler_costs(tmp: Path, n: int) -> str:
     from tests.support.stack import sample_lead
 
     from bench.routing import scored_events
-    from common.db import Database, upgrade_schema_async
+    from common.db import Database
+    from common.db_schema import upgrade_schema_async
     from ingest import handlers as ingest_handlers
     from ingest.app import MIGRATIONS as INGEST_MIGRATIONS
     from ingest.settings import IngestSettings

@@ -21,7 +21,8 @@ from bench.e2e import PARTITIONS
 from bench.scoring import _Polled, compare, received_events
 from bench.util import log
 from common.consumer import ConsumerLoop
-from common.db import Database, upgrade_schema_async
+from common.db import Database
+from common.db_schema import upgrade_schema_async
 from common.envelope import Event
 from common.runtime import tune_gc
 from common.topics import LEADS_ASSIGNED, LEADS_SCORED

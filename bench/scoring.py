@@ -19,7 +19,8 @@ from bench.chain import Stage, create_topics
 from bench.e2e import PARTITIONS
 from bench.util import UVICORN_ARGS, CpuMeter, broker_pid, cpu_per_lead, interleave, log, median, median_cpu, ratio
 from common.consumer import ConsumerLoop
-from common.db import Database, upgrade_schema_async
+from common.db import Database
+from common.db_schema import upgrade_schema_async
 from common.envelope import Event
 from common.kafka import new_producer
 from common.runtime import tune_gc

@@ -66,7 +66,8 @@ async def handoff(args: argparse.Namespace, out: dict[str, Any]) -> None:
     importlib.import_module("routing.serve")
     from sqlalchemy import func, insert, select
 
-    from common.db import Database, upgrade_schema_async
+    from common.db import Database
+    from common.db_schema import upgrade_schema_async
     from common.runtime import tune_gc
     from routing.engine import MIGRATIONS
     from routing.handlers import Router

@@ -33,7 +33,8 @@ SPREAD_START = timedelta(minutes=20)
 
 async def _template(url: str) -> str:
     """Migrate, seed a roster and rules, and route one real lead: its rows are the pattern for the burst."""
-    from common.db import Database, upgrade_schema_async
+    from common.db import Database
+    from common.db_schema import upgrade_schema_async
     from common.envelope import Event
     from routing.app import MIGRATIONS
     from routing.handlers import Router

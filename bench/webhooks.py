@@ -109,7 +109,8 @@ async def _sender_run(mode: str, events: list[Event], db_url: str, url: str) -> 
     seconds writing the backlog took on the table path)."""
     from sqlalchemy import func, select
 
-    from common.db import Database, upgrade_schema_async
+    from common.db import Database
+    from common.db_schema import upgrade_schema_async
     from routing.app import MIGRATIONS
     from routing.settings import RoutingSettings
     from routing.store import Base, WebhookDelivery

@@ -10,7 +10,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from common.db import upgrade_schema
+from common.db_schema import upgrade_schema
 
 
 def main() -> None:

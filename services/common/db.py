@@ -1,4 +1,4 @@
-"""Database setup: one async engine per service, transactions owned by the entrypoint, Alembic migrations."""
+"""Database setup: one async engine per service, transactions owned by the entrypoint (migrations: db_schema)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from sqlalchemy import DateTime, Dialect, MetaData, Table, TypeDecorator, event,
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_
@@ -266,7 +265,7 @@ class Database:
             "json_deserializer": json_column_loads,
         }
         if self.is_sqlite:
-            _ensure_sqlite_folder(url)
+            ensure_sqlite_folder(url)
             kwargs["connect_args"] = {"timeout": sqlite_busy_timeout_s}
         else:
             kwargs.update(pool_size=pool_size, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
@@ -328,46 +327,7 @@ class Database:
             await self.read_engine.dispose()
 
 
-# A quoted word after one of these names a schema object (constraint, column), not a value: it may stay.
-_IDENTIFIER_WORDS = frozenset({"constraint", "relation", "column", "table", "index", "sequence", "schema", "type"})
-_QUOTED = re.compile(r"""(?:(\w+)\s+)?(["'])(.*?)\2""")
-# PostgreSQL's DETAIL names the values of a key: "Key (email)=(someone@example.com) already exists."
-_KEY_VALUES = re.compile(r"\)=\(.*?\)(?=\s|$|\.)")
-_DB_MODULES = ("sqlalchemy", "sqlite3", "asyncpg", "psycopg", "aiosqlite")
-
-
-def _without_values(message: str) -> str:
-    first_line = message.strip().splitlines()[0] if message.strip() else ""
-
-    def quoted(match: re.Match[str]) -> str:
-        word, quote, text = match.group(1), match.group(2), match.group(3)
-        if word and word.lower() in _IDENTIFIER_WORDS and re.fullmatch(r"[\w.$]{1,63}", text):
-            return match.group(0)
-        return f"{word + ' ' if word else ''}{quote}[value]{quote}"
-
-    return _KEY_VALUES.sub(")=([value])", _QUOTED.sub(quoted, first_line))[:300]
-
-
-def is_db_error(exc: BaseException) -> bool:
-    """An exception raised by SQLAlchemy or a database driver (their messages may quote the values they refused)."""
-    return type(exc).__module__.split(".")[0] in _DB_MODULES
-
-
-def describe_db_error(exc: BaseException) -> str:
-    """A database error as text safe for a log line or a dead-letter header: the exception types, the driver's
-    first line with quoted values taken out, and the statement (SQL text only; parameters are never shown)."""
-    if isinstance(exc, StatementError):
-        orig = exc.orig
-        text = f"{type(exc).__name__}: "
-        if orig is not None:
-            text += f"({type(orig).__module__}.{type(orig).__name__}) {_without_values(str(orig))}"
-        if exc.statement:
-            text += f" [SQL: {' '.join(exc.statement.split())[:200]}]"
-        return text
-    return f"{type(exc).__name__}: {_without_values(str(exc))}"
-
-
-def _ensure_sqlite_folder(url: str) -> None:
+def ensure_sqlite_folder(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -390,63 +350,3 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, begin: str, busy
         # For writers, IMMEDIATE takes the write lock up front: a deferred transaction that reads and then writes can
         # fail with SQLITE_BUSY_SNAPSHOT instead of waiting when another connection committed in between.
         conn.exec_driver_sql(begin)
-
-
-def upgrade_schema(url: str, script_location: str | Path, metadata: MetaData) -> None:
-    """Bring the schema to the newest Alembic revision (synchronous: run it in a thread from async code)."""
-    from alembic import command
-    from alembic.config import Config
-
-    _ensure_sqlite_folder(url)
-    config = Config()
-    config.set_main_option("script_location", str(script_location))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    config.attributes["target_metadata"] = metadata
-    command.upgrade(config, "head")
-
-
-async def upgrade_schema_async(url: str, script_location: str | Path, metadata: MetaData) -> None:
-    # A restart finds the schema at head nearly always: checked in a few ms without Alembic (importing it and
-    # loading every revision costs ~0.3 s of CPU before a restarted service is in service). Any doubt: Alembic.
-    with contextlib.suppress(Exception):
-        head = _head_revision(Path(script_location))
-        if head is not None and await _stored_revisions(url) == [head]:
-            return
-    await asyncio.to_thread(upgrade_schema, url, script_location, metadata)
-
-
-_REVISION_LINE = re.compile(r"""^(down_revision|revision)\b[^=\n]*=\s*(.+?)\s*$""", re.MULTILINE)
-
-
-def _head_revision(script_location: Path) -> str | None:
-    """The one head revision, read from the version files' `revision` / `down_revision` lines without importing
-    them; None unless that is clear (a merge's tuple of parents, an unusual file)."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for path in (script_location / "versions").glob("*.py"):
-        values = dict(_REVISION_LINE.findall(path.read_text(encoding="utf-8")))
-        revision, parent = values.get("revision", ""), values.get("down_revision", "None")
-        if not re.fullmatch(r"[\"'][\w-]+[\"']", revision) or not re.fullmatch(r"None|[\"'][\w-]+[\"']", parent):
-            return None
-        revisions.add(revision[1:-1])
-        if parent != "None":
-            parents.add(parent[1:-1])
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 and parents <= revisions else None
-
-
-async def _stored_revisions(url: str) -> list[str]:
-    """The revisions in the store's alembic_version table (raises when it has none)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        with contextlib.closing(sqlite3.connect(f"file:{parsed.database}?mode=ro", uri=True)) as conn:
-            return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
-    if parsed.get_driver_name() != "asyncpg":
-        raise ValueError("checked by Alembic")
-    import asyncpg
-
-    conn = await asyncpg.connect(parsed.set(drivername="postgresql").render_as_string(hide_password=False))
-    try:
-        return [row[0] for row in await conn.fetch("SELECT version_num FROM alembic_version")]
-    finally:
-        await conn.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from common.db import describe_db_error, is_db_error
+from common.db_errors import describe_db_error, is_db_error
 
 _correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 

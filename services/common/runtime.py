@@ -15,7 +15,8 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.consumer import BatchHandler, ConsumerLoop, Handler, Prepare, purge_processed
-from common.db import Database, upgrade_schema_async
+from common.db import Database
+from common.db_schema import upgrade_schema_async
 from common.kafka import ensure_topics, new_producer
 from common.outbox import OutboxRelay, backlog
 from common.poll import poll_until, sleep_or_wake

@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.db import Database, upgrade_schema
+from common.db import Database
+from common.db_schema import upgrade_schema
 from scoring.app import MIGRATIONS
 from scoring.domain import FirmographicsError, parse_firmographics_csv
 from scoring.handlers import Scoring

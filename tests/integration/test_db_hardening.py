@@ -15,7 +15,8 @@ from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
 from common.consumer import is_transient
-from common.db import Database, upgrade_schema_async
+from common.db import Database
+from common.db_schema import upgrade_schema_async
 from common.runtime import Runtime
 from ingest.app import MIGRATIONS as INGEST_MIGRATIONS
 from ingest.handlers import purge_erased_identities
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.integration
 
 _MIGRATE = """
 import sys
-from common.db import upgrade_schema
+from common.db_schema import upgrade_schema
 from ingest.app import MIGRATIONS
 from ingest.store import Base
 sys.stdin.readline()  # both processes are ready: go together

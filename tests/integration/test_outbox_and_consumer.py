@@ -15,7 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import select, text
 
 from common.consumer import ConsumerLoop
-from common.db import Database, upgrade_schema_async
+from common.db import Database
+from common.db_schema import upgrade_schema_async
 from common.envelope import Event
 from common.kafka import ensure_topics, new_producer
 from common.outbox import OutboxRelay, add_events, backlog

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from common import outbox_deletes
-from common.db import Database, upgrade_schema_async
+from common.db import Database
+from common.db_schema import upgrade_schema_async
 from common.envelope import Event
 from common.outbox import OutboxRelay, add_events, backlog
 from routing.app import MIGRATIONS

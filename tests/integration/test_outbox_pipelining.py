@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from common.db import Database, upgrade_schema_async
+from common.db import Database
+from common.db_schema import upgrade_schema_async
 from common.envelope import Event
 from common.outbox import OutboxRelay, add_events, backlog
 from common.settings import ServiceSettings

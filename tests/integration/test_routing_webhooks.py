@@ -37,7 +37,8 @@ from sqlalchemy.engine import make_url
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from common.crypto import SecretBox
-from common.db import Database, upgrade_schema_async
+from common.db import Database
+from common.db_schema import upgrade_schema_async
 from common.egress import UnsafeUrl
 from common.envelope import Event
 from common.web import install_common

@@ -15,7 +15,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from common.consumer import ConsumerLoop
-from common.db import Database, upgrade_schema_async
+from common.db import Database
+from common.db_schema import upgrade_schema_async
 from common.envelope import Event, loads
 from scoring.app import MIGRATIONS
 from scoring.consumer import batch_handlers, event_handlers

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from common.db import Database, upgrade_schema_async
+from common.db import Database
+from common.db_schema import upgrade_schema_async
 from common.envelope import Event, loads
 from common.erasure import anonymous_enrichment
 from scoring.app import MIGRATIONS

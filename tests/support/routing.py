@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 from sqlalchemy import select
 
-from common.db import Database, upgrade_schema_async
+from common.db import Database
+from common.db_schema import upgrade_schema_async
 from common.envelope import Event
 from routing.app import MIGRATIONS
 from routing.handlers import Router

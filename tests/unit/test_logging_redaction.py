@@ -13,7 +13,8 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from common.db import Database, describe_db_error
+from common.db import Database
+from common.db_errors import describe_db_error
 from common.logging import configure_logging, describe_error, format_exception_safely
 
 CANARY = "Canarina Vogelsang"

@@ -19,7 +19,8 @@ from typing import Any
 import structlog
 
 from common.crypto import SecretKeyError
-from common.db import Database, is_db_error
+from common.db import Database
+from common.db_errors import is_db_error
 from common.egress import Resolver, system_resolver
 from common.poll import poll_until
 from routing.connectors.base import ConnectorDeps
