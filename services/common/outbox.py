@@ -37,6 +37,7 @@ from common.kafka import stop_quietly
 from common.outbox_dead import certain_refusal, park, refusal
 from common.outbox_deletes import HANDED, PublishedRows, register, relay_for
 from common.outbox_leader import RelayLeadership, relay_channel
+from common.outbox_sqlite import write_rows
 from common.poll import poll_until
 from common.settings import ServiceSettings
 
@@ -44,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 # Rows held from the hand-off at most (a broker outage must not pile them up in memory): past it, the table has them.
 _HANDED_MAX = 20_000
+_VALUE_KEYS = ("event_id", "topic", "key", "headers", "value")
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -98,27 +100,32 @@ async def add_events(
     if not events:
         return
     now = datetime.now(UTC)
-    rows = [
-        {
-            "event_id": event.id,
-            "topic": settings.topic(topic_of(event)),
-            "key": event.key(),
-            "headers": dumps([[k, v.decode()] for k, v in event.headers()]).decode(),
-            "value": event.value(),
-            "created_at": now,
-        }
+    values = [
+        (
+            event.id,
+            settings.topic(topic_of(event)),
+            event.key(),
+            dumps([[k, v.decode()] for k, v in event.headers()]).decode(),
+            event.value(),
+        )
         for event in events
     ]
     relay = relay_for(session, table)
-    if relay is None:
-        await session.execute(insert(table), rows)
-    else:
-        statement = insert(table).returning(*_row_columns(table))
-        written = (await session.execute(statement, rows[0] if len(rows) == 1 else rows)).all()
+    connection = await session.connection()
+    written: Sequence[Any] | None = await write_rows(connection, table, values, now, returning=relay is not None)
+    if written is None:  # not the inline SQLite dialect: through Core
+        rows = [{**dict(zip(_VALUE_KEYS, row, strict=True)), "created_at": now} for row in values]
+        if relay is None:
+            await session.execute(insert(table), rows)
+        else:
+            statement = insert(table).returning(*_row_columns(table))
+            written = (await session.execute(statement, rows[0] if len(rows) == 1 else rows)).all()
+    if relay is not None:
+        assert written is not None
         handed = session.info.setdefault(HANDED, (relay, []))
         handed[1].extend(written)
         await relay.published.claim_into(session)
-    if (await session.connection()).dialect.name == "postgresql":
+    if connection.dialect.name == "postgresql":
         # Wakes the publishing relay even when it runs in another process of this service (one leader publishes
         # for all); PostgreSQL delivers the notification at commit, and never for a rolled-back transaction. The
         # payload names this process's relay, which has the rows from the hand-off and need not read them back.

@@ -1,0 +1,64 @@
+"""The rows add_events hands to its relay at commit are the rows the relay would read back from the table: same
+seq, values and types (SQLite writes them through the driver, PostgreSQL through Core)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+
+from common.db import Database
+from common.db_schema import upgrade_schema_async
+from common.envelope import Event
+from common.outbox import OutboxRelay, _row_columns, add_events
+from common.outbox_deletes import HANDED
+from routing.app import MIGRATIONS
+from routing.store import Base, outbox
+from tests.integration.test_outbox_pipelining import _FakeProducer, _settings
+
+pytestmark = [pytest.mark.integration]
+
+
+async def test_handed_rows_are_the_rows_the_relay_reads_back(database_url: str) -> None:
+    db = Database(database_url)
+    await upgrade_schema_async(database_url, MIGRATIONS, Base.metadata)
+    settings = _settings()
+    relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=lambda: _FakeProducer([], [], set()))
+    events = [
+        Event(type="thing.happened", source="/tests", subject=f"lead-{i}", data={"n": i, "é": 1}) for i in range(3)
+    ]
+    handed: list[Any] = []
+    try:
+        for batch in ([events[0]], events[1:]):  # one event, and several in one transaction
+            async with db.transaction() as session:
+                await add_events(session, outbox, settings, batch, lambda _e: "things.v1")
+                assert session.info[HANDED][0] is relay
+                handed.extend(session.info[HANDED][1])
+        async with db.read() as session:
+            statement = select(*_row_columns(outbox)).order_by(outbox.c.seq)  # the relay's read
+            stored = (await session.execute(statement)).all()
+    finally:
+        await db.dispose()
+    assert len(stored) == 3
+    for mine, theirs in zip(handed, stored, strict=True):
+        for name in ("seq", "event_id", "topic", "key", "headers", "value", "created_at"):
+            assert getattr(mine, name) == getattr(theirs, name), name
+            assert type(getattr(mine, name)) is type(getattr(theirs, name)), name
+        assert mine.created_at.utcoffset() is not None
+    assert [row.key for row in handed] == [b"lead-0", b"lead-1", b"lead-2"]
+
+
+async def test_a_failed_insert_surfaces_as_sqlalchemys_error(database_url: str) -> None:
+    db = Database(database_url)  # no schema: the outbox table is missing
+    settings = _settings()
+    relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=lambda: _FakeProducer([], [], set()))
+    event = Event(type="thing.happened", source="/tests", subject="lead-0", data={})
+    try:
+        with pytest.raises(DBAPIError, match="outbox"):
+            async with db.transaction() as session:
+                await add_events(session, outbox, settings, [event], lambda _e: "things.v1")
+    finally:
+        await db.dispose()
+    assert relay._handed == []
