@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import FrameType
 from typing import Any
 
@@ -32,7 +33,7 @@ log = structlog.get_logger(__name__)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-async def serve(settings: RoutingSettings, host: str, port: int) -> list[int]:
+async def serve(settings: RoutingSettings, host: str, port: int, **uvicorn_options: Any) -> list[int]:
     """Run until stopped; the signals received before the HTTP side was up (to re-raise once stopped)."""
     received: list[int] = []
 
@@ -59,7 +60,8 @@ async def serve(settings: RoutingSettings, host: str, port: int) -> list[int]:
 
             return create_app(settings, engine=engine)
 
-        await uvicorn.Server(uvicorn.Config(app, factory=True, host=host, port=port)).serve()
+        config = uvicorn.Config(app, factory=True, host=host, port=port, **uvicorn_options)
+        await uvicorn.Server(config).serve()
         return []
     finally:
         await engine.stop()  # done already if the lifespan ran; here if HTTP never came up
@@ -69,15 +71,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m routing.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8003)
+    # The few uvicorn options a deployment or the bench sets, with uvicorn's own names and defaults.
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto")
+    parser.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto")
+    parser.add_argument("--no-access-log", dest="access_log", action="store_false")
+    parser.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug", "trace"))
     args = parser.parse_args(argv)
+    options = {"http": args.http, "access_log": args.access_log, "log_level": args.log_level}
     settings = RoutingSettings()
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvicorn[standard] installs it; uvicorn's "auto" loop would use it
-        received = asyncio.run(serve(settings, args.host, args.port))
-    else:
-        received = uvloop.run(serve(settings, args.host, args.port))
+    main_coroutine = serve(settings, args.host, args.port, **options)
+    run: Callable[[Coroutine[Any, Any, list[int]]], list[int]] = asyncio.run
+    if args.loop != "asyncio":
+        with contextlib.suppress(ImportError):  # uvicorn[standard] installs it; uvicorn's "auto" loop would use it
+            import uvloop
+
+            run = uvloop.run
+    received = run(main_coroutine)
     for sig in received[:1]:
         signal.raise_signal(sig)  # ended by the signal, as uvicorn ends after a signal it handled
 

@@ -27,6 +27,9 @@ from tests.support.stack import ROOT, free_port, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
+# The uvicorn options a deployment (and the bench) passes; the entrypoint hands them to uvicorn.
+_UVICORN_OPTIONS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+
 
 def _log_events(path: Path) -> dict[str, datetime]:
     """Each log event's first time."""
@@ -68,7 +71,7 @@ async def test_the_served_process_fires_overdue_timers_before_http_then_serves_a
     }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "routing.serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "routing.serve", "--host", "127.0.0.1", "--port", str(port), *_UVICORN_OPTIONS],
             cwd=ROOT,
             env=env,
             stdout=log,
