@@ -27,8 +27,9 @@ from tests.support.stack import ROOT, free_port, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
-# The uvicorn options a deployment (and the bench) passes; the entrypoint hands them to uvicorn.
-_UVICORN_OPTIONS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+# The uvicorn options a deployment (and the bench) passes; the entrypoint hands them to uvicorn (info: the test
+# reads uvicorn's start-up line).
+_UVICORN_OPTIONS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "info"]
 
 
 def _log_events(path: Path) -> dict[str, datetime]:
