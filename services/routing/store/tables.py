@@ -89,7 +89,18 @@ class RepLoadRow(Base):
 
 class LeadRow(Base):
     __tablename__ = "leads"
-    __table_args__ = (Index("ix_leads_status_rep", "status", "current_rep_id"),)
+    __table_args__ = (
+        Index("ix_leads_status_rep", "status", "current_rep_id"),
+        # Every poll counts each rep's open leads already touched (capacity): only touched leads are indexed, so the
+        # count reads those, not every open lead waiting for its first touch (a backlog that can grow large).
+        Index(
+            "ix_leads_worked",
+            "status",
+            "current_rep_id",
+            sqlite_where=text("first_touch_at IS NOT NULL"),
+            postgresql_where=text("first_touch_at IS NOT NULL"),
+        ),
+    )
 
     lead_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     status: Mapped[str] = mapped_column(String(24))  # assigned|queued|held|nurture|touched|converted|disqualified
