@@ -37,7 +37,7 @@ from common.kafka import stop_quietly
 from common.outbox_dead import certain_refusal, park, refusal
 from common.outbox_deletes import HANDED, PublishedRows, register, relay_for
 from common.outbox_leader import RelayLeadership, relay_channel
-from common.outbox_sqlite import write_rows
+from common.outbox_sqlite import OutboxRow, write_rows
 from common.poll import poll_until
 from common.settings import ServiceSettings
 
@@ -118,8 +118,10 @@ async def add_events(
         if relay is None:
             await session.execute(insert(table), rows)
         else:
-            statement = insert(table).returning(*_row_columns(table))
-            written = (await session.execute(statement, rows[0] if len(rows) == 1 else rows)).all()
+            # Only the seqs come back (in the rows' order): the rest is what was just written, as on SQLite.
+            statement = insert(table).returning(table.c.seq, sort_by_parameter_order=True)
+            seqs = (await session.execute(statement, rows[0] if len(rows) == 1 else rows)).scalars().all()
+            written = [OutboxRow(seq, *row, now) for seq, row in zip(seqs, values, strict=True)]
     if relay is not None:
         assert written is not None
         handed = session.info.setdefault(HANDED, (relay, []))
