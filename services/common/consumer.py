@@ -30,6 +30,7 @@ from common.dedupe import purge_processed as purge_processed
 from common.envelope import EnvelopeError, Event
 from common.kafka import new_consumer, stop_quietly
 from common.logging import bind_correlation_id, describe_error
+from common.outbox_deletes import hand_off
 from common.settings import ServiceSettings
 from common.topics import dead_letter_topic
 
@@ -37,6 +38,9 @@ log = structlog.get_logger(__name__)
 
 # After a batch: long enough for the tasks its commit woke to run their first step and write their requests.
 _HAND_OFF_S = 0.001
+# At most this long the relay's round for the batch's events (its produce request and acknowledgements) holds the
+# next poll: a broker that answers slowly or not at all delays the consumer by no more.
+_RELAY_SHARE_S = 0.025
 
 Handler = Callable[[AsyncSession, Event], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
@@ -199,6 +203,7 @@ class ConsumerLoop:
                 # loop without yielding, so a next batch already fetched would hold them off for its whole apply.
                 # A moment's yield lets them hand the batch's events to the broker (and webhooks) first.
                 await asyncio.sleep(_HAND_OFF_S)
+                await hand_off(self._db.engine, _RELAY_SHARE_S)  # and the relay its whole round (fair share)
             elif self._uncommitted:
                 async with self._lock:
                     await self._commit(consumer, {})  # idle: what was applied goes once the interval is up

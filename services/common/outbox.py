@@ -170,6 +170,8 @@ class OutboxRelay:
         self.published = PublishedRows(db, table, batch=settings.outbox_batch_size)
         self.token = uuid.uuid4().hex  # names this relay in its writers' NOTIFY payloads
         self._handed: list[Any] = []  # committed rows handed over by this process's writers, not yet published
+        self.idle = asyncio.Event()  # set while nothing handed over waits for its round (see outbox_deletes.hand_off)
+        self.idle.set()
         self._read_due = True  # the table may hold rows the hand-off did not bring: read it next round
         self._last_read = 0.0
         self._leader: RelayLeadership | None = None
@@ -184,6 +186,7 @@ class OutboxRelay:
         """A writer's transaction committed these rows (called at its commit)."""
         if self._leader is not None and self._leader.leading and len(self._handed) < _HANDED_MAX:
             self._handed.extend(rows)
+            self.idle.clear()
         else:
             self._read_due = True  # not publishing now: whoever leads reads them (this relay too, if it leads later)
         self._wake.set()
@@ -202,6 +205,13 @@ class OutboxRelay:
         self._leader = leader
 
         async def one_round() -> bool | float:
+            try:
+                return await publish_round()
+            finally:
+                if not self._handed:
+                    self.idle.set()
+
+        async def publish_round() -> bool | float:
             nonlocal backoff
             try:
                 if not await leader.acquire():
@@ -247,6 +257,7 @@ class OutboxRelay:
                 await deleter
             self._leader = None
             self._handed.clear()
+            self.idle.set()
             self._read_due = True
             await leader.release()
             await stop_quietly(self._producer)

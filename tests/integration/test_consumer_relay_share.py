@@ -1,0 +1,133 @@
+"""A busy consumer leaves its relay the loop between polls: the events a poll wrote reach the broker (acknowledged)
+before the next poll's apply starts, even when that apply holds the event loop as SQLite's inline statements do.
+
+Before this, the consumer yielded 1 ms between polls; each step of the relay's round (the produce request, the
+broker's answer) then waited for a whole apply, and under load the relay's topic lagged seconds behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common import consumer as consumer_module
+from common.consumer import ConsumerLoop
+from common.db import Database
+from common.db_schema import upgrade_schema_async
+from common.envelope import Event
+from common.kafka import ensure_topics, new_producer
+from common.outbox import OutboxRelay, add_events
+from common.settings import ServiceSettings
+from routing.app import MIGRATIONS
+from routing.store import Base, outbox, processed
+
+pytestmark = pytest.mark.integration
+
+_POLLS = 6
+
+
+class _PolledConsumer:
+    """Hands out one prepared poll per getmany, at once (as aiokafka does with records already fetched)."""
+
+    def __init__(self, polls: list[dict[TopicPartition, list[ConsumerRecord]]]) -> None:
+        self.polls = polls
+        self.tp = TopicPartition("t.in.v1", 0)
+
+    async def getmany(self, **_: Any) -> dict[TopicPartition, list[ConsumerRecord]]:
+        if self.polls:
+            return self.polls.pop(0)
+        await asyncio.sleep(0.01)  # nothing left: a long poll that finds nothing
+        return {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return {self.tp}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        return None
+
+    async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in tps}
+
+    async def committed(self, tp: TopicPartition) -> int:
+        return 0
+
+
+async def test_a_busy_consumer_lets_the_relay_publish_a_polls_events_before_the_next_poll_is_applied(
+    tmp_path: Path, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bound on the relay's share is generous here: a loaded machine must not turn a slow broker into a failure.
+    monkeypatch.setattr(consumer_module, "_RELAY_SHARE_S", 30.0)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    settings = ServiceSettings(
+        service_name="relayshare",
+        env="test",
+        kafka_bootstrap=kafka_bootstrap,
+        topic_namespace=f"t{uuid.uuid4().hex[:10]}.",
+        topic_partitions=1,
+        outbox_poll_interval_s=3600,  # the hand-off alone brings the rows
+    )
+    await ensure_topics(settings, ["out.v1"])
+    await upgrade_schema_async(url, MIGRATIONS, Base.metadata)
+    db = Database(url)
+    acknowledged: set[str] = set()
+
+    def producer() -> AIOKafkaProducer:
+        real = new_producer(settings)
+        send = real.send
+
+        async def noting_send(topic: str, **kwargs: Any) -> asyncio.Future[Any]:
+            future = await send(topic, **kwargs)
+            key = kwargs["key"].decode()
+
+            def note(done: asyncio.Future[Any]) -> None:
+                if done.exception() is None:
+                    acknowledged.add(key)
+
+            future.add_done_callback(note)
+            return future
+
+        real.send = noting_send
+        return real
+
+    relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=producer)
+    relay_task = asyncio.create_task(relay.run())
+    seen_at_apply: list[set[str]] = []
+
+    async def handle(session: AsyncSession, events: Sequence[Event]) -> None:
+        seen_at_apply.append(set(acknowledged))
+        await add_events(session, outbox, settings, list(events), lambda _e: "out.v1")
+        time.sleep(0.05)  # the apply's statements: they hold the event loop, as the inline SQLite driver does
+
+    events = [Event(type="thing.happened", source="/tests", subject=f"lead-{i}", data={}) for i in range(_POLLS)]
+    tp = TopicPartition("t.in.v1", 0)
+    polls = [
+        {tp: [ConsumerRecord(tp.topic, 0, i, 0, 0, e.key(), e.value(), None, 0, 0, e.headers())]}
+        for i, e in enumerate(events)
+    ]
+    loop = ConsumerLoop(
+        settings=settings, db=db, processed=processed, topics=["in.v1"], batch_handlers={"thing.happened": handle}
+    )
+    fake = _PolledConsumer(polls)
+    consuming = asyncio.create_task(loop._poll_forever(fake))
+    try:
+        async with asyncio.timeout(15):
+            while len(seen_at_apply) < _POLLS or len(acknowledged) < _POLLS:
+                await asyncio.sleep(0.05)
+    finally:
+        await loop.stop()
+        await consuming
+        await relay.stop()
+        await relay_task
+        await db.dispose()
+    # Each poll's apply started only after the events of every earlier poll were on the broker.
+    for n, seen in enumerate(seen_at_apply):
+        assert {e.subject for e in events[:n]} <= seen, f"poll {n} began before earlier events were published"
