@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import DateTime, Dialect, MetaData, Table, TypeDecorator, event, insert, pool
+from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, pool
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_
 
+from common import sqlprep
 from common.db_commit import Committer
 
 log = structlog.get_logger(__name__)
@@ -155,7 +154,7 @@ class InlineSQLiteDialect(SQLiteDialect_pysqlite):
     wait on each other inside SQLite: Database queues them on an asyncio lock, and WAL readers do not block.
     """
 
-    driver = "handoff"
+    driver = sqlprep.INLINE_SQLITE  # how common.sqlprep knows it
     is_async = True
     supports_statement_cache = True
 
@@ -180,57 +179,10 @@ class InlineSQLiteDialect(SQLiteDialect_pysqlite):
 registry.register("sqlite.handoff", __name__, "InlineSQLiteDialect")
 
 
-async def insert_many(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Rows (dicts with the same keys) inserted in the session's transaction by one executemany.
-
-    On the inline SQLite dialect the values go to the driver as tuples, each converted by its column's own bind
-    processor: SQLAlchemy's per-row parameter building cost more than SQLite's insert of the row. Elsewhere, or
-    when a column left out has a Python-side default, one Core insert as usual. Errors are SQLAlchemy's either way.
-    """
-    if not rows:
-        return
-    connection = await session.connection()
-    dialect = connection.dialect
-    plan = _sqlite_insert_plan(table, tuple(rows[0]), dialect) if isinstance(dialect, InlineSQLiteDialect) else None
-    if plan is None:
-        await session.execute(insert(table), list(rows))
-        return
-    statement, columns = plan
-    params = [tuple([row[key] if p is None else p(row[key]) for key, p in columns]) for row in rows]
-    raw = await connection.get_raw_connection()
-    try:
-        raw.driver_connection.executemany(statement, params)  # type: ignore[union-attr]
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(
-            statement, None, exc, sqlite3.Error, hide_parameters=True, dialect=dialect, ismulti=True
-        ) from exc
-
-
-async def sqlite_fetchall(session: AsyncSession, statement: str, params: Sequence[Any]) -> list[Any] | None:
-    """The rows of a read in the session's transaction, straight from the inline SQLite driver (values as SQLite
-    holds them: times as text); None on any other dialect, where the caller runs its Core statement instead. For
-    hot paths whose statement building cost more than the read. Errors are SQLAlchemy's, as for Core."""
-    connection = await session.connection()
-    dialect = connection.dialect
-    if not isinstance(dialect, InlineSQLiteDialect):
-        return None
-    raw = await connection.get_raw_connection()
-    try:
-        return raw.driver_connection.execute(statement, params).fetchall()  # type: ignore[union-attr]
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(statement, None, exc, sqlite3.Error, hide_parameters=True, dialect=dialect) from exc
-
-
-@functools.lru_cache(maxsize=64)
-def _sqlite_insert_plan(
-    table: Table, keys: tuple[str, ...], dialect: Dialect
-) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]] | None:
-    """The INSERT's text and each value's key and bind processor, built once per table and column set; None when a
-    column left out has a Python-side default (the Core insert applies it)."""
-    if any(column.key not in keys and column.default is not None for column in table.columns):
-        return None
-    statement = str(insert(table).compile(dialect=dialect, column_keys=list(keys)))
-    return statement, [(key, table.c[key].type._cached_bind_processor(dialect)) for key in keys]
+# Rows into a table by one executemany at the driver, and hand-written SQLite reads: common.sqlprep (kept here
+# under their old names for their callers).
+insert_many = sqlprep.insert_rows
+sqlite_fetchall = sqlprep.sqlite_rows
 
 
 def _engine_url(url: str) -> str:

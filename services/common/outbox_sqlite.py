@@ -1,24 +1,24 @@
 """The outbox insert on the inline SQLite dialect, straight to the driver: SQLAlchemy's INSERT ... RETURNING through
 Core (parameter building, result set-up, the rows' type processing) cost more than SQLite's insert of the rows.
 
-The SQL is compiled once per table; the values go as tuples, converted as the columns convert them (the blobs and
-texts as they are, created_at by UtcDateTime's SQLite text). Each row is one INSERT ... RETURNING seq on one cursor:
-sqlite3's executemany cannot return rows, and a multi-row RETURNING's order is not one SQLite promises. The rows
-handed back carry what was written, with the same attributes as the rows the relay reads back."""
+The SQL is compiled once per table (a common.sqlprep Statement); the values go as tuples, converted as the columns
+convert them (the blobs and texts as they are, created_at by UtcDateTime's SQLite text). Each row is one INSERT ...
+RETURNING seq on one cursor: sqlite3's executemany cannot return rows, and a multi-row RETURNING's order is not one
+SQLite promises. The rows handed back carry what was written, with the same attributes as the rows the relay reads
+back."""
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Connection, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common import sqlprep
 from common.db import InlineSQLiteDialect, sqlite_time_text
 
 _KEYS = ("event_id", "topic", "key", "headers", "value", "created_at")
@@ -47,36 +47,43 @@ async def write_rows(
     seq) when `returning`, else []. None on any other dialect: the caller writes them through Core. Errors are
     SQLAlchemy's DBAPIError, as for Core."""
     dialect = connection.dialect
-    if not isinstance(dialect, InlineSQLiteDialect):
+    if not sqlprep.is_inline_sqlite(dialect):
         return None
-    statement = _insert_sql(table, dialect, returning)
+    statement = _insert(table, returning).compiled(dialect).sql
     at = sqlite_time_text(created_at)
     params = [(*row, at) for row in values]
 
     def write(sync: Connection) -> list[Any]:  # one greenlet hop for the lot
-        raw: Any = sync.connection.driver_connection
+        if not returning:
+            sqlprep.execute(sync, statement, params, many=True)
+            return []
+        cursor = sqlprep.sqlite_driver(sync).cursor()
         try:
-            if not returning:
-                raw.executemany(statement, params)
-                return []
-            cursor = raw.cursor()
-            try:
-                return [cursor.execute(statement, row).fetchall()[0][0] for row in params]
-            finally:
-                cursor.close()
+            return [cursor.execute(statement, row).fetchall()[0][0] for row in params]
         except sqlite3.Error as exc:
-            raise DBAPIError.instance(
-                statement, None, exc, sqlite3.Error, hide_parameters=True, dialect=dialect, ismulti=len(params) > 1
-            ) from exc
+            raise sqlprep.wrap_sqlite_error(exc, statement, dialect, many=len(params) > 1) from exc
+        finally:
+            cursor.close()
 
     seqs = await connection.run_sync(write)
     return [OutboxRow(seq, *row, created_at) for seq, row in zip(seqs, values, strict=True)] if returning else []
 
 
-@functools.lru_cache(maxsize=16)
-def _insert_sql(table: Table, dialect: Dialect, returning: bool) -> str:
-    statement = insert(table).returning(table.c.seq) if returning else insert(table)
-    compiled = statement.compile(dialect=dialect, column_keys=list(_KEYS))
-    if tuple(compiled.positiontup or ()) != _KEYS:
-        raise ValueError(f"outbox insert: unexpected bind order {compiled.positiontup!r}")
-    return compiled.string
+_INSERTS: dict[tuple[Table, bool], sqlprep.Statement] = {}
+
+
+def _insert(table: Table, returning: bool) -> sqlprep.Statement:
+    """The outbox INSERT of this table (RETURNING seq or not), declared once; its binds must be `_KEYS` in order,
+    the values being handed over as they are (their types need no conversion on SQLite but created_at's, done)."""
+    found = _INSERTS.get((table, returning))
+    if found is None:
+
+        def build(dialect: Dialect) -> Any:
+            statement = insert(table).returning(table.c.seq) if returning else insert(table)
+            return statement.values({key: bindparam(key) for key in _KEYS})
+
+        found = _INSERTS[(table, returning)] = sqlprep.Statement(build)
+        names = found.compiled(InlineSQLiteDialect()).names
+        if names != _KEYS:
+            raise ValueError(f"outbox insert: unexpected bind order {names!r}")
+    return found

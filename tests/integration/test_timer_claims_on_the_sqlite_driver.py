@@ -1,6 +1,6 @@
-"""On SQLite a firing batch's claim and clock facts go to the driver as hand-written SQL (routing/store/timers.py);
-they must answer exactly as the Core statements PostgreSQL runs: the same timers claimed once, the same marks, the
-same facts, times as aware UTC datetimes."""
+"""On SQLite a firing batch's claim and clock facts go to the driver with the ids as one JSON array (Core statements
+of their own in routing/store/timers.py, run by common.sqlprep); they must answer exactly as the Core statements
+PostgreSQL runs: the same timers claimed once, the same marks, the same facts, times as aware UTC datetimes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from routing.store import RoutingRepository, SlaTimer
-from routing.store.timers import TimerRepository
+from routing.store.timers import _SQLITE_CLAIM, TimerRepository
 from tests.support.routing import Clock, routing_on, scored
 
 pytestmark = pytest.mark.integration
@@ -35,9 +35,9 @@ async def _claim_and_facts(url: str, monkeypatch: pytest.MonkeyPatch, *, core: b
         driven: list[str] = []
         to_driver = TimerRepository._sqlite_rows
 
-        async def spy(self: TimerRepository, statement: str, params: Any) -> Any:
+        async def spy(self: TimerRepository, statement: Any, params: Any) -> Any:
             rows = await to_driver(self, statement, params)
-            driven.extend([] if rows is None else [statement.split()[0]])
+            driven.extend([] if rows is None else ["UPDATE" if statement is _SQLITE_CLAIM else "SELECT"])
             return rows
 
         monkeypatch.setattr(TimerRepository, "_sqlite_rows", _core_only if core else spy)

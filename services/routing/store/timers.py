@@ -3,16 +3,28 @@ markers on the timer rows, what a notice says, what an escalation carries, and t
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import BindParameter, Select, Table, Text, bindparam, case, cast, func, null, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import (
+    BindParameter,
+    Select,
+    Table,
+    Text,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal_column,
+    null,
+    select,
+    text,
+    update,
+)
 
-from common.db import InlineSQLiteDialect, sqlite_time_text
+from common import sqlprep
 from routing.store._base import Repository
 from routing.store.tables import AssignmentRow, LeadRow, SlaTimer, SlaTimerCount
 
@@ -63,37 +75,35 @@ class ClockFacts(NamedTuple):
     reassignments: int | None
 
 
-_CLOCK_FACTS = (
-    select(
-        _A.c.lead_id,
-        _A.c.id,
-        _A.c.rep_id,
-        _A.c.team_id,
-        _A.c.sla_policy,
-        _A.c.sla_due_at,
-        cast(_A.c.decision["sla"], Text).label("sla"),
-        _LEAD.c.grade,
-        _LEAD.c.source_kind,
-        _LEAD.c.reassignments,
+_FACTS = select(
+    _A.c.lead_id,
+    _A.c.id,
+    _A.c.rep_id,
+    _A.c.team_id,
+    _A.c.sla_policy,
+    _A.c.sla_due_at,
+    cast(_A.c.decision["sla"], Text).label("sla"),
+    _LEAD.c.grade,
+    _LEAD.c.source_kind,
+    _LEAD.c.reassignments,
+).join(_LEAD, _LEAD.c.lead_id == _A.c.lead_id)
+_CLOCK_FACTS = _FACTS.where(_A.c.lead_id.in_(_IDS), _A.c.ended_at.is_(None))
+# On the inline SQLite driver a firing batch's claim and clock facts take the ids as one JSON array (json_each), run
+# at the driver (common.sqlprep): SQLAlchemy's rendering of the expanding list, per-value binding and per-row result
+# processing cost ~2-3x SQLite's own work (claim ~25 -> ~10 us, facts ~25 -> ~10 us a timer in a batch of 200). The
+# same statements as _CLAIM_BY_ID and _CLOCK_FACTS (a test holds them to the same rows); PostgreSQL runs those.
+_JSON_IDS = select(func.json_each(bindparam("ids")).table_valued("value")).scalar_subquery()
+_ESCALATING: list[Any] = [literal_column(f"'{kind}'") for kind in ESCALATING_KINDS]  # in the SQL: no expanding list
+_SQLITE_CLAIM = sqlprep.Statement(
+    update(_T)
+    .values(
+        fired_at=bindparam("now", type_=_T.c.fired_at.type),
+        escalate_at=case((_T.c.kind.in_(_ESCALATING), bindparam("now", type_=_T.c.escalate_at.type)), else_=null()),
     )
-    .join(_LEAD, _LEAD.c.lead_id == _A.c.lead_id)
-    .where(_A.c.lead_id.in_(_IDS), _A.c.ended_at.is_(None))
+    .where(_T.c.id.in_(_JSON_IDS), _T.c.fired_at.is_(None))
+    .returning(*_CLAIMED)
 )
-# On the inline SQLite driver a firing batch's claim and clock facts go to the driver as written here, with the ids
-# as one JSON array: SQLAlchemy's rendering of the expanding list, per-value binding and per-row result processing
-# cost ~2-3x SQLite's own work (claim ~25 -> ~10 us, facts ~25 -> ~10 us a timer in a batch of 200). The same
-# statements as _CLAIM_BY_ID and _CLOCK_FACTS (a test holds them to the same rows); PostgreSQL runs those.
-_SQLITE_CLAIM = (
-    "UPDATE sla_timers SET fired_at = ?, escalate_at = CASE WHEN kind IN ('breach', 'hold') THEN ? ELSE NULL END"
-    " WHERE id IN (SELECT value FROM json_each(?)) AND fired_at IS NULL"
-    " RETURNING id, lead_id, assignment_id, kind, fraction, due_at"
-)
-_SQLITE_CLOCK_FACTS = (
-    "SELECT a.lead_id, a.id, a.rep_id, a.team_id, a.sla_policy, a.sla_due_at,"
-    " CAST(JSON_QUOTE(JSON_EXTRACT(a.decision, '$.\"sla\"')) AS TEXT), l.grade, l.source_kind, l.reassignments"
-    " FROM assignments AS a JOIN leads AS l ON l.lead_id = a.lead_id"
-    " WHERE a.lead_id IN (SELECT value FROM json_each(?)) AND a.ended_at IS NULL"
-)
+_SQLITE_CLOCK_FACTS = sqlprep.Statement(_FACTS.where(_A.c.lead_id.in_(_JSON_IDS), _A.c.ended_at.is_(None)))
 _CANCEL = update(_T).where(_T.c.id.in_(_IDS)).values(cancelled=True, escalate_at=None)
 _CLEAR_MARKS = update(_T).where(_T.c.id.in_(_IDS)).values(escalate_at=None)
 
@@ -132,8 +142,7 @@ class TimerRepository(Repository):
         if not timer_ids:
             return []
         ids = sorted(timer_ids)
-        stamp = sqlite_time_text(now)
-        rows = await self._sqlite_rows(_SQLITE_CLAIM, (stamp, stamp, orjson.dumps(ids).decode()))
+        rows = await self._sqlite_rows(_SQLITE_CLAIM, {"now": now, "ids": orjson.dumps(ids).decode()})
         if rows is not None:
             return sorted(
                 (ClaimedTimer(i, lead, a, kind, frac, _utc(due)) for i, lead, a, kind, frac, due in rows),
@@ -207,25 +216,16 @@ class TimerRepository(Repository):
         if not lead_ids:
             return {}
         ids = sorted(lead_ids)
-        raw = await self._sqlite_rows(_SQLITE_CLOCK_FACTS, (orjson.dumps(ids).decode(),))
+        raw = await self._sqlite_rows(_SQLITE_CLOCK_FACTS, {"ids": orjson.dumps(ids).decode()})
         if raw is not None:
             return {row[0]: ClockFacts._make((*row[:5], row[5] and _utc(row[5]), *row[6:])) for row in raw}
         rows = await self.session.execute(_CLOCK_FACTS, {"ids": ids})
         return {row[0]: ClockFacts._make(row) for row in rows}
 
-    async def _sqlite_rows(self, statement: str, params: Sequence[Any]) -> list[Any] | None:
-        """The rows of `statement` run by the inline SQLite driver in this session's transaction (values as SQLite
-        holds them: times as text); None on any other dialect. Errors are SQLAlchemy's, as for a Core statement."""
-        connection = await self.session.connection()
-        if not isinstance(connection.dialect, InlineSQLiteDialect):
-            return None
-        raw = await connection.get_raw_connection()
-        try:
-            return raw.driver_connection.execute(statement, params).fetchall()  # type: ignore[union-attr]
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(
-                statement, None, exc, sqlite3.Error, hide_parameters=True, dialect=connection.dialect
-            ) from exc
+    async def _sqlite_rows(self, statement: sqlprep.Statement, params: Mapping[str, Any]) -> list[Any] | None:
+        """The rows of `statement` run at the inline SQLite driver in this session's transaction (values as SQLite
+        holds them: times as text); None on any other dialect."""
+        return await sqlprep.sqlite_fetch(self.session, statement, params)
 
     async def next_due(self) -> datetime | None:
         return (
