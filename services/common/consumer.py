@@ -30,7 +30,7 @@ from common.dedupe import purge_processed as purge_processed
 from common.envelope import EnvelopeError, Event
 from common.kafka import new_consumer, stop_quietly
 from common.logging import bind_correlation_id, describe_error
-from common.outbox_deletes import hand_off
+from common.poll import hand_off
 from common.settings import ServiceSettings
 from common.topics import dead_letter_topic
 
@@ -203,7 +203,7 @@ class ConsumerLoop:
                 # loop without yielding, so a next batch already fetched would hold them off for its whole apply.
                 # A moment's yield lets them hand the batch's events to the broker (and webhooks) first.
                 await asyncio.sleep(_HAND_OFF_S)
-                await hand_off(self._db.engine, _RELAY_SHARE_S)  # and the relay its whole round (fair share)
+                await hand_off(self._db.engine, _RELAY_SHARE_S)  # and the relay its whole round (a fair share)
             elif self._uncommitted:
                 async with self._lock:
                     await self._commit(consumer, {})  # idle: what was applied goes once the interval is up

@@ -38,7 +38,7 @@ from common.outbox_dead import certain_refusal, park, refusal
 from common.outbox_deletes import HANDED, PublishedRows, register, relay_for
 from common.outbox_leader import RelayLeadership, relay_channel
 from common.outbox_sqlite import OutboxRow, write_rows
-from common.poll import poll_until
+from common.poll import poll_until, share_loop
 from common.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -170,13 +170,14 @@ class OutboxRelay:
         self.published = PublishedRows(db, table, batch=settings.outbox_batch_size)
         self.token = uuid.uuid4().hex  # names this relay in its writers' NOTIFY payloads
         self._handed: list[Any] = []  # committed rows handed over by this process's writers, not yet published
-        self.idle = asyncio.Event()  # set while nothing handed over waits for its round (see outbox_deletes.hand_off)
+        self.idle = asyncio.Event()  # set while nothing handed over waits for its round (common.poll.hand_off)
         self.idle.set()
         self._read_due = True  # the table may hold rows the hand-off did not bring: read it next round
         self._last_read = 0.0
         self._leader: RelayLeadership | None = None
         self.last_publish_monotonic = time.monotonic()
         register(self, db.engine, table)
+        share_loop(db.engine, self)  # a busy consumer on this database lets the relay publish between its polls
 
     @property
     def engine(self) -> Any:

@@ -135,23 +135,6 @@ def register(relay: Any, engine: AsyncEngine, table: Table) -> None:
     _RELAYS[(id(engine.sync_engine), table.name)] = relay
 
 
-async def hand_off(engine: AsyncEngine, within_s: float) -> None:
-    """Give this process's relays on `engine` the loop until they published what their writers handed over (at most
-    `within_s`): a consumer calls it between polls. SQLite statements run on the event loop without yielding, so
-    a consumer busy with poll after poll would otherwise leave the relay a turn only now and then, and each step of
-    its round (the produce request, its answer, the acknowledgements) waited a whole poll's apply: under load its
-    events lagged seconds behind. A relay with nothing handed over (idle, or another process leads) costs nothing."""
-    key = id(engine.sync_engine)
-    busy = [relay.idle for (engine_id, _), relay in list(_RELAYS.items()) if engine_id == key]
-    busy = [idle for idle in busy if not idle.is_set()]
-    if not busy:
-        return
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(within_s):
-            for idle in busy:
-                await idle.wait()
-
-
 def relay_for(session: AsyncSession, table: Table) -> Any:
     """The relay publishing `table` for the session's own engine in this process, if any."""
     bind = session.sync_session.bind  # a plain attribute (AsyncSession.bind translates it on every access)

@@ -5,11 +5,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 
 log = structlog.get_logger(__name__)
+
+# Per engine, the workers its commits hand work to (the outbox relay; any worker with an `idle` asyncio.Event).
+_SHARERS: weakref.WeakKeyDictionary[Any, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
+
+
+def share_loop(engine: Any, worker: Any) -> None:
+    """Have the consumers on `engine` (an AsyncEngine) leave `worker` the event loop between polls while its `idle`
+    event is clear: the worker clears it when a commit hands it work and sets it once that work is done."""
+    _SHARERS.setdefault(engine.sync_engine, weakref.WeakSet()).add(worker)
+
+
+async def hand_off(engine: Any, within_s: float) -> None:
+    """Give the workers registered on `engine` the loop until they are done with what commits handed them, for at
+    most `within_s`: a consumer calls it between polls. SQLite statements run on the event loop without yielding,
+    so a consumer busy with poll after poll would otherwise leave them a turn only now and then, and each step of,
+    e.g., the relay's round (its produce request, the broker's answer, the acknowledgements) waited a whole poll's
+    apply: under load its events lagged seconds behind. An idle worker costs nothing."""
+    workers = _SHARERS.get(engine.sync_engine)
+    busy = [worker.idle for worker in list(workers or ()) if not worker.idle.is_set()]
+    if not busy:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within_s):
+            for idle in busy:
+                await idle.wait()
 
 
 async def sleep_or_wake(wake: asyncio.Event, seconds: float) -> bool:
