@@ -45,6 +45,10 @@ _ACCOUNT_CANDIDATES = select(AccountRow).where(
 )
 
 
+def _roster_version() -> ClauseElement:
+    return select(Setting.value).where(Setting.key == ROSTER_VERSION)
+
+
 class RosterRepository(Repository):
     async def lock_routing(self, *, shared: bool = False) -> None:
         """Routing's own lock on PostgreSQL: exclusive excludes every decision in every process (roster and rules
@@ -68,15 +72,21 @@ class RosterRepository(Repository):
             )
 
     async def roster_version(self) -> int:
-        row = await self.session.get(Setting, ROSTER_VERSION)
-        return row.value if row else 0
+        """The stored roster version (asked once per consumer poll): driver SQL in one hop, not an ORM load."""
+        rows = await self.session.run_sync(
+            lambda session: prepared.fetch(session.connection(), "roster_version", _roster_version, literal=True)
+        )
+        return int(rows[0][0]) if rows else 0
 
     async def bump_roster_version(self) -> None:
+        """One more roster version: every process reads the roster, rules and accounts again. Flushed at once, so
+        that this transaction's next roster_version (driver SQL) reads the new value."""
         row = await self.session.get(Setting, ROSTER_VERSION)
         if row is None:
             self.session.add(Setting(key=ROSTER_VERSION, value=1))
         else:
             row.value += 1
+        await self.session.flush()
 
     async def teams(self) -> list[TeamRow]:
         return list((await self.session.execute(select(TeamRow).order_by(TeamRow.id))).scalars())
@@ -114,6 +124,11 @@ class RosterRepository(Repository):
             return False
         await self.session.delete(row)
         return True
+
+    async def accounts_if_few(self, limit: int) -> list[AccountRow] | None:
+        """Every account row when there are at most `limit` of them (kept in memory per roster version), else None."""
+        rows = list((await self.session.execute(select(AccountRow).limit(limit + 1))).scalars())
+        return rows if len(rows) <= limit else None
 
     async def account_candidates(self, domains: Sequence[str], name_keys: Sequence[str]) -> list[AccountRow]:
         """The account rows a lead could match: its domains and their parents, or its company name."""

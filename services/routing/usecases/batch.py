@@ -117,7 +117,8 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
         return
     roster, rules, now = await rt.roster(session), await rt.rules(session), rt.clock()
     views = {lead_id: scored_view(scored.data, erased=False) for lead_id, scored in batch.items()}
-    books = dict(zip(views, await account_books(session, list(views.values())), strict=True))
+    index = await rt.account_index(session)
+    books = dict(zip(views, await account_books(session, list(views.values()), index), strict=True))
     # Each lead's first matching rule, evaluated once: for the lock to take, then for the decision.
     firsts = {lead_id: FirstMatch(rules.first_match(view)) for lead_id, view in views.items()}
     guesses = {_team_guessed(roster, rules, views[i], books[i], firsts[i]) for i in views}
@@ -129,7 +130,7 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     for lead_id in erased:
         views[lead_id] = scored_view(batch[lead_id].data, erased=True)
         firsts[lead_id] = FirstMatch(rules.first_match(views[lead_id]))  # the rules see the view without the person
-        (books[lead_id],) = await account_books(session, [views[lead_id]])
+        (books[lead_id],) = await account_books(session, [views[lead_id]], index)
     if not batch:
         return
     state.routed.update(batch)

@@ -4,10 +4,11 @@ version (one `RoutingContext` per process; the `Router` facade is one)."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,14 +23,21 @@ from routing.domain import (
     load_rules,
     parse_reps,
 )
+from routing.domain.accounts import Account
 from routing.domain.engine import RosterIndex
 from routing.domain.sla import default_ladder
 from routing.settings import RoutingSettings
-from routing.store import RoutingRepository
+from routing.store import AccountRow, RoutingRepository
 from routing.store.desk import DeskRepository
 
 COMPILED_RULES = 16  # rule texts kept compiled: the active ones and recent simulate/backtest candidates
 ROSTER_KEY = "routing_roster"  # session.info key: the roster this transaction reads
+ACCOUNTS_KEY = "routing_accounts"  # session.info key: every account by match key, or None (too many to hold)
+# Up to this many account rows are held in memory per roster version (every account write bumps it), so a poll's
+# account look-up asks nothing of the store; a larger table is queried per batch, for the batch's leads' keys.
+ACCOUNTS_IN_MEMORY = 5_000
+
+AccountIndex = dict[str, tuple[Account, ...]]  # match key (a domain, or "name:<company key>") -> its accounts
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,23 @@ def env_sla_policies(settings: RoutingSettings) -> dict[str, SlaPolicy]:
     return policies
 
 
+def forget_roster_reads(session: AsyncSession) -> None:
+    """This transaction changed the roster, rules or accounts (and bumped the version): read them again."""
+    session.info.pop(ROSTER_KEY, None)
+    session.info.pop(ACCOUNTS_KEY, None)
+
+
+def _index(rows: Iterable[AccountRow]) -> AccountIndex:
+    """Rows by the keys the store's candidate query matches: the domain, and the company key (when there is one)."""
+    found: dict[str, list[Account]] = {}
+    for row in rows:
+        account = row.to_account()
+        found.setdefault(row.domain, []).append(account)
+        if row.name_key is not None:
+            found.setdefault(f"name:{row.name_key}", []).append(account)
+    return {key: tuple(each) for key, each in found.items()}
+
+
 class RoutingContext:
     """One per process: caches the parsed roster and rules by version; every write goes through a session."""
 
@@ -91,6 +116,7 @@ class RoutingContext:
         self._roster: Roster | None = None
         self._rules: OrderedDict[str, RoutingRules] = OrderedDict()
         self._active: tuple[int, RoutingRules] | None = None
+        self._accounts: tuple[int, AccountIndex | None] | None = None
         self.sla_policies = env_sla_policies(settings)
         self.escalation = EscalationPolicy(settings.escalation_max_reassignments, settings.escalation_then)
         # The environment's ladder: the default under teams' and rules' `sla:` blocks.
@@ -118,7 +144,19 @@ class RoutingContext:
 
     def forget_roster(self, session: AsyncSession) -> None:
         """This transaction changed the roster or the rules: the next read sees the new version."""
-        session.info.pop(ROSTER_KEY, None)
+        forget_roster_reads(session)
+
+    async def account_index(self, session: AsyncSession) -> AccountIndex | None:
+        """Every account by match key, read once per roster version (None when there are more than
+        ACCOUNTS_IN_MEMORY: the caller queries the keys it needs); once per transaction, as the roster."""
+        if ACCOUNTS_KEY in session.info:
+            return cast("AccountIndex | None", session.info[ACCOUNTS_KEY])
+        version = (await self.roster(session)).version
+        if self._accounts is None or self._accounts[0] != version:
+            rows = await RoutingRepository(session).accounts_if_few(ACCOUNTS_IN_MEMORY)
+            self._accounts = (version, None if rows is None else _index(rows))
+        session.info[ACCOUNTS_KEY] = self._accounts[1]
+        return self._accounts[1]
 
     def parse_rules(self, text: str) -> RoutingRules:
         """Validate and compile rules text (raises RulesError); the last few are kept compiled, by text."""

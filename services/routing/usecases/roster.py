@@ -16,7 +16,7 @@ from routing.domain import Action, RosterError, RoutingRules, RulesError, parse_
 from routing.domain.accounts import AccountSpec
 from routing.store import RepLoadRow, RepRow, RoutingRepository
 from routing.store.desk import DeskRepository
-from routing.usecases.context import Roster, RoutingContext
+from routing.usecases.context import Roster, RoutingContext, forget_roster_reads
 from routing.usecases.shared import lock, tx
 
 log = structlog.get_logger(__name__)
@@ -175,6 +175,7 @@ async def put_account(session: AsyncSession, domain: str, owner: str, name: str 
     existing = await repo.account(domain)
     account_id = account or (existing.account_id if existing and existing.account_id else domain)
     await repo.save_account(account_id, owner, name, [domain])
+    await _accounts_changed(session, repo)
     return account_id
 
 
@@ -187,11 +188,22 @@ async def import_accounts(session: AsyncSession, specs: Sequence[AccountSpec]) -
         raise RosterError(unknown)
     for spec in specs:
         await repo.save_account(spec.id, spec.owner, spec.name, spec.domains)
+    await _accounts_changed(session, repo)
 
 
 async def delete_account(session: AsyncSession, domain: str) -> None:
-    if not await RoutingRepository(session).delete_account(domain.lower()):
+    repo = RoutingRepository(session)
+    if not await repo.delete_account(domain.lower()):
         raise LookupError("no account with this domain")
+    await _accounts_changed(session, repo)
+
+
+async def _accounts_changed(session: AsyncSession, repo: RoutingRepository) -> None:
+    """Processes hold every account in memory per roster version (RoutingContext.account_index): a new version
+    makes each read them again, and this transaction forgets what it read."""
+    await repo.bump_roster_version()
+    forget_roster_reads(session)
+    tx(session).accounts.clear()
 
 
 def roster_problems(rules: RoutingRules, roster: Roster) -> list[str]:

@@ -17,7 +17,7 @@ from routing.domain import Rep, RepLoad, SlaPolicy, Team, WorkingHours, warning_
 from routing.domain.accounts import Account, AccountBook, lead_match_keys
 from routing.domain.hours import zone
 from routing.store import RoutingRepository, SlaTimer, outbox
-from routing.usecases.context import RoutingContext
+from routing.usecases.context import AccountIndex, RoutingContext
 from routing.webhooks import enqueue_deliveries
 
 EVENT_SOURCE = "/handoff/routing"
@@ -144,11 +144,15 @@ def _account_keys(view: Mapping[str, Any]) -> list[str]:
     return domains + [f"name:{n}" for n in names]
 
 
-async def load_accounts(session: AsyncSession, keys: Iterable[str]) -> None:
-    """Read the accounts of these match keys that the transaction has not read yet, in one query."""
+async def load_accounts(session: AsyncSession, keys: Iterable[str], index: AccountIndex | None = None) -> None:
+    """Read the accounts of these match keys that the transaction has not read yet, in one query; from `index`
+    (every account, RoutingContext.account_index) when given, with none."""
     cache = tx(session).accounts
     missing = sorted({k for k in keys if k not in cache})
     if not missing:
+        return
+    if index is not None:
+        cache.update({k: index.get(k, ()) for k in missing})
         return
     found: dict[str, list[Account]] = {k: [] for k in missing}
     rows = await RoutingRepository(session).account_candidates(
@@ -162,10 +166,12 @@ async def load_accounts(session: AsyncSession, keys: Iterable[str]) -> None:
     cache.update({k: tuple(v) for k, v in found.items()})
 
 
-async def account_books(session: AsyncSession, views: Sequence[Mapping[str, Any]]) -> list[AccountBook]:
-    """Each lead's account book, for a batch read in one query."""
+async def account_books(
+    session: AsyncSession, views: Sequence[Mapping[str, Any]], index: AccountIndex | None = None
+) -> list[AccountBook]:
+    """Each lead's account book, for a batch read in one query (none with `index`: every account, in memory)."""
     keys = [_account_keys(view) for view in views]
-    await load_accounts(session, (k for each in keys for k in each))
+    await load_accounts(session, (k for each in keys for k in each), index)
     cache = tx(session).accounts
     return [AccountBook.of(a for k in each for a in cache[k]) for each in keys]
 
