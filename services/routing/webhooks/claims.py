@@ -17,7 +17,8 @@ from common.crypto import SecretBox, SecretKeyError
 from routing.access.links import action_links
 from routing.store import WebhookEndpoint
 from routing.webhooks.formats import STANDARD, render
-from routing.webhooks.send_store import ClaimRow, EndpointRow, HandedRow
+from routing.webhooks.send_store import ClaimRow, EndpointRow
+from routing.webhooks.store import HandedOff
 
 log = structlog.get_logger(__name__)
 
@@ -64,9 +65,10 @@ class ClaimBuilder:
         """The claim, or None when the endpoint's secrets cannot be read (the delivery waits for the key)."""
         return self._build(row.id, row.message_id, row.payload, row, token, lease_until)
 
-    def handed(self, row: HandedRow, endpoint: EndpointRow, token: str, lease_until: datetime | None) -> Claim | None:
-        """The claim of a handed-off delivery and its endpoint (read apart, once per batch); None as `claim`."""
-        return self._build(row.id, row.message_id, row.payload, endpoint, token, lease_until)
+    def handed(self, row: HandedOff, endpoint: EndpointRow) -> Claim | None:
+        """The claim of a delivery handed off in memory (its body as written) and its endpoint (read once per
+        batch); None as `claim`."""
+        return self._build(row.id, row.message_id, row.payload, endpoint, row.lease_token, row.lease_until)
 
     def _build(
         self,

@@ -22,10 +22,11 @@ class AttemptOutcome(NamedTuple):
     def success(self) -> bool:
         return self.result == "success"
 
-    def success_row(self, delivery_id: str, now: datetime, started_at: datetime) -> tuple[Any, ...]:
+    def success_row(self, delivery_id: str, token: str, now: datetime, started_at: datetime) -> tuple[Any, ...]:
         """A success's columns for the record, in `send_store.SUCCESS_ROW` order (its number the store counts)."""
         return (
             delivery_id,
+            token,
             now,
             started_at,
             self.status_code,

@@ -103,7 +103,7 @@ class AttemptRecorder:
                     for item in batch:
                         claim, started_at, outcome, _done = item
                         if outcome.result == "success":
-                            succeeded.append(outcome.success_row(claim.delivery_id, now, started_at))
+                            succeeded.append(outcome.success_row(claim.delivery_id, claim.lease_token, now, started_at))
                             endpoint_ids.add(claim.endpoint_id)
                         else:
                             failed.append(item)

@@ -90,6 +90,19 @@ class FairScheduler:
         if self.in_flight[claim.endpoint_id] <= 0:
             del self.in_flight[claim.endpoint_id]
 
+    def drop_waiting(self, delivery_ids: set[str], endpoint_ids: set[str]) -> None:
+        """Forget the waiting claims of these deliveries or endpoints (changed since they were handed off)."""
+        for endpoint_id in list(self._waiting):
+            queue = self._waiting[endpoint_id]
+            kept = deque(
+                claim for claim in queue if endpoint_id not in endpoint_ids and claim.delivery_id not in delivery_ids
+            )
+            self._waiting_count -= len(queue) - len(kept)
+            if kept:
+                self._waiting[endpoint_id] = kept
+            else:
+                del self._waiting[endpoint_id]
+
     def clear_waiting(self) -> None:
         """Forget the waiting claims (stopping): their leases run out and the table gives them to a sender."""
         self._waiting.clear()

@@ -1,4 +1,4 @@
-"""The sender's hot queries: claim, hand-off read, lease and the success record, in Core on the connection.
+"""The sender's hot queries: claim, lease, a hand-off batch's endpoints and the success record, in Core on the connection.
 
 Statements are built once with bound parameters (SQLAlchemy's compiled cache then serves them), run on the
 transaction's connection (no ORM session plumbing, no ORM rows) and cover a whole batch each: the bookkeeping a
@@ -14,9 +14,9 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
-    Dialect,
     Table,
     bindparam,
+    case,
     insert,
     literal_column,
     null,
@@ -25,7 +25,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from routing.webhooks.store import PENDING, SUCCEEDED, DriverMany
@@ -85,16 +84,6 @@ _DUE = (
 _DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True, of=_D)  # PostgreSQL: other senders skip these rows
 
 
-class HandedRow(NamedTuple):
-    """A handed-off delivery as it is now: its body (an erasure since its commit wins) and its lease token."""
-
-    id: str
-    endpoint_id: str
-    message_id: str
-    payload: str
-    lease_token: str | None
-
-
 class EndpointRow(NamedTuple):
     """What a claim needs of an enabled endpoint, read once per hand-off batch (not once per delivery)."""
 
@@ -106,11 +95,7 @@ class EndpointRow(NamedTuple):
     previous_secret_until: datetime | None
 
 
-# The hand-off read: the deliveries only (no join), at the driver, its SQL rendered once per dialect and count.
-_HANDED = select(_D.c.id, _D.c.endpoint_id, _D.c.message_id, _D.c.payload, _D.c.lease_token).where(
-    _D.c.status == literal_column(f"'{PENDING}'"), _D.c.id.in_(bindparam("ids", expanding=True))
-)
-_HANDED_SQL: dict[tuple[str, str, int], str] = {}
+# The enabled endpoints of a hand-off batch (a disabled one is missing: its deliveries are not sent).
 _ENABLED_ENDPOINTS = select(
     _E.c.id, _E.c.url, _E.c.format, _E.c.secret, _E.c.previous_secret, _E.c.previous_secret_until
 ).where(_E.c.id.in_(bindparam("ids", expanding=True)), _E.c.enabled.is_(True))
@@ -124,16 +109,25 @@ _LEASE = DriverMany(
 )
 
 # One row per attempt (executemany, at the driver: `DriverMany`, so every parameter is a row's value and the
-# constants are SQL): the delivery settles and counts the attempt...
+# constants are SQL): the delivery counts the attempt and, while it still holds the attempt's lease token, settles.
+# A row changed under the attempt (an erasure's redaction or a replay clears the lease, a claim after the lease ran
+# out takes another) keeps its state: the attempt is counted and recorded, and the row goes out again.
+_OURS = _D.c.lease_token == bindparam("b_token")
+
+
+def _if_ours(value: Any, column: Any) -> Any:
+    return case((_OURS, value), else_=column)
+
+
 _SETTLE = (
     update(_D)
     .where(_D.c.id == bindparam("b_id"))
     .values(
-        status=literal_column(f"'{SUCCEEDED}'"),
-        delivered_at=bindparam("b_now", type_=_D.c.delivered_at.type),
-        next_attempt_at=null(),
-        lease_token=null(),
-        lease_until=null(),
+        status=_if_ours(literal_column(f"'{SUCCEEDED}'"), _D.c.status),
+        delivered_at=_if_ours(bindparam("b_now", type_=_D.c.delivered_at.type), _D.c.delivered_at),
+        next_attempt_at=_if_ours(null(), _D.c.next_attempt_at),
+        lease_token=_if_ours(null(), _D.c.lease_token),
+        lease_until=_if_ours(null(), _D.c.lease_until),
         attempt_count=_D.c.attempt_count + literal_column("1"),
         last_attempt_at=bindparam("b_started", type_=_D.c.last_attempt_at.type),
         last_status_code=bindparam("b_status", type_=_D.c.last_status_code.type),
@@ -154,8 +148,9 @@ _RECORD_ATTEMPT = insert(_A).from_select(
         null(),  # a success schedules nothing
     ).where(_D.c.id == bindparam("b_id")),
 )
-# A success's row: (delivery id, recorded at, started at, status code, signed at, result, latency ms, error, body).
-SUCCESS_ROW = ("b_id", "b_now", "b_started", "b_status", *(f"a_{name}" for name in _ATTEMPT_COLUMNS))
+# A success's row: (delivery id, lease token, recorded at, started at, status code, signed at, result, latency ms,
+# error, body).
+SUCCESS_ROW = ("b_id", "b_token", "b_now", "b_started", "b_status", *(f"a_{name}" for name in _ATTEMPT_COLUMNS))
 _RECORD_SUCCESSES = DriverMany(SUCCESS_ROW, _SETTLE, _RECORD_ATTEMPT)
 # One row per endpoint (an executemany at the driver, no expanding IN to render per batch).
 _HEALTHY = DriverMany(
@@ -164,20 +159,6 @@ _HEALTHY = DriverMany(
     .where(_E.c.id == bindparam("h_id"))
     .values(failing_since=null(), last_success_at=bindparam("h_now", type_=_E.c.last_success_at.type)),
 )
-
-
-def _handed_sql(dialect: Dialect, count: int) -> str:
-    """The hand-off read's SQL for `count` ids in this dialect's positional paramstyle, rendered once."""
-    key = (dialect.name, dialect.driver, count)
-    sql = _HANDED_SQL.get(key)
-    if sql is None:
-        names = [f"i{n}" for n in range(count)]
-        statement = _HANDED.params(ids=names)
-        compiled = cast(SQLCompiler, statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}))
-        if list(compiled.positiontup or ()) != [f"ids_{n + 1}" for n in range(count)]:
-            raise RuntimeError(f"the hand-off read needs a positional paramstyle, not {dialect.paramstyle}")
-        sql = _HANDED_SQL[key] = compiled.string
-    return sql
 
 
 class SendStore:
@@ -198,20 +179,14 @@ class SendStore:
         params = {"now": now, "limit": limit, "skip": list(skip_endpoints)}
         return await self._run(lambda conn: [ClaimRow(*row) for row in conn.execute(query, params).all()])
 
-    async def handed_off(self, ids: Sequence[str]) -> tuple[list[HandedRow], dict[str, EndpointRow]]:
-        """The deliveries of `ids` still pending (the caller checks the lease token) and their endpoints that are
-        enabled, by id: two statements, the first at the driver (no per-row SQLAlchemy work)."""
+    async def enabled_endpoints(self, endpoint_ids: Iterable[str]) -> dict[str, EndpointRow]:
+        """Those of `endpoint_ids` that are enabled, by id: what a hand-off batch's claims need of them."""
+        ids = list(endpoint_ids)
         if not ids:
-            return [], {}
+            return {}
 
-        def read(conn: Connection) -> tuple[list[HandedRow], dict[str, EndpointRow]]:
-            rows = [HandedRow(*row) for row in conn.exec_driver_sql(_handed_sql(conn.dialect, len(ids)), tuple(ids))]
-            endpoint_ids = list({row.endpoint_id for row in rows})
-            endpoints = {}
-            if endpoint_ids:
-                for row in conn.execute(_ENABLED_ENDPOINTS, {"ids": endpoint_ids}).all():
-                    endpoints[row[0]] = EndpointRow(*row)
-            return rows, endpoints
+        def read(conn: Connection) -> dict[str, EndpointRow]:
+            return {row[0]: EndpointRow(*row) for row in conn.execute(_ENABLED_ENDPOINTS, {"ids": ids}).all()}
 
         return await self._run(read)
 

@@ -45,7 +45,14 @@ from routing.webhooks.outcome import AttemptOutcome
 from routing.webhooks.recorder import ATTEMPTS, DELIVERY_SECONDS, AttemptRecorder
 from routing.webhooks.scheduler import FairScheduler
 from routing.webhooks.send_store import SendStore
-from routing.webhooks.store import enqueued_in, handed_off_in, stop_handoffs, take_handoffs
+from routing.webhooks.store import (
+    HandedOff,
+    enqueued_in,
+    handed_off_in,
+    revoked_in,
+    stop_handoffs,
+    take_handoffs,
+)
 
 if TYPE_CHECKING:  # aiohttp (~0.2 s of start-up CPU) is imported by the transport, loaded when the sender first sends
     import aiohttp
@@ -97,8 +104,9 @@ class WebhookSender:
         self._workers: list[asyncio.Task[None]] = []
         self._idle: deque[asyncio.Future[Claim | None]] = deque()  # workers waiting to be handed a claim
         self._slots = FairScheduler(settings.webhook_concurrency, settings.webhook_endpoint_concurrency)
-        self._handed: list[tuple[str, str, datetime]] = []  # (delivery id, lease token, until) leased to this sender
+        self._handed: list[HandedOff] = []  # written leased to this sender, sent from memory
         self._taking_handoffs = False
+        self._taking: list[tuple[set[str], set[str]]] | None = None  # revocations during a `_take_handed` read
         self._dry_until = 0.0  # monotonic time before which a claim that found nothing is not repeated
         self._queued_since_dry = False
         self._wake = asyncio.Event()
@@ -108,6 +116,9 @@ class WebhookSender:
         db.on_commit(self._after_commit)
 
     def _after_commit(self, session: AsyncSession) -> None:
+        revoked = revoked_in(session)
+        if revoked is not None:
+            self._revoke(*revoked)
         if not enqueued_in(session):
             return
         handed = handed_off_in(session) if self._taking_handoffs else []
@@ -116,6 +127,18 @@ class WebhookSender:
         else:
             self._queued_since_dry = True  # written unleased (no sender took hand-offs then): a claim finds them
         self._wake.set()
+
+    def _revoke(self, delivery_ids: set[str], endpoint_ids: set[str]) -> None:
+        """Deliveries (or endpoints) changed by a commit: the bodies still held in memory for them are not sent
+        (their rows' leases were cleared or they were failed; the table gives what is still due to a claim)."""
+        if self._handed:
+            self._handed = [
+                row for row in self._handed if row.id not in delivery_ids and row.endpoint_id not in endpoint_ids
+            ]
+        if self._slots.waiting:
+            self._slots.drop_waiting(delivery_ids, endpoint_ids)
+        if self._taking is not None:  # a batch between `_handed` and the slots: `_take_handed` filters it
+            self._taking.append((delivery_ids, endpoint_ids))
 
     def _http(self) -> SignedPoster:
         """The signed POST on the one session, built on the first send (aiohttp is imported then)."""
@@ -236,20 +259,26 @@ class WebhookSender:
         return claims, len(due)
 
     async def _take_handed(self, limit: int) -> None:
-        """Queue up to `limit` handed-off deliveries for their endpoints' slots (one read, no claim: they were
-        written leased to this sender); those changed since (replayed, erased endpoint) are left to the table."""
+        """Queue up to `limit` handed-off deliveries for their endpoints' slots, their bodies as written (no claim
+        and no read back: they were written leased to this sender; a change since reached `_revoke` at its commit).
+        One read per batch: the endpoints, enabled (a disabled one's deliveries are left to the table)."""
         batch, self._handed = self._handed[:limit], self._handed[limit:]
-        leases = {delivery_id: (token, until) for delivery_id, token, until in batch}
-        async with self._db.read() as session:
-            found, endpoints = await SendStore(session).handed_off(list(leases))
+        revoked: list[tuple[set[str], set[str]]] = []
+        self._taking = revoked
+        try:  # if the read fails, the batch's leases run out and a claim takes them
+            async with self._db.read() as session:
+                endpoints = await SendStore(session).enabled_endpoints({row.endpoint_id for row in batch})
+        finally:
+            self._taking = None
+        for delivery_ids, endpoint_ids in revoked:  # commits that changed some while the endpoints were read
+            batch = [row for row in batch if row.id not in delivery_ids and row.endpoint_id not in endpoint_ids]
         build = ClaimBuilder(self._secrets, self._clock(), self._links_base_url, self._link_keys)
         wait = self._slots.wait
-        for row in found:
-            token, until = leases[row.id]
+        for row in batch:
             endpoint = endpoints.get(row.endpoint_id)
-            if row.lease_token != token or endpoint is None:
-                continue  # replayed or claimed since (its lease is another's), or its endpoint is disabled
-            claim = build.handed(row, endpoint, token, until)
+            if endpoint is None:
+                continue  # disabled (its pending deliveries were failed)
+            claim = build.handed(row, endpoint)
             if claim is not None:
                 wait(claim)
 

@@ -214,6 +214,7 @@ class Webhooks:
         delivery.schedule_step = 0
         delivery.replays += 1
         delivery.lease_token = delivery.lease_until = None
+        store.revoke([delivery.id])  # a body still held in memory by this process's sender is not sent
         store.mark_enqueued()
         await store.flush()
         return delivery

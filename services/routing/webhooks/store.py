@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection, Dialect, Insert, Table, Update, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Engine
@@ -27,7 +27,8 @@ PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 DELIVERY_STATUSES = (PENDING, SUCCEEDED, FAILED)
 _ENQUEUED_FLAG = "handoff_webhooks_enqueued"
 _ENDPOINTS = "handoff_webhook_endpoints"  # session.info key: (transaction, enabled endpoints) read once
-_HANDED_OFF = "handoff_webhooks_handed_off"  # session.info key: [(delivery id, lease token, until)] written leased
+_HANDED_OFF = "handoff_webhooks_handed_off"  # session.info key: [HandedOff] written leased to this process's sender
+_REVOKED = "handoff_webhooks_revoked"  # session.info key: (delivery ids, endpoint ids) whose hand-offs no longer hold
 # Databases (by engine) whose sender runs in this process and takes new deliveries in memory: the lease it wants.
 _TAKERS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
@@ -116,10 +117,27 @@ def enqueued_in(session: AsyncSession) -> bool:
     return bool(session.info.get(_ENQUEUED_FLAG))
 
 
-def handed_off_in(session: AsyncSession) -> list[tuple[str, str, datetime]]:
-    """(delivery id, lease token, lease end) of the deliveries the transaction just committed on this session handed
-    off."""
+class HandedOff(NamedTuple):
+    """A delivery as its transaction wrote it, leased to the sender of this process, which sends this body from
+    memory after the commit (no read back); a later change to it reaches the sender as a revocation (`revoked_in`)."""
+
+    id: str
+    endpoint_id: str
+    message_id: str
+    payload: str
+    lease_token: str
+    lease_until: datetime
+
+
+def handed_off_in(session: AsyncSession) -> list[HandedOff]:
+    """The deliveries the transaction just committed on this session handed off."""
     return list(session.info.get(_HANDED_OFF, ()))
+
+
+def revoked_in(session: AsyncSession) -> tuple[set[str], set[str]] | None:
+    """(delivery ids, endpoint ids) the transaction just committed on this session changed under their hand-off
+    (an erasure's redaction, a replay, a disabled endpoint): a sender drops those it still holds in memory."""
+    return cast("tuple[set[str], set[str]] | None", session.info.get(_REVOKED))
 
 
 def take_handoffs(engine: Engine, lease_s: float) -> None:
@@ -139,6 +157,16 @@ class WebhookStore:
 
     def mark_enqueued(self) -> None:
         self.session.info[_ENQUEUED_FLAG] = True
+
+    def revoke(self, delivery_ids: Sequence[str] = (), endpoint_id: str | None = None) -> None:
+        """These deliveries (or the endpoint's) changed: a body handed off in memory is not sent after this commit;
+        the deliveries, their leases cleared, are claimable: the sender wakes to claim them."""
+        deliveries, endpoints = self.session.info.setdefault(_REVOKED, (set(), set()))
+        if delivery_ids:
+            deliveries.update(delivery_ids)
+            self.mark_enqueued()
+        if endpoint_id is not None:
+            endpoints.add(endpoint_id)
 
     def forget_endpoints(self) -> None:
         """Endpoints changed in this transaction: its own later events read them again."""
@@ -187,6 +215,7 @@ class WebhookStore:
             )
             .execution_options(synchronize_session="fetch")
         )
+        self.revoke(endpoint_id=endpoint_id)
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     # -- deliveries ---------------------------------------------------------------------------------------------
@@ -200,7 +229,9 @@ class WebhookStore:
         if lease_s is not None:
             until = as_utc(now) + timedelta(seconds=lease_s)  # the sender compares it with its aware clock
             lease = (token, until)
-            self.session.info.setdefault(_HANDED_OFF, []).extend((row[0], token, until) for row in rows)
+            self.session.info.setdefault(_HANDED_OFF, []).extend(
+                HandedOff(row[0], row[1], row[2], row[5], token, until) for row in rows
+            )
         # The table, not the ORM entity: one executemany of plain tuples at the driver (`DriverMany`).
         full = [(*row, PENDING, now, 0, 0, 0, now, *lease) for row in rows]
         await self.session.run_sync(lambda sync: _INSERT_DELIVERIES.run(sync.connection(), full))
@@ -235,12 +266,16 @@ class WebhookStore:
         return [(delivery_id, payload) for delivery_id, payload in (await self.session.execute(query)).all()]
 
     async def set_payload(self, delivery_id: str, payload: str) -> None:
+        """A new body (redacted): its lease is cleared, so an attempt still holding the old body cannot settle it
+        (the success record checks the token) and a claim sends the new one; a sender of this process holding the
+        old body in memory drops it at the commit."""
         await self.session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == delivery_id)
-            .values(payload=payload)
+            .values(payload=payload, lease_token=None, lease_until=None)
             .execution_options(synchronize_session=False)
         )
+        self.revoke([delivery_id])
 
     async def clear_response_bodies(self, delivery_ids: Sequence[str]) -> None:
         """Drop what receivers answered to these deliveries (some echo the body they were sent)."""
