@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, func, insert, literal, or_, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import ClauseElement
 
+from common.sqlprep import Statement, execute, keyed
 from routing.domain.lifecycle import CurrentAssignment, LeadCase, Outcome, PendingTimer, sla_of
 from routing.store._base import Repository
 from routing.store.bulk import insert_many
@@ -75,10 +78,10 @@ def reserve_ids(connection: Connection, count: int) -> list[int]:
         return []
     if connection.dialect.name == "postgresql":
         # The serial's sequence: nextval is atomic and outside transactions (a rollback leaves a gap).
-        return sorted(int(i) for i in connection.execute(_NEXTVAL, {"n": count}).scalars())
+        return sorted(int(i) for (i,) in _NEXTVAL.fetch(connection, {"n": count}))
     # AUTOINCREMENT's counter (migration 0004). SQLite has one writer at a time, so a counter bumped inside the
     # write transaction is atomic; rows inserted with these ids keep it at the maximum.
-    bumped = connection.execute(_BUMP, {"n": count}).scalar_one_or_none()
+    bumped = next((seq for (seq,) in _BUMP.fetch(connection, {"n": count})), None)
     if bumped is None:
         last = int(connection.execute(select(func.max(AssignmentRow.id))).scalar_one() or 0) + count
         connection.execute(text("INSERT INTO sqlite_sequence (name, seq) VALUES ('assignments', :seq)"), {"seq": last})
@@ -86,17 +89,30 @@ def reserve_ids(connection: Connection, count: int) -> list[int]:
     return list(range(int(bumped) - count + 1, int(bumped) + 1))
 
 
-_NEXTVAL = text("SELECT nextval(pg_get_serial_sequence('assignments', 'id')) FROM generate_series(1, :n)")
-_BUMP = text("UPDATE sqlite_sequence SET seq = seq + :n WHERE name = 'assignments' RETURNING seq")
+# Driver SQL, compiled once (a consumer poll asks these every time; SQLAlchemy's execution cost more than the
+# database's answer).
+_NEXTVAL = Statement(text("SELECT nextval(pg_get_serial_sequence('assignments', 'id')) FROM generate_series(1, :n)"))
+_BUMP = Statement(text("UPDATE sqlite_sequence SET seq = seq + :n WHERE name = 'assignments' RETURNING seq"))
 
-# Built once (a consumer poll asks it every time; building the statement cost more than SQLite's answer).
-_SEEN_MANY = (
-    select(LeadRow.lead_id.label("id"), literal(True).label("routed"))
-    .where(LeadRow.lead_id.in_(bindparam("ids", expanding=True)))
-    .union_all(
-        select(ErasedLead.lead_id, literal(False)).where(ErasedLead.lead_id.in_(bindparam("ids", expanding=True)))
+
+def _seen(count: int) -> ClauseElement:
+    """Which of `count` leads (binds id0...) are routed (1) or erased (0): compiled once per count."""
+    ids: list[Any] = [bindparam(f"id{i}") for i in range(count)]
+    return select(LeadRow.lead_id, literal(1)).where(LeadRow.lead_id.in_(ids)).union_all(
+        select(ErasedLead.lead_id, literal(0)).where(ErasedLead.lead_id.in_(ids))
     )
-)
+
+
+def read_seen(connection: Connection, lead_ids: Collection[str]) -> list[tuple[str, bool]]:
+    """(lead id, routed) for those of these leads routed already or erased: one statement per 500 ids."""
+    ids, found = sorted(lead_ids), list[tuple[str, bool]]()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        compiled = keyed(connection.dialect, ("routing.seen", len(chunk)), partial(_seen, len(chunk)))
+        values = compiled.params({f"id{i}": lead_id for i, lead_id in enumerate(chunk)})
+        rows = execute(connection, compiled.sql, values, fetch=True)
+        found.extend((lead_id, bool(routed)) for lead_id, routed in rows)
+    return found
 
 
 class LeadRepository(Repository):
@@ -191,7 +207,7 @@ class LeadRepository(Repository):
         """Of these leads, (those routed already, those erased already): a consumer batch's one question."""
         if not lead_ids:
             return set(), set()
-        rows = (await self.session.execute(_SEEN_MANY, {"ids": sorted(lead_ids)})).all()
+        rows = await self.session.run_sync(lambda session: read_seen(session.connection(), lead_ids))
         return {lead_id for lead_id, was_routed in rows if was_routed}, {i for i, was in rows if not was}
 
     async def insert_decisions(
@@ -298,7 +314,7 @@ class LeadRepository(Repository):
 
         def read(session: Session) -> BatchState:
             connection = session.connection()
-            rows = connection.execute(_SEEN_MANY, {"ids": sorted(lead_ids)}).all()
+            rows = read_seen(connection, lead_ids)
             routed = {lead_id for lead_id, was_routed in rows if was_routed}
             found = BatchState(routed, {lead_id for lead_id, was_routed in rows if not was_routed})
             found.ids = reserve_ids(connection, len(set(lead_ids) - routed))
