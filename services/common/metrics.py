@@ -65,6 +65,14 @@ def quarantined(session: Any, source_id: str | None, reason: str) -> None:
 
 def lead_scored(session: Any, grade: str | None, count: int = 1) -> None:
     """Count `count` scored leads of one grade when their transaction commits (one listener per batch and grade)."""
-    label = grade if grade and _GRADE.fullmatch(grade) else "none"
-    counter = LEADS_SCORED.labels(grade=label)
+    counter = _SCORED_BY_GRADE.get(grade)
+    if counter is None:
+        label = grade if grade and _GRADE.fullmatch(grade) else "none"
+        counter = LEADS_SCORED.labels(grade=label)
+        if len(_SCORED_BY_GRADE) < 64:  # grades are a closed set; the cap only guards against a bad caller
+            _SCORED_BY_GRADE[grade] = counter
     after_commit(session, lambda: counter.inc(count))
+
+
+# A grade's child counter, looked up once per process (`labels` takes a lock and checks its values per call).
+_SCORED_BY_GRADE: dict[str | None, Any] = {}

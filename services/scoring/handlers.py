@@ -37,6 +37,9 @@ from scoring.lookups import ProviderLookups
 from scoring.reads import LeadToScore, companies_of, outcome_counts, repeat_counts, transaction_facts
 from scoring.settings import ScoringSettings
 from scoring.store import ScoredLead, ScoringRepository, outbox
+from scoring.values import conversion_dict as _conversion_dict
+from scoring.values import parse_time as _parse_time
+from scoring.values import uuid4_texts
 
 EVENT_SOURCE = "/handoff/scoring"
 WON = "lead.converted"
@@ -246,14 +249,18 @@ class Scoring:
         scored_at = now.isoformat()
         rows: list[dict[str, Any]] = []
         scored_events: list[Event] = []
-        for event, item, outcome in zip(fresh, items, outcomes, strict=True):
+        event_ids = uuid4_texts(len(fresh))
+        shared_conversion: tuple[Any, bytes] = (None, b"")  # a batch's leads often share one conversion answer
+        for event, item, outcome, event_id in zip(fresh, items, outcomes, event_ids, strict=True):
             data = event.data
             erased = event.subject in facts.erased
             # Serialized once, for the stored row's JSON columns and the event's value alike.
             lead_json = dumps(item.lead)
             enrichment_json = dumps(outcome.enrichment.to_dict())
             score_json = dumps(outcome.score)
-            conversion_json = dumps(outcome.conversion)
+            if outcome.conversion is not shared_conversion[0]:
+                shared_conversion = (outcome.conversion, dumps(outcome.conversion))
+            conversion_json = shared_conversion[1]
             rows.append(
                 {
                     "lead_id": event.subject,
@@ -276,6 +283,7 @@ class Scoring:
             )
             scored_events.append(
                 Event(
+                    id=event_id,
                     type="lead.scored",
                     source=EVENT_SOURCE,
                     subject=event.subject,
@@ -371,22 +379,3 @@ def _lead_to_score(event: Event, *, erased: bool) -> LeadToScore:
         is_test=bool(data.get("is_test")),
         duplicate_of=data.get("duplicate_of"),
     )
-
-
-def _conversion_dict(conversion: Any) -> dict[str, Any]:
-    return {
-        "probability": conversion.probability,
-        "status": conversion.status,
-        "outcomes_seen": conversion.outcomes_seen,
-        "factors_for": list(conversion.factors_for),
-        "factors_against": list(conversion.factors_against),
-    }
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return None

@@ -76,7 +76,9 @@ def _firmographic(row: FirmographicRow) -> Firmographic:
 async def repeat_counts(repo: ScoringRepository, items: Sequence[LeadToScore]) -> list[int]:
     """Per item, how many leads of the same person were scored before it: stored ones, and earlier items."""
     roots = sorted({item.duplicate_of for item in items if item.duplicate_of})
-    stored = await repo.repeat_counts(roots) if roots else {}
+    if not roots:  # no repeats in the batch (most batches): every count is 0, nothing to read or count
+        return [0] * len(items)
+    stored = await repo.repeat_counts(roots)
     earlier: Counter[str] = Counter()
     counts = []
     for item in items:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -29,15 +29,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from common import sqlprep
 from common.consumer import processed_table
-from common.db import InlineSQLiteDialect, UtcDateTime, as_utc, insert_many, new_metadata
+from common.db import UtcDateTime, as_utc, new_metadata
 from common.envelope import dumps
 from common.outbox import outbox_dead_table, outbox_table
 from scoring.domain import Firmographic, OutcomeCounts
+from scoring.store_driver import inline_sqlite
 
 
 class Base(DeclarativeBase):
@@ -151,8 +152,10 @@ class _BoundTime(TypeDecorator[Any]):
         return None
 
 
+@functools.lru_cache(maxsize=8)
 def _time_binder(dialect: Dialect) -> Callable[[datetime | None], Any]:
-    """What UtcDateTime binds for a value on `dialect`: SQLite's text, elsewhere the aware UTC datetime."""
+    """What UtcDateTime binds for a value on `dialect`: SQLite's text, elsewhere the aware UTC datetime (built once
+    per dialect: a one-lead batch paid for building it each time)."""
     to_text = UtcDateTime().bind_processor(dialect) if dialect.name == "sqlite" else None
     if to_text is not None:
         return to_text
@@ -187,6 +190,9 @@ _FACTS_SQLITE = (
     " UNION ALL SELECT 'f', domain FROM (SELECT domain FROM firmographics LIMIT 1)"
     " UNION ALL SELECT 'o', feature FROM outcome_counts WHERE feature = '__total__' AND value = '__total__'"  # TOTAL
 )
+# By (one id, facts): a poll of one lead (low rates) binds its id as itself, which SQLite answers faster than json_each.
+_ONE = _STATE_SQLITE.replace("IN (SELECT value FROM json_each(?1))", "= ?1")
+_STATE_SQL = {(o, f): (_ONE if o else _STATE_SQLITE) + _FACTS_SQLITE * f for o in (0, 1) for f in (0, 1)}
 _FACT_NAMES = {"r": "ruleset", "f": "firmographics", "o": "outcomes"}
 
 
@@ -266,8 +272,11 @@ class ScoringRepository:
                 if value not in bound:
                     bound[value] = bind(value)
                 row[key] = bound[value]
-        # On SQLite straight to the driver as tuples (common.db.insert_many); elsewhere one Core executemany.
-        await insert_many(self.session, _SCORED_TABLE, rows)
+        # On SQLite straight to the driver as tuples (common.sqlprep); elsewhere one Core executemany.
+        if (sync := await inline_sqlite(self.session)) is not None:
+            sqlprep.insert_many(sync, _SCORED_TABLE, rows)
+        else:
+            await sqlprep.insert_rows(self.session, _SCORED_TABLE, rows)
 
     async def mark_erased(self, lead_id: str, now: datetime) -> None:
         """Leave the erasure's tombstone, once."""
@@ -377,17 +386,13 @@ class ScoringRepository:
         )
 
     async def batch_state(self, lead_ids: list[str], *, facts: bool) -> tuple[set[str], set[str], dict[str, str]]:
-        """The scored and the erased among the leads and, with `facts`, the transaction's facts ("ruleset": the
-        active version; "firmographics", "outcomes": present if any exist) in one statement (on SQLite straight to
-        the driver, the ids as one JSON array)."""
-        connection = await self.session.connection()
-        if isinstance(connection.dialect, InlineSQLiteDialect):
-            sql = _STATE_SQLITE + _FACTS_SQLITE if facts else _STATE_SQLITE
-            raw = await connection.get_raw_connection()
-            try:
-                rows = raw.driver_connection.execute(sql, (dumps(lead_ids).decode(),)).fetchall()  # type: ignore[union-attr]
-            except sqlite3.Error as exc:
-                raise DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True) from exc
+        """The scored and the erased among the leads and, with `facts`, the transaction's facts ("ruleset": the active
+        version; "firmographics", "outcomes": present if any exist) in one statement (on SQLite at the driver)."""
+        sync = await inline_sqlite(self.session)
+        if sync is not None:
+            one = len(lead_ids) == 1
+            sql, param = _STATE_SQL[one, facts], lead_ids[0] if one else dumps(lead_ids).decode()
+            rows = sqlprep.execute(sync, sql, (param,), fetch=True)
         else:
             rows = (await self.session.execute(_STATE_CORE[facts], {"ids": lead_ids})).all()
         scored, erased = {v for k, v in rows if k == "s"}, {v for k, v in rows if k == "e"}

@@ -226,3 +226,19 @@ async def test_a_ruleset_another_process_activates_scores_the_next_batch(db: Dat
     default, other = load_ruleset(DEFAULT_RULESET_YAML).version, load_ruleset(stricter).version
     assert default != other
     assert versions == [default, other, default, other]
+
+
+async def test_polls_of_one_lead_score_each_lead_once_and_keep_an_earlier_erasure(db: Database) -> None:
+    """A poll of one lead reads its stored state with the id bound as itself (not a JSON array): a redelivery under
+    another event id is not scored again, and an erasure that came first still wins."""
+    scoring = Scoring(_settings(), provider=None, clock=lambda: NOW)
+    lead, later = _received(str(uuid.uuid4()), 1), _received(str(uuid.uuid4()), 2)
+    await _consume(scoring, db, [lead])
+    again = Event(type="lead.received", source="/tests", subject=lead.subject, data=dict(lead.data))
+    await _consume(scoring, db, [again])
+    await _consume(scoring, db, [Event(type="lead.erased", source="/t", subject=later.subject, data={})])
+    await _consume(scoring, db, [later])
+    assert again.id != lead.id
+    assert [p["lead_id"] for p in await _scored_events(db, [lead, later])] == [0, 1]  # each lead scored once
+    rows = await _rows(db, [lead, later])
+    assert rows[0]["lead"] is not None and rows[1]["lead"] is None

@@ -12,6 +12,10 @@ import re2
 MAX_REGEX_LENGTH = 2_000
 
 
+_UNANCHORED = re2._Anchor.UNANCHORED
+_NO_MATCH = -1
+
+
 @dataclass(frozen=True)
 class Regex:
     """A pattern compiled once with RE2, with the text it was written as."""
@@ -20,8 +24,13 @@ class Regex:
     compiled: Any  # re2._Regexp: the package ships no type information
 
     def search(self, value: str) -> bool:
-        """True when the pattern matches anywhere in `value`."""
-        return self.compiled.search(value) is not None
+        """True when the pattern matches anywhere in `value`.
+
+        Asks RE2 itself (`_re2.RE2.Match` on the UTF-8 bytes): the wrapper's `search` builds a generator, byte and
+        character offset maps and a match object per call, about half of a rule test's cost; only yes or no is
+        wanted here. The answer is the wrapper's: it runs the same Match and tests the same first span."""
+        data = value.encode()
+        return self.compiled._regexp.Match(_UNANCHORED, data, 0, len(data))[0][0] != _NO_MATCH
 
 
 class RegexError(ValueError):
