@@ -6,10 +6,12 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import insert_many, sqlite_fetchall, sqlite_time, sqlite_time_text
+from common import sqlprep
+from common.db import sqlite_time
 from ingest.store.tables import ERASED_IDENTITY, Base, IdempotencyRecord, Lead, LeadIdentity, Source
 
 # Built once (expanding list): the writer asks this for every batch, and building the statement cost more than
@@ -22,10 +24,17 @@ _SIGHTINGS = (
     )
     .order_by(LeadIdentity.seen_at, LeadIdentity.id)
 )
-# The same read as the SQLite driver takes it: `{marks}` becomes one "?" per identity, then `since` is bound.
-_SIGHTINGS_SQLITE = (
-    "SELECT identity, seen_at, lead_id FROM lead_identities WHERE identity IN ({marks}) "
-    "AND seen_at >= ? ORDER BY seen_at, id"
+# The same read at the SQLite driver (common.sqlprep), the identities as one JSON array: one statement whatever
+# their number (the same plan: the (identity, seen_at) index searched per identity).
+_SIGHTINGS_SQLITE = sqlprep.Statement(
+    select(LeadIdentity.identity, LeadIdentity.seen_at, LeadIdentity.lead_id)
+    .where(
+        LeadIdentity.identity.in_(
+            select(func.json_each(bindparam("identities")).table_valued("value")).scalar_subquery()
+        ),
+        LeadIdentity.seen_at >= bindparam("since", type_=LeadIdentity.seen_at.type),
+    )
+    .order_by(LeadIdentity.seen_at, LeadIdentity.id)
 )
 
 
@@ -148,8 +157,8 @@ class IngestRepository:
         # costs less to build and run per batch than a grouped subquery joined back, and usually returns nothing.
         # On SQLite straight to the driver: the ORM's execute cost several times the read itself.
         wanted = list(identities)
-        sql = _SIGHTINGS_SQLITE.format(marks=",".join("?" * len(wanted)))
-        raw = await sqlite_fetchall(self.session, sql, [*wanted, sqlite_time_text(since)])
+        params = {"identities": orjson.dumps(wanted).decode(), "since": since}
+        raw = await sqlprep.sqlite_fetch(self.session, _SIGHTINGS_SQLITE, params)
         found: dict[str, tuple[datetime, str]] = {}
         if raw is not None:
             for identity, seen_at, lead_id in raw:
@@ -163,7 +172,7 @@ class IngestRepository:
 
     async def insert_rows(self, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
         """One executemany: no ORM unit of work for rows written once and never changed here."""
-        await insert_many(self.session, model.__table__, rows)  # type: ignore[arg-type]
+        await sqlprep.insert_rows(self.session, model.__table__, rows)  # type: ignore[arg-type]
 
     async def leads(
         self, *, source_id: str | None, since: datetime | None, before: tuple[datetime, str] | None, limit: int
