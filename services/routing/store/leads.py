@@ -12,10 +12,9 @@ from sqlalchemy import Connection, Table, bindparam, func, insert, literal, or_,
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ClauseElement
 
-from common.sqlprep import Statement, execute, keyed
+from common.sqlprep import Statement, execute, insert_many, keyed
 from routing.domain.lifecycle import CurrentAssignment, LeadCase, Outcome, PendingTimer, sla_of
 from routing.store._base import Repository
-from routing.store.bulk import insert_many
 from routing.store.roster import read_loads, read_rotation, read_worked, write_loads, write_rotation
 from routing.store.tables import AssignmentRow, ErasedLead, LeadRow, SlaTimer, TimelineRow
 
