@@ -198,3 +198,5 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(quiet)
+    # Its INFO lines are held back anyway; with no handler to reach, uvicorn does not even build them (per request).
+    logging.getLogger("uvicorn.access").propagate = False

@@ -17,10 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from common.logging import configure_logging
 from common.runtime import Runtime
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
-from common.web import InflightLimitMiddleware, health_router, install_common
+from common.web import InflightGate, InflightLimitMiddleware, health_router, install_common
 from ingest import api
 from ingest.api import webhooks
-from ingest.api.fast import LeadFastPath
+from ingest.api.fast import IngestApp, LeadFastPath
 from ingest.fetcher import PlatformFetcher
 from ingest.handlers import leads as lead_cases
 from ingest.handlers import quarantine as quarantine_cases
@@ -85,7 +85,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
             await writer.stop()
             await runtime.stop()
 
-    app = FastAPI(
+    app = IngestApp(
         title="Handoff ingest",
         version="1.0.0",
         summary="Accepts leads from web forms and ad platforms, verified, normalized and deduplicated.",
@@ -104,10 +104,13 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
     app.state.auth_failures = api.AuthFailureLimiter(
         settings.auth_failure_limit, settings.auth_failure_window_s, settings.public_rate_limit_max_addresses
     )
-    # Innermost: a back end's valid JSON lead is stored without FastAPI's routing; anything else reaches the route.
-    app.add_middleware(LeadFastPath)
+    # One bound on lead posts in flight, for the fast path and the route alike.
+    inflight = InflightGate(settings.max_inflight_leads)
+    # Ahead of every middleware: a back end's valid JSON lead is stored without the framework; anything else (and
+    # anything over a limit) goes through the whole app to the route.
+    app.fast_path = LeadFastPath(app, gate=inflight, max_body_bytes=settings.max_body_bytes)
     # Added before the common middleware, so shed requests still carry a correlation id and are counted.
-    app.add_middleware(InflightLimitMiddleware, limit=settings.max_inflight_leads, method="POST", path="/v1/leads")
+    app.add_middleware(InflightLimitMiddleware, gate=inflight, method="POST", path="/v1/leads")
     install_common(
         app,
         max_body_bytes=settings.max_body_bytes,

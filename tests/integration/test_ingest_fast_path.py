@@ -7,6 +7,7 @@ hold the same.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +20,8 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from common import metrics
-from ingest.api.fast import LeadFastPath
+from ingest.api.fast import IngestApp, LeadFastPath
+from tests.integration.test_ingest_abuse import _store_held
 from tests.integration.test_ingest_api import (
     BAD_REQUESTS,
     ORIGIN,
@@ -29,7 +31,7 @@ from tests.integration.test_ingest_api import (
     _web_source,
     running_ingest,
 )
-from tests.support.stack import ADMIN
+from tests.support.stack import ADMIN, wait_until_async
 
 pytestmark = [pytest.mark.integration]
 
@@ -87,9 +89,9 @@ async def apps(tmp_path: Path) -> AsyncIterator[tuple[Ingest, Ingest]]:
         running_ingest(f"sqlite+aiosqlite:///{tmp_path / 'fast.db'}") as fast,
         running_ingest(f"sqlite+aiosqlite:///{tmp_path / 'route.db'}") as route,
     ):
-        # Before the first request, when Starlette builds the middleware stack from this list.
-        route.app.user_middleware = [m for m in route.app.user_middleware if m.cls is not LeadFastPath]
-        assert len(route.app.user_middleware) == len(fast.app.user_middleware) - 1
+        assert isinstance(fast.app, IngestApp) and isinstance(route.app, IngestApp)
+        assert isinstance(fast.app.fast_path, LeadFastPath)
+        route.app.fast_path = None  # every POST /v1/leads through the middleware and the route
         yield fast, route
 
 
@@ -129,3 +131,38 @@ async def test_a_store_that_cannot_look_the_key_up_is_a_503_not_a_500(
     response = await fast.client.post("/v1/leads", json={"email": "x@example.org"}, headers=_key(source))
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "unavailable" and response.headers["retry-after"] == "1"
+
+
+async def test_fast_path_answers_carry_the_correlation_id(apps: tuple[Ingest, Ingest]) -> None:
+    fast, _ = apps
+    source = await _web_source(fast)
+    traced = {**_key(source), "X-Correlation-Id": "trace-42"}
+    given = await fast.client.post("/v1/leads", json={"email": f"c-{uuid.uuid4().hex[:8]}@example.org"}, headers=traced)
+    assert given.status_code == 202, given.text
+    assert given.headers["x-correlation-id"] == "trace-42" == given.json()["correlation_id"]
+    fresh = await fast.client.post(
+        "/v1/leads", json={"email": f"c-{uuid.uuid4().hex[:8]}@example.org"}, headers=_key(source)
+    )
+    assert fresh.status_code == 202, fresh.text
+    assert re.fullmatch(r"[0-9a-f]{32}", fresh.headers["x-correlation-id"])
+    assert fresh.json()["correlation_id"] == fresh.headers["x-correlation-id"]
+
+
+async def test_leads_taken_by_the_fast_path_count_against_the_inflight_limit(tmp_path: Path) -> None:
+    async with running_ingest(f"sqlite+aiosqlite:///{tmp_path / 'limit.db'}", max_inflight_leads=2) as ingest:
+        source = await _web_source(ingest)
+        assert isinstance(ingest.app, IngestApp) and ingest.app.fast_path is not None
+        gate = ingest.app.fast_path.gate
+
+        async def post() -> httpx.Response:
+            email = f"l-{uuid.uuid4().hex[:8]}@example.org"
+            return await ingest.client.post("/v1/leads", json={"email": email}, headers=_key(source))
+
+        async with _store_held(ingest):
+            held = [asyncio.create_task(post()) for _ in range(2)]
+            await wait_until_async(lambda: gate.inflight == 2, timeout=20, what="both posts in progress")
+            shed = await post()
+            assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+            assert shed.json()["error"] == "unavailable" and shed.headers.get("x-correlation-id")
+        assert [r.status_code for r in await asyncio.gather(*held)] == [202, 202]
+        assert gate.inflight == 0

@@ -40,8 +40,11 @@ from common.web.health import health_router
 from common.web.middleware import (
     CORRELATION_HEADER,
     CorrelationIdMiddleware,
+    InflightGate,
     InflightLimitMiddleware,
     MetricsMiddleware,
+    bind_request_correlation_id,
+    count_request,
 )
 
 __all__ = [
@@ -55,12 +58,15 @@ __all__ = [
     "BodyTooLarge",
     "CorrelationIdMiddleware",
     "HandoffRoute",
+    "InflightGate",
     "InflightLimitMiddleware",
     "MetricsMiddleware",
     "Network",
     "Ops",
     "bearer_token",
+    "bind_request_correlation_id",
     "client_address",
+    "count_request",
     "field_errors_from_validation",
     "has_ops_access",
     "health_router",

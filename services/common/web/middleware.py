@@ -15,6 +15,43 @@ from common.web.errors import send_json
 CORRELATION_HEADER = "x-correlation-id"
 
 
+def bind_request_correlation_id(scope: Scope, given: bytes | None) -> str:
+    """The request's correlation id: the caller's (the first X-Correlation-Id or X-Request-Id header's value, if
+    printable, up to 128 characters) or a new one; kept in the request's state and bound to its log lines."""
+    cid = None
+    if given is not None:
+        candidate = given.decode("latin-1")[:128]
+        if candidate.isprintable():
+            cid = candidate
+    cid = cid or os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID per request
+    scope.setdefault("state", {})["correlation_id"] = cid
+    bind_correlation_id(cid)
+    return cid
+
+
+_MAX_SERIES = 1024  # a bound on the remembered label sets, far above the routes x methods x statuses served
+# The labelled children, looked up once per label set: `labels()` checks and locks on every call (~2 us each, two
+# per request).
+_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def count_request(method: str, template: str, status: int, seconds: float) -> None:
+    """One answered request in the request metrics, labelled by its route's template (not the raw path, which
+    would explode label cardinality)."""
+    key = (method, template, status)
+    children = _series.get(key)
+    if children is None:
+        children = (
+            metrics.HTTP_REQUESTS.labels(method=method, route=template, status=str(status)),
+            metrics.HTTP_LATENCY.labels(method=method, route=template),
+        )
+        if len(_series) < _MAX_SERIES:
+            _series[key] = children
+    requests, latency = children
+    requests.inc()
+    latency.observe(seconds)
+
+
 class CorrelationIdMiddleware:
     """Carries the caller's correlation id (or a new one) through logs, events and the response."""
 
@@ -25,16 +62,12 @@ class CorrelationIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cid = None
+        given = None
         for name, value in scope["headers"]:
             if name in (b"x-correlation-id", b"x-request-id"):
-                candidate = value.decode("latin-1")[:128]
-                if candidate.isprintable():
-                    cid = candidate
+                given = value
                 break
-        cid = cid or os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID per request
-        scope.setdefault("state", {})["correlation_id"] = cid
-        bind_correlation_id(cid)
+        cid = bind_request_correlation_id(scope, given)
 
         async def send_with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -46,27 +79,10 @@ class CorrelationIdMiddleware:
 
 
 class MetricsMiddleware:
-    """Request counts and latency by route template (not raw path, which would explode label cardinality)."""
-
-    _MAX_SERIES = 1024  # a bound on the remembered label sets, far above the routes x methods x statuses served
+    """Request counts and latency by route template (`count_request`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # The labelled children, looked up once per label set: `labels()` checks and locks on every call (~2 us each,
-        # two per request).
-        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-    def _children(self, method: str, template: str, status: int) -> tuple[Any, Any]:
-        key = (method, template, status)
-        children = self._series.get(key)
-        if children is None:
-            children = (
-                metrics.HTTP_REQUESTS.labels(method=method, route=template, status=str(status)),
-                metrics.HTTP_LATENCY.labels(method=method, route=template),
-            )
-            if len(self._series) < self._MAX_SERIES:
-                self._series[key] = children
-        return children
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,11 +100,21 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            requests, latency = self._children(scope.get("method", "GET"), template, status)
-            requests.inc()
-            latency.observe(time.perf_counter() - started)
+            template = getattr(scope.get("route"), "path", "unmatched")
+            count_request(scope.get("method", "GET"), template, status, time.perf_counter() - started)
+
+
+class InflightGate:
+    """A count of one route's requests in flight against a limit, shared by the middleware that sheds the excess and
+    any layer that serves some of those requests ahead of it (ingest's fast path), so both count against one bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inflight = 0
+
+    @property
+    def full(self) -> bool:
+        return self.inflight >= self.limit
 
 
 class InflightLimitMiddleware:
@@ -96,20 +122,31 @@ class InflightLimitMiddleware:
 
     A saturated event loop would otherwise take every request it is sent and answer all of them late; refusing the
     excess here costs a few microseconds each, so those admitted keep a bounded latency and memory stays flat.
+    `gate` shares the count with a layer in front of this one; otherwise the middleware keeps its own.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int, method: str, path: str) -> None:
+    def __init__(
+        self, app: ASGIApp, *, method: str, path: str, limit: int | None = None, gate: InflightGate | None = None
+    ) -> None:
+        if gate is None:
+            if limit is None:
+                raise ValueError("an in-flight limit or a gate is needed")
+            gate = InflightGate(limit)
         self.app = app
-        self.limit = limit
+        self.gate = gate
         self.method = method
         self.path = path
-        self.inflight = 0
+
+    @property
+    def inflight(self) -> int:
+        return self.gate.inflight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != self.method or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
-        if self.inflight >= self.limit:
+        gate = self.gate
+        if gate.full:
             await send_json(
                 send,
                 503,
@@ -117,8 +154,8 @@ class InflightLimitMiddleware:
                 headers=[(b"retry-after", b"1")],
             )
             return
-        self.inflight += 1
+        gate.inflight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.inflight -= 1
+            gate.inflight -= 1

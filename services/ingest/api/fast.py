@@ -1,27 +1,36 @@
-"""POST /v1/leads as a back end sends it, answered without FastAPI's routing; anything else goes to the route.
+"""POST /v1/leads as a back end sends it, answered ahead of the framework; anything else goes to the app as it came.
 
 The usual request (JSON, a source's secret API key, a valid lead) costs most of its CPU in the framework: the
-router's matching, the request object, the dependency machinery, the exception layers. This ASGI layer sits inside
-the common middleware (correlation id, metrics, body limit, in-flight limit) and stores such a request itself.
-Whenever the request is anything else (another route, a form, a browser, the admin token, an unknown key, a
-malformed or invalid lead, a failure on record) it hands the untouched request, body included, to the app, so every
-4xx / 303 / CORS answer and the OpenAPI document stay those of `api/leads.py`. Only the writer's own refusals
-(409, 503) are answered here, with the route's errors and the app's own error shape.
+middleware layers (Starlette's and FastAPI's own, then correlation id, metrics, body limit, in-flight limit), the
+router's matching, the request object, the dependency machinery, the exception layers. `IngestApp` hands POST
+/v1/leads to `LeadFastPath` before any of them, which does the little of their work such a request needs (its
+correlation id, its count and latency in the request metrics, the in-flight bound and the body limit) and stores
+the lead itself. Whenever the request is anything else (over a limit, a form, a browser, the admin token, an
+unknown key, a malformed or invalid lead, a failure on record) it hands the untouched request, body included, to
+the whole app, so every 4xx / 303 / 413 / 503 / CORS answer and the OpenAPI document stay those of the middleware
+and of `api/leads.py`. Only the writer's own refusals (409, 503) are answered here, with the route's errors.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
-from fastapi import HTTPException
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from common.web import json_depth_exceeds, tokens_equal
-from ingest.api.leads import IDEMPOTENCY_KEY_MAX, router, store_lead
+from common.web import (
+    CORRELATION_HEADER,
+    InflightGate,
+    bind_request_correlation_id,
+    count_request,
+    json_depth_exceeds,
+    tokens_equal,
+)
+from ingest.api.leads import IDEMPOTENCY_KEY_MAX, store_lead
 from ingest.domain import LeadValidationError
 from ingest.domain.forms import PUBLISHABLE_KEY_FIELD
 from ingest.domain.keys import PUBLISHABLE_PREFIX
@@ -31,30 +40,41 @@ from ingest.handlers.leads import PreparedLead
 LEADS_PATH = "/v1/leads"
 _BEARER_PUBLISHABLE = PUBLISHABLE_PREFIX + "_"
 _JSON = b"application/json"
+_CORRELATION = CORRELATION_HEADER.encode()
 
 
-def _leads_route() -> BaseRoute:
-    """The route FastAPI would have chosen: the metrics middleware labels the request by its template."""
-    for route in router.routes:
-        if getattr(route, "path", None) == LEADS_PATH and "POST" in getattr(route, "methods", ()):
-            return route
-    raise LookupError(f"no POST {LEADS_PATH} route")
+class IngestApp(FastAPI):
+    """Ingest's FastAPI app, with POST /v1/leads offered to `fast_path` (when set) before any middleware runs."""
+
+    fast_path: LeadFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_path
+        if fast is not None and scope["type"] == "http" and scope["path"] == LEADS_PATH and scope["method"] == "POST":
+            scope["app"] = self
+            await fast(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def whole_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request through every middleware and the router, as FastAPI serves it."""
+        await super().__call__(scope, receive, send)
 
 
 class LeadFastPath:
     """Stores a back end's valid JSON lead without the framework; hands every other request to the app as it came."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: IngestApp, *, gate: InflightGate, max_body_bytes: int) -> None:
         self.app = app
-        self.route = _leads_route()
+        self.gate = gate  # shared with the app's InflightLimitMiddleware: one bound for both ways in
+        self.max_body_bytes = max_body_bytes  # BodyLimitMiddleware's limit for this path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != LEADS_PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
         content_type = b""
         authorization = b""
         idem: bytes | None = None
+        given_cid: bytes | None = None
+        length = b"0"
         for name, value in scope["headers"]:
             if name == b"content-type" and not content_type:
                 content_type = value
@@ -62,35 +82,63 @@ class LeadFastPath:
                 authorization = value
             elif name == b"idempotency-key" and idem is None:
                 idem = value
-        state = scope["app"].state
+            elif name == b"content-length":
+                length = value
+            elif given_cid is None and name in (b"x-correlation-id", b"x-request-id"):
+                given_cid = value
+        state = self.app.state
         token = _secret_key(authorization)
         if (
             token is None
+            or self.gate.full  # the app's middleware sheds it (503), with the usual headers and count
+            or not length.isdigit()
+            or int(length) > self.max_body_bytes  # the body limit answers it (400, 413)
             or content_type.split(b";")[0].strip().lower() != _JSON
             or state.auth_failures.counting  # a failure on record: the route checks the caller's address first
             or tokens_equal(token, state.settings.admin_token.get_secret_value())
         ):
-            await self.app(scope, receive, send)
+            await self.app.whole_app(scope, receive, send)
             return
+        started = time.perf_counter()
+        self.gate.inflight += 1
+        try:
+            outcome = await self._serve(scope, receive, send, state, token, idem, given_cid)
+        finally:
+            self.gate.inflight -= 1
+        if isinstance(outcome, int):
+            count_request("POST", LEADS_PATH, outcome, time.perf_counter() - started)
+            return
+        await self.app.whole_app(scope, _replay(outcome, receive), send)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, state: Any, token: str, idem: bytes | None, cid: bytes | None
+    ) -> int | list[Message]:
+        """The answer's status when this layer answered, else the messages read so far (for the app to replay)."""
         messages: list[Message] = []
-        body = await _read_body(receive, messages)
+        body = await _read_body(receive, messages, self.max_body_bytes)
+        correlation_id = bind_request_correlation_id(scope, cid)
         prepared = None if body is None else await _prepare(scope, state, token, body, idem)
         if prepared is None:
-            await self.app(scope, _replay(messages, receive), send)
-            return
-        scope["route"] = self.route
+            return messages
         try:
             stored = await store_lead(state.writer, prepared)
         except HTTPException as exc:
             # The route's own errors, shaped as the app's handler shapes them.
-            await JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)(scope, receive, send)
-            return
+            response = JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+            response.raw_headers.append((_CORRELATION, correlation_id.encode()))
+            await response(scope, receive, send)
+            return exc.status_code
         payload = orjson.dumps(stored.body)
-        headers = [(b"content-length", str(len(payload)).encode()), (b"content-type", _JSON)]
+        headers = [
+            (b"content-length", str(len(payload)).encode()),
+            (b"content-type", _JSON),
+            (_CORRELATION, correlation_id.encode()),
+        ]
         if stored.replayed:
             headers.insert(0, (b"idempotent-replayed", b"true"))
         await send({"type": "http.response.start", "status": stored.status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+        return stored.status
 
 
 def _secret_key(authorization: bytes) -> str | None:
@@ -102,16 +150,21 @@ def _secret_key(authorization: bytes) -> str | None:
     return token
 
 
-async def _read_body(receive: Receive, messages: list[Message]) -> bytes | None:
-    """The whole body (None if the client went away), every message kept for the app should it take the request.
-    The body limit's receive raises past the limit, which its middleware answers with 413 as for the route."""
+async def _read_body(receive: Receive, messages: list[Message], limit: int) -> bytes | None:
+    """The whole body (None if the client went away or sent more than `limit`: the app then answers), every
+    message kept for the app should it take the request."""
     chunks: list[bytes] = []
+    received = 0
     while True:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > limit:
+            return None  # the body limit's middleware counts the replayed messages too, and answers 413
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
 
