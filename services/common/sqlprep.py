@@ -65,6 +65,13 @@ class Compiled:
         assert getter is not None
         if not self.constants and not self.processors:
             return [getter(row) for row in rows]
+        if len(rows) == 1:  # nothing to remember across rows
+            values = list(getter(rows[0]))
+            for position, value in self.constants:
+                values.insert(cast(int, position), value)
+            for position, process, _memo in self.processors:
+                values[cast(int, position)] = process(values[cast(int, position)])
+            return [tuple(values)]
         memos: dict[int | str, dict[Any, Any]] = {}
         out = []
         for row in rows:
@@ -377,48 +384,60 @@ async def in_one_hop(session: AsyncSession, work: Callable[[Connection], _T]) ->
     return await session.run_sync(lambda sync: work(cast(Session, sync).connection()))
 
 
-async def _raw(session: AsyncSession) -> tuple[AsyncConnection, Any]:
-    """The session's connection and, on the inline SQLite dialect, its sqlite3 connection (else None)."""
+_DRIVER = "common.sqlprep.driver"  # session.info key: (transaction, connection, dialect, sqlite3 connection or None)
+
+
+async def _raw(session: AsyncSession) -> tuple[AsyncConnection, Dialect, Any]:
+    """The session's connection, its dialect and, on the inline SQLite dialect, its sqlite3 connection (else None),
+    asked of SQLAlchemy once per transaction (two greenlet switches each time) and kept in the session's info with
+    the transaction they belong to: a later transaction of the same session asks again."""
+    transaction = session.sync_session.get_transaction()
+    found = session.info.get(_DRIVER)
+    if found is not None and transaction is not None and found[0] is transaction:
+        return found[1], found[2], found[3]
     connection = await session.connection()
-    if connection.dialect.driver != INLINE_SQLITE:
-        return connection, None
-    return connection, (await connection.get_raw_connection()).driver_connection
+    dialect = connection.dialect
+    raw = None
+    if dialect.driver == INLINE_SQLITE:
+        raw = (await connection.get_raw_connection()).driver_connection
+    session.info[_DRIVER] = (session.sync_session.get_transaction(), connection, dialect, raw)
+    return connection, dialect, raw
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """`insert_many` in the session's transaction (on the inline SQLite dialect with no greenlet switch)."""
     if not rows:
         return
-    connection, raw = await _raw(session)
+    connection, dialect, raw = await _raw(session)
     if raw is None:
         await connection.run_sync(insert_many, table, rows)
         return
-    plan = _insert_plan(connection.dialect, table, tuple(rows[0]))
+    plan = _insert_plan(dialect, table, tuple(rows[0]))
     if plan is None:
         await session.execute(insert(table), list(rows))
         return
-    _sqlite(raw, connection.dialect, plan.sql, plan.rows(rows), True, False)
+    _sqlite(raw, dialect, plan.sql, plan.rows(rows), True, False)
 
 
 async def sqlite_rows(session: AsyncSession, sql: str, params: Sequence[Any]) -> list[Any] | None:
     """The rows of hand-written SQLite SQL in the session's transaction, straight from sqlite3 (values as SQLite
     holds them: times as text); None on any other dialect, where the caller runs its Core statement instead. For
     what Core cannot say as cheaply (an id list as one JSON array: `json_each(?)`); test such SQL on both stores."""
-    connection, raw = await _raw(session)
+    _connection, dialect, raw = await _raw(session)
     if raw is None:
         return None
-    return cast(list[Any], _sqlite(raw, connection.dialect, sql, params, False, True))
+    return cast(list[Any], _sqlite(raw, dialect, sql, params, False, True))
 
 
 async def sqlite_fetch(session: AsyncSession, statement: Statement, params: Mapping[str, Any]) -> list[Any] | None:
     """The rows of a Core statement written for SQLite (a JSON array of ids through `json_each`, where PostgreSQL
     runs an expanding IN), run at the inline SQLite driver without a greenlet switch; None on any other dialect,
     where the caller runs its own statement. Test such a pair on both stores."""
-    connection, raw = await _raw(session)
+    _connection, dialect, raw = await _raw(session)
     if raw is None:
         return None
-    compiled = statement.compiled(connection.dialect)
-    return cast(list[Any], _sqlite(raw, connection.dialect, compiled.sql, compiled.params(params), False, True))
+    compiled = statement.compiled(dialect)
+    return cast(list[Any], _sqlite(raw, dialect, compiled.sql, compiled.params(params), False, True))
 
 
 def sqlite_driver(connection: Connection) -> Any:

@@ -146,3 +146,17 @@ async def test_errors_are_sqlalchemys_and_hide_the_values(db: Database) -> None:
             await sqlprep.insert_rows(session, _items, [{"id": "x", "n": 1}])
             await sqlprep.in_one_hop(session, lambda conn: sqlprep.insert_many(conn, _items, [{"id": "x", "n": 2}]))
     assert await _all_items(db) == []
+
+
+async def test_a_sessions_later_transaction_writes_in_its_own_transaction(db: Database) -> None:
+    async with db.sessions() as session:
+        async with session.begin():
+            await sqlprep.insert_rows(session, _items, [{"id": "first", "n": 1}])
+        with pytest.raises(RuntimeError):
+            async with session.begin():
+                await sqlprep.insert_rows(session, _items, [{"id": "second", "n": 2}])
+                assert await sqlprep.sqlite_rows(session, "SELECT count(*) FROM sqlprep_items", []) in ([(2,)], None)
+                raise RuntimeError("rolled back")
+        async with session.begin():
+            await sqlprep.insert_rows(session, _items, [{"id": "third", "n": 3}])
+    assert [row[0] for row in await _all_items(db)] == ["first", "third"]
