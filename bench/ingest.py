@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,7 @@ from bench.util import (
     broker_pid,
     children,
     cpu_per_lead,
+    cpu_seconds,
     interleave,
     log,
     median,
@@ -24,9 +30,11 @@ from bench.util import (
     ratio,
 )
 
+PG_ADMIN_URL = os.environ.get("HANDOFF_TEST_PG_URL", "postgresql://handoff:handoff@127.0.0.1:5432/handoff")
 
-def _servers(tmp: Path, bootstrap: str, workers: int) -> tuple[Stack, Service]:
-    stack = Stack(tmp, bootstrap)
+
+def _servers(tmp: Path, bootstrap: str, workers: int, database_url: str | None) -> tuple[Stack, Service]:
+    stack = Stack(tmp, bootstrap, database_urls={"ingest": database_url} if database_url else None)
     args = [*UVICORN_ARGS, "--workers", str(workers)] if workers > 1 else list(UVICORN_ARGS)
     stack["ingest"].extra_args = args
     bare_env = dict(stack.env, PYTHONPATH=str(ROOT))
@@ -34,13 +42,48 @@ def _servers(tmp: Path, bootstrap: str, workers: int) -> tuple[Stack, Service]:
     return stack, bare
 
 
-def _migrate(tmp: Path) -> None:
+def _migrate(url: str) -> None:
     from common.db_schema import upgrade_schema
     from ingest.app import MIGRATIONS
     from ingest.store import Base
 
-    db = tmp / "data" / "ingest.db"
-    upgrade_schema(f"sqlite+aiosqlite:///{db}", MIGRATIONS, Base.metadata)
+    upgrade_schema(url, MIGRATIONS, Base.metadata)
+
+
+async def _pg(statement: str, *args: Any) -> list[Any]:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        return list(await conn.fetch(statement, *args))
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def postgres_database() -> Iterator[tuple[str, str]]:
+    """A fresh database on the local PostgreSQL server (scripts/postgres.sh, as the tests use): (name, URL)."""
+    subprocess.run([ROOT / "scripts/postgres.sh", "ensure"], check=True, capture_output=True)
+    name = f"handoff_bench_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
+    try:
+        yield name, PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+    finally:
+        asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _backend_cpu(database: str | None) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend serving `database` (the server's shared writers are not counted)."""
+    if database is None:
+        return {}
+    rows = asyncio.run(_pg("SELECT pid FROM pg_stat_activity WHERE datname = $1", database))
+    out: dict[int, float] = {}
+    for row in rows:
+        try:
+            out[row["pid"]] = cpu_seconds(row["pid"])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
 
 
 def source_key(ingest: Service) -> str:
@@ -64,12 +107,22 @@ def _pin_tree(service: Service, cpus: str) -> None:
 
 
 def _mode(
-    tmp: Path, *, bootstrap: str, pinned: bool, workers: int, seconds: float, repeats: int, connections: int
+    tmp: Path,
+    *,
+    bootstrap: str,
+    pinned: bool,
+    workers: int,
+    seconds: float,
+    repeats: int,
+    connections: int,
+    postgres: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    stack, bare = _servers(tmp, bootstrap, workers)
+    database, url = postgres if postgres else (None, None)
+    stack, bare = _servers(tmp, bootstrap, workers, url)
     ingest = stack["ingest"]
-    if workers > 1:
-        _migrate(tmp)  # several workers would otherwise race to create the same tables
+    if workers > 1 or url:
+        # Several workers would otherwise race to create the same tables.
+        _migrate(url or f"sqlite+aiosqlite:///{tmp / 'data' / 'ingest.db'}")
     try:
         ingest.start()
         bare.start()
@@ -87,6 +140,7 @@ def _mode(
             # The server's process tree (uvicorn's workers included) and the broker, over exactly this wrk run.
             assert service.process is not None
             meter = CpuMeter({"server": service.process.pid, "broker": broker})
+            backends = _backend_cpu(database) if service is ingest else {}
             out = run_wrk(
                 f"{service.url}/v1/leads",
                 token=api_key,  # the bare endpoint ignores it; ingest looks it up
@@ -96,6 +150,10 @@ def _mode(
                 cpus=gen_cpus,
             )
             cpu_s = meter.stop()
+            if backends:
+                # Backends opened during the run count whole (they started inside it).
+                after = _backend_cpu(database)
+                cpu_s["postgres"] = sum(cpu - backends.get(pid, 0.0) for pid, cpu in after.items())
             run = {"cpu_s": cpu_s, "cpu_ms_per_lead": cpu_per_lead(cpu_s, out.accepted)}
             cpu["handoff" if service is ingest else "bare"].append(run)
             return out
@@ -111,6 +169,7 @@ def _mode(
     result: dict[str, Any] = {
         "pinned": pinned,
         "workers": workers,
+        "store": "postgresql" if url else "sqlite",
         "connections": connections,
         "credential": "source API key",
         "seconds_per_run": seconds,
@@ -127,7 +186,7 @@ def _mode(
             "errors": sum(r.errors for r in runs),
         }
     result["ratio"] = ratio(result["handoff"]["accepted_per_s"], result["bare"]["accepted_per_s"])
-    where = "pinned" if pinned else f"whole-machine, {workers} worker(s)"
+    where = ("pinned" if pinned else f"whole-machine, {workers} worker(s)") + (", PostgreSQL" if url else "")
     log(
         f"ingest {where}: {result['handoff']['accepted_per_s']:.0f}/s vs bare "
         f"{result['bare']['accepted_per_s']:.0f}/s (ratio {result['ratio'] or 0:.2f})"
@@ -148,4 +207,9 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
     }
     if cores > 1:
         result["whole_machine_workers"] = _mode(tmp / "workers", pinned=False, workers=cores, connections=64, **common)
+    # The production store: a process per core on PostgreSQL, its backends' CPU per lead beside ingest's.
+    with postgres_database() as postgres:
+        result["whole_machine_postgres"] = _mode(
+            tmp / "postgres", pinned=False, workers=cores, connections=64, postgres=postgres, **common
+        )
     return result

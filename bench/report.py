@@ -88,18 +88,19 @@ def rows(results: dict[str, Any]) -> list[Row]:
             )
         )
         out.extend(_cpu_row("Ingest, pinned", p.get("cpu_ms_per_lead")))
-        for key in ("whole_machine", "whole_machine_workers"):
+        for key in ("whole_machine", "whole_machine_workers", "whole_machine_postgres"):
             w = ingest.get(key)
             if not w:
                 continue
             best = max(
                 (ingest[k]["handoff"]["accepted_per_s"] or 0)
-                for k in ("whole_machine", "whole_machine_workers")
+                for k in ("whole_machine", "whole_machine_workers", "whole_machine_postgres")
                 if k in ingest
             )
+            store = ", PostgreSQL" if w.get("store") == "postgresql" else ""
             out.append(
                 (
-                    f"Ingest, whole machine, {w['workers']} worker(s) each: acknowledged leads/s",
+                    f"Ingest, whole machine, {w['workers']} worker(s) each{store}: acknowledged leads/s",
                     _n(w["handoff"]["accepted_per_s"]),
                     _n(w["bare"]["accepted_per_s"]),
                     _r(w["ratio"]),
@@ -109,7 +110,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
             )
             out.append(
                 (
-                    f"Ingest, whole machine, {w['workers']} worker(s): latency p50 / p99 ({w['connections']} conns)",
+                    f"Ingest, whole machine, {w['workers']} worker(s){store}: "
+                    f"latency p50 / p99 ({w['connections']} conns)",
                     _pair(w["handoff"]),
                     _pair(w["bare"]),
                     _r(_div(w["handoff"]["p50_ms"], w["bare"]["p50_ms"])),
@@ -117,6 +119,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     "-",
                 )
             )
+            out.extend(_cpu_row(f"Ingest, whole machine, {w['workers']} worker(s){store}", w.get("cpu_ms_per_lead")))
     e2e = results.get("e2e")
     if e2e and "throughput" in e2e:
         t = e2e["throughput"]
@@ -409,7 +412,11 @@ def charts(results: dict[str, Any], folder: Path, prefix: str) -> list[str]:
         throughput.append(
             ("ingest pinned", i["pinned"]["handoff"]["accepted_per_s"], i["pinned"]["bare"]["accepted_per_s"])
         )
-        for key, label in (("whole_machine", "ingest whole"), ("whole_machine_workers", "ingest workers")):
+        for key, label in (
+            ("whole_machine", "ingest whole"),
+            ("whole_machine_workers", "ingest workers"),
+            ("whole_machine_postgres", "ingest on PG"),
+        ):
             if key in i:
                 throughput.append((label, i[key]["handoff"]["accepted_per_s"], i[key]["bare"]["accepted_per_s"]))
     if results.get("e2e", {}).get("throughput"):
