@@ -13,6 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ClauseElement
 
+from common.sqlprep import Statement
 from routing.domain.accounts import company_key
 from routing.store import prepared
 from routing.store._base import Repository
@@ -243,12 +244,14 @@ def read_worked(connection: Connection, statuses: Collection[str]) -> dict[str, 
     return {str(rep_id): int(count) for rep_id, count in rows}
 
 
+_ROTATION_DELETE = Statement(delete(RotationRow).where(RotationRow.team_id == bindparam("team_id")))
+
+
 def write_rotation(connection: Connection, teams: Mapping[str, Mapping[str, int]]) -> None:
     """These teams' rotation states replace their rows: a delete per team (one executemany) and one insert."""
     if not teams:
         return
-    remove = partial(delete(RotationRow).where, RotationRow.team_id == bindparam("team_id"))
-    prepared.run(connection, "rotation_delete", remove, [{"team_id": team} for team in sorted(teams)])
+    _ROTATION_DELETE.run(connection, [{"team_id": team} for team in sorted(teams)])
     rows = [
         {"team_id": team_id, "rep_id": rep_id, "current": current}
         for team_id, state in sorted(teams.items())

@@ -170,6 +170,8 @@ async def account_books(
     session: AsyncSession, views: Sequence[Mapping[str, Any]], index: AccountIndex | None = None
 ) -> list[AccountBook]:
     """Each lead's account book, for a batch read in one query (none with `index`: every account, in memory)."""
+    if index is not None and not index:
+        return [AccountBook() for _ in views]  # no accounts at all: nothing to match a lead's domains against
     keys = [_account_keys(view) for view in views]
     await load_accounts(session, (k for each in keys for k in each), index)
     cache = tx(session).accounts

@@ -1,0 +1,191 @@
+"""A routing batch's rows: what each decision writes (lead, assignment, timers, timeline entry, lead.assigned),
+held in memory until the batch writes them in a handful of executemany statements (routing.usecases.batch decides;
+this module records and writes)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from types import SimpleNamespace
+from typing import Any, cast
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.envelope import Event
+from routing import metrics
+from routing.domain import Decision, RoutingRules, SlaPolicy, WorkingHours, sla_deadline
+from routing.domain.sla import ResolvedSla
+from routing.store import RoutingRepository
+from routing.usecases.context import Roster, RoutingContext
+from routing.usecases.decide import resolve_decision_sla
+from routing.usecases.decisions import assignment_data, assignment_values, timeline_detail
+from routing.usecases.shared import LoadState, clock_of, clock_rows, event, move_load, parse_time, publish, rotation
+
+
+@dataclass
+class Pending:
+    """Decisions made and not yet written: the rows of each table, the events, and the state they moved."""
+
+    leads: list[dict[str, Any]] = field(default_factory=list)
+    assignments: list[dict[str, Any]] = field(default_factory=list)
+    timers: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    rotated: set[str] = field(default_factory=set)
+    loads: dict[str, tuple[int, str | None, int]] = field(default_factory=dict)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    latencies: list[tuple[str, float]] = field(default_factory=list)
+    first_timer: datetime | None = None
+    # What depends only on the batch's roster, rules and moment, worked out once per batch: a decision's SLA
+    # policy by (outcome, team, rule, grade), its clock (due time and timers) by (policy, whose hours, zone).
+    slas: dict[tuple[str, str | None, str | None, str | None], ResolvedSla | None] = field(default_factory=dict)
+    clocks: dict[tuple[Any, ...], tuple[datetime, list[dict[str, Any]]]] = field(default_factory=dict)
+    schedules: list[WorkingHours] = field(default_factory=list)
+
+    async def write(self, rt: RoutingContext, session: AsyncSession) -> None:
+        state = await rotation(session)
+        await RoutingRepository(session).insert_decisions(
+            self.leads,
+            self.assignments,
+            self.timers,
+            self.timeline,
+            rotation={team: state.get(team, {}) for team in sorted(self.rotated)},
+            loads=self.loads,
+        )
+        await publish(rt, session, self.events)
+        for outcome, count in self.outcomes.items():
+            metrics.record(session, partial(metrics.LEADS_ASSIGNED.labels(outcome=outcome).inc, count))
+        if self.latencies:
+            metrics.record(session, partial(_observe, self.latencies))
+        if self.first_timer is not None:
+            rt.on_timer_written(self.first_timer)
+        fresh = Pending()
+        self.__dict__.update(fresh.__dict__)
+
+
+def record(
+    rt: RoutingContext,
+    pending: Pending,
+    roster: Roster,
+    rules: RoutingRules,
+    scored: Event,
+    view: dict[str, Any],
+    decision: Decision,
+    assignment_id: int,
+    now: datetime,
+    erased: bool,
+) -> None:
+    """A decision's rows, timers, timeline entry and event, as assign writes them for one lead."""
+    lead_id, data = scored.subject, scored.data
+    grade = view["score"].get("grade")
+    sla_key = (decision.outcome, decision.team_id, decision.rule_id, grade)
+    if sla_key not in pending.slas:
+        pending.slas[sla_key] = resolve_decision_sla(rt, decision, roster, grade, rules=rules)
+    resolved = pending.slas[sla_key]
+    rep, team = roster.rep(decision.rep_id), roster.team(decision.team_id)
+    hours, tz = clock_of(rep, team)
+    due, clock = None, None
+    if resolved is not None and decision.outcome in ("assigned", "queued"):
+        due, clock = _clock(pending, resolved.policy, hours, tz, now)
+    lead = {
+        "lead_id": lead_id,
+        "status": decision.outcome,
+        "current_rep_id": decision.rep_id,
+        "team_id": decision.team_id,
+        "grade": grade,
+        "source_kind": view["source"].get("kind"),
+        "source_id": view["source"].get("id"),
+        "duplicate_of": None,
+        "is_test": view["is_test"],
+        "view": view,
+        "received_at": parse_time(data.get("received_at")),
+        "submitted_at": parse_time((data.get("lead") or {}).get("submitted_at")),
+        "routed_at": now,
+        "first_touch_at": None,
+        "reassignments": 0,
+        "erased_at": now if erased else None,
+        "thread_id": lead_id,
+        "merged_into": None,
+    }
+    assignment = assignment_values(assignment_id, lead_id, decision, resolved, due, 1, now)
+    pending.leads.append(lead)
+    pending.assignments.append(assignment)
+    timers: list[dict[str, Any]] = []
+    if decision.outcome == "held" and decision.hold_until:
+        timers.append(
+            {
+                "lead_id": lead_id,
+                "assignment_id": assignment_id,
+                "kind": "hold",
+                "fraction": None,
+                "due_at": decision.hold_until,
+            }
+        )
+    elif clock is not None:
+        timers = [{**row, "lead_id": lead_id, "assignment_id": assignment_id} for row in clock]
+    pending.timers.extend(timers)
+    for timer in timers:
+        first = pending.first_timer
+        pending.first_timer = timer["due_at"] if first is None else min(first, timer["due_at"])
+    # What ingest kept but could not read (phone_unparsed, ...) shows on the first timeline entry, for the rep.
+    flags = view["quality"].get("flags")
+    note = {"quality_flags": flags} if flags else None
+    detail = timeline_detail(assignment_id, 1, decision, None, None, due, note)
+    pending.timeline.append({"lead_id": lead_id, "at": now, "kind": "assigned", "detail": detail})
+    # The event data reads the rows' attributes: plain namespaces stand in for them (ORM instances cost more).
+    body = assignment_data(
+        cast(Any, SimpleNamespace(**lead)), cast(Any, SimpleNamespace(**assignment)), decision, rep, None, None
+    )
+    pending.events.append(event("lead.assigned", lead_id, body, now, scored.correlation_id))
+    pending.outcomes[decision.outcome] += 1
+    # Speed of the pipeline itself: source submit and Handoff receipt to the first decision.
+    for since, at in (("received", lead["received_at"]), ("submitted", lead["submitted_at"])):
+        if at is not None and at <= now:
+            pending.latencies.append((since, (now - at).total_seconds()))
+
+
+def _clock(
+    pending: Pending, policy: SlaPolicy, hours: WorkingHours, tz: str, now: datetime
+) -> tuple[datetime, list[dict[str, Any]]]:
+    """An SLA clock started now: its due time and its timers (warnings, breach) without lead and assignment, once
+    per policy and schedule in a batch (the working-time walk is the same for every lead of a rep)."""
+    key = (policy, id(hours), tz)
+    hit = pending.clocks.get(key)
+    if hit is None:
+        due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
+        rows = clock_rows("", 0, policy, now, due, hours, tz)
+        hit = pending.clocks[key] = (due, [{k: v for k, v in row.items() if k not in _IDS} for row in rows])
+        pending.schedules.append(hours)  # held while the key names it, so its id is not reused
+    return hit
+
+
+_IDS = ("lead_id", "assignment_id")
+
+
+def moved(
+    pending: Pending,
+    state: dict[str, dict[str, int]],
+    load_rows: dict[str, LoadState],
+    roster: Roster,
+    decision: Decision,
+    days: Mapping[str, str],
+) -> None:
+    """The rotation and load a decision moved, in memory (the next decision sees them) and in the pending sums;
+    `days`: each roster zone's local date at the batch's moment."""
+    for team, positions in decision.rotation.items():
+        state[team] = dict(positions)
+        pending.rotated.add(team)
+    rep = roster.rep(decision.rep_id)
+    if decision.rep_id:
+        day = days[rep.timezone] if rep else None
+        move_load(load_rows, decision.rep_id, open_delta=1, day=day)
+        delta, _, count = pending.loads.get(decision.rep_id, (0, day, 0))
+        pending.loads[decision.rep_id] = (delta + 1, day, count + (1 if day else 0))
+
+
+def _observe(latencies: Sequence[tuple[str, float]]) -> None:
+    for since, seconds in latencies:
+        metrics.ASSIGNMENT_LATENCY.labels(since=since).observe(seconds)
