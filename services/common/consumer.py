@@ -28,7 +28,7 @@ from common.dedupe import mark_processed
 from common.dedupe import processed_table as processed_table  # re-exported: the services' stores declare it
 from common.dedupe import purge_processed as purge_processed
 from common.envelope import EnvelopeError, Event
-from common.kafka import new_consumer, stop_quietly
+from common.kafka import FETCH_WAIT_MS, IDLE_FETCH_WAIT_MS, new_consumer, set_fetch_wait, stop_quietly
 from common.logging import bind_correlation_id, describe_error
 from common.poll import hand_off
 from common.settings import ServiceSettings
@@ -41,6 +41,8 @@ _HAND_OFF_S = 0.001
 # At most this long the relay's round for the batch's events (its produce request and acknowledgements) holds the
 # next poll: a broker that answers slowly or not at all delays the consumer by no more.
 _RELAY_SHARE_S = 0.025
+# No records for this long: the consumer is idle, and its fetches wait longer at the broker (common.kafka).
+_IDLE_AFTER_S = 2.0
 
 Handler = Callable[[AsyncSession, Event], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
@@ -187,11 +189,16 @@ class ConsumerLoop:
 
     async def _poll_forever(self, consumer: AIOKafkaConsumer) -> None:
         last_lag_check = 0.0
-        last_report = self._clock()
+        last_report = last_records = self._clock()
         processed_since_report = 0
+        idle = False
         while not self._stopping:
             batches = await consumer.getmany(timeout_ms=200, max_records=self._settings.consumer_batch_size)
             if batches:
+                last_records = self._clock()
+                if idle:  # before the fetcher builds its next request (it runs after this turn)
+                    set_fetch_wait(consumer, FETCH_WAIT_MS)
+                    idle = False
                 async with self._lock:
                     self._inflight = sum(len(records) for records in batches.values())
                     try:
@@ -207,6 +214,9 @@ class ConsumerLoop:
             elif self._uncommitted:
                 async with self._lock:
                     await self._commit(consumer, {})  # idle: what was applied goes once the interval is up
+            elif not idle and self._clock() - last_records >= _IDLE_AFTER_S:
+                set_fetch_wait(consumer, IDLE_FETCH_WAIT_MS)
+                idle = True
             now = self._clock()
             if now - last_lag_check >= 2.0 and (self._lag_check is None or self._lag_check.done()):
                 last_lag_check = now

@@ -19,6 +19,9 @@ from common.topics import topic_configs
 log = structlog.get_logger(__name__)
 
 _BATCH_BYTES = 512 * 1024  # per partition and request (see new_producer)
+# The broker's long poll per fetch while records flow (see new_consumer), and once a consumer has been idle a while.
+FETCH_WAIT_MS = 100
+IDLE_FETCH_WAIT_MS = 1_000
 
 
 def security_options(settings: ServiceSettings) -> dict[str, Any]:
@@ -85,7 +88,7 @@ def new_consumer(settings: ServiceSettings, topics: Iterable[str]) -> AIOKafkaCo
         # The broker answers as soon as one byte is there. But aiokafka sends a node no new fetch while one is in
         # flight, so a partition whose records were just taken waits for the others' long poll: this bounds that
         # wait (latency per hop), at the price of ten idle polls a second per consumer (broker CPU).
-        fetch_max_wait_ms=100,
+        fetch_max_wait_ms=FETCH_WAIT_MS,
         max_poll_records=settings.consumer_batch_size,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=2_000,
@@ -93,6 +96,17 @@ def new_consumer(settings: ServiceSettings, topics: Iterable[str]) -> AIOKafkaCo
         # Notice new partitions and leader moves within seconds rather than the default five minutes.
         metadata_max_age_ms=15_000,
     )
+
+
+def set_fetch_wait(consumer: AIOKafkaConsumer, ms: int) -> None:
+    """The long poll of the consumer's next fetch requests (aiokafka's fetcher reads it per request; there is no
+    public setter, and a test checks the attribute is there). An idle consumer buffers nothing, so each broker's one
+    fetch in flight names all its partitions and is answered as soon as a record arrives in any: a long wait then
+    adds no latency, it only saves the empty fetches (ten a second per consumer at 100 ms, broker and service CPU).
+    Once records flow again the short wait comes back before the next fetch is built."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None and hasattr(fetcher, "_fetch_max_wait_ms"):
+        fetcher._fetch_max_wait_ms = ms
 
 
 async def stop_quietly(client: AIOKafkaProducer | AIOKafkaConsumer | None, within_s: float = 5.0) -> None:

@@ -1,8 +1,11 @@
-"""A busy consumer leaves its relay the loop between polls: the events a poll wrote reach the broker (acknowledged)
-before the next poll's apply starts, even when that apply holds the event loop as SQLite's inline statements do.
+"""The consumer loop's share of the event loop and of the broker.
 
+A busy consumer leaves its relay the loop between polls: the events a poll wrote reach the broker (acknowledged)
+before the next poll's apply starts, even when that apply holds the event loop as SQLite's inline statements do.
 Before this, the consumer yielded 1 ms between polls; each step of the relay's round (the produce request, the
 broker's answer) then waited for a whole apply, and under load the relay's topic lagged seconds behind.
+
+An idle consumer's fetches wait longer at the broker (fewer empty fetches); a record brings the short wait back.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from common.consumer import ConsumerLoop
 from common.db import Database
 from common.db_schema import upgrade_schema_async
 from common.envelope import Event
-from common.kafka import ensure_topics, new_producer
+from common.kafka import FETCH_WAIT_MS, IDLE_FETCH_WAIT_MS, ensure_topics, new_producer
 from common.outbox import OutboxRelay, add_events
 from common.settings import ServiceSettings
 from routing.app import MIGRATIONS
 from routing.store import Base, outbox, processed
+from tests.support.stack import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +135,53 @@ async def test_a_busy_consumer_lets_the_relay_publish_a_polls_events_before_the_
     # Each poll's apply started only after the events of every earlier poll were on the broker.
     for n, seen in enumerate(seen_at_apply):
         assert {e.subject for e in events[:n]} <= seen, f"poll {n} began before earlier events were published"
+
+
+async def test_an_idle_consumer_long_polls_and_a_record_brings_the_short_fetch_wait_back(
+    tmp_path: Path, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consumer_module, "_IDLE_AFTER_S", 0.3)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    settings = ServiceSettings(
+        service_name="idlefetch",
+        env="test",
+        kafka_bootstrap=kafka_bootstrap,
+        topic_namespace=f"t{uuid.uuid4().hex[:10]}.",
+        topic_partitions=1,
+    )
+    await ensure_topics(settings, ["in.v1"])
+    await upgrade_schema_async(url, MIGRATIONS, Base.metadata)
+    db = Database(url)
+    waits_at_apply: list[int] = []
+    loop: ConsumerLoop
+
+    async def handle(session: AsyncSession, events: Sequence[Event]) -> None:
+        waits_at_apply.append(_fetch_wait(loop))
+
+    loop = ConsumerLoop(
+        settings=settings, db=db, processed=processed, topics=["in.v1"], batch_handlers={"thing.happened": handle}
+    )
+    task = asyncio.create_task(loop.run())
+    producer = new_producer(settings)
+    await producer.start()
+    try:
+        await wait_until_async(
+            lambda: loop.running and _fetch_wait(loop) == IDLE_FETCH_WAIT_MS, timeout=30, what="idle"
+        )
+        event = Event(type="thing.happened", source="/tests", subject="lead-1", data={})
+        await producer.send_and_wait(
+            settings.topic("in.v1"), value=event.value(), key=event.key(), headers=event.headers()
+        )
+        await wait_until_async(lambda: waits_at_apply, timeout=30, what="the record applied")
+    finally:
+        await producer.stop()
+        await loop.stop()
+        await task
+        await db.dispose()
+    assert waits_at_apply == [FETCH_WAIT_MS]  # the record woke the idle long poll; the short wait is back
+
+
+def _fetch_wait(loop: ConsumerLoop) -> int:
+    client = loop._consumer
+    fetcher = getattr(client, "_fetcher", None)
+    return int(fetcher._fetch_max_wait_ms) if fetcher is not None else -1
