@@ -19,7 +19,7 @@ from ingest.domain.contacts import (
     parse_phone,
 )
 from ingest.domain.dates import FUTURE_TOLERANCE, parse_datetime
-from ingest.domain.emails import EmailNotValidError, validate_email
+from ingest.domain.emails import EmailNotValidError, normalized_email
 from ingest.domain.errors import FieldError, LeadValidationError, NotALead
 from ingest.domain.fields import (
     CLICK_ID_KEYS,
@@ -166,11 +166,11 @@ class Normalizer:
             return
         try:
             # No DNS: this runs on the request path and must stay pure; deliverability is scoring's job.
-            result = validate_email(text, check_deliverability=False)
+            normalized = normalized_email(text)
         except EmailNotValidError as exc:
             self.fail("email", str(exc), text)
             return
-        self.values["email"] = result.normalized
+        self.values["email"] = normalized
 
     def _phone(self) -> None:
         text = self.text("phone")

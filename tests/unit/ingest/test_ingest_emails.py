@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-from ingest.domain.emails import EmailNotValidError, validate_email
+from ingest.domain.emails import EmailNotValidError, normalized_email, validate_email
 
 ADDRESSES = [
     "ada@example.com",
@@ -57,3 +57,44 @@ def test_a_domain_is_checked_once_and_an_invalid_one_each_time() -> None:
     hits = remembered.cache_info().hits
     validate_email("b@remembered-once.example.org", check_deliverability=False)
     assert remembered.cache_info().hits == hits + 1
+
+
+PLAIN_AND_ODD = [
+    *ADDRESSES,
+    "A@EXAMPLE.COM",
+    "Abuse@Example.com",
+    "x@example.com.",
+    ".x@example.com",
+    "x.@example.com",
+    "x..y@example.com",
+    "user%tag{1}|~@sub.example.co.uk",
+    "x@1.2.3.4",
+    "x@[192.0.2.1]",
+    "x@123.com",
+    "x@example.c0m",
+    "x@EXAMPLE.LOCAL",
+    "x@example.onion",
+    "x@a",
+    "x@",
+    "@example.com",
+    "Ada <ada@example.com>",
+    '"quoted"@example.com',
+    "jörg@example.com",
+    "x@example.com\n",
+    "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com",  # 254 characters
+    "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 58 + ".com",  # 255
+    "a" * 65 + "@example.com",
+    "x@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + ".xn--bcher-kva",
+]
+
+
+def _normalized_answer(address: str) -> str:
+    try:
+        return "valid: " + normalized_email(address)
+    except EmailNotValidError as exc:
+        return f"invalid: {exc}"
+
+
+@pytest.mark.parametrize("address", PLAIN_AND_ODD)
+def test_the_plain_address_shortcut_gives_the_libraries_own_answer(address: str) -> None:
+    assert _normalized_answer(address) == _answer(address)
