@@ -19,6 +19,9 @@ def _n(value: float | None, digits: int = 0) -> str:
 def _webhook_paths(webhooks: dict[str, Any]) -> str:
     """The table path beside the hand-off path, and CPU ms per delivery of each process (bench.webhooks)."""
     cpu = "/".join(_n(webhooks.get(f"{mode}_cpu_ms_per_delivery"), 2) for mode in ("handoff", "table", "bare"))
+    floor = webhooks.get("floor_per_s")
+    if floor is not None:  # the bare client plus the durable bookkeeping alone (bench.webhooks `floor`)
+        cpu += f"; floor {_n(floor)}/s at {_n(webhooks.get('floor_cpu_ms_per_delivery'), 2)} ms"
     return f"; table path {_n(webhooks['table_per_s'])}/s; CPU ms per delivery hand-off/table/bare {cpu}"
 
 

@@ -8,6 +8,10 @@ delivery queued or claimed to the last attempt recorded. Two sender paths:
 - `handoff`: the sender runs, then N deliveries are written in this process in transactions of 100 events (as the
   consumer writes them) and handed to the sender in memory after each commit; the CPU includes those writes.
 The bare client (`bare`) posts the same bodies with as many requests in flight, unsigned, recording nothing.
+The floor (`floor`) is the bare client plus only the durable bookkeeping the guarantees need, on the same schema:
+each batch of HANDOFF_BATCH rows inserted in one transaction (the routing transaction's write) and handed over in
+memory at its commit, and each batch of answered POSTs settled by one guarded executemany UPDATE in one
+transaction (no signing, no scheduler, no attempt rows): how close the sender is to what is possible.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from typing import Any
 import aiohttp
 import httpx
 import uvloop
+from sqlalchemy.orm import Session
 from tests.support.stack import ROOT, Service, free_port
 
 from bench.scoring import received_events
@@ -34,7 +40,7 @@ from common.envelope import Event
 
 CONCURRENCY = 32  # routing's default webhook_concurrency: the bare client gets the same number in flight
 HANDOFF_BATCH = 100  # events per transaction on the hand-off path
-MODES = ("table", "handoff", "bare")
+MODES = ("table", "handoff", "bare", "floor")
 
 
 def assigned_events(n: int) -> list[Event]:
@@ -104,6 +110,106 @@ async def _bare(bodies: list[tuple[str, bytes]], url: str) -> int:
     return len(bodies)
 
 
+_FLOOR_INSERT = (
+    "INSERT INTO webhook_deliveries (id, endpoint_id, message_id, event_type, lead_id, payload, status,"
+    " next_attempt_at, schedule_step, attempt_count, replays, created_at, lease_token, lease_until)"
+    " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, 0, 0, 0, ?, ?, ?)"
+)
+_FLOOR_SETTLE = (
+    "UPDATE webhook_deliveries SET status = 'succeeded', delivered_at = ?, next_attempt_at = NULL,"
+    " lease_token = NULL, lease_until = NULL, attempt_count = attempt_count + 1, last_status_code = ?"
+    " WHERE id = ? AND lease_token = ?"
+)
+
+
+def _executemany(sql: str, rows: list[tuple[Any, ...]]) -> Callable[[Session], None]:
+    def run(sync: Session) -> None:
+        sync.connection().exec_driver_sql(sql, rows)
+
+    return run
+
+
+async def _floor_setup(db_url: str, url: str) -> tuple[Any, str]:
+    """The floor's database (routing's schema, one endpoint), made before the clock starts; (Database, endpoint)."""
+    import uuid
+
+    from sqlalchemy import text
+
+    from common.db import Database
+    from common.db_schema import upgrade_schema_async
+    from routing.app import MIGRATIONS
+    from routing.store import Base
+
+    await upgrade_schema_async(db_url, MIGRATIONS, Base.metadata)
+    db = Database(db_url)
+    endpoint_id = str(uuid.uuid4())
+    async with db.transaction() as session:
+        await session.execute(
+            text(
+                "INSERT INTO webhook_endpoints (id, url, secret, event_types, description, enabled, format,"
+                " created_at, updated_at) VALUES (:id, :url, 'x', '[\"*\"]', 'floor', 1, 'standard', :now, :now)"
+            ),
+            {"id": endpoint_id, "url": url, "now": datetime.now(UTC).isoformat(" ")},
+        )
+    return db, endpoint_id
+
+
+async def _floor(events: list[Event], bodies: list[tuple[str, bytes]], db: Any, endpoint_id: str, url: str) -> int:
+    """The bare client plus one insert per delivery (a transaction per HANDOFF_BATCH) and one guarded executemany
+    UPDATE per batch of answers (a transaction each), on routing's schema and database layer; returns the settled."""
+    import uuid
+
+    queue: asyncio.Queue[tuple[str, str, str, bytes] | None] = asyncio.Queue()
+    answered: list[tuple[str, int, str, str]] = []
+    settled = 0
+    wake = asyncio.Event()
+
+    async def write() -> None:
+        token = str(uuid.uuid4())
+        for i in range(0, len(events), HANDOFF_BATCH):
+            now = datetime.now(UTC).isoformat(" ")
+            rows = [
+                (str(uuid.uuid4()), endpoint_id, e.id, e.type, e.subject, body.decode(), now, now, token, now)
+                for e, (_, body) in zip(events[i : i + HANDOFF_BATCH], bodies[i : i + HANDOFF_BATCH], strict=True)
+            ]
+            async with db.transaction() as session:
+                await session.run_sync(_executemany(_FLOOR_INSERT, rows))
+            for row in rows:  # handed over at the commit, in memory
+                queue.put_nowait((row[0], row[2], token, row[5].encode()))
+        for _ in range(CONCURRENCY):
+            queue.put_nowait(None)
+
+    async def record() -> None:
+        nonlocal settled
+        while settled < len(events):
+            await wake.wait()
+            wake.clear()
+            batch, answered[:] = list(answered), []
+            now = datetime.now(UTC).isoformat(" ")
+            params = [(now, status, delivery_id, token) for delivery_id, status, token, _ in batch]
+            async with db.transaction() as session:
+                await session.run_sync(_executemany(_FLOOR_SETTLE, params))
+            settled += len(batch)
+
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15)) as client:
+
+        async def worker() -> None:
+            while (item := await queue.get()) is not None:
+                delivery_id, message_id, token, body = item
+                headers = {"content-type": "application/json", "webhook-id": message_id}
+                async with client.post(url, data=body, headers=headers) as response:
+                    response.raise_for_status()
+                    await response.read()
+                answered.append((delivery_id, response.status, token, message_id))
+                wake.set()
+
+        recorder = asyncio.create_task(record())
+        await asyncio.gather(write(), *(worker() for _ in range(CONCURRENCY)))
+        await recorder
+    return settled
+
+
 async def _sender_run(mode: str, events: list[Event], db_url: str, url: str) -> tuple[int, float, float, float | None]:
     """Routing's sender draining `events` to `url`; returns (delivered, wall seconds, CPU seconds, and the CPU
     seconds writing the backlog took on the table path)."""
@@ -169,11 +275,14 @@ async def _sender_run(mode: str, events: list[Event], db_url: str, url: str) -> 
 async def _worker(mode: str, n: int, db_url: str, url: str) -> dict[str, Any]:
     events = assigned_events(n)
     enqueue_cpu = None
-    if mode == "bare":
+    if mode in ("bare", "floor"):
         bodies = _bodies(events)  # built before the clock starts: the sender's are built when enqueued
+        floor = await _floor_setup(db_url, url) if mode == "floor" else None
         started, cpu = time.perf_counter(), _cpu_s()
-        delivered = await _bare(bodies, url)
+        delivered = await (_bare(bodies, url) if floor is None else _floor(events, bodies, *floor, url))
         wall, cpu = time.perf_counter() - started, _cpu_s() - cpu
+        if floor is not None:
+            await floor[0].dispose()
     else:
         delivered, wall, cpu, enqueue_cpu = await _sender_run(mode, events, db_url, url)
     return {
@@ -234,7 +343,7 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
     try:
         receiver.start()
         for i in range(repeats):
-            for mode in ("table", "bare", "handoff"):
+            for mode in ("table", "bare", "handoff", "floor"):
                 runs[mode].append(_one(mode, n, tmp, i, receiver, env))
     finally:
         receiver.stop()
@@ -246,6 +355,8 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
         result[f"{mode}_cpu_ms_per_delivery"] = median([r["cpu_ms_per_delivery"] for r in runs[mode]])
     result["table_ratio"] = ratio(result["table_per_s"], result["bare_per_s"])
     result["handoff_ratio"] = ratio(result["handoff_per_s"], result["bare_per_s"])
+    result["floor_ratio"] = ratio(result["floor_per_s"], result["bare_per_s"])
+    result["handoff_of_floor"] = ratio(result["handoff_per_s"], result["floor_per_s"])
     result["ratio"] = result["handoff_ratio"]  # the figure bench.report shows beside handoff_per_s and bare_per_s
     return result
 
@@ -255,4 +366,4 @@ if __name__ == "__main__":
         mode, count, database, target = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
         print(json.dumps(uvloop.run(_worker(mode, count, database, target))))
     else:
-        sys.exit("usage: python -m bench.webhooks worker table|handoff|bare N DB_URL RECEIVER_URL")
+        sys.exit("usage: python -m bench.webhooks worker table|handoff|bare|floor N DB_URL RECEIVER_URL")

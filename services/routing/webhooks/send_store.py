@@ -1,4 +1,4 @@
-"""The sender's hot queries: claim, lease, a hand-off batch's endpoints and the success record, in Core on the connection.
+"""The sender's hot queries: claim, lease, a hand-off batch's endpoints, the success record; Core on the connection.
 
 Statements are built once with bound parameters (SQLAlchemy's compiled cache then serves them), run on the
 transaction's connection (no ORM session plumbing, no ORM rows) and cover a whole batch each: the bookkeeping a
@@ -26,8 +26,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.sqlprep import Many
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from routing.webhooks.store import PENDING, SUCCEEDED, DriverMany
+from routing.webhooks.store import PENDING, SUCCEEDED
 
 _D = cast(Table, WebhookDelivery.__table__)
 _E = cast(Table, WebhookEndpoint.__table__)
@@ -101,14 +102,14 @@ _ENABLED_ENDPOINTS = select(
 ).where(_E.c.id.in_(bindparam("ids", expanding=True)), _E.c.enabled.is_(True))
 
 # One row per claimed delivery (an executemany at the driver: no expanding IN of up to a batch of ids to render).
-_LEASE = DriverMany(
+_LEASE = Many(
     ("l_token", "l_until", "l_id"),
     update(_D)
     .where(_D.c.id == bindparam("l_id"))
     .values(lease_token=bindparam("l_token"), lease_until=bindparam("l_until", type_=_D.c.lease_until.type)),
 )
 
-# One row per attempt (executemany, at the driver: `DriverMany`, so every parameter is a row's value and the
+# One row per attempt (executemany, at the driver: `sqlprep.Many`, so every parameter is a row's value and the
 # constants are SQL): the delivery counts the attempt and, while it still holds the attempt's lease token, settles.
 # A row changed under the attempt (an erasure's redaction or a replay clears the lease, a claim after the lease ran
 # out takes another) keeps its state: the attempt is counted and recorded, and the row goes out again.
@@ -151,9 +152,9 @@ _RECORD_ATTEMPT = insert(_A).from_select(
 # A success's row: (delivery id, lease token, recorded at, started at, status code, signed at, result, latency ms,
 # error, body).
 SUCCESS_ROW = ("b_id", "b_token", "b_now", "b_started", "b_status", *(f"a_{name}" for name in _ATTEMPT_COLUMNS))
-_RECORD_SUCCESSES = DriverMany(SUCCESS_ROW, _SETTLE, _RECORD_ATTEMPT)
+_RECORD_SUCCESSES = Many(SUCCESS_ROW, _SETTLE, _RECORD_ATTEMPT)
 # One row per endpoint (an executemany at the driver, no expanding IN to render per batch).
-_HEALTHY = DriverMany(
+_HEALTHY = Many(
     ("h_now", "h_id"),
     update(_E)
     .where(_E.c.id == bindparam("h_id"))

@@ -10,17 +10,16 @@ running sender of this database, which takes them in memory after the commit (no
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from operator import itemgetter
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple, cast
 
-from sqlalchemy import Connection, Dialect, Insert, Table, Update, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from common.db import as_utc
+from common.sqlprep import Many
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
@@ -33,69 +32,6 @@ _REVOKED = "handoff_webhooks_revoked"  # session.info key: (delivery ids, endpoi
 _TAKERS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
 
-_Compiled = tuple[list[tuple[int, Callable[[Any], Any]]], list[tuple[str, Callable[[Any], Any]]]]
-
-
-class DriverMany:
-    """Executemanys handed to the driver as they are: each statement compiled once per dialect, each row a tuple
-    of values in `names` order (one row feeds every statement given), with no per-row parameter dicts or type
-    processing in SQLAlchemy (~1 us a value on a batch of successes). The only processing these columns need (a
-    datetime's: on SQLite its text) runs once per distinct value. Dialects with named parameters (none here:
-    SQLite and asyncpg are positional) take SQLAlchemy's usual path."""
-
-    def __init__(self, names: Sequence[str], *statements: Insert | Update) -> None:
-        self._names = tuple(names)
-        self._statements = statements
-        self._compiled: dict[tuple[str, str], _Compiled | None] = {}
-
-    def _for(self, dialect: Dialect) -> _Compiled | None:
-        key = (dialect.name, dialect.driver)
-        if key in self._compiled:
-            return self._compiled[key]
-        processors: dict[int, Callable[[Any], Any]] = {}
-        compiled_statements: list[tuple[str, Callable[[Any], Any]]] = []
-        for statement in self._statements:
-            compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
-            order = compiled.positiontup
-            if not order or len(order) < 2:
-                self._compiled[key] = None
-                return None
-            for index, name in enumerate(self._names):
-                if name in compiled.binds and index not in processors:
-                    process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-                    if process is not None:
-                        processors[index] = process
-            compiled_statements.append((compiled.string, itemgetter(*(self._names.index(name) for name in order))))
-        found = self._compiled[key] = (sorted(processors.items()), compiled_statements)
-        return found
-
-    def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        found = self._for(conn.dialect)
-        if found is None:
-            for statement in self._statements:
-                conn.execute(statement, [dict(zip(self._names, row, strict=True)) for row in rows])
-            return
-        processors, statements = found
-        processed: Sequence[Sequence[Any]] = rows
-        if processors:
-            done: dict[Any, Any] = {}
-            processed = []
-            for row in rows:
-                values = list(row)
-                for index, process in processors:
-                    value = values[index]
-                    if value is not None:
-                        text = done.get(value)
-                        if text is None:
-                            text = done[value] = process(value)
-                        values[index] = text
-                processed.append(values)
-        for sql, picked in statements:
-            conn.exec_driver_sql(sql, [picked(values) for values in processed])
-
-
 _D = cast(Table, WebhookDelivery.__table__)
 # A new delivery's row: what the caller gives (`NewDelivery`), then what every new delivery starts with.
 _NEW_DELIVERY = ("id", "endpoint_id", "message_id", "event_type", "lead_id", "payload")
@@ -104,7 +40,7 @@ _DELIVERY_ROW = (
     *("status", "next_attempt_at", "schedule_step", "attempt_count", "replays", "created_at"),
     *("lease_token", "lease_until"),
 )
-_INSERT_DELIVERIES = DriverMany(
+_INSERT_DELIVERIES = Many(
     [f"d_{name}" for name in _DELIVERY_ROW],
     insert(_D).values({name: bindparam(f"d_{name}", type_=_D.c[name].type) for name in _DELIVERY_ROW}),
 )
@@ -232,7 +168,7 @@ class WebhookStore:
             self.session.info.setdefault(_HANDED_OFF, []).extend(
                 HandedOff(row[0], row[1], row[2], row[5], token, until) for row in rows
             )
-        # The table, not the ORM entity: one executemany of plain tuples at the driver (`DriverMany`).
+        # The table, not the ORM entity: one executemany of plain tuples at the driver (`sqlprep.Many`).
         full = [(*row, PENDING, now, 0, 0, 0, now, *lease) for row in rows]
         await self.session.run_sync(lambda sync: _INSERT_DELIVERIES.run(sync.connection(), full))
 
