@@ -50,3 +50,16 @@ def test_a_waiting_claim_whose_lease_would_end_mid_attempt_is_left_to_the_table(
     slots.wait(_claim("crm", 1, lease_s=60))
     assert [c.delivery_id for c in slots.ready(NOW, 15)] == ["crm-1"]
     assert slots.waiting == 0 and slots.in_flight == {"crm": 1}
+
+
+def test_waiting_claims_changed_since_their_hand_off_are_dropped() -> None:
+    slots = FairScheduler(total=1, per_endpoint=1)
+    for n in range(3):
+        slots.wait(_claim("a", n))
+        slots.wait(_claim("b", n))
+    slots.drop_waiting({"a-1"}, {"b"})  # a-1 redacted, endpoint b disabled
+    assert slots.waiting == 2 and slots.held() == {"a": 2}
+    started = [c.delivery_id for c in slots.ready(NOW, 15)]
+    slots.finished(_claim("a", 0))
+    started += [c.delivery_id for c in slots.ready(NOW, 15)]
+    assert started == ["a-0", "a-2"] and slots.waiting == 0
