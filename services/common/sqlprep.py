@@ -72,27 +72,13 @@ class Compiled:
             for position, process, _memo in self.processors:
                 values[cast(int, position)] = process(values[cast(int, position)])
             return [tuple(values)]
-        memos: dict[int | str, dict[Any, Any]] = {}
-        out = []
-        for row in rows:
-            values = list(getter(row))
-            for position, value in self.constants:
-                values.insert(cast(int, position), value)
-            _process(self.processors, values, memos)
-            out.append(tuple(values))
-        return out
+        return _processed(getter, self.constants, self.processors, rows)
 
     def tuples(self, picked: Sequence[Sequence[Any]]) -> list[Any]:
         """Rows already in the statement's bind order (tuples), processed as `rows` does."""
         if not self.processors:
             return list(picked)
-        memos: dict[int | str, dict[Any, Any]] = {}
-        out = []
-        for row in picked:
-            values = list(row)
-            _process(self.processors, values, memos)
-            out.append(tuple(values))
-        return out
+        return _processed(tuple, (), self.processors, picked)
 
 
 def _named(compiled: Compiled, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,21 +89,32 @@ def _named(compiled: Compiled, row: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _process(
-    processors: Sequence[tuple[int | str, Callable[[Any], Any], bool]],
-    values: list[Any],
-    memos: dict[int | str, dict[Any, Any]],
-) -> None:
-    for position, process, memo in processors:
-        value = values[cast(int, position)]
-        if value is None or not memo:
-            values[cast(int, position)] = process(value)
-            continue
-        seen = memos.setdefault(position, {})
-        done = seen.get(value)
-        if done is None:
-            done = seen[value] = process(value)
-        values[cast(int, position)] = done
+def _processed(
+    getter: Callable[[Any], Any],
+    constants: Sequence[tuple[Any, Any]],
+    processors: Sequence[tuple[Any, Callable[[Any], Any], bool]],
+    rows: Sequence[Any],
+) -> list[Any]:
+    """Each row's values (`getter(row)`), the constants inserted at their positions, each processed value converted
+    (a memo'd one, a time, once per distinct value): the per-row loop of every executemany, kept flat."""
+    memos: list[dict[Any, Any] | None] = [({} if memo else None) for _, _, memo in processors]
+    plan = [(position, process, memos[index]) for index, (position, process, _) in enumerate(processors)]
+    out = []
+    for row in rows:
+        values = list(getter(row))
+        for position, constant in constants:
+            values.insert(position, constant)
+        for position, process, seen in plan:
+            value = values[position]
+            if value is None or seen is None:
+                values[position] = process(value)
+                continue
+            done = seen.get(value)
+            if done is None:
+                done = seen[value] = process(value)
+            values[position] = done
+        out.append(tuple(values))
+    return out
 
 
 def compile_for(
@@ -288,14 +285,7 @@ class Many:
         if not rows:
             return
         processors, statements = self._for(connection.dialect)
-        processed: Sequence[Sequence[Any]] = rows
-        if processors:
-            memos: dict[int | str, dict[Any, Any]] = {}
-            processed = []
-            for row in rows:
-                values = list(row)
-                _process(processors, values, memos)
-                processed.append(values)
+        processed = _processed(tuple, (), processors, rows) if processors else rows
         for sql, pick in statements:
             execute(connection, sql, [pick(values) for values in processed], many=True)
 
