@@ -38,7 +38,6 @@ from common.db import UtcDateTime, as_utc, new_metadata
 from common.envelope import dumps
 from common.outbox import outbox_dead_table, outbox_table
 from scoring.domain import Firmographic, OutcomeCounts
-from scoring.store_driver import inline_sqlite
 
 
 class Base(DeclarativeBase):
@@ -273,10 +272,7 @@ class ScoringRepository:
                     bound[value] = bind(value)
                 row[key] = bound[value]
         # On SQLite straight to the driver as tuples (common.sqlprep); elsewhere one Core executemany.
-        if (sync := await inline_sqlite(self.session)) is not None:
-            sqlprep.insert_many(sync, _SCORED_TABLE, rows)
-        else:
-            await sqlprep.insert_rows(self.session, _SCORED_TABLE, rows)
+        await sqlprep.insert_rows(self.session, _SCORED_TABLE, rows)
 
     async def mark_erased(self, lead_id: str, now: datetime) -> None:
         """Leave the erasure's tombstone, once."""
@@ -388,12 +384,10 @@ class ScoringRepository:
     async def batch_state(self, lead_ids: list[str], *, facts: bool) -> tuple[set[str], set[str], dict[str, str]]:
         """The scored and the erased among the leads and, with `facts`, the transaction's facts ("ruleset": the active
         version; "firmographics", "outcomes": present if any exist) in one statement (on SQLite at the driver)."""
-        sync = await inline_sqlite(self.session)
-        if sync is not None:
-            one = len(lead_ids) == 1
-            sql, param = _STATE_SQL[one, facts], lead_ids[0] if one else dumps(lead_ids).decode()
-            rows = sqlprep.execute(sync, sql, (param,), fetch=True)
-        else:
+        one = len(lead_ids) == 1
+        param = lead_ids[0] if one else dumps(lead_ids).decode()
+        rows: Sequence[Any] | None = await sqlprep.sqlite_rows(self.session, _STATE_SQL[one, facts], (param,))
+        if rows is None:  # not the inline SQLite dialect
             rows = (await self.session.execute(_STATE_CORE[facts], {"ids": lead_ids})).all()
         scored, erased = {v for k, v in rows if k == "s"}, {v for k, v in rows if k == "e"}
         return scored, erased, {_FACT_NAMES[k]: v for k, v in rows if k in _FACT_NAMES}
