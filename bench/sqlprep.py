@@ -1,10 +1,11 @@
 """`python -m bench.sqlprep [--before DIR]`: CPU microseconds per driver-level statement on the inline SQLite store.
 
-What the stores' hot paths cost per statement, through the names both trees have (routing.store.bulk.insert_many,
-routing.store.prepared.run/fetch, common.db.insert_many/sqlite_fetchall): an executemany of 100 rows, a one-row
-insert, a small fetch (5 rows), each in a loop inside one greenlet hop (the statement's own cost), plus the async
-session helpers (100 rows, 1 row, a small hand-written read) each awaited on its own. With --before, the same
-worker runs on another tree's services (a `git archive` of the baseline), A B A B, and the ratios are medians.
+What the stores' hot paths cost per statement, through the same signatures in both trees (at 84d13e2
+routing.store.bulk.insert_many and routing.store.prepared.run/fetch, now common.sqlprep's; common.db.insert_many
+and sqlite_fetchall): an executemany of 100 rows, a one-row insert, a small fetch (5 rows), each in a loop inside
+one greenlet hop (the statement's own cost), plus the async session helpers (100 rows, 1 row, a small hand-written
+read) each awaited on its own. With --before, the same worker runs on another tree's services (a `git archive` of
+the baseline), A B A B, and the ratios are medians.
 CPU is the process's (time.process_time): the machine is shared, wall time is not reported.
 """
 
@@ -31,7 +32,12 @@ async def _worker(folder: Path, loops: int) -> dict[str, float]:
     from sqlalchemy.orm import Session
 
     from common.db import Database, UtcDateTime, insert_many, new_metadata, sqlite_fetchall
-    from routing.store import bulk, prepared
+
+    try:  # this tree: common.sqlprep; the baseline (84d13e2): routing/store/bulk.py and prepared.py
+        from common import sqlprep as bulk
+        from common import sqlprep as prepared
+    except ImportError:
+        from routing.store import bulk, prepared  # type: ignore[no-redef,attr-defined]
 
     metadata = new_metadata()
     table = Table(

@@ -13,11 +13,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ClauseElement
 
-from common.sqlprep import Statement
+from common import sqlprep
+from common.sqlprep import Statement, insert_many
 from routing.domain.accounts import company_key
-from routing.store import prepared
 from routing.store._base import Repository
-from routing.store.bulk import insert_many
 from routing.store.tables import (
     ROSTER_VERSION,
     AccountRow,
@@ -75,7 +74,7 @@ class RosterRepository(Repository):
     async def roster_version(self) -> int:
         """The stored roster version (asked once per consumer poll): driver SQL in one hop, not an ORM load."""
         rows = await self.session.run_sync(
-            lambda session: prepared.fetch(session.connection(), "roster_version", _roster_version, literal=True)
+            lambda session: sqlprep.fetch(session.connection(), "roster_version", _roster_version, literal=True)
         )
         return int(rows[0][0]) if rows else 0
 
@@ -206,14 +205,14 @@ class RosterRepository(Repository):
         return {row.rep_id: row for row in (await self.session.execute(select(RepLoadRow))).scalars()}
 
 
-# The statements of a routing batch's state, built and compiled once per dialect (routing.store.prepared).
+# The statements of a routing batch's state, built and compiled once per dialect (common.sqlprep).
 
 
 def read_rotation(connection: Connection) -> dict[str, dict[str, int]]:
     """Every team's rotation positions (team -> rep -> position)."""
     state: dict[str, dict[str, int]] = {}
     query = partial(select, RotationRow.team_id, RotationRow.rep_id, RotationRow.current)
-    for team_id, rep_id, current in prepared.fetch(connection, "rotation", query):
+    for team_id, rep_id, current in sqlprep.fetch(connection, "rotation", query):
         state.setdefault(team_id, {})[rep_id] = current
     return state
 
@@ -221,7 +220,7 @@ def read_rotation(connection: Connection) -> dict[str, dict[str, int]]:
 def read_loads(connection: Connection) -> dict[str, tuple[int, str, int]]:
     """Every rep's (open leads, local day, assigned that day)."""
     query = partial(select, RepLoadRow.rep_id, RepLoadRow.open_leads, RepLoadRow.day, RepLoadRow.assigned_today)
-    rows = prepared.fetch(connection, "loads", query)
+    rows = sqlprep.fetch(connection, "loads", query)
     return {rep_id: (open_leads, day, today) for rep_id, open_leads, day, today in rows}
 
 
@@ -240,7 +239,7 @@ def read_worked(connection: Connection, statuses: Collection[str]) -> dict[str, 
             .group_by(LeadRow.current_rep_id)
         )
 
-    rows = prepared.fetch(connection, ("worked", ordered), query, literal=True)
+    rows = sqlprep.fetch(connection, ("worked", ordered), query, literal=True)
     return {str(rep_id): int(count) for rep_id, count in rows}
 
 
@@ -290,7 +289,7 @@ def write_loads(connection: Connection, deltas: Mapping[str, tuple[int, str | No
         {"rep_id": rep_id, "open_leads": delta, "day": day or "", "assigned_today": n}
         for rep_id, (delta, day, n) in sorted(deltas.items())
     ]
-    prepared.run(connection, "add_loads", upsert, rows)
+    sqlprep.run(connection, "add_loads", upsert, rows)
     if any(delta < 0 for delta, _, _ in deltas.values()):
         # A release for a rep with no row yet inserted the negative delta itself: a load is never below 0.
         connection.execute(update(RepLoadRow).where(RepLoadRow.open_leads < 0).values(open_leads=0))
