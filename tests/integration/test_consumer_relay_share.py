@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import consumer as consumer_module
@@ -185,3 +186,33 @@ def _fetch_wait(loop: ConsumerLoop) -> int:
     client = loop._consumer
     fetcher = getattr(client, "_fetcher", None)
     return int(fetcher._fetch_max_wait_ms) if fetcher is not None else -1
+
+
+async def test_a_one_event_poll_applies_each_event_id_once(database_url: str) -> None:
+    """A one-event poll takes the driver's path to its dedupe mark on SQLite (Core elsewhere): same answer."""
+    await upgrade_schema_async(database_url, MIGRATIONS, Base.metadata)
+    db = Database(database_url)
+    applied: list[str] = []
+
+    async def handle(session: AsyncSession, events: Sequence[Event]) -> None:
+        applied.extend(event.subject for event in events)
+
+    loop = ConsumerLoop(
+        settings=ServiceSettings(service_name="onemark", env="test"),
+        db=db,
+        processed=processed,
+        topics=["in.v1"],
+        batch_handlers={"thing.happened": handle},
+    )
+    first, second = (Event(type="thing.happened", source="/tests", subject=s, data={}) for s in ("one", "two"))
+    try:
+        for n, event in enumerate([first, first, second, first]):  # "first" redelivered twice
+            record = ConsumerRecord("t.in.v1", 0, n, 0, 0, event.key(), event.value(), None, 0, 0, event.headers())
+            async with db.transaction() as session:
+                await loop._apply(session, [(record, event)])
+        async with db.read() as session:
+            marks = sorted((await session.execute(select(processed.c.event_id))).scalars())
+    finally:
+        await db.dispose()
+    assert applied == ["one", "two"]
+    assert marks == sorted([first.id, second.id])
