@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import UtcDateTime
 from common.envelope import Event
-from common.sqlprep import Statement, sqlite_fetch
+from common.sqlprep import Statement
+from common.sqlprep_session import sqlite_fetch
 
 
 def processed_table(metadata: MetaData) -> Table:

@@ -5,13 +5,14 @@ Why: on the hot paths (a routing poll's dozen small questions, a batch's execute
 per-statement work (building the statement and its cache key, a parameter dict per row, the ORM's execution and
 result set-up) cost several times the database's answer. Stores declare their statements beside their tables in
 SQLAlchemy Core (`Statement`, `Many`, `insert_many` for a table's rows); SQL is written by hand only where Core
-cannot say it, and then runs through `sqlite_rows` (the inline SQLite driver; None elsewhere, where the store runs
-its Core statement). On the inline SQLite dialect (common.db) the values go straight to sqlite3, no SQLAlchemy
-execution at all; on any other dialect through `Connection.exec_driver_sql`. Errors are SQLAlchemy's DBAPIError
-either way, with the parameters hidden (personal data).
+cannot say it, and then runs through `sqlprep_session.sqlite_rows` (the inline SQLite driver; None elsewhere, where
+the store runs its Core statement). On the inline SQLite dialect (common.db) the values go straight to sqlite3, no
+SQLAlchemy execution at all; on any other dialect through `Connection.exec_driver_sql`. Errors are SQLAlchemy's
+DBAPIError either way, with the parameters hidden (personal data).
 
-The functions taking a `Connection` run inside `session.run_sync` (see `in_one_hop`): several statements for one
-greenlet switch. What the driver returns is returned as is: no result processing (a time read on SQLite is text).
+The functions taking a `Connection` run inside `session.run_sync` (common.sqlprep_session.in_one_hop): several
+statements for one greenlet switch. What the driver returns is returned as is: no result processing (a time read on
+SQLite is text).
 """
 
 from __future__ import annotations
@@ -20,18 +21,15 @@ import sqlite3
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from sqlalchemy import Connection, DateTime, Dialect, Table, insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 INLINE_SQLITE = "handoff"  # common.db.InlineSQLiteDialect.driver: statements run on the event loop's thread
 
-_T = TypeVar("_T")
 Build = ClauseElement | Callable[[Dialect], ClauseElement]
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
@@ -300,7 +298,7 @@ _ManyPlan = tuple[
 _INSERTS: dict[tuple[str, str, Table, tuple[str, ...]], Compiled | None] = {}
 
 
-def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> Compiled | None:
+def insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> Compiled | None:
     cache_key = (dialect.name, dialect.driver, table, keys)
     if cache_key in _INSERTS:
         return _INSERTS[cache_key]
@@ -339,7 +337,7 @@ def insert_many(connection: Connection, table: Table, rows: Sequence[Mapping[str
     out with a computed (Python) default goes through Core's executemany, which applies it."""
     if not rows:
         return
-    plan = _insert_plan(connection.dialect, table, tuple(rows[0]))
+    plan = insert_plan(connection.dialect, table, tuple(rows[0]))
     if plan is None:
         connection.execute(insert(table), list(rows))
         return
@@ -354,12 +352,12 @@ def execute(connection: Connection, sql: str, params: Any, *, many: bool = False
     straight to sqlite3; elsewhere through exec_driver_sql."""
     dialect = connection.dialect
     if dialect.driver == INLINE_SQLITE:
-        return _sqlite(connection.connection.driver_connection, dialect, sql, params, many, fetch)
+        return run_sqlite(connection.connection.driver_connection, dialect, sql, params, many, fetch)
     result = connection.exec_driver_sql(sql, params)
     return result.all() if fetch else result.rowcount
 
 
-def _sqlite(raw: Any, dialect: Dialect, sql: str, params: Any, many: bool, fetch: bool) -> Any:
+def run_sqlite(raw: Any, dialect: Dialect, sql: str, params: Any, many: bool, fetch: bool) -> Any:
     try:
         cursor = raw.executemany(sql, params) if many else raw.execute(sql, params)
         return cursor.fetchall() if fetch else cursor.rowcount
@@ -367,67 +365,6 @@ def _sqlite(raw: Any, dialect: Dialect, sql: str, params: Any, many: bool, fetch
         raise DBAPIError.instance(
             sql, None, exc, sqlite3.Error, hide_parameters=True, dialect=dialect, ismulti=many
         ) from exc
-
-
-async def in_one_hop(session: AsyncSession, work: Callable[[Connection], _T]) -> _T:
-    """`work(connection)` on the session's connection, in its transaction: one greenlet switch for all it runs."""
-    return await session.run_sync(lambda sync: work(cast(Session, sync).connection()))
-
-
-_DRIVER = "common.sqlprep.driver"  # session.info key: (transaction, connection, dialect, sqlite3 connection or None)
-
-
-async def _raw(session: AsyncSession) -> tuple[AsyncConnection, Dialect, Any]:
-    """The session's connection, its dialect and, on the inline SQLite dialect, its sqlite3 connection (else None),
-    asked of SQLAlchemy once per transaction (two greenlet switches each time) and kept in the session's info with
-    the transaction they belong to: a later transaction of the same session asks again."""
-    transaction = session.sync_session.get_transaction()
-    found = session.info.get(_DRIVER)
-    if found is not None and transaction is not None and found[0] is transaction:
-        return found[1], found[2], found[3]
-    connection = await session.connection()
-    dialect = connection.dialect
-    raw = None
-    if dialect.driver == INLINE_SQLITE:
-        raw = (await connection.get_raw_connection()).driver_connection
-    session.info[_DRIVER] = (session.sync_session.get_transaction(), connection, dialect, raw)
-    return connection, dialect, raw
-
-
-async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """`insert_many` in the session's transaction (on the inline SQLite dialect with no greenlet switch)."""
-    if not rows:
-        return
-    connection, dialect, raw = await _raw(session)
-    if raw is None:
-        await connection.run_sync(insert_many, table, rows)
-        return
-    plan = _insert_plan(dialect, table, tuple(rows[0]))
-    if plan is None:
-        await session.execute(insert(table), list(rows))
-        return
-    _sqlite(raw, dialect, plan.sql, plan.rows(rows), True, False)
-
-
-async def sqlite_rows(session: AsyncSession, sql: str, params: Sequence[Any]) -> list[Any] | None:
-    """The rows of hand-written SQLite SQL in the session's transaction, straight from sqlite3 (values as SQLite
-    holds them: times as text); None on any other dialect, where the caller runs its Core statement instead. For
-    what Core cannot say as cheaply (an id list as one JSON array: `json_each(?)`); test such SQL on both stores."""
-    _connection, dialect, raw = await _raw(session)
-    if raw is None:
-        return None
-    return cast(list[Any], _sqlite(raw, dialect, sql, params, False, True))
-
-
-async def sqlite_fetch(session: AsyncSession, statement: Statement, params: Mapping[str, Any]) -> list[Any] | None:
-    """The rows of a Core statement written for SQLite (a JSON array of ids through `json_each`, where PostgreSQL
-    runs an expanding IN), run at the inline SQLite driver without a greenlet switch; None on any other dialect,
-    where the caller runs its own statement. Test such a pair on both stores."""
-    _connection, dialect, raw = await _raw(session)
-    if raw is None:
-        return None
-    compiled = statement.compiled(dialect)
-    return cast(list[Any], _sqlite(raw, dialect, compiled.sql, compiled.params(params), False, True))
 
 
 def sqlite_driver(connection: Connection) -> Any:

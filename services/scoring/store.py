@@ -32,7 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from common import sqlprep
+from common import sqlprep_session
 from common.consumer import processed_table
 from common.db import UtcDateTime, as_utc, new_metadata
 from common.envelope import dumps
@@ -272,7 +272,7 @@ class ScoringRepository:
                     bound[value] = bind(value)
                 row[key] = bound[value]
         # On SQLite straight to the driver as tuples (common.sqlprep); elsewhere one Core executemany.
-        await sqlprep.insert_rows(self.session, _SCORED_TABLE, rows)
+        await sqlprep_session.insert_rows(self.session, _SCORED_TABLE, rows)
 
     async def mark_erased(self, lead_id: str, now: datetime) -> None:
         """Leave the erasure's tombstone, once."""
@@ -386,7 +386,7 @@ class ScoringRepository:
         version; "firmographics", "outcomes": present if any exist) in one statement (on SQLite at the driver)."""
         one = len(lead_ids) == 1
         param = lead_ids[0] if one else dumps(lead_ids).decode()
-        rows: Sequence[Any] | None = await sqlprep.sqlite_rows(self.session, _STATE_SQL[one, facts], (param,))
+        rows: Sequence[Any] | None = await sqlprep_session.sqlite_rows(self.session, _STATE_SQL[one, facts], (param,))
         if rows is None:  # not the inline SQLite dialect
             rows = (await self.session.execute(_STATE_CORE[facts], {"ids": lead_ids})).all()
         scored, erased = {v for k, v in rows if k == "s"}, {v for k, v in rows if k == "e"}

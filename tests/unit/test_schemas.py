@@ -367,7 +367,7 @@ class RecordingSession:
 
     async def connection(self) -> Any:
         # The outbox asks which database it writes to (PostgreSQL also NOTIFYs the relay): this one is SQLite-like.
-        return SimpleNamespace(dialect=SimpleNamespace(name="sqlite"))
+        return SimpleNamespace(dialect=SimpleNamespace(name="sqlite", driver="pysqlite"))
 
     async def execute(self, statement: Any, params: Any = None) -> _Rows:
         if isinstance(statement, Insert) and statement.table.name == "outbox":

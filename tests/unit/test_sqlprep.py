@@ -44,7 +44,7 @@ def test_a_statements_rows_follow_its_bind_order_with_its_constants_in_place() -
 def test_times_are_converted_as_the_column_does_once_per_distinct_value() -> None:
     calls: list[Any] = []
     dialect = InlineSQLiteDialect()
-    plan = sqlprep._insert_plan(dialect, _t, ("id", "at"))
+    plan = sqlprep.insert_plan(dialect, _t, ("id", "at"))
     assert plan is not None
     position, process, memo = plan.processors[0]
     assert memo

@@ -10,7 +10,7 @@ import orjson
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common import sqlprep
+from common import sqlprep, sqlprep_session
 from common.db import sqlite_time
 from ingest.store.tables import ERASED_IDENTITY, Base, IdempotencyRecord, Lead, LeadIdentity, Source
 
@@ -158,7 +158,7 @@ class IngestRepository:
         # On SQLite straight to the driver: the ORM's execute cost several times the read itself.
         wanted = list(identities)
         params = {"identities": orjson.dumps(wanted).decode(), "since": since}
-        raw = await sqlprep.sqlite_fetch(self.session, _SIGHTINGS_SQLITE, params)
+        raw = await sqlprep_session.sqlite_fetch(self.session, _SIGHTINGS_SQLITE, params)
         found: dict[str, tuple[datetime, str]] = {}
         if raw is not None:
             for identity, seen_at, lead_id in raw:
@@ -172,7 +172,7 @@ class IngestRepository:
 
     async def insert_rows(self, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
         """One executemany: no ORM unit of work for rows written once and never changed here."""
-        await sqlprep.insert_rows(self.session, model.__table__, rows)  # type: ignore[arg-type]
+        await sqlprep_session.insert_rows(self.session, model.__table__, rows)  # type: ignore[arg-type]
 
     async def leads(
         self, *, source_id: str | None, since: datetime | None, before: tuple[datetime, str] | None, limit: int

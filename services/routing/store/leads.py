@@ -97,8 +97,10 @@ _BUMP = Statement(text("UPDATE sqlite_sequence SET seq = seq + :n WHERE name = '
 def _seen(count: int) -> ClauseElement:
     """Which of `count` leads (binds id0...) are routed (1) or erased (0): compiled once per count."""
     ids: list[Any] = [bindparam(f"id{i}") for i in range(count)]
-    return select(LeadRow.lead_id, literal(1)).where(LeadRow.lead_id.in_(ids)).union_all(
-        select(ErasedLead.lead_id, literal(0)).where(ErasedLead.lead_id.in_(ids))
+    return (
+        select(LeadRow.lead_id, literal(1))
+        .where(LeadRow.lead_id.in_(ids))
+        .union_all(select(ErasedLead.lead_id, literal(0)).where(ErasedLead.lead_id.in_(ids)))
     )
 
 

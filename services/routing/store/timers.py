@@ -24,7 +24,7 @@ from sqlalchemy import (
     update,
 )
 
-from common import sqlprep
+from common import sqlprep, sqlprep_session
 from routing.store._base import Repository
 from routing.store.tables import AssignmentRow, LeadRow, SlaTimer, SlaTimerCount
 
@@ -225,7 +225,7 @@ class TimerRepository(Repository):
     async def _sqlite_rows(self, statement: sqlprep.Statement, params: Mapping[str, Any]) -> list[Any] | None:
         """The rows of `statement` run at the inline SQLite driver in this session's transaction (values as SQLite
         holds them: times as text); None on any other dialect."""
-        return await sqlprep.sqlite_fetch(self.session, statement, params)
+        return await sqlprep_session.sqlite_fetch(self.session, statement, params)
 
     async def next_due(self) -> datetime | None:
         return (
