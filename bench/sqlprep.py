@@ -31,12 +31,15 @@ async def _worker(folder: Path, loops: int) -> dict[str, float]:
     from sqlalchemy import Column, Integer, String, Table, select
     from sqlalchemy.orm import Session
 
-    from common.db import Database, UtcDateTime, insert_many, new_metadata, sqlite_fetchall
+    from common.db import Database, UtcDateTime, new_metadata
 
-    try:  # this tree: common.sqlprep; the baseline (84d13e2): routing/store/bulk.py and prepared.py
+    try:  # this tree: common.sqlprep; the baseline (84d13e2): routing/store/bulk.py, prepared.py and common.db's
         from common import sqlprep as bulk
         from common import sqlprep as prepared
+        from common.sqlprep_session import insert_rows as insert_many
+        from common.sqlprep_session import sqlite_rows as sqlite_fetchall
     except ImportError:
+        from common.db import insert_many, sqlite_fetchall  # type: ignore[attr-defined,no-redef]
         from routing.store import bulk, prepared  # type: ignore[no-redef,attr-defined]
 
     metadata = new_metadata()

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_
 
-from common import sqlprep, sqlprep_session
+from common import sqlprep
 from common.db_commit import Committer
 
 log = structlog.get_logger(__name__)
@@ -177,12 +177,6 @@ class InlineSQLiteDialect(SQLiteDialect_pysqlite):
 
 
 registry.register("sqlite.handoff", __name__, "InlineSQLiteDialect")
-
-
-# Rows into a table by one executemany at the driver, and hand-written SQLite reads: common.sqlprep (kept here
-# under their old names for their callers).
-insert_many = sqlprep_session.insert_rows
-sqlite_fetchall = sqlprep_session.sqlite_rows
 
 
 def _engine_url(url: str) -> str:
