@@ -3,9 +3,12 @@
     python -m bench.chain source  --bootstrap B --out T --n N --size BYTES [--rate R]
     python -m bench.chain forward --bootstrap B --in T1 --out T2 --n N [--size BYTES] --group G
     python -m bench.chain observe --bootstrap B --in T
+    python -m bench.chain source|forward --durable DIR ...; webhook --durable DIR --url U ...  (bench.durable)
 
 `forward` is the baseline of a Handoff consumer (consume a batch, produce each record, await delivery, commit);
 `observe` prints one line per record, `<key> <arrival unix time> <t0 or ->`, as the records arrive.
+`--warm` on a source marks its records (t0 `-`): they go through the chain before the measured ones, so the first
+measured records do not wait for the partitions' first fetch after the group join.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ async def source(args: argparse.Namespace) -> dict[str, Any]:
     producer = new_producer(_settings(args.bootstrap, "chain-source"))
     await producer.start()
     futures = []
+    t0 = b"-" if args.warm else None
     try:
         start = time.time() + 0.2
         for i in range(args.n):
@@ -60,7 +64,9 @@ async def source(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(delay)
             key = uuid.uuid4().hex.encode()
             futures.append(
-                await producer.send(args.out, value=_value(args.size, i), key=key, headers=[("t0", repr(due).encode())])
+                await producer.send(
+                    args.out, value=_value(args.size, i), key=key, headers=[("t0", t0 or repr(due).encode())]
+                )
             )
         await asyncio.gather(*futures)
         done = time.time()
@@ -135,7 +141,7 @@ async def observe(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.chain")
-    parser.add_argument("role", choices=["source", "forward", "observe"])
+    parser.add_argument("role", choices=["source", "forward", "observe", "webhook"])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--in", dest="input")
     parser.add_argument("--out")
@@ -143,8 +149,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=0)
     parser.add_argument("--rate", type=float, default=0.0)
     parser.add_argument("--group", default="chain")
+    parser.add_argument("--warm", action="store_true", help="a source's warm-up records, t0 `-`")
+    parser.add_argument("--durable", help="a folder: the durable floor's stage (bench.durable) with its SQLite file")
+    parser.add_argument("--url", help="the webhook stage's receiver URL")
     args = parser.parse_args()
-    role = {"source": source, "forward": forward, "observe": observe}[args.role]
+    roles = {"source": source, "forward": forward, "observe": observe}
+    if args.durable:
+        from bench import durable  # imports this module: only when asked
+
+        roles = {"source": durable.source, "forward": durable.forward, "webhook": durable.webhook}
+    role = roles[args.role]
     result = uvloop.run(role(args))
     sys.stdout.write("RESULT " + orjson.dumps(result).decode() + "\n")
     sys.stdout.flush()
