@@ -7,6 +7,10 @@ delivery queued or claimed to the last attempt recorded. Two sender paths:
 - `table`: N deliveries queued before the sender starts (a restart, a backlog, another process's writes): claims.
 - `handoff`: the sender runs, then N deliveries are written in this process in transactions of 100 events (as the
   consumer writes them) and handed to the sender in memory after each commit; the CPU includes those writes.
+- `consumer`: the hand-off path as routing's consumer drives it (end to end): batches of B deliveries (10-50 at e2e
+  rates), each transaction followed by the consumer's hold of the loop for its next apply (0.7 ms a lead, a sleep:
+  no CPU) after its yield and `common.poll.hand_off`; `behind` is how many of the deliveries written so far were
+  not yet answered when the next batch's apply began (the sender's lag behind the consumer).
 The bare client (`bare`) posts the same bodies with as many requests in flight, unsigned, recording nothing.
 The floor (`floor`) is the bare client plus only the durable bookkeeping the guarantees need, on the same schema:
 each batch of HANDOFF_BATCH rows inserted in one transaction (the routing transaction's write) and handed over in
@@ -40,7 +44,9 @@ from common.envelope import Event
 
 CONCURRENCY = 32  # routing's default webhook_concurrency: the bare client gets the same number in flight
 HANDOFF_BATCH = 100  # events per transaction on the hand-off path
-MODES = ("table", "handoff", "bare", "floor")
+CONSUMER_BATCHES = (10, 40)  # the `consumer` mode's batch sizes in `run`: routing's polls at e2e rates
+APPLY_S_PER_LEAD = 0.0007  # how long routing's apply holds the loop per lead (~30 ms a batch of 40 at 585/s)
+MODES = ("table", "handoff", "bare", "floor", "consumer")
 
 
 def assigned_events(n: int) -> list[Event]:
@@ -210,18 +216,23 @@ async def _floor(events: list[Event], bodies: list[tuple[str, bytes]], db: Any, 
     return settled
 
 
-async def _sender_run(mode: str, events: list[Event], db_url: str, url: str) -> tuple[int, float, float, float | None]:
+async def _sender_run(
+    mode: str, events: list[Event], db_url: str, url: str, batch: int, behind: list[int]
+) -> tuple[int, float, float, float | None]:
     """Routing's sender draining `events` to `url`; returns (delivered, wall seconds, CPU seconds, and the CPU
-    seconds writing the backlog took on the table path)."""
+    seconds writing the backlog took on the table path). The `consumer` mode notes in `behind`, before each batch
+    after the first, how many written deliveries were not yet answered."""
     from sqlalchemy import func, select
 
+    from common import consumer
     from common.db import Database
     from common.db_schema import upgrade_schema_async
+    from common.poll import hand_off
     from routing.app import MIGRATIONS
     from routing.settings import RoutingSettings
     from routing.store import Base, WebhookDelivery
     from routing.webhooks import WebhookSender, enqueue_deliveries
-    from routing.webhooks.sender import ATTEMPTS
+    from routing.webhooks.sender import ATTEMPTS, DELIVERY_SECONDS
     from routing.webhooks.service import Webhooks
 
     settings = RoutingSettings(
@@ -243,12 +254,28 @@ async def _sender_run(mode: str, events: list[Event], db_url: str, url: str) -> 
             async with db.transaction() as session:
                 await enqueue_deliveries(session, events[i : i + batch], datetime.now(UTC))
 
+    async def as_the_consumer(batch: int) -> None:
+        """Each batch committed as the consumer loop does: its yield, its hand-off, then the next apply's hold."""
+        for i in range(0, len(events), batch):
+            if i:
+                behind.append(i - round(answered() - answered_base))
+                time.sleep(APPLY_S_PER_LEAD * batch)  # the apply's statements hold the loop (no CPU: a sleep)
+            async with db.transaction() as session:
+                await enqueue_deliveries(session, events[i : i + batch], datetime.now(UTC))
+            await asyncio.sleep(consumer._HAND_OFF_S)
+            await hand_off(db.engine, consumer._RELAY_SHARE_S)
+
+    def answered() -> float:
+        """Attempts answered so far (observed by the worker at the answer, before its record commits)."""
+        samples = (sample for metric in DELIVERY_SECONDS.collect() for sample in metric.samples)
+        return sum(s.value for s in samples if s.name.endswith("_count"))
+
     def succeeded() -> float:
         """Successful attempts so far, from the sender's own counter (the registry's collect reads /proc)."""
         samples = (sample for metric in ATTEMPTS.collect() for sample in metric.samples)
         return sum(s.value for s in samples if s.name.endswith("_total") and s.labels.get("result") == "success")
 
-    base = succeeded()
+    base, answered_base = succeeded(), answered()
     sender = WebhookSender(db, settings)
     enqueue_cpu = None
     if mode == "table":  # the backlog, written as the hand-off path writes it: the CPU that path adds for it
@@ -257,9 +284,9 @@ async def _sender_run(mode: str, events: list[Event], db_url: str, url: str) -> 
         enqueue_cpu = _cpu_s() - enqueue_cpu
     started, cpu = time.perf_counter(), _cpu_s()
     running = asyncio.create_task(sender.run())
-    if mode == "handoff":
+    if mode in ("handoff", "consumer"):
         await asyncio.sleep(0)  # the sender takes hand-offs from its first step on
-        await enqueue(HANDOFF_BATCH)
+        await (enqueue(batch) if mode == "handoff" else as_the_consumer(batch))
     while succeeded() - base < len(events) and not running.done():
         await asyncio.sleep(0.02)
     await sender.stop()
@@ -272,9 +299,10 @@ async def _sender_run(mode: str, events: list[Event], db_url: str, url: str) -> 
     return delivered, wall, cpu, enqueue_cpu
 
 
-async def _worker(mode: str, n: int, db_url: str, url: str) -> dict[str, Any]:
+async def _worker(mode: str, n: int, db_url: str, url: str, batch: int = HANDOFF_BATCH) -> dict[str, Any]:
     events = assigned_events(n)
     enqueue_cpu = None
+    behind: list[int] = []
     if mode in ("bare", "floor"):
         bodies = _bodies(events)  # built before the clock starts: the sender's are built when enqueued
         floor = await _floor_setup(db_url, url) if mode == "floor" else None
@@ -284,10 +312,13 @@ async def _worker(mode: str, n: int, db_url: str, url: str) -> dict[str, Any]:
         if floor is not None:
             await floor[0].dispose()
     else:
-        delivered, wall, cpu, enqueue_cpu = await _sender_run(mode, events, db_url, url)
+        delivered, wall, cpu, enqueue_cpu = await _sender_run(mode, events, db_url, url, batch, behind)
     return {
         "mode": mode,
         "n": n,
+        "batch": batch,
+        "behind_median": median(behind) if behind else None,
+        "behind_max": max(behind) if behind else None,
         "delivered": delivered,
         "wall_s": round(wall, 3),
         "per_s": round(delivered / wall, 1) if wall > 0 else None,
@@ -306,10 +337,13 @@ def _receiver_stats(receiver: Service) -> dict[str, Any]:
     return httpx.get(f"{receiver.url}/_stats", timeout=30).json()
 
 
-def _one(mode: str, n: int, tmp: Path, i: int, receiver: Service, env: dict[str, str]) -> dict[str, Any]:
+def _one(
+    mode: str, n: int, tmp: Path, i: int, receiver: Service, env: dict[str, str], batch: int = HANDOFF_BATCH
+) -> dict[str, Any]:
     httpx.post(f"{receiver.url}/_reset", timeout=10)
-    db_url = f"sqlite+aiosqlite:///{(tmp / f'{mode}-{i}.db').resolve()}"
+    db_url = f"sqlite+aiosqlite:///{(tmp / f'{mode}-{batch}-{i}.db').resolve()}"
     command = [sys.executable, "-m", "bench.webhooks", "worker", mode, str(n), db_url, f"{receiver.url}/hook"]
+    command.append(str(batch))
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"webhooks worker {mode} failed: {done.stderr[-2000:]}")
@@ -319,8 +353,8 @@ def _one(mode: str, n: int, tmp: Path, i: int, receiver: Service, env: dict[str,
     result["received"] = stats["count"]
     result["received_per_s"] = round((stats["count"] - 1) / span, 1) if span > 0 else None
     log(
-        f"webhooks {mode}: {result['per_s']}/s ({result['delivered']}/{n}, receiver {result['received_per_s']}/s),"
-        f" {result['cpu_ms_per_delivery']} ms CPU per delivery"
+        f"webhooks {mode} (batch {batch}): {result['per_s']}/s ({result['delivered']}/{n},"
+        f" receiver {result['received_per_s']}/s), {result['cpu_ms_per_delivery']} ms CPU per delivery"
     )
     return result
 
@@ -331,28 +365,34 @@ def _load() -> str:
 
 
 def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
-    """Table path (A), bare aiohttp (B), hand-off path (A'), repeated: table bare handoff table bare handoff ..."""
+    """Table path (A), bare aiohttp (B), hand-off path (A'), floor, the consumer-driven hand-off at e2e batch sizes,
+    repeated: table bare handoff floor consumer... table bare ..."""
     del bootstrap  # no broker: the sender and its database only
     n = 2000 if quick else 10_000
     repeats = 2 if quick else 3
     tmp.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT), HANDOFF_WEBHOOK_ALLOW_LOOPBACK="true")
     receiver = Service("bench.receiver", free_port(), env, tmp / "receiver.log", extra_args=list(UVICORN_ARGS))
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    kinds = [mode for mode in MODES if mode != "consumer"] + [f"consumer_b{batch}" for batch in CONSUMER_BATCHES]
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     load_before = _load()
     try:
         receiver.start()
         for i in range(repeats):
             for mode in ("table", "bare", "handoff", "floor"):
                 runs[mode].append(_one(mode, n, tmp, i, receiver, env))
+            for batch in CONSUMER_BATCHES:
+                runs[f"consumer_b{batch}"].append(_one("consumer", n, tmp, i, receiver, env, batch))
     finally:
         receiver.stop()
     result: dict[str, Any] = {"n": n, "concurrency": CONCURRENCY, "transport": "aiohttp"}
     result["load"] = [load_before, _load()]
-    for mode in MODES:
-        result[f"{mode}_runs"] = runs[mode]
-        result[f"{mode}_per_s"] = median([r["per_s"] for r in runs[mode]])
-        result[f"{mode}_cpu_ms_per_delivery"] = median([r["cpu_ms_per_delivery"] for r in runs[mode]])
+    for kind in kinds:
+        result[f"{kind}_runs"] = runs[kind]
+        result[f"{kind}_per_s"] = median([r["per_s"] for r in runs[kind]])
+        result[f"{kind}_cpu_ms_per_delivery"] = median([r["cpu_ms_per_delivery"] for r in runs[kind]])
+        if kind.startswith("consumer"):  # deliveries not yet answered when the next batch's apply began
+            result[f"{kind}_behind_median"] = median([r["behind_median"] for r in runs[kind]])
     result["table_ratio"] = ratio(result["table_per_s"], result["bare_per_s"])
     result["handoff_ratio"] = ratio(result["handoff_per_s"], result["bare_per_s"])
     result["floor_ratio"] = ratio(result["floor_per_s"], result["bare_per_s"])
@@ -362,8 +402,9 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "worker" and sys.argv[2] in MODES:
+    if len(sys.argv) in (6, 7) and sys.argv[1] == "worker" and sys.argv[2] in MODES:
         mode, count, database, target = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
-        print(json.dumps(uvloop.run(_worker(mode, count, database, target))))
+        size = int(sys.argv[6]) if len(sys.argv) == 7 else HANDOFF_BATCH
+        print(json.dumps(uvloop.run(_worker(mode, count, database, target, size))))
     else:
-        sys.exit("usage: python -m bench.webhooks worker table|handoff|bare|floor N DB_URL RECEIVER_URL")
+        sys.exit("usage: python -m bench.webhooks worker table|handoff|bare|floor|consumer N DB_URL RECEIVER_URL [B]")

@@ -9,7 +9,7 @@ run out before an attempt could finish is dropped: the table still holds it, and
 from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from routing.webhooks.claims import Claim
@@ -18,8 +18,9 @@ from routing.webhooks.claims import Claim
 class FairScheduler:
     """Counts attempts in flight by endpoint and hands out waiting claims in round-robin order."""
 
-    def __init__(self, total: int, per_endpoint: int) -> None:
+    def __init__(self, total: int, per_endpoint: int, on_drop: Callable[[str], None] | None = None) -> None:
         self.total = total
+        self._on_drop = on_drop  # told the id of each claim dropped for its lease
         self.per_endpoint = per_endpoint
         self.in_flight: Counter[str] = Counter()
         self._running = 0
@@ -29,6 +30,10 @@ class FairScheduler:
     @property
     def free(self) -> int:
         return self.total - self._running if self._running < self.total else 0
+
+    @property
+    def running(self) -> int:
+        return self._running
 
     @property
     def waiting(self) -> int:
@@ -74,6 +79,8 @@ class FairScheduler:
                     waiting.move_to_end(endpoint_id)  # the next turn goes to another endpoint
                 if claim.lease_until is not None and deadline >= claim.lease_until:
                     dropped = True
+                    if self._on_drop is not None:
+                        self._on_drop(claim.delivery_id)
                     continue  # its lease would end mid-attempt: left to the table
                 in_flight[endpoint_id] += 1
                 self._running += 1

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import Database
 from common.egress import Resolver, system_resolver
+from common.poll import share_loop
 from common.runtime import poll_until
 from routing.access.links import link_keys
 from routing.connectors import ConnectorDeps, ConnectorPool, registry
@@ -42,6 +43,7 @@ from routing.settings import RoutingSettings
 from routing.webhooks.address import webhook_address_policy
 from routing.webhooks.claims import Claim, ClaimBuilder
 from routing.webhooks.outcome import AttemptOutcome
+from routing.webhooks.owed import OwedDeliveries
 from routing.webhooks.recorder import ATTEMPTS, DELIVERY_SECONDS, AttemptRecorder
 from routing.webhooks.scheduler import FairScheduler
 from routing.webhooks.send_store import SendStore
@@ -103,7 +105,10 @@ class WebhookSender:
         self._poster: SignedPoster | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._idle: deque[asyncio.Future[Claim | None]] = deque()  # workers waiting to be handed a claim
-        self._slots = FairScheduler(settings.webhook_concurrency, settings.webhook_endpoint_concurrency)
+        self._owed = OwedDeliveries()  # handed off by commits, not yet answered: what a consumer's hand_off awaits
+        self._slots = FairScheduler(
+            settings.webhook_concurrency, settings.webhook_endpoint_concurrency, on_drop=self._owed.done
+        )
         self._handed: list[HandedOff] = []  # written leased to this sender, sent from memory
         self._taking_handoffs = False
         self._taking: list[tuple[set[str], set[str]]] | None = None  # revocations during a `_take_handed` read
@@ -124,6 +129,7 @@ class WebhookSender:
         handed = handed_off_in(session) if self._taking_handoffs else []
         if handed:
             self._handed.extend(handed)  # all of the transaction's deliveries: no claim needed for them
+            self._owed.add(handed)
         else:
             self._queued_since_dry = True  # written unleased (no sender took hand-offs then): a claim finds them
         self._wake.set()
@@ -131,6 +137,7 @@ class WebhookSender:
     def _revoke(self, delivery_ids: set[str], endpoint_ids: set[str]) -> None:
         """Deliveries (or endpoints) changed by a commit: the bodies still held in memory for them are not sent
         (their rows' leases were cleared or they were failed; the table gives what is still due to a claim)."""
+        self._owed.revoke(delivery_ids, endpoint_ids)
         if self._handed:
             self._handed = [
                 row for row in self._handed if row.id not in delivery_ids and row.endpoint_id not in endpoint_ids
@@ -177,6 +184,8 @@ class WebhookSender:
                     self._dry_until = time.monotonic() + settings.webhook_poll_interval_s
                     self._queued_since_dry = False
             self._start_ready()
+            if not self._handed and not slots.waiting:
+                self._owed.settle(slots.running)
             # Only what the next pass can act on counts: endpoints at their limit wait for a finished attempt.
             more_claimable = claimed > 0 and seen == batch
             more_handed = bool(self._handed) and slots.waiting < batch
@@ -185,6 +194,8 @@ class WebhookSender:
         # From here on, deliveries written on this database come leased to this sender, in memory.
         take_handoffs(self._db.engine.sync_engine, settings.webhook_lease_s)
         self._taking_handoffs = True
+        # A consumer on this database leaves the sender the loop after each batch until its hand-offs are answered.
+        share_loop(self._db.engine, self._owed)
         self._workers = [
             asyncio.create_task(self._work(), name=f"webhook-worker-{n}") for n in range(self._slots.total)
         ]
@@ -201,6 +212,7 @@ class WebhookSender:
             self._taking_handoffs = False
             stop_handoffs(self._db.engine.sync_engine)
             self._handed.clear()  # their leases run out and a claim query takes them
+            self._owed.clear()
             self._slots.clear_waiting()
             await self._drain()
             await self.close()
@@ -268,19 +280,24 @@ class WebhookSender:
         try:  # if the read fails, the batch's leases run out and a claim takes them
             async with self._db.read() as session:
                 endpoints = await SendStore(session).enabled_endpoints({row.endpoint_id for row in batch})
+        except BaseException:
+            for row in batch:
+                self._owed.done(row.id)
+            raise
         finally:
             self._taking = None
         for delivery_ids, endpoint_ids in revoked:  # commits that changed some while the endpoints were read
             batch = [row for row in batch if row.id not in delivery_ids and row.endpoint_id not in endpoint_ids]
         build = ClaimBuilder(self._secrets, self._clock(), self._links_base_url, self._link_keys)
-        wait = self._slots.wait
+        wait, done = self._slots.wait, self._owed.done
         for row in batch:
             endpoint = endpoints.get(row.endpoint_id)
-            if endpoint is None:
-                continue  # disabled (its pending deliveries were failed)
-            claim = build.handed(row, endpoint)
+            # Disabled (its pending deliveries were failed), or its secrets unreadable: left to the table.
+            claim = None if endpoint is None else build.handed(row, endpoint)
             if claim is not None:
                 wait(claim)
+            else:
+                done(row.id)
 
     async def deliver(self, claim: Claim) -> AttemptOutcome:
         """Send one claimed delivery and record the attempt and what comes next."""
@@ -321,6 +338,7 @@ class WebhookSender:
         few are left waiting (a claim or the hand-offs refill them)."""
         slots = self._slots
         slots.finished(claim)
+        self._owed.done(claim.delivery_id)
         now = self._clock()
         following = None
         if not self._stop.is_set():
