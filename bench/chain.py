@@ -208,7 +208,8 @@ class Stage:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.chain", *args],
             cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            # This tree first, then whatever the parent was given (a worktree's services for an A/B).
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))),
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -1,4 +1,5 @@
-"""Routing: assigned leads/s draining a backlog of lead.scored, against a bare consume-and-produce loop; and, without
+"""Routing: assigned leads/s draining a backlog of lead.scored, against a bare consume-and-produce loop and the
+durable floor's forward stage (bench.durable: the loop plus its dedupe, state and outbox transaction); and, without
 Kafka, the CPU per lead of routing's consumer loop with its handlers (`python -m bench.routing [--profile]`)."""
 
 from __future__ import annotations

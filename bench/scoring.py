@@ -1,4 +1,5 @@
-"""Scoring: leads/s draining a backlog of lead.received, against a bare consume-and-produce loop on the same broker."""
+"""Scoring: leads/s draining a backlog of lead.received, against a bare consume-and-produce loop and the durable floor
+(bench.durable: the loop plus the dedupe, state and outbox transaction per batch) on the same broker."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tests.support.stack import Stack, sample_lead
 
 from bench.chain import Stage, create_topics
 from bench.e2e import PARTITIONS
-from bench.util import UVICORN_ARGS, CpuMeter, broker_pid, cpu_per_lead, interleave, log, median, median_cpu, ratio
+from bench.util import UVICORN_ARGS, CpuMeter, broker_pid, cpu_per_lead, log, median, median_cpu, ratio
 from common.consumer import ConsumerLoop
 from common.db import Database
 from common.db_schema import upgrade_schema_async
@@ -172,9 +173,12 @@ def service_drain(
     return result
 
 
-def bare_drain(bootstrap: str, events: list[Event], out_size: int, wait_s: float, warm: bool = False) -> dict[str, Any]:
+def bare_drain(
+    bootstrap: str, events: list[Event], out_size: int, wait_s: float, warm: bool = False, durable: Path | None = None
+) -> dict[str, Any]:
     """The same backlog through a bare consume-and-produce loop writing records of `out_size` bytes (a warm drain
-    with `warm`, as the service's)."""
+    with `warm`, as the service's); with `durable` (a folder), the durable floor's forward stage (bench.durable):
+    the loop plus the dedupe, state and outbox transaction per batch that the guarantees require."""
     ns = f"bench.drain.{uuid.uuid4().hex[:8]}."
     source, sink = f"{ns}in", f"{ns}out"
     create_topics(bootstrap, [source, sink], PARTITIONS)
@@ -188,6 +192,7 @@ def bare_drain(bootstrap: str, events: list[Event], out_size: int, wait_s: float
             "forward",
             *("--bootstrap", bootstrap, "--in", source, "--out", sink, "--n", str(len(events))),
             *("--size", str(out_size), "--group", f"{ns}g"),
+            *(("--durable", str(durable)) if durable else ()),
         )
         loop.wait_ready()
         pids = {"forward": loop.process.pid, "broker": broker_pid(bootstrap)}
@@ -199,7 +204,7 @@ def bare_drain(bootstrap: str, events: list[Event], out_size: int, wait_s: float
         if loop is not None:
             loop.stop()
         observer.stop()
-    log(f"bare consume-and-produce loop: {result['per_s'] or 0:.0f} msgs/s")
+    log(f"{'durable floor' if durable else 'bare consume-and-produce'} loop: {result['per_s'] or 0:.0f} msgs/s")
     return result
 
 
@@ -216,14 +221,17 @@ def compare(
     warm: bool = False,
     **stack: Any,
 ) -> dict[str, Any]:
-    """A B A B over the same backlog contents, medians and their ratio; `warm` drains (`_warm_drain`) or cold ones
-    (the consumer started on a prefilled topic, timed from its first output to its last)."""
+    """A B C A B C over the same backlog contents (Handoff, the bare loop, the durable floor), medians and their
+    ratios; `warm` drains (`_warm_drain`) or cold ones (the consumer started on a prefilled topic, timed from its
+    first output to its last)."""
     loadavg = os.getloadavg()[0]
-    handoff, bare = interleave(
-        repeats,
-        lambda i: service_drain(tmp / f"{service}{i}", bootstrap, service, topics, events, wait_s, warm, **stack),
-        lambda _i: bare_drain(bootstrap, events, out_size, wait_s, warm),
-    )
+    handoff: list[dict[str, Any]] = []
+    bare: list[dict[str, Any]] = []
+    floor: list[dict[str, Any]] = []
+    for i in range(repeats):  # drifting machine load hits all three alike
+        handoff.append(service_drain(tmp / f"{service}{i}", bootstrap, service, topics, events, wait_s, warm, **stack))
+        bare.append(bare_drain(bootstrap, events, out_size, wait_s, warm))
+        floor.append(bare_drain(bootstrap, events, out_size, wait_s, warm, durable=tmp / f"floor{i}"))
     result: dict[str, Any] = {
         "n": len(events),
         "warm": warm,
@@ -235,7 +243,16 @@ def compare(
         "bare_per_s": median([r["per_s"] for r in bare]),
     }
     result["ratio"] = ratio(result["handoff_per_s"], result["bare_per_s"])
-    result["cpu_ms_per_lead"] = {"handoff": median_cpu(handoff), "bare": median_cpu(bare)}
+    result["floor_runs"] = floor
+    result["floor_per_s"] = median([r["per_s"] for r in floor])
+    result["handoff_of_floor"] = ratio(result["handoff_per_s"], result["floor_per_s"])
+    result["floor_of_bare"] = ratio(result["floor_per_s"], result["bare_per_s"])
+    result["cpu_ms_per_lead"] = {"handoff": median_cpu(handoff), "bare": median_cpu(bare), "floor": median_cpu(floor)}
+    log(
+        f"{service}: {result['handoff_per_s'] or 0:.0f}/s, durable floor {result['floor_per_s'] or 0:.0f}/s, bare "
+        f"{result['bare_per_s'] or 0:.0f}/s (Handoff/floor {result['handoff_of_floor'] or 0:.2f}, floor/bare "
+        f"{result['floor_of_bare'] or 0:.2f})"
+    )
     if warm:
         first_to_last = [median([r.get("per_s_first_to_last") for r in runs]) for runs in (handoff, bare)]
         result["ratio_first_to_last"] = ratio(*first_to_last)
