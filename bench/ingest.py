@@ -1,12 +1,16 @@
-"""Ingest: sustained acknowledged leads/s and latency against a bare FastAPI endpoint with the same request model."""
+"""Ingest: sustained acknowledged leads/s and latency against a bare FastAPI endpoint with the same request model,
+and against the durable floor (bench/bare/floor.py: that endpoint plus only what ingest's guarantees require)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import secrets
 import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,16 +34,60 @@ from bench.util import (
     ratio,
 )
 
+FLOOR_APP = "bench.bare.floor:create_app"
+
 PG_ADMIN_URL = os.environ.get("HANDOFF_TEST_PG_URL", "postgresql://handoff:handoff@127.0.0.1:5432/handoff")
 
 
-def _servers(tmp: Path, bootstrap: str, workers: int, database_url: str | None) -> tuple[Stack, Service]:
+class FloorService(Service):
+    """The durable floor under uvicorn, as `bench.bare` runs (its module is not a service's `<name>.app`)."""
+
+    def start(self, wait: bool = True) -> None:
+        log = self.log_path.open("ab")
+        target = [sys.executable, "-m", "uvicorn", FLOOR_APP, "--factory", "--host", "127.0.0.1", "--port"]
+        self.process = subprocess.Popen(
+            [*target, str(self.port), *self.extra_args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        if wait:
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.kill()
+                raise
+
+
+def _servers(
+    tmp: Path, bootstrap: str, workers: int, database_url: str | None
+) -> tuple[Stack, Service, FloorService, str]:
+    """Handoff's stack, the bare endpoint, the durable floor and the floor's API key."""
     stack = Stack(tmp, bootstrap, database_urls={"ingest": database_url} if database_url else None)
     args = [*UVICORN_ARGS, "--workers", str(workers)] if workers > 1 else list(UVICORN_ARGS)
     stack["ingest"].extra_args = args
     bare_env = dict(stack.env, PYTHONPATH=str(ROOT))
     bare = Service("bench.bare", free_port(), bare_env, tmp / "bare.log", extra_args=args)
-    return stack, bare
+    floor_key = secrets.token_urlsafe(32)
+    floor_env = dict(
+        bare_env,
+        FLOOR_DATABASE=str(tmp / "floor.db"),
+        FLOOR_KAFKA_BOOTSTRAP=bootstrap,
+        FLOOR_TOPIC=stack.topic("floor.leads.received.v1"),
+        FLOOR_TOPIC_PARTITIONS=stack.env.get("HANDOFF_TOPIC_PARTITIONS", "3"),
+        FLOOR_API_KEY_SHA256=hashlib.sha256(floor_key.encode()).hexdigest(),
+    )
+    # One process: the floor's writer is the only writer of its SQLite file, as ingest's is on SQLite.
+    floor = FloorService("bench.bare.floor", free_port(), floor_env, tmp / "floor.log", extra_args=list(UVICORN_ARGS))
+    return stack, bare, floor, floor_key
+
+
+def interleave3(
+    repeats: int, *sides: Callable[[int], WrkResult]
+) -> tuple[list[WrkResult], list[WrkResult], list[WrkResult]]:
+    """A B C A B C ...: drifting machine load hits every side alike."""
+    runs: tuple[list[WrkResult], list[WrkResult], list[WrkResult]] = ([], [], [])
+    for i in range(repeats):
+        for side, out in zip(sides, runs, strict=True):
+            out.append(side(i))
+    return runs
 
 
 def _migrate(url: str) -> None:
@@ -116,34 +164,38 @@ def _mode(
     repeats: int,
     connections: int,
     postgres: tuple[str, str] | None = None,
+    with_floor: bool = False,
 ) -> dict[str, Any]:
     database, url = postgres if postgres else (None, None)
-    stack, bare = _servers(tmp, bootstrap, workers, url)
+    stack, bare, floor, floor_key = _servers(tmp, bootstrap, workers, url)
     ingest = stack["ingest"]
     if workers > 1 or url:
         # Several workers would otherwise race to create the same tables.
         _migrate(url or f"sqlite+aiosqlite:///{tmp / 'data' / 'ingest.db'}")
+    servers = {"handoff": ingest, "bare": bare, **({"floor": floor} if with_floor else {})}
     try:
-        ingest.start()
-        bare.start()
+        for server in servers.values():
+            server.start()
         api_key = source_key(ingest)
+        tokens = {"handoff": api_key, "bare": api_key, "floor": floor_key}  # the bare endpoint ignores its key
         if pinned:
-            _pin_tree(ingest, "0")
-            _pin_tree(bare, "0")
+            for server in servers.values():
+                _pin_tree(server, "0")
         gen_cpus = "1" if pinned else None
         threads = 1 if pinned else 2
 
         broker = broker_pid(bootstrap)
-        cpu: dict[str, list[dict[str, Any]]] = {"handoff": [], "bare": []}
+        cpu: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
 
-        def measure(service: Service, duration: float) -> WrkResult:
+        def measure(name: str, duration: float) -> WrkResult:
             # The server's process tree (uvicorn's workers included) and the broker, over exactly this wrk run.
+            service = servers[name]
             assert service.process is not None
             meter = CpuMeter({"server": service.process.pid, "broker": broker})
             backends = _backend_cpu(database) if service is ingest else {}
             out = run_wrk(
                 f"{service.url}/v1/leads",
-                token=api_key,  # the bare endpoint ignores it; ingest looks it up
+                token=tokens[name],
                 seconds=duration,
                 connections=connections,
                 threads=threads,
@@ -154,16 +206,21 @@ def _mode(
                 # Backends opened during the run count whole (they started inside it).
                 after = _backend_cpu(database)
                 cpu_s["postgres"] = sum(cpu - backends.get(pid, 0.0) for pid, cpu in after.items())
-            run = {"cpu_s": cpu_s, "cpu_ms_per_lead": cpu_per_lead(cpu_s, out.accepted)}
-            cpu["handoff" if service is ingest else "bare"].append(run)
+            cpu[name].append({"cpu_s": cpu_s, "cpu_ms_per_lead": cpu_per_lead(cpu_s, out.accepted)})
             return out
 
-        # Warm both (imports, first connections, SQLite page cache) before anything counts.
-        measure(ingest, 1)
-        measure(bare, 1)
-        cpu = {"handoff": [], "bare": []}  # the warm-up does not count
-        handoff, baseline = interleave(repeats, lambda _i: measure(ingest, seconds), lambda _i: measure(bare, seconds))
+        # Warm every server (imports, first connections, SQLite page cache) before anything counts.
+        for name in servers:
+            measure(name, 1)
+        cpu = {name: [] for name in servers}  # the warm-up does not count
+        sides = [lambda _i, name=name: measure(name, seconds) for name in servers]
+        if with_floor:
+            handoff, baseline, floored = interleave3(repeats, *sides)
+        else:
+            handoff, baseline = interleave(repeats, *sides)
+            floored = []
     finally:
+        floor.stop()
         bare.stop()
         stack.stop()
     result: dict[str, Any] = {
@@ -176,9 +233,10 @@ def _mode(
         "handoff_runs": [r.as_dict() for r in handoff],
         "bare_runs": [r.as_dict() for r in baseline],
         "cpu_runs": cpu,
-        "cpu_ms_per_lead": {"handoff": median_cpu(cpu["handoff"]), "bare": median_cpu(cpu["bare"])},
+        "cpu_ms_per_lead": {name: median_cpu(runs) for name, runs in cpu.items()},
     }
-    for name, runs in (("handoff", handoff), ("bare", baseline)):
+    named = {"handoff": handoff, "bare": baseline, **({"floor": floored} if with_floor else {})}
+    for name, runs in named.items():
         result[name] = {
             "accepted_per_s": median([r.accepted_per_s for r in runs]),
             "p50_ms": median([r.p50_ms for r in runs]),
@@ -187,10 +245,21 @@ def _mode(
         }
     result["ratio"] = ratio(result["handoff"]["accepted_per_s"], result["bare"]["accepted_per_s"])
     where = ("pinned" if pinned else f"whole-machine, {workers} worker(s)") + (", PostgreSQL" if url else "")
-    log(
+    line = (
         f"ingest {where}: {result['handoff']['accepted_per_s']:.0f}/s vs bare "
         f"{result['bare']['accepted_per_s']:.0f}/s (ratio {result['ratio'] or 0:.2f})"
     )
+    if with_floor:
+        result["floor_runs"] = [r.as_dict() for r in floored]
+        result["floor_writer"] = os.environ.get("FLOOR_WRITER", "thread")
+        # floor/bare: what the guarantees cost a bare endpoint; Handoff/floor: what Handoff costs beyond them.
+        result["ratio_floor_bare"] = ratio(result["floor"]["accepted_per_s"], result["bare"]["accepted_per_s"])
+        result["ratio_handoff_floor"] = ratio(result["handoff"]["accepted_per_s"], result["floor"]["accepted_per_s"])
+        line += (
+            f", floor {result['floor']['accepted_per_s']:.0f}/s (floor/bare {result['ratio_floor_bare'] or 0:.2f}, "
+            f"Handoff/floor {result['ratio_handoff_floor'] or 0:.2f})"
+        )
+    log(line)
     return result
 
 
@@ -201,9 +270,9 @@ def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     common: dict[str, Any] = {"bootstrap": bootstrap, "seconds": seconds, "repeats": repeats}
     result = {
-        "pinned": _mode(tmp / "pinned", pinned=True, workers=1, connections=32, **common),
+        "pinned": _mode(tmp / "pinned", pinned=True, workers=1, connections=32, with_floor=True, **common),
         # One process is how the stack deploys ingest on SQLite (one writer); more workers share one file lock.
-        "whole_machine": _mode(tmp / "whole", pinned=False, workers=1, connections=64, **common),
+        "whole_machine": _mode(tmp / "whole", pinned=False, workers=1, connections=64, with_floor=True, **common),
     }
     if cores > 1:
         result["whole_machine_workers"] = _mode(tmp / "workers", pinned=False, workers=cores, connections=64, **common)
