@@ -9,6 +9,9 @@ Failures: a transient store error (locked, disconnected, read-only) fails every 
 answers with 503, nothing kept. Any other error (a constraint, a bad value) might belong to a single lead, so the
 batch is retried one lead per transaction and only the lead that fails again is refused.
 
+On SQLite a batch is a transaction at the driver on a connection the writer keeps (ingest.store.batch_sqlite: no
+ORM session per batch); elsewhere a session of the database's.
+
 Overload: the queue is bounded (`writer_max_pending`), and a request waits at most `writer_enqueue_timeout_s` for
 room in it before it is refused with `WriterBusy` (a 503 the caller retries), so a store slower than the offered
 load costs bounded latency and bounded memory, never an ever-longer wait.
@@ -27,6 +30,7 @@ from common.db import Database
 from ingest import handlers
 from ingest.handlers import IdempotencyConflict, PreparedLead, Stored
 from ingest.settings import IngestSettings
+from ingest.store.batch_sqlite import SQLiteBatches
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +66,7 @@ class IngestWriter:
         self._enqueue_timeout_s = settings.writer_enqueue_timeout_s
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
+        self._batches = SQLiteBatches(db) if SQLiteBatches.fits(db) else None
 
     async def start(self) -> None:
         """Start the writer task."""
@@ -82,6 +87,8 @@ class IngestWriter:
         while not self._queue.empty():
             _, future = self._queue.get_nowait()
             _fail(future, WriterUnavailable("ingest is shutting down"))
+        if self._batches is not None:
+            await self._batches.close()
 
     async def submit(self, item: PreparedLead) -> Stored:
         """Store one lead; returns after its transaction committed; raises IdempotencyConflict, WriterBusy or a
@@ -157,6 +164,9 @@ class IngestWriter:
                 return
 
     async def _commit(self, items: list[PreparedLead]) -> list[Stored | IdempotencyConflict]:
+        if self._batches is not None:
+            async with self._batches.transaction() as batch:
+                return await handlers.accept_batch(batch, self._settings, items)
         async with self._db.transaction() as session:
             return await handlers.accept_leads(session, self._settings, items)
 

@@ -193,3 +193,35 @@ async def test_invalid_input_stores_nothing_and_a_key_reused_for_an_invalid_body
     reused = await ingest.client.post("/v1/leads", json=invalid, headers=headers)
     assert reused.status_code == 409 and reused.json()["error"] == "idempotency_key_reused"
     assert await _stored(ingest) == (1, 1, 1, 1)
+
+
+async def _outbox_seqs(ingest: Ingest) -> list[int]:
+    async with ingest.app.state.runtime.db.read() as session:
+        return list((await session.execute(select(outbox.c.seq).order_by(outbox.c.seq))).scalars())
+
+
+async def test_a_batch_hands_its_rows_to_the_relay_and_takes_the_published_deletes_only_when_it_commits(
+    ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's transaction (no ORM session on SQLite) keeps the outbox's hand-off: rows go to the relay at
+    commit, the relay's published rows are deleted in the same transaction, and a failed commit does neither."""
+    relay = ingest.app.state.runtime.relay
+    handed: list[Any] = []
+    monkeypatch.setattr(relay, "handoff", lambda rows: handed.extend(rows))
+    first = await ingest.client.post("/v1/leads", json={"email": _email()}, headers=ADMIN)
+    assert first.status_code == 202
+    (published,) = await _outbox_seqs(ingest)
+    assert [row.seq for row in handed] == [published]
+    relay.published.settle([published])  # the broker acknowledged it: the next writer deletes it
+
+    with _failing_commits(ingest):
+        refused = await ingest.client.post("/v1/leads", json={"email": _email()}, headers=ADMIN)
+    assert refused.status_code == 503
+    assert await _outbox_seqs(ingest) == [published] and len(handed) == 1
+    assert relay.published.settling == {published}, "a rolled-back delete is still owed"
+
+    kept = await ingest.client.post("/v1/leads", json={"email": _email()}, headers=ADMIN)
+    assert kept.status_code == 202
+    (written,) = await _outbox_seqs(ingest)
+    assert written != published and [row.seq for row in handed] == [published, written]
+    assert relay.published.settling == set()

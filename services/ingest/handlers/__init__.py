@@ -4,7 +4,7 @@ The names below are re-exported for code outside this service's own modules (the
 shared schema tests) that imports them from `ingest.handlers`.
 """
 
-from ingest.handlers.batch import PreparedLead, Stored, accept_leads
+from ingest.handlers.batch import PreparedLead, Stored, accept_batch, accept_leads
 from ingest.handlers.erasure import erase_lead
 from ingest.handlers.leads import EVENT_SOURCE, IdempotencyConflict, accept_lead, purge_erased_identities
 from ingest.handlers.views import source_view
@@ -14,6 +14,7 @@ __all__ = [
     "IdempotencyConflict",
     "PreparedLead",
     "Stored",
+    "accept_batch",
     "accept_lead",
     "accept_leads",
     "erase_lead",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +25,7 @@ from ingest.handlers.leads import (
     received_event,
 )
 from ingest.settings import IngestSettings
-from ingest.store import IdempotencyRecord, IngestRepository, Lead, LeadIdentity, outbox
+from ingest.store import Base, IdempotencyRecord, IngestRepository, Lead, LeadIdentity, outbox
 
 
 @dataclass(frozen=True)
@@ -72,15 +72,39 @@ def _first_sighting(
     return (min(found) if found else None), stale
 
 
+class BatchStore(Protocol):
+    """The questions a batch asks of its transaction: IngestRepository on a session, or the writer's driver-level
+    transaction on SQLite (ingest.store.batch_sqlite); `session` is what common.outbox and the metrics write to."""
+
+    session: Any
+
+    async def idempotency_many(self, scope_keys: Collection[str]) -> Mapping[str, Any]: ...
+    async def drop_idempotency(self, scope_keys: Collection[str]) -> None: ...
+    async def leads_by_external_ids(
+        self, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, str | None, bool]]: ...
+    async def first_leads_for(
+        self, identities: Collection[str], since: datetime
+    ) -> dict[str, tuple[datetime, str]]: ...
+    async def earlier_lead_for(self, identities: list[str], since: datetime) -> str | None: ...
+    async def insert_rows(self, model: type[Base], rows: Sequence[dict[str, Any]]) -> None: ...
+
+
 async def accept_leads(
     session: AsyncSession, settings: IngestSettings, items: Sequence[PreparedLead]
+) -> list[Stored | IdempotencyConflict]:
+    """`accept_batch` in a session's transaction."""
+    return await accept_batch(IngestRepository(session), settings, items)
+
+
+async def accept_batch(
+    repo: BatchStore, settings: IngestSettings, items: Sequence[PreparedLead]
 ) -> list[Stored | IdempotencyConflict]:
     """Store a batch of leads as `accept_lead` stores one, with one statement per question for the whole batch.
 
     Items are decided in order, so a later item sees the earlier ones: the second lead of a person in a batch is a
     repeat of the first, and the second use of an Idempotency-Key replays (or conflicts with) the first.
     """
-    repo = IngestRepository(session)
     records = await repo.idempotency_many({i.scope_key for i in items if i.scope_key})
     known = await repo.leads_by_external_ids(
         {(i.source.id, i.external_id) for i in items if i.external_id and i.source is not None}
@@ -192,7 +216,7 @@ async def accept_leads(
     await repo.insert_rows(Lead, leads)
     await repo.insert_rows(LeadIdentity, identity_rows)
     await repo.insert_rows(IdempotencyRecord, key_rows)
-    await add_events(session, outbox, settings, events, event_topic)
+    await add_events(repo.session, outbox, settings, events, event_topic)
     for kind, count in received.items():
-        metrics.lead_received(session, kind, count)
+        metrics.lead_received(repo.session, kind, count)
     return outcomes

@@ -26,7 +26,7 @@ _SIGHTINGS = (
 )
 # The same read at the SQLite driver (common.sqlprep), the identities as one JSON array: one statement whatever
 # their number (the same plan: the (identity, seen_at) index searched per identity).
-_SIGHTINGS_SQLITE = sqlprep.Statement(
+SIGHTINGS_SQLITE = sqlprep.Statement(
     select(LeadIdentity.identity, LeadIdentity.seen_at, LeadIdentity.lead_id)
     .where(
         LeadIdentity.identity.in_(
@@ -158,7 +158,7 @@ class IngestRepository:
         # On SQLite straight to the driver: the ORM's execute cost several times the read itself.
         wanted = list(identities)
         params = {"identities": orjson.dumps(wanted).decode(), "since": since}
-        raw = await sqlprep_session.sqlite_fetch(self.session, _SIGHTINGS_SQLITE, params)
+        raw = await sqlprep_session.sqlite_fetch(self.session, SIGHTINGS_SQLITE, params)
         found: dict[str, tuple[datetime, str]] = {}
         if raw is not None:
             for identity, seen_at, lead_id in raw:

@@ -1,0 +1,196 @@
+"""The group-commit writer's transaction on SQLite without an ORM session: one connection held for the writer's life.
+
+Why: per batch, an AsyncSession (its construction, the pool's checkout and reset, the session transaction's state
+machine, the close) cost the event loop ~0.25-0.35 ms, more than the batch's own statements. Here a batch is a Core
+transaction on a connection the writer keeps (BEGIN IMMEDIATE through the engine's begin hook, COMMIT through the
+dialect's commit thread, so the engine's events and SQLite's settings stay those of every other writer), its hot
+statements (the repeat look-up, the row inserts) go straight to sqlite3 through common.sqlprep, and the rare ones
+(Idempotency-Keys, platform ids) through Core on the same connection.
+
+The outbox rows are written by common.outbox.add_events in the same transaction, given `BatchTransaction`, which
+offers what it and the metrics helpers ask of a session (`info`, `sync_session.bind`, `connection()`, `execute()`);
+once the transaction commits, the Session lifecycle listeners (common.db's on-commit callbacks, the outbox's hand-off
+to the relay and its claimed deletes) run on it as they would on a session, and on a rollback theirs for that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Collection, Sequence
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Table, bindparam, delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import Session
+
+from common import sqlprep
+from common.db import Database, sqlite_time
+from ingest.store.repository import SIGHTINGS_SQLITE
+from ingest.store.tables import Base, IdempotencyRecord, Lead, LeadIdentity
+
+_KEYS = select(
+    IdempotencyRecord.scope_key,
+    IdempotencyRecord.request_hash,
+    IdempotencyRecord.status_code,
+    IdempotencyRecord.response,
+    IdempotencyRecord.created_at,
+).where(IdempotencyRecord.scope_key.in_(bindparam("keys", expanding=True)))
+_DROP_KEYS = delete(IdempotencyRecord).where(IdempotencyRecord.scope_key.in_(bindparam("keys", expanding=True)))
+_EXTERNAL = select(Lead.id, Lead.source_id, Lead.external_id, Lead.duplicate_of, Lead.is_test).where(
+    Lead.external_id.in_(bindparam("external_ids", expanding=True))
+)
+_EARLIER = (
+    select(LeadIdentity.lead_id)
+    .where(
+        LeadIdentity.identity.in_(bindparam("identities", expanding=True)),
+        LeadIdentity.seen_at >= bindparam("since", type_=LeadIdentity.seen_at.type),
+    )
+    .order_by(LeadIdentity.seen_at)
+    .limit(1)
+)
+
+
+# Core on the held connection through run_sync: the inline dialect never awaits inside a statement, which
+# AsyncConnection.execute insists on (AwaitRequired); one greenlet switch either way.
+def _execute(connection: Connection, statement: Any, params: Any) -> Any:
+    return connection.execute(statement, params)
+
+
+def _fetch(connection: Connection, statement: Any, params: Any) -> list[Any]:
+    return list(connection.execute(statement, params).all())
+
+
+class _Outermost:
+    parent = None  # what the listeners of `after_transaction_end` look at: this was no savepoint
+
+
+class BatchTransaction:
+    """One writer transaction: the questions `accept_batch` asks, and what common.outbox.add_events and the metrics
+    helpers ask of a session."""
+
+    def __init__(self, connection: AsyncConnection, raw: Any, bind: Any) -> None:
+        self._connection = connection
+        self._raw = raw  # the sqlite3 connection under `connection`
+        self._dialect = connection.dialect
+        self.info: dict[str, Any] = {}
+        self.sync_session = SimpleNamespace(bind=bind)  # common.outbox finds its relay by the engine
+        self.session = self  # what accept_batch hands to add_events and the metrics
+
+    async def connection(self) -> AsyncConnection:
+        return self._connection
+
+    async def execute(self, statement: Any, params: Any = None) -> Any:
+        return await self._connection.run_sync(_execute, statement, params)
+
+    async def _rows(self, statement: Any, params: Any) -> list[Any]:
+        return await self._connection.run_sync(_fetch, statement, params)
+
+    async def idempotency_many(self, scope_keys: Collection[str]) -> dict[str, Any]:
+        if not scope_keys:
+            return {}
+        rows = await self._rows(_KEYS, {"keys": list(scope_keys)})
+        return {row.scope_key: row for row in rows}
+
+    async def drop_idempotency(self, scope_keys: Collection[str]) -> None:
+        if scope_keys:
+            await self.execute(_DROP_KEYS, {"keys": list(scope_keys)})
+
+    async def leads_by_external_ids(
+        self, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, str | None, bool]]:
+        if not keys:
+            return {}
+        rows = await self._rows(_EXTERNAL, {"external_ids": list({external for _, external in keys})})
+        wanted = set(keys)
+        found: dict[tuple[str, str], tuple[str, str | None, bool]] = {}
+        for lead_id, source_id, external_id, duplicate_of, is_test in rows:
+            if (source_id, external_id) in wanted:
+                found[(source_id, external_id)] = (lead_id, duplicate_of, bool(is_test))
+        return found
+
+    async def first_leads_for(self, identities: Collection[str], since: datetime) -> dict[str, tuple[datetime, str]]:
+        if not identities:
+            return {}
+        compiled = SIGHTINGS_SQLITE.compiled(self._dialect)
+        params = compiled.params({"identities": orjson.dumps(list(identities)).decode(), "since": since})
+        found: dict[str, tuple[datetime, str]] = {}
+        rows = sqlprep.run_sqlite(self._raw, self._dialect, compiled.sql, params, False, True)
+        for identity, seen_at, lead_id in rows:
+            if identity not in found:
+                found[identity] = (sqlite_time(seen_at), lead_id)
+        return found
+
+    async def earlier_lead_for(self, identities: list[str], since: datetime) -> str | None:
+        if not identities:
+            return None
+        rows = await self._rows(_EARLIER, {"identities": identities, "since": since})
+        return rows[0][0] if rows else None
+
+    async def insert_rows(self, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        table: Table = model.__table__  # type: ignore[assignment]
+        plan = sqlprep.insert_plan(self._dialect, table, tuple(rows[0]))
+        if plan is None:  # a column left out has a computed default: Core applies it
+            await self._connection.run_sync(sqlprep.insert_many, table, rows)
+            return
+        sqlprep.run_sqlite(self._raw, self._dialect, plan.sql, plan.rows(rows), True, False)
+
+
+class SQLiteBatches:
+    """The writer's transactions on one held connection of `db`'s (inline SQLite) engine, queued with every other
+    writer of the database."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._connection: AsyncConnection | None = None
+        self._raw: Any = None
+        self._events = Session()  # the Session lifecycle listeners, run on each BatchTransaction
+
+    @staticmethod
+    def fits(db: Any) -> bool:
+        """Whether `db` is a Database on common.db's inline SQLite dialect (statements at sqlite3 on the loop)."""
+        return isinstance(db, Database) and db.is_sqlite and sqlprep.is_inline_sqlite(db.engine.dialect)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[BatchTransaction]:
+        """One unit of work: commits when the block ends, rolls back if it raises."""
+        # Database queues SQLite's writers on this lock (see common.db.Database.transaction): a BEGIN IMMEDIATE
+        # while another writer holds the file would wait in SQLite's busy handler on the event loop's thread.
+        async with self._db._sqlite_writer or contextlib.nullcontext():
+            connection = await self._connect()
+            batch = BatchTransaction(connection, self._raw, self._db.engine.sync_engine)
+            transaction = await connection.begin()
+            try:
+                yield batch
+                await transaction.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await transaction.rollback()
+                self._events.dispatch.after_rollback(batch)
+                self._events.dispatch.after_transaction_end(batch, _Outermost())
+                await self._drop_if_broken(connection)
+                raise
+            self._events.dispatch.after_commit(batch)
+            self._events.dispatch.after_transaction_end(batch, _Outermost())
+
+    async def close(self) -> None:
+        connection, self._connection, self._raw = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    async def _connect(self) -> AsyncConnection:
+        if self._connection is None:
+            connection = await self._db.engine.connect()
+            self._raw = (await connection.get_raw_connection()).driver_connection
+            self._connection = connection
+        return self._connection
+
+    async def _drop_if_broken(self, connection: AsyncConnection) -> None:
+        # A connection left inside a transaction (its rollback failed) or invalidated is not used again.
+        if connection.invalidated or connection.in_transaction() or self._raw.in_transaction:
+            await self.close()
