@@ -6,22 +6,17 @@ import asyncio
 import contextlib
 import time
 import uuid
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from prometheus_client import Histogram
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
     Table,
-    Text,
     delete,
     func,
     insert,
@@ -31,57 +26,24 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
-from common.db import Database, UtcDateTime
+from common.db import Database
 from common.envelope import Event, dumps, loads
-from common.kafka import stop_quietly
-from common.outbox_dead import certain_refusal, park, refusal
+from common.kafka import PartitionBatches, stop_quietly
+from common.outbox_dead import park, refusal
 from common.outbox_deletes import HANDED, PublishedRows, register, relay_for
 from common.outbox_leader import RelayLeadership, relay_channel
-from common.outbox_sqlite import OutboxRow, write_rows
+from common.outbox_sqlite import OutboxRow, outbox_dead_table, outbox_table, write_rows
 from common.poll import poll_until, share_loop
 from common.settings import ServiceSettings
+
+# The tables are declared beside the rows' insert; the services import them from here.
+__all__ = ["OutboxRelay", "add_events", "backlog", "outbox_dead_table", "outbox_table"]
 
 log = structlog.get_logger(__name__)
 
 # Rows held from the hand-off at most (a broker outage must not pile them up in memory): past it, the table has them.
 _HANDED_MAX = 20_000
 _VALUE_KEYS = ("event_id", "topic", "key", "headers", "value")
-
-
-def outbox_table(metadata: MetaData) -> Table:
-    """The outbox table, declared on the service's own metadata so its migrations own it."""
-    return Table(
-        "outbox",
-        metadata,
-        # BigInteger on PostgreSQL, INTEGER PRIMARY KEY (the rowid) on SQLite: the publish order.
-        Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-        Column("event_id", String(64), nullable=False),
-        Column("topic", String(255), nullable=False),
-        Column("key", LargeBinary, nullable=True),
-        Column("headers", Text, nullable=False),
-        Column("value", LargeBinary, nullable=False),
-        Column("created_at", UtcDateTime, nullable=False),
-    )
-
-
-def outbox_dead_table(metadata: MetaData) -> Table:
-    """Outbox rows the broker refused for good (too large, topic unknown or forbidden), with the reason: parked here
-    so later events keep flowing, until `handoff-outbox redrive` moves them back after a fix."""
-    return Table(
-        "outbox_dead",
-        metadata,
-        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-        Column("seq", BigInteger, nullable=False),  # its seq in the outbox, for the record
-        Column("event_id", String(64), nullable=False),
-        Column("topic", String(255), nullable=False),
-        Column("key", LargeBinary, nullable=True),
-        Column("headers", Text, nullable=False),
-        Column("value", LargeBinary, nullable=False),
-        Column("created_at", UtcDateTime, nullable=False),
-        Column("reason", String(64), nullable=False),
-        Column("error", Text, nullable=False),
-        Column("dead_at", UtcDateTime, nullable=False),
-    )
 
 
 async def add_events(
@@ -100,19 +62,20 @@ async def add_events(
     if not events:
         return
     now = datetime.now(UTC)
+    headers = [event.headers() for event in events]  # handed to the relay as they are: it decodes no JSON
     values = [
         (
             event.id,
             settings.topic(topic_of(event)),
             event.key(),
-            dumps([[k, v.decode()] for k, v in event.headers()]).decode(),
+            dumps([[k, v.decode()] for k, v in h]).decode(),
             event.value(),
         )
-        for event in events
+        for event, h in zip(events, headers, strict=True)
     ]
     relay = relay_for(session, table)
     connection = await session.connection()
-    written: Sequence[Any] | None = await write_rows(connection, table, values, now, returning=relay is not None)
+    written = await write_rows(connection, table, values, now, returning=relay is not None, kafka_headers=headers)
     if written is None:  # not the inline SQLite dialect: through Core
         rows = [{**dict(zip(_VALUE_KEYS, row, strict=True)), "created_at": now} for row in values]
         if relay is None:
@@ -121,7 +84,7 @@ async def add_events(
             # Only the seqs come back (in the rows' order): the rest is what was just written, as on SQLite.
             statement = insert(table).returning(table.c.seq, sort_by_parameter_order=True)
             seqs = (await session.execute(statement, rows[0] if len(rows) == 1 else rows)).scalars().all()
-            written = [OutboxRow(seq, *row, now) for seq, row in zip(seqs, values, strict=True)]
+            written = [OutboxRow(seq, *row, now, h) for seq, row, h in zip(seqs, values, headers, strict=True)]
     if relay is not None:
         assert written is not None
         handed = session.info.setdefault(HANDED, (relay, []))
@@ -310,54 +273,54 @@ class OutboxRelay:
         metrics.OUTBOX_BACKLOG.set(len(rows))
         if not rows:
             return False
-        sent: list[tuple[Any, asyncio.Future[Any]]] = []
+        batches = PartitionBatches(producer)
+        sent: list[tuple[asyncio.Future[Any], list[Any]]] = []
         refused: list[tuple[Any, str, BaseException]] = []
-        stopped_at: tuple[Any, BaseException] | None = None  # the row whose send() failed: it and the rest wait
+        held: list[tuple[list[Any], BaseException]] = []  # rows not sent for an error: decided below, outside the bound
+        unsent = 0  # rows neither sent nor refused: they wait in the table for a later round
         failure: BaseException | None = None
         try:
-            # Pipelined: every send() is issued before any delivery is awaited, so the batch leaves in a few produce
-            # requests instead of one round trip per row; one bound for the whole batch (an idempotent producer can
-            # hang while the broker is down, aiokafka#1101), a little over the producer's own request timeout so
-            # that its UnknownTopicOrPartitionError (which names the topic) comes first.
+            # Pipelined: every row is appended to its partition's batch and every batch handed to the producer
+            # before any delivery is awaited, so the round leaves in one produce request; one bound for the whole
+            # round (an idempotent producer can hang while the broker is down, aiokafka#1101), a little over the
+            # producer's own request timeout so that its UnknownTopicOrPartitionError (which names the topic) comes
+            # first.
             async with asyncio.timeout(self._settings.kafka_send_timeout_s + 1):
+                blocked = await batches.learn({row.topic for row in rows})
                 for row in rows:
-                    headers = [(k, v.encode()) for k, v in loads(row.headers)]
-                    try:
-                        future = await producer.send(row.topic, value=row.value, key=row.key, headers=headers)
-                    except (KafkaError, TimeoutError) as exc:
-                        reason = certain_refusal(exc) if self._dead is not None else None
-                        if reason is None:
-                            stopped_at = (row, exc)  # maybe the broker is down: decided below, outside the bound
-                            break
-                        refused.append((row, reason, exc))
+                    if row.topic in blocked:
                         continue
-                    sent.append((row, future))
-                # Every delivery future is awaited: a bare send() only enqueues.
+                    headers = row.kafka_headers if type(row) is OutboxRow else None
+                    try:
+                        batches.add(row.topic, row.key, row.value, headers or _headers(row.headers), row)
+                    except MessageSizeTooLargeError as exc:  # refused before any request, as send() does
+                        refused.append((row, "record_too_large", exc))
+                for topic, error in blocked.items():
+                    held.append(([row for row in rows if row.topic == topic], error))
+                for index, (topic, partition, batch, batch_rows) in enumerate(batches.batches):
+                    try:
+                        sent.append((await producer.send_batch(batch, topic, partition=partition), batch_rows))
+                    except (KafkaError, TimeoutError) as exc:
+                        # Later batches wait too (one of them may follow this one in its partition).
+                        held.append((batch_rows, exc))
+                        unsent = sum(len(later[3]) for later in batches.batches[index + 1 :])
+                        break
+                # Every delivery future is awaited: handing a batch over only enqueues it.
                 if sent:
-                    await asyncio.wait([future for _, future in sent])
+                    await asyncio.wait([future for future, _ in sent])
         except TimeoutError as exc:
             failure = exc  # deliveries still pending keep their rows for the next round
-        if stopped_at is not None:
-            row, error = stopped_at
-            reason = await self._refusal(producer, row.topic, error)
-            if reason is None:
-                failure = failure or error
-            else:
-                refused.append((row, reason, error))
+        for held_rows, error in held:
+            failure = await self._refuse_or_fail(producer, held_rows, error, refused) or failure
         published: list[Any] = []
-        for row, future in sent:
+        for future, batch_rows in sent:
             if not future.done() or future.cancelled():
                 failure = failure or TimeoutError("delivery unconfirmed within the batch's bound")
-                continue
-            delivery_error = future.exception()
-            if delivery_error is None:
-                published.append(row)
-                continue
-            reason = await self._refusal(producer, row.topic, delivery_error)
-            if reason is None:
-                failure = failure or delivery_error
+                future.add_done_callback(_retrieve)  # its outcome is moot: the rows go again
+            elif (error := future.exception()) is None:
+                published.extend(batch_rows)
             else:
-                refused.append((row, reason, delivery_error))
+                failure = await self._refuse_or_fail(producer, batch_rows, error, refused) or failure
         if published:
             # Deleted with the next writer's transaction, or by the deleter: the next round need not wait for it
             # (nor for SQLite's writer), and reads skip these rows meanwhile.
@@ -369,19 +332,28 @@ class OutboxRelay:
                 await park(session, self._dead, refused)
                 seqs = [row.seq for row, _, _ in refused]
                 await session.execute(delete(self._table).where(self._table.c.seq.in_(seqs)))
-        if failure is not None:
-            if published:
-                metrics.OUTBOX_PUBLISHED.inc(len(published))
-            raise failure
-        now = datetime.now(UTC)
-        for row in published:
-            metrics.OUTBOX_PUBLISH_DELAY.observe((now - row.created_at).total_seconds())
         metrics.OUTBOX_PUBLISHED.inc(len(published))
+        if failure is not None:
+            raise failure
+        if published:
+            now = datetime.now(UTC)
+            observe_all(metrics.OUTBOX_PUBLISH_DELAY, [(now - row.created_at).total_seconds() for row in published])
         self.last_publish_monotonic = time.monotonic()
         # A full batch read, or one cut short by a parked row, means more may be waiting.
-        if stopped_at is not None:
+        if unsent:
             self._read_due = True
-        return full or stopped_at is not None
+        return full or bool(unsent)
+
+    async def _refuse_or_fail(
+        self, producer: AIOKafkaProducer, rows: list[Any], error: BaseException, refused: list[Any]
+    ) -> BaseException | None:
+        """Rows the broker refused for good join `refused` (a batch's rows share a topic and an outcome); else the
+        error, which fails the round (the rows go again)."""
+        reason = await self._refusal(producer, rows[0].topic, error)
+        if reason is None:
+            return error
+        refused.extend((row, reason, error) for row in rows)
+        return None
 
     async def _refusal(self, producer: AIOKafkaProducer, topic: str, exc: BaseException) -> str | None:
         if self._dead is None:
@@ -391,6 +363,32 @@ class OutboxRelay:
 
 def _seq(row: Any) -> int:
     return int(row.seq)
+
+
+def _headers(stored: str) -> list[tuple[str, bytes]]:
+    return [(k, v.encode()) for k, v in loads(stored)]
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: no "exception never retrieved" for a delivery the round gave up on
+
+
+def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """histogram.observe(amount) for each amount, the buckets counted in one pass: observe() takes a lock for the sum
+    and for the bucket per call, several times the relay's own work for a row (the same counts and sum result)."""
+    bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
+    if bounds is None or buckets is None or total is None or getattr(histogram, "_labelnames", ()):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1  # the first bound >= amount, as observe() finds it (the last is +Inf)
+    total.inc(sum(amounts))
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 async def backlog(db: Database, table: Table) -> int:

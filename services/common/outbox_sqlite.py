@@ -1,5 +1,7 @@
-"""The outbox insert on the inline SQLite dialect, straight to the driver: SQLAlchemy's INSERT ... RETURNING through
-Core (parameter building, result set-up, the rows' type processing) cost more than SQLite's insert of the rows.
+"""The outbox's tables and rows, and their insert on the inline SQLite dialect.
+
+The insert goes straight to the driver: SQLAlchemy's INSERT ... RETURNING through Core (parameter building, result
+set-up, the rows' type processing) cost more than SQLite's insert of the rows.
 
 The SQL is compiled once per table (a common.sqlprep Statement); the values go as tuples, converted as the columns
 convert them (the blobs and texts as they are, created_at by UtcDateTime's SQLite text). Each row is one INSERT ...
@@ -14,12 +16,24 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, bindparam, insert
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    insert,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common import sqlprep
-from common.db import InlineSQLiteDialect, sqlite_time_text
+from common.db import InlineSQLiteDialect, UtcDateTime, sqlite_time_text
 
 _KEYS = ("event_id", "topic", "key", "headers", "value", "created_at")
 
@@ -34,6 +48,8 @@ class OutboxRow(NamedTuple):
     headers: str
     value: bytes
     created_at: datetime
+    # The Kafka headers `headers` holds as JSON, as the event gave them (rows read back from the table have none).
+    kafka_headers: list[tuple[str, bytes]] | None = None
 
 
 # (event_id, topic, key, headers, value) of each event; every row of a call has the same created_at.
@@ -41,7 +57,13 @@ Values = tuple[str, str, bytes | None, str, bytes]
 
 
 async def write_rows(
-    connection: AsyncConnection, table: Table, values: Sequence[Values], created_at: datetime, *, returning: bool
+    connection: AsyncConnection,
+    table: Table,
+    values: Sequence[Values],
+    created_at: datetime,
+    *,
+    returning: bool,
+    kafka_headers: Sequence[list[tuple[str, bytes]]] | None = None,
 ) -> list[OutboxRow] | None:
     """Write the rows on the (session's) connection through the inline SQLite driver; the rows written (with their
     seq) when `returning`, else []. None on any other dialect: the caller writes them through Core. Errors are
@@ -66,7 +88,46 @@ async def write_rows(
             cursor.close()
 
     seqs = await connection.run_sync(write)
-    return [OutboxRow(seq, *row, created_at) for seq, row in zip(seqs, values, strict=True)] if returning else []
+    if not returning:
+        return []
+    headers = kafka_headers if kafka_headers is not None else [None] * len(values)
+    return [OutboxRow(seq, *row, created_at, h) for seq, row, h in zip(seqs, values, headers, strict=True)]
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    """The outbox table, declared on the service's own metadata so its migrations own it."""
+    return Table(
+        "outbox",
+        metadata,
+        # BigInteger on PostgreSQL, INTEGER PRIMARY KEY (the rowid) on SQLite: the publish order.
+        Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("event_id", String(64), nullable=False),
+        Column("topic", String(255), nullable=False),
+        Column("key", LargeBinary, nullable=True),
+        Column("headers", Text, nullable=False),
+        Column("value", LargeBinary, nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+    )
+
+
+def outbox_dead_table(metadata: MetaData) -> Table:
+    """Outbox rows the broker refused for good (too large, topic unknown or forbidden), with the reason: parked here
+    so later events keep flowing, until `handoff-outbox redrive` moves them back after a fix."""
+    return Table(
+        "outbox_dead",
+        metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("seq", BigInteger, nullable=False),  # its seq in the outbox, for the record
+        Column("event_id", String(64), nullable=False),
+        Column("topic", String(255), nullable=False),
+        Column("key", LargeBinary, nullable=True),
+        Column("headers", Text, nullable=False),
+        Column("value", LargeBinary, nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("reason", String(64), nullable=False),
+        Column("error", Text, nullable=False),
+        Column("dead_at", UtcDateTime, nullable=False),
+    )
 
 
 _INSERTS: dict[tuple[Table, bool], sqlprep.Statement] = {}

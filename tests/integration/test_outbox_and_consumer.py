@@ -324,14 +324,14 @@ async def test_a_row_committed_after_a_later_seq_is_published_not_deleted_on_pos
     def producer() -> AIOKafkaProducer:
         # The slow writer commits while the relay publishes what it read (seqs 1 and 3), before it deletes them.
         real = new_producer(settings)
-        send = real.send
+        send_batch = real.send_batch
 
         async def send_after_the_slow_commit(*args: object, **kwargs: object) -> object:
             commit_now.set()
             await committed.wait()
-            return await send(*args, **kwargs)  # type: ignore[arg-type]
+            return await send_batch(*args, **kwargs)  # type: ignore[arg-type]
 
-        real.send = send_after_the_slow_commit  # type: ignore[method-assign]
+        real.send_batch = send_after_the_slow_commit  # type: ignore[method-assign]
         return real
 
     relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=producer)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -37,14 +38,44 @@ class _Delivery(asyncio.Future[Any]):
         super().add_done_callback(fn, context=context)
 
 
+class _FakeBatch:
+    """What the relay appends to a partition's batch (aiokafka's BatchBuilder, as far as the relay uses it)."""
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+
+    def append(self, *, timestamp: int | None, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> object:
+        self.keys.append(key)
+        return key
+
+
+class _FakeCluster:
+    def __init__(self, partitions: int) -> None:
+        self._partitions = set(range(partitions))
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return self._partitions
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return self._partitions
+
+
 class _FakeProducer:
-    """Delivers nothing until the relay awaits a delivery; then delivers all sent so far, except `stalled` keys."""
+    """Delivers nothing until the relay awaits a delivery; then delivers every batch handed over so far, except
+    those holding a `stalled` key. Each key has a partition of its own, so a stall holds that key's rows only."""
+
+    _max_request_size = 1_048_576
 
     def __init__(self, log: list[str], delivered: list[bytes], stalled: set[bytes]) -> None:
         self.log = log
         self.delivered = delivered
         self.stalled = stalled
-        self._pending: list[tuple[bytes, _Delivery]] = []
+        self._pending: list[tuple[list[bytes], _Delivery]] = []
+        self._keys: dict[bytes, int] = {}
+        self.client = SimpleNamespace(cluster=_FakeCluster(64))
+
+    def _partitioner(self, key: bytes, all_partitions: list[int], available: list[int]) -> int:
+        return all_partitions[self._keys.setdefault(key, len(self._keys)) % len(all_partitions)]
 
     async def start(self) -> None:
         return None
@@ -52,16 +83,22 @@ class _FakeProducer:
     async def stop(self) -> None:
         return None
 
-    async def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> _Delivery:
-        self.log.append(f"send {key.decode()}")
+    async def partitions_for(self, topic: str) -> set[int]:
+        return self.client.cluster.partitions_for_topic(topic)
+
+    def create_batch(self) -> _FakeBatch:
+        return _FakeBatch()
+
+    async def send_batch(self, batch: _FakeBatch, topic: str, *, partition: int) -> _Delivery:
+        self.log.extend(f"send {key.decode()}" for key in batch.keys)
         future = _Delivery(self.log, self._deliver)
-        self._pending.append((key, future))
+        self._pending.append((batch.keys, future))
         return future
 
     def _deliver(self) -> None:
-        for key, future in self._pending:
-            if key not in self.stalled and not future.done():
-                self.delivered.append(key)
+        for keys, future in self._pending:
+            if not self.stalled.intersection(keys) and not future.done():
+                self.delivered.extend(keys)
                 future.set_result(None)
 
 
