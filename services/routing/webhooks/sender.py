@@ -41,7 +41,7 @@ from routing.access.links import link_keys
 from routing.connectors import ConnectorDeps, ConnectorPool, registry
 from routing.settings import RoutingSettings
 from routing.webhooks.address import webhook_address_policy
-from routing.webhooks.claims import Claim, ClaimBuilder
+from routing.webhooks.claims import Claim, ClaimBuilder, RevealedSecrets
 from routing.webhooks.outcome import AttemptOutcome
 from routing.webhooks.owed import OwedDeliveries
 from routing.webhooks.recorder import ATTEMPTS, DELIVERY_SECONDS, AttemptRecorder
@@ -94,7 +94,7 @@ class WebhookSender:
         self._wall_clock = wall_clock
         self._resolver = resolver
         self._policy = webhook_address_policy(settings)
-        self._secrets = settings.secret_box()
+        self._secrets = RevealedSecrets(settings.secret_box())
         self._timeout = settings.webhook_timeout_s
         self._batch = settings.webhook_batch_size
         self._links_base_url = settings.webhook_links_base_url
@@ -116,7 +116,7 @@ class WebhookSender:
         self._queued_since_dry = False
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        self._recorder = AttemptRecorder(db, settings, clock, rand)
+        self._recorder = AttemptRecorder(db, settings, clock, rand, in_flight=lambda: self._slots.running)
         self._connectors = ConnectorPool(registry, ConnectorDeps(db, settings, wall_clock, resolver))
         db.on_commit(self._after_commit)
 
@@ -339,6 +339,8 @@ class WebhookSender:
         slots = self._slots
         slots.finished(claim)
         self._owed.done(claim.delivery_id)
+        if not slots.running:
+            self._recorder.quiet.set()  # what was answered records in one transaction
         now = self._clock()
         following = None
         if not self._stop.is_set():
