@@ -16,15 +16,17 @@ to the relay and its claimed deletes) run on it as they would on a session, and 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Table, bindparam, delete, select
+from sqlalchemy import Connection, Dialect, Table, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from common import sqlprep
 from common.db import Database, sqlite_time
@@ -63,6 +65,27 @@ def _fetch(connection: Connection, statement: Any, params: Any) -> list[Any]:
     return list(connection.execute(statement, params).all())
 
 
+_PLAIN: weakref.WeakKeyDictionary[Any, SQLCompiler | None] = weakref.WeakKeyDictionary()
+
+
+def _plain_dml(statement: Any, dialect: Dialect) -> SQLCompiler | None:
+    """The statement compiled for the inline SQLite dialect when it is a DELETE or UPDATE without RETURNING whose
+    binds need no conversion (so its expanded values go to sqlite3 as they are); None for anything else."""
+    try:
+        return _PLAIN[statement]
+    except (KeyError, TypeError):
+        pass
+    compiled = None
+    if getattr(statement, "is_delete", False) or getattr(statement, "is_update", False):
+        candidate = statement.compile(dialect=dialect)
+        plain = all(b.type.bind_processor(dialect) is None for b in candidate.binds.values())
+        if candidate.positional and not candidate.effective_returning and plain:
+            compiled = candidate
+    with contextlib.suppress(TypeError):
+        _PLAIN[statement] = compiled
+    return compiled
+
+
 class _Outermost:
     parent = None  # what the listeners of `after_transaction_end` look at: this was no savepoint
 
@@ -83,7 +106,15 @@ class BatchTransaction:
         return self._connection
 
     async def execute(self, statement: Any, params: Any = None) -> Any:
-        return await self._connection.run_sync(_execute, statement, params)
+        """A statement in this transaction; a DELETE or UPDATE whose values need no conversion (the outbox's delete
+        of published seqs, each batch) straight to sqlite3: Core's execution cost several times SQLite's delete."""
+        compiled = _plain_dml(statement, self._dialect)
+        if compiled is None or not isinstance(params, dict | None):
+            return await self._connection.run_sync(_execute, statement, params)
+        state = compiled.construct_expanded_state(params or {})
+        values = state.positional_parameters
+        touched = sqlprep.run_sqlite(self._raw, self._dialect, state.statement, values, False, False)
+        return SimpleNamespace(rowcount=touched)
 
     async def _rows(self, statement: Any, params: Any) -> list[Any]:
         return await self._connection.run_sync(_fetch, statement, params)
