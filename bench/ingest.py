@@ -251,20 +251,32 @@ def _mode(
     )
     if with_floor:
         result["floor_runs"] = [r.as_dict() for r in floored]
-        result["floor_writer"] = os.environ.get("FLOOR_WRITER", "thread")
+        result["floor_mode"] = {
+            "writer": os.environ.get("FLOOR_WRITER", "thread"),
+            "relay": os.environ.get("FLOOR_RELAY", "batch"),
+        }
         # floor/bare: what the guarantees cost a bare endpoint; Handoff/floor: what Handoff costs beyond them.
         result["ratio_floor_bare"] = ratio(result["floor"]["accepted_per_s"], result["bare"]["accepted_per_s"])
         result["ratio_handoff_floor"] = ratio(result["handoff"]["accepted_per_s"], result["floor"]["accepted_per_s"])
+        # The same ratios in leads per server CPU second: on a shared machine the pinned core also runs other
+        # people's work, which moves leads/s far more than the CPU each lead costs.
+        server_ms = {name: result["cpu_ms_per_lead"][name].get("server") for name in named}
+        result["server_cpu_ratio_floor_bare"] = ratio(server_ms["bare"], server_ms["floor"])
+        result["server_cpu_ratio_handoff_floor"] = ratio(server_ms["floor"], server_ms["handoff"])
+        result["server_cpu_ratio_handoff_bare"] = ratio(server_ms["bare"], server_ms["handoff"])
         line += (
             f", floor {result['floor']['accepted_per_s']:.0f}/s (floor/bare {result['ratio_floor_bare'] or 0:.2f}, "
-            f"Handoff/floor {result['ratio_handoff_floor'] or 0:.2f})"
+            f"Handoff/floor {result['ratio_handoff_floor'] or 0:.2f}); per server CPU second: floor/bare "
+            f"{result['server_cpu_ratio_floor_bare'] or 0:.2f}, "
+            f"Handoff/floor {result['server_cpu_ratio_handoff_floor'] or 0:.2f}"
         )
     log(line)
     return result
 
 
 def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
-    """Pinned (server on core 0, wrk on core 1), then unpinned with one worker and with one worker per core."""
+    """Pinned (server on core 0, wrk on core 1), then unpinned with one worker and with one worker per core; the
+    durable floor runs beside Handoff and the bare endpoint in the first two (it is one process on SQLite)."""
     seconds = 4.0 if quick else 15.0
     repeats = 2 if quick else 3
     cores = os.cpu_count() or 1
