@@ -44,6 +44,19 @@ class Pending:
     slas: dict[tuple[str, str | None, str | None, str | None], ResolvedSla | None] = field(default_factory=dict)
     clocks: dict[tuple[Any, ...], tuple[datetime, list[dict[str, Any]]]] = field(default_factory=dict)
     schedules: list[WorkingHours] = field(default_factory=list)
+    # Each schedule's value as a clock key, by the object's id: reps with equal weeks (every rep of a team on the
+    # team's hours, or on "always") share one working-time walk per batch instead of one each.
+    schedule_keys: dict[int, str] = field(default_factory=dict)
+    # ISO text of the batch's moment and of each due time (the same for every lead they start a clock for), by
+    # instant and zone: equal instants in two zones are equal datetimes with two texts.
+    isos: dict[tuple[datetime, Any], str] = field(default_factory=dict)
+
+    def iso(self, value: datetime) -> str:
+        key = (value, value.tzinfo)
+        text = self.isos.get(key)
+        if text is None:
+            text = self.isos[key] = value.isoformat()
+        return text
 
     async def write(self, rt: RoutingContext, session: AsyncSession) -> None:
         state = await rotation(session)
@@ -133,11 +146,17 @@ def record(
     # What ingest kept but could not read (phone_unparsed, ...) shows on the first timeline entry, for the rep.
     flags = view["quality"].get("flags")
     note = {"quality_flags": flags} if flags else None
-    detail = timeline_detail(assignment_id, 1, decision, None, None, due, note)
+    detail = timeline_detail(assignment_id, 1, decision, None, None, due, note, iso=pending.iso)
     pending.timeline.append({"lead_id": lead_id, "at": now, "kind": "assigned", "detail": detail})
     # The event data reads the rows' attributes: plain namespaces stand in for them (ORM instances cost more).
     body = assignment_data(
-        cast(Any, SimpleNamespace(**lead)), cast(Any, SimpleNamespace(**assignment)), decision, rep, None, None
+        cast(Any, SimpleNamespace(**lead)),
+        cast(Any, SimpleNamespace(**assignment)),
+        decision,
+        rep,
+        None,
+        None,
+        iso=pending.iso,
     )
     pending.events.append(event("lead.assigned", lead_id, body, now, scored.correlation_id))
     pending.outcomes[decision.outcome] += 1
@@ -151,14 +170,18 @@ def _clock(
     pending: Pending, policy: SlaPolicy, hours: WorkingHours, tz: str, now: datetime
 ) -> tuple[datetime, list[dict[str, Any]]]:
     """An SLA clock started now: its due time and its timers (warnings, breach) without lead and assignment, once
-    per policy and schedule in a batch (the working-time walk is the same for every lead of a rep)."""
-    key = (policy, id(hours), tz)
+    per policy, schedule and zone in a batch (the working-time walk is the same for every lead of equal weeks)."""
+    schedule = pending.schedule_keys.get(id(hours))
+    if schedule is None:
+        # repr names every field of the frozen dataclass; two equal weeks written in another order only miss.
+        schedule = pending.schedule_keys[id(hours)] = repr(hours)
+        pending.schedules.append(hours)  # held while its id keys schedule_keys, so the id is not reused
+    key = (policy, schedule, tz)
     hit = pending.clocks.get(key)
     if hit is None:
         due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
         rows = clock_rows("", 0, policy, now, due, hours, tz)
         hit = pending.clocks[key] = (due, [{k: v for k, v in row.items() if k not in _IDS} for row in rows])
-        pending.schedules.append(hours)  # held while the key names it, so its id is not reused
     return hit
 
 
@@ -187,5 +210,10 @@ def moved(
 
 
 def _observe(latencies: Sequence[tuple[str, float]]) -> None:
+    # One labels() look-up per label value, not per lead (it takes a lock and builds a key each time).
+    children: dict[str, Any] = {}
     for since, seconds in latencies:
-        metrics.ASSIGNMENT_LATENCY.labels(since=since).observe(seconds)
+        child = children.get(since)
+        if child is None:
+            child = children[since] = metrics.ASSIGNMENT_LATENCY.labels(since=since)
+        child.observe(seconds)

@@ -3,7 +3,7 @@ copy shared by the one-lead path (assign) and the batch path (batch)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -68,8 +68,11 @@ def timeline_detail(
     end_reason: str | None,
     due: datetime | None,
     note: Mapping[str, Any] | None,
+    *,
+    iso: Callable[[datetime], str] = datetime.isoformat,
 ) -> dict[str, Any]:
-    """The timeline entry of a decision: who, why, the clock, and every candidate's verdict."""
+    """The timeline entry of a decision: who, why, the clock, and every candidate's verdict (`iso`: a batch's
+    memo of the ISO text of times many of its leads share)."""
     return {
         "assignment_id": assignment_id,
         "attempt": attempt,
@@ -81,7 +84,7 @@ def timeline_detail(
         "reason": decision.reason,
         "previous_rep_id": previous.rep_id if previous else None,
         "end_reason": end_reason,
-        "sla_due_at": due.isoformat() if due else None,
+        "sla_due_at": iso(due) if due else None,
         "candidates": list(decision.candidate_dicts),
         **(note or {}),
     }
@@ -94,8 +97,11 @@ def assignment_data(
     rep: Rep | None,
     previous: AssignmentRow | None,
     end_reason: str | None,
+    *,
+    iso: Callable[[datetime], str] = datetime.isoformat,
 ) -> dict[str, Any]:
-    """lead.assigned / lead.reassigned data: the decision, its reasons and clock, and the lead for the rep."""
+    """lead.assigned / lead.reassigned data: the decision, its reasons and clock, and the lead for the rep (`iso`:
+    as timeline_detail's)."""
     view = lead.view or {}
     return {
         "lead_id": lead.lead_id,
@@ -110,13 +116,13 @@ def assignment_data(
         "reason": decision.reason,
         "candidates": list(decision.candidate_dicts),
         "hold_until": decision.hold_until.isoformat() if decision.hold_until else None,
-        "assigned_at": assignment.assigned_at.isoformat(),
+        "assigned_at": iso(assignment.assigned_at),
         "sla": (
             {
                 "policy": assignment.sla_policy,
                 "minutes": assignment.sla_minutes,
                 "business_hours": assignment.sla_business_hours,
-                "due_at": assignment.sla_due_at.isoformat(),
+                "due_at": iso(assignment.sla_due_at),
             }
             if assignment.sla_due_at
             else None
