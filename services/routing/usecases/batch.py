@@ -88,12 +88,11 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     current = _Current(local_days(now, {rep.timezone for rep in roster.reps}))
     for lead_id, scored in batch.items():
         book = books[lead_id]
-        decision = await _decide(
+        decision, load_rows, state_now = await _decide(
             rt, session, pending, current, roster, rules, views[lead_id], book, firsts[lead_id], now
         )
         record(rt, pending, roster, rules, scored, views[lead_id], decision, next(ids), now, lead_id in erased)
-        load_rows = await loads(session)
-        moved(pending, await rotation(session), load_rows, roster, decision, current.days)
+        moved(pending, state_now, load_rows, roster, decision, current.days)
         await current.moved(rt, session, roster, load_rows, decision.rep_id)
     await pending.write(rt, session)
 
@@ -213,12 +212,14 @@ async def _decide(
     book: AccountBook,
     first: FirstMatch,
     now: datetime,
-) -> Decision:
-    """One decision on the batch's state in memory, under its team's lock (taken now if the guess missed it)."""
+) -> tuple[Decision, dict[str, LoadState], dict[str, dict[str, int]]]:
+    """One decision on the batch's state in memory, under its team's lock (taken now if the guess missed it); with
+    the transaction's load rows and rotation it was made on, which the decision then moves."""
     while True:
-        current = await loads_now.of(rt, session, roster, await loads(session), now)
-        decision = _route(view, roster, rules, current, await rotation(session), book, first, now)
+        load_rows, state = await loads(session), await rotation(session)
+        current = await loads_now.of(rt, session, roster, load_rows, now)
+        decision = _route(view, roster, rules, current, state, book, first, now)
         if holds(session, [decision.team_id]):
-            return decision
+            return decision, load_rows, state
         await pending.write(rt, session)  # what the state in memory holds is stored before it is read again
         await lock_teams(session, [decision.team_id])
