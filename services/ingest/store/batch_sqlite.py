@@ -193,8 +193,12 @@ class SQLiteBatches:
         # while another writer holds the file would wait in SQLite's busy handler on the event loop's thread.
         async with self._db._sqlite_writer or contextlib.nullcontext():
             connection = await self._connect()
+            try:
+                transaction = await connection.begin()  # BEGIN IMMEDIATE (common.db's begin hook)
+            except BaseException:
+                await self.close()  # a BEGIN that failed (the file locked past the busy wait): start afresh
+                raise
             batch = BatchTransaction(connection, self._raw, self._db.engine.sync_engine)
-            transaction = await connection.begin()
             try:
                 yield batch
                 await transaction.commit()
