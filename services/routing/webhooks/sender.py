@@ -347,8 +347,9 @@ class WebhookSender:
             following = slots.take(now, self._timeout)
             if following is not None and self._idle:
                 self._start_ready()
-        # The conditions under which a round of the loop has something to do (fill_free_slots).
-        if slots.waiting <= self._batch // 2 or (self._handed and slots.waiting < self._batch):
+        # When a round of the loop (fill_free_slots) has hand-offs to take or a claim to make (not while dry).
+        claims = self._queued_since_dry or time.monotonic() >= self._dry_until
+        if (claims and slots.waiting <= self._batch // 2) or (self._handed and slots.waiting < self._batch):
             self._wake.set()
         return following, now
 
