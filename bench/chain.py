@@ -7,8 +7,9 @@
 
 `forward` is the baseline of a Handoff consumer (consume a batch, produce each record, await delivery, commit);
 `observe` prints one line per record, `<key> <arrival unix time> <t0 or ->`, as the records arrive.
-`--warm` on a source marks its records (t0 `-`): they go through the chain before the measured ones, so the first
-measured records do not wait for the partitions' first fetch after the group join.
+`source --warm W` first sends W records (t0 `-`, left out of every figure), prints READY and waits for a line on
+stdin: the measured records then leave a warm producer (metadata, the leader's connection, every code path run once)
+into a chain whose consumers have fetched and forwarded, so none waits for a first fetch after the group join.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import orjson
 import uvloop
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from common.kafka import new_consumer, new_producer
 from common.settings import ServiceSettings
@@ -49,11 +50,31 @@ async def _ready(consumer: AIOKafkaConsumer) -> None:
     sys.stdout.flush()
 
 
+async def _warm_up(producer: AIOKafkaProducer, topic: str, size: int, count: int) -> None:
+    """`count` records with t0 `-`, delivered; then READY to the parent and wait for its line on stdin."""
+    if not count:
+        return
+    futures = [
+        await producer.send(topic, value=_value(size, i), key=uuid.uuid4().hex.encode(), headers=[("t0", b"-")])
+        for i in range(count)
+    ]
+    await asyncio.gather(*futures)
+    await wait_for_go()
+
+
+async def wait_for_go() -> None:
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+
 async def source(args: argparse.Namespace) -> dict[str, Any]:
     producer = new_producer(_settings(args.bootstrap, "chain-source"))
     await producer.start()
+    # The topic's metadata before the clock starts: else the first records' t0 includes its fetch.
+    await producer.partitions_for(args.out)
+    await _warm_up(producer, args.out, args.size, args.warm)
     futures = []
-    t0 = b"-" if args.warm else None
     try:
         start = time.time() + 0.2
         for i in range(args.n):
@@ -64,9 +85,7 @@ async def source(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(delay)
             key = uuid.uuid4().hex.encode()
             futures.append(
-                await producer.send(
-                    args.out, value=_value(args.size, i), key=key, headers=[("t0", t0 or repr(due).encode())]
-                )
+                await producer.send(args.out, value=_value(args.size, i), key=key, headers=[("t0", repr(due).encode())])
             )
         await asyncio.gather(*futures)
         done = time.time()
@@ -149,7 +168,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=0)
     parser.add_argument("--rate", type=float, default=0.0)
     parser.add_argument("--group", default="chain")
-    parser.add_argument("--warm", action="store_true", help="a source's warm-up records, t0 `-`")
+    parser.add_argument("--warm", type=int, default=0, help="a source's warm-up records (t0 `-`) before READY")
     parser.add_argument("--durable", help="a folder: the durable floor's stage (bench.durable) with its SQLite file")
     parser.add_argument("--url", help="the webhook stage's receiver URL")
     args = parser.parse_args()
@@ -210,6 +229,7 @@ class Stage:
             cwd=ROOT,
             # This tree first, then whatever the parent was given (a worktree's services for an A/B).
             env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -232,6 +252,12 @@ class Stage:
     def wait_ready(self, timeout: float = 60) -> None:
         if not self._ready.wait(timeout) or self.process.poll() not in (None, 0):
             raise RuntimeError(f"bench.chain stage not ready: {self.process.args}")
+
+    def go(self) -> None:
+        """Let a warmed source (READY) send its measured records."""
+        assert self.process.stdin is not None
+        self.process.stdin.write("GO\n")
+        self.process.stdin.flush()
 
     def count(self, keys: set[str] | None = None) -> int:
         with self._lock:

@@ -1,16 +1,10 @@
-"""The durable floor: the bare chain's stages (bench.chain) plus only the bookkeeping Handoff's guarantees need,
-written as cheaply as Python allows (raw sqlite3, WAL, synchronous=FULL, executemany, one transaction per batch).
-Whatever Handoff loses against this floor is its own cost; what the floor loses against the bare chain is the
-price of the guarantees themselves.
-
-    python -m bench.chain source  --durable DIR ...   messages + outbox rows group-committed, t0 after the commit
-    python -m bench.chain forward --durable DIR ...   dedupe by ce_id, state + outbox in one transaction, publish
-    python -m bench.chain webhook --durable DIR --url U ...   as forward, then a signed POST per record
-
-Every round: BEGIN; claim the batch's event ids (a seen id is skipped); a state row and an outbox row per fresh
-record; the previous round's results (webhook attempts); DELETE the outbox rows the previous round published;
-COMMIT; publish; commit the offsets. A restarted stage publishes what its outbox still holds before consuming.
-"""
+"""The durable floor: the bare chain's stages (bench.chain) plus only the bookkeeping Handoff's guarantees need, as
+cheap as Python allows (raw sqlite3, WAL, synchronous=FULL, executemany, one transaction per batch): what Handoff
+loses against it is its own cost, what it loses against the bare chain is the guarantees' price.
+`python -m bench.chain source|forward|webhook --durable DIR [--url U] ...`. Every round: BEGIN; claim the batch's
+event ids (a seen id is skipped); a state and an outbox row per fresh record; the previous round's webhook attempts;
+DELETE what the previous round published; COMMIT; publish (or POST); commit the offsets. A restarted stage first
+publishes what its outbox still holds. The source group-commits and takes t0 after its commit, as ingest's 202."""
 
 from __future__ import annotations
 
@@ -20,8 +14,8 @@ import base64
 import functools
 import hashlib
 import hmac
+import os
 import sqlite3
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -29,10 +23,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import aiohttp
+import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.chain import _ready, _settings, _value
+from bench.chain import Stage, _ready, _settings, _value, create_topics, wait_for_go
+from bench.util import CpuMeter, broker_pid, cpu_per_lead, summarize
 from common.kafka import new_consumer, new_producer
 
 SCHEMA = """
@@ -154,19 +150,22 @@ def sign(msg_id: str, timestamp: int, body: bytes, secret: bytes = SECRET) -> st
 
 def webhook_body(record: Incoming) -> bytes:
     # The receiver keys arrivals by the body's lead_id: the floor's keys are lead ids.
-    return b'{"type":"lead.assigned","timestamp":%d,"data":{"lead_id":"%s","record":%s}}' % (
-        int(time.time()),
-        record.key,
-        record.value,
-    )
+    body = b'{"type":"lead.assigned","timestamp":%d,"data":{"lead_id":"%s","record":%s}}'
+    return body % (int(time.time()), record.key, record.value)
 
 
-async def _publish(producer: AIOKafkaProducer, rows: Sequence[Row], extra: Sequence[tuple[str, bytes]] = ()) -> None:
-    futures = [
+async def _send(producer: AIOKafkaProducer, rows: Sequence[Row], extra: Sequence[tuple[str, bytes]] = ()) -> list[Any]:
+    """Every row handed to the producer (pipelined): the delivery futures."""
+    return [
         await producer.send(topic, value=value, key=key, headers=kafka_headers(headers, extra))
         for _id, topic, key, value, headers in rows
     ]
-    await asyncio.gather(*futures)
+
+
+async def _recover(store: Store, producer: AIOKafkaProducer) -> None:
+    pending = store.pending()
+    await asyncio.gather(*await _send(producer, pending))
+    store.mark_published(pending)
 
 
 def _store(args: argparse.Namespace, name: str) -> Store:
@@ -181,41 +180,48 @@ async def source(args: argparse.Namespace) -> dict[str, Any]:
     store = _store(args, "source")
     producer = new_producer(_settings(args.bootstrap, "floor-source"))
     await producer.start()
-    pending = store.pending()
-    await _publish(producer, pending)
-    store.mark_published(pending)
-    emit = functools.partial(_emit_source, args.out)
-    previous: asyncio.Future[None] | None = None
-    sent = 0
+    await producer.partitions_for(args.out)  # the topic's metadata before the clock starts
+    await _recover(store, producer)
     try:
+        # Warm-up records through the same path (t0 `-`), then READY and the parent's go (bench.chain `source`).
+        if args.warm:
+            await _source_rounds(store, producer, args, args.warm)
+            await wait_for_go()
         start = time.time() + 0.2
-        while sent < args.n:
-            if args.rate:
-                due = min(args.n, int((time.time() - start) * args.rate) + 1)
-                if due <= sent:
-                    await asyncio.sleep(max(0.0, start + sent / args.rate - time.time()))
-                    continue
-            else:
-                due = args.n
-            group = [
-                Incoming(b"", str(uuid.uuid4()).encode(), _value(args.size, i), [])
-                for i in range(sent, min(due, sent + SOURCE_GROUP))
-            ]
-            _fresh, rows = store.round(group, emit, dedupe=False)
-            t0 = b"-" if args.warm else repr(time.time()).encode()
-            futures = [
-                await producer.send(topic, value=value, key=key, headers=kafka_headers(headers, [("t0", t0)]))
-                for _id, topic, key, value, headers in rows
-            ]
-            previous = asyncio.ensure_future(_settle(store, rows, futures, previous))
-            sent += len(group)
-        if previous is not None:
-            await previous
+        await _source_rounds(store, producer, args, args.n, start)
         store.round([], None)  # deletes the last rows published
         done = time.time()
     finally:
         await producer.stop()
-    return {"sent": sent, "start": start, "done": done}
+    return {"sent": args.n, "start": start, "done": done}
+
+
+async def _source_rounds(
+    store: Store, producer: AIOKafkaProducer, args: argparse.Namespace, n: int, start: float = 0
+) -> None:
+    """`n` records (warm-up ones without a `start`: flat out, t0 `-`)."""
+    rate, size, warm = (args.rate, args.size, False) if start else (0.0, args.size, True)
+    emit = functools.partial(_emit_source, args.out)
+    previous: asyncio.Future[None] | None = None
+    sent = 0
+    while sent < n:
+        if rate:
+            due = min(n, int((time.time() - start) * rate) + 1)
+            if due <= sent:
+                await asyncio.sleep(max(0.0, start + sent / rate - time.time()))
+                continue
+        else:
+            due = n
+        group = [
+            Incoming(b"", str(uuid.uuid4()).encode(), _value(size, i), [])
+            for i in range(sent, min(due, sent + SOURCE_GROUP))
+        ]
+        _fresh, rows = store.round(group, emit, dedupe=False)
+        t0 = b"-" if warm else repr(time.time()).encode()
+        previous = asyncio.ensure_future(_settle(store, rows, await _send(producer, rows, [("t0", t0)]), previous))
+        sent += len(group)
+    if previous is not None:
+        await previous
 
 
 def _emit_source(topic: str, record: Incoming) -> Outgoing:
@@ -238,9 +244,7 @@ async def forward(args: argparse.Namespace) -> dict[str, Any]:
     await consumer.start()
     await producer.start()
     await _ready(consumer)
-    pending = store.pending()
-    await _publish(producer, pending)
-    store.mark_published(pending)
+    await _recover(store, producer)
     seen = forwarded = 0
 
     def emit(record: Incoming) -> Outgoing:
@@ -254,7 +258,7 @@ async def forward(args: argparse.Namespace) -> dict[str, Any]:
             if not batch:
                 continue
             _fresh, rows = store.round(batch, emit)
-            await _publish(producer, rows)
+            await asyncio.gather(*await _send(producer, rows))
             store.mark_published(rows)
             await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items() if records})
             seen += len(batch)
@@ -297,12 +301,10 @@ async def webhook(args: argparse.Namespace) -> dict[str, Any]:
                 # The bench receiver answers 200: a failure means the measurement is void (the floor keeps no retry).
                 raise RuntimeError("a webhook delivery failed")
             store.mark_published(rows)
-            lines = [
-                f"{row[2].decode()} {at!r} {orjson.loads(row[4])[1][1]}\n"
-                for row, (_i, _s, at) in zip(rows, attempts, strict=True)
-            ]
-            sys.stdout.write("".join(lines))
-            sys.stdout.flush()
+            done = zip(rows, attempts, strict=True)
+            print(
+                "".join(f"{r[2].decode()} {a[2]!r} {orjson.loads(r[4])[1][1]}\n" for r, a in done), end="", flush=True
+            )
             seen += len(batch)
             delivered += len(rows)
         store.round([], None, attempts=attempts)
@@ -340,17 +342,11 @@ def floor_chain(
 ) -> dict[str, Any]:
     """durable source -> durable forward -> durable forward -> durable webhook stage -> `receiver` (a started
     bench.receiver Service) over 3 fresh topics; latency from the source's commit to the receiver's arrival."""
-    import os
-
-    import httpx
-
-    from bench.chain import Stage, create_topics
-    from bench.util import CpuMeter, broker_pid, cpu_per_lead, summarize
-
     ns = f"bench.floor.{uuid.uuid4().hex[:8]}."
     topics = [f"{ns}{name}" for name in ("received", "scored", "assigned")]
     create_topics(bootstrap, topics, 3)
-    common = ["--bootstrap", bootstrap, "--durable", str(folder / ns.strip(".")), "--n", str(n + WARM)]
+    where = ["--bootstrap", bootstrap, "--durable", str(folder / ns.strip("."))]
+    common = [*where, "--n", str(n + WARM)]
     stages = [
         Stage("forward", *common, "--in", topics[0], "--out", topics[1], "--size", str(sizes[1]), "--group", f"{ns}1"),
         Stage("forward", *common, "--in", topics[1], "--out", topics[2], "--size", str(sizes[2]), "--group", f"{ns}2"),
@@ -361,15 +357,26 @@ def floor_chain(
     try:
         for stage in stages:
             stage.wait_ready()
-        source_args = [*common[:4], "--out", topics[0], "--size", str(sizes[0])]
-        Stage("source", *source_args, "--n", str(WARM), "--warm").finish()
+        source = Stage(
+            "source",
+            *where,
+            "--warm",
+            str(WARM),
+            "--out",
+            topics[0],
+            "--size",
+            str(sizes[0]),
+            "--n",
+            str(n),
+            *("--rate", str(rate)),
+        )
+        source.wait_ready()  # its warm-up records sent
         warmed = hook.wait_count(WARM, wait_s)
-        for name, stage in zip(("hop1", "hop2", "webhook"), stages, strict=True):
+        for name, stage in zip(("hop1", "hop2", "webhook", "source"), [*stages, source], strict=True):
             meter.add(name, stage.process.pid)
         meter.add("broker", broker_pid(bootstrap))
         meter.add("receiver", receiver.process.pid)
-        source = Stage("source", *source_args, "--n", str(n), "--rate", str(rate))
-        meter.add("source", source.process.pid, from_zero=True)
+        source.go()
         os.waitid(os.P_PID, source.process.pid, os.WEXITED | os.WNOWAIT)  # read its CPU before it is reaped
         meter.sample()
         started = source.finish()["start"]

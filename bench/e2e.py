@@ -168,17 +168,27 @@ def _chain(bootstrap: str, sizes: list[int], *, n: int, rate: float = 0.0, wait_
     try:
         for stage in (observer, hop1, hop2):
             stage.wait_ready()
-        # Warm-up records (t0 `-`, left out of every figure) first: the measured ones then find the partitions
-        # fetched and the forwards' first round done.
-        source_args = ["--bootstrap", bootstrap, "--out", topics[0], "--size", str(sizes[0])]
-        Stage("source", *source_args, "--n", str(WARM), "--warm").finish()
+        # The source's warm-up records (t0 `-`, left out of every figure) through the chain first: the measured ones
+        # then leave a warm producer into consumers that have fetched and forwarded (bench.chain `--warm`).
+        source = Stage(
+            "source",
+            "--bootstrap",
+            bootstrap,
+            "--out",
+            topics[0],
+            "--size",
+            str(sizes[0]),
+            "--n",
+            str(n),
+            *("--rate", str(rate), "--warm", str(WARM)),
+        )
+        source.wait_ready()
         observer.wait_count(WARM, wait_s)
         meter.add("hop1", hop1.process.pid)
         meter.add("hop2", hop2.process.pid)
         meter.add("broker", broker_pid(bootstrap))
-        source = Stage("source", *source_args, "--n", str(n), "--rate", str(rate))
-        # The source counts from its start (interpreter and imports included, a small overstatement).
-        meter.add("source", source.process.pid, from_zero=True)
+        meter.add("source", source.process.pid)
+        source.go()
         started = _finish_sampled(source, meter)["start"]
         complete = observer.wait_count(n + WARM, wait_s)
         arrivals = [(a, t0) for a, t0 in observer.arrivals.values() if t0 is not None]
