@@ -356,7 +356,9 @@ def _levels(
             )
         for side, most in (("chain", throughput["chain_per_s"]), ("floor", throughput["floor_per_s"])):
             if rate > (most or 0):
-                level[side] = {"rate": round(rate, 1), "skipped": f"above the {side}'s max {most or 0:.0f}/s"}
+                # An empty latency summary beside the reason: the report's rows read the chain's.
+                skipped = f"above the {side}'s max {most or 0:.0f}/s"
+                level[side] = {"rate": round(rate, 1), "skipped": skipped, "latency_ms": summarize([])}
             elif side == "chain":
                 level[side] = _chain(stack.bootstrap, sizes, n=n, rate=rate, wait_s=wait_s)
             else:
@@ -367,7 +369,7 @@ def _levels(
         level["load_average"] = os.getloadavg()[0]
         levels.append(level)
         h = level["handoff"]
-        pairs = {side: _pair(level[side]["latency_ms"]) for side in ("chain", "floor") if "latency_ms" in level[side]}
+        pairs = {side: level[side].get("skipped") or _pair(level[side]["latency_ms"]) for side in ("chain", "floor")}
         log(
             f"e2e latency at {rate:.0f}/s: 202->assigned p50 / p99 "
             f"{_pair(h['accepted_to_assigned_ms']) if 'skipped' not in h else h['skipped']}; "
