@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import OperationalError
 
@@ -225,3 +226,22 @@ async def test_a_batch_hands_its_rows_to_the_relay_and_takes_the_published_delet
     (written,) = await _outbox_seqs(ingest)
     assert written != published and [row.seq for row in handed] == [published, written]
     assert relay.published.settling == set()
+
+
+def _received(kind: str) -> float:
+    return REGISTRY.get_sample_value("handoff_leads_received_total", {"source_kind": kind}) or 0.0
+
+
+async def test_accepted_leads_are_counted_once_their_batch_commits_and_a_failed_batch_counts_none(
+    ingest: Ingest,
+) -> None:
+    before = _received("api")
+    with _failing_commits(ingest):
+        refused = await asyncio.gather(*[ingest.client.post("/v1/leads", json={"email": _email()}, headers=ADMIN)])
+    assert [r.status_code for r in refused] == [503]
+    assert _received("api") == before
+
+    leads = [{"email": _email()} for _ in range(3)]
+    kept = await asyncio.gather(*[ingest.client.post("/v1/leads", json=lead, headers=ADMIN) for lead in leads])
+    assert [r.status_code for r in kept] == [202] * 3
+    assert _received("api") == before + 3
