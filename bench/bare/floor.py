@@ -16,7 +16,10 @@ rest):
   dedupe on), and has the published rows deleted inside the writer's next transaction.
 
 It leaves out what the product adds beyond the guarantees (normalization of phones and countries, quality flags,
-repeats and identity hashes, sources in a database, metrics, correlation ids, limits, the overload bound).
+repeats and identity hashes, sources in a database, metrics, correlation ids, limits, the overload bound). The store,
+the writers and the relay are in `bench/bare/floor_store.py`; bench/ingest.py runs this beside ingest and the bare
+endpoint. On the shared 2-core machine read its leads per server CPU second, not its leads/s: a pinned server's
+core also runs other work, and the floor's two threads take a bigger share of it than a one-thread server does.
 
 Settings come from the environment: FLOOR_DATABASE (the SQLite file), FLOOR_KAFKA_BOOTSTRAP, FLOOR_TOPIC,
 FLOOR_TOPIC_PARTITIONS, FLOOR_API_KEY_SHA256 (hex), FLOOR_WRITER (`thread`, the default: sqlite3 in its own thread,
