@@ -294,6 +294,9 @@ class OutboxRelay:
                     try:
                         batches.add(row.topic, row.key, row.value, headers or _headers(row.headers), row)
                     except MessageSizeTooLargeError as exc:  # refused before any request, as send() does
+                        if self._dead is None:  # nowhere to park it: it and the rows after it wait
+                            held.append(([row], exc))
+                            break
                         refused.append((row, "record_too_large", exc))
                 for topic, error in blocked.items():
                     held.append(([row for row in rows if row.topic == topic], error))
