@@ -26,7 +26,6 @@ from bench.util import (
     children,
     cpu_per_lead,
     cpu_seconds,
-    interleave,
     log,
     median,
     median_cpu,
@@ -56,37 +55,43 @@ class FloorService(Service):
                 raise
 
 
+# The floor through FastAPI as the bare endpoint is (`floor`), and on raw ASGI as Handoff's own fast path serves a
+# lead (`floor_asgi`): the first prices the guarantees, the second the guarantees without the framework.
+FLOOR_FRONTS = {"floor": "fastapi", "floor_asgi": "asgi"}
+
+
 def _servers(
     tmp: Path, bootstrap: str, workers: int, database_url: str | None
-) -> tuple[Stack, Service, FloorService, str]:
-    """Handoff's stack, the bare endpoint, the durable floor and the floor's API key."""
+) -> tuple[Stack, Service, dict[str, FloorService], str]:
+    """Handoff's stack, the bare endpoint, the durable floors and their API key."""
     stack = Stack(tmp, bootstrap, database_urls={"ingest": database_url} if database_url else None)
     args = [*UVICORN_ARGS, "--workers", str(workers)] if workers > 1 else list(UVICORN_ARGS)
     stack["ingest"].extra_args = args
     bare_env = dict(stack.env, PYTHONPATH=str(ROOT))
     bare = Service("bench.bare", free_port(), bare_env, tmp / "bare.log", extra_args=args)
     floor_key = secrets.token_urlsafe(32)
-    floor_env = dict(
-        bare_env,
-        FLOOR_DATABASE=str(tmp / "floor.db"),
-        FLOOR_KAFKA_BOOTSTRAP=bootstrap,
-        FLOOR_TOPIC=stack.topic("floor.leads.received.v1"),
-        FLOOR_TOPIC_PARTITIONS=stack.env.get("HANDOFF_TOPIC_PARTITIONS", "3"),
-        FLOOR_API_KEY_SHA256=hashlib.sha256(floor_key.encode()).hexdigest(),
-    )
-    # One process: the floor's writer is the only writer of its SQLite file, as ingest's is on SQLite.
-    floor = FloorService("bench.bare.floor", free_port(), floor_env, tmp / "floor.log", extra_args=list(UVICORN_ARGS))
-    return stack, bare, floor, floor_key
+    floors = {}
+    for name, front in FLOOR_FRONTS.items():
+        floor_env = dict(
+            bare_env,
+            FLOOR_DATABASE=str(tmp / f"{name}.db"),
+            FLOOR_KAFKA_BOOTSTRAP=bootstrap,
+            FLOOR_TOPIC=stack.topic(f"{name}.leads.received.v1"),
+            FLOOR_TOPIC_PARTITIONS=stack.env.get("HANDOFF_TOPIC_PARTITIONS", "3"),
+            FLOOR_API_KEY_SHA256=hashlib.sha256(floor_key.encode()).hexdigest(),
+            FLOOR_FRONT=front,
+        )
+        # One process: the floor's writer is the only writer of its SQLite file, as ingest's is on SQLite.
+        floors[name] = FloorService(name, free_port(), floor_env, tmp / f"{name}.log", extra_args=list(UVICORN_ARGS))
+    return stack, bare, floors, floor_key
 
 
-def interleave3(
-    repeats: int, *sides: Callable[[int], WrkResult]
-) -> tuple[list[WrkResult], list[WrkResult], list[WrkResult]]:
-    """A B C A B C ...: drifting machine load hits every side alike."""
-    runs: tuple[list[WrkResult], list[WrkResult], list[WrkResult]] = ([], [], [])
-    for i in range(repeats):
-        for side, out in zip(sides, runs, strict=True):
-            out.append(side(i))
+def interleave_all(repeats: int, names: list[str], run: Callable[[str], WrkResult]) -> dict[str, list[WrkResult]]:
+    """A B C D A B C D ...: drifting machine load hits every side alike."""
+    runs: dict[str, list[WrkResult]] = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:
+            runs[name].append(run(name))
     return runs
 
 
@@ -167,17 +172,18 @@ def _mode(
     with_floor: bool = False,
 ) -> dict[str, Any]:
     database, url = postgres if postgres else (None, None)
-    stack, bare, floor, floor_key = _servers(tmp, bootstrap, workers, url)
+    stack, bare, floors, floor_key = _servers(tmp, bootstrap, workers, url)
     ingest = stack["ingest"]
     if workers > 1 or url:
         # Several workers would otherwise race to create the same tables.
         _migrate(url or f"sqlite+aiosqlite:///{tmp / 'data' / 'ingest.db'}")
-    servers = {"handoff": ingest, "bare": bare, **({"floor": floor} if with_floor else {})}
+    servers: dict[str, Service] = {"handoff": ingest, "bare": bare, **(floors if with_floor else {})}
     try:
         for server in servers.values():
             server.start()
         api_key = source_key(ingest)
-        tokens = {"handoff": api_key, "bare": api_key, "floor": floor_key}  # the bare endpoint ignores its key
+        # The bare endpoint ignores its key.
+        tokens = {"handoff": api_key, "bare": api_key, **{name: floor_key for name in floors}}
         if pinned:
             for server in servers.values():
                 _pin_tree(server, "0")
@@ -213,14 +219,10 @@ def _mode(
         for name in servers:
             measure(name, 1)
         cpu = {name: [] for name in servers}  # the warm-up does not count
-        sides = [lambda _i, name=name: measure(name, seconds) for name in servers]
-        if with_floor:
-            handoff, baseline, floored = interleave3(repeats, *sides)
-        else:
-            handoff, baseline = interleave(repeats, *sides)
-            floored = []
+        runs = interleave_all(repeats, list(servers), lambda name: measure(name, seconds))
     finally:
-        floor.stop()
+        for floor in floors.values():
+            floor.stop()
         bare.stop()
         stack.stop()
     result: dict[str, Any] = {
@@ -230,18 +232,16 @@ def _mode(
         "connections": connections,
         "credential": "source API key",
         "seconds_per_run": seconds,
-        "handoff_runs": [r.as_dict() for r in handoff],
-        "bare_runs": [r.as_dict() for r in baseline],
+        **{f"{name}_runs": [r.as_dict() for r in runs[name]] for name in servers},
         "cpu_runs": cpu,
         "cpu_ms_per_lead": {name: median_cpu(runs) for name, runs in cpu.items()},
     }
-    named = {"handoff": handoff, "bare": baseline, **({"floor": floored} if with_floor else {})}
-    for name, runs in named.items():
+    for name in servers:
         result[name] = {
-            "accepted_per_s": median([r.accepted_per_s for r in runs]),
-            "p50_ms": median([r.p50_ms for r in runs]),
-            "p99_ms": median([r.p99_ms for r in runs]),
-            "errors": sum(r.errors for r in runs),
+            "accepted_per_s": median([r.accepted_per_s for r in runs[name]]),
+            "p50_ms": median([r.p50_ms for r in runs[name]]),
+            "p99_ms": median([r.p99_ms for r in runs[name]]),
+            "errors": sum(r.errors for r in runs[name]),
         }
     result["ratio"] = ratio(result["handoff"]["accepted_per_s"], result["bare"]["accepted_per_s"])
     where = ("pinned" if pinned else f"whole-machine, {workers} worker(s)") + (", PostgreSQL" if url else "")
@@ -250,33 +250,35 @@ def _mode(
         f"{result['bare']['accepted_per_s']:.0f}/s (ratio {result['ratio'] or 0:.2f})"
     )
     if with_floor:
-        result["floor_runs"] = [r.as_dict() for r in floored]
         result["floor_mode"] = {
             "writer": os.environ.get("FLOOR_WRITER", "thread"),
             "relay": os.environ.get("FLOOR_RELAY", "batch"),
+            "fronts": FLOOR_FRONTS,
         }
-        # floor/bare: what the guarantees cost a bare endpoint; Handoff/floor: what Handoff costs beyond them.
-        result["ratio_floor_bare"] = ratio(result["floor"]["accepted_per_s"], result["bare"]["accepted_per_s"])
-        result["ratio_handoff_floor"] = ratio(result["handoff"]["accepted_per_s"], result["floor"]["accepted_per_s"])
-        # The same ratios in leads per server CPU second: on a shared machine the pinned core also runs other
+        # The same ratios in leads per server CPU second too: on a shared machine the pinned core also runs other
         # people's work, which moves leads/s far more than the CPU each lead costs.
-        server_ms = {name: result["cpu_ms_per_lead"][name].get("server") for name in named}
-        result["server_cpu_ratio_floor_bare"] = ratio(server_ms["bare"], server_ms["floor"])
-        result["server_cpu_ratio_handoff_floor"] = ratio(server_ms["floor"], server_ms["handoff"])
+        server_ms = {name: result["cpu_ms_per_lead"][name].get("server") for name in servers}
         result["server_cpu_ratio_handoff_bare"] = ratio(server_ms["bare"], server_ms["handoff"])
-        line += (
-            f", floor {result['floor']['accepted_per_s']:.0f}/s (floor/bare {result['ratio_floor_bare'] or 0:.2f}, "
-            f"Handoff/floor {result['ratio_handoff_floor'] or 0:.2f}); per server CPU second: floor/bare "
-            f"{result['server_cpu_ratio_floor_bare'] or 0:.2f}, "
-            f"Handoff/floor {result['server_cpu_ratio_handoff_floor'] or 0:.2f}"
-        )
+        for name in floors:
+            # floor/bare: what the guarantees cost a bare endpoint; Handoff/floor: what Handoff costs beyond them.
+            rate = result[name]["accepted_per_s"]
+            result[f"ratio_{name}_bare"] = ratio(rate, result["bare"]["accepted_per_s"])
+            result[f"ratio_handoff_{name}"] = ratio(result["handoff"]["accepted_per_s"], rate)
+            result[f"server_cpu_ratio_{name}_bare"] = ratio(server_ms["bare"], server_ms[name])
+            result[f"server_cpu_ratio_handoff_{name}"] = ratio(server_ms[name], server_ms["handoff"])
+            line += (
+                f"; {name} {rate:.0f}/s ({name}/bare {result[f'ratio_{name}_bare'] or 0:.2f}, Handoff/{name} "
+                f"{result[f'ratio_handoff_{name}'] or 0:.2f}; per server CPU second {name}/bare "
+                f"{result[f'server_cpu_ratio_{name}_bare'] or 0:.2f}, "
+                f"Handoff/{name} {result[f'server_cpu_ratio_handoff_{name}'] or 0:.2f})"
+            )
     log(line)
     return result
 
 
 def run(tmp: Path, bootstrap: str, *, quick: bool) -> dict[str, Any]:
     """Pinned (server on core 0, wrk on core 1), then unpinned with one worker and with one worker per core; the
-    durable floor runs beside Handoff and the bare endpoint in the first two (it is one process on SQLite)."""
+    durable floors run beside Handoff and the bare endpoint in the first two (each is one process on SQLite)."""
     seconds = 4.0 if quick else 15.0
     repeats = 2 if quick else 3
     cores = os.cpu_count() or 1

@@ -25,7 +25,10 @@ Settings come from the environment: FLOOR_DATABASE (the SQLite file), FLOOR_KAFK
 FLOOR_TOPIC_PARTITIONS, FLOOR_API_KEY_SHA256 (hex), FLOOR_WRITER (`thread`, the default: sqlite3 in its own thread,
 so the loop keeps parsing requests while a commit waits for fsync; or `loop`: sqlite3 on the event loop, which
 idles the process during each fsync) and FLOOR_RELAY (`batch`, the default: one aiokafka BatchBuilder per partition
-and round, as Handoff's relay does; or `send`: send() each row, ~10 us more CPU per row, measured 16 against 27 us).
+and round, as Handoff's relay does; or `send`: send() each row, ~10 us more CPU per row, measured 16 against 27 us)
+and FLOOR_FRONT (`fastapi`, the default: the lead goes through the framework as at the bare endpoint; or `asgi`: a
+valid lead is validated with the same `LeadIn` and stored on raw ASGI, the framework's cost left out, as Handoff's
+own fast path leaves it out).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from starlette.types import Receive, Scope, Send
+from pydantic import ValidationError
+from starlette.types import Message, Receive, Scope, Send
 
 from bench.bare.floor_store import FloorStore, LoopWriter, Producer, Relay, ThreadWriter, WriterUnavailable
 from ingest.api import LeadIn
@@ -61,6 +65,7 @@ class FloorSettings:
     api_key_sha256: bytes
     writer: str = "thread"
     relay: str = "batch"
+    front: str = "fastapi"
     max_batch: int = 500
     drain_s: float = 5.0  # at shutdown, how long the relay may try to publish what is left (the outbox keeps it)
 
@@ -74,6 +79,7 @@ class FloorSettings:
             api_key_sha256=bytes.fromhex(os.environ["FLOOR_API_KEY_SHA256"]),
             writer=os.environ.get("FLOOR_WRITER", "thread"),
             relay=os.environ.get("FLOOR_RELAY", "batch"),
+            front=os.environ.get("FLOOR_FRONT", "fastapi"),
         )
 
 
@@ -84,9 +90,12 @@ _UNAVAILABLE = b'{"detail":"the lead could not be stored; retry"}'
 
 
 class FloorApp(FastAPI):
-    """FastAPI, with POST /v1/leads's API key checked on the raw headers before the framework spends anything."""
+    """FastAPI, with POST /v1/leads's API key checked on the raw headers before the framework spends anything; with
+    `raw_leads` a valid lead is stored and answered there too (as Handoff's LeadFastPath does), anything else goes
+    to FastAPI with its body, so its 422s stay the framework's."""
 
     key_sha256: bytes = b""
+    raw_leads: bool = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == LEADS_PATH:
@@ -100,11 +109,59 @@ class FloorApp(FastAPI):
             if not hmac.compare_digest(hashlib.sha256(token).digest(), self.key_sha256):
                 await _answer(send, 401, _UNAUTHORIZED)
                 return
+            if self.raw_leads and scope["method"] == "POST":
+                messages: list[Message] = []
+                lead = await _valid_lead(receive, messages)
+                if lead is not None:
+                    status, body, headers = await store_lead(self.state.writer, lead, scope.get(_DEDUPE_SCOPE_KEY))
+                    await _answer(send, status, body, [(k.encode(), v.encode()) for k, v in headers.items()])
+                    return
+                receive = _replay(messages, receive)
         await super().__call__(scope, receive, send)
 
 
-async def _answer(send: Send, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def _valid_lead(receive: Receive, messages: list[Message]) -> LeadIn | None:
+    """The body as a `LeadIn`, or None (invalid, or the client left): FastAPI then answers it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    try:
+        return LeadIn.model_validate_json(b"".join(chunks))
+    except ValidationError:
+        return None
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
+async def store_lead(
+    writer: ThreadWriter | LoopWriter, lead: LeadIn, dedupe_key: str | None
+) -> tuple[int, bytes, dict[str, str]]:
+    """A UUID, the normalized JSON and its event, stored by the writer: the status, body and headers to answer."""
+    lead_id = str(uuid.uuid4())
+    data = lead.model_dump_json(exclude_none=True).encode()
+    event = b'{"lead_id":"%s","lead":%s}' % (lead_id.encode(), data)
+    try:
+        stored_id, new = await writer.submit((lead_id, dedupe_key, data), event)
+    except (sqlite3.Error, WriterUnavailable):
+        return 503, _UNAVAILABLE, {"Retry-After": "1"}
+    return 202, accepted_body(stored_id), {} if new else {"Idempotent-Replayed": "true"}
+
+
+async def _answer(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -183,20 +240,12 @@ def create_app(
 
     app = FloorApp(title="durable floor lead endpoint", lifespan=lifespan)
     app.key_sha256 = settings.api_key_sha256
+    app.raw_leads = settings.front == "asgi"
 
     @app.post(LEADS_PATH, status_code=202)
     async def post_lead(lead: LeadIn, request: Request) -> Response:
-        lead_id = str(uuid.uuid4())
-        data = lead.model_dump_json(exclude_none=True).encode()
-        event = b'{"lead_id":"%s","lead":%s}' % (lead_id.encode(), data)
-        try:
-            stored_id, new = await request.app.state.writer.submit(
-                (lead_id, request.scope.get(_DEDUPE_SCOPE_KEY), data), event
-            )
-        except (sqlite3.Error, WriterUnavailable):
-            return Response(_UNAVAILABLE, status_code=503, media_type="application/json", headers={"Retry-After": "1"})
-        headers = None if new else {"Idempotent-Replayed": "true"}
-        return Response(accepted_body(stored_id), status_code=202, media_type="application/json", headers=headers)
+        status, body, headers = await store_lead(request.app.state.writer, lead, request.scope.get(_DEDUPE_SCOPE_KEY))
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
 
     @app.get("/readyz")
     async def readyz() -> Response:

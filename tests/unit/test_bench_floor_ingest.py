@@ -90,7 +90,7 @@ class StalledStore(FloorStore):
         super()._commit()
 
 
-def settings(tmp_path: Path, relay: str = "batch", drain_s: float = 5.0) -> FloorSettings:
+def settings(tmp_path: Path, relay: str = "batch", drain_s: float = 5.0, front: str = "fastapi") -> FloorSettings:
     return FloorSettings(
         database=str(tmp_path / "floor.db"),
         kafka_bootstrap="unused:9092",
@@ -99,6 +99,7 @@ def settings(tmp_path: Path, relay: str = "batch", drain_s: float = 5.0) -> Floo
         api_key_sha256=hashlib.sha256(KEY.encode()).digest(),
         relay=relay,
         drain_s=drain_s,
+        front=front,
     )
 
 
@@ -125,9 +126,10 @@ def opener(into: list[StalledStore]) -> Callable[[str], FloorStore]:
     return open_store
 
 
-async def test_a_lead_is_answered_202_only_once_its_row_is_committed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("front", ["fastapi", "asgi"])
+async def test_a_lead_is_answered_202_only_once_its_row_is_committed(tmp_path: Path, front: str) -> None:
     stores: list[StalledStore] = []
-    app = create_app(settings(tmp_path), FakeProducer(), open_store=opener(stores))
+    app = create_app(settings(tmp_path, front=front), FakeProducer(), open_store=opener(stores))
     async with serving(app) as client:
         post = asyncio.create_task(client.post("/v1/leads", json=LEAD, headers=AUTH))
         assert await asyncio.to_thread(stores[0].at_commit.wait, 10)
@@ -154,10 +156,10 @@ async def test_a_commit_that_fails_is_a_503_and_stores_nothing(tmp_path: Path) -
     assert committed(tmp_path, "SELECT count(*) FROM outbox") == [(0,)]
 
 
-@pytest.mark.parametrize("relay", ["batch", "send"])
-async def test_a_repeated_idempotency_key_is_stored_and_published_once(tmp_path: Path, relay: str) -> None:
+@pytest.mark.parametrize(("relay", "front"), [("batch", "fastapi"), ("send", "fastapi"), ("batch", "asgi")])
+async def test_a_repeated_idempotency_key_is_stored_and_published_once(tmp_path: Path, relay: str, front: str) -> None:
     producer = FakeProducer()
-    app = create_app(settings(tmp_path, relay), producer)
+    app = create_app(settings(tmp_path, relay, front=front), producer)
     headers = {**AUTH, "Idempotency-Key": "retry-me"}
     async with serving(app) as client:
         first = await client.post("/v1/leads", json=LEAD, headers=headers)
@@ -195,8 +197,9 @@ async def test_rows_a_broker_outage_left_in_the_outbox_are_published_after_a_res
     assert [key for key, _, _ in producer.published] == [answer.json()["lead_id"].encode()]
 
 
-async def test_a_wrong_key_or_an_invalid_field_is_refused_and_stores_nothing(tmp_path: Path) -> None:
-    async with serving(create_app(settings(tmp_path), FakeProducer())) as client:
+@pytest.mark.parametrize("front", ["fastapi", "asgi"])
+async def test_a_wrong_key_or_an_invalid_field_is_refused_and_stores_nothing(tmp_path: Path, front: str) -> None:
+    async with serving(create_app(settings(tmp_path, front=front), FakeProducer())) as client:
         wrong = await client.post("/v1/leads", json=LEAD, headers={"Authorization": "Bearer nope"})
         missing = await client.post("/v1/leads", json=LEAD)
         invalid = await client.post("/v1/leads", json={"email": ["not", "text"]}, headers=AUTH)
