@@ -86,21 +86,38 @@ async def test_a_busy_consumer_lets_the_relay_publish_a_polls_events_before_the_
     acknowledged: set[str] = set()
 
     def producer() -> AIOKafkaProducer:
+        # The relay hands the producer one batch per partition: note the keys each batch takes, and acknowledge
+        # them when its delivery is confirmed.
         real = new_producer(settings)
-        send = real.send
+        create_batch, send_batch = real.create_batch, real.send_batch
+        keys_of: dict[int, list[str]] = {}
 
-        async def noting_send(topic: str, **kwargs: Any) -> asyncio.Future[Any]:
-            future = await send(topic, **kwargs)
-            key = kwargs["key"].decode()
+        def noting_create_batch() -> Any:
+            batch = create_batch()
+            append = batch.append
+
+            def noting_append(**kwargs: Any) -> Any:
+                appended = append(**kwargs)
+                if appended is not None:
+                    keys_of.setdefault(id(batch), []).append(kwargs["key"].decode())
+                return appended
+
+            batch.append = noting_append  # type: ignore[method-assign]
+            return batch
+
+        async def noting_send_batch(batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
+            future = await send_batch(batch, topic, partition=partition)
+            keys = keys_of.pop(id(batch), [])
 
             def note(done: asyncio.Future[Any]) -> None:
-                if done.exception() is None:
-                    acknowledged.add(key)
+                if not done.cancelled() and done.exception() is None:
+                    acknowledged.update(keys)
 
             future.add_done_callback(note)
             return future
 
-        real.send = noting_send
+        real.create_batch = noting_create_batch  # type: ignore[method-assign]
+        real.send_batch = noting_send_batch  # type: ignore[method-assign]
         return real
 
     relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=producer)

@@ -29,6 +29,7 @@ from common.envelope import Event
 from routing.app import MIGRATIONS
 from routing.store import Base, processed
 from routing.webhooks import WebhookSender, enqueue_deliveries
+from routing.webhooks import owed as owed_module
 from routing.webhooks.service import Webhooks
 from tests.integration.test_consumer_relay_share import _PolledConsumer
 from tests.integration.test_routing_webhooks import Receiver, _event, _register, _settings, receiver
@@ -47,6 +48,7 @@ async def test_a_polls_webhooks_reach_the_receiver_before_the_next_poll_is_appli
     # on the share generous enough that a slow machine cannot turn into a failure.
     monkeypatch.setattr(consumer_module, "_HAND_OFF_S", 0)
     monkeypatch.setattr(consumer_module, "_RELAY_SHARE_S", 30.0)
+    monkeypatch.setattr(owed_module, "OWED_WITHIN_S", 30.0)  # nor may its answers count as a slow receiver's
     url = f"sqlite+aiosqlite:///{tmp_path / 'routing.db'}"
     settings = _settings(database_url=url, webhook_endpoint_concurrency=2, webhook_timeout_s=10, webhook_lease_s=60)
     await upgrade_schema_async(url, MIGRATIONS, Base.metadata)

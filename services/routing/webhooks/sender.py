@@ -338,7 +338,7 @@ class WebhookSender:
         few are left waiting (a claim or the hand-offs refill them)."""
         slots = self._slots
         slots.finished(claim)
-        self._owed.done(claim.delivery_id)
+        self._owed.done(claim.delivery_id, answered=True)
         if not slots.running:
             self._recorder.quiet.set()  # what was answered records in one transaction
         now = self._clock()
