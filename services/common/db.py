@@ -245,10 +245,15 @@ class Database:
         long as the service (the outbox relay's wake-up); one transaction's own effects use `on_commit(session)`."""
         self._after_commit.append(callback)
 
+    def writer_lock(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Held by each write transaction: SQLite has one writer, so its writers take turns here rather than spin on
+        the file's lock (PostgreSQL's writers need none). A writer that keeps its own connection takes it too."""
+        return self._sqlite_writer or contextlib.nullcontext()
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits when the block ends, rolls back if it raises."""
-        lock = self._sqlite_writer or contextlib.nullcontext()
+        lock = self.writer_lock()
         async with lock, self.sessions() as session:
             async with session.begin():
                 yield session

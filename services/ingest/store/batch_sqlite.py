@@ -191,7 +191,7 @@ class SQLiteBatches:
         """One unit of work: commits when the block ends, rolls back if it raises."""
         # Database queues SQLite's writers on this lock (see common.db.Database.transaction): a BEGIN IMMEDIATE
         # while another writer holds the file would wait in SQLite's busy handler on the event loop's thread.
-        async with self._db._sqlite_writer or contextlib.nullcontext():
+        async with self._db.writer_lock():
             connection = await self._connect()
             try:
                 transaction = await connection.begin()  # BEGIN IMMEDIATE (common.db's begin hook)
