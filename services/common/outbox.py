@@ -320,10 +320,10 @@ class OutboxRelay:
             if not future.done() or future.cancelled():
                 failure = failure or TimeoutError("delivery unconfirmed within the batch's bound")
                 future.add_done_callback(_retrieve)  # its outcome is moot: the rows go again
-            elif (error := future.exception()) is None:
+            elif (delivery_error := future.exception()) is None:
                 published.extend(batch_rows)
             else:
-                failure = await self._refuse_or_fail(producer, batch_rows, error, refused) or failure
+                failure = await self._refuse_or_fail(producer, batch_rows, delivery_error, refused) or failure
         if published:
             # Deleted with the next writer's transaction, or by the deleter: the next round need not wait for it
             # (nor for SQLite's writer), and reads skip these rows meanwhile.
@@ -381,7 +381,7 @@ def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
     """histogram.observe(amount) for each amount, the buckets counted in one pass: observe() takes a lock for the sum
     and for the bucket per call, several times the relay's own work for a row (the same counts and sum result)."""
     bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
-    if bounds is None or buckets is None or total is None or getattr(histogram, "_labelnames", ()):
+    if bounds is None or buckets is None or total is None or getattr(histogram, "_labelnames", None):
         for amount in amounts:
             histogram.observe(amount)
         return
