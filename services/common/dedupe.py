@@ -11,10 +11,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import UtcDateTime
+from common.db import UtcDateTime, sqlite_time_text
 from common.envelope import Event
 from common.sqlprep import Statement
-from common.sqlprep_session import sqlite_fetch
+from common.sqlprep_session import sqlite_fetch, sqlite_rows
 
 
 def processed_table(metadata: MetaData) -> Table:
@@ -46,10 +46,17 @@ async def mark_processed(session: AsyncSession, table: Table, events: Sequence[E
         )
         if found is not None:
             return {row[0] for row in found}
+    # In id order, so two consumers inserting overlapping polls (a rebalance's redelivery) lock in the same order.
+    ordered = sorted(events, key=_id)
+    if len(events) <= _SQLITE_ROWS:  # a poll's marks as one multi-row INSERT at the inline SQLite driver
+        at = sqlite_time_text(now)
+        params = [value for e in ordered for value in (e.id, e.type, at)]
+        found = await sqlite_rows(session, _marks_sql(table.name, len(events)), params)
+        if found is not None:
+            return {row[0] for row in found}
     statement = _marks(table, session.get_bind().dialect.name)
     # An executemany: SQLAlchemy sends it as one multi-row INSERT per 1,000 rows ("insertmanyvalues"), compiled once.
-    # In id order, so two consumers inserting overlapping polls (a rebalance's redelivery) lock in the same order.
-    rows = sorted(({"event_id": e.id, "event_type": e.type, "processed_at": now} for e in events), key=_event_id)
+    rows = [{"event_id": e.id, "event_type": e.type, "processed_at": now} for e in ordered]
     result = await session.execute(statement, rows)
     return set(result.scalars())
 
@@ -67,8 +74,21 @@ def _one_mark(table: Table) -> Statement:
     return Statement(_marks(table, "sqlite"))
 
 
-def _event_id(row: dict[str, object]) -> str:
-    return str(row["event_id"])
+# Marks per statement at the SQLite driver: three values each, under the 999 host parameters of SQLite before 3.32.
+_SQLITE_ROWS = 300
+
+
+@functools.lru_cache(maxsize=64)
+def _marks_sql(table: str, n: int) -> str:
+    """The SQLite text of `_marks` for n rows: Core's executemany of it costs ~0.3 ms a poll before SQLite's work."""
+    # The table's name comes from the service's own metadata; every value is a parameter.
+    values = ", ".join(["(?, ?, ?)"] * n)
+    insert = f"INSERT INTO {table} (event_id, event_type, processed_at) VALUES {values} "  # noqa: S608
+    return insert + "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+
+
+def _id(event: Event) -> str:
+    return event.id
 
 
 async def purge_processed(session: AsyncSession, table: Table, before: datetime, limit: int) -> int:
