@@ -257,8 +257,13 @@ class Database:
         async with lock, self.sessions() as session:
             async with session.begin():
                 yield session
-            for callback in self._after_commit:
-                callback(session)
+            self.committed(session)
+
+    def committed(self, session: Any) -> None:
+        """The `on_commit` listeners, told of a transaction that committed (`session`, or what stands in for one: a
+        writer that commits on a connection of its own calls this too)."""
+        for callback in self._after_commit:
+            callback(session)
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -27,6 +27,7 @@ from ingest.app import create_app
 from ingest.domain import normalize_lead
 from ingest.settings import IngestSettings
 from ingest.store import IdempotencyRecord, Lead, LeadIdentity, outbox
+from ingest.store.batch_sqlite import BatchTransaction
 from tests.support.stack import ADMIN, ADMIN_TOKEN
 
 pytestmark = [pytest.mark.integration]
@@ -245,3 +246,22 @@ async def test_accepted_leads_are_counted_once_their_batch_commits_and_a_failed_
     kept = await asyncio.gather(*[ingest.client.post("/v1/leads", json=lead, headers=ADMIN) for lead in leads])
     assert [r.status_code for r in kept] == [202] * 3
     assert _received("api") == before + 3
+
+
+async def test_the_databases_commit_listeners_hear_each_committed_batch_and_no_failed_one(ingest: Ingest) -> None:
+    # The writer commits on a connection of its own (no Database.transaction): a listener of the database's (as
+    # routing's sender and timers are of theirs) must still hear every commit, and only commits.
+    heard: list[Any] = []
+
+    def hear(session: Any) -> None:
+        if isinstance(session, BatchTransaction):  # the writer's, not housekeeping's transactions
+            heard.append(session)
+
+    ingest.app.state.runtime.db.on_commit(hear)
+    with _failing_commits(ingest):
+        refused = await ingest.client.post("/v1/leads", json={"email": _email()}, headers=ADMIN)
+    assert refused.status_code == 503
+    assert heard == []
+    kept = await ingest.client.post("/v1/leads", json={"email": _email()}, headers=ADMIN)
+    assert kept.status_code == 202
+    assert len(heard) == 1

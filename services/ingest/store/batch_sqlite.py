@@ -9,8 +9,9 @@ statements (the repeat look-up, the row inserts) go straight to sqlite3 through 
 
 The outbox rows are written by common.outbox.add_events in the same transaction, given `BatchTransaction`, which
 offers what it and the metrics helpers ask of a session (`info`, `sync_session.bind`, `connection()`, `execute()`);
-once the transaction commits, the Session lifecycle listeners (common.db's on-commit callbacks, the outbox's hand-off
-to the relay and its claimed deletes) run on it as they would on a session, and on a rollback theirs for that.
+once the transaction commits, the Session lifecycle listeners (the per-transaction on-commit callbacks, the outbox's
+hand-off to the relay and its claimed deletes) and the database's own `on_commit` listeners run on it as they would
+on a session, and on a rollback the Session's listeners for that.
 """
 
 from __future__ import annotations
@@ -211,6 +212,7 @@ class SQLiteBatches:
                 raise
             self._events.dispatch.after_commit(batch)
             self._events.dispatch.after_transaction_end(batch, _Outermost())
+            self._db.committed(batch)  # the database's own listeners, as its transactions run them
 
     async def close(self) -> None:
         connection, self._connection, self._raw = self._connection, None, None
