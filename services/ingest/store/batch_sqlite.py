@@ -30,9 +30,15 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from common import sqlprep
-from common.db import Database, sqlite_time
-from ingest.store.repository import SIGHTINGS_SQLITE
-from ingest.store.tables import Base, IdempotencyRecord, Lead, LeadIdentity
+from common.db import Database
+from ingest.store.repository import (
+    EARLIER_LEAD,
+    EXTERNAL_LEADS,
+    SIGHTINGS_SQLITE,
+    earliest_sightings,
+    leads_by_key,
+)
+from ingest.store.tables import Base, IdempotencyRecord
 
 _KEYS = select(
     IdempotencyRecord.scope_key,
@@ -42,18 +48,6 @@ _KEYS = select(
     IdempotencyRecord.created_at,
 ).where(IdempotencyRecord.scope_key.in_(bindparam("keys", expanding=True)))
 _DROP_KEYS = delete(IdempotencyRecord).where(IdempotencyRecord.scope_key.in_(bindparam("keys", expanding=True)))
-_EXTERNAL = select(Lead.id, Lead.source_id, Lead.external_id, Lead.duplicate_of, Lead.is_test).where(
-    Lead.external_id.in_(bindparam("external_ids", expanding=True))
-)
-_EARLIER = (
-    select(LeadIdentity.lead_id)
-    .where(
-        LeadIdentity.identity.in_(bindparam("identities", expanding=True)),
-        LeadIdentity.seen_at >= bindparam("since", type_=LeadIdentity.seen_at.type),
-    )
-    .order_by(LeadIdentity.seen_at)
-    .limit(1)
-)
 
 
 # Core on the held connection through run_sync: the inline dialect never awaits inside a statement, which
@@ -135,30 +129,20 @@ class BatchTransaction:
     ) -> dict[tuple[str, str], tuple[str, str | None, bool]]:
         if not keys:
             return {}
-        rows = await self._rows(_EXTERNAL, {"external_ids": list({external for _, external in keys})})
-        wanted = set(keys)
-        found: dict[tuple[str, str], tuple[str, str | None, bool]] = {}
-        for lead_id, source_id, external_id, duplicate_of, is_test in rows:
-            if (source_id, external_id) in wanted:
-                found[(source_id, external_id)] = (lead_id, duplicate_of, bool(is_test))
-        return found
+        rows = await self._rows(EXTERNAL_LEADS, {"external_ids": list({external for _, external in keys})})
+        return leads_by_key(rows, keys)
 
     async def first_leads_for(self, identities: Collection[str], since: datetime) -> dict[str, tuple[datetime, str]]:
         if not identities:
             return {}
         compiled = SIGHTINGS_SQLITE.compiled(self._dialect)
         params = compiled.params({"identities": orjson.dumps(list(identities)).decode(), "since": since})
-        found: dict[str, tuple[datetime, str]] = {}
-        rows = sqlprep.run_sqlite(self._raw, self._dialect, compiled.sql, params, False, True)
-        for identity, seen_at, lead_id in rows:
-            if identity not in found:
-                found[identity] = (sqlite_time(seen_at), lead_id)
-        return found
+        return earliest_sightings(sqlprep.run_sqlite(self._raw, self._dialect, compiled.sql, params, False, True))
 
     async def earlier_lead_for(self, identities: list[str], since: datetime) -> str | None:
         if not identities:
             return None
-        rows = await self._rows(_EARLIER, {"identities": identities, "since": since})
+        rows = await self._rows(EARLIER_LEAD, {"identities": identities, "since": since})
         return rows[0][0] if rows else None
 
     async def insert_rows(self, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:

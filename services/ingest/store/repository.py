@@ -24,6 +24,19 @@ _SIGHTINGS = (
     )
     .order_by(LeadIdentity.seen_at, LeadIdentity.id)
 )
+# The batch's other questions, built once too; the writer's SQLite transaction (batch_sqlite) asks the same ones.
+EXTERNAL_LEADS = select(Lead.id, Lead.source_id, Lead.external_id, Lead.duplicate_of, Lead.is_test).where(
+    Lead.external_id.in_(bindparam("external_ids", expanding=True))
+)
+EARLIER_LEAD = (
+    select(LeadIdentity.lead_id)
+    .where(
+        LeadIdentity.identity.in_(bindparam("identities", expanding=True)),
+        LeadIdentity.seen_at >= bindparam("since", type_=LeadIdentity.seen_at.type),
+    )
+    .order_by(LeadIdentity.seen_at)
+    .limit(1)
+)
 # The same read at the SQLite driver (common.sqlprep), the identities as one JSON array: one statement whatever
 # their number (the same plan: the (identity, seen_at) index searched per identity).
 SIGHTINGS_SQLITE = sqlprep.Statement(
@@ -75,14 +88,7 @@ class IngestRepository:
         """The first lead with any of these identities seen since `since` (the original of a repeat)."""
         if not identities:
             return None
-        row = (
-            await self.session.execute(
-                select(LeadIdentity.lead_id)
-                .where(LeadIdentity.identity.in_(identities), LeadIdentity.seen_at >= since)
-                .order_by(LeadIdentity.seen_at)
-                .limit(1)
-            )
-        ).first()
+        row = (await self.session.execute(EARLIER_LEAD, {"identities": identities, "since": since})).first()
         return row[0] if row else None
 
     async def idempotency(self, scope_key: str) -> IdempotencyRecord | None:
@@ -137,17 +143,8 @@ class IngestRepository:
         """(lead id, duplicate_of, is_test) of the leads already stored under these (source id, external id)."""
         if not keys:
             return {}
-        rows = await self.session.execute(
-            select(Lead.id, Lead.source_id, Lead.external_id, Lead.duplicate_of, Lead.is_test).where(
-                Lead.external_id.in_({external_id for _, external_id in keys})
-            )
-        )
-        wanted = set(keys)
-        found: dict[tuple[str, str], tuple[str, str | None, bool]] = {}
-        for lead_id, source_id, external_id, duplicate_of, is_test in rows.all():
-            if source_id is not None and external_id is not None and (source_id, external_id) in wanted:
-                found[(source_id, external_id)] = (lead_id, duplicate_of, bool(is_test))
-        return found
+        rows = await self.session.execute(EXTERNAL_LEADS, {"external_ids": list({e for _, e in keys})})
+        return leads_by_key(rows.all(), keys)
 
     async def first_leads_for(self, identities: Collection[str], since: datetime) -> dict[str, tuple[datetime, str]]:
         """For each identity, (seen_at, lead id) of its earliest sighting since `since`."""
@@ -159,12 +156,9 @@ class IngestRepository:
         wanted = list(identities)
         params = {"identities": orjson.dumps(wanted).decode(), "since": since}
         raw = await sqlprep_session.sqlite_fetch(self.session, SIGHTINGS_SQLITE, params)
-        found: dict[str, tuple[datetime, str]] = {}
         if raw is not None:
-            for identity, seen_at, lead_id in raw:
-                if identity not in found:
-                    found[identity] = (sqlite_time(seen_at), lead_id)
-            return found
+            return earliest_sightings(raw)
+        found: dict[str, tuple[datetime, str]] = {}
         rows = await self.session.execute(_SIGHTINGS, {"identities": wanted, "since": since})
         for identity, seen_at, lead_id in rows.all():
             found.setdefault(identity, (seen_at, lead_id))
@@ -206,3 +200,24 @@ class IngestRepository:
 
     async def count_leads(self) -> int:
         return int((await self.session.execute(select(func.count()).select_from(Lead))).scalar_one())
+
+
+def leads_by_key(
+    rows: Iterable[Any], keys: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str | None, bool]]:
+    """EXTERNAL_LEADS' rows as (lead id, duplicate_of, is_test) by the (source id, external id) asked for."""
+    wanted = set(keys)
+    found: dict[tuple[str, str], tuple[str, str | None, bool]] = {}
+    for lead_id, source_id, external_id, duplicate_of, is_test in rows:
+        if source_id is not None and external_id is not None and (source_id, external_id) in wanted:
+            found[(source_id, external_id)] = (lead_id, duplicate_of, bool(is_test))
+    return found
+
+
+def earliest_sightings(rows: Iterable[Any]) -> dict[str, tuple[datetime, str]]:
+    """SIGHTINGS_SQLITE's rows (earliest first, times as SQLite's text) as each identity's first (seen_at, lead id)."""
+    found: dict[str, tuple[datetime, str]] = {}
+    for identity, seen_at, lead_id in rows:
+        if identity not in found:
+            found[identity] = (sqlite_time(seen_at), lead_id)
+    return found
