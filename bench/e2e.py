@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from tests.e2e.conftest import EVEN_RULES, EVEN_SEED
 from tests.support.stack import ADMIN, ADMIN_TOKEN, ROOT, Service, Stack, free_port, read_topic
 
+from bench import scrape
 from bench.chain import Stage, create_topics
 from bench.durable import WARM, floor_chain
 from bench.ingest import source_key
@@ -295,9 +296,14 @@ def _latency(
 ) -> dict[str, Any]:
     topics = [stack.topic(t) for t in HOPS] if stack is not None else []
     before = asyncio.run(_end_offsets(stack.bootstrap, topics)) if stack is not None else {}
+    consumers = ("scoring", "routing") if stack is not None else ()
+    polls_before = {name: scrape.sample(stack[name].url) for name in consumers} if stack is not None else {}
+    began = time.monotonic()
     sent, _start = uvloop.run(open_load(ingest, rate, seconds))
     ids = {s.lead_id for s in sent if s.status == 202 and s.lead_id}
     complete = arrivals.wait_count(len(ids), wait_s, ids)
+    polls_after = {name: scrape.sample(stack[name].url) for name in consumers} if stack is not None else {}
+    took = time.monotonic() - began
     to_202 = [(s.answered - s.intended) * 1000 for s in sent if s.answered and s.status == 202]
     to_assigned = []
     for s in sent:
@@ -317,6 +323,7 @@ def _latency(
     if stack is not None:
         after = asyncio.run(_end_offsets(stack.bootstrap, topics))
         result["hops_ms"] = _hops(sent, arrivals, asyncio.run(_created_times(stack.bootstrap, before, after)), topics)
+        result["polls"] = {name: scrape.difference(polls_before[name], polls_after[name], took) for name in consumers}
     return result
 
 
@@ -381,6 +388,8 @@ def _levels(
                 + " / ".join(f"{v['p50'] or 0:.0f}" for v in hops.values())
                 + " ms"
             )
+        if polls := h.get("polls"):
+            log("  " + "; ".join(scrape.describe(name, figures) for name, figures in polls.items()))
     return levels
 
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import scrape
+
 Row = tuple[str, str, str, str, str, str]
 
 
@@ -226,6 +228,10 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 }
                 parts = [f"{label_} {_n(hops[k]['p50'], 1)}" for k, label_ in names.items() if k in hops]
                 out.append((f"    per hop p50 ms at {h['rate']:g}/s", ", ".join(parts), "-", "-", "-", "-"))
+            if polls := h.get("polls"):
+                # From the services' own metrics over the level: what sets each consumer's hop at this rate.
+                parts = [scrape.describe(name, figures) for name, figures in polls.items()]
+                out.append((f"    polls at {h['rate']:g}/s", "; ".join(parts), "-", "-", "-", "-"))
             out.append(
                 (
                     f"  HTTP -> 202 p50 / p99 at {label} (baseline: bare endpoint)",
