@@ -155,33 +155,37 @@ class Scoring:
         domains = [lookup_domain(item.lead) for item in items]
         firmographics = await companies_of(repo, facts, domains)
         repeats = await repeat_counts(repo, items)
-        scored: list[tuple[Enrichment, dict[str, Any], list[tuple[str, str]]]] = []
-        answers = self.lookups.prepared([(item.lead_id or "", d) for item, d in zip(items, domains, strict=True)])
-        for item, domain, firmographic, repeat_count, answer in zip(
-            items, domains, firmographics, repeats, answers, strict=True
-        ):
-            provider_result, provider_status = answer or await self.lookups.answer(item.lead_id or "", domain)
-            enrichment = enrich(
-                item.lead, firmographic=firmographic, provider_result=provider_result, provider_status=provider_status
-            )
-            context = {
-                "source": dict(item.source),
-                "is_test": item.is_test,
-                "duplicate_of": item.duplicate_of,
-                "repeat_count": repeat_count,
-            }
-            fields = enrichment.as_fields()
-            score = score_lead(item.lead, enrichment, ruleset, context=context, fields=fields)
-            features = outcome_features(item.lead, fields, context=context)
-            scored.append((enrichment, score.to_dict(), features))
-        counts = await outcome_counts(repo, facts, {f for _, _, features in scored for f in features})
+        asked = self.lookups.prepared([(item.lead_id or "", d) for item, d in zip(items, domains, strict=True)])
+        answers = [
+            answer or await self.lookups.answer(item.lead_id or "", domain)
+            for item, domain, answer in zip(items, domains, asked, strict=True)
+        ]
+        # Stage by stage over the batch: the stages' lists are what the rows and events are built from.
+        enrichments = [
+            enrich(item.lead, firmographic=firmographic, provider_result=result, provider_status=status)
+            for item, domain, firmographic, (result, status) in zip(items, domains, firmographics, answers, strict=True)
+        ]
+        contexts = [
+            {"source": item.source, "is_test": item.is_test, "duplicate_of": item.duplicate_of, "repeat_count": count}
+            for item, count in zip(items, repeats, strict=True)
+        ]
+        all_fields = [enrichment.as_fields() for enrichment in enrichments]
+        scores = [
+            score_lead(item.lead, enrichment, ruleset, context=context, fields=fields).to_dict()
+            for item, enrichment, context, fields in zip(items, enrichments, contexts, all_fields, strict=True)
+        ]
+        all_features = [
+            outcome_features(item.lead, fields, context=context)
+            for item, fields, context in zip(items, all_fields, contexts, strict=True)
+        ]
+        counts = await outcome_counts(repo, facts, {f for features in all_features for f in features})
         min_outcomes = self.settings.conversion_min_outcomes
         # Too few outcomes (the totals decide, not a lead's features): one answer for the whole batch.
         totals = OutcomeCounts(counts.won_total, counts.lost_total)
         totals_only = conversion_probability([], totals, min_outcomes=min_outcomes)
         shared = _conversion_dict(totals_only) if totals_only.status == "insufficient_data" else None
         outcomes = []
-        for enrichment, score_dict, features in scored:
+        for enrichment, score_dict, features in zip(enrichments, scores, all_features, strict=True):
             conversion = shared
             if conversion is None:
                 own = {f: counts.by_feature[f] for f in features if f in counts.by_feature}
@@ -372,10 +376,13 @@ _COMPILED_RULESETS = 16
 
 def _lead_to_score(event: Event, *, erased: bool) -> LeadToScore:
     data = event.data
+    # The event's data is decoded JSON, the batch's own: its lead and source need no copies.
+    lead = data.get("lead") or {}
+    source = data.get("source") or {}
     return LeadToScore(
         lead_id=event.subject,
-        lead={} if erased else dict(data.get("lead") or {}),
-        source=dict(data.get("source") or {}),
+        lead={} if erased else lead if type(lead) is dict else dict(lead),
+        source=source if type(source) is dict else dict(source),
         is_test=bool(data.get("is_test")),
         duplicate_of=data.get("duplicate_of"),
     )

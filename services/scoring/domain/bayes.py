@@ -108,9 +108,10 @@ def _normalize(path: str, value: Any) -> str | None:
     return text[:MAX_VALUE_LENGTH]
 
 
-# Each feature's root and keys, split once rather than once per lead.
-_FEATURE_ROUTES: tuple[tuple[str, str, tuple[str, ...]], ...] = tuple(
-    (path, path.partition(".")[0], tuple(path.partition(".")[2].split("."))) for path in OUTCOME_FEATURES
+# Each feature's root, keys and case (countries upper, the rest folded), worked out once rather than once per lead.
+_FEATURE_ROUTES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = tuple(
+    (path, path.partition(".")[0], tuple(path.partition(".")[2].split(".")), path.endswith("country"))
+    for path in OUTCOME_FEATURES
 )
 
 
@@ -126,15 +127,23 @@ def outcome_features(
     into `enrichment_fields` under its "context...." key.
     """
     features: list[tuple[str, str]] = []
-    for path, root, keys in _FEATURE_ROUTES:
+    plain = type(lead) is dict
+    for path, root, keys, upper in _FEATURE_ROUTES:
         if root == "lead":
-            raw = _walk(lead, keys)
+            raw = lead.get(keys[0]) if plain and len(keys) == 1 else _walk(lead, keys)
         elif root == "context":
             raw = enrichment_fields.get(path)
             if raw is None and context is not None:
                 raw = _walk(context, keys)
         else:
             raw = enrichment_fields.get(path)
+        if raw is None:
+            continue
+        if type(raw) is str:  # most values: `_normalize`'s text case without its call
+            text = raw.strip()
+            if text:
+                features.append((path, (text.upper() if upper else text.casefold())[:MAX_VALUE_LENGTH]))
+            continue
         value = _normalize(path, raw)
         if value is not None:
             features.append((path, value))

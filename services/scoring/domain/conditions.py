@@ -98,7 +98,12 @@ def field_values(
     else:
         values = {path: _walk(lead, (key,)) for path, key in top}
     for path, where, keys in walked:
-        values[path] = _lookup(path, lead, fields, whole, context) if where != "lead" else _walk(lead, keys)
+        if where == "lead":
+            values[path] = _walk(lead, keys)
+        elif where == "context":
+            values[path] = _walk(context, keys)
+        else:
+            values[path] = _lookup(path, lead, fields, whole, context)
     for path in enriched:
         value = fields.get(path, _MISSING)
         values[path] = whole.get(path) if value is _MISSING else value

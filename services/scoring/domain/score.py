@@ -8,7 +8,7 @@ from typing import Any
 
 from scoring.domain.conditions import context_resolver, field_values
 from scoring.domain.enrichment import Enrichment
-from scoring.domain.ruleset import GRADES, FiredRule, Ruleset
+from scoring.domain.ruleset import GRADES, FiredRule, Qualification, Ruleset
 
 SCORE_MIN = 0
 SCORE_MAX = 100
@@ -57,7 +57,15 @@ def _whole(enrichment: Enrichment) -> dict[str, Any]:
 
 
 def _clamp(points: int) -> int:
-    return max(SCORE_MIN, min(SCORE_MAX, points))
+    return SCORE_MIN if points < SCORE_MIN else SCORE_MAX if points > SCORE_MAX else points
+
+
+def _meets_minimums(gate: Qualification, fit: int, intent: int, grade: str) -> bool:
+    return (
+        fit >= gate.min_fit
+        and intent >= gate.min_intent
+        and (gate.min_grade is None or GRADES.index(grade) <= GRADES.index(gate.min_grade))
+    )
 
 
 def score_lead(
@@ -92,30 +100,34 @@ def score_lead(
             positions += [position for position in members if compiled[position][1](resolve)]
     if groups:
         positions.sort()
-    matched = [compiled[position][0] for position in positions]
-    fired = [compiled[position][2] for position in positions]
-    fit = _clamp(sum(rule.points for rule in fired if rule.score == "fit"))
-    intent = _clamp(sum(rule.points for rule in fired if rule.score == "intent"))
+    # One pass over the fired rules for both sums, the grade floors and the qualifying flag.
+    fired: list[FiredRule] = []
+    floors: list[str] = []
+    fit = intent = 0
+    qualifies = False
+    for position in positions:
+        rule, _holds, fired_rule = compiled[position]
+        fired.append(fired_rule)
+        if rule.score == "fit":
+            fit += rule.points
+        elif rule.score == "intent":
+            intent += rule.points
+        if rule.grade_at_least:
+            floors.append(rule.grade_at_least)
+        if rule.qualifies:
+            qualifies = True
+    fit = _clamp(fit)
+    intent = _clamp(intent)
     grade = ruleset.grade(fit, intent)
     gate = ruleset.qualification
-
-    def meets_minimums(grade: str) -> bool:
-        return (
-            fit >= gate.min_fit
-            and intent >= gate.min_intent
-            and (gate.min_grade is None or GRADES.index(grade) <= GRADES.index(gate.min_grade))
-        )
-
-    floors = [rule.grade_at_least for rule in matched if rule.grade_at_least]
-    qualifies = any(rule.qualifies for rule in matched)
     # `qualified.unless` can only change the answer when a floor, a qualifying rule or the minimums are in play;
     # for the rest (most leads) it is not evaluated: the grade stays and the lead is not qualified either way.
     unless = ruleset.compiled_unless
-    in_play = bool(floors) or qualifies or meets_minimums(grade)
+    in_play = bool(floors) or qualifies or _meets_minimums(gate, fit, intent, grade)
     excluded = in_play and unless is not None and unless(resolve)
-    if not excluded:
+    if not excluded and floors:
         grade = min([grade, *floors], key=GRADES.index)
-    qualified = not excluded and (qualifies or meets_minimums(grade))
+    qualified = not excluded and (qualifies or _meets_minimums(gate, fit, intent, grade))
     return Score(
         fit=fit,
         intent=intent,
