@@ -265,15 +265,17 @@ async def _sender_run(
             await asyncio.sleep(consumer._HAND_OFF_S)
             await hand_off(db.engine, consumer._RELAY_SHARE_S)
 
+    # Read from the metrics' values, not `collect()` (which builds every sample: ~0.4 ms a call, inside the
+    # measured CPU once per batch and every 20 ms).
+    buckets, successes = DELIVERY_SECONDS._buckets, ATTEMPTS.labels(result="success")._value
+
     def answered() -> float:
         """Attempts answered so far (observed by the worker at the answer, before its record commits)."""
-        samples = (sample for metric in DELIVERY_SECONDS.collect() for sample in metric.samples)
-        return sum(s.value for s in samples if s.name.endswith("_count"))
+        return sum(bucket.get() for bucket in buckets)
 
     def succeeded() -> float:
-        """Successful attempts so far, from the sender's own counter (the registry's collect reads /proc)."""
-        samples = (sample for metric in ATTEMPTS.collect() for sample in metric.samples)
-        return sum(s.value for s in samples if s.name.endswith("_total") and s.labels.get("result") == "success")
+        """Successful attempts so far, from the sender's own counter."""
+        return float(successes.get())
 
     base, answered_base = succeeded(), answered()
     sender = WebhookSender(db, settings)

@@ -7,6 +7,7 @@ the attempt's record checks.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -21,6 +22,12 @@ from routing.webhooks.send_store import ClaimRow, EndpointRow
 from routing.webhooks.store import HandedOff
 
 log = structlog.get_logger(__name__)
+
+# A hand-off taken within this long of its writing transaction's read of the endpoints is sent with what that read
+# found: on SQLite that read held the write lock, so nothing committed between it and the commit, and the read after
+# the commit it spares would find the same unless a change committed in these few milliseconds. Later, or on
+# PostgreSQL (other processes commit during the writer's transaction), the endpoints are read again.
+ENDPOINTS_FRESH_S = 0.05
 
 
 class Claim(NamedTuple):
@@ -115,6 +122,19 @@ class ClaimBuilder:
             )
         endpoint_id, url = endpoint.endpoint_id, endpoint.url
         return Claim(delivery_id, endpoint_id, message_id, url, payload, secrets, token, lease_until, fmt)
+
+
+def as_written(batch: Sequence[HandedOff], changed_at: float) -> dict[str, EndpointRow] | None:
+    """The batch's endpoints as their writing transactions read them, when every read is younger than
+    `ENDPOINTS_FRESH_S` and than `changed_at` (this process's last commit that changed an endpoint, monotonic);
+    None: they are to be read again."""
+    since = max(time.monotonic() - ENDPOINTS_FRESH_S, changed_at)
+    endpoints: dict[str, EndpointRow] = {}
+    for row in batch:
+        if row.endpoint is None or row.read_at <= since:
+            return None
+        endpoints[row.endpoint_id] = row.endpoint
+    return endpoints
 
 
 def signing_secrets(

@@ -28,12 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.sqlprep import Many
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from routing.webhooks.store import PENDING, SUCCEEDED
+from routing.webhooks.store import PENDING, SUCCEEDED, EndpointRow
 
 _D = cast(Table, WebhookDelivery.__table__)
 _E = cast(Table, WebhookEndpoint.__table__)
 _A = cast(Table, WebhookAttempt.__table__)
 _T = TypeVar("_T")
+
+__all__ = ["SUCCESS_ROW", "ClaimRow", "EndpointRow", "SendStore"]
 
 
 class ClaimRow(NamedTuple):
@@ -83,17 +85,6 @@ _DUE = (
     .limit(bindparam("limit"))
 )
 _DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True, of=_D)  # PostgreSQL: other senders skip these rows
-
-
-class EndpointRow(NamedTuple):
-    """What a claim needs of an enabled endpoint, read once per hand-off batch (not once per delivery)."""
-
-    endpoint_id: str
-    url: str
-    format: str
-    secret: str
-    previous_secret: str | None
-    previous_secret_until: datetime | None
 
 
 # The enabled endpoints of a hand-off batch (a disabled one is missing: its deliveries are not sent).

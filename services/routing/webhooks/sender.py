@@ -41,7 +41,7 @@ from routing.access.links import link_keys
 from routing.connectors import ConnectorDeps, ConnectorPool, registry
 from routing.settings import RoutingSettings
 from routing.webhooks.address import webhook_address_policy
-from routing.webhooks.claims import Claim, ClaimBuilder, RevealedSecrets
+from routing.webhooks.claims import Claim, ClaimBuilder, RevealedSecrets, as_written
 from routing.webhooks.outcome import AttemptOutcome
 from routing.webhooks.owed import OwedDeliveries
 from routing.webhooks.recorder import ATTEMPTS, DELIVERY_SECONDS, AttemptRecorder
@@ -49,6 +49,7 @@ from routing.webhooks.scheduler import FairScheduler
 from routing.webhooks.send_store import SendStore
 from routing.webhooks.store import (
     HandedOff,
+    endpoints_changed_in,
     enqueued_in,
     handed_off_in,
     revoked_in,
@@ -113,6 +114,7 @@ class WebhookSender:
         self._taking_handoffs = False
         self._taking: list[tuple[set[str], set[str]]] | None = None  # revocations during a `_take_handed` read
         self._dry_until = 0.0  # monotonic time before which a claim that found nothing is not repeated
+        self._endpoints_changed_at = 0.0  # monotonic time of this process's last commit that changed an endpoint
         self._queued_since_dry = False
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -121,6 +123,8 @@ class WebhookSender:
         db.on_commit(self._after_commit)
 
     def _after_commit(self, session: AsyncSession) -> None:
+        if endpoints_changed_in(session):
+            self._endpoints_changed_at = time.monotonic()
         revoked = revoked_in(session)
         if revoked is not None:
             self._revoke(*revoked)
@@ -153,10 +157,9 @@ class WebhookSender:
         if poster is None or poster.client.closed:
             from routing.webhooks.transport import SignedPoster, new_http_session
 
-            self._client = new_http_session(self._settings, self._policy, self._resolver)
-            poster = self._poster = SignedPoster(
-                self._client, self._policy, timeout_s=self._timeout, cap=self._cap, wall_clock=self._wall_clock
-            )
+            self._client = client = new_http_session(self._settings, self._policy, self._resolver)
+            timeout, cap, clock = self._timeout, self._cap, self._wall_clock
+            poster = self._poster = SignedPoster(client, self._policy, timeout_s=timeout, cap=cap, wall_clock=clock)
         return poster
 
     async def run(self) -> None:
@@ -273,21 +276,24 @@ class WebhookSender:
     async def _take_handed(self, limit: int) -> None:
         """Queue up to `limit` handed-off deliveries for their endpoints' slots, their bodies as written (no claim
         and no read back: they were written leased to this sender; a change since reached `_revoke` at its commit).
-        One read per batch: the endpoints, enabled (a disabled one's deliveries are left to the table)."""
+        Their endpoints, enabled (a disabled one's deliveries are left to the table): on SQLite as the writing
+        transactions read them, when fresh (`claims.as_written`), else one read per batch."""
         batch, self._handed = self._handed[:limit], self._handed[limit:]
-        revoked: list[tuple[set[str], set[str]]] = []
-        self._taking = revoked
-        try:  # if the read fails, the batch's leases run out and a claim takes them
-            async with self._db.read() as session:
-                endpoints = await SendStore(session).enabled_endpoints({row.endpoint_id for row in batch})
-        except BaseException:
-            for row in batch:
-                self._owed.done(row.id)
-            raise
-        finally:
-            self._taking = None
-        for delivery_ids, endpoint_ids in revoked:  # commits that changed some while the endpoints were read
-            batch = [row for row in batch if row.id not in delivery_ids and row.endpoint_id not in endpoint_ids]
+        endpoints = as_written(batch, self._endpoints_changed_at) if self._db.is_sqlite else None
+        if endpoints is None:
+            revoked: list[tuple[set[str], set[str]]] = []
+            self._taking = revoked
+            try:  # if the read fails, the batch's leases run out and a claim takes them
+                async with self._db.read() as session:
+                    endpoints = await SendStore(session).enabled_endpoints({row.endpoint_id for row in batch})
+            except BaseException:
+                for row in batch:
+                    self._owed.done(row.id)
+                raise
+            finally:
+                self._taking = None
+            for ids, endpoint_ids in revoked:  # commits that changed some while the endpoints were read
+                batch = [row for row in batch if row.id not in ids and row.endpoint_id not in endpoint_ids]
         build = ClaimBuilder(self._secrets, self._clock(), self._links_base_url, self._link_keys)
         wait, done = self._slots.wait, self._owed.done
         for row in batch:
@@ -302,7 +308,8 @@ class WebhookSender:
     async def deliver(self, claim: Claim) -> AttemptOutcome:
         """Send one claimed delivery and record the attempt and what comes next."""
         started_at = self._clock()
-        outcome = await self._attempt_counted(claim)
+        outcome = await self.attempt(claim)
+        DELIVERY_SECONDS.observe(outcome.latency_s)  # the recorder counts attempts by result, a batch at a time
         await self.record(claim, started_at, outcome)
         return outcome
 
@@ -311,12 +318,6 @@ class WebhookSender:
         if self._connectors.handles(claim.format):
             return await self._connectors.deliver(claim)
         return await self._http().post(claim)
-
-    async def _attempt_counted(self, claim: Claim) -> AttemptOutcome:
-        """An attempt, its time observed (the recorder counts attempts by result, a batch at a time)."""
-        outcome = await self.attempt(claim)
-        DELIVERY_SECONDS.observe(outcome.latency_s)
-        return outcome
 
     async def record(self, claim: Claim, started_at: datetime, outcome: AttemptOutcome) -> None:
         """Store the attempt; schedule the next one or settle the delivery; keep the endpoint's health. Returns
@@ -369,7 +370,7 @@ class WebhookSender:
                 if claim is None:
                     return  # stopping
                 started_at = clock()
-            try:  # `_attempt_counted`, inlined: two coroutine frames fewer per delivery
+            try:  # `attempt` and its observation, inlined: two coroutine frames fewer per delivery
                 if connectors.handles(claim.format):
                     outcome = await connectors.deliver(claim)
                 else:

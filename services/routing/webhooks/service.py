@@ -180,7 +180,9 @@ class Webhooks:
         endpoint.previous_secret_until = now + timedelta(hours=self.settings.webhook_secret_overlap_hours)
         endpoint.secret = self.secrets.seal(secret)
         endpoint.updated_at = now
-        await WebhookStore(session).flush()
+        store = WebhookStore(session)
+        store.forget_endpoints()  # deliveries handed off before this commit are signed with both secrets
+        await store.flush()
         return endpoint, secret
 
     async def send_test(self, session: AsyncSession, endpoint_id: str) -> WebhookDelivery:

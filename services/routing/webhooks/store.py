@@ -9,6 +9,7 @@ running sender of this database, which takes them in memory after the commit (no
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ _ENQUEUED_FLAG = "handoff_webhooks_enqueued"
 _ENDPOINTS = "handoff_webhook_endpoints"  # session.info key: (transaction, enabled endpoints) read once
 _HANDED_OFF = "handoff_webhooks_handed_off"  # session.info key: [HandedOff] written leased to this process's sender
 _REVOKED = "handoff_webhooks_revoked"  # session.info key: (delivery ids, endpoint ids) whose hand-offs no longer hold
+_ENDPOINTS_CHANGED = "handoff_webhook_endpoints_changed"  # session.info key: an endpoint was changed or added
 # Databases (by engine) whose sender runs in this process and takes new deliveries in memory: the lease it wants.
 _TAKERS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
@@ -44,8 +46,23 @@ _INSERT_DELIVERIES = Many(
     [f"d_{name}" for name in _DELIVERY_ROW],
     insert(_D).values({name: bindparam(f"d_{name}", type_=_D.c[name].type) for name in _DELIVERY_ROW}),
 )
-_SUBSCRIBED = select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(WebhookEndpoint.enabled.is_(True))
+_E = cast(Table, WebhookEndpoint.__table__)
+# With what a hand-off's claim needs of each (address, format, secrets): the sender then reads nothing per batch.
+_SUBSCRIBED = select(
+    _E.c.id, _E.c.event_types, _E.c.url, _E.c.format, _E.c.secret, _E.c.previous_secret, _E.c.previous_secret_until
+).where(_E.c.enabled.is_(True))
 NewDelivery = tuple[str, str, str, str, str | None, str]  # id, endpoint id, message id, event type, lead id, body
+
+
+class EndpointRow(NamedTuple):
+    """What a claim needs of an enabled endpoint: read once per hand-off batch, or in the writing transaction."""
+
+    endpoint_id: str
+    url: str
+    format: str
+    secret: str
+    previous_secret: str | None
+    previous_secret_until: datetime | None
 
 
 def enqueued_in(session: AsyncSession) -> bool:
@@ -63,6 +80,10 @@ class HandedOff(NamedTuple):
     payload: str
     lease_token: str
     lease_until: datetime
+    # The endpoint as the writing transaction read it (None: not read there, or changed later in it) and when
+    # (time.monotonic()): on SQLite that read held the write lock, so no change committed between it and the commit.
+    endpoint: EndpointRow | None = None
+    read_at: float = 0.0
 
 
 def handed_off_in(session: AsyncSession) -> list[HandedOff]:
@@ -74,6 +95,12 @@ def revoked_in(session: AsyncSession) -> tuple[set[str], set[str]] | None:
     """(delivery ids, endpoint ids) the transaction just committed on this session changed under their hand-off
     (an erasure's redaction, a replay, a disabled endpoint): a sender drops those it still holds in memory."""
     return cast("tuple[set[str], set[str]] | None", session.info.get(_REVOKED))
+
+
+def endpoints_changed_in(session: AsyncSession) -> bool:
+    """Whether the transaction just committed on this session added or changed an endpoint (what a hand-off read in
+    an earlier transaction knows of the endpoints no longer holds)."""
+    return bool(session.info.get(_ENDPOINTS_CHANGED))
 
 
 def take_handoffs(engine: Engine, lease_s: float) -> None:
@@ -105,8 +132,14 @@ class WebhookStore:
             endpoints.add(endpoint_id)
 
     def forget_endpoints(self) -> None:
-        """Endpoints changed in this transaction: its own later events read them again."""
-        self.session.info.pop(_ENDPOINTS, None)
+        """Endpoints changed in this transaction: its own later events read them again, and what its earlier
+        hand-offs (and those of earlier transactions still held by the sender) know of them is not used."""
+        info = self.session.info
+        info.pop(_ENDPOINTS, None)
+        info[_ENDPOINTS_CHANGED] = True
+        handed = info.get(_HANDED_OFF)
+        if handed:
+            info[_HANDED_OFF] = [row._replace(endpoint=None) for row in handed]
 
     async def flush(self) -> None:
         await self.session.flush()
@@ -133,9 +166,17 @@ class WebhookStore:
             return list(cached[1])
         # Core on the connection (one greenlet hop, no ORM execution plumbing): read once per transaction.
         rows = await session.run_sync(lambda sync: sync.connection().execute(_SUBSCRIBED).all())
-        endpoints = [(endpoint_id, list(event_types or [])) for endpoint_id, event_types in rows]
-        session.info[_ENDPOINTS] = (current, endpoints)
+        endpoints = [(row[0], list(row[1] or [])) for row in rows]
+        sendable = {row[0]: EndpointRow(row[0], *row[2:]) for row in rows}
+        session.info[_ENDPOINTS] = (current, endpoints, sendable, time.monotonic())
         return endpoints
+
+    def _read_endpoints(self) -> tuple[dict[str, EndpointRow], float]:
+        """The enabled endpoints this transaction read (`subscribed_endpoints`) and when; empty if it read none."""
+        cached = self.session.info.get(_ENDPOINTS)
+        if cached is None or cached[0] is not self.session.sync_session.get_transaction():
+            return {}, 0.0
+        return cached[2], cached[3]
 
     async def fail_pending(self, endpoint_id: str, reason: str) -> int:
         """Fail the endpoint's pending deliveries (it was disabled); returns how many."""
@@ -165,8 +206,9 @@ class WebhookStore:
         if lease_s is not None:
             until = as_utc(now) + timedelta(seconds=lease_s)  # the sender compares it with its aware clock
             lease = (token, until)
+            endpoints, read_at = self._read_endpoints()
             self.session.info.setdefault(_HANDED_OFF, []).extend(
-                HandedOff(row[0], row[1], row[2], row[5], token, until) for row in rows
+                HandedOff(row[0], row[1], row[2], row[5], token, until, endpoints.get(row[1]), read_at) for row in rows
             )
         # The table, not the ORM entity: one executemany of plain tuples at the driver (`sqlprep.Many`).
         full = [(*row, PENDING, now, 0, 0, 0, now, *lease) for row in rows]
