@@ -31,6 +31,7 @@ _DEGRADED_STATUSES = frozenset({"unavailable", "timeout", "circuit_open"})
 _SPECIFIC_SENIORITIES = frozenset(SENIORITIES) - {"individual"}
 _SPECIFIC_FUNCTIONS = frozenset(FUNCTIONS) - {"other"}
 _COMPANY_FIELDS: tuple[str, ...] = ("name", "employee_band", "industry", "country", "revenue_band")
+_NO_COMPANY_FIELDS: dict[str, None] = {f"enrichment.company.{key}": None for key in ("domain", *_COMPANY_FIELDS)}
 
 
 def lookup_domain(lead: Mapping[str, Any]) -> str | None:
@@ -88,9 +89,11 @@ class Enrichment:
             "enrichment.function": self.function,
             "enrichment.partial": self.partial,
         }
-        company = self.company.to_dict() if self.company else dict.fromkeys(("domain", *_COMPANY_FIELDS))
-        for key, value in company.items():
-            fields[f"enrichment.company.{key}"] = value
+        if self.company:
+            for key, value in self.company.to_dict().items():
+                fields[f"enrichment.company.{key}"] = value
+        else:  # most leads: no company found, every company path present and empty
+            fields.update(_NO_COMPANY_FIELDS)
         if self.provider:
             _flatten("enrichment.provider", self.provider, fields)
         return fields

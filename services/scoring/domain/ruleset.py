@@ -121,6 +121,17 @@ class Ruleset:
         return groups, tuple(others)
 
     @cached_property
+    def gated_rules(self) -> tuple[tuple[int, Predicate, tuple[str, ...], bool], ...]:
+        """`rule_plan`'s other rules, each with the fields it tests and what it answers when every one of them is
+        missing: a predicate answers from its fields' values alone, so a lead without any of them gets that answer
+        without the rule's tests being run (most leads lack most of the message, page and campaign fields)."""
+        compiled = self.compiled_rules
+        return tuple(
+            (position, holds, tuple(sorted(condition_fields(compiled[position][0].when))), bool(holds(_nothing)))
+            for position, holds in self.rule_plan[1]
+        )
+
+    @cached_property
     def compiled_unless(self) -> Predicate | None:
         """`qualified.unless` compiled, or None when the ruleset has none."""
         unless = self.qualification.unless
@@ -147,6 +158,11 @@ class Ruleset:
 RulePlan = tuple[
     tuple[tuple[str, dict[str, tuple[int, ...]], tuple[int, ...]], ...], tuple[tuple[int, "Predicate"], ...]
 ]
+
+
+def _nothing(path: str) -> None:
+    """A resolver for a lead that has none of the fields asked for."""
+    return None
 
 
 def _equal_texts(condition: Condition) -> frozenset[str] | None:

@@ -88,8 +88,17 @@ def score_lead(
     )
     resolve = values.__getitem__
     compiled = ruleset.compiled_rules
-    groups, others = ruleset.rule_plan
-    positions = [position for position, holds in others if holds(resolve)]
+    groups = ruleset.rule_plan[0]
+    positions: list[int] = []
+    for position, holds, paths, when_missing in ruleset.gated_rules:
+        for path in paths:
+            if values[path] is not None:
+                if holds(resolve):
+                    positions.append(position)
+                break
+        else:  # none of the rule's fields: its answer for a lead without them (see Ruleset.gated_rules)
+            if when_missing:
+                positions.append(position)
     for path, index, members in groups:  # text-equality rules: one lookup per field (see Ruleset.rule_plan)
         value = values[path]
         if type(value) is str:

@@ -237,3 +237,36 @@ def test_an_anys_regexes_of_one_field_searched_as_one_answer_as_the_evaluator() 
             for b in ("de", None):
                 resolve = {"a": a, "b": b}.get
                 assert compiled(resolve) is evaluate(condition, resolve), (condition, a, b)
+
+
+MISSING_FIELD_RULES = """
+name: rules answered for a lead missing their fields
+fit:
+  - {id: no_message, when: {not: {lead.message: {regex: 'call'}}}, points: 5}
+  - {id: message_absent, when: {lead.message: {exists: false}}, points: 5}
+  - {id: message_or_page, when: {any: [{lead.message: {contains: demo}}, {lead.page_url: {regex: pricing}}]}, points: 5}
+  - id: neither
+    when: {all: [{not: {lead.form_id: {exists: true}}}, {not: {lead.utm.source: {contains: x}}}]}
+    points: 5
+  - {id: campaign, when: {lead.utm.campaign: {regex: 'webinar'}}, points: 5}
+grades: {weights: {fit: 60, intent: 40}, thresholds: {A: 70, B: 50, C: 30}}
+qualified: {min_fit: 40, min_intent: 0}
+"""
+
+
+@pytest.mark.parametrize("text", [DEFAULT_RULESET_YAML, MISSING_FIELD_RULES])
+def test_rules_skipped_for_a_lead_missing_all_their_fields_fire_as_the_evaluator(text: str) -> None:
+    ruleset = load_ruleset(text)
+    assert {when for *_, when in ruleset.gated_rules} == ({False, True} if text == MISSING_FIELD_RULES else {False})
+    context = {"source": {"kind": "web"}, "is_test": False, "duplicate_of": None, "repeat_count": 0}
+    fields = ("message", "page_url", "form_id", "job_title")
+    for message in (None, "", "call me for a demo", 50):
+        for page_url in (None, "https://x.example/pricing", "   "):
+            for form_id in (None, "demo-request", "newsletter"):
+                lead: dict[str, Any] = dict(zip(fields, (message, page_url, form_id, None), strict=True))
+                lead["utm"] = {} if form_id is None else {"source": "x", "campaign": "webinar"}
+                enrichment = enrich(lead, firmographic=None, provider_result=None, provider_status="disabled")
+                resolve = field_resolver(lead, enrichment, context)
+                expected = [rule.id for rule in ruleset.rules if rule.enabled and evaluate(rule.when, resolve)]
+                fired = [rule.id for rule in score_lead(lead, enrichment, ruleset, context=context).fired]
+                assert fired == expected, lead
