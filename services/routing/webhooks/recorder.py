@@ -40,10 +40,14 @@ DELIVERY_SECONDS = Histogram(
 _COUNTERS: dict[str, Counter] = {}  # ATTEMPTS by result, looked up once
 
 _Pending = tuple[Claim, datetime, AttemptOutcome, "asyncio.Future[None] | None"]
-# Answered attempts wait at most this long for those still in flight, so that a batch's attempts, answered over a
-# few rounds of an endpoint's slots, share one transaction (each write transaction costs ~1 ms of CPU here, its
-# COMMIT's fsync included); a record only needs to land within the lease.
-LINGER_S = 0.02
+# Answered attempts wait this long for more answers to share their transaction: each write transaction costs ~1 ms
+# of CPU here (its COMMIT's fsync included) and a turn of SQLite's one writer that routing's consumer waits for.
+# At end-to-end rates routing hands off 10-50 deliveries a poll, every 20-60 ms: waiting for the batch's own last
+# answer only (session 8) still paid a transaction a poll; this joins a few polls' answers. A record only needs to
+# land within the lease (a crash before it sends the delivery again, under the same webhook-id, as before); the
+# delivery's status shows `pending` this much longer. An awaited `record`, a full batch or `flush` goes at once.
+LINGER_S = 0.1
+LINGER_MAX = 500  # answers waiting that make a transaction at once
 
 
 class AttemptRecorder:
@@ -55,11 +59,10 @@ class AttemptRecorder:
         settings: RoutingSettings,
         clock: Callable[[], datetime],
         rand: Callable[[], float],
-        in_flight: Callable[[], int] | None = None,
     ) -> None:
         self._db = db
-        self._in_flight = in_flight  # the sender's attempts in flight: added ones wait for them (LINGER_S)
-        self.quiet = asyncio.Event()  # set by the sender when its last attempt in flight is answered
+        self._go = asyncio.Event()  # ends the wait for more answers (LINGER_S)
+        self._flushing = False
         self._settings = settings
         self._clock = clock
         self._rand = rand
@@ -70,12 +73,16 @@ class AttemptRecorder:
         """Store the attempt; schedule the next one or settle the delivery; keep the endpoint's health."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((claim, started_at, outcome, done))
+        self._go.set()
         self._ensure_running()
         await done
 
     def add(self, claim: Claim, started_at: datetime, outcome: AttemptOutcome) -> None:
         """Record the attempt with the next transaction, without waiting for it (a failure is logged here)."""
-        self._pending.append((claim, started_at, outcome, None))
+        pending = self._pending
+        pending.append((claim, started_at, outcome, None))
+        if len(pending) >= LINGER_MAX:
+            self._go.set()
         self._ensure_running()
 
     def _ensure_running(self) -> None:
@@ -84,9 +91,14 @@ class AttemptRecorder:
 
     async def flush(self) -> None:
         """Wait until every attempt added so far is committed (or its transaction has failed)."""
-        while self._task is not None and not self._task.done():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._task)
+        self._flushing = True  # no more waiting for answers to join
+        try:
+            while self._task is not None and not self._task.done():
+                self._go.set()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._task)
+        finally:
+            self._flushing = False
 
     def _take(self) -> list[_Pending]:
         """What is waiting, a delivery at most once (its attempt number is counted in the statement): a second
@@ -101,14 +113,13 @@ class AttemptRecorder:
         return batch
 
     async def _linger(self) -> None:
-        """Wait (at most LINGER_S) until no attempt is in flight, unless a caller awaits its record."""
-        in_flight = self._in_flight
-        if in_flight is None or not in_flight() or any(item[3] is not None for item in self._pending):
-            return
-        self.quiet.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(LINGER_S):
-                await self.quiet.wait()
+        """Wait (at most LINGER_S) for more answers to join, unless something asks for the transaction now."""
+        go = self._go
+        if not (go.is_set() or self._flushing):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LINGER_S):
+                    await go.wait()
+        go.clear()
 
     async def _record_pending(self) -> None:
         while self._pending:

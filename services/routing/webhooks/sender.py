@@ -118,7 +118,7 @@ class WebhookSender:
         self._queued_since_dry = False
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        self._recorder = AttemptRecorder(db, settings, clock, rand, in_flight=lambda: self._slots.running)
+        self._recorder = AttemptRecorder(db, settings, clock, rand)
         self._connectors = ConnectorPool(registry, ConnectorDeps(db, settings, wall_clock, resolver))
         db.on_commit(self._after_commit)
 
@@ -340,8 +340,6 @@ class WebhookSender:
         slots = self._slots
         slots.finished(claim)
         self._owed.done(claim.delivery_id, answered=True)
-        if not slots.running:
-            self._recorder.quiet.set()  # what was answered records in one transaction
         now = self._clock()
         following = None
         if not self._stop.is_set():
