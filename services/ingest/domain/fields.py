@@ -166,27 +166,36 @@ def collect(raw: Mapping[str, Any], field_mapping: Mapping[str, str] | None) -> 
     collected = Collected()
     mapping = dict(field_mapping or {})
     mapping_by_slug = {key_slug(k): v for k, v in mapping.items()}
-    items: list[tuple[str, Any]] = []
+    # (key, its slug, value): each key slugged once; hidden fields (Typeform, landing-page scripts) carry UTMs and
+    # click ids, treated like top-level keys after the visible ones so a typed answer wins.
+    items: list[tuple[str, str, Any]] = []
+    hidden: list[Mapping[Any, Any]] = []
     for key, value in raw.items():
         skey = str(key)
-        if key_slug(skey) == "hidden" and isinstance(value, Mapping):
-            # Hidden fields (Typeform, landing-page scripts) carry UTMs and click ids: treat them
-            # like top-level keys, after the visible ones so a typed answer wins.
+        slug = key_slug(skey)
+        if slug == "hidden" and isinstance(value, Mapping):
+            hidden.append(value)
             continue
-        items.append((skey, value))
-    for key, value in raw.items():
-        if key_slug(str(key)) == "hidden" and isinstance(value, Mapping):
-            items.extend((str(k), v) for k, v in value.items())
+        items.append((skey, slug, value))
+    for value in hidden:
+        items.extend((str(k), key_slug(str(k)), v) for k, v in value.items())
 
-    for key, value in items:
-        slug = key_slug(key)
-        target = mapping.get(key, mapping_by_slug.get(slug))
-        if target is not None:
-            if target == "":
-                continue  # an explicit "" mapping drops a key the source sends but we must not keep
-            if not route_target(collected, target, key, value, rank=-100):
-                collected.custom.setdefault(key, value)  # lenient mode keeps it; strict mode raises
-                collected.errors.append(FieldError(f"field_mapping.{key}", f"unknown target field {target!r}"))
+    fields = collected.fields
+    for key, slug, value in items:
+        if mapping:
+            target = mapping.get(key, mapping_by_slug.get(slug))
+            if target is not None:
+                if target == "":
+                    continue  # an explicit "" mapping drops a key the source sends but we must not keep
+                if not route_target(collected, target, key, value, rank=-100):
+                    collected.custom.setdefault(key, value)  # lenient mode keeps it; strict mode raises
+                    collected.errors.append(FieldError(f"field_mapping.{key}", f"unknown target field {target!r}"))
+                continue
+        known = _ALIAS_INDEX.get(slug)
+        if known is not None:
+            # route_known's first case, inlined: most keys of a lead are one of our fields' names.
+            if not (value.strip() == "" if type(value) is str else is_blank(value)):
+                fields.setdefault(known[0], []).append(Candidate(known[1], key, value))
             continue
         if slug in _IGNORED_KEYS:
             continue

@@ -82,6 +82,9 @@ class Normalizer:
         candidates = self.c.fields.get(name)
         if not candidates:
             return None  # most of the fields asked for are absent: nothing to sort
+        if len(candidates) == 1:
+            only = candidates[0]
+            return only.key, only.value
         if len(candidates) > 1:
             candidates = sorted(candidates, key=lambda cand: cand.rank)
         chosen = candidates[0]
@@ -106,22 +109,22 @@ class Normalizer:
 
     def run(self) -> NormalizedLead:
         v = self.values
-        for name in ("first_name", "last_name", "full_name", "company", "job_title", "region", "city",
-                     "postal_code", "form_id", "page_url", "referrer"):  # fmt: skip
-            v[name] = self.text(name)
-        v["message"] = self.text("message", multiline=True)
+        # Only the fields sent are read: a lead carries a handful of the names asked for here.
+        sent = self.c.fields
+        for name in _PLAIN_TEXT:
+            v[name] = self.text(name) if name in sent else None
+        v["message"] = self.text("message", multiline=True) if "message" in sent else None
         self._names()
-        self._country()
-        self._email()
-        self._phone()
-        self._website()
-        self._language()
-        utm = self._string_map("utm", self.c.utm)
-        click_ids = self._string_map("click_ids", self.c.click_ids)
+        for name, read in _READERS:
+            if name in sent:
+                read(self)
+        c = self.c
+        utm = self._string_map("utm", c.utm) if c.utm else {}
+        click_ids = self._string_map("click_ids", c.click_ids) if c.click_ids else {}
         self._from_page_url(utm, click_ids)
-        consent = self._consent()
-        submitted_at = self._submitted_at()
-        custom = self._custom()
+        consent = self._consent() if c.consent else {}
+        submitted_at = self._submitted_at() if "submitted_at" in sent else None
+        custom = self._custom() if c.custom or self.custom else {}
         if not self.strict:
             # Platform leads cannot be corrected and resent: what could not be read is flagged above, and what is
             # left (a source's own field_mapping typo, a custom value that is not a finite number) is dropped.
@@ -290,3 +293,17 @@ class Normalizer:
         if len(out) > MAX_CUSTOM_KEYS:
             self.errors.append(FieldError("custom", f"at most {MAX_CUSTOM_KEYS} custom fields, got {len(out)}"))
         return out
+
+
+_PLAIN_TEXT = (
+    "first_name", "last_name", "full_name", "company", "job_title", "region", "city", "postal_code", "form_id",
+    "page_url", "referrer",
+)  # fmt: skip
+# In this order: the phone's region comes from the country read before it.
+_READERS = (
+    ("country", Normalizer._country),
+    ("email", Normalizer._email),
+    ("phone", Normalizer._phone),
+    ("website", Normalizer._website),
+    ("language", Normalizer._language),
+)

@@ -80,7 +80,6 @@ def is_cjk_text(value: str) -> bool:
     return bool(letters) and all(is_cjk(ch) for ch in letters)
 
 
-@functools.lru_cache(maxsize=4096)
 @functools.lru_cache(maxsize=4096)  # a lead's keys come from a small vocabulary; each is slugged several times
 def key_slug(key: str) -> str:
     """Loose form of a field key for alias matching: ``"First Name"``, ``first-name`` -> ``first_name``."""

@@ -94,7 +94,9 @@ class BatchTransaction:
         self._raw = raw  # the sqlite3 connection under `connection`
         self._dialect = connection.dialect
         self.info: dict[str, Any] = {}
-        self.sync_session = SimpleNamespace(bind=bind)  # common.outbox finds its relay by the engine
+        # common.outbox finds its relay by the engine; common.sqlprep_session keys its per-transaction driver look-up
+        # by get_transaction(): this batch is that transaction.
+        self.sync_session = SimpleNamespace(bind=bind, get_transaction=lambda: self)
         self.session = self  # what accept_batch hands to add_events and the metrics
 
     async def connection(self) -> AsyncConnection:
