@@ -254,10 +254,14 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits when the block ends, rolls back if it raises."""
         lock = self.writer_lock()
-        async with lock, self.sessions() as session:
-            async with session.begin():
-                yield session
-            self.committed(session)
+        async with lock:
+            session = self.sessions()
+            try:
+                async with session.begin():
+                    yield session
+                self.committed(session)
+            finally:
+                await _close(session)
 
     def committed(self, session: Any) -> None:
         """The `on_commit` listeners, told of a transaction that committed (`session`, or what stands in for one: a
@@ -283,6 +287,17 @@ class Database:
             await self.read_engine.dispose()
 
 
+async def _close(session: AsyncSession) -> None:
+    """Close a session whose transaction block has ended. AsyncSession's own exit runs its close in a task of its
+    own (shielded from a cancellation), a task and a turn of the event loop per transaction; once the transaction
+    has committed or rolled back the session holds no connection and its close does no I/O, so it is done at once.
+    A session still in a transaction (its block could not end it) is closed the shielded way."""
+    if session.sync_session.get_transaction() is None:
+        session.sync_session.close()
+    else:
+        await session.__aexit__(None, None, None)
+
+
 def ensure_sqlite_folder(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:":
@@ -305,4 +320,9 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, begin: str, busy
     def _on_begin(conn: Any) -> None:
         # For writers, IMMEDIATE takes the write lock up front: a deferred transaction that reads and then writes can
         # fail with SQLITE_BUSY_SNAPSHOT instead of waiting when another connection committed in between.
-        conn.exec_driver_sql(begin)
+        # At the driver: exec_driver_sql's execution context and result cost several times SQLite's BEGIN, once per
+        # transaction (a consumer's poll, a request). Its error is SQLAlchemy's, as exec_driver_sql raised it.
+        try:
+            conn.connection.driver_connection.execute(begin)
+        except sqlite3.Error as exc:
+            raise sqlprep.wrap_sqlite_error(exc, begin, conn.dialect) from exc

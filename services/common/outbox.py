@@ -15,14 +15,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from prometheus_client import Histogram
-from sqlalchemy import (
-    Table,
-    delete,
-    func,
-    insert,
-    select,
-    text,
-)
+from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
@@ -35,6 +28,7 @@ from common.outbox_leader import RelayLeadership, relay_channel
 from common.outbox_sqlite import OutboxRow, outbox_dead_table, outbox_table, write_rows
 from common.poll import poll_until, share_loop
 from common.settings import ServiceSettings
+from common.sqlprep_session import session_driver
 
 # The tables are declared beside the rows' insert; the services import them from here.
 __all__ = ["OutboxRelay", "add_events", "backlog", "outbox_dead_table", "outbox_table"]
@@ -74,9 +68,11 @@ async def add_events(
         for event, h in zip(events, headers, strict=True)
     ]
     relay = relay_for(session, table)
-    connection = await session.connection()
-    written = await write_rows(connection, table, values, now, returning=relay is not None, kafka_headers=headers)
-    if written is None:  # not the inline SQLite dialect: through Core
+    _connection, dialect, raw = await session_driver(session)
+    written: list[OutboxRow] | None = None
+    if raw is not None:  # the inline SQLite dialect: at the driver, no greenlet switch
+        written = write_rows(raw, dialect, table, values, now, returning=relay is not None, kafka_headers=headers)
+    else:  # through Core
         rows = [{**dict(zip(_VALUE_KEYS, row, strict=True)), "created_at": now} for row in values]
         if relay is None:
             await session.execute(insert(table), rows)
@@ -90,7 +86,7 @@ async def add_events(
         handed = session.info.setdefault(HANDED, (relay, []))
         handed[1].extend(written)
         await relay.published.claim_into(session)
-    if connection.dialect.name == "postgresql":
+    if dialect.name == "postgresql":
         # Wakes the publishing relay even when it runs in another process of this service (one leader publishes
         # for all); PostgreSQL delivers the notification at commit, and never for a rolled-back transaction. The
         # payload names this process's relay, which has the rows from the hand-off and need not read them back.

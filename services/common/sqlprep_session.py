@@ -31,8 +31,8 @@ _DRIVER = "common.sqlprep_session.driver"
 
 async def _raw(session: AsyncSession) -> tuple[AsyncConnection, Dialect, Any]:
     """The session's connection, its dialect and, on the inline SQLite dialect, its sqlite3 connection (else None),
-    asked of SQLAlchemy once per transaction (two greenlet switches each time) and kept in the session's info with
-    the transaction they belong to: a later transaction of the same session asks again."""
+    asked of SQLAlchemy once per transaction (one greenlet switch) and kept in the session's info with the
+    transaction they belong to: a later transaction of the same session asks again."""
     transaction = session.sync_session.get_transaction()
     found = session.info.get(_DRIVER)
     if found is not None and transaction is not None and found[0] is transaction:
@@ -41,9 +41,19 @@ async def _raw(session: AsyncSession) -> tuple[AsyncConnection, Dialect, Any]:
     dialect = connection.dialect
     raw = None
     if dialect.driver == INLINE_SQLITE:
-        raw = (await connection.get_raw_connection()).driver_connection
+        # The session's connection is checked out by now: its driver connection is an attribute away, where
+        # get_raw_connection() cost a greenlet switch of its own.
+        sync = connection.sync_connection
+        assert sync is not None
+        raw = sync.connection.driver_connection
     session.info[_DRIVER] = (session.sync_session.get_transaction(), connection, dialect, raw)
     return connection, dialect, raw
+
+
+async def session_driver(session: AsyncSession) -> tuple[AsyncConnection, Dialect, Any]:
+    """The session's connection, its dialect and, on the inline SQLite dialect, its sqlite3 connection (else None),
+    for a statement run at the driver in the session's transaction (asked of SQLAlchemy once per transaction)."""
+    return await _raw(session)
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError
 
 from common.db import Database
@@ -48,6 +48,37 @@ async def test_handed_rows_are_the_rows_the_relay_reads_back(database_url: str) 
             assert type(getattr(mine, name)) is type(getattr(theirs, name)), name
         assert mine.created_at.utcoffset() is not None
     assert [row.key for row in handed] == [b"lead-0", b"lead-1", b"lead-2"]
+
+
+async def test_seqs_handed_over_after_the_newest_rows_were_deleted_are_the_stored_ones(database_url: str) -> None:
+    """On SQLite the seqs are given by the writer (the highest + 1 on), as SQLite would choose them: also once the
+    rows holding the highest seqs are gone (published and deleted), and when the table is empty."""
+    db = Database(database_url)
+    await upgrade_schema_async(database_url, MIGRATIONS, Base.metadata)
+    settings = _settings()
+    relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=lambda: _FakeProducer([], [], set()))
+
+    def events(n: int) -> list[Event]:
+        return [Event(type="thing.happened", source="/tests", subject=f"lead-{i}", data={}) for i in range(n)]
+
+    handed: list[Any] = []
+    try:
+        for batch, delete_after in ((events(4), 2), (events(3), 0), (events(2), None)):
+            async with db.transaction() as session:
+                await add_events(session, outbox, settings, batch, lambda _e: "things.v1")
+                assert session.info[HANDED][0] is relay
+                handed.extend(session.info[HANDED][1])
+            if delete_after is not None:  # the newest rows go (all of them for 0)
+                async with db.transaction() as session:
+                    newest = sorted(row.seq for row in handed)[delete_after:]
+                    await session.execute(delete(outbox).where(outbox.c.seq.in_(newest)))
+                handed = [row for row in handed if row.seq not in newest]
+        async with db.read() as session:
+            stored = (await session.execute(select(outbox.c.seq, outbox.c.event_id).order_by(outbox.c.seq))).all()
+    finally:
+        await db.dispose()
+    assert [(row.seq, row.event_id) for row in handed] == [tuple(row) for row in stored]
+    assert len(stored) == 2
 
 
 async def test_a_failed_insert_surfaces_as_sqlalchemys_error(database_url: str) -> None:
