@@ -16,6 +16,7 @@ from routing.domain.rotation import rotate
 from routing.domain.rules import Action, RoutingRules, Rule, RuleOptions, lookup
 
 OUTCOMES = ("assigned", "nurture", "queued", "held")
+_IDLE = RepLoad()  # a rep with no load row: one shared value instead of one built per check (RepLoad is frozen)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class _Router:
         candidate = check_rep(
             rep,
             view=self.view,
-            load=self.loads.get(rep.id, RepLoad()),
+            load=self.loads.get(rep.id, _IDLE),
             options=options,
             exclude=self.exclude,
             now=self.now,
@@ -287,8 +288,8 @@ class _Router:
 
         present = {rep.id: rep.weight for rep in members if is_available(rep, self.now)}
         if method == "least_loaded":
-            fewest = min(self.loads.get(rep.id, RepLoad()).open_leads for rep in eligible)
-            pool = {rep.id: 1 for rep in eligible if self.loads.get(rep.id, RepLoad()).open_leads == fewest}
+            fewest = min(self.loads.get(rep.id, _IDLE).open_leads for rep in eligible)
+            pool = {rep.id: 1 for rep in eligible if self.loads.get(rep.id, _IDLE).open_leads == fewest}
             how = f"it has the fewest open leads ({fewest}) among {len(eligible)} eligible"
         elif method == "round_robin":
             pool = {rep.id: 1 for rep in eligible}

@@ -48,8 +48,18 @@ def rotate(
     """Pick among `eligible` (id -> weight) and return the state to persist for the team's `present` reps."""
     # Present reps' own weights set the clamp bound even when this pick uses round-robin weights of 1.
     members = {**eligible, **present}
-    winner, new_state = weighted_pick(eligible, settle(state, members))
-    return winner, settle(new_state, members)
+    if not eligible:
+        raise ValueError("cannot pick from no reps")
+    # settle, weighted_pick and settle again, in one pass (every lead routed runs it): the same answer.
+    bound = sum(members.values())
+    new_state = {rep_id: int(max(-bound, min(bound, value))) for rep_id, value in state.items() if rep_id in members}
+    winner, best = "", 0
+    for rep_id in sorted(eligible):
+        value = new_state[rep_id] = new_state.get(rep_id, 0) + eligible[rep_id]
+        if not winner or value > best:
+            winner, best = rep_id, value
+    new_state[winner] -= sum(eligible.values())
+    return winner, {rep_id: max(-bound, min(bound, value)) for rep_id, value in new_state.items()}
 
 
 def simulate(

@@ -26,14 +26,15 @@ from routing.store import RoutingRepository
 from routing.store.leads import BatchState
 from routing.usecases import assign
 from routing.usecases.batch_rows import Pending, moved, record
-from routing.usecases.capacity import capacity_loads, remember_worked
+from routing.usecases.capacity import capacity_load, capacity_loads, remember_worked, worked_open
 from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.decide import local_days, rep_loads
 from routing.usecases.decisions import scored_view
 from routing.usecases.shared import (
+    EVERYTHING,
     LoadState,
+    TxState,
     account_books,
-    holds,
     load_of,
     loads,
     lock_teams,
@@ -89,11 +90,11 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     for lead_id, scored in batch.items():
         book = books[lead_id]
         decision, load_rows, state_now = await _decide(
-            rt, session, pending, current, roster, rules, views[lead_id], book, firsts[lead_id], now
+            rt, session, state, pending, current, roster, rules, views[lead_id], book, firsts[lead_id], now
         )
         record(rt, pending, roster, rules, scored, views[lead_id], decision, next(ids), now, lead_id in erased)
         moved(pending, state_now, load_rows, roster, decision, current.days)
-        await current.moved(rt, session, roster, load_rows, decision.rep_id)
+        current.moved(rt, roster, load_rows, decision.rep_id)
     await pending.write(rt, session)
 
 
@@ -119,28 +120,23 @@ class _Current:
         self.days = days  # each roster zone's local date at the batch's moment
         self.rows: dict[str, LoadState] | None = None
         self.loads: dict[str, RepLoad] = {}
+        self.worked: Mapping[str, int] = {}  # the transaction's worked open leads per rep, with the rows
 
     async def of(
         self, rt: RoutingContext, session: AsyncSession, roster: Roster, rows: dict[str, LoadState], now: datetime
     ) -> dict[str, RepLoad]:
         if self.rows is not rows:
             self.loads = await capacity_loads(rt, session, roster, rep_loads(roster, rows, now))
+            self.worked = await worked_open(session)
             self.rows = rows
         return self.loads
 
-    async def moved(
-        self,
-        rt: RoutingContext,
-        session: AsyncSession,
-        roster: Roster,
-        rows: dict[str, LoadState],
-        rep_id: str | None,
-    ) -> None:
+    def moved(self, rt: RoutingContext, roster: Roster, rows: dict[str, LoadState], rep_id: str | None) -> None:
         rep = roster.rep(rep_id)
         if rep is None or self.rows is not rows:
             return  # no rep's load moved, or the rows are read again before the next decision anyway
-        one = {rep.id: load_of(rows.get(rep.id), self.days[rep.timezone])}
-        self.loads[rep.id] = (await capacity_loads(rt, session, roster, one))[rep.id]
+        load = load_of(rows.get(rep.id), self.days[rep.timezone])
+        self.loads[rep.id] = capacity_load(rt, roster, self.worked, rep.id, load)
 
 
 def _team_guessed(
@@ -204,6 +200,7 @@ def _route(
 async def _decide(
     rt: RoutingContext,
     session: AsyncSession,
+    state: TxState,
     pending: Pending,
     loads_now: _Current,
     roster: Roster,
@@ -214,12 +211,15 @@ async def _decide(
     now: datetime,
 ) -> tuple[Decision, dict[str, LoadState], dict[str, dict[str, int]]]:
     """One decision on the batch's state in memory, under its team's lock (taken now if the guess missed it); with
-    the transaction's load rows and rotation it was made on, which the decision then moves."""
+    the transaction's load rows and rotation it was made on, which the decision then moves. `state`: the
+    transaction's cache (tx), looked up once per batch: its loads and rotation are read again only after a lock
+    taken here forgot them."""
     while True:
-        load_rows, state = await loads(session), await rotation(session)
+        load_rows = state.loads if state.loads is not None else await loads(session)
+        positions = state.rotation if state.rotation is not None else await rotation(session)
         current = await loads_now.of(rt, session, roster, load_rows, now)
-        decision = _route(view, roster, rules, current, state, book, first, now)
-        if holds(session, [decision.team_id]):
-            return decision, load_rows, state
+        decision = _route(view, roster, rules, current, positions, book, first, now)
+        if EVERYTHING in state.locked or not decision.team_id or decision.team_id in state.locked:
+            return decision, load_rows, positions
         await pending.write(rt, session)  # what the state in memory holds is stored before it is read again
         await lock_teams(session, [decision.team_id])

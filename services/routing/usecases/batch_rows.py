@@ -43,10 +43,6 @@ class Pending:
     # policy by (outcome, team, rule, grade), its clock (due time and timers) by (policy, whose hours, zone).
     slas: dict[tuple[str, str | None, str | None, str | None], ResolvedSla | None] = field(default_factory=dict)
     clocks: dict[tuple[Any, ...], tuple[datetime, list[dict[str, Any]]]] = field(default_factory=dict)
-    schedules: list[WorkingHours] = field(default_factory=list)
-    # Each schedule's value as a clock key, by the object's id: reps with equal weeks (every rep of a team on the
-    # team's hours, or on "always") share one working-time walk per batch instead of one each.
-    schedule_keys: dict[int, str] = field(default_factory=dict)
     # ISO text of the batch's moment and of each due time (the same for every lead they start a clock for), by
     # instant and zone: equal instants in two zones are equal datetimes with two texts.
     isos: dict[tuple[datetime, Any], str] = field(default_factory=dict)
@@ -171,12 +167,7 @@ def _clock(
 ) -> tuple[datetime, list[dict[str, Any]]]:
     """An SLA clock started now: its due time and its timers (warnings, breach) without lead and assignment, once
     per policy, schedule and zone in a batch (the working-time walk is the same for every lead of equal weeks)."""
-    schedule = pending.schedule_keys.get(id(hours))
-    if schedule is None:
-        # repr names every field of the frozen dataclass; two equal weeks written in another order only miss.
-        schedule = pending.schedule_keys[id(hours)] = repr(hours)
-        pending.schedules.append(hours)  # held while its id keys schedule_keys, so the id is not reused
-    key = (policy, schedule, tz)
+    key = (policy, _schedule_key(hours), tz)
     hit = pending.clocks.get(key)
     if hit is None:
         due = sla_deadline(now, policy.minutes, business_hours=policy.business_hours, hours=hours, tz=tz)
@@ -186,6 +177,24 @@ def _clock(
 
 
 _IDS = ("lead_id", "assignment_id")
+
+# Each schedule's value as a clock key, by the object's identity (the entry holds the object, so its id is not
+# reused while it is there): reps with equal weeks (every rep of a team on the team's hours, or on "always") share
+# one working-time walk per batch instead of one each. Kept across batches, as a roster's objects are: the repr
+# costs ~15 us a rep, once per roster version instead of once per batch.
+_SCHEDULE_KEYS: dict[int, tuple[WorkingHours, str]] = {}
+
+
+def _schedule_key(hours: WorkingHours) -> str:
+    hit = _SCHEDULE_KEYS.get(id(hours))
+    if hit is not None and hit[0] is hours:
+        return hit[1]
+    if len(_SCHEDULE_KEYS) > 4096:
+        _SCHEDULE_KEYS.clear()
+    # repr names every field of the frozen dataclass; two equal weeks written in another order only miss.
+    text = repr(hours)
+    _SCHEDULE_KEYS[id(hours)] = (hours, text)
+    return text
 
 
 def moved(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,13 +32,22 @@ async def capacity_loads(
     """The loads the engine checks max_open against: each rep's open leads less those already worked, where the
     rep's capacity counts untouched leads. Worked leads are read once per transaction (touches never happen in
     the middle of a routing batch)."""
-    worked = await _worked(session)
+    worked = await worked_open(session)
     out = dict(loads)
-    for rep_id, count in worked.items():
+    for rep_id in worked:
         load = out.get(rep_id)
-        if load is not None and count and counts_untouched(rt, roster, rep_id):
-            out[rep_id] = replace(load, open_leads=max(0, load.open_leads - count))
+        if load is not None:
+            out[rep_id] = capacity_load(rt, roster, worked, rep_id, load)
     return out
+
+
+def capacity_load(rt: RoutingContext, roster: Roster, worked: Mapping[str, int], rep_id: str, load: RepLoad) -> RepLoad:
+    """One rep's load as capacity_loads gives it, from the transaction's worked leads (`worked_open`): for a batch
+    that moves one rep's load a decision."""
+    count = worked.get(rep_id)
+    if count and counts_untouched(rt, roster, rep_id):
+        return replace(load, open_leads=max(0, load.open_leads - count))
+    return load
 
 
 def remember_worked(session: AsyncSession, worked: dict[str, int]) -> None:
@@ -46,11 +56,13 @@ def remember_worked(session: AsyncSession, worked: dict[str, int]) -> None:
     session.info[_WORKED] = (session.sync_session.get_transaction(), worked)
 
 
-async def _worked(session: AsyncSession) -> dict[str, int]:
+async def worked_open(session: AsyncSession) -> Mapping[str, int]:
+    """The transaction's worked open leads per rep, read-only: the same dict every call (a batch asks once a
+    decision, for the rep the decision moved)."""
     current = session.sync_session.get_transaction()
     cached = session.info.get(_WORKED)
     if cached is not None and cached[0] is current:
-        return dict(cached[1])
+        return cast("Mapping[str, int]", cached[1])
     worked = await DeskRepository(session).worked_open_leads(OPEN_STATUSES)
     session.info[_WORKED] = (current, worked)
     return worked

@@ -35,7 +35,7 @@ class LoadState:
 
 
 @dataclass
-class _TxState:
+class TxState:
     """What a transaction reads once and then keeps current itself: the rotation and loads of the teams whose
     locks it holds (nobody else writes those until it commits), the accounts, and the leads it has routed."""
 
@@ -48,12 +48,12 @@ class _TxState:
     routed: set[str] = field(default_factory=set)  # leads routed in this transaction, not yet flushed
 
 
-def tx(session: AsyncSession) -> _TxState:
+def tx(session: AsyncSession) -> TxState:
     """This transaction's cache; a rolled-back or new transaction starts from an empty one."""
     current = session.sync_session.get_transaction()
-    state: _TxState | None = session.info.get(_TX)
+    state: TxState | None = session.info.get(_TX)
     if state is None or state.transaction is not current:
-        state = _TxState(current)
+        state = TxState(current)
         session.info[_TX] = state
     return state
 
@@ -101,7 +101,7 @@ def _on_postgres(session: AsyncSession) -> bool:
     return bind is not None and bind.dialect.name == "postgresql"
 
 
-def _forget_state(session: AsyncSession, state: _TxState) -> None:
+def _forget_state(session: AsyncSession, state: TxState) -> None:
     # SQLite has one writer: what this transaction read is what is there. PostgreSQL: read again under the lock.
     if _on_postgres(session):
         state.loads, state.rotation = None, None
