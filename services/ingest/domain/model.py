@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -44,9 +44,21 @@ class NormalizedLead:
         """Whether the lead gives a usable way to reach the person (a valid email or phone)."""
         return bool(self.email or self.phone)
 
+    @classmethod
+    def of_values(cls, values: Mapping[str, Any]) -> NormalizedLead:
+        """The lead with these values, one for every field (the normalizer's, already checked): what `__init__`
+        makes, without the frozen dataclass's `object.__setattr__` per field (~5 us of ~30 a lead)."""
+        if len(values) != len(_FIELD_NAMES):
+            missing = sorted(set(_FIELD_NAMES) - set(values))
+            raise TypeError(f"NormalizedLead.of_values needs every field: {missing or 'unknown names given'}")
+        lead = object.__new__(cls)
+        lead.__dict__.update(values)
+        return lead
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with every key present (missing values are None, maps are {})."""
-        out: dict[str, Any] = {name: getattr(self, name) for name in TEXT_FIELDS}
+        fields_ = self.__dict__
+        out: dict[str, Any] = {name: fields_[name] for name in TEXT_FIELDS}
         out["consent"] = dict(self.consent)
         out["utm"] = dict(self.utm)
         out["click_ids"] = dict(self.click_ids)
@@ -81,3 +93,6 @@ class NormalizedLead:
         if self.phone:
             keys.append(f"phone:{self.phone}")
         return keys
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(NormalizedLead))

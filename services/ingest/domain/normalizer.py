@@ -136,16 +136,15 @@ class Normalizer:
                 named = [FieldError(path, self.reasons[path]) for path in ("email", "phone") if path in self.reasons]
                 raise NotALead(named or [FieldError("email", "email or phone is required")])
             self.flag("", "no_contact", None)
-        return NormalizedLead(
-            **{name: v.get(name) for name in TEXT_FIELDS},
-            consent=consent,
-            utm=utm,
-            click_ids=click_ids,
-            submitted_at=submitted_at,
-            custom=custom,
-            quality_flags=tuple(self.flags),
-            quality_raw=self.raw,
-        )
+        values = {name: v.get(name) for name in TEXT_FIELDS}
+        values["consent"] = consent
+        values["utm"] = utm
+        values["click_ids"] = click_ids
+        values["submitted_at"] = submitted_at
+        values["custom"] = custom
+        values["quality_flags"] = tuple(self.flags)
+        values["quality_raw"] = self.raw
+        return NormalizedLead.of_values(values)
 
     def _names(self) -> None:
         v = self.values
