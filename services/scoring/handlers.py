@@ -254,17 +254,19 @@ class Scoring:
         rows: list[dict[str, Any]] = []
         scored_events: list[Event] = []
         event_ids = uuid4_texts(len(fresh))
-        shared_conversion: tuple[Any, bytes] = (None, b"")  # a batch's leads often share one conversion answer
+        # A batch's leads often share one conversion answer: serialized once.
+        shared_conversion: tuple[Any, bytes, str] = (None, b"", "")
         for event, item, outcome, event_id in zip(fresh, items, outcomes, event_ids, strict=True):
             data = event.data
             erased = event.subject in facts.erased
             # Serialized once, for the stored row's JSON columns and the event's value alike.
             lead_json = dumps(item.lead)
-            enrichment_json = dumps(outcome.enrichment.to_dict())
+            enrichment_json = dumps(outcome.enrichment.to_serialize())
             score_json = dumps(outcome.score)
             if outcome.conversion is not shared_conversion[0]:
-                shared_conversion = (outcome.conversion, dumps(outcome.conversion))
-            conversion_json = shared_conversion[1]
+                conversion_json = dumps(outcome.conversion)
+                shared_conversion = (outcome.conversion, conversion_json, conversion_json.decode())
+            conversion_json, conversion_text = shared_conversion[1:]
             rows.append(
                 {
                     "lead_id": event.subject,
@@ -274,7 +276,7 @@ class Scoring:
                     "lead": "null" if erased else lead_json.decode(),
                     "enrichment": enrichment_json.decode(),
                     "score": score_json.decode(),
-                    "conversion": conversion_json.decode(),
+                    "conversion": conversion_text,
                     "features": dumps(outcome.features).decode(),
                     "ruleset_version": ruleset.version,
                     "grade": outcome.score["grade"],

@@ -104,7 +104,12 @@ def _parent_domains(domain: str) -> list[str]:
 
 def is_disposable_domain(domain: str) -> bool:
     """True if `domain` or a parent of it is a known throwaway-mail provider."""
-    return any(candidate in DISPOSABLE_DOMAINS for candidate in _parent_domains(domain))
+    _first, dot, parent = domain.partition(".")
+    if not dot:  # a single label is no registrable domain (as `_parent_domains` has it)
+        return False
+    if domain in DISPOSABLE_DOMAINS:  # the whole domain first: most addresses have no parent to try
+        return True
+    return "." in parent and any(c in DISPOSABLE_DOMAINS for c in _parent_domains(domain)[1:])
 
 
 @functools.lru_cache(maxsize=4096)

@@ -64,6 +64,11 @@ class Enrichment:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, for the lead.scored event and storage."""
+        return {**self.to_serialize(), "steps": [dict(step) for step in self.steps]}
+
+    def to_serialize(self) -> dict[str, Any]:
+        """`to_dict` holding this enrichment's own steps, not copies: for serializing at once, where nothing is kept
+        that could change them (the copies are six dicts a lead)."""
         return {
             "email_type": self.email_type,
             "domain": self.domain,
@@ -75,7 +80,7 @@ class Enrichment:
             "provider": self.provider,
             "partial": self.partial,
             "match": self.match,
-            "steps": [dict(step) for step in self.steps],
+            "steps": self.steps,
         }
 
     def as_fields(self) -> dict[str, Any]:

