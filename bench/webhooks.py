@@ -160,8 +160,10 @@ async def _floor_setup(db_url: str, url: str) -> tuple[Any, str]:
     return db, endpoint_id
 
 
-async def _floor(events: list[Event], bodies: list[tuple[str, bytes]], db: Any, endpoint_id: str, url: str) -> int:
-    """The bare client plus one insert per delivery (a transaction per HANDOFF_BATCH) and one guarded executemany
+async def _floor(
+    events: list[Event], bodies: list[tuple[str, bytes]], db: Any, endpoint_id: str, url: str, batch: int
+) -> int:
+    """The bare client plus one insert per delivery (a transaction per `batch`) and one guarded executemany
     UPDATE per batch of answers (a transaction each), on routing's schema and database layer; returns the settled."""
     import uuid
 
@@ -172,11 +174,11 @@ async def _floor(events: list[Event], bodies: list[tuple[str, bytes]], db: Any, 
 
     async def write() -> None:
         token = str(uuid.uuid4())
-        for i in range(0, len(events), HANDOFF_BATCH):
+        for i in range(0, len(events), batch):
             now = datetime.now(UTC).isoformat(" ")
             rows = [
                 (str(uuid.uuid4()), endpoint_id, e.id, e.type, e.subject, body.decode(), now, now, token, now)
-                for e, (_, body) in zip(events[i : i + HANDOFF_BATCH], bodies[i : i + HANDOFF_BATCH], strict=True)
+                for e, (_, body) in zip(events[i : i + batch], bodies[i : i + batch], strict=True)
             ]
             async with db.transaction() as session:
                 await session.run_sync(_executemany(_FLOOR_INSERT, rows))
@@ -309,7 +311,7 @@ async def _worker(mode: str, n: int, db_url: str, url: str, batch: int = HANDOFF
         bodies = _bodies(events)  # built before the clock starts: the sender's are built when enqueued
         floor = await _floor_setup(db_url, url) if mode == "floor" else None
         started, cpu = time.perf_counter(), _cpu_s()
-        delivered = await (_bare(bodies, url) if floor is None else _floor(events, bodies, *floor, url))
+        delivered = await (_bare(bodies, url) if floor is None else _floor(events, bodies, *floor, url, batch))
         wall, cpu = time.perf_counter() - started, _cpu_s() - cpu
         if floor is not None:
             await floor[0].dispose()
