@@ -17,13 +17,13 @@ from common.db import json_column_dumps
 from common.envelope import Event
 from common.outbox import add_events
 from ingest.handlers.leads import (
-    Accepted,
     IdempotencyConflict,
     PreparedLead,
     event_topic,
     identity_hash,
     received_event,
 )
+from ingest.handlers.views import source_view
 from ingest.settings import IngestSettings
 from ingest.store import Base, IdempotencyRecord, IngestRepository, Lead, LeadIdentity, outbox
 
@@ -50,6 +50,19 @@ def uuid4_strings(count: int) -> list[str]:
 
 
 _VARIANT = "89ab"
+
+
+def _body(
+    lead_id: str, status: str, duplicate_of: str | None, is_test: bool, correlation_id: str | None
+) -> dict[str, Any]:
+    """`Accepted(...).body(correlation_id)` without the object: the 202's body of a lead of the batch."""
+    return {
+        "lead_id": lead_id,
+        "status": status,
+        "duplicate_of": duplicate_of,
+        "is_test": is_test,
+        "correlation_id": correlation_id,
+    }
 
 
 def _lead_json(data: dict[str, Any]) -> str:
@@ -137,6 +150,7 @@ async def accept_batch(
     events: list[Event] = []
     received: Counter[str] = Counter()  # accepted leads by source kind, counted once the batch commits
     new_ids = iter(uuid4_strings(2 * len(items)))  # a lead's id and its event's id
+    views: dict[str | None, dict[str, Any]] = {}  # each source's view, named once per batch in its events
     for item, identities in zip(items, identities_of, strict=True):
         key = item.scope_key
         if key is not None:
@@ -158,7 +172,7 @@ async def accept_batch(
         if external is not None and external in known:
             # A platform redelivery: the lead is already ours, nothing new to publish.
             lead_id, duplicate_of, is_test = known[external]
-            accepted = Accepted(lead_id, "duplicate", duplicate_of, is_test)
+            body = _body(lead_id, "duplicate", duplicate_of, is_test, item.correlation_id)
         else:
             duplicate_of = None
             if settings.repeat_window_hours > 0:
@@ -171,7 +185,7 @@ async def accept_batch(
                 if duplicate_of is None and sighting is not None:
                     duplicate_of = sighting[2]
             lead_id = next(new_ids)
-            accepted = Accepted(lead_id, "accepted", duplicate_of, item.is_test)
+            body = _body(lead_id, "accepted", duplicate_of, item.is_test, item.correlation_id)
             # Serialized once: the same JSON text goes into the lead's row and its event.
             data = orjson.Fragment(_lead_json(item.lead.to_dict()))
             leads.append(
@@ -193,6 +207,9 @@ async def accept_batch(
                 batch_seen.setdefault(identity, []).append((item.now, len(leads), lead_id))
             if external is not None:
                 known[external] = (lead_id, duplicate_of, item.is_test)
+            view = views.get(source_id)
+            if view is None:
+                view = views[source_id] = source_view(item.source)
             events.append(
                 received_event(
                     item.source,
@@ -204,10 +221,11 @@ async def accept_batch(
                     duplicate_of,
                     data,
                     event_id=next(new_ids),
+                    view=view,
                 )
             )
             received[item.source.kind if item.source else "api"] += 1
-        stored = Stored(202, accepted.body(item.correlation_id))
+        stored = Stored(202, body)
         if key is not None:
             claimed[key] = (item.fingerprint, stored)
             key_rows.append(

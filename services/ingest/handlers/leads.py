@@ -113,8 +113,10 @@ def received_event(
     data: dict[str, Any] | orjson.Fragment,
     *,
     event_id: str | None = None,
+    view: dict[str, Any] | None = None,
 ) -> Event:
-    """The `lead.received` event of a stored lead; `data` may be the lead's JSON already serialized (a Fragment)."""
+    """The `lead.received` event of a stored lead; `data` may be the lead's JSON already serialized (a Fragment),
+    `view` the source's `source_view` when the caller has it (a batch names each source once)."""
     return Event(
         type="lead.received",
         source=EVENT_SOURCE,
@@ -124,7 +126,7 @@ def received_event(
         id=event_id or str(uuid.uuid4()),
         data={
             "lead_id": lead_id,
-            "source": source_view(source),
+            "source": source_view(source) if view is None else view,
             "external_id": external_id,
             "is_test": is_test,
             "duplicate_of": duplicate_of,
