@@ -323,7 +323,7 @@ class ConsumerLoop:
                     bind_correlation_id(event.correlation_id)
                     await handler(session, event)
         for (topic, event_type, result), n in counts.items():
-            metrics.CONSUMED.labels(topic=topic, type=event_type, result=result).inc(n)
+            metrics.consumed(topic, event_type, result).inc(n)
 
     async def _apply_with_retries(self, item: Item) -> None:
         record, event = item

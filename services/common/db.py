@@ -257,8 +257,15 @@ class Database:
         async with lock:
             session = self.sessions()
             try:
-                async with session.begin():
+                # The session begins at its first statement (autobegin, in that statement's greenlet switch): an
+                # explicit begin() cost a switch of its own per transaction. Committed or rolled back as begin()'s
+                # block would.
+                try:
                     yield session
+                    await session.commit()
+                except BaseException:
+                    await session.rollback()
+                    raise
                 self.committed(session)
             finally:
                 await _close(session)

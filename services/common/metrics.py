@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,13 @@ _SOURCE_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _GRADE = re.compile(r"[A-Z][A-Z0-9+-]?")
 _SOURCE_ID = re.compile(r"[0-9a-f-]{36}")
 QUARANTINE_REASONS = frozenset({"no_contact", "origin_not_allowed", "honeypot"})
+
+
+@functools.lru_cache(maxsize=256)
+def consumed(topic: str, event_type: str, result: str) -> Any:
+    """CONSUMED's child for these labels, looked up once per process: `labels` takes a lock and checks its values on
+    every call, once per type and result of every poll (bounded: a record's type is the producer's to choose)."""
+    return CONSUMED.labels(topic=topic, type=event_type, result=result)
 
 
 def after_commit(session: Any, action: Callable[[], None]) -> None:
