@@ -49,18 +49,22 @@ class Event:
 
     def headers(self) -> list[tuple[str, bytes]]:
         """The Kafka headers of the binary content mode."""
-        headers = [
-            ("ce_specversion", SPECVERSION.encode()),
-            ("ce_id", self.id.encode()),
-            ("ce_source", self.source.encode()),
-            ("ce_type", self.type.encode()),
-            ("ce_time", self.time.isoformat().encode()),
-            ("ce_subject", self.subject.encode()),
-            ("content-type", CONTENT_TYPE.encode()),
+        return [(name, value.encode()) for name, value in self.header_texts()]
+
+    def header_texts(self) -> list[tuple[str, str]]:
+        """`headers()` before encoding: what the outbox stores as JSON, without a decode of each value back."""
+        texts = [
+            ("ce_specversion", SPECVERSION),
+            ("ce_id", self.id),
+            ("ce_source", self.source),
+            ("ce_type", self.type),
+            ("ce_time", self.time.isoformat()),
+            ("ce_subject", self.subject),
+            ("content-type", CONTENT_TYPE),
         ]
         if self.correlation_id:
-            headers.append(("ce_correlationid", self.correlation_id.encode()))
-        return headers
+            texts.append(("ce_correlationid", self.correlation_id))
+        return texts
 
     def value(self) -> bytes:
         return dumps(self.data)

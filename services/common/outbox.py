@@ -56,16 +56,11 @@ async def add_events(
     if not events:
         return
     now = datetime.now(UTC)
-    headers = [event.headers() for event in events]  # handed to the relay as they are: it decodes no JSON
+    texts = [event.header_texts() for event in events]
+    headers = [[(k, v.encode()) for k, v in h] for h in texts]  # handed to the relay as they are: it decodes no JSON
     values = [
-        (
-            event.id,
-            settings.topic(topic_of(event)),
-            event.key(),
-            dumps([[k, v.decode()] for k, v in h]).decode(),
-            event.value(),
-        )
-        for event, h in zip(events, headers, strict=True)
+        (event.id, settings.topic(topic_of(event)), event.key(), dumps(h).decode(), event.value())
+        for event, h in zip(events, texts, strict=True)
     ]
     relay = relay_for(session, table)
     _connection, dialect, raw = await session_driver(session)
