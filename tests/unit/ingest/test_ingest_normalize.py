@@ -598,3 +598,46 @@ def test_lenient_mode_caps_custom_at_50_fields() -> None:
     raw = {"email": "a@example.com", **{f"k{i}": i for i in range(60)}}
     custom = normalize_lead(raw, now=NOW, strict=False).custom
     assert list(custom) == [f"k{i}" for i in range(50)]
+
+
+def test_a_normalized_lead_is_the_dataclass_its_fields_make() -> None:
+    """The normalizer builds its lead without the dataclass's __init__ (of_values); the lead must still be a
+    frozen NormalizedLead equal to the one __init__ makes from the same values, and refuse a missing field."""
+    result = lead({"email": "ada@example.org", "first_name": "Ada", "utm_source": "x", "hidden": {"gclid": "g"}})
+    rebuilt = NormalizedLead.from_dict(result.to_dict())
+    assert result == rebuilt
+    assert result.to_dict() == rebuilt.to_dict()
+    with pytest.raises(AttributeError):
+        result.email = "other@example.org"  # type: ignore[misc]
+    values = dict(result.__dict__)
+    values.pop("custom")
+    with pytest.raises(TypeError):
+        NormalizedLead.of_values(values)
+
+
+def test_fields_absent_from_the_submission_are_none_and_maps_empty() -> None:
+    """Steps skipped for fields a lead did not send leave what reading them found: nothing."""
+    result = lead({"phone": "+49 30 1234567"})
+    data = result.to_dict()
+    assert data["phone"] == "+49301234567"
+    assert all(data[name] is None for name in ("first_name", "email", "country", "website", "language", "message"))
+    assert (data["utm"], data["click_ids"], data["consent"], data["custom"]) == ({}, {}, {}, {})
+    assert data["submitted_at"] is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"email": "a@example.org", "custom": {"n": 1.5, "b": True, "x": None}, "quality": {"flags": [], "raw": {}}},
+        {"submitted_at": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)},
+        {"quality": {"raw": {"custom.1": [1, {"deep": "é"}]}}},
+        {1: "a key that is no text"},
+        {"tags": {"b", "a"}},
+    ],
+)
+def test_the_batch_writes_a_lead_json_as_the_json_column_does(data: dict) -> None:
+    """The writer dumps a lead's JSON without orjson's non-text-key mode when it can: the same text either way."""
+    from common.db import json_column_dumps
+    from ingest.handlers.batch import _lead_json
+
+    assert _lead_json(data) == json_column_dumps(data)
