@@ -118,6 +118,13 @@ def is_working_time(at: datetime, *, hours: WorkingHours, tz: str) -> bool:
     return span is not None and span[0] <= at
 
 
+def working_span(at: datetime, *, hours: WorkingHours, tz: str) -> tuple[datetime, datetime] | None:
+    """The working span (UTC start, end) `at` falls in, else the next one; None if there is none within three
+    years. A clock started inside a span and due in it reads the same however far into the span it starts; one
+    started before a span, the same from anywhere before it (the batch clocks' reuse rests on both)."""
+    return _first_span(_require_aware(at, "at"), hours, tz)
+
+
 def next_working_time(at: datetime, *, hours: WorkingHours, tz: str) -> datetime | None:
     """The first instant at or after `at` inside the schedule; None if there is none within three years."""
     at = _require_aware(at, "at")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import pytest
 import yaml
 from routing_builders import WED_15_UTC, decide, rep, view
 
-from routing.domain import DEFAULT_RULES_YAML, RepLoad, Team, WorkingHours, load_rules, route
+from routing.domain import DEFAULT_RULES_YAML, RepLoad, SlaPolicy, Team, WorkingHours, load_rules, route, sla_deadline
 from routing.domain.accounts import Account, AccountBook, lead_match_keys
 from routing.domain.engine import FirstMatch
+from routing.domain.hours import working_span
+from routing.usecases.batch_rows import Pending, _clock
+from routing.usecases.shared import clock_rows
 
 pytestmark = pytest.mark.unit
 
@@ -73,3 +78,35 @@ def test_a_first_match_worked_out_by_the_caller_decides_as_route_alone_does() ->
             given = route(lead, rules=rules, teams=teams, reps=reps, loads={}, rotation={}, accounts=accounts,
                           previous_rep=None, now=WED_15_UTC, first=FirstMatch(rules.first_match(lead)))  # fmt: skip
             assert given == alone
+
+
+@pytest.mark.parametrize("business_hours", [True, False])
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York"])
+def test_a_batch_clock_moved_from_the_last_batch_is_the_clock_walked_afresh(business_hours: bool, tz: str) -> None:
+    """Consecutive batches reuse the last clock moved by the time since only where the walk agrees: every start
+    over two weeks (inside and across spans, nights, weekends, a closed day, a DST change) gives the walk's due
+    time and timers, to the microsecond."""
+    weeks = {
+        "office": WorkingHours(closed_dates=frozenset({date(2026, 11, 3)})),
+        "always": WorkingHours.always(),
+    }
+    policies = [SlaPolicy("A", 5, business_hours), SlaPolicy("B", 60, business_hours, (0.25, 0.75))]
+    policies.append(SlaPolicy("Z", 0, business_hours))  # due the moment it starts (at a span, in working time)
+    start = WED_15_UTC.replace(year=2026, month=10, day=28, hour=6, minute=0, second=0, microsecond=0)
+    for name, hours in weeks.items():
+        for policy in policies:
+            now = start
+            while now < start + timedelta(days=14):
+                due, timers = _clock(Pending(), policy, hours, tz, now)
+                expected_due = sla_deadline(now, policy.minutes, business_hours=business_hours, hours=hours, tz=tz)
+                expected = [
+                    {k: v for k, v in row.items() if k not in ("lead_id", "assignment_id")}
+                    for row in clock_rows("", 0, policy, now, expected_due, hours, tz)
+                ]
+                assert (due, timers) == (expected_due, expected), (name, policy.grade, now)
+                now += timedelta(minutes=7, seconds=13, microseconds=1_001)
+            span = working_span(start + timedelta(days=1, hours=10), hours=hours, tz=tz)
+            assert span is not None
+            for now in (span[1] - timedelta(seconds=1), span[1]):  # the last second of a span, then its end
+                due, _timers = _clock(Pending(), policy, hours, tz, now)
+                assert due == sla_deadline(now, policy.minutes, business_hours=business_hours, hours=hours, tz=tz)
