@@ -50,16 +50,31 @@ def rotate(
     members = {**eligible, **present}
     if not eligible:
         raise ValueError("cannot pick from no reps")
-    # settle, weighted_pick and settle again, in one pass (every lead routed runs it): the same answer.
+    # settle, weighted_pick and settle again, in one pass with comparisons, not min/max calls (every lead routed
+    # runs it): the same answer, the same key order.
     bound = sum(members.values())
-    new_state = {rep_id: int(max(-bound, min(bound, value))) for rep_id, value in state.items() if rep_id in members}
+    low = -bound
+    new_state: dict[str, int] = {}
+    for rep_id, value in state.items():
+        if rep_id in members:
+            if value > bound:
+                value = bound
+            elif value < low:
+                value = low
+            new_state[rep_id] = value if type(value) is int else int(value)
     winner, best = "", 0
     for rep_id in sorted(eligible):
         value = new_state[rep_id] = new_state.get(rep_id, 0) + eligible[rep_id]
         if not winner or value > best:
             winner, best = rep_id, value
     new_state[winner] -= sum(eligible.values())
-    return winner, {rep_id: max(-bound, min(bound, value)) for rep_id, value in new_state.items()}
+    for rep_id in eligible:  # only the eligible moved: the others are within the bounds already
+        value = new_state[rep_id]
+        if value > bound:
+            new_state[rep_id] = bound
+        elif value < low:
+            new_state[rep_id] = low
+    return winner, new_state
 
 
 def simulate(
