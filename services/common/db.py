@@ -257,9 +257,11 @@ class Database:
         async with lock:
             session = self.sessions()
             try:
-                # The session begins at its first statement (autobegin, in that statement's greenlet switch): an
-                # explicit begin() cost a switch of its own per transaction. Committed or rolled back as begin()'s
-                # block would.
+                # Begun on the sync session: creating the transaction does no I/O (the connection and its BEGIN
+                # come with the first statement), where AsyncSession.begin() cost a greenlet switch per transaction.
+                # Begun here, not at the first statement, so that get_transaction() names this transaction from the
+                # start (per-transaction caches key on it). Committed or rolled back as begin()'s block would.
+                session.sync_session.begin()
                 try:
                     yield session
                     await session.commit()

@@ -69,3 +69,22 @@ async def test_after_commit_hooks_run_once_on_commit_and_never_for_a_rollback(db
     async with db.transaction() as session:
         on_commit(session, lambda: ran.append("next"))
     assert ran == ["committed", "counted", "next"]
+
+
+async def test_a_transaction_block_names_one_transaction_from_its_start_to_its_end(db: Database) -> None:
+    """Per-transaction caches (routing's locks, the driver connection) key on get_transaction(): it must name the
+    block's transaction before its first statement as after it, and a new block a new one."""
+    seen = []
+    for _ in range(2):
+        async with db.transaction() as session:
+            before = session.sync_session.get_transaction()
+            await session.execute(select(1))
+            after = session.sync_session.get_transaction()
+            assert before is not None and before is after
+            seen.append(before)
+    assert seen[0] is not seen[1]
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as session:
+            await session.execute(select(1))
+            raise RuntimeError("rolled back")
+    assert session.sync_session.get_transaction() is None  # ended, and the session closed
