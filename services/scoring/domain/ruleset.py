@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import Any
 
 from common.conditions.predicates import Predicate, compile_condition, condition_fields
-from scoring.domain.conditions import Condition, FieldTest, describe
+from scoring.domain.conditions import AnyOf, Condition, FieldTest, describe
 
 GRADES: tuple[str, ...] = ("A", "B", "C", "D")
 SCORE_KINDS: tuple[str, ...] = ("fit", "intent")
@@ -132,10 +132,24 @@ class Ruleset:
         )
 
     @cached_property
-    def compiled_unless(self) -> Predicate | None:
-        """`qualified.unless` compiled, or None when the ruleset has none."""
+    def unless_plan(self) -> tuple[tuple[int, ...], Predicate | None] | None:
+        """`qualified.unless` as `score_lead` asks it (None: the ruleset has none): the positions of the rules whose
+        whole condition is one of its `any` parts (such a part holds exactly when that rule fired: the default
+        ruleset's student and competitor rules are reused there), and the other parts as one predicate (None:
+        no others). A lead's rules are already answered when `unless` is asked, so those parts cost no tests."""
         unless = self.qualification.unless
-        return compile_condition(unless) if unless is not None else None
+        if unless is None:
+            return None
+        linked: list[int] = []
+        rest: list[Condition] = []
+        for part in unless.parts if isinstance(unless, AnyOf) else (unless,):
+            position = next((p for p, (rule, _, _) in enumerate(self.compiled_rules) if rule.when == part), None)
+            if position is None:
+                rest.append(part)
+            else:
+                linked.append(position)
+        remainder = None if not rest else compile_condition(rest[0] if len(rest) == 1 else AnyOf(tuple(rest)))
+        return tuple(linked), remainder
 
     @cached_property
     def tested_fields(self) -> tuple[str, ...]:

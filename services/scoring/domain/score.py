@@ -131,9 +131,13 @@ def score_lead(
     gate = ruleset.qualification
     # `qualified.unless` can only change the answer when a floor, a qualifying rule or the minimums are in play;
     # for the rest (most leads) it is not evaluated: the grade stays and the lead is not qualified either way.
-    unless = ruleset.compiled_unless
+    unless = ruleset.unless_plan
     in_play = bool(floors) or qualifies or _meets_minimums(gate, fit, intent, grade)
-    excluded = in_play and unless is not None and unless(resolve)
+    excluded = (
+        in_play
+        and unless is not None
+        and (any(position in positions for position in unless[0]) or (unless[1] is not None and unless[1](resolve)))
+    )
     if not excluded and floors:
         grade = min([grade, *floors], key=GRADES.index)
     qualified = not excluded and (qualifies or _meets_minimums(gate, fit, intent, grade))

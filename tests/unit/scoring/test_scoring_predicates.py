@@ -270,3 +270,50 @@ def test_rules_skipped_for_a_lead_missing_all_their_fields_fire_as_the_evaluator
                 expected = [rule.id for rule in ruleset.rules if rule.enabled and evaluate(rule.when, resolve)]
                 fired = [rule.id for rule in score_lead(lead, enrichment, ruleset, context=context).fired]
                 assert fired == expected, lead
+
+
+UNLESS_RULES = """
+name: unless parts that are rules' conditions
+fit:
+  - {id: corporate, when: {enrichment.email_type: corporate}, points: 50}
+  - {id: hand_raise, when: {lead.message: {contains: call}}, points: 10, grade_at_least: A, qualifies: true}
+  - id: quiet_student
+    when: &student {lead.job_title: {regex: 'student'}}
+    points: 0
+    enabled: false
+  - {id: web, when: &web {source.kind: web}, points: 0}
+grades: {weights: {fit: 60, intent: 40}, thresholds: {A: 70, B: 50, C: 30}}
+qualified:
+  min_fit: 40
+  min_intent: 0
+  unless: {any: [*student, *web, {lead.form_id: {regex: test}}]}
+"""
+
+
+UNLESS_ONE_RULE = UNLESS_RULES.replace("unless: {any: [*student, *web,", "unless: *web #")  # not an `any`
+
+
+@pytest.mark.parametrize("text", [UNLESS_RULES, UNLESS_ONE_RULE])
+def test_unless_parts_that_are_rules_conditions_are_answered_by_those_rules_as_the_evaluator(text: str) -> None:
+    ruleset = load_ruleset(text)
+    assert ruleset.unless_plan is not None
+    linked = [ruleset.compiled_rules[position][0].id for position in ruleset.unless_plan[0]]
+    assert linked == ["web"]  # the disabled rule's condition is asked as an unless part of its own
+    for kind in ("web", "api"):
+        for title in ("Student", "CEO", None):
+            for form in ("test-form", "demo", None):
+                for message in ("call me", None):
+                    lead: dict[str, Any] = {"email": "a@acme.com", "job_title": title, "form_id": form}
+                    lead["message"] = message
+                    context = {"source": {"kind": kind}, "is_test": False, "duplicate_of": None, "repeat_count": 0}
+                    enrichment = enrich(lead, firmographic=None, provider_result=None, provider_status="disabled")
+                    score = score_lead(lead, enrichment, ruleset, context=context)
+                    resolve = field_resolver(lead, enrichment, context)
+                    assert ruleset.qualification.unless is not None
+                    excluded = evaluate(ruleset.qualification.unless, resolve)
+                    fired = [rule.id for rule in ruleset.rules if rule.enabled and evaluate(rule.when, resolve)]
+                    expected_qualified = not excluded and ("hand_raise" in fired or score.fit >= 40)
+                    assert [rule.id for rule in score.fired] == fired
+                    assert score.qualified is expected_qualified, lead
+                    floor = not excluded and "hand_raise" in fired
+                    assert score.grade == ("A" if floor else ruleset.grade(score.fit, score.intent)), lead
