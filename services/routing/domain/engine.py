@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from routing.domain.accounts import AccountBook, AccountMatch
-from routing.domain.eligibility import Candidate, check_rep, is_available, lead_facts, lead_language
+from routing.domain.eligibility import Candidate, check_rep, lead_facts, lead_language
 from routing.domain.hours import next_working_time
 from routing.domain.reps import Rep, RepLoad, Team
 from routing.domain.rotation import rotate
@@ -256,6 +256,12 @@ class _Router:
         method = action.method or (self.rules.fallback_method if rule is None else None) or team.method
         members = self.members.get(team.id, ())
         checked = [self.check(rep, options) for rep in members]
+        # Present (rep.is_available): active and not out of office, as each check has just worked out.
+        present = {
+            rep.id: rep.weight
+            for rep, candidate in zip(members, checked, strict=True)
+            if rep.status == "active" and "out_of_office" not in candidate.excluded_because
+        }
         eligible = [self.reps[c.rep_id] for c in checked if c.eligible]
         only_hours = [self.reps[c.rep_id] for c in checked if c.excluded_because == ["outside_hours"]]
         note = ""
@@ -286,7 +292,6 @@ class _Router:
             note += preferred
             checked = [self.candidates[rep.id] for rep in members]
 
-        present = {rep.id: rep.weight for rep in members if is_available(rep, self.now)}
         if method == "least_loaded":
             fewest = min(self.loads.get(rep.id, _IDLE).open_leads for rep in eligible)
             pool = {rep.id: 1 for rep in eligible if self.loads.get(rep.id, _IDLE).open_leads == fewest}
