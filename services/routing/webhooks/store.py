@@ -162,10 +162,12 @@ class WebhookStore:
         session = self.session
         current = session.sync_session.get_transaction()
         cached = session.info.get(_ENDPOINTS)
-        if cached is not None and cached[0] is current:
+        if cached is not None and current is not None and cached[0] is current:
             return list(cached[1])
         # Core on the connection (one greenlet hop, no ORM execution plumbing): read once per transaction.
         rows = await session.run_sync(lambda sync: sync.connection().execute(_SUBSCRIBED).all())
+        # Taken after the read: a transaction begins at its first statement (autobegin), which this may be.
+        current = session.sync_session.get_transaction()
         endpoints = [(row[0], list(row[1] or [])) for row in rows]
         sendable = {row[0]: EndpointRow(row[0], *row[2:]) for row in rows}
         session.info[_ENDPOINTS] = (current, endpoints, sendable, time.monotonic())
@@ -174,7 +176,7 @@ class WebhookStore:
     def _read_endpoints(self) -> tuple[dict[str, EndpointRow], float]:
         """The enabled endpoints this transaction read (`subscribed_endpoints`) and when; empty if it read none."""
         cached = self.session.info.get(_ENDPOINTS)
-        if cached is None or cached[0] is not self.session.sync_session.get_transaction():
+        if cached is None or cached[0] is None or cached[0] is not self.session.sync_session.get_transaction():
             return {}, 0.0
         return cached[2], cached[3]
 
