@@ -145,3 +145,30 @@ async def test_team_locks_let_other_teams_decide_and_a_roster_change_waits_for_a
             assert not same_team_locked.is_set()
         await asyncio.gather(*waiting)  # both go on once team a's holder commits
         assert same_team_locked.is_set()
+
+
+CAPPED_A = TWO_TEAMS.replace("team: a, hours: always}", "team: a, hours: always, max_open: 2}")  # a1, a2
+OVERFLOW = """
+fallback_team: b
+rules:
+  - id: all
+    action: {team: a, method: round_robin, fallback: {team: b, method: round_robin}}
+"""
+
+
+async def test_a_full_team_overflows_mid_batch_to_a_team_locked_then_with_its_state_read_again(
+    database_url: str,
+) -> None:
+    """Team a fills after four leads: the rest of the batch goes to its fallback team b, whose lock (PostgreSQL)
+    is taken mid-batch; the decisions after it still see each other's rotation and loads."""
+    async with routing_on(database_url, Clock(T0), roster=CAPPED_A, rules=OVERFLOW) as routing:
+        events = [scored(grade="B", country="FR") for _ in range(10)]
+        await route_batch(routing, events)
+
+        assignments = await _all(routing, AssignmentRow)
+        assert [a.lead_id for a in sorted(assignments, key=lambda a: a.id)] == [e.subject for e in events]
+        by_rep = Counter(a.rep_id for a in assignments)
+        assert by_rep == {"a1": 2, "a2": 2, "b1": 3, "b2": 3}
+        loads = {row.rep_id: row.open_leads for row in await _all(routing, RepLoadRow)}
+        assert loads == {"a1": 2, "a2": 2, "b1": 3, "b2": 3}
+        assert [e.data["team_id"] for e in await routing.events("lead.assigned")] == ["a"] * 4 + ["b"] * 6
