@@ -1,0 +1,110 @@
+"""Loaded by every service process that `bench.polltrace` starts (this folder is first on their PYTHONPATH): each
+consumer poll's wall time split into the wait for SQLite's writer lock, the transaction's body and its commit, with
+the loop thread's CPU, one JSON line per poll (and per other write transaction) under $POLLTRACE_OUT.
+
+A diagnostic, never imported by the services themselves: it replaces ConsumerLoop._process and
+Database.transaction with timed copies once both modules are imported."""
+
+import contextlib
+import contextvars
+import json
+import os
+import sys
+import time
+
+if os.environ.get("POLLTRACE_OUT"):
+    import builtins
+
+    _in_poll = contextvars.ContextVar("in_poll", default=None)
+    _out = open(os.path.join(os.environ["POLLTRACE_OUT"], f"{os.getpid()}.jsonl"), "a", buffering=1)  # noqa: SIM115 - open for the process's life
+
+    def _patch():
+        from common import consumer as cmod
+        from common import db as dbmod
+        from common.db import _close
+
+        orig_process = cmod.ConsumerLoop._process
+
+        async def _process(self, consumer, batches):
+            rec = {
+                "t": time.time(),
+                "n": sum(len(r) for r in batches.values()),
+                "lock": 0.0,
+                "body": 0.0,
+                "commit": 0.0,
+                "txns": 0,
+                "svc": self._settings.service_name,
+            }
+            token = _in_poll.set(rec)
+            w0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return await orig_process(self, consumer, batches)
+            finally:
+                rec["wall"] = time.perf_counter() - w0
+                rec["cpu"] = time.thread_time() - c0
+                _in_poll.reset(token)
+                _out.write(json.dumps(rec) + "\n")
+
+        cmod.ConsumerLoop._process = _process
+
+        @contextlib.asynccontextmanager
+        async def transaction(self):
+            rec = _in_poll.get()
+            t0 = time.perf_counter()
+            lock = self.writer_lock()
+            async with lock:
+                t1 = time.perf_counter()
+                session = self.sessions()
+                try:
+                    session.sync_session.begin()
+                    try:
+                        yield session
+                        t2 = time.perf_counter()
+                        await session.commit()
+                        t3 = time.perf_counter()
+                    except BaseException:
+                        await session.rollback()
+                        raise
+                    self.committed(session)
+                    if rec is not None:
+                        rec["lock"] += t1 - t0
+                        rec["body"] += t2 - t1
+                        rec["commit"] += t3 - t2
+                        rec["txns"] += 1
+                    else:
+                        _out.write(
+                            json.dumps(
+                                {
+                                    "other": True,
+                                    "t": time.time(),
+                                    "lock": t1 - t0,
+                                    "body": t2 - t1,
+                                    "commit": t3 - t2,
+                                    "svc": os.environ.get("HANDOFF_SERVICE_NAME", "?"),
+                                }
+                            )
+                            + "\n"
+                        )
+                finally:
+                    await _close(session)
+
+        dbmod.Database.transaction = transaction
+
+    _orig_import = builtins.__import__
+    _done = [False]
+
+    def _hook(name, *a, **k):
+        mod = _orig_import(name, *a, **k)
+        if (
+            not _done[0]
+            and hasattr(sys.modules.get("common.consumer"), "ConsumerLoop")
+            and hasattr(sys.modules.get("common.db"), "_close")
+        ):
+            _done[0] = True
+            try:
+                _patch()
+            except Exception as exc:
+                print("polltrace: patch failed", exc, file=sys.stderr)
+        return mod
+
+    builtins.__import__ = _hook
