@@ -47,6 +47,12 @@ def summarize(folder: Path, start: float, end: float) -> list[str]:
             f"{mean_ms('commit'):.2f} + rest {rest:.2f}; loop-thread CPU {mean_ms('cpu'):.2f} ms; wall p50/p90/p99 "
             + " / ".join(f"{wall[int(len(wall) * q)] * 1000:.1f}" for q in (0.5, 0.9, 0.99))
         )
+        if "c_sql" in polls[0]:
+            flush = mean_ms("commit") - mean_ms("c_queue") - mean_ms("c_sql") - mean_ms("c_back")
+            lines.append(
+                f"  commit = to the commit thread {mean_ms('c_queue'):.2f} + COMMIT (fsync) {mean_ms('c_sql'):.2f} + "
+                f"back to the loop {mean_ms('c_back'):.2f} + flush and listeners {flush:.2f} ms"
+            )
         if others:
             lines.append(
                 f"  other write transactions: {len(others)}, mean writer lock {mean_ms('lock', others):.2f} + body "

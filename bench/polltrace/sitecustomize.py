@@ -15,12 +15,18 @@ import time
 if os.environ.get("POLLTRACE_OUT"):
     import builtins
 
+    if os.environ.get("POLLTRACE_SWITCH_S"):  # an experiment: the GIL's switch interval (CPython's default 5 ms)
+        sys.setswitchinterval(float(os.environ["POLLTRACE_SWITCH_S"]))
+
     _in_poll = contextvars.ContextVar("in_poll", default=None)
     _out = open(os.path.join(os.environ["POLLTRACE_OUT"], f"{os.getpid()}.jsonl"), "a", buffering=1)  # noqa: SIM115 - open for the process's life
+
+    _committing: list = [None]  # the poll whose commit runs now (SQLite's writers take turns: one at a time)
 
     def _patch():
         from common import consumer as cmod
         from common import db as dbmod
+        from common import db_commit
         from common.db import _close
 
         orig_process = cmod.ConsumerLoop._process
@@ -32,6 +38,9 @@ if os.environ.get("POLLTRACE_OUT"):
                 "lock": 0.0,
                 "body": 0.0,
                 "commit": 0.0,
+                "c_queue": 0.0,
+                "c_sql": 0.0,
+                "c_back": 0.0,
                 "txns": 0,
                 "svc": self._settings.service_name,
             }
@@ -60,7 +69,11 @@ if os.environ.get("POLLTRACE_OUT"):
                     try:
                         yield session
                         t2 = time.perf_counter()
-                        await session.commit()
+                        _committing[0] = rec
+                        try:
+                            await session.commit()
+                        finally:
+                            _committing[0] = None
                         t3 = time.perf_counter()
                     except BaseException:
                         await session.rollback()
@@ -89,6 +102,32 @@ if os.environ.get("POLLTRACE_OUT"):
                     await _close(session)
 
         dbmod.Database.transaction = transaction
+
+        orig_run = db_commit.Committer.run
+
+        def run(self, call):
+            # The COMMIT's three parts: waiting for the commit thread, the COMMIT itself (the fsync), and from its
+            # end until the event loop runs the awaiting coroutine again.
+            rec, submitted, ended = _committing[0], time.perf_counter(), [0.0]
+
+            def timed():
+                started = time.perf_counter()
+                try:
+                    call()
+                finally:
+                    ended[0] = time.perf_counter()
+                    if rec is not None:
+                        rec["c_queue"] += started - submitted
+                        rec["c_sql"] += ended[0] - started
+
+            future = orig_run(self, timed)
+            if rec is not None:
+                future.add_done_callback(
+                    lambda _f: rec.__setitem__("c_back", rec["c_back"] + time.perf_counter() - ended[0])
+                )
+            return future
+
+        db_commit.Committer.run = run
 
     _orig_import = builtins.__import__
     _done = [False]
