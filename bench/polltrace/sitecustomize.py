@@ -103,6 +103,20 @@ if os.environ.get("POLLTRACE_OUT"):
 
         dbmod.Database.transaction = transaction
 
+        if os.environ.get("POLLTRACE_AUTOCHECKPOINT"):  # an experiment: SQLite's WAL auto-checkpoint, in pages
+            from sqlalchemy import event
+
+            orig_configure = dbmod._configure_sqlite
+
+            def configure(engine, *args, **kwargs):
+                orig_configure(engine, *args, **kwargs)
+
+                @event.listens_for(engine.sync_engine, "connect")
+                def _pages(dbapi_connection, _record):
+                    dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={int(os.environ['POLLTRACE_AUTOCHECKPOINT'])}")
+
+            dbmod._configure_sqlite = configure
+
         orig_run = db_commit.Committer.run
 
         def run(self, call):
