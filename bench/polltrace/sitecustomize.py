@@ -27,9 +27,9 @@ if os.environ.get("POLLTRACE_OUT"):
         from common import consumer as cmod
         from common import db as dbmod
         from common import db_commit
-        from common.db import _close
 
         orig_process = cmod.ConsumerLoop._process
+        orig_transaction = dbmod.Database.transaction
 
         async def _process(self, consumer, batches):
             rec = {
@@ -58,48 +58,27 @@ if os.environ.get("POLLTRACE_OUT"):
 
         @contextlib.asynccontextmanager
         async def transaction(self):
+            # Around the service's own transaction (not a copy of it): the time to its yield is the writer lock's
+            # wait, the time after the block its commit, listeners and close.
             rec = _in_poll.get()
             t0 = time.perf_counter()
-            lock = self.writer_lock()
-            async with lock:
-                t1 = time.perf_counter()
-                session = self.sessions()
-                try:
-                    session.sync_session.begin()
-                    try:
-                        yield session
-                        t2 = time.perf_counter()
-                        _committing[0] = rec
-                        try:
-                            await session.commit()
-                        finally:
-                            _committing[0] = None
-                        t3 = time.perf_counter()
-                    except BaseException:
-                        await session.rollback()
-                        raise
-                    self.committed(session)
-                    if rec is not None:
-                        rec["lock"] += t1 - t0
-                        rec["body"] += t2 - t1
-                        rec["commit"] += t3 - t2
-                        rec["txns"] += 1
-                    else:
-                        _out.write(
-                            json.dumps(
-                                {
-                                    "other": True,
-                                    "t": time.time(),
-                                    "lock": t1 - t0,
-                                    "body": t2 - t1,
-                                    "commit": t3 - t2,
-                                    "svc": os.environ.get("HANDOFF_SERVICE_NAME", "?"),
-                                }
-                            )
-                            + "\n"
-                        )
-                finally:
-                    await _close(session)
+            try:
+                async with orig_transaction(self) as session:
+                    t1 = time.perf_counter()
+                    yield session
+                    t2 = time.perf_counter()
+                    _committing[0] = rec
+            finally:
+                _committing[0] = None
+            t3 = time.perf_counter()
+            if rec is not None:
+                rec["lock"] += t1 - t0
+                rec["body"] += t2 - t1
+                rec["commit"] += t3 - t2
+                rec["txns"] += 1
+            else:
+                other = {"other": True, "t": time.time(), "lock": t1 - t0, "body": t2 - t1, "commit": t3 - t2}
+                _out.write(json.dumps(other) + "\n")
 
         dbmod.Database.transaction = transaction
 

@@ -39,7 +39,13 @@ def weighted_pick(weights: Mapping[str, int], state: Mapping[str, int]) -> tuple
 def settle(state: Mapping[str, int], members: Mapping[str, int]) -> dict[str, int]:
     """Keep only present members' counters (by their weights) and clamp each to [-T, T]."""
     bound = sum(members.values())
-    return {rep_id: max(-bound, min(bound, value)) for rep_id, value in state.items() if rep_id in members}
+    low = -bound
+    # Comparisons, not min/max calls: every lead routed settles its team's state twice.
+    return {
+        rep_id: bound if value > bound else low if value < low else value
+        for rep_id, value in state.items()
+        if rep_id in members
+    }
 
 
 def rotate(
@@ -48,33 +54,8 @@ def rotate(
     """Pick among `eligible` (id -> weight) and return the state to persist for the team's `present` reps."""
     # Present reps' own weights set the clamp bound even when this pick uses round-robin weights of 1.
     members = {**eligible, **present}
-    if not eligible:
-        raise ValueError("cannot pick from no reps")
-    # settle, weighted_pick and settle again, in one pass with comparisons, not min/max calls (every lead routed
-    # runs it): the same answer, the same key order.
-    bound = sum(members.values())
-    low = -bound
-    new_state: dict[str, int] = {}
-    for rep_id, value in state.items():
-        if rep_id in members:
-            if value > bound:
-                value = bound
-            elif value < low:
-                value = low
-            new_state[rep_id] = value if type(value) is int else int(value)
-    winner, best = "", 0
-    for rep_id in sorted(eligible):
-        value = new_state[rep_id] = new_state.get(rep_id, 0) + eligible[rep_id]
-        if not winner or value > best:
-            winner, best = rep_id, value
-    new_state[winner] -= sum(eligible.values())
-    for rep_id in eligible:  # only the eligible moved: the others are within the bounds already
-        value = new_state[rep_id]
-        if value > bound:
-            new_state[rep_id] = bound
-        elif value < low:
-            new_state[rep_id] = low
-    return winner, new_state
+    winner, new_state = weighted_pick(eligible, settle(state, members))
+    return winner, settle(new_state, members)
 
 
 def simulate(
