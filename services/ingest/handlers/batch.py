@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from common import metrics
 from common.db import json_column_dumps
 from common.envelope import Event
 from common.outbox import add_events
+from ingest.handlers.ids import uuid7_strings
 from ingest.handlers.leads import (
     IdempotencyConflict,
     PreparedLead,
@@ -35,21 +35,6 @@ class Stored:
     status: int
     body: dict[str, Any]
     replayed: bool = False
-
-
-def uuid4_strings(count: int) -> list[str]:
-    """`count` random (version 4) UUIDs as text, from one read of the system's randomness: `str(uuid.uuid4())`
-    reads it and builds a UUID object once per id, which cost more than the rest of the id's use."""
-    digits = os.urandom(16 * count).hex()
-    ids = []
-    for at in range(0, 32 * count, 32):
-        h = digits[at : at + 32]
-        # The version nibble is 4; the variant's two high bits are 10 (8, 9, a or b), the other two stay random.
-        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}")
-    return ids
-
-
-_VARIANT = "89ab"
 
 
 def _body(
@@ -149,7 +134,7 @@ async def accept_batch(
     key_rows: list[dict[str, Any]] = []
     events: list[Event] = []
     received: Counter[str] = Counter()  # accepted leads by source kind, counted once the batch commits
-    new_ids = iter(uuid4_strings(2 * len(items)))  # a lead's id and its event's id
+    new_ids = iter(uuid7_strings(2 * len(items)))  # a lead's id and its event's id
     views: dict[str | None, dict[str, Any]] = {}  # each source's view, named once per batch in its events
     for item, identities in zip(items, identities_of, strict=True):
         key = item.scope_key

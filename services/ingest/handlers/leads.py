@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +17,7 @@ from common.outbox import add_events
 from common.topics import EVENT_TOPICS
 from ingest.domain import NormalizedLead, hash_api_key, normalize_lead
 from ingest.domain.forms import HONEYPOT_FIELDS
+from ingest.handlers.ids import new_id
 from ingest.handlers.views import source_view
 from ingest.settings import IngestSettings
 from ingest.store import IngestRepository, Lead, LeadIdentity, Source, outbox
@@ -123,7 +123,7 @@ def received_event(
         subject=lead_id,
         time=now,
         correlation_id=correlation_id,
-        id=event_id or str(uuid.uuid4()),
+        id=event_id or new_id(),
         data={
             "lead_id": lead_id,
             "source": source_view(source) if view is None else view,
@@ -167,7 +167,7 @@ async def accept_lead(
     if settings.repeat_window_hours > 0:
         duplicate_of = await repo.earlier_lead_for(identities, now - timedelta(hours=settings.repeat_window_hours))
 
-    lead_id = str(uuid.uuid4())
+    lead_id = new_id()
     data = lead.to_dict()
     session.add(
         Lead(

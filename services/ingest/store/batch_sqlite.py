@@ -36,6 +36,7 @@ from ingest.store.repository import (
     EXTERNAL_LEADS,
     SIGHTINGS_SQLITE,
     earliest_sightings,
+    external_lead_params,
     leads_by_key,
 )
 from ingest.store.tables import Base, IdempotencyRecord
@@ -131,7 +132,7 @@ class BatchTransaction:
     ) -> dict[tuple[str, str], tuple[str, str | None, bool]]:
         if not keys:
             return {}
-        rows = await self._rows(EXTERNAL_LEADS, {"external_ids": list({external for _, external in keys})})
+        rows = await self._rows(EXTERNAL_LEADS, external_lead_params(keys))
         return leads_by_key(rows, keys)
 
     async def first_leads_for(self, identities: Collection[str], since: datetime) -> dict[str, tuple[datetime, str]]:

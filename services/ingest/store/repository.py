@@ -25,8 +25,10 @@ _SIGHTINGS = (
     .order_by(LeadIdentity.seen_at, LeadIdentity.id)
 )
 # The batch's other questions, built once too; the writer's SQLite transaction (batch_sqlite) asks the same ones.
+# Both columns of uq_leads_source_external asked for: with the external ids alone SQLite scanned every lead.
 EXTERNAL_LEADS = select(Lead.id, Lead.source_id, Lead.external_id, Lead.duplicate_of, Lead.is_test).where(
-    Lead.external_id.in_(bindparam("external_ids", expanding=True))
+    Lead.source_id.in_(bindparam("source_ids", expanding=True)),
+    Lead.external_id.in_(bindparam("external_ids", expanding=True)),
 )
 EARLIER_LEAD = (
     select(LeadIdentity.lead_id)
@@ -143,7 +145,7 @@ class IngestRepository:
         """(lead id, duplicate_of, is_test) of the leads already stored under these (source id, external id)."""
         if not keys:
             return {}
-        rows = await self.session.execute(EXTERNAL_LEADS, {"external_ids": list({e for _, e in keys})})
+        rows = await self.session.execute(EXTERNAL_LEADS, external_lead_params(keys))
         return leads_by_key(rows.all(), keys)
 
     async def first_leads_for(self, identities: Collection[str], since: datetime) -> dict[str, tuple[datetime, str]]:
@@ -200,6 +202,11 @@ class IngestRepository:
 
     async def count_leads(self) -> int:
         return int((await self.session.execute(select(func.count()).select_from(Lead))).scalar_one())
+
+
+def external_lead_params(keys: Collection[tuple[str, str]]) -> dict[str, list[str]]:
+    """EXTERNAL_LEADS' values for these (source id, external id) pairs."""
+    return {"source_ids": list({s for s, _ in keys}), "external_ids": list({e for _, e in keys})}
 
 
 def leads_by_key(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.consumer import processed_table
@@ -40,7 +40,15 @@ class Source(Base):
 class Lead(Base):
     __tablename__ = "leads"
     __table_args__ = (
-        Index("uq_leads_source_external", "source_id", "external_id", unique=True),
+        # Partial: only a platform lead has an external id (migration 0004), so a web lead adds nothing to it.
+        Index(
+            "uq_leads_source_external",
+            "source_id",
+            "external_id",
+            unique=True,
+            sqlite_where=text("external_id IS NOT NULL"),
+            postgresql_where=text("external_id IS NOT NULL"),
+        ),
         Index("ix_leads_source_received", "source_id", "received_at"),
     )
 
@@ -68,7 +76,8 @@ class LeadIdentity(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     identity: Mapped[str] = mapped_column(String(64))
     lead_id: Mapped[str] = mapped_column(String(36), index=True)
-    seen_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)  # for the retention purge
+    # Read only through (identity, seen_at): no index of its own (migration 0004).
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class IdempotencyRecord(Base):
