@@ -23,6 +23,7 @@ from sqlalchemy.util import await_
 
 from common import sqlprep
 from common.db_commit import Committer
+from common.db_wal import WalCheckpointer
 
 log = structlog.get_logger(__name__)
 
@@ -200,6 +201,8 @@ class Database:
         pg_statement_timeout_s: float | None = 15.0,
         pg_lock_timeout_s: float | None = 5.0,
         pool_size: int = 10,
+        sqlite_checkpoint_pages: int = 1000,
+        sqlite_wal_restart_pages: int = 4000,
     ) -> None:
         self.url = url
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
@@ -224,9 +227,28 @@ class Database:
                 kwargs["connect_args"] = {"server_settings": server_settings}
         self.engine: AsyncEngine = create_async_engine(_engine_url(url), **kwargs)
         self.read_engine = self.engine
+        # SQLite's WAL checkpoint in a thread of its own instead of inside a writer's COMMIT (common.db_wal).
+        self.checkpointer: WalCheckpointer | None = None
         if self.is_sqlite:
             busy_ms = int(sqlite_busy_timeout_s * 1000)
-            _configure_sqlite(self.engine, sqlite_synchronous, begin="BEGIN IMMEDIATE", busy_ms=busy_ms)
+            database = make_url(url).database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                self.checkpointer = WalCheckpointer(
+                    database,
+                    synchronous=sqlite_synchronous,
+                    busy_ms=busy_ms,
+                    wake_pages=sqlite_checkpoint_pages,
+                    restart_pages=sqlite_wal_restart_pages,
+                )
+                dialect: Any = self.engine.sync_engine.dialect
+                dialect._committer.after = self.checkpointer.committed
+            _configure_sqlite(
+                self.engine,
+                sqlite_synchronous,
+                begin="BEGIN IMMEDIATE",
+                busy_ms=busy_ms,
+                checkpointer=self.checkpointer,
+            )
             # Readers get their own engine with deferred transactions: on WAL they never wait for the writer. Its pool
             # keeps `pool_size` connections (the requests served at once): past the pool, a connection is opened
             # and closed per checkout, which costs more than the query it serves.
@@ -291,6 +313,8 @@ class Database:
             await session.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.close)  # waits for a checkpoint it may be running
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
@@ -313,7 +337,9 @@ def ensure_sqlite_folder(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, begin: str, busy_ms: int) -> None:
+def _configure_sqlite(
+    engine: AsyncEngine, synchronous: str, *, begin: str, busy_ms: int, checkpointer: WalCheckpointer | None = None
+) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" hook below decide how transactions start.
@@ -323,7 +349,10 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, begin: str, busy
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if checkpointer is not None:  # the checkpointer's thread copies the WAL, not this connection's COMMITs
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
+        dbapi_connection.inline_checkpoint = False
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -332,6 +361,11 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, begin: str, busy
         # At the driver: exec_driver_sql's execution context and result cost several times SQLite's BEGIN, once per
         # transaction (a consumer's poll, a request). Its error is SQLAlchemy's, as exec_driver_sql raised it.
         try:
-            conn.connection.driver_connection.execute(begin)
+            raw = conn.connection.driver_connection
+            if checkpointer is not None and raw.inline_checkpoint is not (overgrown := checkpointer.overgrown):
+                # A long WAL: SQLite's own checkpoint in the COMMIT again, until the WAL starts over (db_wal).
+                raw.execute(f"PRAGMA wal_autocheckpoint={checkpointer.wake_pages if overgrown else 0}")
+                raw.inline_checkpoint = overgrown
+            raw.execute(begin)
         except sqlite3.Error as exc:
             raise sqlprep.wrap_sqlite_error(exc, begin, conn.dialect) from exc

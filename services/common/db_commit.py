@@ -8,6 +8,10 @@ import queue
 import threading
 from collections.abc import Callable
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 
 class Committer:
     """One thread that runs an engine's COMMITs (the wait for fsync) off the event loop: a queue put and one loop
@@ -24,6 +28,9 @@ class Committer:
         self._queue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = False
+        # Called on the commit thread after each COMMIT that succeeded, once its caller was told (common.db_wal's
+        # look at the WAL's length): whatever it costs, no transaction waits for it.
+        self.after: Callable[[], None] | None = None
 
     def run(self, call: Callable[[], None]) -> asyncio.Future[None]:
         """`call()` on the commit thread; the future settles on the caller's loop once it returned or raised."""
@@ -53,6 +60,11 @@ class Committer:
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits for this commit
                 loop.call_soon_threadsafe(_settle, future, error)
+            if error is None and self.after is not None:
+                try:
+                    self.after()
+                except Exception:  # the commit stands; a failed look at the WAL must not end the commit thread
+                    log.exception("after_commit_failed")
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
