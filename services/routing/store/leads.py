@@ -17,6 +17,7 @@ from routing.domain.lifecycle import CurrentAssignment, LeadCase, Outcome, Pendi
 from routing.store._base import Repository
 from routing.store.roster import read_loads, read_rotation, read_worked, write_loads, write_rotation
 from routing.store.tables import AssignmentRow, ErasedLead, LeadRow, SlaTimer, TimelineRow
+from routing.store.timers import timers_of_lead
 
 
 @dataclass
@@ -127,7 +128,7 @@ class LeadRepository(Repository):
         # takes no routing lock) skips what this action is about to cancel, and this waits for what it fires.
         timers = (
             select(SlaTimer)
-            .where(SlaTimer.lead_id == lead_id, or_(SlaTimer.fired_at.is_(None), SlaTimer.escalate_at.is_not(None)))
+            .where(timers_of_lead(lead_id), or_(SlaTimer.fired_at.is_(None), SlaTimer.escalate_at.is_not(None)))
             .order_by(SlaTimer.id)
         )
         if self._on_postgres():

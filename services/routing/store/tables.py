@@ -190,7 +190,8 @@ class SlaTimer(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    lead_id: Mapped[str] = mapped_column(String(36), index=True)
+    # Not indexed (migration 0016): a lead's timers are found through its assignments (timers_of_lead).
+    lead_id: Mapped[str] = mapped_column(String(36))
     assignment_id: Mapped[int] = mapped_column(Integer, index=True)
     # warning | breach | hold | escalate (a detected breach whose reassignment is still to be made)
     kind: Mapped[str] = mapped_column(String(16))

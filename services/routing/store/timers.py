@@ -13,6 +13,7 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    and_,
     bindparam,
     case,
     cast,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.sql.expression import ColumnElement
 
 from common import sqlprep, sqlprep_session
 from routing.store._base import Repository
@@ -106,6 +108,14 @@ _SQLITE_CLAIM = sqlprep.Statement(
 _SQLITE_CLOCK_FACTS = sqlprep.Statement(_FACTS.where(_A.c.lead_id.in_(_JSON_IDS), _A.c.ended_at.is_(None)))
 _CANCEL = update(_T).where(_T.c.id.in_(_IDS)).values(cancelled=True, escalate_at=None)
 _CLEAR_MARKS = update(_T).where(_T.c.id.in_(_IDS)).values(escalate_at=None)
+
+
+def timers_of_lead(lead_id: str) -> ColumnElement[bool]:
+    """The condition for one lead's timers: those of its assignments (sla_timers has no lead index, 0016)."""
+    return and_(
+        SlaTimer.assignment_id.in_(select(AssignmentRow.id).where(AssignmentRow.lead_id == lead_id)),
+        SlaTimer.lead_id == lead_id,
+    )
 
 
 class TimerRepository(Repository):
@@ -204,7 +214,7 @@ class TimerRepository(Repository):
 
     async def pending_escalations(self, lead_id: str) -> list[SlaTimer]:
         """This lead's fired timers whose escalation is still to be made."""
-        query = select(SlaTimer).where(SlaTimer.lead_id == lead_id, SlaTimer.escalate_at.is_not(None))
+        query = select(SlaTimer).where(timers_of_lead(lead_id), SlaTimer.escalate_at.is_not(None))
         return list((await self.session.execute(query.order_by(SlaTimer.id))).scalars())
 
     # -- what notices and escalations say ------------------------------------------------------------------

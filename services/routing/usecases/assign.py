@@ -75,7 +75,7 @@ async def on_scored(rt: RoutingContext, session: AsyncSession, scored: Event) ->
         routed_at=now,
         reassignments=0,
         erased_at=now if erased else None,
-        thread_id=thread_id,
+        thread_id=thread_id if thread_id != lead_id else None,  # a first lead's thread is itself (see batch_rows)
     )
     session.add(lead)  # inserted with the assignment, already carrying its outcome
     tx(session).routed.add(lead_id)

@@ -117,7 +117,9 @@ def record(
         "first_touch_at": None,
         "reassignments": 0,
         "erased_at": now if erased else None,
-        "thread_id": lead_id,
+        # A first lead's thread is itself: left NULL (read as its own id), so ix_leads_thread_id takes no
+        # random-key entry a lead (one WAL page a lead at polls of 10); a repeat's thread is stored (assign).
+        "thread_id": None,
         "merged_into": None,
     }
     assignment = assignment_values(assignment_id, lead_id, decision, resolved, due, 1, now)
