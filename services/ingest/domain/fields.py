@@ -91,14 +91,14 @@ _IGNORED_KEYS = frozenset(
 )  # fmt: skip
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     rank: int
     key: str
     value: Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Collected:
     fields: dict[str, list[Candidate]] = field(default_factory=dict)
     utm: dict[str, Any] = field(default_factory=dict)
@@ -166,56 +166,72 @@ def collect(raw: Mapping[str, Any], field_mapping: Mapping[str, str] | None) -> 
     collected = Collected()
     mapping = dict(field_mapping or {})
     mapping_by_slug = {key_slug(k): v for k, v in mapping.items()}
-    # (key, its slug, value): each key slugged once; hidden fields (Typeform, landing-page scripts) carry UTMs and
-    # click ids, treated like top-level keys after the visible ones so a typed answer wins.
-    items: list[tuple[str, str, Any]] = []
+    fields = collected.fields
+    # Each key slugged once, taken in one pass; hidden fields (Typeform, landing-page scripts) carry UTMs and click
+    # ids, treated like top-level keys after the visible ones so a typed answer wins.
     hidden: list[Mapping[Any, Any]] = []
     for key, value in raw.items():
-        skey = str(key)
+        skey = key if type(key) is str else str(key)
         slug = key_slug(skey)
+        if not mapping:
+            known = _ALIAS_INDEX.get(slug)
+            if known is not None:
+                # route_known's first case, inlined: most keys of a lead are one of our fields' names.
+                if not (value.strip() == "" if type(value) is str else is_blank(value)):
+                    fields.setdefault(known[0], []).append(Candidate(known[1], skey, value))
+                continue
         if slug == "hidden" and isinstance(value, Mapping):
             hidden.append(value)
             continue
-        items.append((skey, slug, value))
+        _collect_one(collected, mapping, mapping_by_slug, skey, slug, value)
     for value in hidden:
-        items.extend((str(k), key_slug(str(k)), v) for k, v in value.items())
-
-    fields = collected.fields
-    for key, slug, value in items:
-        if mapping:
-            target = mapping.get(key, mapping_by_slug.get(slug))
-            if target is not None:
-                if target == "":
-                    continue  # an explicit "" mapping drops a key the source sends but we must not keep
-                if not route_target(collected, target, key, value, rank=-100):
-                    collected.custom.setdefault(key, value)  # lenient mode keeps it; strict mode raises
-                    collected.errors.append(FieldError(f"field_mapping.{key}", f"unknown target field {target!r}"))
-                continue
-        known = _ALIAS_INDEX.get(slug)
-        if known is not None:
-            # route_known's first case, inlined: most keys of a lead are one of our fields' names.
-            if not (value.strip() == "" if type(value) is str else is_blank(value)):
-                fields.setdefault(known[0], []).append(Candidate(known[1], key, value))
-            continue
-        if slug in _IGNORED_KEYS:
-            continue
-        if slug in ("utm", "click_ids", "consent", "custom") and isinstance(value, Mapping):
-            for sub_key, sub_value in value.items():
-                sk = str(sub_key)
-                if slug == "utm":
-                    name = key_slug(sk).removeprefix("utm_")
-                    if name in UTM_KEYS:
-                        collected.utm[name] = sub_value
-                    else:
-                        collected.custom[f"utm_{name}"] = sub_value
-                elif slug == "click_ids":
-                    csk = key_slug(sk)
-                    collected.click_ids[_CLICK_ALIASES.get(csk, csk)] = sub_value
-                elif slug == "consent":
-                    collected.consent[key_slug(sk)] = sub_value
-                else:
-                    collected.custom[sk] = sub_value
-            continue
-        if not route_known(collected, slug, key, value, rank=0):
-            collected.custom[key] = value
+        for key, sub_value in value.items():
+            skey = str(key)
+            _collect_one(collected, mapping, mapping_by_slug, skey, key_slug(skey), sub_value)
     return collected
+
+
+def _collect_one(
+    collected: Collected,
+    mapping: Mapping[str, str],
+    mapping_by_slug: Mapping[str, str],
+    key: str,
+    slug: str,
+    value: Any,
+) -> None:
+    """One key of a submission (a mapped one, or any but the usual field names) where its name says."""
+    if mapping:
+        target = mapping.get(key, mapping_by_slug.get(slug))
+        if target is not None:
+            if target == "":
+                return  # an explicit "" mapping drops a key the source sends but we must not keep
+            if not route_target(collected, target, key, value, rank=-100):
+                collected.custom.setdefault(key, value)  # lenient mode keeps it; strict mode raises
+                collected.errors.append(FieldError(f"field_mapping.{key}", f"unknown target field {target!r}"))
+            return
+    known = _ALIAS_INDEX.get(slug)
+    if known is not None:
+        if not (value.strip() == "" if type(value) is str else is_blank(value)):
+            collected.fields.setdefault(known[0], []).append(Candidate(known[1], key, value))
+        return
+    if slug in _IGNORED_KEYS:
+        return
+    if slug in ("utm", "click_ids", "consent", "custom") and isinstance(value, Mapping):
+        for sub_key, sub_value in value.items():
+            sk = str(sub_key)
+            if slug == "utm":
+                name = key_slug(sk).removeprefix("utm_")
+                if name in UTM_KEYS:
+                    collected.utm[name] = sub_value
+                else:
+                    collected.custom[f"utm_{name}"] = sub_value
+            elif slug == "click_ids":
+                csk = key_slug(sk)
+                collected.click_ids[_CLICK_ALIASES.get(csk, csk)] = sub_value
+            elif slug == "consent":
+                collected.consent[key_slug(sk)] = sub_value
+            else:
+                collected.custom[sk] = sub_value
+        return
+    if not route_known(collected, slug, key, value, rank=0):
+        collected.custom[key] = value

@@ -35,7 +35,7 @@ from ingest.domain.fields import (
 from ingest.domain.model import NormalizedLead
 from ingest.domain.names import join_name, split_full_name
 from ingest.domain.quality import SEMANTIC_FLAGS, custom_value, raw_value
-from ingest.domain.text import clean_line, clean_multiline, key_slug
+from ingest.domain.text import clean_line, clean_multiline, key_slug, needs_cleaning
 
 
 class Normalizer:
@@ -51,7 +51,7 @@ class Normalizer:
         self.strict = strict
         self.require_contact = require_contact
         self.custom: dict[str, Any] = {}
-        self.values: dict[str, Any] = {}
+        self.values: dict[str, Any] = dict.fromkeys(TEXT_FIELDS)
         self.flags: list[str] = []
         self.raw: dict[str, Any] = {}  # field path -> the value as sent
         self.reasons: dict[str, str] = {}  # field path -> why it was flagged (for a refusal that names them)
@@ -94,6 +94,14 @@ class Normalizer:
         return chosen.key, chosen.value
 
     def text(self, name: str, *, multiline: bool = False) -> str | None:
+        candidates = self.c.fields.get(name)
+        if candidates is not None and len(candidates) == 1 and not multiline:
+            # The usual field: sent once, as text that needs no cleaning (clean_line's own first test), in limit.
+            value = candidates[0].value
+            if type(value) is str and not needs_cleaning(value):
+                value = value.strip()
+                if len(value) <= MAX_LEN[name]:
+                    return value or None
         picked = self.pick(name)
         if picked is None:
             return None
@@ -109,11 +117,13 @@ class Normalizer:
 
     def run(self) -> NormalizedLead:
         v = self.values
-        # Only the fields sent are read: a lead carries a handful of the names asked for here.
+        # Only the fields sent are read: a lead carries a handful of the names asked for here (the rest stay None).
         sent = self.c.fields
         for name in _PLAIN_TEXT:
-            v[name] = self.text(name) if name in sent else None
-        v["message"] = self.text("message", multiline=True) if "message" in sent else None
+            if name in sent:
+                v[name] = self.text(name)
+        if "message" in sent:
+            v["message"] = self.text("message", multiline=True)
         self._names()
         for name, read in _READERS:
             if name in sent:
@@ -136,7 +146,7 @@ class Normalizer:
                 named = [FieldError(path, self.reasons[path]) for path in ("email", "phone") if path in self.reasons]
                 raise NotALead(named or [FieldError("email", "email or phone is required")])
             self.flag("", "no_contact", None)
-        values = {name: v.get(name) for name in TEXT_FIELDS}
+        values = v  # every text field, None unless read: the lead's values from here
         values["consent"] = consent
         values["utm"] = utm
         values["click_ids"] = click_ids

@@ -18,6 +18,10 @@ _NEEDS_CLEANING = re.compile(
 )
 
 
+# Truthy when clean_line would do more to a value than strip its ends (the bound search: no call of our own).
+needs_cleaning = _NEEDS_CLEANING.search
+
+
 def _drop_char(ch: str, keep: str) -> bool:
     if ch in keep:
         return False

@@ -29,9 +29,10 @@ class IdempotencyConflict(Exception):
     """The same Idempotency-Key was used with a different request body."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PreparedLead:
-    """A lead normalized outside the writer's transaction, with what it needs to be stored and answered."""
+    """A lead normalized outside the writer's transaction, with what it needs to be stored and answered. Not frozen:
+    a frozen dataclass's __init__ sets each field through object.__setattr__ (~2 us a lead); nothing changes one."""
 
     lead: NormalizedLead
     source: Source | None
@@ -70,8 +71,9 @@ def prepare_lead(
         source,
         now,
         correlation_id,
+        # Only an Idempotency-Key's record compares fingerprints: without a key none is needed.
         scope_key=idempotency_scope(principal, idempotency_key) if idempotency_key else None,
-        fingerprint=request_fingerprint(body, content_type),
+        fingerprint=request_fingerprint(body, content_type) if idempotency_key else "",
     )
 
 
