@@ -6,6 +6,12 @@ is tried again: at least once). The sender's workers `add` instead (no future pe
 is logged here, and `flush` waits for everything added so far. Successes, the common case, take three Core
 statements per batch (`send_store`); failures go through the ORM, which schedules the retry (`retry`) and may
 disable the endpoint.
+
+On SQLite the added successes ride in the next transaction that queues deliveries (routing's poll, `record_into`):
+its COMMIT, which comes anyway, makes them durable, instead of a transaction of their own (an fsync and a turn of
+the one writer the consumer waits for). Until that commit they are held as before, within their leases: a crash
+sends them again under the same webhook-id (at least once); a rollback gives them back to the recorder's own
+transaction, and no rider takes any until that transaction has run (a record that failed a poll fails no second).
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from datetime import datetime, timedelta
 
 import structlog
 from prometheus_client import Counter, Histogram
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from common.db import Database
 from routing.settings import RoutingSettings
@@ -48,6 +56,7 @@ _Pending = tuple[Claim, datetime, AttemptOutcome, "asyncio.Future[None] | None"]
 # delivery's status shows `pending` this much longer. An awaited `record`, a full batch or `flush` goes at once.
 LINGER_S = 0.1
 LINGER_MAX = 500  # answers waiting that make a transaction at once
+_RIDING = "handoff_webhook_records_riding"  # session.info key: (recorder, batch) recorded in that transaction
 
 
 class AttemptRecorder:
@@ -68,6 +77,7 @@ class AttemptRecorder:
         self._rand = rand
         self._pending: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
+        self._grounded: set[str] = set()  # deliveries whose rider rolled back: the recorder's own transaction's
 
     async def record(self, claim: Claim, started_at: datetime, outcome: AttemptOutcome) -> None:
         """Store the attempt; schedule the next one or settle the delivery; keep the endpoint's health."""
@@ -100,17 +110,48 @@ class AttemptRecorder:
         finally:
             self._flushing = False
 
-    def _take(self) -> list[_Pending]:
+    def _take(self, *, riders: bool = False) -> list[_Pending]:
         """What is waiting, a delivery at most once (its attempt number is counted in the statement): a second
-        attempt of one delivery, rare (a lease that ran out), waits for the next transaction."""
+        attempt of one delivery, rare (a lease that ran out), waits for the next transaction. `riders`: added
+        successes only (an awaited record and a failure keep the recorder's own transaction)."""
         batch: list[_Pending] = []
         later: list[_Pending] = []
         seen: set[str] = set()
         for item in self._pending:
-            (later if item[0].delivery_id in seen else batch).append(item)
-            seen.add(item[0].delivery_id)
+            claim, _at, outcome, done = item
+            first = claim.delivery_id not in seen
+            seen.add(claim.delivery_id)
+            ride = done is None and outcome.result == "success" and claim.delivery_id not in self._grounded
+            if first and (not riders or ride):
+                batch.append(item)
+            else:
+                later.append(item)
         self._pending = later
         return batch
+
+    async def record_into(self, session: AsyncSession) -> None:
+        """Record the added successes waiting in the caller's write transaction (it commits them, or gives them
+        back if it rolls back). Once per transaction; a second batch of the same transaction waits for the next."""
+        if not self._pending or _RIDING in session.info:
+            return
+        batch = self._take(riders=True)
+        if not batch:
+            return
+        session.info[_RIDING] = (self, batch)
+        now = self._clock()
+        rows = [outcome.success_row(claim.delivery_id, claim.lease_token, now, at) for claim, at, outcome, _ in batch]
+        await SendStore(session).record_successes(rows, {claim.endpoint_id for claim, *_ in batch}, now)
+
+    def _rode(self, batch: list[_Pending]) -> None:
+        _count(len(batch), [])
+
+    def _thrown(self, batch: list[_Pending]) -> None:
+        """The rider's transaction rolled back: the recorder's own transaction takes these, at once (a record that
+        failed a writer's transaction fails no second one)."""
+        self._pending[:0] = batch
+        self._grounded.update(claim.delivery_id for claim, *_ in batch)
+        self._go.set()
+        self._ensure_running()
 
     async def _linger(self) -> None:
         """Wait (at most LINGER_S) for more answers to join, unless something asks for the transaction now."""
@@ -124,6 +165,8 @@ class AttemptRecorder:
     async def _record_pending(self) -> None:
         while self._pending:
             await self._linger()
+            if not self._pending:
+                break  # a writer's transaction took them all meanwhile
             batch: list[_Pending] = []
             try:
                 # The batch is taken once the writer is ours: what finished while waiting for it joins in.
@@ -158,6 +201,9 @@ class AttemptRecorder:
                 for *_, done in batch:
                     if done is not None and not done.done():
                         done.set_result(None)
+            finally:
+                if self._grounded:
+                    self._grounded.difference_update(claim.delivery_id for claim, *_ in batch)
 
     async def _record_failures(self, session: AsyncSession, failed: list[_Pending]) -> None:
         """Failed attempts, each through the ORM (the retry schedule, the endpoint's health)."""
@@ -241,6 +287,22 @@ class AttemptRecorder:
             status_code=outcome.status_code,
             next_attempt_at=iso(attempt.next_attempt_at),
         )
+
+
+@event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    riding = session.info.pop(_RIDING, None)
+    if riding is not None:
+        riding[0]._rode(riding[1])
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:
+        return  # a savepoint: the outer transaction decides
+    riding = session.info.pop(_RIDING, None)  # still here at the end: it did not commit
+    if riding is not None:
+        riding[0]._thrown(riding[1])
 
 
 def _count(successes: int, failed: list[_Pending]) -> None:

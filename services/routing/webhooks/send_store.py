@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.sqlprep import Many
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from routing.webhooks.store import PENDING, SUCCEEDED, EndpointRow
+from routing.webhooks.store import PENDING, SUCCEEDED, EndpointRow, inline_connection
 
 _D = cast(Table, WebhookDelivery.__table__)
 _E = cast(Table, WebhookEndpoint.__table__)
@@ -203,4 +203,8 @@ class SendStore:
             _RECORD_SUCCESSES.run(conn, ordered)
             _HEALTHY.run(conn, healthy)
 
-        await self._run(record)
+        inline = await inline_connection(self.session)
+        if inline is not None:
+            record(inline)
+        else:
+            await self._run(record)

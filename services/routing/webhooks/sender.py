@@ -195,7 +195,9 @@ class WebhookSender:
             return slots.free > 0 and (more_claimable or more_handed)
 
         # From here on, deliveries written on this database come leased to this sender, in memory.
-        take_handoffs(self._db.engine.sync_engine, settings.webhook_lease_s)
+        # On SQLite its answers ride in the transactions that queue deliveries (not on PostgreSQL: `recorder`).
+        rider = self._recorder if self._db.is_sqlite else None
+        take_handoffs(self._db.engine.sync_engine, settings.webhook_lease_s, rider)
         self._taking_handoffs = True
         # A consumer on this database leaves the sender the loop after each batch until its hand-offs are answered.
         share_loop(self._db.engine, self._owed)

@@ -300,6 +300,8 @@ async def enqueue_deliveries(session: AsyncSession, events: Sequence[Event], now
     if rows:
         await store.insert_deliveries(rows, now, str(uuid.uuid4()))  # one lease token for the transaction's rows
         store.mark_enqueued()
+    # A write transaction that commits anyway: the sender's answered attempts take its COMMIT instead of their own.
+    await store.record_answered()
     return len(rows)
 
 

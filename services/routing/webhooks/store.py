@@ -13,14 +13,15 @@ import time
 import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import as_utc
-from common.sqlprep import Many
+from common.db import as_utc, json_column_loads, sqlite_time
+from common.sqlprep import Many, Statement
+from common.sqlprep_session import session_driver
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
@@ -32,6 +33,14 @@ _REVOKED = "handoff_webhooks_revoked"  # session.info key: (delivery ids, endpoi
 _ENDPOINTS_CHANGED = "handoff_webhook_endpoints_changed"  # session.info key: an endpoint was changed or added
 # Databases (by engine) whose sender runs in this process and takes new deliveries in memory: the lease it wants.
 _TAKERS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+
+
+class Rider(Protocol):
+    async def record_into(self, session: AsyncSession) -> None: ...
+
+
+# Databases (by engine) whose sender's answered attempts ride in the next transaction that queues deliveries.
+_RIDERS: weakref.WeakKeyDictionary[Engine, Rider] = weakref.WeakKeyDictionary()
 
 
 _D = cast(Table, WebhookDelivery.__table__)
@@ -51,7 +60,15 @@ _E = cast(Table, WebhookEndpoint.__table__)
 _SUBSCRIBED = select(
     _E.c.id, _E.c.event_types, _E.c.url, _E.c.format, _E.c.secret, _E.c.previous_secret, _E.c.previous_secret_until
 ).where(_E.c.enabled.is_(True))
+_SUBSCRIBED_AT_DRIVER = Statement(_SUBSCRIBED)
 NewDelivery = tuple[str, str, str, str, str | None, str]  # id, endpoint id, message id, event type, lead id, body
+
+
+async def inline_connection(session: AsyncSession) -> Connection | None:
+    """The transaction's connection on the inline SQLite dialect (None elsewhere): its driver-level statements run
+    synchronously, with no greenlet switch (`common.sqlprep_session`); a poll of one lead paid two for the webhooks."""
+    connection, _dialect, raw = await session_driver(session)
+    return None if raw is None else connection.sync_connection
 
 
 class EndpointRow(NamedTuple):
@@ -103,13 +120,17 @@ def endpoints_changed_in(session: AsyncSession) -> bool:
     return bool(session.info.get(_ENDPOINTS_CHANGED))
 
 
-def take_handoffs(engine: Engine, lease_s: float) -> None:
-    """A sender runs on this database: new deliveries are written leased for `lease_s` and handed to it."""
+def take_handoffs(engine: Engine, lease_s: float, rider: Rider | None = None) -> None:
+    """A sender runs on this database: new deliveries are written leased for `lease_s` and handed to it; with a
+    `rider` (its recorder), a transaction that queues deliveries records the sender's answered attempts too."""
     _TAKERS[engine] = lease_s
+    if rider is not None:
+        _RIDERS[engine] = rider
 
 
 def stop_handoffs(engine: Engine) -> None:
     _TAKERS.pop(engine, None)
+    _RIDERS.pop(engine, None)
 
 
 class WebhookStore:
@@ -164,11 +185,17 @@ class WebhookStore:
         cached = session.info.get(_ENDPOINTS)
         if cached is not None and current is not None and cached[0] is current:
             return list(cached[1])
-        # Core on the connection (one greenlet hop, no ORM execution plumbing): read once per transaction.
-        rows = await session.run_sync(lambda sync: sync.connection().execute(_SUBSCRIBED).all())
+        inline = await inline_connection(session)
+        rows: Sequence[Sequence[Any]]
+        if inline is not None:  # SQLite's text as the columns would read it: JSON event types, an aware time
+            raw = _SUBSCRIBED_AT_DRIVER.fetch(inline)
+            rows = [(*row[:6], sqlite_time(row[6]) if row[6] else None) for row in raw]
+            endpoints = [(row[0], list(json_column_loads(row[1]) if row[1] else [])) for row in rows]
+        else:  # Core on the connection (one greenlet hop, no ORM execution plumbing)
+            rows = await session.run_sync(lambda sync: sync.connection().execute(_SUBSCRIBED).all())
+            endpoints = [(row[0], list(row[1] or [])) for row in rows]
         # Taken after the read: a transaction begins at its first statement (autobegin), which this may be.
         current = session.sync_session.get_transaction()
-        endpoints = [(row[0], list(row[1] or [])) for row in rows]
         sendable = {row[0]: EndpointRow(row[0], *row[2:]) for row in rows}
         session.info[_ENDPOINTS] = (current, endpoints, sendable, time.monotonic())
         return endpoints
@@ -214,7 +241,18 @@ class WebhookStore:
             )
         # The table, not the ORM entity: one executemany of plain tuples at the driver (`sqlprep.Many`).
         full = [(*row, PENDING, now, 0, 0, 0, now, *lease) for row in rows]
-        await self.session.run_sync(lambda sync: _INSERT_DELIVERIES.run(sync.connection(), full))
+        inline = await inline_connection(self.session)
+        if inline is not None:
+            _INSERT_DELIVERIES.run(inline, full)
+        else:
+            await self.session.run_sync(lambda sync: _INSERT_DELIVERIES.run(sync.connection(), full))
+
+    async def record_answered(self) -> None:
+        """The answered attempts this database's sender holds ride in this transaction (`recorder`), if it runs here."""
+        bind = self.session.sync_session.bind  # a plain attribute (AsyncSession.get_bind() is a call per use)
+        rider = _RIDERS.get(bind) if isinstance(bind, Engine) else None
+        if rider is not None:
+            await rider.record_into(self.session)
 
     async def delivery(self, delivery_id: str, *, for_update: bool = False) -> WebhookDelivery | None:
         return await self.session.get(WebhookDelivery, delivery_id, with_for_update=for_update or None)
