@@ -12,6 +12,7 @@ from typing import Any
 
 from common.conditions.predicates import Predicate, compile_condition, condition_fields
 from scoring.domain.conditions import AnyOf, Condition, FieldTest, describe
+from scoring.domain.memo import memoized
 
 GRADES: tuple[str, ...] = ("A", "B", "C", "D")
 SCORE_KINDS: tuple[str, ...] = ("fit", "intent")
@@ -124,10 +125,16 @@ class Ruleset:
     def gated_rules(self) -> tuple[tuple[int, Predicate, tuple[str, ...], bool], ...]:
         """`rule_plan`'s other rules, each with the fields it tests and what it answers when every one of them is
         missing: a predicate answers from its fields' values alone, so a lead without any of them gets that answer
-        without the rule's tests being run (most leads lack most of the message, page and campaign fields)."""
+        without the rule's tests being run (most leads lack most of the message, page and campaign fields). Each
+        predicate remembers its answers by the values it read (scoring.domain.memo): titles, forms and pages repeat."""
         compiled = self.compiled_rules
         return tuple(
-            (position, holds, tuple(sorted(condition_fields(compiled[position][0].when))), bool(holds(_nothing)))
+            (
+                position,
+                memoized(compiled[position][0].when, holds),
+                tuple(sorted(condition_fields(compiled[position][0].when))),
+                bool(holds(_nothing)),
+            )
             for position, holds in self.rule_plan[1]
         )
 
