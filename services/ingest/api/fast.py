@@ -191,8 +191,9 @@ async def _prepare(scope: Scope, state: Any, token: str, body: bytes, idem: byte
     idem_key = None if idem is None else idem.decode("latin-1")
     if idem_key is not None and not (0 < len(idem_key) <= IDEMPOTENCY_KEY_MAX):
         return None
+    keys = state.source_keys
     try:
-        source = await state.source_keys.by_api_key(token)
+        source = keys.remembered_api_key(token) or await keys.by_api_key(token)
     except (SQLAlchemyError, OSError):
         return None  # a store that cannot answer: the route's handlers make it the usual 503
     if source is None:

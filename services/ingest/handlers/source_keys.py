@@ -59,6 +59,14 @@ class SourceKeys:
         """The enabled source of a secret API key (looked up by its hash; the key itself is not kept)."""
         return await self._source(("api", hash_api_key(api_key)), api_key, lead_cases.source_by_api_key)
 
+    def remembered_api_key(self, api_key: str) -> Source | None:
+        """`by_api_key`'s answer when it is remembered and fresh, without a coroutine (the usual request); None
+        when it must be looked up (then call `by_api_key`)."""
+        if self._ttl_s <= 0:
+            return None
+        entry = self._entries.get(("api", hash_api_key(api_key)))
+        return entry[1] if entry is not None and entry[0] > self._clock() else None
+
     async def by_publishable_key(self, key: str) -> Source | None:
         """The enabled source of a publishable key."""
         return await self._source(("publishable", key), key, lead_cases.source_by_publishable_key)
