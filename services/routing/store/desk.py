@@ -27,7 +27,7 @@ class DeskRepository(Repository):
 
     async def worked_open_leads(self, statuses: Collection[str]) -> dict[str, int]:
         """Per rep, their open leads someone has touched already (they stop filling max_open by default)."""
-        return await self.session.run_sync(lambda session: read_worked(session.connection(), statuses))
+        return await self._on_connection(lambda connection: read_worked(connection, statuses))
 
     async def calendars(self) -> dict[str, RepCalendarRow]:
         rows = await self.session.execute(select(RepCalendarRow))

@@ -9,7 +9,6 @@ from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, func, insert, literal, or_, select, text
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ClauseElement
 
 from common.sqlprep import Statement, execute, insert_many, keyed
@@ -209,7 +208,7 @@ class LeadRepository(Repository):
         """Of these leads, (those routed already, those erased already): a consumer batch's one question."""
         if not lead_ids:
             return set(), set()
-        rows = await self.session.run_sync(lambda session: read_seen(session.connection(), lead_ids))
+        rows = await self._on_connection(lambda connection: read_seen(connection, lead_ids))
         return {lead_id for lead_id, was_routed in rows if was_routed}, {i for i, was in rows if not was}
 
     async def insert_decisions(
@@ -235,8 +234,7 @@ class LeadRepository(Repository):
             (cast(Table, TimelineRow.__table__), timeline),
         )
 
-        def write(session: Session) -> None:
-            connection = session.connection()
+        def write(connection: Connection) -> None:
             for table, rows in tables:
                 if rows:
                     insert_many(connection, table, rows)
@@ -245,7 +243,7 @@ class LeadRepository(Repository):
             if loads:
                 write_loads(connection, loads)
 
-        await self.session.run_sync(write)
+        await self._on_connection(write)
 
     async def escalation_teams(self, now: datetime, limit: int) -> set[str]:
         """The teams of the leads whose escalations are due, read without locks: the team locks to take before
@@ -307,25 +305,26 @@ class LeadRepository(Repository):
         """`count` new assignment ids from the database's counter in one statement (a batch's decisions)."""
         if count <= 0:
             return []
-        return await self.session.run_sync(lambda session: reserve_ids(session.connection(), count))
+        return await self._on_connection(lambda connection: reserve_ids(connection, count))
 
-    async def batch_state(self, lead_ids: Collection[str], statuses: Collection[str], *, state: bool) -> BatchState:
+    async def batch_state(
+        self, lead_ids: Collection[str], statuses: Collection[str], *, state: bool, worked: bool = True
+    ) -> BatchState:
         """A routing batch's questions after its locks, in one call to the connection: which of these leads are
         routed or erased already, new assignment ids for the others, and (`state`) every rep's load, every team's
-        rotation and per rep the open leads (of these statuses) someone has touched already."""
+        rotation and per rep the open leads (of these statuses) someone has touched already (`worked`; else none)."""
 
-        def read(session: Session) -> BatchState:
-            connection = session.connection()
+        def read(connection: Connection) -> BatchState:
             rows = read_seen(connection, lead_ids)
             routed = {lead_id for lead_id, was_routed in rows if was_routed}
             found = BatchState(routed, {lead_id for lead_id, was_routed in rows if not was_routed})
             found.ids = reserve_ids(connection, len(set(lead_ids) - routed))
             if state:
                 found.loads, found.rotation = read_loads(connection), read_rotation(connection)
-                found.worked = read_worked(connection, statuses)
+                found.worked = read_worked(connection, statuses) if worked else {}
             return found
 
-        return await self.session.run_sync(read)
+        return await self._on_connection(read)
 
     async def count_timeline(self, lead_id: str, kind: str, *, since: datetime) -> int:
         """How many timeline entries of one kind a lead has had since a moment (touches for a follow-up clock)."""

@@ -10,7 +10,6 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, bindparam, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ClauseElement
 
 from common import sqlprep
@@ -49,6 +48,9 @@ def _roster_version() -> ClauseElement:
     return select(Setting.value).where(Setting.key == ROSTER_VERSION)
 
 
+_DecisionState = tuple[dict[str, tuple[int, str, int]], dict[str, dict[str, int]], dict[str, int]]
+
+
 class RosterRepository(Repository):
     async def lock_routing(self, *, shared: bool = False) -> None:
         """Routing's own lock on PostgreSQL: exclusive excludes every decision in every process (roster and rules
@@ -73,8 +75,8 @@ class RosterRepository(Repository):
 
     async def roster_version(self) -> int:
         """The stored roster version (asked once per consumer poll): driver SQL in one hop, not an ORM load."""
-        rows = await self.session.run_sync(
-            lambda session: sqlprep.fetch(session.connection(), "roster_version", _roster_version, literal=True)
+        rows = await self._on_connection(
+            lambda connection: sqlprep.fetch(connection, "roster_version", _roster_version, literal=True)
         )
         return int(rows[0][0]) if rows else 0
 
@@ -167,39 +169,36 @@ class RosterRepository(Repository):
             existing.active = True
 
     async def rotation(self) -> dict[str, dict[str, int]]:
-        return await self.session.run_sync(lambda session: read_rotation(session.connection()))
+        return await self._on_connection(read_rotation)
 
     async def replace_rotation(self, teams: Mapping[str, Mapping[str, int]]) -> None:
         """Store these teams' rotation states whole: a rep the rotation dropped (left, away) loses their row, so
         they come back at the neutral position instead of with an old, stale turn."""
         if teams:
-            await self.session.run_sync(lambda session: write_rotation(session.connection(), teams))
+            await self._on_connection(lambda connection: write_rotation(connection, teams))
 
     async def load_states(self, rep_ids: Sequence[str] | None = None) -> dict[str, tuple[int, str, int]]:
         """Reps' (open leads, local day, assigned that day), all of them or these."""
         if rep_ids is None:
-            return await self.session.run_sync(lambda session: read_loads(session.connection()))
+            return await self._on_connection(read_loads)
         query = select(RepLoadRow.rep_id, RepLoadRow.open_leads, RepLoadRow.day, RepLoadRow.assigned_today)
         rows = await self.session.execute(query.where(RepLoadRow.rep_id.in_(sorted(rep_ids))))
         return {rep_id: (open_leads, day, today) for rep_id, open_leads, day, today in rows}
 
-    async def decision_state(
-        self, statuses: Collection[str]
-    ) -> tuple[dict[str, tuple[int, str, int]], dict[str, dict[str, int]], dict[str, int]]:
+    async def decision_state(self, statuses: Collection[str]) -> _DecisionState:
         """What a routing batch decides on, in one call to the connection: every rep's load, every team's rotation,
         and per rep the open leads (of these statuses) someone has touched already."""
 
-        def read(session: Session) -> tuple[dict[str, tuple[int, str, int]], dict[str, dict[str, int]], dict[str, int]]:
-            connection = session.connection()
+        def read(connection: Connection) -> _DecisionState:
             return read_loads(connection), read_rotation(connection), read_worked(connection, statuses)
 
-        return await self.session.run_sync(read)
+        return await self._on_connection(read)
 
     async def add_loads(self, deltas: Mapping[str, tuple[int, str | None, int]]) -> None:
         """Move reps' loads by (open leads delta, local day or None, leads assigned on that day), one statement for
         all: increments, not values, so two processes deciding for reps of different teams never lose one."""
         if deltas:
-            await self.session.run_sync(lambda session: write_loads(session.connection(), deltas))
+            await self._on_connection(lambda connection: write_loads(connection, deltas))
 
     async def loads(self) -> dict[str, RepLoadRow]:
         return {row.rep_id: row for row in (await self.session.execute(select(RepLoadRow))).scalars()}

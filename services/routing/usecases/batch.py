@@ -26,7 +26,7 @@ from routing.store import RoutingRepository
 from routing.store.leads import BatchState
 from routing.usecases import assign
 from routing.usecases.batch_rows import Pending, moved, record
-from routing.usecases.capacity import capacity_load, capacity_loads, remember_worked, worked_open
+from routing.usecases.capacity import capacity_load, capacity_loads, needs_worked, remember_worked, worked_open
 from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.decide import local_days, rep_loads
 from routing.usecases.decisions import scored_view
@@ -73,7 +73,7 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     firsts = {lead_id: FirstMatch(rules.first_match(view)) for lead_id, view in views.items()}
     guesses = {_team_guessed(roster, rules, views[i], books[i], firsts[i]) for i in views}
     await lock_teams(session, guesses, threads=batch)
-    found = await _read_state(session, batch)
+    found = await _read_state(session, batch, needs_worked(roster, rules))
     routed, erased = found.routed, found.erased
     for lead_id in routed:
         del batch[lead_id]
@@ -98,12 +98,13 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     await pending.write(rt, session)
 
 
-async def _read_state(session: AsyncSession, batch: Mapping[str, Event]) -> BatchState:
+async def _read_state(session: AsyncSession, batch: Mapping[str, Event], worked: bool) -> BatchState:
     """After the locks, in one call to the store: which leads are routed or erased already, the others' assignment
-    ids, and (unless this transaction holds them already) the loads, rotation and worked leads the decisions read."""
+    ids, and (unless this transaction holds them already) the loads, rotation and worked leads the decisions read
+    (`worked`: whether they read them at all, capacity.needs_worked; else none are counted)."""
     state = tx(session)
     needed = state.loads is None or state.rotation is None
-    found = await RoutingRepository(session).batch_state(batch, OPEN_STATUSES, state=needed)
+    found = await RoutingRepository(session).batch_state(batch, OPEN_STATUSES, state=needed, worked=worked)
     if found.loads is not None and found.rotation is not None and found.worked is not None:
         state.loads = {rep_id: LoadState(*values) for rep_id, values in found.loads.items()}
         state.rotation = found.rotation

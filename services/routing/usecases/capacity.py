@@ -10,7 +10,7 @@ from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing.domain import RepLoad
+from routing.domain import Action, RepLoad, RoutingRules
 from routing.domain.lifecycle import OPEN_STATUSES
 from routing.store.desk import DeskRepository
 from routing.usecases.context import Roster, RoutingContext
@@ -48,6 +48,35 @@ def capacity_load(rt: RoutingContext, roster: Roster, worked: Mapping[str, int],
     if count and counts_untouched(rt, roster, rep_id):
         return replace(load, open_leads=max(0, load.open_leads - count))
     return load
+
+
+# The last (roster, rules) asked about and the answer: both objects live as long as their version.
+_NEEDS: tuple[Roster, RoutingRules, bool] | None = None
+
+
+def needs_worked(roster: Roster, rules: RoutingRules) -> bool:
+    """Whether any decision on this roster and these rules reads a rep's open leads: a rep's max_open, or a
+    least_loaded pick (a team's method, a rule's or the fallback's). When none does, the worked open leads (a
+    count over every touched open lead, per poll: ~1.4 ms at 6,700 of them) change no decision."""
+    global _NEEDS
+    if _NEEDS is not None and _NEEDS[0] is roster and _NEEDS[1] is rules:
+        return _NEEDS[2]
+    needed = (
+        any(rep.max_open is not None for rep in roster.reps)
+        or any(team.method == "least_loaded" for team in roster.teams)
+        or rules.fallback_method == "least_loaded"
+        or any(_least_loaded(rule.action) for rule in rules.rules)
+    )
+    _NEEDS = (roster, rules, needed)
+    return needed
+
+
+def _least_loaded(action: Action | None) -> bool:
+    while action is not None:
+        if action.method == "least_loaded":
+            return True
+        action = action.fallback
+    return False
 
 
 def remember_worked(session: AsyncSession, worked: dict[str, int]) -> None:

@@ -12,7 +12,10 @@ from routing.domain import DEFAULT_RULES_YAML, RepLoad, SlaPolicy, Team, Working
 from routing.domain.accounts import Account, AccountBook, lead_match_keys
 from routing.domain.engine import FirstMatch
 from routing.domain.hours import working_span
+from routing.domain.roster import parse_reps
 from routing.usecases.batch_rows import Pending, _clock
+from routing.usecases.capacity import needs_worked
+from routing.usecases.context import Roster
 from routing.usecases.shared import clock_rows
 
 pytestmark = pytest.mark.unit
@@ -110,3 +113,29 @@ def test_a_batch_clock_moved_from_the_last_batch_is_the_clock_walked_afresh(busi
             for now in (span[1] - timedelta(seconds=1), span[1]):  # the last second of a span, then its end
                 due, _timers = _clock(Pending(), policy, hours, tz, now)
                 assert due == sla_deadline(now, policy.minutes, business_hours=business_hours, hours=hours, tz=tz)
+
+
+def _roster(reps_yaml: str) -> Roster:
+    teams, reps = parse_reps(yaml.safe_load(reps_yaml))
+    return Roster(1, teams, reps)
+
+
+_TEAM = """
+teams: [{id: t, name: T, method: round_robin}]
+reps: [{id: r1, name: R1, email: r1@example.com, team: t}, {id: r2, name: R2, email: r2@example.com, team: t}]
+"""
+
+
+def test_worked_leads_are_counted_only_where_a_decision_reads_a_load() -> None:
+    """A batch counts each rep's worked open leads only when a max_open or a least_loaded pick can read them."""
+    plain, rules = _roster(_TEAM), load_rules(DEFAULT_RULES_YAML)
+    assert not needs_worked(plain, rules)
+    capped = _roster(_TEAM.replace("team: t}]", "team: t, max_open: 3}]"))
+    assert needs_worked(capped, rules)
+    assert needs_worked(_roster(_TEAM.replace("round_robin", "least_loaded")), rules)
+    by_rule = (
+        "fallback_team: t\nrules:\n  - {id: all, when: {lead.country: DE}, action: {team: t, method: least_loaded}}\n"
+    )
+    assert needs_worked(plain, load_rules(by_rule))
+    assert needs_worked(plain, load_rules("fallback_team: t\nfallback_method: least_loaded\nrules: []\n"))
+    assert not needs_worked(plain, load_rules("fallback_team: t\nrules: []\n"))
