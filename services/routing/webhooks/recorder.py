@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -56,6 +57,10 @@ _Pending = tuple[Claim, datetime, AttemptOutcome, "asyncio.Future[None] | None"]
 # delivery's status shows `pending` this much longer. An awaited `record`, a full batch or `flush` goes at once.
 LINGER_S = 0.1
 LINGER_MAX = 500  # answers waiting that make a transaction at once
+# Answers ride once the oldest has waited this long, or this many wait: a ride costs the poll three statements, so
+# riding on every poll of a lead or two would cost more than the share of a record transaction it saves.
+RIDE_AFTER_S = 0.05
+RIDE_AT = 32
 _RIDING = "handoff_webhook_records_riding"  # session.info key: (recorder, batch) recorded in that transaction
 
 
@@ -76,12 +81,15 @@ class AttemptRecorder:
         self._clock = clock
         self._rand = rand
         self._pending: list[_Pending] = []
+        self._waiting_since = 0.0  # monotonic time the oldest of `_pending` came (about: the riders' threshold)
         self._task: asyncio.Task[None] | None = None
         self._grounded: set[str] = set()  # deliveries whose rider rolled back: the recorder's own transaction's
 
     async def record(self, claim: Claim, started_at: datetime, outcome: AttemptOutcome) -> None:
         """Store the attempt; schedule the next one or settle the delivery; keep the endpoint's health."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._pending:
+            self._waiting_since = time.monotonic()
         self._pending.append((claim, started_at, outcome, done))
         self._go.set()
         self._ensure_running()
@@ -90,6 +98,8 @@ class AttemptRecorder:
     def add(self, claim: Claim, started_at: datetime, outcome: AttemptOutcome) -> None:
         """Record the attempt with the next transaction, without waiting for it (a failure is logged here)."""
         pending = self._pending
+        if not pending:
+            self._waiting_since = time.monotonic()
         pending.append((claim, started_at, outcome, None))
         if len(pending) >= LINGER_MAX:
             self._go.set()
@@ -132,11 +142,15 @@ class AttemptRecorder:
     async def record_into(self, session: AsyncSession) -> None:
         """Record the added successes waiting in the caller's write transaction (it commits them, or gives them
         back if it rolls back). Once per transaction; a second batch of the same transaction waits for the next."""
-        if not self._pending or _RIDING in session.info:
+        pending = self._pending
+        if not pending or _RIDING in session.info:
+            return
+        if len(pending) < RIDE_AT and time.monotonic() - self._waiting_since < RIDE_AFTER_S:
             return
         batch = self._take(riders=True)
         if not batch:
             return
+        self._waiting_since = time.monotonic()  # what is left rides no sooner than a new answer would
         session.info[_RIDING] = (self, batch)
         now = self._clock()
         rows = [outcome.success_row(claim.delivery_id, claim.lease_token, now, at) for claim, at, outcome, _ in batch]
@@ -154,11 +168,15 @@ class AttemptRecorder:
         self._ensure_running()
 
     async def _linger(self) -> None:
-        """Wait (at most LINGER_S) for more answers to join, unless something asks for the transaction now."""
+        """Wait until the oldest answer waiting has waited LINGER_S (more answers join, or a writer's transaction
+        takes them), unless something asks for the transaction now."""
         go = self._go
-        if not (go.is_set() or self._flushing):
+        while not (go.is_set() or self._flushing):
+            left = LINGER_S - (time.monotonic() - self._waiting_since)
+            if left <= 0:
+                break
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LINGER_S):
+                async with asyncio.timeout(left):
                     await go.wait()
         go.clear()
 
