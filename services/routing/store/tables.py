@@ -100,6 +100,13 @@ class LeadRow(Base):
             sqlite_where=text("first_touch_at IS NOT NULL"),
             postgresql_where=text("first_touch_at IS NOT NULL"),
         ),
+        # Repeats only: a first lead's thread is NULL, read as its own id (migration 0017).
+        Index(
+            "ix_leads_thread_id",
+            "thread_id",
+            sqlite_where=text("thread_id IS NOT NULL"),
+            postgresql_where=text("thread_id IS NOT NULL"),
+        ),
     )
 
     lead_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -120,7 +127,7 @@ class LeadRow(Base):
     reassignments: Mapped[int] = mapped_column(Integer, default=0)
     erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # One person's leads share a thread (the first lead routing saw of them), so a repeat finds the open one.
-    thread_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    thread_id: Mapped[str | None] = mapped_column(String(36))
     # A repeat that joined an open lead (status "merged"): the lead it was recorded on.
     merged_into: Mapped[str | None] = mapped_column(String(36))
 
@@ -143,7 +150,7 @@ class AssignmentRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     lead_id: Mapped[str] = mapped_column(String(36), index=True)
     outcome: Mapped[str] = mapped_column(String(16))
-    rep_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    rep_id: Mapped[str | None] = mapped_column(String(64))  # not indexed: no query asks by it (0017)
     team_id: Mapped[str | None] = mapped_column(String(64))
     rule_id: Mapped[str | None] = mapped_column(String(128))
     ruleset_version: Mapped[str] = mapped_column(String(64))
