@@ -44,7 +44,7 @@ from common.envelope import Event
 
 CONCURRENCY = 32  # routing's default webhook_concurrency: the bare client gets the same number in flight
 HANDOFF_BATCH = 100  # events per transaction on the hand-off path
-CONSUMER_BATCHES = (10, 40)  # the `consumer` mode's batch sizes in `run`: routing's polls at e2e rates
+CONSUMER_BATCHES = (1, 10, 40)  # the `consumer` mode's batch sizes in `run`: routing's polls, from a quiet hour to e2e
 APPLY_S_PER_LEAD = 0.0007  # how long routing's apply holds the loop per lead (~30 ms a batch of 40 at 585/s)
 MODES = ("table", "handoff", "bare", "floor", "consumer")
 
@@ -219,11 +219,12 @@ async def _floor(
 
 
 async def _sender_run(
-    mode: str, events: list[Event], db_url: str, url: str, batch: int, behind: list[int]
+    mode: str, events: list[Event], db_url: str, url: str, batch: int, behind: list[int], writes: dict[str, int]
 ) -> tuple[int, float, float, float | None]:
     """Routing's sender draining `events` to `url`; returns (delivered, wall seconds, CPU seconds, and the CPU
     seconds writing the backlog took on the table path). The `consumer` mode notes in `behind`, before each batch
-    after the first, how many written deliveries were not yet answered."""
+    after the first, how many written deliveries were not yet answered; `writes` counts the write transactions by
+    the function that opened them (the sender's records and claims beside the enqueues)."""
     from sqlalchemy import func, select
 
     from common import consumer
@@ -246,6 +247,14 @@ async def _sender_run(
     )
     await upgrade_schema_async(db_url, MIGRATIONS, Base.metadata)
     db = Database(db_url)
+    transaction = db.transaction
+
+    def counted() -> Any:
+        opener = sys._getframe(1).f_code.co_name
+        writes[opener] = writes.get(opener, 0) + 1
+        return transaction()
+
+    db.transaction = counted  # type: ignore[method-assign]
     service = Webhooks(settings)
     destination = await service.vet_url(url)
     async with db.transaction() as session:
@@ -307,6 +316,7 @@ async def _worker(mode: str, n: int, db_url: str, url: str, batch: int = HANDOFF
     events = assigned_events(n)
     enqueue_cpu = None
     behind: list[int] = []
+    writes: dict[str, int] = {}
     if mode in ("bare", "floor"):
         bodies = _bodies(events)  # built before the clock starts: the sender's are built when enqueued
         floor = await _floor_setup(db_url, url) if mode == "floor" else None
@@ -316,13 +326,14 @@ async def _worker(mode: str, n: int, db_url: str, url: str, batch: int = HANDOFF
         if floor is not None:
             await floor[0].dispose()
     else:
-        delivered, wall, cpu, enqueue_cpu = await _sender_run(mode, events, db_url, url, batch, behind)
+        delivered, wall, cpu, enqueue_cpu = await _sender_run(mode, events, db_url, url, batch, behind, writes)
     return {
         "mode": mode,
         "n": n,
         "batch": batch,
         "behind_median": median(behind) if behind else None,
         "behind_max": max(behind) if behind else None,
+        "write_transactions": writes,
         "delivered": delivered,
         "wall_s": round(wall, 3),
         "per_s": round(delivered / wall, 1) if wall > 0 else None,

@@ -165,7 +165,8 @@ class AttemptRecorder:
         self._pending[:0] = batch
         self._grounded.update(claim.delivery_id for claim, *_ in batch)
         self._go.set()
-        self._ensure_running()
+        with contextlib.suppress(RuntimeError):  # no running loop (shutting down): their leases run out instead
+            self._ensure_running()
 
     async def _linger(self) -> None:
         """Wait until the oldest answer waiting has waited LINGER_S (more answers join, or a writer's transaction
