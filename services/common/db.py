@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
-from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, pool
+from sqlalchemy import Connection, MetaData, event, pool
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_
 
 from common import sqlprep
 from common.db_commit import Committer
+from common.db_types import UtcDateTime as UtcDateTime
+from common.db_types import as_utc as as_utc
+from common.db_types import json_column_dumps, json_column_loads
+from common.db_types import sqlite_time as sqlite_time
+from common.db_types import sqlite_time_text as sqlite_time_text
 from common.db_wal import WalCheckpointer
 
 log = structlog.get_logger(__name__)
@@ -39,74 +41,6 @@ NAMING_CONVENTION = {
 
 def new_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """A point in time, stored as UTC and always read back as an aware UTC datetime, on SQLite and PostgreSQL.
-
-    SQLite keeps no zone (it hands back naive values) and PostgreSQL answers in the session's zone; with this
-    column type no caller needs an `aware()` helper. A naive value given to it is taken as UTC, as every time
-    this code base writes is. The schema type is DateTime(timezone=True), so migrations are unchanged.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else as_utc(value)
-
-    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
-        """On SQLite, the text SQLAlchemy's DATETIME stores ("YYYY-MM-DD HH:MM:SS.ffffff", UTC), written by
-        `isoformat` (~0.5 us) instead of its %-format of a dict (~4.5 us; a firing batch or a poll writes two
-        or three per row); a test holds the two to the same text. Elsewhere the usual conversion."""
-        if dialect.name != "sqlite":
-            return super().bind_processor(dialect)
-
-        def to_text(value: datetime | None) -> str | None:
-            return None if value is None else sqlite_time_text(value)
-
-        return to_text
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else as_utc(value)
-
-
-def sqlite_time_text(value: datetime) -> str:
-    """A point in time as UtcDateTime stores it on SQLite (UTC, "YYYY-MM-DD HH:MM:SS.ffffff"; naive is UTC)."""
-    if value.tzinfo is not None and value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def sqlite_time(text: str) -> datetime:
-    """A UtcDateTime column's SQLite text read back, as the column reads it: an aware UTC datetime."""
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """The same instant in UTC; a naive value is taken as UTC already (what SQLite hands back)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    raise TypeError(f"cannot serialize {type(value).__name__}")
-
-
-def json_column_dumps(value: Any) -> str:
-    """A JSON column's text, written by orjson (several times the standard library's speed), UTF-8 as is."""
-    return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z).decode()
-
-
-def json_column_loads(text: str | bytes) -> Any:
-    """A JSON column's value, read by orjson; text it refuses (NaN, which the standard library wrote before) by json."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 # session.info key: callbacks to run once the session's current transaction commits.
@@ -134,6 +68,20 @@ def _run_on_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_on_commit(session: Session) -> None:
     session.info.pop(_ON_COMMIT, None)
+
+
+class _WriterSession(Session):
+    """A Session whose transactions run on `kept`, the Database's kept SQLite write connection, when it has one. Its
+    bind stays the Engine: stores and the outbox key their per-engine state on `session.bind` (a session bound to the
+    connection itself would answer with the connection)."""
+
+    kept: Connection | None = None
+
+    def _connection_for_bind(self, engine: Any, execution_options: Any = None, **kw: Any) -> Connection:
+        kept = self.kept
+        if kept is not None and engine is kept.engine:
+            engine = kept  # the session begins and ends its own transaction on it, as on a pooled one
+        return super()._connection_for_bind(engine, execution_options, **kw)
 
 
 class _Cursor(sqlite3.Cursor):
@@ -217,7 +165,12 @@ class Database:
             ensure_sqlite_folder(url)
             kwargs["connect_args"] = {"timeout": sqlite_busy_timeout_s}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=10,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+            )
             server_settings = {}
             if pg_statement_timeout_s:
                 server_settings["statement_timeout"] = str(int(pg_statement_timeout_s * 1000))
@@ -256,10 +209,16 @@ class Database:
                 _engine_url(url), pool_size=pool_size, max_overflow=pool_size, **kwargs
             )
             _configure_sqlite(self.read_engine, sqlite_synchronous, begin="BEGIN", busy_ms=busy_ms)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self.sessions = async_sessionmaker(
+            self.engine,
+            expire_on_commit=False,
+            autoflush=False,
+            sync_session_class=_WriterSession,
+        )
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
         # SQLite has one writer at a time; queueing writers here keeps them off SQLite's sleeping busy handler.
         self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
+        self._kept: AsyncConnection | None = None  # SQLite's write connection, kept (`_kept_connection`)
         self._after_commit: list[Callable[[AsyncSession], None]] = []
 
     def on_commit(self, callback: Callable[[AsyncSession], None]) -> None:
@@ -278,6 +237,8 @@ class Database:
         lock = self.writer_lock()
         async with lock:
             session = self.sessions()
+            if self.is_sqlite:
+                session.sync_session.kept = await self._kept_connection()  # type: ignore[attr-defined]
             try:
                 # Begun on the sync session: creating the transaction does no I/O (the connection and its BEGIN
                 # come with the first statement), where AsyncSession.begin() cost a greenlet switch per transaction.
@@ -293,6 +254,38 @@ class Database:
                 self.committed(session)
             finally:
                 await _close(session)
+                if self._kept is not None and self._kept_clean() is None:
+                    await self._drop_kept()  # now, not at the next unit of work: it may hold the write lock
+
+    async def _kept_connection(self) -> Connection:
+        """The connection SQLite's write transactions take turns on (under the writer lock), kept for the Database's
+        life: a pool checkout and checkin per transaction cost ~30-50 us of the loop's CPU."""
+        sync = self._kept_clean()
+        if sync is None:
+            await self._drop_kept()
+            kept = self._kept = await self.engine.connect()
+            assert kept.sync_connection is not None
+            sync = kept.sync_connection
+        return sync
+
+    def _kept_clean(self) -> Connection | None:
+        """The kept connection if a unit of work can begin on it: not invalidated by SQLAlchemy (a statement it took
+        for a lost connection), in no transaction of SQLAlchemy's (a unit of work whose end was cancelled) nor of
+        SQLite's (a COMMIT that failed: it would hold the file's write lock). A session must never join one."""
+        kept = self._kept
+        if kept is None or kept.invalidated or kept.in_transaction():
+            return None
+        sync = kept.sync_connection
+        raw = None if sync is None or sync.closed else sync.connection.driver_connection
+        return sync if raw is not None and not raw.in_transaction else None
+
+    async def _drop_kept(self) -> None:
+        """Let go of the kept connection: back to the pool, whose reset rolls back what SQLite still holds open (and
+        with it the write lock). One still in SQLAlchemy's transaction stays with the session ending it."""
+        kept, self._kept = self._kept, None
+        if kept is not None and not kept.in_transaction():
+            with contextlib.suppress(Exception):
+                await kept.close()
 
     def committed(self, session: Any) -> None:
         """The `on_commit` listeners, told of a transaction that committed (`session`, or what stands in for one: a
@@ -315,6 +308,7 @@ class Database:
     async def dispose(self) -> None:
         if self.checkpointer is not None:
             await asyncio.to_thread(self.checkpointer.close)  # waits for a checkpoint it may be running
+        await self._drop_kept()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
@@ -338,7 +332,12 @@ def ensure_sqlite_folder(url: str) -> None:
 
 
 def _configure_sqlite(
-    engine: AsyncEngine, synchronous: str, *, begin: str, busy_ms: int, checkpointer: WalCheckpointer | None = None
+    engine: AsyncEngine,
+    synchronous: str,
+    *,
+    begin: str,
+    busy_ms: int,
+    checkpointer: WalCheckpointer | None = None,
 ) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
