@@ -46,7 +46,7 @@ from routing.webhooks.outcome import AttemptOutcome
 from routing.webhooks.owed import OwedDeliveries
 from routing.webhooks.recorder import ATTEMPTS, DELIVERY_SECONDS, AttemptRecorder
 from routing.webhooks.scheduler import FairScheduler
-from routing.webhooks.send_store import SendStore
+from routing.webhooks.send_store import SendStore, any_due
 from routing.webhooks.store import (
     HandedOff,
     endpoints_changed_in,
@@ -194,9 +194,8 @@ class WebhookSender:
             more_handed = bool(self._handed) and slots.waiting < batch
             return slots.free > 0 and (more_claimable or more_handed)
 
-        # From here on, deliveries written on this database come leased to this sender, in memory.
-        # On SQLite its answers ride in the transactions that queue deliveries (not on PostgreSQL: `recorder`).
-        rider = self._recorder if self._db.is_sqlite else None
+        # From here on, deliveries written here come leased to this sender, in memory; on SQLite its answers ride
+        rider = self._recorder if self._db.is_sqlite else None  # in the transactions that queue them (`recorder`)
         take_handoffs(self._db.engine.sync_engine, settings.webhook_lease_s, rider)
         self._taking_handoffs = True
         # A consumer on this database leaves the sender the loop after each batch until its hand-offs are answered.
@@ -241,8 +240,7 @@ class WebhookSender:
 
     async def claim(self, limit: int) -> list[Claim]:
         """Lease up to `limit` due deliveries of enabled endpoints (SKIP LOCKED on PostgreSQL)."""
-        claims, _seen = await self._claim(limit)
-        return claims
+        return (await self._claim(limit))[0]
 
     async def _claim(
         self,
@@ -255,6 +253,8 @@ class WebhookSender:
         """Lease due deliveries, leaving out `full` endpoints and, with a `cap`, at most that many per endpoint
         counting what is `busy`; returns the claims and how many due rows were seen. Two statements."""
         now = self._clock()
+        if self._db.is_sqlite and not await any_due(self._db, now, full or ()):
+            return [], 0  # looked in a read (WAL: no turn of the one writer, which routing's polls wait for)
         lease_until = now + timedelta(seconds=self._settings.webhook_lease_s)
         taken = dict(busy or {})
         build = ClaimBuilder(self._secrets, now, self._links_base_url, self._link_keys)
