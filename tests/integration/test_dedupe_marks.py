@@ -32,8 +32,8 @@ def _events(n: int, kind: str = "lead.scored") -> list[Event]:
     return [Event(type=kind, source="/tests", subject=f"lead-{i}", data={}) for i in range(n)]
 
 
-# 1: the one-event path; 40: a poll; 301: more than one SQLite statement holds (Core's executemany then).
-@pytest.mark.parametrize("size", [1, 40, 301])
+# 1: the one-event path; 40: a poll; 301 and 650: more than one SQLite statement holds (two and three of them).
+@pytest.mark.parametrize("size", [1, 40, 301, 650])
 async def test_a_polls_marks_answer_which_events_are_new_and_are_stored_once(db: Database, size: int) -> None:
     seen, fresh = _events(size), _events(size)
     async with db.transaction() as session:
