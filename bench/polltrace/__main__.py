@@ -73,7 +73,8 @@ def main() -> None:
         out = tmp / "trace"
         out.mkdir()
         os.environ["POLLTRACE_OUT"] = str(out)
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(ROOT)])
+        # ROOT/services named too: the editable install points at one checkout, and a worktree's run must trace its own.
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(ROOT / "services"), str(ROOT)])
         env = {"HANDOFF_WEBHOOK_ALLOW_LOOPBACK": "true"}
         stack = Stack(tmp / "stack", broker.bootstrap, seed=EVEN_SEED, rules=EVEN_RULES, env=env)
         for service in stack.services.values():
