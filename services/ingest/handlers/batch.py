@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common import metrics
 from common.db import json_column_dumps
 from common.envelope import Event
+from common.ids import new_ids
 from common.outbox import add_events
-from ingest.handlers.ids import uuid7_strings
 from ingest.handlers.leads import (
     IdempotencyConflict,
     PreparedLead,
@@ -133,7 +133,7 @@ async def accept_batch(
     key_rows: list[dict[str, Any]] = []
     events: list[Event] = []
     received: Counter[str] = Counter()  # accepted leads by source kind, counted once the batch commits
-    new_ids = iter(uuid7_strings(2 * len(items)))  # a lead's id and its event's id
+    fresh_ids = iter(new_ids(2 * len(items)))  # a lead's id and its event's id
     views: dict[str | None, dict[str, Any]] = {}  # each source's view, named once per batch in its events
     for item, identities in zip(items, identities_of, strict=True):
         key = item.scope_key
@@ -168,7 +168,7 @@ async def accept_batch(
                     duplicate_of = await repo.earlier_lead_for(identities, since)
                 if duplicate_of is None and sighting is not None:
                     duplicate_of = sighting[2]
-            lead_id = next(new_ids)
+            lead_id = next(fresh_ids)
             body = _body(lead_id, "accepted", duplicate_of, item.is_test, item.correlation_id)
             # Serialized once: the same JSON text goes into the lead's row and its event.
             data = orjson.Fragment(_lead_json(item.lead.to_dict()))
@@ -204,7 +204,7 @@ async def accept_batch(
                     item.is_test,
                     duplicate_of,
                     data,
-                    event_id=next(new_ids),
+                    event_id=next(fresh_ids),
                     view=view,
                 )
             )

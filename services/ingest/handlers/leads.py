@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
 from common.envelope import Event
+from common.ids import new_id
 from common.outbox import add_events
 from common.topics import EVENT_TOPICS
 from ingest.domain import NormalizedLead, hash_api_key, normalize_lead
 from ingest.domain.forms import HONEYPOT_FIELDS
-from ingest.handlers.ids import new_id
 from ingest.handlers.views import source_view
 from ingest.settings import IngestSettings
 from ingest.store import IngestRepository, Lead, LeadIdentity, Source, outbox

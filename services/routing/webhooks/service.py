@@ -20,6 +20,7 @@ from common.crypto import SecretBox
 from common.db import as_utc
 from common.egress import Destination, Resolver, system_resolver, vet_url
 from common.envelope import Event, dumps, loads
+from common.ids import new_id, new_ids
 from common.topics import EVENT_TOPICS, LEADS_ASSIGNED, LEADS_OUTCOMES, LEADS_SLA
 from routing.settings import RoutingSettings
 from routing.store import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -192,7 +193,7 @@ class Webhooks:
         if not endpoint.enabled:
             raise WebhookConflict("the endpoint is disabled; enable it first")
         now = self.clock()
-        message_id = str(uuid.uuid4())
+        message_id = new_id()
         payload = webhook_body(
             TEST_EVENT_TYPE, now, {"endpoint_id": endpoint.id, "message": "A test delivery from Handoff."}
         )
@@ -289,14 +290,19 @@ async def enqueue_deliveries(session: AsyncSession, events: Sequence[Event], now
         return 0
     store = WebhookStore(session)
     endpoints = await store.subscribed_endpoints()
-    rows: list[NewDelivery] = []
+    wanted: list[tuple[str, Event, str]] = []
     for event in events:
         payload: str | None = None
         for endpoint_id, event_types in endpoints:
             if "*" not in event_types and event.type not in event_types:
                 continue
             payload = payload or webhook_body(event.type, event.time, event.data)
-            rows.append((str(uuid.uuid4()), endpoint_id, event.id, event.type, event.subject, payload))
+            wanted.append((endpoint_id, event, payload))
+    # The ids made together once their count is known (time-ordered: they key the deliveries' primary index).
+    rows: list[NewDelivery] = [
+        (delivery_id, endpoint_id, event.id, event.type, event.subject, payload)
+        for delivery_id, (endpoint_id, event, payload) in zip(new_ids(len(wanted)), wanted, strict=True)
+    ]
     if rows:
         await store.insert_deliveries(rows, now, str(uuid.uuid4()))  # one lease token for the transaction's rows
         store.mark_enqueued()
@@ -363,7 +369,7 @@ def _new_delivery(
     endpoint_id: str, message_id: str, event_type: str, payload: str, now: datetime, *, lead_id: str | None = None
 ) -> dict[str, Any]:
     return {
-        "id": str(uuid.uuid4()),
+        "id": new_id(),
         "endpoint_id": endpoint_id,
         "message_id": message_id,
         "event_type": event_type,
