@@ -25,9 +25,9 @@ class DeskRepository(Repository):
         )
         return list((await self.session.execute(query)).scalars())
 
-    async def worked_open_leads(self, statuses: Collection[str]) -> dict[str, int]:
+    async def worked_open_leads(self) -> dict[str, int]:
         """Per rep, their open leads someone has touched already (they stop filling max_open by default)."""
-        return await self._on_connection(lambda connection: read_worked(connection, statuses))
+        return await self._on_connection(read_worked)
 
     async def calendars(self) -> dict[str, RepCalendarRow]:
         rows = await self.session.execute(select(RepCalendarRow))

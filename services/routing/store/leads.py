@@ -307,12 +307,10 @@ class LeadRepository(Repository):
             return []
         return await self._on_connection(lambda connection: reserve_ids(connection, count))
 
-    async def batch_state(
-        self, lead_ids: Collection[str], statuses: Collection[str], *, state: bool, worked: bool = True
-    ) -> BatchState:
+    async def batch_state(self, lead_ids: Collection[str], *, state: bool, worked: bool = True) -> BatchState:
         """A routing batch's questions after its locks, in one call to the connection: which of these leads are
         routed or erased already, new assignment ids for the others, and (`state`) every rep's load, every team's
-        rotation and per rep the open leads (of these statuses) someone has touched already (`worked`; else none)."""
+        rotation and per rep the open leads someone has touched already (`worked`; else none)."""
 
         def read(connection: Connection) -> BatchState:
             rows = read_seen(connection, lead_ids)
@@ -321,7 +319,7 @@ class LeadRepository(Repository):
             found.ids = reserve_ids(connection, len(set(lead_ids) - routed))
             if state:
                 found.loads, found.rotation = read_loads(connection), read_rotation(connection)
-                found.worked = read_worked(connection, statuses) if worked else {}
+                found.worked = read_worked(connection) if worked else {}
             return found
 
         return await self._on_connection(read)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, cast
@@ -19,9 +19,9 @@ from routing.store._base import Repository
 from routing.store.tables import (
     ROSTER_VERSION,
     AccountRow,
-    LeadRow,
     RepLoadRow,
     RepRow,
+    RepWorkedCount,
     RotationRow,
     RulesetRow,
     Setting,
@@ -185,12 +185,12 @@ class RosterRepository(Repository):
         rows = await self.session.execute(query.where(RepLoadRow.rep_id.in_(sorted(rep_ids))))
         return {rep_id: (open_leads, day, today) for rep_id, open_leads, day, today in rows}
 
-    async def decision_state(self, statuses: Collection[str]) -> _DecisionState:
+    async def decision_state(self) -> _DecisionState:
         """What a routing batch decides on, in one call to the connection: every rep's load, every team's rotation,
-        and per rep the open leads (of these statuses) someone has touched already."""
+        and per rep the open leads someone has touched already."""
 
         def read(connection: Connection) -> _DecisionState:
-            return read_loads(connection), read_rotation(connection), read_worked(connection, statuses)
+            return read_loads(connection), read_rotation(connection), read_worked(connection)
 
         return await self._on_connection(read)
 
@@ -223,22 +223,15 @@ def read_loads(connection: Connection) -> dict[str, tuple[int, str, int]]:
     return {rep_id: (open_leads, day, today) for rep_id, open_leads, day, today in rows}
 
 
-def read_worked(connection: Connection, statuses: Collection[str]) -> dict[str, int]:
-    """Per rep, their open leads (of these statuses) someone has touched already."""
-    ordered = tuple(sorted(statuses))
+def read_worked(connection: Connection) -> dict[str, int]:
+    """Per rep, their open leads someone has touched already, from the counter the writes keep (migration 0018):
+    a row a rep (SQLite) or a few (PostgreSQL, a row a writing server process), not a count of the leads."""
 
     def query() -> ClauseElement:
-        return (
-            select(LeadRow.current_rep_id, func.count())
-            .where(
-                LeadRow.status.in_(ordered),
-                LeadRow.current_rep_id.is_not(None),
-                LeadRow.first_touch_at.is_not(None),
-            )
-            .group_by(LeadRow.current_rep_id)
-        )
+        total = func.sum(RepWorkedCount.worked)
+        return select(RepWorkedCount.rep_id, total).group_by(RepWorkedCount.rep_id).having(total != 0)
 
-    rows = sqlprep.fetch(connection, ("worked", ordered), query, literal=True)
+    rows = sqlprep.fetch(connection, "worked", query)
     return {str(rep_id): int(count) for rep_id, count in rows}
 
 

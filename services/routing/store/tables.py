@@ -91,15 +91,6 @@ class LeadRow(Base):
     __tablename__ = "leads"
     __table_args__ = (
         Index("ix_leads_status_rep", "status", "current_rep_id"),
-        # Every poll counts each rep's open leads already touched (capacity): only touched leads are indexed, so the
-        # count reads those, not every open lead waiting for its first touch (a backlog that can grow large).
-        Index(
-            "ix_leads_worked",
-            "status",
-            "current_rep_id",
-            sqlite_where=text("first_touch_at IS NOT NULL"),
-            postgresql_where=text("first_touch_at IS NOT NULL"),
-        ),
         # Repeats only: a first lead's thread is NULL, read as its own id (migration 0017).
         Index(
             "ix_leads_thread_id",
@@ -220,6 +211,19 @@ class SlaTimerCount(Base):
 
     shard: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     open: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RepWorkedCount(Base):
+    """Each rep's worked open leads (open, with a rep and a first touch: what capacity takes off max_open), kept
+    by triggers on leads (migration 0018) in every writing transaction, so a poll reads a row a rep instead of
+    counting the touched open leads. SQLite: one row a rep (shard 0); PostgreSQL: a row a rep and server process
+    (its pid), folded into shard 0 when the process is gone, as SlaTimerCount."""
+
+    __tablename__ = "rep_worked_counts"
+
+    rep_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shard: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    worked: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ErasedLead(Base):

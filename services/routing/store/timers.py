@@ -260,7 +260,7 @@ class TimerRepository(Repository):
 
     async def fold_timer_counts(self) -> None:
         """PostgreSQL: fold the counter rows of server processes that are gone into shard 0 (they would only
-        pile up); one statement, taking no lock a writer waits for (a live process's row is left alone)."""
+        pile up); a statement a counter, taking no lock a writer waits for (a live process's row is left alone)."""
         if not self._on_postgres():
             return
         await self.session.execute(
@@ -272,6 +272,22 @@ class TimerRepository(Repository):
                     RETURNING open
                 )
                 UPDATE sla_timer_counts SET open = open + (SELECT coalesce(sum(open), 0) FROM gone) WHERE shard = 0
+                """
+            )
+        )
+        # The reps' worked-open counters (migration 0018) are sharded the same way: a gone process's rows fold
+        # into each rep's shard 0.
+        await self.session.execute(
+            text(
+                """
+                WITH gone AS (
+                    DELETE FROM rep_worked_counts
+                    WHERE shard <> 0 AND shard NOT IN (SELECT pid FROM pg_stat_activity)
+                    RETURNING rep_id, worked
+                )
+                INSERT INTO rep_worked_counts (rep_id, shard, worked)
+                SELECT rep_id, 0, sum(worked) FROM gone GROUP BY rep_id HAVING sum(worked) <> 0
+                ON CONFLICT (rep_id, shard) DO UPDATE SET worked = rep_worked_counts.worked + EXCLUDED.worked
                 """
             )
         )

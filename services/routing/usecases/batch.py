@@ -21,7 +21,6 @@ from common.envelope import Event
 from routing.domain import Action, Decision, RepLoad, RoutingRules, route
 from routing.domain.accounts import AccountBook
 from routing.domain.engine import FirstMatch
-from routing.domain.lifecycle import OPEN_STATUSES
 from routing.store import RoutingRepository
 from routing.store.leads import BatchState
 from routing.usecases import assign
@@ -104,7 +103,7 @@ async def _read_state(session: AsyncSession, batch: Mapping[str, Event], worked:
     (`worked`: whether they read them at all, capacity.needs_worked; else none are counted)."""
     state = tx(session)
     needed = state.loads is None or state.rotation is None
-    found = await RoutingRepository(session).batch_state(batch, OPEN_STATUSES, state=needed, worked=worked)
+    found = await RoutingRepository(session).batch_state(batch, state=needed, worked=worked)
     if found.loads is not None and found.rotation is not None and found.worked is not None:
         state.loads = {rep_id: LoadState(*values) for rep_id, values in found.loads.items()}
         state.rotation = found.rotation

@@ -11,7 +11,6 @@ from typing import cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.domain import Action, RepLoad, RoutingRules
-from routing.domain.lifecycle import OPEN_STATUSES
 from routing.store.desk import DeskRepository
 from routing.usecases.context import Roster, RoutingContext
 
@@ -92,6 +91,6 @@ async def worked_open(session: AsyncSession) -> Mapping[str, int]:
     cached = session.info.get(_WORKED)
     if cached is not None and cached[0] is current:
         return cast("Mapping[str, int]", cached[1])
-    worked = await DeskRepository(session).worked_open_leads(OPEN_STATUSES)
+    worked = await DeskRepository(session).worked_open_leads()
     session.info[_WORKED] = (current, worked)
     return worked
