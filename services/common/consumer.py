@@ -17,11 +17,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import Table
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
 from common.consumer_dlq import DeadLetters
+from common.consumer_dlq import is_transient as is_transient  # re-exported: what the tests import
 from common.consumer_order import Item, subject_ordered_groups
 from common.db import Database
 from common.dedupe import mark_processed
@@ -36,8 +36,9 @@ from common.topics import dead_letter_topic
 
 log = structlog.get_logger(__name__)
 
-# After a batch: long enough for the tasks its commit woke to run their first step and write their requests.
-_HAND_OFF_S = 0.001
+# After a batch whose commit left no registered worker busy: a bare turn of the loop (0 takes asyncio's no-timer
+# path), for another task the commit woke. Was 1 ms before every hand-off: a timer and a wake-up per poll.
+_HAND_OFF_S = 0.0
 # At most this long the relay's round for the batch's events (its produce request and acknowledgements) holds the
 # next poll: a broker that answers slowly or not at all delays the consumer by no more.
 _RELAY_SHARE_S = 0.025
@@ -51,21 +52,6 @@ Prepare = Callable[[Sequence[Event]], Awaitable[None]]
 
 class _Stalled(Exception):
     pass
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Infrastructure trouble (the database restarting, a dropped connection): retry later, never dead-letter."""
-    if isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError, ConnectionError)):
-        return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        text = str(exc.orig).lower() if exc.orig is not None else ""
-        return any(
-            marker in text
-            for marker in ("shutting down", "connection", "terminating", "starting up", "recovery", "timeout")
-        )
-    return False
 
 
 class ConsumerLoop:
@@ -208,9 +194,11 @@ class ConsumerLoop:
                         self._inflight = 0
                 # The batch's commit woke the relay (and routing's webhook sender); SQLite statements run on this
                 # loop without yielding, so a next batch already fetched would hold them off for its whole apply.
-                # A moment's yield lets them hand the batch's events to the broker (and webhooks) first.
-                await asyncio.sleep(_HAND_OFF_S)
-                await hand_off(self._db.engine, _RELAY_SHARE_S)  # and the relay its whole round (a fair share)
+                # The workers it handed work to get the loop until their round is done (a fair share); with none
+                # busy, one turn lets any other task the commit woke take its step. A fixed 1 ms sleep here cost
+                # a timer and a wake-up per poll and, with nothing busy, held the next poll that long.
+                if not await hand_off(self._db.engine, _RELAY_SHARE_S):
+                    await asyncio.sleep(_HAND_OFF_S)
             elif self._uncommitted:
                 async with self._lock:
                     await self._commit(consumer, {})  # idle: what was applied goes once the interval is up
@@ -294,6 +282,9 @@ class ConsumerLoop:
 
     async def _apply(self, session: AsyncSession, items: Sequence[Item]) -> None:
         """Dedupe `items` in one statement, then apply the fresh ones, grouped by type, in the caller's transaction."""
+        if len(items) == 1:
+            await self._apply_one(session, items[0])
+            return
         counts: Counter[tuple[str, str, str]] = Counter()
         wanted: dict[str, Item] = {}
         for record, event in items:
@@ -324,6 +315,25 @@ class ConsumerLoop:
                     await handler(session, event)
         for (topic, event_type, result), n in counts.items():
             metrics.consumed(topic, event_type, result).inc(n)
+
+    async def _apply_one(self, session: AsyncSession, item: Item) -> None:
+        """`_apply` of a one-event poll (the usual poll at a low rate): no tally, no grouping to build."""
+        record, event = item
+        batch_handler = self._batch_handlers.get(event.type)
+        handler = self._handlers.get(event.type) if batch_handler is None else None
+        if batch_handler is None and handler is None:
+            result = "ignored"
+        elif await mark_processed(session, self._processed, [event]):
+            bind_correlation_id(event.correlation_id)
+            if batch_handler is not None:
+                await batch_handler(session, [event])
+            else:
+                assert handler is not None
+                await handler(session, event)
+            result = "ok"
+        else:
+            result = "duplicate"
+        metrics.consumed(record.topic, event.type, result).inc()
 
     async def _apply_with_retries(self, item: Item) -> None:
         record, event = item

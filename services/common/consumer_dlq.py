@@ -7,6 +7,7 @@ import asyncio
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from common import metrics
 from common.kafka import new_producer, stop_quietly
@@ -53,3 +54,18 @@ class DeadLetters:
     async def stop(self) -> None:
         await stop_quietly(self.producer)
         self.producer = None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Infrastructure trouble (the database restarting, a dropped connection): retry later, never dead-letter."""
+    if isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError, ConnectionError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        text = str(exc.orig).lower() if exc.orig is not None else ""
+        return any(
+            marker in text
+            for marker in ("shutting down", "connection", "terminating", "starting up", "recovery", "timeout")
+        )
+    return False

@@ -23,20 +23,22 @@ def share_loop(engine: Any, worker: Any) -> None:
     _SHARERS.setdefault(engine.sync_engine, weakref.WeakSet()).add(worker)
 
 
-async def hand_off(engine: Any, within_s: float) -> None:
+async def hand_off(engine: Any, within_s: float) -> bool:
     """Give the workers registered on `engine` the loop until they are done with what commits handed them, for at
     most `within_s`: a consumer calls it between polls. SQLite statements run on the event loop without yielding,
     so a consumer busy with poll after poll would otherwise leave them a turn only now and then, and each step of,
     e.g., the relay's round (its produce request, the broker's answer, the acknowledgements) waited a whole poll's
-    apply: under load its events lagged seconds behind. An idle worker costs nothing."""
+    apply: under load its events lagged seconds behind. An idle worker costs nothing. True when one was busy (the
+    loop was given up); False when none was (nothing awaited)."""
     workers = _SHARERS.get(engine.sync_engine)
     busy = [worker.idle for worker in list(workers or ()) if not worker.idle.is_set()]
     if not busy:
-        return
+        return False
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(within_s):
             for idle in busy:
                 await idle.wait()
+    return True
 
 
 async def sleep_or_wake(wake: asyncio.Event, seconds: float) -> bool:
