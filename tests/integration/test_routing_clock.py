@@ -69,7 +69,11 @@ async def test_a_breach_reassigns_to_another_rep_with_a_fresh_clock_then_goes_to
 
         async with routing.db.read() as session:
             assignments = (
-                (await session.execute(select(AssignmentRow).where(AssignmentRow.lead_id == lead.subject)))
+                (
+                    await session.execute(
+                        select(AssignmentRow).where(AssignmentRow.lead_id == lead.subject).order_by(AssignmentRow.id)
+                    )
+                )
                 .scalars()
                 .all()
             )

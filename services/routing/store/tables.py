@@ -126,20 +126,20 @@ class LeadRow(Base):
 class AssignmentRow(Base):
     __tablename__ = "assignments"
     __table_args__ = (
-        # At most one current assignment per lead, enforced by the database itself.
+        # At most one current assignment per lead, enforced by the database itself: the current one's key is
+        # (lead, 0), an ended one's (lead, its id). The same index finds a lead's assignments (migration 0019).
         Index(
-            "uq_assignments_current",
+            "uq_assignments_lead",
             "lead_id",
+            text("(CASE WHEN ended_at IS NULL THEN 0 ELSE id END)"),
             unique=True,
-            sqlite_where=text("ended_at IS NULL"),
-            postgresql_where=text("ended_at IS NULL"),
         ),
         # Ids come from the database's counter (next_assignment_id): on SQLite AUTOINCREMENT never reuses one.
         {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    lead_id: Mapped[str] = mapped_column(String(36), index=True)
+    lead_id: Mapped[str] = mapped_column(String(36))  # indexed by uq_assignments_lead
     outcome: Mapped[str] = mapped_column(String(16))
     rep_id: Mapped[str | None] = mapped_column(String(64))  # not indexed: no query asks by it (0017)
     team_id: Mapped[str | None] = mapped_column(String(64))
