@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common import metrics
 from common.envelope import Event, dumps
 from common.erasure import anonymous_enrichment
+from common.ids import new_ids
 from common.outbox import add_events
 from common.topics import EVENT_TOPICS
 from scoring.clients import EnrichmentClient
@@ -39,7 +40,6 @@ from scoring.settings import ScoringSettings
 from scoring.store import ScoredLead, ScoringRepository, outbox
 from scoring.values import conversion_dict as _conversion_dict
 from scoring.values import parse_time as _parse_time
-from scoring.values import uuid4_texts
 
 EVENT_SOURCE = "/handoff/scoring"
 WON = "lead.converted"
@@ -253,7 +253,7 @@ class Scoring:
         scored_at = now.isoformat()
         rows: list[dict[str, Any]] = []
         scored_events: list[Event] = []
-        event_ids = uuid4_texts(len(fresh))
+        event_ids = new_ids(len(fresh))
         # A batch's leads often share one conversion answer: serialized once.
         shared_conversion: tuple[Any, bytes, str] = (None, b"", "")
         for event, item, outcome, event_id in zip(fresh, items, outcomes, event_ids, strict=True):
