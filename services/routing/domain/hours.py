@@ -82,14 +82,31 @@ def _spans_on(day: date, hours: WorkingHours, tzinfo: ZoneInfo) -> list[tuple[da
 
 
 def _spans_from(at: datetime, hours: WorkingHours, tz: str) -> Iterator[tuple[datetime, datetime]]:
-    """Working spans (UTC) that end after `at`, in order, for as long as the caller keeps asking."""
+    """Working spans (UTC) that end after `at`, in order, for as long as the caller keeps asking. A span that runs
+    on into the next day (a 24-hour schedule, a night shift) is one span until it reaches a day past `at` (then the
+    rest follows as the next span): the span a moment falls in does not end at each midnight, so a clock started
+    an hour before midnight is the same working span as one started at noon (the batch clocks' reuse)."""
     tzinfo = zone(tz)
     day = at.astimezone(tzinfo).date() - timedelta(days=1)
+    horizon = at + _ONE_DAY
+    pending: tuple[datetime, datetime] | None = None
     for _ in range(_MAX_DAYS_SCANNED):
         for span in _spans_on(day, hours, tzinfo):
-            if span[1] > at:
-                yield span
+            if span[1] <= at:
+                continue
+            if pending is not None and span[0] <= pending[1] and pending[1] < horizon:
+                pending = (pending[0], max(pending[1], span[1]))
+                continue
+            if pending is not None:
+                yield pending
+                horizon = pending[1] + _ONE_DAY
+            pending = span
         day += timedelta(days=1)
+    if pending is not None:
+        yield pending
+
+
+_ONE_DAY = timedelta(days=1)
 
 
 # The first span ending after a moment, by schedule (identity) and zone: (schedule, moment, start, end). It is the
@@ -121,8 +138,10 @@ def is_working_time(at: datetime, *, hours: WorkingHours, tz: str) -> bool:
 def working_span(at: datetime, *, hours: WorkingHours, tz: str) -> tuple[datetime, datetime] | None:
     """The working span (UTC start, end) `at` falls in, else the next one; None if there is none within three
     years. A clock started inside a span and due in it reads the same however far into the span it starts; one
-    started before a span, the same from anywhere before it (the batch clocks' reuse rests on both)."""
-    return _first_span(_require_aware(at, "at"), hours, tz)
+    started before a span, the same from anywhere before it (the batch clocks' reuse rests on both). Walked
+    afresh, not read from the checks' cache: a span running past midnight is cut a day past the moment it was
+    walked from, so the cache's may end an hour after `at` where a fresh one runs a day on."""
+    return next(_spans_from(_require_aware(at, "at"), hours, tz), None)
 
 
 def next_working_time(at: datetime, *, hours: WorkingHours, tz: str) -> datetime | None:

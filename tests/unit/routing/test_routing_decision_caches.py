@@ -115,6 +115,23 @@ def test_a_batch_clock_moved_from_the_last_batch_is_the_clock_walked_afresh(busi
                 assert due == sla_deadline(now, policy.minutes, business_hours=business_hours, hours=hours, tz=tz)
 
 
+def test_an_around_the_clock_batch_clock_is_walked_about_once_a_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 24-hour week is one working span past midnight, so polls every few seconds reuse the last clock through
+    the hour before midnight too (a span ending at each midnight walked every poll of that hour)."""
+    import routing.usecases.batch_rows as batch_rows
+
+    walks = []
+    walk = batch_rows.sla_deadline
+    monkeypatch.setattr(batch_rows, "sla_deadline", lambda *a, **k: walks.append(a[0]) or walk(*a, **k))
+    policy, hours = SlaPolicy("B", 60, True, (0.5,)), WorkingHours.always()
+    start = WED_15_UTC.replace(year=2026, month=11, day=10, hour=12, minute=0, second=0, microsecond=0)
+    now = start
+    while now < start + timedelta(days=3):
+        _clock(Pending(), policy, hours, "Europe/Berlin", now)
+        now += timedelta(seconds=37)
+    assert len(walks) <= 4  # the first, then about one a day
+
+
 def _roster(reps_yaml: str) -> Roster:
     teams, reps = parse_reps(yaml.safe_load(reps_yaml))
     return Roster(1, teams, reps)

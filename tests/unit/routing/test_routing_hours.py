@@ -17,6 +17,7 @@ from routing.domain import (
     warning_times,
     working_minutes_between,
 )
+from routing.domain.hours import END_OF_DAY, working_span
 
 pytestmark = pytest.mark.unit
 
@@ -109,6 +110,20 @@ def test_around_the_clock_days_have_their_real_length_across_dst() -> None:
     # Three real hours from Saturday 23:00 GMT end at 03:00 BST: four hours later on the wall clock.
     start = local(LONDON, 2025, 3, 29, 23, 0)
     assert deadline(start, 180, LONDON, always) == local(LONDON, 2025, 3, 30, 3, 0)
+
+
+def test_a_span_running_past_midnight_is_one_span() -> None:
+    """The working span a moment falls in runs on past midnight where work does (a 24-hour week, a night shift),
+    at least a day past the moment: a clock started at 23:30 lies in the same span as one started at noon."""
+    always = WorkingHours.always()
+    late = local(LONDON, 2025, 3, 29, 23, 30)  # the night before the spring-forward Sunday
+    span = working_span(late, hours=always, tz=LONDON)
+    assert span is not None and span[0] <= late and span[1] >= late + timedelta(days=1)
+    night = WorkingHours(by_weekday={d: [(time(22), END_OF_DAY), (time(0), time(6))] for d in range(7)})
+    span = working_span(local(LA, 2025, 3, 5, 23, 0), hours=night, tz=LA)
+    assert span == (local(LA, 2025, 3, 5, 22, 0), local(LA, 2025, 3, 6, 6, 0))
+    assert deadline(local(LA, 2025, 3, 5, 23, 0), 60, LA, night) == local(LA, 2025, 3, 6, 0, 0)
+    assert working_minutes_between(late, late + timedelta(days=3), hours=always, tz=LONDON) == 71 * 60
 
 
 def test_a_night_shift_over_the_repeated_hour_counts_real_time() -> None:
