@@ -24,20 +24,22 @@ from scoring.clients import EnrichmentClient
 from scoring.domain import (
     DEFAULT_RULESET_YAML,
     Enrichment,
+    EnrichmentMemo,
     Firmographic,
     OutcomeCounts,
     Ruleset,
+    ScoreDicts,
+    batch_features,
     conversion_probability,
-    enrich,
     load_ruleset,
     lookup_domain,
-    outcome_features,
     score_lead,
 )
 from scoring.lookups import ProviderLookups
-from scoring.reads import LeadToScore, companies_of, outcome_counts, repeat_counts, transaction_facts
+from scoring.reads import LeadToScore, companies_of, lead_to_score, outcome_counts, repeat_counts, transaction_facts
 from scoring.settings import ScoringSettings
 from scoring.store import ScoredLead, ScoringRepository, outbox
+from scoring.values import FeatureTexts, serialize_once
 from scoring.values import conversion_dict as _conversion_dict
 from scoring.values import parse_time as _parse_time
 
@@ -71,6 +73,10 @@ class Scoring:
         self.lookups = ProviderLookups(settings, provider)
         self._rulesets: OrderedDict[str, Ruleset] = OrderedDict()
         self._stored: dict[str, Ruleset] = {}  # stored versions, compiled from their stored text
+        # Leads alike share their enrichment, its fields and their score's dict (read only: see each memo).
+        self._enrichments = EnrichmentMemo()
+        self._score_dicts = ScoreDicts()
+        self._features_json = FeatureTexts()
 
     # -- rulesets -------------------------------------------------------------------------------------------------
 
@@ -161,23 +167,25 @@ class Scoring:
             for item, domain, answer in zip(items, domains, asked, strict=True)
         ]
         # Stage by stage over the batch: the stages' lists are what the rows and events are built from.
-        enrichments = [
-            enrich(item.lead, firmographic=firmographic, provider_result=result, provider_status=status)
+        remembered = self._enrichments.enrich
+        enriched = [
+            remembered(
+                item.lead, domain=domain, firmographic=firmographic, provider_result=result, provider_status=status
+            )
             for item, domain, firmographic, (result, status) in zip(items, domains, firmographics, answers, strict=True)
         ]
+        enrichments = [enrichment for enrichment, _fields in enriched]
+        all_fields = [fields for _enrichment, fields in enriched]
         contexts = [
             {"source": item.source, "is_test": item.is_test, "duplicate_of": item.duplicate_of, "repeat_count": count}
             for item, count in zip(items, repeats, strict=True)
         ]
-        all_fields = [enrichment.as_fields() for enrichment in enrichments]
+        score_dict_of = self._score_dicts.of
         scores = [
-            score_lead(item.lead, enrichment, ruleset, context=context, fields=fields).to_dict()
+            score_dict_of(score_lead(item.lead, enrichment, ruleset, context=context, fields=fields))
             for item, enrichment, context, fields in zip(items, enrichments, contexts, all_fields, strict=True)
         ]
-        all_features = [
-            outcome_features(item.lead, fields, context=context)
-            for item, fields, context in zip(items, all_fields, contexts, strict=True)
-        ]
+        all_features = batch_features([item.lead for item in items], all_fields, contexts)
         counts = await outcome_counts(repo, facts, {f for features in all_features for f in features})
         min_outcomes = self.settings.conversion_min_outcomes
         # Too few outcomes (the totals decide, not a lead's features): one answer for the whole batch.
@@ -247,26 +255,31 @@ class Scoring:
         if not fresh:
             return
         ruleset = await self.active_ruleset(session)
-        items = [_lead_to_score(event, erased=event.subject in facts.erased) for event in fresh]
+        items = [lead_to_score(event, erased=event.subject in facts.erased) for event in fresh]
         outcomes = await self.evaluate_many(session, items, ruleset)
         now = self.clock()
         scored_at = now.isoformat()
         rows: list[dict[str, Any]] = []
         scored_events: list[Event] = []
         event_ids = new_ids(len(fresh))
-        # A batch's leads often share one conversion answer: serialized once.
-        shared_conversion: tuple[Any, bytes, str] = (None, b"", "")
+        # Leads alike share their enrichment, score and conversion objects (the memos'): each distinct one is
+        # serialized once a batch, by identity (they all live until the batch is written, so no id is reused).
+        serialized: dict[int, tuple[bytes, str]] = {}
+        features_text_of = self._features_json.text
         for event, item, outcome, event_id in zip(fresh, items, outcomes, event_ids, strict=True):
             data = event.data
             erased = event.subject in facts.erased
             # Serialized once, for the stored row's JSON columns and the event's value alike.
             lead_json = dumps(item.lead)
-            enrichment_json = dumps(outcome.enrichment.to_serialize())
-            score_json = dumps(outcome.score)
-            if outcome.conversion is not shared_conversion[0]:
-                conversion_json = dumps(outcome.conversion)
-                shared_conversion = (outcome.conversion, conversion_json, conversion_json.decode())
-            conversion_json, conversion_text = shared_conversion[1:]
+            enrichment_json, enrichment_text = serialized.get(id(outcome.enrichment)) or serialize_once(
+                serialized, outcome.enrichment, outcome.enrichment.to_serialize()
+            )
+            score_json, score_text = serialized.get(id(outcome.score)) or serialize_once(
+                serialized, outcome.score, outcome.score
+            )
+            conversion_json, conversion_text = serialized.get(id(outcome.conversion)) or serialize_once(
+                serialized, outcome.conversion, outcome.conversion
+            )
             rows.append(
                 {
                     "lead_id": event.subject,
@@ -274,10 +287,10 @@ class Scoring:
                     "duplicate_of": item.duplicate_of,
                     "is_test": item.is_test,
                     "lead": "null" if erased else lead_json.decode(),
-                    "enrichment": enrichment_json.decode(),
-                    "score": score_json.decode(),
+                    "enrichment": enrichment_text,
+                    "score": score_text,
                     "conversion": conversion_text,
-                    "features": dumps(outcome.features).decode(),
+                    "features": features_text_of(outcome.features),
                     "ruleset_version": ruleset.version,
                     "grade": outcome.score["grade"],
                     "qualified": outcome.score["qualified"],
@@ -378,17 +391,3 @@ class Scoring:
 
 
 _COMPILED_RULESETS = 16
-
-
-def _lead_to_score(event: Event, *, erased: bool) -> LeadToScore:
-    data = event.data
-    # The event's data is decoded JSON, the batch's own: its lead and source need no copies.
-    lead = data.get("lead") or {}
-    source = data.get("source") or {}
-    return LeadToScore(
-        lead_id=event.subject,
-        lead={} if erased else lead if type(lead) is dict else dict(lead),
-        source=source if type(source) is dict else dict(source),
-        is_test=bool(data.get("is_test")),
-        duplicate_of=data.get("duplicate_of"),
-    )

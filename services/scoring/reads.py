@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.envelope import Event
 from scoring.domain import Firmographic, OutcomeCounts, Ruleset, domain_candidates
 from scoring.store import FirmographicRow, ScoringRepository
 
@@ -26,6 +27,21 @@ class LeadToScore(NamedTuple):
     source: Mapping[str, Any]
     is_test: bool
     duplicate_of: str | None
+
+
+def lead_to_score(event: Event, *, erased: bool) -> LeadToScore:
+    """A lead.received event's lead as scoring sees it (an erased lead's as empty)."""
+    data = event.data
+    # The event's data is decoded JSON, the batch's own: its lead and source need no copies.
+    lead = data.get("lead") or {}
+    source = data.get("source") or {}
+    return LeadToScore(
+        lead_id=event.subject,
+        lead={} if erased else lead if type(lead) is dict else dict(lead),
+        source=source if type(source) is dict else dict(source),
+        is_test=bool(data.get("is_test")),
+        duplicate_of=data.get("duplicate_of"),
+    )
 
 
 @dataclass

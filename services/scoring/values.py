@@ -1,9 +1,12 @@
-"""Values a scored lead's row and event are made of: its conversion answer's dict, the received time."""
+"""Values a scored lead's row and event are made of: its conversion answer's dict, the received time, JSON
+serialized once for leads that share it."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+
+from common.envelope import dumps
 
 
 def conversion_dict(conversion: Any) -> dict[str, Any]:
@@ -25,3 +28,33 @@ def parse_time(value: Any) -> datetime | None:
         return datetime.fromisoformat(str(value))
     except ValueError:
         return None
+
+
+def serialize_once(serialized: dict[int, tuple[bytes, str]], shared: object, value: Any) -> tuple[bytes, str]:
+    """`value` (what `shared` is serialized as) as JSON bytes and text, kept in `serialized` by `shared`'s id: for
+    objects leads share within a batch, all alive until it is written (so no id is reused meanwhile)."""
+    raw = dumps(value)
+    pair = serialized[id(shared)] = (raw, raw.decode())
+    return pair
+
+
+# Distinct feature lists whose JSON is kept: a full memo starts again.
+FEATURES_KEPT = 1024
+
+
+class FeatureTexts:
+    """A lead's outcome features as JSON text, kept by their values: they are a few categorical values a lead
+    (country, address type, seniority, function, source...), so leads alike share one text."""
+
+    def __init__(self, size: int = FEATURES_KEPT) -> None:
+        self._size = size
+        self._kept: dict[tuple[tuple[str, str], ...], str] = {}
+
+    def text(self, features: list[tuple[str, str]]) -> str:
+        key = tuple(features)
+        text = self._kept.get(key)
+        if text is None:
+            if len(self._kept) >= self._size:
+                self._kept.clear()
+            text = self._kept[key] = dumps(features).decode()
+        return text

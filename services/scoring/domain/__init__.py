@@ -4,12 +4,13 @@ from scoring.domain.bayes import (
     OUTCOME_FEATURES,
     Conversion,
     OutcomeCounts,
+    batch_features,
     conversion_probability,
     outcome_features,
 )
 from scoring.domain.conditions import OPERATORS
 from scoring.domain.emails import EMAIL_TYPES, classify_email, email_domain
-from scoring.domain.enrichment import PROVIDER_STATUSES, Enrichment, enrich, lookup_domain
+from scoring.domain.enrichment import PROVIDER_STATUSES, Enrichment, EnrichmentMemo, enrich, lookup_domain
 from scoring.domain.firmographics import (
     EMPLOYEE_BANDS,
     Firmographic,
@@ -21,7 +22,7 @@ from scoring.domain.firmographics import (
 from scoring.domain.phones import phone_facts
 from scoring.domain.ruleset import GRADES, Qualification, Rule, Ruleset, RulesetError
 from scoring.domain.ruleset_loader import DEFAULT_RULESET_YAML, load_ruleset
-from scoring.domain.score import FiredRule, Score, score_lead
+from scoring.domain.score import FiredRule, Score, ScoreDicts, score_lead
 from scoring.domain.titles import FUNCTIONS, SENIORITIES, parse_title
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SENIORITIES",
     "Conversion",
     "Enrichment",
+    "EnrichmentMemo",
     "FiredRule",
     "Firmographic",
     "FirmographicsError",
@@ -45,6 +47,8 @@ __all__ = [
     "Ruleset",
     "RulesetError",
     "Score",
+    "ScoreDicts",
+    "batch_features",
     "classify_email",
     "conversion_probability",
     "domain_candidates",

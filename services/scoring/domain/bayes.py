@@ -113,6 +113,11 @@ _FEATURE_ROUTES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = tuple(
     (path, path.partition(".")[0], tuple(path.partition(".")[2].split(".")), path.endswith("country"))
     for path in OUTCOME_FEATURES
 )
+# The lead's and context's features, then the enrichment's (OUTCOME_FEATURES lists them in that order).
+_LEAD_ROUTES = tuple(route for route in _FEATURE_ROUTES if route[1] in ("lead", "context"))
+_ENRICHMENT_ROUTES = _FEATURE_ROUTES[len(_LEAD_ROUTES) :]
+if _LEAD_ROUTES + _ENRICHMENT_ROUTES != _FEATURE_ROUTES or any(r[1] != "enrichment" for r in _ENRICHMENT_ROUTES):
+    raise RuntimeError("OUTCOME_FEATURES: the lead's and context's features come first, the enrichment's last")
 
 
 def outcome_features(
@@ -126,28 +131,65 @@ def outcome_features(
     `enrichment_fields` is Enrichment.as_fields(); context.* may come from `context` or be merged
     into `enrichment_fields` under its "context...." key.
     """
+    return lead_features(lead, enrichment_fields, context=context) + enrichment_features(enrichment_fields)
+
+
+def batch_features(
+    leads: Sequence[Mapping[str, Any]],
+    all_fields: Sequence[Mapping[str, Any]],
+    contexts: Sequence[Mapping[str, Any] | None],
+) -> list[list[tuple[str, str]]]:
+    """`outcome_features` of each lead of a batch, the enrichment's part worked out once per distinct fields mapping
+    (leads alike share one: scoring.domain.enrichment.EnrichmentMemo), by identity: all of them are alive here."""
+    shared: dict[int, list[tuple[str, str]]] = {}
+    batch = []
+    for lead, fields, context in zip(leads, all_fields, contexts, strict=True):
+        tail = shared.get(id(fields))
+        if tail is None:
+            tail = shared[id(fields)] = enrichment_features(fields)
+        batch.append(lead_features(lead, fields, context=context) + tail)
+    return batch
+
+
+def lead_features(
+    lead: Mapping[str, Any],
+    enrichment_fields: Mapping[str, Any],
+    *,
+    context: Mapping[str, Any] | None = None,
+) -> list[tuple[str, str]]:
+    """`outcome_features`' leading part: the lead's and the context's features."""
     features: list[tuple[str, str]] = []
     plain = type(lead) is dict
-    for path, root, keys, upper in _FEATURE_ROUTES:
+    for path, root, keys, upper in _LEAD_ROUTES:
         if root == "lead":
             raw = lead.get(keys[0]) if plain and len(keys) == 1 else _walk(lead, keys)
-        elif root == "context":
+        else:
             raw = enrichment_fields.get(path)
             if raw is None and context is not None:
                 raw = _walk(context, keys)
-        else:
-            raw = enrichment_fields.get(path)
-        if raw is None:
-            continue
-        if type(raw) is str:  # most values: `_normalize`'s text case without its call
-            text = raw.strip()
-            if text:
-                features.append((path, (text.upper() if upper else text.casefold())[:MAX_VALUE_LENGTH]))
-            continue
-        value = _normalize(path, raw)
-        if value is not None:
-            features.append((path, value))
+        _add(features, path, raw, upper)
     return features
+
+
+def enrichment_features(enrichment_fields: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """`outcome_features`' trailing part, the enrichment's features: what leads sharing one enrichment share."""
+    features: list[tuple[str, str]] = []
+    for path, _root, _keys, upper in _ENRICHMENT_ROUTES:
+        _add(features, path, enrichment_fields.get(path), upper)
+    return features
+
+
+def _add(features: list[tuple[str, str]], path: str, raw: Any, upper: bool) -> None:
+    if raw is None:
+        return
+    if type(raw) is str:  # most values: `_normalize`'s text case without its call
+        text = raw.strip()
+        if text:
+            features.append((path, (text.upper() if upper else text.casefold())[:MAX_VALUE_LENGTH]))
+        return
+    value = _normalize(path, raw)
+    if value is not None:
+        features.append((path, value))
 
 
 def conversion_probability(

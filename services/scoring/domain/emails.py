@@ -74,6 +74,7 @@ ROLE_LOCAL_PARTS: frozenset[str] = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # an address's type and domain are each asked of it: split once
 def _split(email: str | None) -> tuple[str, str] | None:
     if email is None:
         return None

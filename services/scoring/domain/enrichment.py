@@ -129,53 +129,58 @@ def enrich(
     `provider_result` may carry `company` (firmographic fields), `seniority` and `function`; values
     outside our vocabularies are ignored. unavailable, timeout and circuit_open mark it partial.
     """
+    _check_status(provider_status)
+    return _built(_lead_facts(lead, lookup_domain(lead)), firmographic, provider_result, provider_status)
+
+
+def _check_status(provider_status: str) -> None:
     if provider_status not in PROVIDER_STATUSES:
         raise ValueError(f"unknown provider_status {provider_status!r}, expected one of {PROVIDER_STATUSES}")
-    steps: list[dict[str, Any]] = []
-    email = lead.get("email")
-    email_type = classify_email(email)
-    steps.append(
-        {
-            "step": "email_type",
-            "source": "email_domain_lists",
-            "ok": email_type != "none",
-            "detail": email_type,
-        }
-    )
 
-    domain = lookup_domain(lead)
+
+# What enrichment takes from a lead: its address's type, its company domain, its phone's country and line type,
+# its title's seniority and function.
+_LeadFacts = tuple[str, str | None, str | None, str | None, str | None, str | None]
+
+
+def _lead_facts(lead: Mapping[str, Any], domain: str | None) -> _LeadFacts:
+    phone = lead.get("phone")
+    facts = phone_facts(phone if isinstance(phone, str) else None)
+    title = lead.get("job_title")
+    seniority, function = parse_title(title if isinstance(title, str) else None)
+    return classify_email(lead.get("email")), domain, facts["country"], facts["line_type"], seniority, function
+
+
+def _built(
+    facts: _LeadFacts,
+    firmographic: Firmographic | None,
+    provider_result: Mapping[str, Any] | None,
+    provider_status: str,
+) -> Enrichment:
+    email_type, domain, phone_country, phone_line_type, seniority, function = facts
     domain_source = "email" if email_type in ("corporate", "role") else "website" if domain else None
-    steps.append({"step": "domain", "source": domain_source or "none", "ok": domain is not None, "detail": domain})
-
-    steps.append(
+    steps: list[dict[str, Any]] = [
+        {"step": "email_type", "source": "email_domain_lists", "ok": email_type != "none", "detail": email_type},
+        {"step": "domain", "source": domain_source or "none", "ok": domain is not None, "detail": domain},
         {
             "step": "firmographics",
             "source": "firmographics_table",
             "ok": firmographic is not None,
             "detail": firmographic.domain if firmographic else "no match" if domain else "no domain",
-        }
-    )
-
-    phone = phone_facts(lead.get("phone") if isinstance(lead.get("phone"), str) else None)
-    steps.append(
+        },
         {
             "step": "phone",
             "source": "phonenumbers",
-            "ok": phone["line_type"] not in (None, "invalid"),
-            "detail": phone["line_type"] or "no phone",
-        }
-    )
-
-    title = lead.get("job_title")
-    seniority, function = parse_title(title if isinstance(title, str) else None)
-    steps.append(
+            "ok": phone_line_type not in (None, "invalid"),
+            "detail": phone_line_type or "no phone",
+        },
         {
             "step": "title",
             "source": "title_parser",
             "ok": seniority is not None,
             "detail": f"{seniority}/{function}" if seniority else "no title",
-        }
-    )
+        },
+    ]
 
     provider = dict(provider_result) if provider_status == "ok" and provider_result is not None else None
     steps.append({"step": "provider", "source": "provider", "ok": provider_status == "ok", "detail": provider_status})
@@ -199,8 +204,8 @@ def enrich(
         email_type=email_type,
         domain=domain,
         company=company,
-        phone_country=phone["country"],
-        phone_line_type=phone["line_type"],
+        phone_country=phone_country,
+        phone_line_type=phone_line_type,
         seniority=seniority,
         function=function,
         provider=provider,
@@ -208,6 +213,49 @@ def enrich(
         steps=steps,
         match=_company_match(domain, firmographic),
     )
+
+
+# Enrichments kept per memo: a full memo starts again, so a stream of new companies costs a bounded dict.
+ENRICHMENT_MEMO_SIZE = 1024
+
+
+class EnrichmentMemo:
+    """Enrichments remembered by what they are made of, for a caller that only reads them (the consumer's batch).
+
+    Without a provider's answer an Enrichment is a function of the lead's facts (address type, domain, phone
+    country and line type, title's seniority and function), the firmographics row and the provider's status; leads
+    of one company and title share one, and its `as_fields`, instead of building both (and serializing them) apiece.
+    A provider's answer is never remembered: each such lead gets its own, as `enrich` builds it."""
+
+    def __init__(self, size: int = ENRICHMENT_MEMO_SIZE) -> None:
+        self._size = size
+        self._kept: dict[tuple[Any, ...], tuple[Enrichment, dict[str, Any]]] = {}
+
+    def enrich(
+        self,
+        lead: Mapping[str, Any],
+        *,
+        domain: str | None,
+        firmographic: Firmographic | None,
+        provider_result: Mapping[str, Any] | None,
+        provider_status: str,
+    ) -> tuple[Enrichment, dict[str, Any]]:
+        """`enrich(lead, ...)` and its `as_fields()`, possibly shared with earlier leads: read them, never change
+        them. `domain` is `lookup_domain(lead)`, which the caller has worked out already."""
+        _check_status(provider_status)
+        facts = _lead_facts(lead, domain)
+        if provider_status == "ok" and provider_result is not None:
+            enrichment = _built(facts, firmographic, provider_result, provider_status)
+            return enrichment, enrichment.as_fields()
+        key = (*facts, firmographic, provider_status)
+        kept = self._kept.get(key)
+        if kept is None:
+            enrichment = _built(facts, firmographic, None, provider_status)
+            kept = (enrichment, enrichment.as_fields())
+            if len(self._kept) >= self._size:
+                self._kept.clear()
+            self._kept[key] = kept
+        return kept
 
 
 def _company_match(domain: str | None, firmographic: Firmographic | None) -> dict[str, str] | None:

@@ -172,9 +172,23 @@ class Ruleset:
 
     def grade(self, fit: int, intent: int) -> str:
         """Best grade whose threshold the combined score reaches; "D" below all thresholds."""
-        combined = self.combined(fit, intent)
-        return next((grade for grade, minimum in self.thresholds if combined >= minimum), "D")
+        key = (fit, intent)
+        grade = self._grades.get(key)
+        if grade is None:
+            combined = self.combined(fit, intent)
+            grade = next((grade for grade, minimum in self.thresholds if combined >= minimum), "D")
+            if len(self._grades) < _GRADES_KEPT:
+                self._grades[key] = grade
+        return grade
 
+    @cached_property
+    def _grades(self) -> dict[tuple[int, int], str]:
+        """Grades worked out, by (fit, intent): scores are clamped to 0..100, so a few thousand at most."""
+        return {}
+
+
+# (fit, intent) pairs whose grade a ruleset keeps: every pair of clamped scores (0..100 each).
+_GRADES_KEPT = 101 * 101
 
 RulePlan = tuple[
     tuple[tuple[str, dict[str, tuple[int, ...]], tuple[int, ...]], ...], tuple[tuple[int, "Predicate"], ...]

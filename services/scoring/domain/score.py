@@ -37,6 +37,32 @@ class Score:
         }
 
 
+# Score dicts kept per memo: a full memo starts again.
+SCORE_MEMO_SIZE = 1024
+
+
+class ScoreDicts:
+    """Each distinct Score's `to_dict()`, kept: a ruleset gives few distinct scores (the same rules fire for
+    many leads), so leads that score alike share one dict, for a caller that only reads it (the consumer's batch,
+    which then serializes each distinct one once). Equal scores, equal dicts: the key is every field to_dict reads,
+    the fired rules by identity (a ruleset's FiredRules are built once and never change; an entry keeps its own
+    alive, so no id in a kept key can be another object's)."""
+
+    def __init__(self, size: int = SCORE_MEMO_SIZE) -> None:
+        self._size = size
+        self._kept: dict[tuple[Any, ...], tuple[dict[str, Any], list[FiredRule]]] = {}
+
+    def of(self, score: Score) -> dict[str, Any]:
+        fired = score.fired
+        key = (score.fit, score.intent, score.grade, score.qualified, score.ruleset_version, *map(id, fired))
+        kept = self._kept.get(key)
+        if kept is None:
+            if len(self._kept) >= self._size:
+                self._kept.clear()
+            kept = self._kept[key] = (score.to_dict(), fired)
+        return kept[0]
+
+
 def field_resolver(
     lead: Mapping[str, Any],
     enrichment: Enrichment,
