@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     KafkaError,
@@ -183,6 +183,39 @@ class PartitionBatches:
             current = self._open[topic, partition] = (builder, [])
             self.batches.append((topic, partition, builder, current[1]))
         current[1].append(item)
+
+
+class RequestsTaken:
+    """Calls `callback` once the producer's sender has taken every batch `note`d (after `send_batch`) into a produce
+    request, which it writes to the socket on its next step (the callback runs in the loop turn before that step).
+
+    A batch is taken when aiokafka's MessageBatch.drain_ready runs; the batch is read from the accumulator's queue,
+    which has no public accessor (a test checks it is there). A batch that cannot be watched: no callback at all
+    (the caller then knows only when the deliveries are acknowledged)."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._untaken = 1  # held until `noted_all`
+        self._blind = False
+
+    def note(self, producer: AIOKafkaProducer, topic: str, partition: int) -> None:
+        """The batch `send_batch` just queued for the partition (the last in its queue: nothing yielded since)."""
+        queued = getattr(getattr(producer, "_message_accumulator", None), "_batches", None)
+        pending = queued.get(TopicPartition(topic, partition)) if isinstance(queued, dict) else None
+        waiter = getattr(pending[-1], "_drain_waiter", None) if pending else None
+        if isinstance(waiter, asyncio.Future):
+            self._untaken += 1
+            waiter.add_done_callback(self._taken)
+        else:
+            self._blind = True
+
+    def noted_all(self) -> None:
+        self._taken(None)
+
+    def _taken(self, _done: object) -> None:
+        self._untaken -= 1
+        if not self._untaken and not self._blind:
+            self._callback()
 
 
 def new_consumer(settings: ServiceSettings, topics: Iterable[str]) -> AIOKafkaConsumer:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import structlog
@@ -21,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common import metrics
 from common.db import Database
 from common.envelope import Event, dumps, loads
-from common.kafka import PartitionBatches, stop_quietly
+from common.kafka import PartitionBatches, RequestsTaken, stop_quietly
 from common.outbox_dead import park, refusal
 from common.outbox_deletes import HANDED, PublishedRows, register, relay_for
 from common.outbox_leader import RelayLeadership, relay_channel
@@ -124,9 +126,12 @@ class OutboxRelay:
         self.published = PublishedRows(db, table, batch=settings.outbox_batch_size)
         self.token = uuid.uuid4().hex  # names this relay in its writers' NOTIFY payloads
         self._handed: list[Any] = []  # committed rows handed over by this process's writers, not yet published
-        self.idle = asyncio.Event()  # set while nothing handed over waits for its round (common.poll.hand_off)
+        # Set while nothing handed over waits for its round's produce request (common.poll.hand_off): once the sender
+        # took the round's batches (the broker's answer needs no turn of the loop to come: it is read at the next one).
+        self.idle = asyncio.Event()
         self.idle.set()
         self._read_due = True  # the table may hold rows the hand-off did not bring: read it next round
+        self._round = 0  # counts the rounds that publish: a late signal of an earlier round's requests is ignored
         self._last_read = 0.0
         self._leader: RelayLeadership | None = None
         self.last_publish_monotonic = time.monotonic()
@@ -228,7 +233,7 @@ class OutboxRelay:
         settling = self.published.settling
         now = time.monotonic()
         if not self._read_due and now - self._last_read < self._settings.outbox_poll_interval_s:
-            handed = sorted((row for row in self._handed if row.seq not in settling), key=_seq)
+            handed = sorted((row for row in self._handed if row.seq not in settling), key=attrgetter("seq"))
             self._handed = handed[limit:]
             return handed[:limit], bool(self._handed)
         self._read_due, self._last_read = False, now
@@ -265,6 +270,8 @@ class OutboxRelay:
         if not rows:
             return False
         batches = PartitionBatches(producer)
+        self._round += 1
+        taken = RequestsTaken(functools.partial(self._requests_taken, self._round))
         sent: list[tuple[asyncio.Future[Any], list[Any]]] = []
         refused: list[tuple[Any, str, BaseException]] = []
         held: list[tuple[list[Any], BaseException]] = []  # rows not sent for an error: decided below, outside the bound
@@ -294,11 +301,13 @@ class OutboxRelay:
                 for index, (topic, partition, batch, batch_rows) in enumerate(batches.batches):
                     try:
                         sent.append((await producer.send_batch(batch, topic, partition=partition), batch_rows))
+                        taken.note(producer, topic, partition)
                     except (KafkaError, TimeoutError) as exc:
                         # Later batches wait too (one of them may follow this one in its partition).
                         held.append((batch_rows, exc))
                         unsent = sum(len(later[3]) for later in batches.batches[index + 1 :])
                         break
+                taken.noted_all()
                 # Every delivery future is awaited: handing a batch over only enqueues it.
                 if sent:
                     await asyncio.wait([future for future, _ in sent])
@@ -338,6 +347,10 @@ class OutboxRelay:
             self._read_due = True
         return full or bool(unsent)
 
+    def _requests_taken(self, round_number: int) -> None:
+        if round_number == self._round and not self._handed:
+            self.idle.set()
+
     async def _refuse_or_fail(
         self, producer: AIOKafkaProducer, rows: list[Any], error: BaseException, refused: list[Any]
     ) -> BaseException | None:
@@ -353,10 +366,6 @@ class OutboxRelay:
         if self._dead is None:
             return None
         return await refusal(producer, topic, exc, self._settings.kafka_send_timeout_s)
-
-
-def _seq(row: Any) -> int:
-    return int(row.seq)
 
 
 def _headers(stored: str) -> list[tuple[str, bytes]]:

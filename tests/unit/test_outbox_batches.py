@@ -1,15 +1,17 @@
 """The relay's cheaper pieces give what the ones they replace give: Kafka's murmur2 partition for a key, and the
-publish-delay histogram's buckets and sum."""
+publish-delay histogram's buckets and sum; and the relay learns when the producer's sender took a round's batches."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from prometheus_client import CollectorRegistry, Histogram
 
-from common.kafka import Murmur2Partitioner, murmur2
+from common.kafka import Murmur2Partitioner, RequestsTaken, murmur2
 from common.outbox import observe_all
 
 
@@ -53,3 +55,33 @@ def test_observe_all_counts_what_observe_counts() -> None:
     observe_all(at_once, amounts)
     observe_all(at_once, [])
     assert _samples(at_once) == _samples(one_by_one)
+
+
+async def test_requests_taken_calls_back_once_the_sender_has_taken_every_batch_noted() -> None:
+    # aiokafka's accumulator as the relay's round leaves it: one queued batch per partition. The sender takes a batch
+    # (MessageBatch.drain_ready) when it builds the produce request; nothing may call back before the last is taken.
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")  # never started: no broker needed
+    accumulator = producer._message_accumulator
+    calls: list[str] = []
+    taken = RequestsTaken(lambda: calls.append("taken"))
+    for partition in (0, 1):
+        accumulator._append_batch(producer.create_batch(), TopicPartition("t", partition))
+        taken.note(producer, "t", partition)
+    taken.noted_all()
+    queued = [accumulator._batches[TopicPartition("t", p)][-1] for p in (0, 1)]
+    queued[0].drain_ready()
+    await asyncio.sleep(0)
+    assert calls == []
+    queued[1].drain_ready()
+    await asyncio.sleep(0)
+    assert calls == ["taken"]
+
+
+async def test_requests_taken_never_calls_back_for_a_batch_it_cannot_watch() -> None:
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")
+    calls: list[str] = []
+    taken = RequestsTaken(lambda: calls.append("taken"))
+    taken.note(producer, "t", 0)  # nothing queued for it: the relay then waits for the acknowledgements
+    taken.noted_all()
+    await asyncio.sleep(0)
+    assert calls == []
