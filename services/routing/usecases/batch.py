@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.envelope import Event
+from common.ids import new_ids
 from routing.domain import Action, Decision, RepLoad, RoutingRules, route
 from routing.domain.accounts import AccountBook
 from routing.domain.engine import FirstMatch
@@ -84,7 +85,7 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
         return
     state.routed.update(batch)
     ids = iter(found.ids)
-    pending = Pending()
+    pending = Pending(event_ids=new_ids(len(batch)))
     current = _Current(local_days(now, {rep.timezone for rep in roster.reps}))
     for lead_id, scored in batch.items():
         book = books[lead_id]

@@ -15,6 +15,7 @@ from typing import Any, cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.envelope import Event
+from common.ids import new_id
 from routing import metrics
 from routing.domain import Decision, RoutingRules, SlaPolicy, WorkingHours, sla_deadline
 from routing.domain.hours import working_span
@@ -23,7 +24,16 @@ from routing.store import RoutingRepository
 from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.decide import resolve_decision_sla
 from routing.usecases.decisions import assignment_data, assignment_values, timeline_detail
-from routing.usecases.shared import LoadState, clock_of, clock_rows, event, move_load, parse_time, publish, rotation
+from routing.usecases.shared import (
+    EVENT_SOURCE,
+    LoadState,
+    clock_of,
+    clock_rows,
+    move_load,
+    parse_time,
+    publish,
+    rotation,
+)
 
 
 @dataclass
@@ -47,6 +57,9 @@ class Pending:
     # ISO text of the batch's moment and of each due time (the same for every lead they start a clock for), by
     # instant and zone: equal instants in two zones are equal datetimes with two texts.
     isos: dict[tuple[datetime, Any], str] = field(default_factory=dict)
+    # The batch's event ids, made together (common.ids.new_ids: one read of randomness for all); taken from the
+    # end, and one at a time once spent (a batch that writes mid-way starts a fresh Pending).
+    event_ids: list[str] = field(default_factory=list)
 
     def iso(self, value: datetime) -> str:
         key = (value, value.tzinfo)
@@ -157,7 +170,11 @@ def record(
         None,
         iso=pending.iso,
     )
-    pending.events.append(event("lead.assigned", lead_id, body, now, scored.correlation_id))
+    ids = pending.event_ids
+    event_id = ids.pop() if ids else new_id()
+    pending.events.append(
+        Event("lead.assigned", EVENT_SOURCE, lead_id, body, event_id, now, correlation_id=scored.correlation_id)
+    )
     pending.outcomes[decision.outcome] += 1
     # Speed of the pipeline itself: source submit and Handoff receipt to the first decision.
     for since, at in (("received", lead["received_at"]), ("submitted", lead["submitted_at"])):
