@@ -26,8 +26,9 @@ from ingest import handlers
 from ingest.app import create_app
 from ingest.domain import normalize_lead
 from ingest.settings import IngestSettings
-from ingest.store import IdempotencyRecord, Lead, LeadIdentity, outbox
-from ingest.store.batch_sqlite import BatchTransaction
+from ingest.store import IdempotencyRecord, IdentityRow, Lead, LeadIdentity, LeadRow, outbox
+from ingest.store.batch_sqlite import BatchTransaction, SQLiteBatches
+from ingest.store.repository import lead_dicts
 from tests.support.stack import ADMIN, ADMIN_TOKEN
 
 pytestmark = [pytest.mark.integration]
@@ -265,3 +266,37 @@ async def test_the_databases_commit_listeners_hear_each_committed_batch_and_no_f
     kept = await ingest.client.post("/v1/leads", json={"email": _email()}, headers=ADMIN)
     assert kept.status_code == 202
     assert len(heard) == 1
+
+
+async def test_the_sqlite_writers_lead_rows_are_the_rows_core_writes(ingest: Ingest) -> None:
+    """`insert_leads` builds sqlite3's values itself: they are those common.sqlprep's column processors give the
+    same rows as dicts (the JSON text, the flag, the times' text, NULL for erased_at)."""
+    db = ingest.app.state.runtime.db
+    now = datetime(2026, 12, 4, 23, 1, 2, 345678, tzinfo=UTC)
+    data = '{"email":"ä@example.org","tags":["x"],"n":1}'
+
+    def rows(prefix: str) -> tuple[list[LeadRow], list[IdentityRow]]:
+        leads = [
+            LeadRow(f"{prefix}-1", None, "api", None, False, None, data, now, None),
+            LeadRow(f"{prefix}-2", None, "web", "ext-1", True, f"{prefix}-1", data, now.replace(microsecond=0), "c"),
+        ]
+        return leads, [IdentityRow(f"{prefix}-h{i}", f"{prefix}-{i}", now) for i in (1, 2)]
+
+    batches = SQLiteBatches(db)
+    try:
+        async with batches.transaction() as batch:
+            await batch.insert_leads(*rows("fast"))
+            leads, identities = rows("core")
+            await batch.insert_rows(Lead, lead_dicts(leads))
+            await batch.insert_rows(LeadIdentity, [row._asdict() for row in identities])
+    finally:
+        await batches.close()
+
+    async with db.read() as session:
+        stored = (await session.execute(text("SELECT * FROM leads ORDER BY id"))).all()
+        seen = (await session.execute(text("SELECT identity, lead_id, seen_at FROM lead_identities"))).all()
+    by_id = {row[0]: tuple(v.replace("core", "fast") if isinstance(v, str) else v for v in row) for row in stored}
+    assert [by_id[f"core-{i}"] for i in (1, 2)] == [tuple(row) for row in stored if row[0].startswith("fast")]
+    core_seen = sorted(tuple(v.replace("core", "fast") for v in row) for row in seen if row[1].startswith("core"))
+    assert core_seen == sorted(tuple(row) for row in seen if row[1].startswith("fast"))
+    assert len(stored) == 4 and len(seen) == 4

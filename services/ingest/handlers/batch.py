@@ -24,7 +24,7 @@ from ingest.handlers.leads import (
 )
 from ingest.handlers.views import source_view
 from ingest.settings import IngestSettings
-from ingest.store import Base, IdempotencyRecord, IngestRepository, Lead, LeadIdentity, outbox
+from ingest.store import Base, IdempotencyRecord, IdentityRow, IngestRepository, LeadRow, outbox
 
 
 class Stored(NamedTuple):
@@ -93,6 +93,7 @@ class BatchStore(Protocol):
         self, identities: Collection[str], since: datetime
     ) -> dict[str, tuple[datetime, str]]: ...
     async def earlier_lead_for(self, identities: list[str], since: datetime) -> str | None: ...
+    async def insert_leads(self, leads: Sequence[LeadRow], identities: Sequence[IdentityRow]) -> None: ...
     async def insert_rows(self, model: type[Base], rows: Sequence[dict[str, Any]]) -> None: ...
 
 
@@ -128,8 +129,8 @@ async def accept_batch(
     outcomes: list[Stored | IdempotencyConflict] = []
     claimed: dict[str, tuple[str, Stored]] = {}
     expired: set[str] = set()
-    leads: list[dict[str, Any]] = []
-    identity_rows: list[dict[str, Any]] = []
+    leads: list[LeadRow] = []
+    identity_rows: list[IdentityRow] = []
     key_rows: list[dict[str, Any]] = []
     events: list[Event] = []
     received: Counter[str] = Counter()  # accepted leads by source kind, counted once the batch commits
@@ -171,23 +172,23 @@ async def accept_batch(
             lead_id = next(fresh_ids)
             body = _body(lead_id, "accepted", duplicate_of, item.is_test, item.correlation_id)
             # Serialized once: the same JSON text goes into the lead's row and its event.
-            data = orjson.Fragment(_lead_json(item.lead.to_dict()))
+            text = _lead_json(item.lead.to_dict())
+            kind = item.source.kind if item.source else "api"
             leads.append(
-                {
-                    "id": lead_id,
-                    "source_id": source_id,
-                    "source_kind": item.source.kind if item.source else "api",
-                    "external_id": item.external_id,
-                    "is_test": item.is_test,
-                    "duplicate_of": duplicate_of,
-                    "data": data,
-                    "received_at": item.now,
-                    "correlation_id": item.correlation_id,
-                    "erased_at": None,
-                }
+                LeadRow(
+                    lead_id,
+                    source_id,
+                    kind,
+                    item.external_id,
+                    item.is_test,
+                    duplicate_of,
+                    text,
+                    item.now,
+                    item.correlation_id,
+                )
             )
             for identity in identities:
-                identity_rows.append({"identity": identity, "lead_id": lead_id, "seen_at": item.now})
+                identity_rows.append(IdentityRow(identity, lead_id, item.now))
                 batch_seen.setdefault(identity, []).append((item.now, len(leads), lead_id))
             if external is not None:
                 known[external] = (lead_id, duplicate_of, item.is_test)
@@ -203,12 +204,12 @@ async def accept_batch(
                     item.external_id,
                     item.is_test,
                     duplicate_of,
-                    data,
+                    orjson.Fragment(text),
                     event_id=next(fresh_ids),
                     view=view,
                 )
             )
-            received[item.source.kind if item.source else "api"] += 1
+            received[kind] += 1
         stored = Stored(202, body)
         if key is not None:
             claimed[key] = (item.fingerprint, stored)
@@ -224,8 +225,7 @@ async def accept_batch(
         outcomes.append(stored)
 
     await repo.drop_idempotency(expired)
-    await repo.insert_rows(Lead, leads)
-    await repo.insert_rows(LeadIdentity, identity_rows)
+    await repo.insert_leads(leads, identity_rows)
     await repo.insert_rows(IdempotencyRecord, key_rows)
     await add_events(repo.session, outbox, settings, events, event_topic)
     for kind, count in received.items():

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from common import sqlprep
-from common.db import Database
+from common.db import Database, sqlite_time_text
 from ingest.store.repository import (
     EARLIER_LEAD,
     EXTERNAL_LEADS,
@@ -39,7 +39,7 @@ from ingest.store.repository import (
     external_lead_params,
     leads_by_key,
 )
-from ingest.store.tables import Base, IdempotencyRecord
+from ingest.store.tables import Base, IdempotencyRecord, IdentityRow, Lead, LeadIdentity, LeadRow
 
 _KEYS = select(
     IdempotencyRecord.scope_key,
@@ -80,6 +80,16 @@ def _plain_dml(statement: Any, dialect: Dialect) -> SQLCompiler | None:
     with contextlib.suppress(TypeError):
         _PLAIN[statement] = compiled
     return compiled
+
+
+def _insert_sql(dialect: Dialect, model: type[Base], columns: tuple[str, ...]) -> str:
+    """The INSERT of `columns` (in that order, every other column its default: none here), as common.sqlprep plans
+    it; refuses a plan whose values would not be the row's own (constants, or binds in another order)."""
+    table: Table = model.__table__  # type: ignore[assignment]
+    plan = sqlprep.insert_plan(dialect, table, columns)
+    if plan is None or plan.names != columns or plan.constants:
+        raise RuntimeError(f"{table.name}: no plain insert of {columns}")
+    return plan.sql
 
 
 class _Outermost:
@@ -147,6 +157,30 @@ class BatchTransaction:
             return None
         rows = await self._rows(EARLIER_LEAD, {"identities": identities, "since": since})
         return rows[0][0] if rows else None
+
+    async def insert_leads(self, leads: Sequence[LeadRow], identities: Sequence[IdentityRow]) -> None:
+        """New leads and their identities, an executemany each, their values as sqlite3 takes them built here (the
+        values common.sqlprep's column processors give: a test holds the two to the same rows), each time's text
+        once per lead."""
+        raw, dialect = self._raw, self._dialect
+        texts: dict[datetime, str] = {}
+        if leads:
+            rows = []
+            for lead_id, source_id, kind, external_id, is_test, duplicate_of, data, received_at, cid in leads:
+                at = texts.get(received_at)
+                if at is None:
+                    at = texts[received_at] = sqlite_time_text(received_at)
+                rows.append((lead_id, source_id, kind, external_id, 1 if is_test else 0, duplicate_of, data, at, cid))
+            sqlprep.run_sqlite(raw, dialect, _insert_sql(dialect, Lead, LeadRow._fields), rows, True, False)
+        if identities:
+            seen = []
+            for identity in identities:
+                at = texts.get(identity.seen_at)
+                if at is None:
+                    at = texts[identity.seen_at] = sqlite_time_text(identity.seen_at)
+                seen.append((identity.identity, identity.lead_id, at))
+            sql = _insert_sql(dialect, LeadIdentity, IdentityRow._fields)
+            sqlprep.run_sqlite(raw, dialect, sql, seen, True, False)
 
     async def insert_rows(self, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
         if not rows:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import sqlprep, sqlprep_session
 from common.db import sqlite_time
+from ingest.store import tables
 from ingest.store.tables import ERASED_IDENTITY, Base, IdempotencyRecord, Lead, LeadIdentity, Source
 
 # Built once (expanding list): the writer asks this for every batch, and building the statement cost more than
@@ -170,6 +171,13 @@ class IngestRepository:
         """One executemany: no ORM unit of work for rows written once and never changed here."""
         await sqlprep_session.insert_rows(self.session, model.__table__, rows)  # type: ignore[arg-type]
 
+    async def insert_leads(self, leads: Sequence[tables.LeadRow], identities: Sequence[tables.IdentityRow]) -> None:
+        """New leads and their identities, an executemany each."""
+        if leads:
+            await self.insert_rows(Lead, lead_dicts(leads))
+        if identities:
+            await self.insert_rows(LeadIdentity, [row._asdict() for row in identities])
+
     async def leads(
         self, *, source_id: str | None, since: datetime | None, before: tuple[datetime, str] | None, limit: int
     ) -> list[Lead]:
@@ -228,3 +236,14 @@ def earliest_sightings(rows: Iterable[Any]) -> dict[str, tuple[datetime, str]]:
         if identity not in found:
             found[identity] = (sqlite_time(seen_at), lead_id)
     return found
+
+
+def lead_dicts(leads: Sequence[tables.LeadRow]) -> list[dict[str, Any]]:
+    """Lead rows as Core inserts them: a dict each, the JSON text handed over as written (a Fragment)."""
+    out = []
+    for row in leads:
+        values = row._asdict()
+        values["data"] = orjson.Fragment(row.data)
+        values["erased_at"] = None
+        out.append(values)
+    return out
