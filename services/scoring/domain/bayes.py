@@ -167,7 +167,12 @@ def lead_features(
             raw = enrichment_fields.get(path)
             if raw is None and context is not None:
                 raw = _walk(context, keys)
-        _add(features, path, raw, upper)
+        if type(raw) is str:  # most values: `_add`'s text case without its call
+            text = raw.strip()
+            if text:
+                features.append((path, (text.upper() if upper else text.casefold())[:MAX_VALUE_LENGTH]))
+        elif raw is not None:
+            _add(features, path, raw, upper)
     return features
 
 
