@@ -18,7 +18,7 @@ Revises: 0017
 Create Date: 2026-12-04 23:00:00
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -43,16 +43,23 @@ def _sqlite_add(row: str, delta: int) -> str:
 
 
 _SAME = "(OLD.current_rep_id IS NEW.current_rep_id)"
-_SQLITE_TRIGGERS = (
-    f"CREATE TRIGGER leads_worked_insert AFTER INSERT ON leads WHEN {_worked('NEW')} BEGIN {_sqlite_add('NEW', 1)} END",
-    f"CREATE TRIGGER leads_worked_delete AFTER DELETE ON leads WHEN {_worked('OLD')} BEGIN {_sqlite_add('OLD', -1)} END",
-    # An update that moves a worked lead out (closed, reopened untouched, or to another rep), then one that moves
-    # one in; an update that changes none of the three leaves the counter alone.
-    f"""CREATE TRIGGER leads_worked_leave AFTER UPDATE OF status, current_rep_id, first_touch_at ON leads
-    WHEN {_worked("OLD")} AND NOT ({_worked("NEW")} AND {_SAME}) BEGIN {_sqlite_add("OLD", -1)} END""",
-    f"""CREATE TRIGGER leads_worked_enter AFTER UPDATE OF status, current_rep_id, first_touch_at ON leads
-    WHEN {_worked("NEW")} AND NOT ({_worked("OLD")} AND {_SAME}) BEGIN {_sqlite_add("NEW", 1)} END""",
-)
+
+
+def sqlite_triggers(worked: Callable[[str], str]) -> tuple[str, ...]:
+    """The four triggers on leads, for a row's `worked` condition (0020 asks the same terms in another order)."""
+    return (
+        f"CREATE TRIGGER leads_worked_insert AFTER INSERT ON leads WHEN {worked('NEW')} BEGIN {_sqlite_add('NEW', 1)} END",
+        f"CREATE TRIGGER leads_worked_delete AFTER DELETE ON leads WHEN {worked('OLD')} BEGIN {_sqlite_add('OLD', -1)} END",
+        # An update that moves a worked lead out (closed, reopened untouched, or to another rep), then one that
+        # moves one in; an update that changes none of the three leaves the counter alone.
+        f"""CREATE TRIGGER leads_worked_leave AFTER UPDATE OF status, current_rep_id, first_touch_at ON leads
+    WHEN {worked("OLD")} AND NOT ({worked("NEW")} AND {_SAME}) BEGIN {_sqlite_add("OLD", -1)} END""",
+        f"""CREATE TRIGGER leads_worked_enter AFTER UPDATE OF status, current_rep_id, first_touch_at ON leads
+    WHEN {worked("NEW")} AND NOT ({worked("OLD")} AND {_SAME}) BEGIN {_sqlite_add("NEW", 1)} END""",
+    )
+
+
+_SQLITE_TRIGGERS = sqlite_triggers(_worked)
 
 _PG_CHANGES = {
     "INSERT": f"SELECT current_rep_id, 1 FROM new_rows WHERE {_worked('new_rows')}",

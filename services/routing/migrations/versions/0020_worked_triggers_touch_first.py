@@ -28,16 +28,7 @@ def _worked(row: str) -> str:
     return f"({row}.first_touch_at IS NOT NULL AND {row}.current_rep_id IS NOT NULL AND {row}.status IN ({_0018.OPEN}))"
 
 
-_SAME = "(OLD.current_rep_id IS NEW.current_rep_id)"
-_ADD = _0018._sqlite_add
-_TRIGGERS = (
-    f"CREATE TRIGGER leads_worked_insert AFTER INSERT ON leads WHEN {_worked('NEW')} BEGIN {_ADD('NEW', 1)} END",
-    f"CREATE TRIGGER leads_worked_delete AFTER DELETE ON leads WHEN {_worked('OLD')} BEGIN {_ADD('OLD', -1)} END",
-    f"""CREATE TRIGGER leads_worked_leave AFTER UPDATE OF status, current_rep_id, first_touch_at ON leads
-    WHEN {_worked("OLD")} AND NOT ({_worked("NEW")} AND {_SAME}) BEGIN {_ADD("OLD", -1)} END""",
-    f"""CREATE TRIGGER leads_worked_enter AFTER UPDATE OF status, current_rep_id, first_touch_at ON leads
-    WHEN {_worked("NEW")} AND NOT ({_worked("OLD")} AND {_SAME}) BEGIN {_ADD("NEW", 1)} END""",
-)
+_TRIGGERS = _0018.sqlite_triggers(_worked)
 
 
 def _replace(triggers: Sequence[str]) -> None:
