@@ -151,10 +151,15 @@ class _BoundTime(TypeDecorator[Any]):
         return None
 
 
+class _BoundFlag(_BoundTime):
+    """A flag bound as the caller's bool (sqlite3 stores 1 or 0, as Boolean would): no row processed a row."""
+
+    impl: Any = Boolean
+
+
 @functools.lru_cache(maxsize=8)
 def _time_binder(dialect: Dialect) -> Callable[[datetime | None], Any]:
-    """What UtcDateTime binds for a value on `dialect`: SQLite's text, elsewhere the aware UTC datetime (built once
-    per dialect: a one-lead batch paid for building it each time)."""
+    """What UtcDateTime binds on `dialect`: SQLite's text, elsewhere the aware UTC datetime (built once a dialect)."""
     to_text = UtcDateTime().bind_processor(dialect) if dialect.name == "sqlite" else None
     if to_text is not None:
         return to_text
@@ -162,7 +167,7 @@ def _time_binder(dialect: Dialect) -> Callable[[datetime | None], Any]:
 
 
 def _scored_table() -> Table:
-    """scored_leads as `insert_scored` writes it: its JSON and time columns bound as given."""
+    """scored_leads as `insert_scored` writes it: its JSON, time and flag columns bound as given."""
     columns = []
     for column in scored_leads.columns:
         kind = column.type
@@ -170,6 +175,8 @@ def _scored_table() -> Table:
             kind = _SerializedJson()
         elif isinstance(kind, UtcDateTime):
             kind = _BoundTime()
+        elif isinstance(kind, Boolean):
+            kind = _BoundFlag()
         columns.append(Column(column.name, kind, primary_key=column.primary_key))
     return Table(scored_leads.name, MetaData(), *columns)
 

@@ -4,11 +4,16 @@ field for field and byte for byte, as each lead's own, for leads that repeat and
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from typing import Any
 
 import pytest
+from sqlalchemy import Boolean
+from sqlalchemy.dialects import sqlite
 
+from common import sqlprep
 from common.envelope import dumps
+from scoring import store
 from scoring.domain import (
     DEFAULT_RULESET_YAML,
     EnrichmentMemo,
@@ -117,3 +122,17 @@ def test_a_shared_value_is_serialized_once_a_batch() -> None:
     first = serialize_once(serialized, shared, shared)
     assert first == (b'{"grade":"A"}', '{"grade":"A"}')
     assert serialized[id(shared)] is first
+
+
+def test_a_batch_of_scored_rows_goes_to_sqlite_unprocessed_flags_stored_as_boolean_stores_them() -> None:
+    dialect = sqlite.dialect()
+    table = store._SCORED_TABLE
+    plan = sqlprep.insert_plan(dialect, table, tuple(column.name for column in table.columns))
+    assert plan is not None and not plan.processors and not plan.constants
+    process = Boolean().bind_processor(dialect)
+    connection = sqlite3.connect(":memory:")
+    connection.execute("CREATE TABLE t (a BOOLEAN, b BOOLEAN)")
+    connection.executemany("INSERT INTO t VALUES (?, ?)", [(True, False), (process(True), process(False))])
+    assert (
+        connection.execute("SELECT a, typeof(a), b, typeof(b) FROM t").fetchall() == [(1, "integer", 0, "integer")] * 2
+    )
