@@ -49,6 +49,7 @@ class PublishedRows:
         self._urgent = asyncio.Event()
         self._settled = asyncio.Event()  # set whenever nothing is settling
         self._settled.set()
+        self._claims = 0  # writers' transactions that took deletes: while they keep coming, the deleter commits none
         # Built once: constructing `seq.in_(list)` per call cost more than running the DELETE of one row.
         self._delete_statement = delete(table).where(table.c.seq.in_(bindparam("seqs", expanding=True)))
         # The table's name comes from the service's own metadata; the seqs are one parameter.
@@ -83,6 +84,7 @@ class PublishedRows:
             return
         seqs, self._to_delete = self._to_delete, []
         session.info[_CLAIMED] = (self, seqs)
+        self._claims += 1
         await self._delete(session, seqs)
 
     def _confirm(self, seqs: list[int]) -> None:
@@ -114,8 +116,12 @@ class PublishedRows:
             self._wake.clear()
             if not self._to_delete:
                 continue
-            if not self._urgent.is_set():
-                await sleep_or_wake(self._urgent, DELETE_LINGER_S)  # a writer's transaction may take them meanwhile
+            # A writer's transaction may take them meanwhile. One that did within the linger will most likely take
+            # what was published since, too: linger again (a COMMIT and fsync of the deleter's own a linger saved).
+            while not self._urgent.is_set():
+                claims = self._claims
+                if await sleep_or_wake(self._urgent, DELETE_LINGER_S) or claims == self._claims or not self._to_delete:
+                    break
             self._urgent.clear()
             done, self._to_delete = self._to_delete, []
             if not done:

@@ -77,3 +77,59 @@ async def test_published_rows_are_deleted_by_the_next_writers_commit_and_a_rollb
         await task
         await db.dispose()
     assert delivered == [b"first", b"second"]  # the rolled-back event never left
+
+
+async def test_the_deleter_commits_none_of_its_own_while_writers_keep_taking_the_deletes(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each linger of the deleter is stood in for by a writer that commits within it, and waits until its row was
+    # published (so a delete waits again when the linger ends). Three such lingers, then one that no writer takes.
+    settings = _settings(outbox_poll_interval_s=3600)
+    db = Database(database_url)
+    await upgrade_schema_async(database_url, MIGRATIONS, Base.metadata)
+    delivered: list[bytes] = []
+    lingers: list[bool] = []  # per linger: whether a writer came within it
+    real_sleep_or_wake = outbox_deletes.sleep_or_wake
+
+    async def linger(wake: asyncio.Event, seconds: float) -> bool:
+        if wake.is_set():
+            return await real_sleep_or_wake(wake, seconds)
+        lingers.append(len(lingers) < 3)
+        if lingers[-1]:
+            name = f"w{len(lingers)}"
+            await _write(db, name)
+            await wait_until_async(lambda: name.encode() in delivered, timeout=20, what=f"{name} published")
+        return False  # the linger ran out
+
+    monkeypatch.setattr(outbox_deletes, "sleep_or_wake", linger)
+    relay = OutboxRelay(
+        settings=settings, db=db, table=outbox, producer_factory=lambda: _FakeProducer([], delivered, set())
+    )
+    deleter_deletes: list[int] = []
+    claim_into, delete = relay.published.claim_into, relay.published._delete
+
+    async def noting_delete(session: object, seqs: list[int]) -> None:
+        if not session.info.get("claiming"):  # type: ignore[attr-defined]
+            deleter_deletes.append(len(lingers))
+        await delete(session, seqs)  # type: ignore[arg-type]
+
+    async def noting_claim(session: object) -> None:
+        session.info["claiming"] = True  # type: ignore[attr-defined]
+        try:
+            await claim_into(session)  # type: ignore[arg-type]
+        finally:
+            session.info.pop("claiming")  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(relay.published, "_delete", noting_delete)
+    monkeypatch.setattr(relay.published, "claim_into", noting_claim)
+    task = asyncio.create_task(relay.run())
+    try:
+        await _write(db, "first")
+        await wait_until_async(_empty(db), timeout=20, what="the deleter emptied the outbox")
+    finally:
+        await relay.stop()
+        await task
+        await db.dispose()
+    assert delivered == [b"first", b"w1", b"w2", b"w3"]
+    assert lingers == [True, True, True, False]
+    assert deleter_deletes == [4]  # only once a linger passed without a writer
