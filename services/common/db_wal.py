@@ -58,6 +58,7 @@ class WalCheckpointer:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._shm_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def committed(self) -> None:
@@ -75,13 +76,18 @@ class WalCheckpointer:
 
     def wal_frames(self) -> tuple[int, int] | None:
         """(frames in the WAL, frames not yet copied into the database), or None if the wal-index cannot be read."""
-        try:
-            if self._shm is None or os.fstat(self._shm).st_nlink == 0:  # gone when every connection closed
-                self._close_shm()
-                self._shm = os.open(self.path + "-shm", os.O_RDONLY)
-            head = os.pread(self._shm, 100, 0)
-        except OSError:
-            return None
+        # Under its own lock: close() on another thread must not close (or let the system reuse) the descriptor
+        # between the check and the read.
+        with self._shm_lock:
+            if self._stop.is_set():
+                return None
+            try:
+                if self._shm is None or os.fstat(self._shm).st_nlink == 0:  # gone when every connection closed
+                    self._close_shm()
+                    self._shm = os.open(self.path + "-shm", os.O_RDONLY)
+                head = os.pread(self._shm, 100, 0)
+            except OSError:
+                return None
         if len(head) < 100:
             return None
         version, length = _HEADER.unpack_from(head)
@@ -107,7 +113,8 @@ class WalCheckpointer:
             thread = self._thread
         if thread is not None:
             thread.join()
-        self._close_shm()
+        with self._shm_lock:
+            self._close_shm()
 
     def _close_shm(self) -> None:
         shm, self._shm = self._shm, None

@@ -192,3 +192,35 @@ def test_without_a_readable_wal_index_writers_keep_sqlites_own_checkpoint(tmp_pa
     checkpointer.committed()
     assert checkpointer.overgrown
     checkpointer.close()
+
+
+def test_a_commit_thread_reading_the_wal_index_while_the_database_closes_never_fails_nor_reopens_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "closing.db"
+    with sqlite3.connect(path) as conn:  # a live wal-index to read
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        keep = sqlite3.connect(path)
+        keep.execute("SELECT * FROM t").fetchall()
+    for _ in range(50):
+        checkpointer = WalCheckpointer(str(path), synchronous="FULL", busy_ms=1000)
+        assert checkpointer.wal_frames() is not None
+        failures: list[BaseException] = []
+
+        def read(checkpointer: WalCheckpointer = checkpointer, failures: list[BaseException] = failures) -> None:
+            try:
+                for _ in range(2_000):
+                    checkpointer.committed()
+            except BaseException as exc:  # what the commit thread would have hit
+                failures.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        checkpointer.close()
+        reader.join()
+        assert failures == []
+        assert checkpointer.wal_frames() is None  # closed: the wal-index is not opened again
+        assert checkpointer._shm is None
+    keep.close()
