@@ -67,7 +67,11 @@ def difference(before: dict[str, float], after: dict[str, float], seconds: float
 
 
 def describe(name: str, figures: dict[str, Any]) -> str:
-    """One log line's part: `routing 12.0 polls/s x 41.2 events, 55.1 ms each (66 % busy), relay 4.2 ms`."""
+    """One log line's part: `routing 12.0 polls/s x 41.2 events, 55.1 ms each (66 % busy), commit to ack 4.2 ms`.
+
+    "commit to ack" is the outbox relay's delay from a row's commit to the broker's acknowledgement as the service
+    reads it: since the consumer's hand-off stopped waiting for the answer (da048ca), the answer is read at the
+    loop's next turn, so this is an upper bound on the broker's own time, not the hop's latency."""
     if not figures or not figures.get("polls_per_s"):
         return f"{name} -"
     text = (
@@ -75,7 +79,7 @@ def describe(name: str, figures: dict[str, Any]) -> str:
         f"{figures['apply_ms_per_poll']} ms each ({(figures['apply_share'] or 0) * 100:.0f} % busy)"
     )
     if figures.get("relay_delay_ms") is not None:
-        text += f", relay {figures['relay_delay_ms']} ms"
+        text += f", commit to ack {figures['relay_delay_ms']} ms"
     if figures.get("webhook_attempt_ms") is not None:
         text += f", webhook attempt {figures['webhook_attempt_ms']} ms"
     return text
