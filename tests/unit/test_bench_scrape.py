@@ -58,7 +58,8 @@ def test_a_level_reads_as_polls_their_size_and_time(metrics_server: tuple[str, C
     assert figures["apply_share"] == 0.1
     assert figures["relay_delay_ms"] == 5.0
     assert figures["webhook_attempt_ms"] is None  # no webhook attempts in this service
-    assert "2.0 polls/s x 40.0 events, 50.0 ms each (10 % busy), commit to ack 5.0 ms" in scrape.describe("routing", figures)
+    line = scrape.describe("routing", figures)
+    assert "2.0 polls/s x 40.0 events, 50.0 ms each (10 % busy), commit to ack 5.0 ms" in line
 
 
 def test_a_service_that_does_not_answer_reads_as_nothing() -> None:
