@@ -23,6 +23,7 @@ from common.consumer import ConsumerLoop
 from common.db import Database
 from common.db_schema import upgrade_schema_async
 from common.envelope import Event
+from common.ids import new_id
 from common.kafka import new_producer
 from common.runtime import tune_gc
 from common.settings import ServiceSettings
@@ -41,7 +42,7 @@ def received_events(n: int) -> list[Event]:
     now = datetime.now(UTC)
     events = []
     for i in range(n):
-        lead_id = str(uuid.uuid4())
+        lead_id = new_id()  # time-ordered, as ingest makes them
         lead = normalize_lead(sample_lead(i), default_region=None, field_mapping=None, now=now)
         events.append(
             Event(
