@@ -20,8 +20,7 @@ from common.envelope import Event
 from routing.app import create_app
 from routing.connectors.hubspot_client import HANDOFF_PROPERTIES
 from tests.support.hubspot_server import HubSpotServer
-from tests.support.routing import ROSTER, RULES, scored
-from tests.support.routing import routing_settings as make_settings
+from tests.support.routing import scored, service_settings
 from tests.support.stack import ADMIN, wait_until_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -90,16 +89,11 @@ def hubspot() -> Iterator[HubSpotServer]:
 async def routing(
     database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path, hubspot: HubSpotServer
 ) -> AsyncIterator[App]:
-    (tmp_path / "seed.yaml").write_text(ROSTER)
-    (tmp_path / "rules.yaml").write_text(RULES)
-    settings = make_settings(
+    settings = service_settings(
         database_url,
+        tmp_path,
         kafka_bootstrap=kafka_bootstrap,
-        topic_namespace=namespace,
-        topic_partitions=1,
-        log_format="console",
-        seed_file=tmp_path / "seed.yaml",
-        rules_file=tmp_path / "rules.yaml",
+        namespace=namespace,
         webhook_allow_loopback=True,  # the loopback HubSpot
         webhook_retry_schedule_s=(0.2, 0.2, 0.2),
         webhook_poll_interval_s=0.1,

@@ -36,7 +36,7 @@ from routing.connectors.salesforce_setup import (
 from routing.store.crm import CrmRepository
 from routing.store.salesforce import SalesforceRepository
 from routing.webhooks.sender import WebhookSender
-from tests.support.routing import ROSTER, Clock, Routing, routing_on, routing_settings, scored
+from tests.support.routing import Clock, Routing, routing_on, scored, service_settings
 from tests.support.salesforce_server import SalesforceServer
 from tests.support.stack import ADMIN
 
@@ -393,14 +393,12 @@ async def test_an_email_with_a_quote_is_looked_up_escaped_not_injected(routing: 
 async def api(
     database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    (tmp_path / "seed.yaml").write_text(ROSTER)
-    settings = routing_settings(
+    settings = service_settings(
         database_url,
+        tmp_path,
         kafka_bootstrap=kafka_bootstrap,
-        topic_namespace=namespace,
-        topic_partitions=1,
-        log_format="console",
-        seed_file=tmp_path / "seed.yaml",
+        namespace=namespace,
+        rules=None,
         ops_token=OPS_TOKEN,
         webhook_allow_loopback=True,
     )

@@ -19,8 +19,7 @@ from routing.access import acting, links
 from routing.app import create_app
 from routing.webhooks.formats import render
 from routing.webhooks.signing import webhook_body
-from tests.support.routing import ROSTER, RULES, scored
-from tests.support.routing import routing_settings as make_settings
+from tests.support.routing import RULES, scored, service_settings
 from tests.support.smtp_server import smtp_server
 from tests.support.stack import ADMIN, wait_until_async
 
@@ -64,16 +63,11 @@ async def serving(
     database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path, **overrides: Any
 ) -> AsyncIterator[App]:
     """Routing in-process on the test roster, with its lifespan (consumer, timers, webhook sender) running."""
-    (tmp_path / "seed.yaml").write_text(ROSTER)
-    (tmp_path / "rules.yaml").write_text(RULES)
-    settings = make_settings(
+    settings = service_settings(
         database_url,
+        tmp_path,
         kafka_bootstrap=kafka_bootstrap,
-        topic_namespace=namespace,
-        topic_partitions=1,
-        log_format="console",
-        seed_file=tmp_path / "seed.yaml",
-        rules_file=tmp_path / "rules.yaml",
+        namespace=namespace,
         **overrides,
     )
     app = create_app(settings)

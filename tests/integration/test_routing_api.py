@@ -23,7 +23,7 @@ from routing.app import create_app
 from routing.handlers import Router
 from routing.store import AssignmentRow, LeadRow, TimelineRow
 from routing.webhooks import normalize_event_types
-from tests.support.routing import ROSTER, Clock, routing_settings, scored
+from tests.support.routing import Clock, scored, service_settings
 from tests.support.stack import ADMIN
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -68,16 +68,12 @@ class RoutingApp:
 
 @pytest.fixture
 async def routing(database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path) -> AsyncIterator[RoutingApp]:
-    (tmp_path / "seed.yaml").write_text(ROSTER)
-    (tmp_path / "rules.yaml").write_text(RULES)
-    settings = routing_settings(
+    settings = service_settings(
         database_url,
+        tmp_path,
         kafka_bootstrap=kafka_bootstrap,
-        topic_namespace=namespace,
-        topic_partitions=1,
-        log_format="console",
-        seed_file=tmp_path / "seed.yaml",
-        rules_file=tmp_path / "rules.yaml",
+        namespace=namespace,
+        rules=RULES,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):

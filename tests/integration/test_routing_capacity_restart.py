@@ -14,7 +14,7 @@ import pytest
 
 from routing.app import create_app
 from routing.settings import RoutingSettings
-from tests.support.routing import ROSTER, routing_settings, scored
+from tests.support.routing import scored, service_settings
 from tests.support.stack import ADMIN
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -60,16 +60,12 @@ async def started(settings: RoutingSettings) -> AsyncIterator[Service]:
 async def test_max_open_refuses_a_full_rep_after_restarts(
     database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path
 ) -> None:
-    (tmp_path / "seed.yaml").write_text(ROSTER)
-    (tmp_path / "rules.yaml").write_text(RULES)
-    settings = routing_settings(
+    settings = service_settings(
         database_url,
+        tmp_path,
         kafka_bootstrap=kafka_bootstrap,
-        topic_namespace=namespace,
-        topic_partitions=1,
-        log_format="console",
-        seed_file=tmp_path / "seed.yaml",
-        rules_file=tmp_path / "rules.yaml",
+        namespace=namespace,
+        rules=RULES,
     )
     async with started(settings) as service:
         for rep_id, changes in (("r1", {"status": "away"}), ("r2", {"status": "away"}), ("r3", {"max_open": 2})):

@@ -23,7 +23,7 @@ from routing.access import links
 from routing.app import create_app
 from routing.handlers import Router
 from tests.support.contracts import validate_event
-from tests.support.routing import ROSTER, outbox_events, routing_settings, scored
+from tests.support.routing import outbox_events, scored, service_settings
 from tests.support.stack import ADMIN, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -89,16 +89,12 @@ class Desk:
 
 @pytest.fixture
 async def desk(database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path) -> AsyncIterator[Desk]:
-    (tmp_path / "seed.yaml").write_text(ROSTER)
-    (tmp_path / "rules.yaml").write_text(RULES)
-    settings = routing_settings(
+    settings = service_settings(
         database_url,
+        tmp_path,
         kafka_bootstrap=kafka_bootstrap,
-        topic_namespace=namespace,
-        topic_partitions=1,
-        log_format="console",
-        seed_file=tmp_path / "seed.yaml",
-        rules_file=tmp_path / "rules.yaml",
+        namespace=namespace,
+        rules=RULES,
         webhook_allow_loopback=True,  # the calendar feeds are served on loopback
         calendar_refresh_s=3600,  # the tests refresh by hand
     )

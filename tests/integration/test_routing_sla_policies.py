@@ -17,7 +17,7 @@ from sqlalchemy import select
 from routing.app import create_app
 from routing.store import TimelineRow
 from tests.support.contracts import validate_event
-from tests.support.routing import ROSTER, Clock, routing_on, routing_settings, scored
+from tests.support.routing import ROSTER, Clock, routing_on, scored, service_settings
 from tests.support.stack import ADMIN
 
 pytestmark = pytest.mark.integration
@@ -142,16 +142,12 @@ async def test_the_follow_up_clock_breaches_when_touches_are_missing_and_not_whe
 
 @pytest.fixture
 async def app(database_url: str, kafka_bootstrap: str, namespace: str, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    (tmp_path / "seed.yaml").write_text(ROSTER)
-    (tmp_path / "rules.yaml").write_text("fallback_team: t\nrules: [{id: all, action: {team: t}}]\n")
-    settings = routing_settings(
+    settings = service_settings(
         database_url,
+        tmp_path,
         kafka_bootstrap=kafka_bootstrap,
-        topic_namespace=namespace,
-        topic_partitions=1,
-        log_format="console",
-        seed_file=tmp_path / "seed.yaml",
-        rules_file=tmp_path / "rules.yaml",
+        namespace=namespace,
+        rules="fallback_team: t\nrules: [{id: all, action: {team: t}}]\n",
     )
     application = create_app(settings)
     async with application.router.lifespan_context(application):

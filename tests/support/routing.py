@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -94,6 +95,32 @@ def routing_settings(database_url: str, **overrides: Any) -> RoutingSettings:
     }
     values.update(overrides)
     return RoutingSettings(**values)
+
+
+def service_settings(
+    database_url: str,
+    tmp_path: Path,
+    *,
+    kafka_bootstrap: str,
+    namespace: str,
+    rules: str | None = RULES,
+    **overrides: Any,
+) -> RoutingSettings:
+    """A routing service's settings on the test roster, as the in-process service tests start it: the seed (and
+    rules, unless None) written to tmp_path, one partition, console logs."""
+    (tmp_path / "seed.yaml").write_text(ROSTER)
+    if rules is not None:
+        (tmp_path / "rules.yaml").write_text(rules)
+        overrides = {"rules_file": tmp_path / "rules.yaml", **overrides}
+    return routing_settings(
+        database_url,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_namespace=namespace,
+        topic_partitions=1,
+        log_format="console",
+        seed_file=tmp_path / "seed.yaml",
+        **overrides,
+    )
 
 
 @dataclass
