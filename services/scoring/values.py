@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from common.envelope import dumps
+from scoring.domain.memo import Kept
 
 
 def conversion_dict(conversion: Any) -> dict[str, Any]:
@@ -47,14 +48,11 @@ class FeatureTexts:
     (country, address type, seniority, function, source...), so leads alike share one text."""
 
     def __init__(self, size: int = FEATURES_KEPT) -> None:
-        self._size = size
-        self._kept: dict[tuple[tuple[str, str], ...], str] = {}
+        self._kept: Kept[tuple[tuple[str, str], ...], str] = Kept(size)
 
     def text(self, features: list[tuple[str, str]]) -> str:
         key = tuple(features)
         text = self._kept.get(key)
         if text is None:
-            if len(self._kept) >= self._size:
-                self._kept.clear()
-            text = self._kept[key] = dumps(features).decode()
+            text = self._kept.keep(key, dumps(features).decode())
         return text

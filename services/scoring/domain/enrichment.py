@@ -12,6 +12,7 @@ from typing import Any
 
 from scoring.domain.emails import classify_email, email_domain
 from scoring.domain.firmographics import EMPLOYEE_BANDS, Firmographic, normalize_domain
+from scoring.domain.memo import Kept
 from scoring.domain.phones import phone_facts
 from scoring.domain.titles import FUNCTIONS, SENIORITIES, parse_title
 
@@ -228,8 +229,7 @@ class EnrichmentMemo:
     A provider's answer is never remembered: each such lead gets its own, as `enrich` builds it."""
 
     def __init__(self, size: int = ENRICHMENT_MEMO_SIZE) -> None:
-        self._size = size
-        self._kept: dict[tuple[Any, ...], tuple[Enrichment, dict[str, Any]]] = {}
+        self._kept: Kept[tuple[Any, ...], tuple[Enrichment, dict[str, Any]]] = Kept(size)
 
     def enrich(
         self,
@@ -251,10 +251,7 @@ class EnrichmentMemo:
         kept = self._kept.get(key)
         if kept is None:
             enrichment = _built(facts, firmographic, None, provider_status)
-            kept = (enrichment, enrichment.as_fields())
-            if len(self._kept) >= self._size:
-                self._kept.clear()
-            self._kept[key] = kept
+            kept = self._kept.keep(key, (enrichment, enrichment.as_fields()))
         return kept
 
 

@@ -8,7 +8,8 @@ read, so a title that repeats is answered from memory even beside an address tha
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
 
 from common.conditions.predicates import Predicate, Resolver, compile_condition, condition_fields
 from scoring.domain.conditions import AnyOf, Condition
@@ -17,6 +18,27 @@ from scoring.domain.conditions import AnyOf, Condition
 MEMO_SIZE = 1024
 # Longer texts (messages) are rarely sent twice: they are tested as they come, never kept.
 MEMO_MAX_TEXT = 256
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Kept(dict[K, V]):
+    """Values kept by what they are made of, at most `size`: a full one starts again (a bounded dict whose misses,
+    values that never repeat, cost no eviction order to keep)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def keep(self, key: K, value: V) -> V:
+        """Keep `value` under `key` and return it."""
+        if len(self) >= self.size:
+            self.clear()
+        self[key] = value
+        return value
 
 
 def memoized(condition: Condition, compiled: Predicate) -> Predicate:
@@ -45,7 +67,7 @@ def _remembered(fields: Sequence[str], predicate: Predicate) -> Predicate:
 
 
 def _by_value(field: str, predicate: Predicate) -> Predicate:
-    memo: dict[str, bool] = {}
+    memo: Kept[str, bool] = Kept(MEMO_SIZE)
 
     def holds(resolve: Resolver) -> bool:
         value = resolve(field)
@@ -53,17 +75,14 @@ def _by_value(field: str, predicate: Predicate) -> Predicate:
             return predicate(resolve)
         answer = memo.get(value)
         if answer is None:
-            answer = bool(predicate(resolve))
-            if len(memo) >= MEMO_SIZE:
-                memo.clear()
-            memo[value] = answer
+            answer = memo.keep(value, bool(predicate(resolve)))
         return answer
 
     return holds
 
 
 def _by_values(fields: tuple[str, ...], predicate: Predicate) -> Predicate:
-    memo: dict[tuple[str | None, ...], bool] = {}
+    memo: Kept[tuple[str | None, ...], bool] = Kept(MEMO_SIZE)
 
     def holds(resolve: Resolver) -> bool:
         key = tuple([resolve(field) for field in fields])
@@ -72,10 +91,7 @@ def _by_values(fields: tuple[str, ...], predicate: Predicate) -> Predicate:
                 return predicate(resolve)
         answer = memo.get(key)
         if answer is None:
-            answer = bool(predicate(resolve))
-            if len(memo) >= MEMO_SIZE:
-                memo.clear()
-            memo[key] = answer
+            answer = memo.keep(key, bool(predicate(resolve)))
         return answer
 
     return holds

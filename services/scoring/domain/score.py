@@ -8,6 +8,7 @@ from typing import Any
 
 from scoring.domain.conditions import context_resolver, field_values
 from scoring.domain.enrichment import Enrichment
+from scoring.domain.memo import Kept
 from scoring.domain.ruleset import GRADES, FiredRule, Qualification, Ruleset
 
 SCORE_MIN = 0
@@ -49,17 +50,14 @@ class ScoreDicts:
     alive, so no id in a kept key can be another object's)."""
 
     def __init__(self, size: int = SCORE_MEMO_SIZE) -> None:
-        self._size = size
-        self._kept: dict[tuple[Any, ...], tuple[dict[str, Any], list[FiredRule]]] = {}
+        self._kept: Kept[tuple[Any, ...], tuple[dict[str, Any], list[FiredRule]]] = Kept(size)
 
     def of(self, score: Score) -> dict[str, Any]:
         fired = score.fired
         key = (score.fit, score.intent, score.grade, score.qualified, score.ruleset_version, *map(id, fired))
         kept = self._kept.get(key)
         if kept is None:
-            if len(self._kept) >= self._size:
-                self._kept.clear()
-            kept = self._kept[key] = (score.to_dict(), fired)
+            kept = self._kept.keep(key, (score.to_dict(), fired))
         return kept[0]
 
 
