@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -38,12 +39,16 @@ class Rollback(Exception):
 
 
 @pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """SQLite only (the shared `db` fixture takes it from here): PostgreSQL keeps its own record transactions."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture
 async def running(
     db: Database, receiver: Receiver, senders: list[WebhookSender], monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[WebhookSender, str]]:
     """A running sender whose own record transaction would wait a minute, and an endpoint for lead.assigned."""
-    if not db.is_sqlite:
-        pytest.skip("records ride in writers' transactions on SQLite only")
     monkeypatch.setattr(recorder, "LINGER_S", 60.0)
     settings = _settings(webhook_poll_interval_s=3600, webhook_lease_s=60)
     endpoint_id, _secret = await _register(db, Webhooks(settings), receiver.url, ["lead.assigned"])
