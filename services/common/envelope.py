@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -98,6 +98,91 @@ class Event:
             time=time,
             correlation_id=attrs.get("ce_correlationid"),
         )
+
+
+# The Kafka headers and header JSON every event has (specversion, content type): made once, shared by every event.
+_SPECVERSION_HEADER = ("ce_specversion", SPECVERSION.encode())
+_CONTENT_TYPE_HEADER = ("content-type", CONTENT_TYPE.encode())
+_JSON_HEAD = f'[["ce_specversion",{orjson.dumps(SPECVERSION).decode()}],["ce_id",'
+_JSON_TAIL = f'],["content-type",{orjson.dumps(CONTENT_TYPE).decode()}]'
+
+
+def _json_text(text: str) -> str:
+    return orjson.dumps(text).decode()
+
+
+class _Shared(NamedTuple):
+    """What events of one source, type and time have alike in their headers: the JSON between ce_id's value and
+    ce_subject's, and the three Kafka headers."""
+
+    json: str
+    source: tuple[str, bytes]
+    type: tuple[str, bytes]
+    time: tuple[str, bytes]
+
+
+def _shared(source: str, type_: str, time_text: str) -> _Shared:
+    json = f'],["ce_source",{_json_text(source)}],["ce_type",{_json_text(type_)}],["ce_time",{_json_text(time_text)}]'
+    return _Shared(
+        f'{json},["ce_subject",',
+        ("ce_source", source.encode()),
+        ("ce_type", type_.encode()),
+        ("ce_time", time_text.encode()),
+    )
+
+
+class OutboxHeaders(NamedTuple):
+    """A batch of events as the outbox writes them: each one's header texts as JSON (`dumps(header_texts())`,
+    decoded), its Kafka headers (`headers()`) and its record key (`key()`), in the events' order."""
+
+    json: list[str]
+    kafka: list[list[tuple[str, bytes]]]
+    keys: list[bytes]
+
+
+def outbox_headers(events: Sequence[Event]) -> OutboxHeaders:
+    """`OutboxHeaders` of `events`, the same to the byte as each event's own methods give, for less: what the events
+    of a batch share (specversion, source, type, time, content type) is serialized and encoded once per distinct
+    source, type and time, and only the id, the subject and the correlation id once per event."""
+    jsons: list[str] = []
+    kafka: list[list[tuple[str, bytes]]] = []
+    keys: list[bytes] = []
+    shared_of: dict[tuple[str, str, str], _Shared] = {}
+    json_of = orjson.dumps
+    time: datetime | None = None
+    time_text = ""
+    shared = _Shared("", ("", b""), ("", b""), ("", b""))
+    source = type_ = ""
+    for event in events:
+        if event.time is not time or event.source is not source or event.type is not type_:
+            if event.time is not time:  # the events of a batch mostly share one time object
+                time = event.time
+                time_text = time.isoformat()
+            source, type_ = event.source, event.type
+            found = shared_of.get((source, type_, time_text))
+            if found is None:
+                found = shared_of[source, type_, time_text] = _shared(source, type_, time_text)
+            shared = found
+        subject = event.subject.encode()
+        headers = [
+            _SPECVERSION_HEADER,
+            ("ce_id", event.id.encode()),
+            shared.source,
+            shared.type,
+            shared.time,
+            ("ce_subject", subject),
+            _CONTENT_TYPE_HEADER,
+        ]
+        json = f"{_JSON_HEAD}{json_of(event.id).decode()}{shared.json}{json_of(event.subject).decode()}{_JSON_TAIL}"
+        if event.correlation_id:
+            headers.append(("ce_correlationid", event.correlation_id.encode()))
+            json = f'{json},["ce_correlationid",{json_of(event.correlation_id).decode()}]]'
+        else:
+            json += "]"
+        jsons.append(json)
+        kafka.append(headers)
+        keys.append(subject)
+    return OutboxHeaders(jsons, kafka, keys)
 
 
 def _default(obj: Any) -> Any:

@@ -22,12 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
 from common.db import Database
-from common.envelope import Event, dumps, loads
+from common.envelope import Event, loads, outbox_headers
 from common.kafka import PartitionBatches, RequestsTaken, stop_quietly
 from common.outbox_dead import park, refusal
 from common.outbox_deletes import HANDED, PublishedRows, register, relay_for
 from common.outbox_leader import RelayLeadership, relay_channel
-from common.outbox_sqlite import OutboxRow, outbox_dead_table, outbox_table, write_rows
+from common.outbox_sqlite import Columns, OutboxRow, outbox_dead_table, outbox_table, write_rows
 from common.poll import poll_until, share_loop
 from common.settings import ServiceSettings
 from common.sqlprep_session import session_driver
@@ -58,26 +58,25 @@ async def add_events(
     if not events:
         return
     now = datetime.now(UTC)
-    texts = [event.header_texts() for event in events]
-    headers = [[(k, v.encode()) for k, v in h] for h in texts]  # handed to the relay as they are: it decodes no JSON
-    values = [
-        (event.id, settings.topic(topic_of(event)), event.key(), dumps(h).decode(), event.value())
-        for event, h in zip(events, texts, strict=True)
-    ]
+    headers = outbox_headers(events)  # what the events share serialized once; Kafka's go to the relay as they are
+    topics: dict[str, str] = {}  # each topic's namespaced name, once
+    names = [topics.get(name) or topics.setdefault(name, settings.topic(name)) for name in map(topic_of, events)]
+    columns = Columns.of(events, names, headers)
     relay = relay_for(session, table)
     _connection, dialect, raw = await session_driver(session)
     written: list[OutboxRow] | None = None
     if raw is not None:  # the inline SQLite dialect: at the driver, no greenlet switch
-        written = write_rows(raw, dialect, table, values, now, returning=relay is not None, kafka_headers=headers)
+        returning = relay is not None
+        written = write_rows(raw, dialect, table, columns, now, returning=returning, kafka_headers=headers.kafka)
     else:  # through Core
-        rows = [{**dict(zip(_VALUE_KEYS, row, strict=True)), "created_at": now} for row in values]
+        rows = [{**dict(zip(_VALUE_KEYS, row, strict=True)), "created_at": now} for row in zip(*columns, strict=True)]
         if relay is None:
             await session.execute(insert(table), rows)
         else:
             # Only the seqs come back (in the rows' order): the rest is what was just written, as on SQLite.
             statement = insert(table).returning(table.c.seq, sort_by_parameter_order=True)
             seqs = (await session.execute(statement, rows[0] if len(rows) == 1 else rows)).scalars().all()
-            written = [OutboxRow(seq, *row, now, h) for seq, row, h in zip(seqs, values, headers, strict=True)]
+            written = columns.rows(seqs, now, headers.kafka)
     if relay is not None:
         assert written is not None
         handed = session.info.setdefault(HANDED, (relay, []))

@@ -3,8 +3,9 @@
 The insert goes straight to the driver: SQLAlchemy's INSERT ... RETURNING through Core (parameter building, result
 set-up, the rows' type processing) cost more than SQLite's insert of the rows.
 
-The SQL is compiled once per table (a common.sqlprep Statement); the values go as tuples, converted as the columns
-convert them (the blobs and texts as they are, created_at by UtcDateTime's SQLite text). The rows go as one
+The SQL is compiled once per table (a common.sqlprep Statement); the values come by column (`Columns`) and go as
+tuples zipped in C, converted as the columns convert them (the blobs and texts as they are, created_at by
+UtcDateTime's SQLite text). The rows go as one
 executemany with their seqs given: the highest seq + 1 onwards, read first in the same transaction, which holds
 SQLite's write lock (BEGIN IMMEDIATE), so no other writer can take one meanwhile. That is the seq SQLite would have
 chosen itself (seq is the rowid, without AUTOINCREMENT: the highest + 1), and it is known without an INSERT ...
@@ -14,9 +15,11 @@ attributes as the rows the relay reads back."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -35,6 +38,7 @@ from sqlalchemy.engine import Dialect
 
 from common import sqlprep
 from common.db import InlineSQLiteDialect, UtcDateTime, sqlite_time_text
+from common.envelope import Event, OutboxHeaders, dumps
 
 _KEYS = ("event_id", "topic", "key", "headers", "value", "created_at")
 
@@ -53,15 +57,37 @@ class OutboxRow(NamedTuple):
     kafka_headers: list[tuple[str, bytes]] | None = None
 
 
-# (event_id, topic, key, headers, value) of each event; every row of a call has the same created_at.
-Values = tuple[str, str, bytes | None, str, bytes]
+_new_row = functools.partial(tuple.__new__, OutboxRow)  # OutboxRow._make without its Python call
+
+
+class Columns(NamedTuple):
+    """A batch's outbox rows by column, in the events' order (every row of a call has the same created_at): the
+    statement's tuples and the rows handed back are zipped from them in C, with no Python code a row."""
+
+    event_ids: Sequence[str]
+    topics: Sequence[str]
+    keys: Sequence[bytes | None]
+    headers: Sequence[str]
+    values: Sequence[bytes]
+
+    @classmethod
+    def of(cls, events: Sequence[Event], topics: Sequence[str], headers: OutboxHeaders) -> Columns:
+        """The rows of `events` (each value is the event's `value()`), given their topics and headers."""
+        return cls([event.id for event in events], topics, headers.keys, headers.json, [dumps(e.data) for e in events])
+
+    def rows(
+        self, seqs: Iterable[int], created_at: datetime, kafka_headers: Sequence[list[tuple[str, bytes]]] | None
+    ) -> list[OutboxRow]:
+        """The rows written, given their seqs (and the Kafka headers each row's `headers` holds, if known)."""
+        headers = kafka_headers if kafka_headers is not None else repeat(None)
+        return list(map(_new_row, zip(seqs, *self, repeat(created_at), headers)))
 
 
 def write_rows(
     raw: Any,
     dialect: Dialect,
     table: Table,
-    values: Sequence[Values],
+    columns: Columns,
     created_at: datetime,
     *,
     returning: bool,
@@ -72,19 +98,17 @@ def write_rows(
     `returning`, else []. Errors are SQLAlchemy's DBAPIError, as for Core."""
     at = sqlite_time_text(created_at)
     statement = _insert(table, returning).compiled(dialect).sql
+    count = len(columns.event_ids)
     try:
         if not returning:
-            raw.executemany(statement, [(*row, at) for row in values])
+            raw.executemany(statement, zip(*columns, repeat(at)))
             return []
         first = raw.execute(_highest_sql(table)).fetchone()[0] + 1
-        raw.executemany(statement, [(first + i, *row, at) for i, row in enumerate(values)])
+        seqs = range(first, first + count)
+        raw.executemany(statement, zip(seqs, *columns, repeat(at)))
     except sqlite3.Error as exc:
-        raise sqlprep.wrap_sqlite_error(exc, statement, dialect, many=len(values) > 1) from exc
-    headers = kafka_headers if kafka_headers is not None else [None] * len(values)
-    return [
-        OutboxRow(seq, *row, created_at, h)
-        for seq, row, h in zip(range(first, first + len(values)), values, headers, strict=True)
-    ]
+        raise sqlprep.wrap_sqlite_error(exc, statement, dialect, many=count > 1) from exc
+    return columns.rows(seqs, created_at, kafka_headers)
 
 
 def outbox_table(metadata: MetaData) -> Table:

@@ -3,6 +3,7 @@ seq, values and types (SQLite writes them through the driver, PostgreSQL through
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from common.db import Database
 from common.db_schema import upgrade_schema_async
-from common.envelope import Event
+from common.envelope import Event, dumps
 from common.outbox import OutboxRelay, _row_columns, add_events
 from common.outbox_deletes import HANDED
 from routing.app import MIGRATIONS
@@ -48,6 +49,43 @@ async def test_handed_rows_are_the_rows_the_relay_reads_back(database_url: str) 
             assert type(getattr(mine, name)) is type(getattr(theirs, name)), name
         assert mine.created_at.utcoffset() is not None
     assert [row.key for row in handed] == [b"lead-0", b"lead-1", b"lead-2"]
+
+
+async def test_rows_and_kafka_headers_are_each_events_own_to_the_byte(database_url: str) -> None:
+    """add_events builds a batch's headers from what its events share: the stored headers JSON, value and key, and
+    the Kafka headers handed to the relay, are what each event's own methods give."""
+    db = Database(database_url)
+    await upgrade_schema_async(database_url, MIGRATIONS, Base.metadata)
+    settings = _settings()
+    relay = OutboxRelay(settings=settings, db=db, table=outbox, producer_factory=lambda: _FakeProducer([], [], set()))
+    now = datetime.now(UTC)
+    events = [
+        Event(
+            type=("lead.scored", "lead.assigned")[i % 2],
+            source="/handoff/scoring",
+            subject=f"lead-{i}-Zoë" if i % 3 else f'lead-"{i}"',
+            data={"n": i, "é": "✓", "at": now},
+            time=now if i < 4 else datetime.now(UTC),
+            correlation_id=f"corr-{i}" if i % 2 else None,
+        )
+        for i in range(7)
+    ]
+    try:
+        async with db.transaction() as session:
+            await add_events(session, outbox, settings, events, lambda e: e.type)
+            handed = list(session.info[HANDED][1])
+        async with db.read() as session:
+            stored = (await session.execute(select(*_row_columns(outbox)).order_by(outbox.c.seq))).all()
+    finally:
+        await db.dispose()
+    assert relay is not None
+    expected = [
+        (event.id, settings.topic(event.type), event.key(), dumps(event.header_texts()).decode(), event.value())
+        for event in events
+    ]
+    assert [(r.event_id, r.topic, r.key, r.headers, r.value) for r in stored] == expected
+    assert [(r.event_id, r.topic, r.key, r.headers, r.value) for r in handed] == expected
+    assert [row.kafka_headers for row in handed] == [event.headers() for event in events]
 
 
 async def test_seqs_handed_over_after_the_newest_rows_were_deleted_are_the_stored_ones(database_url: str) -> None:
