@@ -6,14 +6,15 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, insert, literal, or_, select, text
+from sqlalchemy import Connection, bindparam, func, insert, literal, or_, select, text
 from sqlalchemy.sql.expression import ClauseElement
 
-from common.sqlprep import Statement, execute, insert_many, keyed
+from common.sqlprep import Statement, execute, keyed
 from routing.domain.lifecycle import CurrentAssignment, LeadCase, Outcome, PendingTimer, sla_of
 from routing.store._base import Repository
+from routing.store.decision_rows import AssignmentValues, LeadValues, TimelineValues, TimerValues, write_rows
 from routing.store.roster import read_loads, read_rotation, read_worked, write_loads, write_rotation
 from routing.store.tables import AssignmentRow, ErasedLead, LeadRow, SlaTimer, TimelineRow
 from routing.store.timers import timers_of_lead
@@ -213,31 +214,23 @@ class LeadRepository(Repository):
 
     async def insert_decisions(
         self,
-        leads: Sequence[Mapping[str, Any]],
-        assignments: Sequence[Mapping[str, Any]],
-        timers: Sequence[Mapping[str, Any]],
-        timeline: Sequence[Mapping[str, Any]],
+        leads: Sequence[LeadValues],
+        assignments: Sequence[AssignmentValues],
+        timers: Sequence[TimerValues],
+        timeline: Sequence[TimelineValues],
         *,
         rotation: Mapping[str, Mapping[str, int]] | None = None,
         loads: Mapping[str, tuple[int, str | None, int]] | None = None,
     ) -> None:
         """A batch of routing decisions in four executemany statements (ids are given: nothing is read back), on
-        the session's connection: Core statements with plain values, none of the ORM's per-statement work. With
-        `rotation` and `loads`, the teams' rotation states and the reps' load deltas the batch moved go in the same
-        call (RosterRepository.replace_rotation, add_loads)."""
+        the session's connection, the rows as tuples (routing.store.decision_rows), none of the ORM's
+        per-statement work. With `rotation` and `loads`, the teams' rotation states and the reps' load deltas the
+        batch moved go in the same call (RosterRepository.replace_rotation, add_loads)."""
         if self.session.new or self.session.dirty or self.session.deleted:
             await self.session.flush()  # rows the ORM holds go first, as the session's own execute would send them
-        tables = (
-            (cast(Table, LeadRow.__table__), leads),
-            (cast(Table, AssignmentRow.__table__), assignments),
-            (cast(Table, SlaTimer.__table__), timers),
-            (cast(Table, TimelineRow.__table__), timeline),
-        )
 
         def write(connection: Connection) -> None:
-            for table, rows in tables:
-                if rows:
-                    insert_many(connection, table, rows)
+            write_rows(connection, leads, assignments, timers, timeline)
             if rotation:
                 write_rotation(connection, rotation)
             if loads:

@@ -19,7 +19,7 @@ from routing.store import AssignmentRow, LeadRow, RoutingRepository, SlaTimer, T
 from routing.usecases import clock
 from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.decide import decide, resolve_decision_sla
-from routing.usecases.decisions import assignment_data, assignment_values, scored_view, timeline_detail
+from routing.usecases.decisions import assignment_data, assignment_row, scored_view, timeline_detail
 from routing.usecases.shared import (
     adjust_load,
     clock_of,
@@ -236,7 +236,7 @@ async def assign(
     # The id is taken from the database's counter before the row is flushed (the timers, timeline and event all
     # carry it); distinct without relying on any lock.
     assignment = AssignmentRow(
-        **assignment_values(await repo.next_assignment_id(), lead.lead_id, decision, resolved, due, attempt, now)
+        **assignment_row(await repo.next_assignment_id(), lead.lead_id, decision, resolved, due, attempt, now)._asdict()
     )
     session.add(assignment)
     lead.status = decision.outcome

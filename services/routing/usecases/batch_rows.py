@@ -9,8 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,9 +20,10 @@ from routing.domain import Decision, RoutingRules, SlaPolicy, WorkingHours, sla_
 from routing.domain.hours import working_span
 from routing.domain.sla import ResolvedSla
 from routing.store import RoutingRepository
+from routing.store.decision_rows import AssignmentValues, LeadValues, TimelineValues, TimerValues
 from routing.usecases.context import Roster, RoutingContext
 from routing.usecases.decide import resolve_decision_sla
-from routing.usecases.decisions import assignment_data, assignment_values, timeline_detail
+from routing.usecases.decisions import assignment_data, assignment_row, timeline_detail
 from routing.usecases.shared import (
     EVENT_SOURCE,
     LoadState,
@@ -40,10 +40,10 @@ from routing.usecases.shared import (
 class Pending:
     """Decisions made and not yet written: the rows of each table, the events, and the state they moved."""
 
-    leads: list[dict[str, Any]] = field(default_factory=list)
-    assignments: list[dict[str, Any]] = field(default_factory=list)
-    timers: list[dict[str, Any]] = field(default_factory=list)
-    timeline: list[dict[str, Any]] = field(default_factory=list)
+    leads: list[LeadValues] = field(default_factory=list)
+    assignments: list[AssignmentValues] = field(default_factory=list)
+    timers: list[TimerValues] = field(default_factory=list)
+    timeline: list[TimelineValues] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     rotated: set[str] = field(default_factory=set)
     loads: dict[str, tuple[int, str | None, int]] = field(default_factory=dict)
@@ -113,63 +113,51 @@ def record(
     due, clock = None, None
     if resolved is not None and decision.outcome in ("assigned", "queued"):
         due, clock = _clock(pending, resolved.policy, hours, tz, now)
-    lead = {
-        "lead_id": lead_id,
-        "status": decision.outcome,
-        "current_rep_id": decision.rep_id,
-        "team_id": decision.team_id,
-        "grade": grade,
-        "source_kind": view["source"].get("kind"),
-        "source_id": view["source"].get("id"),
-        "duplicate_of": None,
-        "is_test": view["is_test"],
-        "view": view,
-        "received_at": parse_time(data.get("received_at")),
-        "submitted_at": parse_time((data.get("lead") or {}).get("submitted_at")),
-        "routed_at": now,
-        "first_touch_at": None,
-        "reassignments": 0,
-        "erased_at": now if erased else None,
-        # A first lead's thread is itself: left NULL (read as its own id), so ix_leads_thread_id takes no
-        # random-key entry a lead (one WAL page a lead at polls of 10); a repeat's thread is stored (assign).
-        "thread_id": None,
-        "merged_into": None,
-    }
-    assignment = assignment_values(assignment_id, lead_id, decision, resolved, due, 1, now)
+    source = view["source"]
+    # A first lead's thread is itself: left NULL (read as its own id), so ix_leads_thread_id takes no random-key
+    # entry a lead (one WAL page a lead at polls of 10); a repeat's thread is stored (assign).
+    lead = LeadValues(
+        lead_id,
+        decision.outcome,  # status
+        decision.rep_id,  # current_rep_id
+        decision.team_id,
+        grade,
+        source.get("kind"),
+        source.get("id"),
+        None,  # duplicate_of
+        view["is_test"],
+        view,
+        parse_time(data.get("received_at")),
+        parse_time((data.get("lead") or {}).get("submitted_at")),
+        now,  # routed_at
+        None,  # first_touch_at
+        0,  # reassignments
+        now if erased else None,  # erased_at
+        None,  # thread_id
+        None,  # merged_into
+    )
+    assignment = assignment_row(assignment_id, lead_id, decision, resolved, due, 1, now)
     pending.leads.append(lead)
     pending.assignments.append(assignment)
-    timers: list[dict[str, Any]] = []
     if decision.outcome == "held" and decision.hold_until:
-        timers.append(
-            {
-                "lead_id": lead_id,
-                "assignment_id": assignment_id,
-                "kind": "hold",
-                "fraction": None,
-                "due_at": decision.hold_until,
-            }
-        )
+        timers = [TimerValues(lead_id, assignment_id, "hold", None, decision.hold_until, False)]
     elif clock is not None:
-        timers = [{**row, "lead_id": lead_id, "assignment_id": assignment_id} for row in clock]
-    pending.timers.extend(timers)
-    for timer in timers:
-        first = pending.first_timer
-        pending.first_timer = timer["due_at"] if first is None else min(first, timer["due_at"])
+        timers = [
+            TimerValues(lead_id, assignment_id, row["kind"], row["fraction"], row["due_at"], False) for row in clock
+        ]
+    else:
+        timers = []
+    if timers:
+        pending.timers.extend(timers)
+        first = min(timer.due_at for timer in timers)
+        if pending.first_timer is None or first < pending.first_timer:
+            pending.first_timer = first
     # What ingest kept but could not read (phone_unparsed, ...) shows on the first timeline entry, for the rep.
     flags = view["quality"].get("flags")
     note = {"quality_flags": flags} if flags else None
     detail = timeline_detail(assignment_id, 1, decision, None, None, due, note, iso=pending.iso)
-    pending.timeline.append({"lead_id": lead_id, "at": now, "kind": "assigned", "detail": detail})
-    # The event data reads the rows' attributes: plain namespaces stand in for them (ORM instances cost more).
-    body = assignment_data(
-        cast(Any, SimpleNamespace(**lead)),
-        cast(Any, SimpleNamespace(**assignment)),
-        decision,
-        rep,
-        None,
-        None,
-        iso=pending.iso,
-    )
+    pending.timeline.append(TimelineValues(lead_id, now, "assigned", detail))
+    body = assignment_data(lead, assignment, decision, rep, None, None, iso=pending.iso)
     ids = pending.event_ids
     event_id = ids.pop() if ids else new_id()
     pending.events.append(
@@ -177,7 +165,7 @@ def record(
     )
     pending.outcomes[decision.outcome] += 1
     # Speed of the pipeline itself: source submit and Handoff receipt to the first decision.
-    for since, at in (("received", lead["received_at"]), ("submitted", lead["submitted_at"])):
+    for since, at in (("received", lead.received_at), ("submitted", lead.submitted_at)):
         if at is not None and at <= now:
             pending.latencies.append((since, (now - at).total_seconds()))
 

@@ -12,6 +12,7 @@ from routing.domain import Decision, Rep
 from routing.domain.rules import quality_view, score_view
 from routing.domain.sla import ResolvedSla
 from routing.store import AssignmentRow, LeadRow
+from routing.store.decision_rows import AssignmentValues, LeadValues
 
 
 def scored_view(data: Mapping[str, Any], *, erased: bool) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def scored_view(data: Mapping[str, Any], *, erased: bool) -> dict[str, Any]:
     }
 
 
-def assignment_values(
+def assignment_row(
     assignment_id: int,
     lead_id: str,
     decision: Decision,
@@ -36,28 +37,28 @@ def assignment_values(
     due: datetime | None,
     attempt: int,
     now: datetime,
-) -> dict[str, Any]:
-    """An assignment row's columns (the ORM row of one decision, or a batch's executemany)."""
+) -> AssignmentValues:
+    """An assignment row's columns, as a tuple (a batch's executemany; `._asdict()` for the ORM row of one)."""
     policy = resolved.policy if resolved and due else None
-    return {
-        "id": assignment_id,
-        "lead_id": lead_id,
-        "outcome": decision.outcome,
-        "rep_id": decision.rep_id,
-        "team_id": decision.team_id,
-        "rule_id": decision.rule_id,
-        "ruleset_version": decision.ruleset_version,
-        "method": decision.method,
-        "reason": decision.reason,
+    return AssignmentValues(
+        assignment_id,
+        lead_id,
+        decision.outcome,
+        decision.rep_id,
+        decision.team_id,
+        decision.rule_id,
+        decision.ruleset_version,
+        decision.method,
+        decision.reason,
         # The policy is kept with the assignment: its ladder and follow-up outlive a change of rules.
-        "decision": {**decision.to_dict(), "sla": resolved.stored if resolved and due else None},
-        "attempt": attempt,
-        "assigned_at": now,
-        "sla_policy": policy.grade if policy else None,
-        "sla_minutes": policy.minutes if policy else None,
-        "sla_business_hours": policy.business_hours if policy else None,
-        "sla_due_at": due,
-    }
+        {**decision.to_dict(), "sla": resolved.stored if resolved and due else None},
+        attempt,
+        now,
+        policy.grade if policy else None,
+        policy.minutes if policy else None,
+        policy.business_hours if policy else None,
+        due,
+    )
 
 
 def timeline_detail(
@@ -91,8 +92,8 @@ def timeline_detail(
 
 
 def assignment_data(
-    lead: LeadRow,
-    assignment: AssignmentRow,
+    lead: LeadRow | LeadValues,
+    assignment: AssignmentRow | AssignmentValues,
     decision: Decision,
     rep: Rep | None,
     previous: AssignmentRow | None,
@@ -101,7 +102,7 @@ def assignment_data(
     iso: Callable[[datetime], str] = datetime.isoformat,
 ) -> dict[str, Any]:
     """lead.assigned / lead.reassigned data: the decision, its reasons and clock, and the lead for the rep (`iso`:
-    as timeline_detail's)."""
+    as timeline_detail's); `lead` and `assignment` the ORM rows, or a batch's tuples of their columns."""
     view = lead.view or {}
     return {
         "lead_id": lead.lead_id,
