@@ -43,8 +43,7 @@ class Ingest:
     settings: IngestSettings
 
 
-@pytest.fixture
-async def ingest(tmp_path: Path) -> AsyncIterator[Ingest]:
+def _settings(tmp_path: Path, **more: Any) -> IngestSettings:
     fields: dict[str, Any] = {
         "env": "test",
         "admin_token": ADMIN_TOKEN,
@@ -54,7 +53,12 @@ async def ingest(tmp_path: Path) -> AsyncIterator[Ingest]:
         "log_level": "WARNING",
         "INGEST_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'ingest.db'}",
     }
-    settings = IngestSettings(**fields)
+    return IngestSettings(**fields, **more)
+
+
+@pytest.fixture
+async def ingest(tmp_path: Path) -> AsyncIterator[Ingest]:
+    settings = _settings(tmp_path)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 40000))
@@ -300,3 +304,25 @@ async def test_the_sqlite_writers_lead_rows_are_the_rows_core_writes(ingest: Ing
     core_seen = sorted(tuple(v.replace("core", "fast") for v in row) for row in seen if row[1].startswith("core"))
     assert core_seen == sorted(tuple(row) for row in seen if row[1].startswith("fast"))
     assert len(stored) == 4 and len(seen) == 4
+
+
+async def test_ingest_checkpoints_its_wal_at_its_own_page_bounds(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, sqlite_checkpoint_pages=100, sqlite_wal_restart_pages=400)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        checkpointer = app.state.runtime.db.checkpointer
+        assert (checkpointer.wake_pages, checkpointer.restart_pages) == (100, 400)
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+            for _ in range(50):  # each batch of new people adds pages to the WAL: past 100, a checkpoint runs
+                leads = [client.post("/v1/leads", json={"email": _email()}, headers=ADMIN) for _ in range(20)]
+                assert {r.status_code for r in await asyncio.gather(*leads)} == {202}
+                if checkpointer.checkpoints:
+                    break
+                await asyncio.sleep(0.05)
+        assert checkpointer.checkpoints >= 1
+
+
+def test_the_wal_restart_bound_must_lie_past_the_checkpoint_bound(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="HANDOFF_SQLITE_WAL_RESTART_PAGES"):
+        _settings(tmp_path, sqlite_checkpoint_pages=4000, sqlite_wal_restart_pages=4000)
