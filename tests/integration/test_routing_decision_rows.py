@@ -20,6 +20,7 @@ from routing.store.decision_rows import AssignmentValues, LeadValues, TimelineVa
 
 pytestmark = pytest.mark.integration
 
+PAIRS = 35  # 70 leads and assignments, 105 timers: two runs of 32 rows a table, then rows one at a time
 NOW = datetime(2026, 12, 4, 23, 1, 2, 345678, tzinfo=UTC)
 BERLIN = timezone(timedelta(hours=1))
 
@@ -51,6 +52,15 @@ def rows(prefix: str, first_id: int) -> tuple[list[Any], list[Any], list[Any], l
     return [lead, held], [assignment, waits], timers, timeline
 
 
+def many_rows(pairs: int) -> tuple[list[Any], ...]:
+    """`pairs` of rows() (two leads each, with their ids): runs of multi-row INSERTs and the rest one a row."""
+    batches: tuple[list[Any], ...] = ([], [], [], [])
+    for pair in range(pairs):
+        for batch, made in zip(batches, rows(f"lead{pair:03d}", 2 * pair + 1), strict=True):
+            batch.extend(made)
+    return batches
+
+
 def core_rows(connection: Connection, batches: tuple[list[Any], ...]) -> None:
     for model, batch in zip((LeadRow, AssignmentRow, SlaTimer, TimelineRow), batches, strict=True):
         table: Table = model.__table__  # type: ignore[assignment]
@@ -80,10 +90,10 @@ async def test_the_batch_rows_store_what_cores_rows_store(database_url: str) -> 
     db = Database(database_url)
 
     def tuples(connection: Connection) -> None:
-        write_rows(connection, *rows("lead", 1))
+        write_rows(connection, *many_rows(PAIRS))
 
     def core(connection: Connection) -> None:
-        core_rows(connection, rows("lead", 1))
+        core_rows(connection, many_rows(PAIRS))
 
     writers: dict[str, Callable[[Connection], None]] = {"tuples": tuples, "core": core}
     stored: dict[str, dict[str, list[Any]]] = {}
@@ -101,4 +111,4 @@ async def test_the_batch_rows_store_what_cores_rows_store(database_url: str) -> 
     finally:
         await db.dispose()
     assert stored["tuples"] == stored["core"]
-    assert [len(stored["tuples"][table]) for table in STORED] == [2, 2, 3, 2]
+    assert [len(stored["tuples"][table]) for table in STORED] == [2 * PAIRS, 2 * PAIRS, 3 * PAIRS, 2 * PAIRS]
