@@ -69,11 +69,13 @@ class Event:
             attrs = {name.lower(): raw.decode() for name, raw in headers}
         except UnicodeDecodeError as exc:
             raise EnvelopeError("a header is not UTF-8") from exc
-        missing = [name for name in _REQUIRED if not attrs.get(name)]
-        if missing:
+        get = attrs.get
+        event_id, source, type_, specversion = get("ce_id"), get("ce_source"), get("ce_type"), get("ce_specversion")
+        if not (event_id and source and type_ and specversion):
+            missing = [name for name in _REQUIRED if not get(name)]
             raise EnvelopeError(f"missing CloudEvents headers: {', '.join(missing)}")
-        if attrs["ce_specversion"] != SPECVERSION:
-            raise EnvelopeError(f"unsupported specversion {attrs['ce_specversion']!r}")
+        if specversion != SPECVERSION:
+            raise EnvelopeError(f"unsupported specversion {specversion!r}")
         if value is None:
             raise EnvelopeError("the record has no value")
         try:
@@ -82,22 +84,25 @@ class Event:
             raise EnvelopeError(f"the value is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise EnvelopeError("the event data must be a JSON object")
-        subject = attrs.get("ce_subject") or (key.decode("utf-8", "replace") if key else "")
+        subject = get("ce_subject") or (key.decode("utf-8", "replace") if key else "")
         if not subject:
             raise EnvelopeError("the event has no subject (lead id)")
+        time_text = get("ce_time")
         try:
-            time = datetime.fromisoformat(attrs["ce_time"]) if attrs.get("ce_time") else _utcnow()
+            time = datetime.fromisoformat(time_text) if time_text else _utcnow()
         except ValueError as exc:
-            raise EnvelopeError(f"ce_time is not RFC 3339: {attrs['ce_time']!r}") from exc
-        return cls(
-            type=attrs["ce_type"],
-            source=attrs["ce_source"],
+            raise EnvelopeError(f"ce_time is not RFC 3339: {time_text!r}") from exc
+        event = object.__new__(cls)  # Event(...) with every field known, without the frozen __init__ (below)
+        event.__dict__.update(
+            type=type_,
+            source=source,
             subject=subject,
             data=data,
-            id=attrs["ce_id"],
+            id=event_id,
             time=time,
-            correlation_id=attrs.get("ce_correlationid"),
+            correlation_id=get("ce_correlationid"),
         )
+        return event
 
 
 # The Kafka headers and header JSON every event has (specversion, content type): made once, shared by every event.
