@@ -75,6 +75,8 @@ class Runtime:
             settings.resolved_database_url(),
             sqlite_synchronous=settings.sqlite_synchronous,
             sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+            sqlite_checkpoint_pages=settings.sqlite_checkpoint_pages,
+            sqlite_wal_restart_pages=settings.sqlite_wal_restart_pages,
             pg_statement_timeout_s=settings.pg_statement_timeout_s,
             pg_lock_timeout_s=settings.pg_lock_timeout_s,
             pool_size=settings.database_pool_size,

@@ -81,6 +81,12 @@ class ServiceSettings(BaseSettings):
     housekeeping_batch: int = Field(default=1000, ge=1)
 
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # SQLite only: the WAL is copied into the database file (common.db_wal's checkpointer thread) once this many
+    # pages wait in it, and past the second bound writers copy it in their COMMIT. A checkpoint copies a page once
+    # however often it was written since, so a store whose batches rewrite the same tail pages (ingest's appends)
+    # copies fewer pages a row with a higher bound; ingest sets its own (IngestSettings).
+    sqlite_checkpoint_pages: int = Field(default=1000, ge=100)
+    sqlite_wal_restart_pages: int = Field(default=4000, ge=400)
     # Bounds on waiting for the database. SQLite statements run on the event loop's thread, so a busy wait for
     # another process's write lock freezes the whole process for that long; PostgreSQL would wait forever on a
     # lock. A timeout is a store error: 503 on HTTP, a redelivery for a consumer.
@@ -98,6 +104,12 @@ class ServiceSettings(BaseSettings):
     def database_pool_size(self) -> int:
         """Connections each database pool keeps: HANDOFF_DB_POOL_SIZE, else 10 (ingest: its lead posts in flight)."""
         return self.db_pool_size or 10
+
+    @model_validator(mode="after")
+    def _wal_restart_past_checkpoint(self) -> ServiceSettings:
+        if self.sqlite_wal_restart_pages <= self.sqlite_checkpoint_pages:
+            raise ValueError("HANDOFF_SQLITE_WAL_RESTART_PAGES must be larger than HANDOFF_SQLITE_CHECKPOINT_PAGES")
+        return self
 
     @field_validator("ops_token", mode="before")
     @classmethod

@@ -14,7 +14,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from common.db import Database
 from common.logging import configure_logging
 from common.runtime import Runtime
 from common.topics import LEADS_ERASED, LEADS_RECEIVED
@@ -53,7 +52,6 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
             produces=[LEADS_RECEIVED, LEADS_ERASED],
         )
         app.state.runtime = runtime
-        _checkpoint_bounds(runtime.db, settings)
         await runtime.start()
         app.state.source_keys = SourceKeys(runtime.db, settings.source_cache_ttl_s)
         writer = IngestWriter(runtime.db, settings)
@@ -124,14 +122,6 @@ def create_app(settings: IngestSettings | None = None, *, clock: Callable[[], da
     app.include_router(api.router)
     _document_security(app)
     return app
-
-
-def _checkpoint_bounds(db: Database, settings: IngestSettings) -> None:
-    """Ingest's WAL bounds (see IngestSettings.sqlite_checkpoint_pages) on the database's checkpointer, read by it
-    after each COMMIT and by the writers' BEGIN; none on PostgreSQL or an in-memory database."""
-    if db.checkpointer is not None:
-        db.checkpointer.wake_pages = settings.sqlite_checkpoint_pages
-        db.checkpointer.restart_pages = settings.sqlite_wal_restart_pages
 
 
 def _install_store_errors(app: FastAPI) -> None:

@@ -47,11 +47,9 @@ class IngestSettings(ServiceSettings):
     # Lead posts handled at once by this process; more get an immediate 503 with Retry-After, so overload is
     # shed at the door (a few microseconds each) instead of queueing without bound on a saturated event loop.
     max_inflight_leads: int = Field(default=64, ge=1)
-    # SQLite only: the WAL is copied into the database file (common.db_wal's checkpointer thread) once this many
-    # pages wait in it, and past the second bound writers copy it in their COMMIT. Every batch rewrites the last
-    # page of each table and index it appends to (leads, identities, the outbox); a checkpoint copies a page once
-    # however often it was written since, so a checkpoint every 4,000 pages (a WAL of ~16 MB) copies fewer pages a
-    # lead than SQLite's 1,000 (the checkpointer's CPU a lead ~9 -> ~4 us under the bench's load).
+    # Every batch rewrites the last page of each table and index it appends to (leads, identities, the outbox); a
+    # checkpoint copies a page once however often it was written since, so a checkpoint every 4,000 pages (a WAL of
+    # ~16 MB) copies fewer pages a lead than 1,000 (the checkpointer's CPU a lead ~9 -> ~4 us under the bench's load).
     sqlite_checkpoint_pages: int = Field(default=4000, ge=100)
     sqlite_wal_restart_pages: int = Field(default=16_000, ge=400)
     # A source's API key (and publishable key) is looked up once and then trusted from memory for at most this many
@@ -99,12 +97,6 @@ class IngestSettings(ServiceSettings):
     def database_pool_size(self) -> int:
         """One pooled connection per lead post in flight, unless HANDOFF_DB_POOL_SIZE says otherwise."""
         return self.db_pool_size or self.max_inflight_leads
-
-    @model_validator(mode="after")
-    def _wal_restart_past_checkpoint(self) -> IngestSettings:
-        if self.sqlite_wal_restart_pages <= self.sqlite_checkpoint_pages:
-            raise ValueError("HANDOFF_SQLITE_WAL_RESTART_PAGES must be larger than HANDOFF_SQLITE_CHECKPOINT_PAGES")
-        return self
 
     @model_validator(mode="after")
     def _platform_allow_list_is_valid(self) -> IngestSettings:
