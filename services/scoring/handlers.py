@@ -33,7 +33,6 @@ from scoring.domain import (
     conversion_probability,
     load_ruleset,
     lookup_domain,
-    score_lead,
 )
 from scoring.lookups import ProviderLookups
 from scoring.reads import LeadToScore, companies_of, lead_to_score, outcome_counts, repeat_counts, transaction_facts
@@ -180,9 +179,9 @@ class Scoring:
             {"source": item.source, "is_test": item.is_test, "duplicate_of": item.duplicate_of, "repeat_count": count}
             for item, count in zip(items, repeats, strict=True)
         ]
-        score_dict_of = self._score_dicts.of
+        score_dict_of = self._score_dicts.of_lead
         scores = [
-            score_dict_of(score_lead(item.lead, enrichment, ruleset, context=context, fields=fields))
+            score_dict_of(item.lead, enrichment, ruleset, context=context, fields=fields)
             for item, enrichment, context, fields in zip(items, enrichments, contexts, all_fields, strict=True)
         ]
         all_features = batch_features([item.lead for item in items], all_fields, contexts)

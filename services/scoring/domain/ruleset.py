@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import Any
 
 from common.conditions.predicates import Predicate, compile_condition, condition_fields
+from scoring.domain.answers import ScoreKeys
 from scoring.domain.conditions import AnyOf, Condition, FieldTest, describe
 from scoring.domain.memo import memoized
 
@@ -166,6 +167,20 @@ class Ruleset:
             conditions.append(self.qualification.unless)
         return tuple(sorted(frozenset().union(*(condition_fields(c) for c in conditions))))
 
+    @cached_property
+    def score_keys(self) -> ScoreKeys:
+        """What the rules and `qualified.unless` can tell apart in a lead's tested fields: leads with equal keys score
+        alike (scoring.domain.answers)."""
+        conditions = [rule.when for rule, _holds, _fired in self.compiled_rules]
+        if self.qualification.unless is not None:
+            conditions.append(self.qualification.unless)
+        return ScoreKeys(self.tested_fields, conditions)
+
+    @cached_property
+    def reads_whole(self) -> bool:
+        """Whether a rule tests the enrichment's company or provider as a whole (score.py's `_whole`)."""
+        return any(path in _WHOLE_PATHS for path in self.tested_fields)
+
     def combined(self, fit: int, intent: int) -> float:
         """The weighted mean of fit and intent that grades are cut from."""
         return (self.fit_weight * fit + self.intent_weight * intent) / (self.fit_weight + self.intent_weight)
@@ -186,6 +201,9 @@ class Ruleset:
         """Grades worked out, by (fit, intent): scores are clamped to 0..100, so a few thousand at most."""
         return {}
 
+
+# The paths score.py's `_whole` holds: read from the Enrichment itself, not from its `as_fields()`.
+_WHOLE_PATHS = frozenset(("enrichment.company", "enrichment.provider"))
 
 # (fit, intent) pairs whose grade a ruleset keeps: every pair of clamped scores (0..100 each).
 _GRADES_KEPT = 101 * 101

@@ -51,6 +51,7 @@ class ScoreDicts:
 
     def __init__(self, size: int = SCORE_MEMO_SIZE) -> None:
         self._kept: Kept[tuple[Any, ...], tuple[dict[str, Any], list[FiredRule]]] = Kept(size)
+        self._by_lead: Kept[tuple[Any, ...], dict[str, Any]] = Kept(size)
 
     def of(self, score: Score) -> dict[str, Any]:
         fired = score.fired
@@ -59,6 +60,27 @@ class ScoreDicts:
         if kept is None:
             kept = self._kept.keep(key, (score.to_dict(), fired))
         return kept[0]
+
+    def of_lead(
+        self,
+        lead: Mapping[str, Any],
+        enrichment: Enrichment,
+        ruleset: Ruleset,
+        *,
+        context: Mapping[str, Any],
+        fields: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """`self.of(score_lead(...))` for the same arguments, from memory when a lead the ruleset's tests could not
+        tell apart from this one was scored before (`Ruleset.score_keys`: leads alike score alike)."""
+        values = _values(lead, enrichment, ruleset, context, fields)
+        key = ruleset.score_keys.key(values)
+        if key is None:
+            return self.of(_score(values, ruleset))
+        key = (ruleset.version, key)
+        kept = self._by_lead.get(key)
+        if kept is None:
+            kept = self._by_lead.keep(key, self.of(_score(values, ruleset)))
+        return kept
 
 
 def field_resolver(
@@ -106,10 +128,29 @@ def score_lead(
     the lead whatever the minimums, both only when `qualified.unless` does not hold: a hand-raise from a
     competitor, a student or a throwaway address keeps the grade its points give and stays unqualified.
     """
-    # Every field the ruleset tests, read once up front; its compiled rules then look them up in a dict.
-    values = field_values(
-        ruleset.tested_fields, lead, enrichment.as_fields() if fields is None else fields, _whole(enrichment), context
+    return _score(_values(lead, enrichment, ruleset, context, fields), ruleset)
+
+
+def _values(
+    lead: Mapping[str, Any],
+    enrichment: Enrichment,
+    ruleset: Ruleset,
+    context: Mapping[str, Any],
+    fields: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Every field the ruleset tests, read once up front; its compiled rules then look them up in a dict. The
+    enrichment's company as a whole is only made when a rule tests it (else no path is looked up in `_whole`)."""
+    whole = _whole(enrichment) if ruleset.reads_whole else _NO_WHOLE
+    return field_values(
+        ruleset.tested_fields, lead, enrichment.as_fields() if fields is None else fields, whole, context
     )
+
+
+_NO_WHOLE: dict[str, Any] = {}
+
+
+def _score(values: dict[str, Any], ruleset: Ruleset) -> Score:
+    """`score_lead` on the lead's tested fields' values."""
     resolve = values.__getitem__
     compiled = ruleset.compiled_rules
     groups = ruleset.rule_plan[0]
