@@ -17,9 +17,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_
+from sqlalchemy.util.concurrency import in_greenlet
 
 from common import sqlprep
-from common.db_commit import Committer
+from common.db_commit import Committer, WriterAsyncSession, WriterSession, commit_at_driver
 from common.db_types import UtcDateTime as UtcDateTime
 from common.db_types import as_utc as as_utc
 from common.db_types import json_column_dumps, json_column_loads
@@ -70,20 +71,6 @@ def _drop_on_commit(session: Session) -> None:
     session.info.pop(_ON_COMMIT, None)
 
 
-class _WriterSession(Session):
-    """A Session whose transactions run on `kept`, the Database's kept SQLite write connection, when it has one. Its
-    bind stays the Engine: stores and the outbox key their per-engine state on `session.bind` (a session bound to the
-    connection itself would answer with the connection)."""
-
-    kept: Connection | None = None
-
-    def _connection_for_bind(self, engine: Any, execution_options: Any = None, **kw: Any) -> Connection:
-        kept = self.kept
-        if kept is not None and engine is kept.engine:
-            engine = kept  # the session begins and ends its own transaction on it, as on a pooled one
-        return super()._connection_for_bind(engine, execution_options, **kw)
-
-
 class _Cursor(sqlite3.Cursor):
     async def _async_soft_close(self) -> None:
         """AsyncSession calls this on async drivers' cursors; rows here are read synchronously, so: nothing."""
@@ -122,7 +109,12 @@ class InlineSQLiteDialect(SQLiteDialect_pysqlite):
         return args, kwargs
 
     def do_commit(self, dbapi_connection: Any) -> None:
-        await_(self._committer.run(dbapi_connection.commit))
+        if not dbapi_connection.in_transaction:
+            return  # committed at the driver already (Database.transaction), or nothing began: sqlite3 would do nothing
+        if in_greenlet():
+            await_(self._committer.run(dbapi_connection.commit))
+        else:  # a session committed outside AsyncSession's greenlet (none of ours with an open transaction): inline
+            dbapi_connection.commit()
 
 
 registry.register("sqlite.handoff", __name__, "InlineSQLiteDialect")
@@ -182,7 +174,9 @@ class Database:
         self.read_engine = self.engine
         # SQLite's WAL checkpoint in a thread of its own instead of inside a writer's COMMIT (common.db_wal).
         self.checkpointer: WalCheckpointer | None = None
+        self._committer: Committer | None = None
         if self.is_sqlite:
+            self._committer = self.engine.sync_engine.dialect._committer  # type: ignore[attr-defined]
             busy_ms = int(sqlite_busy_timeout_s * 1000)
             database = make_url(url).database
             if database and database != ":memory:" and not database.startswith("file:"):
@@ -211,14 +205,17 @@ class Database:
             _configure_sqlite(self.read_engine, sqlite_synchronous, begin="BEGIN", busy_ms=busy_ms)
         self.sessions = async_sessionmaker(
             self.engine,
+            class_=WriterAsyncSession,
             expire_on_commit=False,
             autoflush=False,
-            sync_session_class=_WriterSession,
+            sync_session_class=WriterSession,
         )
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
         # SQLite has one writer at a time; queueing writers here keeps them off SQLite's sleeping busy handler.
         self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
         self._kept: AsyncConnection | None = None  # SQLite's write connection, kept (`_kept_connection`)
+        self._kept_sync: Connection | None = None  # its sync Connection and sqlite3 connection
+        self._kept_raw: Any = None
         self._after_commit: list[Callable[[AsyncSession], None]] = []
 
     def on_commit(self, callback: Callable[[AsyncSession], None]) -> None:
@@ -238,7 +235,7 @@ class Database:
         async with lock:
             session = self.sessions()
             if self.is_sqlite:
-                session.sync_session.kept = await self._kept_connection()  # type: ignore[attr-defined]
+                session.sync_session.kept = await self._kept_connection()
             try:
                 # Begun on the sync session: creating the transaction does no I/O (the connection and its BEGIN
                 # come with the first statement), where AsyncSession.begin() cost a greenlet switch per transaction.
@@ -247,7 +244,10 @@ class Database:
                 session.sync_session.begin()
                 try:
                     yield session
-                    await session.commit()
+                    if self._committer is not None:
+                        await commit_at_driver(session, self._committer)
+                    else:
+                        await session.commit()
                 except BaseException:
                     await session.rollback()
                     raise
@@ -265,24 +265,26 @@ class Database:
             await self._drop_kept()
             kept = self._kept = await self.engine.connect()
             assert kept.sync_connection is not None
-            sync = kept.sync_connection
+            sync = self._kept_sync = kept.sync_connection
+            self._kept_raw = sync.connection.driver_connection
         return sync
 
     def _kept_clean(self) -> Connection | None:
         """The kept connection if a unit of work can begin on it: not invalidated by SQLAlchemy (a statement it took
         for a lost connection), in no transaction of SQLAlchemy's (a unit of work whose end was cancelled) nor of
         SQLite's (a COMMIT that failed: it would hold the file's write lock). A session must never join one."""
-        kept = self._kept
-        if kept is None or kept.invalidated or kept.in_transaction():
+        kept, sync = self._kept, self._kept_sync
+        if kept is None or sync is None or sync.invalidated or sync.closed or sync.in_transaction():
             return None
-        sync = kept.sync_connection
-        raw = None if sync is None or sync.closed else sync.connection.driver_connection
-        return sync if raw is not None and not raw.in_transaction else None
+        # The sqlite3 connection read once per kept connection (SQLAlchemy's proxies cost ~10 us a read, twice a
+        # transaction): a connection that is neither invalidated nor closed still holds the one it was made with.
+        return sync if not self._kept_raw.in_transaction else None
 
     async def _drop_kept(self) -> None:
         """Let go of the kept connection: back to the pool, whose reset rolls back what SQLite still holds open (and
         with it the write lock). One still in SQLAlchemy's transaction stays with the session ending it."""
         kept, self._kept = self._kept, None
+        self._kept_sync = self._kept_raw = None
         if kept is not None and not kept.in_transaction():
             with contextlib.suppress(Exception):
                 await kept.close()

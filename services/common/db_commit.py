@@ -1,14 +1,22 @@
-"""SQLite's COMMIT (the wait for fsync) off the event loop, on one thread per engine (common.db's dialect)."""
+"""SQLite's COMMIT (the wait for fsync) off the event loop, on one thread per engine (common.db's dialect), and the
+write transactions' sessions on the Database's kept connection, which commit at the driver."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import structlog
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
+
+from common.sqlprep import wrap_sqlite_error
 
 log = structlog.get_logger(__name__)
 
@@ -74,3 +82,51 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+class WriterSession(Session):
+    """A Session whose transactions run on `kept`, the Database's kept SQLite write connection, when it has one. Its
+    bind stays the Engine: stores and the outbox key their per-engine state on `session.bind` (a session bound to the
+    connection itself would answer with the connection)."""
+
+    kept: Connection | None = None
+
+    def _connection_for_bind(self, engine: Any, execution_options: Any = None, **kw: Any) -> Connection:
+        kept = self.kept
+        if kept is not None and engine is kept.engine:
+            engine = kept  # the session begins and ends its own transaction on it, as on a pooled one
+        return super()._connection_for_bind(engine, execution_options, **kw)
+
+
+class WriterAsyncSession(AsyncSession):
+    """The write transactions' AsyncSession. On the kept SQLite connection `connection()` is answered without a
+    greenlet: the inline dialect's BEGIN (everything but COMMIT) runs synchronously on the loop's thread anyway, so
+    AsyncSession's greenlet switch there and back bought nothing (once a transaction: common.sqlprep_session asks
+    for the connection to reach the driver)."""
+
+    sync_session: WriterSession
+
+    async def connection(self, bind_arguments: Any = None, execution_options: Any = None, **kw: Any) -> AsyncConnection:
+        if self.sync_session.kept is None or bind_arguments is not None or execution_options is not None or kw:
+            return await super().connection(bind_arguments, execution_options, **kw)
+        return AsyncConnection._retrieve_proxy_for_target(self.sync_session.connection())
+
+
+async def commit_at_driver(session: AsyncSession, committer: Committer) -> None:
+    """Commit a write transaction on the kept SQLite connection: SQLite's COMMIT on the commit thread, awaited here,
+    then the session's own commit (its events, the `on_commit` callbacks: after the COMMIT, as before), which finds
+    SQLite's transaction ended and has nothing left to wait for. Saves AsyncSession.commit()'s greenlet and its
+    switches around the wait, once a transaction. The usual AsyncSession.commit() for a session with ORM changes to
+    flush (they go before the COMMIT) or listeners on the connection's commit (they run before it there)."""
+    sync = session.sync_session
+    kept = getattr(sync, "kept", None)
+    if kept is None or kept.dispatch.commit or sync.new or sync.deleted or sync.dirty:
+        await session.commit()
+        return
+    raw = kept.connection.driver_connection if kept.in_transaction() else None
+    if raw is not None and raw.in_transaction:
+        try:
+            await committer.run(raw.commit)
+        except sqlite3.Error as exc:  # as SQLAlchemy raises a failed COMMIT; the caller rolls back
+            raise wrap_sqlite_error(exc, "COMMIT", kept.dialect) from exc
+    sync.commit()

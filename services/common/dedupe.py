@@ -13,8 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import UtcDateTime, sqlite_time_text
 from common.envelope import Event
-from common.sqlprep import Statement
-from common.sqlprep_session import sqlite_fetch, sqlite_rows
+from common.sqlprep_session import sqlite_rows
 
 
 def processed_table(metadata: MetaData) -> Table:
@@ -39,11 +38,9 @@ async def mark_processed(session: AsyncSession, table: Table, events: Sequence[E
     if not events:
         return set()
     now = datetime.now(UTC)
-    if len(events) == 1:  # a one-lead poll: straight to the inline SQLite driver (None on any other dialect)
+    if len(events) == 1:  # a one-lead poll: its text at the inline SQLite driver (None on any other dialect)
         event = events[0]
-        found = await sqlite_fetch(
-            session, _one_mark(table), {"event_id": event.id, "event_type": event.type, "processed_at": now}
-        )
+        found = await sqlite_rows(session, _marks_sql(table.name, 1), (event.id, event.type, sqlite_time_text(now)))
         if found is not None:
             return {row[0] for row in found}
     # In id order, so two consumers inserting overlapping polls (a rebalance's redelivery) lock in the same order.
@@ -74,11 +71,6 @@ def _marks(table: Table, dialect_name: str) -> Insert:
     one mark (found in scoring's one-lead poll profile)."""
     insert = pg_insert if dialect_name == "postgresql" else sqlite_insert
     return insert(table).on_conflict_do_nothing(index_elements=[table.c.event_id]).returning(table.c.event_id)
-
-
-@functools.lru_cache(maxsize=16)
-def _one_mark(table: Table) -> Statement:
-    return Statement(_marks(table, "sqlite"))
 
 
 # Marks per statement at the SQLite driver: three values each, under the 999 host parameters of SQLite before 3.32.
