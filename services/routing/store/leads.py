@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, literal, or_, select, text
-from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy import Connection, func, insert, or_, select
 
-from common.sqlprep import Statement, execute, keyed
 from routing.domain.lifecycle import CurrentAssignment, LeadCase, Outcome, PendingTimer, sla_of
 from routing.store._base import Repository
+from routing.store.batch_state import BatchState, read_batch, read_seen, reserve_ids
 from routing.store.decision_rows import AssignmentValues, LeadValues, TimelineValues, TimerValues, write_rows
-from routing.store.roster import read_loads, read_rotation, read_worked, write_loads, write_rotation
+from routing.store.roster import write_loads, write_positions
 from routing.store.tables import AssignmentRow, ErasedLead, LeadRow, SlaTimer, TimelineRow
 from routing.store.timers import timers_of_lead
 
@@ -58,63 +57,6 @@ class CaseRecord:
             tried_reps=frozenset(a.rep_id for a in self.assignments if a.rep_id),
             touches_since_first=self.touches_since_first,
         )
-
-
-@dataclass
-class BatchState:
-    """What LeadRepository.batch_state answers (loads, rotation and worked are None when not asked for)."""
-
-    routed: set[str]
-    erased: set[str]
-    ids: list[int] = field(default_factory=list)
-    loads: dict[str, tuple[int, str, int]] | None = None
-    rotation: dict[str, dict[str, int]] | None = None
-    worked: dict[str, int] | None = None
-
-
-def reserve_ids(connection: Connection, count: int) -> list[int]:
-    """`count` new assignment ids from the database's own counter, in one statement."""
-    if count <= 0:
-        return []
-    if connection.dialect.name == "postgresql":
-        # The serial's sequence: nextval is atomic and outside transactions (a rollback leaves a gap).
-        return sorted(int(i) for (i,) in _NEXTVAL.fetch(connection, {"n": count}))
-    # AUTOINCREMENT's counter (migration 0004). SQLite has one writer at a time, so a counter bumped inside the
-    # write transaction is atomic; rows inserted with these ids keep it at the maximum.
-    bumped = next((seq for (seq,) in _BUMP.fetch(connection, {"n": count})), None)
-    if bumped is None:
-        last = int(connection.execute(select(func.max(AssignmentRow.id))).scalar_one() or 0) + count
-        connection.execute(text("INSERT INTO sqlite_sequence (name, seq) VALUES ('assignments', :seq)"), {"seq": last})
-        bumped = last
-    return list(range(int(bumped) - count + 1, int(bumped) + 1))
-
-
-# Driver SQL, compiled once (a consumer poll asks these every time; SQLAlchemy's execution cost more than the
-# database's answer).
-_NEXTVAL = Statement(text("SELECT nextval(pg_get_serial_sequence('assignments', 'id')) FROM generate_series(1, :n)"))
-_BUMP = Statement(text("UPDATE sqlite_sequence SET seq = seq + :n WHERE name = 'assignments' RETURNING seq"))
-
-
-def _seen(count: int) -> ClauseElement:
-    """Which of `count` leads (binds id0...) are routed (1) or erased (0): compiled once per count."""
-    ids: list[Any] = [bindparam(f"id{i}") for i in range(count)]
-    return (
-        select(LeadRow.lead_id, literal(1))
-        .where(LeadRow.lead_id.in_(ids))
-        .union_all(select(ErasedLead.lead_id, literal(0)).where(ErasedLead.lead_id.in_(ids)))
-    )
-
-
-def read_seen(connection: Connection, lead_ids: Collection[str]) -> list[tuple[str, bool]]:
-    """(lead id, routed) for those of these leads routed already or erased: one statement per 500 ids."""
-    ids, found = sorted(lead_ids), list[tuple[str, bool]]()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        compiled = keyed(connection.dialect, ("routing.seen", len(chunk)), partial(_seen, len(chunk)))
-        values = compiled.params({f"id{i}": lead_id for i, lead_id in enumerate(chunk)})
-        rows = execute(connection, compiled.sql, values, fetch=True)
-        found.extend((lead_id, bool(routed)) for lead_id, routed in rows)
-    return found
 
 
 class LeadRepository(Repository):
@@ -221,18 +163,21 @@ class LeadRepository(Repository):
         *,
         rotation: Mapping[str, Mapping[str, int]] | None = None,
         loads: Mapping[str, tuple[int, str | None, int]] | None = None,
+        dropped: Collection[str] = (),
     ) -> None:
         """A batch of routing decisions in four executemany statements (ids are given: nothing is read back), on
         the session's connection, the rows as tuples (routing.store.decision_rows), none of the ORM's
         per-statement work. With `rotation` and `loads`, the teams' rotation states and the reps' load deltas the
-        batch moved go in the same call (RosterRepository.replace_rotation, add_loads)."""
+        batch moved go in the same call (RosterRepository.add_loads; the rotation as roster.write_positions: the
+        teams in `dropped`, whose stored rows name a rep the state no longer has, replaced whole, the others' rows
+        updated in place)."""
         if self.session.new or self.session.dirty or self.session.deleted:
             await self.session.flush()  # rows the ORM holds go first, as the session's own execute would send them
 
         def write(connection: Connection) -> None:
             write_rows(connection, leads, assignments, timers, timeline)
             if rotation:
-                write_rotation(connection, rotation)
+                write_positions(connection, rotation, dropped)
             if loads:
                 write_loads(connection, loads)
 
@@ -300,21 +245,14 @@ class LeadRepository(Repository):
             return []
         return await self._on_connection(lambda connection: reserve_ids(connection, count))
 
-    async def batch_state(self, lead_ids: Collection[str], *, state: bool, worked: bool = True) -> BatchState:
+    async def batch_state(
+        self, lead_ids: Collection[str], *, state: bool, worked: bool = True, version: bool = False
+    ) -> BatchState:
         """A routing batch's questions after its locks, in one call to the connection: which of these leads are
         routed or erased already, new assignment ids for the others, and (`state`) every rep's load, every team's
-        rotation and per rep the open leads someone has touched already (`worked`; else none)."""
-
-        def read(connection: Connection) -> BatchState:
-            rows = read_seen(connection, lead_ids)
-            routed = {lead_id for lead_id, was_routed in rows if was_routed}
-            found = BatchState(routed, {lead_id for lead_id, was_routed in rows if not was_routed})
-            found.ids = reserve_ids(connection, len(set(lead_ids) - routed))
-            if state:
-                found.loads, found.rotation = read_loads(connection), read_rotation(connection)
-                found.worked = read_worked(connection) if worked else {}
-            return found
-
+        rotation and per rep the open leads someone has touched already (`worked`; else none), and (`version`) the
+        stored roster version."""
+        read = partial(read_batch, lead_ids=lead_ids, state=state, worked=worked, version=version)
         return await self._on_connection(read)
 
     async def count_timeline(self, lead_id: str, kind: str, *, since: datetime) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, cast
@@ -48,6 +48,11 @@ def _roster_version() -> ClauseElement:
     return select(Setting.value).where(Setting.key == ROSTER_VERSION)
 
 
+def read_roster_version(connection: Connection) -> int:
+    rows = sqlprep.fetch(connection, "roster_version", _roster_version, literal=True)
+    return int(rows[0][0]) if rows else 0
+
+
 _DecisionState = tuple[dict[str, tuple[int, str, int]], dict[str, dict[str, int]], dict[str, int]]
 
 
@@ -75,10 +80,7 @@ class RosterRepository(Repository):
 
     async def roster_version(self) -> int:
         """The stored roster version (asked once per consumer poll): driver SQL in one hop, not an ORM load."""
-        rows = await self._on_connection(
-            lambda connection: sqlprep.fetch(connection, "roster_version", _roster_version, literal=True)
-        )
-        return int(rows[0][0]) if rows else 0
+        return await self._on_connection(read_roster_version)
 
     async def bump_roster_version(self) -> None:
         """One more roster version: every process reads the roster, rules and accounts again. Flushed at once, so
@@ -250,6 +252,32 @@ def write_rotation(connection: Connection, teams: Mapping[str, Mapping[str, int]
     ]
     if rows:
         insert_many(connection, cast(Table, RotationRow.__table__), rows)
+
+
+def _rotation_upsert(dialect_name: str) -> ClauseElement:
+    stmt = (pg_insert if dialect_name == "postgresql" else sqlite_insert)(RotationRow)
+    return stmt.on_conflict_do_update(
+        index_elements=[RotationRow.team_id, RotationRow.rep_id], set_={"current": stmt.excluded.current}
+    )
+
+
+def write_positions(
+    connection: Connection, teams: Mapping[str, Mapping[str, int]], dropped: Collection[str] = ()
+) -> None:
+    """These teams' rotation states as a batch moved them: the teams in `dropped` (a rep their stored rows hold is
+    gone from the state) replaced whole (write_rotation); the others' rows updated in place or added, one upsert
+    for all (a stored row the state no longer names exists only in a dropped team)."""
+    whole = {team: state for team, state in teams.items() if team in dropped}
+    write_rotation(connection, whole)
+    rows = [
+        {"team_id": team_id, "rep_id": rep_id, "current": current}
+        for team_id, state in sorted(teams.items())
+        if team_id not in whole
+        for rep_id, current in state.items()
+    ]
+    if rows:
+        name = connection.dialect.name
+        sqlprep.run(connection, ("rotation_upsert", name), partial(_rotation_upsert, name), rows)
 
 
 def write_loads(connection: Connection, deltas: Mapping[str, tuple[int, str | None, int]]) -> None:

@@ -38,6 +38,7 @@ from routing.usecases.shared import (
     load_of,
     loads,
     lock_teams,
+    one_writer,
     rotation,
     tx,
 )
@@ -65,15 +66,30 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
             batch.setdefault(scored.subject, scored)  # a score re-published within the poll: the first one routes
     if not batch:
         return
-    roster, rules, now = await rt.roster(session), await rt.rules(session), rt.clock()
+    # SQLite (one writer: nothing to lock, so no team to guess): the roster, rules and accounts held from the last
+    # version read, that version read with the batch's state and confirmed; else (or on PostgreSQL) read first.
+    serial = one_writer(session)
+    held = rt.held(session) if serial else None
+    if held is not None:
+        roster, rules, index = held
+    else:
+        roster, rules, index = await rt.roster(session), await rt.rules(session), await rt.account_index(session)
+    now = rt.clock()
     views = {lead_id: scored_view(scored.data, erased=False) for lead_id, scored in batch.items()}
-    index = await rt.account_index(session)
     books = dict(zip(views, await account_books(session, list(views.values()), index), strict=True))
     # Each lead's first matching rule, evaluated once: for the lock to take, then for the decision.
     firsts = {lead_id: FirstMatch(rules.first_match(view)) for lead_id, view in views.items()}
-    guesses = {_team_guessed(roster, rules, views[i], books[i], firsts[i]) for i in views}
-    await lock_teams(session, guesses, threads=batch)
-    found = await _read_state(session, batch, needs_worked(roster, rules))
+    if not serial:
+        guesses = {_team_guessed(roster, rules, views[i], books[i], firsts[i]) for i in views}
+        await lock_teams(session, guesses, threads=batch)
+    found = await _read_state(session, batch, needs_worked(roster, rules), version=held is not None)
+    if held is not None and (found.version is None or not rt.confirm(session, found.version)):
+        # Another version: the accounts looked up on the held ones are forgotten, the roster read (and noted for
+        # the transaction), then the batch decided again.
+        state.accounts.clear()
+        await rt.roster(session)
+        await route_leads(rt, session, events)
+        return
     routed, erased = found.routed, found.erased
     for lead_id in routed:
         del batch[lead_id]
@@ -98,13 +114,16 @@ async def route_leads(rt: RoutingContext, session: AsyncSession, events: Sequenc
     await pending.write(rt, session)
 
 
-async def _read_state(session: AsyncSession, batch: Mapping[str, Event], worked: bool) -> BatchState:
+async def _read_state(
+    session: AsyncSession, batch: Mapping[str, Event], worked: bool, *, version: bool = False
+) -> BatchState:
     """After the locks, in one call to the store: which leads are routed or erased already, the others' assignment
     ids, and (unless this transaction holds them already) the loads, rotation and worked leads the decisions read
-    (`worked`: whether they read them at all, capacity.needs_worked; else none are counted)."""
+    (`worked`: whether they read them at all, capacity.needs_worked; else none are counted), and (`version`) the
+    stored roster version."""
     state = tx(session)
     needed = state.loads is None or state.rotation is None
-    found = await RoutingRepository(session).batch_state(batch, state=needed, worked=worked)
+    found = await RoutingRepository(session).batch_state(batch, state=needed, worked=worked, version=version)
     if found.loads is not None and found.rotation is not None and found.worked is not None:
         state.loads = {rep_id: LoadState(*values) for rep_id, values in found.loads.items()}
         state.rotation = found.rotation

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,13 +46,15 @@ class Pending:
     timeline: list[TimelineValues] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     rotated: set[str] = field(default_factory=set)
+    # Each moved team's reps as its stored rotation rows hold them (the state before the batch's first move of it):
+    # a team whose moved state drops one of them has its rows replaced whole; the others' are updated in place.
+    stored: dict[str, frozenset[str]] = field(default_factory=dict)
     loads: dict[str, tuple[int, str | None, int]] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
     latencies: list[tuple[str, float]] = field(default_factory=list)
     first_timer: datetime | None = None
-    # What depends only on the batch's roster, rules and moment, worked out once per batch: a decision's SLA
-    # policy by (outcome, team, rule, grade), its clock (due time and timers) by (policy, whose hours, zone).
-    slas: dict[tuple[str, str | None, str | None, str | None], ResolvedSla | None] = field(default_factory=dict)
+    # What depends only on the batch's roster, rules and moment, worked out once per batch: its clock (due time
+    # and timers) by (policy, whose hours, zone); a decision's SLA policy is kept across batches (_slas).
     clocks: dict[tuple[Any, ...], tuple[datetime, list[dict[str, Any]]]] = field(default_factory=dict)
     # ISO text of the batch's moment and of each due time (the same for every lead they start a clock for), by
     # instant and zone: equal instants in two zones are equal datetimes with two texts.
@@ -77,6 +79,7 @@ class Pending:
             self.timeline,
             rotation={team: state.get(team, {}) for team in sorted(self.rotated)},
             loads=self.loads,
+            dropped={team for team, reps in self.stored.items() if not reps <= state.get(team, {}).keys()},
         )
         await publish(rt, session, self.events)
         for outcome, count in self.outcomes.items():
@@ -104,10 +107,12 @@ def record(
     """A decision's rows, timers, timeline entry and event, as assign writes them for one lead."""
     lead_id, data = scored.subject, scored.data
     grade = view["score"].get("grade")
+    slas = _slas(rt, roster, rules)
     sla_key = (decision.outcome, decision.team_id, decision.rule_id, grade)
-    if sla_key not in pending.slas:
-        pending.slas[sla_key] = resolve_decision_sla(rt, decision, roster, grade, rules=rules)
-    resolved = pending.slas[sla_key]
+    if sla_key in slas:
+        resolved = slas[sla_key]
+    else:
+        resolved = slas[sla_key] = resolve_decision_sla(rt, decision, roster, grade, rules=rules)
     rep, team = roster.rep(decision.rep_id), roster.team(decision.team_id)
     hours, tz = clock_of(rep, team)
     due, clock = None, None
@@ -168,6 +173,21 @@ def record(
     for since, at in (("received", lead.received_at), ("submitted", lead.submitted_at)):
         if at is not None and at <= now:
             pending.latencies.append((since, (now - at).total_seconds()))
+
+
+# A decision's SLA policy by (outcome, team, rule, grade): a function of the roster, the rules and the context's
+# defaults alone, so kept while those objects are the ones in use (a roster or rules version is a new object);
+# the entry holds them, so an identity is not reused while it is compared.
+_SLAS: list[Any] = [None, None, None, None, {}]
+
+
+def _slas(
+    rt: RoutingContext, roster: Roster, rules: RoutingRules
+) -> dict[tuple[str, str | None, str | None, str | None], ResolvedSla | None]:
+    held = _SLAS
+    if held[0] is not roster or held[1] is not rules or held[2] is not rt.sla_policies or held[3] is not rt.ladder:
+        held[:] = [roster, rules, rt.sla_policies, rt.ladder, {}]
+    return cast("dict[tuple[str, str | None, str | None, str | None], ResolvedSla | None]", held[4])
 
 
 def _clock(
@@ -244,6 +264,9 @@ def moved(
     """The rotation and load a decision moved, in memory (the next decision sees them) and in the pending sums;
     `days`: each roster zone's local date at the batch's moment."""
     for team, positions in decision.rotation.items():
+        if team not in pending.stored:
+            # `state` holds what is stored until the batch writes (read at its start, or written by the one before).
+            pending.stored[team] = frozenset(state.get(team, ()))
         state[team] = dict(positions)
         pending.rotated.add(team)
     rep = roster.rep(decision.rep_id)

@@ -142,6 +142,27 @@ class RoutingContext:
         session.info[ROSTER_KEY] = self._roster
         return self._roster
 
+    def held(self, session: AsyncSession) -> tuple[Roster, RoutingRules, AccountIndex | None] | None:
+        """The roster, rules and accounts of the version last read, when all three are held and this transaction
+        has read none of them yet (else None): a routing batch on SQLite decides on them before the version is
+        read, reads it with its state (one statement) and confirms it (`confirm`), or reads them again."""
+        roster, active, accounts = self._roster, self._active, self._accounts
+        if roster is None or active is None or accounts is None or ROSTER_KEY in session.info:
+            return None
+        if active[0] != roster.version or accounts[0] != roster.version:
+            return None
+        return roster, active[1], accounts[1]
+
+    def confirm(self, session: AsyncSession, version: int) -> bool:
+        """Whether the version this transaction read is the one `held` answered for; if so, the transaction's
+        reads of the roster and accounts are those (as `roster` and `account_index` would note them)."""
+        roster, accounts = self._roster, self._accounts
+        if roster is None or roster.version != version or accounts is None or accounts[0] != version:
+            return False
+        session.info[ROSTER_KEY] = roster
+        session.info[ACCOUNTS_KEY] = accounts[1]
+        return True
+
     def forget_roster(self, session: AsyncSession) -> None:
         """This transaction changed the roster or the rules: the next read sees the new version."""
         forget_roster_reads(session)
