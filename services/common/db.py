@@ -77,6 +77,9 @@ class _Cursor(sqlite3.Cursor):
 
 
 class _Connection(sqlite3.Connection):
+    # True while a transaction begun at the driver (common.db_commit.WriterSession.driver) is not SQLAlchemy's.
+    at_driver = False
+
     def cursor(self, factory: Any = _Cursor) -> Any:
         return super().cursor(factory)
 
@@ -217,6 +220,16 @@ class Database:
         self._kept_sync: Connection | None = None  # its sync Connection and sqlite3 connection
         self._kept_raw: Any = None
         self._after_commit: list[Callable[[AsyncSession], None]] = []
+        self._begin_kept: Callable[[Any], None] | None = None
+        if self.is_sqlite:
+            engine = self.engine.sync_engine
+            checkpointer = self.checkpointer
+
+            def begin_kept(raw: Any) -> None:
+                _begin_sqlite(raw, "BEGIN IMMEDIATE", checkpointer, engine.dialect)
+                raw.at_driver = True
+
+            self._begin_kept = begin_kept
 
     def on_commit(self, callback: Callable[[AsyncSession], None]) -> None:
         """Run `callback(session)` after every successful commit of this database, for a listener that lives as
@@ -235,7 +248,9 @@ class Database:
         async with lock:
             session = self.sessions()
             if self.is_sqlite:
-                session.sync_session.kept = await self._kept_connection()
+                sync = session.sync_session
+                sync.kept = await self._kept_connection()
+                sync.kept_raw, sync.begin_kept = self._kept_raw, self._begin_kept
             try:
                 # Begun on the sync session: creating the transaction does no I/O (the connection and its BEGIN
                 # come with the first statement), where AsyncSession.begin() cost a greenlet switch per transaction.
@@ -357,16 +372,25 @@ def _configure_sqlite(
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # For writers, IMMEDIATE takes the write lock up front: a deferred transaction that reads and then writes can
-        # fail with SQLITE_BUSY_SNAPSHOT instead of waiting when another connection committed in between.
-        # At the driver: exec_driver_sql's execution context and result cost several times SQLite's BEGIN, once per
-        # transaction (a consumer's poll, a request). Its error is SQLAlchemy's, as exec_driver_sql raised it.
-        try:
-            raw = conn.connection.driver_connection
-            if checkpointer is not None and raw.inline_checkpoint is not (overgrown := checkpointer.overgrown):
-                # A long WAL: SQLite's own checkpoint in the COMMIT again, until the WAL starts over (db_wal).
-                raw.execute(f"PRAGMA wal_autocheckpoint={checkpointer.wake_pages if overgrown else 0}")
-                raw.inline_checkpoint = overgrown
-            raw.execute(begin)
-        except sqlite3.Error as exc:
-            raise sqlprep.wrap_sqlite_error(exc, begin, conn.dialect) from exc
+        raw = conn.connection.driver_connection
+        if raw.at_driver:  # begun at the driver (common.db_commit.WriterSession.driver): SQLAlchemy's joins it
+            raw.at_driver = False
+            if raw.in_transaction:
+                return
+        _begin_sqlite(raw, begin, checkpointer, conn.dialect)
+
+
+def _begin_sqlite(raw: Any, begin: str, checkpointer: WalCheckpointer | None, dialect: Any) -> None:
+    """BEGIN on a sqlite3 connection, for SQLAlchemy's transactions (the engine's begin hook) and those begun at the
+    driver. For writers, IMMEDIATE takes the write lock up front: a deferred transaction that reads and then writes
+    can fail with SQLITE_BUSY_SNAPSHOT instead of waiting when another connection committed in between.
+    At the driver: exec_driver_sql's execution context and result cost several times SQLite's BEGIN, once per
+    transaction (a consumer's poll, a request). Its error is SQLAlchemy's, as exec_driver_sql raised it."""
+    try:
+        if checkpointer is not None and raw.inline_checkpoint is not (overgrown := checkpointer.overgrown):
+            # A long WAL: SQLite's own checkpoint in the COMMIT again, until the WAL starts over (db_wal).
+            raw.execute(f"PRAGMA wal_autocheckpoint={checkpointer.wake_pages if overgrown else 0}")
+            raw.inline_checkpoint = overgrown
+        raw.execute(begin)
+    except sqlite3.Error as exc:
+        raise sqlprep.wrap_sqlite_error(exc, begin, dialect) from exc

@@ -90,6 +90,65 @@ class WriterSession(Session):
     connection itself would answer with the connection)."""
 
     kept: Connection | None = None
+    # Its sqlite3 connection, and how a transaction begins on it at the driver (Database: BEGIN IMMEDIATE, as the
+    # engine's begin hook runs it), for the statements common.sqlprep_session runs there.
+    kept_raw: Any = None
+    begin_kept: Callable[[Any], None] | None = None
+
+    def driver(self) -> Any:
+        """The kept sqlite3 connection, in a transaction: begun here at the driver if none is (SQLAlchemy's own
+        transaction on the Connection, its RootTransaction and events, is left for a statement that needs it), for a
+        transaction whose statements all run at the driver (a consumer's dedupe mark, common.sqlprep_session). The
+        session joins it (`_join_driver`) as soon as anything asks SQLAlchemy for the connection. None without one."""
+        raw = self.kept_raw
+        if raw is not None and not raw.in_transaction:
+            assert self.begin_kept is not None
+            self.begin_kept(raw)
+        return raw
+
+    def _join_driver(self) -> None:
+        """A transaction begun at the driver taken over by the session's: `connection()` begins SQLAlchemy's on the
+        kept connection, whose begin hook finds SQLite's already begun (common.db) and runs no BEGIN of its own."""
+        raw = self.kept_raw
+        if raw is not None and raw.at_driver and raw.in_transaction:
+            self.connection()
+
+    def _end_driver(self) -> None:
+        """A transaction begun at the driver and never joined, rolled back there (what SQLAlchemy's rollback of the
+        connection would have run)."""
+        raw = self.kept_raw
+        if raw is not None and raw.at_driver:
+            raw.at_driver = False
+            if raw.in_transaction:
+                try:
+                    raw.rollback()
+                except sqlite3.Error as exc:
+                    assert self.kept is not None
+                    raise wrap_sqlite_error(exc, "ROLLBACK", self.kept.dialect) from exc
+
+    # The session's own commit reaches SQLite's transaction through its connection (joined first: ORM changes are
+    # flushed on it, the connection's commit events run); its rollback and close roll SQLite's back.
+    def commit(self) -> None:
+        self._join_driver()
+        super().commit()
+
+    # A flush and a savepoint ask the session's transaction for a connection directly (not `_connection_for_bind`
+    # below): joined first, or they would check another one out of the pool and wait for the kept one's lock.
+    def flush(self, objects: Any = None) -> None:
+        self._join_driver()
+        super().flush(objects)
+
+    def begin_nested(self) -> Any:
+        self._join_driver()
+        return super().begin_nested()
+
+    def rollback(self) -> None:
+        self._end_driver()
+        super().rollback()
+
+    def close(self) -> None:
+        self._end_driver()
+        super().close()
 
     def _connection_for_bind(self, engine: Any, execution_options: Any = None, **kw: Any) -> Connection:
         kept = self.kept
@@ -123,10 +182,12 @@ async def commit_at_driver(session: AsyncSession, committer: Committer) -> None:
     if kept is None or kept.dispatch.commit or sync.new or sync.deleted or sync.dirty:
         await session.commit()
         return
-    raw = kept.connection.driver_connection if kept.in_transaction() else None
-    if raw is not None and raw.in_transaction:
+    # SQLite's transaction: SQLAlchemy's on the connection, or one begun at the driver that it never joined.
+    raw = getattr(sync, "kept_raw", None) or kept.connection.driver_connection
+    if raw.in_transaction and (raw.at_driver or kept.in_transaction()):
         try:
             await committer.run(raw.commit)
         except sqlite3.Error as exc:  # as SQLAlchemy raises a failed COMMIT; the caller rolls back
             raise wrap_sqlite_error(exc, "COMMIT", kept.dialect) from exc
+        raw.at_driver = False
     sync.commit()

@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Dialect, Table, insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
+from common.db_commit import WriterSession
 from common.sqlprep import INLINE_SQLITE, Statement, insert_many, insert_plan, run_sqlite
 
 _T = TypeVar("_T")
@@ -50,17 +51,61 @@ async def _raw(session: AsyncSession) -> tuple[AsyncConnection, Dialect, Any]:
     return connection, dialect, raw
 
 
+class _JoinedOnUse(AsyncConnection):
+    """The kept connection as `session_driver` answers for a transaction begun at the driver: SQLAlchemy's
+    transaction on it (RootTransaction, events) is begun by the session only when something asks for the Connection
+    (`sync_connection`, and through it everything else), so a caller that runs its statements on the sqlite3
+    connection alone (the outbox's rows) costs none of it."""
+
+    __slots__ = ("_joined", "_session")
+
+    def __init__(self, session: AsyncSession, kept: Connection) -> None:  # not AsyncConnection's: no proxy registered
+        self.engine = AsyncEngine._retrieve_proxy_for_target(kept.engine)
+        self.sync_engine = kept.engine
+        self._session = session
+        self._joined: Connection | None = None
+
+    @property
+    def sync_connection(self) -> Connection:  # type: ignore[override]
+        if self._joined is None:  # the session's transaction takes SQLite's over (WriterSession._join_driver)
+            self._joined = self._session.sync_session.connection()
+        return self._joined
+
+
+def _driver(session: AsyncSession) -> tuple[AsyncConnection, Dialect, Any] | None:
+    """The kept connection (joined when used), its dialect and its sqlite3 connection, for a write transaction on
+    the Database's kept SQLite connection: the transaction begun at the driver if nothing began it yet
+    (common.db_commit.WriterSession.driver), without SQLAlchemy's own transaction on the connection (its
+    RootTransaction and events, ~20 us a transaction); the session joins it when a statement or its commit needs
+    the connection. None for any other session: the caller asks `_raw`."""
+    sync = session.sync_session
+    if not isinstance(sync, WriterSession) or sync.kept_raw is None:
+        return None
+    transaction = sync.get_transaction()
+    if transaction is None:
+        return None
+    found = session.info.get(_DRIVER)
+    if found is not None and found[0] is transaction:
+        return found[1], found[2], found[3]
+    kept = sync.kept
+    assert kept is not None
+    raw = sync.driver()
+    connection = _JoinedOnUse(session, kept)
+    session.info[_DRIVER] = (transaction, connection, kept.dialect, raw)
+    return connection, kept.dialect, raw
+
+
 async def session_driver(session: AsyncSession) -> tuple[AsyncConnection, Dialect, Any]:
     """The session's connection, its dialect and, on the inline SQLite dialect, its sqlite3 connection (else None),
     for a statement run at the driver in the session's transaction (asked of SQLAlchemy once per transaction)."""
-    return await _raw(session)
+    return _driver(session) or await _raw(session)
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """`insert_many` in the session's transaction (on the inline SQLite dialect with no greenlet switch)."""
     if not rows:
         return
-    connection, dialect, raw = await _raw(session)
+    connection, dialect, raw = _driver(session) or await _raw(session)
     if raw is None:
         await connection.run_sync(insert_many, table, rows)
         return
@@ -75,7 +120,7 @@ async def sqlite_rows(session: AsyncSession, sql: str, params: Sequence[Any]) ->
     """The rows of hand-written SQLite SQL in the session's transaction, straight from sqlite3 (values as SQLite
     holds them: times as text); None on any other dialect, where the caller runs its Core statement instead. For
     what Core cannot say as cheaply (an id list as one JSON array: `json_each(?)`); test such SQL on both stores."""
-    _connection, dialect, raw = await _raw(session)
+    _connection, dialect, raw = _driver(session) or await _raw(session)
     if raw is None:
         return None
     return cast(list[Any], run_sqlite(raw, dialect, sql, params, False, True))
@@ -85,7 +130,7 @@ async def sqlite_fetch(session: AsyncSession, statement: Statement, params: Mapp
     """The rows of a Core statement written for SQLite (a JSON array of ids through `json_each`, where PostgreSQL
     runs an expanding IN), run at the inline SQLite driver without a greenlet switch; None on any other dialect,
     where the caller runs its own statement. Test such a pair on both stores."""
-    _connection, dialect, raw = await _raw(session)
+    _connection, dialect, raw = _driver(session) or await _raw(session)
     if raw is None:
         return None
     compiled = statement.compiled(dialect)
