@@ -220,16 +220,12 @@ class Database:
         self._kept_sync: Connection | None = None  # its sync Connection and sqlite3 connection
         self._kept_raw: Any = None
         self._after_commit: list[Callable[[AsyncSession], None]] = []
-        self._begin_kept: Callable[[Any], None] | None = None
-        if self.is_sqlite:
-            engine = self.engine.sync_engine
-            checkpointer = self.checkpointer
 
-            def begin_kept(raw: Any) -> None:
-                _begin_sqlite(raw, "BEGIN IMMEDIATE", checkpointer, engine.dialect)
-                raw.at_driver = True
-
-            self._begin_kept = begin_kept
+    def _begin_at_driver(self, raw: Any) -> None:
+        """BEGIN IMMEDIATE on the kept sqlite3 connection as the engine's begin hook runs it, for a transaction begun
+        at the driver (common.db_commit.WriterSession.driver)."""
+        _begin_sqlite(raw, "BEGIN IMMEDIATE", self.checkpointer, self.engine.sync_engine.dialect)
+        raw.at_driver = True
 
     def on_commit(self, callback: Callable[[AsyncSession], None]) -> None:
         """Run `callback(session)` after every successful commit of this database, for a listener that lives as
@@ -250,7 +246,7 @@ class Database:
             if self.is_sqlite:
                 sync = session.sync_session
                 sync.kept = await self._kept_connection()
-                sync.kept_raw, sync.begin_kept = self._kept_raw, self._begin_kept
+                sync.kept_raw, sync.begin_kept = self._kept_raw, self._begin_at_driver
             try:
                 # Begun on the sync session: creating the transaction does no I/O (the connection and its BEGIN
                 # come with the first statement), where AsyncSession.begin() cost a greenlet switch per transaction.

@@ -30,27 +30,6 @@ async def in_one_hop(session: AsyncSession, work: Callable[[Connection], _T]) ->
 _DRIVER = "common.sqlprep_session.driver"
 
 
-async def _raw(session: AsyncSession) -> tuple[AsyncConnection, Dialect, Any]:
-    """The session's connection, its dialect and, on the inline SQLite dialect, its sqlite3 connection (else None),
-    asked of SQLAlchemy once per transaction (one greenlet switch) and kept in the session's info with the
-    transaction they belong to: a later transaction of the same session asks again."""
-    transaction = session.sync_session.get_transaction()
-    found = session.info.get(_DRIVER)
-    if found is not None and transaction is not None and found[0] is transaction:
-        return found[1], found[2], found[3]
-    connection = await session.connection()
-    dialect = connection.dialect
-    raw = None
-    if dialect.driver == INLINE_SQLITE:
-        # The session's connection is checked out by now: its driver connection is an attribute away, where
-        # get_raw_connection() cost a greenlet switch of its own.
-        sync = connection.sync_connection
-        assert sync is not None
-        raw = sync.connection.driver_connection
-    session.info[_DRIVER] = (session.sync_session.get_transaction(), connection, dialect, raw)
-    return connection, dialect, raw
-
-
 class _JoinedOnUse(AsyncConnection):
     """The kept connection as `session_driver` answers for a transaction begun at the driver: SQLAlchemy's
     transaction on it (RootTransaction, events) is begun by the session only when something asks for the Connection
@@ -72,40 +51,43 @@ class _JoinedOnUse(AsyncConnection):
         return self._joined
 
 
-def _driver(session: AsyncSession) -> tuple[AsyncConnection, Dialect, Any] | None:
-    """The kept connection (joined when used), its dialect and its sqlite3 connection, for a write transaction on
-    the Database's kept SQLite connection: the transaction begun at the driver if nothing began it yet
-    (common.db_commit.WriterSession.driver), without SQLAlchemy's own transaction on the connection (its
-    RootTransaction and events, ~20 us a transaction); the session joins it when a statement or its commit needs
-    the connection. None for any other session: the caller asks `_raw`."""
-    sync = session.sync_session
-    if not isinstance(sync, WriterSession) or sync.kept_raw is None:
-        return None
-    transaction = sync.get_transaction()
-    if transaction is None:
-        return None
-    found = session.info.get(_DRIVER)
-    if found is not None and found[0] is transaction:
-        return found[1], found[2], found[3]
-    kept = sync.kept
-    assert kept is not None
-    raw = sync.driver()
-    connection = _JoinedOnUse(session, kept)
-    session.info[_DRIVER] = (transaction, connection, kept.dialect, raw)
-    return connection, kept.dialect, raw
-
-
 async def session_driver(session: AsyncSession) -> tuple[AsyncConnection, Dialect, Any]:
     """The session's connection, its dialect and, on the inline SQLite dialect, its sqlite3 connection (else None),
-    for a statement run at the driver in the session's transaction (asked of SQLAlchemy once per transaction)."""
-    return _driver(session) or await _raw(session)
+    for a statement run at the driver in the session's transaction; asked once per transaction and kept in the
+    session's info with the transaction they belong to (a later transaction of the same session asks again). A write
+    transaction on the Database's kept SQLite connection is begun at the driver if nothing began it yet
+    (common.db_commit.WriterSession.driver), without SQLAlchemy's own transaction on the connection (its
+    RootTransaction and events, ~20 us a transaction): the session joins it when a statement or its commit needs the
+    connection. Any other session asks SQLAlchemy (one greenlet switch)."""
+    sync = session.sync_session
+    transaction = sync.get_transaction()
+    found = session.info.get(_DRIVER)
+    if found is not None and transaction is not None and found[0] is transaction:
+        return found[1], found[2], found[3]
+    if transaction is not None and isinstance(sync, WriterSession) and sync.kept_raw is not None:
+        kept = sync.kept
+        assert kept is not None
+        connection: AsyncConnection = _JoinedOnUse(session, kept)
+        dialect, raw = kept.dialect, sync.driver()
+    else:
+        connection = await session.connection()
+        dialect = connection.dialect
+        raw = None
+        if dialect.driver == INLINE_SQLITE:
+            # The session's connection is checked out by now: its driver connection is an attribute away, where
+            # get_raw_connection() cost a greenlet switch of its own.
+            sync_connection = connection.sync_connection
+            assert sync_connection is not None
+            raw = sync_connection.connection.driver_connection
+    session.info[_DRIVER] = (sync.get_transaction(), connection, dialect, raw)
+    return connection, dialect, raw
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """`insert_many` in the session's transaction (on the inline SQLite dialect with no greenlet switch)."""
     if not rows:
         return
-    connection, dialect, raw = _driver(session) or await _raw(session)
+    connection, dialect, raw = await session_driver(session)
     if raw is None:
         await connection.run_sync(insert_many, table, rows)
         return
@@ -120,7 +102,7 @@ async def sqlite_rows(session: AsyncSession, sql: str, params: Sequence[Any]) ->
     """The rows of hand-written SQLite SQL in the session's transaction, straight from sqlite3 (values as SQLite
     holds them: times as text); None on any other dialect, where the caller runs its Core statement instead. For
     what Core cannot say as cheaply (an id list as one JSON array: `json_each(?)`); test such SQL on both stores."""
-    _connection, dialect, raw = _driver(session) or await _raw(session)
+    _connection, dialect, raw = await session_driver(session)
     if raw is None:
         return None
     return cast(list[Any], run_sqlite(raw, dialect, sql, params, False, True))
@@ -130,7 +112,7 @@ async def sqlite_fetch(session: AsyncSession, statement: Statement, params: Mapp
     """The rows of a Core statement written for SQLite (a JSON array of ids through `json_each`, where PostgreSQL
     runs an expanding IN), run at the inline SQLite driver without a greenlet switch; None on any other dialect,
     where the caller runs its own statement. Test such a pair on both stores."""
-    _connection, dialect, raw = _driver(session) or await _raw(session)
+    _connection, dialect, raw = await session_driver(session)
     if raw is None:
         return None
     compiled = statement.compiled(dialect)

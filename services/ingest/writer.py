@@ -69,14 +69,12 @@ class IngestWriter:
         self._queue: asyncio.Queue[_Waiter] = asyncio.Queue(maxsize=settings.writer_max_pending)
         self._enqueue_timeout_s = settings.writer_enqueue_timeout_s
         self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
         self._batches = SQLiteBatches(db) if SQLiteBatches.fits(db) else None
 
     async def start(self) -> None:
         """Start the writer task."""
         self._accepting = True
-        self._loop = asyncio.get_running_loop()  # kept: asking for it a lead checks the process id (a syscall)
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
 
     async def stop(self, grace_s: float = 10.0) -> None:
@@ -99,10 +97,9 @@ class IngestWriter:
     async def submit(self, item: PreparedLead) -> Stored:
         """Store one lead; returns after its transaction committed; raises IdempotencyConflict, WriterBusy or a
         store error."""
-        loop = self._loop
-        if not self._accepting or loop is None:
+        if not self._accepting:
             raise WriterUnavailable("the ingest writer is not running")
-        future: asyncio.Future[Stored] = loop.create_future()
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait((item, future))
         except asyncio.QueueFull:
