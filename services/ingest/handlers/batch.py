@@ -49,15 +49,6 @@ def _body(
     }
 
 
-def _lead_json(data: dict[str, Any]) -> str:
-    """The JSON column's text (common.db.json_column_dumps) of a lead: its keys are text, so the same bytes come
-    without orjson's non-string-key mode (half of the dump's cost); anything else takes the column's own way."""
-    try:
-        return orjson.dumps(data, option=orjson.OPT_UTC_Z).decode()
-    except TypeError:
-        return json_column_dumps(data)
-
-
 def _first_sighting(
     identities: Sequence[str],
     since: datetime,
@@ -172,7 +163,7 @@ async def accept_batch(
             lead_id = next(fresh_ids)
             body = _body(lead_id, "accepted", duplicate_of, item.is_test, item.correlation_id)
             # Serialized once: the same JSON text goes into the lead's row and its event.
-            text = _lead_json(item.lead.to_dict())
+            text = json_column_dumps(item.lead.to_dict())
             kind = item.source.kind if item.source else "api"
             leads.append(
                 LeadRow(

@@ -623,21 +623,3 @@ def test_fields_absent_from_the_submission_are_none_and_maps_empty() -> None:
     assert all(data[name] is None for name in ("first_name", "email", "country", "website", "language", "message"))
     assert (data["utm"], data["click_ids"], data["consent"], data["custom"]) == ({}, {}, {}, {})
     assert data["submitted_at"] is None
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        {"email": "a@example.org", "custom": {"n": 1.5, "b": True, "x": None}, "quality": {"flags": [], "raw": {}}},
-        {"submitted_at": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)},
-        {"quality": {"raw": {"custom.1": [1, {"deep": "é"}]}}},
-        {1: "a key that is no text"},
-        {"tags": {"b", "a"}},
-    ],
-)
-def test_the_batch_writes_a_lead_json_as_the_json_column_does(data: dict) -> None:
-    """The writer dumps a lead's JSON without orjson's non-text-key mode when it can: the same text either way."""
-    from common.db import json_column_dumps
-    from ingest.handlers.batch import _lead_json
-
-    assert _lead_json(data) == json_column_dumps(data)
