@@ -19,7 +19,7 @@ from aiokafka.structs import ConsumerRecord
 from tests.e2e.conftest import EVEN_RULES, EVEN_SEED
 
 from bench.e2e import PARTITIONS
-from bench.scoring import _Polled, compare, received_events
+from bench.scoring import FULL_LEADS, QUICK_LEADS, _Polled, compare, received_events
 from bench.util import log
 from common.consumer import ConsumerLoop
 from common.db import Database
@@ -130,16 +130,18 @@ def in_process(tmp: Path, n: int, poll: int = 200, *, repeats: int = 1, profile:
 
 
 def run(tmp: Path, bootstrap: str, *, quick: bool, out_size: int = 1850) -> dict[str, Any]:
-    """Routing alone (no webhook endpoints): the consumer, the decision, the SLA clock and the outbox."""
+    """Routing alone (no webhook endpoints): the consumer, the decision, the SLA clock and the outbox; warm drains,
+    as scoring's (bench.scoring's QUICK_LEADS / FULL_LEADS and three A B C rounds)."""
     result = compare(
         tmp,
         bootstrap,
         service="routing",
         topics=(LEADS_SCORED, LEADS_ASSIGNED),
-        events=scored_events(2000 if quick else 20_000),
+        events=scored_events(QUICK_LEADS if quick else FULL_LEADS),
         out_size=out_size,
-        repeats=2 if quick else 3,
-        wait_s=120.0 if quick else 600.0,
+        repeats=3,
+        wait_s=300.0 if quick else 900.0,
+        warm=True,
         seed=EVEN_SEED,
         rules=EVEN_RULES,
     )
