@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from common import metrics
 from ingest.api.fast import IngestApp, LeadFastPath
-from tests.integration.test_ingest_abuse import _store_held
+from tests.integration.test_ingest_abuse import _inflight_limit, _store_held
 from tests.integration.test_ingest_api import (
     BAD_REQUESTS,
     ORIGIN,
@@ -166,3 +166,36 @@ async def test_leads_taken_by_the_fast_path_count_against_the_inflight_limit(tmp
             assert shed.json()["error"] == "unavailable" and shed.headers.get("x-correlation-id")
         assert [r.status_code for r in await asyncio.gather(*held)] == [202, 202]
         assert gate.inflight == 0
+
+
+async def test_over_the_inflight_bound_every_post_gets_the_middlewares_503(apps: tuple[Ingest, Ingest]) -> None:
+    """The fast path sheds what the in-flight middleware would shed, with the same bytes and count, and stores
+    nothing; a body over the limit is still the body limit's 413."""
+    fast, route = apps
+    shed = metrics.HTTP_REQUESTS.labels(method="POST", route="unmatched", status="503")
+    email = f"lead-{uuid.uuid4().hex[:10]}@example.org"
+    sources = [await _web_source(fast), await _web_source(route)]
+    assert (await route.client.get("/healthz")).status_code == 200  # builds the middleware stack
+    assert fast.app.fast_path is not None
+    gates = [fast.app.fast_path.gate, _inflight_limit(route).gate]
+    answers = []
+    for ingest, source, gate in zip((fast, route), sources, gates, strict=True):
+        before = shed._value.get()
+        gate.inflight = gate.limit
+        try:
+            got = []
+            for what, request in _requests(source, email):
+                headers = {**request.get("headers", {}), "X-Correlation-Id": f"cid-{len(got)}"}
+                response = await ingest.client.post("/v1/leads", **{**request, "headers": headers})
+                got.append((what, response.status_code, response.headers.multi_items(), response.content))
+        finally:
+            gate.inflight = 0
+        answers.append(got)
+        assert shed._value.get() - before == sum(status == 503 for _, status, _, _ in got)
+    for fast_answer, route_answer in zip(*answers, strict=True):
+        assert fast_answer == route_answer, fast_answer[0]
+    statuses = {status for _, status, _, _ in answers[0]}
+    assert 503 in statuses and statuses <= {503, 413}, statuses
+    first = answers[0][0]
+    assert dict(first[2])["retry-after"] == "1" and dict(first[2])["x-correlation-id"] == "cid-0"
+    assert await _stored(fast) == await _stored(route) == (0, 0)

@@ -39,12 +39,14 @@ from common.web.errors import BodyTooLarge, field_errors_from_validation, instal
 from common.web.health import health_router
 from common.web.middleware import (
     CORRELATION_HEADER,
+    UNMATCHED,
     CorrelationIdMiddleware,
     InflightGate,
     InflightLimitMiddleware,
     MetricsMiddleware,
     bind_request_correlation_id,
     count_request,
+    shed_answer,
 )
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "JSON_MAX_DEPTH",
     "OPS_COOKIE",
     "OPS_COOKIE_MAX_AGE_S",
+    "UNMATCHED",
     "Admin",
     "BodyLimitMiddleware",
     "BodyTooLarge",
@@ -82,6 +85,7 @@ __all__ = [
     "refuse_deep_json",
     "require_admin_token",
     "require_ops_access",
+    "shed_answer",
     "tokens_equal",
 ]
 

@@ -9,10 +9,13 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import metrics
+from common.envelope import dumps
 from common.logging import bind_correlation_id
-from common.web.errors import send_json
 
 CORRELATION_HEADER = "x-correlation-id"
+# The request metrics' route label of an answer given before any route matched (an unknown path, a body refused, a
+# request shed over an in-flight bound): a route's latency histogram holds the requests it served.
+UNMATCHED = "unmatched"
 
 
 def bind_request_correlation_id(scope: Scope, given: bytes | None) -> str:
@@ -100,7 +103,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            template = getattr(scope.get("route"), "path", "unmatched")
+            template = getattr(scope.get("route"), "path", UNMATCHED)
             count_request(scope.get("method", "GET"), template, status, time.perf_counter() - started)
 
 
@@ -115,6 +118,21 @@ class InflightGate:
     @property
     def full(self) -> bool:
         return self.inflight >= self.limit
+
+
+# The answer to a request over the bound, the same from every layer that sheds: made once, since under overload it
+# is most of what the process answers (ingest at 3x saturation: ~15,000 a second).
+_SHED_BODY = dumps({"error": "unavailable", "detail": "too many requests in progress; retry"})
+_SHED_HEADERS = (
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_SHED_BODY)).encode()),
+    (b"retry-after", b"1"),
+)
+
+
+def shed_answer(*extra: tuple[bytes, bytes]) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The 503 with Retry-After for a request over an in-flight bound: its headers (then `extra`) and body."""
+    return [*_SHED_HEADERS, *extra], _SHED_BODY
 
 
 class InflightLimitMiddleware:
@@ -147,12 +165,9 @@ class InflightLimitMiddleware:
             return
         gate = self.gate
         if gate.full:
-            await send_json(
-                send,
-                503,
-                {"error": "unavailable", "detail": "too many requests in progress; retry"},
-                headers=[(b"retry-after", b"1")],
-            )
+            headers, body = shed_answer()
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
             return
         gate.inflight += 1
         try:
