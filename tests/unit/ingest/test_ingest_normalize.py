@@ -388,6 +388,12 @@ def test_structured_value_for_a_text_field_is_rejected() -> None:
     assert errors_of({"email": "a@example.com", "first_name": {"x": 1}}) == {"first_name": "expected text"}
 
 
+def test_a_list_of_plain_values_is_text_joined_by_commas_and_a_list_holding_an_object_is_refused() -> None:
+    """As the README says: a multi-select answer is read as text; structure where text belongs is malformed."""
+    assert lead({"email": "a@example.com", "company": ["Acme", "Widgets", 3]}).company == "Acme, Widgets, 3"
+    assert errors_of({"email": "a@example.com", "first_name": ["Ada", {"x": 1}]}) == {"first_name": "expected text"}
+
+
 # --- attribution and consent ---------------------------------------------------------------------
 
 
