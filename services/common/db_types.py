@@ -66,6 +66,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
+_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
+
+
 def json_column_dumps(value: Any) -> str:
     """A JSON column's text, written by orjson (several times the standard library's speed), UTF-8 as is.
 
@@ -76,9 +79,6 @@ def json_column_dumps(value: Any) -> str:
         return orjson.dumps(value, default=_json_default, option=orjson.OPT_UTC_Z).decode()
     except TypeError:
         return orjson.dumps(value, default=_json_default, option=_NON_STR_KEYS).decode()
-
-
-_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
 
 
 def json_column_loads(text: str | bytes) -> Any:

@@ -90,7 +90,8 @@ class LeadFastPath:
                 length = value
             elif given_cid is None and name in (b"x-correlation-id", b"x-request-id"):
                 given_cid = value
-        if self.gate.full and length.isdigit() and int(length) <= self.max_body_bytes:
+        within_limit = length.isdigit() and int(length) <= self.max_body_bytes  # else the body limit's 400 or 413
+        if within_limit and self.gate.full:
             # Shed here, as the app's in-flight middleware would (whatever the key or body: it answers before the
             # route reads either; a body over the limit is the body limit's 413 first). At 3x saturation most
             # answers are these (~15,000 a second); through the whole app each took 14.4 us of the loop, here 5.2.
@@ -104,8 +105,7 @@ class LeadFastPath:
         token = _secret_key(authorization)
         if (
             token is None
-            or not length.isdigit()
-            or int(length) > self.max_body_bytes  # the body limit answers it (400, 413)
+            or not within_limit
             or content_type.split(b";")[0].strip().lower() != _JSON
             or state.auth_failures.counting  # a failure on record: the route checks the caller's address first
             or tokens_equal(token, state.settings.admin_token.get_secret_value())
